@@ -1,0 +1,81 @@
+//! The command line: clap definitions and dispatch. Each verb builds its arguments
+//! and calls the library; nothing here touches the kernel directly.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Error;
+
+mod image;
+
+/// exprun: run experiments in isolated containers from immutable images, and keep a
+/// record of every run.
+#[derive(Debug, Parser)]
+#[command(name = "exprun", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Directory for the image store, live containers and run records
+    /// [default: /var/lib/exprun as root, $XDG_DATA_HOME/exprun otherwise]
+    #[arg(long, global = true, env = "EXPRUN_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Print debug messages to stderr
+    #[arg(long, global = true)]
+    pub debug: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Import, list, inspect and remove images in the local store
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+}
+
+/// Options every verb sees.
+#[derive(Debug, Clone)]
+pub struct Globals {
+    /// The resolved state root.
+    pub root: PathBuf,
+    /// Whether debug output is on.
+    pub debug: bool,
+}
+
+impl Globals {
+    /// Where the image store lives under the root.
+    pub fn store_dir(&self) -> PathBuf {
+        self.root.join("store")
+    }
+}
+
+fn default_root() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/exprun");
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("exprun");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+    PathBuf::from(home).join(".local/share/exprun")
+}
+
+/// Parse the command line, run the verb, and return the process exit status.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let globals = Globals { root: cli.root.clone().unwrap_or_else(default_root), debug: cli.debug };
+    let result = match cli.command {
+        Command::Image(cmd) => image::run(&globals, cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => report(&e),
+    }
+}
+
+/// Print an exprun error on stderr and return its exit status.
+fn report(e: &Error) -> i32 {
+    eprintln!("exprun: {e}");
+    e.exit_code()
+}

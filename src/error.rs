@@ -1,0 +1,34 @@
+//! The top-level error and the exit-status contract.
+//!
+//! `exprun run` exits with the command's own status, 128+N when the command was
+//! killed by signal N, 126 when it could not be executed, 127 when it was not found,
+//! and 125 when exprun itself failed (the same contract as `podman run`).
+//! Every [`Error`] is an exprun failure, so it maps to 125.
+
+/// Exit status when exprun itself failed.
+pub const EXIT_EXPRUN_FAILED: i32 = 125;
+/// Exit status when the command exists but cannot be executed.
+pub const EXIT_CANNOT_EXECUTE: i32 = 126;
+/// Exit status when the command is not found.
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+/// Any failure of exprun itself.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The image store refused or failed.
+    #[error(transparent)]
+    Image(#[from] crate::image::Error),
+    /// The command line is inconsistent in a way clap cannot see.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> i32 {
+        EXIT_EXPRUN_FAILED
+    }
+}
+
+/// Result with the top-level [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,149 @@
+//! Small filesystem helpers shared by the image store, the state directory and the
+//! run records: atomic writes, advisory locks and random identifiers.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::Serialize;
+
+/// Write `bytes` to `path` so that readers see either the old file or the whole new
+/// one: write a temp file in the same directory, optionally fsync it, then rename.
+pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", random_hex(6)));
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        if durable {
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// [`write_atomic`] of a value as pretty JSON with a trailing newline.
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T, durable: bool) -> io::Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes, durable)
+}
+
+/// `n` random bytes from the kernel, as lowercase hex.
+pub fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    let mut filled = 0;
+    while filled < n {
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`, which is
+        // valid for writes of that many bytes; getrandom writes at most that many.
+        let r = unsafe {
+            libc::getrandom(buf[filled..].as_mut_ptr().cast(), n - filled, 0)
+        };
+        if r > 0 {
+            filled += r as usize;
+        } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            // getrandom cannot fail on Linux ≥ 3.17 except for EINTR; fall back to the
+            // clock and pid rather than panicking if it ever does.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            let seed = format!("{t}{}", std::process::id());
+            let d = crate::digest::Digest::of_bytes(seed.as_bytes());
+            return d.hex()[..2 * n].to_string();
+        }
+    }
+    hex::encode(buf)
+}
+
+/// An exclusive or shared `flock` on a file, released when dropped (or when the
+/// process dies, which is what makes it useful for detecting abandoned state).
+pub struct Lock {
+    _flock: Flock<File>,
+    path: PathBuf,
+}
+
+impl Lock {
+    /// Block until the lock on `path` (created if missing) is held.
+    pub fn acquire(path: &Path, exclusive: bool) -> io::Result<Self> {
+        let arg = if exclusive { FlockArg::LockExclusive } else { FlockArg::LockShared };
+        Self::take(path, arg)?.ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))
+    }
+
+    /// Take an exclusive lock on `path` if nobody holds it; `None` if somebody does.
+    pub fn try_exclusive(path: &Path) -> io::Result<Option<Self>> {
+        Self::take(path, FlockArg::LockExclusiveNonblock)
+    }
+
+    fn take(path: &Path, arg: FlockArg) -> io::Result<Option<Self>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        match Flock::lock(file, arg) {
+            Ok(flock) => Ok(Some(Self { _flock: flock, path: path.to_path_buf() })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(io::Error::from(e)),
+        }
+    }
+
+    /// The locked file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The open file that carries the lock.
+    pub fn file(&self) -> impl AsFd + '_ {
+        &*self._flock
+    }
+}
+
+/// Remove a directory tree, treating "already gone" as success.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        write_atomic(&p, b"one", false).unwrap();
+        write_atomic(&p, b"two", true).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn random_hex_has_requested_length_and_varies() {
+        let a = random_hex(16);
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, random_hex(16));
+    }
+
+    #[test]
+    fn exclusive_lock_excludes_a_second_taker() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lock");
+        let held = Lock::try_exclusive(&p).unwrap();
+        assert!(held.is_some());
+        assert!(Lock::try_exclusive(&p).unwrap().is_none());
+        drop(held);
+        assert!(Lock::try_exclusive(&p).unwrap().is_some());
+    }
+}
