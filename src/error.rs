@@ -12,12 +12,28 @@ pub const EXIT_CANNOT_EXECUTE: i32 = 126;
 /// Exit status when the command is not found.
 pub const EXIT_NOT_FOUND: i32 = 127;
 
-/// Any failure of exprun itself.
+/// Any failure of exprun itself. Each module's error carries the path or field
+/// and the operation; this enum only gathers them.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The image store refused or failed.
     #[error(transparent)]
     Image(#[from] crate::image::Error),
+    /// An option or the image config cannot make a runtime spec.
+    #[error(transparent)]
+    Spec(#[from] crate::spec::Error),
+    /// The spec cannot be planned on this host.
+    #[error(transparent)]
+    Plan(#[from] crate::plan::Error),
+    /// Starting or waiting for the container failed.
+    #[error(transparent)]
+    Spawn(#[from] crate::spawn::Error),
+    /// The state directory.
+    #[error(transparent)]
+    State(#[from] crate::state::Error),
+    /// A run record.
+    #[error(transparent)]
+    Record(#[from] crate::record::Error),
     /// The command line is inconsistent in a way clap cannot see.
     #[error("{0}")]
     Usage(String),

@@ -70,6 +70,12 @@ pub struct Lock {
     path: PathBuf,
 }
 
+impl std::fmt::Debug for Lock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lock").field("path", &self.path).finish()
+    }
+}
+
 impl Lock {
     /// Block until the lock on `path` (created if missing) is held.
     pub fn acquire(path: &Path, exclusive: bool) -> io::Result<Self> {

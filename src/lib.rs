@@ -3,7 +3,17 @@
 //! # Code map
 //!
 //! - [`cli`]: argument parsing and the verbs; thin, calls into the modules below.
+//! - [`run`]: `exprun run` from options to exit status, the ordered steps in one place.
 //! - [`image`]: the immutable, content-addressed image store (import, resolve, gc).
+//! - [`spec`]: image config + options → OCI runtime spec (no side effects).
+//! - [`plan`]: spec + host → the run plan, validated; what spawn reads and the record stores.
+//! - [`state`]: the state root: live run directories, locks, records, stale-run cleanup.
+//! - [`cgroups`]: cgroup placement, limits (through cgroups-rs), usage, removal; v1 and v2.
+//! - [`spawn`]: the parent side (create half, start half, foreground wait), the
+//!   protocol, and the container's init (child side).
+//! - [`rootfs`]: overlay, mounts, /dev, pivot_root: run by the container's init.
+//! - [`record`]: the run record, host facts, input/output tree digests.
+//! - [`sys`]: the raw syscalls nothing else wraps; the one home of `unsafe` besides spawn.
 //! - [`digest`]: `sha256:` digests and hashing readers and writers.
 //! - [`fsutil`]: atomic writes, advisory locks, random ids.
 //! - [`error`]: the top-level error and the exit-code contract.
@@ -16,10 +26,19 @@
 //! - The child side of spawn reads only the plan.
 //! - A run leaves nothing behind that it was not asked to keep.
 
+pub mod cgroups;
 pub mod cli;
 pub mod digest;
 pub mod error;
 pub mod fsutil;
 pub mod image;
+pub mod plan;
+pub mod record;
+pub mod rootfs;
+pub mod run;
+pub mod spawn;
+pub mod spec;
+pub mod state;
+pub mod sys;
 
 pub use error::{Error, Result};

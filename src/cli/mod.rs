@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use crate::error::Error;
 
 mod image;
+mod run;
+mod runs;
 
 /// exprun: run experiments in isolated containers from immutable images, and keep a
 /// record of every run.
@@ -29,9 +31,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a command in a new container from an image, and record the run
+    Run(Box<run::RunArgs>),
+    /// List, show and remove run records
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
     /// Import, list, inspect and remove images in the local store
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Clean up after runs whose exprun was killed, and unreferenced image data
+    Gc,
 }
 
 /// Options every verb sees.
@@ -66,7 +75,10 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let globals = Globals { root: cli.root.clone().unwrap_or_else(default_root), debug: cli.debug };
     let result = match cli.command {
+        Command::Run(args) => run::run(&globals, *args),
+        Command::Runs(cmd) => runs::run(&globals, cmd),
         Command::Image(cmd) => image::run(&globals, cmd),
+        Command::Gc => runs::gc(&globals),
     };
     match result {
         Ok(code) => code,

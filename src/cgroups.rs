@@ -1,0 +1,768 @@
+//! Control groups: where a run's cgroup goes, its limits, joining it, its usage
+//! figures, and removing it.
+//!
+//! Planning ([`CgroupHost::plan`]) only reads the host's mount table and the caller's
+//! cgroup membership and refuses limits that cannot be enforced. [`Cgroup::create`]
+//! makes the directories and writes the limits through cgroups-rs controllers. The
+//! container's init joins the cgroup itself (see [`Cgroup::join_files`]).
+//!
+//! By default the run's cgroup is a child of the caller's own cgroup in every
+//! hierarchy, so that whatever limits the caller lives under (a CI job, a Slurm
+//! allocation, a systemd unit) also bound the experiment.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use cgroups_rs::fs::cpu::CpuController;
+use cgroups_rs::fs::memory::MemController;
+use cgroups_rs::fs::pid::PidController;
+use cgroups_rs::fs::{Controller, MaxValue};
+use serde::{Deserialize, Serialize};
+
+/// The CFS period exprun uses for `--cpus`, in microseconds (the kernel default).
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// Cgroup errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A limit was asked for that this host cannot enforce.
+    #[error("cannot enforce {limit}: {why}")]
+    Unenforceable {
+        /// The option, e.g. `--memory`.
+        limit: &'static str,
+        /// What is missing on this host.
+        why: String,
+    },
+    /// Reading the host's cgroup layout failed.
+    #[error("reading {path}: {source}")]
+    Host {
+        /// The file read.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The cgroup parent given is not usable.
+    #[error("cgroup parent {parent:?}: {why}")]
+    Parent {
+        /// The parent as given.
+        parent: String,
+        /// Why it was refused.
+        why: String,
+    },
+    /// Creating, writing or removing a cgroup file or directory failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A cgroups-rs controller call failed.
+    #[error("{op} in {dir}: {source}")]
+    Controller {
+        /// What was being done, e.g. "writing memory.limit_in_bytes = 67108864".
+        op: String,
+        /// The cgroup directory.
+        dir: PathBuf,
+        /// The underlying error.
+        source: cgroups_rs::fs::error::Error,
+    },
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// cgroup v1 (one hierarchy per controller) or v2 (one unified hierarchy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Version {
+    /// Legacy or hybrid hosts: controllers on separate v1 hierarchies.
+    V1,
+    /// Unified hosts: every controller on one cgroup2 hierarchy.
+    V2,
+}
+
+/// The limits of a run, as numbers the kernel takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory limit in bytes (swap is limited to the same, i.e. none on top).
+    pub memory_bytes: Option<i64>,
+    /// CFS quota per [`CPU_PERIOD_US`], in microseconds.
+    pub cpu_quota_us: Option<i64>,
+    /// Maximum number of tasks.
+    pub pids_max: Option<i64>,
+}
+
+/// The controllers exprun uses, and why.
+const MEMORY: &str = "memory"; // limit, peak usage, OOM kills
+const PIDS: &str = "pids"; // limit, failed forks
+const CPU: &str = "cpu"; // quota
+const CPUACCT: &str = "cpuacct"; // CPU time (v1; v2 has cpu.stat)
+
+/// Where a run's cgroup lives and what it enforces: part of the run plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupPlan {
+    /// v1 or v2.
+    pub version: Version,
+    /// v1: the directory per controller; v2: one entry, key `unified`.
+    pub dirs: BTreeMap<String, PathBuf>,
+    /// v2: the ancestors whose `cgroup.subtree_control` must enable our controllers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub enable_in: Vec<PathBuf>,
+    /// The limits to write.
+    pub limits: Limits,
+}
+
+/// One v1 hierarchy or the v2 hierarchy, as mounted on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mount {
+    point: PathBuf,
+    root: PathBuf,
+}
+
+/// The host's cgroup layout and the caller's place in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupHost {
+    /// v1 controller name → its hierarchy's mount.
+    v1: BTreeMap<String, Mount>,
+    /// The cgroup2 mount, if any.
+    v2: Option<Mount>,
+    /// Controllers enabled at the root of the cgroup2 mount (cgroup.controllers).
+    v2_controllers: Vec<String>,
+    /// The caller's cgroup per v1 controller, and under "" for v2.
+    caller: BTreeMap<String, String>,
+}
+
+impl CgroupHost {
+    /// Read the layout of this host from /proc/self/mountinfo and /proc/self/cgroup.
+    pub fn detect() -> Result<Self> {
+        let read = |p: &str| {
+            fs::read_to_string(p).map_err(|source| Error::Host { path: p.into(), source })
+        };
+        let mut host = Self::parse(&read("/proc/self/mountinfo")?, &read("/proc/self/cgroup")?);
+        if let Some(m) = &host.v2 {
+            let p = m.point.join("cgroup.controllers");
+            host.v2_controllers = fs::read_to_string(&p)
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+        }
+        Ok(host)
+    }
+
+    /// The layout described by the text of a mountinfo and a /proc/<pid>/cgroup file.
+    pub fn parse(mountinfo: &str, proc_cgroup: &str) -> Self {
+        let mut v1 = BTreeMap::new();
+        let mut v2 = None;
+        for line in mountinfo.lines() {
+            let Some((left, right)) = line.split_once(" - ") else { continue };
+            let l: Vec<&str> = left.split(' ').collect();
+            let r: Vec<&str> = right.split(' ').collect();
+            if l.len() < 5 || r.len() < 3 {
+                continue;
+            }
+            let mount = Mount { point: unescape(l[4]).into(), root: unescape(l[3]).into() };
+            match r[0] {
+                "cgroup2" => v2 = Some(mount),
+                "cgroup" => {
+                    for opt in r[2].split(',') {
+                        if [MEMORY, PIDS, CPU, CPUACCT, "cpuset", "devices", "freezer", "blkio"]
+                            .contains(&opt)
+                        {
+                            v1.entry(opt.to_string()).or_insert_with(|| mount.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut caller = BTreeMap::new();
+        for line in proc_cgroup.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            if ctrls.is_empty() {
+                caller.insert(String::new(), path.to_string());
+            }
+            for c in ctrls.split(',').filter(|c| !c.is_empty()) {
+                caller.insert(c.to_string(), path.to_string());
+            }
+        }
+        Self { v1, v2, v2_controllers: Vec::new(), caller }
+    }
+
+    /// v2 when the memory controller lives on the unified hierarchy, v1 otherwise
+    /// (hybrid hosts with an empty cgroup2 mount count as v1).
+    pub fn version(&self) -> Version {
+        if !self.v1.contains_key(MEMORY) && self.v2_controllers.iter().any(|c| c == MEMORY) {
+            Version::V2
+        } else {
+            Version::V1
+        }
+    }
+
+    /// The cgroup mode and controllers, as the run record describes the host.
+    pub fn describe(&self) -> (String, Vec<String>) {
+        let mode = match (self.v1.is_empty(), &self.v2) {
+            (false, Some(_)) => "hybrid",
+            (false, None) => "v1",
+            (true, Some(_)) => "v2",
+            (true, None) => "none",
+        };
+        let mut controllers: Vec<String> = self.v1.keys().cloned().collect();
+        controllers.extend(self.v2_controllers.iter().map(|c| format!("{c} (v2)")));
+        (mode.to_string(), controllers)
+    }
+
+    /// Plan the cgroup `name` under `parent` (default: the caller's own cgroup),
+    /// refusing any limit this host cannot enforce.
+    pub fn plan(&self, name: &str, parent: Option<&str>, limits: Limits) -> Result<CgroupPlan> {
+        if let Some(p) = parent {
+            check_parent(p)?;
+        }
+        match self.version() {
+            Version::V1 => self.plan_v1(name, parent, limits),
+            Version::V2 => self.plan_v2(name, parent, limits),
+        }
+    }
+
+    fn plan_v1(&self, name: &str, parent: Option<&str>, limits: Limits) -> Result<CgroupPlan> {
+        let needs = [
+            (MEMORY, limits.memory_bytes.is_some(), "--memory"),
+            (PIDS, limits.pids_max.is_some(), "--pids-limit"),
+            (CPU, limits.cpu_quota_us.is_some(), "--cpus"),
+        ];
+        for (ctrl, needed, option) in needs {
+            if needed && !self.v1.contains_key(ctrl) {
+                return Err(Error::Unenforceable {
+                    limit: option,
+                    why: format!("the {ctrl} cgroup controller is not mounted on this host"),
+                });
+            }
+        }
+        let mut dirs = BTreeMap::new();
+        for ctrl in [MEMORY, PIDS, CPU, CPUACCT] {
+            let Some(mount) = self.v1.get(ctrl) else { continue };
+            let base = match parent {
+                Some(p) => p.to_string(),
+                None => self.caller.get(ctrl).cloned().unwrap_or_else(|| "/".into()),
+            };
+            let dir = join_under(mount, &base, name).ok_or_else(|| Error::Parent {
+                parent: base.clone(),
+                why: format!("not inside the {ctrl} hierarchy mounted at {}", mount.point.display()),
+            })?;
+            dirs.insert(ctrl.to_string(), dir);
+        }
+        Ok(CgroupPlan { version: Version::V1, dirs, enable_in: Vec::new(), limits })
+    }
+
+    fn plan_v2(&self, name: &str, parent: Option<&str>, limits: Limits) -> Result<CgroupPlan> {
+        let mount = self.v2.as_ref().ok_or_else(|| Error::Unenforceable {
+            limit: "resource limits",
+            why: "no cgroup2 hierarchy is mounted".into(),
+        })?;
+        for (ctrl, needed, option) in [
+            (MEMORY, limits.memory_bytes.is_some(), "--memory"),
+            (PIDS, limits.pids_max.is_some(), "--pids-limit"),
+            (CPU, limits.cpu_quota_us.is_some(), "--cpus"),
+        ] {
+            if needed && !self.v2_controllers.iter().any(|c| c == ctrl) {
+                return Err(Error::Unenforceable {
+                    limit: option,
+                    why: format!(
+                        "the {ctrl} controller is not enabled in {}",
+                        mount.point.join("cgroup.controllers").display()
+                    ),
+                });
+            }
+        }
+        let base = match parent {
+            Some(p) => p.to_string(),
+            None => self.caller.get("").cloned().unwrap_or_else(|| "/".into()),
+        };
+        let dir = join_under(mount, &base, name).ok_or_else(|| Error::Parent {
+            parent: base.clone(),
+            why: format!("not inside the cgroup2 hierarchy mounted at {}", mount.point.display()),
+        })?;
+        let mut enable_in = Vec::new();
+        let mut d = dir.parent();
+        while let Some(p) = d {
+            if !p.starts_with(&mount.point) {
+                break;
+            }
+            enable_in.push(p.to_path_buf());
+            d = p.parent();
+        }
+        enable_in.reverse();
+        let dirs = BTreeMap::from([("unified".to_string(), dir)]);
+        Ok(CgroupPlan { version: Version::V2, dirs, enable_in, limits })
+    }
+}
+
+/// `--cgroup-parent` must be an absolute, normal path inside the hierarchy.
+fn check_parent(p: &str) -> Result<()> {
+    let path = Path::new(p);
+    let ok = path.is_absolute()
+        && path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Parent {
+            parent: p.into(),
+            why: "give an absolute path inside the cgroup hierarchy, without '..', e.g. /experiments".into(),
+        })
+    }
+}
+
+/// `mount.point` + (`cgroup` relative to the mount's root) + `name`; `None` when
+/// `cgroup` lies outside what the mount shows.
+fn join_under(mount: &Mount, cgroup: &str, name: &str) -> Option<PathBuf> {
+    let rel = Path::new(cgroup).strip_prefix(&mount.root).ok()?;
+    Some(mount.point.join(rel).join(name))
+}
+
+/// mountinfo escapes spaces, tabs, newlines and backslashes as `\ooo` octal.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.get(i + 1..i + 4).filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push(d.iter().fold(0u8, |acc, c| acc.wrapping_mul(8).wrapping_add(c - b'0')));
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Usage figures read from the cgroup after the run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Peak memory use of the whole container, in bytes.
+    pub peak_memory_bytes: Option<u64>,
+    /// How many processes the OOM killer killed in the container.
+    pub oom_kills: u64,
+    /// User CPU time of all processes, in microseconds.
+    pub cpu_user_us: Option<u64>,
+    /// System CPU time of all processes, in microseconds.
+    pub cpu_system_us: Option<u64>,
+    /// How many forks failed because of the pids limit.
+    pub pids_limit_hits: u64,
+}
+
+/// A created cgroup: the directories exist and the limits are written.
+#[derive(Debug)]
+pub struct Cgroup {
+    plan: CgroupPlan,
+}
+
+impl Cgroup {
+    /// Make the directories and write the limits. On failure nothing is left.
+    pub fn create(plan: &CgroupPlan) -> Result<Self> {
+        let cg = Self { plan: plan.clone() };
+        if let Err(e) = cg.create_inner() {
+            let _ = cg.destroy();
+            return Err(e);
+        }
+        Ok(cg)
+    }
+
+    /// A handle on an existing cgroup described by `plan` (for cleaning up after a
+    /// run whose exprun process died).
+    pub fn adopt(plan: &CgroupPlan) -> Self {
+        Self { plan: plan.clone() }
+    }
+
+    fn create_inner(&self) -> Result<()> {
+        let v2 = self.plan.version == Version::V2;
+        for dir in self.plan.dirs.values() {
+            if let Some(parent) = dir.parent().filter(|p| !p.is_dir()) {
+                return Err(Error::Io {
+                    op: "using cgroup parent",
+                    path: parent.to_path_buf(),
+                    source: io::Error::new(
+                        io::ErrorKind::NotFound,
+                        "no such cgroup; create it first or choose another --cgroup-parent",
+                    ),
+                });
+            }
+        }
+        if v2 {
+            let wanted = self.v2_wanted();
+            for dir in &self.plan.enable_in {
+                enable_controllers(dir, &wanted)?;
+            }
+        }
+        for dir in self.plan.dirs.values() {
+            match fs::create_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(source) => {
+                    return Err(Error::Io { op: "creating cgroup", path: dir.clone(), source })
+                }
+            }
+        }
+        let l = &self.plan.limits;
+        if let Some(bytes) = l.memory_bytes {
+            let mem = self.mem();
+            let dir = mem.path().to_path_buf();
+            let ctl = |op: String| {
+                let dir = dir.clone();
+                move |source| Error::Controller { op, dir, source }
+            };
+            let (limit_file, swap_file) =
+                if v2 { ("memory.max", "memory.swap.max") } else { ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes") };
+            mem.set_limit(bytes).map_err(ctl(format!("writing {limit_file} = {bytes}")))?;
+            // No swap on top of the limit: a run that needs more memory than it was
+            // given is OOM-killed at the limit instead of running slower on another
+            // host's swap. Hosts without swap accounting have no such file.
+            if mem.path().join(swap_file).exists() {
+                let swap = if v2 { 0 } else { bytes };
+                mem.set_memswap_limit(swap).map_err(ctl(format!("writing {swap_file} = {swap}")))?;
+            }
+        }
+        if let Some(max) = l.pids_max {
+            let pids = PidController::new(self.dir(PIDS), PathBuf::new(), v2);
+            pids.set_pid_max(MaxValue::Value(max)).map_err(|source| Error::Controller {
+                op: format!("writing pids.max = {max}"),
+                dir: self.dir(PIDS),
+                source,
+            })?;
+        }
+        if let Some(quota) = l.cpu_quota_us {
+            let cpu = CpuController::new(self.dir(CPU), PathBuf::new(), v2);
+            cpu.set_cfs_quota_and_period(Some(quota), Some(CPU_PERIOD_US)).map_err(|source| {
+                Error::Controller {
+                    op: format!("writing the CFS quota {quota}us per {CPU_PERIOD_US}us"),
+                    dir: self.dir(CPU),
+                    source,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    fn v2_wanted(&self) -> Vec<&'static str> {
+        let l = &self.plan.limits;
+        let mut wanted = vec![MEMORY];
+        if l.pids_max.is_some() {
+            wanted.push(PIDS);
+        }
+        if l.cpu_quota_us.is_some() {
+            wanted.push(CPU);
+        }
+        wanted
+    }
+
+    /// The directory for a controller (v2: the one directory).
+    fn dir(&self, ctrl: &str) -> PathBuf {
+        match self.plan.version {
+            Version::V2 => self.plan.dirs.values().next().cloned().unwrap_or_default(),
+            Version::V1 => self.plan.dirs.get(ctrl).cloned().unwrap_or_default(),
+        }
+    }
+
+    fn mem(&self) -> MemController {
+        MemController::new(self.dir(MEMORY), PathBuf::new(), self.plan.version == Version::V2)
+    }
+
+    /// Open the files through which the container's init moves itself into the
+    /// cgroup by writing "0": `tasks` on v1, `cgroup.procs` on v2.
+    ///
+    /// Why the child and not the parent: on v1 a task that moves *itself* (one
+    /// thread, pid 0) does not take the global threadgroup lock, whose first
+    /// write-lock after an idle period waits for an RCU grace period (≈10 ms here:
+    /// research/performance-anchors.md, finding 1).
+    pub fn join_files(&self) -> Result<Vec<OwnedFd>> {
+        let file = match self.plan.version {
+            Version::V1 => "tasks",
+            Version::V2 => "cgroup.procs",
+        };
+        let mut fds = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for dir in self.plan.dirs.values() {
+            if !seen.insert(dir) {
+                continue; // co-mounted controllers share a directory
+            }
+            let path = dir.join(file);
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|source| Error::Io { op: "opening", path, source })?;
+            fds.push(OwnedFd::from(f));
+        }
+        Ok(fds)
+    }
+
+    /// Read the usage figures. Missing files give `None`/0 rather than an error:
+    /// statistics are best-effort, limits are not.
+    pub fn usage(&self) -> Usage {
+        let read = |ctrl: &str, file: &str| fs::read_to_string(self.dir(ctrl).join(file)).ok();
+        let num = |s: Option<String>| s.and_then(|s| s.trim().parse::<u64>().ok());
+        let key = |s: &Option<String>, k: &str| {
+            s.as_deref().and_then(|s| {
+                s.lines().find_map(|l| {
+                    let (name, v) = l.split_once(' ')?;
+                    (name == k).then(|| v.trim().parse::<u64>().ok()).flatten()
+                })
+            })
+        };
+        let pids_events = read(PIDS, "pids.events");
+        match self.plan.version {
+            Version::V1 => {
+                let oom = read(MEMORY, "memory.oom_control");
+                Usage {
+                    peak_memory_bytes: num(read(MEMORY, "memory.max_usage_in_bytes")),
+                    oom_kills: key(&oom, "oom_kill").unwrap_or(0),
+                    cpu_user_us: num(read(CPUACCT, "cpuacct.usage_user")).map(|ns| ns / 1000),
+                    cpu_system_us: num(read(CPUACCT, "cpuacct.usage_sys")).map(|ns| ns / 1000),
+                    pids_limit_hits: key(&pids_events, "max").unwrap_or(0),
+                }
+            }
+            Version::V2 => {
+                let events = read(MEMORY, "memory.events");
+                let cpu = read(CPU, "cpu.stat");
+                Usage {
+                    peak_memory_bytes: num(read(MEMORY, "memory.peak")),
+                    oom_kills: key(&events, "oom_kill").unwrap_or(0),
+                    cpu_user_us: key(&cpu, "user_usec"),
+                    cpu_system_us: key(&cpu, "system_usec"),
+                    pids_limit_hits: key(&pids_events, "max").unwrap_or(0),
+                }
+            }
+        }
+    }
+
+    /// Kill anything still inside and remove the directories. Safe to call twice.
+    pub fn destroy(&self) -> Result<()> {
+        let mut first_err = None;
+        for dir in self.plan.dirs.values() {
+            if !dir.exists() {
+                continue;
+            }
+            if let Err(e) = remove_cgroup_dir(dir) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Write `+ctrl` for each wanted controller into `dir/cgroup.subtree_control`,
+/// skipping those already enabled.
+fn enable_controllers(dir: &Path, wanted: &[&str]) -> Result<()> {
+    let path = dir.join("cgroup.subtree_control");
+    let current = fs::read_to_string(&path)
+        .map_err(|source| Error::Io { op: "reading", path: path.clone(), source })?;
+    let have: Vec<&str> = current.split_whitespace().collect();
+    for c in wanted.iter().filter(|c| !have.contains(c)) {
+        fs::write(&path, format!("+{c}")).map_err(|source| {
+            let source = if source.raw_os_error() == Some(libc::EBUSY) {
+                io::Error::new(
+                    source.kind(),
+                    format!(
+                        "{source}: the cgroup has processes of its own, so it cannot delegate \
+                         controllers (cgroup v2 \"no internal processes\" rule); run with \
+                         --cgroup-parent set to a cgroup without processes"
+                    ),
+                )
+            } else {
+                source
+            };
+            Error::Io { op: "enabling the cgroup controllers in", path: path.clone(), source }
+        })?;
+    }
+    Ok(())
+}
+
+/// rmdir a cgroup, killing leftover processes first; the kernel may report EBUSY
+/// for a moment after the last task exits, so retry briefly.
+fn remove_cgroup_dir(dir: &Path) -> Result<()> {
+    let mut delay = Duration::from_millis(1);
+    for attempt in 0..10 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if attempt < 9 && e.raw_os_error() == Some(libc::EBUSY) => {
+                kill_all_in(dir);
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_millis(100));
+            }
+            Err(source) => {
+                return Err(Error::Io { op: "removing cgroup", path: dir.to_path_buf(), source })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// SIGKILL every process listed in a cgroup's cgroup.procs.
+fn kill_all_in(dir: &Path) {
+    let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) else { return };
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID_MOUNTINFO: &str = "\
+30 25 0:26 / /sys/fs/cgroup rw,nosuid - tmpfs tmpfs rw,mode=755
+31 30 0:27 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+32 30 0:28 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+33 30 0:29 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+34 30 0:30 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+35 30 0:31 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+    const HYBRID_SELF: &str = "\
+8:pids:/
+4:memory:/jobs/job42
+2:cpuacct:/
+1:cpu:/
+0::/
+";
+
+    #[test]
+    fn hybrid_host_plans_v1_dirs_under_the_callers_cgroups() {
+        let host = CgroupHost::parse(HYBRID_MOUNTINFO, HYBRID_SELF);
+        assert_eq!(host.version(), Version::V1);
+        let plan = host
+            .plan("exprun-abc", None, Limits { memory_bytes: Some(1 << 26), ..Limits::default() })
+            .unwrap();
+        assert_eq!(plan.dirs["memory"], Path::new("/sys/fs/cgroup/memory/jobs/job42/exprun-abc"));
+        assert_eq!(plan.dirs["pids"], Path::new("/sys/fs/cgroup/pids/exprun-abc"));
+        assert_eq!(plan.dirs["cpuacct"], Path::new("/sys/fs/cgroup/cpuacct/exprun-abc"));
+        assert_eq!(host.describe().0, "hybrid");
+    }
+
+    #[test]
+    fn co_mounted_cpu_and_cpuacct_share_one_dir() {
+        let mi = "31 30 0:27 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+                  33 30 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+        let host = CgroupHost::parse(mi, "3:cpu,cpuacct:/a\n2:memory:/a\n");
+        let plan = host.plan("x", None, Limits::default()).unwrap();
+        assert_eq!(plan.dirs["cpu"], plan.dirs["cpuacct"]);
+        assert_eq!(plan.dirs["cpu"], Path::new("/sys/fs/cgroup/cpu,cpuacct/a/x"));
+    }
+
+    #[test]
+    fn a_limit_without_its_controller_is_refused_by_name() {
+        let mi = "33 30 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+        let host = CgroupHost::parse(mi, "2:memory:/\n");
+        let err = host
+            .plan("x", None, Limits { pids_max: Some(10), ..Limits::default() })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--pids-limit") && err.contains("pids cgroup controller"), "{err}");
+    }
+
+    #[test]
+    fn cgroup_parent_must_be_absolute_and_plain() {
+        let host = CgroupHost::parse(HYBRID_MOUNTINFO, HYBRID_SELF);
+        for bad in ["relative", "/a/../b", ""] {
+            assert!(host.plan("x", Some(bad), Limits::default()).is_err(), "{bad}");
+        }
+        let plan = host.plan("x", Some("/experiments"), Limits::default()).unwrap();
+        assert_eq!(plan.dirs["memory"], Path::new("/sys/fs/cgroup/memory/experiments/x"));
+    }
+
+    #[test]
+    fn mountinfo_octal_escapes_are_decoded() {
+        assert_eq!(unescape(r"/mnt/with\040space"), "/mnt/with space");
+        assert_eq!(unescape("/plain"), "/plain");
+    }
+
+    /// A fake cgroup2 tree in a temp dir: the files the kernel would provide.
+    fn v2_fixture() -> (tempfile::TempDir, CgroupHost) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::write(root.join("cgroup.controllers"), "cpuset cpu io memory hugetlb pids\n").unwrap();
+        fs::write(root.join("cgroup.subtree_control"), "").unwrap();
+        fs::create_dir(root.join("user.slice")).unwrap();
+        fs::write(root.join("user.slice/cgroup.subtree_control"), "memory\n").unwrap();
+        let mi = format!("30 25 0:26 / {} rw,nosuid - cgroup2 cgroup2 rw\n", root.display());
+        let mut host = CgroupHost::parse(&mi, "0::/user.slice\n");
+        host.v2_controllers = vec!["cpu".into(), "memory".into(), "pids".into()];
+        (dir, host)
+    }
+
+    #[test]
+    fn v2_plan_create_writes_limits_and_enables_controllers_top_down() {
+        let (dir, host) = v2_fixture();
+        assert_eq!(host.version(), Version::V2);
+        let limits = Limits { memory_bytes: Some(64 << 20), cpu_quota_us: Some(150_000), pids_max: Some(32) };
+        let plan = host.plan("exprun-t", None, limits).unwrap();
+        let cg_dir = dir.path().join("user.slice/exprun-t");
+        assert_eq!(plan.dirs["unified"], cg_dir);
+        assert_eq!(plan.enable_in, vec![dir.path().to_path_buf(), dir.path().join("user.slice")]);
+        // The kernel creates the interface files; on a plain directory we pre-create
+        // the ones cgroups-rs reads before writing.
+        fs::create_dir(&cg_dir).unwrap();
+        fs::write(cg_dir.join("cpu.max"), "max 100000\n").unwrap();
+        fs::write(cg_dir.join("memory.swap.max"), "max\n").unwrap();
+        fs::write(cg_dir.join("cgroup.procs"), "").unwrap();
+        let cg = Cgroup::create(&plan).unwrap();
+        assert_eq!(fs::read_to_string(cg_dir.join("memory.max")).unwrap(), "67108864");
+        assert_eq!(fs::read_to_string(cg_dir.join("memory.swap.max")).unwrap(), "0");
+        assert_eq!(fs::read_to_string(cg_dir.join("pids.max")).unwrap(), "32");
+        assert_eq!(fs::read_to_string(cg_dir.join("cpu.max")).unwrap(), "150000 100000");
+        // A plain file only keeps the last write; the kernel file accumulates.
+        let root_ctl = fs::read_to_string(dir.path().join("cgroup.subtree_control")).unwrap();
+        assert!(root_ctl.starts_with('+'), "{root_ctl}");
+        let slice_ctl = fs::read_to_string(dir.path().join("user.slice/cgroup.subtree_control")).unwrap();
+        assert_eq!(slice_ctl, "+cpu", "memory was already enabled there");
+        fs::write(cg_dir.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
+        fs::write(cg_dir.join("memory.peak"), "1234\n").unwrap();
+        fs::write(cg_dir.join("cpu.stat"), "usage_usec 30\nuser_usec 20\nsystem_usec 10\n").unwrap();
+        fs::write(cg_dir.join("pids.events"), "max 7\n").unwrap();
+        let u = cg.usage();
+        assert_eq!(
+            u,
+            Usage {
+                peak_memory_bytes: Some(1234),
+                oom_kills: 1,
+                cpu_user_us: Some(20),
+                cpu_system_us: Some(10),
+                pids_limit_hits: 7
+            }
+        );
+        assert_eq!(cg.join_files().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn v2_controller_missing_is_refused() {
+        let (_dir, mut host) = v2_fixture();
+        host.v2_controllers = vec!["memory".into()];
+        let err = host
+            .plan("x", None, Limits { cpu_quota_us: Some(1000), ..Limits::default() })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--cpus") && err.contains("cgroup.controllers"), "{err}");
+    }
+
+    #[test]
+    fn missing_parent_is_an_error_naming_it() {
+        let (dir, host) = v2_fixture();
+        let plan = host.plan("x", Some("/nope"), Limits::default()).unwrap();
+        let err = Cgroup::create(&plan).unwrap_err().to_string();
+        assert!(err.contains(&dir.path().join("nope").display().to_string()), "{err}");
+        assert!(err.contains("--cgroup-parent"), "{err}");
+    }
+}

@@ -1,0 +1,172 @@
+//! `exprun run`: parse the options into [`RunOptions`] and call [`crate::run::run`].
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args};
+
+use super::Globals;
+use crate::error::{Error, Result};
+use crate::spec::options::{self as o, Network, RunOptions};
+use crate::state::Root;
+
+/// Run a command in a new container from IMAGE, in the foreground, and record it.
+///
+/// The command's exit status becomes exprun's; 125 means exprun itself failed,
+/// 126 that the command cannot be executed, 127 that it was not found, 128+N that
+/// it was killed by signal N.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  exprun run busybox:latest -- sh -c 'echo hello'\n  \
+    exprun run --input ./data:/data --output ./out:/out --memory 2g --cpus 1.5 img -- python train.py")]
+pub struct RunArgs {
+    /// Set an environment variable (NAME=VALUE, or NAME to pass the caller's value)
+    #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]", action = ArgAction::Append)]
+    env: Vec<String>,
+    /// Read environment variables from a file (NAME=VALUE lines, # comments)
+    #[arg(long = "env-file", value_name = "FILE", action = ArgAction::Append)]
+    env_file: Vec<PathBuf>,
+    /// Working directory inside the container (created if missing)
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    workdir: Option<String>,
+    /// User to run as: NAME, UID, NAME:GROUP or UID:GID (resolved in the image)
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    user: Option<String>,
+    /// Hostname inside the container [default: exprun]
+    #[arg(long, value_name = "NAME")]
+    hostname: Option<String>,
+    /// Bind-mount a host path: SRC:DST[:ro]
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]", action = ArgAction::Append)]
+    volume: Vec<String>,
+    /// Read-only input, digested before the run: SRC:DST
+    #[arg(long = "input", value_name = "SRC:DST", action = ArgAction::Append)]
+    input: Vec<String>,
+    /// Writable output directory, digested after the run (created if missing): SRC:DST
+    #[arg(long = "output", value_name = "SRC:DST", action = ArgAction::Append)]
+    output: Vec<String>,
+    /// Mount a tmpfs: DST[:OPTIONS], e.g. /scratch:size=1g
+    #[arg(long = "tmpfs", value_name = "DST[:OPTS]", action = ArgAction::Append)]
+    tmpfs: Vec<String>,
+    /// Memory limit (swap is not added on top), e.g. 512m, 2g
+    #[arg(short = 'm', long = "memory", value_name = "SIZE")]
+    memory: Option<String>,
+    /// CPU limit as a number of CPUs, e.g. 1.5
+    #[arg(long, value_name = "N")]
+    cpus: Option<String>,
+    /// Maximum number of processes
+    #[arg(long = "pids-limit", value_name = "N")]
+    pids_limit: Option<String>,
+    /// Network: none (a new namespace with loopback only) or host
+    #[arg(long, value_name = "MODE", default_value = "none", value_parser = ["none", "host"])]
+    network: String,
+    /// Name of the run (unique among recorded runs)
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Keep the writable layer after the run (in the run's record directory)
+    #[arg(long)]
+    keep: bool,
+    /// Mount the container's root filesystem read-only
+    #[arg(long = "read-only")]
+    read_only: bool,
+    /// Allocate a pseudo-terminal
+    #[arg(short = 't', long = "tty")]
+    tty: bool,
+    /// Keep stdin open and pass it to the container
+    #[arg(short = 'i', long = "interactive")]
+    interactive: bool,
+    /// Override the image's entrypoint (a command, or a JSON array; "" for none)
+    #[arg(long, value_name = "CMD")]
+    entrypoint: Option<String>,
+    /// Add a capability (e.g. NET_ADMIN, or ALL)
+    #[arg(long = "cap-add", value_name = "CAP", action = ArgAction::Append)]
+    cap_add: Vec<String>,
+    /// Drop a capability (e.g. NET_RAW, or ALL)
+    #[arg(long = "cap-drop", value_name = "CAP", action = ArgAction::Append)]
+    cap_drop: Vec<String>,
+    /// Set a resource limit: NAME=SOFT[:HARD], e.g. nofile=1024:4096
+    #[arg(long = "ulimit", value_name = "LIMIT", action = ArgAction::Append)]
+    ulimit: Vec<String>,
+    /// Parent cgroup, as a path inside the cgroup hierarchy [default: exprun's own cgroup]
+    #[arg(long = "cgroup-parent", value_name = "PATH")]
+    cgroup_parent: Option<String>,
+    /// The image: NAME[:TAG], NAME@sha256:..., or a digest prefix
+    #[arg(value_name = "IMAGE")]
+    image: String,
+    /// The command and its arguments (replaces the image's Cmd)
+    #[arg(value_name = "COMMAND", trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+impl RunArgs {
+    /// Check and normalise every option. Reads only the --env-files.
+    fn into_options(self) -> Result<RunOptions> {
+        let cwd = std::env::current_dir().map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
+        let lookup = |n: &str| std::env::var(n).ok();
+        let mut env = Vec::new();
+        for f in &self.env_file {
+            let text = std::fs::read_to_string(f)
+                .map_err(|source| crate::spec::Error::EnvFileRead { path: f.clone(), source })?;
+            env.extend(o::parse_env_file(f, &text, &lookup)?);
+        }
+        for e in &self.env {
+            env.extend(o::parse_env("--env", e, &lookup)?);
+        }
+        let entrypoint = match self.entrypoint.as_deref() {
+            None => None,
+            Some("") => Some(Vec::new()),
+            Some(s) if s.trim_start().starts_with('[') => Some(serde_json::from_str(s).map_err(|e| {
+                crate::spec::Error::Option { option: "--entrypoint", value: s.into(), why: format!("not a JSON array of strings: {e}") }
+            })?),
+            Some(s) => Some(vec![s.to_string()]),
+        };
+        let mounts = |opt: &'static str, v: &[String], mode: bool| -> Result<Vec<o::HostMount>> {
+            v.iter().map(|s| o::parse_host_mount(opt, s, &cwd, mode).map_err(Error::from)).collect()
+        };
+        let volumes = mounts("--volume", &self.volume, true)?;
+        for v in &volumes {
+            if !v.source.exists() {
+                return Err(crate::spec::Error::Option {
+                    option: "--volume",
+                    value: v.source.display().to_string(),
+                    why: "the host path does not exist; create it first".into(),
+                }
+                .into());
+            }
+        }
+        Ok(RunOptions {
+            image: self.image,
+            command: self.command,
+            entrypoint,
+            env,
+            workdir: self.workdir.map(|w| o::container_path("--workdir", &w)).transpose()?,
+            user: self.user,
+            hostname: self.hostname.map(|h| o::parse_hostname(&h)).transpose()?,
+            volumes,
+            inputs: mounts("--input", &self.input, false)?,
+            outputs: mounts("--output", &self.output, false)?,
+            tmpfs: self.tmpfs.iter().map(|t| o::parse_tmpfs(t)).collect::<Result<_, _>>()?,
+            memory: self.memory.map(|m| o::parse_memory(&m)).transpose()?,
+            cpus: self.cpus.map(|c| o::parse_cpus(&c, crate::record::host::cpus_online())).transpose()?,
+            pids_limit: self.pids_limit.map(|p| o::parse_pids_limit(&p)).transpose()?,
+            network: if self.network == "host" { Network::Host } else { Network::None },
+            name: self.name.map(|n| o::parse_name(&n)).transpose()?,
+            keep: self.keep,
+            read_only: self.read_only,
+            tty: self.tty,
+            interactive: self.interactive,
+            cap_add: self.cap_add.iter().map(|c| o::parse_capability("--cap-add", c)).collect::<Result<_, _>>()?,
+            cap_drop: self.cap_drop.iter().map(|c| o::parse_capability("--cap-drop", c)).collect::<Result<_, _>>()?,
+            ulimits: self.ulimit.iter().map(|u| o::parse_ulimit(u)).collect::<Result<_, _>>()?,
+            cgroup_parent: self.cgroup_parent,
+        })
+    }
+}
+
+/// Run `exprun run`.
+pub fn run(globals: &Globals, args: RunArgs) -> Result<i32> {
+    let opts = args.into_options()?;
+    let root = Root::new(&globals.root);
+    let result = crate::run::run(&root, &opts, std::env::args().collect())?;
+    if let Some(note) = &result.note {
+        eprintln!("exprun: {note} (run {})", &result.run_id[..12]);
+    }
+    Ok(result.exit_code)
+}

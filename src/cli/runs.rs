@@ -1,0 +1,203 @@
+//! `exprun runs ...` (the run records) and `exprun gc`.
+
+use std::collections::BTreeSet;
+
+use clap::Subcommand;
+
+use super::Globals;
+use crate::digest::Digest;
+use crate::error::Result;
+use crate::record::RunRecord;
+use crate::state::Root;
+
+/// The `runs` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List recorded runs, oldest first
+    Ls {
+        /// Print the records' summaries as a JSON array
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one run's record
+    Show {
+        /// Run name, id or id prefix
+        run: String,
+        /// Print the whole record as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete run records (and any writable layer kept with --keep)
+    Rm {
+        /// Run names, ids or id prefixes
+        #[arg(required = true)]
+        runs: Vec<String>,
+    },
+}
+
+/// Run one `runs` subcommand.
+pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
+    let root = Root::new(&globals.root);
+    match cmd {
+        RunsCommand::Ls { json } => {
+            let mut records: Vec<RunRecord> = Vec::new();
+            for id in root.run_ids() {
+                match root.read_record(&id) {
+                    Ok(r) => records.push(r),
+                    Err(e) => eprintln!("exprun: {e}"),
+                }
+            }
+            records.sort_by(|a, b| a.time.created.cmp(&b.time.created));
+            if json {
+                let rows: Vec<serde_json::Value> = records.iter().map(summary_json).collect();
+                println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+            } else {
+                println!("{:<12}  {:<16}  {:<24}  {:<10}  {:>4}  {:<20}  COMMAND", "RUN", "NAME", "IMAGE", "STATUS", "EXIT", "CREATED");
+                for r in &records {
+                    println!(
+                        "{:<12}  {:<16}  {:<24}  {:<10}  {:>4}  {:<20}  {}",
+                        &r.run_id[..12],
+                        r.name.as_deref().unwrap_or("-"),
+                        image_label(r),
+                        status_label(r),
+                        r.exit.code,
+                        r.time.created,
+                        argv(r).join(" ")
+                    );
+                }
+            }
+            Ok(0)
+        }
+        RunsCommand::Show { run, json } => {
+            let id = root.resolve_run(&run)?;
+            let r = root.read_record(&id)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                print_record(&r);
+            }
+            Ok(0)
+        }
+        RunsCommand::Rm { runs } => {
+            let mut failed = false;
+            for given in runs {
+                match root.resolve_run(&given).and_then(|id| root.remove_run(&id).map(|()| id)) {
+                    Ok(id) => println!("removed {id}"),
+                    Err(e) => {
+                        eprintln!("exprun: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed { crate::error::EXIT_EXPRUN_FAILED } else { 0 })
+        }
+    }
+}
+
+/// `exprun gc`: clean up after runs whose exprun died, and leftovers of
+/// interrupted imports.
+pub fn gc(globals: &Globals) -> Result<i32> {
+    let root = Root::new(&globals.root);
+    let cleaned = root.cleanup_stale();
+    for id in &cleaned {
+        println!("cleaned up run {id} (recorded as lost)");
+    }
+    let store = crate::image::ImageStore::open(&root.store_dir())?;
+    let in_use: BTreeSet<Digest> = root.layers_in_use().iter().filter_map(|h| Digest::from_hex(h).ok()).collect();
+    let r = store.gc(&in_use)?;
+    println!(
+        "removed {} blobs, {} layers, {} stale temp dirs; freed {:.1} MiB",
+        r.blobs_removed,
+        r.layers_removed,
+        r.tmp_removed,
+        r.bytes_freed as f64 / 1048576.0
+    );
+    Ok(0)
+}
+
+fn argv(r: &RunRecord) -> Vec<String> {
+    r.spec.process().as_ref().and_then(|p| p.args().clone()).unwrap_or_default()
+}
+
+fn image_label(r: &RunRecord) -> String {
+    r.image
+        .as_ref()
+        .map(|i| i.name.clone().unwrap_or_else(|| i.manifest_digest.short().to_string()))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn status_label(r: &RunRecord) -> String {
+    let s = serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    if r.exit.oom_killed {
+        format!("{s},oom")
+    } else {
+        s
+    }
+}
+
+fn summary_json(r: &RunRecord) -> serde_json::Value {
+    serde_json::json!({
+        "run_id": r.run_id,
+        "name": r.name,
+        "image": r.image.as_ref().map(|i| &i.reference),
+        "manifest_digest": r.image.as_ref().map(|i| i.manifest_digest.to_string()),
+        "status": r.status,
+        "exit_code": r.exit.code,
+        "oom_killed": r.exit.oom_killed,
+        "created": r.time.created,
+        "wall_seconds": r.time.wall_seconds,
+        "command": argv(r),
+    })
+}
+
+fn print_record(r: &RunRecord) {
+    let p = r.spec.process().clone().unwrap_or_default();
+    println!("run:        {}{}", r.run_id, r.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default());
+    println!("status:     {} (exit {}){}", status_label(r), r.exit.code, r.exit.signal.as_ref().map(|s| format!(", {s}")).unwrap_or_default());
+    if let Some(m) = &r.exit.message {
+        println!("message:    {m}");
+    }
+    if let Some(i) = &r.image {
+        println!("image:      {} {}", i.reference, i.manifest_digest);
+    }
+    println!("command:    {}", argv(r).join(" "));
+    if let Some(exe) = &r.executable {
+        println!("executable: {exe}");
+    }
+    println!("cwd:        {}", p.cwd().display());
+    println!("user:       uid={} gid={}", p.user().uid(), p.user().gid());
+    println!("hostname:   {}", r.spec.hostname().as_deref().unwrap_or("-"));
+    println!("created:    {}", r.time.created);
+    if let (Some(s), Some(e), Some(w)) = (&r.time.started, &r.time.ended, r.time.wall_seconds) {
+        println!("ran:        {s} .. {e} ({w:.3} s)");
+    }
+    let u = &r.usage.cgroup;
+    let secs = |us: Option<u64>| us.map(|v| format!("{:.3} s", v as f64 / 1e6)).unwrap_or_else(|| "-".into());
+    println!(
+        "usage:      cpu user {} system {}, peak memory {}, oom kills {}",
+        secs(u.cpu_user_us),
+        secs(u.cpu_system_us),
+        u.peak_memory_bytes.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0)).unwrap_or_else(|| "-".into()),
+        u.oom_kills
+    );
+    let l = &r.cgroup.limits;
+    println!(
+        "limits:     memory {}, cpu quota {}, pids {}",
+        l.memory_bytes.map(|b| format!("{} MiB", b >> 20)).unwrap_or_else(|| "none".into()),
+        l.cpu_quota_us.map(|q| format!("{:.2} CPUs", q as f64 / crate::cgroups::CPU_PERIOD_US as f64)).unwrap_or_else(|| "none".into()),
+        l.pids_max.map(|p| p.to_string()).unwrap_or_else(|| "none".into())
+    );
+    for (label, s) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
+        if let Some(s) = s {
+            println!("{label}:     {} bytes, {}", s.bytes, s.digest);
+        }
+    }
+    for (label, list) in [("input", &r.inputs), ("output", &r.outputs)] {
+        for d in list {
+            let t = d.tree.as_ref().map(|t| format!("{} ({} files, {} bytes)", t.digest, t.files, t.bytes));
+            println!("{label}:     {} -> {}: {}", d.source.display(), d.destination.display(), t.or(d.error.clone()).unwrap_or_default());
+        }
+    }
+    println!("host:       {} {} {}, {} CPUs, cgroup {}", r.host.arch, r.host.kernel_release, r.host.cpu_model.as_deref().unwrap_or("?"), r.host.cpus_online, r.host.cgroup_mode);
+    println!("exprun:     {} {}", r.exprun.version, r.exprun.binary_digest.as_ref().map(|d| d.to_string()).unwrap_or_default());
+}

@@ -1,0 +1,459 @@
+//! The run plan: one resolved, validated, serializable value that spawning reads and
+//! the record stores, so what was recorded is exactly what ran.
+//!
+//! [`build`] turns an OCI runtime spec plus the run's context into a [`RunPlan`]. It
+//! has no side effects (it reads the host's cgroup layout and checks that bind
+//! sources exist); every bad combination is refused here with a message that names
+//! the field.
+
+pub mod mounts;
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroups::{CgroupHost, CgroupPlan, Limits};
+use crate::image::ResolvedImage;
+use crate::spec::options::HostMount;
+pub use mounts::MountOp;
+
+/// Version of the plan's JSON form (plan.json in a container's state directory).
+pub const PLAN_SCHEMA: u32 = 1;
+
+/// Longest overlayfs option string the kernel accepts in one page, with margin.
+const MAX_OVERLAY_DATA: usize = 4000;
+
+/// Plan errors: the spec or its context cannot be run as given.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A mount entry is bad.
+    #[error("mount {destination}: {why}")]
+    Mount {
+        /// The mount's destination.
+        destination: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A process field is bad.
+    #[error("process {field}: {why}")]
+    Process {
+        /// The spec field, e.g. `args`.
+        field: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+    /// The spec asks for something exprun does not do yet.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The image cannot be mounted as asked.
+    #[error("image {image}: {why}")]
+    Image {
+        /// The image reference.
+        image: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A bind source is missing or unreadable.
+    #[error("{option} source {path}: {source}")]
+    Source {
+        /// The option or spec field that named it.
+        option: String,
+        /// The host path.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The cgroup cannot be planned.
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::Error),
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The overlay that becomes the container's `/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overlay {
+    /// The directory holding the layer directories (lowerdirs are relative to it,
+    /// which keeps the mount data short).
+    pub layers_root: PathBuf,
+    /// Layer directory names, topmost first (overlayfs order).
+    pub lower: Vec<String>,
+    /// The per-run writable layer.
+    pub upper: PathBuf,
+    /// overlayfs's work directory (same filesystem as `upper`).
+    pub work: PathBuf,
+    /// The mount point.
+    pub target: PathBuf,
+    /// Skip syncing the writable layer: it is thrown away after the run.
+    pub volatile: bool,
+}
+
+/// The capability sets of the process, as `CAP_*` names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapSets {
+    /// Bounding set.
+    pub bounding: Vec<String>,
+    /// Effective set.
+    pub effective: Vec<String>,
+    /// Permitted set.
+    pub permitted: Vec<String>,
+    /// Inheritable set.
+    pub inheritable: Vec<String>,
+    /// Ambient set.
+    pub ambient: Vec<String>,
+}
+
+/// One resource limit: (resource number, soft, hard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// `RLIMIT_*` number.
+    pub resource: u32,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// The process the container runs, resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessPlan {
+    /// argv; `args[0]` is looked up in the container's PATH when it has no `/`.
+    pub args: Vec<String>,
+    /// The whole environment, `NAME=VALUE`.
+    pub env: Vec<String>,
+    /// Working directory inside the container (created when missing).
+    pub cwd: PathBuf,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub additional_gids: Vec<u32>,
+    /// File mode creation mask.
+    pub umask: u32,
+    /// Capabilities.
+    pub caps: CapSets,
+    /// Resource limits, all explicit.
+    pub rlimits: Vec<Rlimit>,
+    /// PR_SET_NO_NEW_PRIVS.
+    pub no_new_privs: bool,
+    /// Allocate a terminal.
+    pub terminal: bool,
+}
+
+/// Everything about one run that the spawn and the record need.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunPlan {
+    /// [`PLAN_SCHEMA`].
+    pub schema: u32,
+    /// The run id (32 hex characters).
+    pub id: String,
+    /// `--name`, if given.
+    pub name: Option<String>,
+    /// The exprun command line that asked for the run.
+    pub command_line: Vec<String>,
+    /// The run's state directory.
+    pub state_dir: PathBuf,
+    /// The OCI runtime spec the plan was made from.
+    pub spec: Spec,
+    /// The image, when the run comes from the store.
+    pub image: Option<ResolvedImage>,
+    /// The root filesystem.
+    pub rootfs: Overlay,
+    /// Mounts, in order.
+    pub mounts: Vec<MountOp>,
+    /// Host device nodes bound into /dev.
+    pub devices: Vec<PathBuf>,
+    /// Paths covered in the container.
+    pub masked_paths: Vec<PathBuf>,
+    /// Paths made read-only in the container.
+    pub readonly_paths: Vec<PathBuf>,
+    /// Remount `/` read-only at the end.
+    pub readonly_root: bool,
+    /// The process.
+    pub process: ProcessPlan,
+    /// Namespaces created at clone (CLONE_NEW* bits).
+    pub clone_flags: u64,
+    /// A new cgroup namespace, entered after joining the cgroup.
+    pub cgroup_ns: bool,
+    /// A new network namespace (bring loopback up).
+    pub new_net: bool,
+    /// Hostname (set when the UTS namespace is new).
+    pub hostname: Option<String>,
+    /// The cgroup.
+    pub cgroup: CgroupPlan,
+    /// Read from the caller's stdin (`-i`).
+    pub interactive: bool,
+    /// Host directories mounted read-only and digested before the run.
+    pub inputs: Vec<HostMount>,
+    /// Host directories mounted writable and digested after the run.
+    pub outputs: Vec<HostMount>,
+    /// Keep the writable layer after the run.
+    pub keep: bool,
+    /// Files written into the state directory before the run: (name, content).
+    pub files: Vec<(String, String)>,
+}
+
+/// What [`build`] needs besides the spec.
+pub struct PlanContext<'a> {
+    /// Run id.
+    pub id: &'a str,
+    /// `--name`.
+    pub name: Option<&'a str>,
+    /// The exprun command line.
+    pub command_line: Vec<String>,
+    /// The run's state directory (not created yet).
+    pub state_dir: &'a Path,
+    /// The image.
+    pub image: &'a ResolvedImage,
+    /// The store's layer directory.
+    pub layers_root: &'a Path,
+    /// The host's cgroups.
+    pub cgroups: &'a CgroupHost,
+    /// `--cgroup-parent`.
+    pub cgroup_parent: Option<&'a str>,
+    /// `-i`.
+    pub interactive: bool,
+    /// `--input`s.
+    pub inputs: Vec<HostMount>,
+    /// `--output`s.
+    pub outputs: Vec<HostMount>,
+    /// `--keep`.
+    pub keep: bool,
+}
+
+/// The device nodes every container gets, bound from the host's /dev.
+pub const DEFAULT_DEVICES: &[&str] =
+    &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"];
+
+/// Resolve and check `spec` into a plan.
+pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
+    let process = process_plan(&spec)?;
+    let linux = spec.linux().clone().unwrap_or_default();
+
+    let mut clone_flags = 0u64;
+    let mut cgroup_ns = false;
+    let mut new_net = false;
+    let mut new_uts = false;
+    for ns in linux.namespaces().clone().unwrap_or_default() {
+        if ns.path().is_some() {
+            return Err(Error::Unsupported(format!(
+                "joining an existing {} namespace by path is not supported by exprun run",
+                ns.typ()
+            )));
+        }
+        match ns.typ() {
+            LinuxNamespaceType::User => {
+                return Err(Error::Unsupported("user namespaces are not supported yet".into()))
+            }
+            LinuxNamespaceType::Time => {
+                return Err(Error::Unsupported("time namespaces are not supported yet".into()))
+            }
+            LinuxNamespaceType::Cgroup => cgroup_ns = true,
+            t => {
+                new_net |= t == LinuxNamespaceType::Network;
+                new_uts |= t == LinuxNamespaceType::Uts;
+                clone_flags |= t as u64;
+            }
+        }
+    }
+    if clone_flags & LinuxNamespaceType::Mount as u64 == 0 || clone_flags & LinuxNamespaceType::Pid as u64 == 0 {
+        return Err(Error::Unsupported("exprun run needs new mount and pid namespaces".into()));
+    }
+    let hostname = spec.hostname().clone();
+    if hostname.is_some() && !new_uts {
+        return Err(Error::Process {
+            field: "hostname",
+            why: "setting a hostname needs a new UTS namespace".into(),
+        });
+    }
+
+    let mut mounts = Vec::new();
+    for m in spec.mounts().clone().unwrap_or_default() {
+        let mut op = mounts::resolve(&m)?;
+        if op.bind {
+            let meta = std::fs::metadata(&op.source).map_err(|source| Error::Source {
+                option: format!("mount {}", op.destination.display()),
+                path: op.source.clone().into(),
+                source,
+            })?;
+            op.file = !meta.is_dir();
+        }
+        if mounts.iter().any(|o: &MountOp| o.destination == op.destination) {
+            return Err(Error::Mount {
+                destination: op.destination.display().to_string(),
+                why: "two mounts have this destination".into(),
+            });
+        }
+        mounts.push(op);
+    }
+
+    let limits = limits(&linux);
+    let cgroup = ctx.cgroups.plan(&format!("exprun-{}", ctx.id), ctx.cgroup_parent, limits)?;
+
+    let rootfs = overlay(&ctx, spec.root().as_ref().map(|r| r.path().clone()))?;
+    let readonly_root = spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false);
+    let paths = |v: &Option<Vec<String>>| v.clone().unwrap_or_default().into_iter().map(PathBuf::from).collect();
+    let masked_paths = paths(linux.masked_paths());
+    let readonly_paths = paths(linux.readonly_paths());
+
+    let host_name = hostname.clone().unwrap_or_default();
+    let files = vec![
+        ("hostname".to_string(), format!("{host_name}\n")),
+        (
+            "hosts".to_string(),
+            format!("127.0.0.1\tlocalhost {host_name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
+        ),
+    ];
+
+    Ok(RunPlan {
+        schema: PLAN_SCHEMA,
+        id: ctx.id.to_string(),
+        name: ctx.name.map(str::to_string),
+        command_line: ctx.command_line,
+        state_dir: ctx.state_dir.to_path_buf(),
+        image: Some(ctx.image.clone()),
+        rootfs,
+        mounts,
+        devices: DEFAULT_DEVICES.iter().map(PathBuf::from).collect(),
+        masked_paths,
+        readonly_paths,
+        readonly_root,
+        process,
+        clone_flags,
+        cgroup_ns,
+        new_net,
+        hostname,
+        cgroup,
+        interactive: ctx.interactive,
+        inputs: ctx.inputs,
+        outputs: ctx.outputs,
+        keep: ctx.keep,
+        files,
+        spec,
+    })
+}
+
+fn overlay(ctx: &PlanContext<'_>, root: Option<PathBuf>) -> Result<Overlay> {
+    let image = ctx.image;
+    let target = root.unwrap_or_else(|| crate::spec::rootfs_dir(ctx.state_dir));
+    let lower: Vec<String> = image.layers.iter().rev().map(|l| l.diff_id.hex().to_string()).collect();
+    if lower.is_empty() {
+        return Err(Error::Image { image: image.reference.clone(), why: "the image has no layers".into() });
+    }
+    let data_len: usize = lower.iter().map(|l| l.len() + 1).sum::<usize>()
+        + 2 * ctx.state_dir.as_os_str().len()
+        + 64;
+    if data_len > MAX_OVERLAY_DATA {
+        return Err(Error::Image {
+            image: image.reference.clone(),
+            why: format!(
+                "{} layers do not fit in one overlayfs mount (limit about {} layers); squash the image",
+                lower.len(),
+                MAX_OVERLAY_DATA / 65
+            ),
+        });
+    }
+    Ok(Overlay {
+        layers_root: ctx.layers_root.to_path_buf(),
+        lower,
+        upper: ctx.state_dir.join("upper"),
+        work: ctx.state_dir.join("work"),
+        target,
+        volatile: !ctx.keep,
+    })
+}
+
+fn limits(linux: &oci_spec::runtime::Linux) -> Limits {
+    let Some(r) = linux.resources() else { return Limits::default() };
+    Limits {
+        memory_bytes: r.memory().as_ref().and_then(|m| m.limit()),
+        cpu_quota_us: r.cpu().as_ref().and_then(|c| c.quota()),
+        pids_max: r.pids().as_ref().map(|p| p.limit()),
+    }
+}
+
+fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
+    let p = spec.process().clone().ok_or(Error::Process { field: "process", why: "missing".into() })?;
+    let args = p.args().clone().unwrap_or_default();
+    if args.is_empty() || args[0].is_empty() {
+        return Err(Error::Process { field: "args", why: "no command to run".into() });
+    }
+    if args.iter().any(|a| a.contains('\0')) {
+        return Err(Error::Process { field: "args", why: "an argument contains a NUL byte".into() });
+    }
+    let env = p.env().clone().unwrap_or_default();
+    if let Some(bad) = env.iter().find(|e| !e.contains('=') || e.starts_with('=') || e.contains('\0')) {
+        return Err(Error::Process { field: "env", why: format!("{bad:?} is not NAME=VALUE") });
+    }
+    if !p.cwd().is_absolute() {
+        return Err(Error::Process { field: "cwd", why: format!("{} is not absolute", p.cwd().display()) });
+    }
+    let caps = p.capabilities().clone().unwrap_or_default();
+    let names = |set: &Option<oci_spec::runtime::Capabilities>| -> Vec<String> {
+        let mut v: Vec<String> = set.iter().flatten().map(|c| format!("CAP_{c}")).collect();
+        v.sort();
+        v
+    };
+    let caps = CapSets {
+        bounding: names(caps.bounding()),
+        effective: names(caps.effective()),
+        permitted: names(caps.permitted()),
+        inheritable: names(caps.inheritable()),
+        ambient: names(caps.ambient()),
+    };
+    for c in caps.bounding.iter().chain(&caps.effective).chain(&caps.permitted).chain(&caps.ambient) {
+        if c.parse::<caps::Capability>().is_err() {
+            return Err(Error::Process { field: "capabilities", why: format!("{c} is not known to this kernel interface") });
+        }
+    }
+    let mut rlimits = Vec::new();
+    for r in p.rlimits().clone().unwrap_or_default() {
+        let name = serde_json::to_value(r.typ()).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let resource = rlimit_number(&name).ok_or_else(|| Error::Process {
+            field: "rlimits",
+            why: format!("unknown resource {name}"),
+        })?;
+        if r.soft() > r.hard() {
+            return Err(Error::Process { field: "rlimits", why: format!("{name}: soft limit above hard limit") });
+        }
+        rlimits.push(Rlimit { resource, soft: r.soft(), hard: r.hard() });
+    }
+    let user = p.user();
+    Ok(ProcessPlan {
+        args,
+        env,
+        cwd: p.cwd().clone(),
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        umask: user.umask().unwrap_or(0o022),
+        caps,
+        rlimits,
+        no_new_privs: p.no_new_privileges().unwrap_or(false),
+        terminal: p.terminal().unwrap_or(false),
+    })
+}
+
+fn rlimit_number(name: &str) -> Option<u32> {
+    Some(match name {
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        _ => return None,
+    })
+}

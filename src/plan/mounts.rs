@@ -1,0 +1,170 @@
+//! OCI mount entries → resolved mount operations (flags and data), checked.
+
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::MsFlags;
+use serde::{Deserialize, Serialize};
+
+use super::Error;
+
+/// One mount the container's init performs, fully resolved: the child does not
+/// parse option strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountOp {
+    /// Absolute path inside the container.
+    pub destination: PathBuf,
+    /// Filesystem type (`proc`, `tmpfs`, ...); `None` for a bind mount.
+    pub fstype: Option<String>,
+    /// Host path for a bind mount; the filesystem source name otherwise.
+    pub source: String,
+    /// Bind the source (MS_BIND), recursively when `recursive`.
+    pub bind: bool,
+    /// MS_REC with MS_BIND.
+    pub recursive: bool,
+    /// Flags for the mount call (for a bind: applied afterwards by a remount).
+    pub flags: u64,
+    /// Filesystem data (`mode=755,size=65536k`).
+    pub data: String,
+    /// Propagation flags to apply after mounting (MS_PRIVATE, MS_SLAVE, ...), if any.
+    pub propagation: u64,
+    /// The mount point is a file (a bind of a file), not a directory.
+    pub file: bool,
+}
+
+impl MountOp {
+    /// The flags as nix's type.
+    pub fn ms_flags(&self) -> MsFlags {
+        MsFlags::from_bits_truncate(self.flags)
+    }
+}
+
+/// Resolve one OCI mount.
+pub fn resolve(m: &oci_spec::runtime::Mount) -> Result<MountOp, Error> {
+    let destination = m.destination().clone();
+    let dest_str = destination.display().to_string();
+    let bad = |why: String| Error::Mount { destination: dest_str.clone(), why };
+    if !destination.is_absolute() || destination.components().any(|c| c == Component::ParentDir) {
+        return Err(bad("the destination must be an absolute path without '..'".into()));
+    }
+    let typ = m.typ().clone().unwrap_or_default();
+    let options = m.options().clone().unwrap_or_default();
+    let mut bind = typ == "bind";
+    let mut recursive = false;
+    let mut flags = MsFlags::empty();
+    let mut propagation = MsFlags::empty();
+    let mut data: Vec<String> = Vec::new();
+    for o in &options {
+        let (set, clear) = match o.as_str() {
+            "bind" => {
+                bind = true;
+                continue;
+            }
+            "rbind" => {
+                bind = true;
+                recursive = true;
+                continue;
+            }
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
+            | "runbindable" => {
+                propagation = propagation_flags(o);
+                continue;
+            }
+            other => {
+                data.push(other.to_string());
+                continue;
+            }
+        };
+        flags |= set;
+        flags &= !clear;
+    }
+    let source = m.source().as_ref().map(|s| s.display().to_string()).unwrap_or_default();
+    if bind {
+        if let Some(d) = data.first() {
+            return Err(bad(format!("unknown option {d:?} for a bind mount")));
+        }
+        if !Path::new(&source).is_absolute() {
+            return Err(bad(format!("the bind source {source:?} must be an absolute host path")));
+        }
+    } else if typ.is_empty() {
+        return Err(bad("the mount has no type".into()));
+    }
+    Ok(MountOp {
+        destination,
+        fstype: (!bind).then_some(typ),
+        source,
+        bind,
+        recursive,
+        flags: flags.bits(),
+        data: data.join(","),
+        propagation: propagation.bits(),
+        file: false,
+    })
+}
+
+fn propagation_flags(o: &str) -> MsFlags {
+    let rec = if o.starts_with('r') { MsFlags::MS_REC } else { MsFlags::empty() };
+    let kind = match o.trim_start_matches('r') {
+        "private" => MsFlags::MS_PRIVATE,
+        "shared" => MsFlags::MS_SHARED,
+        "slave" => MsFlags::MS_SLAVE,
+        _ => MsFlags::MS_UNBINDABLE,
+    };
+    kind | rec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount(dst: &str, typ: &str, src: &str, opts: &[&str]) -> oci_spec::runtime::Mount {
+        serde_json::from_value(serde_json::json!({"destination": dst, "type": typ, "source": src, "options": opts}))
+            .unwrap()
+    }
+
+    #[test]
+    fn fs_mount_splits_flags_and_data() {
+        let op = resolve(&mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])).unwrap();
+        assert!(!op.bind);
+        assert_eq!(op.fstype.as_deref(), Some("tmpfs"));
+        assert_eq!(op.ms_flags(), MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME);
+        assert_eq!(op.data, "mode=755,size=65536k");
+    }
+
+    #[test]
+    fn bind_mount_with_ro_and_propagation() {
+        let op = resolve(&mount("/in", "bind", "/data", &["rbind", "ro", "nosuid", "rslave"])).unwrap();
+        assert!(op.bind && op.recursive);
+        assert_eq!(op.ms_flags(), MsFlags::MS_RDONLY | MsFlags::MS_NOSUID);
+        assert_eq!(MsFlags::from_bits_truncate(op.propagation), MsFlags::MS_SLAVE | MsFlags::MS_REC);
+        let rw = resolve(&mount("/in", "none", "/data", &["bind", "ro", "rw"])).unwrap();
+        assert!(rw.bind && !rw.recursive && rw.ms_flags().is_empty());
+    }
+
+    #[test]
+    fn bad_mounts_name_the_destination() {
+        let e = resolve(&mount("/x", "bind", "/data", &["rbind", "weird"])).unwrap_err().to_string();
+        assert!(e.contains("/x") && e.contains("weird"), "{e}");
+        assert!(resolve(&mount("rel", "tmpfs", "tmpfs", &[])).is_err());
+        assert!(resolve(&mount("/a/../b", "tmpfs", "tmpfs", &[])).is_err());
+        assert!(resolve(&mount("/x", "bind", "relative", &["bind"])).is_err());
+    }
+}

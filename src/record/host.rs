@@ -1,0 +1,103 @@
+//! Facts about the host that can change a run's result, read from /proc and uname.
+
+use std::fs;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+
+/// The host a run ran on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFacts {
+    /// `uname -r`.
+    pub kernel_release: String,
+    /// `uname -v`.
+    pub kernel_version: String,
+    /// `uname -m`.
+    pub arch: String,
+    /// The first `model name` of /proc/cpuinfo.
+    pub cpu_model: Option<String>,
+    /// sha256 of the sorted CPU flags, so a changed instruction set shows.
+    pub cpu_flags_digest: Option<Digest>,
+    /// Online CPUs.
+    pub cpus_online: u64,
+    /// MemTotal, bytes.
+    pub memory_bytes: Option<u64>,
+    /// `PRETTY_NAME` of /etc/os-release.
+    pub os: Option<String>,
+    /// `v1`, `v2`, `hybrid` or `none`.
+    pub cgroup_mode: String,
+    /// Mounted cgroup controllers.
+    pub cgroup_controllers: Vec<String>,
+}
+
+/// Read the host's facts; missing files give `None`, never an error.
+pub fn facts(cgroups: &crate::cgroups::CgroupHost) -> HostFacts {
+    let uts = nix::sys::utsname::uname().ok();
+    let field = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
+        uts.as_ref().map(|u| f(u).to_string_lossy().into_owned()).unwrap_or_default()
+    };
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_value = |key: &str| {
+        cpuinfo.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == key).then(|| v.trim().to_string())
+        })
+    };
+    let cpu_flags_digest = cpu_value("flags").map(|f| {
+        let mut flags: Vec<&str> = f.split_whitespace().collect();
+        flags.sort_unstable();
+        Digest::of_bytes(flags.join(" ").as_bytes())
+    });
+    let memory_bytes = fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+    });
+    // SAFETY: sysconf with a valid name has no memory effects.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    let (cgroup_mode, cgroup_controllers) = cgroups.describe();
+    HostFacts {
+        kernel_release: field(|u| u.release()),
+        kernel_version: field(|u| u.version()),
+        arch: field(|u| u.machine()),
+        cpu_model: cpu_value("model name"),
+        cpu_flags_digest,
+        cpus_online: online.max(0) as u64,
+        memory_bytes,
+        os: os_release(Path::new("/etc/os-release")),
+        cgroup_mode,
+        cgroup_controllers,
+    }
+}
+
+fn os_release(path: &Path) -> Option<String> {
+    let text = fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+}
+
+/// Online CPUs of this host.
+pub fn cpus_online() -> usize {
+    // SAFETY: sysconf with a valid name has no memory effects.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    n.max(1) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_of_this_host_are_filled_in() {
+        let host = crate::cgroups::CgroupHost::parse("", "");
+        let f = facts(&host);
+        assert!(!f.kernel_release.is_empty());
+        assert_eq!(f.arch, std::env::consts::ARCH);
+        assert!(f.cpus_online >= 1);
+        assert!(f.memory_bytes.unwrap_or(0) > 0);
+    }
+}

@@ -1,0 +1,374 @@
+//! The run record: what ran, on what, with what result. Written by the parent
+//! only, from the same [`RunPlan`] that spawn used, atomically, versioned.
+//!
+//! Environment values whose names look secret are stored as digests, in the spec's
+//! env and in the recorded command line, so records can be shared and a changed
+//! secret still shows as a difference.
+
+pub mod files;
+pub mod host;
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cgroups::{CgroupPlan, Usage};
+use crate::digest::Digest;
+use crate::image::LayerInfo;
+use crate::plan::RunPlan;
+use crate::spawn::wait::{Forwarded, Outcome, StreamSummary};
+use crate::spec::options::HostMount;
+use files::TreeDigest;
+use host::HostFacts;
+
+/// The record format; bump on incompatible changes.
+pub const RECORD_SCHEMA: &str = "exprun.dev/run-record/v1";
+
+/// Record errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing a record failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A record file does not parse.
+    #[error("record {path} is not a valid run record: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// The command ran and exited (any status).
+    Exited,
+    /// The command was killed by a signal.
+    Killed,
+    /// The command could not be executed (not found, not executable).
+    NotStarted,
+    /// exprun failed before or while running it.
+    Failed,
+    /// exprun died during the run; cleaned up later by `exprun gc` or the next run.
+    Lost,
+}
+
+/// exprun itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExprunInfo {
+    /// Crate version.
+    pub version: String,
+    /// sha256 of the exprun binary that ran.
+    pub binary_digest: Option<Digest>,
+}
+
+/// The image, by digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// The reference as given.
+    pub reference: String,
+    /// The `name:tag` it resolved through, if any.
+    pub name: Option<String>,
+    /// Manifest digest: the image's identity.
+    pub manifest_digest: Digest,
+    /// Config digest.
+    pub config_digest: Digest,
+    /// OS/architecture.
+    pub platform: String,
+    /// Layers, bottom first.
+    pub layers: Vec<LayerInfo>,
+}
+
+/// A host directory or file given to the run, with its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataRecord {
+    /// Host path.
+    pub source: PathBuf,
+    /// Path inside the container.
+    pub destination: PathBuf,
+    /// Tree digest and per-file digests (`None` if it could not be read).
+    pub tree: Option<TreeDigest>,
+    /// Why the digest is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Times of the run (RFC 3339, UTC).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Times {
+    /// When exprun began planning.
+    pub created: String,
+    /// When the command was released.
+    pub started: Option<String>,
+    /// When the command ended.
+    pub ended: Option<String>,
+    /// From release to reap.
+    pub wall_seconds: Option<f64>,
+}
+
+/// How the run ended, in detail.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// exprun's exit status (the command's status, 128+N, 125, 126, 127).
+    pub code: i32,
+    /// The signal that ended the command, if any.
+    pub signal: Option<String>,
+    /// The OOM killer killed a process of the run.
+    pub oom_killed: bool,
+    /// A message explaining a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Resource usage of the whole container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// From the cgroup.
+    #[serde(flatten)]
+    pub cgroup: Usage,
+    /// Peak RSS of the container's init process, KiB.
+    pub init_max_rss_kib: Option<u64>,
+}
+
+/// One run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// [`RECORD_SCHEMA`].
+    pub schema: String,
+    /// Run id.
+    pub run_id: String,
+    /// `--name`.
+    pub name: Option<String>,
+    /// How it ended.
+    pub status: Status,
+    /// exprun's version and binary digest.
+    pub exprun: ExprunInfo,
+    /// The exprun command line (secret values redacted).
+    pub command_line: Vec<String>,
+    /// The image.
+    pub image: Option<ImageRecord>,
+    /// The resolved executable inside the container.
+    pub executable: Option<String>,
+    /// The OCI runtime spec used: argv, env (redacted), cwd, user, hostname,
+    /// capabilities, rlimits, namespaces, mounts, resources.
+    pub spec: oci_spec::runtime::Spec,
+    /// `--input`s with digests taken before the start.
+    pub inputs: Vec<DataRecord>,
+    /// `--output`s with digests taken after the exit.
+    pub outputs: Vec<DataRecord>,
+    /// The cgroup: version, directories, limits.
+    pub cgroup: CgroupPlan,
+    /// The host.
+    pub host: HostFacts,
+    /// Times.
+    pub time: Times,
+    /// Usage.
+    pub usage: UsageRecord,
+    /// Exit.
+    pub exit: ExitRecord,
+    /// stdout digest and size.
+    pub stdout: Option<StreamSummary>,
+    /// stderr digest and size.
+    pub stderr: Option<StreamSummary>,
+    /// Signals exprun forwarded to the container.
+    pub signals: Vec<Forwarded>,
+}
+
+/// Names whose values are stored as digests.
+const SECRET_MARKERS: &[&str] =
+    &["TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "KEY", "CREDENTIAL", "AUTH", "PRIVATE", "COOKIE", "SESSION"];
+
+/// Whether an environment variable's name looks like it holds a secret.
+pub fn looks_secret(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    SECRET_MARKERS.iter().any(|m| upper.contains(m))
+}
+
+/// `NAME=value` → `NAME=<redacted sha256:…>` when the name looks secret.
+pub fn redact_env_entry(entry: &str) -> String {
+    match entry.split_once('=') {
+        Some((k, v)) if looks_secret(k) => format!("{k}=<redacted {}>", Digest::of_bytes(v.as_bytes())),
+        _ => entry.to_string(),
+    }
+}
+
+/// Redact secret values given with `-e`/`--env` on a command line.
+pub fn redact_command_line(args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut next_is_env = false;
+    for a in args {
+        if next_is_env {
+            out.push(redact_env_entry(a));
+            next_is_env = false;
+        } else if a == "-e" || a == "--env" {
+            out.push(a.clone());
+            next_is_env = true;
+        } else if let Some(v) = a.strip_prefix("--env=") {
+            out.push(format!("--env={}", redact_env_entry(v)));
+        } else if let Some(v) = a.strip_prefix("-e").filter(|v| v.contains('=')) {
+            out.push(format!("-e{}", redact_env_entry(v)));
+        } else {
+            out.push(a.clone());
+        }
+    }
+    out
+}
+
+/// RFC 3339 in UTC with second precision.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+impl RunRecord {
+    /// A record for `plan`, before anything ran: status `failed` until told otherwise.
+    pub fn new(plan: &RunPlan, created: SystemTime, exprun: ExprunInfo, host: HostFacts) -> Self {
+        let mut spec = plan.spec.clone();
+        if let Some(p) = spec.process_mut() {
+            if let Some(env) = p.env_mut() {
+                *env = env.iter().map(|e| redact_env_entry(e)).collect();
+            }
+        }
+        let data = |v: &[HostMount]| {
+            v.iter().map(|m| DataRecord { source: m.source.clone(), destination: m.destination.clone(), tree: None, error: None }).collect()
+        };
+        Self {
+            schema: RECORD_SCHEMA.into(),
+            run_id: plan.id.clone(),
+            name: plan.name.clone(),
+            status: Status::Failed,
+            exprun,
+            command_line: redact_command_line(&plan.command_line),
+            image: plan.image.as_ref().map(|i| ImageRecord {
+                reference: i.reference.clone(),
+                name: i.name.clone(),
+                manifest_digest: i.manifest_digest.clone(),
+                config_digest: i.config_digest.clone(),
+                platform: i.platform.clone(),
+                layers: i.layers.clone(),
+            }),
+            executable: None,
+            spec,
+            inputs: data(&plan.inputs),
+            outputs: data(&plan.outputs),
+            cgroup: plan.cgroup.clone(),
+            host,
+            time: Times { created: rfc3339(created), ..Times::default() },
+            usage: UsageRecord::default(),
+            exit: ExitRecord { code: crate::error::EXIT_EXPRUN_FAILED, ..ExitRecord::default() },
+            stdout: None,
+            stderr: None,
+            signals: Vec::new(),
+        }
+    }
+
+    /// Fill in what the foreground wait learned.
+    pub fn finish(&mut self, outcome: &Outcome, usage: Usage) {
+        use crate::spawn::wait::{signal_name, Exit};
+        self.time.started = Some(rfc3339(outcome.started));
+        self.time.ended = Some(rfc3339(outcome.ended));
+        self.time.wall_seconds = Some(outcome.wall_seconds);
+        self.exit.code = outcome.exit_code();
+        self.exit.oom_killed = usage.oom_kills > 0;
+        self.status = match (&outcome.exec_failure, outcome.exit) {
+            (Some(f), _) => {
+                self.exit.message = Some(f.message.clone());
+                Status::NotStarted
+            }
+            (None, Exit::Code(_)) => Status::Exited,
+            (None, Exit::Signal(s)) => {
+                self.exit.signal = Some(signal_name(s));
+                Status::Killed
+            }
+        };
+        self.usage = UsageRecord { cgroup: usage, init_max_rss_kib: Some(outcome.init_max_rss_kib) };
+        self.stdout = Some(outcome.stdout.clone());
+        self.stderr = Some(outcome.stderr.clone());
+        self.signals = outcome.forwarded.clone();
+    }
+
+    /// Write `runs/<id>/record.json` atomically and durably.
+    pub fn write(&self, runs_dir: &Path) -> Result<PathBuf, Error> {
+        let dir = runs_dir.join(&self.run_id);
+        fs::create_dir_all(&dir).map_err(|source| Error::Io { op: "creating", path: dir.clone(), source })?;
+        let path = dir.join("record.json");
+        crate::fsutil::write_json_atomic(&path, self, true)
+            .map_err(|source| Error::Io { op: "writing", path: path.clone(), source })?;
+        Ok(path)
+    }
+
+    /// Read a record file.
+    pub fn read(path: &Path) -> Result<Self, Error> {
+        let text = fs::read(path).map_err(|source| Error::Io { op: "reading", path: path.to_path_buf(), source })?;
+        serde_json::from_slice(&text).map_err(|source| Error::Parse { path: path.to_path_buf(), source })
+    }
+}
+
+/// The digest of the running exprun binary, cached in `cache_dir` by (device,
+/// inode, size, mtime) so it is computed once per installed binary, not per run.
+pub fn exprun_info(cache_dir: &Path) -> ExprunInfo {
+    ExprunInfo { version: env!("CARGO_PKG_VERSION").into(), binary_digest: binary_digest(cache_dir) }
+}
+
+fn binary_digest(cache_dir: &Path) -> Option<Digest> {
+    let exe = Path::new("/proc/self/exe");
+    let m = fs::metadata(exe).ok()?;
+    let key = format!("{}:{}:{}:{}.{}", m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec());
+    let cache = cache_dir.join("exprun-binary-digest");
+    if let Ok(text) = fs::read_to_string(&cache) {
+        if let Some((k, d)) = text.trim().split_once(' ') {
+            if k == key {
+                if let Ok(d) = d.parse() {
+                    return Some(d);
+                }
+            }
+        }
+    }
+    let (digest, _) = Digest::of_file(exe).ok()?;
+    if fs::create_dir_all(cache_dir).is_ok() {
+        let _ = crate::fsutil::write_atomic(&cache, format!("{key} {digest}\n").as_bytes(), false);
+    }
+    Some(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_digested_and_others_kept() {
+        assert_eq!(redact_env_entry("PATH=/bin"), "PATH=/bin");
+        let r = redact_env_entry("HF_TOKEN=hunter2");
+        assert!(r.starts_with("HF_TOKEN=<redacted sha256:") && !r.contains("hunter2"), "{r}");
+        assert_eq!(r, redact_env_entry("HF_TOKEN=hunter2"), "stable, so a change shows");
+        assert!(looks_secret("aws_secret_access_key") && looks_secret("DB_PASSWORD") && !looks_secret("HOME"));
+        let cl: Vec<String> = ["exprun", "run", "-e", "API_KEY=abc", "--env=X=1", "--env=MY_PASSWORD=p", "img"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let red = redact_command_line(&cl);
+        assert!(!red.join(" ").contains("abc") && !red.join(" ").contains("=p "), "{red:?}");
+        assert_eq!(red[4], "--env=X=1");
+    }
+
+    #[test]
+    fn binary_digest_is_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = binary_digest(dir.path()).unwrap();
+        assert!(dir.path().join("exprun-binary-digest").exists());
+        assert_eq!(binary_digest(dir.path()).unwrap(), a);
+    }
+}

@@ -1,0 +1,277 @@
+//! Building the container's root filesystem, inside the container's new mount
+//! namespace (called by the container's init, before it drops privileges).
+//!
+//! Order, and why:
+//! 1. make every mount a slave, so nothing we do propagates to the host;
+//! 2. mount the overlay of the image's layers plus the per-run upper dir: no copy;
+//! 3. the plan's mounts (/proc, /dev, ..., then the user's), each destination
+//!    resolved inside the new root with openat2(RESOLVE_IN_ROOT), so an image's
+//!    symlinks cannot redirect a mount onto the host (CVE-2021-30465 class);
+//! 4. device nodes bound from the host into the /dev tmpfs (which is nodev itself,
+//!    so a node made with mknod in the container does not work), /dev symlinks;
+//! 5. the working directory, created while the root is still writable;
+//! 6. pivot_root, then detach the old root;
+//! 7. read-only and masked paths (now plain paths in the new root), and the
+//!    read-only remount of `/` last, because the steps before write to it.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{mkdirat, Mode};
+use nix::unistd::{chdir, pivot_root};
+
+use crate::plan::{MountOp, RunPlan};
+use crate::sys;
+
+/// A rootfs step failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {source}")]
+pub struct Error {
+    /// What was being done, with the path.
+    pub step: String,
+    /// The underlying error.
+    pub source: io::Error,
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn at<T, E: Into<io::Error>>(r: std::result::Result<T, E>, step: impl FnOnce() -> String) -> Result<T> {
+    r.map_err(|e| Error { step: step(), source: e.into() })
+}
+
+/// Assemble the root filesystem described by `plan` and pivot into it. `console`
+/// is the host path of the pty slave to bind at /dev/console, when there is one.
+pub fn build(plan: &RunPlan, console: Option<&Path>) -> Result<()> {
+    // 1. Nothing below may propagate back to the host's mount namespace.
+    at(mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>), || {
+        "making / a slave mount".into()
+    })?;
+
+    // 2. The overlay. lowerdir paths are relative to layers_root (our cwd for the
+    //    call), which keeps the option string short enough for ~60 layers.
+    let o = &plan.rootfs;
+    at(chdir(&o.layers_root), || format!("entering {}", o.layers_root.display()))?;
+    let mut data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        o.lower.join(":"),
+        o.upper.display(),
+        o.work.display()
+    );
+    if o.volatile {
+        data.push_str(",volatile");
+    }
+    // nodev: device nodes created inside the container never work; the ones it
+    // needs are bound in from the host below.
+    at(mount(Some("overlay"), &o.target, Some("overlay"), MsFlags::MS_NODEV, Some(data.as_str())), || {
+        format!("mounting the image overlay at {} ({} layers)", o.target.display(), o.lower.len())
+    })?;
+    let root = at(File::open(&o.target), || format!("opening {}", o.target.display()))?;
+
+    // 3. The plan's mounts, in order.
+    for m in &plan.mounts {
+        mount_one(root.as_fd(), m)?;
+    }
+
+    // 4. /dev contents, when /dev is our tmpfs.
+    if plan.mounts.iter().any(|m| m.destination == Path::new("/dev") && m.fstype.as_deref() == Some("tmpfs")) {
+        populate_dev(root.as_fd(), &plan.devices, console)?;
+    }
+
+    // 5. The working directory must exist before `/` may become read-only.
+    open_or_create(root.as_fd(), &plan.process.cwd, false)?;
+
+    // 6. pivot_root(".", ".") stacks the old root under the new one; detaching it
+    //    leaves only the container's tree. The old root is a slave (step 1), so the
+    //    detach does not reach the host.
+    at(chdir(&o.target), || format!("entering {}", o.target.display()))?;
+    at(pivot_root(".", "."), || "pivot_root".into())?;
+    at(umount2(".", MntFlags::MNT_DETACH), || "detaching the old root".into())?;
+    at(chdir("/"), || "entering the new root".into())?;
+
+    // 7. Read-only and masked paths, then the read-only root.
+    for p in &plan.readonly_paths {
+        readonly_path(p)?;
+    }
+    for p in &plan.masked_paths {
+        mask_path(p)?;
+    }
+    if plan.readonly_root {
+        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NODEV;
+        at(mount(None::<&str>, "/", None::<&str>, flags, None::<&str>), || "remounting / read-only".into())?;
+    }
+    Ok(())
+}
+
+/// The `/proc/self/fd/N` path through which the kernel reaches exactly the file
+/// `fd` refers to.
+fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+fn mount_one(root: BorrowedFd<'_>, m: &MountOp) -> Result<()> {
+    let dest = &m.destination;
+    let target = open_or_create(root, dest, m.file)?;
+    let target_path = fd_path(target.as_fd());
+    if m.bind {
+        let mut flags = MsFlags::MS_BIND;
+        if m.recursive {
+            flags |= MsFlags::MS_REC;
+        }
+        at(mount(Some(m.source.as_str()), &target_path, None::<&str>, flags, None::<&str>), || {
+            format!("binding {} at {}", m.source, dest.display())
+        })?;
+        if !m.ms_flags().is_empty() {
+            // The bind's own flags need a remount of the new mount; a fresh lookup
+            // reaches it (the old fd still points below it).
+            let top = open_or_create(root, dest, m.file)?;
+            let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | m.ms_flags();
+            at(mount(None::<&str>, &fd_path(top.as_fd()), None::<&str>, flags, None::<&str>), || {
+                format!("setting the flags of the bind mount at {}", dest.display())
+            })?;
+        }
+    } else {
+        let data = (!m.data.is_empty()).then_some(m.data.as_str());
+        at(
+            mount(Some(m.source.as_str()), &target_path, m.fstype.as_deref(), m.ms_flags(), data),
+            || format!("mounting {} at {}", m.fstype.as_deref().unwrap_or("?"), dest.display()),
+        )?;
+    }
+    if m.propagation != 0 {
+        let top = open_or_create(root, dest, m.file)?;
+        let flags = MsFlags::from_bits_truncate(m.propagation);
+        at(mount(None::<&str>, &fd_path(top.as_fd()), None::<&str>, flags, None::<&str>), || {
+            format!("setting propagation of {}", dest.display())
+        })?;
+    }
+    Ok(())
+}
+
+/// Open `path` inside `root` (O_PATH), creating missing directories on the way and
+/// the last component as a file when `file`. Every step resolves inside `root`.
+pub fn open_or_create(root: BorrowedFd<'_>, path: &Path, file: bool) -> Result<OwnedFd> {
+    let flags = libc::O_PATH;
+    match sys::open_in_root(root, path, flags) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(Error { step: format!("resolving {} in the container", path.display()), source: e })
+        }
+        Err(_) => {}
+    }
+    let comps: Vec<&OsStr> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let mut cur = PathBuf::from("/");
+    for (i, name) in comps.iter().enumerate() {
+        let parent = at(sys::open_in_root(root, &cur, libc::O_PATH | libc::O_DIRECTORY), || {
+            format!("resolving {} in the container", cur.display())
+        })?;
+        cur.push(name);
+        let last = i + 1 == comps.len();
+        if sys::open_in_root(root, &cur, libc::O_PATH).is_ok() {
+            continue;
+        }
+        // Creating needs a real (not O_PATH) directory fd for the *at calls.
+        let dir = at(sys::open_in_root(root, &parent_path(&cur), libc::O_RDONLY | libc::O_DIRECTORY), || {
+            format!("opening {} in the container", parent_path(&cur).display())
+        })?;
+        drop(parent);
+        if last && file {
+            let r = nix::fcntl::openat(
+                dir.as_fd(),
+                *name,
+                OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+                Mode::from_bits_truncate(0o644),
+            );
+            at(r.map(drop), || format!("creating the mount point {} in the container", cur.display()))?;
+        } else {
+            match mkdirat(dir.as_fd(), *name, Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => {
+                    return Err(Error {
+                        step: format!("creating the directory {} in the container", cur.display()),
+                        source: e.into(),
+                    })
+                }
+            }
+        }
+    }
+    at(sys::open_in_root(root, path, flags), || format!("resolving {} in the container", path.display()))
+}
+
+fn parent_path(p: &Path) -> PathBuf {
+    p.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Bind the host's device nodes into the fresh /dev tmpfs and add the usual links.
+fn populate_dev(root: BorrowedFd<'_>, devices: &[PathBuf], console: Option<&Path>) -> Result<()> {
+    let dev = Path::new("/dev");
+    let mut binds: Vec<(&Path, PathBuf)> =
+        devices.iter().filter_map(|d| Some((d.as_path(), dev.join(d.file_name()?)))).collect();
+    if let Some(c) = console {
+        binds.push((c, dev.join("console")));
+    }
+    for (src, dst) in binds {
+        let target = open_or_create(root, &dst, true)?;
+        at(mount(Some(src), &fd_path(target.as_fd()), None::<&str>, MsFlags::MS_BIND, None::<&str>), || {
+            format!("binding {} at {}", src.display(), dst.display())
+        })?;
+    }
+    let devfd = at(sys::open_in_root(root, dev, libc::O_RDONLY | libc::O_DIRECTORY), || "opening /dev".into())?;
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+        ("core", "/proc/kcore"),
+    ] {
+        match nix::unistd::symlinkat(target, devfd.as_fd(), name) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(Error { step: format!("linking /dev/{name} to {target}"), source: e.into() }),
+        }
+    }
+    Ok(())
+}
+
+/// Bind a path onto itself read-only (after pivot_root). Missing paths are skipped.
+fn readonly_path(p: &Path) -> Result<()> {
+    match mount(Some(p), p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>) {
+        Err(nix::errno::Errno::ENOENT) => return Ok(()),
+        r => at(r, || format!("binding read-only path {}", p.display()))?,
+    }
+    let flags = MsFlags::MS_REMOUNT
+        | MsFlags::MS_BIND
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
+    at(mount(None::<&str>, p, None::<&str>, flags, None::<&str>), || {
+        format!("remounting {} read-only", p.display())
+    })
+}
+
+/// Cover a path (after pivot_root): a directory with an empty read-only tmpfs, a
+/// file with /dev/null. Missing paths are skipped.
+fn mask_path(p: &Path) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(p) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error { step: format!("masking {}", p.display()), source: e }),
+    };
+    let r = if meta.is_dir() {
+        mount(Some("tmpfs"), p, Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0,mode=555"))
+    } else {
+        mount(Some("/dev/null"), p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+    };
+    at(r, || format!("masking {}", p.display()))
+}
+

@@ -1,0 +1,200 @@
+//! `exprun run`: one experiment, in the foreground, recorded.
+//!
+//! The ordered steps (mirrored in docs/architecture.md):
+//! 1. clean up after runs whose exprun died (cheap when there are none);
+//! 2. resolve the image in the store, under the store's shared lock;
+//! 3. build the OCI spec from the image config and the options (no side effects);
+//! 4. build and check the plan: cgroup placement, limits, mounts, user (no side effects);
+//! 5. digest the inputs, before anything is created;
+//! 6. create the run directory (locked) with plan.json; claim `--name`;
+//! 7. block the forwarded signals, so none is lost from here on;
+//! 8. create half: cgroup, clone into namespaces, init builds the rootfs → Ready;
+//! 9. start half + foreground wait: output copied and hashed, signals forwarded;
+//! 10. digest the outputs, read cgroup usage, remove the cgroup, write the record,
+//!     remove the run directory; exit with the command's status.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use nix::sys::signal::{SigSet, SigmaskHow};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::cgroups::CgroupHost;
+use crate::error::{Error, Result};
+use crate::image::ImageStore;
+use crate::plan::{self, PlanContext, RunPlan};
+use crate::record::files::digest_tree;
+use crate::record::{self, DataRecord, RunRecord};
+use crate::spawn::{self, CreateOutcome};
+use crate::spec::{self, options::RunOptions, SpecContext};
+use crate::state::{ContainerDir, Root};
+
+/// What `exprun run` reports back to the CLI.
+pub struct RunResult {
+    /// exprun's exit status.
+    pub exit_code: i32,
+    /// The run id.
+    pub run_id: String,
+    /// A note for the user (OOM kill, command not found, ...), printed on stderr.
+    pub note: Option<String>,
+}
+
+/// Run one experiment described by `opts`. `command_line` is exprun's own argv.
+pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<RunResult> {
+    let created = SystemTime::now();
+    // 1.
+    root.cleanup_stale();
+
+    // 2. The shared store lock keeps `image gc` from removing the layers between
+    //    resolving them and recording them in plan.json (step 6).
+    let store = ImageStore::open(&root.store_dir())?;
+    let store_lock = store.lock_shared()?;
+    let image = store.resolve(&opts.image)?;
+    let layer_dirs: Vec<PathBuf> = image.layers.iter().map(|l| store.layer_dir(&l.diff_id)).collect();
+
+    // 3.
+    let id = crate::fsutil::random_hex(16);
+    let state_dir = root.containers_dir().join(&id);
+    let host_rlimits = spec::caller_rlimits();
+    let spec = spec::from_image(
+        opts,
+        &SpecContext { image: &image, layer_dirs: &layer_dirs, state_dir: &state_dir, host_rlimits: &host_rlimits },
+    )?;
+
+    // 4.
+    let cgroups = CgroupHost::detect().map_err(plan::Error::from)?;
+    let plan = plan::build(
+        spec,
+        PlanContext {
+            id: &id,
+            name: opts.name.as_deref(),
+            command_line,
+            state_dir: &state_dir,
+            image: &image,
+            layers_root: &store.layers_root(),
+            cgroups: &cgroups,
+            cgroup_parent: opts.cgroup_parent.as_deref(),
+            interactive: opts.interactive,
+            inputs: opts.inputs.clone(),
+            outputs: opts.outputs.clone(),
+            keep: opts.keep,
+        },
+    )?;
+
+    // 5. Inputs are digested before the run exists, so a failure here leaves nothing.
+    let mut inputs = Vec::new();
+    for m in &plan.inputs {
+        let tree = digest_tree(&m.source).map_err(|source| plan::Error::Source {
+            option: format!("--input {}", m.destination.display()),
+            path: m.source.clone(),
+            source,
+        })?;
+        inputs.push(DataRecord { source: m.source.clone(), destination: m.destination.clone(), tree: Some(tree), error: None });
+    }
+    for m in &plan.outputs {
+        std::fs::create_dir_all(&m.source).map_err(|source| plan::Error::Source {
+            option: format!("--output {}", m.destination.display()),
+            path: m.source.clone(),
+            source,
+        })?;
+    }
+
+    // 6.
+    if let Some(name) = &plan.name {
+        root.claim_name(name, &id)?;
+    }
+    let container = match root.create_container(&plan) {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(name) = &plan.name {
+                root.release_name(name);
+            }
+            return Err(e.into());
+        }
+    };
+    drop(store_lock);
+
+    let exprun = record::exprun_info(&root.cache_dir());
+    let mut rec = RunRecord::new(&plan, created, exprun, record::host::facts(&cgroups));
+    rec.inputs = inputs;
+    let result = execute(&plan, &mut rec);
+
+    // 10. Whatever happened, the record is written and the run directory removed.
+    let keep_upper = plan.keep.then(|| root.runs_dir().join(&plan.id).join("upper"));
+    let cleanup = container_cleanup(container, keep_upper.as_deref());
+    if let Err(e) = &result {
+        rec.exit.message = Some(e.to_string());
+    }
+    rec.write(&root.runs_dir())?;
+    let (exit_code, note) = result?;
+    cleanup?;
+    Ok(RunResult { exit_code, run_id: plan.id.clone(), note })
+}
+
+fn container_cleanup(c: ContainerDir, keep_upper: Option<&std::path::Path>) -> Result<()> {
+    c.remove(keep_upper).map_err(Error::from)
+}
+
+/// Steps 7–10 for a planned run; fills in `rec`.
+fn execute(plan: &RunPlan, rec: &mut RunRecord) -> Result<(i32, Option<String>)> {
+    // 7. Block the signals we handle; from now on they queue on the signalfd.
+    let mut mask = SigSet::empty();
+    for s in spawn::wait::HANDLED_SIGNALS {
+        mask.add(*s);
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
+        .map_err(|e| spawn::Error::Io { op: "blocking signals", source: e.into() })?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| spawn::Error::Io { op: "creating a signalfd", source: e.into() })?;
+
+    // 8. The create half.
+    let (parent_io, child_io) = spawn::stdio::prepare(plan.process.terminal, plan.interactive)
+        .map_err(|source| spawn::Error::Io { op: "setting up stdio", source })?;
+    let created = match spawn::create(plan, child_io, &signals, true)? {
+        CreateOutcome::Ready(c) => c,
+        CreateOutcome::CommandFailed(f) => {
+            rec.status = record::Status::NotStarted;
+            rec.exit.code = f.exit_code;
+            rec.exit.message = Some(f.message.clone());
+            return Ok((f.exit_code, Some(f.message)));
+        }
+    };
+    rec.executable = Some(created.exe.clone());
+
+    // 9. The start half and the wait.
+    let raw = plan.process.terminal.then(spawn::stdio::RawMode::enable);
+    let waited = spawn::wait::foreground(&created, parent_io, &signals);
+    drop(raw);
+    let usage = created.cgroup.usage();
+    let destroyed = created.cgroup.destroy();
+    let outcome = waited?;
+    destroyed.map_err(spawn::Error::from)?;
+
+    // 10.
+    rec.finish(&outcome, usage.clone());
+    for (m, r) in plan.outputs.iter().zip(rec.outputs.iter_mut()) {
+        match digest_tree(&m.source) {
+            Ok(t) => r.tree = Some(t),
+            Err(e) => r.error = Some(format!("digesting {}: {e}", m.source.display())),
+        }
+    }
+    let code = outcome.exit_code();
+    let note = if let Some(f) = &outcome.exec_failure {
+        Some(f.message.clone())
+    } else if usage.oom_kills > 0 {
+        let limit = plan.cgroup.limits.memory_bytes.map(|b| format!(" of {} MiB", b >> 20)).unwrap_or_default();
+        Some(format!(
+            "the container ran out of memory: the OOM killer killed {} process(es) at the memory limit{limit}; raise --memory",
+            usage.oom_kills
+        ))
+    } else if usage.pids_limit_hits > 0 {
+        Some(format!(
+            "{} fork(s) failed at the process limit (--pids-limit {})",
+            usage.pids_limit_hits,
+            plan.cgroup.limits.pids_max.unwrap_or_default()
+        ))
+    } else {
+        None
+    };
+    Ok((code, note))
+}

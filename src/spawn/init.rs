@@ -1,0 +1,256 @@
+//! The container's init: the child side of the clone. It runs in the new
+//! namespaces, reads only the plan (a copy-on-write copy of the parent's), and ends
+//! in `execve` or `_exit`; it never returns.
+//!
+//! The steps are one straight line; the numbers match the protocol diagram in
+//! [`super::protocol`] and docs/architecture.md.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use caps::{CapSet, Capability, CapsHashSet};
+use nix::unistd::{self, Gid, Uid};
+
+use super::protocol::{Channel, ToChild, ToParent};
+use crate::error::{EXIT_CANNOT_EXECUTE, EXIT_EXPRUN_FAILED, EXIT_NOT_FOUND};
+use crate::plan::RunPlan;
+use crate::sys;
+
+/// What the child gets besides the plan: fds opened by the parent.
+pub struct ChildFds {
+    /// The child's end of the protocol channel.
+    pub channel: Channel,
+    /// `tasks`/`cgroup.procs` files of the run's cgroup, to join by writing "0".
+    pub cgroup_join: Vec<OwnedFd>,
+    /// The container's stdin, stdout, stderr.
+    pub stdio: [OwnedFd; 3],
+    /// The pty slave's host path, bound at /dev/console, when there is a terminal.
+    pub console: Option<PathBuf>,
+    /// Die with SIGKILL when exprun dies (foreground runs).
+    pub die_with_parent: bool,
+}
+
+/// A failed step: its name and the error.
+struct StepError {
+    step: String,
+    error: String,
+    exit_code: Option<i32>,
+}
+
+fn step<T, E: std::fmt::Display>(name: &str, r: Result<T, E>) -> Result<T, StepError> {
+    r.map_err(|e| StepError { step: name.to_string(), error: e.to_string(), exit_code: None })
+}
+
+/// Run the container's init. Never returns.
+pub fn run(plan: &RunPlan, fds: ChildFds) -> ! {
+    let channel = &fds.channel;
+    match setup(plan, &fds) {
+        Ok(exe) => {
+            if channel.send(&ToParent::Ready { exe: exe.to_string_lossy().into_owned() }).is_err() {
+                sys::exit_now(EXIT_EXPRUN_FAILED);
+            }
+            // Wait for the start half. End-of-file means exprun went away.
+            match channel.recv::<ToChild>() {
+                Ok(Some(ToChild::Start)) => exec(plan, &exe, channel),
+                _ => sys::exit_now(EXIT_EXPRUN_FAILED),
+            }
+        }
+        Err(e) => {
+            let code = e.exit_code.unwrap_or(EXIT_EXPRUN_FAILED);
+            let _ = channel.send(&ToParent::Failed { step: e.step, error: e.error, exit_code: e.exit_code });
+            sys::exit_now(code)
+        }
+    }
+}
+
+/// Steps [1]–[5]: everything up to the moment the command can be exec'd.
+fn setup(plan: &RunPlan, fds: &ChildFds) -> Result<PathBuf, StepError> {
+    let p = &plan.process;
+
+    // Why first: a foreground run must not outlive exprun, whatever happens next.
+    if fds.die_with_parent {
+        step("setting the parent-death signal", set_pdeathsig())?;
+    }
+
+    // [1] Join the cgroup before anything is allocated on the container's behalf,
+    // by moving ourselves (see cgroups::Cgroup::join_files for why not the parent).
+    for fd in &fds.cgroup_join {
+        step("joining the run's cgroup", unistd::write(fd.as_fd(), b"0"))?;
+    }
+    // After the join, so the new cgroup namespace is rooted at the run's cgroup.
+    if plan.cgroup_ns {
+        step("creating the cgroup namespace", nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP))?;
+    }
+
+    // [2] A session of our own; the terminal, if any, becomes its controlling tty.
+    step("creating a session", unistd::setsid())?;
+    for (i, fd) in fds.stdio.iter().enumerate() {
+        step("setting up stdio", dup_onto(fd.as_fd(), i as i32))?;
+    }
+    if p.terminal {
+        step("taking the terminal", sys::set_controlling_terminal(fds.stdio[0].as_fd()))?;
+    }
+    if let Some(h) = &plan.hostname {
+        step("setting the hostname", unistd::sethostname(h))?;
+    }
+    if plan.new_net {
+        step("bringing up the loopback interface", sys::loopback_up())?;
+    }
+
+    // [3] The root filesystem, ending with pivot_root.
+    crate::rootfs::build(plan, fds.console.as_deref())
+        .map_err(|e| StepError { step: e.step, error: e.source.to_string(), exit_code: None })?;
+
+    // [4] Privileges, in the order the kernel needs: rlimits while still root
+    // (raising a hard limit needs privilege), supplementary groups and gid before
+    // uid (afterwards we could not change them), capabilities once the uid is
+    // final, no_new_privs last.
+    for r in &p.rlimits {
+        step("setting rlimits", set_rlimit(r.resource, r.soft, r.hard))?;
+    }
+    let groups: Vec<Gid> = p.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+    step("setting supplementary groups", unistd::setgroups(&groups))?;
+    step("setting the group id", unistd::setresgid(Gid::from_raw(p.gid), Gid::from_raw(p.gid), Gid::from_raw(p.gid)))?;
+    // The bounding set needs CAP_SETPCAP, which a non-root uid no longer has.
+    step("dropping capabilities from the bounding set", drop_bounding(&p.caps.bounding))?;
+    if p.uid != 0 {
+        // Keep the permitted set across setuid only to narrow it explicitly below.
+        step("keeping capabilities across setuid", caps::securebits::set_keepcaps(true))?;
+    }
+    step("setting the user id", unistd::setresuid(Uid::from_raw(p.uid), Uid::from_raw(p.uid), Uid::from_raw(p.uid)))?;
+    step("setting capabilities", apply_caps(&p.caps))?;
+    // Changing credentials cleared the parent-death signal and the dumpable flag;
+    // set them again.
+    if fds.die_with_parent {
+        step("setting the parent-death signal", set_pdeathsig())?;
+    }
+    // This process still holds exprun's memory (the plan, the environment): keep
+    // the container's processes from reading it through /proc or ptrace.
+    step("making init non-dumpable", sys::set_not_dumpable())?;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(p.umask as libc::mode_t));
+    if p.no_new_privs {
+        step("setting no_new_privs", nix::sys::prctl::set_no_new_privs())?;
+    }
+
+    // [5] The working directory as the final user, then the executable.
+    step(&format!("entering the working directory {}", p.cwd.display()), unistd::chdir(&p.cwd))?;
+    find_executable(&p.args[0], &p.env)
+}
+
+fn set_pdeathsig() -> nix::Result<()> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+}
+
+fn dup_onto(fd: std::os::fd::BorrowedFd<'_>, target: i32) -> nix::Result<()> {
+    if fd.as_raw_fd() == target {
+        // Already in place; just make sure it survives exec.
+        return nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).map(drop);
+    }
+    // SAFETY: dup2 onto 0/1/2 replaces the standard descriptors of this process,
+    // which nothing else in the child still uses as Rust-owned objects.
+    let r = unsafe { libc::dup2(fd.as_raw_fd(), target) };
+    if r == -1 {
+        return Err(nix::errno::Errno::last());
+    }
+    Ok(())
+}
+
+fn set_rlimit(resource: u32, soft: u64, hard: u64) -> io::Result<()> {
+    let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+    // SAFETY: setrlimit reads one rlimit through the pointer, which is live.
+    if unsafe { libc::setrlimit(resource as _, &lim) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn cap_set(names: &[String]) -> CapsHashSet {
+    names.iter().filter_map(|n| n.parse::<Capability>().ok()).collect()
+}
+
+fn drop_bounding(names: &[String]) -> Result<(), caps::errors::CapsError> {
+    let keep = cap_set(names);
+    for cap in caps::all() {
+        if !keep.contains(&cap) {
+            caps::drop(None, CapSet::Bounding, cap)?;
+        }
+    }
+    Ok(())
+}
+
+fn apply_caps(c: &crate::plan::CapSets) -> Result<(), caps::errors::CapsError> {
+    // Effective must stay a subset of permitted at every step, so narrow it first.
+    let set = cap_set;
+    caps::set(None, CapSet::Effective, &set(&c.effective))?;
+    caps::set(None, CapSet::Permitted, &set(&c.permitted))?;
+    caps::set(None, CapSet::Inheritable, &set(&c.inheritable))?;
+    caps::clear(None, CapSet::Ambient)?;
+    for cap in set(&c.ambient) {
+        caps::raise(None, CapSet::Ambient, cap)?;
+    }
+    Ok(())
+}
+
+/// Look `name` up as a shell would: a name with `/` as is, otherwise each entry of
+/// the container's PATH. Not found → 127, found but not executable → 126.
+fn find_executable(name: &str, env: &[String]) -> Result<PathBuf, StepError> {
+    let fail = |code: i32, why: String| StepError { step: format!("executable {name:?}"), error: why, exit_code: Some(code) };
+    let check = |p: &Path| -> Result<(), nix::errno::Errno> {
+        let meta = std::fs::metadata(p).map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::ENOENT)))?;
+        if meta.is_dir() {
+            return Err(nix::errno::Errno::EISDIR);
+        }
+        unistd::access(p, unistd::AccessFlags::X_OK)
+    };
+    if name.contains('/') {
+        return match check(Path::new(name)) {
+            Ok(()) => Ok(PathBuf::from(name)),
+            Err(nix::errno::Errno::ENOENT) => Err(fail(EXIT_NOT_FOUND, "no such file or directory".into())),
+            Err(e) => Err(fail(EXIT_CANNOT_EXECUTE, e.desc().to_lowercase())),
+        };
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(crate::spec::DEFAULT_PATH);
+    let mut denied = None;
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(name);
+        match check(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => {}
+            Err(e) => {
+                denied.get_or_insert((candidate, e));
+            }
+        }
+    }
+    Err(match denied {
+        Some((p, e)) => fail(EXIT_CANNOT_EXECUTE, format!("{}: {}", p.display(), e.desc().to_lowercase())),
+        None => fail(EXIT_NOT_FOUND, format!("not found in $PATH ({path})")),
+    })
+}
+
+/// Step [6]: execve. Only returns by `_exit` when the exec fails.
+fn exec(plan: &RunPlan, exe: &Path, channel: &Channel) -> ! {
+    let report = |errno: i32| -> ! {
+        let _ = channel.send(&ToParent::ExecFailed { exe: exe.display().to_string(), errno });
+        let code = if errno == libc::ENOENT { EXIT_NOT_FOUND } else { EXIT_CANNOT_EXECUTE };
+        sys::exit_now(code)
+    };
+    let cstr = |s: &str| CString::new(s).ok();
+    let (Some(path), Some(args), Some(env)) = (
+        cstr(&exe.to_string_lossy()),
+        plan.process.args.iter().map(|a| cstr(a)).collect::<Option<Vec<_>>>(),
+        plan.process.env.iter().map(|a| cstr(a)).collect::<Option<Vec<_>>>(),
+    ) else {
+        report(libc::EINVAL)
+    };
+    // Nothing but 0, 1, 2 may reach the command (CVE-2024-21626 was a leaked fd).
+    if sys::cloexec_from(3).is_err() || sys::reset_signals().is_err() {
+        report(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL));
+    }
+    let err = unistd::execve(&path, &args, &env).unwrap_err();
+    report(err as i32)
+}

@@ -1,0 +1,239 @@
+//! Spawning a container: the parent side.
+//!
+//! One process model for every way of running: the *create half* ([`create`])
+//! makes the cgroup, clones the container's init into new namespaces and waits
+//! until init has built the root filesystem and dropped privileges; the *start
+//! half* ([`Created::start`]) lets init exec the command. `exprun run` is both
+//! halves plus [`wait::foreground`]. The protocol between the two processes is
+//! in [`protocol`]; the child's steps are in [`init`].
+
+pub mod init;
+pub mod protocol;
+pub mod stdio;
+pub mod wait;
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signalfd::SignalFd;
+use nix::unistd::Pid;
+
+use crate::cgroups::Cgroup;
+use crate::plan::RunPlan;
+use crate::sys;
+use protocol::{Channel, ToChild, ToParent};
+
+/// Spawn errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The cgroup could not be made.
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::Error),
+    /// A system call in the parent failed.
+    #[error("{op}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The container's init reported a failed setup step.
+    #[error("container setup failed: {step}: {error}")]
+    Init {
+        /// The step.
+        step: String,
+        /// The error.
+        error: String,
+    },
+    /// The container's init died before it reported.
+    #[error("the container's init exited during setup ({status}) without reporting why")]
+    InitDied {
+        /// How it ended.
+        status: String,
+    },
+    /// A signal to exprun interrupted the setup.
+    #[error("interrupted by {signal} while setting up the container")]
+    Interrupted {
+        /// The signal's name.
+        signal: String,
+    },
+}
+
+/// The command could not be started; the exit status says why (126/127).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandFailure {
+    /// 126 (cannot execute) or 127 (not found).
+    pub exit_code: i32,
+    /// A message for the user.
+    pub message: String,
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> Error {
+    move |source| Error::Io { op, source }
+}
+
+/// A container whose init is ready and waiting to exec.
+pub struct Created {
+    /// init's pid in exprun's pid namespace.
+    pub pid: Pid,
+    /// A pidfd for init.
+    pub pidfd: OwnedFd,
+    /// The run's cgroup.
+    pub cgroup: Cgroup,
+    /// The executable init resolved.
+    pub exe: String,
+    channel: Channel,
+}
+
+/// The outcome of the create half when setup fails because of the command
+/// itself (not found, not executable), which is not an exprun error.
+pub enum CreateOutcome {
+    /// init is ready.
+    Ready(Created),
+    /// The command cannot be run; init has exited and the cgroup is gone.
+    CommandFailed(CommandFailure),
+}
+
+/// The create half: cgroup, clone, and wait for init to be ready. On any failure
+/// the child is killed and reaped and the cgroup removed before returning.
+///
+/// Signals that exprun forwards must already be blocked (so none is lost between
+/// the clone and the wait); a signal read from `signals` while init is setting up
+/// aborts the create.
+pub fn create(plan: &RunPlan, child_io: stdio::ChildIo, signals: &SignalFd, die_with_parent: bool) -> Result<CreateOutcome> {
+    let cgroup = Cgroup::create(&plan.cgroup)?;
+    let result = create_in(plan, &cgroup, child_io, signals, die_with_parent);
+    match result {
+        Ok((pid, pidfd, channel, Ok(exe))) => Ok(CreateOutcome::Ready(Created { pid, pidfd, cgroup, exe, channel })),
+        Ok((pid, _pidfd, _channel, Err(failure))) => {
+            let _ = sys::wait4(pid);
+            cgroup.destroy()?;
+            Ok(CreateOutcome::CommandFailed(failure))
+        }
+        Err(e) => {
+            let _ = cgroup.destroy();
+            Err(e)
+        }
+    }
+}
+
+type Spawned = (Pid, OwnedFd, Channel, std::result::Result<String, CommandFailure>);
+
+fn create_in(
+    plan: &RunPlan,
+    cgroup: &Cgroup,
+    child_io: stdio::ChildIo,
+    signals: &SignalFd,
+    die_with_parent: bool,
+) -> Result<Spawned> {
+    let cgroup_join = cgroup.join_files()?;
+    let (parent_end, child_end) = protocol::channel().map_err(io_err("creating the init channel"))?;
+
+    // clone_process has fork semantics; it is only sound in a single-threaded
+    // process. exprun never starts threads on this path; check rather than trust.
+    let threads = sys::thread_count().map_err(io_err("counting threads"))?;
+    if threads != 1 {
+        return Err(Error::Io {
+            op: "cloning the container's init",
+            source: io::Error::other(format!("exprun has {threads} threads; it must be single-threaded here")),
+        });
+    }
+    // SAFETY: the process is single-threaded (checked just above); the child branch
+    // ends in init::run, which never returns (execve or _exit).
+    let forked = unsafe { sys::clone_process(plan.clone_flags, None) }
+        .map_err(io_err("cloning the container's init"))?;
+    let (pid, pidfd) = match forked {
+        sys::Forked::Child => {
+            drop(parent_end);
+            let fds = init::ChildFds {
+                channel: child_end,
+                cgroup_join,
+                stdio: child_io.fds,
+                console: child_io.console,
+                die_with_parent,
+            };
+            init::run(plan, fds)
+        }
+        sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
+    };
+    // Close our copies of the child's ends right away: EOF on the channel must
+    // mean the child is gone or has exec'd, and the stdio pipes must reach EOF when
+    // the container's processes have exited.
+    drop(child_end);
+    drop(cgroup_join);
+    drop(child_io.fds);
+
+    match wait_ready(&parent_end, &pidfd, signals) {
+        Ok(Ok(exe)) => Ok((pid, pidfd, parent_end, Ok(exe))),
+        Ok(Err(failure)) => Ok((pid, pidfd, parent_end, Err(failure))),
+        Err(e) => {
+            let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+            let reaped = sys::wait4(pid);
+            match (e, reaped) {
+                (Error::InitDied { .. }, Ok((status, _))) => Err(Error::InitDied { status: describe_status(status) }),
+                (e, _) => Err(e),
+            }
+        }
+    }
+}
+
+/// Wait for Ready (or a failure), watching exprun's signals too.
+fn wait_ready(
+    channel: &Channel,
+    _pidfd: &OwnedFd,
+    signals: &SignalFd,
+) -> Result<std::result::Result<String, CommandFailure>> {
+    loop {
+        let mut fds = [PollFd::new(channel.as_fd(), PollFlags::POLLIN), PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::Io { op: "waiting for the container's init", source: e.into() }),
+        }
+        if fds[1].any().unwrap_or(false) {
+            if let Ok(Some(info)) = signals.read_signal() {
+                let sig = info.ssi_signo as i32;
+                if wait::is_terminating(sig) {
+                    return Err(Error::Interrupted { signal: wait::signal_name(sig) });
+                }
+            }
+            continue;
+        }
+        return match channel.recv::<ToParent>().map_err(io_err("reading from the container's init"))? {
+            Some(ToParent::Ready { exe }) => Ok(Ok(exe)),
+            Some(ToParent::Failed { step, error, exit_code: Some(code) }) => {
+                Ok(Err(CommandFailure { exit_code: code, message: format!("{step}: {error}") }))
+            }
+            Some(ToParent::Failed { step, error, exit_code: None }) => Err(Error::Init { step, error }),
+            Some(other) => Err(Error::Init { step: "protocol".into(), error: format!("unexpected message {other:?}") }),
+            None => Err(Error::InitDied { status: String::new() }),
+        };
+    }
+}
+
+impl Created {
+    /// The start half: tell init to exec. The result of the exec arrives on the
+    /// channel (EOF on success), read by [`wait::foreground`].
+    pub fn start(&self) -> Result<()> {
+        self.channel.send(&ToChild::Start).map_err(io_err("starting the container's command"))
+    }
+
+    /// The channel to init, for reading the exec result.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+}
+
+/// "exited with status 3" / "killed by SIGKILL" for a wait status.
+pub fn describe_status(status: libc::c_int) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exited with status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("killed by {}", wait::signal_name(libc::WTERMSIG(status)))
+    } else {
+        format!("wait status {status:#x}")
+    }
+}

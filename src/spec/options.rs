@@ -1,0 +1,456 @@
+//! The options of `exprun run`, parsed from strings into checked values. Pure
+//! functions: nothing here touches the filesystem except reading `--env-file`s.
+
+use std::path::{Component, Path, PathBuf};
+
+use super::Error;
+
+/// Where the container's network comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// A new network namespace with only loopback, up.
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// A host path mounted into the container.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostMount {
+    /// The host path, absolute and normalised.
+    pub source: PathBuf,
+    /// The path inside the container, absolute and normalised.
+    pub destination: PathBuf,
+    /// Mounted read-only.
+    pub readonly: bool,
+}
+
+/// A tmpfs mounted into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TmpfsMount {
+    /// The path inside the container.
+    pub destination: PathBuf,
+    /// Extra mount options (`size=64m,mode=1777`), as given.
+    pub options: Vec<String>,
+}
+
+/// One rlimit: `--ulimit nofile=1024:2048`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ulimit {
+    /// The OCI name, e.g. `RLIMIT_NOFILE`.
+    pub name: String,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// Everything `exprun run` was asked for, checked and normalised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOptions {
+    /// The image reference.
+    pub image: String,
+    /// The command after the image (replaces the image's Cmd).
+    pub command: Vec<String>,
+    /// `--entrypoint`: replaces the image's Entrypoint (empty string: none).
+    pub entrypoint: Option<Vec<String>>,
+    /// Environment from `-e` and `--env-file`, in order; later wins.
+    pub env: Vec<(String, String)>,
+    /// `-w`.
+    pub workdir: Option<PathBuf>,
+    /// `-u`.
+    pub user: Option<String>,
+    /// `--hostname`.
+    pub hostname: Option<String>,
+    /// `-v`.
+    pub volumes: Vec<HostMount>,
+    /// `--input`: read-only, digested before the run.
+    pub inputs: Vec<HostMount>,
+    /// `--output`: writable, digested after the run.
+    pub outputs: Vec<HostMount>,
+    /// `--tmpfs`.
+    pub tmpfs: Vec<TmpfsMount>,
+    /// `--memory`, in bytes.
+    pub memory: Option<u64>,
+    /// `--cpus`.
+    pub cpus: Option<f64>,
+    /// `--pids-limit`.
+    pub pids_limit: Option<i64>,
+    /// `--network`.
+    pub network: Network,
+    /// `--name`.
+    pub name: Option<String>,
+    /// `--keep`: keep the writable layer after the run.
+    pub keep: bool,
+    /// `--read-only`.
+    pub read_only: bool,
+    /// `-t`.
+    pub tty: bool,
+    /// `-i`.
+    pub interactive: bool,
+    /// `--cap-add`, normalised to `CAP_*`.
+    pub cap_add: Vec<String>,
+    /// `--cap-drop`, normalised to `CAP_*` (or `ALL`).
+    pub cap_drop: Vec<String>,
+    /// `--ulimit`.
+    pub ulimits: Vec<Ulimit>,
+    /// `--cgroup-parent`.
+    pub cgroup_parent: Option<String>,
+}
+
+/// The smallest `--memory` accepted: below this the runtime's own setup inside the
+/// cgroup can be OOM-killed before the command starts (docker and podman use 6 MiB).
+pub const MIN_MEMORY: u64 = 6 << 20;
+
+/// Parse a size like `512k`, `64m`, `1.5g`, `100` (bytes), case-insensitive, with an
+/// optional trailing `b` or `ib`.
+pub fn parse_size(option: &'static str, s: &str) -> Result<u64, Error> {
+    let bad = |why: &str| Error::Option { option, value: s.to_string(), why: why.to_string() };
+    let lower = s.trim().to_ascii_lowercase();
+    let t = lower.trim_end_matches("ib").trim_end_matches('b');
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        Some(c) if c.is_ascii_digit() => (t, 1),
+        _ => return Err(bad("expected a number with an optional unit k, m, g or t, e.g. 512m")),
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| bad("expected a number with an optional unit k, m, g or t, e.g. 512m"))?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err(bad("must be greater than zero"));
+    }
+    let bytes = value * mult as f64;
+    if bytes > i64::MAX as f64 {
+        return Err(bad("too large"));
+    }
+    Ok(bytes as u64)
+}
+
+/// `--memory`: a size of at least [`MIN_MEMORY`].
+pub fn parse_memory(s: &str) -> Result<u64, Error> {
+    let bytes = parse_size("--memory", s)?;
+    if bytes < MIN_MEMORY {
+        return Err(Error::Option {
+            option: "--memory",
+            value: s.into(),
+            why: format!("the minimum is {} MiB", MIN_MEMORY >> 20),
+        });
+    }
+    Ok(bytes)
+}
+
+/// `--cpus`: a positive number of CPUs, at most `online`, in steps of 0.01.
+pub fn parse_cpus(s: &str, online: usize) -> Result<f64, Error> {
+    let bad = |why: String| Error::Option { option: "--cpus", value: s.into(), why };
+    let v: f64 = s.trim().parse().map_err(|_| bad("expected a number such as 1.5".into()))?;
+    if !v.is_finite() || v < 0.01 {
+        return Err(bad("must be at least 0.01".into()));
+    }
+    if v > online as f64 {
+        return Err(bad(format!("this host has {online} CPUs online")));
+    }
+    Ok(v)
+}
+
+/// `--pids-limit`: a positive number of tasks.
+pub fn parse_pids_limit(s: &str) -> Result<i64, Error> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(Error::Option {
+            option: "--pids-limit",
+            value: s.into(),
+            why: "expected a positive number of processes".into(),
+        }),
+    }
+}
+
+/// A normalised absolute path inside the container: no `..`, no `.`, no trailing `/`.
+pub fn container_path(option: &'static str, s: &str) -> Result<PathBuf, Error> {
+    let bad = |why: &str| Error::Option { option, value: s.into(), why: why.into() };
+    let p = Path::new(s);
+    if !p.is_absolute() {
+        return Err(bad("the path inside the container must be absolute"));
+    }
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => return Err(bad("'..' is not allowed in container paths")),
+            Component::Prefix(_) => return Err(bad("not a Linux path")),
+        }
+    }
+    Ok(out)
+}
+
+/// `SRC:DST[:ro|rw]` for `-v`, `--input` and `--output`. The source must exist
+/// unless `create_source` (outputs are created as directories when missing).
+pub fn parse_host_mount(
+    option: &'static str,
+    s: &str,
+    cwd: &Path,
+    allow_mode: bool,
+) -> Result<HostMount, Error> {
+    let bad = |why: &str| Error::Option { option, value: s.into(), why: why.into() };
+    let parts: Vec<&str> = s.split(':').collect();
+    let (src, dst, mode) = match parts.as_slice() {
+        [src, dst] => (*src, *dst, None),
+        [src, dst, mode] if allow_mode => (*src, *dst, Some(*mode)),
+        _ if allow_mode => return Err(bad("expected SRC:DST or SRC:DST:ro")),
+        _ => return Err(bad("expected SRC:DST")),
+    };
+    if src.is_empty() {
+        return Err(bad("the host path is empty"));
+    }
+    let mut readonly = false;
+    if let Some(mode) = mode {
+        for opt in mode.split(',') {
+            match opt {
+                "ro" => readonly = true,
+                "rw" => readonly = false,
+                // SELinux relabel flags are accepted and ignored, as rootful podman
+                // on a host without SELinux does.
+                "z" | "Z" => {}
+                other => {
+                    return Err(bad(&format!("unknown mount option {other:?}; use ro or rw")));
+                }
+            }
+        }
+    }
+    let source = normalise_host(&cwd.join(src));
+    let destination = container_path(option, dst)?;
+    if destination == Path::new("/") {
+        return Err(bad("cannot mount over the container's root directory"));
+    }
+    Ok(HostMount { source, destination, readonly })
+}
+
+/// `DST[:options]` for `--tmpfs`.
+pub fn parse_tmpfs(s: &str) -> Result<TmpfsMount, Error> {
+    let (dst, opts) = s.split_once(':').unwrap_or((s, ""));
+    let destination = container_path("--tmpfs", dst)?;
+    let options = opts.split(',').filter(|o| !o.is_empty()).map(str::to_string).collect();
+    Ok(TmpfsMount { destination, options })
+}
+
+/// Lexically normalise an absolute host path (remove `.` and resolve `..`).
+fn normalise_host(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `-e NAME=VALUE` or `-e NAME` (the caller's value of NAME, skipped when unset).
+pub fn parse_env(
+    option: &'static str,
+    s: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<(String, String)>, Error> {
+    let (name, value) = match s.split_once('=') {
+        Some((n, v)) => (n, Some(v.to_string())),
+        None => (s, None),
+    };
+    check_env_name(option, name)?;
+    if value.as_deref().is_some_and(|v| v.contains('\0')) {
+        return Err(Error::Option { option, value: name.into(), why: "the value contains a NUL byte".into() });
+    }
+    Ok(value.or_else(|| lookup(name)).map(|v| (name.to_string(), v)))
+}
+
+fn check_env_name(option: &'static str, name: &str) -> Result<(), Error> {
+    if name.is_empty() || name.contains('\0') || name.contains(char::is_whitespace) {
+        return Err(Error::Option {
+            option,
+            value: name.into(),
+            why: "an environment variable name must be non-empty, without '=', spaces or NUL".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The lines of an `--env-file`: `NAME=VALUE`, `NAME` (taken from the caller),
+/// blank lines and `#` comments.
+pub fn parse_env_file(
+    path: &Path,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, Error> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let entry = parse_env("--env-file", line, lookup).map_err(|e| Error::EnvFile {
+            path: path.to_path_buf(),
+            line: i + 1,
+            why: e.to_string(),
+        })?;
+        out.extend(entry);
+    }
+    Ok(out)
+}
+
+/// `--ulimit name=soft[:hard]`, names as podman spells them (`nofile`, `nproc`, ...).
+pub fn parse_ulimit(s: &str) -> Result<Ulimit, Error> {
+    let bad = |why: &str| Error::Option { option: "--ulimit", value: s.into(), why: why.into() };
+    let (name, values) = s.split_once('=').ok_or_else(|| bad("expected NAME=SOFT[:HARD], e.g. nofile=1024:4096"))?;
+    let oci = match name {
+        "core" | "cpu" | "data" | "fsize" | "locks" | "memlock" | "msgqueue" | "nice" | "nofile"
+        | "nproc" | "rss" | "rtprio" | "rttime" | "sigpending" | "stack" | "as" => {
+            format!("RLIMIT_{}", name.to_ascii_uppercase())
+        }
+        _ => return Err(bad(&format!("unknown limit {name:?}"))),
+    };
+    let num = |v: &str| -> Result<u64, Error> {
+        if v == "unlimited" || v == "-1" {
+            return Ok(u64::MAX);
+        }
+        v.parse().map_err(|_| bad("limits are numbers or 'unlimited'"))
+    };
+    let (soft, hard) = match values.split_once(':') {
+        Some((s, h)) => (num(s)?, num(h)?),
+        None => (num(values)?, num(values)?),
+    };
+    if soft > hard {
+        return Err(bad("the soft limit is above the hard limit"));
+    }
+    Ok(Ulimit { name: oci, soft, hard })
+}
+
+/// `--cap-add/--cap-drop` names: `net_admin`, `NET_ADMIN` or `CAP_NET_ADMIN`; `ALL`.
+pub fn parse_capability(option: &'static str, s: &str) -> Result<String, Error> {
+    let upper = s.trim().to_ascii_uppercase();
+    if upper == "ALL" {
+        return Ok(upper);
+    }
+    let name = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+    if name.parse::<caps::Capability>().is_err() {
+        return Err(Error::Option { option, value: s.into(), why: "not a Linux capability name".into() });
+    }
+    Ok(name)
+}
+
+/// `--hostname`: RFC 1123 labels, at most 64 characters (the kernel's limit).
+pub fn parse_hostname(s: &str) -> Result<String, Error> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(Error::Option {
+            option: "--hostname",
+            value: s.into(),
+            why: "use letters, digits, '-' and '.', at most 64 characters".into(),
+        })
+    }
+}
+
+/// `--name`: what runs are called; the same rules as podman container names.
+pub fn parse_name(s: &str) -> Result<String, Error> {
+    let ok = s.len() <= 128
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(Error::Option {
+            option: "--name",
+            value: s.into(),
+            why: "use letters, digits, '_', '.' and '-', starting with a letter or digit".into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_accept_units_and_refuse_nonsense() {
+        assert_eq!(parse_size("x", "100").unwrap(), 100);
+        assert_eq!(parse_size("x", "64m").unwrap(), 64 << 20);
+        assert_eq!(parse_size("x", "64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("x", "1.5g").unwrap(), 3 << 29);
+        assert_eq!(parse_size("x", "512K").unwrap(), 512 << 10);
+        for bad in ["", "m", "-1m", "0", "12q", "1e400"] {
+            assert!(parse_size("x", bad).is_err(), "{bad}");
+        }
+        let e = parse_memory("1m").unwrap_err().to_string();
+        assert!(e.contains("--memory") && e.contains("minimum is 6 MiB"), "{e}");
+    }
+
+    #[test]
+    fn cpus_bounded_by_online_count() {
+        assert_eq!(parse_cpus("1.5", 2).unwrap(), 1.5);
+        assert!(parse_cpus("3", 2).unwrap_err().to_string().contains("2 CPUs online"));
+        assert!(parse_cpus("0", 2).is_err());
+        assert!(parse_cpus("abc", 2).is_err());
+    }
+
+    #[test]
+    fn host_mounts_are_normalised_and_checked() {
+        let cwd = Path::new("/home/r/exp");
+        let m = parse_host_mount("-v", "data/../in:/in:ro", cwd, true).unwrap();
+        assert_eq!(m, HostMount { source: "/home/r/exp/in".into(), destination: "/in".into(), readonly: true });
+        assert!(parse_host_mount("-v", "/a:rel", cwd, true).is_err());
+        assert!(parse_host_mount("-v", "/a:/b/../c", cwd, true).is_err());
+        assert!(parse_host_mount("-v", "/a:/", cwd, true).is_err());
+        assert!(parse_host_mount("-v", "/a:/b:rx", cwd, true).unwrap_err().to_string().contains("rx"));
+        assert!(parse_host_mount("--input", "/a:/b:ro", cwd, false).is_err());
+        assert_eq!(container_path("-w", "/a/./b/").unwrap(), Path::new("/a/b"));
+    }
+
+    #[test]
+    fn env_from_flags_and_files() {
+        let lookup = |n: &str| (n == "HOSTVAR").then(|| "fromhost".to_string());
+        assert_eq!(parse_env("-e", "A=1=2", &lookup).unwrap(), Some(("A".into(), "1=2".into())));
+        assert_eq!(parse_env("-e", "HOSTVAR", &lookup).unwrap(), Some(("HOSTVAR".into(), "fromhost".into())));
+        assert_eq!(parse_env("-e", "UNSET", &lookup).unwrap(), None);
+        assert!(parse_env("-e", "=x", &lookup).is_err());
+        let text = "# comment\n\nA=1\n  B=two words\nHOSTVAR\nBAD NAME=1\n";
+        let err = parse_env_file(Path::new("/tmp/e.env"), text, &lookup).unwrap_err().to_string();
+        assert!(err.contains("/tmp/e.env") && err.contains("line 6"), "{err}");
+        let ok = parse_env_file(Path::new("/e"), "A=1\n  B=two words\nHOSTVAR\n", &lookup).unwrap();
+        assert_eq!(ok.len(), 3);
+        assert_eq!(ok[1], ("B".into(), "two words".into()));
+    }
+
+    #[test]
+    fn ulimits_caps_hostnames_names() {
+        assert_eq!(
+            parse_ulimit("nofile=1024:4096").unwrap(),
+            Ulimit { name: "RLIMIT_NOFILE".into(), soft: 1024, hard: 4096 }
+        );
+        assert_eq!(parse_ulimit("core=unlimited").unwrap().hard, u64::MAX);
+        assert!(parse_ulimit("nofile=10:5").is_err());
+        assert!(parse_ulimit("bogus=1").is_err());
+        assert_eq!(parse_capability("--cap-add", "net_admin").unwrap(), "CAP_NET_ADMIN");
+        assert_eq!(parse_capability("--cap-drop", "all").unwrap(), "ALL");
+        assert!(parse_capability("--cap-add", "CAP_FLY").is_err());
+        assert!(parse_hostname("lab-1.example").is_ok());
+        assert!(parse_hostname("-bad").is_err());
+        assert!(parse_hostname(&"a".repeat(65)).is_err());
+        assert!(parse_name("exp_1.a-b").is_ok());
+        assert!(parse_name("-x").is_err());
+        assert!(parse_name("a/b").is_err());
+    }
+}

@@ -1,0 +1,202 @@
+//! Resolving `-u`/the image's `User` to numeric ids, by reading `/etc/passwd` and
+//! `/etc/group` from the image's unpacked layers without mounting them.
+//!
+//! The layers are in overlayfs format (whiteouts are 0/0 character devices, opaque
+//! directories carry `trusted.overlay.opaque=y`), so the file a container would see
+//! is the one in the topmost layer that has it, unless a layer above hides it.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+use super::Error;
+
+/// A user as the container's process will run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedUser {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary groups from /etc/group, sorted, without `gid`.
+    pub additional_gids: Vec<u32>,
+    /// Home directory from /etc/passwd, if the user has an entry.
+    pub home: Option<String>,
+}
+
+/// Read the file at `rel` (e.g. `etc/passwd`) as the merged image shows it.
+/// `layers` are bottom first. `None` when no layer has it or it is hidden.
+pub fn read_image_file(layers: &[PathBuf], rel: &Path) -> io::Result<Option<String>> {
+    let parents: Vec<&Path> = rel.ancestors().skip(1).filter(|p| !p.as_os_str().is_empty()).collect();
+    for layer in layers.iter().rev() {
+        let path = layer.join(rel);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_char_device() => return Ok(None), // whiteout
+            Ok(m) if m.is_file() => return fs::read_to_string(&path).map(Some),
+            Ok(_) => return Ok(None), // a directory or symlink: not a plain file we can read
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        // A whiteout or an opaque directory on any parent hides the lower layers.
+        for parent in &parents {
+            let p = layer.join(parent);
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_char_device() => return Ok(None),
+                Ok(m) if m.is_dir() && is_opaque(&p) => return Ok(None),
+                _ => {}
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn is_opaque(dir: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else { return false };
+    let mut buf = [0u8; 2];
+    // SAFETY: `c` is a NUL-terminated path, the name is a static C string, and the
+    // buffer pointer and length describe `buf`.
+    let n = unsafe {
+        libc::lgetxattr(c.as_ptr(), c"trusted.overlay.opaque".as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+    };
+    n == 1 && buf[0] == b'y'
+}
+
+/// Resolve `spec` (`name`, `uid`, `name:group`, `uid:gid`; empty = root) against
+/// the image's passwd and group files.
+pub fn resolve(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<ResolvedUser, Error> {
+    let spec = spec.trim();
+    let (user_part, group_part) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let user_part = if user_part.is_empty() { "0" } else { user_part };
+    let entry = passwd.and_then(|p| {
+        p.lines().filter_map(PasswdEntry::parse).find(|e| match user_part.parse::<u32>() {
+            Ok(uid) => e.uid == uid,
+            Err(_) => e.name == user_part,
+        })
+    });
+    let uid = match (&entry, user_part.parse::<u32>()) {
+        (_, Ok(uid)) => uid,
+        (Some(e), Err(_)) => e.uid,
+        (None, Err(_)) => {
+            return Err(Error::User {
+                user: spec.into(),
+                why: format!(
+                    "no user {user_part:?} in the image's /etc/passwd{}; give a numeric uid instead",
+                    if passwd.is_none() { " (the image has none)" } else { "" }
+                ),
+            })
+        }
+    };
+    let groups: Vec<GroupEntry<'_>> = group.map(|g| g.lines().filter_map(GroupEntry::parse).collect()).unwrap_or_default();
+    let gid = match group_part {
+        Some(g) if !g.is_empty() => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => groups.iter().find(|e| e.name == g).map(|e| e.gid).ok_or_else(|| Error::User {
+                user: spec.into(),
+                why: format!("no group {g:?} in the image's /etc/group; give a numeric gid instead"),
+            })?,
+        },
+        _ => entry.as_ref().map(|e| e.gid).unwrap_or(0),
+    };
+    // Supplementary groups follow the passwd name, as login and podman do; an
+    // explicit group on the command line replaces only the primary group.
+    let mut additional_gids: Vec<u32> = match &entry {
+        Some(e) => groups.iter().filter(|g| g.members.contains(&e.name) && g.gid != gid).map(|g| g.gid).collect(),
+        None => Vec::new(),
+    };
+    additional_gids.sort_unstable();
+    additional_gids.dedup();
+    Ok(ResolvedUser { uid, gid, additional_gids, home: entry.map(|e| e.home.to_string()) })
+}
+
+struct PasswdEntry<'a> {
+    name: &'a str,
+    uid: u32,
+    gid: u32,
+    home: &'a str,
+}
+
+impl<'a> PasswdEntry<'a> {
+    fn parse(line: &'a str) -> Option<Self> {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() < 7 || line.starts_with('#') {
+            return None;
+        }
+        Some(Self { name: f[0], uid: f[2].parse().ok()?, gid: f[3].parse().ok()?, home: f[5] })
+    }
+}
+
+struct GroupEntry<'a> {
+    name: &'a str,
+    gid: u32,
+    members: Vec<&'a str>,
+}
+
+impl<'a> GroupEntry<'a> {
+    fn parse(line: &'a str) -> Option<Self> {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() < 4 || line.starts_with('#') {
+            return None;
+        }
+        let members = f[3].split(',').filter(|m| !m.is_empty()).collect();
+        Some(Self { name: f[0], gid: f[2].parse().ok()?, members })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nresearcher:x:1000:1000:R:/home/researcher:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nresearcher:x:1000:\nextra:x:2000:researcher\nother:x:3000:someone,researcher\n";
+
+    #[test]
+    fn names_and_numbers_resolve() {
+        let r = resolve("researcher", Some(PASSWD), Some(GROUP)).unwrap();
+        assert_eq!(r, ResolvedUser { uid: 1000, gid: 1000, additional_gids: vec![2000, 3000], home: Some("/home/researcher".into()) });
+        let r = resolve("1000:extra", Some(PASSWD), Some(GROUP)).unwrap();
+        assert_eq!((r.uid, r.gid), (1000, 2000));
+        assert_eq!(r.additional_gids, vec![3000]);
+        let r = resolve("4242:77", None, None).unwrap();
+        assert_eq!((r.uid, r.gid, r.home), (4242, 77, None));
+        assert_eq!(resolve("", Some(PASSWD), None).unwrap().home.as_deref(), Some("/root"));
+    }
+
+    #[test]
+    fn unknown_names_are_refused_with_a_way_out() {
+        let e = resolve("ghost", Some(PASSWD), Some(GROUP)).unwrap_err().to_string();
+        assert!(e.contains("ghost") && e.contains("numeric uid"), "{e}");
+        let e = resolve("root:nogroup", Some(PASSWD), Some(GROUP)).unwrap_err().to_string();
+        assert!(e.contains("nogroup"), "{e}");
+        let e = resolve("ghost", None, None).unwrap_err().to_string();
+        assert!(e.contains("has none"), "{e}");
+    }
+
+    #[test]
+    fn the_topmost_layer_wins_and_whiteouts_hide() {
+        let dir = tempfile::tempdir().unwrap();
+        let (l1, l2) = (dir.path().join("l1"), dir.path().join("l2"));
+        fs::create_dir_all(l1.join("etc")).unwrap();
+        fs::create_dir_all(l2.join("etc")).unwrap();
+        fs::write(l1.join("etc/passwd"), "lower").unwrap();
+        fs::write(l1.join("etc/group"), "lower").unwrap();
+        fs::write(l2.join("etc/passwd"), "upper").unwrap();
+        let layers = vec![l1.clone(), l2.clone()];
+        assert_eq!(read_image_file(&layers, Path::new("etc/passwd")).unwrap().as_deref(), Some("upper"));
+        assert_eq!(read_image_file(&layers, Path::new("etc/group")).unwrap().as_deref(), Some("lower"));
+        assert_eq!(read_image_file(&layers, Path::new("etc/shadow")).unwrap(), None);
+        if nix::unistd::geteuid().is_root() {
+            nix::sys::stat::mknod(
+                &l2.join("etc/group"),
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::empty(),
+                0,
+            )
+            .unwrap();
+            assert_eq!(read_image_file(&layers, Path::new("etc/group")).unwrap(), None);
+        }
+    }
+}

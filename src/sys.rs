@@ -1,0 +1,331 @@
+//! The syscall seam: the few kernel calls that neither the standard library nor nix
+//! wrap the way exprun needs them. Raw `unsafe` lives here and in nowhere else but
+//! the clone in `spawn`; every block says why it is sound.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use nix::unistd::Pid;
+
+/// `CLONE_INTO_CGROUP` from `<linux/sched.h>` (libc's constant is an `int` that
+/// overflows).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` from `<linux/sched.h>` (version 2, with `cgroup`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Which side of a [`clone_process`] we are on.
+pub enum Forked {
+    /// The new process.
+    Child,
+    /// The caller, with the child's pid (in the caller's pid namespace) and a pidfd.
+    Parent {
+        /// The child's pid as the caller sees it.
+        pid: Pid,
+        /// A pidfd for the child: race-free signalling and exit notification.
+        pidfd: OwnedFd,
+    },
+}
+
+/// Create a child process the way `fork` does (copy-on-write address space, both
+/// sides return), but with namespace `flags` and a pidfd, optionally straight into
+/// the cgroup open as `cgroup_dir` (cgroup v2 only).
+///
+/// Uses `clone3`, and falls back to `clone` when `clone3` is not available (kernels
+/// before 5.3, or a seccomp filter that answers ENOSYS, as Docker's default does).
+///
+/// # Safety
+///
+/// The calling process must be single-threaded: like `fork`, only the calling
+/// thread is copied, and any lock another thread held would stay locked forever in
+/// the child. The child must leave by `execve` or `_exit`, never by returning into
+/// code that assumes it is the parent.
+pub unsafe fn clone_process(flags: u64, cgroup_dir: Option<RawFd>) -> io::Result<Forked> {
+    let mut pidfd: libc::c_int = -1;
+    let mut args = CloneArgs {
+        flags: flags | libc::CLONE_PIDFD as u64,
+        pidfd: std::ptr::addr_of_mut!(pidfd) as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    if let Some(fd) = cgroup_dir {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd as u64;
+    }
+    // SAFETY: `args` is a valid, fully initialised clone_args of the size passed;
+    // `pidfd` outlives the call. With a zero stack the child continues on a
+    // copy-on-write copy of this stack, exactly like fork; the caller guarantees the
+    // process is single-threaded (see this function's contract).
+    let mut ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::addr_of_mut!(args),
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if ret == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        if cgroup_dir.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "clone3 is not available, so CLONE_INTO_CGROUP cannot be used",
+            ));
+        }
+        // SAFETY: the legacy clone with a null stack behaves like fork (same
+        // reasoning as above); on x86_64 the argument order is flags, stack,
+        // parent_tid, child_tid, tls, and CLONE_PIDFD stores the pidfd through
+        // parent_tid, which points at the live `pidfd`.
+        ret = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (flags | libc::CLONE_PIDFD as u64 | libc::SIGCHLD as u64) as libc::c_ulong,
+                0usize,
+                std::ptr::addr_of_mut!(pidfd),
+                0usize,
+                0usize,
+            )
+        };
+    }
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent {
+            pid: Pid::from_raw(pid as libc::pid_t),
+            // SAFETY: the kernel returned a fresh pidfd that nothing else owns.
+            pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+        }),
+    }
+}
+
+/// Number of threads of the calling process, from /proc/self/stat.
+pub fn thread_count() -> io::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Field 20 (num_threads); the command name (field 2) may contain spaces, so
+    // count from the closing parenthesis.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    after
+        .split_whitespace()
+        .nth(17)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| io::Error::other("cannot parse num_threads in /proc/self/stat"))
+}
+
+/// Send `signal` through a pidfd (no pid-reuse race).
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    // SAFETY: plain syscall with a borrowed, open pidfd, a signal number, and null
+    // siginfo (the kernel then fills in a kill()-like siginfo).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `wait4(pid, 0)`: the exit status and resource usage of a child.
+pub fn wait4(pid: Pid) -> io::Result<(libc::c_int, libc::rusage)> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain old data; all-zero is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: both out-pointers point at live locals of the right types.
+        let r = unsafe { libc::wait4(pid.as_raw(), &mut status, 0, &mut usage) };
+        if r == pid.as_raw() {
+            return Ok((status, usage));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// `openat2(dirfd, path, how)` with `RESOLVE_IN_ROOT`: resolve `path` as if `dirfd`
+/// were the root directory, so neither `..` nor absolute symlinks can leave it.
+pub fn open_in_root(root: BorrowedFd<'_>, path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let c = cstring(path)?;
+    // SAFETY: open_how is plain old data; all-zero is valid (and required for any
+    // field this libc version does not name).
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    loop {
+        // SAFETY: `c` is a NUL-terminated path that outlives the call, `how` is a
+        // valid open_how of the size passed, and `root` is an open directory fd.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root.as_raw_fd(),
+                c.as_ptr(),
+                std::ptr::addr_of!(how),
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: the kernel returned a new fd that nothing else owns.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+        }
+        let e = io::Error::last_os_error();
+        // openat2 returns EAGAIN when a concurrent rename raced the lookup; retry.
+        if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
+            return Err(e);
+        }
+    }
+}
+
+/// Mark every fd from `first` upwards close-on-exec, so nothing the runtime opened
+/// (or inherited) reaches the container's process (CVE-2024-21626 was a leaked fd).
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range only changes fd flags; no memory is passed.
+    let r = unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Make the calling process its controlling terminal's session leader's terminal:
+/// `ioctl(fd, TIOCSCTTY, 0)`.
+pub fn set_controlling_terminal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an int argument by value; fd is open.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The window size of a terminal.
+pub fn window_size(fd: BorrowedFd<'_>) -> Option<libc::winsize> {
+    // SAFETY: winsize is plain old data.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize through the pointer, which is live.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    (r == 0).then_some(ws)
+}
+
+/// Set the window size of a terminal (the pty master forwards it to the slave).
+pub fn set_window_size(fd: BorrowedFd<'_>, ws: &libc::winsize) -> io::Result<()> {
+    // SAFETY: TIOCSWINSZ reads one winsize through the pointer, which is live.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, ws as *const libc::winsize) };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Bring the loopback interface of the current network namespace up.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: plain socket(2) call; the result is checked and wrapped at once.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: raw is a new socket fd owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ifreq is plain old data; all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the union member ifru_flags is the one SIOCGIFFLAGS just filled in.
+    unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads name and flags from `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `prctl(PR_SET_DUMPABLE, 0)`: /proc/<pid> of this process becomes root-owned and
+/// it cannot be ptraced by the container's processes while it still holds the
+/// runtime's memory (the CVE-2019-5736 family).
+pub fn set_not_dumpable() -> io::Result<()> {
+    // SAFETY: PR_SET_DUMPABLE takes integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `_exit(code)`: leave the child without running destructors or atexit handlers
+/// that belong to the parent's copy of the program.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// A NUL-terminated copy of a path.
+pub fn cstring(path: &Path) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// Reset every signal to its default disposition and unblock all signals. Runtimes
+/// ignore SIGPIPE (Rust does so at start-up) and block signals around the clone;
+/// ignored and blocked signals survive execve, so the container would inherit them.
+pub fn reset_signals() -> io::Result<()> {
+    use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL cannot violate any Rust invariant; no handler
+        // code runs.
+        unsafe { signal::signal(sig, SigHandler::SigDfl) }.map_err(io::Error::from)?;
+    }
+    signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_count_of_a_test_thread_is_positive() {
+        assert!(thread_count().unwrap() >= 1);
+    }
+
+    #[test]
+    fn open_in_root_cannot_escape_through_dotdot_or_absolute_symlink() {
+        use std::os::fd::AsFd;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/passwd"), "inside").unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
+        let root = std::fs::File::open(dir.path()).unwrap();
+        for p in ["../../../etc/passwd", "/etc/passwd", "link/passwd"] {
+            let fd = open_in_root(root.as_fd(), Path::new(p), libc::O_RDONLY).unwrap();
+            let got = std::fs::read_to_string(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+            assert_eq!(got, "inside", "{p} escaped the root");
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Shared helpers for the integration tests: the real exprun binary, a private
+//! state root per test, the fixture image, visible skips, and leftover checks.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Once;
+
+/// The exprun binary under test.
+pub fn exprun_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_exprun"))
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Whether this process may run privileged tests. Prints `SKIP: <test>: <why>`
+/// otherwise; under `CI=true` a skip is a failure.
+pub fn privileged(test: &str) -> bool {
+    let why = if !nix::unistd::geteuid().is_root() {
+        Some("needs root")
+    } else if !Path::new("/sys/fs/cgroup").exists() {
+        Some("needs cgroups")
+    } else {
+        None
+    };
+    match why {
+        None => true,
+        Some(why) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("privileged test {test} cannot run here ({why}) and CI=true forbids skipping");
+            }
+            println!("SKIP: {test}: {why}");
+            false
+        }
+    }
+}
+
+static FIXTURES: Once = Once::new();
+
+/// The fixture OCI layout, built by rootfs-fixtures/build.sh when missing.
+pub fn fixture_dir() -> PathBuf {
+    let out = repo().join("rootfs-fixtures/out");
+    FIXTURES.call_once(|| {
+        if !out.join("busybox-oci/index.json").exists() || !out.join("busybox-docker.tar").exists() {
+            let st = Command::new("bash").arg(repo().join("rootfs-fixtures/build.sh")).status().expect("run build.sh");
+            assert!(st.success(), "rootfs-fixtures/build.sh failed");
+        }
+    });
+    out
+}
+
+/// A pinned value from rootfs-fixtures/pinned-digests.env.
+pub fn pinned(key: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("rootfs-fixtures/pinned-digests.env")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} not in pinned-digests.env"))
+        .to_string()
+}
+
+/// A private exprun state root, checked for leftovers when dropped.
+pub struct TestRoot {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestRoot {
+    /// An empty root.
+    pub fn new() -> Self {
+        Self { dir: tempfile::Builder::new().prefix("exprun-test-").tempdir().unwrap() }
+    }
+
+    /// A root with the busybox fixture imported as `busybox:latest`.
+    pub fn with_busybox() -> Self {
+        let r = Self::new();
+        let out = r.exprun(&["image", "import", "--name", "busybox:latest"], Some(&fixture_dir().join("busybox-oci")));
+        assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
+        r
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `exprun --root <root> ARGS [PATH]`, capturing output, stdin from /dev/null,
+    /// with an environment that holds only PATH and a marker the container must
+    /// not see.
+    pub fn exprun(&self, args: &[&str], extra: Option<&Path>) -> Output {
+        let mut cmd = self.command(args);
+        if let Some(p) = extra {
+            cmd.arg(p);
+        }
+        cmd.stdin(Stdio::null()).output().expect("spawn exprun")
+    }
+
+    /// `exprun --root <root> ARGS`, not yet started.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(exprun_bin());
+        cmd.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("EXPRUN_TEST_HOST_MARKER", "host-secret-value")
+            .arg("--root")
+            .arg(self.path())
+            .args(args);
+        cmd
+    }
+
+    /// `exprun run ARGS` in this root; returns (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let mut full = vec!["run"];
+        full.extend_from_slice(args);
+        let out = self.exprun(&full, None);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The records of this root, parsed.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        let runs = self.path().join("runs");
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(&runs).into_iter().flatten().flatten() {
+            let p = e.path().join("record.json");
+            if p.exists() {
+                v.push(serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap());
+            }
+        }
+        v.sort_by_key(|r: &serde_json::Value| r["time"]["created"].as_str().unwrap_or("").to_string());
+        v
+    }
+
+    /// The newest record.
+    pub fn last_record(&self) -> serde_json::Value {
+        let mut r = self.records();
+        assert!(!r.is_empty(), "no run record in {}", self.path().display());
+        // Records are created at second precision; the last one written wins ties.
+        r.sort_by_key(|r| {
+            let id = r["run_id"].as_str().unwrap().to_string();
+            std::fs::metadata(self.path().join("runs").join(id).join("record.json")).unwrap().modified().unwrap()
+        });
+        r.pop().unwrap()
+    }
+
+    /// Everything a run may leave behind, checked: no live run directories, no
+    /// cgroup of any recorded run, no mount and no process mentioning this root.
+    pub fn assert_no_leftovers(&self) {
+        let containers = self.path().join("containers");
+        let live: Vec<_> = std::fs::read_dir(&containers).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        assert!(live.is_empty(), "run directories left behind: {live:?}");
+        for r in self.records() {
+            for (_, dir) in r["cgroup"]["dirs"].as_object().into_iter().flatten() {
+                let dir = dir.as_str().unwrap();
+                assert!(!Path::new(dir).exists(), "cgroup left behind: {dir}");
+            }
+        }
+        let root = self.path().display().to_string();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(&root), "mounts under {root} left behind");
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) {
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                assert!(!cmdline.contains(&root), "process left behind: {cmdline}");
+            }
+        }
+        let tmp = self.path().join("store/tmp");
+        let stray: Vec<_> = std::fs::read_dir(&tmp).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        assert!(stray.is_empty(), "store temp files left behind: {stray:?}");
+    }
+}
