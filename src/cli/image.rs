@@ -1,15 +1,222 @@
 //! `exprun image ...`: the image store verbs.
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
 use clap::Subcommand;
 
 use super::Globals;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::image::{reference, ImageStore, ImageSummary, Progress};
 
 /// The `image` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum ImageCommand {}
+pub enum ImageCommand {
+    /// Import an OCI image layout directory, an oci-archive or a docker-archive tar
+    Import {
+        /// The layout directory or archive file
+        path: PathBuf,
+        /// Name the image NAME[:TAG] (only when the source holds one image)
+        #[arg(long, value_name = "NAME[:TAG]")]
+        name: Option<String>,
+        /// Print only the manifest digests, and no progress bar
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// List the images in the store
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Print a JSON array with all fields
+        #[arg(long)]
+        json: bool,
+        /// Show full digests
+        #[arg(long)]
+        digests: bool,
+    },
+    /// Show an image's digests, layers and config as JSON
+    Inspect {
+        /// name[:tag], name@sha256:..., sha256:... or a digest prefix
+        reference: String,
+    },
+    /// Untag names, or remove images by digest (their blobs go at the next gc)
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// name[:tag], name@sha256:..., sha256:... or a digest prefix
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
+    /// Delete blobs and layers that no image refers to
+    Gc,
+}
 
 /// Run one `image` subcommand.
-pub fn run(_globals: &Globals, cmd: ImageCommand) -> Result<i32> {
-    match cmd {}
+pub fn run(globals: &Globals, cmd: ImageCommand) -> Result<i32> {
+    let store = ImageStore::open(&globals.store_dir())?;
+    match cmd {
+        ImageCommand::Import { path, name, quiet } => {
+            let progress = if quiet {
+                Progress::Hidden
+            } else {
+                Progress::Auto
+            };
+            let mut seen = BTreeSet::new();
+            for s in store.import(&path, name.as_deref(), progress)? {
+                if quiet {
+                    if seen.insert(s.manifest_digest.clone()) {
+                        println!("{}", s.manifest_digest);
+                    }
+                } else {
+                    println!(
+                        "imported {} {}",
+                        s.name.as_deref().unwrap_or("<none>"),
+                        s.manifest_digest
+                    );
+                }
+            }
+        }
+        ImageCommand::Ls { json, digests } => {
+            let rows = store.list()?;
+            if json {
+                println!("{}", to_json(&rows)?);
+            } else {
+                print!("{}", table(&rows, digests));
+            }
+        }
+        ImageCommand::Inspect { reference } => {
+            println!("{}", to_json(&store.inspect(&reference)?)?);
+        }
+        ImageCommand::Rm { references } => {
+            for r in references {
+                let report = store.remove(&r)?;
+                for n in report.untagged {
+                    println!("untagged {n}");
+                }
+                for d in report.removed {
+                    println!("removed {d}");
+                }
+            }
+        }
+        ImageCommand::Gc => {
+            // TODO(main developer): pass the diff_ids of live containers' layers.
+            let report = store.gc(&BTreeSet::new())?;
+            println!(
+                "removed {} blobs, {} layers, freed {:.1} MiB",
+                report.blobs_removed,
+                report.layers_removed,
+                report.bytes_freed as f64 / f64::from(1u32 << 20)
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string_pretty(v).map_err(|e| Error::Usage(format!("cannot print JSON: {e}")))
+}
+
+/// The `image ls` table.
+fn table(rows: &[ImageSummary], full_digests: bool) -> String {
+    let mut lines = vec![[
+        "NAME".to_string(),
+        "TAG".to_string(),
+        "DIGEST".to_string(),
+        "SIZE".to_string(),
+        "CREATED".to_string(),
+    ]];
+    for r in rows {
+        let (name, tag) = match &r.name {
+            Some(n) => {
+                let (name, tag) = reference::split_tag(n);
+                (name.to_string(), tag.unwrap_or("").to_string())
+            }
+            None => ("<none>".to_string(), "<none>".to_string()),
+        };
+        let digest = if full_digests {
+            r.manifest_digest.to_string()
+        } else {
+            r.manifest_digest.short().to_string()
+        };
+        lines.push([
+            name,
+            tag,
+            digest,
+            human_size(r.size),
+            r.created.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let mut widths = [0usize; 5];
+    for l in &lines {
+        for (w, cell) in widths.iter_mut().zip(l) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for l in &lines {
+        let mut line = String::new();
+        for (i, (cell, w)) in l.iter().zip(widths).enumerate() {
+            if i + 1 == l.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}   "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Bytes in B, KiB, MiB or GiB with one decimal.
+fn human_size(n: u64) -> String {
+    const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Digest;
+
+    #[test]
+    fn sizes_are_human() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(3 << 20), "3.0 MiB");
+        assert_eq!(human_size(5 << 30), "5.0 GiB");
+        assert_eq!(human_size(5 << 40), "5120.0 GiB");
+    }
+
+    #[test]
+    fn table_splits_name_and_tag() {
+        let d = Digest::of_bytes(b"m");
+        let row = |name: Option<&str>| ImageSummary {
+            name: name.map(str::to_string),
+            manifest_digest: d.clone(),
+            config_digest: d.clone(),
+            size: 2048,
+            created: None,
+            layers: 1,
+        };
+        let t = table(&[row(Some("localhost:5000/a/b:v1")), row(None)], false);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("NAME"), "{t}");
+        assert!(
+            lines[1].starts_with("localhost:5000/a/b   v1       "),
+            "{t}"
+        );
+        assert!(
+            lines[1].contains(d.short()) && lines[1].contains("2.0 KiB") && lines[1].ends_with('-'),
+            "{t}"
+        );
+        assert!(lines[2].starts_with("<none>"), "{t}");
+    }
 }

@@ -272,7 +272,10 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
     let mut mounts = Vec::new();
     for m in spec.mounts().clone().unwrap_or_default() {
         let mut op = mounts::resolve(&m)?;
-        if op.bind {
+        if op.bind && Path::new(&op.source).starts_with(ctx.state_dir) {
+            // A file the run writes itself (hosts, hostname) before it starts.
+            op.file = true;
+        } else if op.bind {
             let meta = std::fs::metadata(&op.source).map_err(|source| Error::Source {
                 option: format!("mount {}", op.destination.display()),
                 path: op.source.clone().into(),
