@@ -83,6 +83,23 @@ impl Lock {
         Self::take(path, arg)?.ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))
     }
 
+    /// Block until an exclusive lock on the directory `dir` is held.
+    pub fn acquire_dir(dir: &Path) -> io::Result<Self> {
+        Self::take_dir(dir, FlockArg::LockExclusive)?.ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))
+    }
+
+    /// An exclusive lock on the directory `dir` if nobody holds it; `None` if
+    /// somebody does.
+    pub fn try_dir(dir: &Path) -> io::Result<Option<Self>> {
+        Self::take_dir(dir, FlockArg::LockExclusiveNonblock)
+    }
+
+    fn take_dir(dir: &Path, arg: FlockArg) -> io::Result<Option<Self>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(dir)?;
+        Self::flock(file, dir, arg)
+    }
+
     /// Take an exclusive lock on `path` if nobody holds it; `None` if somebody does.
     pub fn try_exclusive(path: &Path) -> io::Result<Option<Self>> {
         Self::take(path, FlockArg::LockExclusiveNonblock)
@@ -95,6 +112,10 @@ impl Lock {
             .create(true)
             .truncate(false)
             .open(path)?;
+        Self::flock(file, path, arg)
+    }
+
+    fn flock(file: File, path: &Path, arg: FlockArg) -> io::Result<Option<Self>> {
         match Flock::lock(file, arg) {
             Ok(flock) => Ok(Some(Self { _flock: flock, path: path.to_path_buf() })),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),

@@ -13,6 +13,7 @@
 //!   protocol, and the container's init (child side).
 //! - [`rootfs`]: overlay, mounts, /dev, pivot_root: run by the container's init.
 //! - [`record`]: the run record, host facts, input/output tree digests.
+//! - [`log`]: `--debug` output with step timings.
 //! - [`sys`]: the raw syscalls nothing else wraps; the one home of `unsafe` besides spawn.
 //! - [`digest`]: `sha256:` digests and hashing readers and writers.
 //! - [`fsutil`]: atomic writes, advisory locks, random ids.
@@ -32,6 +33,7 @@ pub mod digest;
 pub mod error;
 pub mod fsutil;
 pub mod image;
+pub mod log;
 pub mod plan;
 pub mod record;
 pub mod rootfs;

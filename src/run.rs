@@ -22,6 +22,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use crate::cgroups::CgroupHost;
 use crate::error::{Error, Result};
 use crate::image::ImageStore;
+use crate::log;
 use crate::plan::{self, PlanContext, RunPlan};
 use crate::record::files::digest_tree;
 use crate::record::{self, DataRecord, RunRecord};
@@ -43,7 +44,8 @@ pub struct RunResult {
 pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<RunResult> {
     let created = SystemTime::now();
     // 1.
-    root.cleanup_stale();
+    let cleaned = root.cleanup_stale();
+    log::debug(|| format!("step 1: cleaned up {} stale run(s)", cleaned.len()));
 
     // 2. The shared store lock keeps `image gc` from removing the layers between
     //    resolving them and recording them in plan.json (step 6).
@@ -51,6 +53,7 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
     let store_lock = store.lock_shared()?;
     let image = store.resolve(&opts.image)?;
     let layer_dirs: Vec<PathBuf> = image.layers.iter().map(|l| store.layer_dir(&l.diff_id)).collect();
+    log::debug(|| format!("step 2: resolved {} to {}", opts.image, image.manifest_digest));
 
     // 3.
     let id = crate::fsutil::random_hex(16);
@@ -60,6 +63,8 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
         opts,
         &SpecContext { image: &image, layer_dirs: &layer_dirs, state_dir: &state_dir, host_rlimits: &host_rlimits },
     )?;
+
+    log::debug(|| "step 3: runtime spec built".into());
 
     // 4.
     let cgroups = CgroupHost::detect().map_err(plan::Error::from)?;
@@ -81,6 +86,8 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
         },
     )?;
 
+    log::debug(|| format!("step 4: planned run {id}"));
+
     // 5. Inputs are digested before the run exists, so a failure here leaves nothing.
     let mut inputs = Vec::new();
     for m in &plan.inputs {
@@ -99,6 +106,8 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
         })?;
     }
 
+    log::debug(|| format!("step 5: digested {} input(s)", inputs.len()));
+
     // 6.
     if let Some(name) = &plan.name {
         root.claim_name(name, &id)?;
@@ -113,6 +122,7 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
         }
     };
     drop(store_lock);
+    log::debug(|| format!("step 6: created {}", plan.state_dir.display()));
 
     let exprun = record::exprun_info(&root.cache_dir());
     let mut rec = RunRecord::new(&plan, created, exprun, record::host::facts(&cgroups));
@@ -125,7 +135,9 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
     if let Err(e) = &result {
         rec.exit.message = Some(e.to_string());
     }
+    log::debug(|| "step 10: run directory removed".into());
     rec.write(&root.runs_dir())?;
+    log::debug(|| "step 10: record written".into());
     let (exit_code, note) = result?;
     cleanup?;
     Ok(RunResult { exit_code, run_id: plan.id.clone(), note })
@@ -147,6 +159,8 @@ fn execute(plan: &RunPlan, rec: &mut RunRecord) -> Result<(i32, Option<String>)>
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| spawn::Error::Io { op: "creating a signalfd", source: e.into() })?;
 
+    log::debug(|| "step 7: signals blocked".into());
+
     // 8. The create half.
     let (parent_io, child_io) = spawn::stdio::prepare(plan.process.terminal, plan.interactive)
         .map_err(|source| spawn::Error::Io { op: "setting up stdio", source })?;
@@ -160,6 +174,7 @@ fn execute(plan: &RunPlan, rec: &mut RunRecord) -> Result<(i32, Option<String>)>
         }
     };
     rec.executable = Some(created.exe.clone());
+    log::debug(|| format!("step 8: container init {} ready to exec {}", created.pid, created.exe));
 
     // 9. The start half and the wait.
     let raw = plan.process.terminal.then(spawn::stdio::RawMode::enable);
@@ -169,6 +184,7 @@ fn execute(plan: &RunPlan, rec: &mut RunRecord) -> Result<(i32, Option<String>)>
     let destroyed = created.cgroup.destroy();
     let outcome = waited?;
     destroyed.map_err(spawn::Error::from)?;
+    log::debug(|| format!("step 9: command ended after {:.3} ms; cgroup removed", outcome.wall_seconds * 1000.0));
 
     // 10.
     rec.finish(&outcome, usage.clone());

@@ -2,14 +2,14 @@
 //!
 //! ```text
 //! <root>/store/                 the image store (see crate::image)
-//! <root>/containers/<id>/       one live run: lock, plan.json, hosts, hostname,
-//!                               upper/ and work/ (the writable layer), rootfs/ (mount point)
+//! <root>/containers/<id>/       one live run: plan.json; with --keep also upper/ and
+//!                               work/ (the writable layer), rootfs/ (mount point)
 //! <root>/runs/<id>/record.json  the run record, kept until `exprun runs rm`
 //! <root>/runs/by-name/<name>    symlink to <id>, for runs started with --name
 //! <root>/cache/                 the exprun binary's digest
 //! ```
 //!
-//! A live run holds an exclusive flock on `containers/<id>/lock`. When exprun dies,
+//! A live run holds an exclusive flock on its `containers/<id>` directory. When exprun dies,
 //! the kernel drops the lock; the next exprun (any `run`, or `exprun gc`) finds the
 //! directory unlocked, removes the cgroup and the directory, and writes a record
 //! with status `lost`. Records of finished runs are never touched by that cleanup.
@@ -140,9 +140,11 @@ impl Root {
         let _ = fs::remove_file(self.names_dir().join(name));
     }
 
-    /// Create `containers/<id>` with its lock held, the writable layer's
-    /// directories and the rootfs mount point, and write plan.json and the plan's
-    /// small files.
+    /// Create `containers/<id>`, locked, holding plan.json. Nothing else goes to
+    /// disk: init makes the writable layer, the mount point and the small files
+    /// (in a private tmpfs unless the layer is kept). On a busy host every inode
+    /// created and deleted per run costs; on ext4 without a journal a lot
+    /// (research/performance-anchors.md §8).
     pub fn create_container(&self, plan: &RunPlan) -> Result<ContainerDir> {
         let dir = plan.state_dir.clone();
         fs::create_dir_all(self.containers_dir()).map_err(io_at("creating", &self.containers_dir()))?;
@@ -151,14 +153,7 @@ impl Root {
         // The lock is blocking: a concurrent `gc` may hold the lock for a moment while it looks
         // at this directory (and leaves it alone: it has no plan.json yet).
         let filled = (|| {
-            guard.lock = Some(Lock::acquire(&dir.join("lock"), true).map_err(io_at("locking", &dir))?);
-            for sub in [&plan.rootfs.upper, &plan.rootfs.work, &plan.rootfs.target] {
-                fs::create_dir(sub).map_err(io_at("creating", sub))?;
-            }
-            for (name, content) in &plan.files {
-                let p = dir.join(name);
-                fs::write(&p, content).map_err(io_at("writing", &p))?;
-            }
+            guard.lock = Some(Lock::acquire_dir(&dir).map_err(io_at("locking", &dir))?);
             let p = dir.join("plan.json");
             fsutil::write_json_atomic(&p, plan, false).map_err(io_at("writing", &p))
         })();
@@ -178,7 +173,7 @@ impl Root {
         let Ok(entries) = fs::read_dir(self.containers_dir()) else { return cleaned };
         for e in entries.flatten() {
             let dir = e.path();
-            let Ok(Some(lock)) = Lock::try_exclusive(&dir.join("lock")) else { continue };
+            let Ok(Some(lock)) = Lock::try_dir(&dir) else { continue };
             let plan: Option<RunPlan> =
                 fs::read(dir.join("plan.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
             let Some(plan) = plan else {
@@ -252,7 +247,7 @@ impl Root {
 
     /// Delete a run's record (and its name). Refuses while the run is live.
     pub fn remove_run(&self, id: &str) -> Result<()> {
-        if let Ok(None) = Lock::try_exclusive(&self.containers_dir().join(id).join("lock")) {
+        if let Ok(None) = Lock::try_dir(&self.containers_dir().join(id)) {
             return Err(Error::Running(id.into()));
         }
         if let Ok(r) = self.read_record(id) {

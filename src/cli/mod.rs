@@ -73,6 +73,7 @@ fn default_root() -> PathBuf {
 /// Parse the command line, run the verb, and return the process exit status.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    crate::log::init(cli.debug);
     let globals = Globals { root: cli.root.clone().unwrap_or_else(default_root), debug: cli.debug };
     let result = match cli.command {
         Command::Run(args) => run::run(&globals, *args),

@@ -85,8 +85,20 @@ pub struct Overlay {
     pub work: PathBuf,
     /// The mount point.
     pub target: PathBuf,
-    /// Skip syncing the writable layer: it is thrown away after the run.
-    pub volatile: bool,
+    /// Where upper/ and work/ live.
+    pub scratch: Scratch,
+}
+
+/// Where the run's writable layer lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scratch {
+    /// A tmpfs that init mounts over the run directory inside its own mount
+    /// namespace: no disk writes, charged to the run's memory cgroup, and gone with
+    /// the namespace, whatever happens to exprun.
+    Tmpfs,
+    /// Directories on the state root's filesystem (`--keep`: kept after the run).
+    Disk,
 }
 
 /// The capability sets of the process, as `CAP_*` names.
@@ -191,7 +203,7 @@ pub struct RunPlan {
     pub outputs: Vec<HostMount>,
     /// Keep the writable layer after the run.
     pub keep: bool,
-    /// Files written into the state directory before the run: (name, content).
+    /// Files init writes into the run directory before mounting: (name, content).
     pub files: Vec<(String, String)>,
 }
 
@@ -364,7 +376,7 @@ fn overlay(ctx: &PlanContext<'_>, root: Option<PathBuf>) -> Result<Overlay> {
         upper: ctx.state_dir.join("upper"),
         work: ctx.state_dir.join("work"),
         target,
-        volatile: !ctx.keep,
+        scratch: if ctx.keep { Scratch::Disk } else { Scratch::Tmpfs },
     })
 }
 

@@ -3,7 +3,10 @@
 //!
 //! Order, and why:
 //! 1. make every mount a slave, so nothing we do propagates to the host;
-//! 2. mount the overlay of the image's layers plus the per-run upper dir: no copy;
+//! 2. the writable layer: a tmpfs over the run directory, private to this mount
+//!    namespace (no disk writes, nothing to clean up when the namespace dies),
+//!    unless the layer is to be kept; then the overlay of the image's layers plus
+//!    that upper dir: no copy, no extraction;
 //! 3. the plan's mounts (/proc, /dev, ..., then the user's), each destination
 //!    resolved inside the new root with openat2(RESOLVE_IN_ROOT), so an image's
 //!    symlinks cannot redirect a mount onto the host (CVE-2021-30465 class);
@@ -25,7 +28,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{mkdirat, Mode};
 use nix::unistd::{chdir, pivot_root};
 
-use crate::plan::{MountOp, RunPlan};
+use crate::plan::{MountOp, RunPlan, Scratch};
 use crate::sys;
 
 /// A rootfs step failed.
@@ -52,19 +55,36 @@ pub fn build(plan: &RunPlan, console: Option<&Path>) -> Result<()> {
         "making / a slave mount".into()
     })?;
 
-    // 2. The overlay. lowerdir paths are relative to layers_root (our cwd for the
-    //    call), which keeps the option string short enough for ~60 layers.
+    // 2. The writable layer and the run's own files (hosts, hostname).
     let o = &plan.rootfs;
-    at(chdir(&o.layers_root), || format!("entering {}", o.layers_root.display()))?;
-    let mut data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        o.lower.join(":"),
-        o.upper.display(),
-        o.work.display()
-    );
-    if o.volatile {
-        data.push_str(",volatile");
+    let run_dir = &plan.state_dir;
+    if o.scratch == Scratch::Tmpfs {
+        at(
+            mount(Some("tmpfs"), run_dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0700")),
+            || format!("mounting the writable layer's tmpfs at {}", run_dir.display()),
+        )?;
     }
+    for d in [&o.upper, &o.work, &o.target] {
+        match std::fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error { step: format!("creating {}", d.display()), source: e }),
+        }
+    }
+    // The upper dir's attributes become those of the container's `/`: make them
+    // the usual ones whatever exprun's umask is.
+    at(std::fs::set_permissions(&o.upper, std::os::unix::fs::PermissionsExt::from_mode(0o755)), || {
+        format!("setting the mode of {}", o.upper.display())
+    })?;
+    for (name, content) in &plan.files {
+        let p = run_dir.join(name);
+        at(std::fs::write(&p, content), || format!("writing {}", p.display()))?;
+    }
+
+    // The overlay. lowerdir paths are relative to layers_root (our cwd for the
+    // call), which keeps the option string short enough for ~60 layers.
+    at(chdir(&o.layers_root), || format!("entering {}", o.layers_root.display()))?;
+    let data = format!("lowerdir={},upperdir={},workdir={}", o.lower.join(":"), o.upper.display(), o.work.display());
     // nodev: device nodes created inside the container never work; the ones it
     // needs are bound in from the host below.
     at(mount(Some("overlay"), &o.target, Some("overlay"), MsFlags::MS_NODEV, Some(data.as_str())), || {
