@@ -6,8 +6,9 @@
 //! 3. build the OCI spec from the image config and the options (no side effects);
 //! 4. build and check the plan: cgroup placement, limits, mounts, user (no side effects);
 //! 5. digest the inputs, before anything is created;
-//! 6. create the run directory (locked) with plan.json; claim `--name`;
-//! 7. block the forwarded signals, so none is lost from here on;
+//! 6. block the forwarded signals, so none is lost from here on; claim `--name`;
+//!    create the run directory (locked) with plan.json;
+//! 7. start the record (exprun's digest, host facts);
 //! 8. create half: cgroup, clone into namespaces, init builds the rootfs → Ready;
 //! 9. start half + foreground wait: output copied and hashed, signals forwarded;
 //! 10. digest the outputs, read cgroup usage, remove the cgroup, write the record,
@@ -108,7 +109,10 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
 
     log::debug(|| format!("step 5: digested {} input(s)", inputs.len()));
 
-    // 6.
+    // 6. From here on a signal must not kill exprun before it has cleaned up:
+    //    block the ones we handle; they queue on the signalfd until the wait reads
+    //    (and forwards) them.
+    let signals = block_signals()?;
     if let Some(name) = &plan.name {
         root.claim_name(name, &id)?;
     }
@@ -124,10 +128,11 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
     drop(store_lock);
     log::debug(|| format!("step 6: created {}", plan.state_dir.display()));
 
+    // 7.
     let exprun = record::exprun_info(&root.cache_dir());
     let mut rec = RunRecord::new(&plan, created, exprun, record::host::facts(&cgroups));
     rec.inputs = inputs;
-    let result = execute(&plan, &mut rec);
+    let result = execute(&plan, &mut rec, &signals);
 
     // 10. Whatever happened, the record is written and the run directory removed.
     let keep_upper = plan.keep.then(|| root.runs_dir().join(&plan.id).join("upper"));
@@ -147,24 +152,25 @@ fn container_cleanup(c: ContainerDir, keep_upper: Option<&std::path::Path>) -> R
     c.remove(keep_upper).map_err(Error::from)
 }
 
-/// Steps 7–10 for a planned run; fills in `rec`.
-fn execute(plan: &RunPlan, rec: &mut RunRecord) -> Result<(i32, Option<String>)> {
-    // 7. Block the signals we handle; from now on they queue on the signalfd.
+/// Block the signals exprun handles while a run is set up and waited for, and
+/// return a signalfd that reads them.
+fn block_signals() -> Result<SignalFd> {
     let mut mask = SigSet::empty();
     for s in spawn::wait::HANDLED_SIGNALS {
         mask.add(*s);
     }
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
         .map_err(|e| spawn::Error::Io { op: "blocking signals", source: e.into() })?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| spawn::Error::Io { op: "creating a signalfd", source: e.into() })?;
+    Ok(SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| spawn::Error::Io { op: "creating a signalfd", source: e.into() })?)
+}
 
-    log::debug(|| "step 7: signals blocked".into());
-
+/// Steps 8–10 for a planned run; fills in `rec`.
+fn execute(plan: &RunPlan, rec: &mut RunRecord, signals: &SignalFd) -> Result<(i32, Option<String>)> {
     // 8. The create half.
     let (parent_io, child_io) = spawn::stdio::prepare(plan.process.terminal, plan.interactive)
         .map_err(|source| spawn::Error::Io { op: "setting up stdio", source })?;
-    let created = match spawn::create(plan, child_io, &signals, true)? {
+    let created = match spawn::create(plan, child_io, signals, true)? {
         CreateOutcome::Ready(c) => c,
         CreateOutcome::CommandFailed(f) => {
             rec.status = record::Status::NotStarted;
@@ -178,7 +184,7 @@ fn execute(plan: &RunPlan, rec: &mut RunRecord) -> Result<(i32, Option<String>)>
 
     // 9. The start half and the wait.
     let raw = plan.process.terminal.then(spawn::stdio::RawMode::enable);
-    let waited = spawn::wait::foreground(&created, parent_io, &signals);
+    let waited = spawn::wait::foreground(&created, parent_io, signals);
     drop(raw);
     let usage = created.cgroup.usage();
     let destroyed = created.cgroup.destroy();

@@ -287,6 +287,9 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         if op.bind && Path::new(&op.source).starts_with(ctx.state_dir) {
             // A file the run writes itself (hosts, hostname) before it starts.
             op.file = true;
+        } else if op.bind && ctx.outputs.iter().any(|o| Path::new(&op.source) == o.source) {
+            // An output directory, created (if missing) when the run is set up.
+            op.file = false;
         } else if op.bind {
             let meta = std::fs::metadata(&op.source).map_err(|source| Error::Source {
                 option: format!("mount {}", op.destination.display()),

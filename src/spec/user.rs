@@ -19,7 +19,7 @@ pub struct ResolvedUser {
     pub uid: u32,
     /// Primary group id.
     pub gid: u32,
-    /// Supplementary groups from /etc/group, sorted, without `gid`.
+    /// Supplementary groups: `gid` and the groups that list the user, sorted.
     pub additional_gids: Vec<u32>,
     /// Home directory from /etc/passwd, if the user has an entry.
     pub home: Option<String>,
@@ -101,12 +101,12 @@ pub fn resolve(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<
         },
         _ => entry.as_ref().map(|e| e.gid).unwrap_or(0),
     };
-    // Supplementary groups follow the passwd name, as login and podman do; an
-    // explicit group on the command line replaces only the primary group.
-    let mut additional_gids: Vec<u32> = match &entry {
-        Some(e) => groups.iter().filter(|g| g.members.contains(&e.name) && g.gid != gid).map(|g| g.gid).collect(),
-        None => Vec::new(),
-    };
+    // Supplementary groups as login(1)'s initgroups makes them: the primary group
+    // plus every group that lists the user's name.
+    let mut additional_gids: Vec<u32> = vec![gid];
+    if let Some(e) = &entry {
+        additional_gids.extend(groups.iter().filter(|g| g.members.contains(&e.name)).map(|g| g.gid));
+    }
     additional_gids.sort_unstable();
     additional_gids.dedup();
     Ok(ResolvedUser { uid, gid, additional_gids, home: entry.map(|e| e.home.to_string()) })
@@ -156,10 +156,10 @@ mod tests {
     #[test]
     fn names_and_numbers_resolve() {
         let r = resolve("researcher", Some(PASSWD), Some(GROUP)).unwrap();
-        assert_eq!(r, ResolvedUser { uid: 1000, gid: 1000, additional_gids: vec![2000, 3000], home: Some("/home/researcher".into()) });
+        assert_eq!(r, ResolvedUser { uid: 1000, gid: 1000, additional_gids: vec![1000, 2000, 3000], home: Some("/home/researcher".into()) });
         let r = resolve("1000:extra", Some(PASSWD), Some(GROUP)).unwrap();
         assert_eq!((r.uid, r.gid), (1000, 2000));
-        assert_eq!(r.additional_gids, vec![3000]);
+        assert_eq!(r.additional_gids, vec![2000, 3000]);
         let r = resolve("4242:77", None, None).unwrap();
         assert_eq!((r.uid, r.gid, r.home), (4242, 77, None));
         assert_eq!(resolve("", Some(PASSWD), None).unwrap().home.as_deref(), Some("/root"));

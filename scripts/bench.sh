@@ -1,0 +1,278 @@
+#!/usr/bin/env bash
+# Start-up benchmark: exprun run vs crun run vs runc run, same busybox image,
+# process /bin/true, warm (back to back) and cold (0.3 s idle before each run).
+#
+# Usage: bash scripts/bench.sh [--runs N] [--quick] [--json FILE] [--runtimes LIST]
+#   --runs N         recorded rounds per mode (default 40)
+#   --quick          8 rounds (CI smoke)
+#   --json FILE      also write the results as JSON to FILE
+#   --runtimes LIST  comma-separated subset of exprun,crun,runc (default: all)
+#
+# Environment: EXPRUN_BIN  exprun binary to use as is (skips cargo build);
+#   default: cargo build --release, then ${CARGO_TARGET_DIR:-target}/release/exprun.
+# Needs root. Installs runc, crun, umoci, skopeo, jq, python3, time if missing.
+# If crun 1.8.1 would refuse the host (the cgroup2 mount holds hugetlb and no
+# v1 hugetlb hierarchy exists), mounts a v1 hugetlb hierarchy at
+# /sys/fs/cgroup/hugetlb and leaves it there (a host fix for crun, printed).
+# Everything else it makes lives in one temp dir, removed on every exit path.
+# Timing is done by scripts/bench_driver.py (see its header).
+set -euo pipefail
+
+RUNS=40
+JSON_OUT=''
+RUNTIMES='exprun,crun,runc'
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+REPO=$(cd "$SCRIPT_DIR/.." && pwd -P)
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+usage() { sed -n '5,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --runs) [ $# -ge 2 ] || die "--runs needs a number"; RUNS=$2; shift ;;
+        --runs=*) RUNS=${1#--runs=} ;;
+        --quick) RUNS=8 ;;
+        --json) [ $# -ge 2 ] || die "--json needs a file"; JSON_OUT=$2; shift ;;
+        --json=*) JSON_OUT=${1#--json=} ;;
+        --runtimes) [ $# -ge 2 ] || die "--runtimes needs a list"; RUNTIMES=$2; shift ;;
+        --runtimes=*) RUNTIMES=${1#--runtimes=} ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; die "unknown argument: $1" ;;
+    esac
+    shift
+done
+case $RUNS in ''|*[!0-9]*) die "--runs wants a positive integer, got '$RUNS'" ;; esac
+[ "$RUNS" -ge 1 ] || die "--runs must be at least 1"
+if [ -n "$JSON_OUT" ]; then
+    case $JSON_OUT in /*) ;; *) JSON_OUT=$PWD/$JSON_OUT ;; esac
+fi
+
+WANT=()
+IFS=, read -r -a WANT <<<"$RUNTIMES"
+[ ${#WANT[@]} -gt 0 ] || die "--runtimes is empty"
+want() { local r; for r in "${WANT[@]}"; do [ "$r" = "$1" ] && return 0; done; return 1; }
+for r in "${WANT[@]}"; do
+    case $r in exprun|crun|runc) ;; *) die "unknown runtime in --runtimes: $r" ;; esac
+done
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (runc, crun and exprun run need it)"
+START_SECONDS=$SECONDS
+
+# -------------------------------------------------------------- tools ----
+ensure_tools() {
+    local t pkgs=()
+    for t in runc crun umoci skopeo jq python3; do
+        command -v "$t" >/dev/null 2>&1 || pkgs+=("$t")
+    done
+    # GNU time (not the shell keyword) measures peak RSS without the
+    # driver's own memory; see bench_driver.py.
+    [ -x /usr/bin/time ] || pkgs+=(time)
+    [ ${#pkgs[@]} -eq 0 ] && return 0
+    log "installing ${pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y "${pkgs[@]}" >&2; then
+        log "install failed; running apt-get update and retrying"
+        apt-get update >&2 || die "apt-get update failed"
+        apt-get install -y "${pkgs[@]}" >&2 || die "could not install ${pkgs[*]}"
+    fi
+}
+ensure_tools
+
+# ------------------------------------------- crun vs hybrid cgroups fix ----
+# crun 1.8.1 refuses a hybrid host whose cgroup2 mount holds any controller
+# ("cgroups in hybrid mode not supported"). Here that controller is hugetlb,
+# which has no v1 hierarchy: mounting one moves hugetlb from cgroup2 to v1.
+HOST_FIX=''
+cgroup2_mount() { awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i+1) == "cgroup2") print $5; break } }' /proc/self/mountinfo | head -n1; }
+v1_has() { awk -v c="$1" '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i+1) == "cgroup") { n = split($(i+3), o, ","); for (j = 1; j <= n; j++) if (o[j] == c) f = 1 } break } } END { exit !f }' /proc/self/mountinfo; }
+fix_hugetlb() {
+    local cg2 ctrls
+    cg2=$(cgroup2_mount)
+    [ -n "$cg2" ] && [ -r "$cg2/cgroup.controllers" ] || return 0
+    ctrls=$(cat "$cg2/cgroup.controllers")
+    if [[ " $ctrls " == *" hugetlb "* ]] && ! v1_has hugetlb; then
+        mkdir -p /sys/fs/cgroup/hugetlb
+        mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb ||
+            die "could not mount a v1 hugetlb hierarchy at /sys/fs/cgroup/hugetlb"
+        HOST_FIX="mounted a v1 hugetlb cgroup hierarchy at /sys/fs/cgroup/hugetlb (was on the cgroup2 mount $cg2; crun 1.8.1 refuses hybrid hosts whose cgroup2 holds a controller); left in place"
+        log "host fix for crun: $HOST_FIX"
+        ctrls=$(cat "$cg2/cgroup.controllers")
+    fi
+    if [ -n "${ctrls//[[:space:]]/}" ] && want crun; then
+        log "warning: the cgroup2 mount $cg2 still holds controllers ($ctrls); crun 1.8.1 may refuse to run"
+    fi
+}
+fix_hugetlb
+
+# -------------------------------------------------------------- exprun ----
+if want exprun; then
+    if [ -n "${EXPRUN_BIN:-}" ]; then
+        log "using EXPRUN_BIN=$EXPRUN_BIN (not building)"
+    else
+        command -v cargo >/dev/null 2>&1 || die "cargo not found (set EXPRUN_BIN to use a prebuilt exprun)"
+        log "cargo build --release"
+        if ! build_log=$(cd "$REPO" && cargo build --release 2>&1); then
+            printf '%s\n' "$build_log" >&2
+            die "cargo build --release failed"
+        fi
+        target_dir=${CARGO_TARGET_DIR:-$REPO/target}
+        case $target_dir in /*) ;; *) target_dir=$REPO/$target_dir ;; esac
+        EXPRUN_BIN=$target_dir/release/exprun
+    fi
+    [ -x "$EXPRUN_BIN" ] || die "exprun binary not found or not executable: $EXPRUN_BIN"
+    case $EXPRUN_BIN in /*) ;; *) EXPRUN_BIN=$PWD/$EXPRUN_BIN ;; esac
+fi
+
+log "building the fixture image (rootfs-fixtures/build.sh)"
+if ! fixture_log=$(bash "$REPO/rootfs-fixtures/build.sh" 2>&1); then
+    printf '%s\n' "$fixture_log" >&2
+    die "rootfs-fixtures/build.sh failed"
+fi
+IMAGE_DIR=$REPO/rootfs-fixtures/out/busybox-oci
+[ -f "$IMAGE_DIR/index.json" ] || die "no OCI layout at $IMAGE_DIR"
+
+# ------------------------------------------------------ temp + cleanup ----
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/exprun-bench.XXXXXX")
+ID_PREFIX="exbench$$"
+DRIVER_PID=''
+
+cleanup() {
+    local rc=$? rt id m leftover=0
+    local exprun_ids=()
+    trap - EXIT INT TERM HUP
+    set +e
+    case $rc in 129|130|143) log "interrupted; cleaning up" ;; esac
+    if [ -n "${DRIVER_PID:-}" ]; then
+        kill -TERM "$DRIVER_PID" 2>/dev/null
+        wait "$DRIVER_PID" 2>/dev/null
+    fi
+    if [ -n "${TMP:-}" ] && [ -d "$TMP" ]; then
+        # Containers left by an interrupted or failed run.
+        for rt in runc crun; do
+            [ -d "$TMP/$rt-state" ] || continue
+            for id in $("$rt" --root "$TMP/$rt-state" list -q 2>/dev/null); do
+                log "cleanup: $rt delete -f $id"
+                "$rt" --root "$TMP/$rt-state" delete -f "$id" >/dev/null 2>&1
+            done
+        done
+        # exprun: runs whose exprun was killed (mounts, cgroups, state dir).
+        if [ -n "$(ls -A "$TMP/root/containers" 2>/dev/null)" ]; then
+            log "cleanup: exprun gc for leftover containers in $TMP/root"
+            "${EXPRUN_BIN:-exprun}" --root "$TMP/root" gc >/dev/null 2>&1
+        fi
+        for m in "$TMP"/root/runs/* "$TMP"/root/containers/*; do
+            [ -d "$m" ] && exprun_ids+=("${m##*/}")
+        done
+        # Nothing may stay mounted under $TMP; unmount deepest first.
+        while IFS= read -r m; do
+            log "cleanup: unmounting leftover mount $m"
+            umount "$m" 2>/dev/null || umount -l "$m"
+        done < <(awk -v t="$TMP" '$5 == t || index($5, t "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r)
+        if grep -qF " $TMP" /proc/self/mountinfo; then
+            log "error: still mounted under $TMP, not removing it:"
+            grep -F " $TMP" /proc/self/mountinfo >&2
+            leftover=1
+        else
+            rm -rf --one-file-system "$TMP" || leftover=1
+        fi
+    fi
+    # cgroups of the bench containers: runc/crun put theirs at
+    # /sys/fs/cgroup/<controller>/<id> (runc's memory one under the caller's
+    # memory cgroup); exprun names its cgroups exprun-<run id>.
+    while IFS= read -r m; do
+        [ -n "$m" ] || continue
+        case ${m##*/} in
+            "$ID_PREFIX"-*) ;;
+            exprun-*) id=${m##*/exprun-}; [[ " ${exprun_ids[*]} " == *" $id "* ]] || continue ;;
+            *) continue ;;
+        esac
+        log "cleanup: removing leftover cgroup $m"
+        rmdir "$m" 2>/dev/null || { log "error: could not remove cgroup $m"; leftover=1; }
+    done < <(find /sys/fs/cgroup -mindepth 2 -maxdepth 7 -type d \( -name "$ID_PREFIX-*" -o -name 'exprun-*' \) -prune 2>/dev/null | sort -r)
+    [ "$leftover" -eq 0 ] || log "cleanup left something behind (see above)"
+    [ -z "$HOST_FIX" ] || log "note: $HOST_FIX"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# ------------------------------------------------------------- images ----
+if want exprun; then
+    log "exprun image import (private root $TMP/root)"
+    "$EXPRUN_BIN" --root "$TMP/root" image import "$IMAGE_DIR" --name busybox:latest >/dev/null ||
+        die "exprun image import failed"
+fi
+
+if want runc || want crun; then
+    log "bundle for runc/crun: skopeo copy (gzip) + umoci unpack"
+    skopeo copy "oci:$IMAGE_DIR:latest" "oci:$TMP/gz:latest" \
+        --dest-compress --dest-compress-format gzip >/dev/null ||
+        die "skopeo copy failed"
+    umoci unpack --image "$TMP/gz:latest" "$TMP/bundle" >/dev/null 2>&1 ||
+        die "umoci unpack failed"
+    rm -f "$TMP/bundle/config.json"
+    (cd "$TMP/bundle" && runc spec) || die "runc spec failed"
+    jq '.process.args = ["/bin/true"]
+        | .process.terminal = false
+        | .root.readonly = false
+        | .hostname = "exprun"
+        | if any(.linux.namespaces[]; .type == "cgroup") then .
+          else .linux.namespaces += [{"type": "cgroup"}] end' \
+        "$TMP/bundle/config.json" >"$TMP/config.json.new" || die "jq failed on config.json"
+    mv "$TMP/config.json.new" "$TMP/bundle/config.json"
+    mkdir -p "$TMP/runc-state" "$TMP/crun-state"
+fi
+
+# --------------------------------------------------------------- facts ----
+META=()
+meta() { META+=(--meta "$1=$2"); printf '%-10s %s\n' "$1:" "$2"; }
+echo "exprun start-up benchmark"
+meta date "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+meta kernel "$(uname -r)"
+meta load "$(cut -d' ' -f1-3 /proc/loadavg) (1/5/15-min load average before timing)"
+meta cpu "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo) ($(nproc) CPUs)"
+if want exprun; then
+    rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    [ -z "$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null)" ] || rev="$rev+dirty"
+    meta exprun "$("$EXPRUN_BIN" --version | head -n1) (repo $rev, $EXPRUN_BIN)"
+fi
+want crun && meta crun "$(crun --version | head -n1)"
+want runc && meta runc "$(runc --version | head -n1)"
+meta cgroups "$(awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i+1) == "cgroup2") v2 = 1; else if ($(i+1) == "cgroup") v1 = 1; break } } END { print (v1 && v2) ? "hybrid (v1 + cgroup2)" : v2 ? "v2" : "v1" }' /proc/self/mountinfo)"
+[ -n "$HOST_FIX" ] && meta host_fix "$HOST_FIX"
+meta workload "busybox fixture image (rootfs-fixtures), /bin/true, writable root, ns pid net ipc uts mnt cgroup"
+meta rounds "$RUNS per mode"
+
+CMDS=()
+for r in "${WANT[@]}"; do
+    case $r in
+        exprun) CMDS+=(--cmd exprun "$EXPRUN_BIN --root $TMP/root run busybox:latest -- /bin/true") ;;
+        crun) CMDS+=(--cmd crun "$(command -v crun) --root $TMP/crun-state run -b $TMP/bundle {id}") ;;
+        runc) CMDS+=(--cmd runc "$(command -v runc) --root $TMP/runc-state run -b $TMP/bundle {id}") ;;
+    esac
+done
+for ((i = 1; i < ${#CMDS[@]}; i += 3)); do
+    printf '%-10s %s\n' "cmd ${CMDS[i]}:" "${CMDS[i+1]//\{id\}/<unique id>}"
+done
+
+JSON_ARGS=()
+[ -n "$JSON_OUT" ] && JSON_ARGS=(--json "$JSON_OUT")
+log "timing: $RUNS rounds warm + $RUNS rounds cold"
+REF=(); want exprun && REF=(--ref exprun)
+# In the background and waited for, so that a signal to this script runs the
+# cleanup trap at once (the trap stops the driver first).
+python3 "$SCRIPT_DIR/bench_driver.py" --runs "$RUNS" "${REF[@]}" --scratch "$TMP" \
+    --rss-wrapper /usr/bin/time --rss-runs 5 \
+    --id-prefix "$ID_PREFIX" "${META[@]}" "${JSON_ARGS[@]}" "${CMDS[@]}" &
+DRIVER_PID=$!
+driver_rc=0
+wait "$DRIVER_PID" || driver_rc=$?
+DRIVER_PID=''
+[ "$driver_rc" -eq 0 ] || die "benchmark aborted (see above)"
+
+echo "total time: $((SECONDS - START_SECONDS)) s (including build, fixture and bundle)"
+[ -z "$JSON_OUT" ] || echo "json: $JSON_OUT"

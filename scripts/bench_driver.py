@@ -1,0 +1,413 @@
+#!/usr/bin/env python3
+"""Timing driver for scripts/bench.sh (python3 standard library only).
+
+Runs several container runtimes against each other, one container per run,
+in rounds whose order rotates (A B C, B C A, C A B, ...), in two modes in
+one invocation:
+
+  warm  back-to-back runs (after a few unrecorded warm-up rounds)
+  cold  time.sleep(SLEEP) before every run (the idle period that makes the
+        next v1 cgroup attach block; see docs/research/performance-anchors.md)
+
+Each run is started with os.posix_spawn and reaped with os.wait4, timed
+with time.perf_counter_ns() around spawn..wait4. From wait4's rusage it
+keeps user+sys CPU time and ru_maxrss. stdin and stdout go to /dev/null,
+stderr to a temp file that is shown only when a run fails. Any run that
+does not exit 0 aborts the benchmark (exit status 1).
+
+Peak RSS. ru_maxrss of a waited-for child is the largest single process
+among the child and the descendants it reaped, but the kernel also counts
+the memory the child had *before* its exec (exec_mmap records the old mm's
+high-water mark), and a child spawned by Python starts as a copy of (or,
+with posix_spawn's vfork, shares) the Python process: ru_maxrss of every
+directly spawned run is therefore at least the driver's own RSS (8-15 MiB),
+which hides runtimes smaller than that (crun is about 3 MiB). So, after
+the timed rounds of each mode, the driver makes --rss-runs extra rounds in
+which each run goes through a small C wrapper (--rss-wrapper, GNU time:
+`time -f %M`), which forks and waits for the runtime itself and reports
+that wait4's ru_maxrss; the table's peak RSS is the maximum of those. The
+wrapper's own floor (a fork+exec of /bin/true through it) is printed. The
+raw wait4 values of the timed runs are kept in the JSON output.
+
+Usage (bench.sh builds this command line):
+  bench_driver.py --runs N [--warmup W] [--sleep S] [--ref NAME]
+                  [--rss-wrapper /usr/bin/time] [--rss-runs K]
+                  [--json FILE] [--meta KEY=VALUE]...
+                  --cmd NAME 'ARGV...' [--cmd NAME 'ARGV...']...
+
+ARGV is split with shlex; every "{id}" in it is replaced by a container id
+unique to the run (ID_PREFIX-NAME-MODE-ROUND). The first argument must be
+an absolute path or a name found on PATH. --ref names the runtime whose
+ratios against every other runtime are reported (default: the first).
+"""
+
+import argparse
+import gc
+import json
+import os
+import select
+import shlex
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+
+MODES = ("warm", "cold")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=40, help="recorded rounds per mode")
+    p.add_argument("--warmup", type=int, default=3,
+                   help="unrecorded back-to-back rounds before the warm mode")
+    p.add_argument("--sleep", type=float, default=0.3,
+                   help="idle seconds before each cold run")
+    p.add_argument("--id-prefix", default="exbench-%d" % os.getpid())
+    p.add_argument("--ref", default=None)
+    p.add_argument("--json", dest="json_out", default=None)
+    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--cmd", nargs=2, action="append", required=True,
+                   metavar=("NAME", "ARGV"))
+    p.add_argument("--rss-wrapper", default=None,
+                   help="GNU time, to measure peak RSS without the driver's own RSS")
+    p.add_argument("--rss-runs", type=int, default=5,
+                   help="rounds per mode through --rss-wrapper")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds before a run that has not exited is killed (abort)")
+    p.add_argument("--scratch", default=None,
+                   help="directory for the driver's temp files (default: $TMPDIR or /tmp)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    a = p.parse_args(argv)
+    if a.runs < 1:
+        p.error("--runs must be at least 1")
+    names = [n for n, _ in a.cmd]
+    if len(set(names)) != len(names):
+        p.error("duplicate --cmd name")
+    if a.ref is None:
+        a.ref = names[0]
+    if a.ref not in names:
+        p.error("--ref %s is not one of the --cmd names" % a.ref)
+    return a
+
+
+class RunFailed(Exception):
+    pass
+
+
+class Runner:
+    def __init__(self, cmds, id_prefix, timeout_s, scratch=None):
+        self.timeout_ms = int(timeout_s * 1000)
+        self.cmds = {}
+        for name, line in cmds:
+            argv = shlex.split(line)
+            if not argv:
+                raise SystemExit("bench_driver: empty command for %s" % name)
+            exe = argv[0] if os.path.isabs(argv[0]) else shutil.which(argv[0])
+            if not exe:
+                raise SystemExit("bench_driver: %s: %s not found" % (name, argv[0]))
+            argv[0] = exe
+            self.cmds[name] = argv
+        self.id_prefix = id_prefix
+        self.devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        fd, self.errpath = tempfile.mkstemp(prefix="bench-stderr.", dir=scratch)
+        os.close(fd)
+        self.env = dict(os.environ)
+
+    def close(self):
+        os.close(self.devnull)
+        for p in (self.errpath, self.errpath + ".rss"):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+
+    def floor_rss(self, wrapper):
+        """ru_maxrss of /bin/true run through the wrapper (its floor)."""
+        return self._run_wrapped("floor", ["/bin/true"], wrapper)[2]
+
+    def argv_for(self, name, cid):
+        return [a.replace("{id}", cid) for a in self.cmds[name]]
+
+    def run(self, name, cid, rss_wrapper=None):
+        """Run one container; return (wall_ns, cpu_ns, maxrss_kib).
+
+        With rss_wrapper (GNU time), the run goes through it and maxrss_kib
+        is the one it reports for the runtime (wall and cpu then include
+        the wrapper and are not used)."""
+        argv = self.argv_for(name, cid)
+        if rss_wrapper:
+            return self._run_wrapped(name, argv, rss_wrapper)
+        return self._run(name, argv)
+
+    def _run_wrapped(self, name, argv, wrapper):
+        rss_file = self.errpath + ".rss"
+        wall, cpu, _ = self._run(name, [wrapper, "-f", "%M", "-o", rss_file, "--"] + argv)
+        with open(rss_file) as f:
+            last = f.read().strip().splitlines()[-1]
+        return wall, cpu, int(last)
+
+    # Signals Python ignores (SIGPIPE, SIGXFSZ) or that a background job
+    # inherits as ignored (SIGINT, SIGQUIT) are reset in the child, and its
+    # signal mask is emptied, as a shell would do for a normal command.
+    SIGDEF = tuple(getattr(signal, n) for n in
+                   ("SIGPIPE", "SIGXFSZ", "SIGINT", "SIGQUIT", "SIGTERM", "SIGHUP"))
+
+    def _run(self, name, argv):
+        errfd = os.open(self.errpath, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+        actions = [
+            (os.POSIX_SPAWN_DUP2, self.devnull, 0),
+            (os.POSIX_SPAWN_DUP2, self.devnull, 1),
+            (os.POSIX_SPAWN_DUP2, errfd, 2),
+        ]
+        timed_out = False
+        try:
+            t0 = time.perf_counter_ns()
+            pid = os.posix_spawn(argv[0], argv, self.env, file_actions=actions,
+                                 setsigdef=self.SIGDEF, setsigmask=())
+            pidfd = os.pidfd_open(pid)
+            try:
+                # A guard against a runtime that never returns (pidfd + poll,
+                # then SIGKILL); the exited child is reaped with wait4.
+                p = select.poll()
+                p.register(pidfd, select.POLLIN)
+                if not p.poll(self.timeout_ms):
+                    timed_out = True
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                _, status, ru = os.wait4(pid, 0)
+                t1 = time.perf_counter_ns()
+            except BaseException:
+                # Interrupted (SIGINT/SIGTERM): give the runtime a moment to
+                # finish, then kill it, and reap it, so that bench.sh's
+                # cleanup does not race a live runtime.
+                try:
+                    if not _wait_pidfd(pidfd, 5000):
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    os.wait4(pid, 0)
+                except (OSError, KeyboardInterrupt, Interrupted):
+                    pass
+                raise
+            finally:
+                os.close(pidfd)
+        finally:
+            os.close(errfd)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0 or timed_out:
+            with open(self.errpath, "r", errors="replace") as f:
+                err = f.read()
+            if timed_out:
+                how = "no exit after %d s, killed" % (self.timeout_ms // 1000)
+            elif code > 0:
+                how = "exit status %d" % code
+            else:
+                how = "killed by signal %d" % -code
+            raise RunFailed("%s failed (%s)\ncommand: %s\nstderr:\n%s" % (
+                name, how, shlex.join(argv), err.rstrip("\n") or "(empty)"))
+        cpu_ns = int((ru.ru_utime + ru.ru_stime) * 1e9)
+        return t1 - t0, cpu_ns, ru.ru_maxrss
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _on_signal(signum, _frame):
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def _wait_pidfd(pidfd, timeout_ms):
+    p = select.poll()
+    p.register(pidfd, select.POLLIN)
+    return bool(p.poll(timeout_ms))
+
+
+def rotation(names, i):
+    k = i % len(names)
+    return names[k:] + names[:k]
+
+
+def run_mode(runner, names, mode, rounds, sleep_s, progress, tag=None, rss_wrapper=None):
+    tag = tag or mode
+    samples = {n: {"wall_ns": [], "cpu_ns": [], "maxrss_kib": []} for n in names}
+    orders = []
+    for i in range(rounds):
+        order = rotation(names, i)
+        orders.append(order)
+        for name in order:
+            if sleep_s:
+                time.sleep(sleep_s)
+            cid = "%s-%s-%s-%d" % (runner.id_prefix, name, tag, i + 1)
+            wall, cpu, rss = runner.run(name, cid, rss_wrapper)
+            s = samples[name]
+            s["wall_ns"].append(wall)
+            s["cpu_ns"].append(cpu)
+            s["maxrss_kib"].append(rss)
+        if progress:
+            sys.stderr.write("\r  %-6s round %d/%d" % (tag, i + 1, rounds))
+            sys.stderr.flush()
+    if progress:
+        sys.stderr.write("\n")
+    return samples, orders
+
+
+def deciles(xs):
+    """(p10, p90) with linear interpolation between order statistics."""
+    if len(xs) == 1:
+        return xs[0], xs[0]
+    q = statistics.quantiles(xs, n=10, method="inclusive")
+    return q[0], q[8]
+
+
+def summarize(samples, names, ref, rss_samples=None):
+    out = {"runtimes": {}, "ratios": {}}
+    for n in names:
+        wall = [x / 1e6 for x in samples[n]["wall_ns"]]
+        cpu = [x / 1e6 for x in samples[n]["cpu_ns"]]
+        p10, p90 = deciles(wall)
+        out["runtimes"][n] = {
+            "n": len(wall),
+            "median_ms": statistics.median(wall),
+            "p10_ms": p10,
+            "p90_ms": p90,
+            "mean_ms": statistics.fmean(wall),
+            "min_ms": min(wall),
+            "max_ms": max(wall),
+            "cpu_median_ms": statistics.median(cpu),
+            "peak_rss_mib": max(samples[n]["maxrss_kib"]) / 1024.0,
+            "peak_rss_source": "wait4 of the timed runs (includes the driver's own RSS)",
+            "wall_ms": wall,
+            "cpu_ms": cpu,
+            "maxrss_kib_wait4": samples[n]["maxrss_kib"],
+        }
+        if rss_samples:
+            out["runtimes"][n]["peak_rss_mib"] = max(rss_samples[n]["maxrss_kib"]) / 1024.0
+            out["runtimes"][n]["peak_rss_source"] = "rss rounds through the wrapper"
+            out["runtimes"][n]["maxrss_kib_wrapper"] = rss_samples[n]["maxrss_kib"]
+    r = out["runtimes"]
+    for other in names:
+        if other == ref:
+            continue
+        paired = [a / b for a, b in zip(samples[ref]["wall_ns"], samples[other]["wall_ns"])]
+        paired_cpu = [a / b for a, b in zip(samples[ref]["cpu_ns"], samples[other]["cpu_ns"]) if b > 0]
+        out["ratios"]["%s/%s" % (ref, other)] = {
+            "of_medians": r[ref]["median_ms"] / r[other]["median_ms"],
+            "paired_median": statistics.median(paired),
+            "paired_cpu_median": statistics.median(paired_cpu) if paired_cpu else None,
+        }
+    return out
+
+
+def fmt_table(mode, title, summary, names, ref):
+    lines = ["", "== %s ==" % title]
+    hdr = "%-8s %10s %17s %9s %12s %14s" % (
+        "runtime", "median ms", "p10 - p90 ms", "mean ms", "cpu ms (med)", "peak RSS MiB")
+    lines.append(hdr)
+    lines.append("-" * len(hdr))
+    for n in names:
+        s = summary["runtimes"][n]
+        lines.append("%-8s %10.2f %17s %9.2f %12.2f %14.1f" % (
+            n, s["median_ms"], "%.2f - %.2f" % (s["p10_ms"], s["p90_ms"]),
+            s["mean_ms"], s["cpu_median_ms"], s["peak_rss_mib"]))
+    if summary["ratios"]:
+        lines.append("")
+        lines.append("%-16s %12s %12s %16s" % (
+            "ratio", "of medians", "paired", "paired cpu time"))
+        for key, v in summary["ratios"].items():
+            pc = "%.2f" % v["paired_cpu_median"] if v["paired_cpu_median"] is not None else "-"
+            lines.append("%-16s %12.2f %12.2f %16s" % (key, v["of_medians"], v["paired_median"], pc))
+    return "\n".join(lines)
+
+
+def main(argv):
+    a = parse_args(argv)
+    names = [n for n, _ in a.cmd]
+    meta = {}
+    for kv in a.meta:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            raise SystemExit("bench_driver: --meta wants KEY=VALUE, got %r" % kv)
+        meta[k] = v
+
+    runner = Runner(a.cmd, a.id_prefix, a.timeout, a.scratch)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGHUP, _on_signal)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _on_signal)
+    progress = not a.quiet and sys.stderr.isatty()
+    gc.disable()
+    results = {}
+    started = time.time()
+    try:
+        if a.warmup:
+            run_mode(runner, names, "warm", a.warmup, 0.0, progress, tag="warmup")
+        floor_kib = runner.floor_rss(a.rss_wrapper) if a.rss_wrapper else None
+        for mode in MODES:
+            sleep_s = a.sleep if mode == "cold" else 0.0
+            samples, orders = run_mode(runner, names, mode, a.runs, sleep_s, progress)
+            rss = None
+            if a.rss_wrapper and a.rss_runs > 0:
+                rss, _ = run_mode(runner, names, mode, a.rss_runs, sleep_s, progress,
+                                  tag=mode + "-rss", rss_wrapper=a.rss_wrapper)
+            results[mode] = summarize(samples, names, a.ref, rss)
+            results[mode]["orders"] = [" ".join(o) for o in orders]
+    except RunFailed as e:
+        if progress:
+            sys.stderr.write("\n")
+        sys.stderr.write("bench_driver: %s\n" % e)
+        return 1
+    finally:
+        runner.close()
+    elapsed = time.time() - started
+
+    titles = {
+        "warm": "warm: back to back, %d rounds (after %d warm-up rounds), order rotates each round"
+                % (a.runs, a.warmup),
+        "cold": "cold: %.1f s idle before each run, %d rounds, order rotates each round"
+                % (a.sleep, a.runs),
+    }
+    for mode in MODES:
+        print(fmt_table(mode, titles[mode], results[mode], names, a.ref))
+    print("")
+    print("median/p10/p90/mean: wall time from posix_spawn to wait4; cpu: user+sys of the")
+    print("waited-for tree (median); paired: median over rounds of %s_time / other_time" % a.ref)
+    print("in the same round.")
+    if a.rss_wrapper and a.rss_runs > 0:
+        print("peak RSS: max ru_maxrss (largest single process of the runtime's tree) over %d"
+              % a.rss_runs)
+        print("extra rounds per mode run through %s -f %%M; that wrapper's floor (/bin/true"
+              % a.rss_wrapper)
+        print("through it) is %.1f MiB. Directly spawned runs report at least the driver's own"
+              % (floor_kib / 1024.0))
+        print("RSS, %.1f MiB here (kept in the JSON as maxrss_kib_wait4)."
+              % (min(min(r["maxrss_kib_wait4"]) for m in MODES for r in results[m]["runtimes"].values()) / 1024.0))
+    else:
+        print("peak RSS: max wait4 ru_maxrss of the timed runs; NOTE: this includes the driver's")
+        print("own RSS (the child is a copy of the Python process until it execs).")
+    print("driver time: %.1f s" % elapsed)
+
+    if a.json_out:
+        doc = {
+            "meta": meta,
+            "params": {"runs": a.runs, "warmup_rounds": a.warmup, "cold_sleep_s": a.sleep,
+                       "rss_wrapper": a.rss_wrapper, "rss_rounds": a.rss_runs,
+                       "rss_wrapper_floor_kib": floor_kib,
+                       "reference": a.ref, "id_prefix": a.id_prefix,
+                       "commands": {n: runner.argv_for(n, "{id}") for n in names}},
+            "modes": results,
+            "driver_seconds": elapsed,
+        }
+        tmp = a.json_out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, a.json_out)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except (KeyboardInterrupt, Interrupted) as e:
+        sys.stderr.write("\nbench_driver: interrupted (%s)\n" % (e or "SIGINT"))
+        sys.exit(130)
