@@ -141,17 +141,12 @@ pub struct CgroupHost {
 impl CgroupHost {
     /// Read the layout of this host from /proc/self/mountinfo and /proc/self/cgroup.
     pub fn detect() -> Result<Self> {
-        let read = |p: &str| {
-            fs::read_to_string(p).map_err(|source| Error::Host { path: p.into(), source })
-        };
+        let read = |p: &str| fs::read_to_string(p).map_err(|source| Error::Host { path: p.into(), source });
         let mut host = Self::parse(&read("/proc/self/mountinfo")?, &read("/proc/self/cgroup")?);
         if let Some(m) = &host.v2 {
             let p = m.point.join("cgroup.controllers");
-            host.v2_controllers = fs::read_to_string(&p)
-                .unwrap_or_default()
-                .split_whitespace()
-                .map(str::to_string)
-                .collect();
+            host.v2_controllers =
+                fs::read_to_string(&p).unwrap_or_default().split_whitespace().map(str::to_string).collect();
         }
         Ok(host)
     }
@@ -185,8 +180,7 @@ impl CgroupHost {
         let mut caller = BTreeMap::new();
         for line in proc_cgroup.lines() {
             let mut parts = line.splitn(3, ':');
-            let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next())
-            else {
+            let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
                 continue;
             };
             if ctrls.is_empty() {
@@ -335,7 +329,8 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let octal = b.get(i + 1..i + 4).filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal =
+            b.get(i + 1..i + 4).filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match octal {
             Some(d) => {
                 out.push(d.iter().fold(0u8, |acc, c| acc.wrapping_mul(8).wrapping_add(c - b'0')));
@@ -412,9 +407,7 @@ impl Cgroup {
             match fs::create_dir(dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(source) => {
-                    return Err(Error::Io { op: "creating cgroup", path: dir.clone(), source })
-                }
+                Err(source) => return Err(Error::Io { op: "creating cgroup", path: dir.clone(), source }),
             }
         }
         let l = &self.plan.limits;
@@ -425,8 +418,11 @@ impl Cgroup {
                 let dir = dir.clone();
                 move |source| Error::Controller { op, dir, source }
             };
-            let (limit_file, swap_file) =
-                if v2 { ("memory.max", "memory.swap.max") } else { ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes") };
+            let (limit_file, swap_file) = if v2 {
+                ("memory.max", "memory.swap.max")
+            } else {
+                ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes")
+            };
             mem.set_limit(bytes).map_err(ctl(format!("writing {limit_file} = {bytes}")))?;
             // No swap on top of the limit: a run that needs more memory than it was
             // given is OOM-killed at the limit instead of running slower on another
@@ -500,10 +496,11 @@ impl Cgroup {
                 continue; // co-mounted controllers share a directory
             }
             let path = dir.join(file);
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|source| Error::Io { op: "opening", path, source })?;
+            let f = OpenOptions::new().write(true).open(&path).map_err(|source| Error::Io {
+                op: "opening",
+                path,
+                source,
+            })?;
             fds.push(OwnedFd::from(f));
         }
         Ok(fds)
@@ -567,8 +564,11 @@ impl Cgroup {
 /// skipping those already enabled.
 fn enable_controllers(dir: &Path, wanted: &[&str]) -> Result<()> {
     let path = dir.join("cgroup.subtree_control");
-    let current = fs::read_to_string(&path)
-        .map_err(|source| Error::Io { op: "reading", path: path.clone(), source })?;
+    let current = fs::read_to_string(&path).map_err(|source| Error::Io {
+        op: "reading",
+        path: path.clone(),
+        source,
+    })?;
     let have: Vec<&str> = current.split_whitespace().collect();
     for c in wanted.iter().filter(|c| !have.contains(c)) {
         fs::write(&path, format!("+{c}")).map_err(|source| {
@@ -603,9 +603,7 @@ fn remove_cgroup_dir(dir: &Path) -> Result<()> {
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_millis(100));
             }
-            Err(source) => {
-                return Err(Error::Io { op: "removing cgroup", path: dir.to_path_buf(), source })
-            }
+            Err(source) => return Err(Error::Io { op: "removing cgroup", path: dir.to_path_buf(), source }),
         }
     }
     Ok(())
@@ -666,10 +664,8 @@ mod tests {
     fn a_limit_without_its_controller_is_refused_by_name() {
         let mi = "33 30 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
         let host = CgroupHost::parse(mi, "2:memory:/\n");
-        let err = host
-            .plan("x", None, Limits { pids_max: Some(10), ..Limits::default() })
-            .unwrap_err()
-            .to_string();
+        let err =
+            host.plan("x", None, Limits { pids_max: Some(10), ..Limits::default() }).unwrap_err().to_string();
         assert!(err.contains("--pids-limit") && err.contains("pids cgroup controller"), "{err}");
     }
 

@@ -67,10 +67,9 @@ impl FromStr for Digest {
     fn from_str(s: &str) -> Result<Self, ParseError> {
         match s.strip_prefix("sha256:") {
             Some(hex) => Self::from_hex(hex),
-            None => Err(ParseError {
-                text: s.to_string(),
-                why: "expected the form sha256:<64 hex characters>",
-            }),
+            None => {
+                Err(ParseError { text: s.to_string(), why: "expected the form sha256:<64 hex characters>" })
+            }
         }
     }
 }

@@ -43,9 +43,7 @@ pub fn random_hex(n: usize) -> String {
     while filled < n {
         // SAFETY: the pointer and length describe the unfilled tail of `buf`, which is
         // valid for writes of that many bytes; getrandom writes at most that many.
-        let r = unsafe {
-            libc::getrandom(buf[filled..].as_mut_ptr().cast(), n - filled, 0)
-        };
+        let r = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), n - filled, 0) };
         if r > 0 {
             filled += r as usize;
         } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
@@ -85,7 +83,8 @@ impl Lock {
 
     /// Block until an exclusive lock on the directory `dir` is held.
     pub fn acquire_dir(dir: &Path) -> io::Result<Self> {
-        Self::take_dir(dir, FlockArg::LockExclusive)?.ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))
+        Self::take_dir(dir, FlockArg::LockExclusive)?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))
     }
 
     /// An exclusive lock on the directory `dir` if nobody holds it; `None` if
@@ -106,12 +105,7 @@ impl Lock {
     }
 
     fn take(path: &Path, arg: FlockArg) -> io::Result<Option<Self>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         Self::flock(file, path, arg)
     }
 

@@ -62,7 +62,12 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
     let host_rlimits = spec::caller_rlimits();
     let spec = spec::from_image(
         opts,
-        &SpecContext { image: &image, layer_dirs: &layer_dirs, state_dir: &state_dir, host_rlimits: &host_rlimits },
+        &SpecContext {
+            image: &image,
+            layer_dirs: &layer_dirs,
+            state_dir: &state_dir,
+            host_rlimits: &host_rlimits,
+        },
     )?;
 
     log::debug(|| "step 3: runtime spec built".into());
@@ -97,7 +102,12 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
             path: m.source.clone(),
             source,
         })?;
-        inputs.push(DataRecord { source: m.source.clone(), destination: m.destination.clone(), tree: Some(tree), error: None });
+        inputs.push(DataRecord {
+            source: m.source.clone(),
+            destination: m.destination.clone(),
+            tree: Some(tree),
+            error: None,
+        });
     }
     for m in &plan.outputs {
         std::fs::create_dir_all(&m.source).map_err(|source| plan::Error::Source {
@@ -190,7 +200,9 @@ fn execute(plan: &RunPlan, rec: &mut RunRecord, signals: &SignalFd) -> Result<(i
     let destroyed = created.cgroup.destroy();
     let outcome = waited?;
     destroyed.map_err(spawn::Error::from)?;
-    log::debug(|| format!("step 9: command ended after {:.3} ms; cgroup removed", outcome.wall_seconds * 1000.0));
+    log::debug(|| {
+        format!("step 9: command ended after {:.3} ms; cgroup removed", outcome.wall_seconds * 1000.0)
+    });
 
     // 10.
     rec.finish(&outcome, usage.clone());
@@ -204,7 +216,8 @@ fn execute(plan: &RunPlan, rec: &mut RunRecord, signals: &SignalFd) -> Result<(i
     let note = if let Some(f) = &outcome.exec_failure {
         Some(f.message.clone())
     } else if usage.oom_kills > 0 {
-        let limit = plan.cgroup.limits.memory_bytes.map(|b| format!(" of {} MiB", b >> 20)).unwrap_or_default();
+        let limit =
+            plan.cgroup.limits.memory_bytes.map(|b| format!(" of {} MiB", b >> 20)).unwrap_or_default();
         Some(format!(
             "the container ran out of memory: the OOM killer killed {} process(es) at the memory limit{limit}; raise --memory",
             usage.oom_kills

@@ -202,7 +202,12 @@ impl Root {
             return;
         }
         let cgroups = crate::cgroups::CgroupHost::parse("", "");
-        let mut r = RunRecord::new(plan, SystemTime::now(), record::exprun_info(&self.cache_dir()), record::host::facts(&cgroups));
+        let mut r = RunRecord::new(
+            plan,
+            SystemTime::now(),
+            record::exprun_info(&self.cache_dir()),
+            record::host::facts(&cgroups),
+        );
         r.status = Status::Lost;
         r.exit.message = Some("exprun ended before the run finished (killed or crashed); the container was stopped and cleaned up afterwards".into());
         let _ = r.write(&self.runs_dir());

@@ -73,11 +73,7 @@ pub unsafe fn clone_process(flags: u64, cgroup_dir: Option<RawFd>) -> io::Result
     // copy-on-write copy of this stack, exactly like fork; the caller guarantees the
     // process is single-threaded (see this function's contract).
     let mut ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            std::ptr::addr_of_mut!(args),
-            std::mem::size_of::<CloneArgs>(),
-        )
+        libc::syscall(libc::SYS_clone3, std::ptr::addr_of_mut!(args), std::mem::size_of::<CloneArgs>())
     };
     if ret == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
         if cgroup_dir.is_some() {
@@ -301,8 +297,7 @@ pub fn reset_signals() -> io::Result<()> {
         // code runs.
         unsafe { signal::signal(sig, SigHandler::SigDfl) }.map_err(io::Error::from)?;
     }
-    signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-        .map_err(io::Error::from)
+    signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(io::Error::from)
 }
 
 #[cfg(test)]

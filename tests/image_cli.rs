@@ -6,7 +6,6 @@
 //! directory, which are stored as a 0/0 device and a `trusted.*` xattr. As a
 //! normal user the test prints `SKIP: ...`, unless `CI=true`, where it fails.
 
-use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -14,35 +13,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn fixtures() -> PathBuf {
-    let out = repo().join("rootfs-fixtures/out");
-    if !out.join("busybox-oci/index.json").exists() {
-        let script = repo().join("rootfs-fixtures/build.sh");
-        assert!(
-            script.exists(),
-            "{} is missing; cannot build the fixture image",
-            script.display()
-        );
-        let st = Command::new("bash")
-            .arg(&script)
-            .status()
-            .expect("run rootfs-fixtures/build.sh");
-        assert!(st.success(), "rootfs-fixtures/build.sh failed: {st}");
-    }
-    out
-}
-
-fn pinned() -> BTreeMap<String, String> {
-    let text = fs::read_to_string(repo().join("rootfs-fixtures/pinned-digests.env")).unwrap();
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
+mod common;
 
 fn exprun(root: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_exprun"))
@@ -58,17 +29,12 @@ fn ok(root: &Path, args: &[&str]) -> String {
     let out = exprun(root, args);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "exprun {args:?} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
+    assert!(out.status.success(), "exprun {args:?} failed ({}):\n{stdout}\n{stderr}", out.status);
     stdout
 }
 
 fn json(root: &Path, args: &[&str]) -> serde_json::Value {
-    serde_json::from_str(&ok(root, args))
-        .unwrap_or_else(|e| panic!("exprun {args:?}: not JSON: {e}"))
+    serde_json::from_str(&ok(root, args)).unwrap_or_else(|e| panic!("exprun {args:?}: not JSON: {e}"))
 }
 
 fn lgetxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
@@ -86,167 +52,87 @@ fn lgetxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 }
 
 fn diff_ids(inspect: &serde_json::Value) -> Vec<String> {
-    inspect["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["diff_id"].as_str().unwrap().to_string())
-        .collect()
+    inspect["layers"].as_array().unwrap().iter().map(|l| l["diff_id"].as_str().unwrap().to_string()).collect()
 }
 
 fn dir_entries(p: &Path) -> Vec<String> {
-    fs::read_dir(p)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect()
+    fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
 }
 
 #[test]
 fn import_ls_inspect_rm_gc_on_the_fixture_in_three_formats() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "this test needs root, and CI=true forbids skipping"
-        );
-        println!(
-            "SKIP: importing the fixture needs root (whiteout devices and trusted.overlay.opaque)"
-        );
+    if !common::privileged("import_ls_inspect_rm_gc_on_the_fixture_in_three_formats (whiteout devices and trusted.overlay.opaque)") {
         return;
     }
-    let out = fixtures();
-    let pin = pinned();
+    let out = common::fixture_dir();
+    let pin = |k: &str| common::pinned(k);
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let store = root.join("store");
 
     // OCI layout directory: name from the directory, digest pinned.
-    let line = ok(
-        root,
-        &["image", "import", out.join("busybox-oci").to_str().unwrap()],
-    );
-    assert_eq!(
-        line,
-        format!("imported busybox-oci:latest {}\n", pin["MANIFEST_DIGEST"])
-    );
+    let line = ok(root, &["image", "import", out.join("busybox-oci").to_str().unwrap()]);
+    assert_eq!(line, format!("imported busybox-oci:latest {}\n", pin("MANIFEST_DIGEST")));
     // oci-archive: the same image; --quiet prints only the digest.
-    let line = ok(
-        root,
-        &[
-            "image",
-            "import",
-            "--quiet",
-            out.join("busybox-oci.tar").to_str().unwrap(),
-        ],
-    );
-    assert_eq!(line, format!("{}\n", pin["MANIFEST_DIGEST"]));
+    let line = ok(root, &["image", "import", "--quiet", out.join("busybox-oci.tar").to_str().unwrap()]);
+    assert_eq!(line, format!("{}\n", pin("MANIFEST_DIGEST")));
     // docker-archive: a synthesised manifest, the same config and layers.
-    let line = ok(
-        root,
-        &[
-            "image",
-            "import",
-            out.join("busybox-docker.tar").to_str().unwrap(),
-        ],
-    );
-    let docker_digest = line
-        .strip_prefix("imported fixtures/busybox:latest ")
-        .expect(&line)
-        .trim()
-        .to_string();
-    assert_ne!(docker_digest, pin["MANIFEST_DIGEST"]);
+    let line = ok(root, &["image", "import", out.join("busybox-docker.tar").to_str().unwrap()]);
+    let docker_digest =
+        line.strip_prefix("imported fixtures/busybox:latest ").expect(&line).trim().to_string();
+    assert_ne!(docker_digest, pin("MANIFEST_DIGEST"));
 
     let oci = json(root, &["image", "inspect", "busybox-oci"]);
     let docker = json(root, &["image", "inspect", "fixtures/busybox:latest"]);
-    assert_eq!(oci["manifest_digest"], pin["MANIFEST_DIGEST"].as_str());
+    assert_eq!(oci["manifest_digest"], pin("MANIFEST_DIGEST").as_str());
     assert_eq!(docker["manifest_digest"], docker_digest.as_str());
     for img in [&oci, &docker] {
-        assert_eq!(img["config_digest"], pin["CONFIG_DIGEST"].as_str());
-        assert_eq!(
-            diff_ids(img),
-            [pin["LAYER1_DIFF_ID"].clone(), pin["LAYER2_DIFF_ID"].clone()]
-        );
+        assert_eq!(img["config_digest"], pin("CONFIG_DIGEST").as_str());
+        assert_eq!(diff_ids(img), [pin("LAYER1_DIFF_ID").clone(), pin("LAYER2_DIFF_ID").clone()]);
         assert_eq!(img["architecture"], "amd64");
         assert_eq!(img["os"], "linux");
         assert_eq!(img["created"], "1970-01-01T00:00:00Z");
         assert_eq!(img["config"]["Cmd"][0], "/bin/sh");
     }
     let layers = oci["layers"].as_array().unwrap();
-    assert_eq!(layers[0]["digest"], pin["LAYER1_DIGEST"].as_str());
-    assert_eq!(layers[1]["digest"], pin["LAYER2_DIGEST"].as_str());
-    assert_eq!(
-        layers[1]["media_type"],
-        "application/vnd.oci.image.layer.v1.tar+zstd"
-    );
-    assert_eq!(
-        docker["layers"][0]["media_type"],
-        "application/vnd.oci.image.layer.v1.tar"
-    );
+    assert_eq!(layers[0]["digest"], pin("LAYER1_DIGEST").as_str());
+    assert_eq!(layers[1]["digest"], pin("LAYER2_DIGEST").as_str());
+    assert_eq!(layers[1]["media_type"], "application/vnd.oci.image.layer.v1.tar+zstd");
+    assert_eq!(docker["layers"][0]["media_type"], "application/vnd.oci.image.layer.v1.tar");
     assert_eq!(oci["names"], serde_json::json!(["busybox-oci:latest"]));
 
     // ls: the table and the JSON.
     let table = ok(root, &["image", "ls"]);
-    let oci_short = &pin["MANIFEST_DIGEST"][7..19];
+    let oci_short = &pin("MANIFEST_DIGEST")[7..19];
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 3, "{table}");
     assert!(
         lines[0].starts_with("NAME") && lines[0].contains("TAG") && lines[0].contains("DIGEST"),
         "{table}"
     );
-    assert!(
-        lines[0].contains("SIZE") && lines[0].ends_with("CREATED"),
-        "{table}"
-    );
-    let row = lines
-        .iter()
-        .find(|l| l.starts_with("busybox-oci "))
-        .expect(&table);
-    assert!(
-        row.contains(" latest ") && row.contains(oci_short) && row.contains("iB "),
-        "{table}"
-    );
+    assert!(lines[0].contains("SIZE") && lines[0].ends_with("CREATED"), "{table}");
+    let row = lines.iter().find(|l| l.starts_with("busybox-oci ")).expect(&table);
+    assert!(row.contains(" latest ") && row.contains(oci_short) && row.contains("iB "), "{table}");
     assert!(row.ends_with("1970-01-01T00:00:00Z"), "{table}");
-    assert!(
-        lines.iter().any(|l| l.starts_with("fixtures/busybox ")),
-        "{table}"
-    );
+    assert!(lines.iter().any(|l| l.starts_with("fixtures/busybox ")), "{table}");
     let full = ok(root, &["image", "ls", "--digests"]);
-    assert!(full.contains(&pin["MANIFEST_DIGEST"]), "{full}");
+    assert!(full.contains(&pin("MANIFEST_DIGEST")), "{full}");
     let rows = json(root, &["image", "ls", "--json"]);
     assert_eq!(rows.as_array().unwrap().len(), 2);
 
     // The unpacked layers, in overlay format.
-    let l1 = store.join("layers").join(&pin["LAYER1_DIFF_ID"][7..]);
-    let l2 = store.join("layers").join(&pin["LAYER2_DIFF_ID"][7..]);
-    assert_eq!(
-        dir_entries(&store.join("layers")).len(),
-        2,
-        "layers shared by all three imports"
-    );
-    assert!(fs::symlink_metadata(l1.join("etc/removed-by-layer2"))
-        .unwrap()
-        .is_file());
-    assert_eq!(
-        fs::metadata(l1.join("home/researcher")).unwrap().uid(),
-        1000
-    );
-    assert_eq!(
-        fs::metadata(l1.join("tmp")).unwrap().mode() & 0o7777,
-        0o1777
-    );
-    assert_eq!(
-        fs::read_link(l1.join("bin/sh")).unwrap(),
-        PathBuf::from("busybox")
-    );
+    let l1 = store.join("layers").join(&pin("LAYER1_DIFF_ID")[7..]);
+    let l2 = store.join("layers").join(&pin("LAYER2_DIFF_ID")[7..]);
+    assert_eq!(dir_entries(&store.join("layers")).len(), 2, "layers shared by all three imports");
+    assert!(fs::symlink_metadata(l1.join("etc/removed-by-layer2")).unwrap().is_file());
+    assert_eq!(fs::metadata(l1.join("home/researcher")).unwrap().uid(), 1000);
+    assert_eq!(fs::metadata(l1.join("tmp")).unwrap().mode() & 0o7777, 0o1777);
+    assert_eq!(fs::read_link(l1.join("bin/sh")).unwrap(), PathBuf::from("busybox"));
     let wh = fs::symlink_metadata(l2.join("etc/removed-by-layer2")).unwrap();
     assert!(wh.file_type().is_char_device(), "whiteout is a char device");
     assert_eq!(wh.rdev(), 0, "whiteout is 0/0");
     assert!(!l2.join("etc/.wh.removed-by-layer2").exists());
-    assert_eq!(
-        lgetxattr(&l2.join("opt/data"), "trusted.overlay.opaque").as_deref(),
-        Some(&b"y"[..])
-    );
+    assert_eq!(lgetxattr(&l2.join("opt/data"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
     assert!(!l2.join("opt/data/.wh..wh..opq").exists());
     assert!(l2.join("opt/data/new").is_file());
 
@@ -259,15 +145,12 @@ fn import_ls_inspect_rm_gc_on_the_fixture_in_three_formats() {
     );
 
     // rm + gc empty the store.
-    let rm = ok(
-        root,
-        &["image", "rm", "busybox-oci:latest", "fixtures/busybox"],
-    );
+    let rm = ok(root, &["image", "rm", "busybox-oci:latest", "fixtures/busybox"]);
     assert_eq!(
         rm,
         format!(
             "untagged busybox-oci:latest\nremoved {}\nuntagged fixtures/busybox:latest\nremoved {docker_digest}\n",
-            pin["MANIFEST_DIGEST"]
+            pin("MANIFEST_DIGEST")
         )
     );
     let gc = ok(root, &["image", "gc"]);
@@ -275,9 +158,5 @@ fn import_ls_inspect_rm_gc_on_the_fixture_in_three_formats() {
     assert!(dir_entries(&store.join("blobs/sha256")).is_empty());
     assert!(dir_entries(&store.join("layers")).is_empty());
     assert!(dir_entries(&store.join("tmp")).is_empty());
-    assert_eq!(
-        ok(root, &["image", "ls"]).lines().count(),
-        1,
-        "only the header"
-    );
+    assert_eq!(ok(root, &["image", "ls"]).lines().count(), 1, "only the header");
 }

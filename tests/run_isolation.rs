@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! `exprun run` as root on the fixture image: what the container sees.
 
 mod common;
@@ -28,12 +29,33 @@ fn pid_hostname_user_and_environment_are_the_containers_own() {
     assert!(out.contains("FIXTURE=busybox"), "image Env missing: {out}");
     assert!(out.contains("HOME=/root"), "{out}");
 
-    let out = sh(&r, &["--hostname", "lab1", "-e", "A=1", "-e", "EXPRUN_TEST_HOST_MARKER", "-u", "researcher", "-w", "/work/dir"], "hostname; id; pwd; echo $A $EXPRUN_TEST_HOST_MARKER $HOME");
+    let out = sh(
+        &r,
+        &[
+            "--hostname",
+            "lab1",
+            "-e",
+            "A=1",
+            "-e",
+            "EXPRUN_TEST_HOST_MARKER",
+            "-u",
+            "researcher",
+            "-w",
+            "/work/dir",
+        ],
+        "hostname; id; pwd; echo $A $EXPRUN_TEST_HOST_MARKER $HOME",
+    );
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "lab1");
-    assert!(lines[1].starts_with("uid=1000(researcher) gid=1000(researcher) groups=1000(researcher),2000(extra)"), "{out}");
+    assert!(
+        lines[1].starts_with("uid=1000(researcher) gid=1000(researcher) groups=1000(researcher),2000(extra)"),
+        "{out}"
+    );
     assert_eq!(lines[2], "/work/dir", "the working directory is created");
-    assert_eq!(lines[3], "1 host-secret-value /home/researcher", "a named host variable is passed, only that one");
+    assert_eq!(
+        lines[3], "1 host-secret-value /home/researcher",
+        "a named host variable is passed, only that one"
+    );
     r.assert_no_leftovers();
 }
 
@@ -63,7 +85,14 @@ fn mounts_dev_and_sys_are_the_expected_minimal_set() {
     let out = sh(&r, &[], "cat /proc/self/mountinfo; echo ---; ls /dev; echo ---; touch /sys/x 2>&1; echo ---; echo x 2>&1 >/proc/sys/kernel/hostname; cat /proc/keys | wc -c; true");
     let parts: Vec<&str> = out.split("---\n").collect();
     let mounts = parts[0];
-    for (dest, fstype) in [("/proc", "proc"), ("/dev", "tmpfs"), ("/dev/pts", "devpts"), ("/dev/shm", "tmpfs"), ("/dev/mqueue", "mqueue"), ("/sys", "sysfs")] {
+    for (dest, fstype) in [
+        ("/proc", "proc"),
+        ("/dev", "tmpfs"),
+        ("/dev/pts", "devpts"),
+        ("/dev/shm", "tmpfs"),
+        ("/dev/mqueue", "mqueue"),
+        ("/sys", "sysfs"),
+    ] {
         assert!(
             mounts.lines().any(|l| l.split(' ').nth(4) == Some(dest) && l.contains(&format!(" - {fstype} "))),
             "{dest} ({fstype}) missing:\n{mounts}"
@@ -71,12 +100,18 @@ fn mounts_dev_and_sys_are_the_expected_minimal_set() {
     }
     let root_line = mounts.lines().find(|l| l.split(' ').nth(4) == Some("/")).unwrap();
     assert!(root_line.contains(" - overlay "), "root is not an overlay: {root_line}");
-    assert!(mounts.lines().any(|l| l.contains(" /sys ") && l.contains(" ro,")), "/sys not read-only:\n{mounts}");
+    assert!(
+        mounts.lines().any(|l| l.contains(" /sys ") && l.contains(" ro,")),
+        "/sys not read-only:\n{mounts}"
+    );
     let devs: Vec<&str> = parts[1].split_whitespace().collect();
     for d in ["null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue", "fd", "ptmx"] {
         assert!(devs.contains(&d), "/dev/{d} missing: {devs:?}");
     }
-    assert!(!devs.iter().any(|d| d.starts_with("sd") || d.starts_with("vd") || *d == "mem"), "host devices visible: {devs:?}");
+    assert!(
+        !devs.iter().any(|d| d.starts_with("sd") || d.starts_with("vd") || *d == "mem"),
+        "host devices visible: {devs:?}"
+    );
     assert!(parts[2].contains("Read-only file system"), "{}", parts[2]);
     let last: Vec<&str> = parts[3].lines().collect();
     assert!(last[0].contains("Read-only file system"), "/proc/sys writable: {}", parts[3]);
@@ -109,7 +144,11 @@ fn capabilities_are_the_default_set_and_no_new_privs_is_on() {
     let r = TestRoot::with_busybox();
     let status = sh(&r, &[], "cat /proc/self/status");
     let field = |name: &str| {
-        status.lines().find_map(|l| l.strip_prefix(name)).map(|v| u64::from_str_radix(v.trim(), 16).unwrap()).unwrap()
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap()
     };
     // moby's default set: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID
     // SETPCAP NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP.
@@ -121,7 +160,11 @@ fn capabilities_are_the_default_set_and_no_new_privs_is_on() {
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
     assert!(status.contains("Seccomp:\t0") || status.contains("Seccomp:"), "{status}");
 
-    let status = sh(&r, &["--cap-drop", "ALL", "--cap-add", "NET_BIND_SERVICE", "-u", "1000"], "grep Cap /proc/self/status");
+    let status = sh(
+        &r,
+        &["--cap-drop", "ALL", "--cap-add", "NET_BIND_SERVICE", "-u", "1000"],
+        "grep Cap /proc/self/status",
+    );
     assert!(status.contains("CapBnd:\t0000000000000400"), "{status}");
     assert!(status.contains("CapEff:\t0000000000000000"), "a non-root user has no effective caps: {status}");
     r.assert_no_leftovers();
@@ -133,13 +176,21 @@ fn read_only_root_and_tmpfs_and_devices_cannot_be_made() {
         return;
     }
     let r = TestRoot::with_busybox();
-    let out = sh(&r, &["--read-only", "--tmpfs", "/scratch:size=1m"], "touch /x 2>&1; echo hi > /scratch/f && cat /scratch/f; cat /etc/hostname");
+    let out = sh(
+        &r,
+        &["--read-only", "--tmpfs", "/scratch:size=1m"],
+        "touch /x 2>&1; echo hi > /scratch/f && cat /scratch/f; cat /etc/hostname",
+    );
     assert!(out.contains("Read-only file system"), "{out}");
     assert!(out.contains("hi"), "{out}");
     assert!(out.contains("exprun"), "{out}");
     // CAP_MKNOD is in the default set (as with runc), but every writable mount is
     // nodev: a node made in the container does not open.
-    let out = sh(&r, &[], "mknod /tmp/disk b 8 0 && (head -c1 /tmp/disk >/dev/null 2>&1 && echo OPENED || echo refused)");
+    let out = sh(
+        &r,
+        &[],
+        "mknod /tmp/disk b 8 0 && (head -c1 /tmp/disk >/dev/null 2>&1 && echo OPENED || echo refused)",
+    );
     assert!(out.contains("refused"), "a device node made in the container worked: {out}");
     r.assert_no_leftovers();
 }

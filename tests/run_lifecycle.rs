@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! `exprun run` as root: exit codes, signals, limits, volumes, inputs and outputs,
 //! the run record, and cleanup after a killed exprun.
 
@@ -14,12 +15,19 @@ fn wait_running(r: &TestRoot) -> serde_json::Value {
     let t0 = Instant::now();
     loop {
         if t0.elapsed() > Duration::from_secs(20) {
-            let listing: Vec<_> = std::fs::read_dir(&containers).into_iter().flatten().flatten().map(|e| e.path()).collect();
-            let ps = std::process::Command::new("ps").args(["-eo", "pid,ppid,stat,wchan:30,args"]).output().unwrap();
+            let listing: Vec<_> =
+                std::fs::read_dir(&containers).into_iter().flatten().flatten().map(|e| e.path()).collect();
+            let ps = std::process::Command::new("ps")
+                .args(["-eo", "pid,ppid,stat,wchan:30,args"])
+                .output()
+                .unwrap();
             panic!("the run never started: {listing:?}\n{}", String::from_utf8_lossy(&ps.stdout));
         }
         std::thread::sleep(Duration::from_millis(20));
-        let Some(dir) = std::fs::read_dir(&containers).ok().and_then(|mut d| d.next()).and_then(|e| e.ok()) else { continue };
+        let Some(dir) = std::fs::read_dir(&containers).ok().and_then(|mut d| d.next()).and_then(|e| e.ok())
+        else {
+            continue;
+        };
         let Ok(bytes) = std::fs::read(dir.path().join("plan.json")) else { continue };
         let plan: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         let procs = Path::new(plan["cgroup"]["dirs"]["pids"].as_str().unwrap()).join("cgroup.procs");
@@ -59,7 +67,8 @@ fn exit_statuses_follow_the_contract() {
     let (c, _) = code_of(&r, &["busybox:latest", "--", "sh", "-c", "sh -c 'kill -USR1 $$'; exit $?"]);
     assert_eq!(c, 128 + libc::SIGUSR1);
     // Every run, even failed ones, left a record.
-    let statuses: Vec<String> = r.records().iter().map(|x| x["status"].as_str().unwrap().to_string()).collect();
+    let statuses: Vec<String> =
+        r.records().iter().map(|x| x["status"].as_str().unwrap().to_string()).collect();
     assert!(statuses.contains(&"not-started".to_string()), "{statuses:?}");
     r.assert_no_leftovers();
 }
@@ -107,8 +116,15 @@ fn memory_hog_is_oom_killed_and_reported() {
         return;
     }
     let r = TestRoot::with_busybox();
-    let (code, _out, err) =
-        r.run(&["--memory", "32m", "busybox:latest", "--", "sh", "-c", "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo ${#x}"]);
+    let (code, _out, err) = r.run(&[
+        "--memory",
+        "32m",
+        "busybox:latest",
+        "--",
+        "sh",
+        "-c",
+        "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo ${#x}",
+    ]);
     assert_eq!(code, 137, "{err}");
     assert!(err.contains("out of memory") && err.contains("32 MiB"), "{err}");
     let rec = r.last_record();
@@ -156,7 +172,16 @@ fn volumes_inputs_and_outputs_with_digests() {
     let spec_out = format!("{}:/out", output.display());
     let spec_vol = format!("{}:/vol:ro", vol.display());
     let (code, out, err) = r.run(&[
-        "--input", &spec_in, "--output", &spec_out, "-v", &spec_vol, "busybox:latest", "--", "sh", "-c",
+        "--input",
+        &spec_in,
+        "--output",
+        &spec_out,
+        "-v",
+        &spec_vol,
+        "busybox:latest",
+        "--",
+        "sh",
+        "-c",
         "cat /data/a.csv; touch /data/x 2>&1; touch /vol/x 2>&1; /usr/local/bin/experiment",
     ]);
     assert_eq!(code, 0, "{err}");
@@ -185,7 +210,18 @@ fn the_record_holds_the_run_context() {
     }
     let r = TestRoot::with_busybox();
     let (code, out, err) = r.run(&[
-        "--name", "exp1", "-e", "HF_TOKEN=hunter2", "-e", "SEED=7", "--memory", "64m", "busybox:latest", "--", "sh", "-c",
+        "--name",
+        "exp1",
+        "-e",
+        "HF_TOKEN=hunter2",
+        "-e",
+        "SEED=7",
+        "--memory",
+        "64m",
+        "busybox:latest",
+        "--",
+        "sh",
+        "-c",
         "echo out; echo err >&2",
     ]);
     assert_eq!(code, 0, "{err}");
@@ -201,7 +237,8 @@ fn the_record_holds_the_run_context() {
     assert!(rec["command_line"].as_array().unwrap().iter().any(|a| a == "--memory"));
     let text = rec.to_string();
     assert!(!text.contains("hunter2"), "a secret reached the record");
-    let env: Vec<&str> = rec["spec"]["process"]["env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let env: Vec<&str> =
+        rec["spec"]["process"]["env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert!(env.contains(&"SEED=7"));
     assert!(env.iter().any(|e| e.starts_with("HF_TOKEN=<redacted sha256:")), "{env:?}");
     let spec = &rec["spec"];
@@ -210,14 +247,23 @@ fn the_record_holds_the_run_context() {
     assert_eq!(spec["hostname"], "exprun");
     assert!(spec["process"]["rlimits"].as_array().unwrap().iter().any(|l| l["type"] == "RLIMIT_NOFILE"));
     assert!(spec["process"]["capabilities"]["bounding"].as_array().unwrap().len() == 14);
-    let ns: Vec<&str> = spec["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap()).collect();
+    let ns: Vec<&str> =
+        spec["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap()).collect();
     for want in ["pid", "network", "ipc", "uts", "mount", "cgroup"] {
         assert!(ns.contains(&want), "{ns:?}");
     }
     assert!(spec["mounts"].as_array().unwrap().iter().any(|m| m["destination"] == "/proc"));
     assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 64 << 20);
     let host = &rec["host"];
-    for k in ["kernel_release", "arch", "cpu_model", "cpus_online", "memory_bytes", "cgroup_mode", "cgroup_controllers"] {
+    for k in [
+        "kernel_release",
+        "arch",
+        "cpu_model",
+        "cpus_online",
+        "memory_bytes",
+        "cgroup_mode",
+        "cgroup_controllers",
+    ] {
         assert!(!host[k].is_null(), "host.{k} missing");
     }
     assert!(rec["time"]["wall_seconds"].as_f64().unwrap() > 0.0);
@@ -255,14 +301,18 @@ fn a_killed_exprun_is_cleaned_up_by_the_next_one() {
         return;
     }
     let r = TestRoot::with_busybox();
-    let mut child = r.command(&["run", "--memory", "64m", "busybox:latest", "--", "sleep", "60"]).spawn().unwrap();
+    let mut child =
+        r.command(&["run", "--memory", "64m", "busybox:latest", "--", "sleep", "60"]).spawn().unwrap();
     let plan = wait_running(&r);
     child.kill().unwrap(); // SIGKILL: no cleanup of its own
     child.wait().unwrap();
     // The container dies with exprun (parent-death signal).
     let memory_dir = plan["cgroup"]["dirs"]["memory"].as_str().unwrap().to_string();
     let t0 = Instant::now();
-    while std::fs::read_to_string(Path::new(&memory_dir).join("cgroup.procs")).map(|p| !p.trim().is_empty()).unwrap_or(false) {
+    while std::fs::read_to_string(Path::new(&memory_dir).join("cgroup.procs"))
+        .map(|p| !p.trim().is_empty())
+        .unwrap_or(false)
+    {
         assert!(t0.elapsed() < Duration::from_secs(5), "the container outlived exprun");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -54,11 +54,7 @@ pub fn run(globals: &Globals, cmd: ImageCommand) -> Result<i32> {
     let store = ImageStore::open(&globals.store_dir())?;
     match cmd {
         ImageCommand::Import { path, name, quiet } => {
-            let progress = if quiet {
-                Progress::Hidden
-            } else {
-                Progress::Auto
-            };
+            let progress = if quiet { Progress::Hidden } else { Progress::Auto };
             let mut seen = BTreeSet::new();
             for s in store.import(&path, name.as_deref(), progress)? {
                 if quiet {
@@ -66,11 +62,7 @@ pub fn run(globals: &Globals, cmd: ImageCommand) -> Result<i32> {
                         println!("{}", s.manifest_digest);
                     }
                 } else {
-                    println!(
-                        "imported {} {}",
-                        s.name.as_deref().unwrap_or("<none>"),
-                        s.manifest_digest
-                    );
+                    println!("imported {} {}", s.name.as_deref().unwrap_or("<none>"), s.manifest_digest);
                 }
             }
         }
@@ -131,18 +123,9 @@ fn table(rows: &[ImageSummary], full_digests: bool) -> String {
             }
             None => ("<none>".to_string(), "<none>".to_string()),
         };
-        let digest = if full_digests {
-            r.manifest_digest.to_string()
-        } else {
-            r.manifest_digest.short().to_string()
-        };
-        lines.push([
-            name,
-            tag,
-            digest,
-            human_size(r.size),
-            r.created.clone().unwrap_or_else(|| "-".into()),
-        ]);
+        let digest =
+            if full_digests { r.manifest_digest.to_string() } else { r.manifest_digest.short().to_string() };
+        lines.push([name, tag, digest, human_size(r.size), r.created.clone().unwrap_or_else(|| "-".into())]);
     }
     let mut widths = [0usize; 5];
     for l in &lines {
@@ -209,10 +192,7 @@ mod tests {
         let t = table(&[row(Some("localhost:5000/a/b:v1")), row(None)], false);
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("NAME"), "{t}");
-        assert!(
-            lines[1].starts_with("localhost:5000/a/b   v1       "),
-            "{t}"
-        );
+        assert!(lines[1].starts_with("localhost:5000/a/b   v1       "), "{t}");
         assert!(
             lines[1].contains(d.short()) && lines[1].contains("2.0 KiB") && lines[1].ends_with('-'),
             "{t}"

@@ -98,7 +98,8 @@ pub struct RunArgs {
 impl RunArgs {
     /// Check and normalise every option. Reads only the --env-files.
     fn into_options(self) -> Result<RunOptions> {
-        let cwd = std::env::current_dir().map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
+        let cwd = std::env::current_dir()
+            .map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
         let lookup = |n: &str| std::env::var(n).ok();
         let mut env = Vec::new();
         for f in &self.env_file {
@@ -112,9 +113,13 @@ impl RunArgs {
         let entrypoint = match self.entrypoint.as_deref() {
             None => None,
             Some("") => Some(Vec::new()),
-            Some(s) if s.trim_start().starts_with('[') => Some(serde_json::from_str(s).map_err(|e| {
-                crate::spec::Error::Option { option: "--entrypoint", value: s.into(), why: format!("not a JSON array of strings: {e}") }
-            })?),
+            Some(s) if s.trim_start().starts_with('[') => {
+                Some(serde_json::from_str(s).map_err(|e| crate::spec::Error::Option {
+                    option: "--entrypoint",
+                    value: s.into(),
+                    why: format!("not a JSON array of strings: {e}"),
+                })?)
+            }
             Some(s) => Some(vec![s.to_string()]),
         };
         let mounts = |opt: &'static str, v: &[String], mode: bool| -> Result<Vec<o::HostMount>> {
@@ -152,8 +157,16 @@ impl RunArgs {
             read_only: self.read_only,
             tty: self.tty,
             interactive: self.interactive,
-            cap_add: self.cap_add.iter().map(|c| o::parse_capability("--cap-add", c)).collect::<Result<_, _>>()?,
-            cap_drop: self.cap_drop.iter().map(|c| o::parse_capability("--cap-drop", c)).collect::<Result<_, _>>()?,
+            cap_add: self
+                .cap_add
+                .iter()
+                .map(|c| o::parse_capability("--cap-add", c))
+                .collect::<Result<_, _>>()?,
+            cap_drop: self
+                .cap_drop
+                .iter()
+                .map(|c| o::parse_capability("--cap-drop", c))
+                .collect::<Result<_, _>>()?,
             ulimits: self.ulimit.iter().map(|u| o::parse_ulimit(u)).collect::<Result<_, _>>()?,
             cgroup_parent: self.cgroup_parent,
         })

@@ -52,7 +52,10 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
                 let rows: Vec<serde_json::Value> = records.iter().map(summary_json).collect();
                 println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
             } else {
-                println!("{:<12}  {:<16}  {:<24}  {:<10}  {:>4}  {:<20}  COMMAND", "RUN", "NAME", "IMAGE", "STATUS", "EXIT", "CREATED");
+                println!(
+                    "{:<12}  {:<16}  {:<24}  {:<10}  {:>4}  {:<20}  COMMAND",
+                    "RUN", "NAME", "IMAGE", "STATUS", "EXIT", "CREATED"
+                );
                 for r in &records {
                     println!(
                         "{:<12}  {:<16}  {:<24}  {:<10}  {:>4}  {:<20}  {}",
@@ -103,7 +106,8 @@ pub fn gc(globals: &Globals) -> Result<i32> {
         println!("cleaned up run {id} (recorded as lost)");
     }
     let store = crate::image::ImageStore::open(&root.store_dir())?;
-    let in_use: BTreeSet<Digest> = root.layers_in_use().iter().filter_map(|h| Digest::from_hex(h).ok()).collect();
+    let in_use: BTreeSet<Digest> =
+        root.layers_in_use().iter().filter_map(|h| Digest::from_hex(h).ok()).collect();
     let r = store.gc(&in_use)?;
     println!(
         "removed {} blobs, {} layers, {} stale temp dirs; freed {:.1} MiB",
@@ -127,7 +131,8 @@ fn image_label(r: &RunRecord) -> String {
 }
 
 fn status_label(r: &RunRecord) -> String {
-    let s = serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let s =
+        serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     if r.exit.oom_killed {
         format!("{s},oom")
     } else {
@@ -153,7 +158,12 @@ fn summary_json(r: &RunRecord) -> serde_json::Value {
 fn print_record(r: &RunRecord) {
     let p = r.spec.process().clone().unwrap_or_default();
     println!("run:        {}{}", r.run_id, r.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default());
-    println!("status:     {} (exit {}){}", status_label(r), r.exit.code, r.exit.signal.as_ref().map(|s| format!(", {s}")).unwrap_or_default());
+    println!(
+        "status:     {} (exit {}){}",
+        status_label(r),
+        r.exit.code,
+        r.exit.signal.as_ref().map(|s| format!(", {s}")).unwrap_or_default()
+    );
     if let Some(m) = &r.exit.message {
         println!("message:    {m}");
     }
@@ -184,7 +194,9 @@ fn print_record(r: &RunRecord) {
     println!(
         "limits:     memory {}, cpu quota {}, pids {}",
         l.memory_bytes.map(|b| format!("{} MiB", b >> 20)).unwrap_or_else(|| "none".into()),
-        l.cpu_quota_us.map(|q| format!("{:.2} CPUs", q as f64 / crate::cgroups::CPU_PERIOD_US as f64)).unwrap_or_else(|| "none".into()),
+        l.cpu_quota_us
+            .map(|q| format!("{:.2} CPUs", q as f64 / crate::cgroups::CPU_PERIOD_US as f64))
+            .unwrap_or_else(|| "none".into()),
         l.pids_max.map(|p| p.to_string()).unwrap_or_else(|| "none".into())
     );
     for (label, s) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
@@ -195,9 +207,25 @@ fn print_record(r: &RunRecord) {
     for (label, list) in [("input", &r.inputs), ("output", &r.outputs)] {
         for d in list {
             let t = d.tree.as_ref().map(|t| format!("{} ({} files, {} bytes)", t.digest, t.files, t.bytes));
-            println!("{label}:     {} -> {}: {}", d.source.display(), d.destination.display(), t.or(d.error.clone()).unwrap_or_default());
+            println!(
+                "{label}:     {} -> {}: {}",
+                d.source.display(),
+                d.destination.display(),
+                t.or(d.error.clone()).unwrap_or_default()
+            );
         }
     }
-    println!("host:       {} {} {}, {} CPUs, cgroup {}", r.host.arch, r.host.kernel_release, r.host.cpu_model.as_deref().unwrap_or("?"), r.host.cpus_online, r.host.cgroup_mode);
-    println!("exprun:     {} {}", r.exprun.version, r.exprun.binary_digest.as_ref().map(|d| d.to_string()).unwrap_or_default());
+    println!(
+        "host:       {} {} {}, {} CPUs, cgroup {}",
+        r.host.arch,
+        r.host.kernel_release,
+        r.host.cpu_model.as_deref().unwrap_or("?"),
+        r.host.cpus_online,
+        r.host.cgroup_mode
+    );
+    println!(
+        "exprun:     {} {}",
+        r.exprun.version,
+        r.exprun.binary_digest.as_ref().map(|d| d.to_string()).unwrap_or_default()
+    );
 }

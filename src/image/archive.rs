@@ -63,11 +63,7 @@ impl Extracted {
 }
 
 fn rel_of(comps: &[std::ffi::OsString]) -> String {
-    comps
-        .iter()
-        .map(|c| c.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
+    comps.iter().map(|c| c.to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 
 /// Resolve a symlink target against the link's directory, staying inside the
@@ -76,10 +72,7 @@ fn resolve_link(dir: &[std::ffi::OsString], target: &[u8]) -> Option<String> {
     if target.starts_with(b"/") {
         return None;
     }
-    let mut stack: Vec<String> = dir
-        .iter()
-        .map(|c| c.to_string_lossy().into_owned())
-        .collect();
+    let mut stack: Vec<String> = dir.iter().map(|c| c.to_string_lossy().into_owned()).collect();
     for c in target.split(|&b| b == b'/') {
         match c {
             b"" | b"." => {}
@@ -95,19 +88,12 @@ fn resolve_link(dir: &[std::ffi::OsString], target: &[u8]) -> Option<String> {
 /// Stream the archive at `path` into `tmp`.
 pub(crate) fn extract(path: &Path, tmp: &mut TmpDir, meter: &Meter) -> Result<Extracted> {
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io("stat", path, e))?
-        .len();
+    let len = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
     meter.add(len);
-    let (_, stream) = stream::decompressed(BufReader::new(meter.reader(file)))
-        .map_err(|e| Error::io("read", path, e))?;
+    let (_, stream) =
+        stream::decompressed(BufReader::new(meter.reader(file))).map_err(|e| Error::io("read", path, e))?;
     let mut archive = tar::Archive::new(stream);
-    let mut x = Extracted {
-        archive: path.to_path_buf(),
-        files: Vec::new(),
-        by_path: BTreeMap::new(),
-    };
+    let mut x = Extracted { archive: path.to_path_buf(), files: Vec::new(), by_path: BTreeMap::new() };
     let mut aliases: Vec<(String, String)> = Vec::new();
     let (mut count, mut bytes) = (0u64, 0u64);
     let entries = archive.entries().map_err(|e| Error::io("read", path, e))?;
@@ -138,11 +124,7 @@ pub(crate) fn extract(path: &Path, tmp: &mut TmpDir, meter: &Meter) -> Result<Ex
         }
         let raw = entry.path_bytes().into_owned();
         let bad = |why: &str| Error::Invalid {
-            what: format!(
-                "archive {} entry {:?}",
-                path.display(),
-                String::from_utf8_lossy(&raw)
-            ),
+            what: format!("archive {} entry {:?}", path.display(), String::from_utf8_lossy(&raw)),
             why: why.to_string(),
         };
         let kind = entry.header().entry_type();
@@ -152,9 +134,7 @@ pub(crate) fn extract(path: &Path, tmp: &mut TmpDir, meter: &Meter) -> Result<Ex
         let comps = stream::normalize(&raw).map_err(bad)?;
         let rel = rel_of(&comps);
         match kind {
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse
-                if !raw.ends_with(b"/") =>
-            {
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse if !raw.ends_with(b"/") => {
                 let (f, tmp_path) = tmp.create_file("src")?;
                 let mut w = HashingWriter::new(io::BufWriter::with_capacity(1 << 17, f));
                 io::copy(&mut entry, &mut w).map_err(|e| Error::Invalid {
@@ -162,20 +142,12 @@ pub(crate) fn extract(path: &Path, tmp: &mut TmpDir, meter: &Meter) -> Result<Ex
                     why: format!("reading the tar stream: {e}"),
                 })?;
                 let (buf, digest, size) = w.finish();
-                buf.into_inner()
-                    .map_err(|e| Error::io("write", &tmp_path, e.into_error()))?;
+                buf.into_inner().map_err(|e| Error::io("write", &tmp_path, e.into_error()))?;
                 x.by_path.insert(rel, x.files.len());
-                x.files.push(ExtractedFile {
-                    path: tmp_path,
-                    digest,
-                    size,
-                });
+                x.files.push(ExtractedFile { path: tmp_path, digest, size });
             }
             EntryType::Symlink | EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
+                let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
                 let resolved = if kind == EntryType::Link {
                     stream::normalize(&target).ok().map(|c| rel_of(&c))
                 } else {
@@ -216,9 +188,7 @@ struct DockerImage {
 }
 
 fn is_hex64(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The compression of an extracted file, from its first bytes.
@@ -236,43 +206,27 @@ fn sniff_file(f: &ExtractedFile) -> Result<Compression> {
 pub(crate) fn docker_plans(x: &Extracted) -> Result<Vec<Plan>> {
     let loc = x.archive.display().to_string();
     let mwhat = format!("manifest.json in {loc}");
-    let bytes = x.read("manifest.json")?.ok_or_else(|| Error::BlobMissing {
-        what: mwhat.clone(),
-    })?;
+    let bytes = x.read("manifest.json")?.ok_or_else(|| Error::BlobMissing { what: mwhat.clone() })?;
     let images: Vec<DockerImage> = manifest::parse_json(&bytes, &mwhat)?;
     if images.is_empty() {
-        return Err(Error::Invalid {
-            what: mwhat,
-            why: "it lists no image".into(),
-        });
+        return Err(Error::Invalid { what: mwhat, why: "it lists no image".into() });
     }
     let norm = |p: &str| -> Result<String> {
         stream::normalize(p.as_bytes())
             .map(|c| rel_of(&c))
-            .map_err(|why| Error::Invalid {
-                what: format!("{mwhat}: path {p:?}"),
-                why: why.to_string(),
-            })
+            .map_err(|why| Error::Invalid { what: format!("{mwhat}: path {p:?}"), why: why.to_string() })
     };
     let mut plans = Vec::new();
     for img in images {
         let crel = norm(&img.config)?;
         let cwhat = format!("config {crel:?} in {loc}");
-        let cfile = x.file(&crel).ok_or_else(|| Error::BlobMissing {
-            what: cwhat.clone(),
-        })?;
+        let cfile = x.file(&crel).ok_or_else(|| Error::BlobMissing { what: cwhat.clone() })?;
         let base = crel.rsplit('/').next().unwrap_or(&crel);
         let stem = base.strip_suffix(".json").unwrap_or(base);
         if is_hex64(stem) && cfile.digest.hex() != stem {
-            let expected = Digest::from_hex(stem).map_err(|e| Error::Invalid {
-                what: cwhat.clone(),
-                why: e.to_string(),
-            })?;
-            return Err(Error::DigestMismatch {
-                what: cwhat,
-                expected,
-                found: cfile.digest.clone(),
-            });
+            let expected = Digest::from_hex(stem)
+                .map_err(|e| Error::Invalid { what: cwhat.clone(), why: e.to_string() })?;
+            return Err(Error::DigestMismatch { what: cwhat, expected, found: cfile.digest.clone() });
         }
         if cfile.size > MAX_JSON_BLOB {
             return Err(Error::Invalid {
@@ -289,9 +243,7 @@ pub(crate) fn docker_plans(x: &Extracted) -> Result<Vec<Plan>> {
         for (lpath, diff_id) in img.layers.iter().zip(&diff_ids) {
             let rel = norm(lpath)?;
             let lwhat = format!("layer {rel:?} in {loc}");
-            let f = x.file(&rel).ok_or_else(|| Error::BlobMissing {
-                what: lwhat.clone(),
-            })?;
+            let f = x.file(&rel).ok_or_else(|| Error::BlobMissing { what: lwhat.clone() })?;
             let media_type = match sniff_file(f)? {
                 Compression::Plain => {
                     if &f.digest != diff_id {
@@ -337,10 +289,7 @@ mod tests {
     #[test]
     fn links_resolve_inside_the_archive_only() {
         let dir: Vec<std::ffi::OsString> = vec!["a".into(), "b".into()];
-        assert_eq!(
-            resolve_link(&dir, b"../c/layer.tar").as_deref(),
-            Some("a/c/layer.tar")
-        );
+        assert_eq!(resolve_link(&dir, b"../c/layer.tar").as_deref(), Some("a/c/layer.tar"));
         assert_eq!(resolve_link(&dir, b"../../x").as_deref(), Some("x"));
         assert_eq!(resolve_link(&dir, b"../../../x"), None);
         assert_eq!(resolve_link(&dir, b"/etc/passwd"), None);

@@ -42,15 +42,10 @@ pub(crate) fn remove(store: &Store, reference: &str) -> Result<RemoveReport> {
     let _lock = store.lock(true)?;
     let mut refs = store.load_refs()?;
     let (digest, matched) = reference::find(&refs, reference)?;
-    let by_name = matches!(
-        reference::parse(reference)?,
-        Reference::Tagged { .. } | Reference::Pinned { .. }
-    );
+    let by_name = matches!(reference::parse(reference)?, Reference::Tagged { .. } | Reference::Pinned { .. });
     let mut report = RemoveReport::default();
     let Some(entry) = refs.images.get_mut(&digest) else {
-        return Err(Error::NotFound {
-            reference: reference.to_string(),
-        });
+        return Err(Error::NotFound { reference: reference.to_string() });
     };
     match matched.filter(|_| by_name) {
         Some(name) => {
@@ -73,10 +68,7 @@ pub(crate) fn remove(store: &Store, reference: &str) -> Result<RemoveReport> {
 
 pub(crate) fn gc(store: &Store, layers_in_use: &BTreeSet<Digest>) -> Result<GcReport> {
     let _lock = store.lock(true)?;
-    let mut report = GcReport {
-        tmp_removed: store.clean_stale_tmp()?,
-        ..GcReport::default()
-    };
+    let mut report = GcReport { tmp_removed: store.clean_stale_tmp()?, ..GcReport::default() };
 
     // What the images refer to. An image whose manifest or config cannot be read
     // stops gc: deleting on a partial view could delete what it needs.
@@ -116,10 +108,7 @@ pub(crate) fn gc(store: &Store, layers_in_use: &BTreeSet<Digest>) -> Result<GcRe
     }
 
     let dir = store.layers_dir();
-    let doomed = listing(&dir)?
-        .into_iter()
-        .filter(|(d, _)| !layers.contains(d))
-        .collect::<Vec<_>>();
+    let doomed = listing(&dir)?.into_iter().filter(|(d, _)| !layers.contains(d)).collect::<Vec<_>>();
     if !doomed.is_empty() {
         let mut tmp = store.new_tmp()?;
         for (_, path) in doomed {
@@ -139,11 +128,7 @@ fn listing(dir: &std::path::Path) -> Result<Vec<(Digest, std::path::PathBuf)>> {
     let mut out = Vec::new();
     for entry in rd {
         let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
-        if let Some(d) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| Digest::from_hex(n).ok())
-        {
+        if let Some(d) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
             out.push((d, entry.path()));
         }
     }
@@ -159,10 +144,7 @@ mod tests {
     use crate::image::{ImageStore, Progress};
 
     fn names(dir: &Path) -> BTreeSet<String> {
-        fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect()
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
     }
 
     fn hexes<'a>(ds: impl IntoIterator<Item = &'a Digest>) -> BTreeSet<String> {
@@ -174,37 +156,22 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = ImageStore::open(&d.path().join("store")).unwrap();
         let base = layer(&TarBuilder::new().file("base", b"b").build(), "gzip");
-        let only_a = layer(
-            &TarBuilder::new()
-                .dir("ro", 0o555)
-                .file("ro/a", b"a")
-                .build(),
-            "zstd",
-        );
+        let only_a = layer(&TarBuilder::new().dir("ro", 0o555).file("ro/a", b"a").build(), "zstd");
         let only_b = layer(&TarBuilder::new().file("b", b"b").build(), "tar");
         let a = Image::new(vec![base.clone(), only_a.clone()], "a");
         let b = Image::new(vec![base.clone(), only_b.clone()], "b");
         write_layout(&d.path().join("a"), std::slice::from_ref(&a));
         write_layout(&d.path().join("b"), std::slice::from_ref(&b));
-        s.import(&d.path().join("a"), None, Progress::Hidden)
-            .unwrap();
-        s.import(&d.path().join("a"), Some("a:second"), Progress::Hidden)
-            .unwrap();
-        s.import(&d.path().join("b"), None, Progress::Hidden)
-            .unwrap();
+        s.import(&d.path().join("a"), None, Progress::Hidden).unwrap();
+        s.import(&d.path().join("a"), Some("a:second"), Progress::Hidden).unwrap();
+        s.import(&d.path().join("b"), None, Progress::Hidden).unwrap();
 
         // Untag one of two names: the image stays.
         let r = s.remove("a:second").unwrap();
-        assert_eq!(
-            (r.untagged, r.removed),
-            (vec!["a:second".to_string()], vec![])
-        );
+        assert_eq!((r.untagged, r.removed), (vec!["a:second".to_string()], vec![]));
         // Untag the last name: the image goes.
         let r = s.remove("a").unwrap();
-        assert_eq!(
-            (r.untagged, r.removed),
-            (vec!["a:latest".to_string()], vec![a.manifest_digest()])
-        );
+        assert_eq!((r.untagged, r.removed), (vec!["a:latest".to_string()], vec![a.manifest_digest()]));
         assert!(s.resolve("a").is_err());
         let e = s.remove("a").unwrap_err().to_string();
         assert_eq!(e, "no image matches \"a\"; see exprun image ls");
@@ -213,42 +180,27 @@ mod tests {
         let in_use = BTreeSet::from([only_a.diff_id.clone()]);
         let before = names(&s.dir().join("blobs/sha256")).len();
         let g = s.gc(&in_use).unwrap();
-        let a_only_blobs = hexes([
-            &a.manifest_digest(),
-            &Digest::of_bytes(&a.config),
-            &only_a.digest,
-        ]);
+        let a_only_blobs = hexes([&a.manifest_digest(), &Digest::of_bytes(&a.config), &only_a.digest]);
         assert_eq!(g.blobs_removed, 3);
         assert_eq!(g.layers_removed, 0);
         assert!(g.bytes_freed > 0);
         let blobs = names(&s.dir().join("blobs/sha256"));
         assert_eq!(blobs.len(), before - 3);
         assert!(blobs.is_disjoint(&a_only_blobs));
-        let b_blobs = hexes([
-            &b.manifest_digest(),
-            &Digest::of_bytes(&b.config),
-            &base.digest,
-            &only_b.digest,
-        ]);
+        let b_blobs =
+            hexes([&b.manifest_digest(), &Digest::of_bytes(&b.config), &base.digest, &only_b.digest]);
         assert_eq!(blobs, b_blobs);
-        assert_eq!(
-            names(&s.layers_root()),
-            hexes([&base.diff_id, &only_a.diff_id, &only_b.diff_id])
-        );
+        assert_eq!(names(&s.layers_root()), hexes([&base.diff_id, &only_a.diff_id, &only_b.diff_id]));
         assert!(s.resolve("b").is_ok());
 
         // Once no container uses it, the layer goes too (its 0555 dir included).
         let g = s.gc(&BTreeSet::new()).unwrap();
         assert_eq!((g.blobs_removed, g.layers_removed), (0, 1));
-        assert_eq!(
-            names(&s.layers_root()),
-            hexes([&base.diff_id, &only_b.diff_id])
-        );
+        assert_eq!(names(&s.layers_root()), hexes([&base.diff_id, &only_b.diff_id]));
         assert!(names(&s.dir().join("tmp")).is_empty());
 
         // Removing by digest prefix drops every name, and gc empties the store.
-        s.import(&d.path().join("b"), Some("b:other"), Progress::Hidden)
-            .unwrap();
+        s.import(&d.path().join("b"), Some("b:other"), Progress::Hidden).unwrap();
         let r = s.remove(&b.manifest_digest().hex()[..8]).unwrap();
         assert_eq!(r.untagged, ["b:latest", "b:other"]);
         assert_eq!(r.removed, [b.manifest_digest()]);
@@ -269,19 +221,10 @@ mod tests {
         assert_eq!(s.gc(&BTreeSet::new()).unwrap().tmp_removed, 1);
         assert!(!stale.exists());
 
-        let img = Image::new(
-            vec![layer(&TarBuilder::new().file("x", b"").build(), "tar")],
-            "x",
-        );
+        let img = Image::new(vec![layer(&TarBuilder::new().file("x", b"").build(), "tar")], "x");
         write_layout(&d.path().join("i"), std::slice::from_ref(&img));
-        s.import(&d.path().join("i"), None, Progress::Hidden)
-            .unwrap();
-        fs::remove_file(
-            s.dir()
-                .join("blobs/sha256")
-                .join(img.manifest_digest().hex()),
-        )
-        .unwrap();
+        s.import(&d.path().join("i"), None, Progress::Hidden).unwrap();
+        fs::remove_file(s.dir().join("blobs/sha256").join(img.manifest_digest().hex())).unwrap();
         let e = s.gc(&BTreeSet::new()).unwrap_err().to_string();
         assert!(e.contains("nothing was collected"), "{e}");
         assert_eq!(names(&s.layers_root()).len(), 1);

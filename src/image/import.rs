@@ -122,9 +122,7 @@ impl Layout {
             Layout::Dir(dir) => {
                 let path = dir.join(rel);
                 let mut bytes = Vec::new();
-                match File::open(&path)
-                    .and_then(|f| f.take(MAX_JSON_BLOB + 1).read_to_end(&mut bytes))
-                {
+                match File::open(&path).and_then(|f| f.take(MAX_JSON_BLOB + 1).read_to_end(&mut bytes)) {
                     Ok(_) => Ok(Some(bytes)),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
                     Err(e) => Err(Error::io("read", &path, e)),
@@ -149,13 +147,7 @@ impl Layout {
         let bytes = self
             .read_small(&blob_path(&desc.digest))?
             .ok_or_else(|| Error::BlobMissing { what: what.clone() })?;
-        check_blob(
-            &what,
-            &desc.digest,
-            desc.size,
-            &Digest::of_bytes(&bytes),
-            bytes.len() as u64,
-        )?;
+        check_blob(&what, &desc.digest, desc.size, &Digest::of_bytes(&bytes), bytes.len() as u64)?;
         Ok(bytes)
     }
 
@@ -174,11 +166,7 @@ impl Layout {
         if let Some(have) = store.blob_size(d)? {
             // Stored blobs were verified when they landed; only the size can lie.
             if have != size {
-                return Err(Error::SizeMismatch {
-                    what: what(),
-                    declared: size,
-                    found: have.to_string(),
-                });
+                return Err(Error::SizeMismatch { what: what(), declared: size, found: have.to_string() });
             }
             return Ok(None);
         }
@@ -196,9 +184,7 @@ impl Layout {
                 Ok(Some(tmp_file))
             }
             Layout::Archive(x) => {
-                let f = x
-                    .file(rel)
-                    .ok_or_else(|| Error::BlobMissing { what: what() })?;
+                let f = x.file(rel).ok_or_else(|| Error::BlobMissing { what: what() })?;
                 check_blob(&what(), d, size, &f.digest, f.size)?;
                 Ok(Some(f.path.clone()))
             }
@@ -209,16 +195,8 @@ impl Layout {
 /// Size first (a longer blob is reported as "more than"), then digest.
 fn check_blob(what: &str, expected: &Digest, size: u64, found: &Digest, len: u64) -> Result<()> {
     if len != size {
-        let found = if len > size {
-            format!("more than {size}")
-        } else {
-            len.to_string()
-        };
-        return Err(Error::SizeMismatch {
-            what: what.to_string(),
-            declared: size,
-            found,
-        });
+        let found = if len > size { format!("more than {size}") } else { len.to_string() };
+        return Err(Error::SizeMismatch { what: what.to_string(), declared: size, found });
     }
     if found != expected {
         return Err(Error::DigestMismatch {
@@ -239,9 +217,7 @@ pub(crate) fn import(
 ) -> Result<Vec<ImageSummary>> {
     let name = name.map(reference::parse_name).transpose()?;
     let source = fs::canonicalize(source).map_err(|e| Error::io("open", source, e))?;
-    let is_dir = fs::metadata(&source)
-        .map_err(|e| Error::io("stat", &source, e))?
-        .is_dir();
+    let is_dir = fs::metadata(&source).map_err(|e| Error::io("stat", &source, e))?.is_dir();
     let meter = Meter::new(progress);
 
     let shared = store.lock(false)?;
@@ -251,7 +227,8 @@ pub(crate) fn import(
         if !source.join("oci-layout").exists() || !source.join("index.json").exists() {
             return Err(Error::NotAnImage {
                 path: source,
-                why: "a directory must be an OCI image layout (with oci-layout, index.json and blobs/)".into(),
+                why: "a directory must be an OCI image layout (with oci-layout, index.json and blobs/)"
+                    .into(),
             });
         }
         Layout::Dir(source.clone())
@@ -300,13 +277,7 @@ pub(crate) fn import(
 /// Store one planned image's blobs and layers. Everything is verified (blobs by
 /// digest, layers by diff_id) in our tmp dir before anything is renamed into the
 /// store, so a refused image leaves nothing behind.
-fn ingest(
-    store: &Store,
-    tmp: &mut TmpDir,
-    layout: &Layout,
-    plan: &Plan,
-    meter: &Meter,
-) -> Result<()> {
+fn ingest(store: &Store, tmp: &mut TmpDir, layout: &Layout, plan: &Plan, meter: &Meter) -> Result<()> {
     let mut staged: BTreeMap<&Digest, PathBuf> = BTreeMap::new();
     for (desc, rel) in &plan.layers {
         if staged.contains_key(&desc.digest) {
@@ -322,16 +293,11 @@ fn ingest(
             continue;
         }
         let dest = tmp.fresh("layer");
-        let blob = staged
-            .get(&desc.digest)
-            .cloned()
-            .unwrap_or_else(|| store.blob_path(&desc.digest));
+        let blob = staged.get(&desc.digest).cloned().unwrap_or_else(|| store.blob_path(&desc.digest));
         let f = File::open(&blob).map_err(|e| Error::io("open", &blob, e))?;
         meter.add(desc.size);
         let reader = io::BufReader::new(meter.reader(f));
-        if let Err(e) =
-            unpack::unpack_layer(reader, &desc.digest, diff_id, &dest, Limits::default())
-        {
+        if let Err(e) = unpack::unpack_layer(reader, &desc.digest, diff_id, &dest, Limits::default()) {
             let _ = store::remove_all(&dest);
             return Err(e);
         }
@@ -355,20 +321,16 @@ fn ingest(
 fn publish(store: &Store, plans: &[Plan], source: &Path) -> Result<()> {
     let _lock = store.lock(true)?;
     for plan in plans {
-        let missing = plan
-            .blobs()
-            .find(|d| !store.blob_path(d).is_file())
-            .map(|d| format!("blob {d}"));
+        let missing = plan.blobs().find(|d| !store.blob_path(d).is_file()).map(|d| format!("blob {d}"));
         let missing = missing.or_else(|| {
-            plan.diff_ids
-                .iter()
-                .find(|d| !store.layer_path(d).is_dir())
-                .map(|d| format!("layer {d}"))
+            plan.diff_ids.iter().find(|d| !store.layer_path(d).is_dir()).map(|d| format!("layer {d}"))
         });
         if let Some(what) = missing {
             return Err(Error::Store {
                 path: store.root().to_path_buf(),
-                why: format!("{what} was removed by a concurrent exprun image gc during the import; import again"),
+                why: format!(
+                    "{what} was removed by a concurrent exprun image gc during the import; import again"
+                ),
             });
         }
     }
@@ -381,14 +343,11 @@ fn publish(store: &Store, plans: &[Plan], source: &Path) -> Result<()> {
                 e.names.retain(|n| !plan.names.contains(n));
             }
         }
-        let entry = refs
-            .images
-            .entry(plan.manifest_digest.clone())
-            .or_insert_with(|| RefEntry {
-                imported: now.clone(),
-                source: source.display().to_string(),
-                names: Vec::new(),
-            });
+        let entry = refs.images.entry(plan.manifest_digest.clone()).or_insert_with(|| RefEntry {
+            imported: now.clone(),
+            source: source.display().to_string(),
+            names: Vec::new(),
+        });
         for n in &plan.names {
             if !entry.names.contains(n) {
                 entry.names.push(n.clone());
@@ -406,10 +365,7 @@ fn publish(store: &Store, plans: &[Plan], source: &Path) -> Result<()> {
 /// The repository name for images whose ref.name annotation is a bare tag: the
 /// source's file name without extension, made a valid name.
 fn default_repo(source: &Path) -> String {
-    let base = source
-        .file_name()
-        .map(|s| s.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
+    let base = source.file_name().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_default();
     let mut stem = base.as_str();
     for ext in [".tar.gz", ".tar.zst", ".tgz", ".tar", ".oci"] {
         if let Some(s) = stem.strip_suffix(ext) {
@@ -443,21 +399,17 @@ fn annotated_name(d: &Descriptor, repo: &str, loc: &Path) -> Result<Option<Strin
         why: format!("annotation {key}={v:?} is not a usable name ({e}); give one with --name"),
     };
     if let Some(v) = d.annotation(ANN_CONTAINERD_NAME) {
-        return reference::parse_name(v)
-            .map(Some)
-            .map_err(|e| bad(ANN_CONTAINERD_NAME, v, e));
+        return reference::parse_name(v).map(Some).map_err(|e| bad(ANN_CONTAINERD_NAME, v, e));
     }
     match d.annotation(ANN_REF_NAME) {
         None => Ok(None),
-        Some(v) if v.contains('/') || v.contains(':') => reference::parse_name(v)
-            .map(Some)
-            .map_err(|e| bad(ANN_REF_NAME, v, e)),
+        Some(v) if v.contains('/') || v.contains(':') => {
+            reference::parse_name(v).map(Some).map_err(|e| bad(ANN_REF_NAME, v, e))
+        }
         Some(tag) => {
             let tag = if tag.is_empty() { DEFAULT_TAG } else { tag };
             let full = format!("{repo}:{tag}");
-            reference::parse_name(&full)
-                .map(Some)
-                .map_err(|e| bad(ANN_REF_NAME, tag, e))
+            reference::parse_name(&full).map(Some).map_err(|e| bad(ANN_REF_NAME, tag, e))
         }
     }
 }
@@ -472,11 +424,8 @@ struct OciLayoutFile {
 pub(crate) fn oci_plans(layout: &Layout, repo: &str) -> Result<Vec<Plan>> {
     let loc = layout.location();
     let what = |f: &str| format!("{f} in {}", loc.display());
-    let bytes = layout
-        .read_small("oci-layout")?
-        .ok_or_else(|| Error::BlobMissing {
-            what: what("oci-layout"),
-        })?;
+    let bytes =
+        layout.read_small("oci-layout")?.ok_or_else(|| Error::BlobMissing { what: what("oci-layout") })?;
     let ol: OciLayoutFile = manifest::parse_json(&bytes, &what("oci-layout"))?;
     if !ol.version.starts_with("1.") {
         return Err(Error::Invalid {
@@ -484,11 +433,8 @@ pub(crate) fn oci_plans(layout: &Layout, repo: &str) -> Result<Vec<Plan>> {
             why: format!("imageLayoutVersion {:?} is not 1.x", ol.version),
         });
     }
-    let bytes = layout
-        .read_small("index.json")?
-        .ok_or_else(|| Error::BlobMissing {
-            what: what("index.json"),
-        })?;
+    let bytes =
+        layout.read_small("index.json")?.ok_or_else(|| Error::BlobMissing { what: what("index.json") })?;
     let index = manifest::parse_index(&bytes, &what("index.json"))?;
     let mut found: Vec<(Descriptor, Option<String>)> = Vec::new();
     let mut others = BTreeSet::new();
@@ -503,10 +449,7 @@ pub(crate) fn oci_plans(layout: &Layout, repo: &str) -> Result<Vec<Plan>> {
                 others.into_iter().collect::<Vec<_>>().join(", ")
             )
         };
-        return Err(Error::Invalid {
-            what: loc.display().to_string(),
-            why,
-        });
+        return Err(Error::Invalid { what: loc.display().to_string(), why });
     }
     let mut plans: Vec<Plan> = Vec::new();
     for (desc, name) in found {
@@ -552,22 +495,11 @@ fn collect(
         if manifest::is_index(&d.media_type) {
             let what = format!("index {} in {}", d.digest, layout.location().display());
             if depth >= 4 {
-                return Err(Error::Invalid {
-                    what,
-                    why: "indexes nested more than 4 deep".into(),
-                });
+                return Err(Error::Invalid { what, why: "indexes nested more than 4 deep".into() });
             }
             let inner = manifest::parse_index(&layout.read_blob(d, "index")?, &what)?;
             let before = found.len();
-            collect(
-                layout,
-                &inner,
-                name.as_deref(),
-                depth + 1,
-                repo,
-                found,
-                others,
-            )?;
+            collect(layout, &inner, name.as_deref(), depth + 1, repo, found, others)?;
             found.truncate(before + usize::from(found.len() > before));
         } else if manifest::is_manifest(&d.media_type) {
             found.push((d.clone(), name));
@@ -587,9 +519,9 @@ impl Meter {
     pub fn new(p: Progress) -> Self {
         let bar = (p == Progress::Auto && io::stdout().is_terminal()).then(|| {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-            if let Ok(style) = ProgressStyle::with_template(
-                "importing [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-            ) {
+            if let Ok(style) =
+                ProgressStyle::with_template("importing [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+            {
                 bar.set_style(style.progress_chars("=> "));
             }
             bar
@@ -604,10 +536,7 @@ impl Meter {
     }
 
     pub fn reader<R: Read>(&self, inner: R) -> Metered<R> {
-        Metered {
-            inner,
-            bar: self.bar.clone(),
-        }
+        Metered { inner, bar: self.bar.clone() }
     }
 
     pub fn finish(&self) {

@@ -130,26 +130,17 @@ pub(crate) fn is_manifest(mt: &str) -> bool {
 
 /// Parse a JSON document, naming it in the error.
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|source| Error::Json {
-        what: what.to_string(),
-        source,
-    })
+    serde_json::from_slice(bytes).map_err(|source| Error::Json { what: what.to_string(), source })
 }
 
 /// Parse and check an index.
 pub(crate) fn parse_index(bytes: &[u8], what: &str) -> Result<Index> {
     let index: Index = parse_json(bytes, what)?;
     if index.schema_version != 2 {
-        return Err(invalid(
-            what,
-            format!("schemaVersion {} (expected 2)", index.schema_version),
-        ));
+        return Err(invalid(what, format!("schemaVersion {} (expected 2)", index.schema_version)));
     }
     if let Some(mt) = index.media_type.as_deref().filter(|mt| !is_index(mt)) {
-        return Err(invalid(
-            what,
-            format!("media type {mt:?} is not an image index"),
-        ));
+        return Err(invalid(what, format!("media type {mt:?} is not an image index")));
     }
     Ok(index)
 }
@@ -158,16 +149,10 @@ pub(crate) fn parse_index(bytes: &[u8], what: &str) -> Result<Index> {
 pub(crate) fn parse_manifest(bytes: &[u8], what: &str) -> Result<Manifest> {
     let m: Manifest = parse_json(bytes, what)?;
     if m.schema_version != 2 {
-        return Err(invalid(
-            what,
-            format!("schemaVersion {} (expected 2)", m.schema_version),
-        ));
+        return Err(invalid(what, format!("schemaVersion {} (expected 2)", m.schema_version)));
     }
     if let Some(mt) = m.media_type.as_deref().filter(|mt| !is_manifest(mt)) {
-        return Err(invalid(
-            what,
-            format!("media type {mt:?} is not an image manifest"),
-        ));
+        return Err(invalid(what, format!("media type {mt:?} is not an image manifest")));
     }
     let cmt = m.config.media_type.as_str();
     if cmt != MT_OCI_CONFIG && cmt != MT_DOCKER_CONFIG {
@@ -200,9 +185,7 @@ pub(crate) fn check_layer_media_type(mt: &str) -> std::result::Result<(), String
             "media type {mt:?} is a non-distributable layer whose content is not in the image; \
              exprun cannot unpack it"
         )),
-        _ => Err(format!(
-            "unsupported layer media type {mt:?} (expected {MT_LAYER_TAR}, +gzip or +zstd)"
-        )),
+        _ => Err(format!("unsupported layer media type {mt:?} (expected {MT_LAYER_TAR}, +gzip or +zstd)")),
     }
 }
 
@@ -214,10 +197,7 @@ pub(crate) fn diff_ids(
 ) -> Result<Vec<Digest>> {
     let rootfs = config.rootfs();
     if rootfs.typ() != "layers" {
-        return Err(invalid(
-            what,
-            format!("config rootfs.type is {:?}, not \"layers\"", rootfs.typ()),
-        ));
+        return Err(invalid(what, format!("config rootfs.type is {:?}, not \"layers\"", rootfs.typ())));
     }
     let ids = rootfs
         .diff_ids()
@@ -228,20 +208,14 @@ pub(crate) fn diff_ids(
     if ids.len() != layers {
         return Err(invalid(
             what,
-            format!(
-                "the manifest has {layers} layers but the config's rootfs.diff_ids has {}",
-                ids.len()
-            ),
+            format!("the manifest has {layers} layers but the config's rootfs.diff_ids has {}", ids.len()),
         ));
     }
     Ok(ids)
 }
 
 /// Refuse a config built for another platform.
-pub(crate) fn check_config_platform(
-    config: &oci_spec::image::ImageConfiguration,
-    what: &str,
-) -> Result<()> {
+pub(crate) fn check_config_platform(config: &oci_spec::image::ImageConfiguration, what: &str) -> Result<()> {
     let os = config.os().to_string();
     let arch = config.architecture().to_string();
     if os != "linux" || arch != host_arch() {
@@ -258,18 +232,12 @@ pub(crate) fn check_config_platform(
 }
 
 fn invalid(what: &str, why: String) -> Error {
-    Error::Invalid {
-        what: what.to_string(),
-        why,
-    }
+    Error::Invalid { what: what.to_string(), why }
 }
 
 /// The manifest synthesised for a docker-archive image. Compact JSON with the
 /// fields in this fixed order, so the same archive always gives the same digest.
-pub(crate) fn synthesise_manifest(
-    config: (&Digest, u64),
-    layers: &[(String, Digest, u64)],
-) -> Vec<u8> {
+pub(crate) fn synthesise_manifest(config: (&Digest, u64), layers: &[(String, Digest, u64)]) -> Vec<u8> {
     #[derive(Serialize)]
     struct Desc<'a> {
         #[serde(rename = "mediaType")]
@@ -289,18 +257,10 @@ pub(crate) fn synthesise_manifest(
     let m = Synth {
         schema_version: 2,
         media_type: MT_OCI_MANIFEST,
-        config: Desc {
-            media_type: MT_OCI_CONFIG,
-            digest: config.0,
-            size: config.1,
-        },
+        config: Desc { media_type: MT_OCI_CONFIG, digest: config.0, size: config.1 },
         layers: layers
             .iter()
-            .map(|(mt, digest, size)| Desc {
-                media_type: mt,
-                digest,
-                size: *size,
-            })
+            .map(|(mt, digest, size)| Desc { media_type: mt, digest, size: *size })
             .collect(),
     };
     // Serialising plain structs of strings and integers cannot fail.
@@ -333,9 +293,8 @@ mod tests {
         assert!(check_layer_media_type(MT_DOCKER_LAYER).is_ok());
         let e = check_layer_media_type(MT_DOCKER_FOREIGN).unwrap_err();
         assert!(e.contains("foreign"), "{e}");
-        let e =
-            check_layer_media_type("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip")
-                .unwrap_err();
+        let e = check_layer_media_type("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip")
+            .unwrap_err();
         assert!(e.contains("non-distributable"), "{e}");
         assert!(check_layer_media_type("text/plain").is_err());
     }
@@ -353,9 +312,7 @@ mod tests {
         let json = format!(
             r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.cncf.helm.config.v1+json","digest":"{d}","size":1}},"layers":[]}}"#
         );
-        let e = parse_manifest(json.as_bytes(), "manifest m")
-            .unwrap_err()
-            .to_string();
+        let e = parse_manifest(json.as_bytes(), "manifest m").unwrap_err().to_string();
         assert!(e.contains("not an image config"), "{e}");
     }
 }

@@ -168,11 +168,7 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(op: &'static str, path: &Path, source: io::Error) -> Self {
-        Self::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
+        Self::Io { op, path: path.to_path_buf(), source }
     }
 }
 
@@ -292,9 +288,7 @@ pub struct ImageStore {
 impl ImageStore {
     /// Open the store in `dir`, creating its directories if needed.
     pub fn open(dir: &Path) -> Result<Self> {
-        Ok(Self {
-            store: store::Store::open(dir)?,
-        })
+        Ok(Self { store: store::Store::open(dir)? })
     }
 
     /// The store directory.
@@ -331,10 +325,7 @@ impl ImageStore {
                 rows.push(summary);
             } else {
                 for name in &entry.names {
-                    rows.push(ImageSummary {
-                        name: Some(name.clone()),
-                        ..summary.clone()
-                    });
+                    rows.push(ImageSummary { name: Some(name.clone()), ..summary.clone() });
                 }
             }
         }
@@ -415,12 +406,7 @@ impl ImageStore {
     /// oci-archive or a docker-archive tar). `name` (`NAME[:TAG]`) overrides the
     /// names found in the source; it is refused when the source holds several
     /// images. Re-importing an image already in the store changes nothing.
-    pub fn import(
-        &self,
-        source: &Path,
-        name: Option<&str>,
-        progress: Progress,
-    ) -> Result<Vec<ImageSummary>> {
+    pub fn import(&self, source: &Path, name: Option<&str>, progress: Progress) -> Result<Vec<ImageSummary>> {
         import::import(&self.store, source, name, progress)
     }
 

@@ -59,16 +59,11 @@ pub enum Reference {
 }
 
 fn bad(reference: &str, why: impl Into<String>) -> Error {
-    Error::InvalidReference {
-        reference: reference.to_string(),
-        why: why.into(),
-    }
+    Error::InvalidReference { reference: reference.to_string(), why: why.into() }
 }
 
 fn is_hex(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Parse a reference as typed by the user.
@@ -83,24 +78,14 @@ pub fn parse(s: &str) -> Result<Reference> {
         if let Some(t) = tag {
             validate_tag(t).map_err(|why| bad(s, why))?;
         }
-        return Ok(Reference::Pinned {
-            name: name.to_string(),
-            tag: tag.map(str::to_string),
-            digest,
-        });
+        return Ok(Reference::Pinned { name: name.to_string(), tag: tag.map(str::to_string), digest });
     }
     if let Some(hex) = s.strip_prefix("sha256:") {
         if !is_hex(hex) || hex.len() > 64 {
-            return Err(bad(
-                s,
-                "a digest is sha256: followed by lowercase hex characters",
-            ));
+            return Err(bad(s, "a digest is sha256: followed by lowercase hex characters"));
         }
         if hex.len() < MIN_PREFIX {
-            return Err(bad(
-                s,
-                format!("give at least {MIN_PREFIX} hex characters of the digest"),
-            ));
+            return Err(bad(s, format!("give at least {MIN_PREFIX} hex characters of the digest")));
         }
         return Ok(if hex.len() == 64 {
             Reference::Digest(Digest::from_hex(hex).map_err(|e| bad(s, format!("{e}")))?)
@@ -109,9 +94,7 @@ pub fn parse(s: &str) -> Result<Reference> {
         });
     }
     if s.len() == 64 && is_hex(s) {
-        return Ok(Reference::Digest(
-            Digest::from_hex(s).map_err(|e| bad(s, format!("{e}")))?,
-        ));
+        return Ok(Reference::Digest(Digest::from_hex(s).map_err(|e| bad(s, format!("{e}")))?));
     }
     let (name, tag) = split_tag(s);
     validate_name(name).map_err(|why| bad(s, why))?;
@@ -165,9 +148,10 @@ pub fn validate_name(name: &str) -> std::result::Result<(), String> {
             }
             _ => comp,
         };
-        if let Some(c) = comp.chars().find(|c| {
-            !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
-        }) {
+        if let Some(c) = comp
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')))
+        {
             return Err(format!(
                 "character {c:?} is not allowed in a name (use lowercase a-z, 0-9, '.', '_', '-' and '/')"
             ));
@@ -184,47 +168,30 @@ pub fn validate_tag(tag: &str) -> std::result::Result<(), String> {
     if tag.is_empty() || tag.len() > MAX_TAG {
         return Err(format!("a tag has 1 to {MAX_TAG} characters"));
     }
-    if let Some(c) = tag
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-    {
-        return Err(format!(
-            "character {c:?} is not allowed in a tag (use A-Z, a-z, 0-9, '_', '.', '-')"
-        ));
+    if let Some(c) = tag.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
+        return Err(format!("character {c:?} is not allowed in a tag (use A-Z, a-z, 0-9, '_', '.', '-')"));
     }
     Ok(())
 }
 
 /// The stored images whose manifest digest starts with `hex`.
 fn by_prefix<'a>(refs: &'a Refs, hex: &str) -> Vec<&'a Digest> {
-    refs.images
-        .keys()
-        .filter(|d| d.hex().starts_with(hex))
-        .collect()
+    refs.images.keys().filter(|d| d.hex().starts_with(hex)).collect()
 }
 
 /// Find the image a reference names: its manifest digest and, when it matched by
 /// name, the `name:tag`.
 pub(crate) fn find(refs: &Refs, reference: &str) -> Result<(Digest, Option<String>)> {
-    let not_found = || Error::NotFound {
-        reference: reference.to_string(),
-    };
+    let not_found = || Error::NotFound { reference: reference.to_string() };
     let unique = |hex: &str| -> Result<Digest> {
         match by_prefix(refs, hex).as_slice() {
             [] => Err(not_found()),
             [one] => Ok((*one).clone()),
-            many => Err(Error::Ambiguous {
-                reference: reference.to_string(),
-                count: many.len(),
-            }),
+            many => Err(Error::Ambiguous { reference: reference.to_string(), count: many.len() }),
         }
     };
     match parse(reference)? {
-        Reference::Tagged {
-            name,
-            tag,
-            explicit_tag,
-        } => {
+        Reference::Tagged { name, tag, explicit_tag } => {
             let full = format!("{name}:{tag}");
             if let Some((d, _)) = refs.images.iter().find(|(_, e)| e.names.contains(&full)) {
                 return Ok((d.clone(), Some(full)));
@@ -250,11 +217,7 @@ pub(crate) fn find(refs: &Refs, reference: &str) -> Result<(Digest, Option<Strin
                             Some(t) => format!("{name}:{t}"),
                             None => name.clone(),
                         },
-                        if entry.names.is_empty() {
-                            "none".to_string()
-                        } else {
-                            entry.names.join(", ")
-                        }
+                        if entry.names.is_empty() { "none".to_string() } else { entry.names.join(", ") }
                     ),
                 }),
             }
@@ -276,53 +239,26 @@ mod tests {
     use crate::image::store::RefEntry;
 
     fn tagged(name: &str, tag: &str, explicit: bool) -> Reference {
-        Reference::Tagged {
-            name: name.into(),
-            tag: tag.into(),
-            explicit_tag: explicit,
-        }
+        Reference::Tagged { name: name.into(), tag: tag.into(), explicit_tag: explicit }
     }
 
     #[test]
     fn parses_the_forms() {
-        assert_eq!(
-            parse("busybox").unwrap(),
-            tagged("busybox", "latest", false)
-        );
-        assert_eq!(
-            parse("fixtures/busybox:1.35").unwrap(),
-            tagged("fixtures/busybox", "1.35", true)
-        );
-        assert_eq!(
-            parse("localhost:5000/x:y").unwrap(),
-            tagged("localhost:5000/x", "y", true)
-        );
-        assert_eq!(
-            parse("localhost:5000/x").unwrap(),
-            tagged("localhost:5000/x", "latest", false)
-        );
+        assert_eq!(parse("busybox").unwrap(), tagged("busybox", "latest", false));
+        assert_eq!(parse("fixtures/busybox:1.35").unwrap(), tagged("fixtures/busybox", "1.35", true));
+        assert_eq!(parse("localhost:5000/x:y").unwrap(), tagged("localhost:5000/x", "y", true));
+        assert_eq!(parse("localhost:5000/x").unwrap(), tagged("localhost:5000/x", "latest", false));
         let d = Digest::of_bytes(b"m");
         assert_eq!(parse(&d.to_string()).unwrap(), Reference::Digest(d.clone()));
         assert_eq!(parse(d.hex()).unwrap(), Reference::Digest(d.clone()));
-        assert_eq!(
-            parse("sha256:abcd").unwrap(),
-            Reference::Prefix("abcd".into())
-        );
+        assert_eq!(parse("sha256:abcd").unwrap(), Reference::Prefix("abcd".into()));
         assert_eq!(
             parse(&format!("a/b@{d}")).unwrap(),
-            Reference::Pinned {
-                name: "a/b".into(),
-                tag: None,
-                digest: d.clone()
-            }
+            Reference::Pinned { name: "a/b".into(), tag: None, digest: d.clone() }
         );
         assert_eq!(
             parse(&format!("a:t@{d}")).unwrap(),
-            Reference::Pinned {
-                name: "a".into(),
-                tag: Some("t".into()),
-                digest: d
-            }
+            Reference::Pinned { name: "a".into(), tag: Some("t".into()), digest: d }
         );
     }
 
@@ -352,10 +288,7 @@ mod tests {
     #[test]
     fn parse_name_canonicalises() {
         assert_eq!(parse_name("x").unwrap(), "x:latest");
-        assert_eq!(
-            parse_name("localhost:5000/x").unwrap(),
-            "localhost:5000/x:latest"
-        );
+        assert_eq!(parse_name("localhost:5000/x").unwrap(), "localhost:5000/x:latest");
         assert!(parse_name(&Digest::of_bytes(b"").to_string()).is_err());
     }
 
@@ -364,10 +297,7 @@ mod tests {
         for (d, names) in images {
             refs.images.insert(
                 (*d).clone(),
-                RefEntry {
-                    names: names.iter().map(|s| s.to_string()).collect(),
-                    ..RefEntry::default()
-                },
+                RefEntry { names: names.iter().map(|s| s.to_string()).collect(), ..RefEntry::default() },
             );
         }
         refs
@@ -387,33 +317,15 @@ mod tests {
     fn find_by_every_form() {
         let (a, b) = two_with_common_prefix(5);
         let refs = refs_with(&[(&a, &["busybox:latest", "busybox:1"]), (&b, &["other:x"])]);
-        assert_eq!(
-            find(&refs, "busybox").unwrap(),
-            (a.clone(), Some("busybox:latest".into()))
-        );
-        assert_eq!(
-            find(&refs, "busybox:1").unwrap(),
-            (a.clone(), Some("busybox:1".into()))
-        );
-        assert_eq!(
-            find(&refs, &format!("busybox@{a}")).unwrap(),
-            (a.clone(), Some("busybox:latest".into()))
-        );
+        assert_eq!(find(&refs, "busybox").unwrap(), (a.clone(), Some("busybox:latest".into())));
+        assert_eq!(find(&refs, "busybox:1").unwrap(), (a.clone(), Some("busybox:1".into())));
+        assert_eq!(find(&refs, &format!("busybox@{a}")).unwrap(), (a.clone(), Some("busybox:latest".into())));
         assert_eq!(find(&refs, &a.to_string()).unwrap(), (a.clone(), None));
         assert_eq!(find(&refs, &a.hex()[..8]).unwrap(), (a.clone(), None));
-        assert_eq!(
-            find(&refs, &format!("sha256:{}", &b.hex()[..8])).unwrap(),
-            (b.clone(), None)
-        );
+        assert_eq!(find(&refs, &format!("sha256:{}", &b.hex()[..8])).unwrap(), (b.clone(), None));
 
         let e = find(&refs, &a.hex()[..5]).unwrap_err().to_string();
-        assert_eq!(
-            e,
-            format!(
-                "{:?} matches 2 images; give more digest characters",
-                &a.hex()[..5]
-            )
-        );
+        assert_eq!(e, format!("{:?} matches 2 images; give more digest characters", &a.hex()[..5]));
         let e = find(&refs, "foo:bar").unwrap_err().to_string();
         assert_eq!(e, "no image matches \"foo:bar\"; see exprun image ls");
         let e = find(&refs, &format!("other@{a}")).unwrap_err().to_string();

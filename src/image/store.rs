@@ -45,10 +45,7 @@ pub(crate) struct Refs {
 
 impl Default for Refs {
     fn default() -> Self {
-        Self {
-            schema: REFS_SCHEMA,
-            images: BTreeMap::new(),
-        }
+        Self { schema: REFS_SCHEMA, images: BTreeMap::new() }
     }
 }
 
@@ -99,9 +96,7 @@ impl StoredImage {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
-        let store = Self {
-            root: dir.to_path_buf(),
-        };
+        let store = Self { root: dir.to_path_buf() };
         for d in [store.blobs_dir(), store.layers_dir(), store.tmp_dir()] {
             fs::create_dir_all(&d).map_err(|e| Error::io("create directory", &d, e))?;
         }
@@ -151,9 +146,8 @@ impl Store {
     pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>> {
         let path = self.blob_path(d);
         let mut bytes = Vec::new();
-        File::open(&path)
-            .and_then(|f| f.take(MAX_JSON_BLOB + 1).read_to_end(&mut bytes))
-            .map_err(|e| match e.kind() {
+        File::open(&path).and_then(|f| f.take(MAX_JSON_BLOB + 1).read_to_end(&mut bytes)).map_err(
+            |e| match e.kind() {
                 io::ErrorKind::NotFound => Error::Store {
                     path: path.clone(),
                     why: format!(
@@ -161,7 +155,8 @@ impl Store {
                     ),
                 },
                 _ => Error::io("read", &path, e),
-            })?;
+            },
+        )?;
         let found = Digest::of_bytes(&bytes);
         if &found != d {
             return Err(Error::DigestMismatch {
@@ -264,11 +259,7 @@ impl Store {
             let _ = fsutil::remove_tree(&staging);
             return Err(Error::io("rename", &staging, e));
         }
-        Ok(TmpDir {
-            path,
-            _lock: lock,
-            counter: 0,
-        })
+        Ok(TmpDir { path, _lock: lock, counter: 0 })
     }
 
     /// Remove the tmp dirs whose owner is gone (their lock is not held). Returns how
@@ -326,13 +317,7 @@ impl Store {
     pub fn publish_blob(&self, tmp_file: &Path, d: &Digest) -> Result<()> {
         let _ = fs::set_permissions(tmp_file, fs::Permissions::from_mode(0o444));
         let dest = self.blob_path(d);
-        match nix::fcntl::renameat2(
-            AT_FDCWD,
-            tmp_file,
-            AT_FDCWD,
-            &dest,
-            RenameFlags::RENAME_NOREPLACE,
-        ) {
+        match nix::fcntl::renameat2(AT_FDCWD, tmp_file, AT_FDCWD, &dest, RenameFlags::RENAME_NOREPLACE) {
             Ok(()) => Ok(()),
             Err(Errno::EEXIST) => {
                 let _ = fs::remove_file(tmp_file);
@@ -348,9 +333,7 @@ impl Store {
             return Ok(());
         }
         let (mut file, path) = tmp.create_file("blob")?;
-        file.write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| Error::io("write", &path, e))?;
+        file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| Error::io("write", &path, e))?;
         self.publish_blob(&path, d)
     }
 
@@ -358,13 +341,7 @@ impl Store {
     /// there, ours is discarded.
     pub fn publish_layer(&self, tmp_dir: &Path, diff_id: &Digest) -> Result<()> {
         let dest = self.layer_path(diff_id);
-        match nix::fcntl::renameat2(
-            AT_FDCWD,
-            tmp_dir,
-            AT_FDCWD,
-            &dest,
-            RenameFlags::RENAME_NOREPLACE,
-        ) {
+        match nix::fcntl::renameat2(AT_FDCWD, tmp_dir, AT_FDCWD, &dest, RenameFlags::RENAME_NOREPLACE) {
             Ok(()) => Ok(()),
             Err(Errno::EEXIST | Errno::ENOTEMPTY) => remove_all(tmp_dir),
             Err(e) => Err(Error::io("rename into the store", tmp_dir, e.into())),
@@ -459,10 +436,7 @@ fn make_dirs_writable(root: &Path) {
         if !meta.is_dir() {
             continue;
         }
-        let _ = fs::set_permissions(
-            &dir,
-            fs::Permissions::from_mode(meta.mode() & 0o7777 | 0o700),
-        );
+        let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(meta.mode() & 0o7777 | 0o700));
         if let Ok(rd) = fs::read_dir(&dir) {
             stack.extend(rd.flatten().map(|e| e.path()));
         }
@@ -546,11 +520,7 @@ mod tests {
         let mut refs = Refs::default();
         refs.images.insert(
             Digest::of_bytes(b"m"),
-            RefEntry {
-                imported: "now".into(),
-                source: "/x".into(),
-                names: vec!["a:b".into()],
-            },
+            RefEntry { imported: "now".into(), source: "/x".into(), names: vec!["a:b".into()] },
         );
         store.save_refs(&refs).unwrap();
         assert_eq!(store.load_refs().unwrap(), refs);

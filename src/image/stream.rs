@@ -27,9 +27,7 @@ pub(crate) fn sniff(head: &[u8]) -> Compression {
 }
 
 /// A reader of the decompressed content of `r`, with the compression sniffed.
-pub(crate) fn decompressed<'a>(
-    mut r: impl Read + 'a,
-) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+pub(crate) fn decompressed<'a>(mut r: impl Read + 'a) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
     let mut head = [0u8; 4];
     let mut n = 0;
     while n < head.len() {
@@ -86,11 +84,7 @@ pub(crate) fn parse_pax_time(v: &[u8]) -> Option<TimeSpec> {
         return None;
     }
     let digits = &frac[..frac.len().min(9)];
-    let mut nanos: i64 = if digits.is_empty() {
-        0
-    } else {
-        digits.parse().ok()?
-    };
+    let mut nanos: i64 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
     for _ in digits.len()..9 {
         nanos *= 10;
     }

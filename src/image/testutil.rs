@@ -32,9 +32,7 @@ pub(crate) struct TarBuilder {
 
 impl TarBuilder {
     pub fn new() -> Self {
-        Self {
-            b: tar::Builder::new(Vec::new()),
-        }
+        Self { b: tar::Builder::new(Vec::new()) }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -84,69 +82,23 @@ impl TarBuilder {
     }
 
     pub fn dir(&mut self, path: &str, mode: u32) -> &mut Self {
-        self.raw(
-            path.as_bytes(),
-            EntryType::Directory,
-            None,
-            b"",
-            mode,
-            (0, 0),
-            &[],
-        )
+        self.raw(path.as_bytes(), EntryType::Directory, None, b"", mode, (0, 0), &[])
     }
 
     pub fn file(&mut self, path: &str, data: &[u8]) -> &mut Self {
-        self.raw(
-            path.as_bytes(),
-            EntryType::Regular,
-            None,
-            data,
-            0o644,
-            (0, 0),
-            &[],
-        )
+        self.raw(path.as_bytes(), EntryType::Regular, None, data, 0o644, (0, 0), &[])
     }
 
-    pub fn file_mode(
-        &mut self,
-        path: &str,
-        data: &[u8],
-        mode: u32,
-        owner: (u64, u64),
-    ) -> &mut Self {
-        self.raw(
-            path.as_bytes(),
-            EntryType::Regular,
-            None,
-            data,
-            mode,
-            owner,
-            &[],
-        )
+    pub fn file_mode(&mut self, path: &str, data: &[u8], mode: u32, owner: (u64, u64)) -> &mut Self {
+        self.raw(path.as_bytes(), EntryType::Regular, None, data, mode, owner, &[])
     }
 
     pub fn symlink(&mut self, path: &str, target: &str) -> &mut Self {
-        self.raw(
-            path.as_bytes(),
-            EntryType::Symlink,
-            Some(target.as_bytes()),
-            b"",
-            0o777,
-            (0, 0),
-            &[],
-        )
+        self.raw(path.as_bytes(), EntryType::Symlink, Some(target.as_bytes()), b"", 0o777, (0, 0), &[])
     }
 
     pub fn hardlink(&mut self, path: &str, target: &str) -> &mut Self {
-        self.raw(
-            path.as_bytes(),
-            EntryType::Link,
-            Some(target.as_bytes()),
-            b"",
-            0o644,
-            (0, 0),
-            &[],
-        )
+        self.raw(path.as_bytes(), EntryType::Link, Some(target.as_bytes()), b"", 0o644, (0, 0), &[])
     }
 
     pub fn build(&mut self) -> Vec<u8> {
@@ -204,21 +156,13 @@ impl Image {
     }
 
     pub fn with_arch(layers: Vec<Layer>, created: &str, arch: &str) -> Self {
-        let diff_ids: Vec<String> = layers
-            .iter()
-            .map(|l| format!("\"{}\"", l.diff_id))
-            .collect();
+        let diff_ids: Vec<String> = layers.iter().map(|l| format!("\"{}\"", l.diff_id)).collect();
         let config = format!(
             r#"{{"architecture":"{arch}","os":"linux","created":"{created}","config":{{"Env":["PATH=/bin"],"Cmd":["/bin/sh"],"Labels":{{"b":"2","a":"1"}}}},"rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
             diff_ids.join(",")
         )
         .into_bytes();
-        let mut img = Self {
-            config,
-            manifest: Vec::new(),
-            layers,
-            ref_name: Some("latest".into()),
-        };
+        let mut img = Self { config, manifest: Vec::new(), layers, ref_name: Some("latest".into()) };
         img.manifest = img.manifest_with(|_| {});
         img
     }
@@ -306,9 +250,7 @@ pub(crate) fn docker_archive(images: &[(&Image, &[&str])]) -> Vec<u8> {
             t.file(&p, &l.blob);
             layer_paths.push(p);
         }
-        manifest.push(
-            serde_json::json!({"Config": config_name, "RepoTags": tags, "Layers": layer_paths}),
-        );
+        manifest.push(serde_json::json!({"Config": config_name, "RepoTags": tags, "Layers": layer_paths}));
     }
     t.file("manifest.json", &serde_json::to_vec(&manifest).unwrap());
     t.build()
@@ -321,10 +263,8 @@ pub(crate) fn new_store() -> (tempfile::TempDir, ImageStore) {
 }
 
 pub(crate) fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut v: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
@@ -337,30 +277,14 @@ pub(crate) fn assert_untouched(s: &ImageStore) {
         "blobs: {:?}",
         entries(&root.join("blobs/sha256"))
     );
-    assert!(
-        entries(&root.join("layers")).is_empty(),
-        "layers: {:?}",
-        entries(&root.join("layers"))
-    );
-    assert!(
-        entries(&root.join("tmp")).is_empty(),
-        "tmp: {:?}",
-        entries(&root.join("tmp"))
-    );
+    assert!(entries(&root.join("layers")).is_empty(), "layers: {:?}", entries(&root.join("layers")));
+    assert!(entries(&root.join("tmp")).is_empty(), "tmp: {:?}", entries(&root.join("tmp")));
     assert!(!root.join("refs.json").exists());
 }
 
 pub(crate) fn two_layer_image() -> Image {
-    let l1 = TarBuilder::new()
-        .dir("etc", 0o755)
-        .file("etc/hostname", b"base\n")
-        .file("etc/old", b"o")
-        .build();
-    let l2 = TarBuilder::new()
-        .file("usr/bin/exp", b"#!/bin/sh\n")
-        .build();
-    Image::new(
-        vec![layer(&l1, "gzip"), layer(&l2, "zstd")],
-        "2024-01-02T03:04:05Z",
-    )
+    let l1 =
+        TarBuilder::new().dir("etc", 0o755).file("etc/hostname", b"base\n").file("etc/old", b"o").build();
+    let l2 = TarBuilder::new().file("usr/bin/exp", b"#!/bin/sh\n").build();
+    Image::new(vec![layer(&l1, "gzip"), layer(&l2, "zstd")], "2024-01-02T03:04:05Z")
 }

@@ -35,8 +35,8 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{
-    fchmod, fchmodat, fstatat, futimens, makedev, mkdirat, mknodat, utimensat, FchmodatFlags, Mode,
-    SFlag, UtimensatFlags,
+    fchmod, fchmodat, fstatat, futimens, makedev, mkdirat, mknodat, utimensat, FchmodatFlags, Mode, SFlag,
+    UtimensatFlags,
 };
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
@@ -66,10 +66,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_bytes: MAX_LAYER_BYTES,
-            max_entries: MAX_LAYER_ENTRIES,
-        }
+        Self { max_bytes: MAX_LAYER_BYTES, max_entries: MAX_LAYER_ENTRIES }
     }
 }
 
@@ -84,12 +81,8 @@ pub(crate) fn unpack_layer(
     dest: &Path,
     limits: Limits,
 ) -> Result<()> {
-    let layer_err = |why: String| Error::Layer {
-        layer: layer.clone(),
-        why,
-    };
-    let (_, stream) =
-        decompressed(blob).map_err(|e| layer_err(format!("reading the blob: {e}")))?;
+    let layer_err = |why: String| Error::Layer { layer: layer.clone(), why };
+    let (_, stream) = decompressed(blob).map_err(|e| layer_err(format!("reading the blob: {e}")))?;
     fs::create_dir(dest).map_err(|e| Error::io("create directory", dest, e))?;
     let root = openat(nix::fcntl::AT_FDCWD, dest, dir_flags(), Mode::empty())
         .map_err(|e| Error::io("open", dest, e.into()))?;
@@ -106,18 +99,10 @@ pub(crate) fn unpack_layer(
         dirs: BTreeMap::new(),
         buf: vec![0; 1 << 17],
     };
-    u.dirs.insert(
-        PathBuf::new(),
-        DirMeta {
-            mode: 0o755,
-            mtime: TimeSpec::new(0, 0),
-        },
-    );
+    u.dirs.insert(PathBuf::new(), DirMeta { mode: 0o755, mtime: TimeSpec::new(0, 0) });
 
     let mut archive = tar::Archive::new(HashingReader::new(stream));
-    let entries = archive
-        .entries()
-        .map_err(|e| layer_err(format!("reading the tar stream: {e}")))?;
+    let entries = archive.entries().map_err(|e| layer_err(format!("reading the tar stream: {e}")))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| layer_err(format!("reading the tar stream: {e}")))?;
         u.entry(&mut entry)?;
@@ -125,11 +110,8 @@ pub(crate) fn unpack_layer(
     u.finish()?;
 
     let mut rest = archive.into_inner();
-    let trailing = io::copy(
-        &mut (&mut rest).take(MAX_TRAILING_BYTES + 1),
-        &mut io::sink(),
-    )
-    .map_err(|e| layer_err(format!("reading the tar stream: {e}")))?;
+    let trailing = io::copy(&mut (&mut rest).take(MAX_TRAILING_BYTES + 1), &mut io::sink())
+        .map_err(|e| layer_err(format!("reading the tar stream: {e}")))?;
     if trailing > MAX_TRAILING_BYTES {
         return Err(layer_err(format!(
             "more than {MAX_TRAILING_BYTES} bytes of data after the end of the tar archive"
@@ -206,10 +188,7 @@ impl Unpacker<'_> {
         let declared = e.header().size().unwrap_or(0).max(e.size());
         self.bytes = self.bytes.saturating_add(declared);
         if self.bytes > self.limits.max_bytes {
-            return Err(Error::Layer {
-                layer: self.layer.clone(),
-                why: self.too_big(),
-            });
+            return Err(Error::Layer { layer: self.layer.clone(), why: self.too_big() });
         }
         if e.header().entry_type() == EntryType::XGlobalHeader {
             return Ok(());
@@ -233,10 +212,7 @@ impl Unpacker<'_> {
         comps: &[OsString],
     ) -> EntryResult {
         let kind = e.header().entry_type();
-        let file_like = matches!(
-            kind,
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse
-        );
+        let file_like = matches!(kind, EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse);
         // Old tars mark directories as regular files whose name ends in '/'.
         let is_dir = kind == EntryType::Directory || (file_like && raw.ends_with(b"/"));
         let Some((name, parent_comps)) = comps.split_last() else {
@@ -274,14 +250,8 @@ impl Unpacker<'_> {
             if exists(&parent, target)? {
                 return Ok(()); // made by this layer: the whiteout hides lower layers only
             }
-            return mknodat(
-                &parent,
-                target,
-                SFlag::S_IFCHR,
-                Mode::empty(),
-                makedev(0, 0),
-            )
-            .map_err(sys("mknod (whiteout)"));
+            return mknodat(&parent, target, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
+                .map_err(sys("mknod (whiteout)"));
         }
 
         let key: PathBuf = comps.iter().collect();
@@ -308,25 +278,18 @@ impl Unpacker<'_> {
             }
             _ if file_like => self.file(e, &parent, name, key, meta),
             EntryType::Symlink => {
-                let target = e
-                    .link_name_bytes()
-                    .ok_or("symlink without a target")?
-                    .into_owned();
+                let target = e.link_name_bytes().ok_or("symlink without a target")?.into_owned();
                 if target.contains(&0) {
                     return Err("symlink target contains a NUL byte".into());
                 }
                 self.clear(&parent, name, &key)?;
-                symlinkat(OsStr::from_bytes(&target), &parent, name.as_os_str())
-                    .map_err(sys("symlink"))?;
+                symlinkat(OsStr::from_bytes(&target), &parent, name.as_os_str()).map_err(sys("symlink"))?;
                 self.finish_node(&parent, name, meta, false)?;
                 self.created.insert(key);
                 Ok(())
             }
             EntryType::Link => {
-                let target = e
-                    .link_name_bytes()
-                    .ok_or("hardlink without a target")?
-                    .into_owned();
+                let target = e.link_name_bytes().ok_or("hardlink without a target")?.into_owned();
                 self.hardlink(&parent, name, key, &target)
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
@@ -338,23 +301,13 @@ impl Unpacker<'_> {
                         let major = h.device_major().map_err(|e| format!("device major: {e}"))?;
                         let minor = h.device_minor().map_err(|e| format!("device minor: {e}"))?;
                         let dev = makedev(major.unwrap_or(0).into(), minor.unwrap_or(0).into());
-                        let k = if kind == EntryType::Char {
-                            SFlag::S_IFCHR
-                        } else {
-                            SFlag::S_IFBLK
-                        };
+                        let k = if kind == EntryType::Char { SFlag::S_IFCHR } else { SFlag::S_IFBLK };
                         (k, dev)
                     }
                 };
                 self.clear(&parent, name, &key)?;
-                mknodat(
-                    &parent,
-                    name.as_os_str(),
-                    kind,
-                    Mode::from_bits_truncate(0o600),
-                    dev,
-                )
-                .map_err(sys("mknod"))?;
+                mknodat(&parent, name.as_os_str(), kind, Mode::from_bits_truncate(0o600), dev)
+                    .map_err(sys("mknod"))?;
                 self.finish_node(&parent, name, meta, true)?;
                 self.created.insert(key);
                 Ok(())
@@ -382,13 +335,7 @@ impl Unpacker<'_> {
         let uid = id(h.uid(), "uid")?;
         let gid = id(h.gid(), "gid")?;
         let secs = h.mtime().unwrap_or(0).min(i64::MAX as u64) as i64;
-        let mut meta = Meta {
-            mode,
-            uid,
-            gid,
-            mtime: TimeSpec::new(secs, 0),
-            xattrs: Vec::new(),
-        };
+        let mut meta = Meta { mode, uid, gid, mtime: TimeSpec::new(secs, 0), xattrs: Vec::new() };
         if let Some(exts) = e.pax_extensions().map_err(|e| format!("PAX header: {e}"))? {
             for ext in exts {
                 let ext = ext.map_err(|e| format!("PAX header: {e}"))?;
@@ -420,18 +367,12 @@ impl Unpacker<'_> {
         if !self.privileged {
             return Ok(());
         }
-        fchown(
-            fd,
-            Some(Uid::from_raw(meta.uid)),
-            Some(Gid::from_raw(meta.gid)),
-        )
-        .map_err(sys("chown"))
+        fchown(fd, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid))).map_err(sys("chown"))
     }
 
     fn set_xattrs(&self, fd: impl AsFd, meta: &Meta) -> EntryResult {
         for (name, value) in &meta.xattrs {
-            set_xattr(&fd, name, value)
-                .map_err(|e| format!("set xattr {}: {e}", name.to_string_lossy()))?;
+            set_xattr(&fd, name, value).map_err(|e| format!("set xattr {}: {e}", name.to_string_lossy()))?;
         }
         Ok(())
     }
@@ -440,13 +381,7 @@ impl Unpacker<'_> {
     fn dir_meta(&mut self, fd: &OwnedFd, key: PathBuf, meta: Meta) -> EntryResult {
         self.chown_fd(fd, &meta)?;
         self.set_xattrs(fd, &meta)?;
-        self.dirs.insert(
-            key,
-            DirMeta {
-                mode: meta.mode,
-                mtime: meta.mtime,
-            },
-        );
+        self.dirs.insert(key, DirMeta { mode: meta.mode, mtime: meta.mtime });
         Ok(())
     }
 
@@ -459,10 +394,8 @@ impl Unpacker<'_> {
         meta: Meta,
     ) -> EntryResult {
         self.clear(parent, name, &key)?;
-        let flags =
-            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let fd =
-            openat(parent, name, flags, Mode::from_bits_truncate(0o600)).map_err(sys("create"))?;
+        let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(parent, name, flags, Mode::from_bits_truncate(0o600)).map_err(sys("create"))?;
         let mut f = File::from(fd);
         loop {
             let n = match e.read(&mut self.buf) {
@@ -475,8 +408,7 @@ impl Unpacker<'_> {
             if self.written > self.limits.max_bytes {
                 return Err(self.too_big());
             }
-            f.write_all(&self.buf[..n])
-                .map_err(|e| format!("write: {e}"))?;
+            f.write_all(&self.buf[..n]).map_err(|e| format!("write: {e}"))?;
         }
         // Order matters: chown clears setuid/setgid and file capabilities, so
         // chown first, then xattrs, then the mode.
@@ -496,34 +428,16 @@ impl Unpacker<'_> {
         }
         if chmod {
             // Not a symlink (we just made it, in a directory only we write to).
-            fchmodat(
-                parent,
-                name,
-                Mode::from_bits_truncate(meta.mode),
-                FchmodatFlags::FollowSymlink,
-            )
-            .map_err(sys("chmod"))?;
+            fchmodat(parent, name, Mode::from_bits_truncate(meta.mode), FchmodatFlags::FollowSymlink)
+                .map_err(sys("chmod"))?;
         }
-        utimensat(
-            parent,
-            name,
-            &meta.mtime,
-            &meta.mtime,
-            UtimensatFlags::NoFollowSymlink,
-        )
-        .map_err(sys("set times"))
+        utimensat(parent, name, &meta.mtime, &meta.mtime, UtimensatFlags::NoFollowSymlink)
+            .map_err(sys("set times"))
     }
 
-    fn hardlink(
-        &mut self,
-        parent: &OwnedFd,
-        name: &OsStr,
-        key: PathBuf,
-        target: &[u8],
-    ) -> EntryResult {
+    fn hardlink(&mut self, parent: &OwnedFd, name: &OsStr, key: PathBuf, target: &[u8]) -> EntryResult {
         let shown = String::from_utf8_lossy(target);
-        let tcomps =
-            normalize(target).map_err(|why| format!("hardlink target {shown:?}: {why}"))?;
+        let tcomps = normalize(target).map_err(|why| format!("hardlink target {shown:?}: {why}"))?;
         let Some((tname, tparent_comps)) = tcomps.split_last() else {
             return Err("hardlink to the layer root".into());
         };
@@ -532,13 +446,10 @@ impl Unpacker<'_> {
             return Ok(());
         }
         if !self.created.contains(&tkey) {
-            return Err(format!(
-                "hardlink target {shown:?} is not an earlier file of this layer"
-            ));
+            return Err(format!("hardlink target {shown:?} is not an earlier file of this layer"));
         }
-        let tparent = self
-            .open_dir(tparent_comps, false)
-            .map_err(|why| format!("hardlink target {shown:?}: {why}"))?;
+        let tparent =
+            self.open_dir(tparent_comps, false).map_err(|why| format!("hardlink target {shown:?}: {why}"))?;
         self.clear(parent, name, &key)?;
         linkat(&tparent, tname.as_os_str(), parent, name, AtFlags::empty()).map_err(sys("link"))?;
         self.created.insert(key);
@@ -574,22 +485,13 @@ impl Unpacker<'_> {
         let mut fd = self.root.try_clone().map_err(|e| format!("dup: {e}"))?;
         for (i, c) in comps.iter().enumerate() {
             let c = c.as_os_str();
-            let shown = || {
-                comps[..=i]
-                    .iter()
-                    .collect::<PathBuf>()
-                    .display()
-                    .to_string()
-            };
+            let shown = || comps[..=i].iter().collect::<PathBuf>().display().to_string();
             fd = match openat(&fd, c, dir_flags(), Mode::empty()) {
                 Ok(next) => next,
                 Err(Errno::ENOENT) if create => {
                     mkdirat(&fd, c, Mode::from_bits_truncate(0o755)).map_err(sys("mkdir"))?;
                     let key: PathBuf = comps[..=i].iter().collect();
-                    self.dirs.entry(key).or_insert(DirMeta {
-                        mode: 0o755,
-                        mtime: TimeSpec::new(0, 0),
-                    });
+                    self.dirs.entry(key).or_insert(DirMeta { mode: 0o755, mtime: TimeSpec::new(0, 0) });
                     openat(&fd, c, dir_flags(), Mode::empty()).map_err(sys("open directory"))?
                 }
                 Err(Errno::ENOENT) => return Err(format!("{:?} does not exist", shown())),
@@ -638,13 +540,7 @@ fn set_xattr(fd: impl AsFd, name: &CStr, value: &[u8]) -> std::result::Result<()
     // SAFETY: `name` is a NUL-terminated string and `value` a live slice whose
     // pointer and length are passed together; the fd is borrowed for the call.
     let r = unsafe {
-        libc::fsetxattr(
-            fd.as_fd().as_raw_fd(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
+        libc::fsetxattr(fd.as_fd().as_raw_fd(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0)
     };
     Errno::result(r).map(drop)
 }
@@ -657,14 +553,7 @@ pub(crate) fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> 
     let mut buf = vec![0u8; 4096];
     // SAFETY: both strings are NUL-terminated; `buf` is valid for writes of
     // `buf.len()` bytes, and lgetxattr writes at most that many.
-    let r = unsafe {
-        libc::lgetxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
+    let r = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if r < 0 {
         let e = io::Error::last_os_error();
         return match e.raw_os_error() {

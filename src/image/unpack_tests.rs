@@ -11,11 +11,7 @@ fn unpack(tar: &[u8]) -> (tempfile::TempDir, PathBuf, Result<()>) {
     unpack_with(tar, &Digest::of_bytes(tar), Limits::default())
 }
 
-fn unpack_with(
-    tar: &[u8],
-    diff_id: &Digest,
-    limits: Limits,
-) -> (tempfile::TempDir, PathBuf, Result<()>) {
+fn unpack_with(tar: &[u8], diff_id: &Digest, limits: Limits) -> (tempfile::TempDir, PathBuf, Result<()>) {
     let d = tempfile::tempdir().unwrap();
     let dest = d.path().join("layer");
     let r = unpack_layer(tar, &Digest::of_bytes(b"blob"), diff_id, &dest, limits);
@@ -35,10 +31,7 @@ fn normalize_rules() {
     assert_eq!(n("/").unwrap(), PathBuf::new());
     assert_eq!(n(".").unwrap(), PathBuf::new());
     assert_eq!(n("./").unwrap(), PathBuf::new());
-    assert_eq!(
-        n("/etc").unwrap_err(),
-        "absolute path; layer entries must be relative"
-    );
+    assert_eq!(n("/etc").unwrap_err(), "absolute path; layer entries must be relative");
     assert_eq!(n("a/../b").unwrap_err(), "path escapes the layer directory");
     assert_eq!(n("..").unwrap_err(), "path escapes the layer directory");
     assert!(normalize(b"a\0b").is_err());
@@ -62,39 +55,18 @@ fn files_dirs_links_modes_and_times() {
     assert_eq!(fs::read(dest.join("etc/passwd")).unwrap(), b"root:x:0:0\n");
     let m = fs::symlink_metadata(dest.join("etc")).unwrap();
     assert_eq!(m.permissions().mode() & 0o7777, 0o750);
-    assert_eq!(
-        m.mtime(),
-        1_600_000_000,
-        "dir mtime is set after its children"
-    );
+    assert_eq!(m.mtime(), 1_600_000_000, "dir mtime is set after its children");
     let m = fs::symlink_metadata(dest.join("bin/tool")).unwrap();
     assert_eq!(m.permissions().mode() & 0o7777, 0o4755);
     assert_eq!(m.mtime(), 1_600_000_000);
     let bin = fs::symlink_metadata(dest.join("bin")).unwrap();
-    assert_eq!(
-        (bin.permissions().mode() & 0o7777, bin.mtime()),
-        (0o755, 0),
-        "implicit dir"
-    );
-    assert_eq!(
-        fs::read_link(dest.join("etc/link")).unwrap(),
-        PathBuf::from("/absolute/anywhere")
-    );
-    assert_eq!(
-        fs::read_link(dest.join("up")).unwrap(),
-        PathBuf::from("../../..")
-    );
+    assert_eq!((bin.permissions().mode() & 0o7777, bin.mtime()), (0o755, 0), "implicit dir");
+    assert_eq!(fs::read_link(dest.join("etc/link")).unwrap(), PathBuf::from("/absolute/anywhere"));
+    assert_eq!(fs::read_link(dest.join("up")).unwrap(), PathBuf::from("../../.."));
     let a = fs::metadata(dest.join("etc/passwd")).unwrap();
     let b = fs::metadata(dest.join("etc/passwd2")).unwrap();
     assert_eq!(a.ino(), b.ino());
-    assert_eq!(
-        fs::symlink_metadata(dest.join("ro"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777,
-        0o555
-    );
+    assert_eq!(fs::symlink_metadata(dest.join("ro")).unwrap().permissions().mode() & 0o777, 0o555);
     assert_eq!(fs::read(dest.join("ro/inside")).unwrap(), b"x");
     crate::image::store::remove_all(&dest).unwrap();
 }
@@ -105,14 +77,8 @@ fn compressed_layers_are_sniffed_and_hashed_uncompressed() {
     for blob in [gzip(&tar), zstd(&tar), tar.clone()] {
         let d = tempfile::tempdir().unwrap();
         let dest = d.path().join("l");
-        unpack_layer(
-            &blob[..],
-            &Digest::of_bytes(&blob),
-            &Digest::of_bytes(&tar),
-            &dest,
-            Limits::default(),
-        )
-        .unwrap();
+        unpack_layer(&blob[..], &Digest::of_bytes(&blob), &Digest::of_bytes(&tar), &dest, Limits::default())
+            .unwrap();
         assert_eq!(fs::read(dest.join("a")).unwrap(), b"hello");
     }
 }
@@ -123,17 +89,8 @@ fn diff_id_mismatch_is_refused() {
     let wrong = Digest::of_bytes(b"other");
     let (_d, _dest, r) = unpack_with(&tar, &wrong, Limits::default());
     let e = r.unwrap_err().to_string();
-    assert!(
-        e.contains("uncompressed content (diff_id): digest mismatch"),
-        "{e}"
-    );
-    assert!(
-        e.contains(&format!(
-            "expected {wrong}, found {}",
-            Digest::of_bytes(&tar)
-        )),
-        "{e}"
-    );
+    assert!(e.contains("uncompressed content (diff_id): digest mismatch"), "{e}");
+    assert!(e.contains(&format!("expected {wrong}, found {}", Digest::of_bytes(&tar))), "{e}");
 }
 
 #[test]
@@ -151,10 +108,7 @@ fn duplicates_replace_files_and_update_dirs() {
     r.unwrap();
     assert_eq!(fs::read(dest.join("f")).unwrap(), b"two");
     assert_eq!(fs::read(dest.join("d/keep")).unwrap(), b"k");
-    assert_eq!(
-        fs::metadata(dest.join("d")).unwrap().permissions().mode() & 0o777,
-        0o751
-    );
+    assert_eq!(fs::metadata(dest.join("d")).unwrap().permissions().mode() & 0o777, 0o751);
     assert!(fs::symlink_metadata(dest.join("s")).unwrap().is_file());
 }
 
@@ -185,10 +139,7 @@ fn pax_xattrs_user_applied_trusted_and_overlay_never() {
         Ok(v) => assert_eq!(v.as_deref(), Some(&b"hi"[..])),
         Err(e) => println!("SKIP: user xattrs unsupported here: {e}"),
     }
-    assert_eq!(
-        get_xattr(&f, "trusted.overlay.opaque").unwrap_or(None),
-        None
-    );
+    assert_eq!(get_xattr(&f, "trusted.overlay.opaque").unwrap_or(None), None);
     assert_eq!(get_xattr(&f, "user.overlay.opaque").unwrap_or(None), None);
 }
 
@@ -212,30 +163,16 @@ fn malicious_entries_are_refused_naming_the_entry() {
             TarBuilder::new().file("../etc/passwd", b"x").build(),
             "path escapes the layer directory",
         ),
-        (
-            "a/../../x",
-            TarBuilder::new().file("a/../../x", b"x").build(),
-            "path escapes the layer directory",
-        ),
-        (
-            "/etc/passwd",
-            TarBuilder::new().file("/etc/passwd", b"x").build(),
-            "absolute path",
-        ),
+        ("a/../../x", TarBuilder::new().file("a/../../x", b"x").build(), "path escapes the layer directory"),
+        ("/etc/passwd", TarBuilder::new().file("/etc/passwd", b"x").build(), "absolute path"),
         (
             "lnk/x",
-            TarBuilder::new()
-                .symlink("lnk", "/tmp")
-                .file("lnk/x", b"x")
-                .build(),
+            TarBuilder::new().symlink("lnk", "/tmp").file("lnk/x", b"x").build(),
             "path goes through \"lnk\", which is a symlink",
         ),
         (
             "up/x",
-            TarBuilder::new()
-                .symlink("up", "..")
-                .dir("up/x", 0o755)
-                .build(),
+            TarBuilder::new().symlink("up", "..").dir("up/x", 0o755).build(),
             "path goes through \"up\", which is a symlink",
         ),
         (
@@ -243,16 +180,8 @@ fn malicious_entries_are_refused_naming_the_entry() {
             TarBuilder::new().file("f", b"").file("f/x", b"x").build(),
             "path goes through \"f\", which is not a directory",
         ),
-        (
-            "h",
-            TarBuilder::new().hardlink("h", "../outside").build(),
-            "path escapes the layer directory",
-        ),
-        (
-            "h",
-            TarBuilder::new().hardlink("h", "/etc/shadow").build(),
-            "absolute path",
-        ),
+        ("h", TarBuilder::new().hardlink("h", "../outside").build(), "path escapes the layer directory"),
+        ("h", TarBuilder::new().hardlink("h", "/etc/shadow").build(), "absolute path"),
         (
             "h",
             TarBuilder::new()
@@ -263,56 +192,27 @@ fn malicious_entries_are_refused_naming_the_entry() {
                 .build(),
             "hardlink target \"s/f\" is not an earlier file of this layer",
         ),
-        (
-            "h",
-            TarBuilder::new().hardlink("h", "etc/passwd").build(),
-            "not an earlier file of this layer",
-        ),
-        (
-            ".wh.",
-            TarBuilder::new().file(".wh.", b"").build(),
-            "whiteout of the layer root",
-        ),
-        (
-            "./.wh..",
-            TarBuilder::new().file("./.wh..", b"").build(),
-            "whiteout of the layer root",
-        ),
-        (
-            "a/.wh...",
-            TarBuilder::new().file("a/.wh...", b"").build(),
-            "path escapes the layer directory",
-        ),
+        ("h", TarBuilder::new().hardlink("h", "etc/passwd").build(), "not an earlier file of this layer"),
+        (".wh.", TarBuilder::new().file(".wh.", b"").build(), "whiteout of the layer root"),
+        ("./.wh..", TarBuilder::new().file("./.wh..", b"").build(), "whiteout of the layer root"),
+        ("a/.wh...", TarBuilder::new().file("a/.wh...", b"").build(), "path escapes the layer directory"),
         (
             "a\u{0}b",
             TarBuilder::new()
-                .raw(
-                    b"placeholder",
-                    EntryType::Regular,
-                    None,
-                    b"",
-                    0o644,
-                    (0, 0),
-                    &[("path", b"a\0b")],
-                )
+                .raw(b"placeholder", EntryType::Regular, None, b"", 0o644, (0, 0), &[("path", b"a\0b")])
                 .build(),
             "NUL byte",
         ),
         (
             "x",
-            TarBuilder::new()
-                .file_mode("x", b"", 0o644, (1 << 33, 0))
-                .build(),
+            TarBuilder::new().file_mode("x", b"", 0o644, (1 << 33, 0)).build(),
             "uid 8589934592 is out of range",
         ),
     ];
     for (entry, tar, why) in cases {
         let e = err_of(&tar);
         let layer = Digest::of_bytes(b"blob");
-        assert!(
-            e.starts_with(&format!("layer {layer} entry {entry:?}: ")),
-            "{entry}: {e}"
-        );
+        assert!(e.starts_with(&format!("layer {layer} entry {entry:?}: ")), "{entry}: {e}");
         assert!(e.contains(why), "{entry}: expected {why:?} in {e}");
     }
 }
@@ -321,10 +221,7 @@ fn malicious_entries_are_refused_naming_the_entry() {
 fn nothing_outside_the_layer_is_touched_through_symlinks() {
     let outside = tempfile::tempdir().unwrap();
     let target = outside.path().to_str().unwrap().to_string();
-    let tar = TarBuilder::new()
-        .symlink("esc", &target)
-        .file("esc/pwned", b"x")
-        .build();
+    let tar = TarBuilder::new().symlink("esc", &target).file("esc/pwned", b"x").build();
     let (_d, _dest, r) = unpack(&tar);
     assert!(r.is_err());
     assert!(!outside.path().join("pwned").exists());
@@ -332,38 +229,14 @@ fn nothing_outside_the_layer_is_touched_through_symlinks() {
 
 #[test]
 fn limits_name_the_limit() {
-    let tar = TarBuilder::new()
-        .file("a", b"12345")
-        .file("b", b"")
-        .file("c", b"")
-        .build();
+    let tar = TarBuilder::new().file("a", b"12345").file("b", b"").file("c", b"").build();
     let d = Digest::of_bytes(&tar);
-    let (_t, _dest, r) = unpack_with(
-        &tar,
-        &d,
-        Limits {
-            max_bytes: 100,
-            max_entries: 2,
-        },
-    );
+    let (_t, _dest, r) = unpack_with(&tar, &d, Limits { max_bytes: 100, max_entries: 2 });
     let e = r.unwrap_err().to_string();
-    assert!(
-        e.contains("more than 2 entries, the limit for one layer"),
-        "{e}"
-    );
-    let (_t, _dest, r) = unpack_with(
-        &tar,
-        &d,
-        Limits {
-            max_bytes: 4,
-            max_entries: 100,
-        },
-    );
+    assert!(e.contains("more than 2 entries, the limit for one layer"), "{e}");
+    let (_t, _dest, r) = unpack_with(&tar, &d, Limits { max_bytes: 4, max_entries: 100 });
     let e = r.unwrap_err().to_string();
-    assert!(
-        e.contains("more than 4 bytes of content, the limit for one layer"),
-        "{e}"
-    );
+    assert!(e.contains("more than 4 bytes of content, the limit for one layer"), "{e}");
     assert_eq!(MAX_LAYER_BYTES, 64 << 30);
     assert_eq!(MAX_LAYER_ENTRIES, 2_000_000);
 }
@@ -389,9 +262,7 @@ fn whiteouts_and_opaque_dirs_become_overlay_format() {
     assert_eq!(m.rdev(), 0);
     assert!(!dest.join("etc/.wh.gone").exists());
     assert_eq!(
-        get_xattr(&dest.join("opt/data"), "trusted.overlay.opaque")
-            .unwrap()
-            .as_deref(),
+        get_xattr(&dest.join("opt/data"), "trusted.overlay.opaque").unwrap().as_deref(),
         Some(&b"y"[..])
     );
     assert!(!dest.join("opt/data/.wh..wh..opq").exists());
@@ -409,29 +280,15 @@ fn ownership_devices_and_setuid_after_chown_as_root() {
         .file_mode("suid", b"x", 0o4755, (1000, 1000))
         .raw(b"null", EntryType::Char, None, b"", 0o666, (0, 0), &[])
         .raw(b"fifo", EntryType::Fifo, None, b"", 0o600, (5, 6), &[])
-        .raw(
-            b"ln",
-            EntryType::Symlink,
-            Some(b"suid"),
-            b"",
-            0o777,
-            (7, 8),
-            &[],
-        )
+        .raw(b"ln", EntryType::Symlink, Some(b"suid"), b"", 0o777, (7, 8), &[])
         .build();
     let (_d, dest, r) = unpack(&tar);
     r.unwrap();
     let m = fs::metadata(dest.join("suid")).unwrap();
-    assert_eq!(
-        (m.uid(), m.gid(), m.permissions().mode() & 0o7777),
-        (1000, 1000, 0o4755)
-    );
+    assert_eq!((m.uid(), m.gid(), m.permissions().mode() & 0o7777), (1000, 1000, 0o4755));
     let m = fs::symlink_metadata(dest.join("fifo")).unwrap();
     assert!(m.file_type().is_fifo());
-    assert_eq!(
-        (m.uid(), m.gid(), m.permissions().mode() & 0o7777),
-        (5, 6, 0o600)
-    );
+    assert_eq!((m.uid(), m.gid(), m.permissions().mode() & 0o7777), (5, 6, 0o600));
     let m = fs::symlink_metadata(dest.join("null")).unwrap();
     assert!(m.file_type().is_char_device());
     assert_eq!(m.rdev(), nix::sys::stat::makedev(1, 3));

@@ -270,7 +270,9 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
             }
         }
     }
-    if clone_flags & LinuxNamespaceType::Mount as u64 == 0 || clone_flags & LinuxNamespaceType::Pid as u64 == 0 {
+    if clone_flags & LinuxNamespaceType::Mount as u64 == 0
+        || clone_flags & LinuxNamespaceType::Pid as u64 == 0
+    {
         return Err(Error::Unsupported("exprun run needs new mount and pid namespaces".into()));
     }
     let hostname = spec.hostname().clone();
@@ -312,7 +314,8 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
 
     let rootfs = overlay(&ctx, spec.root().as_ref().map(|r| r.path().clone()))?;
     let readonly_root = spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false);
-    let paths = |v: &Option<Vec<String>>| v.clone().unwrap_or_default().into_iter().map(PathBuf::from).collect();
+    let paths =
+        |v: &Option<Vec<String>>| v.clone().unwrap_or_default().into_iter().map(PathBuf::from).collect();
     let masked_paths = paths(linux.masked_paths());
     let readonly_paths = paths(linux.readonly_paths());
 
@@ -360,9 +363,8 @@ fn overlay(ctx: &PlanContext<'_>, root: Option<PathBuf>) -> Result<Overlay> {
     if lower.is_empty() {
         return Err(Error::Image { image: image.reference.clone(), why: "the image has no layers".into() });
     }
-    let data_len: usize = lower.iter().map(|l| l.len() + 1).sum::<usize>()
-        + 2 * ctx.state_dir.as_os_str().len()
-        + 64;
+    let data_len: usize =
+        lower.iter().map(|l| l.len() + 1).sum::<usize>() + 2 * ctx.state_dir.as_os_str().len() + 64;
     if data_len > MAX_OVERLAY_DATA {
         return Err(Error::Image {
             image: image.reference.clone(),
@@ -423,18 +425,25 @@ fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
     };
     for c in caps.bounding.iter().chain(&caps.effective).chain(&caps.permitted).chain(&caps.ambient) {
         if c.parse::<caps::Capability>().is_err() {
-            return Err(Error::Process { field: "capabilities", why: format!("{c} is not known to this kernel interface") });
+            return Err(Error::Process {
+                field: "capabilities",
+                why: format!("{c} is not known to this kernel interface"),
+            });
         }
     }
     let mut rlimits = Vec::new();
     for r in p.rlimits().clone().unwrap_or_default() {
-        let name = serde_json::to_value(r.typ()).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        let resource = rlimit_number(&name).ok_or_else(|| Error::Process {
-            field: "rlimits",
-            why: format!("unknown resource {name}"),
-        })?;
+        let name = serde_json::to_value(r.typ())
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let resource = rlimit_number(&name)
+            .ok_or_else(|| Error::Process { field: "rlimits", why: format!("unknown resource {name}") })?;
         if r.soft() > r.hard() {
-            return Err(Error::Process { field: "rlimits", why: format!("{name}: soft limit above hard limit") });
+            return Err(Error::Process {
+                field: "rlimits",
+                why: format!("{name}: soft limit above hard limit"),
+            });
         }
         rlimits.push(Rlimit { resource, soft: r.soft(), hard: r.hard() });
     }

@@ -136,13 +136,17 @@ mod tests {
     use super::*;
 
     fn mount(dst: &str, typ: &str, src: &str, opts: &[&str]) -> oci_spec::runtime::Mount {
-        serde_json::from_value(serde_json::json!({"destination": dst, "type": typ, "source": src, "options": opts}))
-            .unwrap()
+        serde_json::from_value(
+            serde_json::json!({"destination": dst, "type": typ, "source": src, "options": opts}),
+        )
+        .unwrap()
     }
 
     #[test]
     fn fs_mount_splits_flags_and_data() {
-        let op = resolve(&mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])).unwrap();
+        let op =
+            resolve(&mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]))
+                .unwrap();
         assert!(!op.bind);
         assert_eq!(op.fstype.as_deref(), Some("tmpfs"));
         assert_eq!(op.ms_flags(), MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME);

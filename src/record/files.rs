@@ -59,7 +59,8 @@ pub fn digest_tree(root: &Path) -> io::Result<TreeDigest> {
             files += 1;
             bytes += e.size.unwrap_or(0);
         }
-        let detail = e.digest.as_ref().map(|d| d.to_string()).or_else(|| e.target.clone()).unwrap_or_default();
+        let detail =
+            e.digest.as_ref().map(|d| d.to_string()).or_else(|| e.target.clone()).unwrap_or_default();
         let line = format!("{}\t{}\t{}\t{}\n", e.kind, e.path, e.size.unwrap_or(0), detail);
         h.update(line.as_bytes());
     }
@@ -116,7 +117,10 @@ mod tests {
         let da = digest_tree(a.path()).unwrap();
         assert_eq!(da, digest_tree(b.path()).unwrap());
         assert_eq!((da.files, da.bytes), (2, 5));
-        assert_eq!(da.entries.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(), ["link", "sub", "sub/x.csv", "top"]);
+        assert_eq!(
+            da.entries.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+            ["link", "sub", "sub/x.csv", "top"]
+        );
         fs::write(b.path().join("sub/x.csv"), "1,3\n").unwrap();
         assert_ne!(da.digest, digest_tree(b.path()).unwrap().digest);
     }

@@ -75,9 +75,7 @@ pub fn facts(cgroups: &crate::cgroups::CgroupHost) -> HostFacts {
 
 fn os_release(path: &Path) -> Option<String> {
     let text = fs::read_to_string(path).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-        .map(|v| v.trim_matches('"').to_string())
+    text.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).map(|v| v.trim_matches('"').to_string())
 }
 
 /// Online CPUs of this host.

@@ -189,8 +189,19 @@ pub struct RunRecord {
 }
 
 /// Names whose values are stored as digests.
-const SECRET_MARKERS: &[&str] =
-    &["TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "KEY", "CREDENTIAL", "AUTH", "PRIVATE", "COOKIE", "SESSION"];
+const SECRET_MARKERS: &[&str] = &[
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "PASSPHRASE",
+    "KEY",
+    "CREDENTIAL",
+    "AUTH",
+    "PRIVATE",
+    "COOKIE",
+    "SESSION",
+];
 
 /// Whether an environment variable's name looks like it holds a secret.
 pub fn looks_secret(name: &str) -> bool {
@@ -243,7 +254,14 @@ impl RunRecord {
             }
         }
         let data = |v: &[HostMount]| {
-            v.iter().map(|m| DataRecord { source: m.source.clone(), destination: m.destination.clone(), tree: None, error: None }).collect()
+            v.iter()
+                .map(|m| DataRecord {
+                    source: m.source.clone(),
+                    destination: m.destination.clone(),
+                    tree: None,
+                    error: None,
+                })
+                .collect()
         };
         Self {
             schema: RECORD_SCHEMA.into(),
@@ -305,14 +323,18 @@ impl RunRecord {
         let dir = runs_dir.join(&self.run_id);
         fs::create_dir_all(&dir).map_err(|source| Error::Io { op: "creating", path: dir.clone(), source })?;
         let path = dir.join("record.json");
-        crate::fsutil::write_json_atomic(&path, self, true)
-            .map_err(|source| Error::Io { op: "writing", path: path.clone(), source })?;
+        crate::fsutil::write_json_atomic(&path, self, true).map_err(|source| Error::Io {
+            op: "writing",
+            path: path.clone(),
+            source,
+        })?;
         Ok(path)
     }
 
     /// Read a record file.
     pub fn read(path: &Path) -> Result<Self, Error> {
-        let text = fs::read(path).map_err(|source| Error::Io { op: "reading", path: path.to_path_buf(), source })?;
+        let text =
+            fs::read(path).map_err(|source| Error::Io { op: "reading", path: path.to_path_buf(), source })?;
         serde_json::from_slice(&text).map_err(|source| Error::Parse { path: path.to_path_buf(), source })
     }
 }
@@ -354,11 +376,14 @@ mod tests {
         let r = redact_env_entry("HF_TOKEN=hunter2");
         assert!(r.starts_with("HF_TOKEN=<redacted sha256:") && !r.contains("hunter2"), "{r}");
         assert_eq!(r, redact_env_entry("HF_TOKEN=hunter2"), "stable, so a change shows");
-        assert!(looks_secret("aws_secret_access_key") && looks_secret("DB_PASSWORD") && !looks_secret("HOME"));
-        let cl: Vec<String> = ["exprun", "run", "-e", "API_KEY=abc", "--env=X=1", "--env=MY_PASSWORD=p", "img"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        assert!(
+            looks_secret("aws_secret_access_key") && looks_secret("DB_PASSWORD") && !looks_secret("HOME")
+        );
+        let cl: Vec<String> =
+            ["exprun", "run", "-e", "API_KEY=abc", "--env=X=1", "--env=MY_PASSWORD=p", "img"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         let red = redact_command_line(&cl);
         assert!(!red.join(" ").contains("abc") && !red.join(" ").contains("=p "), "{red:?}");
         assert_eq!(red[4], "--env=X=1");

@@ -60,7 +60,13 @@ pub fn build(plan: &RunPlan, console: Option<&Path>) -> Result<()> {
     let run_dir = &plan.state_dir;
     if o.scratch == Scratch::Tmpfs {
         at(
-            mount(Some("tmpfs"), run_dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0700")),
+            mount(
+                Some("tmpfs"),
+                run_dir,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some("mode=0700"),
+            ),
             || format!("mounting the writable layer's tmpfs at {}", run_dir.display()),
         )?;
     }
@@ -84,7 +90,8 @@ pub fn build(plan: &RunPlan, console: Option<&Path>) -> Result<()> {
     // The overlay. lowerdir paths are relative to layers_root (our cwd for the
     // call), which keeps the option string short enough for ~60 layers.
     at(chdir(&o.layers_root), || format!("entering {}", o.layers_root.display()))?;
-    let data = format!("lowerdir={},upperdir={},workdir={}", o.lower.join(":"), o.upper.display(), o.work.display());
+    let data =
+        format!("lowerdir={},upperdir={},workdir={}", o.lower.join(":"), o.upper.display(), o.work.display());
     // nodev: device nodes created inside the container never work; the ones it
     // needs are bound in from the host below.
     at(mount(Some("overlay"), &o.target, Some("overlay"), MsFlags::MS_NODEV, Some(data.as_str())), || {
@@ -98,7 +105,8 @@ pub fn build(plan: &RunPlan, console: Option<&Path>) -> Result<()> {
     }
 
     // 4. /dev contents, when /dev is our tmpfs.
-    if plan.mounts.iter().any(|m| m.destination == Path::new("/dev") && m.fstype.as_deref() == Some("tmpfs")) {
+    if plan.mounts.iter().any(|m| m.destination == Path::new("/dev") && m.fstype.as_deref() == Some("tmpfs"))
+    {
         populate_dev(root.as_fd(), &plan.devices, console)?;
     }
 
@@ -156,10 +164,9 @@ fn mount_one(root: BorrowedFd<'_>, m: &MountOp) -> Result<()> {
         }
     } else {
         let data = (!m.data.is_empty()).then_some(m.data.as_str());
-        at(
-            mount(Some(m.source.as_str()), &target_path, m.fstype.as_deref(), m.ms_flags(), data),
-            || format!("mounting {} at {}", m.fstype.as_deref().unwrap_or("?"), dest.display()),
-        )?;
+        at(mount(Some(m.source.as_str()), &target_path, m.fstype.as_deref(), m.ms_flags(), data), || {
+            format!("mounting {} at {}", m.fstype.as_deref().unwrap_or("?"), dest.display())
+        })?;
     }
     if m.propagation != 0 {
         let top = open_or_create(root, dest, m.file)?;
@@ -200,9 +207,10 @@ pub fn open_or_create(root: BorrowedFd<'_>, path: &Path, file: bool) -> Result<O
             continue;
         }
         // Creating needs a real (not O_PATH) directory fd for the *at calls.
-        let dir = at(sys::open_in_root(root, &parent_path(&cur), libc::O_RDONLY | libc::O_DIRECTORY), || {
-            format!("opening {} in the container", parent_path(&cur).display())
-        })?;
+        let dir =
+            at(sys::open_in_root(root, &parent_path(&cur), libc::O_RDONLY | libc::O_DIRECTORY), || {
+                format!("opening {} in the container", parent_path(&cur).display())
+            })?;
         drop(parent);
         if last && file {
             let r = nix::fcntl::openat(
@@ -245,7 +253,8 @@ fn populate_dev(root: BorrowedFd<'_>, devices: &[PathBuf], console: Option<&Path
             format!("binding {} at {}", src.display(), dst.display())
         })?;
     }
-    let devfd = at(sys::open_in_root(root, dev, libc::O_RDONLY | libc::O_DIRECTORY), || "opening /dev".into())?;
+    let devfd =
+        at(sys::open_in_root(root, dev, libc::O_RDONLY | libc::O_DIRECTORY), || "opening /dev".into())?;
     for (name, target) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
@@ -256,7 +265,9 @@ fn populate_dev(root: BorrowedFd<'_>, devices: &[PathBuf], console: Option<&Path
     ] {
         match nix::unistd::symlinkat(target, devfd.as_fd(), name) {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-            Err(e) => return Err(Error { step: format!("linking /dev/{name} to {target}"), source: e.into() }),
+            Err(e) => {
+                return Err(Error { step: format!("linking /dev/{name} to {target}"), source: e.into() })
+            }
         }
     }
     Ok(())
@@ -294,4 +305,3 @@ fn mask_path(p: &Path) -> Result<()> {
     };
     at(r, || format!("masking {}", p.display()))
 }
-

@@ -100,8 +100,11 @@ fn setup(plan: &RunPlan, fds: &ChildFds) -> Result<PathBuf, StepError> {
     }
 
     // [3] The root filesystem, ending with pivot_root.
-    crate::rootfs::build(plan, fds.console.as_deref())
-        .map_err(|e| StepError { step: e.step, error: e.source.to_string(), exit_code: None })?;
+    crate::rootfs::build(plan, fds.console.as_deref()).map_err(|e| StepError {
+        step: e.step,
+        error: e.source.to_string(),
+        exit_code: None,
+    })?;
 
     // [4] Privileges, in the order the kernel needs: rlimits while still root
     // (raising a hard limit needs privilege), supplementary groups and gid before
@@ -112,14 +115,20 @@ fn setup(plan: &RunPlan, fds: &ChildFds) -> Result<PathBuf, StepError> {
     }
     let groups: Vec<Gid> = p.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
     step("setting supplementary groups", unistd::setgroups(&groups))?;
-    step("setting the group id", unistd::setresgid(Gid::from_raw(p.gid), Gid::from_raw(p.gid), Gid::from_raw(p.gid)))?;
+    step(
+        "setting the group id",
+        unistd::setresgid(Gid::from_raw(p.gid), Gid::from_raw(p.gid), Gid::from_raw(p.gid)),
+    )?;
     // The bounding set needs CAP_SETPCAP, which a non-root uid no longer has.
     step("dropping capabilities from the bounding set", drop_bounding(&p.caps.bounding))?;
     if p.uid != 0 {
         // Keep the permitted set across setuid only to narrow it explicitly below.
         step("keeping capabilities across setuid", caps::securebits::set_keepcaps(true))?;
     }
-    step("setting the user id", unistd::setresuid(Uid::from_raw(p.uid), Uid::from_raw(p.uid), Uid::from_raw(p.uid)))?;
+    step(
+        "setting the user id",
+        unistd::setresuid(Uid::from_raw(p.uid), Uid::from_raw(p.uid), Uid::from_raw(p.uid)),
+    )?;
     step("setting capabilities", apply_caps(&p.caps))?;
     // Changing credentials cleared the parent-death signal and the dumpable flag;
     // set them again.
@@ -196,9 +205,14 @@ fn apply_caps(c: &crate::plan::CapSets) -> Result<(), caps::errors::CapsError> {
 /// Look `name` up as a shell would: a name with `/` as is, otherwise each entry of
 /// the container's PATH. Not found → 127, found but not executable → 126.
 fn find_executable(name: &str, env: &[String]) -> Result<PathBuf, StepError> {
-    let fail = |code: i32, why: String| StepError { step: format!("executable {name:?}"), error: why, exit_code: Some(code) };
+    let fail = |code: i32, why: String| StepError {
+        step: format!("executable {name:?}"),
+        error: why,
+        exit_code: Some(code),
+    };
     let check = |p: &Path| -> Result<(), nix::errno::Errno> {
-        let meta = std::fs::metadata(p).map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::ENOENT)))?;
+        let meta = std::fs::metadata(p)
+            .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::ENOENT)))?;
         if meta.is_dir() {
             return Err(nix::errno::Errno::EISDIR);
         }
@@ -211,10 +225,7 @@ fn find_executable(name: &str, env: &[String]) -> Result<PathBuf, StepError> {
             Err(e) => Err(fail(EXIT_CANNOT_EXECUTE, e.desc().to_lowercase())),
         };
     }
-    let path = env
-        .iter()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(crate::spec::DEFAULT_PATH);
+    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(crate::spec::DEFAULT_PATH);
     let mut denied = None;
     for dir in path.split(':').filter(|d| !d.is_empty()) {
         let candidate = Path::new(dir).join(name);

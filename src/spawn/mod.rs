@@ -103,11 +103,18 @@ pub enum CreateOutcome {
 /// Signals that exprun forwards must already be blocked (so none is lost between
 /// the clone and the wait); a signal read from `signals` while init is setting up
 /// aborts the create.
-pub fn create(plan: &RunPlan, child_io: stdio::ChildIo, signals: &SignalFd, die_with_parent: bool) -> Result<CreateOutcome> {
+pub fn create(
+    plan: &RunPlan,
+    child_io: stdio::ChildIo,
+    signals: &SignalFd,
+    die_with_parent: bool,
+) -> Result<CreateOutcome> {
     let cgroup = Cgroup::create(&plan.cgroup)?;
     let result = create_in(plan, &cgroup, child_io, signals, die_with_parent);
     match result {
-        Ok((pid, pidfd, channel, Ok(exe))) => Ok(CreateOutcome::Ready(Created { pid, pidfd, cgroup, exe, channel })),
+        Ok((pid, pidfd, channel, Ok(exe))) => {
+            Ok(CreateOutcome::Ready(Created { pid, pidfd, cgroup, exe, channel }))
+        }
         Ok((pid, _pidfd, _channel, Err(failure))) => {
             let _ = sys::wait4(pid);
             cgroup.destroy()?;
@@ -138,7 +145,9 @@ fn create_in(
     if threads != 1 {
         return Err(Error::Io {
             op: "cloning the container's init",
-            source: io::Error::other(format!("exprun has {threads} threads; it must be single-threaded here")),
+            source: io::Error::other(format!(
+                "exprun has {threads} threads; it must be single-threaded here"
+            )),
         });
     }
     // SAFETY: the process is single-threaded (checked just above); the child branch
@@ -173,7 +182,9 @@ fn create_in(
             let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
             let reaped = sys::wait4(pid);
             match (e, reaped) {
-                (Error::InitDied { .. }, Ok((status, _))) => Err(Error::InitDied { status: describe_status(status) }),
+                (Error::InitDied { .. }, Ok((status, _))) => {
+                    Err(Error::InitDied { status: describe_status(status) })
+                }
                 (e, _) => Err(e),
             }
         }
@@ -187,7 +198,10 @@ fn wait_ready(
     signals: &SignalFd,
 ) -> Result<std::result::Result<String, CommandFailure>> {
     loop {
-        let mut fds = [PollFd::new(channel.as_fd(), PollFlags::POLLIN), PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [
+            PollFd::new(channel.as_fd(), PollFlags::POLLIN),
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+        ];
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
@@ -208,7 +222,9 @@ fn wait_ready(
                 Ok(Err(CommandFailure { exit_code: code, message: format!("{step}: {error}") }))
             }
             Some(ToParent::Failed { step, error, exit_code: None }) => Err(Error::Init { step, error }),
-            Some(other) => Err(Error::Init { step: "protocol".into(), error: format!("unexpected message {other:?}") }),
+            Some(other) => {
+                Err(Error::Init { step: "protocol".into(), error: format!("unexpected message {other:?}") })
+            }
             None => Err(Error::InitDied { status: String::new() }),
         };
     }

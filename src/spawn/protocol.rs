@@ -73,12 +73,7 @@ pub struct Channel {
 
 /// A connected pair: (parent end, child end), both close-on-exec.
 pub fn channel() -> io::Result<(Channel, Channel)> {
-    let (a, b) = socket::socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )?;
+    let (a, b) = socket::socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
     Ok((Channel { fd: a }, Channel { fd: b }))
 }
 
@@ -110,9 +105,7 @@ impl Channel {
         if n == 0 {
             return Ok(None);
         }
-        serde_json::from_slice(&buf[..n])
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        serde_json::from_slice(&buf[..n]).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 }
 

@@ -44,14 +44,16 @@ pub fn prepare(tty: bool, interactive: bool) -> io::Result<(ParentIo, ChildIo)> 
             let _ = crate::sys::set_window_size(master.as_fd(), &ws);
         }
         let fds = [slave.try_clone()?, slave.try_clone()?, slave];
-        let parent = ParentIo { stdout: master.try_clone()?, stderr: None, copy_stdin: interactive, pty: Some(master) };
+        let parent = ParentIo {
+            stdout: master.try_clone()?,
+            stderr: None,
+            copy_stdin: interactive,
+            pty: Some(master),
+        };
         return Ok((parent, ChildIo { fds, console: Some(console) }));
     }
-    let stdin: OwnedFd = if interactive {
-        io::stdin().as_fd().try_clone_to_owned()?
-    } else {
-        File::open("/dev/null")?.into()
-    };
+    let stdin: OwnedFd =
+        if interactive { io::stdin().as_fd().try_clone_to_owned()? } else { File::open("/dev/null")?.into() };
     let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let parent = ParentIo { stdout: out_r, stderr: Some(err_r), copy_stdin: false, pty: None };

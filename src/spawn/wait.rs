@@ -105,7 +105,11 @@ impl Outcome {
         match self.exit {
             Exit::Code(c) => c,
             Exit::Signal(s) => {
-                let escalated = self.forwarded.iter().rev().find(|f| f.delivered_as == "SIGKILL" && f.signal != "SIGKILL");
+                let escalated = self
+                    .forwarded
+                    .iter()
+                    .rev()
+                    .find(|f| f.delivered_as == "SIGKILL" && f.signal != "SIGKILL");
                 match escalated.and_then(|f| f.signal.parse::<Signal>().ok()) {
                     Some(orig) if s == libc::SIGKILL => 128 + orig as i32,
                     _ => 128 + s,
@@ -212,7 +216,8 @@ pub fn foreground(c: &Created, io: ParentIo, signals: &SignalFd) -> Result<Outco
             }
         }
         let timeout = match drain_deadline {
-            Some(d) => PollTimeout::try_from(d.saturating_duration_since(Instant::now())).unwrap_or(PollTimeout::ZERO),
+            Some(d) => PollTimeout::try_from(d.saturating_duration_since(Instant::now()))
+                .unwrap_or(PollTimeout::ZERO),
             None => PollTimeout::NONE,
         };
         match poll(&mut fds, timeout) {
@@ -222,7 +227,9 @@ pub fn foreground(c: &Created, io: ParentIo, signals: &SignalFd) -> Result<Outco
         }
         let ready = |slot: usize| {
             slots[slot].is_some_and(|i| {
-                fds[i].revents().is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR))
+                fds[i].revents().is_some_and(|r| {
+                    r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                })
             })
         };
         let (sig_ready, pid_ready, chan_ready, out_ready, err_ready, in_ready) =
@@ -238,9 +245,16 @@ pub fn foreground(c: &Created, io: ParentIo, signals: &SignalFd) -> Result<Outco
         if chan_ready {
             match c.channel().recv::<ToParent>() {
                 Ok(Some(ToParent::ExecFailed { exe, errno })) => {
-                    let code = if errno == libc::ENOENT { crate::error::EXIT_NOT_FOUND } else { crate::error::EXIT_CANNOT_EXECUTE };
+                    let code = if errno == libc::ENOENT {
+                        crate::error::EXIT_NOT_FOUND
+                    } else {
+                        crate::error::EXIT_CANNOT_EXECUTE
+                    };
                     let why = nix::errno::Errno::from_raw(errno).desc().to_lowercase();
-                    exec_failure = Some(CommandFailure { exit_code: code, message: format!("cannot execute {exe}: {why}") });
+                    exec_failure = Some(CommandFailure {
+                        exit_code: code,
+                        message: format!("cannot execute {exe}: {why}"),
+                    });
                     channel_open = false;
                 }
                 Ok(Some(_)) => {}
@@ -263,7 +277,8 @@ pub fn foreground(c: &Created, io: ParentIo, signals: &SignalFd) -> Result<Outco
             }
         }
         if pid_ready {
-            reaped = Some(sys::wait4(c.pid).map_err(|source| Error::Io { op: "reaping the container", source })?);
+            reaped =
+                Some(sys::wait4(c.pid).map_err(|source| Error::Io { op: "reaping the container", source })?);
             drain_deadline = Some(Instant::now() + DRAIN_LIMIT);
         }
     }
@@ -312,7 +327,8 @@ fn copy_stdin(pty: Option<&OwnedFd>, buf: &mut [u8]) -> bool {
 fn forward(c: &Created, sig: i32, at_seconds: f64) -> Forwarded {
     let (caught, ignored) = signal_masks(c.pid.as_raw()).unwrap_or((u64::MAX, 0));
     let bit = 1u64 << (sig - 1);
-    let deliver = if is_terminating(sig) && caught & bit == 0 && ignored & bit == 0 { libc::SIGKILL } else { sig };
+    let deliver =
+        if is_terminating(sig) && caught & bit == 0 && ignored & bit == 0 { libc::SIGKILL } else { sig };
     let _ = sys::pidfd_send_signal(c.pidfd.as_fd(), deliver);
     Forwarded { signal: signal_name(sig), delivered_as: signal_name(deliver), at_seconds }
 }
@@ -349,7 +365,8 @@ mod tests {
     fn exit_codes_follow_the_podman_contract() {
         assert_eq!(outcome(Exit::Code(3), vec![]).exit_code(), 3);
         assert_eq!(outcome(Exit::Signal(libc::SIGKILL), vec![]).exit_code(), 137);
-        let escalated = Forwarded { signal: "SIGTERM".into(), delivered_as: "SIGKILL".into(), at_seconds: 1.0 };
+        let escalated =
+            Forwarded { signal: "SIGTERM".into(), delivered_as: "SIGKILL".into(), at_seconds: 1.0 };
         assert_eq!(outcome(Exit::Signal(libc::SIGKILL), vec![escalated]).exit_code(), 143);
         let plain = Forwarded { signal: "SIGINT".into(), delivered_as: "SIGINT".into(), at_seconds: 1.0 };
         assert_eq!(outcome(Exit::Signal(libc::SIGINT), vec![plain]).exit_code(), 130);

@@ -189,10 +189,8 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<Spec, Erro
         resources.insert("memory".into(), json!({"limit": m, "swap": m}));
     }
     if let Some(c) = opts.cpus {
-        resources.insert(
-            "cpu".into(),
-            json!({"quota": cpu_quota(c), "period": crate::cgroups::CPU_PERIOD_US}),
-        );
+        resources
+            .insert("cpu".into(), json!({"quota": cpu_quota(c), "period": crate::cgroups::CPU_PERIOD_US}));
     }
     if let Some(p) = opts.pids_limit {
         resources.insert("pids".into(), json!({"limit": p}));
@@ -310,7 +308,12 @@ fn mounts(opts: &RunOptions, state_dir: &Path) -> Vec<Value> {
     let mut v = vec![
         m("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
         m("/dev", "tmpfs", "tmpfs", &["nosuid", "noexec", "nodev", "strictatime", "mode=755", "size=65536k"]),
-        m("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]),
+        m(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        ),
         m("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
         m("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
         m("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
@@ -342,7 +345,10 @@ fn mounts(opts: &RunOptions, state_dir: &Path) -> Vec<Value> {
             o.push("mode=1777".into());
         }
         o.extend(t.options.iter().cloned());
-        user.push((t.destination.clone(), json!({"destination": t.destination, "type": "tmpfs", "source": "tmpfs", "options": o})));
+        user.push((
+            t.destination.clone(),
+            json!({"destination": t.destination, "type": "tmpfs", "source": "tmpfs", "options": o}),
+        ));
     }
     user.sort_by_key(|(d, _)| d.components().count());
     v.extend(user.into_iter().map(|(_, m)| m));
@@ -370,9 +376,7 @@ pub fn caller_rlimits() -> Vec<(String, u64, u64)> {
         (Resource::RLIMIT_SIGPENDING, "RLIMIT_SIGPENDING"),
         (Resource::RLIMIT_STACK, "RLIMIT_STACK"),
     ];
-    all.iter()
-        .filter_map(|(r, name)| getrlimit(*r).ok().map(|(s, h)| (name.to_string(), s, h)))
-        .collect()
+    all.iter().filter_map(|(r, name)| getrlimit(*r).ok().map(|(s, h)| (name.to_string(), s, h))).collect()
 }
 
 #[cfg(test)]
@@ -389,7 +393,12 @@ mod tests {
             true,
         );
         assert_eq!(env, ["A=x", "PATH=/bin", "B=2", "C=3", "HOME=/root", "TERM=xterm"]);
-        let env = merge_env(&[], &[], &user::ResolvedUser { uid: 5, gid: 5, additional_gids: vec![], home: None }, false);
+        let env = merge_env(
+            &[],
+            &[],
+            &user::ResolvedUser { uid: 5, gid: 5, additional_gids: vec![], home: None },
+            false,
+        );
         assert_eq!(env, [format!("PATH={DEFAULT_PATH}"), "HOME=/".to_string()]);
     }
 

@@ -117,9 +117,8 @@ pub fn parse_size(option: &'static str, s: &str) -> Result<u64, Error> {
         Some(c) if c.is_ascii_digit() => (t, 1),
         _ => return Err(bad("expected a number with an optional unit k, m, g or t, e.g. 512m")),
     };
-    let value: f64 = num
-        .parse()
-        .map_err(|_| bad("expected a number with an optional unit k, m, g or t, e.g. 512m"))?;
+    let value: f64 =
+        num.parse().map_err(|_| bad("expected a number with an optional unit k, m, g or t, e.g. 512m"))?;
     if !value.is_finite() || value <= 0.0 {
         return Err(bad("must be greater than zero"));
     }
@@ -264,7 +263,11 @@ pub fn parse_env(
     };
     check_env_name(option, name)?;
     if value.as_deref().is_some_and(|v| v.contains('\0')) {
-        return Err(Error::Option { option, value: name.into(), why: "the value contains a NUL byte".into() });
+        return Err(Error::Option {
+            option,
+            value: name.into(),
+            why: "the value contains a NUL byte".into(),
+        });
     }
     Ok(value.or_else(|| lookup(name)).map(|v| (name.to_string(), v)))
 }
@@ -306,7 +309,8 @@ pub fn parse_env_file(
 /// `--ulimit name=soft[:hard]`, names as podman spells them (`nofile`, `nproc`, ...).
 pub fn parse_ulimit(s: &str) -> Result<Ulimit, Error> {
     let bad = |why: &str| Error::Option { option: "--ulimit", value: s.into(), why: why.into() };
-    let (name, values) = s.split_once('=').ok_or_else(|| bad("expected NAME=SOFT[:HARD], e.g. nofile=1024:4096"))?;
+    let (name, values) =
+        s.split_once('=').ok_or_else(|| bad("expected NAME=SOFT[:HARD], e.g. nofile=1024:4096"))?;
     let oci = match name {
         "core" | "cpu" | "data" | "fsize" | "locks" | "memlock" | "msgqueue" | "nice" | "nofile"
         | "nproc" | "rss" | "rtprio" | "rttime" | "sigpending" | "stack" | "as" => {
@@ -410,7 +414,10 @@ mod tests {
     fn host_mounts_are_normalised_and_checked() {
         let cwd = Path::new("/home/r/exp");
         let m = parse_host_mount("-v", "data/../in:/in:ro", cwd, true).unwrap();
-        assert_eq!(m, HostMount { source: "/home/r/exp/in".into(), destination: "/in".into(), readonly: true });
+        assert_eq!(
+            m,
+            HostMount { source: "/home/r/exp/in".into(), destination: "/in".into(), readonly: true }
+        );
         assert!(parse_host_mount("-v", "/a:rel", cwd, true).is_err());
         assert!(parse_host_mount("-v", "/a:/b/../c", cwd, true).is_err());
         assert!(parse_host_mount("-v", "/a:/", cwd, true).is_err());

@@ -90,7 +90,8 @@ pub fn resolve(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<
             })
         }
     };
-    let groups: Vec<GroupEntry<'_>> = group.map(|g| g.lines().filter_map(GroupEntry::parse).collect()).unwrap_or_default();
+    let groups: Vec<GroupEntry<'_>> =
+        group.map(|g| g.lines().filter_map(GroupEntry::parse).collect()).unwrap_or_default();
     let gid = match group_part {
         Some(g) if !g.is_empty() => match g.parse::<u32>() {
             Ok(gid) => gid,
@@ -151,12 +152,21 @@ mod tests {
     use super::*;
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nresearcher:x:1000:1000:R:/home/researcher:/bin/sh\n";
-    const GROUP: &str = "root:x:0:\nresearcher:x:1000:\nextra:x:2000:researcher\nother:x:3000:someone,researcher\n";
+    const GROUP: &str =
+        "root:x:0:\nresearcher:x:1000:\nextra:x:2000:researcher\nother:x:3000:someone,researcher\n";
 
     #[test]
     fn names_and_numbers_resolve() {
         let r = resolve("researcher", Some(PASSWD), Some(GROUP)).unwrap();
-        assert_eq!(r, ResolvedUser { uid: 1000, gid: 1000, additional_gids: vec![1000, 2000, 3000], home: Some("/home/researcher".into()) });
+        assert_eq!(
+            r,
+            ResolvedUser {
+                uid: 1000,
+                gid: 1000,
+                additional_gids: vec![1000, 2000, 3000],
+                home: Some("/home/researcher".into())
+            }
+        );
         let r = resolve("1000:extra", Some(PASSWD), Some(GROUP)).unwrap();
         assert_eq!((r.uid, r.gid), (1000, 2000));
         assert_eq!(r.additional_gids, vec![2000, 3000]);

@@ -1,6 +1,6 @@
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Shared helpers for the integration tests: the real exprun binary, a private
 //! state root per test, the fixture image, visible skips, and leftover checks.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -45,7 +45,10 @@ pub fn fixture_dir() -> PathBuf {
     let out = repo().join("rootfs-fixtures/out");
     FIXTURES.call_once(|| {
         if !out.join("busybox-oci/index.json").exists() || !out.join("busybox-docker.tar").exists() {
-            let st = Command::new("bash").arg(repo().join("rootfs-fixtures/build.sh")).status().expect("run build.sh");
+            let st = Command::new("bash")
+                .arg(repo().join("rootfs-fixtures/build.sh"))
+                .status()
+                .expect("run build.sh");
             assert!(st.success(), "rootfs-fixtures/build.sh failed");
         }
     });
@@ -75,7 +78,10 @@ impl TestRoot {
     /// A root with the busybox fixture imported as `busybox:latest`.
     pub fn with_busybox() -> Self {
         let r = Self::new();
-        let out = r.exprun(&["image", "import", "--name", "busybox:latest"], Some(&fixture_dir().join("busybox-oci")));
+        let out = r.exprun(
+            &["image", "import", "--name", "busybox:latest"],
+            Some(&fixture_dir().join("busybox-oci")),
+        );
         assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
         r
     }
@@ -140,7 +146,10 @@ impl TestRoot {
         // Records are created at second precision; the last one written wins ties.
         r.sort_by_key(|r| {
             let id = r["run_id"].as_str().unwrap().to_string();
-            std::fs::metadata(self.path().join("runs").join(id).join("record.json")).unwrap().modified().unwrap()
+            std::fs::metadata(self.path().join("runs").join(id).join("record.json"))
+                .unwrap()
+                .modified()
+                .unwrap()
         });
         r.pop().unwrap()
     }
@@ -149,7 +158,8 @@ impl TestRoot {
     /// cgroup of any recorded run, no mount and no process mentioning this root.
     pub fn assert_no_leftovers(&self) {
         let containers = self.path().join("containers");
-        let live: Vec<_> = std::fs::read_dir(&containers).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        let live: Vec<_> =
+            std::fs::read_dir(&containers).into_iter().flatten().flatten().map(|e| e.path()).collect();
         assert!(live.is_empty(), "run directories left behind: {live:?}");
         for r in self.records() {
             for (_, dir) in r["cgroup"]["dirs"].as_object().into_iter().flatten() {
@@ -167,7 +177,8 @@ impl TestRoot {
             }
         }
         let tmp = self.path().join("store/tmp");
-        let stray: Vec<_> = std::fs::read_dir(&tmp).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        let stray: Vec<_> =
+            std::fs::read_dir(&tmp).into_iter().flatten().flatten().map(|e| e.path()).collect();
         assert!(stray.is_empty(), "store temp files left behind: {stray:?}");
     }
 }
