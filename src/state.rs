@@ -245,6 +245,19 @@ impl Root {
         }
     }
 
+    /// The id of the run whose record was written last.
+    pub fn latest_run(&self) -> Result<String> {
+        let newest = self
+            .run_ids()
+            .into_iter()
+            .filter_map(|id| {
+                let m = fs::metadata(self.runs_dir().join(&id).join("record.json")).ok()?;
+                Some((m.modified().ok()?, id))
+            })
+            .max();
+        newest.map(|(_, id)| id).ok_or_else(|| Error::NoSuchRun("--latest".into()))
+    }
+
     /// Read a run's record.
     pub fn read_record(&self, id: &str) -> Result<RunRecord> {
         Ok(RunRecord::read(&self.runs_dir().join(id).join("record.json"))?)

@@ -22,7 +22,11 @@ pub enum RunsCommand {
     /// Show one run's record
     Show {
         /// Run name, id or id prefix
-        run: String,
+        #[arg(required_unless_present = "latest", conflicts_with = "latest")]
+        run: Option<String>,
+        /// Show the most recently created run
+        #[arg(short = 'l', long)]
+        latest: bool,
         /// Print the whole record as JSON
         #[arg(long)]
         json: bool,
@@ -71,8 +75,12 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
             }
             Ok(0)
         }
-        RunsCommand::Show { run, json } => {
-            let id = root.resolve_run(&run)?;
+        RunsCommand::Show { run, latest: _, json } => {
+            // clap makes RUN and --latest exclusive and requires one of them.
+            let id = match run {
+                Some(run) => root.resolve_run(&run)?,
+                None => root.latest_run()?,
+            };
             let r = root.read_record(&id)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
