@@ -44,6 +44,13 @@ pub struct RunResult {
 /// Run one experiment described by `opts`. `command_line` is exprun's own argv.
 pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<RunResult> {
     let created = SystemTime::now();
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Error::Usage(
+            "running a container needs root for now (new namespaces, mounts and cgroups); \
+             rootless mode is not available yet"
+                .into(),
+        ));
+    }
     // 1.
     let cleaned = root.cleanup_stale();
     log::debug(|| format!("step 1: cleaned up {} stale run(s)", cleaned.len()));

@@ -347,3 +347,31 @@ fn concurrent_runs_do_not_interfere() {
     assert_eq!(r.records().len(), 8);
     r.assert_no_leftovers();
 }
+
+#[test]
+fn keep_saves_the_writable_layer_with_the_record() {
+    if !privileged("keep_saves_the_writable_layer_with_the_record") {
+        return;
+    }
+    let r = TestRoot::with_busybox();
+    let (code, _, err) = r.run(&[
+        "--keep",
+        "--name",
+        "kept",
+        "busybox:latest",
+        "--",
+        "sh",
+        "-c",
+        "echo data > /result; rm /etc/passwd",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let id = r.last_record()["run_id"].as_str().unwrap().to_string();
+    let upper = r.path().join("runs").join(&id).join("upper");
+    assert_eq!(std::fs::read_to_string(upper.join("result")).unwrap(), "data\n");
+    use std::os::unix::fs::FileTypeExt;
+    let wh = std::fs::symlink_metadata(upper.join("etc/passwd")).unwrap();
+    assert!(wh.file_type().is_char_device(), "a deletion is kept as an overlay whiteout");
+    r.assert_no_leftovers();
+    assert!(r.exprun(&["runs", "rm", "kept"], None).status.success());
+    assert!(!r.path().join("runs").join(&id).exists());
+}

@@ -72,7 +72,19 @@ fn default_root() -> PathBuf {
 
 /// Parse the command line, run the verb, and return the process exit status.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    // clap's own exit status for a bad command line is 2; exprun's errors are 125.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                _ => crate::error::EXIT_EXPRUN_FAILED,
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
     crate::log::init(cli.debug);
     let globals = Globals { root: cli.root.clone().unwrap_or_else(default_root), debug: cli.debug };
     let result = match cli.command {
