@@ -280,14 +280,14 @@ impl Root {
         fsutil::remove_tree(&dir).map_err(io_at("removing", &dir))
     }
 
-    /// The image layers (diff_id hex) used by live runs: `image gc` must keep them.
-    pub fn layers_in_use(&self) -> Vec<String> {
-        let mut out = Vec::new();
+    /// The image layers (diff_ids) used by live runs: `image gc` must keep them.
+    pub fn layers_in_use(&self) -> std::collections::BTreeSet<crate::digest::Digest> {
+        let mut out = std::collections::BTreeSet::new();
         for e in fs::read_dir(self.containers_dir()).into_iter().flatten().flatten() {
             let plan: Option<RunPlan> =
                 fs::read(e.path().join("plan.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
             if let Some(p) = plan {
-                out.extend(p.rootfs.lower);
+                out.extend(p.rootfs.lower.iter().filter_map(|h| crate::digest::Digest::from_hex(h).ok()));
             }
         }
         out

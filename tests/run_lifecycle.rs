@@ -375,3 +375,34 @@ fn keep_saves_the_writable_layer_with_the_record() {
     assert!(r.exprun(&["runs", "rm", "kept"], None).status.success());
     assert!(!r.path().join("runs").join(&id).exists());
 }
+
+#[test]
+fn image_gc_keeps_the_layers_of_a_live_run() {
+    if !privileged("image_gc_keeps_the_layers_of_a_live_run") {
+        return;
+    }
+    let r = TestRoot::with_busybox();
+    let child = r
+        .command(&["run", "busybox:latest", "--", "sh", "-c", "sleep 1; ls /bin/busybox"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_running(&r);
+    assert!(r.exprun(&["image", "rm", "busybox:latest"], None).status.success());
+    let gc = r.exprun(&["image", "gc"], None);
+    assert!(
+        String::from_utf8_lossy(&gc.stdout).contains(" 0 layers"),
+        "{}",
+        String::from_utf8_lossy(&gc.stdout)
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "/bin/busybox");
+    let gc = r.exprun(&["gc"], None);
+    assert!(
+        String::from_utf8_lossy(&gc.stdout).contains(" 2 layers"),
+        "{}",
+        String::from_utf8_lossy(&gc.stdout)
+    );
+    r.assert_no_leftovers();
+}

@@ -88,18 +88,24 @@ pub fn run(globals: &Globals, cmd: ImageCommand) -> Result<i32> {
                 }
             }
         }
-        ImageCommand::Gc => {
-            // TODO(main developer): pass the diff_ids of live containers' layers.
-            let report = store.gc(&BTreeSet::new())?;
-            println!(
-                "removed {} blobs, {} layers, freed {:.1} MiB",
-                report.blobs_removed,
-                report.layers_removed,
-                report.bytes_freed as f64 / f64::from(1u32 << 20)
-            );
-        }
+        ImageCommand::Gc => gc_store(globals, &store)?,
     }
     Ok(0)
+}
+
+/// Remove blobs and layers no image refers to, keeping the layers of live runs
+/// (an image may be removed while a run still uses it), and say what went.
+pub(super) fn gc_store(globals: &Globals, store: &ImageStore) -> Result<()> {
+    let in_use = crate::state::Root::new(&globals.root).layers_in_use();
+    let r = store.gc(&in_use)?;
+    println!(
+        "removed {} blobs, {} layers, {} stale temp dirs; freed {:.1} MiB",
+        r.blobs_removed,
+        r.layers_removed,
+        r.tmp_removed,
+        r.bytes_freed as f64 / f64::from(1u32 << 20)
+    );
+    Ok(())
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {

@@ -1,11 +1,8 @@
 //! `exprun runs ...` (the run records) and `exprun gc`.
 
-use std::collections::BTreeSet;
-
 use clap::Subcommand;
 
 use super::Globals;
-use crate::digest::Digest;
 use crate::error::Result;
 use crate::record::RunRecord;
 use crate::state::Root;
@@ -114,16 +111,7 @@ pub fn gc(globals: &Globals) -> Result<i32> {
         println!("cleaned up run {id} (recorded as lost)");
     }
     let store = crate::image::ImageStore::open(&root.store_dir())?;
-    let in_use: BTreeSet<Digest> =
-        root.layers_in_use().iter().filter_map(|h| Digest::from_hex(h).ok()).collect();
-    let r = store.gc(&in_use)?;
-    println!(
-        "removed {} blobs, {} layers, {} stale temp dirs; freed {:.1} MiB",
-        r.blobs_removed,
-        r.layers_removed,
-        r.tmp_removed,
-        r.bytes_freed as f64 / 1048576.0
-    );
+    super::image::gc_store(globals, &store)?;
     Ok(0)
 }
 
