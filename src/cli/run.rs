@@ -9,13 +9,13 @@ use crate::error::{Error, Result};
 use crate::spec::options::{self as o, Network, RunOptions};
 use crate::state::Root;
 
-/// Run a command in a new container from IMAGE, in the foreground, and record it.
-///
-/// The command's exit status becomes exprun's; 125 means exprun itself failed,
-/// 126 that the command cannot be executed, 127 that it was not found, 128+N that
-/// it was killed by signal N.
+/// The options of `exprun run`.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  exprun run busybox:latest -- sh -c 'echo hello'\n  \
+#[command(after_help = "Exit status: the command's own; 125 when exprun failed, 126 when the command \
+    cannot be executed, 127 when it is not found, 128+N when it was killed by signal N.\n\n\
+    The container's writable layer is in memory (charged to --memory) and discarded after the run; \
+    write results to an --output directory, or use --keep.\n\n\
+    Examples:\n  exprun run busybox:latest -- sh -c 'echo hello'\n  \
     exprun run --input ./data:/data --output ./out:/out --memory 2g --cpus 1.5 img -- python train.py")]
 pub struct RunArgs {
     /// Set an environment variable (NAME=VALUE, or NAME to pass the caller's value)
@@ -60,7 +60,7 @@ pub struct RunArgs {
     /// Name of the run (unique among recorded runs)
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
-    /// Keep the writable layer after the run (in the run's record directory)
+    /// Keep the writable layer after the run, on disk in the run's record directory
     #[arg(long)]
     keep: bool,
     /// Mount the container's root filesystem read-only
