@@ -128,6 +128,14 @@ impl Lock {
     }
 }
 
+/// `mkdir -p` with mode 0700 for every directory it creates: live plans hold the
+/// run's environment unredacted, and records say what ran; neither is for other
+/// users of the host.
+pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
+}
+
 /// Remove a directory tree, treating "already gone" as success.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
     match fs::remove_dir_all(path) {

@@ -113,7 +113,7 @@ impl Root {
     /// Reserve `name` for run `id`.
     pub fn claim_name(&self, name: &str, id: &str) -> Result<()> {
         let dir = self.names_dir();
-        fs::create_dir_all(&dir).map_err(io_at("creating", &dir))?;
+        fsutil::create_private_dir_all(&dir).map_err(io_at("creating", &dir))?;
         let link = dir.join(name);
         for _ in 0..2 {
             match std::os::unix::fs::symlink(id, &link) {
@@ -147,7 +147,8 @@ impl Root {
     /// (research/performance-anchors.md §8).
     pub fn create_container(&self, plan: &RunPlan) -> Result<ContainerDir> {
         let dir = plan.state_dir.clone();
-        fs::create_dir_all(self.containers_dir()).map_err(io_at("creating", &self.containers_dir()))?;
+        fsutil::create_private_dir_all(&self.containers_dir())
+            .map_err(io_at("creating", &self.containers_dir()))?;
         fs::create_dir(&dir).map_err(io_at("creating the run directory", &dir))?;
         let mut guard = ContainerDir { lock: None, dir: dir.clone() };
         // The lock is blocking: a concurrent `gc` may hold the lock for a moment while it looks

@@ -406,3 +406,18 @@ fn image_gc_keeps_the_layers_of_a_live_run() {
     );
     r.assert_no_leftovers();
 }
+
+#[test]
+fn live_plans_and_records_are_private_to_root() {
+    if !privileged("live_plans_and_records_are_private_to_root") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let r = TestRoot::with_busybox();
+    assert_eq!(code_of(&r, &["--name", "p", "busybox:latest", "--", "true"]).0, 0);
+    for d in ["containers", "runs", "runs/by-name"] {
+        let mode = std::fs::metadata(r.path().join(d)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{d} is {mode:o}");
+    }
+    r.assert_no_leftovers();
+}

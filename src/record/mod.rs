@@ -321,7 +321,11 @@ impl RunRecord {
     /// Write `runs/<id>/record.json` atomically and durably.
     pub fn write(&self, runs_dir: &Path) -> Result<PathBuf, Error> {
         let dir = runs_dir.join(&self.run_id);
-        fs::create_dir_all(&dir).map_err(|source| Error::Io { op: "creating", path: dir.clone(), source })?;
+        crate::fsutil::create_private_dir_all(&dir).map_err(|source| Error::Io {
+            op: "creating",
+            path: dir.clone(),
+            source,
+        })?;
         let path = dir.join("record.json");
         crate::fsutil::write_json_atomic(&path, self, true).map_err(|source| Error::Io {
             op: "writing",
