@@ -123,6 +123,8 @@ pub struct CgroupPlan {
 struct Mount {
     point: PathBuf,
     root: PathBuf,
+    /// The controllers of a v1 hierarchy (`cpu,cpuacct` when co-mounted).
+    controllers: Vec<String>,
 }
 
 /// The host's cgroup layout and the caller's place in it.
@@ -162,16 +164,15 @@ impl CgroupHost {
             if l.len() < 5 || r.len() < 3 {
                 continue;
             }
-            let mount = Mount { point: unescape(l[4]).into(), root: unescape(l[3]).into() };
+            const KNOWN: &[&str] = &[MEMORY, PIDS, CPU, CPUACCT, "cpuset", "devices", "freezer", "blkio"];
+            let controllers: Vec<String> =
+                r[2].split(',').filter(|o| KNOWN.contains(o)).map(str::to_string).collect();
+            let mount = Mount { point: unescape(l[4]).into(), root: unescape(l[3]).into(), controllers };
             match r[0] {
                 "cgroup2" => v2 = Some(mount),
                 "cgroup" => {
-                    for opt in r[2].split(',') {
-                        if [MEMORY, PIDS, CPU, CPUACCT, "cpuset", "devices", "freezer", "blkio"]
-                            .contains(&opt)
-                        {
-                            v1.entry(opt.to_string()).or_insert_with(|| mount.clone());
-                        }
+                    for c in &mount.controllers {
+                        v1.entry(c.clone()).or_insert_with(|| mount.clone());
                     }
                 }
                 _ => {}
@@ -214,6 +215,21 @@ impl CgroupHost {
         let mut controllers: Vec<String> = self.v1.keys().cloned().collect();
         controllers.extend(self.v2_controllers.iter().map(|c| format!("{c} (v2)")));
         (mode.to_string(), controllers)
+    }
+
+    /// The v1 hierarchies a run's cgroup lives in, as (directory name under
+    /// /sys/fs/cgroup, mount options naming its controllers): what the container's
+    /// own /sys/fs/cgroup shows, rooted at its cgroup by the cgroup namespace.
+    pub fn v1_hierarchies(&self, plan: &CgroupPlan) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for ctrl in plan.dirs.keys() {
+            let Some(m) = self.v1.get(ctrl) else { continue };
+            let name = m.point.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if !name.is_empty() && !out.iter().any(|(n, _)| *n == name) {
+                out.push((name, m.controllers.join(",")));
+            }
+        }
+        out
     }
 
     /// Plan the cgroup `name` under `parent` (default: the caller's own cgroup),
@@ -648,6 +664,9 @@ mod tests {
         assert_eq!(plan.dirs["pids"], Path::new("/sys/fs/cgroup/pids/exprun-abc"));
         assert_eq!(plan.dirs["cpuacct"], Path::new("/sys/fs/cgroup/cpuacct/exprun-abc"));
         assert_eq!(host.describe().0, "hybrid");
+        let h = host.v1_hierarchies(&plan);
+        assert_eq!(h.len(), 4);
+        assert!(h.contains(&("memory".to_string(), "memory".to_string())), "{h:?}");
     }
 
     #[test]
@@ -658,6 +677,11 @@ mod tests {
         let plan = host.plan("x", None, Limits::default()).unwrap();
         assert_eq!(plan.dirs["cpu"], plan.dirs["cpuacct"]);
         assert_eq!(plan.dirs["cpu"], Path::new("/sys/fs/cgroup/cpu,cpuacct/a/x"));
+        let h = host.v1_hierarchies(&plan);
+        assert_eq!(
+            h,
+            vec![("cpu,cpuacct".to_string(), "cpu,cpuacct".to_string()), ("memory".into(), "memory".into())]
+        );
     }
 
     #[test]

@@ -154,7 +154,7 @@ fn import_ls_inspect_rm_gc_on_the_fixture_in_three_formats() {
         )
     );
     let gc = ok(root, &["image", "gc"]);
-    assert!(gc.starts_with("removed 7 blobs, 2 layers, freed "), "{gc}");
+    assert!(gc.starts_with("removed 7 blobs, 2 layers, 0 stale temp dirs; freed "), "{gc}");
     assert!(dir_entries(&store.join("blobs/sha256")).is_empty());
     assert!(dir_entries(&store.join("layers")).is_empty());
     assert!(dir_entries(&store.join("tmp")).is_empty());

@@ -120,6 +120,27 @@ fn mounts_dev_and_sys_are_the_expected_minimal_set() {
 }
 
 #[test]
+fn the_container_sees_its_own_cgroup_and_limits_read_only() {
+    if !privileged("the_container_sees_its_own_cgroup_and_limits_read_only") {
+        return;
+    }
+    let r = TestRoot::with_busybox();
+    let v1 = std::path::Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists();
+    let script = if v1 {
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max; grep memory /proc/self/cgroup; mkdir /sys/fs/cgroup/memory/x 2>&1; true"
+    } else {
+        "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max; cat /proc/self/cgroup; mkdir /sys/fs/cgroup/x 2>&1; true"
+    };
+    let out = sh(&r, &["--memory", "100m", "--pids-limit", "50"], script);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "104857600", "{out}");
+    assert_eq!(lines[1], "50", "{out}");
+    assert!(lines[2].ends_with(":/"), "the cgroup namespace is not rooted at the run's cgroup: {out}");
+    assert!(lines[3].contains("Read-only file system"), "{out}");
+    r.assert_no_leftovers();
+}
+
+#[test]
 fn network_has_only_loopback_and_host_mode_shares_the_hosts() {
     if !privileged("network_has_only_loopback_and_host_mode_shares_the_hosts") {
         return;

@@ -283,6 +283,9 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         });
     }
 
+    let limits = limits(&linux);
+    let cgroup = ctx.cgroups.plan(&format!("exprun-{}", ctx.id), ctx.cgroup_parent, limits)?;
+
     let mut mounts = Vec::new();
     for m in spec.mounts().clone().unwrap_or_default() {
         let mut op = mounts::resolve(&m)?;
@@ -300,6 +303,18 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
             })?;
             op.file = !meta.is_dir();
         }
+        if m.typ().as_deref() == Some("cgroup") {
+            if !cgroup_ns {
+                return Err(Error::Mount {
+                    destination: op.destination.display().to_string(),
+                    why: "a cgroup mount needs a cgroup namespace".into(),
+                });
+            }
+            let v1 =
+                (cgroup.version == crate::cgroups::Version::V1).then(|| ctx.cgroups.v1_hierarchies(&cgroup));
+            mounts.extend(mounts::cgroup_mounts(&op, v1.as_deref()));
+            continue;
+        }
         if mounts.iter().any(|o: &MountOp| o.destination == op.destination) {
             return Err(Error::Mount {
                 destination: op.destination.display().to_string(),
@@ -308,9 +323,6 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         }
         mounts.push(op);
     }
-
-    let limits = limits(&linux);
-    let cgroup = ctx.cgroups.plan(&format!("exprun-{}", ctx.id), ctx.cgroup_parent, limits)?;
 
     let rootfs = overlay(&ctx, spec.root().as_ref().map(|r| r.path().clone()))?;
     let readonly_root = spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false);

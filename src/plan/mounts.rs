@@ -29,6 +29,9 @@ pub struct MountOp {
     pub propagation: u64,
     /// The mount point is a file (a bind of a file), not a directory.
     pub file: bool,
+    /// Change the flags of the mount already at `destination` (MS_REMOUNT).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remount: bool,
 }
 
 impl MountOp {
@@ -117,7 +120,40 @@ pub fn resolve(m: &oci_spec::runtime::Mount) -> Result<MountOp, Error> {
         data: data.join(","),
         propagation: propagation.bits(),
         file: false,
+        remount: false,
     })
+}
+
+/// The operations behind one OCI `cgroup` mount: the container's own view of its
+/// cgroup, made by the cgroup namespace. v2: the unified hierarchy. v1: a tmpfs
+/// with one mount per hierarchy the run's cgroup lives in, then the tmpfs is made
+/// read-only.
+pub fn cgroup_mounts(m: &MountOp, v1_hierarchies: Option<&[(String, String)]>) -> Vec<MountOp> {
+    let op = |dest: PathBuf, fstype: &str, flags: MsFlags, data: &str| MountOp {
+        destination: dest,
+        fstype: Some(fstype.to_string()),
+        source: fstype.to_string(),
+        bind: false,
+        recursive: false,
+        flags: flags.bits(),
+        data: data.to_string(),
+        propagation: 0,
+        file: false,
+        remount: false,
+    };
+    let Some(hierarchies) = v1_hierarchies else {
+        return vec![op(m.destination.clone(), "cgroup2", m.ms_flags(), "")];
+    };
+    let plain = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let tmpfs_data = "mode=755,size=64k";
+    let mut ops = vec![op(m.destination.clone(), "tmpfs", plain, tmpfs_data)];
+    for (name, controllers) in hierarchies {
+        ops.push(op(m.destination.join(name), "cgroup", m.ms_flags(), controllers));
+    }
+    let mut ro = op(m.destination.clone(), "tmpfs", plain | MsFlags::MS_RDONLY, tmpfs_data);
+    ro.remount = true;
+    ops.push(ro);
+    ops
 }
 
 fn propagation_flags(o: &str) -> MsFlags {
@@ -161,6 +197,27 @@ mod tests {
         assert_eq!(MsFlags::from_bits_truncate(op.propagation), MsFlags::MS_SLAVE | MsFlags::MS_REC);
         let rw = resolve(&mount("/in", "none", "/data", &["bind", "ro", "rw"])).unwrap();
         assert!(rw.bind && !rw.recursive && rw.ms_flags().is_empty());
+    }
+
+    #[test]
+    fn cgroup_mount_expands_per_hierarchy_on_v1_and_once_on_v2() {
+        let base =
+            resolve(&mount("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "noexec", "nodev", "ro"]))
+                .unwrap();
+        let v2 = cgroup_mounts(&base, None);
+        assert_eq!(v2.len(), 1);
+        assert_eq!(v2[0].fstype.as_deref(), Some("cgroup2"));
+        assert!(v2[0].ms_flags().contains(MsFlags::MS_RDONLY));
+        let h =
+            vec![("memory".to_string(), "memory".to_string()), ("cpu,cpuacct".into(), "cpu,cpuacct".into())];
+        let v1 = cgroup_mounts(&base, Some(&h));
+        let dests: Vec<String> = v1.iter().map(|o| o.destination.display().to_string()).collect();
+        assert_eq!(
+            dests,
+            ["/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup"]
+        );
+        assert_eq!(v1[2].data, "cpu,cpuacct");
+        assert!(v1[3].remount && v1[3].ms_flags().contains(MsFlags::MS_RDONLY));
     }
 
     #[test]

@@ -145,7 +145,13 @@ fn mount_one(root: BorrowedFd<'_>, m: &MountOp) -> Result<()> {
     let dest = &m.destination;
     let target = open_or_create(root, dest, m.file)?;
     let target_path = fd_path(target.as_fd());
-    if m.bind {
+    if m.remount {
+        let data = (!m.data.is_empty()).then_some(m.data.as_str());
+        at(
+            mount(None::<&str>, &target_path, None::<&str>, MsFlags::MS_REMOUNT | m.ms_flags(), data),
+            || format!("remounting {}", dest.display()),
+        )?;
+    } else if m.bind {
         let mut flags = MsFlags::MS_BIND;
         if m.recursive {
             flags |= MsFlags::MS_REC;

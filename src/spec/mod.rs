@@ -317,6 +317,7 @@ fn mounts(opts: &RunOptions, state_dir: &Path) -> Vec<Value> {
         m("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
         m("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
         m("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
+        m("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "noexec", "nodev", "relatime", "ro"]),
     ];
     let bind = |src: &Path, dst: &Path, ro: bool| {
         let mut o = vec!["rbind", "nosuid", "nodev"];
