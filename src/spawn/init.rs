@@ -84,6 +84,8 @@ fn setup(plan: &RunPlan, fds: &ChildFds) -> Result<PathBuf, StepError> {
         step("creating the cgroup namespace", nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP))?;
     }
 
+    crate::log::debug(|| "init [1]: in the cgroup".into());
+
     // [2] A session of our own; the terminal, if any, becomes its controlling tty.
     step("creating a session", unistd::setsid())?;
     for (i, fd) in fds.stdio.iter().enumerate() {
@@ -99,12 +101,16 @@ fn setup(plan: &RunPlan, fds: &ChildFds) -> Result<PathBuf, StepError> {
         step("bringing up the loopback interface", sys::loopback_up())?;
     }
 
+    crate::log::debug(|| "init [2]: session, stdio, hostname, loopback".into());
+
     // [3] The root filesystem, ending with pivot_root.
     crate::rootfs::build(plan, fds.console.as_deref()).map_err(|e| StepError {
         step: e.step,
         error: e.source.to_string(),
         exit_code: None,
     })?;
+
+    crate::log::debug(|| "init [3]: root filesystem built, pivoted".into());
 
     // [4] Privileges, in the order the kernel needs: rlimits while still root
     // (raising a hard limit needs privilege), supplementary groups and gid before
@@ -142,6 +148,8 @@ fn setup(plan: &RunPlan, fds: &ChildFds) -> Result<PathBuf, StepError> {
     if p.no_new_privs {
         step("setting no_new_privs", nix::sys::prctl::set_no_new_privs())?;
     }
+
+    crate::log::debug(|| "init [4]: privileges dropped".into());
 
     // [5] The working directory as the final user, then the executable.
     step(&format!("entering the working directory {}", p.cwd.display()), unistd::chdir(&p.cwd))?;

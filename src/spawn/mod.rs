@@ -110,6 +110,7 @@ pub fn create(
     die_with_parent: bool,
 ) -> Result<CreateOutcome> {
     let cgroup = Cgroup::create(&plan.cgroup)?;
+    crate::log::debug(|| "create: cgroup made, limits written".into());
     let result = create_in(plan, &cgroup, child_io, signals, die_with_parent);
     match result {
         Ok((pid, pidfd, channel, Ok(exe))) => {
@@ -150,6 +151,7 @@ fn create_in(
             )),
         });
     }
+    crate::log::debug(|| "create: cloning the container's init".into());
     // SAFETY: the process is single-threaded (checked just above); the child branch
     // ends in init::run, which never returns (execve or _exit).
     let forked = unsafe { sys::clone_process(plan.clone_flags, None) }
