@@ -41,11 +41,12 @@ pub struct TreeDigest {
     pub entries: Vec<FileEntry>,
 }
 
-/// Digest the tree at `root` (a directory or a single file), without following
-/// symlinks and without crossing into other filesystems' special files.
+/// Digest the tree at `root` (a directory or a single file). `root` itself is
+/// followed if it is a symlink, as the bind mount follows it; symlinks inside are
+/// recorded, never followed; special files are listed, not read.
 pub fn digest_tree(root: &Path) -> io::Result<TreeDigest> {
     let mut entries = Vec::new();
-    let meta = fs::symlink_metadata(root)?;
+    let meta = fs::metadata(root)?;
     if meta.is_dir() {
         walk(root, PathBuf::new(), &mut entries)?;
     } else {
@@ -123,6 +124,15 @@ mod tests {
         );
         fs::write(b.path().join("sub/x.csv"), "1,3\n").unwrap();
         assert_ne!(da.digest, digest_tree(b.path()).unwrap().digest);
+    }
+
+    #[test]
+    fn a_symlinked_root_is_followed_like_the_bind_mount() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join("real")).unwrap();
+        fs::write(d.path().join("real/f"), "x").unwrap();
+        std::os::unix::fs::symlink("real", d.path().join("link")).unwrap();
+        assert_eq!(digest_tree(&d.path().join("link")).unwrap(), digest_tree(&d.path().join("real")).unwrap());
     }
 
     #[test]
