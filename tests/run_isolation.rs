@@ -240,3 +240,36 @@ fn terminal_and_stdin() {
     assert_eq!(out.trim(), "0");
     r.assert_no_leftovers();
 }
+
+#[test]
+fn image_defaults_env_files_and_entrypoint_overrides() {
+    if !privileged("image_defaults_env_files_and_entrypoint_overrides") {
+        return;
+    }
+    let r = TestRoot::with_busybox();
+    // No command: the image's Cmd runs.
+    let (code, out, err) = r.run(&["busybox:latest"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hello from the exprun fixture\n");
+    // --env-file, then -e overrides it; a bare name takes the caller's value.
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("exp.env");
+    std::fs::write(&env_file, "# experiment\nLR=0.1\nEPOCHS=3\nEXPRUN_TEST_HOST_MARKER\n").unwrap();
+    let out = sh(
+        &r,
+        &["--env-file", env_file.to_str().unwrap(), "-e", "EPOCHS=5"],
+        "echo $LR $EPOCHS $EXPRUN_TEST_HOST_MARKER",
+    );
+    assert_eq!(out, "0.1 5 host-secret-value\n");
+    let bad = dir.path().join("bad.env");
+    std::fs::write(&bad, "GOOD=1\nBAD NAME=2\n").unwrap();
+    let (code, _, err) = r.run(&["--env-file", bad.to_str().unwrap(), "busybox:latest", "--", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("bad.env") && err.contains("line 2"), "{err}");
+    // --entrypoint replaces the image's; a JSON array gives several words.
+    let (code, out, err) =
+        r.run(&["--entrypoint", r#"["/bin/echo","from","entrypoint"]"#, "busybox:latest", "--", "arg"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "from entrypoint arg\n");
+    r.assert_no_leftovers();
+}

@@ -132,7 +132,10 @@ mod tests {
         fs::create_dir(d.path().join("real")).unwrap();
         fs::write(d.path().join("real/f"), "x").unwrap();
         std::os::unix::fs::symlink("real", d.path().join("link")).unwrap();
-        assert_eq!(digest_tree(&d.path().join("link")).unwrap(), digest_tree(&d.path().join("real")).unwrap());
+        assert_eq!(
+            digest_tree(&d.path().join("link")).unwrap(),
+            digest_tree(&d.path().join("real")).unwrap()
+        );
     }
 
     #[test]
