@@ -323,6 +323,18 @@ fn a_killed_exprun_is_cleaned_up_by_the_next_one() {
     let rec = r.last_record();
     assert_eq!(rec["status"], "lost");
     r.assert_no_leftovers();
+
+    // The next run cleans up too, without being asked.
+    let mut child = r.command(&["run", "busybox:latest", "--", "sleep", "60"]).spawn().unwrap();
+    let plan = wait_running(&r);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (code, _, err) = r.run(&["busybox:latest", "--", "true"]);
+    assert_eq!(code, 0, "{err}");
+    let lost = r.records().into_iter().filter(|x| x["status"] == "lost").count();
+    assert_eq!(lost, 2);
+    assert!(!Path::new(plan["cgroup"]["dirs"]["pids"].as_str().unwrap()).exists());
+    r.assert_no_leftovers();
 }
 
 #[test]
