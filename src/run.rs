@@ -5,7 +5,7 @@
 //! 2. resolve the image in the store, under the store's shared lock;
 //! 3. build the OCI spec from the image config and the options (no side effects);
 //! 4. build and check the plan: cgroup placement, limits, mounts, user (no side effects);
-//! 5. digest the inputs, before anything is created;
+//! 5. digest the inputs, before anything is created; make missing output dirs;
 //! 6. block the forwarded signals, so none is lost from here on; claim `--name`;
 //!    create the run directory (locked) with plan.json;
 //! 7. start the record (exprun's digest, host facts);
@@ -29,7 +29,7 @@ use crate::record::files::digest_tree;
 use crate::record::{self, DataRecord, RunRecord};
 use crate::spawn::{self, CreateOutcome};
 use crate::spec::{self, options::RunOptions, SpecContext};
-use crate::state::{ContainerDir, Root};
+use crate::state::Root;
 
 /// What `exprun run` reports back to the CLI.
 pub struct RunResult {
@@ -101,7 +101,9 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
 
     log::debug(|| format!("step 4: planned run {id}"));
 
-    // 5. Inputs are digested before the run exists, so a failure here leaves nothing.
+    // 5. Inputs are digested before the run exists, so a failure here leaves
+    //    nothing; missing output directories are made (and stay: they are the
+    //    user's, like the files the run will write there).
     let mut inputs = Vec::new();
     for m in &plan.inputs {
         let tree = digest_tree(&m.source).map_err(|source| plan::Error::Source {
@@ -153,7 +155,7 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
 
     // 10. Whatever happened, the record is written and the run directory removed.
     let keep_upper = plan.keep.then(|| root.runs_dir().join(&plan.id).join("upper"));
-    let cleanup = container_cleanup(container, keep_upper.as_deref());
+    let cleanup = container.remove(keep_upper.as_deref());
     if let Err(e) = &result {
         rec.exit.message = Some(e.to_string());
     }
@@ -163,10 +165,6 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
     let (exit_code, note) = result?;
     cleanup?;
     Ok(RunResult { exit_code, run_id: plan.id.clone(), note })
-}
-
-fn container_cleanup(c: ContainerDir, keep_upper: Option<&std::path::Path>) -> Result<()> {
-    c.remove(keep_upper).map_err(Error::from)
 }
 
 /// Block the signals exprun handles while a run is set up and waited for, and
