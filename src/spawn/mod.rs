@@ -177,7 +177,7 @@ fn create_in(
     drop(cgroup_join);
     drop(child_io.fds);
 
-    match wait_ready(&parent_end, &pidfd, signals) {
+    match wait_ready(&parent_end, signals) {
         Ok(Ok(exe)) => Ok((pid, pidfd, parent_end, Ok(exe))),
         Ok(Err(failure)) => Ok((pid, pidfd, parent_end, Err(failure))),
         Err(e) => {
@@ -194,11 +194,7 @@ fn create_in(
 }
 
 /// Wait for Ready (or a failure), watching exprun's signals too.
-fn wait_ready(
-    channel: &Channel,
-    _pidfd: &OwnedFd,
-    signals: &SignalFd,
-) -> Result<std::result::Result<String, CommandFailure>> {
+fn wait_ready(channel: &Channel, signals: &SignalFd) -> Result<std::result::Result<String, CommandFailure>> {
     loop {
         let mut fds = [
             PollFd::new(channel.as_fd(), PollFlags::POLLIN),
