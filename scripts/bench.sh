@@ -9,7 +9,7 @@
 #   --runtimes LIST  comma-separated subset of exprun,crun,runc (default: all)
 #
 # Environment: EXPRUN_BIN  exprun binary to use as is (skips cargo build);
-#   default: cargo build --release, then ${CARGO_TARGET_DIR:-target}/release/exprun.
+#   default: the static-pie release build of scripts/build-release.sh.
 # Needs root. Installs runc, crun, umoci, skopeo, jq, python3, time if missing.
 # If crun 1.8.1 would refuse the host (the cgroup2 mount holds hugetlb and no
 # v1 hugetlb hierarchy exists), mounts a v1 hugetlb hierarchy at
@@ -112,14 +112,15 @@ if want exprun; then
         log "using EXPRUN_BIN=$EXPRUN_BIN (not building)"
     else
         command -v cargo >/dev/null 2>&1 || die "cargo not found (set EXPRUN_BIN to use a prebuilt exprun)"
-        log "cargo build --release"
-        if ! build_log=$(cd "$REPO" && cargo build --release 2>&1); then
-            printf '%s\n' "$build_log" >&2
-            die "cargo build --release failed"
+        log "scripts/build-release.sh (static-pie release build)"
+        build_err=$(mktemp)
+        if ! EXPRUN_BIN=$(bash "$REPO/scripts/build-release.sh" 2>"$build_err"); then
+            cat "$build_err" >&2
+            rm -f "$build_err"
+            die "scripts/build-release.sh failed"
         fi
-        target_dir=${CARGO_TARGET_DIR:-$REPO/target}
-        case $target_dir in /*) ;; *) target_dir=$REPO/$target_dir ;; esac
-        EXPRUN_BIN=$target_dir/release/exprun
+        rm -f "$build_err"
+        case $EXPRUN_BIN in /*) ;; *) EXPRUN_BIN=$REPO/$EXPRUN_BIN ;; esac
     fi
     [ -x "$EXPRUN_BIN" ] || die "exprun binary not found or not executable: $EXPRUN_BIN"
     case $EXPRUN_BIN in /*) ;; *) EXPRUN_BIN=$PWD/$EXPRUN_BIN ;; esac
