@@ -172,3 +172,27 @@ fn import_progress_is_drawn_only_on_a_terminal() {
     assert!(text.contains("importing ["), "no progress bar on a terminal: {text:?}");
     assert!(text.contains("imported busybox-oci:latest"), "{text:?}");
 }
+
+#[test]
+fn limits_that_cannot_be_applied_are_refused_before_the_run() {
+    if !privileged("limits_that_cannot_be_applied_are_refused_before_the_run") {
+        return;
+    }
+    let r = TestRoot::with_busybox();
+    let (code, out, err) =
+        r.run(&["--ulimit", "nofile=100:200", "busybox:latest", "--", "sh", "-c", "ulimit -n; ulimit -Hn"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "100\n200\n");
+    let (code, _, err) = r.run(&["--cpus", "999", "busybox:latest", "--", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("--cpus") && err.contains("CPUs online"), "{err}");
+    let (code, _, err) = r.run(&["--input", "/no/such/input:/in", "busybox:latest", "--", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("--input") && err.contains("/no/such/input"), "{err}");
+    if !caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_RESOURCE).unwrap() {
+        let (code, _, err) = r.run(&["--ulimit", "nofile=4294967295", "busybox:latest", "--", "true"]);
+        assert_eq!(code, 125);
+        assert!(err.contains("RLIMIT_NOFILE") && err.contains("CAP_SYS_RESOURCE"), "{err}");
+    }
+    r.assert_no_leftovers();
+}

@@ -126,12 +126,15 @@ impl RunArgs {
             v.iter().map(|s| o::parse_host_mount(opt, s, &cwd, mode).map_err(Error::from)).collect()
         };
         let volumes = mounts("--volume", &self.volume, true)?;
-        for v in &volumes {
-            if !v.source.exists() {
+        let inputs = mounts("--input", &self.input, false)?;
+        for (option, m) in
+            volumes.iter().map(|v| ("--volume", v)).chain(inputs.iter().map(|i| ("--input", i)))
+        {
+            if !m.source.exists() {
                 return Err(crate::spec::Error::Option {
-                    option: "--volume",
-                    value: v.source.display().to_string(),
-                    why: "the host path does not exist; create it first".into(),
+                    option,
+                    value: m.source.display().to_string(),
+                    why: "the host path does not exist".into(),
                 }
                 .into());
             }
@@ -145,7 +148,7 @@ impl RunArgs {
             user: self.user,
             hostname: self.hostname.map(|h| o::parse_hostname(&h)).transpose()?,
             volumes,
-            inputs: mounts("--input", &self.input, false)?,
+            inputs,
             outputs: mounts("--output", &self.output, false)?,
             tmpfs: self.tmpfs.iter().map(|t| o::parse_tmpfs(t)).collect::<Result<_, _>>()?,
             memory: self.memory.map(|m| o::parse_memory(&m)).transpose()?,

@@ -116,9 +116,11 @@ pub struct CapSets {
     pub ambient: Vec<String>,
 }
 
-/// One resource limit: (resource number, soft, hard).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// One resource limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rlimit {
+    /// `RLIMIT_*` name.
+    pub name: String,
     /// `RLIMIT_*` number.
     pub resource: u32,
     /// Soft limit.
@@ -457,7 +459,8 @@ fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
                 why: format!("{name}: soft limit above hard limit"),
             });
         }
-        rlimits.push(Rlimit { resource, soft: r.soft(), hard: r.hard() });
+        check_raisable(&name, resource, r.hard())?;
+        rlimits.push(Rlimit { name, resource, soft: r.soft(), hard: r.hard() });
     }
     let user = p.user();
     Ok(ProcessPlan {
@@ -472,6 +475,26 @@ fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
         rlimits,
         no_new_privs: p.no_new_privileges().unwrap_or(false),
         terminal: p.terminal().unwrap_or(false),
+    })
+}
+
+/// Raising a hard limit above exprun's own needs CAP_SYS_RESOURCE; say so before
+/// anything starts rather than fail inside the container's setup.
+fn check_raisable(name: &str, resource: u32, hard: u64) -> Result<()> {
+    let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit through the pointer, which is live.
+    if unsafe { libc::getrlimit(resource as _, &mut cur) } != 0 || hard <= cur.rlim_max {
+        return Ok(());
+    }
+    if caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_RESOURCE).unwrap_or(false) {
+        return Ok(());
+    }
+    Err(Error::Process {
+        field: "rlimits",
+        why: format!(
+            "{name} hard limit {hard} is above exprun's own ({}), and raising it needs CAP_SYS_RESOURCE, which exprun does not have",
+            cur.rlim_max
+        ),
     })
 }
 

@@ -171,7 +171,8 @@ fn mount_one(root: BorrowedFd<'_>, m: &MountOp) -> Result<()> {
     } else {
         let data = (!m.data.is_empty()).then_some(m.data.as_str());
         at(mount(Some(m.source.as_str()), &target_path, m.fstype.as_deref(), m.ms_flags(), data), || {
-            format!("mounting {} at {}", m.fstype.as_deref().unwrap_or("?"), dest.display())
+            let opts = if m.data.is_empty() { String::new() } else { format!(" with options {}", m.data) };
+            format!("mounting {} at {}{opts}", m.fstype.as_deref().unwrap_or("?"), dest.display())
         })?;
     }
     if m.propagation != 0 {

@@ -117,7 +117,10 @@ fn setup(plan: &RunPlan, fds: &ChildFds) -> Result<PathBuf, StepError> {
     // uid (afterwards we could not change them), capabilities once the uid is
     // final, no_new_privs last.
     for r in &p.rlimits {
-        step("setting rlimits", set_rlimit(r.resource, r.soft, r.hard))?;
+        step(
+            &format!("setting {} to {}:{}", r.name, r.soft, r.hard),
+            set_rlimit(r.resource, r.soft, r.hard),
+        )?;
     }
     let groups: Vec<Gid> = p.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
     step("setting supplementary groups", unistd::setgroups(&groups))?;
