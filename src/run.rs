@@ -24,7 +24,7 @@ use crate::cgroups::CgroupHost;
 use crate::error::{Error, Result};
 use crate::image::ImageStore;
 use crate::log;
-use crate::plan::{self, PlanContext, RunPlan};
+use crate::plan::{self, PlanContext, RunPlan, Source};
 use crate::record::files::digest_tree;
 use crate::record::{self, DataRecord, RunRecord};
 use crate::spawn::{self, CreateOutcome};
@@ -88,8 +88,7 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
             name: opts.name.as_deref(),
             command_line,
             state_dir: &state_dir,
-            image: &image,
-            layers_root: &store.layers_root(),
+            source: Source::Image { image: &image, layers_root: &store.layers_root() },
             cgroups: &cgroups,
             cgroup_parent: opts.cgroup_parent.as_deref(),
             interactive: opts.interactive,

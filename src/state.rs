@@ -288,7 +288,7 @@ impl Root {
             let plan: Option<RunPlan> =
                 fs::read(e.path().join("plan.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
             if let Some(p) = plan {
-                out.extend(p.rootfs.lower.iter().filter_map(|h| crate::digest::Digest::from_hex(h).ok()));
+                out.extend(p.rootfs.layers().iter().filter_map(|h| crate::digest::Digest::from_hex(h).ok()));
             }
         }
         out

@@ -71,6 +71,37 @@ pub enum Error {
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What becomes the container's `/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RootfsPlan {
+    /// An overlay of an image's layers from the store and a per-run writable layer.
+    Overlay(Overlay),
+    /// A directory prepared by the caller (an OCI bundle's rootfs), used in place.
+    Bundle {
+        /// The directory, absolute.
+        path: PathBuf,
+    },
+}
+
+impl RootfsPlan {
+    /// The directory that becomes `/`.
+    pub fn target(&self) -> &Path {
+        match self {
+            RootfsPlan::Overlay(o) => &o.target,
+            RootfsPlan::Bundle { path } => path,
+        }
+    }
+
+    /// The store layers (diff_id hex) the root is made of.
+    pub fn layers(&self) -> &[String] {
+        match self {
+            RootfsPlan::Overlay(o) => &o.lower,
+            RootfsPlan::Bundle { .. } => &[],
+        }
+    }
+}
+
 /// The overlay that becomes the container's `/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Overlay {
@@ -174,7 +205,7 @@ pub struct RunPlan {
     /// The image, when the run comes from the store.
     pub image: Option<ResolvedImage>,
     /// The root filesystem.
-    pub rootfs: Overlay,
+    pub rootfs: RootfsPlan,
     /// Mounts, in order.
     pub mounts: Vec<MountOp>,
     /// Host device nodes bound into /dev.
@@ -219,10 +250,8 @@ pub struct PlanContext<'a> {
     pub command_line: Vec<String>,
     /// The run's state directory (not created yet).
     pub state_dir: &'a Path,
-    /// The image.
-    pub image: &'a ResolvedImage,
-    /// The store's layer directory.
-    pub layers_root: &'a Path,
+    /// Where the root filesystem comes from.
+    pub source: Source<'a>,
     /// The host's cgroups.
     pub cgroups: &'a CgroupHost,
     /// `--cgroup-parent`.
@@ -235,6 +264,19 @@ pub struct PlanContext<'a> {
     pub outputs: Vec<HostMount>,
     /// `--keep`.
     pub keep: bool,
+}
+
+/// Where a run's root filesystem comes from.
+pub enum Source<'a> {
+    /// An image in the store.
+    Image {
+        /// The image.
+        image: &'a ResolvedImage,
+        /// The store's layer directory.
+        layers_root: &'a Path,
+    },
+    /// The `root.path` of an OCI bundle's config.json, resolved against the bundle.
+    Bundle,
 }
 
 /// The device nodes every container gets, bound from the host's /dev.
@@ -326,7 +368,25 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         mounts.push(op);
     }
 
-    let rootfs = overlay(&ctx, spec.root().as_ref().map(|r| r.path().clone()))?;
+    let root_path = spec.root().as_ref().map(|r| r.path().clone());
+    let rootfs = match ctx.source {
+        Source::Image { image, layers_root } => {
+            RootfsPlan::Overlay(overlay(&ctx, image, layers_root, root_path)?)
+        }
+        Source::Bundle => {
+            let path = root_path.filter(|p| p.is_absolute()).ok_or_else(|| Error::Process {
+                field: "root.path",
+                why: "missing or not absolute (resolve it against the bundle first)".into(),
+            })?;
+            if !path.is_dir() {
+                return Err(Error::Mount {
+                    destination: "/".into(),
+                    why: format!("the root filesystem {} is not a directory", path.display()),
+                });
+            }
+            RootfsPlan::Bundle { path }
+        }
+    };
     let readonly_root = spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false);
     let paths =
         |v: &Option<Vec<String>>| v.clone().unwrap_or_default().into_iter().map(PathBuf::from).collect();
@@ -348,7 +408,10 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         name: ctx.name.map(str::to_string),
         command_line: ctx.command_line,
         state_dir: ctx.state_dir.to_path_buf(),
-        image: Some(ctx.image.clone()),
+        image: match ctx.source {
+            Source::Image { image, .. } => Some(image.clone()),
+            Source::Bundle => None,
+        },
         rootfs,
         mounts,
         devices: DEFAULT_DEVICES.iter().map(PathBuf::from).collect(),
@@ -370,8 +433,12 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
     })
 }
 
-fn overlay(ctx: &PlanContext<'_>, root: Option<PathBuf>) -> Result<Overlay> {
-    let image = ctx.image;
+fn overlay(
+    ctx: &PlanContext<'_>,
+    image: &ResolvedImage,
+    layers_root: &Path,
+    root: Option<PathBuf>,
+) -> Result<Overlay> {
     let target = root.unwrap_or_else(|| crate::spec::rootfs_dir(ctx.state_dir));
     let lower: Vec<String> = image.layers.iter().rev().map(|l| l.diff_id.hex().to_string()).collect();
     if lower.is_empty() {
@@ -390,7 +457,7 @@ fn overlay(ctx: &PlanContext<'_>, root: Option<PathBuf>) -> Result<Overlay> {
         });
     }
     Ok(Overlay {
-        layers_root: ctx.layers_root.to_path_buf(),
+        layers_root: layers_root.to_path_buf(),
         lower,
         upper: ctx.state_dir.join("upper"),
         work: ctx.state_dir.join("work"),

@@ -28,7 +28,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{mkdirat, Mode};
 use nix::unistd::{chdir, pivot_root};
 
-use crate::plan::{MountOp, RunPlan, Scratch};
+use crate::plan::{MountOp, Overlay, RootfsPlan, RunPlan, Scratch};
 use crate::sys;
 
 /// A rootfs step failed.
@@ -55,8 +55,57 @@ pub fn build(plan: &RunPlan, console: Option<&Path>) -> Result<()> {
         "making / a slave mount".into()
     })?;
 
-    // 2. The writable layer and the run's own files (hosts, hostname).
-    let o = &plan.rootfs;
+    // 2. The root: an overlay of the image's layers, or a bundle's directory.
+    let target = plan.rootfs.target();
+    match &plan.rootfs {
+        RootfsPlan::Overlay(o) => mount_overlay(plan, o)?,
+        // pivot_root needs a mount point; binding the directory onto itself makes one.
+        RootfsPlan::Bundle { path } => at(
+            mount(Some(path.as_path()), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>),
+            || format!("binding the root filesystem {}", path.display()),
+        )?,
+    }
+    let root = at(File::open(target), || format!("opening {}", target.display()))?;
+
+    // 3. The plan's mounts, in order.
+    for m in &plan.mounts {
+        mount_one(root.as_fd(), m)?;
+    }
+
+    // 4. /dev contents, when /dev is our tmpfs.
+    if plan.mounts.iter().any(|m| m.destination == Path::new("/dev") && m.fstype.as_deref() == Some("tmpfs"))
+    {
+        populate_dev(root.as_fd(), &plan.devices, console)?;
+    }
+
+    // 5. The working directory must exist before `/` may become read-only.
+    open_or_create(root.as_fd(), &plan.process.cwd, false)?;
+
+    // 6. pivot_root(".", ".") stacks the old root under the new one; detaching it
+    //    leaves only the container's tree. The old root is a slave (step 1), so the
+    //    detach does not reach the host.
+    at(chdir(target), || format!("entering {}", target.display()))?;
+    at(pivot_root(".", "."), || "pivot_root".into())?;
+    at(umount2(".", MntFlags::MNT_DETACH), || "detaching the old root".into())?;
+    at(chdir("/"), || "entering the new root".into())?;
+
+    // 7. Read-only and masked paths, then the read-only root.
+    for p in &plan.readonly_paths {
+        readonly_path(p)?;
+    }
+    for p in &plan.masked_paths {
+        mask_path(p)?;
+    }
+    if plan.readonly_root {
+        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NODEV;
+        at(mount(None::<&str>, "/", None::<&str>, flags, None::<&str>), || "remounting / read-only".into())?;
+    }
+    Ok(())
+}
+
+/// The writable layer (a private tmpfs over the run directory unless it is kept),
+/// the run's own files (hosts, hostname), then the overlay at the target.
+fn mount_overlay(plan: &RunPlan, o: &Overlay) -> Result<()> {
     let run_dir = &plan.state_dir;
     if o.scratch == Scratch::Tmpfs {
         at(
@@ -97,41 +146,6 @@ pub fn build(plan: &RunPlan, console: Option<&Path>) -> Result<()> {
     at(mount(Some("overlay"), &o.target, Some("overlay"), MsFlags::MS_NODEV, Some(data.as_str())), || {
         format!("mounting the image overlay at {} ({} layers)", o.target.display(), o.lower.len())
     })?;
-    let root = at(File::open(&o.target), || format!("opening {}", o.target.display()))?;
-
-    // 3. The plan's mounts, in order.
-    for m in &plan.mounts {
-        mount_one(root.as_fd(), m)?;
-    }
-
-    // 4. /dev contents, when /dev is our tmpfs.
-    if plan.mounts.iter().any(|m| m.destination == Path::new("/dev") && m.fstype.as_deref() == Some("tmpfs"))
-    {
-        populate_dev(root.as_fd(), &plan.devices, console)?;
-    }
-
-    // 5. The working directory must exist before `/` may become read-only.
-    open_or_create(root.as_fd(), &plan.process.cwd, false)?;
-
-    // 6. pivot_root(".", ".") stacks the old root under the new one; detaching it
-    //    leaves only the container's tree. The old root is a slave (step 1), so the
-    //    detach does not reach the host.
-    at(chdir(&o.target), || format!("entering {}", o.target.display()))?;
-    at(pivot_root(".", "."), || "pivot_root".into())?;
-    at(umount2(".", MntFlags::MNT_DETACH), || "detaching the old root".into())?;
-    at(chdir("/"), || "entering the new root".into())?;
-
-    // 7. Read-only and masked paths, then the read-only root.
-    for p in &plan.readonly_paths {
-        readonly_path(p)?;
-    }
-    for p in &plan.masked_paths {
-        mask_path(p)?;
-    }
-    if plan.readonly_root {
-        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NODEV;
-        at(mount(None::<&str>, "/", None::<&str>, flags, None::<&str>), || "remounting / read-only".into())?;
-    }
     Ok(())
 }
 
