@@ -114,6 +114,9 @@ pub struct CgroupPlan {
     /// v2: the ancestors whose `cgroup.subtree_control` must enable our controllers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub enable_in: Vec<PathBuf>,
+    /// Make missing parent cgroups (kept afterwards: they are the caller's).
+    #[serde(default)]
+    pub make_parents: bool,
     /// The limits to write.
     pub limits: Limits,
 }
@@ -232,19 +235,38 @@ impl CgroupHost {
         out
     }
 
-    /// Plan the cgroup `name` under `parent` (default: the caller's own cgroup),
-    /// refusing any limit this host cannot enforce.
-    pub fn plan(&self, name: &str, parent: Option<&str>, limits: Limits) -> Result<CgroupPlan> {
-        if let Some(p) = parent {
-            check_parent(p)?;
+    /// Plan the run's cgroup at `placement`, refusing any limit this host cannot
+    /// enforce.
+    pub fn plan(&self, placement: &Placement<'_>, limits: Limits) -> Result<CgroupPlan> {
+        let given = match placement {
+            Placement::Child { parent: Some(p), .. } => Some(*p),
+            Placement::Path(p) => Some(*p),
+            Placement::Child { parent: None, .. } => None,
+        };
+        if let Some(p) = given {
+            check_path(p, matches!(placement, Placement::Child { .. }))?;
         }
         match self.version() {
-            Version::V1 => self.plan_v1(name, parent, limits),
-            Version::V2 => self.plan_v2(name, parent, limits),
+            Version::V1 => self.plan_v1(placement, limits),
+            Version::V2 => self.plan_v2(placement, limits),
         }
     }
 
-    fn plan_v1(&self, name: &str, parent: Option<&str>, limits: Limits) -> Result<CgroupPlan> {
+    /// The cgroup path (from the hierarchy's root) for `placement`, in the
+    /// hierarchy of controller `ctrl` ("" for v2).
+    fn cgroup_path(&self, placement: &Placement<'_>, ctrl: &str) -> String {
+        let caller = || self.caller.get(ctrl).cloned().unwrap_or_else(|| "/".into());
+        let path = match placement {
+            Placement::Child { name, parent } => {
+                format!("{}/{name}", parent.map(str::to_string).unwrap_or_else(caller))
+            }
+            Placement::Path(p) if p.starts_with('/') => p.to_string(),
+            Placement::Path(p) => format!("{}/{p}", caller()),
+        };
+        path.replace("//", "/")
+    }
+
+    fn plan_v1(&self, placement: &Placement<'_>, limits: Limits) -> Result<CgroupPlan> {
         let needs = [
             (MEMORY, limits.memory_bytes.is_some(), "--memory"),
             (PIDS, limits.pids_max.is_some(), "--pids-limit"),
@@ -261,20 +283,18 @@ impl CgroupHost {
         let mut dirs = BTreeMap::new();
         for ctrl in [MEMORY, PIDS, CPU, CPUACCT] {
             let Some(mount) = self.v1.get(ctrl) else { continue };
-            let base = match parent {
-                Some(p) => p.to_string(),
-                None => self.caller.get(ctrl).cloned().unwrap_or_else(|| "/".into()),
-            };
-            let dir = join_under(mount, &base, name).ok_or_else(|| Error::Parent {
-                parent: base.clone(),
+            let path = self.cgroup_path(placement, ctrl);
+            let dir = join_under(mount, &path).ok_or_else(|| Error::Parent {
+                parent: path.clone(),
                 why: format!("not inside the {ctrl} hierarchy mounted at {}", mount.point.display()),
             })?;
             dirs.insert(ctrl.to_string(), dir);
         }
-        Ok(CgroupPlan { version: Version::V1, dirs, enable_in: Vec::new(), limits })
+        let make_parents = matches!(placement, Placement::Path(_));
+        Ok(CgroupPlan { version: Version::V1, dirs, enable_in: Vec::new(), make_parents, limits })
     }
 
-    fn plan_v2(&self, name: &str, parent: Option<&str>, limits: Limits) -> Result<CgroupPlan> {
+    fn plan_v2(&self, placement: &Placement<'_>, limits: Limits) -> Result<CgroupPlan> {
         let mount = self.v2.as_ref().ok_or_else(|| Error::Unenforceable {
             limit: "resource limits",
             why: "no cgroup2 hierarchy is mounted".into(),
@@ -294,12 +314,9 @@ impl CgroupHost {
                 });
             }
         }
-        let base = match parent {
-            Some(p) => p.to_string(),
-            None => self.caller.get("").cloned().unwrap_or_else(|| "/".into()),
-        };
-        let dir = join_under(mount, &base, name).ok_or_else(|| Error::Parent {
-            parent: base.clone(),
+        let path = self.cgroup_path(placement, "");
+        let dir = join_under(mount, &path).ok_or_else(|| Error::Parent {
+            parent: path.clone(),
             why: format!("not inside the cgroup2 hierarchy mounted at {}", mount.point.display()),
         })?;
         let mut enable_in = Vec::new();
@@ -313,30 +330,53 @@ impl CgroupHost {
         }
         enable_in.reverse();
         let dirs = BTreeMap::from([("unified".to_string(), dir)]);
-        Ok(CgroupPlan { version: Version::V2, dirs, enable_in, limits })
+        let make_parents = matches!(placement, Placement::Path(_));
+        Ok(CgroupPlan { version: Version::V2, dirs, enable_in, make_parents, limits })
     }
 }
 
-/// `--cgroup-parent` must be an absolute, normal path inside the hierarchy.
-fn check_parent(p: &str) -> Result<()> {
+/// Where a run's cgroup goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement<'a> {
+    /// `name` under `parent` (an absolute path in the hierarchy), or under the
+    /// caller's own cgroup; the parent must exist (`exprun run`).
+    Child {
+        /// The cgroup's own name.
+        name: &'a str,
+        /// `--cgroup-parent`.
+        parent: Option<&'a str>,
+    },
+    /// An OCI `linux.cgroupsPath`: absolute from the hierarchy's root, or relative
+    /// to the caller's cgroup; missing parents are made (as runc does).
+    Path(&'a str),
+}
+
+/// A cgroup path must be normal (no `..` or `.`); `--cgroup-parent` must also be
+/// absolute.
+fn check_path(p: &str, must_be_absolute: bool) -> Result<()> {
     let path = Path::new(p);
-    let ok = path.is_absolute()
+    let ok = (path.is_absolute() || !must_be_absolute)
+        && !p.is_empty()
         && path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
     if ok {
         Ok(())
     } else {
         Err(Error::Parent {
             parent: p.into(),
-            why: "give an absolute path inside the cgroup hierarchy, without '..', e.g. /experiments".into(),
+            why: if must_be_absolute {
+                "give an absolute path inside the cgroup hierarchy, without '..', e.g. /experiments".into()
+            } else {
+                "a cgroup path must not contain '.' or '..'".into()
+            },
         })
     }
 }
 
-/// `mount.point` + (`cgroup` relative to the mount's root) + `name`; `None` when
-/// `cgroup` lies outside what the mount shows.
-fn join_under(mount: &Mount, cgroup: &str, name: &str) -> Option<PathBuf> {
+/// `mount.point` + (`cgroup` relative to the mount's root); `None` when `cgroup`
+/// lies outside what the mount shows.
+fn join_under(mount: &Mount, cgroup: &str) -> Option<PathBuf> {
     let rel = Path::new(cgroup).strip_prefix(&mount.root).ok()?;
-    Some(mount.point.join(rel).join(name))
+    Some(mount.point.join(rel))
 }
 
 /// mountinfo escapes spaces, tabs, newlines and backslashes as `\ooo` octal.
@@ -402,7 +442,14 @@ impl Cgroup {
     fn create_inner(&self) -> Result<()> {
         let v2 = self.plan.version == Version::V2;
         for dir in self.plan.dirs.values() {
-            if let Some(parent) = dir.parent().filter(|p| !p.is_dir()) {
+            let Some(parent) = dir.parent().filter(|p| !p.is_dir()) else { continue };
+            if self.plan.make_parents {
+                fs::create_dir_all(parent).map_err(|source| Error::Io {
+                    op: "creating parent cgroup",
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+            } else {
                 return Err(Error::Io {
                     op: "using cgroup parent",
                     path: parent.to_path_buf(),
@@ -658,7 +705,10 @@ mod tests {
         let host = CgroupHost::parse(HYBRID_MOUNTINFO, HYBRID_SELF);
         assert_eq!(host.version(), Version::V1);
         let plan = host
-            .plan("exprun-abc", None, Limits { memory_bytes: Some(1 << 26), ..Limits::default() })
+            .plan(
+                &Placement::Child { name: "exprun-abc", parent: None },
+                Limits { memory_bytes: Some(1 << 26), ..Limits::default() },
+            )
             .unwrap();
         assert_eq!(plan.dirs["memory"], Path::new("/sys/fs/cgroup/memory/jobs/job42/exprun-abc"));
         assert_eq!(plan.dirs["pids"], Path::new("/sys/fs/cgroup/pids/exprun-abc"));
@@ -670,11 +720,23 @@ mod tests {
     }
 
     #[test]
+    fn oci_cgroups_paths_are_absolute_from_the_root_or_relative_to_the_caller() {
+        let host = CgroupHost::parse(HYBRID_MOUNTINFO, HYBRID_SELF);
+        let plan = host.plan(&Placement::Path("/kubepods/pod1/c1"), Limits::default()).unwrap();
+        assert_eq!(plan.dirs["memory"], Path::new("/sys/fs/cgroup/memory/kubepods/pod1/c1"));
+        assert_eq!(plan.dirs["pids"], Path::new("/sys/fs/cgroup/pids/kubepods/pod1/c1"));
+        assert!(plan.make_parents);
+        let plan = host.plan(&Placement::Path("k/c1"), Limits::default()).unwrap();
+        assert_eq!(plan.dirs["memory"], Path::new("/sys/fs/cgroup/memory/jobs/job42/k/c1"));
+        assert!(host.plan(&Placement::Path("/a/../b"), Limits::default()).is_err());
+    }
+
+    #[test]
     fn co_mounted_cpu_and_cpuacct_share_one_dir() {
         let mi = "31 30 0:27 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
                   33 30 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
         let host = CgroupHost::parse(mi, "3:cpu,cpuacct:/a\n2:memory:/a\n");
-        let plan = host.plan("x", None, Limits::default()).unwrap();
+        let plan = host.plan(&Placement::Child { name: "x", parent: None }, Limits::default()).unwrap();
         assert_eq!(plan.dirs["cpu"], plan.dirs["cpuacct"]);
         assert_eq!(plan.dirs["cpu"], Path::new("/sys/fs/cgroup/cpu,cpuacct/a/x"));
         let h = host.v1_hierarchies(&plan);
@@ -688,8 +750,13 @@ mod tests {
     fn a_limit_without_its_controller_is_refused_by_name() {
         let mi = "33 30 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
         let host = CgroupHost::parse(mi, "2:memory:/\n");
-        let err =
-            host.plan("x", None, Limits { pids_max: Some(10), ..Limits::default() }).unwrap_err().to_string();
+        let err = host
+            .plan(
+                &Placement::Child { name: "x", parent: None },
+                Limits { pids_max: Some(10), ..Limits::default() },
+            )
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--pids-limit") && err.contains("pids cgroup controller"), "{err}");
     }
 
@@ -697,9 +764,14 @@ mod tests {
     fn cgroup_parent_must_be_absolute_and_plain() {
         let host = CgroupHost::parse(HYBRID_MOUNTINFO, HYBRID_SELF);
         for bad in ["relative", "/a/../b", ""] {
-            assert!(host.plan("x", Some(bad), Limits::default()).is_err(), "{bad}");
+            assert!(
+                host.plan(&Placement::Child { name: "x", parent: Some(bad) }, Limits::default()).is_err(),
+                "{bad}"
+            );
         }
-        let plan = host.plan("x", Some("/experiments"), Limits::default()).unwrap();
+        let plan = host
+            .plan(&Placement::Child { name: "x", parent: Some("/experiments") }, Limits::default())
+            .unwrap();
         assert_eq!(plan.dirs["memory"], Path::new("/sys/fs/cgroup/memory/experiments/x"));
     }
 
@@ -728,7 +800,7 @@ mod tests {
         let (dir, host) = v2_fixture();
         assert_eq!(host.version(), Version::V2);
         let limits = Limits { memory_bytes: Some(64 << 20), cpu_quota_us: Some(150_000), pids_max: Some(32) };
-        let plan = host.plan("exprun-t", None, limits).unwrap();
+        let plan = host.plan(&Placement::Child { name: "exprun-t", parent: None }, limits).unwrap();
         let cg_dir = dir.path().join("user.slice/exprun-t");
         assert_eq!(plan.dirs["unified"], cg_dir);
         assert_eq!(plan.enable_in, vec![dir.path().to_path_buf(), dir.path().join("user.slice")]);
@@ -771,16 +843,36 @@ mod tests {
         let (_dir, mut host) = v2_fixture();
         host.v2_controllers = vec!["memory".into()];
         let err = host
-            .plan("x", None, Limits { cpu_quota_us: Some(1000), ..Limits::default() })
+            .plan(
+                &Placement::Child { name: "x", parent: None },
+                Limits { cpu_quota_us: Some(1000), ..Limits::default() },
+            )
             .unwrap_err()
             .to_string();
         assert!(err.contains("--cpus") && err.contains("cgroup.controllers"), "{err}");
     }
 
     #[test]
+    fn oci_paths_make_their_missing_parents() {
+        let (dir, host) = v2_fixture();
+        let plan = host.plan(&Placement::Path("/kubepods/pod1/c1"), Limits::default()).unwrap();
+        for d in ["kubepods", "kubepods/pod1"] {
+            // What the kernel would give a new cgroup; a plain mkdir gives nothing.
+            fs::create_dir_all(dir.path().join(d)).unwrap();
+            fs::write(dir.path().join(d).join("cgroup.subtree_control"), "").unwrap();
+        }
+        fs::remove_dir_all(dir.path().join("kubepods")).unwrap();
+        // Without the kernel files enabling controllers fails, but the parents are
+        // made first: check that part.
+        let _ = Cgroup::create(&plan);
+        assert!(dir.path().join("kubepods/pod1").is_dir());
+    }
+
+    #[test]
     fn missing_parent_is_an_error_naming_it() {
         let (dir, host) = v2_fixture();
-        let plan = host.plan("x", Some("/nope"), Limits::default()).unwrap();
+        let plan =
+            host.plan(&Placement::Child { name: "x", parent: Some("/nope") }, Limits::default()).unwrap();
         let err = Cgroup::create(&plan).unwrap_err().to_string();
         assert!(err.contains(&dir.path().join("nope").display().to_string()), "{err}");
         assert!(err.contains("--cgroup-parent"), "{err}");

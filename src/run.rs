@@ -184,7 +184,7 @@ fn execute(plan: &RunPlan, rec: &mut RunRecord, signals: &SignalFd) -> Result<(i
     // 8. The create half.
     let (parent_io, child_io) = spawn::stdio::prepare(plan.process.terminal, plan.interactive)
         .map_err(|source| spawn::Error::Io { op: "setting up stdio", source })?;
-    let created = match spawn::create(plan, child_io, signals, true)? {
+    let created = match spawn::create(plan, child_io, signals, spawn::Mode::Foreground)? {
         CreateOutcome::Ready(c) => c,
         CreateOutcome::CommandFailed(f) => {
             rec.status = record::Status::NotStarted;

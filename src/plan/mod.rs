@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use serde::{Deserialize, Serialize};
 
-use crate::cgroups::{CgroupHost, CgroupPlan, Limits};
+use crate::cgroups::{CgroupHost, CgroupPlan, Limits, Placement};
 use crate::image::ResolvedImage;
 use crate::spec::options::HostMount;
 pub use mounts::MountOp;
@@ -328,7 +328,12 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
     }
 
     let limits = limits(&linux);
-    let cgroup = ctx.cgroups.plan(&format!("exprun-{}", ctx.id), ctx.cgroup_parent, limits)?;
+    let name = format!("exprun-{}", ctx.id);
+    let placement = match linux.cgroups_path() {
+        Some(path) => Placement::Path(path.to_str().unwrap_or_default()),
+        None => Placement::Child { name: &name, parent: ctx.cgroup_parent },
+    };
+    let cgroup = ctx.cgroups.plan(&placement, limits)?;
 
     let mut mounts = Vec::new();
     for m in spec.mounts().clone().unwrap_or_default() {

@@ -30,6 +30,20 @@ pub struct ChildFds {
     pub console: Option<PathBuf>,
     /// Die with SIGKILL when exprun dies (foreground runs).
     pub die_with_parent: bool,
+    /// What releases init to exec the command.
+    pub gate: StartGate,
+}
+
+/// What init waits for once it is ready.
+pub enum StartGate {
+    /// [`ToChild::Start`] on the channel: one exprun process does both halves
+    /// (`exprun run`).
+    Channel,
+    /// A reader on the exec FIFO: `exprun start` is another process, run after
+    /// `exprun create` has exited (the runc model). The fd is an `O_PATH` handle
+    /// opened before pivot_root; init reopens it for writing through
+    /// /proc/self/fd, which blocks until `start` opens the other end.
+    Fifo(OwnedFd),
 }
 
 /// A failed step: its name and the error.
@@ -52,9 +66,15 @@ pub fn run(plan: &RunPlan, fds: ChildFds) -> ! {
                 sys::exit_now(EXIT_EXPRUN_FAILED);
             }
             // Wait for the start half. End-of-file means exprun went away.
-            match channel.recv::<ToChild>() {
-                Ok(Some(ToChild::Start)) => exec(plan, &exe, channel),
-                _ => sys::exit_now(EXIT_EXPRUN_FAILED),
+            match &fds.gate {
+                StartGate::Channel => match channel.recv::<ToChild>() {
+                    Ok(Some(ToChild::Start)) => exec(plan, &exe, channel),
+                    _ => sys::exit_now(EXIT_EXPRUN_FAILED),
+                },
+                StartGate::Fifo(fifo) => match wait_for_start(fifo) {
+                    Ok(()) => exec(plan, &exe, channel),
+                    Err(_) => sys::exit_now(EXIT_EXPRUN_FAILED),
+                },
             }
         }
         Err(e) => {
@@ -254,10 +274,27 @@ fn find_executable(name: &str, env: &[String]) -> Result<PathBuf, StepError> {
     })
 }
 
+/// Block until `exprun start` opens the exec FIFO for reading, then hand it the
+/// one byte it waits for.
+fn wait_for_start(fifo: &OwnedFd) -> io::Result<()> {
+    let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
+    let w = std::fs::OpenOptions::new().write(true).open(path)?;
+    unistd::write(&w, b"0")?;
+    Ok(())
+}
+
 /// Step [6]: execve. Only returns by `_exit` when the exec fails.
 fn exec(plan: &RunPlan, exe: &Path, channel: &Channel) -> ! {
     let report = |errno: i32| -> ! {
-        let _ = channel.send(&ToParent::ExecFailed { exe: exe.display().to_string(), errno });
+        // With a FIFO gate nobody reads the channel any more: say it on stderr,
+        // which the supervisor (containerd's shim) collects.
+        if channel.send(&ToParent::ExecFailed { exe: exe.display().to_string(), errno }).is_err() {
+            let why = nix::errno::Errno::from_raw(errno).desc();
+            let _ = unistd::write(
+                io::stderr(),
+                format!("exprun: cannot execute {}: {why}\n", exe.display()).as_bytes(),
+            );
+        }
         let code = if errno == libc::ENOENT { EXIT_NOT_FOUND } else { EXIT_CANNOT_EXECUTE };
         sys::exit_now(code)
     };

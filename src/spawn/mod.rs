@@ -97,6 +97,19 @@ pub enum CreateOutcome {
     CommandFailed(CommandFailure),
 }
 
+/// How the container's init relates to the exprun process that creates it.
+pub enum Mode {
+    /// `exprun run`: the same process starts and waits; init dies if exprun dies.
+    Foreground,
+    /// `exprun create`: exprun exits after the create half; init outlives it (the
+    /// caller, e.g. containerd's shim, is its subreaper) and waits on the exec
+    /// FIFO for `exprun start`. The fd is an `O_PATH` handle on that FIFO.
+    Detached {
+        /// The exec FIFO.
+        fifo: OwnedFd,
+    },
+}
+
 /// The create half: cgroup, clone, and wait for init to be ready. On any failure
 /// the child is killed and reaped and the cgroup removed before returning.
 ///
@@ -107,11 +120,11 @@ pub fn create(
     plan: &RunPlan,
     child_io: stdio::ChildIo,
     signals: &SignalFd,
-    die_with_parent: bool,
+    mode: Mode,
 ) -> Result<CreateOutcome> {
     let cgroup = Cgroup::create(&plan.cgroup)?;
     crate::log::debug(|| "create: cgroup made, limits written".into());
-    let result = create_in(plan, &cgroup, child_io, signals, die_with_parent);
+    let result = create_in(plan, &cgroup, child_io, signals, mode);
     match result {
         Ok((pid, pidfd, channel, Ok(exe))) => {
             Ok(CreateOutcome::Ready(Created { pid, pidfd, cgroup, exe, channel }))
@@ -135,7 +148,7 @@ fn create_in(
     cgroup: &Cgroup,
     child_io: stdio::ChildIo,
     signals: &SignalFd,
-    die_with_parent: bool,
+    mode: Mode,
 ) -> Result<Spawned> {
     let cgroup_join = cgroup.join_files()?;
     let (parent_end, child_end) = protocol::channel().map_err(io_err("creating the init channel"))?;
@@ -159,12 +172,17 @@ fn create_in(
     let (pid, pidfd) = match forked {
         sys::Forked::Child => {
             drop(parent_end);
+            let (die_with_parent, gate) = match mode {
+                Mode::Foreground => (true, init::StartGate::Channel),
+                Mode::Detached { fifo } => (false, init::StartGate::Fifo(fifo)),
+            };
             let fds = init::ChildFds {
                 channel: child_end,
                 cgroup_join,
                 stdio: child_io.fds,
                 console: child_io.console,
                 die_with_parent,
+                gate,
             };
             init::run(plan, fds)
         }
