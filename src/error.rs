@@ -34,6 +34,9 @@ pub enum Error {
     /// A run record.
     #[error(transparent)]
     Record(#[from] crate::record::Error),
+    /// A container of the runc-compatible lifecycle.
+    #[error(transparent)]
+    Container(#[from] crate::container::Error),
     /// The command line is inconsistent in a way clap cannot see.
     #[error("{0}")]
     Usage(String),

@@ -4,6 +4,8 @@
 //!
 //! - [`cli`]: argument parsing and the verbs; thin, calls into the modules below.
 //! - [`run`]: `exprun run` from options to exit status, the ordered steps in one place.
+//! - [`container`]: the runc-compatible lifecycle of OCI bundles (create, start,
+//!   state, kill, delete, list) over the same spawn path.
 //! - [`image`]: the immutable, content-addressed image store (import, resolve, gc).
 //! - [`spec`]: image config + options → OCI runtime spec (no side effects).
 //! - [`plan`]: spec + host → the run plan, validated; what spawn reads and the record stores.
@@ -29,6 +31,7 @@
 
 pub mod cgroups;
 pub mod cli;
+pub mod container;
 pub mod digest;
 pub mod error;
 pub mod fsutil;

@@ -17,8 +17,7 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use nix::sys::signal::{SigSet, SigmaskHow};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signalfd::SignalFd;
 
 use crate::cgroups::CgroupHost;
 use crate::error::{Error, Result};
@@ -130,7 +129,7 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
     // 6. From here on a signal must not kill exprun before it has cleaned up:
     //    block the ones we handle; they queue on the signalfd until the wait reads
     //    (and forwards) them.
-    let signals = block_signals()?;
+    let signals = spawn::block_signals()?;
     if let Some(name) = &plan.name {
         root.claim_name(name, &id)?;
     }
@@ -166,19 +165,6 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
     Ok(RunResult { exit_code, run_id: plan.id.clone(), note })
 }
 
-/// Block the signals exprun handles while a run is set up and waited for, and
-/// return a signalfd that reads them.
-fn block_signals() -> Result<SignalFd> {
-    let mut mask = SigSet::empty();
-    for s in spawn::wait::HANDLED_SIGNALS {
-        mask.add(*s);
-    }
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
-        .map_err(|e| spawn::Error::Io { op: "blocking signals", source: e.into() })?;
-    Ok(SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| spawn::Error::Io { op: "creating a signalfd", source: e.into() })?)
-}
-
 /// Steps 8–10 for a planned run; fills in `rec`.
 fn execute(plan: &RunPlan, rec: &mut RunRecord, signals: &SignalFd) -> Result<(i32, Option<String>)> {
     // 8. The create half.
@@ -188,7 +174,7 @@ fn execute(plan: &RunPlan, rec: &mut RunRecord, signals: &SignalFd) -> Result<(i
         CreateOutcome::Ready(c) => c,
         CreateOutcome::CommandFailed(f) => {
             rec.status = record::Status::NotStarted;
-            rec.exit.code = f.exit_code;
+            rec.exit.code = Some(f.exit_code);
             rec.exit.message = Some(f.message.clone());
             return Ok((f.exit_code, Some(f.message)));
         }

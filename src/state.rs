@@ -169,11 +169,16 @@ impl Root {
 
     /// Clean up after runs whose exprun died: for every unlocked run directory,
     /// remove its cgroup and directory and record it as lost. Returns the ids.
+    /// Containers made by `exprun create` (they have a state.json) are left to
+    /// `exprun delete`, as with runc.
     pub fn cleanup_stale(&self) -> Vec<String> {
         let mut cleaned = Vec::new();
         let Ok(entries) = fs::read_dir(self.containers_dir()) else { return cleaned };
         for e in entries.flatten() {
             let dir = e.path();
+            if dir.join(crate::container::STATE_FILE).exists() {
+                continue;
+            }
             let Ok(Some(lock)) = Lock::try_dir(&dir) else { continue };
             let plan: Option<RunPlan> =
                 fs::read(dir.join("plan.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
@@ -302,6 +307,12 @@ pub struct ContainerDir {
 }
 
 impl ContainerDir {
+    /// Release the lock and leave the directory in place (a created container
+    /// outlives the exprun that made it).
+    pub fn release(mut self) {
+        self.lock.take();
+    }
+
     /// Remove the directory, first moving `upper/` to `keep_upper_at` when given;
     /// then release the lock.
     pub fn remove(mut self, keep_upper_at: Option<&Path>) -> Result<()> {

@@ -121,6 +121,17 @@ pub fn thread_count() -> io::Result<u64> {
         .ok_or_else(|| io::Error::other("cannot parse num_threads in /proc/self/stat"))
 }
 
+/// A pidfd for `pid` (any process, not only a child).
+pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// Send `signal` through a pidfd (no pid-reuse race).
 pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
     // SAFETY: plain syscall with a borrowed, open pidfd, a signal number, and null

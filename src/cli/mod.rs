@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::error::Error;
 
 mod image;
+mod oci;
 mod run;
 mod runs;
 
@@ -25,6 +26,23 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub debug: bool,
 
+    /// Also write errors to this file (runc-compatible; containerd's shim reads it)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+
+    /// Format of --log lines: text or json
+    #[arg(long = "log-format", global = true, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+
+    /// cgroupsPath is in systemd's slice:prefix:name form (runc-compatible; the
+    /// cgroup is made through cgroupfs, not through systemd)
+    #[arg(long = "systemd-cgroup", global = true)]
+    pub systemd_cgroup: bool,
+
+    /// Rootless mode (runc-compatible): only false and auto are supported yet
+    #[arg(long, global = true, value_name = "true|false|auto", value_parser = ["true", "false", "auto"])]
+    pub rootless: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -41,6 +59,22 @@ enum Command {
     Image(image::ImageCommand),
     /// Clean up after runs whose exprun was killed, and unreferenced image data
     Gc,
+    /// Create a container from an OCI bundle and leave it waiting for start (runc-compatible)
+    Create(oci::CreateArgs),
+    /// Start a created container (runc-compatible)
+    Start(oci::IdArg),
+    /// Print a container's OCI state as JSON (runc-compatible)
+    State(oci::IdArg),
+    /// Send a signal to a container (runc-compatible)
+    Kill(oci::KillArgs),
+    /// Delete a container and write its run record (runc-compatible)
+    Delete(oci::DeleteArgs),
+    /// List the containers made with create (runc-compatible)
+    List(oci::ListArgs),
+    /// Print the OCI features document of this runtime (runc-compatible)
+    Features,
+    /// Write a starting config.json for an OCI bundle (runc-compatible)
+    Spec(oci::SpecArgs),
 }
 
 /// Options every verb sees.
@@ -50,6 +84,8 @@ pub struct Globals {
     pub root: PathBuf,
     /// Whether debug output is on.
     pub debug: bool,
+    /// `--systemd-cgroup`.
+    pub systemd_cgroup: bool,
 }
 
 impl Globals {
@@ -86,21 +122,47 @@ pub fn main() -> i32 {
         }
     };
     crate::log::init(cli.debug);
-    let globals = Globals { root: cli.root.clone().unwrap_or_else(default_root), debug: cli.debug };
+    let globals = Globals {
+        root: cli.root.clone().unwrap_or_else(default_root),
+        debug: cli.debug,
+        systemd_cgroup: cli.systemd_cgroup,
+    };
+    let log = LogTarget { path: cli.log.clone(), json: cli.log_format == "json" };
+    if cli.rootless.as_deref() == Some("true") {
+        let e = Error::Usage("--rootless=true is not supported yet; run as root".into());
+        return report(&e, &log);
+    }
     let result = match cli.command {
         Command::Run(args) => run::run(&globals, *args),
         Command::Runs(cmd) => runs::run(&globals, cmd),
         Command::Image(cmd) => image::run(&globals, cmd),
         Command::Gc => runs::gc(&globals),
+        Command::Create(a) => oci::create(&globals, a),
+        Command::Start(a) => oci::start(&globals, a),
+        Command::State(a) => oci::state(&globals, a),
+        Command::Kill(a) => oci::kill(&globals, a),
+        Command::Delete(a) => oci::delete(&globals, a),
+        Command::List(a) => oci::list(&globals, a),
+        Command::Features => oci::features(),
+        Command::Spec(a) => oci::spec(a),
     };
     match result {
         Ok(code) => code,
-        Err(e) => report(&e),
+        Err(e) => report(&e, &log),
     }
 }
 
-/// Print an exprun error on stderr and return its exit status.
-fn report(e: &Error) -> i32 {
+/// `--log` and `--log-format`.
+struct LogTarget {
+    path: Option<PathBuf>,
+    json: bool,
+}
+
+/// Print an exprun error on stderr (and into `--log`) and return its exit status.
+fn report(e: &Error, log: &LogTarget) -> i32 {
     eprintln!("exprun: {e}");
+    if let Some(path) = &log.path {
+        crate::log::append_error(path, log.json, &e.to_string());
+    }
     e.exit_code()
 }

@@ -64,7 +64,7 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
                         r.name.as_deref().unwrap_or("-"),
                         image_label(r),
                         status_label(r),
-                        r.exit.code,
+                        r.exit.code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
                         r.time.created,
                         argv(r).join(" ")
                     );
@@ -157,7 +157,7 @@ fn print_record(r: &RunRecord) {
     println!(
         "status:     {} (exit {}){}",
         status_label(r),
-        r.exit.code,
+        r.exit.code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
         r.exit.signal.as_ref().map(|s| format!(", {s}")).unwrap_or_default()
     );
     if let Some(m) = &r.exit.message {

@@ -398,14 +398,20 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
     let masked_paths = paths(linux.masked_paths());
     let readonly_paths = paths(linux.readonly_paths());
 
+    // exprun run gives the container /etc/hosts and /etc/hostname; a bundle's
+    // config brings its own mounts for them.
     let host_name = hostname.clone().unwrap_or_default();
-    let files = vec![
-        ("hostname".to_string(), format!("{host_name}\n")),
-        (
-            "hosts".to_string(),
-            format!("127.0.0.1\tlocalhost {host_name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
-        ),
-    ];
+    let files = if matches!(ctx.source, Source::Bundle) {
+        Vec::new()
+    } else {
+        vec![
+            ("hostname".to_string(), format!("{host_name}\n")),
+            (
+                "hosts".to_string(),
+                format!("127.0.0.1\tlocalhost {host_name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
+            ),
+        ]
+    };
 
     Ok(RunPlan {
         schema: PLAN_SCHEMA,

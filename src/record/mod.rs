@@ -65,6 +65,9 @@ pub enum Status {
     Failed,
     /// exprun died during the run; cleaned up later by `exprun gc` or the next run.
     Lost,
+    /// Created with `exprun create` and run under another supervisor (e.g.
+    /// containerd's shim), which reaped the command and holds its exit status.
+    Supervised,
 }
 
 /// exprun itself.
@@ -123,8 +126,9 @@ pub struct Times {
 /// How the run ended, in detail.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitRecord {
-    /// exprun's exit status (the command's status, 128+N, 125, 126, 127).
-    pub code: i32,
+    /// exprun's exit status (the command's status, 128+N, 125, 126, 127); none
+    /// when another supervisor reaped the command.
+    pub code: Option<i32>,
     /// The signal that ended the command, if any.
     pub signal: Option<String>,
     /// The OOM killer killed a process of the run.
@@ -286,7 +290,7 @@ impl RunRecord {
             host,
             time: Times { created: rfc3339(created), ..Times::default() },
             usage: UsageRecord::default(),
-            exit: ExitRecord { code: crate::error::EXIT_EXPRUN_FAILED, ..ExitRecord::default() },
+            exit: ExitRecord { code: Some(crate::error::EXIT_EXPRUN_FAILED), ..ExitRecord::default() },
             stdout: None,
             stderr: None,
             signals: Vec::new(),
@@ -299,7 +303,7 @@ impl RunRecord {
         self.time.started = Some(rfc3339(outcome.started));
         self.time.ended = Some(rfc3339(outcome.ended));
         self.time.wall_seconds = Some(outcome.wall_seconds);
-        self.exit.code = outcome.exit_code();
+        self.exit.code = Some(outcome.exit_code());
         self.exit.oom_killed = usage.oom_kills > 0;
         self.status = match (&outcome.exec_failure, outcome.exit) {
             (Some(f), _) => {

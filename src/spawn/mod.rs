@@ -259,6 +259,21 @@ impl Created {
     }
 }
 
+/// Block the signals exprun handles while a container is set up (and, for a
+/// foreground run, waited for), and return a signalfd that reads them.
+pub fn block_signals() -> Result<SignalFd> {
+    use nix::sys::signal::{SigSet, SigmaskHow};
+    use nix::sys::signalfd::SfdFlags;
+    let mut mask = SigSet::empty();
+    for s in wait::HANDLED_SIGNALS {
+        mask.add(*s);
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
+        .map_err(|e| Error::Io { op: "blocking signals", source: e.into() })?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| Error::Io { op: "creating a signalfd", source: e.into() })
+}
+
 /// "exited with status 3" / "killed by SIGKILL" for a wait status.
 pub fn describe_status(status: libc::c_int) -> String {
     if libc::WIFEXITED(status) {

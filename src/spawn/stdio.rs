@@ -60,6 +60,35 @@ pub fn prepare(tty: bool, interactive: bool) -> io::Result<(ParentIo, ChildIo)> 
     Ok((parent, ChildIo { fds: [stdin, out_w, err_w], console: None }))
 }
 
+/// The caller's own stdin, stdout and stderr, passed to the container unchanged
+/// (what runc does: containerd's shim hands its pipes or fifos as fds 0-2).
+pub fn inherit() -> io::Result<ChildIo> {
+    let dup = |fd: BorrowedFd<'_>| fd.try_clone_to_owned();
+    let fds = [dup(io::stdin().as_fd())?, dup(io::stdout().as_fd())?, dup(io::stderr().as_fd())?];
+    Ok(ChildIo { fds, console: None })
+}
+
+/// A pseudo-terminal whose master goes to whoever listens on the unix socket
+/// `socket` (`--console-socket`), passed with SCM_RIGHTS; the slave becomes the
+/// container's stdin, stdout and stderr.
+pub fn console_socket(socket: &std::path::Path) -> io::Result<ChildIo> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let OpenptyResult { master, slave } = openpty(None, None)?;
+    set_cloexec(master.as_fd())?;
+    set_cloexec(slave.as_fd())?;
+    let console = nix::unistd::ttyname(slave.as_fd())?;
+    let stream = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+        io::Error::new(e.kind(), format!("connecting to the console socket {}: {e}", socket.display()))
+    })?;
+    let name = console.to_string_lossy().into_owned();
+    let iov = [io::IoSlice::new(name.as_bytes())];
+    let fds = [master.as_raw_fd()];
+    sendmsg::<()>(stream.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)?;
+    let fds = [slave.try_clone()?, slave.try_clone()?, slave];
+    Ok(ChildIo { fds, console: Some(console) })
+}
+
 fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
     Ok(())

@@ -2,6 +2,7 @@
 //! command line, completed with exprun's defaults. No side effects: this module
 //! reads the image's layers (for /etc/passwd) and the options, and returns a value.
 
+pub mod bundle;
 pub mod options;
 pub mod user;
 
@@ -65,6 +66,14 @@ pub enum Error {
         path: PathBuf,
         /// The underlying error.
         source: std::io::Error,
+    },
+    /// An OCI bundle cannot be used.
+    #[error("{path}: {why}")]
+    Bundle {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
     },
     /// The assembled spec does not deserialize: a bug in exprun.
     #[error("internal error building the runtime spec: {0}")]

@@ -1,0 +1,245 @@
+//! The runc-compatible verbs, as containerd's runc shim and CRI-O call them:
+//! `create`, `start`, `state`, `kill`, `delete`, `list`, `features`, `spec`.
+//! Options may come before or after the container id, as `--flag value` or
+//! `--flag=value`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::Globals;
+use crate::container::{self, CreateOptions};
+use crate::error::{Error, Result};
+use crate::state::Root;
+
+/// `exprun create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The OCI bundle: a directory with config.json and the root filesystem
+    #[arg(short = 'b', long, value_name = "DIR", default_value = ".")]
+    bundle: PathBuf,
+    /// Write the container's init pid here (no trailing newline)
+    #[arg(long = "pid-file", value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+    /// Send the pseudo-terminal's master to this unix socket (process.terminal)
+    #[arg(long = "console-socket", value_name = "SOCKET")]
+    console_socket: Option<PathBuf>,
+    /// Accepted for runc compatibility; exprun always uses pivot_root
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    /// Accepted for runc compatibility; exprun creates no session keyring
+    #[arg(long = "no-new-keyring")]
+    no_new_keyring: bool,
+    /// Pass this many extra fds (from 3 up) to the container; only 0 is supported
+    #[arg(long = "preserve-fds", value_name = "N", default_value_t = 0)]
+    preserve_fds: u32,
+    /// The container id
+    id: String,
+}
+
+/// Run `exprun create`.
+pub fn create(globals: &Globals, a: CreateArgs) -> Result<i32> {
+    if a.preserve_fds > 0 {
+        return Err(Error::Usage("--preserve-fds is not supported yet; only 0 works".into()));
+    }
+    let root = Root::new(&globals.root);
+    let bundle = if a.bundle.is_absolute() {
+        a.bundle
+    } else {
+        std::env::current_dir()
+            .map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?
+            .join(a.bundle)
+    };
+    container::create(
+        &root,
+        &CreateOptions {
+            id: &a.id,
+            bundle: &bundle,
+            pid_file: a.pid_file.as_deref(),
+            console_socket: a.console_socket.as_deref(),
+            systemd_cgroup: globals.systemd_cgroup,
+            command_line: std::env::args().collect(),
+        },
+    )?;
+    Ok(0)
+}
+
+/// `exprun start`, `state`: just an id.
+#[derive(Debug, Args)]
+pub struct IdArg {
+    /// The container id
+    id: String,
+}
+
+/// Run `exprun start`.
+pub fn start(globals: &Globals, a: IdArg) -> Result<i32> {
+    container::start(&Root::new(&globals.root), &a.id)?;
+    Ok(0)
+}
+
+/// Run `exprun state`.
+pub fn state(globals: &Globals, a: IdArg) -> Result<i32> {
+    let s = container::state(&Root::new(&globals.root), &a.id)?;
+    println!("{}", to_json(&s)?);
+    Ok(0)
+}
+
+/// `exprun kill`.
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal every process of the container, not only its init (succeeds on a
+    /// stopped container too)
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// The container id
+    id: String,
+    /// The signal, as a number or a name (TERM, SIGKILL, ...)
+    #[arg(default_value = "SIGTERM")]
+    signal: String,
+}
+
+/// Run `exprun kill`.
+pub fn kill(globals: &Globals, a: KillArgs) -> Result<i32> {
+    container::kill(&Root::new(&globals.root), &a.id, &a.signal, a.all)?;
+    Ok(0)
+}
+
+/// `exprun delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Kill a running container first; succeed if it does not exist
+    #[arg(short = 'f', long)]
+    force: bool,
+    /// The container id
+    id: String,
+}
+
+/// Run `exprun delete`.
+pub fn delete(globals: &Globals, a: DeleteArgs) -> Result<i32> {
+    container::delete(&Root::new(&globals.root), &a.id, a.force)?;
+    Ok(0)
+}
+
+/// `exprun list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// table or json
+    #[arg(short = 'f', long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+    /// Print only the ids
+    #[arg(short = 'q', long)]
+    quiet: bool,
+}
+
+/// Run `exprun list`.
+pub fn list(globals: &Globals, a: ListArgs) -> Result<i32> {
+    let all = container::list(&Root::new(&globals.root));
+    if a.format == "json" {
+        println!("{}", to_json(&all)?);
+        return Ok(0);
+    }
+    let rows: Vec<serde_json::Value> = all.iter().filter_map(|s| serde_json::to_value(s).ok()).collect();
+    if a.quiet {
+        for r in &rows {
+            println!("{}", r["id"].as_str().unwrap_or_default());
+        }
+        return Ok(0);
+    }
+    println!("{:<24} {:<8} {:<8} {:<40} {:<21} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+    for r in &rows {
+        let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+        println!(
+            "{:<24} {:<8} {:<8} {:<40} {:<21} {}",
+            s("id"),
+            r["pid"].to_string(),
+            s("status"),
+            s("bundle"),
+            s("created"),
+            s("owner")
+        );
+    }
+    Ok(0)
+}
+
+/// Run `exprun features`: what this runtime supports, as the OCI features document.
+pub fn features() -> Result<i32> {
+    let caps: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+    let doc = serde_json::json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": "1.2.0",
+        "hooks": [],
+        "mountOptions": [
+            "async", "atime", "bind", "dev", "diratime", "dirsync", "exec", "noatime", "nodev",
+            "nodiratime", "noexec", "norelatime", "nostrictatime", "nosuid", "private", "rbind",
+            "relatime", "ro", "rprivate", "rshared", "rslave", "runbindable", "rw", "shared",
+            "slave", "strictatime", "suid", "sync", "unbindable"
+        ],
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts"],
+            "capabilities": caps,
+            "cgroup": { "v1": true, "v2": true, "systemd": false, "systemdUser": false },
+            "seccomp": { "enabled": false },
+            "apparmor": { "enabled": false },
+            "selinux": { "enabled": false },
+            "intelRdt": { "enabled": false }
+        },
+        "annotations": { "dev.exprun.version": env!("CARGO_PKG_VERSION") }
+    });
+    println!("{}", to_json(&doc)?);
+    Ok(0)
+}
+
+/// `exprun spec`.
+#[derive(Debug, Args)]
+pub struct SpecArgs {
+    /// Write config.json into this directory
+    #[arg(short = 'b', long, value_name = "DIR", default_value = ".")]
+    bundle: PathBuf,
+}
+
+/// Run `exprun spec`: write a starting config.json, refusing to replace one.
+pub fn spec(a: SpecArgs) -> Result<i32> {
+    let path = a.bundle.join("config.json");
+    if path.exists() {
+        return Err(Error::Usage(format!("{} already exists; remove it first", path.display())));
+    }
+    let m = |dst: &str, typ: &str, src: &str, o: &[&str]| serde_json::json!({"destination": dst, "type": typ, "source": src, "options": o});
+    let caps = crate::spec::DEFAULT_CAPABILITIES;
+    let doc = serde_json::json!({
+        "ociVersion": "1.2.0",
+        "process": {
+            "terminal": true,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh"],
+            "env": [format!("PATH={}", crate::spec::DEFAULT_PATH), "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "exprun",
+        "mounts": [
+            m("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+            m("/dev", "tmpfs", "tmpfs", &["nosuid", "noexec", "nodev", "strictatime", "mode=755", "size=65536k"]),
+            m("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]),
+            m("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
+            m("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
+            m("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
+            m("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "noexec", "nodev", "relatime", "ro"])
+        ],
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}],
+            "maskedPaths": crate::spec::MASKED_PATHS,
+            "readonlyPaths": crate::spec::READONLY_PATHS
+        }
+    });
+    let mut bytes = serde_json::to_vec_pretty(&doc).map_err(|e| Error::Usage(e.to_string()))?;
+    bytes.push(b'\n');
+    std::fs::write(&path, bytes).map_err(|e| Error::Usage(format!("writing {}: {e}", path.display())))?;
+    Ok(0)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string_pretty(v).map_err(|e| Error::Usage(format!("cannot print JSON: {e}")))
+}

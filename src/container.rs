@@ -1,0 +1,526 @@
+//! The runc-compatible lifecycle for OCI bundles: `create`, `start`, `state`,
+//! `kill`, `delete`, `list`, as containerd's runc shim and CRI-O drive them
+//! (research/containerd-cri-contract.md).
+//!
+//! `create` is the create half of [`crate::spawn`] in detached mode: init is
+//! cloned into its namespaces and cgroup, builds the root filesystem from the
+//! bundle, and blocks on `<state>/exec.fifo`; exprun writes the pid file and
+//! `state.json` and exits, so init is reparented to the caller (the shim is a
+//! subreaper and reaps it). `start` opens the FIFO, which releases init to exec.
+//! `delete` removes the cgroup and the state, and writes the run record.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::cgroups::{Cgroup, CgroupHost};
+use crate::error::Result;
+use crate::plan::{self, PlanContext, RunPlan, Source};
+use crate::record::{self, RunRecord};
+use crate::spawn::{self, CreateOutcome, Mode};
+use crate::spec::bundle;
+use crate::state::Root;
+use crate::{fsutil, sys};
+
+/// The container's OCI state, beside plan.json in its directory.
+pub const STATE_FILE: &str = "state.json";
+/// The FIFO init blocks on until `start`.
+const EXEC_FIFO: &str = "exec.fifo";
+
+/// Lifecycle errors. The texts contain the words containerd's shim and CRI-O
+/// look for ("does not exist", "container not running").
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No such container.
+    #[error("container \"{0}\" does not exist")]
+    NotFound(String),
+    /// The id is taken.
+    #[error("container with id \"{0}\" already exists")]
+    Exists(String),
+    /// The container's init is gone.
+    #[error("container \"{0}\" is not running: container not running")]
+    NotRunning(String),
+    /// The operation needs another state.
+    #[error("container \"{id}\" is {status}: {why}")]
+    WrongState {
+        /// The container.
+        id: String,
+        /// Its status.
+        status: Status,
+        /// What cannot be done.
+        why: &'static str,
+    },
+    /// The command cannot be run (not found or not executable).
+    #[error("{0}")]
+    Command(String),
+    /// A file of the container's state could not be used.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A signal name or number is not known.
+    #[error("unknown signal {0:?}; give a number or a name such as TERM or SIGKILL")]
+    Signal(String),
+}
+
+fn io_at<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| Error::Io { op, path: path.to_path_buf(), source }
+}
+
+/// An OCI container status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Init is waiting for `start`.
+    Created,
+    /// The command runs.
+    Running,
+    /// Init has exited.
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Stopped => "stopped",
+        })
+    }
+}
+
+/// What `create` records about a container (state.json).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerState {
+    /// The container id.
+    pub id: String,
+    /// init's pid in exprun's pid namespace.
+    pub pid: i32,
+    /// init's start time (clock ticks since boot), to tell it from a reused pid.
+    pub pid_start: u64,
+    /// The bundle directory.
+    pub bundle: PathBuf,
+    /// The root filesystem.
+    pub rootfs: PathBuf,
+    /// When it was created (RFC 3339).
+    pub created: String,
+    /// Who created it.
+    pub owner: String,
+    /// The config's annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The OCI runtime spec's state, as `exprun state` prints it (with runc's extra
+/// fields rootfs, created and owner).
+#[derive(Debug, Clone, Serialize)]
+pub struct OciState {
+    #[serde(rename = "ociVersion")]
+    oci_version: &'static str,
+    id: String,
+    status: Status,
+    pid: i32,
+    bundle: PathBuf,
+    rootfs: PathBuf,
+    created: String,
+    owner: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<String, String>,
+}
+
+/// What `create` needs.
+pub struct CreateOptions<'a> {
+    /// The container id.
+    pub id: &'a str,
+    /// The bundle directory.
+    pub bundle: &'a Path,
+    /// Where to write init's pid (no trailing newline).
+    pub pid_file: Option<&'a Path>,
+    /// A unix socket to send the pty master to.
+    pub console_socket: Option<&'a Path>,
+    /// cgroupsPath is in systemd's `slice:prefix:name` form.
+    pub systemd_cgroup: bool,
+    /// exprun's command line.
+    pub command_line: Vec<String>,
+}
+
+/// A container's directory, state and plan.
+struct Loaded {
+    dir: PathBuf,
+    state: ContainerState,
+    plan: RunPlan,
+}
+
+impl Loaded {
+    fn status(&self) -> Status {
+        if !alive(self.state.pid, self.state.pid_start) {
+            Status::Stopped
+        } else if self.dir.join(EXEC_FIFO).exists() {
+            Status::Created
+        } else {
+            Status::Running
+        }
+    }
+}
+
+fn load(root: &Root, id: &str) -> Result<Loaded> {
+    bundle::check_id(id)?;
+    let dir = root.containers_dir().join(id);
+    let read = |name: &str| -> Result<Vec<u8>> {
+        let p = dir.join(name);
+        fs::read(&p).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::NotFound(id.into()).into(),
+            _ => Error::Io { op: "reading", path: p, source: e }.into(),
+        })
+    };
+    let state: ContainerState = parse_json(&dir.join(STATE_FILE), &read(STATE_FILE)?)?;
+    let plan: RunPlan = parse_json(&dir.join("plan.json"), &read("plan.json")?)?;
+    Ok(Loaded { dir, state, plan })
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        Error::Io {
+            op: "parsing",
+            path: path.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        }
+        .into()
+    })
+}
+
+/// `exprun create`: set up the container and leave init waiting for `start`.
+pub fn create(root: &Root, o: &CreateOptions<'_>) -> Result<()> {
+    bundle::check_id(o.id)?;
+    let state_dir = root.containers_dir().join(o.id);
+    if state_dir.exists() {
+        return Err(Error::Exists(o.id.into()).into());
+    }
+    let mut spec = bundle::load(o.bundle)?;
+    if o.systemd_cgroup {
+        if let Some(linux) = spec.linux_mut() {
+            if let Some(p) = linux.cgroups_path().clone() {
+                let path = bundle::systemd_cgroup_path(&p.to_string_lossy())?;
+                linux.set_cgroups_path(Some(path.into()));
+            }
+        }
+    }
+    let annotations: BTreeMap<String, String> =
+        spec.annotations().clone().unwrap_or_default().into_iter().collect();
+    let cgroups = CgroupHost::detect().map_err(plan::Error::from)?;
+    let plan = plan::build(
+        spec,
+        PlanContext {
+            id: o.id,
+            name: None,
+            command_line: o.command_line.clone(),
+            state_dir: &state_dir,
+            source: Source::Bundle,
+            cgroups: &cgroups,
+            cgroup_parent: None,
+            interactive: false,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            keep: false,
+        },
+    )?;
+
+    let signals = spawn::block_signals()?;
+    let container = root.create_container(&plan)?;
+    let made = (|| -> Result<ContainerState> {
+        let fifo_path = state_dir.join(EXEC_FIFO);
+        nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .map_err(|e| Error::Io { op: "creating", path: fifo_path.clone(), source: e.into() })?;
+        let fifo = open_path(&fifo_path)?;
+        let child_io = match o.console_socket {
+            Some(s) => spawn::stdio::console_socket(s),
+            None => spawn::stdio::inherit(),
+        }
+        .map_err(|source| spawn::Error::Io { op: "setting up stdio", source })?;
+        let created = match spawn::create(&plan, child_io, &signals, Mode::Detached { fifo })? {
+            CreateOutcome::Ready(c) => c,
+            CreateOutcome::CommandFailed(f) => return Err(Error::Command(f.message).into()),
+        };
+        let state = ContainerState {
+            id: o.id.into(),
+            pid: created.pid.as_raw(),
+            pid_start: start_time(created.pid.as_raw()).unwrap_or(0),
+            bundle: o.bundle.canonicalize().unwrap_or_else(|_| o.bundle.to_path_buf()),
+            rootfs: plan.rootfs.target().to_path_buf(),
+            created: record::rfc3339(SystemTime::now()),
+            owner: owner(),
+            annotations,
+        };
+        let written = (|| -> Result<()> {
+            if let Some(p) = o.pid_file {
+                // No trailing newline: containerd's shim parses the whole file.
+                fsutil::write_atomic(p, state.pid.to_string().as_bytes(), false)
+                    .map_err(io_at("writing the pid file", p))?;
+            }
+            let p = state_dir.join(STATE_FILE);
+            fsutil::write_json_atomic(&p, &state, false).map_err(io_at("writing", &p))?;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            let _ = sys::pidfd_send_signal(created.pidfd.as_fd(), libc::SIGKILL);
+            let _ = sys::wait4(created.pid);
+            let _ = created.cgroup.destroy();
+            return Err(e);
+        }
+        Ok(state)
+    })();
+    match made {
+        Ok(_) => {
+            container.release();
+            Ok(())
+        }
+        Err(e) => {
+            let _ = container.remove(None);
+            Err(e)
+        }
+    }
+}
+
+/// `exprun start`: release init to exec the command; returns at once.
+pub fn start(root: &Root, id: &str) -> Result<()> {
+    let c = load(root, id)?;
+    let status = c.status();
+    if status != Status::Created {
+        return Err(Error::WrongState {
+            id: id.into(),
+            status,
+            why: "only a created container can be started",
+        }
+        .into());
+    }
+    let fifo_path = c.dir.join(EXEC_FIFO);
+    let fifo = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo_path)
+        .map_err(io_at("opening", &fifo_path))?;
+    let pidfd = sys::pidfd_open(Pid::from_raw(c.state.pid)).map_err(|_| Error::NotRunning(id.into()))?;
+    // Opening our end woke init's open for writing; it now writes one byte and
+    // execs. If init dies instead, its pidfd becomes readable.
+    loop {
+        let mut fds =
+            [PollFd::new(fifo.as_fd(), PollFlags::POLLIN), PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::Io { op: "waiting on", path: fifo_path, source: e.into() }.into()),
+        }
+        if fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN)) {
+            break;
+        }
+        if fds[1].any().unwrap_or(false) {
+            return Err(Error::NotRunning(id.into()).into());
+        }
+    }
+    let mut byte = [0u8; 1];
+    let _ = (&fifo).read(&mut byte);
+    fs::remove_file(&fifo_path).map_err(io_at("removing", &fifo_path))?;
+    Ok(())
+}
+
+/// `exprun state`: the OCI state.
+pub fn state(root: &Root, id: &str) -> Result<OciState> {
+    let c = load(root, id)?;
+    let status = c.status();
+    let s = c.state;
+    Ok(OciState {
+        oci_version: "1.2.0",
+        id: s.id,
+        status,
+        // The OCI state has no pid once the process has exited.
+        pid: if status == Status::Stopped { 0 } else { s.pid },
+        bundle: s.bundle,
+        rootfs: s.rootfs,
+        created: s.created,
+        owner: s.owner,
+        annotations: s.annotations,
+    })
+}
+
+/// Every container under `root`.
+pub fn list(root: &Root) -> Vec<OciState> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(root.containers_dir()).into_iter().flatten().flatten() {
+        let id = e.file_name().to_string_lossy().into_owned();
+        if e.path().join(STATE_FILE).exists() {
+            if let Ok(s) = state(root, &id) {
+                out.push(s);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.created.cmp(&b.created));
+    out
+}
+
+/// `exprun kill`: signal init, or with `all` every process of the container's
+/// cgroup (which succeeds on a stopped container too).
+pub fn kill(root: &Root, id: &str, signal: &str, all: bool) -> Result<()> {
+    let sig = parse_signal(signal)?;
+    let c = load(root, id)?;
+    if all {
+        for pid in cgroup_pids(&c.plan) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::try_from(sig).ok());
+        }
+        return Ok(());
+    }
+    if c.status() == Status::Stopped {
+        return Err(Error::NotRunning(id.into()).into());
+    }
+    let pidfd = sys::pidfd_open(Pid::from_raw(c.state.pid)).map_err(|_| Error::NotRunning(id.into()))?;
+    // The pidfd pins the process; check it is still ours before signalling.
+    if !alive(c.state.pid, c.state.pid_start) {
+        return Err(Error::NotRunning(id.into()).into());
+    }
+    sys::pidfd_send_signal(pidfd.as_fd(), sig).map_err(|_| Error::NotRunning(id.into()))?;
+    Ok(())
+}
+
+/// How long `delete` waits for a killed container's processes to go.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// `exprun delete`: remove a stopped (or created) container; with `force` also a
+/// running one, and no error when it does not exist.
+pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
+    let c = match load(root, id) {
+        Ok(c) => c,
+        Err(crate::Error::Container(Error::NotFound(_))) if force => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let lock = fsutil::Lock::acquire_dir(&c.dir).map_err(io_at("locking", &c.dir))?;
+    let status = c.status();
+    if status == Status::Running && !force {
+        return Err(Error::WrongState { id: id.into(), status, why: "stop it first, or use --force" }.into());
+    }
+    let cgroup = Cgroup::adopt(&c.plan.cgroup);
+    if status != Status::Stopped {
+        let pidfd = sys::pidfd_open(Pid::from_raw(c.state.pid)).ok();
+        if let Some(fd) = &pidfd {
+            let _ = sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
+        }
+        for pid in cgroup_pids(&c.plan) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        }
+        if let Some(fd) = pidfd {
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(&mut fds, PollTimeout::try_from(KILL_WAIT).unwrap_or(PollTimeout::NONE));
+        }
+    }
+    let usage = cgroup.usage();
+    let t0 = Instant::now();
+    loop {
+        match cgroup.destroy() {
+            Ok(()) => break,
+            Err(e) if t0.elapsed() > KILL_WAIT => return Err(spawn::Error::from(e).into()),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let created = humantime::parse_rfc3339(&c.state.created).unwrap_or_else(|_| SystemTime::now());
+    let mut rec = RunRecord::new(
+        &c.plan,
+        created,
+        record::exprun_info(&root.cache_dir()),
+        record::host::facts(&CgroupHost::parse("", "")),
+    );
+    rec.status = record::Status::Supervised;
+    rec.exit.code = None;
+    rec.exit.message = Some(format!(
+        "created with exprun create and deleted {}; the exit status is the supervisor's (e.g. containerd's shim)",
+        if status == Status::Stopped { "after it stopped" } else { "while it was still running (forced)" }
+    ));
+    rec.usage.cgroup = usage;
+    rec.write(&root.runs_dir())?;
+    fsutil::remove_tree(&c.dir).map_err(io_at("removing", &c.dir))?;
+    drop(lock);
+    Ok(())
+}
+
+/// Pids in the container's cgroup.
+fn cgroup_pids(plan: &RunPlan) -> Vec<i32> {
+    let Some(dir) = plan.cgroup.dirs.values().next() else { return Vec::new() };
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// `KILL`, `SIGKILL`, `9`.
+pub fn parse_signal(s: &str) -> Result<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+        return Err(Error::Signal(s.into()).into());
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    name.parse::<nix::sys::signal::Signal>().map(|sig| sig as i32).map_err(|_| Error::Signal(s.into()).into())
+}
+
+/// Whether `pid` is alive, not a zombie, and started at `start` (0: unknown).
+fn alive(pid: i32, start: u64) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let Some((_, rest)) = stat.rsplit_once(')') else { return false };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first().copied().unwrap_or("X");
+    let started = fields.get(19).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    state != "Z" && state != "X" && (start == 0 || started == start)
+}
+
+/// A process's start time (field 22 of /proc/<pid>/stat).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn owner() -> String {
+    let uid = nix::unistd::geteuid();
+    nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_else(|| uid.to_string())
+}
+
+fn open_path(p: &Path) -> Result<OwnedFd> {
+    let f =
+        fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(p).map_err(io_at("opening", p))?;
+    Ok(f.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_number_and_name() {
+        assert_eq!(parse_signal("9").unwrap(), 9);
+        assert_eq!(parse_signal("KILL").unwrap(), 9);
+        assert_eq!(parse_signal("sigterm").unwrap(), 15);
+        assert!(parse_signal("0").is_err());
+        assert!(parse_signal("NOPE").unwrap_err().to_string().contains("NOPE"));
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_wrong_start_time_is_not() {
+        let me = std::process::id() as i32;
+        let start = start_time(me).unwrap();
+        assert!(alive(me, start));
+        assert!(!alive(me, start + 1));
+        assert!(!alive(i32::MAX, 0));
+    }
+}

@@ -1,0 +1,223 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The runc-compatible verbs driven the way containerd's runc shim drives them:
+//! this test process is a child subreaper, so a container's init is reparented
+//! to it when `exprun create` exits, and the test reaps it and reads its exit
+//! status, as the shim does.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use common::{privileged, TestRoot};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+/// The tests reap grandchildren: run them one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A bundle whose rootfs is the fixture's base layer.
+fn bundle(dir: &Path, args: &[&str]) -> PathBuf {
+    let b = dir.join("bundle");
+    std::fs::create_dir_all(b.join("rootfs")).unwrap();
+    let archive = common::fixture_dir().join("busybox-docker.tar");
+    let manifest = Command::new("tar").arg("-xOf").arg(&archive).arg("manifest.json").output().unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest.stdout).unwrap();
+    let layer = manifest[0]["Layers"][0].as_str().unwrap();
+    let sh = format!("tar -xOf {} {layer} | tar -x -C {}", archive.display(), b.join("rootfs").display());
+    assert!(Command::new("sh").args(["-c", &sh]).status().unwrap().success());
+    let r = Command::new(common::exprun_bin()).args(["spec", "-b"]).arg(&b).status().unwrap();
+    assert!(r.success());
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    config["process"]["args"] = serde_json::json!(args);
+    config["process"]["terminal"] = serde_json::json!(false);
+    // A path below a parent that does not exist yet: exprun makes it, as runc does.
+    config["linux"]["cgroupsPath"] =
+        serde_json::json!(format!("/{}/{}", parent_cgroup(), dir.file_name().unwrap().to_string_lossy()));
+    config["annotations"] = serde_json::json!({"io.kubernetes.cri.container-name": "worker"});
+    std::fs::write(b.join("config.json"), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    b
+}
+
+/// The parent cgroup the bundles' cgroupsPath names (the test plays kubelet, who
+/// owns such parents).
+fn parent_cgroup() -> String {
+    format!("exprun-oci-test-{}", std::process::id())
+}
+
+/// Remove the parent cgroups made for the bundles, in every hierarchy.
+fn remove_parent_cgroups() {
+    for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let p = e.path().join(parent_cgroup());
+        if p.is_dir() {
+            std::fs::remove_dir(&p).unwrap_or_else(|err| panic!("{}: {err}", p.display()));
+        }
+    }
+    let unified = std::path::Path::new("/sys/fs/cgroup").join(parent_cgroup());
+    if unified.is_dir() {
+        std::fs::remove_dir(&unified).unwrap();
+    }
+}
+
+/// `exprun --root R --log L --log-format json VERB ARGS`: (status, stdout, stderr).
+fn oci(r: &TestRoot, log: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = r
+        .command(&["--log", log.to_str().unwrap(), "--log-format", "json"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn status_of(r: &TestRoot, log: &Path, id: &str) -> serde_json::Value {
+    let (code, out, err) = oci(r, log, &["state", id]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn create_start_state_kill_delete_like_the_runc_shim() {
+    if !privileged("create_start_state_kill_delete_like_the_runc_shim") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap();
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let r = TestRoot::new();
+    let work = tempfile::tempdir().unwrap();
+    let b = bundle(work.path(), &["sh", "-c", "echo hello from init; read x; exit 3"]);
+    let log = b.join("log.json");
+    let pid_file = b.join("init.pid");
+
+    // create: stdio is handed over unchanged (a pipe here, as the shim does).
+    let mut create = r
+        .command(&["--log", log.to_str().unwrap(), "--log-format", "json"])
+        .args(["create", "--bundle", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), "c1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut init_stdin = create.stdin.take().unwrap();
+    let mut init_stdout = create.stdout.take().unwrap();
+    assert!(
+        create.wait().unwrap().success(),
+        "create failed: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let pid_text = std::fs::read_to_string(&pid_file).unwrap();
+    assert!(!pid_text.ends_with('\n'), "the pid file must not end in a newline");
+    let pid: i32 = pid_text.parse().unwrap();
+    let st = status_of(&r, &log, "c1");
+    assert_eq!(st["status"], "created");
+    assert_eq!(st["pid"], pid);
+    assert_eq!(st["ociVersion"], "1.2.0");
+    assert_eq!(st["bundle"], b.to_str().unwrap());
+    assert_eq!(st["annotations"]["io.kubernetes.cri.container-name"], "worker");
+
+    // start releases init; its output arrives on the pipe create was given.
+    let (code, _, err) = oci(&r, &log, &["start", "c1"]);
+    assert_eq!(code, 0, "{err}");
+    let mut line = [0u8; 16];
+    init_stdout.read_exact(&mut line).unwrap();
+    assert_eq!(&line, b"hello from init\n");
+    assert_eq!(status_of(&r, &log, "c1")["status"], "running");
+    let (code, _, err) = oci(&r, &log, &["start", "c1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("running"), "{err}");
+    let (code, _, _) = oci(&r, &log, &["delete", "c1"]);
+    assert_ne!(code, 0, "a running container needs --force");
+
+    // The command ends; this process reaps it, as the shim does.
+    std::io::Write::write_all(&mut init_stdin, b"go\n").unwrap();
+    assert_eq!(waitpid(Pid::from_raw(pid), None).unwrap(), WaitStatus::Exited(Pid::from_raw(pid), 3));
+    let st = status_of(&r, &log, "c1");
+    assert_eq!(st["status"], "stopped");
+    assert_eq!(st["pid"], 0);
+    let (code, _, err) = oci(&r, &log, &["kill", "c1", "9"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("container not running"), "{err}");
+    assert_eq!(
+        oci(&r, &log, &["kill", "--all", "c1", "KILL"]).0,
+        0,
+        "kill --all of a stopped container succeeds"
+    );
+    assert_eq!(oci(&r, &log, &["delete", "c1"]).0, 0);
+    let (code, _, _) = oci(&r, &log, &["delete", "c1"]);
+    assert_ne!(code, 0);
+    let last = std::fs::read_to_string(&log).unwrap().lines().last().unwrap().to_string();
+    let last: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(last["level"], "error");
+    assert!(last["msg"].as_str().unwrap().contains("does not exist"), "{last}");
+    assert_eq!(
+        oci(&r, &log, &["delete", "--force", "c1"]).0,
+        0,
+        "delete --force of a missing container succeeds"
+    );
+
+    // The run record, with the CRI annotations.
+    let rec = r.last_record();
+    assert_eq!(rec["run_id"], "c1");
+    assert_eq!(rec["status"], "supervised");
+    assert!(rec["exit"]["code"].is_null());
+    assert_eq!(rec["spec"]["annotations"]["io.kubernetes.cri.container-name"], "worker");
+    assert_eq!(rec["spec"]["process"]["args"][2], "echo hello from init; read x; exit 3");
+    assert!(rec["cgroup"]["dirs"]["memory"].as_str().unwrap().contains(&parent_cgroup()));
+    r.assert_no_leftovers();
+    remove_parent_cgroups();
+}
+
+#[test]
+fn created_and_running_containers_can_be_killed_and_deleted() {
+    if !privileged("created_and_running_containers_can_be_killed_and_deleted") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap();
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let r = TestRoot::new();
+    let work = tempfile::tempdir().unwrap();
+    let b = bundle(work.path(), &["sleep", "60"]);
+    let log = b.join("log.json");
+    let create = |id: &str| {
+        let pid_file = b.join(format!("{id}.pid"));
+        let st = r
+            .command(&["create", "-b", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        Pid::from_raw(std::fs::read_to_string(pid_file).unwrap().parse().unwrap())
+    };
+
+    // Deleting a created (never started) container ends its init.
+    let pid = create("never-started");
+    assert_eq!(oci(&r, &log, &["delete", "never-started"]).0, 0);
+    assert!(matches!(waitpid(pid, None).unwrap(), WaitStatus::Signaled(_, nix::sys::signal::SIGKILL, _)));
+
+    // kill by name reaches a running init; delete --force cleans up after it.
+    let pid = create("runner");
+    assert_eq!(oci(&r, &log, &["start", "runner"]).0, 0);
+    let (code, out, _) = oci(&r, &log, &["list", "--format", "json"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"runner\""), "{out}");
+    assert_eq!(oci(&r, &log, &["kill", "runner", "KILL"]).0, 0);
+    assert!(matches!(waitpid(pid, None).unwrap(), WaitStatus::Signaled(_, nix::sys::signal::SIGKILL, _)));
+    assert_eq!(oci(&r, &log, &["delete", "--force", "runner"]).0, 0);
+
+    // A missing command fails create, and leaves nothing.
+    let b2 = bundle(&work.path().join("missing"), &["/no/such/command"]);
+    let out =
+        r.command(&["create", "-b", b2.to_str().unwrap(), "missing"]).stdin(Stdio::null()).output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/command"));
+    assert_eq!(oci(&r, &log, &["state", "missing"]).0, 125);
+    r.assert_no_leftovers();
+    remove_parent_cgroups();
+}
