@@ -221,3 +221,72 @@ fn created_and_running_containers_can_be_killed_and_deleted() {
     r.assert_no_leftovers();
     remove_parent_cgroups();
 }
+
+#[test]
+fn a_container_joins_its_pods_namespaces_by_path() {
+    if !privileged("a_container_joins_its_pods_namespaces_by_path") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap();
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let r = TestRoot::new();
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("log.json");
+    let create = |b: &Path, id: &str, stdout: Stdio| {
+        let pid_file = b.join("init.pid");
+        let mut child = r
+            .command(&["create", "-b", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), id])
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take();
+        assert!(child.wait().unwrap().success(), "create {id}");
+        (Pid::from_raw(std::fs::read_to_string(pid_file).unwrap().parse().unwrap()), out)
+    };
+
+    // The pod sandbox: its own namespaces and hostname.
+    let sb = bundle(&work.path().join("sandbox"), &["sleep", "60"]);
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sb.join("config.json")).unwrap()).unwrap();
+    cfg["hostname"] = serde_json::json!("pod1");
+    std::fs::write(sb.join("config.json"), cfg.to_string()).unwrap();
+    let (sandbox, _) = create(&sb, "sandbox", Stdio::null());
+    assert_eq!(oci(&r, &log, &["start", "sandbox"]).0, 0);
+
+    // A container that joins the sandbox's pid, network, ipc and uts namespaces.
+    let script =
+        "hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; ps -o comm | grep -c sleep";
+    let cb = bundle(&work.path().join("app"), &["sh", "-c", script]);
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cb.join("config.json")).unwrap()).unwrap();
+    let ns = |t: &str| format!("/proc/{sandbox}/ns/{t}");
+    cfg["linux"]["namespaces"] = serde_json::json!([
+        {"type": "pid", "path": ns("pid")},
+        {"type": "network", "path": ns("net")},
+        {"type": "ipc", "path": ns("ipc")},
+        {"type": "uts", "path": ns("uts")},
+        {"type": "mount"},
+        {"type": "cgroup"}
+    ]);
+    cfg.as_object_mut().unwrap().remove("hostname");
+    std::fs::write(cb.join("config.json"), cfg.to_string()).unwrap();
+    let (app, out) = create(&cb, "app", Stdio::piped());
+    assert_eq!(oci(&r, &log, &["start", "app"]).0, 0);
+    let mut text = String::new();
+    out.unwrap().read_to_string(&mut text).unwrap();
+    assert_eq!(waitpid(app, None).unwrap(), WaitStatus::Exited(app, 0));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "pod1", "{text}");
+    let host_link = |t: &str| std::fs::read_link(ns(t)).unwrap().to_string_lossy().into_owned();
+    assert_eq!(lines[1], host_link("net"));
+    assert_eq!(lines[2], host_link("ipc"));
+    assert_eq!(lines[3], "1", "the sandbox's sleep is visible in the shared pid namespace: {text}");
+
+    assert_eq!(oci(&r, &log, &["delete", "app"]).0, 0);
+    assert_eq!(oci(&r, &log, &["kill", "sandbox", "KILL"]).0, 0);
+    waitpid(sandbox, None).unwrap();
+    assert_eq!(oci(&r, &log, &["delete", "sandbox"]).0, 0);
+    r.assert_no_leftovers();
+    remove_parent_cgroups();
+}

@@ -132,6 +132,17 @@ pub enum Scratch {
     Disk,
 }
 
+/// A namespace joined by path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Join {
+    /// `net`, `ipc`, `uts`, `pid` or `cgroup`.
+    pub kind: String,
+    /// Its CLONE_NEW* flag.
+    pub flag: u64,
+    /// The namespace file, e.g. /proc/<pid>/ns/net.
+    pub path: PathBuf,
+}
+
 /// The capability sets of the process, as `CAP_*` names.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapSets {
@@ -220,6 +231,9 @@ pub struct RunPlan {
     pub process: ProcessPlan,
     /// Namespaces created at clone (CLONE_NEW* bits).
     pub clone_flags: u64,
+    /// Namespaces joined instead of created (CRI containers join their pod's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joins: Vec<Join>,
     /// A new cgroup namespace, entered after joining the cgroup.
     pub cgroup_ns: bool,
     /// A new network namespace (bring loopback up).
@@ -292,12 +306,25 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
     let mut cgroup_ns = false;
     let mut new_net = false;
     let mut new_uts = false;
+    let mut joins = Vec::new();
     for ns in linux.namespaces().clone().unwrap_or_default() {
-        if ns.path().is_some() {
-            return Err(Error::Unsupported(format!(
-                "joining an existing {} namespace by path is not supported by exprun run",
-                ns.typ()
-            )));
+        if let Some(path) = ns.path() {
+            let kind = ns.typ().to_string();
+            if matches!(
+                ns.typ(),
+                LinuxNamespaceType::User | LinuxNamespaceType::Time | LinuxNamespaceType::Mount
+            ) {
+                return Err(Error::Unsupported(format!(
+                    "joining an existing {kind} namespace is not supported yet"
+                )));
+            }
+            std::fs::metadata(path).map_err(|source| Error::Source {
+                option: format!("linux.namespaces {kind} path"),
+                path: path.clone(),
+                source,
+            })?;
+            joins.push(Join { kind, flag: ns.typ() as u64, path: path.clone() });
+            continue;
         }
         match ns.typ() {
             LinuxNamespaceType::User => {
@@ -314,10 +341,12 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
             }
         }
     }
-    if clone_flags & LinuxNamespaceType::Mount as u64 == 0
-        || clone_flags & LinuxNamespaceType::Pid as u64 == 0
-    {
-        return Err(Error::Unsupported("exprun run needs new mount and pid namespaces".into()));
+    let pid_ns = clone_flags & LinuxNamespaceType::Pid as u64 != 0
+        || joins.iter().any(|j| j.flag == LinuxNamespaceType::Pid as u64);
+    if clone_flags & LinuxNamespaceType::Mount as u64 == 0 || !pid_ns {
+        return Err(Error::Unsupported(
+            "a container needs a new mount namespace and a new or joined pid namespace".into(),
+        ));
     }
     let hostname = spec.hostname().clone();
     if hostname.is_some() && !new_uts {
@@ -431,6 +460,7 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         readonly_root,
         process,
         clone_flags,
+        joins,
         cgroup_ns,
         new_net,
         hostname,

@@ -24,6 +24,9 @@ pub struct ChildFds {
     pub channel: Channel,
     /// `tasks`/`cgroup.procs` files of the run's cgroup, to join by writing "0".
     pub cgroup_join: Vec<OwnedFd>,
+    /// Namespaces to join (all but pid, which the parent joined before the clone),
+    /// opened by the parent, with their CLONE_NEW* flag.
+    pub ns_join: Vec<(OwnedFd, u64)>,
     /// The container's stdin, stdout, stderr.
     pub stdio: [OwnedFd; 3],
     /// The pty slave's host path, bound at /dev/console, when there is a terminal.
@@ -92,6 +95,12 @@ fn setup(plan: &RunPlan, fds: &ChildFds) -> Result<PathBuf, StepError> {
     // Why first: a foreground run must not outlive exprun, whatever happens next.
     if fds.die_with_parent {
         step("setting the parent-death signal", set_pdeathsig())?;
+    }
+
+    // Join the pod's namespaces first: everything below happens inside them.
+    for (fd, flag) in &fds.ns_join {
+        let flags = nix::sched::CloneFlags::from_bits_truncate(*flag as libc::c_int);
+        step("joining a namespace", nix::sched::setns(fd, flags))?;
     }
 
     // [1] Join the cgroup before anything is allocated on the container's behalf,

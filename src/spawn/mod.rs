@@ -151,6 +151,22 @@ fn create_in(
     mode: Mode,
 ) -> Result<Spawned> {
     let cgroup_join = cgroup.join_files()?;
+    // Namespaces to join are opened here, in exprun's mount namespace. A pid
+    // namespace can only be entered by a new process: joining it here makes the
+    // clone below land in it (setns sets the namespace for our children).
+    let mut ns_join = Vec::new();
+    for j in &plan.joins {
+        let f = std::fs::File::open(&j.path).map_err(|source| Error::Io {
+            op: "opening a namespace to join",
+            source: io::Error::new(source.kind(), format!("{}: {source}", j.path.display())),
+        })?;
+        if j.flag == libc::CLONE_NEWPID as u64 {
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWPID)
+                .map_err(|e| Error::Io { op: "joining the pid namespace", source: e.into() })?;
+        } else {
+            ns_join.push((OwnedFd::from(f), j.flag));
+        }
+    }
     let (parent_end, child_end) = protocol::channel().map_err(io_err("creating the init channel"))?;
 
     // clone_process has fork semantics; it is only sound in a single-threaded
@@ -179,6 +195,7 @@ fn create_in(
             let fds = init::ChildFds {
                 channel: child_end,
                 cgroup_join,
+                ns_join,
                 stdio: child_io.fds,
                 console: child_io.console,
                 die_with_parent,
