@@ -293,6 +293,96 @@ pub fn create(root: &Root, o: &CreateOptions<'_>) -> Result<()> {
     }
 }
 
+/// What `exec` needs.
+pub struct ExecOptions<'a> {
+    /// The container id.
+    pub id: &'a str,
+    /// An OCI process JSON file (`--process`); without it the container's own
+    /// process is the base and `args` replaces its argv.
+    pub process_file: Option<&'a Path>,
+    /// The command (without `--process`).
+    pub args: Vec<String>,
+    /// `--cwd`.
+    pub cwd: Option<&'a str>,
+    /// `--env NAME=VALUE`s, added to the base environment.
+    pub env: Vec<String>,
+    /// `--user UID[:GID]`.
+    pub user: Option<&'a str>,
+    /// `--tty` (needs `console_socket`).
+    pub tty: bool,
+    /// Return once the process runs.
+    pub detach: bool,
+    /// Where to write its pid.
+    pub pid_file: Option<&'a Path>,
+    /// Where to send the pty master.
+    pub console_socket: Option<&'a Path>,
+}
+
+/// `exprun exec`: run a further process in a created or running container.
+/// Returns its exit status (0 once started with `detach`); 126/127 when the
+/// command cannot be run.
+pub fn exec(root: &Root, o: &ExecOptions<'_>) -> Result<i32> {
+    let c = load(root, o.id)?;
+    if c.status() == Status::Stopped {
+        return Err(Error::NotRunning(o.id.into()).into());
+    }
+    let mut process: oci_spec::runtime::Process = match o.process_file {
+        Some(f) => {
+            let bytes = fs::read(f).map_err(io_at("reading", f))?;
+            parse_json(f, &bytes)?
+        }
+        None => {
+            let mut p = c.plan.spec.process().clone().unwrap_or_default();
+            if o.args.is_empty() {
+                return Err(crate::Error::Usage("exec: give --process FILE or a command".into()));
+            }
+            p.set_args(Some(o.args.clone()));
+            p
+        }
+    };
+    if let Some(cwd) = o.cwd {
+        process.set_cwd(cwd.into());
+    }
+    if !o.env.is_empty() {
+        let mut env = process.env().clone().unwrap_or_default();
+        env.extend(o.env.iter().cloned());
+        process.set_env(Some(env));
+    }
+    if let Some(u) = o.user {
+        let (uid, gid) = u.split_once(':').unwrap_or((u, "0"));
+        let (Ok(uid), Ok(gid)) = (uid.parse::<u32>(), gid.parse::<u32>()) else {
+            return Err(crate::Error::Usage(format!("--user {u:?}: give numeric UID[:GID]")));
+        };
+        let mut user = process.user().clone();
+        user.set_uid(uid);
+        user.set_gid(gid);
+        process.set_user(user);
+    }
+    if o.tty {
+        process.set_terminal(Some(true));
+    }
+    let plan = plan::process_plan_from(&process)?;
+    let signals = spawn::block_signals()?;
+    let child_io = match (plan.terminal, o.console_socket) {
+        (true, Some(s)) => spawn::stdio::console_socket(s),
+        (true, None) => return Err(crate::Error::Usage("a terminal needs --console-socket".into())),
+        (false, _) => spawn::stdio::inherit(),
+    }
+    .map_err(|source| spawn::Error::Io { op: "setting up stdio", source })?;
+    let req = spawn::exec::ExecRequest {
+        init_pid: Pid::from_raw(c.state.pid),
+        cgroup: &c.plan.cgroup,
+        process: &plan,
+        detach: o.detach,
+        pid_file: o.pid_file,
+    };
+    match spawn::exec::exec(&req, child_io, &signals)? {
+        spawn::exec::ExecOutcome::Started(_) => Ok(0),
+        spawn::exec::ExecOutcome::Exited(code) => Ok(code),
+        spawn::exec::ExecOutcome::CommandFailed(f) => Err(Error::Command(f.message).into()),
+    }
+}
+
 /// `exprun start`: release init to exec the command; returns at once.
 pub fn start(root: &Root, id: &str) -> Result<()> {
     let c = load(root, id)?;

@@ -290,3 +290,73 @@ fn a_container_joins_its_pods_namespaces_by_path() {
     r.assert_no_leftovers();
     remove_parent_cgroups();
 }
+
+#[test]
+fn exec_runs_a_process_inside_a_running_container() {
+    if !privileged("exec_runs_a_process_inside_a_running_container") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap();
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let r = TestRoot::new();
+    let work = tempfile::tempdir().unwrap();
+    let b = bundle(work.path(), &["sleep", "60"]);
+    let log = b.join("log.json");
+    let pid_file = b.join("init.pid");
+    let st = r
+        .command(&["create", "-b", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), "c"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let init = Pid::from_raw(std::fs::read_to_string(&pid_file).unwrap().parse().unwrap());
+    assert_eq!(oci(&r, &log, &["start", "c"]).0, 0);
+
+    // Foreground: in the container's pid namespace (init is pid 1 there), its
+    // status comes back.
+    let (code, out, err) =
+        oci(&r, &log, &["exec", "c", "sh", "-c", "echo pid=$$; ps -o comm | head -2 | tail -1; exit 7"]);
+    assert_eq!(code, 7, "{err}");
+    assert_eq!(out, "pid=2\nsleep\n");
+
+    // Detached, from a process JSON as containerd writes it: the pid file names
+    // the process, which is reparented to this (subreaper) process.
+    let proc_file = work.path().join("process.json");
+    std::fs::write(
+        &proc_file,
+        r#"{"args":["sh","-c","id -u; exit 4"],"cwd":"/","env":["PATH=/bin"],"user":{"uid":1000,"gid":1000},"terminal":false}"#,
+    )
+    .unwrap();
+    let exec_pid = b.join("exec.pid");
+    let out = r
+        .command(&[
+            "exec",
+            "--process",
+            proc_file.to_str().unwrap(),
+            "--detach",
+            "--pid-file",
+            exec_pid.to_str().unwrap(),
+            "c",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pid = Pid::from_raw(std::fs::read_to_string(&exec_pid).unwrap().parse().unwrap());
+    assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 4));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1000\n");
+
+    // A missing command fails before exec returns.
+    let (code, _, err) = oci(&r, &log, &["exec", "c", "/no/such/tool"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("/no/such/tool"), "{err}");
+
+    assert_eq!(oci(&r, &log, &["delete", "--force", "c"]).0, 0);
+    waitpid(init, None).unwrap();
+    let (code, _, err) = oci(&r, &log, &["exec", "c", "true"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("does not exist"), "{err}");
+    r.assert_no_leftovers();
+    remove_parent_cgroups();
+}

@@ -67,6 +67,8 @@ enum Command {
     State(oci::IdArg),
     /// Send a signal to a container (runc-compatible)
     Kill(oci::KillArgs),
+    /// Run a further process in a container (runc-compatible)
+    Exec(oci::ExecArgs),
     /// Delete a container and write its run record (runc-compatible)
     Delete(oci::DeleteArgs),
     /// List the containers made with create (runc-compatible)
@@ -141,6 +143,7 @@ pub fn main() -> i32 {
         Command::Start(a) => oci::start(&globals, a),
         Command::State(a) => oci::state(&globals, a),
         Command::Kill(a) => oci::kill(&globals, a),
+        Command::Exec(a) => oci::exec(&globals, a),
         Command::Delete(a) => oci::delete(&globals, a),
         Command::List(a) => oci::list(&globals, a),
         Command::Features => oci::features(),

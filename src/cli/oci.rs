@@ -64,6 +64,59 @@ pub fn create(globals: &Globals, a: CreateArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// `exprun exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// An OCI process JSON (args, env, cwd, user, capabilities, terminal, ...)
+    #[arg(short = 'p', long, value_name = "FILE")]
+    process: Option<PathBuf>,
+    /// Return once the process runs; it is reparented to the caller
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Write the process's pid here (no trailing newline)
+    #[arg(long = "pid-file", value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+    /// Send the pseudo-terminal's master to this unix socket
+    #[arg(long = "console-socket", value_name = "SOCKET")]
+    console_socket: Option<PathBuf>,
+    /// Allocate a pseudo-terminal (needs --console-socket)
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Working directory in the container
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<String>,
+    /// Add an environment variable
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// Run as UID[:GID]
+    #[arg(short = 'u', long, value_name = "UID[:GID]")]
+    user: Option<String>,
+    /// The container id
+    id: String,
+    /// The command, when there is no --process
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// Run `exprun exec`.
+pub fn exec(globals: &Globals, a: ExecArgs) -> Result<i32> {
+    container::exec(
+        &Root::new(&globals.root),
+        &container::ExecOptions {
+            id: &a.id,
+            process_file: a.process.as_deref(),
+            args: a.command,
+            cwd: a.cwd.as_deref(),
+            env: a.env,
+            user: a.user.as_deref(),
+            tty: a.tty,
+            detach: a.detach,
+            pid_file: a.pid_file.as_deref(),
+            console_socket: a.console_socket.as_deref(),
+        },
+    )
+}
+
 /// `exprun start`, `state`: just an id.
 #[derive(Debug, Args)]
 pub struct IdArg {

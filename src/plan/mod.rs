@@ -518,6 +518,11 @@ fn limits(linux: &oci_spec::runtime::Linux) -> Limits {
 
 fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
     let p = spec.process().clone().ok_or(Error::Process { field: "process", why: "missing".into() })?;
+    process_plan_from(&p)
+}
+
+/// Resolve and check an OCI process (the config's, or `exec --process`'s).
+pub fn process_plan_from(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> {
     let args = p.args().clone().unwrap_or_default();
     if args.is_empty() || args[0].is_empty() {
         return Err(Error::Process { field: "args", why: "no command to run".into() });

@@ -15,7 +15,7 @@ use nix::unistd::{self, Gid, Uid};
 
 use super::protocol::{Channel, ToChild, ToParent};
 use crate::error::{EXIT_CANNOT_EXECUTE, EXIT_EXPRUN_FAILED, EXIT_NOT_FOUND};
-use crate::plan::RunPlan;
+use crate::plan::{ProcessPlan, RunPlan};
 use crate::sys;
 
 /// What the child gets besides the plan: fds opened by the parent.
@@ -60,10 +60,21 @@ fn step<T, E: std::fmt::Display>(name: &str, r: Result<T, E>) -> Result<T, StepE
     r.map_err(|e| StepError { step: name.to_string(), error: e.to_string(), exit_code: None })
 }
 
-/// Run the container's init. Never returns.
-pub fn run(plan: &RunPlan, fds: ChildFds) -> ! {
+/// What the new process is.
+#[derive(Clone, Copy)]
+pub enum Role<'a> {
+    /// A container's init: new namespaces, cgroup and root filesystem from the plan.
+    Init(&'a RunPlan),
+    /// A further process in a running container (`exprun exec`): it joins the
+    /// container's namespaces (all of them, from `ns_join`, the mount namespace
+    /// included) and its cgroup; the root filesystem is already there.
+    Exec,
+}
+
+/// Run the container's init, or an exec'd process. Never returns.
+pub fn run(role: Role<'_>, process: &ProcessPlan, fds: ChildFds) -> ! {
     let channel = &fds.channel;
-    match setup(plan, &fds) {
+    match setup(role, process, &fds) {
         Ok(exe) => {
             if channel.send(&ToParent::Ready { exe: exe.to_string_lossy().into_owned() }).is_err() {
                 sys::exit_now(EXIT_EXPRUN_FAILED);
@@ -71,11 +82,11 @@ pub fn run(plan: &RunPlan, fds: ChildFds) -> ! {
             // Wait for the start half. End-of-file means exprun went away.
             match &fds.gate {
                 StartGate::Channel => match channel.recv::<ToChild>() {
-                    Ok(Some(ToChild::Start)) => exec(plan, &exe, channel),
+                    Ok(Some(ToChild::Start)) => exec(process, &exe, channel),
                     _ => sys::exit_now(EXIT_EXPRUN_FAILED),
                 },
                 StartGate::Fifo(fifo) => match wait_for_start(fifo) {
-                    Ok(()) => exec(plan, &exe, channel),
+                    Ok(()) => exec(process, &exe, channel),
                     Err(_) => sys::exit_now(EXIT_EXPRUN_FAILED),
                 },
             }
@@ -89,9 +100,7 @@ pub fn run(plan: &RunPlan, fds: ChildFds) -> ! {
 }
 
 /// Steps [1]–[5]: everything up to the moment the command can be exec'd.
-fn setup(plan: &RunPlan, fds: &ChildFds) -> Result<PathBuf, StepError> {
-    let p = &plan.process;
-
+fn setup(role: Role<'_>, p: &ProcessPlan, fds: &ChildFds) -> Result<PathBuf, StepError> {
     // Why first: a foreground run must not outlive exprun, whatever happens next.
     if fds.die_with_parent {
         step("setting the parent-death signal", set_pdeathsig())?;
@@ -109,7 +118,7 @@ fn setup(plan: &RunPlan, fds: &ChildFds) -> Result<PathBuf, StepError> {
         step("joining the run's cgroup", unistd::write(fd.as_fd(), b"0"))?;
     }
     // After the join, so the new cgroup namespace is rooted at the run's cgroup.
-    if plan.cgroup_ns {
+    if matches!(role, Role::Init(plan) if plan.cgroup_ns) {
         step("creating the cgroup namespace", nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP))?;
     }
 
@@ -123,23 +132,25 @@ fn setup(plan: &RunPlan, fds: &ChildFds) -> Result<PathBuf, StepError> {
     if p.terminal {
         step("taking the terminal", sys::set_controlling_terminal(fds.stdio[0].as_fd()))?;
     }
-    if let Some(h) = &plan.hostname {
-        step("setting the hostname", unistd::sethostname(h))?;
+    if let Role::Init(plan) = role {
+        if let Some(h) = &plan.hostname {
+            step("setting the hostname", unistd::sethostname(h))?;
+        }
+        if plan.new_net {
+            step("bringing up the loopback interface", sys::loopback_up())?;
+        }
+
+        crate::log::debug(|| "init [2]: session, stdio, hostname, loopback".into());
+
+        // [3] The root filesystem, ending with pivot_root.
+        crate::rootfs::build(plan, fds.console.as_deref()).map_err(|e| StepError {
+            step: e.step,
+            error: e.source.to_string(),
+            exit_code: None,
+        })?;
+
+        crate::log::debug(|| "init [3]: root filesystem built, pivoted".into());
     }
-    if plan.new_net {
-        step("bringing up the loopback interface", sys::loopback_up())?;
-    }
-
-    crate::log::debug(|| "init [2]: session, stdio, hostname, loopback".into());
-
-    // [3] The root filesystem, ending with pivot_root.
-    crate::rootfs::build(plan, fds.console.as_deref()).map_err(|e| StepError {
-        step: e.step,
-        error: e.source.to_string(),
-        exit_code: None,
-    })?;
-
-    crate::log::debug(|| "init [3]: root filesystem built, pivoted".into());
 
     // [4] Privileges, in the order the kernel needs: rlimits while still root
     // (raising a hard limit needs privilege), supplementary groups and gid before
@@ -293,7 +304,7 @@ fn wait_for_start(fifo: &OwnedFd) -> io::Result<()> {
 }
 
 /// Step [6]: execve. Only returns by `_exit` when the exec fails.
-fn exec(plan: &RunPlan, exe: &Path, channel: &Channel) -> ! {
+fn exec(process: &ProcessPlan, exe: &Path, channel: &Channel) -> ! {
     let report = |errno: i32| -> ! {
         // With a FIFO gate nobody reads the channel any more: say it on stderr,
         // which the supervisor (containerd's shim) collects.
@@ -310,8 +321,8 @@ fn exec(plan: &RunPlan, exe: &Path, channel: &Channel) -> ! {
     let cstr = |s: &str| CString::new(s).ok();
     let (Some(path), Some(args), Some(env)) = (
         cstr(&exe.to_string_lossy()),
-        plan.process.args.iter().map(|a| cstr(a)).collect::<Option<Vec<_>>>(),
-        plan.process.env.iter().map(|a| cstr(a)).collect::<Option<Vec<_>>>(),
+        process.args.iter().map(|a| cstr(a)).collect::<Option<Vec<_>>>(),
+        process.env.iter().map(|a| cstr(a)).collect::<Option<Vec<_>>>(),
     ) else {
         report(libc::EINVAL)
     };

@@ -7,6 +7,7 @@
 //! halves plus [`wait::foreground`]. The protocol between the two processes is
 //! in [`protocol`]; the child's steps are in [`init`].
 
+pub mod exec;
 pub mod init;
 pub mod protocol;
 pub mod stdio;
@@ -201,7 +202,7 @@ fn create_in(
                 die_with_parent,
                 gate,
             };
-            init::run(plan, fds)
+            init::run(init::Role::Init(plan), &plan.process, fds)
         }
         sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
     };
@@ -229,7 +230,10 @@ fn create_in(
 }
 
 /// Wait for Ready (or a failure), watching exprun's signals too.
-fn wait_ready(channel: &Channel, signals: &SignalFd) -> Result<std::result::Result<String, CommandFailure>> {
+pub(crate) fn wait_ready(
+    channel: &Channel,
+    signals: &SignalFd,
+) -> Result<std::result::Result<String, CommandFailure>> {
     loop {
         let mut fds = [
             PollFd::new(channel.as_fd(), PollFlags::POLLIN),
