@@ -92,8 +92,14 @@ pub enum Version {
 pub struct Limits {
     /// Memory limit in bytes (swap is limited to the same, i.e. none on top).
     pub memory_bytes: Option<i64>,
-    /// CFS quota per [`CPU_PERIOD_US`], in microseconds.
+    /// CFS quota per period, in microseconds.
     pub cpu_quota_us: Option<i64>,
+    /// CFS period, in microseconds [default: [`CPU_PERIOD_US`]].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_period_us: Option<u64>,
+    /// Relative CPU weight, in cgroup v1 `cpu.shares` units (2..262144).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<u64>,
     /// Maximum number of tasks.
     pub pids_max: Option<i64>,
 }
@@ -270,7 +276,7 @@ impl CgroupHost {
         let needs = [
             (MEMORY, limits.memory_bytes.is_some(), "--memory"),
             (PIDS, limits.pids_max.is_some(), "--pids-limit"),
-            (CPU, limits.cpu_quota_us.is_some(), "--cpus"),
+            (CPU, limits.cpu_quota_us.is_some() || limits.cpu_shares.is_some(), "--cpus"),
         ];
         for (ctrl, needed, option) in needs {
             if needed && !self.v1.contains_key(ctrl) {
@@ -302,7 +308,7 @@ impl CgroupHost {
         for (ctrl, needed, option) in [
             (MEMORY, limits.memory_bytes.is_some(), "--memory"),
             (PIDS, limits.pids_max.is_some(), "--pids-limit"),
-            (CPU, limits.cpu_quota_us.is_some(), "--cpus"),
+            (CPU, limits.cpu_quota_us.is_some() || limits.cpu_shares.is_some(), "--cpus"),
         ] {
             if needed && !self.v2_controllers.iter().any(|c| c == ctrl) {
                 return Err(Error::Unenforceable {
@@ -440,7 +446,6 @@ impl Cgroup {
     }
 
     fn create_inner(&self) -> Result<()> {
-        let v2 = self.plan.version == Version::V2;
         for dir in self.plan.dirs.values() {
             let Some(parent) = dir.parent().filter(|p| !p.is_dir()) else { continue };
             if self.plan.make_parents {
@@ -460,12 +465,6 @@ impl Cgroup {
                 });
             }
         }
-        if v2 {
-            let wanted = self.v2_wanted();
-            for dir in &self.plan.enable_in {
-                enable_controllers(dir, &wanted)?;
-            }
-        }
         for dir in self.plan.dirs.values() {
             match fs::create_dir(dir) {
                 Ok(()) => {}
@@ -473,7 +472,18 @@ impl Cgroup {
                 Err(source) => return Err(Error::Io { op: "creating cgroup", path: dir.clone(), source }),
             }
         }
-        let l = &self.plan.limits;
+        self.apply(&self.plan.limits)
+    }
+
+    /// Write `l` into the cgroup (at create, and for `exprun update`).
+    pub fn apply(&self, l: &Limits) -> Result<()> {
+        let v2 = self.plan.version == Version::V2;
+        if v2 {
+            let wanted = v2_wanted(l);
+            for dir in &self.plan.enable_in {
+                enable_controllers(dir, &wanted)?;
+            }
+        }
         if let Some(bytes) = l.memory_bytes {
             let mem = self.mem();
             let dir = mem.path().to_path_buf();
@@ -503,29 +513,25 @@ impl Cgroup {
                 source,
             })?;
         }
+        let cpu = CpuController::new(self.dir(CPU), PathBuf::new(), v2);
         if let Some(quota) = l.cpu_quota_us {
-            let cpu = CpuController::new(self.dir(CPU), PathBuf::new(), v2);
-            cpu.set_cfs_quota_and_period(Some(quota), Some(CPU_PERIOD_US)).map_err(|source| {
-                Error::Controller {
-                    op: format!("writing the CFS quota {quota}us per {CPU_PERIOD_US}us"),
-                    dir: self.dir(CPU),
-                    source,
-                }
+            let period = l.cpu_period_us.unwrap_or(CPU_PERIOD_US);
+            cpu.set_cfs_quota_and_period(Some(quota), Some(period)).map_err(|source| Error::Controller {
+                op: format!("writing the CFS quota {quota}us per {period}us"),
+                dir: self.dir(CPU),
+                source,
+            })?;
+        }
+        if let Some(shares) = l.cpu_shares {
+            let (file, value) =
+                if v2 { ("cpu.weight", shares_to_weight(shares)) } else { ("cpu.shares", shares) };
+            cpu.set_shares(value).map_err(|source| Error::Controller {
+                op: format!("writing {file} = {value}"),
+                dir: self.dir(CPU),
+                source,
             })?;
         }
         Ok(())
-    }
-
-    fn v2_wanted(&self) -> Vec<&'static str> {
-        let l = &self.plan.limits;
-        let mut wanted = vec![MEMORY];
-        if l.pids_max.is_some() {
-            wanted.push(PIDS);
-        }
-        if l.cpu_quota_us.is_some() {
-            wanted.push(CPU);
-        }
-        wanted
     }
 
     /// The directory for a controller (v2: the one directory).
@@ -621,6 +627,25 @@ impl Cgroup {
         }
         first_err.map_or(Ok(()), Err)
     }
+}
+
+/// The v2 controllers `l` needs enabled: memory always (usage figures).
+fn v2_wanted(l: &Limits) -> Vec<&'static str> {
+    let mut wanted = vec![MEMORY];
+    if l.pids_max.is_some() {
+        wanted.push(PIDS);
+    }
+    if l.cpu_quota_us.is_some() || l.cpu_shares.is_some() {
+        wanted.push(CPU);
+    }
+    wanted
+}
+
+/// cgroup v1 `cpu.shares` (2..262144) as cgroup v2 `cpu.weight` (1..10000), the
+/// conversion runc and crun use.
+fn shares_to_weight(shares: u64) -> u64 {
+    let s = shares.clamp(2, 262_144);
+    1 + ((s - 2) * 9999) / 262_142
 }
 
 /// Write `+ctrl` for each wanted controller into `dir/cgroup.subtree_control`,
@@ -776,6 +801,13 @@ mod tests {
     }
 
     #[test]
+    fn shares_convert_to_weights_like_runc() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+    }
+
+    #[test]
     fn mountinfo_octal_escapes_are_decoded() {
         assert_eq!(unescape(r"/mnt/with\040space"), "/mnt/with space");
         assert_eq!(unescape("/plain"), "/plain");
@@ -799,7 +831,12 @@ mod tests {
     fn v2_plan_create_writes_limits_and_enables_controllers_top_down() {
         let (dir, host) = v2_fixture();
         assert_eq!(host.version(), Version::V2);
-        let limits = Limits { memory_bytes: Some(64 << 20), cpu_quota_us: Some(150_000), pids_max: Some(32) };
+        let limits = Limits {
+            memory_bytes: Some(64 << 20),
+            cpu_quota_us: Some(150_000),
+            pids_max: Some(32),
+            ..Limits::default()
+        };
         let plan = host.plan(&Placement::Child { name: "exprun-t", parent: None }, limits).unwrap();
         let cg_dir = dir.path().join("user.slice/exprun-t");
         assert_eq!(plan.dirs["unified"], cg_dir);

@@ -444,6 +444,49 @@ pub fn state(root: &Root, id: &str) -> Result<OciState> {
     })
 }
 
+/// `exprun update`: change the limits of a created or running container. Only
+/// the fields that are set change; plan.json keeps the new limits for the record.
+pub fn update(root: &Root, id: &str, changes: &crate::cgroups::Limits) -> Result<()> {
+    let mut c = load(root, id)?;
+    if c.status() == Status::Stopped {
+        return Err(Error::NotRunning(id.into()).into());
+    }
+    let l = &mut c.plan.cgroup.limits;
+    let keep = |new: Option<i64>, old: Option<i64>| new.or(old);
+    l.memory_bytes = keep(changes.memory_bytes, l.memory_bytes);
+    l.cpu_quota_us = keep(changes.cpu_quota_us, l.cpu_quota_us);
+    l.pids_max = keep(changes.pids_max, l.pids_max);
+    l.cpu_period_us = changes.cpu_period_us.or(l.cpu_period_us);
+    l.cpu_shares = changes.cpu_shares.or(l.cpu_shares);
+    if c.plan.cgroup.version == crate::cgroups::Version::V1 {
+        for (ctrl, wanted, what) in [
+            ("memory", changes.memory_bytes.is_some(), "a memory limit"),
+            ("pids", changes.pids_max.is_some(), "a pids limit"),
+            ("cpu", changes.cpu_quota_us.is_some() || changes.cpu_shares.is_some(), "a CPU limit"),
+        ] {
+            if wanted && !c.plan.cgroup.dirs.contains_key(ctrl) {
+                return Err(spawn::Error::from(crate::cgroups::Error::Unenforceable {
+                    limit: what,
+                    why: format!("the container's cgroup has no {ctrl} hierarchy on this host"),
+                })
+                .into());
+            }
+        }
+    }
+    Cgroup::adopt(&c.plan.cgroup).apply(changes).map_err(spawn::Error::from)?;
+    let p = c.dir.join("plan.json");
+    fsutil::write_json_atomic(&p, &c.plan, false).map_err(io_at("writing", &p))?;
+    Ok(())
+}
+
+/// `exprun ps`: the host pids of the container's processes.
+pub fn pids(root: &Root, id: &str) -> Result<Vec<i32>> {
+    let c = load(root, id)?;
+    let mut pids = cgroup_pids(&c.plan);
+    pids.sort_unstable();
+    Ok(pids)
+}
+
 /// Every container under `root`.
 pub fn list(root: &Root) -> Vec<OciState> {
     let mut out = Vec::new();

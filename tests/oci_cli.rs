@@ -360,3 +360,78 @@ fn exec_runs_a_process_inside_a_running_container() {
     r.assert_no_leftovers();
     remove_parent_cgroups();
 }
+
+#[test]
+fn update_ps_sysctls_and_oom_score_adj() {
+    if !privileged("update_ps_sysctls_and_oom_score_adj") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap();
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let r = TestRoot::new();
+    let work = tempfile::tempdir().unwrap();
+    let b = bundle(work.path(), &["sleep", "60"]);
+    let log = b.join("log.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    cfg["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ip_forward": "1", "kernel.shmmax": "12345"});
+    cfg["process"]["oomScoreAdj"] = serde_json::json!(500);
+    std::fs::write(b.join("config.json"), cfg.to_string()).unwrap();
+    let pid_file = b.join("init.pid");
+    let st = r
+        .command(&["create", "-b", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), "c"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    let init: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    assert_eq!(oci(&r, &log, &["start", "c"]).0, 0);
+    let (code, out, err) = oci(
+        &r,
+        &log,
+        &[
+            "exec",
+            "c",
+            "cat",
+            "/proc/sys/net/ipv4/ip_forward",
+            "/proc/sys/kernel/shmmax",
+            "/proc/1/oom_score_adj",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "1\n12345\n500\n");
+
+    let (code, out, _) = oci(&r, &log, &["ps", "--format", "json", "c"]);
+    assert_eq!(code, 0);
+    let pids: Vec<i32> = serde_json::from_str(&out).unwrap();
+    assert_eq!(pids, vec![init]);
+
+    let resources = r#"{"memory":{"limit":67108864},"pids":{"limit":50},"cpu":{"shares":512,"quota":50000,"period":100000}}"#;
+    let mut child = r.command(&["update", "--resources", "-", "c"]).stdin(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), resources.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.path().join("containers/c/plan.json")).unwrap()).unwrap();
+    let dir = |c: &str| PathBuf::from(plan["cgroup"]["dirs"][c].as_str().unwrap());
+    if plan["cgroup"]["version"] == "v1" {
+        let read = |c: &str, f: &str| std::fs::read_to_string(dir(c).join(f)).unwrap().trim().to_string();
+        assert_eq!(read("memory", "memory.limit_in_bytes"), "67108864");
+        assert_eq!(read("pids", "pids.max"), "50");
+        assert_eq!(read("cpu", "cpu.shares"), "512");
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+    }
+    assert_eq!(plan["cgroup"]["limits"]["memory_bytes"], 67108864);
+
+    assert_eq!(oci(&r, &log, &["delete", "--force", "c"]).0, 0);
+    waitpid(Pid::from_raw(init), None).unwrap();
+
+    // A sysctl outside the container's namespaces is refused before anything runs.
+    cfg["linux"]["sysctl"] = serde_json::json!({"kernel.pid_max": "4096"});
+    std::fs::write(b.join("config.json"), cfg.to_string()).unwrap();
+    let (code, _, err) = oci(&r, &log, &["create", "-b", b.to_str().unwrap(), "bad"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("kernel.pid_max") && err.contains("host"), "{err}");
+    r.assert_no_leftovers();
+    remove_parent_cgroups();
+}

@@ -69,6 +69,10 @@ enum Command {
     Kill(oci::KillArgs),
     /// Run a further process in a container (runc-compatible)
     Exec(oci::ExecArgs),
+    /// Change a container's resource limits (runc-compatible)
+    Update(oci::UpdateArgs),
+    /// List a container's processes (runc-compatible)
+    Ps(oci::PsArgs),
     /// Delete a container and write its run record (runc-compatible)
     Delete(oci::DeleteArgs),
     /// List the containers made with create (runc-compatible)
@@ -144,6 +148,8 @@ pub fn main() -> i32 {
         Command::State(a) => oci::state(&globals, a),
         Command::Kill(a) => oci::kill(&globals, a),
         Command::Exec(a) => oci::exec(&globals, a),
+        Command::Update(a) => oci::update(&globals, a),
+        Command::Ps(a) => oci::ps(&globals, a),
         Command::Delete(a) => oci::delete(&globals, a),
         Command::List(a) => oci::list(&globals, a),
         Command::Features => oci::features(),

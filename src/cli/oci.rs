@@ -117,6 +117,86 @@ pub fn exec(globals: &Globals, a: ExecArgs) -> Result<i32> {
     )
 }
 
+/// `exprun update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// OCI LinuxResources JSON, from a file or `-` for stdin (what containerd sends)
+    #[arg(short = 'r', long, value_name = "FILE|-")]
+    resources: Option<PathBuf>,
+    /// Memory limit in bytes
+    #[arg(short = 'm', long, value_name = "BYTES")]
+    memory: Option<String>,
+    /// CFS quota in microseconds
+    #[arg(long = "cpu-quota", value_name = "US")]
+    cpu_quota: Option<i64>,
+    /// CFS period in microseconds
+    #[arg(long = "cpu-period", value_name = "US")]
+    cpu_period: Option<u64>,
+    /// CPU shares (relative weight)
+    #[arg(long = "cpu-share", value_name = "N")]
+    cpu_share: Option<u64>,
+    /// Maximum number of processes
+    #[arg(long = "pids-limit", value_name = "N")]
+    pids_limit: Option<i64>,
+    /// The container id
+    id: String,
+}
+
+/// Run `exprun update`.
+pub fn update(globals: &Globals, a: UpdateArgs) -> Result<i32> {
+    let mut limits = match &a.resources {
+        Some(p) => {
+            let bytes = if p.as_os_str() == "-" {
+                let mut b = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
+                    .map_err(|e| Error::Usage(format!("reading the resources from stdin: {e}")))?;
+                b
+            } else {
+                std::fs::read(p).map_err(|e| Error::Usage(format!("reading {}: {e}", p.display())))?
+            };
+            let r: oci_spec::runtime::LinuxResources = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Usage(format!("--resources: not OCI LinuxResources JSON: {e}")))?;
+            crate::plan::resources_limits(&r)
+        }
+        None => crate::cgroups::Limits::default(),
+    };
+    if let Some(m) = &a.memory {
+        limits.memory_bytes = Some(crate::spec::options::parse_size("--memory", m)? as i64);
+    }
+    limits.cpu_quota_us = a.cpu_quota.or(limits.cpu_quota_us);
+    limits.cpu_period_us = a.cpu_period.or(limits.cpu_period_us);
+    limits.cpu_shares = a.cpu_share.or(limits.cpu_shares);
+    limits.pids_max = a.pids_limit.or(limits.pids_max);
+    container::update(&Root::new(&globals.root), &a.id, &limits)?;
+    Ok(0)
+}
+
+/// `exprun ps`.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// table or json (a JSON array of host pids, as containerd reads it)
+    #[arg(short = 'f', long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+    /// The container id
+    id: String,
+}
+
+/// Run `exprun ps`.
+pub fn ps(globals: &Globals, a: PsArgs) -> Result<i32> {
+    let pids = container::pids(&Root::new(&globals.root), &a.id)?;
+    if a.format == "json" {
+        println!("{}", to_json(&pids)?);
+        return Ok(0);
+    }
+    println!("{:<8} CMD", "PID");
+    for pid in pids {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        println!("{pid:<8} {}", cmd.trim_end());
+    }
+    Ok(0)
+}
+
 /// `exprun start`, `state`: just an id.
 #[derive(Debug, Args)]
 pub struct IdArg {

@@ -196,6 +196,9 @@ pub struct ProcessPlan {
     pub no_new_privs: bool,
     /// Allocate a terminal.
     pub terminal: bool,
+    /// /proc/self/oom_score_adj.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i32>,
 }
 
 /// Everything about one run that the spawn and the record need.
@@ -227,6 +230,9 @@ pub struct RunPlan {
     pub readonly_paths: Vec<PathBuf>,
     /// Remount `/` read-only at the end.
     pub readonly_root: bool,
+    /// Namespaced sysctls to set in the container: (key, value).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sysctls: Vec<(String, String)>,
     /// The process.
     pub process: ProcessPlan,
     /// Namespaces created at clone (CLONE_NEW* bits).
@@ -429,6 +435,7 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
 
     // exprun run gives the container /etc/hosts and /etc/hostname; a bundle's
     // config brings its own mounts for them.
+    let sysctls = sysctls(&linux, new_net, clone_flags & LinuxNamespaceType::Ipc as u64 != 0, new_uts)?;
     let host_name = hostname.clone().unwrap_or_default();
     let files = if matches!(ctx.source, Source::Bundle) {
         Vec::new()
@@ -458,6 +465,7 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         masked_paths,
         readonly_paths,
         readonly_root,
+        sysctls,
         process,
         clone_flags,
         joins,
@@ -507,12 +515,66 @@ fn overlay(
     })
 }
 
+/// The config's sysctls, each checked to belong to a namespace the container has
+/// of its own: anything else would change the host.
+fn sysctls(
+    linux: &oci_spec::runtime::Linux,
+    net: bool,
+    ipc: bool,
+    uts: bool,
+) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
+    out.sort();
+    for (key, _) in &out {
+        let ok = if key.starts_with("net.") {
+            net
+        } else if [
+            "kernel.msgmax",
+            "kernel.msgmnb",
+            "kernel.msgmni",
+            "kernel.sem",
+            "kernel.shmall",
+            "kernel.shmmax",
+            "kernel.shmmni",
+            "kernel.shm_rmid_forced",
+        ]
+        .contains(&key.as_str())
+            || key.starts_with("fs.mqueue.")
+        {
+            ipc
+        } else if key == "kernel.hostname" || key == "kernel.domainname" {
+            uts
+        } else {
+            false
+        };
+        if !ok || key.contains("..") || key.contains('/') {
+            return Err(Error::Process {
+                field: "linux.sysctl",
+                why: format!(
+                    "{key} is not in a namespace of the container's own; setting it would change the host"
+                ),
+            });
+        }
+    }
+    Ok(out)
+}
+
 fn limits(linux: &oci_spec::runtime::Linux) -> Limits {
     let Some(r) = linux.resources() else { return Limits::default() };
+    resources_limits(r)
+}
+
+/// The limits exprun applies from OCI resources (`exprun update` uses it too):
+/// memory limit, CPU quota, period and shares, pids. Not yet applied: cpusets,
+/// device rules, hugepages, block I/O, network classes (docs/oci-runtime.md).
+pub fn resources_limits(r: &oci_spec::runtime::LinuxResources) -> Limits {
+    let cpu = r.cpu().as_ref();
     Limits {
-        memory_bytes: r.memory().as_ref().and_then(|m| m.limit()),
-        cpu_quota_us: r.cpu().as_ref().and_then(|c| c.quota()),
-        pids_max: r.pids().as_ref().map(|p| p.limit()),
+        memory_bytes: r.memory().as_ref().and_then(|m| m.limit()).filter(|l| *l > 0),
+        cpu_quota_us: cpu.and_then(|c| c.quota()).filter(|q| *q > 0),
+        cpu_period_us: cpu.and_then(|c| c.period()).filter(|p| *p > 0),
+        cpu_shares: cpu.and_then(|c| c.shares()).filter(|s| *s > 0),
+        pids_max: r.pids().as_ref().map(|p| p.limit()).filter(|p| *p > 0),
     }
 }
 
@@ -588,6 +650,7 @@ pub fn process_plan_from(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> 
         rlimits,
         no_new_privs: p.no_new_privileges().unwrap_or(false),
         terminal: p.terminal().unwrap_or(false),
+        oom_score_adj: p.oom_score_adj(),
     })
 }
 

@@ -89,7 +89,12 @@ pub fn build(plan: &RunPlan, console: Option<&Path>) -> Result<()> {
     at(umount2(".", MntFlags::MNT_DETACH), || "detaching the old root".into())?;
     at(chdir("/"), || "entering the new root".into())?;
 
-    // 7. Read-only and masked paths, then the read-only root.
+    // 7. Sysctls (while /proc/sys is still writable), read-only and masked paths,
+    //    then the read-only root.
+    for (key, value) in &plan.sysctls {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        at(std::fs::write(&path, value), || format!("setting sysctl {key} = {value}"))?;
+    }
     for p in &plan.readonly_paths {
         readonly_path(p)?;
     }

@@ -152,6 +152,14 @@ fn setup(role: Role<'_>, p: &ProcessPlan, fds: &ChildFds) -> Result<PathBuf, Ste
         crate::log::debug(|| "init [3]: root filesystem built, pivoted".into());
     }
 
+    if let Some(adj) = p.oom_score_adj {
+        // Lowering it needs CAP_SYS_RESOURCE: still held here.
+        step(
+            &format!("setting oom_score_adj to {adj}"),
+            std::fs::write("/proc/self/oom_score_adj", adj.to_string()),
+        )?;
+    }
+
     // [4] Privileges, in the order the kernel needs: rlimits while still root
     // (raising a hard limit needs privilege), supplementary groups and gid before
     // uid (afterwards we could not change them), capabilities once the uid is
