@@ -230,12 +230,17 @@ impl CgroupHost {
     /// /sys/fs/cgroup, mount options naming its controllers): what the container's
     /// own /sys/fs/cgroup shows, rooted at its cgroup by the cgroup namespace.
     pub fn v1_hierarchies(&self, plan: &CgroupPlan) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = Vec::new();
-        for ctrl in plan.dirs.keys() {
+        self.v1_hierarchy_dirs(plan).into_iter().map(|(name, options, _)| (name, options)).collect()
+    }
+
+    /// [`Self::v1_hierarchies`] with the run's cgroup directory in each.
+    pub fn v1_hierarchy_dirs(&self, plan: &CgroupPlan) -> Vec<(String, String, PathBuf)> {
+        let mut out: Vec<(String, String, PathBuf)> = Vec::new();
+        for (ctrl, dir) in &plan.dirs {
             let Some(m) = self.v1.get(ctrl) else { continue };
             let name = m.point.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            if !name.is_empty() && !out.iter().any(|(n, _)| *n == name) {
-                out.push((name, m.controllers.join(",")));
+            if !name.is_empty() && !out.iter().any(|(n, _, _)| *n == name) {
+                out.push((name, m.controllers.join(","), dir.clone()));
             }
         }
         out

@@ -388,18 +388,26 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
             op.file = !meta.is_dir();
         }
         if m.typ().as_deref() == Some("cgroup") {
-            if !cgroup_ns {
-                return Err(Error::Mount {
-                    destination: op.destination.display().to_string(),
-                    why: "a cgroup mount needs a cgroup namespace".into(),
-                });
-            }
-            let v1 =
-                (cgroup.version == crate::cgroups::Version::V1).then(|| ctx.cgroups.v1_hierarchies(&cgroup));
-            mounts.extend(mounts::cgroup_mounts(&op, v1.as_deref()));
+            let v1 = cgroup.version == crate::cgroups::Version::V1;
+            let expanded = if cgroup_ns {
+                let h = v1.then(|| ctx.cgroups.v1_hierarchies(&cgroup));
+                mounts::cgroup_mounts(&op, mounts::CgroupView::Namespace(h.as_deref()))
+            } else {
+                let dirs: Vec<(String, PathBuf)> = if v1 {
+                    ctx.cgroups.v1_hierarchy_dirs(&cgroup).into_iter().map(|(n, _, d)| (n, d)).collect()
+                } else {
+                    cgroup.dirs.values().map(|d| (String::new(), d.clone())).collect()
+                };
+                mounts::cgroup_mounts(&op, mounts::CgroupView::Bind { v2: !v1, dirs: &dirs })
+            };
+            mounts.extend(expanded);
             continue;
         }
-        if mounts.iter().any(|o: &MountOp| o.destination == op.destination) {
+        // Two of exprun run's own mounts on one path is a mistake on the command
+        // line; in a bundle a later mount stacks on an earlier one (CRI binds the
+        // pod's /dev/shm over the default tmpfs), as with runc.
+        let from_image = matches!(ctx.source, Source::Image { .. });
+        if from_image && mounts.iter().any(|o: &MountOp| o.destination == op.destination) {
             return Err(Error::Mount {
                 destination: op.destination.display().to_string(),
                 why: "two mounts have this destination".into(),

@@ -124,11 +124,21 @@ pub fn resolve(m: &oci_spec::runtime::Mount) -> Result<MountOp, Error> {
     })
 }
 
+/// How the container sees its cgroup at `/sys/fs/cgroup`.
+pub enum CgroupView<'a> {
+    /// Through its own cgroup namespace: the hierarchies are mounted, and the
+    /// namespace roots each at the run's cgroup. `None` on v2, else (directory
+    /// name, mount options) per v1 hierarchy.
+    Namespace(Option<&'a [(String, String)]>),
+    /// Without a cgroup namespace (as containerd asks on cgroup v1): the run's
+    /// cgroup directories are bound, as runc does. v2: `[("", dir)]`.
+    Bind { v2: bool, dirs: &'a [(String, PathBuf)] },
+}
+
 /// The operations behind one OCI `cgroup` mount: the container's own view of its
-/// cgroup, made by the cgroup namespace. v2: the unified hierarchy. v1: a tmpfs
-/// with one mount per hierarchy the run's cgroup lives in, then the tmpfs is made
-/// read-only.
-pub fn cgroup_mounts(m: &MountOp, v1_hierarchies: Option<&[(String, String)]>) -> Vec<MountOp> {
+/// cgroup (see [`CgroupView`]). On v1 a tmpfs holds one mount per hierarchy the
+/// run's cgroup lives in and is then made read-only.
+pub fn cgroup_mounts(m: &MountOp, view: CgroupView<'_>) -> Vec<MountOp> {
     let op = |dest: PathBuf, fstype: &str, flags: MsFlags, data: &str| MountOp {
         destination: dest,
         fstype: Some(fstype.to_string()),
@@ -141,14 +151,36 @@ pub fn cgroup_mounts(m: &MountOp, v1_hierarchies: Option<&[(String, String)]>) -
         file: false,
         remount: false,
     };
-    let Some(hierarchies) = v1_hierarchies else {
-        return vec![op(m.destination.clone(), "cgroup2", m.ms_flags(), "")];
+    let bind = |dest: PathBuf, source: &Path| MountOp {
+        destination: dest,
+        fstype: None,
+        source: source.display().to_string(),
+        bind: true,
+        recursive: false,
+        flags: (m.ms_flags() | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC).bits(),
+        data: String::new(),
+        propagation: 0,
+        file: false,
+        remount: false,
     };
     let plain = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let tmpfs_data = "mode=755,size=64k";
     let mut ops = vec![op(m.destination.clone(), "tmpfs", plain, tmpfs_data)];
-    for (name, controllers) in hierarchies {
-        ops.push(op(m.destination.join(name), "cgroup", m.ms_flags(), controllers));
+    match view {
+        CgroupView::Namespace(None) => return vec![op(m.destination.clone(), "cgroup2", m.ms_flags(), "")],
+        CgroupView::Bind { v2: true, dirs } => {
+            return dirs.iter().take(1).map(|(_, d)| bind(m.destination.clone(), d)).collect();
+        }
+        CgroupView::Namespace(Some(hierarchies)) => {
+            for (name, controllers) in hierarchies {
+                ops.push(op(m.destination.join(name), "cgroup", m.ms_flags(), controllers));
+            }
+        }
+        CgroupView::Bind { v2: false, dirs } => {
+            for (name, dir) in dirs {
+                ops.push(bind(m.destination.join(name), dir));
+            }
+        }
     }
     let mut ro = op(m.destination.clone(), "tmpfs", plain | MsFlags::MS_RDONLY, tmpfs_data);
     ro.remount = true;
@@ -204,13 +236,13 @@ mod tests {
         let base =
             resolve(&mount("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "noexec", "nodev", "ro"]))
                 .unwrap();
-        let v2 = cgroup_mounts(&base, None);
+        let v2 = cgroup_mounts(&base, CgroupView::Namespace(None));
         assert_eq!(v2.len(), 1);
         assert_eq!(v2[0].fstype.as_deref(), Some("cgroup2"));
         assert!(v2[0].ms_flags().contains(MsFlags::MS_RDONLY));
         let h =
             vec![("memory".to_string(), "memory".to_string()), ("cpu,cpuacct".into(), "cpu,cpuacct".into())];
-        let v1 = cgroup_mounts(&base, Some(&h));
+        let v1 = cgroup_mounts(&base, CgroupView::Namespace(Some(&h)));
         let dests: Vec<String> = v1.iter().map(|o| o.destination.display().to_string()).collect();
         assert_eq!(
             dests,

@@ -1,0 +1,479 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! exprun under a real containerd, driven through the CRI API as the kubelet
+//! drives it: a private containerd (own config, root, state and sockets in a temp
+//! dir, stopped by pid at the end) with a runtime handler `exprun` that runs
+//! containerd's stock runc shim with `BinaryName` = exprun. The same pod lifecycle
+//! also runs with the `runc` handler, and the two must agree.
+//!
+//! Needs root and Debian's containerd (`.ci/run` installs it). Without them it
+//! prints SKIP, and under CI=true fails.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::*;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// A private containerd.
+struct Containerd {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    /// The pods' cgroup parent (every hierarchy), removed at the end.
+    cgroup_parent: String,
+}
+
+impl Containerd {
+    fn start(exprun: &Path) -> Self {
+        let dir = tempfile::Builder::new().prefix("exprun-containerd-").tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("cni")).unwrap();
+        std::fs::write(
+            d.join("cni/10-loopback.conf"),
+            r#"{"cniVersion":"0.3.1","name":"lo","type":"loopback"}"#,
+        )
+        .unwrap();
+        let config = format!(
+            r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "docker.io/exprun/pause:latest"
+  # Lowering oom_score_adj needs CAP_SYS_RESOURCE, which root may lack (it does
+  # on the machines this project is developed on); runc fails without it.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.exprun]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.exprun.options]
+        BinaryName = "{exprun}"
+        Root = "{d}/exprun-root"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = "{d}/runc-root"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{d}/cni"
+"#,
+            d = d.display(),
+            exprun = exprun.display()
+        );
+        std::fs::write(d.join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(d.join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let c = Self { dir, child: Some(child), cgroup_parent: format!("exprun-e2e-{}", std::process::id()) };
+        let t0 = Instant::now();
+        while !c.sock().exists() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "containerd did not come up: {}", c.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    fn ctr(&self, args: &[&str]) {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(self.sock())
+            .args(["-n", "k8s.io"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ctr {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Stop containerd and everything it started, and remove its mounts and dirs.
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM);
+        let t0 = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if t0.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let root = self.dir.path().display().to_string();
+        // Shims outlive containerd by design; ours are done once their pods are gone.
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&root) {
+                if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() {
+                    let _ =
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+                }
+            }
+        }
+        // A pod whose shim is gone keeps running, reparented to pid 1: end every
+        // process in the pods' cgroups, then remove the cgroups, deepest first.
+        let mut trees = Vec::new();
+        for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let top = h.path().join(&self.cgroup_parent);
+            if top.is_dir() {
+                collect_dirs(&top, &mut trees);
+            }
+        }
+        for d in &trees {
+            for pid in std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default().lines() {
+                if let Ok(pid) = pid.trim().parse::<i32>() {
+                    let _ =
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+                }
+            }
+        }
+        trees.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in &trees {
+            let t0 = Instant::now();
+            while std::fs::remove_dir(d).is_err() && d.exists() && t0.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mut ours: Vec<String> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&root))
+            .map(str::to_string)
+            .collect();
+        ours.reverse();
+        for m in ours {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    out.push(dir.to_path_buf());
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            collect_dirs(&e.path(), out);
+        }
+    }
+}
+
+/// The fixture image as a docker-archive whose command waits forever: the pod
+/// sandbox (the "pause" container).
+fn pause_archive(dir: &Path) -> PathBuf {
+    let src = common::fixture_dir().join("busybox-docker.tar");
+    let mut entries: Vec<(tar::Header, Vec<u8>)> = Vec::new();
+    let mut a = tar::Archive::new(std::fs::File::open(&src).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        entries.push((e.header().clone(), data));
+    }
+    let name = |h: &tar::Header| h.path().unwrap().to_string_lossy().into_owned();
+    let manifest_at = entries.iter().position(|(h, _)| name(h) == "manifest.json").unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&entries[manifest_at].1).unwrap();
+    let config_name = manifest[0]["Config"].as_str().unwrap().to_string();
+    let config_at = entries.iter().position(|(h, _)| name(h) == config_name).unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(&entries[config_at].1).unwrap();
+    config["config"]["Cmd"] = serde_json::json!(["/bin/sleep", "2147483647"]);
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let config_hex = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&config_bytes))
+    };
+    manifest[0]["Config"] = serde_json::json!(format!("{config_hex}.json"));
+    manifest[0]["RepoTags"] = serde_json::json!(["exprun/pause:latest"]);
+    let out = dir.join("pause.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&out).unwrap());
+    for (i, (h, data)) in entries.iter().enumerate() {
+        let (path, bytes) = if i == manifest_at {
+            ("manifest.json".to_string(), serde_json::to_vec(&manifest).unwrap())
+        } else if i == config_at {
+            (format!("{config_hex}.json"), config_bytes.clone())
+        } else if name(h) == "repositories" {
+            continue;
+        } else {
+            (name(h), data.clone())
+        };
+        let mut h = h.clone();
+        h.set_size(bytes.len() as u64);
+        b.append_data(&mut h, path, &bytes[..]).unwrap();
+    }
+    b.finish().unwrap();
+    out
+}
+
+async fn connect(sock: &Path) -> RuntimeServiceClient<Channel> {
+    let sock = sock.to_path_buf();
+    let channel = Endpoint::try_from("http://[::]:50051")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let sock = sock.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(sock).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap();
+    RuntimeServiceClient::new(channel)
+}
+
+/// What one pod lifecycle observed; exprun's and runc's must be equal.
+#[derive(Debug, PartialEq, Eq)]
+struct Observed {
+    worker_state_running: bool,
+    exec_stdout: String,
+    exec_exit: i32,
+    failing_exit: i32,
+    oom_exit: i32,
+    oom_reason: String,
+    stopped_exit: i32,
+}
+
+async fn wait_exited(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> ContainerStatus {
+    let t0 = Instant::now();
+    loop {
+        let s = rt
+            .container_status(ContainerStatusRequest { container_id: id.into(), verbose: false })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        if s.state == ContainerState::ContainerExited as i32 {
+            return s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "container {id} did not exit: {s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn pod_lifecycle(
+    rt: &mut RuntimeServiceClient<Channel>,
+    handler: &str,
+    logs: &Path,
+    cgroup_parent: &str,
+) -> Observed {
+    let sandbox_config = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: format!("e2e-{handler}"),
+            uid: format!("uid-{handler}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        // Host network, so the host's UTS namespace too: a hostname would be refused
+        // (by runc and exprun alike: it needs a UTS namespace of the pod's own).
+        hostname: String::new(),
+        log_directory: logs.join(handler).display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: format!("{cgroup_parent}/{handler}"),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Node as i32,
+                    pid: NamespaceMode::Container as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let pod = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(sandbox_config.clone()),
+            runtime_handler: handler.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox with {handler}: {e}"))
+        .into_inner()
+        .pod_sandbox_id;
+
+    let container = |name: &str, args: &[&str], memory: i64| CreateContainerRequest {
+        pod_sandbox_id: pod.clone(),
+        config: Some(ContainerConfig {
+            metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
+            image: Some(ImageSpec {
+                image: "docker.io/fixtures/busybox:latest".into(),
+                ..Default::default()
+            }),
+            command: args.iter().map(|s| s.to_string()).collect(),
+            log_path: format!("{name}.log"),
+            linux: Some(LinuxContainerConfig {
+                resources: Some(LinuxContainerResources {
+                    memory_limit_in_bytes: memory,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        sandbox_config: Some(sandbox_config.clone()),
+    };
+    let client = rt.clone();
+    let create_start = |req: CreateContainerRequest| {
+        let mut rt = client.clone();
+        async move {
+            let id = rt
+                .create_container(req)
+                .await
+                .unwrap_or_else(|e| panic!("CreateContainer: {e}"))
+                .into_inner()
+                .container_id;
+            rt.start_container(StartContainerRequest { container_id: id.clone() })
+                .await
+                .unwrap_or_else(|e| panic!("StartContainer: {e}"));
+            id
+        }
+    };
+
+    // A long-running worker: status, exec, resource update, stop.
+    let worker = create_start(container("worker", &["sh", "-c", "echo started; sleep 60"], 0)).await;
+    let status = rt
+        .container_status(ContainerStatusRequest { container_id: worker.clone(), verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let exec = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: worker.clone(),
+            cmd: vec!["sh".into(), "-c".into(), "echo exec-out; exit 5".into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ExecSync: {e}"))
+        .into_inner();
+    rt.update_container_resources(UpdateContainerResourcesRequest {
+        container_id: worker.clone(),
+        linux: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 128 << 20,
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("UpdateContainerResources: {e}"));
+    rt.stop_container(StopContainerRequest { container_id: worker.clone(), timeout: 2 }).await.unwrap();
+    let stopped = wait_exited(rt, &worker).await;
+
+    // A command that fails, and one the OOM killer ends.
+    let failing = create_start(container("fails", &["sh", "-c", "exit 3"], 0)).await;
+    let failing_status = wait_exited(rt, &failing).await;
+    let hog = "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo ${#x}";
+    let oom = create_start(container("oom", &["sh", "-c", hog], 16 << 20)).await;
+    let oom_status = wait_exited(rt, &oom).await;
+
+    for id in [&worker, &failing, &oom] {
+        rt.remove_container(RemoveContainerRequest { container_id: id.clone() }).await.unwrap();
+    }
+    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+
+    Observed {
+        worker_state_running: status.state == ContainerState::ContainerRunning as i32,
+        exec_stdout: String::from_utf8_lossy(&exec.stdout).into_owned(),
+        exec_exit: exec.exit_code,
+        failing_exit: failing_status.exit_code,
+        oom_exit: oom_status.exit_code,
+        oom_reason: oom_status.reason,
+        stopped_exit: stopped.exit_code,
+    }
+}
+
+#[test]
+fn a_pod_lifecycle_through_cri_with_exprun_matches_runc() {
+    if !common::privileged("a_pod_lifecycle_through_cri_with_exprun_matches_runc") {
+        return;
+    }
+    let missing: Vec<&str> = ["containerd", "containerd-shim-runc-v2", "ctr", "runc"]
+        .into_iter()
+        .filter(|t| which(t).is_none())
+        .collect();
+    if !missing.is_empty() {
+        let why = format!("needs {} (apt-get install containerd runc)", missing.join(", "));
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "cannot run under CI: {why}");
+        println!("SKIP: a_pod_lifecycle_through_cri_with_exprun_matches_runc: {why}");
+        return;
+    }
+    let mut c = Containerd::start(&common::exprun_bin());
+    let work = c.dir.path().to_path_buf();
+    c.ctr(&["images", "import", common::fixture_dir().join("busybox-docker.tar").to_str().unwrap()]);
+    c.ctr(&["images", "import", pause_archive(&work).to_str().unwrap()]);
+    let cgroup_parent = format!("/{}", c.cgroup_parent);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (exprun, runc) = rt.block_on(async {
+        let mut client = connect(&c.sock()).await;
+        let runc = pod_lifecycle(&mut client, "runc", &work.join("logs"), &cgroup_parent).await;
+        let exprun = pod_lifecycle(&mut client, "exprun", &work.join("logs"), &cgroup_parent).await;
+        (exprun, runc)
+    });
+    assert!(exprun.worker_state_running, "{exprun:?}");
+    assert_eq!(exprun.exec_stdout, "exec-out\n");
+    assert_eq!(exprun.exec_exit, 5);
+    assert_eq!(exprun.failing_exit, 3);
+    assert_eq!((exprun.oom_exit, exprun.oom_reason.as_str()), (137, "OOMKilled"));
+    assert_eq!(exprun, runc, "exprun and runc disagree");
+
+    // Every container exprun ran left a record, with the CRI annotations.
+    // The shim passes --root <Root>/<containerd namespace>.
+    let runs = work.join("exprun-root/k8s.io/runs");
+    let names: Vec<String> = std::fs::read_dir(&runs)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("record.json")).ok())
+        .map(|b| serde_json::from_slice::<serde_json::Value>(&b).unwrap())
+        .filter_map(|r| {
+            r["spec"]["annotations"]["io.kubernetes.cri.container-name"].as_str().map(str::to_string)
+        })
+        .collect();
+    for want in ["worker", "fails", "oom"] {
+        assert!(names.iter().any(|n| n == want), "no record for {want}: {names:?}");
+    }
+
+    c.stop();
+    let root = work.display().to_string();
+    assert!(
+        !std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(&root),
+        "mounts left under {root}"
+    );
+    for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let p = e.path().join(&cgroup_parent[1..]);
+        assert!(!p.exists(), "cgroup left behind: {}", p.display());
+    }
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(tool)).find(|p| p.exists())
+}
