@@ -109,6 +109,7 @@ const MEMORY: &str = "memory"; // limit, peak usage, OOM kills
 const PIDS: &str = "pids"; // limit, failed forks
 const CPU: &str = "cpu"; // quota
 const CPUACCT: &str = "cpuacct"; // CPU time (v1; v2 has cpu.stat)
+const FREEZER: &str = "freezer"; // pause and resume (v1; v2 has cgroup.freeze)
 
 /// Where a run's cgroup lives and what it enforces: part of the run plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,7 +249,9 @@ impl CgroupHost {
 
     /// Plan the run's cgroup at `placement`, refusing any limit this host cannot
     /// enforce.
-    pub fn plan(&self, placement: &Placement<'_>, limits: Limits) -> Result<CgroupPlan> {
+    /// With `freezer` the cgroup can be paused (v1: it joins the freezer hierarchy
+    /// too; v2 has cgroup.freeze everywhere).
+    pub fn plan(&self, placement: &Placement<'_>, limits: Limits, freezer: bool) -> Result<CgroupPlan> {
         let given = match placement {
             Placement::Child { parent: Some(p), .. } => Some(*p),
             Placement::Path(p) => Some(*p),
@@ -258,7 +261,7 @@ impl CgroupHost {
             check_path(p, matches!(placement, Placement::Child { .. }))?;
         }
         match self.version() {
-            Version::V1 => self.plan_v1(placement, limits),
+            Version::V1 => self.plan_v1(placement, limits, freezer),
             Version::V2 => self.plan_v2(placement, limits),
         }
     }
@@ -277,7 +280,7 @@ impl CgroupHost {
         path.replace("//", "/")
     }
 
-    fn plan_v1(&self, placement: &Placement<'_>, limits: Limits) -> Result<CgroupPlan> {
+    fn plan_v1(&self, placement: &Placement<'_>, limits: Limits, freezer: bool) -> Result<CgroupPlan> {
         let needs = [
             (MEMORY, limits.memory_bytes.is_some(), "--memory"),
             (PIDS, limits.pids_max.is_some(), "--pids-limit"),
@@ -292,7 +295,9 @@ impl CgroupHost {
             }
         }
         let mut dirs = BTreeMap::new();
-        for ctrl in [MEMORY, PIDS, CPU, CPUACCT] {
+        let wanted: &[&str] =
+            if freezer { &[MEMORY, PIDS, CPU, CPUACCT, FREEZER] } else { &[MEMORY, PIDS, CPU, CPUACCT] };
+        for &ctrl in wanted {
             let Some(mount) = self.v1.get(ctrl) else { continue };
             let path = self.cgroup_path(placement, ctrl);
             let dir = join_under(mount, &path).ok_or_else(|| Error::Parent {
@@ -619,6 +624,62 @@ impl Cgroup {
         }
     }
 
+    /// Freeze (`true`) or thaw every process, and wait until the kernel has done it.
+    pub fn set_frozen(&self, frozen: bool) -> Result<()> {
+        use cgroups_rs::fs::freezer::FreezerController;
+        use cgroups_rs::FreezerState;
+        let v2 = self.plan.version == Version::V2;
+        let dir = self.dir(FREEZER);
+        if !v2 && !self.plan.dirs.contains_key(FREEZER) {
+            return Err(Error::Unenforceable {
+                limit: "pause",
+                why: "the container's cgroup is not in a freezer hierarchy".into(),
+            });
+        }
+        let f = FreezerController::new(dir.clone(), PathBuf::new(), v2);
+        let ctl = |op: &str| {
+            let dir = dir.clone();
+            let op = op.to_string();
+            move |source| Error::Controller { op, dir, source }
+        };
+        if frozen {
+            f.freeze().map_err(ctl("freezing"))?
+        } else {
+            f.thaw().map_err(ctl("thawing"))?
+        }
+        let settled = |s: FreezerState| {
+            matches!((frozen, s), (true, FreezerState::Frozen) | (false, FreezerState::Thawed))
+        };
+        let t0 = std::time::Instant::now();
+        while !settled(f.state().map_err(ctl("reading the freezer state"))?) {
+            if t0.elapsed() > Duration::from_secs(5) {
+                return Err(Error::Io {
+                    op: "waiting for the freezer",
+                    path: dir,
+                    source: io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the processes did not settle within 5 s",
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// Whether the processes are frozen.
+    pub fn frozen(&self) -> bool {
+        use cgroups_rs::fs::freezer::FreezerController;
+        use cgroups_rs::FreezerState;
+        let v2 = self.plan.version == Version::V2;
+        if !v2 && !self.plan.dirs.contains_key(FREEZER) {
+            return false;
+        }
+        FreezerController::new(self.dir(FREEZER), PathBuf::new(), v2)
+            .state()
+            .is_ok_and(|s| matches!(s, FreezerState::Frozen))
+    }
+
     /// Kill anything still inside and remove the directories. Safe to call twice.
     pub fn destroy(&self) -> Result<()> {
         let mut first_err = None;
@@ -738,6 +799,7 @@ mod tests {
             .plan(
                 &Placement::Child { name: "exprun-abc", parent: None },
                 Limits { memory_bytes: Some(1 << 26), ..Limits::default() },
+                false,
             )
             .unwrap();
         assert_eq!(plan.dirs["memory"], Path::new("/sys/fs/cgroup/memory/jobs/job42/exprun-abc"));
@@ -752,13 +814,13 @@ mod tests {
     #[test]
     fn oci_cgroups_paths_are_absolute_from_the_root_or_relative_to_the_caller() {
         let host = CgroupHost::parse(HYBRID_MOUNTINFO, HYBRID_SELF);
-        let plan = host.plan(&Placement::Path("/kubepods/pod1/c1"), Limits::default()).unwrap();
+        let plan = host.plan(&Placement::Path("/kubepods/pod1/c1"), Limits::default(), false).unwrap();
         assert_eq!(plan.dirs["memory"], Path::new("/sys/fs/cgroup/memory/kubepods/pod1/c1"));
         assert_eq!(plan.dirs["pids"], Path::new("/sys/fs/cgroup/pids/kubepods/pod1/c1"));
         assert!(plan.make_parents);
-        let plan = host.plan(&Placement::Path("k/c1"), Limits::default()).unwrap();
+        let plan = host.plan(&Placement::Path("k/c1"), Limits::default(), false).unwrap();
         assert_eq!(plan.dirs["memory"], Path::new("/sys/fs/cgroup/memory/jobs/job42/k/c1"));
-        assert!(host.plan(&Placement::Path("/a/../b"), Limits::default()).is_err());
+        assert!(host.plan(&Placement::Path("/a/../b"), Limits::default(), false).is_err());
     }
 
     #[test]
@@ -766,7 +828,8 @@ mod tests {
         let mi = "31 30 0:27 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
                   33 30 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
         let host = CgroupHost::parse(mi, "3:cpu,cpuacct:/a\n2:memory:/a\n");
-        let plan = host.plan(&Placement::Child { name: "x", parent: None }, Limits::default()).unwrap();
+        let plan =
+            host.plan(&Placement::Child { name: "x", parent: None }, Limits::default(), false).unwrap();
         assert_eq!(plan.dirs["cpu"], plan.dirs["cpuacct"]);
         assert_eq!(plan.dirs["cpu"], Path::new("/sys/fs/cgroup/cpu,cpuacct/a/x"));
         let h = host.v1_hierarchies(&plan);
@@ -784,6 +847,7 @@ mod tests {
             .plan(
                 &Placement::Child { name: "x", parent: None },
                 Limits { pids_max: Some(10), ..Limits::default() },
+                false,
             )
             .unwrap_err()
             .to_string();
@@ -795,12 +859,13 @@ mod tests {
         let host = CgroupHost::parse(HYBRID_MOUNTINFO, HYBRID_SELF);
         for bad in ["relative", "/a/../b", ""] {
             assert!(
-                host.plan(&Placement::Child { name: "x", parent: Some(bad) }, Limits::default()).is_err(),
+                host.plan(&Placement::Child { name: "x", parent: Some(bad) }, Limits::default(), false)
+                    .is_err(),
                 "{bad}"
             );
         }
         let plan = host
-            .plan(&Placement::Child { name: "x", parent: Some("/experiments") }, Limits::default())
+            .plan(&Placement::Child { name: "x", parent: Some("/experiments") }, Limits::default(), false)
             .unwrap();
         assert_eq!(plan.dirs["memory"], Path::new("/sys/fs/cgroup/memory/experiments/x"));
     }
@@ -842,7 +907,7 @@ mod tests {
             pids_max: Some(32),
             ..Limits::default()
         };
-        let plan = host.plan(&Placement::Child { name: "exprun-t", parent: None }, limits).unwrap();
+        let plan = host.plan(&Placement::Child { name: "exprun-t", parent: None }, limits, false).unwrap();
         let cg_dir = dir.path().join("user.slice/exprun-t");
         assert_eq!(plan.dirs["unified"], cg_dir);
         assert_eq!(plan.enable_in, vec![dir.path().to_path_buf(), dir.path().join("user.slice")]);
@@ -888,6 +953,7 @@ mod tests {
             .plan(
                 &Placement::Child { name: "x", parent: None },
                 Limits { cpu_quota_us: Some(1000), ..Limits::default() },
+                false,
             )
             .unwrap_err()
             .to_string();
@@ -897,7 +963,7 @@ mod tests {
     #[test]
     fn oci_paths_make_their_missing_parents() {
         let (dir, host) = v2_fixture();
-        let plan = host.plan(&Placement::Path("/kubepods/pod1/c1"), Limits::default()).unwrap();
+        let plan = host.plan(&Placement::Path("/kubepods/pod1/c1"), Limits::default(), false).unwrap();
         for d in ["kubepods", "kubepods/pod1"] {
             // What the kernel would give a new cgroup; a plain mkdir gives nothing.
             fs::create_dir_all(dir.path().join(d)).unwrap();
@@ -913,8 +979,9 @@ mod tests {
     #[test]
     fn missing_parent_is_an_error_naming_it() {
         let (dir, host) = v2_fixture();
-        let plan =
-            host.plan(&Placement::Child { name: "x", parent: Some("/nope") }, Limits::default()).unwrap();
+        let plan = host
+            .plan(&Placement::Child { name: "x", parent: Some("/nope") }, Limits::default(), false)
+            .unwrap();
         let err = Cgroup::create(&plan).unwrap_err().to_string();
         assert!(err.contains(&dir.path().join("nope").display().to_string()), "{err}");
         assert!(err.contains("--cgroup-parent"), "{err}");

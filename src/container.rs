@@ -88,6 +88,8 @@ pub enum Status {
     Created,
     /// The command runs.
     Running,
+    /// The command's processes are frozen (`pause`).
+    Paused,
     /// Init has exited.
     Stopped,
 }
@@ -97,6 +99,7 @@ impl std::fmt::Display for Status {
         f.write_str(match self {
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Stopped => "stopped",
         })
     }
@@ -169,6 +172,8 @@ impl Loaded {
             Status::Stopped
         } else if self.dir.join(EXEC_FIFO).exists() {
             Status::Created
+        } else if Cgroup::adopt(&self.plan.cgroup).frozen() {
+            Status::Paused
         } else {
             Status::Running
         }
@@ -479,6 +484,23 @@ pub fn update(root: &Root, id: &str, changes: &crate::cgroups::Limits) -> Result
     Ok(())
 }
 
+/// `exprun pause` (`frozen`) and `exprun resume`: freeze or thaw every process of
+/// a running container.
+pub fn set_paused(root: &Root, id: &str, frozen: bool) -> Result<()> {
+    let c = load(root, id)?;
+    let status = c.status();
+    let (want, why) = if frozen {
+        (Status::Running, "only a running container can be paused")
+    } else {
+        (Status::Paused, "only a paused container can be resumed")
+    };
+    if status != want {
+        return Err(Error::WrongState { id: id.into(), status, why }.into());
+    }
+    Cgroup::adopt(&c.plan.cgroup).set_frozen(frozen).map_err(spawn::Error::from)?;
+    Ok(())
+}
+
 /// `exprun ps`: the host pids of the container's processes.
 pub fn pids(root: &Root, id: &str) -> Result<Vec<i32>> {
     let c = load(root, id)?;
@@ -538,7 +560,7 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
     };
     let lock = fsutil::Lock::acquire_dir(&c.dir).map_err(io_at("locking", &c.dir))?;
     let status = c.status();
-    if status == Status::Running && !force {
+    if matches!(status, Status::Running | Status::Paused) && !force {
         return Err(Error::WrongState { id: id.into(), status, why: "stop it first, or use --force" }.into());
     }
     let cgroup = Cgroup::adopt(&c.plan.cgroup);
@@ -549,6 +571,10 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         }
         for pid in cgroup_pids(&c.plan) {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        }
+        // Frozen tasks cannot act on the SIGKILL until they are thawed.
+        if status == Status::Paused {
+            let _ = cgroup.set_frozen(false);
         }
         if let Some(fd) = pidfd {
             let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];

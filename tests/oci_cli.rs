@@ -435,3 +435,46 @@ fn update_ps_sysctls_and_oom_score_adj() {
     r.assert_no_leftovers();
     remove_parent_cgroups();
 }
+
+#[test]
+fn pause_and_resume_freeze_the_container() {
+    if !privileged("pause_and_resume_freeze_the_container") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap();
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let r = TestRoot::new();
+    let work = tempfile::tempdir().unwrap();
+    let b = bundle(work.path(), &["sh", "-c", "while true; do date +%s%N > /dev/shm/tick; sleep 0.05; done"]);
+    let log = b.join("log.json");
+    let pid_file = b.join("init.pid");
+    let st = r
+        .command(&["create", "-b", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), "p"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let init = Pid::from_raw(std::fs::read_to_string(&pid_file).unwrap().parse().unwrap());
+    assert_eq!(oci(&r, &log, &["pause", "p"]).0, 125, "a created container cannot be paused");
+    assert_eq!(oci(&r, &log, &["start", "p"]).0, 0);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(oci(&r, &log, &["pause", "p"]).0, 0);
+    assert_eq!(status_of(&r, &log, "p")["status"], "paused");
+    // The kernel's view: the container's cgroup is frozen.
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.path().join("containers/p/plan.json")).unwrap()).unwrap();
+    if let Some(dir) = plan["cgroup"]["dirs"]["freezer"].as_str() {
+        assert_eq!(std::fs::read_to_string(Path::new(dir).join("freezer.state")).unwrap().trim(), "FROZEN");
+    }
+    let (code, _, _) = oci(&r, &log, &["delete", "p"]);
+    assert_ne!(code, 0, "a paused container needs --force");
+    assert_eq!(oci(&r, &log, &["resume", "p"]).0, 0);
+    assert_eq!(status_of(&r, &log, "p")["status"], "running");
+    assert_eq!(oci(&r, &log, &["pause", "p"]).0, 0);
+    // delete --force of a paused container kills it (thawing it so it can die).
+    assert_eq!(oci(&r, &log, &["delete", "--force", "p"]).0, 0);
+    assert!(matches!(waitpid(init, None).unwrap(), WaitStatus::Signaled(_, nix::sys::signal::SIGKILL, _)));
+    r.assert_no_leftovers();
+    remove_parent_cgroups();
+}

@@ -73,6 +73,10 @@ enum Command {
     Update(oci::UpdateArgs),
     /// List a container's processes (runc-compatible)
     Ps(oci::PsArgs),
+    /// Freeze every process of a container (runc-compatible)
+    Pause(oci::IdArg),
+    /// Thaw a paused container (runc-compatible)
+    Resume(oci::IdArg),
     /// Delete a container and write its run record (runc-compatible)
     Delete(oci::DeleteArgs),
     /// List the containers made with create (runc-compatible)
@@ -150,6 +154,8 @@ pub fn main() -> i32 {
         Command::Exec(a) => oci::exec(&globals, a),
         Command::Update(a) => oci::update(&globals, a),
         Command::Ps(a) => oci::ps(&globals, a),
+        Command::Pause(a) => oci::pause(&globals, a, true),
+        Command::Resume(a) => oci::pause(&globals, a, false),
         Command::Delete(a) => oci::delete(&globals, a),
         Command::List(a) => oci::list(&globals, a),
         Command::Features => oci::features(),

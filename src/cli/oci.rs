@@ -204,6 +204,12 @@ pub struct IdArg {
     id: String,
 }
 
+/// Run `exprun pause` (`frozen`) or `exprun resume`.
+pub fn pause(globals: &Globals, a: IdArg, frozen: bool) -> Result<i32> {
+    container::set_paused(&Root::new(&globals.root), &a.id, frozen)?;
+    Ok(0)
+}
+
 /// Run `exprun start`.
 pub fn start(globals: &Globals, a: IdArg) -> Result<i32> {
     container::start(&Root::new(&globals.root), &a.id)?;

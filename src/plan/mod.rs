@@ -368,7 +368,7 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         Some(path) => Placement::Path(path.to_str().unwrap_or_default()),
         None => Placement::Child { name: &name, parent: ctx.cgroup_parent },
     };
-    let cgroup = ctx.cgroups.plan(&placement, limits)?;
+    let cgroup = ctx.cgroups.plan(&placement, limits, matches!(ctx.source, Source::Bundle))?;
 
     let mut mounts = Vec::new();
     for m in spec.mounts().clone().unwrap_or_default() {
