@@ -232,7 +232,7 @@ pub fn create(root: &Root, o: &CreateOptions<'_>) -> Result<()> {
             name: None,
             command_line: o.command_line.clone(),
             state_dir: &state_dir,
-            source: Source::Bundle,
+            source: Source::Bundle { dir: o.bundle },
             cgroups: &cgroups,
             cgroup_parent: None,
             interactive: false,
@@ -427,6 +427,10 @@ pub fn start(root: &Root, id: &str) -> Result<()> {
     let mut byte = [0u8; 1];
     let _ = (&fifo).read(&mut byte);
     fs::remove_file(&fifo_path).map_err(io_at("removing", &fifo_path))?;
+    // A failing poststart hook is reported, not fatal (runtime spec).
+    if let Err(e) = crate::hooks::run_all("poststart", &c.plan.hooks.poststart, &hook_state(&c, "running")) {
+        eprintln!("exprun: warning: {e}");
+    }
     Ok(())
 }
 
@@ -607,7 +611,23 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
     rec.write(&root.runs_dir())?;
     fsutil::remove_tree(&c.dir).map_err(io_at("removing", &c.dir))?;
     drop(lock);
+    // A failing poststop hook is reported, not fatal (runtime spec).
+    if let Err(e) = crate::hooks::run_all("poststop", &c.plan.hooks.poststop, &hook_state(&c, "stopped")) {
+        eprintln!("exprun: warning: {e}");
+    }
     Ok(())
+}
+
+/// The state JSON a runtime-side hook gets.
+fn hook_state(c: &Loaded, status: &str) -> String {
+    let annotations = serde_json::to_value(&c.state.annotations).unwrap_or_default();
+    crate::hooks::state_json(
+        &c.state.id,
+        status,
+        c.state.pid,
+        &c.state.bundle.display().to_string(),
+        &annotations,
+    )
 }
 
 /// Pids in the container's cgroup.

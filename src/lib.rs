@@ -14,6 +14,7 @@
 //! - [`spawn`]: the parent side (create half, start half, foreground wait), the
 //!   protocol, and the container's init (child side).
 //! - [`rootfs`]: overlay, mounts, /dev, pivot_root: run by the container's init.
+//! - [`hooks`]: OCI hooks (createRuntime, createContainer, startContainer, ...).
 //! - [`record`]: the run record, host facts, input/output tree digests.
 //! - [`log`]: `--debug` output with step timings.
 //! - [`sys`]: the raw syscalls nothing else wraps; the one home of `unsafe` besides spawn.
@@ -35,6 +36,7 @@ pub mod container;
 pub mod digest;
 pub mod error;
 pub mod fsutil;
+pub mod hooks;
 pub mod image;
 pub mod log;
 pub mod plan;

@@ -478,3 +478,88 @@ fn pause_and_resume_freeze_the_container() {
     r.assert_no_leftovers();
     remove_parent_cgroups();
 }
+
+#[test]
+fn the_six_kinds_of_hooks_run_at_their_points_with_the_state() {
+    if !privileged("the_six_kinds_of_hooks_run_at_their_points_with_the_state") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap();
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let r = TestRoot::new();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("hooks");
+    std::fs::create_dir(&out).unwrap();
+    let b = bundle(work.path(), &["sleep", "60"]);
+    let log = b.join("log.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    // Runtime-side hooks write where they run (the host); createContainer runs
+    // in the container's namespaces before pivot_root (so host paths still
+    // resolve); startContainer runs in the container, which sees `out` at /hooks.
+    let host_hook = |name: &str| serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}/{name}.json", out.display())], "timeout": 5});
+    cfg["hooks"] = serde_json::json!({
+        "prestart": [host_hook("prestart")],
+        "createRuntime": [host_hook("createRuntime")],
+        "createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}/createContainer.json; readlink /proc/self/ns/mnt > {}/createContainer.ns", out.display(), out.display())]}],
+        "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "cat > /hooks/startContainer.json"]}],
+        "poststart": [host_hook("poststart")],
+        "poststop": [host_hook("poststop")]
+    });
+    cfg["root"]["readonly"] = serde_json::json!(false);
+    cfg["mounts"].as_array_mut().unwrap().push(serde_json::json!(
+        {"destination": "/hooks", "type": "bind", "source": out, "options": ["rbind", "rw"]}
+    ));
+    std::fs::write(b.join("config.json"), cfg.to_string()).unwrap();
+    let pid_file = b.join("init.pid");
+    let st = r
+        .command(&["create", "-b", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), "h"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    let init: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(out.join(format!("{name}.json"))).unwrap_or_else(|e| panic!("{name}: {e}")),
+        )
+        .unwrap()
+    };
+    for name in ["prestart", "createRuntime", "createContainer"] {
+        let s = read(name);
+        assert_eq!(
+            (s["id"].as_str(), s["status"].as_str(), s["pid"].as_i64()),
+            (Some("h"), Some("creating"), Some(init as i64)),
+            "{name}"
+        );
+    }
+    assert!(!out.join("startContainer.json").exists(), "startContainer ran before start");
+    let host_mnt = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    let cc_mnt = std::fs::read_to_string(out.join("createContainer.ns")).unwrap();
+    assert_ne!(
+        cc_mnt.trim(),
+        host_mnt.to_string_lossy(),
+        "createContainer must run in the container's mount namespace"
+    );
+
+    assert_eq!(oci(&r, &log, &["start", "h"]).0, 0);
+    assert_eq!(read("poststart")["status"], "running");
+    let t0 = std::time::Instant::now();
+    while !out.join("startContainer.json").exists() {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5), "startContainer did not run");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(oci(&r, &log, &["delete", "--force", "h"]).0, 0);
+    waitpid(Pid::from_raw(init), None).unwrap();
+    assert_eq!(read("poststop")["status"], "stopped");
+
+    // A failing createRuntime hook fails create, and leaves nothing.
+    cfg["hooks"] = serde_json::json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "echo refused >&2; exit 1"]}]});
+    std::fs::write(b.join("config.json"), cfg.to_string()).unwrap();
+    let (code, _, err) = oci(&r, &log, &["create", "-b", b.to_str().unwrap(), "bad"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("createRuntime hook") && err.contains("refused"), "{err}");
+    r.assert_no_leftovers();
+    remove_parent_cgroups();
+}

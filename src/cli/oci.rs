@@ -306,7 +306,7 @@ pub fn features() -> Result<i32> {
     let doc = serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.2.0",
-        "hooks": [],
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": [
             "async", "atime", "bind", "dev", "diratime", "dirsync", "exec", "noatime", "nodev",
             "nodiratime", "noexec", "norelatime", "nostrictatime", "nosuid", "private", "rbind",

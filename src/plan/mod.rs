@@ -256,6 +256,12 @@ pub struct RunPlan {
     pub outputs: Vec<HostMount>,
     /// Keep the writable layer after the run.
     pub keep: bool,
+    /// The OCI bundle, when the run comes from one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<PathBuf>,
+    /// OCI hooks to run around the container's life.
+    #[serde(default)]
+    pub hooks: crate::hooks::Hooks,
     /// Files init writes into the run directory before mounting: (name, content).
     pub files: Vec<(String, String)>,
 }
@@ -296,7 +302,10 @@ pub enum Source<'a> {
         layers_root: &'a Path,
     },
     /// The `root.path` of an OCI bundle's config.json, resolved against the bundle.
-    Bundle,
+    Bundle {
+        /// The bundle directory.
+        dir: &'a Path,
+    },
 }
 
 /// The device nodes every container gets, bound from the host's /dev.
@@ -368,7 +377,7 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         Some(path) => Placement::Path(path.to_str().unwrap_or_default()),
         None => Placement::Child { name: &name, parent: ctx.cgroup_parent },
     };
-    let cgroup = ctx.cgroups.plan(&placement, limits, matches!(ctx.source, Source::Bundle))?;
+    let cgroup = ctx.cgroups.plan(&placement, limits, matches!(ctx.source, Source::Bundle { .. }))?;
 
     let mut mounts = Vec::new();
     for m in spec.mounts().clone().unwrap_or_default() {
@@ -421,7 +430,7 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         Source::Image { image, layers_root } => {
             RootfsPlan::Overlay(overlay(&ctx, image, layers_root, root_path)?)
         }
-        Source::Bundle => {
+        Source::Bundle { .. } => {
             let path = root_path.filter(|p| p.is_absolute()).ok_or_else(|| Error::Process {
                 field: "root.path",
                 why: "missing or not absolute (resolve it against the bundle first)".into(),
@@ -445,7 +454,7 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
     // config brings its own mounts for them.
     let sysctls = sysctls(&linux, new_net, clone_flags & LinuxNamespaceType::Ipc as u64 != 0, new_uts)?;
     let host_name = hostname.clone().unwrap_or_default();
-    let files = if matches!(ctx.source, Source::Bundle) {
+    let files = if matches!(ctx.source, Source::Bundle { .. }) {
         Vec::new()
     } else {
         vec![
@@ -465,7 +474,7 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         state_dir: ctx.state_dir.to_path_buf(),
         image: match ctx.source {
             Source::Image { image, .. } => Some(image.clone()),
-            Source::Bundle => None,
+            Source::Bundle { .. } => None,
         },
         rootfs,
         mounts,
@@ -486,6 +495,12 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         outputs: ctx.outputs,
         keep: ctx.keep,
         files,
+        bundle: match ctx.source {
+            Source::Bundle { dir } => Some(dir.to_path_buf()),
+            Source::Image { .. } => None,
+        },
+        hooks: crate::hooks::Hooks::from_spec(spec.hooks().as_ref())
+            .map_err(|why| Error::Process { field: "hooks", why })?,
         spec,
     })
 }

@@ -49,7 +49,13 @@ fn at<T, E: Into<io::Error>>(r: std::result::Result<T, E>, step: impl FnOnce() -
 
 /// Assemble the root filesystem described by `plan` and pivot into it. `console`
 /// is the host path of the pty slave to bind at /dev/console, when there is one.
-pub fn build(plan: &RunPlan, console: Option<&Path>) -> Result<()> {
+/// `before_pivot` runs when everything is mounted and pivot_root is next (where
+/// the OCI createRuntime and createContainer hooks belong).
+pub fn build(
+    plan: &RunPlan,
+    console: Option<&Path>,
+    before_pivot: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     // 1. Nothing below may propagate back to the host's mount namespace.
     at(mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>), || {
         "making / a slave mount".into()
@@ -80,6 +86,7 @@ pub fn build(plan: &RunPlan, console: Option<&Path>) -> Result<()> {
 
     // 5. The working directory must exist before `/` may become read-only.
     open_or_create(root.as_fd(), &plan.process.cwd, false)?;
+    before_pivot()?;
 
     // 6. pivot_root(".", ".") stacks the old root under the new one; detaching it
     //    leaves only the container's tree. The old root is a slave (step 1), so the

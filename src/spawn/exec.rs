@@ -102,6 +102,7 @@ pub fn exec(
                 console: None,
                 die_with_parent: !req.detach,
                 gate: init::StartGate::Channel,
+                hook_state: std::cell::OnceCell::new(),
             };
             init::run(init::Role::Exec, req.process, fds)
         }
@@ -115,7 +116,7 @@ pub fn exec(
         let _ = sys::wait4(pid);
         e
     };
-    match super::wait_ready(&parent_end, signals).map_err(kill)? {
+    match super::wait_ready(&parent_end, signals, None).map_err(kill)? {
         Ok(_exe) => {}
         Err(failure) => {
             let _ = sys::wait4(pid);

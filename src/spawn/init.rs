@@ -35,6 +35,9 @@ pub struct ChildFds {
     pub die_with_parent: bool,
     /// What releases init to exec the command.
     pub gate: StartGate,
+    /// The container's state JSON for its startContainer hooks (set at the
+    /// hooks point).
+    pub hook_state: std::cell::OnceCell<String>,
 }
 
 /// What init waits for once it is ready.
@@ -80,16 +83,20 @@ pub fn run(role: Role<'_>, process: &ProcessPlan, fds: ChildFds) -> ! {
                 sys::exit_now(EXIT_EXPRUN_FAILED);
             }
             // Wait for the start half. End-of-file means exprun went away.
-            match &fds.gate {
-                StartGate::Channel => match channel.recv::<ToChild>() {
-                    Ok(Some(ToChild::Start)) => exec(process, &exe, channel),
-                    _ => sys::exit_now(EXIT_EXPRUN_FAILED),
-                },
-                StartGate::Fifo(fifo) => match wait_for_start(fifo) {
-                    Ok(()) => exec(process, &exe, channel),
-                    Err(_) => sys::exit_now(EXIT_EXPRUN_FAILED),
-                },
+            let released = match &fds.gate {
+                StartGate::Channel => matches!(channel.recv::<ToChild>(), Ok(Some(ToChild::Start))),
+                StartGate::Fifo(fifo) => wait_for_start(fifo).is_ok(),
+            };
+            if !released {
+                sys::exit_now(EXIT_EXPRUN_FAILED);
             }
+            if let (Role::Init(plan), Some(state)) = (role, fds.hook_state.get()) {
+                if let Err(e) = crate::hooks::run_all("startContainer", &plan.hooks.start_container, state) {
+                    let _ = unistd::write(io::stderr(), format!("exprun: {e}\n").as_bytes());
+                    sys::exit_now(EXIT_EXPRUN_FAILED);
+                }
+            }
+            exec(process, &exe, channel)
         }
         Err(e) => {
             let code = e.exit_code.unwrap_or(EXIT_EXPRUN_FAILED);
@@ -142,8 +149,26 @@ fn setup(role: Role<'_>, p: &ProcessPlan, fds: &ChildFds) -> Result<PathBuf, Ste
 
         crate::log::debug(|| "init [2]: session, stdio, hostname, loopback".into());
 
-        // [3] The root filesystem, ending with pivot_root.
-        crate::rootfs::build(plan, fds.console.as_deref()).map_err(|e| StepError {
+        // [3] The root filesystem, ending with pivot_root. With OCI hooks, exprun
+        // runs the runtime's hooks just before pivot_root, then init runs the
+        // createContainer hooks (paths on the host, in the container's namespaces).
+        let before_pivot = || -> Result<(), crate::rootfs::Error> {
+            if !plan.hooks.need_sync() {
+                return Ok(());
+            }
+            let hook_err =
+                |e: String| crate::rootfs::Error { step: "OCI hooks".into(), source: io::Error::other(e) };
+            fds.channel.send(&ToParent::HooksPoint).map_err(|e| hook_err(e.to_string()))?;
+            let state = match fds.channel.recv::<ToChild>() {
+                Ok(Some(ToChild::HooksDone { state })) => state,
+                _ => return Err(hook_err("exprun went away during the hooks".into())),
+            };
+            crate::hooks::run_all("createContainer", &plan.hooks.create_container, &state)
+                .map_err(hook_err)?;
+            let _ = fds.hook_state.set(state);
+            Ok(())
+        };
+        crate::rootfs::build(plan, fds.console.as_deref(), before_pivot).map_err(|e| StepError {
             step: e.step,
             error: e.source.to_string(),
             exit_code: None,

@@ -201,6 +201,7 @@ fn create_in(
                 console: child_io.console,
                 die_with_parent,
                 gate,
+                hook_state: std::cell::OnceCell::new(),
             };
             init::run(init::Role::Init(plan), &plan.process, fds)
         }
@@ -213,7 +214,12 @@ fn create_in(
     drop(cgroup_join);
     drop(child_io.fds);
 
-    match wait_ready(&parent_end, signals) {
+    let state = plan.hooks.need_sync().then(|| {
+        let annotations = serde_json::to_value(plan.spec.annotations()).unwrap_or_default();
+        let bundle = plan.bundle.as_deref().map(|b| b.display().to_string()).unwrap_or_default();
+        crate::hooks::state_json(&plan.id, "creating", pid.as_raw(), &bundle, &annotations)
+    });
+    match wait_ready(&parent_end, signals, state.as_deref().map(|s| (&plan.hooks, s))) {
         Ok(Ok(exe)) => Ok((pid, pidfd, parent_end, Ok(exe))),
         Ok(Err(failure)) => Ok((pid, pidfd, parent_end, Err(failure))),
         Err(e) => {
@@ -230,9 +236,13 @@ fn create_in(
 }
 
 /// Wait for Ready (or a failure), watching exprun's signals too.
+///
+/// With OCI hooks, `hooks` holds them and the container's state JSON: at the
+/// hooks point exprun runs prestart and createRuntime, then lets init go on.
 pub(crate) fn wait_ready(
     channel: &Channel,
     signals: &SignalFd,
+    hooks: Option<(&crate::hooks::Hooks, &str)>,
 ) -> Result<std::result::Result<String, CommandFailure>> {
     loop {
         let mut fds = [
@@ -254,6 +264,21 @@ pub(crate) fn wait_ready(
             continue;
         }
         return match channel.recv::<ToParent>().map_err(io_err("reading from the container's init"))? {
+            Some(ToParent::HooksPoint) => {
+                let Some((h, state)) = hooks else {
+                    return Err(Error::Init {
+                        step: "protocol".into(),
+                        error: "hooks point without hooks".into(),
+                    });
+                };
+                crate::hooks::run_all("prestart", &h.prestart, state)
+                    .and_then(|()| crate::hooks::run_all("createRuntime", &h.create_runtime, state))
+                    .map_err(|error| Error::Init { step: "OCI hooks".into(), error })?;
+                channel
+                    .send(&ToChild::HooksDone { state: state.to_string() })
+                    .map_err(io_err("resuming the container's init after the hooks"))?;
+                continue;
+            }
             Some(ToParent::Ready { exe }) => Ok(Ok(exe)),
             Some(ToParent::Failed { step, error, exit_code: Some(code) }) => {
                 Ok(Err(CommandFailure { exit_code: code, message: format!("{step}: {error}") }))

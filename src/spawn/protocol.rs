@@ -8,7 +8,12 @@
 //!  cgroup: mkdir + limits
 //!  clone(CLONE_NEW{NS,PID,UTS,IPC,NET}) ───────► [1] join cgroup (write "0"), unshare cgroupns
 //!                                                [2] stdio, hostname, loopback
-//!                                                [3] rootfs: overlay, mounts, /dev, pivot_root
+//!                                                [3] rootfs: overlay, mounts, /dev
+//!  (only with OCI hooks)
+//!         ◄──────────────────── HooksPoint
+//!  prestart, createRuntime hooks
+//!  HooksDone{state} ──────────────────────────►  createContainer hooks
+//!                                                    pivot_root
 //!                                                [4] rlimits, groups, uid/gid, caps, no_new_privs
 //!                                                [5] cwd, executable lookup in the container's PATH
 //!         ◄──────────────────── Ready{exe}        (or Failed{step, error} and _exit)
@@ -30,6 +35,9 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 /// Messages from the container's init to exprun.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToParent {
+    /// Namespaces and mounts are made, pivot_root is next: run the runtime's
+    /// hooks (prestart, createRuntime), then answer [`ToChild::HooksDone`].
+    HooksPoint,
     /// Setup is complete; init waits for [`ToChild::Start`]. `exe` is the resolved
     /// path of the command inside the container.
     Ready {
@@ -60,6 +68,12 @@ pub enum ToParent {
 pub enum ToChild {
     /// Run the command now.
     Start,
+    /// The runtime's hooks ran; `state` is the container's state JSON for the
+    /// container's own hooks (createContainer, startContainer).
+    HooksDone {
+        /// The OCI state, as hooks get it on stdin.
+        state: String,
+    },
 }
 
 /// Largest message either side sends (errors carry paths; keep it generous).
