@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 triple="$(uname -m)-unknown-linux-gnu"
-RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+# libseccomp is linked statically too (Debian's libseccomp-dev ships libseccomp.a).
+RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" LIBSECCOMP_LINK_TYPE=static \
+    LIBSECCOMP_LIB_PATH="/usr/lib/$(uname -m)-linux-gnu" \
     cargo build --release --locked --target "$triple" >&2
 echo "${CARGO_TARGET_DIR:-$PWD/target}/$triple/release/exprun"

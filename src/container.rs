@@ -239,6 +239,7 @@ pub fn create(root: &Root, o: &CreateOptions<'_>) -> Result<()> {
             inputs: Vec::new(),
             outputs: Vec::new(),
             keep: false,
+            cache_dir: &root.cache_dir(),
         },
     )?;
 
@@ -380,6 +381,7 @@ pub fn exec(root: &Root, o: &ExecOptions<'_>) -> Result<i32> {
         process: &plan,
         detach: o.detach,
         pid_file: o.pid_file,
+        seccomp: c.plan.seccomp.as_ref(),
     };
     match spawn::exec::exec(&req, child_io, &signals)? {
         spawn::exec::ExecOutcome::Started(_) => Ok(0),

@@ -14,6 +14,7 @@
 //! - [`spawn`]: the parent side (create half, start half, foreground wait), the
 //!   protocol, and the container's init (child side).
 //! - [`rootfs`]: overlay, mounts, /dev, pivot_root: run by the container's init.
+//! - [`seccomp`]: OCI seccomp profiles compiled with libseccomp, cached by digest.
 //! - [`hooks`]: OCI hooks (createRuntime, createContainer, startContainer, ...).
 //! - [`record`]: the run record, host facts, input/output tree digests.
 //! - [`log`]: `--debug` output with step timings.
@@ -43,6 +44,7 @@ pub mod plan;
 pub mod record;
 pub mod rootfs;
 pub mod run;
+pub mod seccomp;
 pub mod spawn;
 pub mod spec;
 pub mod state;

@@ -94,6 +94,7 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
             inputs: opts.inputs.clone(),
             outputs: opts.outputs.clone(),
             keep: opts.keep,
+            cache_dir: &root.cache_dir(),
         },
     )?;
 

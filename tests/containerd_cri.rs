@@ -317,6 +317,8 @@ async fn pod_lifecycle(
         .into_inner()
         .pod_sandbox_id;
 
+    // Every container asks for the runtime's default seccomp profile: containerd
+    // writes its (Docker's) default profile into config.json, which must load.
     let container = |name: &str, args: &[&str], memory: i64| CreateContainerRequest {
         pod_sandbox_id: pod.clone(),
         config: Some(ContainerConfig {
@@ -332,7 +334,13 @@ async fn pod_lifecycle(
                     memory_limit_in_bytes: memory,
                     ..Default::default()
                 }),
-                ..Default::default()
+                security_context: Some(LinuxContainerSecurityContext {
+                    seccomp: Some(SecurityProfile {
+                        profile_type: security_profile::ProfileType::RuntimeDefault as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
             }),
             ..Default::default()
         }),
@@ -367,7 +375,11 @@ async fn pod_lifecycle(
     let exec = rt
         .exec_sync(ExecSyncRequest {
             container_id: worker.clone(),
-            cmd: vec!["sh".into(), "-c".into(), "echo exec-out; exit 5".into()],
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo exec-out; grep Seccomp: /proc/self/status; exit 5".into(),
+            ],
             timeout: 10,
         })
         .await
@@ -440,7 +452,7 @@ fn a_pod_lifecycle_through_cri_with_exprun_matches_runc() {
         (exprun, runc)
     });
     assert!(exprun.worker_state_running, "{exprun:?}");
-    assert_eq!(exprun.exec_stdout, "exec-out\n");
+    assert_eq!(exprun.exec_stdout, "exec-out\nSeccomp:\t2\n", "the default profile must be in force");
     assert_eq!(exprun.exec_exit, 5);
     assert_eq!(exprun.failing_exit, 3);
     assert_eq!((exprun.oom_exit, exprun.oom_reason.as_str()), (137, "OOMKilled"));

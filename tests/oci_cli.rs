@@ -563,3 +563,56 @@ fn the_six_kinds_of_hooks_run_at_their_points_with_the_state() {
     r.assert_no_leftovers();
     remove_parent_cgroups();
 }
+
+#[test]
+fn a_seccomp_profile_applies_to_init_and_exec() {
+    if !privileged("a_seccomp_profile_applies_to_init_and_exec") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap();
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let r = TestRoot::new();
+    let work = tempfile::tempdir().unwrap();
+    let b =
+        bundle(work.path(), &["sh", "-c", "grep Seccomp: /proc/self/status; mkdir /tmp/x 2>&1; read wait"]);
+    let log = b.join("log.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    cfg["root"]["readonly"] = serde_json::json!(false);
+    cfg["linux"]["seccomp"] = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+    });
+    // Without no_new_privs the filter goes in while init still has CAP_SYS_ADMIN.
+    for nnp in [true, false] {
+        cfg["process"]["noNewPrivileges"] = serde_json::json!(nnp);
+        std::fs::write(b.join("config.json"), cfg.to_string()).unwrap();
+        let pid_file = b.join("init.pid");
+        let id = format!("s{nnp}");
+        let mut create = r
+            .command(&["create", "-b", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), &id])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = create.stdin.take().unwrap();
+        let stdout = create.stdout.take().unwrap();
+        assert!(create.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+        let init = Pid::from_raw(std::fs::read_to_string(&pid_file).unwrap().parse().unwrap());
+        assert_eq!(oci(&r, &log, &["start", &id]).0, 0);
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        assert_eq!(lines.next().unwrap().unwrap(), "Seccomp:\t2");
+        assert!(lines.next().unwrap().unwrap().contains("Operation not permitted"), "mkdir was allowed");
+        let (code, out, _) = oci(&r, &log, &["exec", &id, "sh", "-c", "mkdir /tmp/y 2>&1; true"]);
+        assert_eq!(code, 0);
+        assert!(out.contains("Operation not permitted"), "exec'd processes get the filter too: {out}");
+        std::io::Write::write_all(&mut stdin, b"done\n").unwrap();
+        assert_eq!(waitpid(init, None).unwrap(), WaitStatus::Exited(init, 0));
+        assert_eq!(oci(&r, &log, &["delete", &id]).0, 0);
+    }
+    let rec = r.last_record();
+    assert!(rec["seccomp_digest"].as_str().unwrap().starts_with("sha256:"));
+    r.assert_no_leftovers();
+    remove_parent_cgroups();
+}

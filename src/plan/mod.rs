@@ -67,6 +67,9 @@ pub enum Error {
     /// The cgroup cannot be planned.
     #[error(transparent)]
     Cgroup(#[from] crate::cgroups::Error),
+    /// The seccomp profile cannot be compiled.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::Error),
 }
 
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -262,6 +265,9 @@ pub struct RunPlan {
     /// OCI hooks to run around the container's life.
     #[serde(default)]
     pub hooks: crate::hooks::Hooks,
+    /// The compiled seccomp filter, when the config has a profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<crate::seccomp::Filter>,
     /// Files init writes into the run directory before mounting: (name, content).
     pub files: Vec<(String, String)>,
 }
@@ -290,6 +296,8 @@ pub struct PlanContext<'a> {
     pub outputs: Vec<HostMount>,
     /// `--keep`.
     pub keep: bool,
+    /// Where compiled seccomp programs are cached.
+    pub cache_dir: &'a Path,
 }
 
 /// Where a run's root filesystem comes from.
@@ -501,6 +509,10 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         },
         hooks: crate::hooks::Hooks::from_spec(spec.hooks().as_ref())
             .map_err(|why| Error::Process { field: "hooks", why })?,
+        seccomp: match linux.seccomp() {
+            Some(profile) => Some(crate::seccomp::prepare(profile, ctx.cache_dir)?),
+            None => None,
+        },
         spec,
     })
 }

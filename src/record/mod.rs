@@ -167,6 +167,9 @@ pub struct RunRecord {
     pub image: Option<ImageRecord>,
     /// The resolved executable inside the container.
     pub executable: Option<String>,
+    /// sha256 of the seccomp profile the process ran under, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_digest: Option<Digest>,
     /// The OCI runtime spec used: argv, env (redacted), cwd, user, hostname,
     /// capabilities, rlimits, namespaces, mounts, resources.
     pub spec: oci_spec::runtime::Spec,
@@ -283,6 +286,7 @@ impl RunRecord {
                 layers: i.layers.clone(),
             }),
             executable: None,
+            seccomp_digest: plan.seccomp.as_ref().map(|f| f.digest.clone()),
             spec,
             inputs: data(&plan.inputs),
             outputs: data(&plan.outputs),

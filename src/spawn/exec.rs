@@ -34,6 +34,8 @@ pub struct ExecRequest<'a> {
     pub detach: bool,
     /// Where to write the process's pid (no trailing newline).
     pub pid_file: Option<&'a Path>,
+    /// The container's seccomp filter, which exec'd processes get too.
+    pub seccomp: Option<&'a crate::seccomp::Filter>,
 }
 
 /// How an exec ended, from exprun's side.
@@ -104,7 +106,7 @@ pub fn exec(
                 gate: init::StartGate::Channel,
                 hook_state: std::cell::OnceCell::new(),
             };
-            init::run(init::Role::Exec, req.process, fds)
+            init::run(init::Role::Exec, req.process, req.seccomp, fds)
         }
         sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
     };

@@ -74,10 +74,16 @@ pub enum Role<'a> {
     Exec,
 }
 
-/// Run the container's init, or an exec'd process. Never returns.
-pub fn run(role: Role<'_>, process: &ProcessPlan, fds: ChildFds) -> ! {
+/// Run the container's init, or an exec'd process, under `seccomp` when given.
+/// Never returns.
+pub fn run(
+    role: Role<'_>,
+    process: &ProcessPlan,
+    seccomp: Option<&crate::seccomp::Filter>,
+    fds: ChildFds,
+) -> ! {
     let channel = &fds.channel;
-    match setup(role, process, &fds) {
+    match setup(role, process, seccomp, &fds) {
         Ok(exe) => {
             if channel.send(&ToParent::Ready { exe: exe.to_string_lossy().into_owned() }).is_err() {
                 sys::exit_now(EXIT_EXPRUN_FAILED);
@@ -96,6 +102,14 @@ pub fn run(role: Role<'_>, process: &ProcessPlan, fds: ChildFds) -> ! {
                     sys::exit_now(EXIT_EXPRUN_FAILED);
                 }
             }
+            // Seccomp last, just before execve (when no_new_privs allows installing
+            // it unprivileged); setup already installed it otherwise.
+            if let Some(f) = seccomp.filter(|_| process.no_new_privs) {
+                if crate::seccomp::install(f).is_err() {
+                    let _ = unistd::write(io::stderr(), b"exprun: installing the seccomp filter failed\n");
+                    sys::exit_now(EXIT_EXPRUN_FAILED);
+                }
+            }
             exec(process, &exe, channel)
         }
         Err(e) => {
@@ -107,7 +121,12 @@ pub fn run(role: Role<'_>, process: &ProcessPlan, fds: ChildFds) -> ! {
 }
 
 /// Steps [1]–[5]: everything up to the moment the command can be exec'd.
-fn setup(role: Role<'_>, p: &ProcessPlan, fds: &ChildFds) -> Result<PathBuf, StepError> {
+fn setup(
+    role: Role<'_>,
+    p: &ProcessPlan,
+    seccomp: Option<&crate::seccomp::Filter>,
+    fds: &ChildFds,
+) -> Result<PathBuf, StepError> {
     // Why first: a foreground run must not outlive exprun, whatever happens next.
     if fds.die_with_parent {
         step("setting the parent-death signal", set_pdeathsig())?;
@@ -183,6 +202,12 @@ fn setup(role: Role<'_>, p: &ProcessPlan, fds: &ChildFds) -> Result<PathBuf, Ste
             &format!("setting oom_score_adj to {adj}"),
             std::fs::write("/proc/self/oom_score_adj", adj.to_string()),
         )?;
+    }
+
+    // Without no_new_privs a filter can only be installed with CAP_SYS_ADMIN,
+    // which the steps below drop: install it now (runc does the same).
+    if let Some(f) = seccomp.filter(|_| !p.no_new_privs) {
+        step("installing the seccomp filter", crate::seccomp::install(f))?;
     }
 
     // [4] Privileges, in the order the kernel needs: rlimits while still root

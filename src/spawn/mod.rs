@@ -203,7 +203,7 @@ fn create_in(
                 gate,
                 hook_state: std::cell::OnceCell::new(),
             };
-            init::run(init::Role::Init(plan), &plan.process, fds)
+            init::run(init::Role::Init(plan), &plan.process, plan.seccomp.as_ref(), fds)
         }
         sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
     };

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install the Debian packages exprun's build and tests need, if missing:
+#   libseccomp-dev     seccomp (linked into exprun)
+#   protobuf-compiler  protoc, for the CRI client the containerd test builds
+#   zstd               the fixture image's second layer
+#   containerd, runc   the end-to-end test under containerd (and the reference)
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+packages=()
+[ -e /usr/include/seccomp.h ] || packages+=(libseccomp-dev)
+command -v protoc >/dev/null || packages+=(protobuf-compiler)
+command -v zstd >/dev/null || packages+=(zstd)
+command -v containerd-shim-runc-v2 >/dev/null || packages+=(containerd)
+command -v runc >/dev/null || packages+=(runc)
+if [ "${#packages[@]}" -gt 0 ]; then
+  echo "install-deps: installing ${packages[*]}"
+  apt-get update -qq
+  apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
