@@ -4,7 +4,7 @@
 //! Compiling the containerd/Docker default profile costs libseccomp about 20 ms
 //! (research/performance-anchors.md §6), more than a whole container start; the
 //! program only depends on the profile and the architecture, so it is compiled
-//! once and kept in `<root>/cache/seccomp/<digest>.bpf`.
+//! once and kept in `<root>/cache/seccomp/<digest>-<arch>.bpf`.
 
 use std::io::{Read, Seek};
 use std::os::fd::{FromRawFd, OwnedFd};

@@ -616,3 +616,23 @@ fn a_seccomp_profile_applies_to_init_and_exec() {
     r.assert_no_leftovers();
     remove_parent_cgroups();
 }
+
+#[test]
+fn features_describes_what_is_applied_and_spec_never_overwrites() {
+    let out = Command::new(common::exprun_bin()).arg("features").output().unwrap();
+    assert!(out.status.success());
+    let f: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(f["hooks"].as_array().unwrap().len(), 6);
+    assert_eq!(f["linux"]["seccomp"]["enabled"], true);
+    assert!(f["linux"]["seccomp"]["actions"].as_array().unwrap().iter().all(|a| a != "SCMP_ACT_NOTIFY"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |d: &Path| Command::new(common::exprun_bin()).args(["spec", "-b"]).arg(d).output().unwrap();
+    assert!(spec(dir.path()).status.success());
+    let written = std::fs::read(dir.path().join("config.json")).unwrap();
+    let _: oci_spec::runtime::Spec = serde_json::from_slice(&written).unwrap();
+    let again = spec(dir.path());
+    assert_eq!(again.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("config.json"), "the error names the file");
+    assert_eq!(std::fs::read(dir.path().join("config.json")).unwrap(), written, "spec replaced a config");
+}
