@@ -8,6 +8,8 @@
 //! `state.json` and exits, so init is reparented to the caller (the shim is a
 //! subreaper and reaps it). `start` opens the FIFO, which releases init to exec.
 //! `delete` removes the cgroup and the state, and writes the run record.
+//! `run --bundle` is `exprun run`'s foreground supervision of a bundle: the
+//! container is visible to the other verbs until its command ends.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -124,6 +126,10 @@ pub struct ContainerState {
     pub owner: String,
     /// The config's annotations.
     pub annotations: BTreeMap<String, String>,
+    /// Supervised by `exprun run --bundle`, which holds the directory's lock and
+    /// removes the container when its command ends.
+    #[serde(default)]
+    pub foreground: bool,
 }
 
 /// The OCI runtime spec's state, as `exprun state` prints it (with runc's extra
@@ -206,8 +212,13 @@ fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Resu
     })
 }
 
-/// `exprun create`: set up the container and leave init waiting for `start`.
-pub fn create(root: &Root, o: &CreateOptions<'_>) -> Result<()> {
+/// The plan for the bundle's config.json, and its annotations.
+fn plan_bundle(
+    root: &Root,
+    o: &CreateOptions<'_>,
+    cgroups: &CgroupHost,
+    interactive: bool,
+) -> Result<(RunPlan, BTreeMap<String, String>)> {
     bundle::check_id(o.id)?;
     let state_dir = root.containers_dir().join(o.id);
     if state_dir.exists() {
@@ -224,7 +235,6 @@ pub fn create(root: &Root, o: &CreateOptions<'_>) -> Result<()> {
     }
     let annotations: BTreeMap<String, String> =
         spec.annotations().clone().unwrap_or_default().into_iter().collect();
-    let cgroups = CgroupHost::detect().map_err(plan::Error::from)?;
     let plan = plan::build(
         spec,
         PlanContext {
@@ -233,20 +243,55 @@ pub fn create(root: &Root, o: &CreateOptions<'_>) -> Result<()> {
             command_line: o.command_line.clone(),
             state_dir: &state_dir,
             source: Source::Bundle { dir: o.bundle },
-            cgroups: &cgroups,
+            cgroups,
             cgroup_parent: None,
-            interactive: false,
+            interactive,
             inputs: Vec::new(),
             outputs: Vec::new(),
             keep: false,
             cache_dir: &root.cache_dir(),
         },
     )?;
+    Ok((plan, annotations))
+}
 
+/// Write the pid file (without a trailing newline: containerd's shim parses the
+/// whole file) and state.json for a container whose init is ready.
+fn write_state(
+    o: &CreateOptions<'_>,
+    plan: &RunPlan,
+    created: &spawn::Created,
+    annotations: BTreeMap<String, String>,
+    foreground: bool,
+) -> Result<()> {
+    let state = ContainerState {
+        id: o.id.into(),
+        pid: created.pid.as_raw(),
+        pid_start: start_time(created.pid.as_raw()).unwrap_or(0),
+        bundle: o.bundle.canonicalize().unwrap_or_else(|_| o.bundle.to_path_buf()),
+        rootfs: plan.rootfs.target().to_path_buf(),
+        created: record::rfc3339(SystemTime::now()),
+        owner: owner(),
+        annotations,
+        foreground,
+    };
+    if let Some(p) = o.pid_file {
+        fsutil::write_atomic(p, state.pid.to_string().as_bytes(), false)
+            .map_err(io_at("writing the pid file", p))?;
+    }
+    let p = plan.state_dir.join(STATE_FILE);
+    fsutil::write_json_atomic(&p, &state, false).map_err(io_at("writing", &p))?;
+    Ok(())
+}
+
+/// `exprun create`: set up the container and leave init waiting for `start`.
+pub fn create(root: &Root, o: &CreateOptions<'_>) -> Result<()> {
+    let cgroups = CgroupHost::detect().map_err(plan::Error::from)?;
+    let (plan, annotations) = plan_bundle(root, o, &cgroups, false)?;
     let signals = spawn::block_signals()?;
     let container = root.create_container(&plan)?;
-    let made = (|| -> Result<ContainerState> {
-        let fifo_path = state_dir.join(EXEC_FIFO);
+    let made = (|| -> Result<()> {
+        let fifo_path = plan.state_dir.join(EXEC_FIFO);
         nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .map_err(|e| Error::Io { op: "creating", path: fifo_path.clone(), source: e.into() })?;
         let fifo = open_path(&fifo_path)?;
@@ -259,36 +304,14 @@ pub fn create(root: &Root, o: &CreateOptions<'_>) -> Result<()> {
             CreateOutcome::Ready(c) => c,
             CreateOutcome::CommandFailed(f) => return Err(Error::Command(f.message).into()),
         };
-        let state = ContainerState {
-            id: o.id.into(),
-            pid: created.pid.as_raw(),
-            pid_start: start_time(created.pid.as_raw()).unwrap_or(0),
-            bundle: o.bundle.canonicalize().unwrap_or_else(|_| o.bundle.to_path_buf()),
-            rootfs: plan.rootfs.target().to_path_buf(),
-            created: record::rfc3339(SystemTime::now()),
-            owner: owner(),
-            annotations,
-        };
-        let written = (|| -> Result<()> {
-            if let Some(p) = o.pid_file {
-                // No trailing newline: containerd's shim parses the whole file.
-                fsutil::write_atomic(p, state.pid.to_string().as_bytes(), false)
-                    .map_err(io_at("writing the pid file", p))?;
-            }
-            let p = state_dir.join(STATE_FILE);
-            fsutil::write_json_atomic(&p, &state, false).map_err(io_at("writing", &p))?;
-            Ok(())
-        })();
-        if let Err(e) = written {
-            let _ = sys::pidfd_send_signal(created.pidfd.as_fd(), libc::SIGKILL);
-            let _ = sys::wait4(created.pid);
-            let _ = created.cgroup.destroy();
+        if let Err(e) = write_state(o, &plan, &created, annotations, false) {
+            created.kill();
             return Err(e);
         }
-        Ok(state)
+        Ok(())
     })();
     match made {
-        Ok(_) => {
+        Ok(()) => {
             container.release();
             Ok(())
         }
@@ -297,6 +320,58 @@ pub fn create(root: &Root, o: &CreateOptions<'_>) -> Result<()> {
             Err(e)
         }
     }
+}
+
+/// `exprun run --bundle` in the foreground (runc's `run`): create, start and
+/// supervise the container to its end, forwarding signals and copying its
+/// output, then remove it and record the run with its exit status. While it
+/// runs, `state`, `exec`, `kill`, `ps` and `delete --force` see it.
+pub fn run(root: &Root, o: &CreateOptions<'_>) -> Result<crate::run::RunResult> {
+    if o.console_socket.is_some() {
+        return Err(crate::Error::Usage(
+            "--console-socket needs --detach; in the foreground exprun itself holds the terminal".into(),
+        ));
+    }
+    let started = SystemTime::now();
+    let cgroups = CgroupHost::detect().map_err(plan::Error::from)?;
+    let (plan, annotations) = plan_bundle(root, o, &cgroups, true)?;
+    let annotations = std::cell::RefCell::new(Some(annotations));
+    let on_created = |created: &spawn::Created| {
+        write_state(o, &plan, created, annotations.take().unwrap_or_default(), true)
+    };
+    let on_exec = || {
+        if let Ok(c) = load(root, o.id) {
+            // A failing poststart hook is reported, not fatal (runtime spec).
+            if let Err(e) =
+                crate::hooks::run_all("poststart", &c.plan.hooks.poststart, &hook_state(&c, "running"))
+            {
+                eprintln!("exprun: warning: {e}");
+            }
+        }
+    };
+    let result = crate::run::run_planned(
+        root,
+        &plan,
+        crate::run::Planned {
+            created: started,
+            cgroups: &cgroups,
+            inputs: Vec::new(),
+            store_lock: None,
+            on_created: Some(&on_created),
+            on_exec: Some(&on_exec),
+        },
+    )?;
+    let state = crate::hooks::state_json(
+        o.id,
+        "stopped",
+        0,
+        &o.bundle.display().to_string(),
+        &serde_json::to_value(plan.spec.annotations()).unwrap_or_default(),
+    );
+    if let Err(e) = crate::hooks::run_all("poststop", &plan.hooks.poststop, &state) {
+        eprintln!("exprun: warning: {e}");
+    }
+    Ok(result)
 }
 
 /// What `exec` needs.
@@ -564,29 +639,27 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         Err(crate::Error::Container(Error::NotFound(_))) if force => return Ok(()),
         Err(e) => return Err(e),
     };
+    let refuse_running = |status: Status| -> Result<()> {
+        if matches!(status, Status::Running | Status::Paused) && !force {
+            return Err(
+                Error::WrongState { id: id.into(), status, why: "stop it first, or use --force" }.into()
+            );
+        }
+        Ok(())
+    };
+    if c.state.foreground && matches!(fsutil::Lock::try_dir(&c.dir), Ok(None)) {
+        // `exprun run --bundle` is supervising it: kill it, and that exprun
+        // removes it and records the run with its exit status.
+        let status = c.status();
+        refuse_running(status)?;
+        kill_and_wait(&c, status);
+        return Ok(());
+    }
     let lock = fsutil::Lock::acquire_dir(&c.dir).map_err(io_at("locking", &c.dir))?;
     let status = c.status();
-    if matches!(status, Status::Running | Status::Paused) && !force {
-        return Err(Error::WrongState { id: id.into(), status, why: "stop it first, or use --force" }.into());
-    }
+    refuse_running(status)?;
+    kill_and_wait(&c, status);
     let cgroup = Cgroup::adopt(&c.plan.cgroup);
-    if status != Status::Stopped {
-        let pidfd = sys::pidfd_open(Pid::from_raw(c.state.pid)).ok();
-        if let Some(fd) = &pidfd {
-            let _ = sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
-        }
-        for pid in cgroup_pids(&c.plan) {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-        }
-        // Frozen tasks cannot act on the SIGKILL until they are thawed.
-        if status == Status::Paused {
-            let _ = cgroup.set_frozen(false);
-        }
-        if let Some(fd) = pidfd {
-            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-            let _ = poll(&mut fds, PollTimeout::try_from(KILL_WAIT).unwrap_or(PollTimeout::NONE));
-        }
-    }
     let usage = cgroup.usage();
     let t0 = Instant::now();
     loop {
@@ -618,6 +691,29 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         eprintln!("exprun: warning: {e}");
     }
     Ok(())
+}
+
+/// SIGKILL a container's init and every process in its cgroup, and wait (up to
+/// [`KILL_WAIT`]) for init to go.
+fn kill_and_wait(c: &Loaded, status: Status) {
+    if status == Status::Stopped {
+        return;
+    }
+    let pidfd = sys::pidfd_open(Pid::from_raw(c.state.pid)).ok();
+    if let Some(fd) = &pidfd {
+        let _ = sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
+    }
+    for pid in cgroup_pids(&c.plan) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    }
+    // Frozen tasks cannot act on the SIGKILL until they are thawed.
+    if status == Status::Paused {
+        let _ = Cgroup::adopt(&c.plan.cgroup).set_frozen(false);
+    }
+    if let Some(fd) = pidfd {
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::try_from(KILL_WAIT).unwrap_or(PollTimeout::NONE));
+    }
 }
 
 /// The state JSON a runtime-side hook gets.

@@ -126,15 +126,52 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
     }
 
     log::debug(|| format!("step 5: digested {} input(s)", inputs.len()));
+    run_planned(
+        root,
+        &plan,
+        Planned {
+            created,
+            cgroups: &cgroups,
+            inputs,
+            store_lock: Some(store_lock),
+            on_created: None,
+            on_exec: None,
+        },
+    )
+}
 
+/// A callback for a container whose init is ready.
+pub type OnCreated<'a> = dyn Fn(&spawn::Created) -> Result<()> + 'a;
+
+/// What a planned run brings to steps 6–10 besides its plan.
+pub struct Planned<'a> {
+    /// When exprun started, for the record.
+    pub created: SystemTime,
+    /// The host's cgroup layout, for the record's host facts.
+    pub cgroups: &'a CgroupHost,
+    /// The digested inputs (step 5).
+    pub inputs: Vec<DataRecord>,
+    /// The store's shared lock, released once the run directory (with the
+    /// layers in plan.json) exists.
+    pub store_lock: Option<crate::fsutil::Lock>,
+    /// Called once init is ready, before the command starts (`run --bundle`
+    /// writes its pid file and state.json here). An error kills init.
+    pub on_created: Option<&'a OnCreated<'a>>,
+    /// Called once the command has been exec'd (`run --bundle`'s poststart hooks).
+    pub on_exec: Option<&'a dyn Fn()>,
+}
+
+/// Steps 6–10 for a planned run, whatever its source: a foreground container,
+/// supervised to its end and recorded.
+pub fn run_planned(root: &Root, plan: &RunPlan, mut p: Planned<'_>) -> Result<RunResult> {
     // 6. From here on a signal must not kill exprun before it has cleaned up:
     //    block the ones we handle; they queue on the signalfd until the wait reads
     //    (and forwards) them.
     let signals = spawn::block_signals()?;
     if let Some(name) = &plan.name {
-        root.claim_name(name, &id)?;
+        root.claim_name(name, &plan.id)?;
     }
-    let container = match root.create_container(&plan) {
+    let container = match root.create_container(plan) {
         Ok(c) => c,
         Err(e) => {
             if let Some(name) = &plan.name {
@@ -143,14 +180,14 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
             return Err(e.into());
         }
     };
-    drop(store_lock);
+    drop(p.store_lock.take());
     log::debug(|| format!("step 6: created {}", plan.state_dir.display()));
 
     // 7.
     let exprun = record::exprun_info(&root.cache_dir());
-    let mut rec = RunRecord::new(&plan, created, exprun, record::host::facts(&cgroups));
-    rec.inputs = inputs;
-    let result = execute(&plan, &mut rec, &signals);
+    let mut rec = RunRecord::new(plan, p.created, exprun, record::host::facts(p.cgroups));
+    rec.inputs = std::mem::take(&mut p.inputs);
+    let result = execute(plan, &mut rec, &signals, &p);
 
     // 10. Whatever happened, the record is written and the run directory removed.
     let keep_upper = plan.keep.then(|| root.runs_dir().join(&plan.id).join("upper"));
@@ -167,7 +204,12 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
 }
 
 /// Steps 8–10 for a planned run; fills in `rec`.
-fn execute(plan: &RunPlan, rec: &mut RunRecord, signals: &SignalFd) -> Result<(i32, Option<String>)> {
+fn execute(
+    plan: &RunPlan,
+    rec: &mut RunRecord,
+    signals: &SignalFd,
+    p: &Planned<'_>,
+) -> Result<(i32, Option<String>)> {
     // 8. The create half.
     let (parent_io, child_io) = spawn::stdio::prepare(plan.process.terminal, plan.interactive)
         .map_err(|source| spawn::Error::Io { op: "setting up stdio", source })?;
@@ -181,11 +223,15 @@ fn execute(plan: &RunPlan, rec: &mut RunRecord, signals: &SignalFd) -> Result<(i
         }
     };
     rec.executable = Some(created.exe.clone());
+    if let Err(e) = p.on_created.map_or(Ok(()), |f| f(&created)) {
+        created.kill();
+        return Err(e);
+    }
     log::debug(|| format!("step 8: container init {} ready to exec {}", created.pid, created.exe));
 
     // 9. The start half and the wait.
     let raw = plan.process.terminal.then(spawn::stdio::RawMode::enable);
-    let waited = spawn::wait::foreground(&created, parent_io, signals);
+    let waited = spawn::wait::foreground(&created, parent_io, signals, p.on_exec);
     drop(raw);
     let usage = created.cgroup.usage();
     let destroyed = created.cgroup.destroy();

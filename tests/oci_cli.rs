@@ -62,6 +62,47 @@ fn remove_parent_cgroups() {
     }
 }
 
+/// The tests share the parent cgroups, so they run one at a time.
+struct Serial(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+fn serial() -> Serial {
+    // A failed test must not fail the others through a poisoned lock.
+    Serial(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+impl Drop for Serial {
+    /// A failed test leaves no container behind: kill what is in the parent
+    /// cgroups and remove them, deepest first.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let top = e.path().join(parent_cgroup());
+            let mut dirs = vec![top.clone()];
+            let mut i = 0;
+            while i < dirs.len() {
+                for d in std::fs::read_dir(&dirs[i]).into_iter().flatten().flatten() {
+                    if d.path().is_dir() {
+                        dirs.push(d.path());
+                    }
+                }
+                i += 1;
+            }
+            for d in dirs.iter().rev() {
+                let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()).filter(|p| *p > 0) {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+                }
+                let t0 = std::time::Instant::now();
+                while std::fs::remove_dir(d).is_err() && d.exists() && t0.elapsed().as_secs() < 5 {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}
+
 /// `exprun --root R --log L --log-format json VERB ARGS`: (status, stdout, stderr).
 fn oci(r: &TestRoot, log: &Path, args: &[&str]) -> (i32, String, String) {
     let out = r
@@ -88,7 +129,7 @@ fn create_start_state_kill_delete_like_the_runc_shim() {
     if !privileged("create_start_state_kill_delete_like_the_runc_shim") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap();
+    let _serial = serial();
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let r = TestRoot::new();
     let work = tempfile::tempdir().unwrap();
@@ -178,7 +219,7 @@ fn created_and_running_containers_can_be_killed_and_deleted() {
     if !privileged("created_and_running_containers_can_be_killed_and_deleted") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap();
+    let _serial = serial();
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let r = TestRoot::new();
     let work = tempfile::tempdir().unwrap();
@@ -227,7 +268,7 @@ fn a_container_joins_its_pods_namespaces_by_path() {
     if !privileged("a_container_joins_its_pods_namespaces_by_path") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap();
+    let _serial = serial();
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let r = TestRoot::new();
     let work = tempfile::tempdir().unwrap();
@@ -296,7 +337,7 @@ fn exec_runs_a_process_inside_a_running_container() {
     if !privileged("exec_runs_a_process_inside_a_running_container") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap();
+    let _serial = serial();
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let r = TestRoot::new();
     let work = tempfile::tempdir().unwrap();
@@ -366,7 +407,7 @@ fn update_ps_sysctls_and_oom_score_adj() {
     if !privileged("update_ps_sysctls_and_oom_score_adj") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap();
+    let _serial = serial();
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let r = TestRoot::new();
     let work = tempfile::tempdir().unwrap();
@@ -441,7 +482,7 @@ fn pause_and_resume_freeze_the_container() {
     if !privileged("pause_and_resume_freeze_the_container") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap();
+    let _serial = serial();
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let r = TestRoot::new();
     let work = tempfile::tempdir().unwrap();
@@ -484,7 +525,7 @@ fn the_six_kinds_of_hooks_run_at_their_points_with_the_state() {
     if !privileged("the_six_kinds_of_hooks_run_at_their_points_with_the_state") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap();
+    let _serial = serial();
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let r = TestRoot::new();
     let work = tempfile::tempdir().unwrap();
@@ -569,7 +610,7 @@ fn a_seccomp_profile_applies_to_init_and_exec() {
     if !privileged("a_seccomp_profile_applies_to_init_and_exec") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap();
+    let _serial = serial();
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let r = TestRoot::new();
     let work = tempfile::tempdir().unwrap();
@@ -635,4 +676,76 @@ fn features_describes_what_is_applied_and_spec_never_overwrites() {
     assert_eq!(again.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&again.stderr).contains("config.json"), "the error names the file");
     assert_eq!(std::fs::read(dir.path().join("config.json")).unwrap(), written, "spec replaced a config");
+}
+
+#[test]
+fn run_bundle_supervises_in_the_foreground_or_detaches() {
+    if !privileged("run_bundle_supervises_in_the_foreground_or_detaches") {
+        return;
+    }
+    let _serial = serial();
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let r = TestRoot::new();
+    let work = tempfile::tempdir().unwrap();
+    let b = bundle(work.path(), &["sh", "-c", "echo out; echo err >&2; exit 7"]);
+    let log = b.join("log.json");
+    let bs = b.to_str().unwrap();
+
+    // Foreground: the command's output and exit status, and a record with both.
+    let (code, out, err) = oci(&r, &log, &["run", "--bundle", bs, "fg"]);
+    assert_eq!((code, out.as_str(), err.as_str()), (7, "out\n", "err\n"));
+    let rec = r.last_record();
+    assert_eq!((rec["run_id"].as_str(), rec["status"].as_str()), (Some("fg"), Some("exited")));
+    assert_eq!(rec["exit"]["code"], 7);
+    assert_eq!(rec["stdout"]["bytes"], 4);
+    assert_eq!(oci(&r, &log, &["state", "fg"]).0, 125, "the container is gone after the run");
+
+    // While it runs, the other verbs see it; delete --force ends it, and the
+    // supervising exprun records the kill and removes it.
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    cfg["process"]["args"] = serde_json::json!(["sh", "-c", "echo up; read x"]);
+    let poststart = work.path().join("poststart.json");
+    cfg["hooks"] = serde_json::json!({"poststart": [
+        {"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}", poststart.display())]}
+    ]});
+    std::fs::write(b.join("config.json"), cfg.to_string()).unwrap();
+    let mut fg =
+        r.command(&["run", "-b", bs, "live"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(fg.stdout.take().unwrap()));
+    assert_eq!(lines.next().unwrap().unwrap(), "up");
+    assert_eq!(status_of(&r, &log, "live")["status"], "running");
+    let hook: serde_json::Value = serde_json::from_slice(&std::fs::read(&poststart).unwrap()).unwrap();
+    assert_eq!(hook["status"], "running");
+    let (code, out, _) = oci(&r, &log, &["exec", "live", "echo", "inside"]);
+    assert_eq!((code, out.as_str()), (0, "inside\n"));
+    let (code, _, err) = oci(&r, &log, &["delete", "live"]);
+    assert!(code != 0 && err.contains("--force"), "{err}");
+    assert_eq!(oci(&r, &log, &["delete", "--force", "live"]).0, 0);
+    assert_eq!(fg.wait().unwrap().code(), Some(137));
+    let rec = r.last_record();
+    assert_eq!((rec["run_id"].as_str(), rec["exit"]["code"].as_i64()), (Some("live"), Some(137)));
+
+    // --detach: create and start, then return; init is the caller's to reap.
+    let pid_file = work.path().join("d.pid");
+    let mut detached = r
+        .command(&["run", "-d", "-b", bs, "--pid-file", pid_file.to_str().unwrap(), "bg"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _stdin = detached.stdin.take(); // held open: the command waits on `read`
+    assert!(detached.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    let init = Pid::from_raw(std::fs::read_to_string(&pid_file).unwrap().parse().unwrap());
+    assert_eq!(status_of(&r, &log, "bg")["status"], "running");
+    assert_eq!(oci(&r, &log, &["kill", "bg", "KILL"]).0, 0);
+    assert_eq!(waitpid(init, None).unwrap(), WaitStatus::Signaled(init, nix::sys::signal::SIGKILL, false));
+    assert_eq!(oci(&r, &log, &["delete", "bg"]).0, 0);
+
+    // The image options make no sense with a bundle, and are refused by name.
+    let (code, _, err) = oci(&r, &log, &["run", "-b", bs, "--memory", "1g", "x"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("--memory"), "{err}");
+    r.assert_no_leftovers();
+    remove_parent_cgroups();
 }

@@ -43,13 +43,7 @@ pub fn create(globals: &Globals, a: CreateArgs) -> Result<i32> {
         return Err(Error::Usage("--preserve-fds is not supported yet; only 0 works".into()));
     }
     let root = Root::new(&globals.root);
-    let bundle = if a.bundle.is_absolute() {
-        a.bundle
-    } else {
-        std::env::current_dir()
-            .map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?
-            .join(a.bundle)
-    };
+    let bundle = absolute(a.bundle)?;
     container::create(
         &root,
         &CreateOptions {
@@ -62,6 +56,16 @@ pub fn create(globals: &Globals, a: CreateArgs) -> Result<i32> {
         },
     )?;
     Ok(0)
+}
+
+/// `path` made absolute against the current directory.
+pub fn absolute(path: PathBuf) -> Result<PathBuf> {
+    if path.is_absolute() {
+        return Ok(path);
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
+    Ok(cwd.join(path))
 }
 
 /// `exprun exec`.

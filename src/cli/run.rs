@@ -87,7 +87,35 @@ pub struct RunArgs {
     /// Parent cgroup, as a path inside the cgroup hierarchy [default: exprun's own cgroup]
     #[arg(long = "cgroup-parent", value_name = "PATH")]
     cgroup_parent: Option<String>,
-    /// The image: NAME[:TAG], NAME@sha256:..., or a digest prefix
+    /// Run the OCI bundle in DIR as runc's `run` does: its config.json says
+    /// everything, IMAGE is the container id, and the image options are refused
+    #[arg(
+        short = 'b',
+        long,
+        value_name = "DIR",
+        conflicts_with_all = [
+            "env", "env_file", "workdir", "user", "hostname", "volume", "input", "output", "tmpfs",
+            "memory", "cpus", "pids_limit", "name", "keep", "read_only", "tty", "interactive",
+            "entrypoint", "cap_add", "cap_drop", "ulimit", "cgroup_parent", "command"
+        ]
+    )]
+    bundle: Option<PathBuf>,
+    /// With --bundle: create and start the container, then return (runc's run --detach)
+    #[arg(short = 'd', long, requires = "bundle")]
+    detach: bool,
+    /// With --bundle: write the container's init pid here (no trailing newline)
+    #[arg(long = "pid-file", value_name = "FILE", requires = "bundle")]
+    pid_file: Option<PathBuf>,
+    /// With --bundle --detach: send the pseudo-terminal's master to this unix socket
+    #[arg(long = "console-socket", value_name = "SOCKET", requires = "detach")]
+    console_socket: Option<PathBuf>,
+    /// With --bundle: accepted for runc compatibility; exprun always uses pivot_root
+    #[arg(long = "no-pivot", requires = "bundle")]
+    no_pivot: bool,
+    /// With --bundle: accepted for runc compatibility; exprun creates no session keyring
+    #[arg(long = "no-new-keyring", requires = "bundle")]
+    no_new_keyring: bool,
+    /// The image: NAME[:TAG], NAME@sha256:..., or a digest prefix (with --bundle: the container id)
     #[arg(value_name = "IMAGE")]
     image: String,
     /// The command and its arguments (replaces the image's Cmd)
@@ -178,11 +206,29 @@ impl RunArgs {
 
 /// Run `exprun run`.
 pub fn run(globals: &Globals, args: RunArgs) -> Result<i32> {
-    let opts = args.into_options()?;
     let root = Root::new(&globals.root);
-    let result = crate::run::run(&root, &opts, std::env::args().collect())?;
+    let result = match args.bundle.clone() {
+        Some(bundle) => {
+            let bundle = super::oci::absolute(bundle)?;
+            let o = crate::container::CreateOptions {
+                id: &args.image,
+                bundle: &bundle,
+                pid_file: args.pid_file.as_deref(),
+                console_socket: args.console_socket.as_deref(),
+                systemd_cgroup: globals.systemd_cgroup,
+                command_line: std::env::args().collect(),
+            };
+            if args.detach {
+                crate::container::create(&root, &o)?;
+                crate::container::start(&root, o.id)?;
+                return Ok(0);
+            }
+            crate::container::run(&root, &o)?
+        }
+        None => crate::run::run(&root, &args.into_options()?, std::env::args().collect())?,
+    };
     if let Some(note) = &result.note {
-        eprintln!("exprun: {note} (run {})", &result.run_id[..12]);
+        eprintln!("exprun: {note} (run {})", result.run_id.get(..12).unwrap_or(&result.run_id));
     }
     Ok(result.exit_code)
 }

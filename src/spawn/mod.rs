@@ -293,6 +293,14 @@ pub(crate) fn wait_ready(
 }
 
 impl Created {
+    /// Kill init before it ran the command, reap it and remove the cgroup: undo
+    /// a create whose caller failed afterwards.
+    pub fn kill(&self) {
+        let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
+        let _ = sys::wait4(self.pid);
+        let _ = self.cgroup.destroy();
+    }
+
     /// The start half: tell init to exec. The result of the exec arrives on the
     /// channel (EOF on success), read by [`wait::foreground`].
     pub fn start(&self) -> Result<()> {

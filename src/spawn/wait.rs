@@ -175,8 +175,14 @@ fn write_all(fd: i32, mut buf: &[u8]) -> bool {
 /// against the unexpected.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
-/// Start the command and wait for it in the foreground.
-pub fn foreground(c: &Created, io: ParentIo, signals: &SignalFd) -> Result<Outcome, Error> {
+/// Start the command and wait for it in the foreground. `on_exec` runs once the
+/// command has been exec'd (the OCI poststart hooks of `run --bundle`).
+pub fn foreground(
+    c: &Created,
+    io: ParentIo,
+    signals: &SignalFd,
+    on_exec: Option<&dyn Fn()>,
+) -> Result<Outcome, Error> {
     let mut out = Stream::new(Some(io.stdout), libc::STDOUT_FILENO);
     let mut err = Stream::new(io.stderr, libc::STDERR_FILENO);
     let pty = io.pty;
@@ -258,7 +264,13 @@ pub fn foreground(c: &Created, io: ParentIo, signals: &SignalFd) -> Result<Outco
                     channel_open = false;
                 }
                 Ok(Some(_)) => {}
-                Ok(None) | Err(_) => channel_open = false,
+                Ok(None) => {
+                    channel_open = false;
+                    if let Some(f) = on_exec {
+                        f();
+                    }
+                }
+                Err(_) => channel_open = false,
             }
         }
         if in_ready {
