@@ -205,14 +205,21 @@ fn read_only_root_and_tmpfs_and_devices_cannot_be_made() {
     assert!(out.contains("Read-only file system"), "{out}");
     assert!(out.contains("hi"), "{out}");
     assert!(out.contains("exprun"), "{out}");
-    // CAP_MKNOD is in the default set (as with runc), but every writable mount is
-    // nodev: a node made in the container does not open.
+    // CAP_MKNOD is in the default set (as with runc), but the devices cgroup
+    // allows only the bound nodes and pseudo-terminals, and every writable mount
+    // is nodev: a disk's node can neither be made nor opened.
     let out = sh(
         &r,
         &[],
-        "mknod /tmp/disk b 8 0 && (head -c1 /tmp/disk >/dev/null 2>&1 && echo OPENED || echo refused)",
+        "mknod /tmp/disk b 8 0 2>&1; head -c1 /tmp/disk >/dev/null 2>&1 && echo OPENED || echo refused; \
+         head -c1 /dev/zero | wc -c",
     );
-    assert!(out.contains("refused"), "a device node made in the container worked: {out}");
+    assert!(out.contains("mknod: /tmp/disk: Operation not permitted"), "{out}");
+    assert!(
+        out.contains("refused") && !out.contains("OPENED"),
+        "a device node made in the container worked: {out}"
+    );
+    assert!(out.trim_end().ends_with('1'), "the bound /dev/zero must stay usable: {out}");
     r.assert_no_leftovers();
 }
 

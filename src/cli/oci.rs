@@ -160,7 +160,10 @@ pub fn update(globals: &Globals, a: UpdateArgs) -> Result<i32> {
             };
             let r: oci_spec::runtime::LinuxResources = serde_json::from_slice(&bytes)
                 .map_err(|e| Error::Usage(format!("--resources: not OCI LinuxResources JSON: {e}")))?;
-            crate::plan::resources_limits(&r)
+            let mut l = crate::plan::resources_limits(&r)?;
+            // As with runc, update changes limits, not device rules.
+            l.devices.clear();
+            l
         }
         None => crate::cgroups::Limits::default(),
     };

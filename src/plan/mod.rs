@@ -6,6 +6,7 @@
 //! sources exist); every bad combination is refused here with a message that names
 //! the field.
 
+pub mod devices;
 pub mod mounts;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::cgroups::{CgroupHost, CgroupPlan, Limits, Placement};
 use crate::image::ResolvedImage;
 use crate::spec::options::HostMount;
+pub use devices::DeviceNode;
 pub use mounts::MountOp;
 
 /// Version of the plan's JSON form (plan.json in a container's state directory).
@@ -46,6 +48,9 @@ pub enum Error {
     /// The spec asks for something exprun does not do yet.
     #[error("{0}")]
     Unsupported(String),
+    /// A field of the config is invalid; the text names it.
+    #[error("{0}")]
+    Config(String),
     /// The image cannot be mounted as asked.
     #[error("image {image}: {why}")]
     Image {
@@ -227,6 +232,9 @@ pub struct RunPlan {
     pub mounts: Vec<MountOp>,
     /// Host device nodes bound into /dev.
     pub devices: Vec<PathBuf>,
+    /// `linux.devices`: nodes made in the container, after /dev is populated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_nodes: Vec<DeviceNode>,
     /// Paths covered in the container.
     pub masked_paths: Vec<PathBuf>,
     /// Paths made read-only in the container.
@@ -379,7 +387,10 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         });
     }
 
-    let limits = limits(&linux);
+    let mut limits = limits(&linux)?;
+    if !limits.devices.is_empty() {
+        limits.devices.extend(crate::cgroups::devices::always_allowed());
+    }
     let name = format!("exprun-{}", ctx.id);
     let placement = match linux.cgroups_path() {
         Some(path) => Placement::Path(path.to_str().unwrap_or_default()),
@@ -487,6 +498,7 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         rootfs,
         mounts,
         devices: DEFAULT_DEVICES.iter().map(PathBuf::from).collect(),
+        device_nodes: devices::plan(linux.devices().as_deref().unwrap_or_default())?,
         masked_paths,
         readonly_paths,
         readonly_root,
@@ -594,23 +606,32 @@ fn sysctls(
     Ok(out)
 }
 
-fn limits(linux: &oci_spec::runtime::Linux) -> Limits {
-    let Some(r) = linux.resources() else { return Limits::default() };
+fn limits(linux: &oci_spec::runtime::Linux) -> Result<Limits> {
+    let Some(r) = linux.resources() else { return Ok(Limits::default()) };
     resources_limits(r)
 }
 
 /// The limits exprun applies from OCI resources (`exprun update` uses it too):
-/// memory limit, CPU quota, period and shares, pids. Not yet applied: cpusets,
-/// device rules, hugepages, block I/O, network classes (docs/oci-runtime.md).
-pub fn resources_limits(r: &oci_spec::runtime::LinuxResources) -> Limits {
+/// memory limit, CPU quota, period and shares, pids, device rules. Not yet
+/// applied: cpusets, hugepages, block I/O, network classes (docs/oci-runtime.md).
+pub fn resources_limits(r: &oci_spec::runtime::LinuxResources) -> Result<Limits> {
     let cpu = r.cpu().as_ref();
-    Limits {
+    let devices = r
+        .devices()
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, d)| crate::cgroups::DeviceRule::from_oci(i, d))
+        .collect::<std::result::Result<Vec<_>, String>>()
+        .map_err(Error::Config)?;
+    Ok(Limits {
         memory_bytes: r.memory().as_ref().and_then(|m| m.limit()).filter(|l| *l > 0),
         cpu_quota_us: cpu.and_then(|c| c.quota()).filter(|q| *q > 0),
         cpu_period_us: cpu.and_then(|c| c.period()).filter(|p| *p > 0),
         cpu_shares: cpu.and_then(|c| c.shares()).filter(|s| *s > 0),
         pids_max: r.pids().as_ref().map(|p| p.limit()).filter(|p| *p > 0),
-    }
+        devices,
+    })
 }
 
 fn process_plan(spec: &Spec) -> Result<ProcessPlan> {

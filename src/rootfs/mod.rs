@@ -28,7 +28,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{mkdirat, Mode};
 use nix::unistd::{chdir, pivot_root};
 
-use crate::plan::{MountOp, Overlay, RootfsPlan, RunPlan, Scratch};
+use crate::plan::{DeviceNode, MountOp, Overlay, RootfsPlan, RunPlan, Scratch};
 use crate::sys;
 
 /// A rootfs step failed.
@@ -82,6 +82,12 @@ pub fn build(
     if plan.mounts.iter().any(|m| m.destination == Path::new("/dev") && m.fstype.as_deref() == Some("tmpfs"))
     {
         populate_dev(root.as_fd(), &plan.devices, console)?;
+    }
+
+    //    Then the config's own nodes (linux.devices), which may sit beside or
+    //    over the bound ones.
+    for node in &plan.device_nodes {
+        make_node(root.as_fd(), node)?;
     }
 
     // 5. The working directory must exist before `/` may become read-only.
@@ -304,6 +310,51 @@ fn populate_dev(root: BorrowedFd<'_>, devices: &[PathBuf], console: Option<&Path
         }
     }
     Ok(())
+}
+
+/// mknod a `linux.devices` node inside the root (its parent directories made as
+/// needed), then give it its mode and owner. A node already there with the same
+/// type and numbers is kept.
+fn make_node(root: BorrowedFd<'_>, n: &DeviceNode) -> Result<()> {
+    use nix::sys::stat::{fchmodat, fstatat, makedev, mknodat, FchmodatFlags, SFlag};
+    let step = || format!("making the device node {}", n.path.display());
+    let parent = parent_path(&n.path);
+    drop(open_or_create(root, &parent, false)?);
+    let dir = at(sys::open_in_root(root, &parent, libc::O_RDONLY | libc::O_DIRECTORY), step)?;
+    let name = n.path.file_name().unwrap_or_default();
+    let kind = match n.kind {
+        'b' => SFlag::S_IFBLK,
+        'p' => SFlag::S_IFIFO,
+        _ => SFlag::S_IFCHR,
+    };
+    let rdev = makedev(n.major, n.minor);
+    match mknodat(dir.as_fd(), name, kind, Mode::from_bits_truncate(n.mode), rdev) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EEXIST) => {
+            let st = at(fstatat(dir.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW), step)?;
+            if st.st_mode & libc::S_IFMT != kind.bits() || (kind != SFlag::S_IFIFO && st.st_rdev != rdev) {
+                return Err(Error {
+                    step: step(),
+                    source: io::Error::new(io::ErrorKind::AlreadyExists, "another file is already there"),
+                });
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(Error { step: step(), source: e.into() }),
+    }
+    // mknod applied the umask; the config's mode is exact. No symlink can be
+    // there: init made the node a moment ago and nothing else runs in the root.
+    at(fchmodat(dir.as_fd(), name, Mode::from_bits_truncate(n.mode), FchmodatFlags::FollowSymlink), step)?;
+    at(
+        nix::unistd::fchownat(
+            dir.as_fd(),
+            name,
+            Some(n.uid.into()),
+            Some(n.gid.into()),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ),
+        step,
+    )
 }
 
 /// Bind a path onto itself read-only (after pivot_root). Missing paths are skipped.

@@ -128,7 +128,12 @@ pub fn create(
     let result = create_in(plan, &cgroup, child_io, signals, mode);
     match result {
         Ok((pid, pidfd, channel, Ok(exe))) => {
-            Ok(CreateOutcome::Ready(Created { pid, pidfd, cgroup, exe, channel }))
+            let created = Created { pid, pidfd, cgroup, exe, channel };
+            if let Err(e) = created.cgroup.apply_devices() {
+                created.kill();
+                return Err(e.into());
+            }
+            Ok(CreateOutcome::Ready(created))
         }
         Ok((pid, _pidfd, _channel, Err(failure))) => {
             let _ = sys::wait4(pid);

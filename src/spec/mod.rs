@@ -204,6 +204,8 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<Spec, Erro
     if let Some(p) = opts.pids_limit {
         resources.insert("pids".into(), json!({"limit": p}));
     }
+    // The plan adds the devices every container may use.
+    resources.insert("devices".into(), json!([crate::cgroups::devices::deny_all().oci_json()]));
 
     let spec = json!({
         "ociVersion": "1.2.0",

@@ -2,6 +2,8 @@
 //! Shared helpers for the integration tests: the real exprun binary, a private
 //! state root per test, the fixture image, visible skips, and leftover checks.
 
+pub mod bundle;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Once;

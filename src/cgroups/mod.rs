@@ -23,6 +23,9 @@ use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::{Controller, MaxValue};
 use serde::{Deserialize, Serialize};
 
+pub mod devices;
+pub use devices::DeviceRule;
+
 /// The CFS period exprun uses for `--cpus`, in microseconds (the kernel default).
 pub const CPU_PERIOD_US: u64 = 100_000;
 
@@ -59,6 +62,16 @@ pub enum Error {
         /// What was being done.
         op: &'static str,
         /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Writing a line into a cgroup file failed.
+    #[error("writing {line:?} to {path}: {source}")]
+    Write {
+        /// What was written.
+        line: String,
+        /// The file.
         path: PathBuf,
         /// The underlying error.
         source: io::Error,
@@ -102,6 +115,9 @@ pub struct Limits {
     pub cpu_shares: Option<u64>,
     /// Maximum number of tasks.
     pub pids_max: Option<i64>,
+    /// Device access rules, in order (see [`devices`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceRule>,
 }
 
 /// The controllers exprun uses, and why.
@@ -110,6 +126,7 @@ const PIDS: &str = "pids"; // limit, failed forks
 const CPU: &str = "cpu"; // quota
 const CPUACCT: &str = "cpuacct"; // CPU time (v1; v2 has cpu.stat)
 const FREEZER: &str = "freezer"; // pause and resume (v1; v2 has cgroup.freeze)
+const DEVICES: &str = "devices"; // device access rules (v1; v2 needs a BPF program)
 
 /// Where a run's cgroup lives and what it enforces: part of the run plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,6 +302,7 @@ impl CgroupHost {
             (MEMORY, limits.memory_bytes.is_some(), "--memory"),
             (PIDS, limits.pids_max.is_some(), "--pids-limit"),
             (CPU, limits.cpu_quota_us.is_some() || limits.cpu_shares.is_some(), "--cpus"),
+            (DEVICES, !limits.devices.is_empty(), "linux.resources.devices"),
         ];
         for (ctrl, needed, option) in needs {
             if needed && !self.v1.contains_key(ctrl) {
@@ -295,9 +313,14 @@ impl CgroupHost {
             }
         }
         let mut dirs = BTreeMap::new();
-        let wanted: &[&str] =
-            if freezer { &[MEMORY, PIDS, CPU, CPUACCT, FREEZER] } else { &[MEMORY, PIDS, CPU, CPUACCT] };
-        for &ctrl in wanted {
+        let mut wanted = vec![MEMORY, PIDS, CPU, CPUACCT];
+        if freezer {
+            wanted.push(FREEZER);
+        }
+        if !limits.devices.is_empty() {
+            wanted.push(DEVICES);
+        }
+        for ctrl in wanted {
             let Some(mount) = self.v1.get(ctrl) else { continue };
             let path = self.cgroup_path(placement, ctrl);
             let dir = join_under(mount, &path).ok_or_else(|| Error::Parent {
@@ -482,7 +505,18 @@ impl Cgroup {
                 Err(source) => return Err(Error::Io { op: "creating cgroup", path: dir.clone(), source }),
             }
         }
-        self.apply(&self.plan.limits)
+        // Device rules come later (apply_devices): init makes the config's
+        // device nodes with mknod, which they may deny.
+        self.apply(&Limits { devices: Vec::new(), ..self.plan.limits.clone() })
+    }
+
+    /// Write the device rules, once init has set up the root filesystem and
+    /// before the command runs (runc does the same when its init is ready).
+    pub fn apply_devices(&self) -> Result<()> {
+        if self.plan.version == Version::V1 && !self.plan.limits.devices.is_empty() {
+            devices::apply_v1(&self.dir(DEVICES), &self.plan.limits.devices)?;
+        }
+        Ok(())
     }
 
     /// Write `l` into the cgroup (at create, and for `exprun update`).
@@ -514,6 +548,9 @@ impl Cgroup {
                 let swap = if v2 { 0 } else { bytes };
                 mem.set_memswap_limit(swap).map_err(ctl(format!("writing {swap_file} = {swap}")))?;
             }
+        }
+        if !v2 && !l.devices.is_empty() {
+            devices::apply_v1(&self.dir(DEVICES), &l.devices)?;
         }
         if let Some(max) = l.pids_max {
             let pids = PidController::new(self.dir(PIDS), PathBuf::new(), v2);

@@ -1,0 +1,163 @@
+//! Device access rules (OCI `linux.resources.devices`): which device nodes the
+//! container may read, write or create, whatever nodes its /dev holds.
+//!
+//! On cgroup v1 they are the devices controller's `devices.deny` and
+//! `devices.allow` lists, written in the order given: the kernel keeps a default
+//! (allow or deny, set by an `a` rule) and a list of exceptions, so the usual
+//! "deny everything, then allow these" comes out as the config says. On cgroup v2
+//! the kernel wants a BPF program instead; exprun does not build one yet, so the
+//! rules are recorded but not enforced there (docs/oci-runtime.md).
+
+use std::fs;
+use std::path::Path;
+
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
+use serde::{Deserialize, Serialize};
+
+use super::Error;
+
+/// One rule: `allow` or deny `access` (some of `rwm`) to devices of `kind`
+/// (`a` all, `c` character, `b` block) with these numbers (`None`: any).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRule {
+    /// Allow (true) or deny.
+    pub allow: bool,
+    /// `a`, `c` or `b`.
+    pub kind: char,
+    /// Major number; `None` matches any.
+    pub major: Option<i64>,
+    /// Minor number; `None` matches any.
+    pub minor: Option<i64>,
+    /// Some of `r` (read), `w` (write), `m` (mknod).
+    pub access: String,
+}
+
+impl DeviceRule {
+    /// The rule for the OCI entry number `index`, checked.
+    pub fn from_oci(index: usize, r: &LinuxDeviceCgroup) -> Result<Self, String> {
+        let field = |name: &str| format!("linux.resources.devices[{index}].{name}");
+        let kind = match r.typ().unwrap_or_default() {
+            LinuxDeviceType::A => 'a',
+            LinuxDeviceType::B => 'b',
+            LinuxDeviceType::C | LinuxDeviceType::U => 'c',
+            LinuxDeviceType::P => {
+                return Err(format!(
+                    "{}: a FIFO is not a device the cgroup controls; use c or b",
+                    field("type")
+                ))
+            }
+        };
+        let access = r.access().clone().filter(|a| !a.is_empty()).unwrap_or_else(|| "rwm".into());
+        if access.chars().any(|c| !"rwm".contains(c)) {
+            return Err(format!("{}: {access:?} is not some of r, w, m", field("access")));
+        }
+        for (name, n) in [("major", r.major()), ("minor", r.minor())] {
+            if n.is_some_and(|n| n < -1) {
+                return Err(format!("{}: {} is negative", field(name), n.unwrap_or_default()));
+            }
+        }
+        // -1 is how some configs write "any".
+        let any = |n: Option<i64>| n.filter(|n| *n >= 0);
+        Ok(Self { allow: r.allow(), kind, major: any(r.major()), minor: any(r.minor()), access })
+    }
+
+    /// The rule as the v1 controller reads it: `c 1:3 rwm`, `*` for any number.
+    pub fn line(&self) -> String {
+        let n = |v: Option<i64>| v.map_or_else(|| "*".to_string(), |v| v.to_string());
+        format!("{} {}:{} {}", self.kind, n(self.major), n(self.minor), self.access)
+    }
+
+    /// The rule as an OCI `linux.resources.devices` entry.
+    pub fn oci_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "allow": self.allow,
+            "type": self.kind.to_string(),
+            "major": self.major,
+            "minor": self.minor,
+            "access": self.access,
+        })
+    }
+}
+
+/// The devices every container may use whatever its config says, as with runc
+/// (containerd's CRI plugin only writes "deny all" and relies on it): the nodes
+/// bound into /dev, and pseudo-terminals. (major, minor) of character devices,
+/// allowed `rwm`; `None`: any minor.
+const ALWAYS_ALLOWED: [(i64, Option<i64>); 9] = [
+    (1, Some(3)), // null
+    (1, Some(5)), // zero
+    (1, Some(7)), // full
+    (1, Some(8)), // random
+    (1, Some(9)), // urandom
+    (5, Some(0)), // tty
+    (5, Some(1)), // console
+    (5, Some(2)), // ptmx
+    (136, None),  // pts/*
+];
+
+/// "Deny everything": the rule `exprun run` starts from.
+pub fn deny_all() -> DeviceRule {
+    DeviceRule { allow: false, kind: 'a', major: None, minor: None, access: "rwm".into() }
+}
+
+/// The rules appended after a config's own (see [`ALWAYS_ALLOWED`]).
+pub fn always_allowed() -> impl Iterator<Item = DeviceRule> {
+    ALWAYS_ALLOWED.iter().map(|&(major, minor)| DeviceRule {
+        allow: true,
+        kind: 'c',
+        major: Some(major),
+        minor,
+        access: "rwm".into(),
+    })
+}
+
+/// Write `rules` into the v1 devices cgroup `dir`, in order.
+pub fn apply_v1(dir: &Path, rules: &[DeviceRule]) -> Result<(), Error> {
+    for r in rules {
+        let file = dir.join(if r.allow { "devices.allow" } else { "devices.deny" });
+        fs::write(&file, r.line()).map_err(|source| Error::Write { line: r.line(), path: file, source })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oci(json: serde_json::Value) -> LinuxDeviceCgroup {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn oci_rules_become_v1_lines() {
+        let deny =
+            DeviceRule::from_oci(0, &oci(serde_json::json!({"allow": false, "access": "rwm"}))).unwrap();
+        assert_eq!(deny.line(), "a *:* rwm");
+        let null =
+            oci(serde_json::json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw"}));
+        assert_eq!(DeviceRule::from_oci(1, &null).unwrap().line(), "c 1:3 rw");
+        let any = oci(serde_json::json!({"allow": true, "type": "b", "major": 8, "minor": -1}));
+        assert_eq!(DeviceRule::from_oci(2, &any).unwrap().line(), "b 8:* rwm");
+    }
+
+    #[test]
+    fn bad_rules_name_their_field() {
+        let e =
+            DeviceRule::from_oci(3, &oci(serde_json::json!({"allow": true, "access": "rx"}))).unwrap_err();
+        assert!(e.contains("linux.resources.devices[3].access"), "{e}");
+        let e = DeviceRule::from_oci(0, &oci(serde_json::json!({"allow": true, "type": "p"}))).unwrap_err();
+        assert!(e.contains("devices[0].type"), "{e}");
+    }
+
+    #[test]
+    fn deny_all_and_the_always_allowed_round_trip_through_oci() {
+        assert_eq!(deny_all().line(), "a *:* rwm");
+        let allowed: Vec<DeviceRule> = always_allowed().collect();
+        assert!(allowed.iter().all(|r| r.allow));
+        assert!(allowed.iter().any(|r| r.line() == "c 136:* rwm"));
+        for (i, rule) in allowed.iter().chain([&deny_all()]).enumerate() {
+            let back = DeviceRule::from_oci(i, &serde_json::from_value(rule.oci_json()).unwrap()).unwrap();
+            assert_eq!(&back, rule);
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Helpers for the tests that drive the runc-compatible verbs on OCI bundles,
+//! playing containerd's runc shim: the test process is a child subreaper, so a
+//! container's init is reparented to it when `exprun create` exits.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use nix::unistd::Pid;
+
+use super::TestRoot;
+
+/// The tests reap grandchildren: run them one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A bundle whose rootfs is the fixture's base layer.
+pub fn bundle(dir: &Path, args: &[&str]) -> PathBuf {
+    let b = dir.join("bundle");
+    std::fs::create_dir_all(b.join("rootfs")).unwrap();
+    let archive = super::fixture_dir().join("busybox-docker.tar");
+    let manifest = Command::new("tar").arg("-xOf").arg(&archive).arg("manifest.json").output().unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest.stdout).unwrap();
+    let layer = manifest[0]["Layers"][0].as_str().unwrap();
+    let sh = format!("tar -xOf {} {layer} | tar -x -C {}", archive.display(), b.join("rootfs").display());
+    assert!(Command::new("sh").args(["-c", &sh]).status().unwrap().success());
+    let r = Command::new(super::exprun_bin()).args(["spec", "-b"]).arg(&b).status().unwrap();
+    assert!(r.success());
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    config["process"]["args"] = serde_json::json!(args);
+    config["process"]["terminal"] = serde_json::json!(false);
+    // A path below a parent that does not exist yet: exprun makes it, as runc does.
+    config["linux"]["cgroupsPath"] =
+        serde_json::json!(format!("/{}/{}", parent_cgroup(), dir.file_name().unwrap().to_string_lossy()));
+    config["annotations"] = serde_json::json!({"io.kubernetes.cri.container-name": "worker"});
+    std::fs::write(b.join("config.json"), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    b
+}
+
+/// The parent cgroup the bundles' cgroupsPath names (the test plays kubelet, who
+/// owns such parents).
+pub fn parent_cgroup() -> String {
+    format!("exprun-oci-test-{}", std::process::id())
+}
+
+/// Remove the parent cgroups made for the bundles, in every hierarchy.
+pub fn remove_parent_cgroups() {
+    for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let p = e.path().join(parent_cgroup());
+        if p.is_dir() {
+            std::fs::remove_dir(&p).unwrap_or_else(|err| panic!("{}: {err}", p.display()));
+        }
+    }
+    let unified = std::path::Path::new("/sys/fs/cgroup").join(parent_cgroup());
+    if unified.is_dir() {
+        std::fs::remove_dir(&unified).unwrap();
+    }
+}
+
+/// The tests share the parent cgroups, so they run one at a time.
+pub struct Serial(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+pub fn serial() -> Serial {
+    // A failed test must not fail the others through a poisoned lock.
+    Serial(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+impl Drop for Serial {
+    /// A failed test leaves no container behind: kill what is in the parent
+    /// cgroups and remove them, deepest first.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let top = e.path().join(parent_cgroup());
+            let mut dirs = vec![top.clone()];
+            let mut i = 0;
+            while i < dirs.len() {
+                for d in std::fs::read_dir(&dirs[i]).into_iter().flatten().flatten() {
+                    if d.path().is_dir() {
+                        dirs.push(d.path());
+                    }
+                }
+                i += 1;
+            }
+            for d in dirs.iter().rev() {
+                let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()).filter(|p| *p > 0) {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+                }
+                let t0 = std::time::Instant::now();
+                while std::fs::remove_dir(d).is_err() && d.exists() && t0.elapsed().as_secs() < 5 {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}
+
+/// `exprun --root R --log L --log-format json VERB ARGS`: (status, stdout, stderr).
+pub fn oci(r: &TestRoot, log: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = r
+        .command(&["--log", log.to_str().unwrap(), "--log-format", "json"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+pub fn status_of(r: &TestRoot, log: &Path, id: &str) -> serde_json::Value {
+    let (code, out, err) = oci(r, log, &["state", id]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
