@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Start-up benchmark: exprun run vs crun run vs runc run, same busybox image,
-# process /bin/true, warm (back to back) and cold (0.3 s idle before each run).
+# Start-up benchmark: exprun run (from its image store), exprun run -b, crun run
+# and runc run (the last three on one OCI bundle, same command line), same
+# busybox image, process /bin/true, warm (back to back) and cold (0.3 s idle
+# before each run).
 #
 # Usage: bash scripts/bench.sh [--runs N] [--quick] [--json FILE] [--runtimes LIST]
 #   --runs N         recorded rounds per mode (default 40)
 #   --quick          8 rounds (CI smoke)
 #   --json FILE      also write the results as JSON to FILE
-#   --runtimes LIST  comma-separated subset of exprun,crun,runc (default: all)
+#   --runtimes LIST  comma-separated subset of exprun,exprun-bundle,crun,runc
+#                    (default: all)
 #
 # Environment: EXPRUN_BIN  exprun binary to use as is (skips cargo build);
 #   default: the static-pie release build of scripts/build-release.sh.
@@ -20,14 +23,14 @@ set -euo pipefail
 
 RUNS=40
 JSON_OUT=''
-RUNTIMES='exprun,crun,runc'
+RUNTIMES='exprun,exprun-bundle,crun,runc'
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd -P)
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
-usage() { sed -n '5,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '7,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -54,7 +57,7 @@ IFS=, read -r -a WANT <<<"$RUNTIMES"
 [ ${#WANT[@]} -gt 0 ] || die "--runtimes is empty"
 want() { local r; for r in "${WANT[@]}"; do [ "$r" = "$1" ] && return 0; done; return 1; }
 for r in "${WANT[@]}"; do
-    case $r in exprun|crun|runc) ;; *) die "unknown runtime in --runtimes: $r" ;; esac
+    case $r in exprun|exprun-bundle|crun|runc) ;; *) die "unknown runtime in --runtimes: $r" ;; esac
 done
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (runc, crun and exprun run need it)"
@@ -107,7 +110,7 @@ fix_hugetlb() {
 fix_hugetlb
 
 # -------------------------------------------------------------- exprun ----
-if want exprun; then
+if want exprun || want exprun-bundle; then
     if [ -n "${EXPRUN_BIN:-}" ]; then
         log "using EXPRUN_BIN=$EXPRUN_BIN (not building)"
     else
@@ -158,7 +161,12 @@ cleanup() {
                 "$rt" --root "$TMP/$rt-state" delete -f "$id" >/dev/null 2>&1
             done
         done
-        # exprun: runs whose exprun was killed (mounts, cgroups, state dir).
+        # exprun: bundle containers left by a killed run -b, then runs whose
+        # exprun was killed (mounts, cgroups, state dir).
+        for id in $("${EXPRUN_BIN:-exprun}" --root "$TMP/root" list -q 2>/dev/null); do
+            log "cleanup: exprun delete -f $id"
+            "${EXPRUN_BIN:-exprun}" --root "$TMP/root" delete -f "$id" >/dev/null 2>&1
+        done
         if [ -n "$(ls -A "$TMP/root/containers" 2>/dev/null)" ]; then
             log "cleanup: exprun gc for leftover containers in $TMP/root"
             "${EXPRUN_BIN:-exprun}" --root "$TMP/root" gc >/dev/null 2>&1
@@ -208,8 +216,8 @@ if want exprun; then
         die "exprun image import failed"
 fi
 
-if want runc || want crun; then
-    log "bundle for runc/crun: skopeo copy (gzip) + umoci unpack"
+if want runc || want crun || want exprun-bundle; then
+    log "bundle for runc/crun/exprun -b: skopeo copy (gzip) + umoci unpack"
     skopeo copy "oci:$IMAGE_DIR:latest" "oci:$TMP/gz:latest" \
         --dest-compress --dest-compress-format gzip >/dev/null ||
         die "skopeo copy failed"
@@ -236,7 +244,7 @@ meta date "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 meta kernel "$(uname -r)"
 meta load "$(cut -d' ' -f1-3 /proc/loadavg) (1/5/15-min load average before timing)"
 meta cpu "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo) ($(nproc) CPUs)"
-if want exprun; then
+if want exprun || want exprun-bundle; then
     rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
     [ -z "$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null)" ] || rev="$rev+dirty"
     meta exprun "$("$EXPRUN_BIN" --version | head -n1) (repo $rev, $EXPRUN_BIN)"
@@ -252,6 +260,7 @@ CMDS=()
 for r in "${WANT[@]}"; do
     case $r in
         exprun) CMDS+=(--cmd exprun "$EXPRUN_BIN --root $TMP/root run busybox:latest -- /bin/true") ;;
+        exprun-bundle) CMDS+=(--cmd exprun-bundle "$EXPRUN_BIN --root $TMP/root run -b $TMP/bundle {id}") ;;
         crun) CMDS+=(--cmd crun "$(command -v crun) --root $TMP/crun-state run -b $TMP/bundle {id}") ;;
         runc) CMDS+=(--cmd runc "$(command -v runc) --root $TMP/runc-state run -b $TMP/bundle {id}") ;;
     esac

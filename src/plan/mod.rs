@@ -661,12 +661,21 @@ pub fn process_plan_from(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> 
         v.sort();
         v
     };
+    let permitted = names(caps.permitted());
+    let inheritable = names(caps.inheritable());
+    // The kernel raises an ambient capability only when it is both permitted and
+    // inheritable; runc and crun skip the others (`runc spec` writes ambient
+    // without inheritable), and so does exprun. The plan keeps what applies.
+    let ambient = names(caps.ambient())
+        .into_iter()
+        .filter(|c| permitted.contains(c) && inheritable.contains(c))
+        .collect();
     let caps = CapSets {
         bounding: names(caps.bounding()),
         effective: names(caps.effective()),
-        permitted: names(caps.permitted()),
-        inheritable: names(caps.inheritable()),
-        ambient: names(caps.ambient()),
+        permitted,
+        inheritable,
+        ambient,
     };
     for c in caps.bounding.iter().chain(&caps.effective).chain(&caps.permitted).chain(&caps.ambient) {
         if c.parse::<caps::Capability>().is_err() {
@@ -750,4 +759,28 @@ fn rlimit_number(name: &str) -> Option<u32> {
         "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ambient_capabilities_apply_only_when_permitted_and_inheritable() {
+        let process = |caps: serde_json::Value| -> oci_spec::runtime::Process {
+            serde_json::from_value(serde_json::json!({"user": {"uid": 0, "gid": 0}, "args": ["true"], "cwd": "/", "capabilities": caps}))
+                .unwrap()
+        };
+        let three = serde_json::json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+        // What `runc spec` writes: ambient without inheritable.
+        let runc_spec = process(serde_json::json!({
+            "bounding": three, "effective": three, "permitted": three, "ambient": three
+        }));
+        assert!(process_plan_from(&runc_spec).unwrap().caps.ambient.is_empty());
+        let inheritable = process(serde_json::json!({
+            "bounding": three, "effective": three, "permitted": three,
+            "inheritable": ["CAP_KILL"], "ambient": three
+        }));
+        assert_eq!(process_plan_from(&inheritable).unwrap().caps.ambient, ["CAP_KILL"]);
+    }
 }
