@@ -272,7 +272,11 @@ done
 JSON_ARGS=()
 [ -n "$JSON_OUT" ] && JSON_ARGS=(--json "$JSON_OUT")
 log "timing: $RUNS rounds warm + $RUNS rounds cold"
-REF=(); want exprun && REF=(--ref exprun)
+REFS=()
+want exprun && REFS+=(exprun)
+want exprun-bundle && REFS+=(exprun-bundle)
+REF=()
+[ ${#REFS[@]} -gt 0 ] && REF=(--ref "$(IFS=,; echo "${REFS[*]}")")
 # In the background and waited for, so that a signal to this script runs the
 # cleanup trap at once (the trap stops the driver first).
 python3 "$SCRIPT_DIR/bench_driver.py" --runs "$RUNS" "${REF[@]}" --scratch "$TMP" \

@@ -30,15 +30,16 @@ wrapper's own floor (a fork+exec of /bin/true through it) is printed. The
 raw wait4 values of the timed runs are kept in the JSON output.
 
 Usage (bench.sh builds this command line):
-  bench_driver.py --runs N [--warmup W] [--sleep S] [--ref NAME]
+  bench_driver.py --runs N [--warmup W] [--sleep S] [--ref NAME[,NAME...]]
                   [--rss-wrapper /usr/bin/time] [--rss-runs K]
                   [--json FILE] [--meta KEY=VALUE]...
                   --cmd NAME 'ARGV...' [--cmd NAME 'ARGV...']...
 
 ARGV is split with shlex; every "{id}" in it is replaced by a container id
 unique to the run (ID_PREFIX-NAME-MODE-ROUND). The first argument must be
-an absolute path or a name found on PATH. --ref names the runtime whose
-ratios against every other runtime are reported (default: the first).
+an absolute path or a name found on PATH. --ref names the runtimes whose
+ratios against every other (non-reference) runtime are reported (default:
+the first).
 """
 
 import argparse
@@ -65,7 +66,8 @@ def parse_args(argv):
     p.add_argument("--sleep", type=float, default=0.3,
                    help="idle seconds before each cold run")
     p.add_argument("--id-prefix", default="exbench-%d" % os.getpid())
-    p.add_argument("--ref", default=None)
+    p.add_argument("--ref", default=None,
+                   help="comma-separated names to give ratios for against every other name")
     p.add_argument("--json", dest="json_out", default=None)
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--cmd", nargs=2, action="append", required=True,
@@ -85,10 +87,10 @@ def parse_args(argv):
     names = [n for n, _ in a.cmd]
     if len(set(names)) != len(names):
         p.error("duplicate --cmd name")
-    if a.ref is None:
-        a.ref = names[0]
-    if a.ref not in names:
-        p.error("--ref %s is not one of the --cmd names" % a.ref)
+    a.refs = a.ref.split(",") if a.ref else [names[0]]
+    for ref in a.refs:
+        if ref not in names:
+            p.error("--ref %s is not one of the --cmd names" % ref)
     return a
 
 
@@ -259,7 +261,7 @@ def deciles(xs):
     return q[0], q[8]
 
 
-def summarize(samples, names, ref, rss_samples=None):
+def summarize(samples, names, refs, rss_samples=None):
     out = {"runtimes": {}, "ratios": {}}
     for n in names:
         wall = [x / 1e6 for x in samples[n]["wall_ns"]]
@@ -285,9 +287,7 @@ def summarize(samples, names, ref, rss_samples=None):
             out["runtimes"][n]["peak_rss_source"] = "rss rounds through the wrapper"
             out["runtimes"][n]["maxrss_kib_wrapper"] = rss_samples[n]["maxrss_kib"]
     r = out["runtimes"]
-    for other in names:
-        if other == ref:
-            continue
+    for ref, other in [(ref, o) for ref in refs for o in names if o not in refs]:
         paired = [a / b for a, b in zip(samples[ref]["wall_ns"], samples[other]["wall_ns"])]
         paired_cpu = [a / b for a, b in zip(samples[ref]["cpu_ns"], samples[other]["cpu_ns"]) if b > 0]
         out["ratios"]["%s/%s" % (ref, other)] = {
@@ -298,24 +298,26 @@ def summarize(samples, names, ref, rss_samples=None):
     return out
 
 
-def fmt_table(mode, title, summary, names, ref):
+def fmt_table(title, summary, names):
     lines = ["", "== %s ==" % title]
-    hdr = "%-8s %10s %17s %9s %12s %14s" % (
-        "runtime", "median ms", "p10 - p90 ms", "mean ms", "cpu ms (med)", "peak RSS MiB")
+    w = max([8] + [len(n) for n in names])
+    rw = max([16] + [len(k) for k in summary["ratios"]])
+    hdr = "%-*s %10s %17s %9s %12s %14s" % (
+        w, "runtime", "median ms", "p10 - p90 ms", "mean ms", "cpu ms (med)", "peak RSS MiB")
     lines.append(hdr)
     lines.append("-" * len(hdr))
     for n in names:
         s = summary["runtimes"][n]
-        lines.append("%-8s %10.2f %17s %9.2f %12.2f %14.1f" % (
-            n, s["median_ms"], "%.2f - %.2f" % (s["p10_ms"], s["p90_ms"]),
+        lines.append("%-*s %10.2f %17s %9.2f %12.2f %14.1f" % (
+            w, n, s["median_ms"], "%.2f - %.2f" % (s["p10_ms"], s["p90_ms"]),
             s["mean_ms"], s["cpu_median_ms"], s["peak_rss_mib"]))
     if summary["ratios"]:
         lines.append("")
-        lines.append("%-16s %12s %12s %16s" % (
-            "ratio", "of medians", "paired", "paired cpu time"))
+        lines.append("%-*s %12s %12s %16s" % (
+            rw, "ratio", "of medians", "paired", "paired cpu time"))
         for key, v in summary["ratios"].items():
             pc = "%.2f" % v["paired_cpu_median"] if v["paired_cpu_median"] is not None else "-"
-            lines.append("%-16s %12.2f %12.2f %16s" % (key, v["of_medians"], v["paired_median"], pc))
+            lines.append("%-*s %12.2f %12.2f %16s" % (rw, key, v["of_medians"], v["paired_median"], pc))
     return "\n".join(lines)
 
 
@@ -349,7 +351,7 @@ def main(argv):
             if a.rss_wrapper and a.rss_runs > 0:
                 rss, _ = run_mode(runner, names, mode, a.rss_runs, sleep_s, progress,
                                   tag=mode + "-rss", rss_wrapper=a.rss_wrapper)
-            results[mode] = summarize(samples, names, a.ref, rss)
+            results[mode] = summarize(samples, names, a.refs, rss)
             results[mode]["orders"] = [" ".join(o) for o in orders]
     except RunFailed as e:
         if progress:
@@ -367,11 +369,11 @@ def main(argv):
                 % (a.sleep, a.runs),
     }
     for mode in MODES:
-        print(fmt_table(mode, titles[mode], results[mode], names, a.ref))
+        print(fmt_table(titles[mode], results[mode], names))
     print("")
     print("median/p10/p90/mean: wall time from posix_spawn to wait4; cpu: user+sys of the")
-    print("waited-for tree (median); paired: median over rounds of %s_time / other_time" % a.ref)
-    print("in the same round.")
+    print("waited-for tree (median); paired: median over rounds of A_time / B_time for")
+    print("ratio A/B, in the same round.")
     if a.rss_wrapper and a.rss_runs > 0:
         print("peak RSS: max ru_maxrss (largest single process of the runtime's tree) over %d"
               % a.rss_runs)
@@ -392,7 +394,7 @@ def main(argv):
             "params": {"runs": a.runs, "warmup_rounds": a.warmup, "cold_sleep_s": a.sleep,
                        "rss_wrapper": a.rss_wrapper, "rss_rounds": a.rss_runs,
                        "rss_wrapper_floor_kib": floor_kib,
-                       "reference": a.ref, "id_prefix": a.id_prefix,
+                       "references": a.refs, "id_prefix": a.id_prefix,
                        "commands": {n: runner.argv_for(n, "{id}") for n in names}},
             "modes": results,
             "driver_seconds": elapsed,
