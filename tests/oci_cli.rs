@@ -10,21 +10,15 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::bundle::{bundle, oci, parent_cgroup, remove_parent_cgroups, serial, status_of};
-use common::{privileged, TestRoot};
+use common::bundle::{bundle, oci, parent_cgroup, remove_parent_cgroups, shim, status_of};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
 #[test]
 fn create_start_state_kill_delete_like_the_runc_shim() {
-    if !privileged("create_start_state_kill_delete_like_the_runc_shim") {
-        return;
-    }
-    let _serial = serial();
-    nix::sys::prctl::set_child_subreaper(true).unwrap();
-    let r = TestRoot::new();
-    let work = tempfile::tempdir().unwrap();
-    let b = bundle(work.path(), &["sh", "-c", "echo hello from init; read x; exit 3"]);
+    let Some(t) = shim("create_start_state_kill_delete_like_the_runc_shim") else { return };
+    let (r, work) = (&t.r, t.work.path());
+    let b = bundle(work, &["sh", "-c", "echo hello from init; read x; exit 3"]);
     let log = b.join("log.json");
     let pid_file = b.join("init.pid");
 
@@ -46,7 +40,7 @@ fn create_start_state_kill_delete_like_the_runc_shim() {
     let pid_text = std::fs::read_to_string(&pid_file).unwrap();
     assert!(!pid_text.ends_with('\n'), "the pid file must not end in a newline");
     let pid: i32 = pid_text.parse().unwrap();
-    let st = status_of(&r, &log, "c1");
+    let st = status_of(r, &log, "c1");
     assert_eq!(st["status"], "created");
     assert_eq!(st["pid"], pid);
     assert_eq!(st["ociVersion"], "1.2.0");
@@ -54,41 +48,41 @@ fn create_start_state_kill_delete_like_the_runc_shim() {
     assert_eq!(st["annotations"]["io.kubernetes.cri.container-name"], "worker");
 
     // start releases init; its output arrives on the pipe create was given.
-    let (code, _, err) = oci(&r, &log, &["start", "c1"]);
+    let (code, _, err) = oci(r, &log, &["start", "c1"]);
     assert_eq!(code, 0, "{err}");
     let mut line = [0u8; 16];
     init_stdout.read_exact(&mut line).unwrap();
     assert_eq!(&line, b"hello from init\n");
-    assert_eq!(status_of(&r, &log, "c1")["status"], "running");
-    let (code, _, err) = oci(&r, &log, &["start", "c1"]);
+    assert_eq!(status_of(r, &log, "c1")["status"], "running");
+    let (code, _, err) = oci(r, &log, &["start", "c1"]);
     assert_ne!(code, 0);
     assert!(err.contains("running"), "{err}");
-    let (code, _, _) = oci(&r, &log, &["delete", "c1"]);
+    let (code, _, _) = oci(r, &log, &["delete", "c1"]);
     assert_ne!(code, 0, "a running container needs --force");
 
     // The command ends; this process reaps it, as the shim does.
     std::io::Write::write_all(&mut init_stdin, b"go\n").unwrap();
     assert_eq!(waitpid(Pid::from_raw(pid), None).unwrap(), WaitStatus::Exited(Pid::from_raw(pid), 3));
-    let st = status_of(&r, &log, "c1");
+    let st = status_of(r, &log, "c1");
     assert_eq!(st["status"], "stopped");
     assert_eq!(st["pid"], 0);
-    let (code, _, err) = oci(&r, &log, &["kill", "c1", "9"]);
+    let (code, _, err) = oci(r, &log, &["kill", "c1", "9"]);
     assert_ne!(code, 0);
     assert!(err.contains("container not running"), "{err}");
     assert_eq!(
-        oci(&r, &log, &["kill", "--all", "c1", "KILL"]).0,
+        oci(r, &log, &["kill", "--all", "c1", "KILL"]).0,
         0,
         "kill --all of a stopped container succeeds"
     );
-    assert_eq!(oci(&r, &log, &["delete", "c1"]).0, 0);
-    let (code, _, _) = oci(&r, &log, &["delete", "c1"]);
+    assert_eq!(oci(r, &log, &["delete", "c1"]).0, 0);
+    let (code, _, _) = oci(r, &log, &["delete", "c1"]);
     assert_ne!(code, 0);
     let last = std::fs::read_to_string(&log).unwrap().lines().last().unwrap().to_string();
     let last: serde_json::Value = serde_json::from_str(&last).unwrap();
     assert_eq!(last["level"], "error");
     assert!(last["msg"].as_str().unwrap().contains("does not exist"), "{last}");
     assert_eq!(
-        oci(&r, &log, &["delete", "--force", "c1"]).0,
+        oci(r, &log, &["delete", "--force", "c1"]).0,
         0,
         "delete --force of a missing container succeeds"
     );
@@ -107,14 +101,9 @@ fn create_start_state_kill_delete_like_the_runc_shim() {
 
 #[test]
 fn created_and_running_containers_can_be_killed_and_deleted() {
-    if !privileged("created_and_running_containers_can_be_killed_and_deleted") {
-        return;
-    }
-    let _serial = serial();
-    nix::sys::prctl::set_child_subreaper(true).unwrap();
-    let r = TestRoot::new();
-    let work = tempfile::tempdir().unwrap();
-    let b = bundle(work.path(), &["sleep", "60"]);
+    let Some(t) = shim("created_and_running_containers_can_be_killed_and_deleted") else { return };
+    let (r, work) = (&t.r, t.work.path());
+    let b = bundle(work, &["sleep", "60"]);
     let log = b.join("log.json");
     let create = |id: &str| {
         let pid_file = b.join(format!("{id}.pid"));
@@ -130,40 +119,35 @@ fn created_and_running_containers_can_be_killed_and_deleted() {
 
     // Deleting a created (never started) container ends its init.
     let pid = create("never-started");
-    assert_eq!(oci(&r, &log, &["delete", "never-started"]).0, 0);
+    assert_eq!(oci(r, &log, &["delete", "never-started"]).0, 0);
     assert!(matches!(waitpid(pid, None).unwrap(), WaitStatus::Signaled(_, nix::sys::signal::SIGKILL, _)));
 
     // kill by name reaches a running init; delete --force cleans up after it.
     let pid = create("runner");
-    assert_eq!(oci(&r, &log, &["start", "runner"]).0, 0);
-    let (code, out, _) = oci(&r, &log, &["list", "--format", "json"]);
+    assert_eq!(oci(r, &log, &["start", "runner"]).0, 0);
+    let (code, out, _) = oci(r, &log, &["list", "--format", "json"]);
     assert_eq!(code, 0);
     assert!(out.contains("\"runner\""), "{out}");
-    assert_eq!(oci(&r, &log, &["kill", "runner", "KILL"]).0, 0);
+    assert_eq!(oci(r, &log, &["kill", "runner", "KILL"]).0, 0);
     assert!(matches!(waitpid(pid, None).unwrap(), WaitStatus::Signaled(_, nix::sys::signal::SIGKILL, _)));
-    assert_eq!(oci(&r, &log, &["delete", "--force", "runner"]).0, 0);
+    assert_eq!(oci(r, &log, &["delete", "--force", "runner"]).0, 0);
 
     // A missing command fails create, and leaves nothing.
-    let b2 = bundle(&work.path().join("missing"), &["/no/such/command"]);
+    let b2 = bundle(&work.join("missing"), &["/no/such/command"]);
     let out =
         r.command(&["create", "-b", b2.to_str().unwrap(), "missing"]).stdin(Stdio::null()).output().unwrap();
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/command"));
-    assert_eq!(oci(&r, &log, &["state", "missing"]).0, 125);
+    assert_eq!(oci(r, &log, &["state", "missing"]).0, 125);
     r.assert_no_leftovers();
     remove_parent_cgroups();
 }
 
 #[test]
 fn a_container_joins_its_pods_namespaces_by_path() {
-    if !privileged("a_container_joins_its_pods_namespaces_by_path") {
-        return;
-    }
-    let _serial = serial();
-    nix::sys::prctl::set_child_subreaper(true).unwrap();
-    let r = TestRoot::new();
-    let work = tempfile::tempdir().unwrap();
-    let log = work.path().join("log.json");
+    let Some(t) = shim("a_container_joins_its_pods_namespaces_by_path") else { return };
+    let (r, work) = (&t.r, t.work.path());
+    let log = work.join("log.json");
     let create = |b: &Path, id: &str, stdout: Stdio| {
         let pid_file = b.join("init.pid");
         let mut child = r
@@ -178,18 +162,18 @@ fn a_container_joins_its_pods_namespaces_by_path() {
     };
 
     // The pod sandbox: its own namespaces and hostname.
-    let sb = bundle(&work.path().join("sandbox"), &["sleep", "60"]);
+    let sb = bundle(&work.join("sandbox"), &["sleep", "60"]);
     let mut cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(sb.join("config.json")).unwrap()).unwrap();
     cfg["hostname"] = serde_json::json!("pod1");
     std::fs::write(sb.join("config.json"), cfg.to_string()).unwrap();
     let (sandbox, _) = create(&sb, "sandbox", Stdio::null());
-    assert_eq!(oci(&r, &log, &["start", "sandbox"]).0, 0);
+    assert_eq!(oci(r, &log, &["start", "sandbox"]).0, 0);
 
     // A container that joins the sandbox's pid, network, ipc and uts namespaces.
     let script =
         "hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; ps -o comm | grep -c sleep";
-    let cb = bundle(&work.path().join("app"), &["sh", "-c", script]);
+    let cb = bundle(&work.join("app"), &["sh", "-c", script]);
     let mut cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(cb.join("config.json")).unwrap()).unwrap();
     let ns = |t: &str| format!("/proc/{sandbox}/ns/{t}");
@@ -204,7 +188,7 @@ fn a_container_joins_its_pods_namespaces_by_path() {
     cfg.as_object_mut().unwrap().remove("hostname");
     std::fs::write(cb.join("config.json"), cfg.to_string()).unwrap();
     let (app, out) = create(&cb, "app", Stdio::piped());
-    assert_eq!(oci(&r, &log, &["start", "app"]).0, 0);
+    assert_eq!(oci(r, &log, &["start", "app"]).0, 0);
     let mut text = String::new();
     out.unwrap().read_to_string(&mut text).unwrap();
     assert_eq!(waitpid(app, None).unwrap(), WaitStatus::Exited(app, 0));
@@ -215,24 +199,19 @@ fn a_container_joins_its_pods_namespaces_by_path() {
     assert_eq!(lines[2], host_link("ipc"));
     assert_eq!(lines[3], "1", "the sandbox's sleep is visible in the shared pid namespace: {text}");
 
-    assert_eq!(oci(&r, &log, &["delete", "app"]).0, 0);
-    assert_eq!(oci(&r, &log, &["kill", "sandbox", "KILL"]).0, 0);
+    assert_eq!(oci(r, &log, &["delete", "app"]).0, 0);
+    assert_eq!(oci(r, &log, &["kill", "sandbox", "KILL"]).0, 0);
     waitpid(sandbox, None).unwrap();
-    assert_eq!(oci(&r, &log, &["delete", "sandbox"]).0, 0);
+    assert_eq!(oci(r, &log, &["delete", "sandbox"]).0, 0);
     r.assert_no_leftovers();
     remove_parent_cgroups();
 }
 
 #[test]
 fn exec_runs_a_process_inside_a_running_container() {
-    if !privileged("exec_runs_a_process_inside_a_running_container") {
-        return;
-    }
-    let _serial = serial();
-    nix::sys::prctl::set_child_subreaper(true).unwrap();
-    let r = TestRoot::new();
-    let work = tempfile::tempdir().unwrap();
-    let b = bundle(work.path(), &["sleep", "60"]);
+    let Some(t) = shim("exec_runs_a_process_inside_a_running_container") else { return };
+    let (r, work) = (&t.r, t.work.path());
+    let b = bundle(work, &["sleep", "60"]);
     let log = b.join("log.json");
     let pid_file = b.join("init.pid");
     let st = r
@@ -243,18 +222,18 @@ fn exec_runs_a_process_inside_a_running_container() {
         .unwrap();
     assert!(st.success());
     let init = Pid::from_raw(std::fs::read_to_string(&pid_file).unwrap().parse().unwrap());
-    assert_eq!(oci(&r, &log, &["start", "c"]).0, 0);
+    assert_eq!(oci(r, &log, &["start", "c"]).0, 0);
 
     // Foreground: in the container's pid namespace (init is pid 1 there), its
     // status comes back.
     let (code, out, err) =
-        oci(&r, &log, &["exec", "c", "sh", "-c", "echo pid=$$; ps -o comm | head -2 | tail -1; exit 7"]);
+        oci(r, &log, &["exec", "c", "sh", "-c", "echo pid=$$; ps -o comm | head -2 | tail -1; exit 7"]);
     assert_eq!(code, 7, "{err}");
     assert_eq!(out, "pid=2\nsleep\n");
 
     // Detached, from a process JSON as containerd writes it: the pid file names
     // the process, which is reparented to this (subreaper) process.
-    let proc_file = work.path().join("process.json");
+    let proc_file = work.join("process.json");
     std::fs::write(
         &proc_file,
         r#"{"args":["sh","-c","id -u; exit 4"],"cwd":"/","env":["PATH=/bin"],"user":{"uid":1000,"gid":1000},"terminal":false}"#,
@@ -280,13 +259,13 @@ fn exec_runs_a_process_inside_a_running_container() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1000\n");
 
     // A missing command fails before exec returns.
-    let (code, _, err) = oci(&r, &log, &["exec", "c", "/no/such/tool"]);
+    let (code, _, err) = oci(r, &log, &["exec", "c", "/no/such/tool"]);
     assert_ne!(code, 0);
     assert!(err.contains("/no/such/tool"), "{err}");
 
-    assert_eq!(oci(&r, &log, &["delete", "--force", "c"]).0, 0);
+    assert_eq!(oci(r, &log, &["delete", "--force", "c"]).0, 0);
     waitpid(init, None).unwrap();
-    let (code, _, err) = oci(&r, &log, &["exec", "c", "true"]);
+    let (code, _, err) = oci(r, &log, &["exec", "c", "true"]);
     assert_ne!(code, 0);
     assert!(err.contains("does not exist"), "{err}");
     r.assert_no_leftovers();
@@ -295,14 +274,9 @@ fn exec_runs_a_process_inside_a_running_container() {
 
 #[test]
 fn update_ps_sysctls_and_oom_score_adj() {
-    if !privileged("update_ps_sysctls_and_oom_score_adj") {
-        return;
-    }
-    let _serial = serial();
-    nix::sys::prctl::set_child_subreaper(true).unwrap();
-    let r = TestRoot::new();
-    let work = tempfile::tempdir().unwrap();
-    let b = bundle(work.path(), &["sleep", "60"]);
+    let Some(t) = shim("update_ps_sysctls_and_oom_score_adj") else { return };
+    let (r, work) = (&t.r, t.work.path());
+    let b = bundle(work, &["sleep", "60"]);
     let log = b.join("log.json");
     let mut cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
@@ -318,9 +292,9 @@ fn update_ps_sysctls_and_oom_score_adj() {
         .unwrap();
     assert!(st.success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
     let init: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
-    assert_eq!(oci(&r, &log, &["start", "c"]).0, 0);
+    assert_eq!(oci(r, &log, &["start", "c"]).0, 0);
     let (code, out, err) = oci(
-        &r,
+        r,
         &log,
         &[
             "exec",
@@ -334,7 +308,7 @@ fn update_ps_sysctls_and_oom_score_adj() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "1\n12345\n500\n");
 
-    let (code, out, _) = oci(&r, &log, &["ps", "--format", "json", "c"]);
+    let (code, out, _) = oci(r, &log, &["ps", "--format", "json", "c"]);
     assert_eq!(code, 0);
     let pids: Vec<i32> = serde_json::from_str(&out).unwrap();
     assert_eq!(pids, vec![init]);
@@ -355,13 +329,13 @@ fn update_ps_sysctls_and_oom_score_adj() {
     }
     assert_eq!(plan["cgroup"]["limits"]["memory_bytes"], 67108864);
 
-    assert_eq!(oci(&r, &log, &["delete", "--force", "c"]).0, 0);
+    assert_eq!(oci(r, &log, &["delete", "--force", "c"]).0, 0);
     waitpid(Pid::from_raw(init), None).unwrap();
 
     // A sysctl outside the container's namespaces is refused before anything runs.
     cfg["linux"]["sysctl"] = serde_json::json!({"kernel.pid_max": "4096"});
     std::fs::write(b.join("config.json"), cfg.to_string()).unwrap();
-    let (code, _, err) = oci(&r, &log, &["create", "-b", b.to_str().unwrap(), "bad"]);
+    let (code, _, err) = oci(r, &log, &["create", "-b", b.to_str().unwrap(), "bad"]);
     assert_ne!(code, 0);
     assert!(err.contains("kernel.pid_max") && err.contains("host"), "{err}");
     r.assert_no_leftovers();
@@ -370,14 +344,9 @@ fn update_ps_sysctls_and_oom_score_adj() {
 
 #[test]
 fn pause_and_resume_freeze_the_container() {
-    if !privileged("pause_and_resume_freeze_the_container") {
-        return;
-    }
-    let _serial = serial();
-    nix::sys::prctl::set_child_subreaper(true).unwrap();
-    let r = TestRoot::new();
-    let work = tempfile::tempdir().unwrap();
-    let b = bundle(work.path(), &["sh", "-c", "while true; do date +%s%N > /dev/shm/tick; sleep 0.05; done"]);
+    let Some(t) = shim("pause_and_resume_freeze_the_container") else { return };
+    let (r, work) = (&t.r, t.work.path());
+    let b = bundle(work, &["sh", "-c", "while true; do date +%s%N > /dev/shm/tick; sleep 0.05; done"]);
     let log = b.join("log.json");
     let pid_file = b.join("init.pid");
     let st = r
@@ -388,24 +357,24 @@ fn pause_and_resume_freeze_the_container() {
         .unwrap();
     assert!(st.success());
     let init = Pid::from_raw(std::fs::read_to_string(&pid_file).unwrap().parse().unwrap());
-    assert_eq!(oci(&r, &log, &["pause", "p"]).0, 125, "a created container cannot be paused");
-    assert_eq!(oci(&r, &log, &["start", "p"]).0, 0);
+    assert_eq!(oci(r, &log, &["pause", "p"]).0, 125, "a created container cannot be paused");
+    assert_eq!(oci(r, &log, &["start", "p"]).0, 0);
     std::thread::sleep(std::time::Duration::from_millis(200));
-    assert_eq!(oci(&r, &log, &["pause", "p"]).0, 0);
-    assert_eq!(status_of(&r, &log, "p")["status"], "paused");
+    assert_eq!(oci(r, &log, &["pause", "p"]).0, 0);
+    assert_eq!(status_of(r, &log, "p")["status"], "paused");
     // The kernel's view: the container's cgroup is frozen.
     let plan: serde_json::Value =
         serde_json::from_slice(&std::fs::read(r.path().join("containers/p/plan.json")).unwrap()).unwrap();
     if let Some(dir) = plan["cgroup"]["dirs"]["freezer"].as_str() {
         assert_eq!(std::fs::read_to_string(Path::new(dir).join("freezer.state")).unwrap().trim(), "FROZEN");
     }
-    let (code, _, _) = oci(&r, &log, &["delete", "p"]);
+    let (code, _, _) = oci(r, &log, &["delete", "p"]);
     assert_ne!(code, 0, "a paused container needs --force");
-    assert_eq!(oci(&r, &log, &["resume", "p"]).0, 0);
-    assert_eq!(status_of(&r, &log, "p")["status"], "running");
-    assert_eq!(oci(&r, &log, &["pause", "p"]).0, 0);
+    assert_eq!(oci(r, &log, &["resume", "p"]).0, 0);
+    assert_eq!(status_of(r, &log, "p")["status"], "running");
+    assert_eq!(oci(r, &log, &["pause", "p"]).0, 0);
     // delete --force of a paused container kills it (thawing it so it can die).
-    assert_eq!(oci(&r, &log, &["delete", "--force", "p"]).0, 0);
+    assert_eq!(oci(r, &log, &["delete", "--force", "p"]).0, 0);
     assert!(matches!(waitpid(init, None).unwrap(), WaitStatus::Signaled(_, nix::sys::signal::SIGKILL, _)));
     r.assert_no_leftovers();
     remove_parent_cgroups();
@@ -433,32 +402,27 @@ fn features_describes_what_is_applied_and_spec_never_overwrites() {
 
 #[test]
 fn run_bundle_supervises_in_the_foreground_or_detaches() {
-    if !privileged("run_bundle_supervises_in_the_foreground_or_detaches") {
-        return;
-    }
-    let _serial = serial();
-    nix::sys::prctl::set_child_subreaper(true).unwrap();
-    let r = TestRoot::new();
-    let work = tempfile::tempdir().unwrap();
-    let b = bundle(work.path(), &["sh", "-c", "echo out; echo err >&2; exit 7"]);
+    let Some(t) = shim("run_bundle_supervises_in_the_foreground_or_detaches") else { return };
+    let (r, work) = (&t.r, t.work.path());
+    let b = bundle(work, &["sh", "-c", "echo out; echo err >&2; exit 7"]);
     let log = b.join("log.json");
     let bs = b.to_str().unwrap();
 
     // Foreground: the command's output and exit status, and a record with both.
-    let (code, out, err) = oci(&r, &log, &["run", "--bundle", bs, "fg"]);
+    let (code, out, err) = oci(r, &log, &["run", "--bundle", bs, "fg"]);
     assert_eq!((code, out.as_str(), err.as_str()), (7, "out\n", "err\n"));
     let rec = r.last_record();
     assert_eq!((rec["run_id"].as_str(), rec["status"].as_str()), (Some("fg"), Some("exited")));
     assert_eq!(rec["exit"]["code"], 7);
     assert_eq!(rec["stdout"]["bytes"], 4);
-    assert_eq!(oci(&r, &log, &["state", "fg"]).0, 125, "the container is gone after the run");
+    assert_eq!(oci(r, &log, &["state", "fg"]).0, 125, "the container is gone after the run");
 
     // While it runs, the other verbs see it; delete --force ends it, and the
     // supervising exprun records the kill and removes it.
     let mut cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
     cfg["process"]["args"] = serde_json::json!(["sh", "-c", "echo up; read x"]);
-    let poststart = work.path().join("poststart.json");
+    let poststart = work.join("poststart.json");
     cfg["hooks"] = serde_json::json!({"poststart": [
         {"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}", poststart.display())]}
     ]});
@@ -467,20 +431,20 @@ fn run_bundle_supervises_in_the_foreground_or_detaches() {
         r.command(&["run", "-b", bs, "live"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(fg.stdout.take().unwrap()));
     assert_eq!(lines.next().unwrap().unwrap(), "up");
-    assert_eq!(status_of(&r, &log, "live")["status"], "running");
+    assert_eq!(status_of(r, &log, "live")["status"], "running");
     let hook: serde_json::Value = serde_json::from_slice(&std::fs::read(&poststart).unwrap()).unwrap();
     assert_eq!(hook["status"], "running");
-    let (code, out, _) = oci(&r, &log, &["exec", "live", "echo", "inside"]);
+    let (code, out, _) = oci(r, &log, &["exec", "live", "echo", "inside"]);
     assert_eq!((code, out.as_str()), (0, "inside\n"));
-    let (code, _, err) = oci(&r, &log, &["delete", "live"]);
+    let (code, _, err) = oci(r, &log, &["delete", "live"]);
     assert!(code != 0 && err.contains("--force"), "{err}");
-    assert_eq!(oci(&r, &log, &["delete", "--force", "live"]).0, 0);
+    assert_eq!(oci(r, &log, &["delete", "--force", "live"]).0, 0);
     assert_eq!(fg.wait().unwrap().code(), Some(137));
     let rec = r.last_record();
     assert_eq!((rec["run_id"].as_str(), rec["exit"]["code"].as_i64()), (Some("live"), Some(137)));
 
     // --detach: create and start, then return; init is the caller's to reap.
-    let pid_file = work.path().join("d.pid");
+    let pid_file = work.join("d.pid");
     let mut detached = r
         .command(&["run", "-d", "-b", bs, "--pid-file", pid_file.to_str().unwrap(), "bg"])
         .stdin(Stdio::piped())
@@ -490,13 +454,13 @@ fn run_bundle_supervises_in_the_foreground_or_detaches() {
     let _stdin = detached.stdin.take(); // held open: the command waits on `read`
     assert!(detached.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
     let init = Pid::from_raw(std::fs::read_to_string(&pid_file).unwrap().parse().unwrap());
-    assert_eq!(status_of(&r, &log, "bg")["status"], "running");
-    assert_eq!(oci(&r, &log, &["kill", "bg", "KILL"]).0, 0);
+    assert_eq!(status_of(r, &log, "bg")["status"], "running");
+    assert_eq!(oci(r, &log, &["kill", "bg", "KILL"]).0, 0);
     assert_eq!(waitpid(init, None).unwrap(), WaitStatus::Signaled(init, nix::sys::signal::SIGKILL, false));
-    assert_eq!(oci(&r, &log, &["delete", "bg"]).0, 0);
+    assert_eq!(oci(r, &log, &["delete", "bg"]).0, 0);
 
     // The image options make no sense with a bundle, and are refused by name.
-    let (code, _, err) = oci(&r, &log, &["run", "-b", bs, "--memory", "1g", "x"]);
+    let (code, _, err) = oci(r, &log, &["run", "-b", bs, "--memory", "1g", "x"]);
     assert_eq!(code, 125);
     assert!(err.contains("--memory"), "{err}");
     r.assert_no_leftovers();

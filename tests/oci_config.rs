@@ -6,23 +6,17 @@ mod common;
 
 use std::process::Stdio;
 
-use common::bundle::{bundle, oci, remove_parent_cgroups, serial};
-use common::{privileged, TestRoot};
+use common::bundle::{bundle, oci, remove_parent_cgroups, shim};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
 #[test]
 fn the_six_kinds_of_hooks_run_at_their_points_with_the_state() {
-    if !privileged("the_six_kinds_of_hooks_run_at_their_points_with_the_state") {
-        return;
-    }
-    let _serial = serial();
-    nix::sys::prctl::set_child_subreaper(true).unwrap();
-    let r = TestRoot::new();
-    let work = tempfile::tempdir().unwrap();
-    let out = work.path().join("hooks");
+    let Some(t) = shim("the_six_kinds_of_hooks_run_at_their_points_with_the_state") else { return };
+    let (r, work) = (&t.r, t.work.path());
+    let out = work.join("hooks");
     std::fs::create_dir(&out).unwrap();
-    let b = bundle(work.path(), &["sleep", "60"]);
+    let b = bundle(work, &["sleep", "60"]);
     let log = b.join("log.json");
     let mut cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
@@ -75,21 +69,21 @@ fn the_six_kinds_of_hooks_run_at_their_points_with_the_state() {
         "createContainer must run in the container's mount namespace"
     );
 
-    assert_eq!(oci(&r, &log, &["start", "h"]).0, 0);
+    assert_eq!(oci(r, &log, &["start", "h"]).0, 0);
     assert_eq!(read("poststart")["status"], "running");
     let t0 = std::time::Instant::now();
     while !out.join("startContainer.json").exists() {
         assert!(t0.elapsed() < std::time::Duration::from_secs(5), "startContainer did not run");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert_eq!(oci(&r, &log, &["delete", "--force", "h"]).0, 0);
+    assert_eq!(oci(r, &log, &["delete", "--force", "h"]).0, 0);
     waitpid(Pid::from_raw(init), None).unwrap();
     assert_eq!(read("poststop")["status"], "stopped");
 
     // A failing createRuntime hook fails create, and leaves nothing.
     cfg["hooks"] = serde_json::json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "echo refused >&2; exit 1"]}]});
     std::fs::write(b.join("config.json"), cfg.to_string()).unwrap();
-    let (code, _, err) = oci(&r, &log, &["create", "-b", b.to_str().unwrap(), "bad"]);
+    let (code, _, err) = oci(r, &log, &["create", "-b", b.to_str().unwrap(), "bad"]);
     assert_ne!(code, 0);
     assert!(err.contains("createRuntime hook") && err.contains("refused"), "{err}");
     r.assert_no_leftovers();
@@ -98,15 +92,9 @@ fn the_six_kinds_of_hooks_run_at_their_points_with_the_state() {
 
 #[test]
 fn a_seccomp_profile_applies_to_init_and_exec() {
-    if !privileged("a_seccomp_profile_applies_to_init_and_exec") {
-        return;
-    }
-    let _serial = serial();
-    nix::sys::prctl::set_child_subreaper(true).unwrap();
-    let r = TestRoot::new();
-    let work = tempfile::tempdir().unwrap();
-    let b =
-        bundle(work.path(), &["sh", "-c", "grep Seccomp: /proc/self/status; mkdir /tmp/x 2>&1; read wait"]);
+    let Some(t) = shim("a_seccomp_profile_applies_to_init_and_exec") else { return };
+    let (r, work) = (&t.r, t.work.path());
+    let b = bundle(work, &["sh", "-c", "grep Seccomp: /proc/self/status; mkdir /tmp/x 2>&1; read wait"]);
     let log = b.join("log.json");
     let mut cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
@@ -132,16 +120,16 @@ fn a_seccomp_profile_applies_to_init_and_exec() {
         let stdout = create.stdout.take().unwrap();
         assert!(create.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
         let init = Pid::from_raw(std::fs::read_to_string(&pid_file).unwrap().parse().unwrap());
-        assert_eq!(oci(&r, &log, &["start", &id]).0, 0);
+        assert_eq!(oci(r, &log, &["start", &id]).0, 0);
         let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
         assert_eq!(lines.next().unwrap().unwrap(), "Seccomp:\t2");
         assert!(lines.next().unwrap().unwrap().contains("Operation not permitted"), "mkdir was allowed");
-        let (code, out, _) = oci(&r, &log, &["exec", &id, "sh", "-c", "mkdir /tmp/y 2>&1; true"]);
+        let (code, out, _) = oci(r, &log, &["exec", &id, "sh", "-c", "mkdir /tmp/y 2>&1; true"]);
         assert_eq!(code, 0);
         assert!(out.contains("Operation not permitted"), "exec'd processes get the filter too: {out}");
         std::io::Write::write_all(&mut stdin, b"done\n").unwrap();
         assert_eq!(waitpid(init, None).unwrap(), WaitStatus::Exited(init, 0));
-        assert_eq!(oci(&r, &log, &["delete", &id]).0, 0);
+        assert_eq!(oci(r, &log, &["delete", &id]).0, 0);
     }
     let rec = r.last_record();
     assert!(rec["seccomp_digest"].as_str().unwrap().starts_with("sha256:"));
@@ -151,14 +139,10 @@ fn a_seccomp_profile_applies_to_init_and_exec() {
 
 #[test]
 fn device_nodes_are_made_and_device_rules_enforced() {
-    if !privileged("device_nodes_are_made_and_device_rules_enforced") {
-        return;
-    }
-    let _serial = serial();
-    let r = TestRoot::new();
-    let work = tempfile::tempdir().unwrap();
+    let Some(t) = shim("device_nodes_are_made_and_device_rules_enforced") else { return };
+    let (r, work) = (&t.r, t.work.path());
     let b = bundle(
-        work.path(),
+        work,
         &[
             "sh",
             "-c",
@@ -186,7 +170,7 @@ fn device_nodes_are_made_and_device_rules_enforced() {
         {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}
     ]});
     std::fs::write(b.join("config.json"), cfg.to_string()).unwrap();
-    let (code, out, err) = oci(&r, &log, &["run", "-b", b.to_str().unwrap(), "dev"]);
+    let (code, out, err) = oci(r, &log, &["run", "-b", b.to_str().unwrap(), "dev"]);
     assert_eq!(code, 0, "{err}");
     // The config denies all but null; as with runc, the usual nodes stay usable.
     let lines: Vec<&str> = out.lines().collect();
@@ -198,7 +182,7 @@ fn device_nodes_are_made_and_device_rules_enforced() {
     cfg["linux"]["devices"] =
         serde_json::json!([{"path": "/etc/shadow", "type": "c", "major": 1, "minor": 3}]);
     std::fs::write(b.join("config.json"), cfg.to_string()).unwrap();
-    let (code, _, err) = oci(&r, &log, &["create", "-b", b.to_str().unwrap(), "bad"]);
+    let (code, _, err) = oci(r, &log, &["create", "-b", b.to_str().unwrap(), "bad"]);
     assert_eq!(code, 125);
     assert!(err.contains("linux.devices[0].path"), "{err}");
     r.assert_no_leftovers();

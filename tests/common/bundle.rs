@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use nix::unistd::Pid;
 
-use super::TestRoot;
+use super::{privileged, TestRoot};
 
 /// The tests reap grandchildren: run them one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -117,4 +117,24 @@ pub fn status_of(r: &TestRoot, log: &Path, id: &str) -> serde_json::Value {
     let (code, out, err) = oci(r, log, &["state", id]);
     assert_eq!(code, 0, "{err}");
     serde_json::from_str(&out).unwrap()
+}
+
+/// What every bundle test starts from: the lock, this process as the
+/// containers' subreaper (as the shim is), a private root and a work dir.
+pub struct Shim {
+    /// The state root.
+    pub r: TestRoot,
+    /// Scratch space for bundles, logs and pid files.
+    pub work: tempfile::TempDir,
+    _serial: Serial,
+}
+
+/// Set up `test`, or `None` (after printing SKIP) when it cannot run here.
+pub fn shim(test: &str) -> Option<Shim> {
+    if !privileged(test) {
+        return None;
+    }
+    let serial = serial();
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    Some(Shim { r: TestRoot::new(), work: tempfile::tempdir().unwrap(), _serial: serial })
 }
