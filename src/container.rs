@@ -212,13 +212,13 @@ fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Resu
     })
 }
 
-/// The plan for the bundle's config.json, and its annotations.
+/// The plan for the bundle's config.json.
 fn plan_bundle(
     root: &Root,
     o: &CreateOptions<'_>,
     cgroups: &CgroupHost,
     interactive: bool,
-) -> Result<(RunPlan, BTreeMap<String, String>)> {
+) -> Result<RunPlan> {
     bundle::check_id(o.id)?;
     let state_dir = root.containers_dir().join(o.id);
     if state_dir.exists() {
@@ -233,8 +233,6 @@ fn plan_bundle(
             }
         }
     }
-    let annotations: BTreeMap<String, String> =
-        spec.annotations().clone().unwrap_or_default().into_iter().collect();
     let plan = plan::build(
         spec,
         PlanContext {
@@ -252,7 +250,7 @@ fn plan_bundle(
             cache_dir: &root.cache_dir(),
         },
     )?;
-    Ok((plan, annotations))
+    Ok(plan)
 }
 
 /// Write the pid file (without a trailing newline: containerd's shim parses the
@@ -261,7 +259,6 @@ fn write_state(
     o: &CreateOptions<'_>,
     plan: &RunPlan,
     created: &spawn::Created,
-    annotations: BTreeMap<String, String>,
     foreground: bool,
 ) -> Result<()> {
     let state = ContainerState {
@@ -272,7 +269,7 @@ fn write_state(
         rootfs: plan.rootfs.target().to_path_buf(),
         created: record::rfc3339(SystemTime::now()),
         owner: owner(),
-        annotations,
+        annotations: plan.spec.annotations().clone().unwrap_or_default().into_iter().collect(),
         foreground,
     };
     if let Some(p) = o.pid_file {
@@ -287,7 +284,7 @@ fn write_state(
 /// `exprun create`: set up the container and leave init waiting for `start`.
 pub fn create(root: &Root, o: &CreateOptions<'_>) -> Result<()> {
     let cgroups = CgroupHost::detect().map_err(plan::Error::from)?;
-    let (plan, annotations) = plan_bundle(root, o, &cgroups, false)?;
+    let plan = plan_bundle(root, o, &cgroups, false)?;
     let signals = spawn::block_signals()?;
     let container = root.create_container(&plan)?;
     let made = (|| -> Result<()> {
@@ -304,7 +301,7 @@ pub fn create(root: &Root, o: &CreateOptions<'_>) -> Result<()> {
             CreateOutcome::Ready(c) => c,
             CreateOutcome::CommandFailed(f) => return Err(Error::Command(f.message).into()),
         };
-        if let Err(e) = write_state(o, &plan, &created, annotations, false) {
+        if let Err(e) = write_state(o, &plan, &created, false) {
             created.kill();
             return Err(e);
         }
@@ -334,11 +331,8 @@ pub fn run(root: &Root, o: &CreateOptions<'_>) -> Result<crate::run::RunResult> 
     }
     let started = SystemTime::now();
     let cgroups = CgroupHost::detect().map_err(plan::Error::from)?;
-    let (plan, annotations) = plan_bundle(root, o, &cgroups, true)?;
-    let annotations = std::cell::RefCell::new(Some(annotations));
-    let on_created = |created: &spawn::Created| {
-        write_state(o, &plan, created, annotations.take().unwrap_or_default(), true)
-    };
+    let plan = plan_bundle(root, o, &cgroups, true)?;
+    let on_created = |created: &spawn::Created| write_state(o, &plan, created, true);
     let on_exec = || {
         if let Ok(c) = load(root, o.id) {
             // A failing poststart hook is reported, not fatal (runtime spec).
