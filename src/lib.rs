@@ -16,7 +16,8 @@
 //! - [`rootfs`]: overlay, mounts, /dev, pivot_root: run by the container's init.
 //! - [`seccomp`]: OCI seccomp profiles compiled with libseccomp, cached by digest.
 //! - [`hooks`]: OCI hooks (createRuntime, createContainer, startContainer, ...).
-//! - [`record`]: the run record, host facts, input/output tree digests.
+//! - [`record`]: the run record, host facts, input/output tree digests, diff, export.
+//! - [`verify`]: replay a recorded run and compare its outputs with the original.
 //! - [`log`]: `--debug` output with step timings.
 //! - [`sys`]: the raw syscalls nothing else wraps; the one home of `unsafe` besides spawn.
 //! - [`digest`]: `sha256:` digests and hashing readers and writers.
@@ -49,5 +50,6 @@ pub mod spawn;
 pub mod spec;
 pub mod state;
 pub mod sys;
+pub mod verify;
 
 pub use error::{Error, Result};

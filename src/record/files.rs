@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -26,12 +26,16 @@ pub struct FileEntry {
     /// Link target (symlinks only; never followed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// Permission bits (files and directories), so a run that depends on its
+    /// umask shows a difference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
 }
 
 /// A tree's digest and contents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TreeDigest {
-    /// sha256 over the sorted entries (kind, path, size, digest or target).
+    /// sha256 over the sorted entries (kind, path, size, mode, digest or target).
     pub digest: Digest,
     /// Number of regular files.
     pub files: u64,
@@ -62,7 +66,8 @@ pub fn digest_tree(root: &Path) -> io::Result<TreeDigest> {
         }
         let detail =
             e.digest.as_ref().map(|d| d.to_string()).or_else(|| e.target.clone()).unwrap_or_default();
-        let line = format!("{}\t{}\t{}\t{}\n", e.kind, e.path, e.size.unwrap_or(0), detail);
+        let mode = e.mode.map(|m| format!("{m:04o}")).unwrap_or_default();
+        let line = format!("{}\t{}\t{}\t{mode}\t{}\n", e.kind, e.path, e.size.unwrap_or(0), detail);
         h.update(line.as_bytes());
     }
     Ok(TreeDigest { digest: h.finish().0, files, bytes, entries })
@@ -84,7 +89,11 @@ fn walk(dir: &Path, rel: PathBuf, out: &mut Vec<FileEntry>) -> io::Result<()> {
 
 fn entry(path: &Path, rel: String, meta: &fs::Metadata) -> io::Result<FileEntry> {
     let ft = meta.file_type();
-    let mut e = FileEntry { path: rel, kind: "other".into(), size: None, digest: None, target: None };
+    let mut e =
+        FileEntry { path: rel, kind: "other".into(), size: None, digest: None, target: None, mode: None };
+    if ft.is_file() || ft.is_dir() {
+        e.mode = Some(meta.permissions().mode() & 0o7777);
+    }
     if ft.is_file() {
         let (d, n) = Digest::of_file(path)?;
         e.kind = "file".into();
@@ -122,6 +131,12 @@ mod tests {
             da.entries.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
             ["link", "sub", "sub/x.csv", "top"]
         );
+        fs::set_permissions(b.path().join("top"), fs::Permissions::from_mode(0o600)).unwrap();
+        let mode_changed = digest_tree(b.path()).unwrap();
+        assert_ne!(da.digest, mode_changed.digest, "a mode change shows");
+        fs::set_permissions(b.path().join("top"), fs::Permissions::from_mode(da.entries[3].mode.unwrap()))
+            .unwrap();
+        assert_eq!(da, digest_tree(b.path()).unwrap());
         fs::write(b.path().join("sub/x.csv"), "1,3\n").unwrap();
         assert_ne!(da.digest, digest_tree(b.path()).unwrap().digest);
     }

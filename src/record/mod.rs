@@ -5,6 +5,8 @@
 //! env and in the recorded command line, so records can be shared and a changed
 //! secret still shows as a difference.
 
+pub mod diff;
+pub mod export;
 pub mod files;
 pub mod host;
 

@@ -1,0 +1,1 @@
+//! `exprun runs diff`: what differs between two run records, context and outputs.

@@ -1,0 +1,1 @@
+//! Export of a run record as an RO-Crate Process Run Crate and as an in-toto Statement.

@@ -1,0 +1,1 @@
+//! Comparing a replay's outputs with the original run's: bit-exact first, then declared numeric tolerances.
