@@ -248,6 +248,8 @@ fn plan_bundle(
             outputs: Vec::new(),
             keep: false,
             cache_dir: &root.cache_dir(),
+            cpu_affinity: Vec::new(),
+            request: None,
         },
     )?;
     Ok(plan)
@@ -353,6 +355,7 @@ pub fn run(root: &Root, o: &CreateOptions<'_>) -> Result<crate::run::RunResult> 
             store_lock: None,
             on_created: Some(&on_created),
             on_exec: Some(&on_exec),
+            quiet: false,
         },
     )?;
     let state = crate::hooks::state_json(

@@ -27,7 +27,7 @@ use crate::plan::{self, PlanContext, RunPlan, Source};
 use crate::record::files::digest_tree;
 use crate::record::{self, DataRecord, RunRecord};
 use crate::spawn::{self, CreateOutcome};
-use crate::spec::{self, options::RunOptions, SpecContext};
+use crate::spec::{self, options::RunOptions, pins::Determinism, SpecContext};
 use crate::state::Root;
 
 /// What `exprun run` reports back to the CLI.
@@ -40,8 +40,37 @@ pub struct RunResult {
     pub note: Option<String>,
 }
 
+/// What `exprun replay` and `exprun verify` add to a run.
+#[derive(Default)]
+pub struct Replay<'a> {
+    /// The recorded run this one replays.
+    pub of: Option<String>,
+    /// Its deterministic profile, used as recorded instead of decided again.
+    pub pins: Option<&'a Determinism>,
+    /// `verify --vary`: the variation's name, and its change to the spec and to
+    /// the CPUs the command is bound to.
+    pub variation: Option<(&'a str, &'a Vary<'a>)>,
+    /// The inputs, already digested (replay digests them to check for drift).
+    pub inputs: Option<Vec<DataRecord>>,
+    /// Do not copy the container's output to exprun's stdout and stderr.
+    pub quiet: bool,
+}
+
+/// A change to a run's spec and CPU binding (`verify --vary`).
+pub type Vary<'a> = dyn Fn(&mut oci_spec::runtime::Spec, &mut Vec<usize>) + 'a;
+
 /// Run one experiment described by `opts`. `command_line` is exprun's own argv.
 pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<RunResult> {
+    run_with(root, opts, command_line, Replay::default())
+}
+
+/// [`run`], for a replay of a recorded run when `replay` says so.
+pub fn run_with(
+    root: &Root,
+    opts: &RunOptions,
+    command_line: Vec<String>,
+    replay: Replay<'_>,
+) -> Result<RunResult> {
     let created = SystemTime::now();
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::Usage(
@@ -62,19 +91,26 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
     let layer_dirs: Vec<PathBuf> = image.layers.iter().map(|l| store.layer_dir(&l.diff_id)).collect();
     log::debug(|| format!("step 2: resolved {} to {}", opts.image, image.manifest_digest));
 
-    // 3.
+    // 3. The spec, with the deterministic profile decided (or, for a replay, as
+    //    recorded); a variation changes the spec last.
     let id = crate::fsutil::random_hex(16);
     let state_dir = root.containers_dir().join(&id);
     let host_rlimits = spec::caller_rlimits();
-    let spec = spec::from_image(
+    let (mut spec, determinism) = spec::from_image(
         opts,
         &SpecContext {
             image: &image,
             layer_dirs: &layer_dirs,
             state_dir: &state_dir,
             host_rlimits: &host_rlimits,
+            host_cpus: crate::record::host::cpus_online(),
+            pins: replay.pins,
         },
     )?;
+    let mut cpus = determinism.cpuset();
+    if let Some((_, vary)) = replay.variation {
+        vary(&mut spec, &mut cpus);
+    }
 
     log::debug(|| "step 3: runtime spec built".into());
 
@@ -95,6 +131,13 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
             outputs: opts.outputs.clone(),
             keep: opts.keep,
             cache_dir: &root.cache_dir(),
+            cpu_affinity: cpus,
+            request: Some(plan::Request {
+                options: opts.clone(),
+                determinism,
+                replay_of: replay.of.clone(),
+                variation: replay.variation.map(|(name, _)| name.to_string()),
+            }),
         },
     )?;
 
@@ -103,8 +146,8 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
     // 5. Inputs are digested before the run exists, so a failure here leaves
     //    nothing; missing output directories are made (and stay: they are the
     //    user's, like the files the run will write there).
-    let mut inputs = Vec::new();
-    for m in &plan.inputs {
+    let mut inputs = replay.inputs.unwrap_or_default();
+    for m in plan.inputs.iter().skip(inputs.len()) {
         let tree = digest_tree(&m.source).map_err(|source| plan::Error::Source {
             option: format!("--input {}", m.destination.display()),
             path: m.source.clone(),
@@ -136,6 +179,7 @@ pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<
             store_lock: Some(store_lock),
             on_created: None,
             on_exec: None,
+            quiet: replay.quiet,
         },
     )
 }
@@ -159,6 +203,8 @@ pub struct Planned<'a> {
     pub on_created: Option<&'a OnCreated<'a>>,
     /// Called once the command has been exec'd (`run --bundle`'s poststart hooks).
     pub on_exec: Option<&'a dyn Fn()>,
+    /// Do not copy the container's output to exprun's own (`verify`).
+    pub quiet: bool,
 }
 
 /// Steps 6–10 for a planned run, whatever its source: a foreground container,
@@ -187,7 +233,7 @@ pub fn run_planned(root: &Root, plan: &RunPlan, mut p: Planned<'_>) -> Result<Ru
     let exprun = record::exprun_info(&root.cache_dir());
     let mut rec = RunRecord::new(plan, p.created, exprun, record::host::facts(p.cgroups));
     rec.inputs = std::mem::take(&mut p.inputs);
-    let result = execute(plan, &mut rec, &signals, &p);
+    let result = execute(plan, &mut rec, &signals, &p, &root.runs_dir());
 
     // 10. Whatever happened, the record is written and the run directory removed.
     let keep_upper = plan.keep.then(|| root.runs_dir().join(&plan.id).join("upper"));
@@ -209,6 +255,7 @@ fn execute(
     rec: &mut RunRecord,
     signals: &SignalFd,
     p: &Planned<'_>,
+    runs_dir: &std::path::Path,
 ) -> Result<(i32, Option<String>)> {
     // 8. The create half.
     let (parent_io, child_io) = spawn::stdio::prepare(plan.process.terminal, plan.interactive)
@@ -231,7 +278,9 @@ fn execute(
 
     // 9. The start half and the wait.
     let raw = plan.process.terminal.then(spawn::stdio::RawMode::enable);
-    let waited = spawn::wait::foreground(&created, parent_io, signals, p.on_exec);
+    // The output's first bytes are kept with the record, for `verify`'s diffs.
+    let sink = spawn::wait::Sink { keep_in: Some(runs_dir.join(&plan.id)), quiet: p.quiet };
+    let waited = spawn::wait::foreground(&created, parent_io, signals, &sink, p.on_exec);
     drop(raw);
     let usage = created.cgroup.usage();
     let destroyed = created.cgroup.destroy();

@@ -84,6 +84,25 @@ pub struct RunArgs {
     /// Set a resource limit: NAME=SOFT[:HARD], e.g. nofile=1024:4096
     #[arg(long = "ulimit", value_name = "LIMIT", action = ArgAction::Append)]
     ulimit: Vec<String>,
+    /// Pass the caller's variables whose names match (NAME or a glob like CUDA_*);
+    /// nothing else of the caller's environment reaches the container
+    #[arg(long = "pass-env", value_name = "NAME|GLOB", action = ArgAction::Append)]
+    pass_env: Vec<String>,
+    /// Remove a pin of the deterministic profile: tz, locale, source-date-epoch,
+    /// threads, pythonhashseed, cublas, or all
+    #[arg(long = "unpin", value_name = "PIN", action = ArgAction::Append)]
+    unpin: Vec<String>,
+    /// File mode creation mask of the command, octal [default: 022]
+    #[arg(long, value_name = "MODE")]
+    umask: Option<String>,
+    /// Address-space layout randomisation: on (the kernel's default) or off (fixed
+    /// addresses, for programs whose results depend on them)
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
+    aslr: String,
+    /// Bind the command to these CPUs, e.g. 0-3,6; the thread-count variables
+    /// (OMP_NUM_THREADS, ...) follow
+    #[arg(long = "cpuset-cpus", value_name = "LIST")]
+    cpuset_cpus: Option<String>,
     /// Parent cgroup, as a path inside the cgroup hierarchy [default: exprun's own cgroup]
     #[arg(long = "cgroup-parent", value_name = "PATH")]
     cgroup_parent: Option<String>,
@@ -96,7 +115,8 @@ pub struct RunArgs {
         conflicts_with_all = [
             "env", "env_file", "workdir", "user", "hostname", "volume", "input", "output", "tmpfs",
             "memory", "cpus", "pids_limit", "name", "keep", "read_only", "tty", "interactive",
-            "entrypoint", "cap_add", "cap_drop", "ulimit", "cgroup_parent", "command"
+            "entrypoint", "cap_add", "cap_drop", "ulimit", "cgroup_parent", "command", "pass_env",
+            "unpin", "umask", "aslr", "cpuset_cpus"
         ]
     )]
     bundle: Option<PathBuf>,
@@ -129,7 +149,9 @@ impl RunArgs {
         let cwd = std::env::current_dir()
             .map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
         let lookup = |n: &str| std::env::var(n).ok();
-        let mut env = Vec::new();
+        let caller: Vec<(String, String)> = std::env::vars().collect();
+        let mut env = o::pass_env(&self.pass_env, &caller)?;
+        let passed_env = env.iter().map(|(k, _)| k.clone()).collect();
         for f in &self.env_file {
             let text = std::fs::read_to_string(f)
                 .map_err(|source| crate::spec::Error::EnvFileRead { path: f.clone(), source })?;
@@ -200,6 +222,16 @@ impl RunArgs {
                 .collect::<Result<_, _>>()?,
             ulimits: self.ulimit.iter().map(|u| o::parse_ulimit(u)).collect::<Result<_, _>>()?,
             cgroup_parent: self.cgroup_parent,
+            pass_env: self.pass_env,
+            passed_env,
+            unpin: self.unpin,
+            umask: self.umask.map(|u| o::parse_umask(&u)).transpose()?,
+            aslr: self.aslr == "on",
+            cpuset: self
+                .cpuset_cpus
+                .map(|c| o::parse_cpuset_option(&c, &crate::record::host::allowed_cpus()))
+                .transpose()?
+                .unwrap_or_default(),
         })
     }
 }

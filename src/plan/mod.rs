@@ -207,6 +207,12 @@ pub struct ProcessPlan {
     /// /proc/self/oom_score_adj.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oom_score_adj: Option<i32>,
+    /// personality(2) persona, from `linux.personality` (e.g. ADDR_NO_RANDOMIZE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personality: Option<u64>,
+    /// CPUs the command is bound to (`--cpuset-cpus`); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpu_affinity: Vec<usize>,
 }
 
 /// Everything about one run that the spawn and the record need.
@@ -278,6 +284,9 @@ pub struct RunPlan {
     pub seccomp: Option<crate::seccomp::Filter>,
     /// Files init writes into the run directory before mounting: (name, content).
     pub files: Vec<(String, String)>,
+    /// How `exprun run` was asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Request>,
 }
 
 /// What [`build`] needs besides the spec.
@@ -306,6 +315,25 @@ pub struct PlanContext<'a> {
     pub keep: bool,
     /// Where compiled seccomp programs are cached.
     pub cache_dir: &'a Path,
+    /// CPUs to bind the command to (`--cpuset-cpus`).
+    pub cpu_affinity: Vec<usize>,
+    /// How `exprun run` was asked for the run (none for a bundle).
+    pub request: Option<Request>,
+}
+
+/// How `exprun run` was asked for a run: what replay needs to ask again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// The options, normalised.
+    pub options: crate::spec::options::RunOptions,
+    /// The deterministic profile as decided.
+    pub determinism: crate::spec::pins::Determinism,
+    /// The run this one replays (`exprun replay`, `exprun verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<String>,
+    /// The variation this run was made under (`exprun verify --vary`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variation: Option<String>,
 }
 
 /// Where a run's root filesystem comes from.
@@ -330,8 +358,10 @@ pub const DEFAULT_DEVICES: &[&str] =
 
 /// Resolve and check `spec` into a plan.
 pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
-    let process = process_plan(&spec)?;
+    let mut process = process_plan(&spec)?;
     let linux = spec.linux().clone().unwrap_or_default();
+    process.personality = linux.personality().as_ref().map(personality).transpose()?;
+    process.cpu_affinity = ctx.cpu_affinity.clone();
 
     let mut clone_flags = 0u64;
     let mut cgroup_ns = false;
@@ -515,6 +545,7 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         outputs: ctx.outputs,
         keep: ctx.keep,
         files,
+        request: ctx.request,
         bundle: match ctx.source {
             Source::Bundle { dir } => Some(dir.to_path_buf()),
             Source::Image { .. } => None,
@@ -604,6 +635,31 @@ fn sysctls(
         }
     }
     Ok(out)
+}
+
+/// personality(2) domains (linux/personality.h).
+const PER_LINUX: u64 = 0x0000;
+const PER_LINUX32: u64 = 0x0008;
+
+/// The personality(2) persona for `linux.personality`: the LINUX or LINUX32
+/// domain, plus ADDR_NO_RANDOMIZE when listed in its flags.
+fn personality(p: &oci_spec::runtime::LinuxPersonality) -> Result<u64> {
+    use oci_spec::runtime::LinuxPersonalityDomain;
+    let mut persona = match p.domain() {
+        LinuxPersonalityDomain::PerLinux => PER_LINUX,
+        LinuxPersonalityDomain::PerLinux32 => PER_LINUX32,
+    };
+    for f in p.flags().iter().flatten() {
+        match f.as_str() {
+            "ADDR_NO_RANDOMIZE" => persona |= libc::ADDR_NO_RANDOMIZE as u64,
+            other => {
+                return Err(Error::Config(format!(
+                    "linux.personality.flags: {other:?} is not supported (only ADDR_NO_RANDOMIZE)"
+                )))
+            }
+        }
+    }
+    Ok(persona)
 }
 
 fn limits(linux: &oci_spec::runtime::Linux) -> Result<Limits> {
@@ -716,6 +772,8 @@ pub fn process_plan_from(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> 
         no_new_privs: p.no_new_privileges().unwrap_or(false),
         terminal: p.terminal().unwrap_or(false),
         oom_score_adj: p.oom_score_adj(),
+        personality: None,
+        cpu_affinity: Vec::new(),
     })
 }
 

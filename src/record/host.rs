@@ -85,6 +85,14 @@ pub fn cpus_online() -> usize {
     n.max(1) as usize
 }
 
+/// The CPUs exprun may run on (its affinity mask), in order.
+pub fn allowed_cpus() -> Vec<usize> {
+    let Ok(set) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
+        return (0..cpus_online()).collect();
+    };
+    (0..nix::sched::CpuSet::count()).filter(|c| set.is_set(*c).unwrap_or(false)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

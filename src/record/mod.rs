@@ -23,7 +23,8 @@ use crate::digest::Digest;
 use crate::image::LayerInfo;
 use crate::plan::RunPlan;
 use crate::spawn::wait::{Forwarded, Outcome, StreamSummary};
-use crate::spec::options::HostMount;
+use crate::spec::options::{HostMount, RunOptions};
+use crate::spec::pins::Determinism;
 use files::TreeDigest;
 use host::HostFacts;
 
@@ -195,6 +196,20 @@ pub struct RunRecord {
     pub stderr: Option<StreamSummary>,
     /// Signals exprun forwarded to the container.
     pub signals: Vec<Forwarded>,
+    /// The deterministic profile: every pin applied and every source of
+    /// nondeterminism left (`exprun run` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub determinism: Option<Determinism>,
+    /// The options `exprun run` was given, normalised, secret values as digests:
+    /// what `exprun replay` asks for again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RunOptions>,
+    /// The run this one replays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<String>,
+    /// The variation it ran under (`exprun verify --vary`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variation: Option<String>,
 }
 
 /// Names whose values are stored as digests.
@@ -221,9 +236,19 @@ pub fn looks_secret(name: &str) -> bool {
 /// `NAME=value` → `NAME=<redacted sha256:…>` when the name looks secret.
 pub fn redact_env_entry(entry: &str) -> String {
     match entry.split_once('=') {
-        Some((k, v)) if looks_secret(k) => format!("{k}=<redacted {}>", Digest::of_bytes(v.as_bytes())),
+        Some((k, v)) if looks_secret(k) => format!("{k}={}", redacted(v)),
         _ => entry.to_string(),
     }
+}
+
+/// What a secret value is recorded as: `<redacted sha256:…>`.
+pub fn redacted(value: &str) -> String {
+    format!("<redacted {}>", Digest::of_bytes(value.as_bytes()))
+}
+
+/// The digest in a value written by [`redacted`].
+pub fn redacted_digest(value: &str) -> Option<Digest> {
+    value.strip_prefix("<redacted ")?.strip_suffix('>')?.parse().ok()
 }
 
 /// Redact secret values given with `-e`/`--env` on a command line.
@@ -300,6 +325,18 @@ impl RunRecord {
             stdout: None,
             stderr: None,
             signals: Vec::new(),
+            determinism: plan.request.as_ref().map(|r| r.determinism.clone()),
+            request: plan.request.as_ref().map(|r| {
+                let mut o = r.options.clone();
+                for (k, v) in &mut o.env {
+                    if looks_secret(k) {
+                        *v = redacted(v);
+                    }
+                }
+                o
+            }),
+            replay_of: plan.request.as_ref().and_then(|r| r.replay_of.clone()),
+            variation: plan.request.as_ref().and_then(|r| r.variation.clone()),
         }
     }
 

@@ -246,6 +246,15 @@ fn setup(
     // the container's processes from reading it through /proc or ptrace.
     step("making init non-dumpable", sys::set_not_dumpable())?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(p.umask as libc::mode_t));
+    // The deterministic profile's CPU binding and personality: inherited across
+    // execve, which is where ADDR_NO_RANDOMIZE takes effect.
+    if !p.cpu_affinity.is_empty() {
+        step("binding to the CPUs of --cpuset-cpus", bind_cpus(&p.cpu_affinity))?;
+    }
+    if let Some(persona) = p.personality {
+        let persona = nix::sys::personality::Persona::from_bits_retain(persona as libc::c_int);
+        step("setting the personality", nix::sys::personality::set(persona))?;
+    }
     if p.no_new_privs {
         step("setting no_new_privs", nix::sys::prctl::set_no_new_privs())?;
     }
@@ -255,6 +264,14 @@ fn setup(
     // [5] The working directory as the final user, then the executable.
     step(&format!("entering the working directory {}", p.cwd.display()), unistd::chdir(&p.cwd))?;
     find_executable(&p.args[0], &p.env)
+}
+
+fn bind_cpus(cpus: &[usize]) -> nix::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    for c in cpus {
+        set.set(*c)?;
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
 }
 
 fn set_pdeathsig() -> nix::Result<()> {

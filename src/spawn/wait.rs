@@ -3,8 +3,10 @@
 //! status and resource usage. One poll loop over a signalfd, the init's pidfd, the
 //! protocol channel and the output pipes: no threads, no SIGCHLD race.
 
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -61,6 +63,59 @@ pub struct StreamSummary {
     pub digest: Digest,
     /// Number of bytes.
     pub bytes: u64,
+    /// How many of them are kept in the run's record directory (`stdout`,
+    /// `stderr`), from the start, up to [`CAPTURE_LIMIT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<u64>,
+}
+
+/// The most bytes of each stream kept with the record.
+pub const CAPTURE_LIMIT: u64 = 16 << 20;
+
+/// Where the foreground wait sends the container's output.
+#[derive(Debug, Clone, Default)]
+pub struct Sink {
+    /// Keep each stream's first [`CAPTURE_LIMIT`] bytes in this directory (files
+    /// `stdout` and `stderr`, created on the first byte).
+    pub keep_in: Option<PathBuf>,
+    /// Do not copy the output to exprun's own stdout and stderr (`verify`).
+    pub quiet: bool,
+}
+
+/// A file that receives a stream's first bytes; made when the first byte comes,
+/// so a silent run creates nothing.
+struct Capture {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    kept: u64,
+    failed: bool,
+}
+
+impl Capture {
+    fn write(&mut self, data: &[u8]) {
+        let room = CAPTURE_LIMIT.saturating_sub(self.kept) as usize;
+        if self.failed || room == 0 {
+            return;
+        }
+        if self.file.is_none() {
+            let opened =
+                self.path.parent().map_or(Ok(()), crate::fsutil::create_private_dir_all).and_then(|()| {
+                    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&self.path)
+                });
+            match opened {
+                Ok(f) => self.file = Some(f),
+                Err(_) => {
+                    self.failed = true;
+                    return;
+                }
+            }
+        }
+        let part = &data[..data.len().min(room)];
+        match self.file.as_mut().map(|f| f.write_all(part)) {
+            Some(Ok(())) => self.kept += part.len() as u64,
+            _ => self.failed = true,
+        }
+    }
 }
 
 /// How the container's init ended.
@@ -125,11 +180,14 @@ struct Stream {
     to: i32,
     hasher: Hasher,
     broken: bool,
+    capture: Option<Capture>,
 }
 
 impl Stream {
-    fn new(fd: Option<OwnedFd>, to: i32) -> Self {
-        Self { fd, to, hasher: Hasher::new(), broken: false }
+    fn new(fd: Option<OwnedFd>, to: i32, sink: &Sink, name: &str) -> Self {
+        let capture =
+            sink.keep_in.as_ref().map(|d| Capture { path: d.join(name), file: None, kept: 0, failed: false });
+        Self { fd, to, hasher: Hasher::new(), broken: sink.quiet, capture }
     }
 
     /// Copy what is readable now; close on EOF (or EIO from a pty master whose
@@ -140,6 +198,9 @@ impl Stream {
             Ok(0) | Err(nix::errno::Errno::EIO) => self.fd = None,
             Ok(n) => {
                 self.hasher.update(&buf[..n]);
+                if let Some(c) = &mut self.capture {
+                    c.write(&buf[..n]);
+                }
                 if !self.broken && !write_all(self.to, &buf[..n]) {
                     // Our own stdout went away (e.g. `| head`): keep draining and
                     // hashing so the container is not blocked, stop writing.
@@ -153,7 +214,8 @@ impl Stream {
 
     fn summary(self) -> StreamSummary {
         let (digest, bytes) = self.hasher.finish();
-        StreamSummary { digest, bytes }
+        let kept = self.capture.filter(|c| c.kept > 0 && !c.failed).map(|c| c.kept);
+        StreamSummary { digest, bytes, kept }
     }
 }
 
@@ -181,10 +243,11 @@ pub fn foreground(
     c: &Created,
     io: ParentIo,
     signals: &SignalFd,
+    sink: &Sink,
     on_exec: Option<&dyn Fn()>,
 ) -> Result<Outcome, Error> {
-    let mut out = Stream::new(Some(io.stdout), libc::STDOUT_FILENO);
-    let mut err = Stream::new(io.stderr, libc::STDERR_FILENO);
+    let mut out = Stream::new(Some(io.stdout), libc::STDOUT_FILENO, sink, "stdout");
+    let mut err = Stream::new(io.stderr, libc::STDERR_FILENO, sink, "stderr");
     let pty = io.pty;
     let mut stdin_open = io.copy_stdin;
     let mut channel_open = true;
@@ -359,7 +422,7 @@ mod tests {
     use super::*;
 
     fn outcome(exit: Exit, forwarded: Vec<Forwarded>) -> Outcome {
-        let empty = StreamSummary { digest: Digest::of_bytes(b""), bytes: 0 };
+        let empty = StreamSummary { digest: Digest::of_bytes(b""), bytes: 0, kept: None };
         Outcome {
             exit,
             exec_failure: None,

@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod options;
+pub mod pins;
 pub mod user;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::image::ResolvedImage;
 use options::{Network, RunOptions};
+use pins::{Determinism, PinContext};
 
 /// Spec errors: a bad option, an unusable image config, an unknown user.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +138,11 @@ pub struct SpecContext<'a> {
     pub state_dir: &'a Path,
     /// The caller's rlimits, as (OCI name, soft, hard).
     pub host_rlimits: &'a [(String, u64, u64)],
+    /// CPUs exprun may run on (the `threads` pin's default).
+    pub host_cpus: usize,
+    /// The pins a recorded run was decided with (replay): used as they are
+    /// instead of being decided again on this host.
+    pub pins: Option<&'a Determinism>,
 }
 
 /// The mount point of the run's root filesystem inside its state directory.
@@ -143,8 +150,9 @@ pub fn rootfs_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("rootfs")
 }
 
-/// Build the OCI runtime spec for `opts` on `ctx.image`.
-pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<Spec, Error> {
+/// Build the OCI runtime spec for `opts` on `ctx.image`, with the deterministic
+/// profile applied; returns the profile too, for the record.
+pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<(Spec, Determinism), Error> {
     let cfg = ctx.image.config.config().clone().unwrap_or_default();
 
     // argv: a command on the command line replaces Cmd; --entrypoint replaces
@@ -172,7 +180,22 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<Spec, Erro
     };
     let user = user::resolve(&user_spec, read("etc/passwd")?.as_deref(), read("etc/group")?.as_deref())?;
 
-    let env = merge_env(cfg.env().as_deref().unwrap_or_default(), &opts.env, &user, opts.tty);
+    let hostname = opts.hostname.clone().unwrap_or_else(|| DEFAULT_HOSTNAME.into());
+    let image_env = cfg.env().clone().unwrap_or_default();
+    let determinism = match ctx.pins {
+        Some(d) => d.clone(),
+        None => pins::resolve(
+            opts,
+            &PinContext {
+                image_env: &image_env,
+                image_created: ctx.image.config.created().as_deref(),
+                host_cpus: ctx.host_cpus,
+                home: &home_of(&user),
+                hostname: &hostname,
+            },
+        )?,
+    };
+    let env = merge_env(&image_env, &determinism.env(), &opts.env, &user, opts.tty);
     let cwd = opts
         .workdir
         .clone()
@@ -187,7 +210,6 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<Spec, Erro
         .map(|(name, soft, hard)| json!({"type": name, "soft": soft, "hard": hard}))
         .collect();
 
-    let hostname = opts.hostname.clone().unwrap_or_else(|| DEFAULT_HOSTNAME.into());
     let mut namespaces = vec!["pid", "ipc", "uts", "mount", "cgroup"];
     if opts.network == Network::None {
         namespaces.push("network");
@@ -214,7 +236,7 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<Spec, Erro
             "user": {
                 "uid": user.uid,
                 "gid": user.gid,
-                "umask": 0o022,
+                "umask": determinism.umask(),
                 "additionalGids": user.additional_gids,
             },
             "args": args,
@@ -240,7 +262,34 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<Spec, Erro
             "readonlyPaths": READONLY_PATHS,
         },
     });
-    serde_json::from_value(spec).map_err(|e| Error::Internal(e.to_string()))
+    let mut spec: Spec = serde_json::from_value(spec).map_err(|e| Error::Internal(e.to_string()))?;
+    if !determinism.aslr() {
+        set_aslr(&mut spec, false);
+    }
+    Ok((spec, determinism))
+}
+
+/// Turn address-space randomisation off (`linux.personality` with the
+/// ADDR_NO_RANDOMIZE flag) or back to the kernel's default.
+pub fn set_aslr(spec: &mut Spec, on: bool) {
+    use oci_spec::runtime::{LinuxPersonalityBuilder, LinuxPersonalityDomain};
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let personality = (!on)
+        .then(|| {
+            LinuxPersonalityBuilder::default()
+                .domain(LinuxPersonalityDomain::PerLinux)
+                .flags(vec!["ADDR_NO_RANDOMIZE".to_string()])
+                .build()
+                .ok()
+        })
+        .flatten();
+    linux.set_personality(personality);
+    spec.set_linux(Some(linux));
+}
+
+/// The home directory the container user gets when the image sets no HOME.
+fn home_of(user: &user::ResolvedUser) -> String {
+    user.home.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| "/".into())
 }
 
 /// The CFS quota for `cpus` CPUs per [`crate::cgroups::CPU_PERIOD_US`].
@@ -248,10 +297,12 @@ pub fn cpu_quota(cpus: f64) -> i64 {
     (cpus * crate::cgroups::CPU_PERIOD_US as f64).round() as i64
 }
 
-/// Image Env, then the command line's (a later value for a name replaces an earlier
-/// one in place); PATH and HOME are added when missing, TERM with a terminal.
+/// The image's Env, then the deterministic profile's variables the image does not
+/// set, then the command line's (a later value for a name replaces an earlier one
+/// in place); PATH and HOME are added when missing, TERM with a terminal.
 fn merge_env(
     image_env: &[String],
+    pinned: &[(String, String)],
     cli_env: &[(String, String)],
     user: &user::ResolvedUser,
     tty: bool,
@@ -265,7 +316,7 @@ fn merge_env(
         let (k, v) = e.split_once('=').unwrap_or((e, ""));
         set(k, v);
     }
-    for (k, v) in cli_env {
+    for (k, v) in pinned.iter().chain(cli_env) {
         set(k, v);
     }
     let has = |out: &Vec<(String, String)>, k: &str| out.iter().any(|(n, _)| n == k);
@@ -273,7 +324,7 @@ fn merge_env(
         out.push(("PATH".into(), DEFAULT_PATH.into()));
     }
     if !has(&out, "HOME") {
-        out.push(("HOME".into(), user.home.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| "/".into())));
+        out.push(("HOME".into(), home_of(user)));
     }
     if tty && !has(&out, "TERM") {
         out.push(("TERM".into(), "xterm".into()));
@@ -400,12 +451,14 @@ mod tests {
         let user = user::ResolvedUser { uid: 0, gid: 0, additional_gids: vec![], home: Some("/root".into()) };
         let env = merge_env(
             &["A=1".into(), "PATH=/bin".into(), "B=2".into()],
+            &[],
             &[("A".into(), "x".into()), ("C".into(), "3".into())],
             &user,
             true,
         );
         assert_eq!(env, ["A=x", "PATH=/bin", "B=2", "C=3", "HOME=/root", "TERM=xterm"]);
         let env = merge_env(
+            &[],
             &[],
             &[],
             &user::ResolvedUser { uid: 5, gid: 5, additional_gids: vec![], home: None },

@@ -27,7 +27,7 @@ pub struct HostMount {
 }
 
 /// A tmpfs mounted into the container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TmpfsMount {
     /// The path inside the container.
     pub destination: PathBuf,
@@ -36,7 +36,7 @@ pub struct TmpfsMount {
 }
 
 /// One rlimit: `--ulimit nofile=1024:2048`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ulimit {
     /// The OCI name, e.g. `RLIMIT_NOFILE`.
     pub name: String,
@@ -46,8 +46,9 @@ pub struct Ulimit {
     pub hard: u64,
 }
 
-/// Everything `exprun run` was asked for, checked and normalised.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything `exprun run` was asked for, checked and normalised. The record keeps
+/// it (secret-looking env values as digests) so `exprun replay` can ask again.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunOptions {
     /// The image reference.
     pub image: String,
@@ -97,6 +98,129 @@ pub struct RunOptions {
     pub ulimits: Vec<Ulimit>,
     /// `--cgroup-parent`.
     pub cgroup_parent: Option<String>,
+    /// `--pass-env` patterns, as given.
+    #[serde(default)]
+    pub pass_env: Vec<String>,
+    /// The names in `env` that came from the caller through `--pass-env`.
+    #[serde(default)]
+    pub passed_env: Vec<String>,
+    /// `--unpin`: deterministic-profile pins removed.
+    #[serde(default)]
+    pub unpin: Vec<String>,
+    /// `--umask`.
+    #[serde(default)]
+    pub umask: Option<u32>,
+    /// `--aslr on|off`.
+    #[serde(default = "yes")]
+    pub aslr: bool,
+    /// `--cpuset-cpus`, sorted and without duplicates.
+    #[serde(default)]
+    pub cpuset: Vec<usize>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Parse a CPU list like `0-3,6`: sorted, without duplicates.
+pub fn parse_cpuset(s: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let num = |n: &str| n.trim().parse::<usize>().map_err(|_| format!("{n:?} is not a CPU number"));
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => (num(part)?, num(part)?),
+        };
+        if a > b || b >= 8192 {
+            return Err(format!("{part:?} is not a CPU range"));
+        }
+        out.extend(a..=b);
+    }
+    if out.is_empty() {
+        return Err("no CPUs given".into());
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// The shortest list form of sorted CPUs: `0-3,6`.
+pub fn format_cpuset(cpus: &[usize]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j { cpus[i].to_string() } else { format!("{}-{}", cpus[i], cpus[j]) });
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
+/// `--cpuset-cpus`: a CPU list whose CPUs exprun may itself run on.
+pub fn parse_cpuset_option(s: &str, allowed: &[usize]) -> Result<Vec<usize>, Error> {
+    let bad = |why: String| Error::Option { option: "--cpuset-cpus", value: s.into(), why };
+    let cpus = parse_cpuset(s).map_err(|w| bad(format!("{w}; give a list such as 0-3,6")))?;
+    if let Some(c) = cpus.iter().find(|c| !allowed.contains(c)) {
+        return Err(bad(format!(
+            "CPU {c} is not available to exprun (available: {})",
+            format_cpuset(allowed)
+        )));
+    }
+    Ok(cpus)
+}
+
+/// `--umask`: an octal mode up to 0777.
+pub fn parse_umask(s: &str) -> Result<u32, Error> {
+    u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o777).ok_or_else(|| Error::Option {
+        option: "--umask",
+        value: s.into(),
+        why: "not an octal mode between 000 and 777, e.g. 022".into(),
+    })
+}
+
+/// `--pass-env NAME|GLOB`: the caller's variables whose names match, in name
+/// order. `*` matches any run of characters, `?` one character.
+pub fn pass_env(patterns: &[String], caller: &[(String, String)]) -> Result<Vec<(String, String)>, Error> {
+    for p in patterns {
+        if p.is_empty() || p.contains('=') {
+            return Err(Error::Option {
+                option: "--pass-env",
+                value: p.clone(),
+                why: "give a variable name or a glob such as CUDA_*, without a value (use -e NAME=VALUE to set one)"
+                    .into(),
+            });
+        }
+    }
+    let mut out: Vec<(String, String)> =
+        caller.iter().filter(|(k, _)| patterns.iter().any(|p| glob_match(p, k))).cloned().collect();
+    out.sort();
+    Ok(out)
+}
+
+/// `*` and `?` glob matching on names.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 /// The smallest `--memory` accepted: below this the runtime's own setup inside the
@@ -387,6 +511,36 @@ pub fn parse_name(s: &str) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists_parse_and_print_back() {
+        assert_eq!(parse_cpuset("0-2,6,1").unwrap(), [0, 1, 2, 6]);
+        assert_eq!(format_cpuset(&[0, 1, 2, 6, 8, 9]), "0-2,6,8-9");
+        for bad in ["", "a", "3-1", "0-99999"] {
+            assert!(parse_cpuset(bad).is_err(), "{bad}");
+        }
+        let e = parse_cpuset_option("0-5", &[0, 1]).unwrap_err().to_string();
+        assert!(
+            e.contains("--cpuset-cpus") && e.contains("CPU 2 is not available") && e.contains("0-1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn pass_env_takes_matching_names_only() {
+        let caller: Vec<(String, String)> =
+            [("CUDA_HOME", "/c"), ("CUDA_X", "1"), ("HOME", "/root"), ("SEED", "7")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let got = pass_env(&["CUDA_*".into(), "SEED".into()], &caller).unwrap();
+        let names: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["CUDA_HOME", "CUDA_X", "SEED"]);
+        assert!(pass_env(&["A=1".into()], &caller).unwrap_err().to_string().contains("--pass-env"));
+        assert!(glob_match("A?C*", "ABCDEF") && !glob_match("A?C", "ABCD") && glob_match("*", ""));
+        assert_eq!(parse_umask("027").unwrap(), 0o027);
+        assert!(parse_umask("999").is_err());
+    }
 
     #[test]
     fn sizes_accept_units_and_refuse_nonsense() {
