@@ -37,6 +37,9 @@ pub enum Error {
     /// A container of the runc-compatible lifecycle.
     #[error(transparent)]
     Container(#[from] crate::container::Error),
+    /// A recorded run cannot be replayed or verified.
+    #[error(transparent)]
+    Verify(#[from] crate::verify::Error),
     /// The command line is inconsistent in a way clap cannot see.
     #[error("{0}")]
     Usage(String),

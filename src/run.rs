@@ -43,6 +43,8 @@ pub struct RunResult {
 /// What `exprun replay` and `exprun verify` add to a run.
 #[derive(Default)]
 pub struct Replay<'a> {
+    /// The run id to use (a replay knows it before, for its output directories).
+    pub id: Option<String>,
     /// The recorded run this one replays.
     pub of: Option<String>,
     /// Its deterministic profile, used as recorded instead of decided again.
@@ -52,6 +54,8 @@ pub struct Replay<'a> {
     pub variation: Option<(&'a str, &'a Vary<'a>)>,
     /// The inputs, already digested (replay digests them to check for drift).
     pub inputs: Option<Vec<DataRecord>>,
+    /// What differs from the replayed run, for the record.
+    pub drift: Vec<crate::record::Drift>,
     /// Do not copy the container's output to exprun's stdout and stderr.
     pub quiet: bool,
 }
@@ -93,7 +97,7 @@ pub fn run_with(
 
     // 3. The spec, with the deterministic profile decided (or, for a replay, as
     //    recorded); a variation changes the spec last.
-    let id = crate::fsutil::random_hex(16);
+    let id = replay.id.clone().unwrap_or_else(|| crate::fsutil::random_hex(16));
     let state_dir = root.containers_dir().join(&id);
     let host_rlimits = spec::caller_rlimits();
     let (mut spec, determinism) = spec::from_image(
@@ -137,6 +141,7 @@ pub fn run_with(
                 determinism,
                 replay_of: replay.of.clone(),
                 variation: replay.variation.map(|(name, _)| name.to_string()),
+                drift: replay.drift.clone(),
             }),
         },
     )?;

@@ -11,6 +11,7 @@ mod image;
 mod oci;
 mod run;
 mod runs;
+mod verify;
 
 /// exprun: run experiments in isolated containers from immutable images, and keep a
 /// record of every run.
@@ -51,6 +52,8 @@ pub struct Cli {
 enum Command {
     /// Run a command in a new container from an image, and record the run
     Run(Box<run::RunArgs>),
+    /// Run a recorded run again, exactly, after checking what has drifted
+    Replay(verify::ReplayArgs),
     /// List, show and remove run records
     #[command(subcommand)]
     Runs(runs::RunsCommand),
@@ -144,6 +147,7 @@ pub fn main() -> i32 {
     }
     let result = match cli.command {
         Command::Run(args) => run::run(&globals, *args),
+        Command::Replay(a) => verify::replay(&globals, a),
         Command::Runs(cmd) => runs::run(&globals, cmd),
         Command::Image(cmd) => image::run(&globals, cmd),
         Command::Gc => runs::gc(&globals),

@@ -334,6 +334,9 @@ pub struct Request {
     /// The variation this run was made under (`exprun verify --vary`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variation: Option<String>,
+    /// What differed from the replayed run when the replay started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<crate::record::Drift>,
 }
 
 /// Where a run's root filesystem comes from.

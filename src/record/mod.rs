@@ -113,6 +113,21 @@ pub struct DataRecord {
     pub error: Option<String>,
 }
 
+/// One thing that differed, when a replay started, from the run it replays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drift {
+    /// What: `image busybox:latest`, `input /data`, `env HF_TOKEN`,
+    /// `host.kernel_release`, ...
+    pub item: String,
+    /// As recorded.
+    pub recorded: String,
+    /// As found at the replay.
+    pub now: String,
+    /// Whether it changes what the run computes on (image, inputs, secrets):
+    /// such a replay needs `--allow-drift`.
+    pub blocking: bool,
+}
+
 /// Times of the run (RFC 3339, UTC).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Times {
@@ -210,6 +225,9 @@ pub struct RunRecord {
     /// The variation it ran under (`exprun verify --vary`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variation: Option<String>,
+    /// What differed from the replayed run when the replay started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<Drift>,
 }
 
 /// Names whose values are stored as digests.
@@ -337,6 +355,7 @@ impl RunRecord {
             }),
             replay_of: plan.request.as_ref().and_then(|r| r.replay_of.clone()),
             variation: plan.request.as_ref().and_then(|r| r.variation.clone()),
+            drift: plan.request.as_ref().map(|r| r.drift.clone()).unwrap_or_default(),
         }
     }
 

@@ -1,4 +1,71 @@
-//! `exprun verify`: replay a recorded run and compare what it produced with the
-//! original.
+//! `exprun replay` and `exprun verify`: run a recorded run again, and compare what
+//! it produced with the original.
 
 pub mod compare;
+pub mod replay;
+
+use std::path::PathBuf;
+
+/// Replay and verify errors: why a run cannot be checked (exit status 125).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The record has no request to replay.
+    #[error("run {run} cannot be replayed: {why}")]
+    NotReplayable {
+        /// Run id (short).
+        run: String,
+        /// Why.
+        why: String,
+    },
+    /// The recorded image is not in the store, and nothing is under its name.
+    #[error("image {digest} ({name}) is not in the store; import it again (exprun image import) and retry")]
+    ImageMissing {
+        /// The recorded manifest digest.
+        digest: String,
+        /// The recorded name or reference.
+        name: String,
+    },
+    /// A secret's value is needed again.
+    #[error("the record holds only a digest of ${name}; export {name} in exprun's environment (its digest is checked against the record)")]
+    SecretMissing {
+        /// The variable.
+        name: String,
+    },
+    /// An input cannot be digested.
+    #[error("input {destination} from {host_path}: {error}; restore it, or replay elsewhere")]
+    InputUnreadable {
+        /// Mount point in the container.
+        destination: PathBuf,
+        /// Host path.
+        host_path: PathBuf,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// The image, an input or a secret differs from the record.
+    #[error("refusing to replay: what the run computes on has changed since it was recorded\n{table}(pass --allow-drift to replay anyway; the drift is recorded)")]
+    Drift {
+        /// The rendered drift table.
+        table: String,
+    },
+    /// A comparison option is bad.
+    #[error(transparent)]
+    Compare(#[from] compare::Error),
+    /// `--vary` names something unknown.
+    #[error("--vary {given:?}: not a variation; one of: all, {known}")]
+    UnknownVariation {
+        /// What was given.
+        given: String,
+        /// The list.
+        known: String,
+    },
+    /// A file operation of the verification failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}

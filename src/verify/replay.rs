@@ -1,0 +1,213 @@
+//! `exprun replay`: ask again for a recorded run, exactly: the image by digest, the
+//! inputs by digest, the same argv, environment, limits, mounts and pins. Before
+//! anything starts, [`prepare`] lists what differs from the original ("drift");
+//! a different image, input or secret refuses the replay unless allowed.
+
+use std::path::{Path, PathBuf};
+
+use super::Error;
+use crate::image::ImageStore;
+use crate::record::files::{digest_tree, TreeDigest};
+use crate::record::host::HostFacts;
+pub use crate::record::Drift;
+use crate::record::{DataRecord, ExprunInfo, RunRecord};
+use crate::spec::options::RunOptions;
+
+/// A replay, ready to run.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The options to run with.
+    pub options: RunOptions,
+    /// The inputs, digested now.
+    pub inputs: Vec<DataRecord>,
+    /// What differs from the original.
+    pub drift: Vec<Drift>,
+}
+
+impl Prepared {
+    /// Whether any drift refuses the replay.
+    pub fn blocked(&self) -> bool {
+        self.drift.iter().any(|d| d.blocking)
+    }
+}
+
+/// Rebuild the options of `record` and check them against the store, the
+/// inputs, the caller's environment (for secrets) and this host. The replay's
+/// outputs go under `output_root` (`/out` → `output_root/out`), never over the
+/// original's. `caller_env` looks up a variable of the caller's environment.
+pub fn prepare(
+    store: &ImageStore,
+    record: &RunRecord,
+    output_root: &Path,
+    host: &HostFacts,
+    exprun: &ExprunInfo,
+    caller_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Prepared, Error> {
+    let id = short(&record.run_id);
+    let mut options = record.request.clone().ok_or_else(|| Error::NotReplayable {
+        run: id.clone(),
+        why: match record.status {
+            crate::record::Status::Lost => "exprun died during it, before its request was recorded",
+            _ => "it was not made by `exprun run` (an OCI bundle run has no request to replay)",
+        }
+        .into(),
+    })?;
+    let image = record
+        .image
+        .as_ref()
+        .ok_or_else(|| Error::NotReplayable { run: id.clone(), why: "its record names no image".into() })?;
+    let mut drift = Vec::new();
+
+    // The image, by digest; with a different image under the recorded name only
+    // as blocking drift.
+    options.image = image.manifest_digest.to_string();
+    if store.resolve(&options.image).is_err() {
+        let label = image.name.clone().unwrap_or_else(|| image.reference.clone());
+        match store.resolve(&label) {
+            Ok(now) => {
+                drift.push(Drift {
+                    item: format!("image {label}"),
+                    recorded: image.manifest_digest.to_string(),
+                    now: now.manifest_digest.to_string(),
+                    blocking: true,
+                });
+                options.image = now.manifest_digest.to_string();
+            }
+            Err(_) => {
+                return Err(Error::ImageMissing { digest: image.manifest_digest.to_string(), name: label })
+            }
+        }
+    }
+
+    // Secrets: the record holds their digests; the caller gives the values again.
+    for (name, value) in &mut options.env {
+        let Some(want) = crate::record::redacted_digest(value) else { continue };
+        let given = caller_env(name).ok_or_else(|| Error::SecretMissing { name: name.clone() })?;
+        let got = crate::digest::Digest::of_bytes(given.as_bytes());
+        if got != want {
+            drift.push(Drift {
+                item: format!("env {name}"),
+                recorded: format!("value with digest {}", short_digest(&want)),
+                now: format!("value with digest {}", short_digest(&got)),
+                blocking: true,
+            });
+        }
+        *value = given;
+    }
+
+    // Inputs, digested now.
+    let mut inputs = Vec::new();
+    for (m, rec) in options.inputs.iter().zip(&record.inputs) {
+        let item = format!("input {}", m.destination.display());
+        match digest_tree(&m.source) {
+            Ok(tree) => {
+                if let Some(old) = &rec.tree {
+                    if old.digest != tree.digest {
+                        drift.push(Drift {
+                            item,
+                            recorded: short_digest(&old.digest),
+                            now: format!("{} ({})", short_digest(&tree.digest), changed_files(old, &tree)),
+                            blocking: true,
+                        });
+                    }
+                }
+                inputs.push(DataRecord {
+                    source: m.source.clone(),
+                    destination: m.destination.clone(),
+                    tree: Some(tree),
+                    error: None,
+                });
+            }
+            Err(e) => {
+                return Err(Error::InputUnreadable {
+                    destination: m.destination.clone(),
+                    host_path: m.source.clone(),
+                    error: e,
+                })
+            }
+        }
+    }
+
+    // Outputs go to fresh directories.
+    for m in &mut options.outputs {
+        m.source = output_dir(output_root, &m.destination);
+    }
+    options.name = None;
+
+    // The host and exprun: worth knowing, never refusing.
+    let mut note = |item: &str, recorded: String, now: String| {
+        if recorded != now {
+            drift.push(Drift { item: item.into(), recorded, now, blocking: false });
+        }
+    };
+    let r = &record.host;
+    note("host.kernel_release", r.kernel_release.clone(), host.kernel_release.clone());
+    note("host.arch", r.arch.clone(), host.arch.clone());
+    note(
+        "host.cpu_model",
+        r.cpu_model.clone().unwrap_or_default(),
+        host.cpu_model.clone().unwrap_or_default(),
+    );
+    note(
+        "host.cpu_flags",
+        r.cpu_flags_digest.as_ref().map(short_digest).unwrap_or_default(),
+        host.cpu_flags_digest.as_ref().map(short_digest).unwrap_or_default(),
+    );
+    note("host.cpus_online", r.cpus_online.to_string(), host.cpus_online.to_string());
+    note("host.os", r.os.clone().unwrap_or_default(), host.os.clone().unwrap_or_default());
+    note("exprun.version", record.exprun.version.clone(), exprun.version.clone());
+    note(
+        "exprun.binary",
+        record.exprun.binary_digest.as_ref().map(short_digest).unwrap_or_default(),
+        exprun.binary_digest.as_ref().map(short_digest).unwrap_or_default(),
+    );
+    Ok(Prepared { options, inputs, drift })
+}
+
+/// Where an output mounted at `destination` goes under `root`.
+pub fn output_dir(root: &Path, destination: &Path) -> PathBuf {
+    root.join(destination.strip_prefix("/").unwrap_or(destination))
+}
+
+/// The drift table, for a terminal.
+pub fn render_drift(drift: &[Drift]) -> String {
+    if drift.is_empty() {
+        return "no drift: image, inputs, secrets, host and exprun as recorded\n".into();
+    }
+    let w = drift.iter().map(|d| d.item.len()).max().unwrap_or(0).max(5);
+    let r = drift.iter().map(|d| d.recorded.len()).max().unwrap_or(0).max(8);
+    let n = drift.iter().map(|d| d.now.len()).max().unwrap_or(0).max(3);
+    let mut out = format!("{:<w$}  {:<r$}  {:<n$}  BLOCKS\n", "DRIFT", "RECORDED", "NOW");
+    for d in drift {
+        let blocks = if d.blocking { "yes" } else { "no" };
+        out.push_str(&format!("{:<w$}  {:<r$}  {:<n$}  {blocks}\n", d.item, d.recorded, d.now));
+    }
+    out
+}
+
+fn changed_files(old: &TreeDigest, new: &TreeDigest) -> String {
+    let mut changed: Vec<&str> = Vec::new();
+    for e in &new.entries {
+        if !old.entries.contains(e) {
+            changed.push(&e.path);
+        }
+    }
+    for e in &old.entries {
+        if !new.entries.iter().any(|n| n.path == e.path) {
+            changed.push(&e.path);
+        }
+    }
+    let n = changed.len();
+    changed.truncate(3);
+    let more = if n > 3 { format!(" and {} more", n - 3) } else { String::new() };
+    format!("changed: {}{more}", changed.join(", "))
+}
+
+fn short(id: &str) -> String {
+    id.get(..12).unwrap_or(id).to_string()
+}
+
+fn short_digest(d: &crate::digest::Digest) -> String {
+    let s = d.to_string();
+    s.get(..19).unwrap_or(&s).to_string()
+}
