@@ -102,6 +102,10 @@ impl Root {
     pub fn runs_dir(&self) -> PathBuf {
         self.dir.join("runs")
     }
+    /// Scratch space of running verifications (`exprun verify`).
+    pub fn verify_dir(&self) -> PathBuf {
+        self.dir.join("verify")
+    }
     /// Caches.
     pub fn cache_dir(&self) -> PathBuf {
         self.dir.join("cache")

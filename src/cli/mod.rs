@@ -54,6 +54,8 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Run a recorded run again, exactly, after checking what has drifted
     Replay(verify::ReplayArgs),
+    /// Replay a recorded run and compare its results with the original's
+    Verify(verify::VerifyArgs),
     /// List, show and remove run records
     #[command(subcommand)]
     Runs(runs::RunsCommand),
@@ -148,6 +150,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Run(args) => run::run(&globals, *args),
         Command::Replay(a) => verify::replay(&globals, a),
+        Command::Verify(a) => verify::verify(&globals, a),
         Command::Runs(cmd) => runs::run(&globals, cmd),
         Command::Image(cmd) => image::run(&globals, cmd),
         Command::Gc => runs::gc(&globals),

@@ -96,3 +96,80 @@ pub fn replay(globals: &Globals, a: ReplayArgs) -> Result<i32> {
     eprintln!("exprun: replay of {} recorded as {}{outputs}", &original.run_id[..12], &id[..12]);
     Ok(result.exit_code)
 }
+
+/// The options of `exprun verify`.
+#[derive(Debug, Args)]
+#[command(after_help = "Each replay runs as `exprun replay` would (and is recorded, with replay_of); \
+    its exit status, stdout, stderr and output files are compared with the original's: bit-exact \
+    first, then, for JSON and CSV/TSV files, number by number within the declared tolerances. \
+    Whatever differs on a plain replay depends on the wall clock, randomness or scheduling. \
+    With --vary, the run is replayed under the variations, and when the result changes, the \
+    variations are bisected to name the one (or the combination) responsible.\n\n\
+    Variations: hostname, user, tz, locale, umask, cpus, aslr, env-order, dirent-order (input \
+    directories listed in another order), or all.\n\n\
+    Exit status: 0 reproduced, 1 differs, 125 could not check.\n\n\
+    Examples:\n  exprun verify --latest\n  \
+    exprun verify train-42 --tolerance 'metrics.json:$.accuracy=1e-6' --json > verdict.json\n  \
+    exprun verify train-42 --vary all")]
+pub struct VerifyArgs {
+    /// Run name, id or id prefix
+    #[arg(value_name = "RUN", required_unless_present = "latest", conflicts_with = "latest")]
+    run: Option<String>,
+    /// Verify the most recently recorded run
+    #[arg(short = 'l', long)]
+    latest: bool,
+    /// Number of plain replays
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: u32,
+    /// Replay under these variations too (comma-separated, or all)
+    #[arg(long, value_name = "LIST", action = clap::ArgAction::Append)]
+    vary: Vec<String>,
+    /// Tolerance for numbers in one file: FILE[:JSONPATH]=TOL, e.g. metrics.json:$.accuracy=1e-6
+    #[arg(long, value_name = "RULE", action = clap::ArgAction::Append)]
+    tolerance: Vec<String>,
+    /// Relative tolerance for every number in JSON and CSV/TSV outputs
+    #[arg(long, value_name = "X")]
+    rtol: Option<String>,
+    /// Absolute tolerance for every number in JSON and CSV/TSV outputs
+    #[arg(long, value_name = "X")]
+    atol: Option<String>,
+    /// Verify even when the image, an input or a secret differs from the record
+    #[arg(long = "allow-drift")]
+    allow_drift: bool,
+    /// Keep the replays' outputs under DIR (DIR/1, DIR/2, ...) instead of removing them
+    #[arg(long = "keep-outputs", value_name = "DIR")]
+    keep_outputs: Option<PathBuf>,
+    /// Print the verdict as JSON (schema exprun.dev/verify/v1)
+    #[arg(long)]
+    json: bool,
+}
+
+/// Run `exprun verify`.
+pub fn verify(globals: &Globals, a: VerifyArgs) -> Result<i32> {
+    use crate::verify::check;
+    let root = Root::new(&globals.root);
+    let id = match &a.run {
+        Some(r) => root.resolve_run(r)?,
+        None => root.latest_run()?,
+    };
+    let original = root.read_record(&id)?;
+    let options = check::VerifyOptions {
+        runs: a.runs,
+        vary: crate::verify::vary::Variation::parse_list(&a.vary)?,
+        tolerances: crate::verify::compare::Tolerances::parse(
+            a.rtol.as_deref(),
+            a.atol.as_deref(),
+            &a.tolerance,
+        )
+        .map_err(crate::verify::Error::from)?,
+        allow_drift: a.allow_drift,
+        keep_outputs: a.keep_outputs.map(super::oci::absolute).transpose()?,
+    };
+    let verdict = check::verify(&root, &original, &options)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&verdict).unwrap_or_default());
+    } else {
+        print!("{}", check::render(&verdict));
+    }
+    Ok(if verdict.reproduced() { 0 } else { 1 })
+}

@@ -1,8 +1,10 @@
 //! `exprun replay` and `exprun verify`: run a recorded run again, and compare what
 //! it produced with the original.
 
+pub mod check;
 pub mod compare;
 pub mod replay;
+pub mod vary;
 
 use std::path::PathBuf;
 

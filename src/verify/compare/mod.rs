@@ -157,6 +157,15 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl FileReport {
+    /// A stream or file known to differ only by its digest (its content was not
+    /// kept): sizes and a note, nothing more.
+    pub fn by_digest(path: &str, expected_size: u64, actual_size: u64) -> FileReport {
+        let mut f = FileReport::new(path, Verdict::Differs);
+        (f.expected_size, f.actual_size) = (Some(expected_size), Some(actual_size));
+        f.notes.push("content not kept in full (larger than the capture limit): compared by digest".into());
+        f
+    }
+
     fn new(path: &str, verdict: Verdict) -> FileReport {
         FileReport {
             path: path.to_string(),
