@@ -1,10 +1,12 @@
 //! `exprun runs ...` (the run records) and `exprun gc`.
 
-use clap::Subcommand;
+use std::path::PathBuf;
+
+use clap::{Subcommand, ValueEnum};
 
 use super::Globals;
-use crate::error::Result;
-use crate::record::RunRecord;
+use crate::error::{Error, Result};
+use crate::record::{diff, export, RunRecord};
 use crate::state::Root;
 
 /// The `runs` subcommands.
@@ -34,6 +36,57 @@ pub enum RunsCommand {
         #[arg(required = true)]
         runs: Vec<String>,
     },
+    /// Show what differs between two runs: context and outcome
+    #[command(
+        long_about = "Show what differs between two runs, one line per difference, in two groups. \
+Context: image, argv, environment (per variable), cwd, user, hostname, limits, mounts, inputs \
+(per file), seccomp profile, exprun version and binary, host facts, and every other field of \
+the record. Outcome: status, exit code and signal, stdout and stderr digests, outputs (per file). \
+Never compared: run id, name, exprun command line, times, resource usage, forwarded signals; \
+the run id is blanked out of paths before comparing.",
+        after_help = "Exit status: 0 if the records \
+agree in context and outcome, 1 if they differ, 125 on error (as with diff(1))."
+    )]
+    Diff {
+        /// First run: name, id or id prefix
+        run_a: String,
+        /// Second run: name, id or id prefix
+        run_b: String,
+        /// Print the differences as a JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export a run's record as an RO-Crate or an in-toto Statement
+    #[command(
+        after_help = "Formats:\n  ro-crate  RO-Crate 1.1 Process Run Crate: ro-crate-metadata.json\n  \
+in-toto   in-toto Statement v1, SLSA Provenance v1 predicate; subjects: the output files and\n            \
+the non-empty stdout and stderr\n\nFiles are described by the digests in the record and referred to \
+where they lie on the host (file:// URIs, or paths relative to the crate directory when they are \
+under it); nothing is copied or read again."
+    )]
+    Export {
+        /// Run name, id or id prefix
+        run: String,
+        /// Output format
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// ro-crate: the crate directory, created if missing, to write ro-crate-metadata.json
+        /// into; in-toto: the file to write. Without it, the JSON goes to stdout
+        #[arg(short = 'o', long, value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// Replace an existing metadata or statement file
+        #[arg(long, requires = "output")]
+        force: bool,
+    },
+}
+
+/// What `runs export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// RO-Crate 1.1, Process Run Crate profile 0.5
+    RoCrate,
+    /// in-toto Statement v1, SLSA Provenance v1 predicate
+    InToto,
 }
 
 /// Run one `runs` subcommand.
@@ -99,7 +152,53 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
             }
             Ok(if failed { crate::error::EXIT_EXPRUN_FAILED } else { 0 })
         }
+        RunsCommand::Diff { run_a, run_b, json } => {
+            let (id_a, id_b) = (root.resolve_run(&run_a)?, root.resolve_run(&run_b)?);
+            let (a, b) = (root.read_record(&id_a)?, root.read_record(&id_b)?);
+            let d = diff::diff(&a, &b).map_err(|e| Error::Usage(format!("comparing the records: {e}")))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
+            } else {
+                print!("{}", d.render());
+            }
+            Ok(if d.same() { 0 } else { 1 })
+        }
+        RunsCommand::Export { run, format, output, force } => {
+            let id = root.resolve_run(&run)?;
+            let r = root.read_record(&id)?;
+            match (format, output) {
+                (ExportFormat::RoCrate, Some(dir)) => {
+                    let path = export::write_ro_crate(&r, &dir, force)?;
+                    eprintln!("wrote {}", path.display());
+                }
+                (ExportFormat::RoCrate, None) => print_json(&export::ro_crate(&r, None)),
+                (ExportFormat::InToto, output) => {
+                    let path = root.runs_dir().join(&id).join("record.json");
+                    let record_file = crate::digest::Digest::of_file(&path)
+                        .ok()
+                        .map(|(digest, _)| export::RecordFile { path, digest });
+                    let statement = export::in_toto(&r, record_file.as_ref());
+                    if statement["subject"].as_array().map(Vec::is_empty).unwrap_or(true) {
+                        eprintln!(
+                            "exprun: warning: run {id} has no output files and no stdout or stderr: the statement has no subjects"
+                        );
+                    }
+                    match output {
+                        Some(file) => {
+                            export::write_new(&file, &export::to_pretty(&statement), force)?;
+                            eprintln!("wrote {}", file.display());
+                        }
+                        None => print_json(&statement),
+                    }
+                }
+            }
+            Ok(0)
+        }
     }
+}
+
+fn print_json(v: &serde_json::Value) {
+    print!("{}", String::from_utf8_lossy(&export::to_pretty(v)));
 }
 
 /// `exprun gc`: clean up after runs whose exprun died, and leftovers of
