@@ -61,6 +61,12 @@ pub fn prepare(
     // The image, by digest; with a different image under the recorded name only
     // as blocking drift.
     options.image = image.manifest_digest.to_string();
+    if let Some(named) = image.name.as_ref().map(|n| format!("{n}@{}", image.manifest_digest)) {
+        // Under its name too, when the name still points at it: the record reads better.
+        if store.resolve(&named).is_ok() {
+            options.image = named;
+        }
+    }
     if store.resolve(&options.image).is_err() {
         let label = image.name.clone().unwrap_or_else(|| image.reference.clone());
         match store.resolve(&label) {

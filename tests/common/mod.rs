@@ -178,6 +178,10 @@ impl TestRoot {
                 assert!(!cmdline.contains(&root), "process left behind: {cmdline}");
             }
         }
+        let verify = self.path().join("verify");
+        let scratch: Vec<_> =
+            std::fs::read_dir(&verify).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        assert!(scratch.is_empty(), "verify scratch left behind: {scratch:?}");
         let tmp = self.path().join("store/tmp");
         let stray: Vec<_> =
             std::fs::read_dir(&tmp).into_iter().flatten().flatten().map(|e| e.path()).collect();
