@@ -379,8 +379,7 @@ fn compare_records(
         };
         let t = compare::compare_tree(et, Some(&exp.source), at, &act.source, &exp.destination, tol);
         for f in t.files.iter().filter(|f| f.verdict.is_difference()) {
-            let path = if f.path == "." { String::new() } else { format!("/{}", f.path) };
-            differs.push(format!("{}{path}", exp.destination.display()));
+            differs.push(difference_key(&t.destination, &f.path));
         }
         outputs.push(t);
     }
@@ -423,7 +422,7 @@ pub fn render(v: &Verdict) -> String {
             out.push_str(&format!("  {} changes {}\n", a.variation, a.changes.join(", ")));
             let shown = v.variation_replays.iter().find(|r| r.variation.join("+") == a.variation);
             if let Some(r) = shown {
-                render_details(r, &mut out);
+                render_details(&only(r, &a.changes), &mut out);
             }
         }
         for n in &v.not_applicable {
@@ -434,6 +433,29 @@ pub fn render(v: &Verdict) -> String {
         out.push_str(&format!("warning: --tolerance {r} matches no output file\n"));
     }
     out
+}
+
+/// `r` with only the differences named in `keep`.
+fn only(r: &ReplayReport, keep: &[String]) -> ReplayReport {
+    let mut r = r.clone();
+    r.streams.retain(|s| keep.contains(&s.path));
+    for t in &mut r.outputs {
+        let dest = t.destination.clone();
+        t.files.retain(|f| keep.contains(&difference_key(&dest, &f.path)));
+    }
+    if !keep.iter().any(|k| k == "exit") {
+        r.actual_exit = r.expected_exit;
+    }
+    r
+}
+
+/// How a file's difference is named: `<destination>/<path>`.
+fn difference_key(destination: &str, path: &str) -> String {
+    if path == "." {
+        destination.to_string()
+    } else {
+        format!("{destination}/{path}")
+    }
 }
 
 fn render_replay(title: &str, r: &ReplayReport, out: &mut String) {
