@@ -209,7 +209,7 @@ mod tests {
             ]
         }));
         let f = prepare(&p, dir.path()).unwrap();
-        assert!(!f.program.is_empty() && f.program.len() % 8 == 0);
+        assert!(!f.program.is_empty() && f.program.len().is_multiple_of(8));
         let again = prepare(&p, dir.path()).unwrap();
         assert_eq!(f, again);
         assert_eq!(std::fs::read_dir(dir.path().join("seccomp")).unwrap().count(), 1);

@@ -205,7 +205,7 @@ pub(crate) fn find(refs: &Refs, reference: &str) -> Result<(Digest, Option<Strin
             let entry = refs.images.get(&digest).ok_or_else(not_found)?;
             let matched = entry.names.iter().find(|n| {
                 let (n_name, n_tag) = split_tag(n);
-                n_name == name && tag.as_deref().map_or(true, |t| Some(t) == n_tag)
+                n_name == name && tag.as_deref().is_none_or(|t| Some(t) == n_tag)
             });
             match matched {
                 Some(n) => Ok((digest, Some(n.clone()))),

@@ -84,7 +84,7 @@ impl Determinism {
 
     /// Whether address-space randomisation stays on.
     pub fn aslr(&self) -> bool {
-        self.get("aslr").map_or(true, |p| p.value == "on")
+        self.get("aslr").is_none_or(|p| p.value == "on")
     }
 
     /// The CPUs the command is bound to (empty: any).

@@ -113,7 +113,7 @@ impl Acc {
                 },
             );
         }
-        if self.worst.as_ref().map_or(true, |w| worse(&dev, w)) {
+        if self.worst.as_ref().is_none_or(|w| worse(&dev, w)) {
             self.worst = Some(dev);
         }
     }

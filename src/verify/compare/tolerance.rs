@@ -185,7 +185,7 @@ impl<'t> FileTolerance<'t> {
             .rules
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.path.as_ref().map_or(true, |p| p.covers(loc)))
+            .filter(|(_, r)| r.path.as_ref().is_none_or(|p| p.covers(loc)))
             .max_by_key(|(i, r)| (r.specificity(), *i));
         self.pick(best.map(|(_, r)| *r))
     }
