@@ -121,6 +121,9 @@ impl Drop for Scratch {
 /// Where reordered input copies go: tmpfs lists entries in creation order.
 const SHM: &str = "/dev/shm";
 
+/// The most input data `dirent-order` copies into tmpfs (memory).
+const DIRENT_COPY_LIMIT: u64 = 1 << 30;
+
 fn scratch_name() -> String {
     format!("exprun-verify-{}-{}", std::process::id(), crate::fsutil::random_hex(4))
 }
@@ -203,7 +206,14 @@ pub fn verify(root: &Root, original: &RunRecord, o: &VerifyOptions) -> Result<Ve
     // The variations.
     if !o.vary.is_empty() {
         let mut ctx = plain;
-        if o.vary.contains(&Variation::DirentOrder) {
+        let input_bytes: u64 = first.inputs.iter().filter_map(|i| i.tree.as_ref()).map(|t| t.bytes).sum();
+        if o.vary.contains(&Variation::DirentOrder) && input_bytes > DIRENT_COPY_LIMIT {
+            v.not_applicable.push(format!(
+                "dirent-order: the inputs hold {} MiB, more than the {} MiB exprun copies into memory to reorder",
+                input_bytes >> 20,
+                DIRENT_COPY_LIMIT >> 20
+            ));
+        } else if o.vary.contains(&Variation::DirentOrder) {
             let shm = PathBuf::from(SHM).join(scratch_name());
             scratch.dirs.push(shm.clone());
             std::fs::create_dir(&shm).map_err(|source| Error::Io {
