@@ -29,6 +29,30 @@ fn mount(dir: &Path, dst: &str) -> String {
     format!("{}:{dst}", dir.display())
 }
 
+/// Run `script` as run NAME with an input directory of one file per name at
+/// /in and an output directory at /out (plus `extra` options); returns
+/// (exit code, stdout, stderr) and the host's output directory.
+fn run_experiment(
+    r: &TestRoot,
+    data: &Path,
+    name: &str,
+    files: &[&str],
+    extra: &[&str],
+    script: &str,
+) -> ((i32, String, String), std::path::PathBuf) {
+    let input = data.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for n in files {
+        std::fs::write(input.join(n), n).unwrap();
+    }
+    let out = data.join("out");
+    let (input, output) = (mount(&input, "/in"), mount(&out, "/out"));
+    let mut args = vec!["--name", name, "--input", &input, "--output", &output];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["busybox:latest", "--", "sh", "-c", script]);
+    (r.run(&args), out)
+}
+
 fn strings(v: &Value) -> Vec<String> {
     v.as_array().into_iter().flatten().map(|s| s.as_str().unwrap().to_string()).collect()
 }
@@ -51,27 +75,14 @@ fn a_deterministic_run_is_pinned_replays_exactly_and_verifies() {
     }
     let r = TestRoot::with_busybox();
     let data = tempfile::tempdir().unwrap();
-    let input = data.path().join("in");
-    std::fs::create_dir(&input).unwrap();
-    for n in ["a", "b", "c"] {
-        std::fs::write(input.join(n), n).unwrap();
-    }
-    let out = data.path().join("out");
-    let (code, stdout, err) = r.run(&[
-        "--name",
+    let ((code, stdout, err), out) = run_experiment(
+        &r,
+        data.path(),
         "det",
-        "--input",
-        &mount(&input, "/in"),
-        "--output",
-        &mount(&out, "/out"),
-        "--cpus",
-        "1",
-        "busybox:latest",
-        "--",
-        "sh",
-        "-c",
+        &["a", "b", "c"],
+        &["--cpus", "1"],
         "cat /in/* | md5sum > /out/sum; echo $TZ $LANG $SOURCE_DATE_EPOCH $OMP_NUM_THREADS $PYTHONHASHSEED; umask",
-    ]);
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(stdout, "UTC C.UTF-8 0 1 0\n0022\n");
     let rec = r.last_record();
@@ -115,27 +126,16 @@ fn verify_catches_each_nondeterminism_and_names_its_cause() {
     }
     let r = TestRoot::with_busybox();
     let data = tempfile::tempdir().unwrap();
-    let input = data.path().join("in");
-    std::fs::create_dir(&input).unwrap();
-    for n in ["a", "b", "c", "d", "e", "f"] {
-        std::fs::write(input.join(n), n).unwrap();
-    }
-    let out = data.path().join("out");
-    let (code, _, err) = r.run(&[
-        "--name",
+    let ((code, _, err), _) = run_experiment(
+        &r,
+        data.path(),
         "nd",
-        "--input",
-        &mount(&input, "/in"),
-        "--output",
-        &mount(&out, "/out"),
-        "busybox:latest",
-        "--",
-        "sh",
-        "-c",
+        &["a", "b", "c", "d", "e", "f"],
+        &[],
         "hostname > /out/host; touch /tmp/t; stat -c %y /tmp/t > /out/time; \
          head -c16 /dev/urandom | od -An -tx1 > /out/random; find /in -type f > /out/list; \
          date +%H > /out/hour; echo fixed > /out/fixed",
-    ]);
+    );
     assert_eq!(code, 0, "{err}");
 
     // A plain replay catches the clock and the kernel's randomness, and says which file.

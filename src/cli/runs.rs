@@ -266,6 +266,13 @@ fn print_record(r: &RunRecord) {
     if let Some(i) = &r.image {
         println!("image:      {} {}", i.reference, i.manifest_digest);
     }
+    if let Some(of) = &r.replay_of {
+        let under = r.variation.as_ref().map(|v| format!(" under {v}")).unwrap_or_default();
+        println!("replay of:  {of}{under}");
+    }
+    for d in &r.drift {
+        println!("drift:      {}: {} -> {}", d.item, d.recorded, d.now);
+    }
     println!("command:    {}", argv(r).join(" "));
     if let Some(exe) = &r.executable {
         println!("executable: {exe}");
@@ -310,6 +317,16 @@ fn print_record(r: &RunRecord) {
                 t.or(d.error.clone()).unwrap_or_default()
             );
         }
+    }
+    if let Some(d) = &r.determinism {
+        let pins: Vec<String> = d
+            .pins
+            .iter()
+            .map(|p| if p.value.contains('=') { p.value.clone() } else { format!("{}={}", p.name, p.value) })
+            .collect();
+        println!("pinned:     {}", pins.join("; "));
+        let free: Vec<&str> = d.unpinned.iter().map(|u| u.source.as_str()).collect();
+        println!("unpinned:   {}", free.join(", "));
     }
     println!(
         "host:       {} {} {}, {} CPUs, cgroup {}",
