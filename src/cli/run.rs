@@ -103,6 +103,10 @@ pub struct RunArgs {
     /// (OMP_NUM_THREADS, ...) follow
     #[arg(long = "cpuset-cpus", value_name = "LIST")]
     cpuset_cpus: Option<String>,
+    /// Security options: seccomp=FILE (an OCI seccomp profile) or seccomp=unconfined
+    /// [default: a profile equivalent to containerd's and Docker's]
+    #[arg(long = "security-opt", value_name = "OPT", action = ArgAction::Append)]
+    security_opt: Vec<String>,
     /// Parent cgroup, as a path inside the cgroup hierarchy [default: exprun's own cgroup]
     #[arg(long = "cgroup-parent", value_name = "PATH")]
     cgroup_parent: Option<String>,
@@ -116,7 +120,7 @@ pub struct RunArgs {
             "env", "env_file", "workdir", "user", "hostname", "volume", "input", "output", "tmpfs",
             "memory", "cpus", "pids_limit", "name", "keep", "read_only", "tty", "interactive",
             "entrypoint", "cap_add", "cap_drop", "ulimit", "cgroup_parent", "command", "pass_env",
-            "unpin", "umask", "aslr", "cpuset_cpus"
+            "unpin", "umask", "aslr", "cpuset_cpus", "security_opt"
         ]
     )]
     bundle: Option<PathBuf>,
@@ -227,6 +231,10 @@ impl RunArgs {
             unpin: self.unpin,
             umask: self.umask.map(|u| o::parse_umask(&u)).transpose()?,
             aslr: self.aslr == "on",
+            seccomp: match self.security_opt.last() {
+                Some(s) => o::parse_security_opt(s, &|p| std::fs::read_to_string(p))?,
+                None => o::SeccompChoice::Default,
+            },
             cpuset: self
                 .cpuset_cpus
                 .map(|c| o::parse_cpuset_option(&c, &crate::record::host::allowed_cpus()))

@@ -263,6 +263,15 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<(Spec, Det
         },
     });
     let mut spec: Spec = serde_json::from_value(spec).map_err(|e| Error::Internal(e.to_string()))?;
+    let seccomp = match &opts.seccomp {
+        options::SeccompChoice::Default => Some(crate::seccomp::default::profile(&caps)),
+        options::SeccompChoice::Unconfined => None,
+        options::SeccompChoice::File { profile, .. } => Some(profile.clone()),
+    };
+    if let Some(mut linux) = spec.linux().clone() {
+        linux.set_seccomp(seccomp);
+        spec.set_linux(Some(linux));
+    }
     if !determinism.aslr() {
         set_aslr(&mut spec, false);
     }

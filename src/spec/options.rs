@@ -116,6 +116,48 @@ pub struct RunOptions {
     /// `--cpuset-cpus`, sorted and without duplicates.
     #[serde(default)]
     pub cpuset: Vec<usize>,
+    /// `--security-opt seccomp=...`.
+    #[serde(default)]
+    pub seccomp: SeccompChoice,
+}
+
+/// The seccomp profile of a run.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeccompChoice {
+    /// exprun's default profile (the containerd/Docker default's equivalent).
+    #[default]
+    Default,
+    /// No filter (`seccomp=unconfined`).
+    Unconfined,
+    /// A profile read from a file (kept whole, so a replay uses it as it was).
+    File {
+        /// The file, as given.
+        path: PathBuf,
+        /// Its content.
+        profile: oci_spec::runtime::LinuxSeccomp,
+    },
+}
+
+/// `--security-opt KEY=VALUE`: only `seccomp=FILE|unconfined` so far. `read`
+/// reads a profile file.
+pub fn parse_security_opt(
+    s: &str,
+    read: &dyn Fn(&Path) -> std::io::Result<String>,
+) -> Result<SeccompChoice, Error> {
+    let bad = |why: String| Error::Option { option: "--security-opt", value: s.into(), why };
+    let Some(value) = s.strip_prefix("seccomp=").or_else(|| s.strip_prefix("seccomp:")) else {
+        return Err(bad("only seccomp=FILE or seccomp=unconfined is supported".into()));
+    };
+    if value == "unconfined" {
+        return Ok(SeccompChoice::Unconfined);
+    }
+    let path = PathBuf::from(value);
+    let text = read(&path).map_err(|e| bad(format!("reading the profile {value}: {e}")))?;
+    let profile = serde_json::from_str(&text).map_err(|e| {
+        bad(format!("{value} is not an OCI seccomp profile (linux.seccomp of config.json): {e}"))
+    })?;
+    Ok(SeccompChoice::File { path, profile })
 }
 
 fn yes() -> bool {

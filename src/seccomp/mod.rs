@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 
+pub mod default;
+
 /// Seccomp errors: the profile cannot be compiled.
 #[derive(Debug, thiserror::Error)]
 #[error("linux.seccomp: {0}")]

@@ -1,0 +1,147 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The default seccomp profile and regressions for known container escapes, on
+//! real runs of the fixture image.
+
+mod common;
+
+use common::bundle::{bundle, oci, shim};
+use common::{privileged, TestRoot};
+
+#[test]
+fn the_default_seccomp_profile_applies_and_can_be_replaced() {
+    if !privileged("the_default_seccomp_profile_applies_and_can_be_replaced") {
+        return;
+    }
+    let r = TestRoot::with_busybox();
+    // Unprivileged user namespaces are open to any process on this kernel; the
+    // default profile closes them (Docker's does too), whatever the capabilities.
+    let (code, out, err) = r.run(&[
+        "busybox:latest",
+        "sh",
+        "-c",
+        "grep Seccomp: /proc/self/status; unshare -U true 2>/dev/null; echo userns=$?",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "Seccomp:\t2\nuserns=1\n");
+    let rec = r.last_record();
+    assert!(
+        rec["seccomp_digest"].as_str().unwrap().starts_with("sha256:"),
+        "the profile's digest is recorded"
+    );
+
+    let (code, out, _) = r.run(&[
+        "--security-opt",
+        "seccomp=unconfined",
+        "busybox:latest",
+        "sh",
+        "-c",
+        "grep Seccomp: /proc/self/status; unshare -U true; echo userns=$?",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "Seccomp:\t0\nuserns=0\n"));
+    assert!(r.last_record().get("seccomp_digest").is_none());
+
+    // With CAP_SYS_ADMIN the profile lets namespaces be made, as Docker's does.
+    let (code, out, err) =
+        r.run(&["--cap-add", "SYS_ADMIN", "busybox:latest", "sh", "-c", "unshare -n true; echo netns=$?"]);
+    assert_eq!((code, out.as_str()), (0, "netns=0\n"), "{err}");
+
+    // A profile from a file.
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("deny-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":13}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    let (code, out, _) =
+        r.run(&["--security-opt", &opt, "busybox:latest", "sh", "-c", "mkdir /tmp/x 2>/dev/null; echo $?"]);
+    assert_eq!((code, out.as_str()), (0, "1\n"));
+
+    for (opt, want) in [
+        ("seccomp=/nonexistent.json", "reading the profile /nonexistent.json"),
+        ("apparmor=unconfined", "only seccomp=FILE or seccomp=unconfined"),
+    ] {
+        let (code, _, err) = r.run(&["--security-opt", opt, "busybox:latest", "true"]);
+        assert_eq!(code, 125, "{opt}");
+        assert!(err.contains(want), "{opt}: {err}");
+    }
+    std::fs::write(&profile, "{\"defaultAction\": 3}").unwrap();
+    let (code, _, err) = r.run(&["--security-opt", &opt, "busybox:latest", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("is not an OCI seccomp profile"), "{err}");
+    r.assert_no_leftovers();
+}
+
+#[test]
+fn known_escapes_stay_closed() {
+    if !privileged("known_escapes_stay_closed") {
+        return;
+    }
+    let r = TestRoot::with_busybox();
+    let script = "\
+        ls /proc/self/fd | tr '\\n' ' '; echo;\
+        cat /proc/kcore >/dev/null 2>&1 && echo kcore-readable || echo kcore-masked;\
+        (echo b > /proc/sysrq-trigger) 2>/dev/null && echo sysrq-writable || echo sysrq-refused;\
+        (echo evil > /proc/sys/kernel/hostname) 2>/dev/null && echo sysctl-writable || echo sysctl-refused;\
+        mknod /tmp/disk b 8 0 2>/dev/null && (head -c1 /tmp/disk >/dev/null 2>&1 && echo disk-readable || echo disk-refused) || echo mknod-refused;\
+        grep NoNewPrivs /proc/self/status;\
+        cat /proc/1/environ >/dev/null 2>&1; echo environ=$?";
+    let (code, out, err) = r.run(&["busybox:latest", "sh", "-c", script]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    // CVE-2024-21626: no host fd leaks into the container (ls holds 3 itself).
+    assert_eq!(lines[0].trim(), "0 1 2 3", "{out}");
+    assert_eq!(
+        &lines[1..6],
+        ["kcore-masked", "sysrq-refused", "sysctl-refused", "mknod-refused", "NoNewPrivs:\t1"],
+        "{out}"
+    );
+    // A leaked fd as the working directory: refused before anything runs.
+    let (code, _, err) = r.run(&["-w", "/proc/self/fd/7", "busybox:latest", "pwd"]);
+    assert_ne!(code, 0, "a working directory through /proc/self/fd must not work");
+    assert!(!err.is_empty());
+    r.assert_no_leftovers();
+}
+
+#[test]
+fn a_mount_destination_through_a_symlink_stays_inside_the_root() {
+    let Some(s) = shim("a_mount_destination_through_a_symlink_stays_inside_the_root") else { return };
+    let work = s.work.path();
+    // CVE-2021-30465 class: the rootfs has a symlink that points out of it, and
+    // the config mounts through it.
+    let outside = work.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let b = bundle(work, &["sh", "-c", "ls -d /escape/m/"]);
+    let rootfs = b.join("rootfs");
+    std::os::unix::fs::symlink(
+        format!("../../../../../../../..{}", outside.display()),
+        rootfs.join("escape"),
+    )
+    .unwrap();
+    let cfg_path = b.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+        "destination": "/escape/m", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]
+    }));
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let log = work.join("log.json");
+    let host_untouched = || {
+        assert!(!outside.join("m").exists(), "the mount point was made on the host");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(&outside.display().to_string()), "mounted on the host");
+    };
+    // The symlink's target does not exist inside the root: refused, not followed out.
+    let (code, _, err) = oci(&s.r, &log, &["run", "-b", b.to_str().unwrap(), "symlink-escape"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("/escape"), "{err}");
+    host_untouched();
+    // It exists inside the root: the tmpfs is mounted there.
+    let inside = rootfs.join(outside.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(&inside).unwrap();
+    let (code, out, err) = oci(&s.r, &log, &["run", "-b", b.to_str().unwrap(), "symlink-escape-2"]);
+    assert_eq!((code, out.as_str()), (0, "/escape/m/\n"), "{err}");
+    assert!(inside.join("m").is_dir(), "made inside the rootfs");
+    host_untouched();
+    s.r.assert_no_leftovers();
+}
