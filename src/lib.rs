@@ -38,6 +38,8 @@ pub mod container;
 pub mod digest;
 pub mod error;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hooks;
 pub mod image;
 pub mod log;

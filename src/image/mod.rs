@@ -35,6 +35,8 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 
 mod archive;
+#[doc(hidden)]
+pub mod fuzz;
 mod gc;
 mod import;
 #[cfg(test)]

@@ -711,6 +711,22 @@ pub fn process_plan_from(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> 
     if let Some(bad) = env.iter().find(|e| !e.contains('=') || e.starts_with('=') || e.contains('\0')) {
         return Err(Error::Process { field: "env", why: format!("{bad:?} is not NAME=VALUE") });
     }
+    // execve refuses more than ARG_MAX bytes of arguments and environment (with
+    // their pointers); say so now, naming the sizes, not with E2BIG at the end.
+    let size: usize = args.iter().chain(&env).map(|s| s.len() + 1 + std::mem::size_of::<usize>()).sum();
+    // SAFETY: sysconf with a valid name has no memory effects.
+    let arg_max = unsafe { libc::sysconf(libc::_SC_ARG_MAX) }.max(0) as usize;
+    if arg_max > 0 && size > arg_max {
+        return Err(Error::Process {
+            field: "args and env",
+            why: format!(
+                "{} arguments and {} variables take {size} bytes, over the kernel's limit of {arg_max} (ARG_MAX); \
+                 pass large data in a file",
+                args.len(),
+                env.len()
+            ),
+        });
+    }
     if !p.cwd().is_absolute() {
         return Err(Error::Process { field: "cwd", why: format!("{} is not absolute", p.cwd().display()) });
     }

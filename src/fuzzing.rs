@@ -1,0 +1,71 @@
+//! Entry points for the fuzz targets in `fuzz/` (see docs/security.md): each
+//! takes arbitrary bytes and must neither panic nor touch anything outside the
+//! directories it is given. Not an API.
+
+use std::path::Path;
+
+pub use crate::image::fuzz::{image_json, layer};
+use crate::plan::{self, PlanContext, Source};
+
+/// Parse `bytes` as an OCI bundle's config.json and plan it, as `create` does,
+/// against an empty cgroup layout; `bundle` is a directory with a `rootfs`
+/// inside, `cache` a scratch directory for compiled seccomp programs.
+pub fn oci_config(bytes: &[u8], bundle: &Path, cache: &Path) {
+    let Ok(mut spec) = serde_json::from_slice::<oci_spec::runtime::Spec>(bytes) else { return };
+    if let Some(mut root) = spec.root().clone() {
+        // The bundle loader makes root.path absolute against the bundle.
+        root.set_path(bundle.join("rootfs"));
+        spec.set_root(Some(root));
+    }
+    if let Some(id) = spec.hostname() {
+        let _ = crate::spec::bundle::check_id(id);
+    }
+    let cgroups = crate::cgroups::CgroupHost::parse("", "");
+    let _ = plan::build(
+        spec,
+        PlanContext {
+            id: "fuzz",
+            name: None,
+            command_line: Vec::new(),
+            state_dir: &bundle.join("state"),
+            source: Source::Bundle { dir: bundle },
+            cgroups: &cgroups,
+            cgroup_parent: None,
+            interactive: false,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            keep: false,
+            cache_dir: cache,
+            cpu_affinity: Vec::new(),
+            request: None,
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fuzz targets' seeds, run once as plain tests, so the entry points
+    /// stay compiled and sane without cargo-fuzz.
+    #[test]
+    fn the_entry_points_take_their_seeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+        for target in ["image_json", "layer", "oci_config"] {
+            for e in std::fs::read_dir(seeds.join(target)).unwrap() {
+                let bytes = std::fs::read(e.unwrap().path()).unwrap();
+                let work = tempfile::tempdir_in(dir.path()).unwrap();
+                std::fs::create_dir(work.path().join("rootfs")).unwrap();
+                match target {
+                    "image_json" => image_json(&bytes),
+                    "layer" => layer(&bytes, &work.path().join("dest")),
+                    _ => oci_config(&bytes, work.path(), dir.path()),
+                }
+                let names: Vec<_> =
+                    std::fs::read_dir(work.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+                assert!(names.len() <= 2, "{target}: created {names:?}");
+            }
+        }
+    }
+}
