@@ -10,6 +10,9 @@ use common::bundle::{bundle, oci, shim};
 use common::{fixture_dir, privileged, TestRoot};
 use serde_json::json;
 
+/// A change to a config.json.
+type Change = dyn Fn(&mut serde_json::Value);
+
 #[test]
 fn broken_configs_and_ids_are_refused_by_name() {
     let Some(s) = shim("broken_configs_and_ids_are_refused_by_name") else { return };
@@ -19,7 +22,7 @@ fn broken_configs_and_ids_are_refused_by_name() {
     let good: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
     let log = work.join("log.json");
     let huge = "x".repeat(4 << 20);
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    let cases: Vec<(&str, Box<Change>, &str)> = vec![
         ("not json", Box::new(|_| {}), "not a valid OCI runtime config"),
         ("bad type", Box::new(|c| c["process"]["args"] = json!("true")), "not a valid OCI runtime config"),
         (

@@ -10,7 +10,9 @@ use crate::digest::Digest;
 pub fn image_json(bytes: &[u8]) {
     let _ = super::manifest::parse_index(bytes, "fuzz");
     if let Ok(m) = super::manifest::parse_manifest(bytes, "fuzz") {
-        let _ = m.layers.iter().map(|l| l.digest.to_string()).count();
+        for l in &m.layers {
+            let _ = super::manifest::check_layer_media_type(&l.media_type);
+        }
     }
     if let Ok(config) = super::manifest::parse_json::<oci_spec::image::ImageConfiguration>(bytes, "fuzz") {
         let _ = super::manifest::check_config_platform(&config, "fuzz");
