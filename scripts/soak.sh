@@ -65,7 +65,7 @@ printf 'concurrent: 2 x %d runs in %.1f s, %d failed or hung\n' "$CONC" "$(echo 
 for ((i = 0; i < KILLS; i++)); do
     "$BIN" --root "$ROOT" run busybox:latest -- sleep 30 >/dev/null 2>&1 &
     pid=$!
-    sleep "0.0$((RANDOM % 40 + 1))"
+    sleep "$(printf "0.%03d" $((RANDOM % 40 + 1)))"
     kill -9 "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 done
@@ -82,7 +82,7 @@ ids=$(cd "$ROOT/runs" && ls -d [0-9a-f]*/ 2>/dev/null | tr -d / || true)
 cg=$(find /sys/fs/cgroup -type d -name 'exprun-*' 2>/dev/null | sed 's/.*exprun-//' | grep -cxF -f <(echo "$ids") || true)
 [ "$cg" = 0 ] || { echo "left behind: $cg cgroups"; leftover=1; }
 if grep -q "$ROOT" /proc/self/mountinfo; then echo "left behind: mounts under $ROOT"; leftover=1; fi
-procs=$(grep -l "$ROOT" /proc/[0-9]*/cmdline 2>/dev/null | wc -l || true)
+procs=$(pgrep -fc "$ROOT" || true)
 [ "$procs" = 0 ] || { echo "left behind: $procs processes"; leftover=1; }
 echo "leftovers: $([ $leftover = 0 ] && echo none || echo FOUND)"
 [ "$failures" = 0 ] && [ "$leftover" = 0 ]
