@@ -131,6 +131,12 @@ fn setup(
     if fds.die_with_parent {
         step("setting the parent-death signal", set_pdeathsig())?;
     }
+    // Why this early: an exec'd process is born in the container's pid namespace,
+    // and until it execs, /proc/<pid>/exe is the exprun binary on the host (the
+    // CVE-2019-5736 route). Non-dumpable, no container process can open it,
+    // whatever capabilities this process holds from here on; [4] sets it again
+    // after the credential changes.
+    step("making the process non-dumpable", sys::set_not_dumpable())?;
 
     // Join the pod's namespaces first: everything below happens inside them.
     for (fd, flag) in &fds.ns_join {
