@@ -134,3 +134,32 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn a_layer_that_expands_past_the_configured_limit_is_refused() {
+    if !privileged("a_layer_that_expands_past_the_configured_limit_is_refused") {
+        return;
+    }
+    let r = TestRoot::new();
+    let fixture = fixture_dir().join("busybox-oci");
+    for (args, want) in [
+        (&["--max-layer-size", "64k"][..], "more than 65536 bytes of content"),
+        (&["--max-layer-entries", "3"][..], "more than 3 entries"),
+    ] {
+        let mut full = vec!["image", "import", "--name", "busybox:latest"];
+        full.extend_from_slice(args);
+        let out = r.exprun(&full, Some(&fixture));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {err}");
+        assert!(err.contains(want) && err.contains(args[0]), "{args:?}: {err}");
+        let listed = r.exprun(&["image", "ls", "--json"], None);
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&listed.stdout).unwrap(), json!([]));
+    }
+    let out = r.exprun(&["image", "import", "--max-layer-size", "lots"], Some(&fixture));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-layer-size"));
+    // The defaults take the fixture.
+    let out = r.exprun(&["image", "import", "--name", "busybox:latest"], Some(&fixture));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    r.assert_no_leftovers();
+}

@@ -22,6 +22,13 @@ pub enum ImageCommand {
         /// Print only the manifest digests, and no progress bar
         #[arg(long, short)]
         quiet: bool,
+        /// Refuse a layer whose files hold more than SIZE bytes once unpacked
+        /// (a tar bomb) [default: 64g]
+        #[arg(long = "max-layer-size", value_name = "SIZE")]
+        max_layer_size: Option<String>,
+        /// Refuse a layer with more than N entries [default: 2000000]
+        #[arg(long = "max-layer-entries", value_name = "N")]
+        max_layer_entries: Option<u64>,
     },
     /// List the images in the store
     #[command(visible_alias = "list")]
@@ -53,10 +60,18 @@ pub enum ImageCommand {
 pub fn run(globals: &Globals, cmd: ImageCommand) -> Result<i32> {
     let store = ImageStore::open(&globals.store_dir())?;
     match cmd {
-        ImageCommand::Import { path, name, quiet } => {
+        ImageCommand::Import { path, name, quiet, max_layer_size, max_layer_entries } => {
             let progress = if quiet { Progress::Hidden } else { Progress::Auto };
+            let defaults = crate::image::Limits::default();
+            let limits = crate::image::Limits {
+                max_bytes: match max_layer_size {
+                    Some(s) => crate::spec::options::parse_size("--max-layer-size", &s)?,
+                    None => defaults.max_bytes,
+                },
+                max_entries: max_layer_entries.unwrap_or(defaults.max_entries),
+            };
             let mut seen = BTreeSet::new();
-            for s in store.import(&path, name.as_deref(), progress)? {
+            for s in store.import_with_limits(&path, name.as_deref(), progress, limits)? {
                 if quiet {
                     if seen.insert(s.manifest_digest.clone()) {
                         println!("{}", s.manifest_digest);

@@ -214,6 +214,7 @@ pub(crate) fn import(
     source: &Path,
     name: Option<&str>,
     progress: Progress,
+    limits: Limits,
 ) -> Result<Vec<ImageSummary>> {
     let name = name.map(reference::parse_name).transpose()?;
     let source = fs::canonicalize(source).map_err(|e| Error::io("open", source, e))?;
@@ -264,7 +265,7 @@ pub(crate) fn import(
         plans[0].names = vec![n];
     }
     for plan in &plans {
-        ingest(store, &mut tmp, &layout, plan, &meter)?;
+        ingest(store, &mut tmp, &layout, plan, &meter, limits)?;
     }
     drop(layout);
     drop(tmp);
@@ -277,7 +278,14 @@ pub(crate) fn import(
 /// Store one planned image's blobs and layers. Everything is verified (blobs by
 /// digest, layers by diff_id) in our tmp dir before anything is renamed into the
 /// store, so a refused image leaves nothing behind.
-fn ingest(store: &Store, tmp: &mut TmpDir, layout: &Layout, plan: &Plan, meter: &Meter) -> Result<()> {
+fn ingest(
+    store: &Store,
+    tmp: &mut TmpDir,
+    layout: &Layout,
+    plan: &Plan,
+    meter: &Meter,
+    limits: Limits,
+) -> Result<()> {
     let mut staged: BTreeMap<&Digest, PathBuf> = BTreeMap::new();
     for (desc, rel) in &plan.layers {
         if staged.contains_key(&desc.digest) {
@@ -297,7 +305,7 @@ fn ingest(store: &Store, tmp: &mut TmpDir, layout: &Layout, plan: &Plan, meter: 
         let f = File::open(&blob).map_err(|e| Error::io("open", &blob, e))?;
         meter.add(desc.size);
         let reader = io::BufReader::new(meter.reader(f));
-        if let Err(e) = unpack::unpack_layer(reader, &desc.digest, diff_id, &dest, Limits::default()) {
+        if let Err(e) = unpack::unpack_layer(reader, &desc.digest, diff_id, &dest, limits) {
             let _ = store::remove_all(&dest);
             return Err(e);
         }

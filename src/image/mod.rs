@@ -50,7 +50,7 @@ mod testutil;
 mod unpack;
 
 pub use gc::{GcReport, RemoveReport};
-pub use unpack::{MAX_LAYER_BYTES, MAX_LAYER_ENTRIES};
+pub use unpack::{Limits, MAX_LAYER_BYTES, MAX_LAYER_ENTRIES};
 
 /// Image store errors. Every message names the file, blob or entry concerned and
 /// the operation that failed.
@@ -409,7 +409,18 @@ impl ImageStore {
     /// names found in the source; it is refused when the source holds several
     /// images. Re-importing an image already in the store changes nothing.
     pub fn import(&self, source: &Path, name: Option<&str>, progress: Progress) -> Result<Vec<ImageSummary>> {
-        import::import(&self.store, source, name, progress)
+        import::import(&self.store, source, name, progress, Limits::default())
+    }
+
+    /// [`ImageStore::import`] with other limits on what one layer may expand to.
+    pub fn import_with_limits(
+        &self,
+        source: &Path,
+        name: Option<&str>,
+        progress: Progress,
+        limits: Limits,
+    ) -> Result<Vec<ImageSummary>> {
+        import::import(&self.store, source, name, progress, limits)
     }
 
     /// Remove a reference: a `name:tag` (or `name`) is untagged, and the image

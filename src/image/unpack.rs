@@ -178,7 +178,7 @@ impl Unpacker<'_> {
                 layer: self.layer.clone(),
                 why: format!(
                     "more than {} entries, the limit for one layer; refusing what looks like a \
-                     tar bomb",
+                     tar bomb (raise it with image import --max-layer-entries if the layer is genuine)",
                     self.limits.max_entries
                 ),
             });
@@ -319,7 +319,7 @@ impl Unpacker<'_> {
     fn too_big(&self) -> String {
         format!(
             "more than {} bytes of content, the limit for one layer; refusing what looks like \
-             a tar bomb",
+             a tar bomb (raise it with image import --max-layer-size if the layer is genuine)",
             self.limits.max_bytes
         )
     }
