@@ -63,6 +63,30 @@ pub struct Replay<'a> {
 /// A change to a run's spec and CPU binding (`verify --vary`).
 pub type Vary<'a> = dyn Fn(&mut oci_spec::runtime::Spec, &mut Vec<usize>) + 'a;
 
+/// Whether this run is rootless (exprun is not root), and if so whether it may
+/// go ahead: without a cgroup delegated to the caller, a rootless run can have
+/// no limits and no usage figures, and says so unless `--no-limits` accepts it.
+fn rootless(opts: &RunOptions) -> Result<Option<spec::Rootless>> {
+    let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+    if uid.is_root() {
+        return Ok(None);
+    }
+    let limits = opts.memory.is_some() || opts.cpus.is_some() || opts.pids_limit.is_some();
+    if limits || !opts.no_limits {
+        return Err(Error::Usage(format!(
+            "rootless run (uid {uid}): this host gives uid {uid} no cgroup of its own (cgroup v1, or v2 \
+             without a delegated subtree), so --memory, --cpus and --pids-limit cannot be enforced and \
+             no usage can be recorded; {}",
+            if limits {
+                "drop those options, or run as root"
+            } else {
+                "pass --no-limits to run without limits, or run as root"
+            }
+        )));
+    }
+    Ok(Some(spec::Rootless { uid: uid.as_raw(), gid: gid.as_raw() }))
+}
+
 /// Run one experiment described by `opts`. `command_line` is exprun's own argv.
 pub fn run(root: &Root, opts: &RunOptions, command_line: Vec<String>) -> Result<RunResult> {
     run_with(root, opts, command_line, Replay::default())
@@ -76,13 +100,7 @@ pub fn run_with(
     replay: Replay<'_>,
 ) -> Result<RunResult> {
     let created = SystemTime::now();
-    if !nix::unistd::geteuid().is_root() {
-        return Err(Error::Usage(
-            "running a container needs root for now (new namespaces, mounts and cgroups); \
-             rootless mode is not available yet"
-                .into(),
-        ));
-    }
+    let rootless = rootless(opts)?;
     // 1.
     let cleaned = root.cleanup_stale();
     log::debug(|| format!("step 1: cleaned up {} stale run(s)", cleaned.len()));
@@ -109,6 +127,7 @@ pub fn run_with(
             host_rlimits: &host_rlimits,
             host_cpus: crate::record::host::cpus_online(),
             pins: replay.pins,
+            rootless,
         },
     )?;
     let mut cpus = determinism.cpuset();

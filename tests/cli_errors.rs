@@ -129,24 +129,6 @@ fn malicious_layer_entries_are_refused_by_name() {
 }
 
 #[test]
-fn run_as_a_normal_user_is_refused_clearly() {
-    if !privileged("run_as_a_normal_user_is_refused_clearly (needs root to switch to nobody)") {
-        return;
-    }
-    let r = TestRoot::new();
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(common::exprun_bin())
-        .arg("--root")
-        .arg(r.path().join("nobody-root"))
-        .args(["run", "busybox", "--", "true"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(125));
-    assert!(stderr_of(&out).contains("needs root"), "{}", stderr_of(&out));
-}
-
-#[test]
 fn import_progress_is_drawn_only_on_a_terminal() {
     if !privileged("import_progress_is_drawn_only_on_a_terminal") {
         return;

@@ -98,6 +98,8 @@ pub enum Version {
     V1,
     /// Unified hosts: every controller on one cgroup2 hierarchy.
     V2,
+    /// No cgroup: a rootless run on a host that delegates none to the caller.
+    None,
 }
 
 /// The limits of a run, as numbers the kernel takes.
@@ -143,6 +145,21 @@ pub struct CgroupPlan {
     pub make_parents: bool,
     /// The limits to write.
     pub limits: Limits,
+}
+
+impl CgroupPlan {
+    /// No cgroup at all: a rootless run on a host that delegates none to the
+    /// caller (accepted with `--no-limits`). Creating, joining and removing it
+    /// do nothing; its usage figures are empty.
+    pub fn none() -> Self {
+        Self {
+            version: Version::None,
+            dirs: BTreeMap::new(),
+            enable_in: Vec::new(),
+            make_parents: false,
+            limits: Limits::default(),
+        }
+    }
 }
 
 /// One v1 hierarchy or the v2 hierarchy, as mounted on this host.
@@ -278,8 +295,8 @@ impl CgroupHost {
             check_path(p, matches!(placement, Placement::Child { .. }))?;
         }
         match self.version() {
-            Version::V1 => self.plan_v1(placement, limits, freezer),
             Version::V2 => self.plan_v2(placement, limits),
+            Version::V1 | Version::None => self.plan_v1(placement, limits, freezer),
         }
     }
 
@@ -585,7 +602,7 @@ impl Cgroup {
     fn dir(&self, ctrl: &str) -> PathBuf {
         match self.plan.version {
             Version::V2 => self.plan.dirs.values().next().cloned().unwrap_or_default(),
-            Version::V1 => self.plan.dirs.get(ctrl).cloned().unwrap_or_default(),
+            Version::V1 | Version::None => self.plan.dirs.get(ctrl).cloned().unwrap_or_default(),
         }
     }
 
@@ -602,7 +619,7 @@ impl Cgroup {
     /// research/performance-anchors.md, finding 1).
     pub fn join_files(&self) -> Result<Vec<OwnedFd>> {
         let file = match self.plan.version {
-            Version::V1 => "tasks",
+            Version::V1 | Version::None => "tasks",
             Version::V2 => "cgroup.procs",
         };
         let mut fds = Vec::new();
@@ -637,6 +654,7 @@ impl Cgroup {
         };
         let pids_events = read(PIDS, "pids.events");
         match self.plan.version {
+            Version::None => Usage::default(),
             Version::V1 => {
                 let oom = read(MEMORY, "memory.oom_control");
                 Usage {

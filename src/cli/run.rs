@@ -103,6 +103,10 @@ pub struct RunArgs {
     /// (OMP_NUM_THREADS, ...) follow
     #[arg(long = "cpuset-cpus", value_name = "LIST")]
     cpuset_cpus: Option<String>,
+    /// Run without limits and usage accounting when rootless on a host that gives
+    /// the caller no cgroup (cgroup v1, or v2 without delegation)
+    #[arg(long = "no-limits", conflicts_with_all = ["memory", "cpus", "pids_limit"])]
+    no_limits: bool,
     /// Security options: seccomp=FILE (an OCI seccomp profile) or seccomp=unconfined
     /// [default: a profile equivalent to containerd's and Docker's]
     #[arg(long = "security-opt", value_name = "OPT", action = ArgAction::Append)]
@@ -120,7 +124,7 @@ pub struct RunArgs {
             "env", "env_file", "workdir", "user", "hostname", "volume", "input", "output", "tmpfs",
             "memory", "cpus", "pids_limit", "name", "keep", "read_only", "tty", "interactive",
             "entrypoint", "cap_add", "cap_drop", "ulimit", "cgroup_parent", "command", "pass_env",
-            "unpin", "umask", "aslr", "cpuset_cpus", "security_opt"
+            "unpin", "umask", "aslr", "cpuset_cpus", "security_opt", "no_limits"
         ]
     )]
     bundle: Option<PathBuf>,
@@ -231,6 +235,7 @@ impl RunArgs {
             unpin: self.unpin,
             umask: self.umask.map(|u| o::parse_umask(&u)).transpose()?,
             aslr: self.aslr == "on",
+            no_limits: self.no_limits,
             seccomp: match self.security_opt.last() {
                 Some(s) => o::parse_security_opt(s, &|p| std::fs::read_to_string(p))?,
                 None => o::SeccompChoice::Default,

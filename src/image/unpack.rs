@@ -22,7 +22,8 @@
 //!
 //! As a non-root user, ownership is not applied (files belong to the importer),
 //! device nodes other than whiteouts are skipped, `security.capability` is
-//! skipped, and an opaque directory is an error (it needs a `trusted.*` xattr).
+//! skipped, and an opaque directory gets `user.overlay.opaque=y`: the form a
+//! rootless overlay (mounted with `userxattr` in a user namespace) reads.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{CStr, CString, OsStr, OsString};
@@ -54,6 +55,8 @@ pub const MAX_LAYER_ENTRIES: u64 = 2_000_000;
 const MAX_TRAILING_BYTES: u64 = 64 << 20;
 
 const OPAQUE_XATTR: &CStr = c"trusted.overlay.opaque";
+/// The same for an overlay mounted with `userxattr` (rootless runs).
+const USER_OPAQUE_XATTR: &CStr = c"user.overlay.opaque";
 
 /// The zip-bomb limits for one layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,13 +231,8 @@ impl Unpacker<'_> {
         let nb = name.as_bytes();
         if nb == b".wh..wh..opq" {
             let dir = self.open_dir(parent_comps, true)?;
-            return set_xattr(&dir, OPAQUE_XATTR, b"y").map_err(|e| match e {
-                Errno::EPERM if !self.privileged => format!(
-                    "cannot mark the directory opaque: setting {} needs root ({e}); import as root",
-                    OPAQUE_XATTR.to_string_lossy()
-                ),
-                _ => format!("set {}: {e}", OPAQUE_XATTR.to_string_lossy()),
-            });
+            let xattr = if self.privileged { OPAQUE_XATTR } else { USER_OPAQUE_XATTR };
+            return set_xattr(&dir, xattr, b"y").map_err(|e| format!("set {}: {e}", xattr.to_string_lossy()));
         }
         if nb.starts_with(b".wh..wh.") {
             return Ok(()); // other aufs metadata (.wh..wh.plnk, ...): ignored, as docker does

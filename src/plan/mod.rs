@@ -287,6 +287,37 @@ pub struct RunPlan {
     /// How `exprun run` was asked for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<Request>,
+    /// A new user namespace in which the caller's ids are root (rootless runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_ns: Option<OwnIds>,
+}
+
+/// The ids mapped to root (0) in a rootless run's user namespace: the caller's
+/// own, which a process may map for itself without privilege.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnIds {
+    /// The caller's effective uid.
+    pub uid: u32,
+    /// The caller's effective gid.
+    pub gid: u32,
+}
+
+/// A new user namespace is supported when it maps container root to the
+/// caller's own uid and gid, one id each (a rootless run); wider mappings need
+/// newuidmap or privilege, which exprun does not use yet.
+fn own_id_mapping(linux: &oci_spec::runtime::Linux) -> Result<OwnIds> {
+    let one = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>, own: u32, what: &str| -> Result<u32> {
+        match maps.as_deref() {
+            Some([m]) if m.container_id() == 0 && m.size() == 1 && m.host_id() == own => Ok(own),
+            _ => Err(Error::Unsupported(format!(
+                "a user namespace with {what} other than 0 → {own} (the caller's own, size 1) is not supported yet"
+            ))),
+        }
+    };
+    Ok(OwnIds {
+        uid: one(linux.uid_mappings(), nix::unistd::geteuid().as_raw(), "uidMappings")?,
+        gid: one(linux.gid_mappings(), nix::unistd::getegid().as_raw(), "gidMappings")?,
+    })
 }
 
 /// What [`build`] needs besides the spec.
@@ -371,6 +402,7 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
     let mut new_net = false;
     let mut new_uts = false;
     let mut joins = Vec::new();
+    let mut user_ns = None;
     for ns in linux.namespaces().clone().unwrap_or_default() {
         if let Some(path) = ns.path() {
             let kind = ns.typ().to_string();
@@ -392,7 +424,8 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         }
         match ns.typ() {
             LinuxNamespaceType::User => {
-                return Err(Error::Unsupported("user namespaces are not supported yet".into()))
+                user_ns = Some(own_id_mapping(&linux)?);
+                clone_flags |= LinuxNamespaceType::User as u64;
             }
             LinuxNamespaceType::Time => {
                 return Err(Error::Unsupported("time namespaces are not supported yet".into()))
@@ -429,7 +462,18 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         Some(path) => Placement::Path(path.to_str().unwrap_or_default()),
         None => Placement::Child { name: &name, parent: ctx.cgroup_parent },
     };
-    let cgroup = ctx.cgroups.plan(&placement, limits, matches!(ctx.source, Source::Bundle { .. }))?;
+    // A rootless run has no cgroup (the caller was told, and passed --no-limits).
+    let cgroup = if user_ns.is_some() && !nix::unistd::geteuid().is_root() {
+        if limits != Limits::default() {
+            return Err(Error::Unsupported(
+                "resource limits in a rootless run need a delegated cgroup, which exprun does not use yet"
+                    .into(),
+            ));
+        }
+        CgroupPlan::none()
+    } else {
+        ctx.cgroups.plan(&placement, limits, matches!(ctx.source, Source::Bundle { .. }))?
+    };
 
     let mut mounts = Vec::new();
     for m in spec.mounts().clone().unwrap_or_default() {
@@ -549,6 +593,7 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         keep: ctx.keep,
         files,
         request: ctx.request,
+        user_ns,
         bundle: match ctx.source {
             Source::Bundle { dir } => Some(dir.to_path_buf()),
             Source::Image { .. } => None,

@@ -157,8 +157,13 @@ fn mount_overlay(plan: &RunPlan, o: &Overlay) -> Result<()> {
     // The overlay. lowerdir paths are relative to layers_root (our cwd for the
     // call), which keeps the option string short enough for ~60 layers.
     at(chdir(&o.layers_root), || format!("entering {}", o.layers_root.display()))?;
-    let data =
+    let mut data =
         format!("lowerdir={},upperdir={},workdir={}", o.lower.join(":"), o.upper.display(), o.work.display());
+    if plan.user_ns.is_some() {
+        // In a user namespace overlayfs keeps its whiteout and opaque marks in
+        // user.overlay.* xattrs, as a rootless import writes them.
+        data.push_str(",userxattr");
+    }
     // nodev: device nodes created inside the container never work; the ones it
     // needs are bound in from the host below.
     at(mount(Some("overlay"), &o.target, Some("overlay"), MsFlags::MS_NODEV, Some(data.as_str())), || {

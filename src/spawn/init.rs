@@ -131,6 +131,13 @@ fn setup(
     if fds.die_with_parent {
         step("setting the parent-death signal", set_pdeathsig())?;
     }
+    // A rootless init maps the caller's ids to root in its new user namespace
+    // itself (a process may map its own ids without privilege), before
+    // anything that creates files or checks ids, and while it is still dumpable
+    // (the map files of a non-dumpable process belong to the host's root).
+    if let Role::Init(RunPlan { user_ns: Some(ids), .. }) = role {
+        step("mapping the caller's ids to root", map_own_ids(ids))?;
+    }
     // Why this early: an exec'd process is born in the container's pid namespace,
     // and until it execs, /proc/<pid>/exe is the exprun binary on the host (the
     // CVE-2019-5736 route). Non-dumpable, no container process can open it,
@@ -227,7 +234,12 @@ fn setup(
         )?;
     }
     let groups: Vec<Gid> = p.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
-    step("setting supplementary groups", unistd::setgroups(&groups))?;
+    // In a rootless user namespace setgroups(2) is denied (that is what lets the
+    // gid map be written unprivileged); there are no groups to set anyway.
+    let rootless = matches!(role, Role::Init(RunPlan { user_ns: Some(_), .. }));
+    if !(rootless && groups.is_empty()) {
+        step("setting supplementary groups", unistd::setgroups(&groups))?;
+    }
     step(
         "setting the group id",
         unistd::setresgid(Gid::from_raw(p.gid), Gid::from_raw(p.gid), Gid::from_raw(p.gid)),
@@ -270,6 +282,12 @@ fn setup(
     // [5] The working directory as the final user, then the executable.
     step(&format!("entering the working directory {}", p.cwd.display()), unistd::chdir(&p.cwd))?;
     find_executable(&p.args[0], &p.env)
+}
+
+fn map_own_ids(ids: &crate::plan::OwnIds) -> std::io::Result<()> {
+    std::fs::write("/proc/self/setgroups", "deny")?;
+    std::fs::write("/proc/self/uid_map", format!("0 {} 1", ids.uid))?;
+    std::fs::write("/proc/self/gid_map", format!("0 {} 1", ids.gid))
 }
 
 fn bind_cpus(cpus: &[usize]) -> nix::Result<()> {

@@ -143,6 +143,17 @@ pub struct SpecContext<'a> {
     /// The pins a recorded run was decided with (replay): used as they are
     /// instead of being decided again on this host.
     pub pins: Option<&'a Determinism>,
+    /// A rootless run: the caller's ids, mapped to root in a new user namespace.
+    pub rootless: Option<Rootless>,
+}
+
+/// The caller of a rootless run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rootless {
+    /// The caller's uid, root inside.
+    pub uid: u32,
+    /// The caller's gid, root's group inside.
+    pub gid: u32,
 }
 
 /// The mount point of the run's root filesystem inside its state directory.
@@ -210,9 +221,15 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<(Spec, Det
         .map(|(name, soft, hard)| json!({"type": name, "soft": soft, "hard": hard}))
         .collect();
 
-    let mut namespaces = vec!["pid", "ipc", "uts", "mount", "cgroup"];
+    let mut namespaces = vec!["pid", "ipc", "uts", "mount"];
     if opts.network == Network::None {
         namespaces.push("network");
+    }
+    // A rootless run has a user namespace and no cgroup of its own (so no
+    // cgroup namespace and no /sys/fs/cgroup).
+    match ctx.rootless {
+        Some(_) => namespaces.push("user"),
+        None => namespaces.push("cgroup"),
     }
 
     let mut resources = serde_json::Map::new();
@@ -226,8 +243,11 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<(Spec, Det
     if let Some(p) = opts.pids_limit {
         resources.insert("pids".into(), json!({"limit": p}));
     }
-    // The plan adds the devices every container may use.
-    resources.insert("devices".into(), json!([crate::cgroups::devices::deny_all().oci_json()]));
+    // The plan adds the devices every container may use. A rootless run has no
+    // cgroup; its /dev holds the bound nodes only, and every mount is nodev.
+    if ctx.rootless.is_none() {
+        resources.insert("devices".into(), json!([crate::cgroups::devices::deny_all().oci_json()]));
+    }
 
     let spec = json!({
         "ociVersion": "1.2.0",
@@ -237,7 +257,8 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<(Spec, Det
                 "uid": user.uid,
                 "gid": user.gid,
                 "umask": determinism.umask(),
-                "additionalGids": user.additional_gids,
+                // setgroups(2) is denied in a rootless user namespace.
+                "additionalGids": if ctx.rootless.is_some() { Vec::new() } else { user.additional_gids.clone() },
             },
             "args": args,
             "env": env,
@@ -254,9 +275,11 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<(Spec, Det
         },
         "root": { "path": rootfs_dir(ctx.state_dir), "readonly": opts.read_only },
         "hostname": hostname,
-        "mounts": mounts(opts, ctx.state_dir),
+        "mounts": mounts(opts, ctx.state_dir, ctx.rootless.is_some()),
         "linux": {
             "namespaces": namespaces.iter().map(|n| json!({"type": n})).collect::<Vec<_>>(),
+            "uidMappings": ctx.rootless.map(|r| vec![json!({"containerID": 0, "hostID": r.uid, "size": 1})]),
+            "gidMappings": ctx.rootless.map(|r| vec![json!({"containerID": 0, "hostID": r.gid, "size": 1})]),
             "resources": resources,
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
@@ -374,22 +397,31 @@ fn rlimits(host: &[(String, u64, u64)], ulimits: &[options::Ulimit]) -> Vec<(Str
 
 /// System mounts, then the run's /etc files, then the user's mounts sorted so a
 /// parent is mounted before anything inside it.
-fn mounts(opts: &RunOptions, state_dir: &Path) -> Vec<Value> {
+fn mounts(opts: &RunOptions, state_dir: &Path, rootless: bool) -> Vec<Value> {
     let m = |dst: &str, typ: &str, src: &str, o: &[&str]| json!({"destination": dst, "type": typ, "source": src, "options": o});
+    // In a user namespace, group 5 (tty) is not mapped, and sysfs can only be
+    // mounted by the owner of the network namespace: with the host's network,
+    // the host's /sys is bound instead.
+    let devpts: &[&str] = if rootless {
+        &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]
+    } else {
+        &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]
+    };
     let mut v = vec![
         m("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
         m("/dev", "tmpfs", "tmpfs", &["nosuid", "noexec", "nodev", "strictatime", "mode=755", "size=65536k"]),
-        m(
-            "/dev/pts",
-            "devpts",
-            "devpts",
-            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
-        ),
+        m("/dev/pts", "devpts", "devpts", devpts),
         m("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
         m("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
-        m("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
-        m("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "noexec", "nodev", "relatime", "ro"]),
     ];
+    if rootless && opts.network == Network::Host {
+        v.push(m("/sys", "bind", "/sys", &["rbind", "nosuid", "noexec", "nodev", "ro"]));
+    } else {
+        v.push(m("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]));
+    }
+    if !rootless {
+        v.push(m("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "noexec", "nodev", "relatime", "ro"]));
+    }
     let bind = |src: &Path, dst: &Path, ro: bool| {
         let mut o = vec!["rbind", "nosuid", "nodev"];
         o.push(if ro { "ro" } else { "rw" });

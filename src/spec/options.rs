@@ -119,6 +119,9 @@ pub struct RunOptions {
     /// `--security-opt seccomp=...`.
     #[serde(default)]
     pub seccomp: SeccompChoice,
+    /// `--no-limits`: a rootless run without a cgroup is accepted.
+    #[serde(default)]
+    pub no_limits: bool,
 }
 
 /// The seccomp profile of a run.

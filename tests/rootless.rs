@@ -1,0 +1,160 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Rootless runs: exprun run by an unprivileged user that the test makes, with
+//! the image store and records under that user's XDG_DATA_HOME.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::{exprun_bin, fixture_dir, privileged};
+
+/// The unprivileged user the tests run exprun as.
+const USER: &str = "exprun-rootless-test";
+
+/// The user's uid and gid, and whether this test made the user (and removes it).
+fn user() -> (u32, u32, bool) {
+    let id = |flag: &str| Command::new("id").args([flag, USER]).output().unwrap();
+    let mut made = false;
+    if !id("-u").status.success() {
+        let added = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/bin/sh", USER])
+            .status();
+        assert!(added.unwrap().success(), "useradd {USER} failed");
+        made = true;
+    }
+    let num = |flag: &str| String::from_utf8_lossy(&id(flag).stdout).trim().parse().unwrap();
+    (num("-u"), num("-g"), made)
+}
+
+/// A home for the user, removed with the value.
+struct Home {
+    dir: tempfile::TempDir,
+    uid: u32,
+    gid: u32,
+    made_user: bool,
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        if self.made_user {
+            let _ = Command::new("userdel").arg(USER).status();
+        }
+    }
+}
+
+impl Home {
+    fn new() -> Self {
+        let (uid, gid, made_user) = user();
+        let dir = tempfile::Builder::new().prefix("exprun-rootless-").tempdir().unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+        Home { dir, uid, gid, made_user }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The state root exprun picks for the user: $XDG_DATA_HOME/exprun.
+    fn root(&self) -> PathBuf {
+        self.path().join("data/exprun")
+    }
+
+    /// `exprun ARGS` as the user, with a clean environment.
+    fn exprun(&self, args: &[&str]) -> (i32, String, String) {
+        let out: Output = Command::new("setpriv")
+            .args([&format!("--reuid={}", self.uid), &format!("--regid={}", self.gid), "--clear-groups"])
+            .arg("env")
+            .arg("-i")
+            .arg(format!("HOME={}", self.path().display()))
+            .arg(format!("XDG_DATA_HOME={}", self.path().join("data").display()))
+            .arg("PATH=/usr/bin:/bin")
+            .arg(exprun_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn assert_no_leftovers(&self) {
+        let live: Vec<_> = std::fs::read_dir(self.root().join("containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(live.is_empty(), "run directories left behind: {live:?}");
+        let home = self.path().display().to_string();
+        assert!(
+            !std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(&home),
+            "mounts left behind"
+        );
+        let procs = Command::new("pgrep").args(["-f", &home]).output().unwrap();
+        assert!(procs.stdout.is_empty(), "processes left behind: {}", String::from_utf8_lossy(&procs.stdout));
+    }
+}
+
+#[test]
+fn an_unprivileged_user_imports_and_runs_in_a_user_namespace() {
+    if !privileged("an_unprivileged_user_imports_and_runs_in_a_user_namespace (needs root to make the user)")
+    {
+        return;
+    }
+    let h = Home::new();
+    let fixture = fixture_dir().join("busybox-oci");
+    let (code, _, err) =
+        h.exprun(&["image", "import", "--name", "busybox:latest", fixture.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    // Everything the import made belongs to the user.
+    let meta = std::fs::metadata(h.root().join("store")).unwrap();
+    assert_eq!(meta.uid(), h.uid);
+
+    // Without a delegated cgroup, the user is told what is missing and what to do.
+    let (code, _, err) = h.exprun(&["run", "busybox:latest", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("rootless") && err.contains("--no-limits"), "{err}");
+    let (code, _, err) = h.exprun(&["run", "--memory", "64m", "busybox:latest", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("--memory") && err.contains("cannot be enforced"), "{err}");
+
+    let out = h.path().join("out");
+    let output = format!("{}:/out", out.display());
+    let (code, stdout, err) = h.exprun(&[
+        "run",
+        "--no-limits",
+        "--output",
+        &output,
+        "busybox:latest",
+        "sh",
+        "-c",
+        "id -u; cat /proc/self/uid_map | tr -s ' '; ls /opt/data; grep Seccomp: /proc/self/status; \
+         echo 42 > /out/result; touch /proc/sys/kernel/x 2>/dev/null || echo proc-sys-ro; exit 3",
+    ]);
+    assert_eq!(code, 3, "{err}");
+    let uid_map = format!(" 0 {} 1", h.uid);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["0", uid_map.as_str(), "new", "Seccomp:\t2", "proc-sys-ro"],
+        "root inside, the caller outside; the image's opaque directory hides the lower layer"
+    );
+    assert_eq!(std::fs::read_to_string(out.join("result")).unwrap(), "42\n");
+    assert_eq!(std::fs::metadata(out.join("result")).unwrap().uid(), h.uid, "outputs belong to the caller");
+
+    // The record says what the run was, and verify works as the user too.
+    let (code, json, err) = h.exprun(&["runs", "show", "--latest", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let rec: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(rec["cgroup"]["version"], "none");
+    assert_eq!(rec["spec"]["linux"]["uidMappings"][0]["hostID"], h.uid);
+    assert_eq!(rec["spec"]["linux"]["gidMappings"][0]["hostID"], h.gid);
+    assert_eq!(rec["exit"]["code"], 3);
+    let (code, stdout, err) = h.exprun(&["verify", "--latest"]);
+    assert_eq!(code, 0, "{stdout} {err}");
+    h.assert_no_leftovers();
+}
