@@ -144,7 +144,11 @@ pub fn main() -> i32 {
     };
     let log = LogTarget { path: cli.log.clone(), json: cli.log_format == "json" };
     if cli.rootless.as_deref() == Some("true") {
-        let e = Error::Usage("--rootless=true is not supported yet; run as root".into());
+        let e = Error::Usage(
+            "--rootless=true is not supported for the runc-compatible verbs; `exprun run` as an \
+             unprivileged user is rootless by itself"
+                .into(),
+        );
         return report(&e, &log);
     }
     let result = match cli.command {
