@@ -156,5 +156,14 @@ fn an_unprivileged_user_imports_and_runs_in_a_user_namespace() {
     assert_eq!(rec["exit"]["code"], 3);
     let (code, stdout, err) = h.exprun(&["verify", "--latest"]);
     assert_eq!(code, 0, "{stdout} {err}");
+    let (code, stdout, err) = h.exprun(&["verify", "--latest", "--vary", "user,tz", "--json"]);
+    assert_eq!(code, 0, "{stdout} {err}");
+    let verdict: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(verdict["not_applicable"][0].as_str().unwrap().starts_with("user:"), "{verdict:#}");
+
+    // Only root exists inside: another user is refused before anything starts.
+    let (code, _, err) = h.exprun(&["run", "--no-limits", "-u", "1000", "busybox:latest", "id"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("uid 1000:1000 does not exist in a rootless container"), "{err}");
     h.assert_no_leftovers();
 }

@@ -462,6 +462,16 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         Some(path) => Placement::Path(path.to_str().unwrap_or_default()),
         None => Placement::Child { name: &name, parent: ctx.cgroup_parent },
     };
+    if user_ns.is_some() && (process.uid != 0 || process.gid != 0) {
+        return Err(Error::Process {
+            field: "user",
+            why: format!(
+                "uid {}:{} does not exist in a rootless container, where only root (the caller) is \
+                 mapped; run as root inside, or run exprun as root",
+                process.uid, process.gid
+            ),
+        });
+    }
     // A rootless run has no cgroup (the caller was told, and passed --no-limits).
     let cgroup = if user_ns.is_some() && !nix::unistd::geteuid().is_root() {
         if limits != Limits::default() {

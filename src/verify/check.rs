@@ -203,17 +203,22 @@ pub fn verify(root: &Root, original: &RunRecord, o: &VerifyOptions) -> Result<Ve
     }
     v.unmatched_rules = compare::unmatched_in_all(&all_trees);
 
-    // The variations.
-    if !o.vary.is_empty() {
+    // The variations. A rootless run has no other user to switch to.
+    let mut vary = o.vary.clone();
+    if !nix::unistd::geteuid().is_root() && vary.contains(&Variation::User) {
+        vary.retain(|v| *v != Variation::User);
+        v.not_applicable.push("user: a rootless run has no user but root".into());
+    }
+    if !vary.is_empty() {
         let mut ctx = plain;
         let input_bytes: u64 = first.inputs.iter().filter_map(|i| i.tree.as_ref()).map(|t| t.bytes).sum();
-        if o.vary.contains(&Variation::DirentOrder) && input_bytes > DIRENT_COPY_LIMIT {
+        if vary.contains(&Variation::DirentOrder) && input_bytes > DIRENT_COPY_LIMIT {
             v.not_applicable.push(format!(
                 "dirent-order: the inputs hold {} MiB, more than the {} MiB exprun copies into memory to reorder",
                 input_bytes >> 20,
                 DIRENT_COPY_LIMIT >> 20
             ));
-        } else if o.vary.contains(&Variation::DirentOrder) {
+        } else if vary.contains(&Variation::DirentOrder) {
             let shm = PathBuf::from(SHM).join(scratch_name());
             scratch.dirs.push(shm.clone());
             std::fs::create_dir(&shm).map_err(|source| Error::Io {
@@ -249,7 +254,7 @@ pub fn verify(root: &Root, original: &RunRecord, o: &VerifyOptions) -> Result<Ve
             tried.insert(set.to_vec(), c.clone());
             Ok(c)
         };
-        let mut stack = vec![o.vary.clone()];
+        let mut stack = vec![vary.clone()];
         while let Some(set) = stack.pop() {
             let c = changes(&set, &mut v)?;
             if c.is_empty() {
