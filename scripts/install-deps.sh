@@ -4,6 +4,7 @@
 #   protobuf-compiler  protoc, for the CRI client the containerd test builds
 #   zstd               the fixture image's second layer
 #   containerd, runc   the end-to-end test under containerd (and the reference)
+#   uidmap             newuidmap/newgidmap, for rootless runs with /etc/subuid ranges
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 packages=()
@@ -12,6 +13,7 @@ command -v protoc >/dev/null || packages+=(protobuf-compiler)
 command -v zstd >/dev/null || packages+=(zstd)
 command -v containerd-shim-runc-v2 >/dev/null || packages+=(containerd)
 command -v runc >/dev/null || packages+=(runc)
+command -v newuidmap >/dev/null || packages+=(uidmap)
 if [ "${#packages[@]}" -gt 0 ]; then
   echo "install-deps: installing ${packages[*]}"
   apt-get update -qq

@@ -84,7 +84,7 @@ fn rootless(opts: &RunOptions) -> Result<Option<spec::Rootless>> {
             }
         )));
     }
-    Ok(Some(spec::Rootless { uid: uid.as_raw(), gid: gid.as_raw() }))
+    Ok(Some(spec::Rootless::of_caller(uid.as_raw(), gid.as_raw())))
 }
 
 /// Run one experiment described by `opts`. `command_line` is exprun's own argv.

@@ -38,6 +38,16 @@ struct Home {
 
 impl Drop for Home {
     fn drop(&mut self) {
+        for f in ["/etc/subuid", "/etc/subgid"] {
+            if let Ok(text) = std::fs::read_to_string(f) {
+                let kept: String = text
+                    .lines()
+                    .filter(|l| !l.starts_with(&format!("{USER}:")))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                let _ = std::fs::write(f, kept);
+            }
+        }
         if self.made_user {
             let _ = Command::new("userdel").arg(USER).status();
         }
@@ -164,6 +174,31 @@ fn an_unprivileged_user_imports_and_runs_in_a_user_namespace() {
     // Only root exists inside: another user is refused before anything starts.
     let (code, _, err) = h.exprun(&["run", "--no-limits", "-u", "1000", "busybox:latest", "id"]);
     assert_eq!(code, 125);
-    assert!(err.contains("uid 1000:1000 does not exist in a rootless container"), "{err}");
+    assert!(
+        err.contains("uid 1000:1000 does not exist in this rootless container")
+            && err.contains("/etc/subuid"),
+        "{err}"
+    );
+
+    // With subordinate ids (newuidmap and newgidmap write the maps), the image's
+    // other users exist too.
+    for f in ["/etc/subuid", "/etc/subgid"] {
+        let mut text = std::fs::read_to_string(f).unwrap_or_default();
+        text.push_str(&format!("{USER}:3000000:65536\n"));
+        std::fs::write(f, text).unwrap();
+    }
+    let (code, stdout, err) = h.exprun(&[
+        "run",
+        "--no-limits",
+        "-u",
+        "1000",
+        "busybox:latest",
+        "sh",
+        "-c",
+        "id -u; tr -s ' ' < /proc/self/uid_map; touch /tmp/f; stat -c %u /tmp/f",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let own = format!(" 0 {} 1", h.uid);
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), ["1000", own.as_str(), " 1 3000000 65536", "1000"]);
     h.assert_no_leftovers();
 }

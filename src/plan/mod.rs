@@ -289,34 +289,74 @@ pub struct RunPlan {
     pub request: Option<Request>,
     /// A new user namespace in which the caller's ids are root (rootless runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_ns: Option<OwnIds>,
+    pub user_ns: Option<UserNs>,
 }
 
-/// The ids mapped to root (0) in a rootless run's user namespace: the caller's
-/// own, which a process may map for itself without privilege.
+/// One range of an id map: `size` ids from `container` inside are `host` outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OwnIds {
-    /// The caller's effective uid.
-    pub uid: u32,
-    /// The caller's effective gid.
-    pub gid: u32,
+pub struct IdRange {
+    /// First id inside.
+    pub container: u32,
+    /// First id outside.
+    pub host: u32,
+    /// Number of ids.
+    pub size: u32,
 }
 
-/// A new user namespace is supported when it maps container root to the
-/// caller's own uid and gid, one id each (a rootless run); wider mappings need
-/// newuidmap or privilege, which exprun does not use yet.
-fn own_id_mapping(linux: &oci_spec::runtime::Linux) -> Result<OwnIds> {
-    let one = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>, own: u32, what: &str| -> Result<u32> {
-        match maps.as_deref() {
-            Some([m]) if m.container_id() == 0 && m.size() == 1 && m.host_id() == own => Ok(own),
-            _ => Err(Error::Unsupported(format!(
-                "a user namespace with {what} other than 0 → {own} (the caller's own, size 1) is not supported yet"
-            ))),
+/// A rootless run's user namespace: root inside is the caller, and, with
+/// ranges from /etc/subuid and /etc/subgid, ids from 1 up are the caller's
+/// subordinate ids (written by the setuid helpers newuidmap and newgidmap).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserNs {
+    /// The uid map.
+    pub uids: Vec<IdRange>,
+    /// The gid map.
+    pub gids: Vec<IdRange>,
+}
+
+impl UserNs {
+    /// Whether the maps need newuidmap/newgidmap (more than the caller's own ids).
+    pub fn needs_helpers(&self) -> bool {
+        self.uids.len() > 1 || self.gids.len() > 1
+    }
+
+    /// Whether `uid`:`gid` exists inside.
+    pub fn maps(&self, uid: u32, gid: u32) -> bool {
+        let has = |ranges: &[IdRange], id: u32| {
+            ranges
+                .iter()
+                .any(|r| id >= r.container && u64::from(id) < u64::from(r.container) + u64::from(r.size))
+        };
+        has(&self.uids, uid) && has(&self.gids, gid)
+    }
+}
+
+/// A new user namespace is supported when container root is the caller's own
+/// uid and gid (a rootless run), optionally followed by ranges from 1 up for
+/// newuidmap and newgidmap to check against /etc/subuid and /etc/subgid.
+fn rootless_maps(linux: &oci_spec::runtime::Linux) -> Result<UserNs> {
+    let ranges = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>,
+                  own: u32,
+                  what: &str|
+     -> Result<Vec<IdRange>> {
+        let maps: Vec<IdRange> = maps
+            .iter()
+            .flatten()
+            .map(|m| IdRange { container: m.container_id(), host: m.host_id(), size: m.size() })
+            .collect();
+        let root_is_own = maps.first().is_some_and(|m| m.container == 0 && m.host == own && m.size == 1);
+        let rest_from_one = maps.iter().skip(1).all(|m| m.container >= 1 && m.size >= 1);
+        if root_is_own && rest_from_one {
+            Ok(maps)
+        } else {
+            Err(Error::Unsupported(format!(
+                "a user namespace whose {what} do not map 0 to the caller's own id ({own}, size 1) first is not supported yet"
+            )))
         }
     };
-    Ok(OwnIds {
-        uid: one(linux.uid_mappings(), nix::unistd::geteuid().as_raw(), "uidMappings")?,
-        gid: one(linux.gid_mappings(), nix::unistd::getegid().as_raw(), "gidMappings")?,
+    Ok(UserNs {
+        uids: ranges(linux.uid_mappings(), nix::unistd::geteuid().as_raw(), "uidMappings")?,
+        gids: ranges(linux.gid_mappings(), nix::unistd::getegid().as_raw(), "gidMappings")?,
     })
 }
 
@@ -424,7 +464,7 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         }
         match ns.typ() {
             LinuxNamespaceType::User => {
-                user_ns = Some(own_id_mapping(&linux)?);
+                user_ns = Some(rootless_maps(&linux)?);
                 clone_flags |= LinuxNamespaceType::User as u64;
             }
             LinuxNamespaceType::Time => {
@@ -462,13 +502,20 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         Some(path) => Placement::Path(path.to_str().unwrap_or_default()),
         None => Placement::Child { name: &name, parent: ctx.cgroup_parent },
     };
-    if user_ns.is_some() && (process.uid != 0 || process.gid != 0) {
+    if let Some(ns) = user_ns.as_ref().filter(|ns| !ns.maps(process.uid, process.gid)) {
         return Err(Error::Process {
             field: "user",
             why: format!(
-                "uid {}:{} does not exist in a rootless container, where only root (the caller) is \
-                 mapped; run as root inside, or run exprun as root",
-                process.uid, process.gid
+                "uid {}:{} does not exist in this rootless container, which maps {}; give the caller \
+                 subordinate ids in /etc/subuid and /etc/subgid (with newuidmap installed), run as root \
+                 inside, or run exprun as root",
+                process.uid,
+                process.gid,
+                if ns.needs_helpers() {
+                    "only the ranges of /etc/subuid and /etc/subgid"
+                } else {
+                    "only root (the caller)"
+                }
             ),
         });
     }

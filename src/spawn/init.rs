@@ -135,8 +135,17 @@ fn setup(
     // itself (a process may map its own ids without privilege), before
     // anything that creates files or checks ids, and while it is still dumpable
     // (the map files of a non-dumpable process belong to the host's root).
-    if let Role::Init(RunPlan { user_ns: Some(ids), .. }) = role {
-        step("mapping the caller's ids to root", map_own_ids(ids))?;
+    // With subordinate ids the parent writes the maps through newuidmap and
+    // newgidmap (setuid helpers that check /etc/subuid): wait for them.
+    if let Role::Init(RunPlan { user_ns: Some(ns), .. }) = role {
+        if ns.needs_helpers() {
+            match fds.channel.recv::<ToChild>() {
+                Ok(Some(ToChild::IdsMapped)) => {}
+                _ => return Err(step_error("waiting for the id maps", "exprun went away")),
+            }
+        } else {
+            step("mapping the caller's ids to root", map_own_ids(ns))?;
+        }
     }
     // Why this early: an exec'd process is born in the container's pid namespace,
     // and until it execs, /proc/<pid>/exe is the exprun binary on the host (the
@@ -236,8 +245,8 @@ fn setup(
     let groups: Vec<Gid> = p.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
     // In a rootless user namespace setgroups(2) is denied (that is what lets the
     // gid map be written unprivileged); there are no groups to set anyway.
-    let rootless = matches!(role, Role::Init(RunPlan { user_ns: Some(_), .. }));
-    if !(rootless && groups.is_empty()) {
+    let denied = matches!(role, Role::Init(RunPlan { user_ns: Some(ns), .. }) if !ns.needs_helpers());
+    if !(denied && groups.is_empty()) {
         step("setting supplementary groups", unistd::setgroups(&groups))?;
     }
     step(
@@ -284,10 +293,16 @@ fn setup(
     find_executable(&p.args[0], &p.env)
 }
 
-fn map_own_ids(ids: &crate::plan::OwnIds) -> std::io::Result<()> {
+/// Map the caller's own uid and gid (the first range of each map) to root.
+fn map_own_ids(ns: &crate::plan::UserNs) -> std::io::Result<()> {
+    let own = |r: &[crate::plan::IdRange]| r.first().map(|r| format!("0 {} 1", r.host)).unwrap_or_default();
     std::fs::write("/proc/self/setgroups", "deny")?;
-    std::fs::write("/proc/self/uid_map", format!("0 {} 1", ids.uid))?;
-    std::fs::write("/proc/self/gid_map", format!("0 {} 1", ids.gid))
+    std::fs::write("/proc/self/uid_map", own(&ns.uids))?;
+    std::fs::write("/proc/self/gid_map", own(&ns.gids))
+}
+
+fn step_error(step: &str, error: &str) -> StepError {
+    StepError { step: step.to_string(), error: error.to_string(), exit_code: None }
 }
 
 fn bind_cpus(cpus: &[usize]) -> nix::Result<()> {

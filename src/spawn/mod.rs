@@ -219,6 +219,16 @@ fn create_in(
     drop(cgroup_join);
     drop(child_io.fds);
 
+    if let Some(ns) = plan.user_ns.as_ref().filter(|ns| ns.needs_helpers()) {
+        if let Err(e) = write_id_maps(pid, ns).and_then(|()| {
+            parent_end.send(&ToChild::IdsMapped).map_err(io_err("telling init its ids are mapped"))
+        }) {
+            let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+            let _ = sys::wait4(pid);
+            return Err(e);
+        }
+    }
+
     let state = plan.hooks.need_sync().then(|| {
         let annotations = serde_json::to_value(plan.spec.annotations()).unwrap_or_default();
         let bundle = plan.bundle.as_deref().map(|b| b.display().to_string()).unwrap_or_default();
@@ -238,6 +248,32 @@ fn create_in(
             }
         }
     }
+}
+
+/// Write a rootless init's uid and gid maps with newuidmap and newgidmap, which
+/// check the ranges against /etc/subuid and /etc/subgid.
+fn write_id_maps(pid: Pid, ns: &crate::plan::UserNs) -> Result<()> {
+    for (helper, ranges) in [("newuidmap", &ns.uids), ("newgidmap", &ns.gids)] {
+        let mut cmd = std::process::Command::new(helper);
+        cmd.arg(pid.as_raw().to_string());
+        for r in ranges {
+            cmd.args([r.container.to_string(), r.host.to_string(), r.size.to_string()]);
+        }
+        let out = cmd.stdin(std::process::Stdio::null()).output().map_err(|e| Error::Io {
+            op: "running newuidmap/newgidmap for the rootless id maps",
+            source: io::Error::new(e.kind(), format!("{helper}: {e}")),
+        })?;
+        if !out.status.success() {
+            return Err(Error::Io {
+                op: "writing the rootless id maps",
+                source: io::Error::other(format!(
+                    "{helper} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Wait for Ready (or a failure), watching exprun's signals too.

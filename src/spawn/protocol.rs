@@ -6,7 +6,11 @@
 //!  exprun (parent)                               container init (child)
 //!  ───────────────                               ──────────────────────
 //!  cgroup: mkdir + limits
-//!  clone(CLONE_NEW{NS,PID,UTS,IPC,NET}) ───────► [1] join cgroup (write "0"), unshare cgroupns
+//!  clone(CLONE_NEW{NS,PID,UTS,IPC,NET}) ───────► (rootless: write own id maps, or wait:)
+//!  (rootless with /etc/subuid ranges)
+//!  newuidmap, newgidmap <pid>
+//!  IdsMapped ─────────────────────────────────►
+//!                                                [1] join cgroup (write "0"), unshare cgroupns
 //!                                                [2] stdio, hostname, loopback
 //!                                                [3] rootfs: overlay, mounts, /dev
 //!  (only with OCI hooks)
@@ -68,6 +72,8 @@ pub enum ToParent {
 pub enum ToChild {
     /// Run the command now.
     Start,
+    /// newuidmap and newgidmap have written the user namespace's maps.
+    IdsMapped,
     /// The runtime's hooks ran; `state` is the container's state JSON for the
     /// container's own hooks (createContainer, startContainer).
     HooksDone {

@@ -154,6 +154,46 @@ pub struct Rootless {
     pub uid: u32,
     /// The caller's gid, root's group inside.
     pub gid: u32,
+    /// The caller's subordinate uids and gids (first, count) from /etc/subuid
+    /// and /etc/subgid, mapped from 1 up, when both exist and newuidmap and
+    /// newgidmap are installed.
+    pub subordinate: Option<((u32, u32), (u32, u32))>,
+}
+
+impl Rootless {
+    /// The caller, with subordinate ids if the host gives them.
+    pub fn of_caller(uid: u32, gid: u32) -> Self {
+        let name =
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name);
+        let range = |file: &str, id: u32| -> Option<(u32, u32)> {
+            let text = std::fs::read_to_string(file).ok()?;
+            text.lines().find_map(|l| {
+                let mut f = l.trim().split(':');
+                let who = f.next()?;
+                let (start, count) = (f.next()?.parse().ok()?, f.next()?.parse().ok()?);
+                (who == id.to_string() || Some(who) == name.as_deref()).then_some((start, count))
+            })
+        };
+        let helpers = ["newuidmap", "newgidmap"].iter().all(|h| {
+            std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).any(|d| d.join(h).is_file()))
+                .unwrap_or(false)
+                || std::path::Path::new("/usr/bin").join(h).is_file()
+        });
+        let subordinate = match (range("/etc/subuid", uid), range("/etc/subgid", gid)) {
+            (Some(u), Some(g)) if helpers => Some((u, g)),
+            _ => None,
+        };
+        Rootless { uid, gid, subordinate }
+    }
+
+    fn maps(own: u32, sub: Option<(u32, u32)>) -> Vec<Value> {
+        let mut v = vec![json!({"containerID": 0, "hostID": own, "size": 1})];
+        if let Some((start, count)) = sub {
+            v.push(json!({"containerID": 1, "hostID": start, "size": count}));
+        }
+        v
+    }
 }
 
 /// The mount point of the run's root filesystem inside its state directory.
@@ -278,8 +318,8 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<(Spec, Det
         "mounts": mounts(opts, ctx.state_dir, ctx.rootless.is_some()),
         "linux": {
             "namespaces": namespaces.iter().map(|n| json!({"type": n})).collect::<Vec<_>>(),
-            "uidMappings": ctx.rootless.map(|r| vec![json!({"containerID": 0, "hostID": r.uid, "size": 1})]),
-            "gidMappings": ctx.rootless.map(|r| vec![json!({"containerID": 0, "hostID": r.gid, "size": 1})]),
+            "uidMappings": ctx.rootless.map(|r| Rootless::maps(r.uid, r.subordinate.map(|s| s.0))),
+            "gidMappings": ctx.rootless.map(|r| Rootless::maps(r.gid, r.subordinate.map(|s| s.1))),
             "resources": resources,
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
