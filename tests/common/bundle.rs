@@ -129,6 +129,18 @@ pub struct Shim {
     _serial: Serial,
 }
 
+impl Drop for Shim {
+    /// The parent cgroups the test made as kubelet would go with it (before the
+    /// lock is released). A test that failed may have left a container inside;
+    /// then they stay, and the test's own failure says why.
+    fn drop(&mut self) {
+        for e in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            let _ = std::fs::remove_dir(e.path().join(parent_cgroup()));
+        }
+        let _ = std::fs::remove_dir(std::path::Path::new("/sys/fs/cgroup").join(parent_cgroup()));
+    }
+}
+
 /// Set up `test`, or `None` (after printing SKIP) when it cannot run here.
 pub fn shim(test: &str) -> Option<Shim> {
     if !privileged(test) {
