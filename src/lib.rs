@@ -19,6 +19,7 @@
 //! - [`record`]: the run record, host facts, input/output tree digests, diff, export.
 //! - [`verify`]: replay a recorded run and compare its outputs with the original.
 //! - [`log`]: `--debug` output with step timings.
+//! - [`userns`]: rootless image commands re-run in a user namespace with subordinate ids.
 //! - [`sys`]: the raw syscalls nothing else wraps; the one home of `unsafe` besides spawn.
 //! - [`digest`]: `sha256:` digests and hashing readers and writers.
 //! - [`fsutil`]: atomic writes, advisory locks, random ids.
@@ -52,6 +53,7 @@ pub mod spawn;
 pub mod spec;
 pub mod state;
 pub mod sys;
+pub mod userns;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -200,5 +200,44 @@ fn an_unprivileged_user_imports_and_runs_in_a_user_namespace() {
     assert_eq!(code, 0, "{err}");
     let own = format!(" 0 {} 1", h.uid);
     assert_eq!(stdout.lines().collect::<Vec<_>>(), ["1000", own.as_str(), " 1 3000000 65536", "1000"]);
+
+    // With subordinate ids the image commands run in a user namespace that maps
+    // them: a new import keeps the files' owners, and the caller can remove them.
+    for args in [&["image", "rm", "busybox:latest"][..], &["image", "gc"]] {
+        let (code, _, err) = h.exprun(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    let (code, _, err) =
+        h.exprun(&["image", "import", "--name", "busybox:latest", fixture.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let homes: Vec<PathBuf> = std::fs::read_dir(h.root().join("store/layers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("home/researcher"))
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(homes.len(), 1);
+    assert_eq!(
+        std::fs::metadata(&homes[0]).unwrap().uid(),
+        3000000 + 999,
+        "uid 1000 inside is subuid start + 999"
+    );
+    let (code, stdout, err) = h.exprun(&[
+        "run",
+        "--no-limits",
+        "-u",
+        "1000",
+        "busybox:latest",
+        "sh",
+        "-c",
+        "touch /home/researcher/x && echo wrote",
+    ]);
+    assert_eq!((code, stdout.as_str()), (0, "wrote\n"), "{err}");
+    for args in [&["image", "rm", "busybox:latest"][..], &["image", "gc"]] {
+        let (code, _, err) = h.exprun(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    let left: Vec<_> = std::fs::read_dir(h.root().join("store/layers")).unwrap().flatten().collect();
+    assert!(left.is_empty(), "layers the caller could not remove: {left:?}");
     h.assert_no_leftovers();
 }

@@ -111,7 +111,9 @@ impl Globals {
 }
 
 fn default_root() -> PathBuf {
-    if nix::unistd::geteuid().is_root() {
+    // Root in one of our user namespaces (a rootless image command re-run there)
+    // is still the caller: keep the caller's root.
+    if nix::unistd::geteuid().is_root() && crate::userns::in_initial_userns() {
         return PathBuf::from("/var/lib/exprun");
     }
     if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
@@ -150,6 +152,19 @@ pub fn main() -> i32 {
                 .into(),
         );
         return report(&e, &log);
+    }
+    // A rootless caller with subordinate ids manages the store from inside a
+    // user namespace that maps them, so layers keep their files' owners.
+    if matches!(cli.command, Command::Image(_) | Command::Gc)
+        && !nix::unistd::geteuid().is_root()
+        && crate::userns::in_initial_userns()
+    {
+        if let Some(maps) = crate::userns::caller_maps() {
+            return match crate::userns::rerun_mapped(&maps) {
+                Ok(code) => code,
+                Err(e) => report(&Error::Usage(format!("re-running in a user namespace: {e}")), &log),
+            };
+        }
     }
     let result = match cli.command {
         Command::Run(args) => run::run(&globals, *args),

@@ -94,7 +94,8 @@ pub(crate) fn unpack_layer(
         root,
         root_path: dest.to_path_buf(),
         limits,
-        privileged: nix::unistd::geteuid().is_root(),
+        privileged: nix::unistd::geteuid().is_root() && crate::userns::in_initial_userns(),
+        owners: nix::unistd::geteuid().is_root(),
         entries: 0,
         bytes: 0,
         written: 0,
@@ -163,6 +164,9 @@ struct Unpacker<'a> {
     root_path: PathBuf,
     limits: Limits,
     privileged: bool,
+    /// Ownership can be applied: root, on the host or in a user namespace that
+    /// maps the caller's subordinate ids.
+    owners: bool,
     entries: u64,
     bytes: u64,
     written: u64,
@@ -362,10 +366,22 @@ impl Unpacker<'_> {
     }
 
     fn chown_fd(&self, fd: impl AsFd, meta: &Meta) -> EntryResult {
-        if !self.privileged {
+        if !self.owners {
             return Ok(());
         }
-        fchown(fd, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid))).map_err(sys("chown"))
+        fchown(fd, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))
+            .map_err(|e| self.chown_err(e, meta))
+    }
+
+    fn chown_err(&self, e: Errno, meta: &Meta) -> String {
+        if e == Errno::EINVAL && !self.privileged {
+            format!(
+                "owner {}:{} is outside the caller's subordinate ids (/etc/subuid, /etc/subgid); give the caller a wider range",
+                meta.uid, meta.gid
+            )
+        } else {
+            format!("chown: {e}")
+        }
     }
 
     fn set_xattrs(&self, fd: impl AsFd, meta: &Meta) -> EntryResult {
@@ -420,9 +436,10 @@ impl Unpacker<'_> {
 
     /// Owner, mode and times of a just-made symlink or special file, by name.
     fn finish_node(&self, parent: &OwnedFd, name: &OsStr, meta: Meta, chmod: bool) -> EntryResult {
-        if self.privileged {
+        if self.owners {
             let (u, g) = (Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)));
-            fchownat(parent, name, u, g, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(sys("chown"))?;
+            fchownat(parent, name, u, g, AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map_err(|e| self.chown_err(e, &meta))?;
         }
         if chmod {
             // Not a symlink (we just made it, in a directory only we write to).

@@ -252,7 +252,7 @@ fn create_in(
 
 /// Write a rootless init's uid and gid maps with newuidmap and newgidmap, which
 /// check the ranges against /etc/subuid and /etc/subgid.
-fn write_id_maps(pid: Pid, ns: &crate::plan::UserNs) -> Result<()> {
+pub(crate) fn write_id_maps(pid: Pid, ns: &crate::plan::UserNs) -> Result<()> {
     for (helper, ranges) in [("newuidmap", &ns.uids), ("newgidmap", &ns.gids)] {
         let mut cmd = std::process::Command::new(helper);
         cmd.arg(pid.as_raw().to_string());
