@@ -92,6 +92,14 @@ impl Home {
         )
     }
 
+    /// `image rm busybox:latest` and `image gc`, as the user.
+    fn remove_image(&self) {
+        for args in [&["image", "rm", "busybox:latest"][..], &["image", "gc"]] {
+            let (code, _, err) = self.exprun(args);
+            assert_eq!(code, 0, "{args:?}: {err}");
+        }
+    }
+
     fn assert_no_leftovers(&self) {
         let live: Vec<_> = std::fs::read_dir(self.root().join("containers"))
             .into_iter()
@@ -203,10 +211,7 @@ fn an_unprivileged_user_imports_and_runs_in_a_user_namespace() {
 
     // With subordinate ids the image commands run in a user namespace that maps
     // them: a new import keeps the files' owners, and the caller can remove them.
-    for args in [&["image", "rm", "busybox:latest"][..], &["image", "gc"]] {
-        let (code, _, err) = h.exprun(args);
-        assert_eq!(code, 0, "{args:?}: {err}");
-    }
+    h.remove_image();
     let (code, _, err) =
         h.exprun(&["image", "import", "--name", "busybox:latest", fixture.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
@@ -233,10 +238,7 @@ fn an_unprivileged_user_imports_and_runs_in_a_user_namespace() {
         "touch /home/researcher/x && echo wrote",
     ]);
     assert_eq!((code, stdout.as_str()), (0, "wrote\n"), "{err}");
-    for args in [&["image", "rm", "busybox:latest"][..], &["image", "gc"]] {
-        let (code, _, err) = h.exprun(args);
-        assert_eq!(code, 0, "{args:?}: {err}");
-    }
+    h.remove_image();
     let left: Vec<_> = std::fs::read_dir(h.root().join("store/layers")).unwrap().flatten().collect();
     assert!(left.is_empty(), "layers the caller could not remove: {left:?}");
     h.assert_no_leftovers();
