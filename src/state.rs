@@ -78,12 +78,20 @@ const SETUP_GRACE: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 pub struct Root {
     dir: PathBuf,
+    /// Where live runs are, when not under `dir` (a rootless caller's
+    /// `$XDG_RUNTIME_DIR/exprun`: memory-backed, private, cleared at logout).
+    runtime: Option<PathBuf>,
 }
 
 impl Root {
     /// The root at `dir` (created on first use).
     pub fn new(dir: &Path) -> Self {
-        Self { dir: dir.to_path_buf() }
+        Self { dir: dir.to_path_buf(), runtime: None }
+    }
+
+    /// The root at `dir`, with live runs under `runtime` instead.
+    pub fn with_runtime(dir: &Path, runtime: Option<PathBuf>) -> Self {
+        Self { dir: dir.to_path_buf(), runtime }
     }
 
     /// The root directory.
@@ -96,7 +104,7 @@ impl Root {
     }
     /// Live runs.
     pub fn containers_dir(&self) -> PathBuf {
-        self.dir.join("containers")
+        self.runtime.as_deref().unwrap_or(&self.dir).join("containers")
     }
     /// Run records.
     pub fn runs_dir(&self) -> PathBuf {

@@ -59,6 +59,9 @@ impl Home {
         let (uid, gid, made_user) = user();
         let dir = tempfile::Builder::new().prefix("exprun-rootless-").tempdir().unwrap();
         std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+        let runtime = dir.path().join("run");
+        std::fs::create_dir(&runtime).unwrap();
+        std::os::unix::fs::chown(&runtime, Some(uid), Some(gid)).unwrap();
         Home { dir, uid, gid, made_user }
     }
 
@@ -71,6 +74,11 @@ impl Home {
         self.path().join("data/exprun")
     }
 
+    /// The user's $XDG_RUNTIME_DIR, where live runs go.
+    fn runtime(&self) -> PathBuf {
+        self.path().join("run")
+    }
+
     /// `exprun ARGS` as the user, with a clean environment.
     fn exprun(&self, args: &[&str]) -> (i32, String, String) {
         let out: Output = Command::new("setpriv")
@@ -79,6 +87,7 @@ impl Home {
             .arg("-i")
             .arg(format!("HOME={}", self.path().display()))
             .arg(format!("XDG_DATA_HOME={}", self.path().join("data").display()))
+            .arg(format!("XDG_RUNTIME_DIR={}", self.runtime().display()))
             .arg("PATH=/usr/bin:/bin")
             .arg(exprun_bin())
             .args(args)
@@ -101,7 +110,9 @@ impl Home {
     }
 
     fn assert_no_leftovers(&self) {
-        let live: Vec<_> = std::fs::read_dir(self.root().join("containers"))
+        assert!(!self.root().join("containers").exists(), "live runs go under $XDG_RUNTIME_DIR");
+        assert!(self.runtime().join("exprun/containers").is_dir());
+        let live: Vec<_> = std::fs::read_dir(self.runtime().join("exprun/containers"))
             .into_iter()
             .flatten()
             .flatten()

@@ -111,7 +111,7 @@ pub fn run(globals: &Globals, cmd: ImageCommand) -> Result<i32> {
 /// Remove blobs and layers no image refers to, keeping the layers of live runs
 /// (an image may be removed while a run still uses it), and say what went.
 pub(super) fn gc_store(globals: &Globals, store: &ImageStore) -> Result<()> {
-    let in_use = crate::state::Root::new(&globals.root).layers_in_use();
+    let in_use = globals.state().layers_in_use();
     let r = store.gc(&in_use)?;
     println!(
         "removed {} blobs, {} layers, {} stale temp dirs; freed {:.1} MiB",

@@ -101,6 +101,8 @@ pub struct Globals {
     pub debug: bool,
     /// `--systemd-cgroup`.
     pub systemd_cgroup: bool,
+    /// Where live runs go when not under the root (rootless, default root).
+    pub runtime: Option<PathBuf>,
 }
 
 impl Globals {
@@ -108,6 +110,20 @@ impl Globals {
     pub fn store_dir(&self) -> PathBuf {
         self.root.join("store")
     }
+
+    /// The state root.
+    pub fn state(&self) -> crate::state::Root {
+        crate::state::Root::with_runtime(&self.root, self.runtime.clone())
+    }
+}
+
+/// A rootless caller's live runs go under `$XDG_RUNTIME_DIR/exprun` (when the
+/// state root is the default one).
+fn runtime_dir() -> Option<PathBuf> {
+    if nix::unistd::geteuid().is_root() && crate::userns::in_initial_userns() {
+        return None;
+    }
+    std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()).map(|d| PathBuf::from(d).join("exprun"))
 }
 
 fn default_root() -> PathBuf {
@@ -143,6 +159,7 @@ pub fn main() -> i32 {
         root: cli.root.clone().unwrap_or_else(default_root),
         debug: cli.debug,
         systemd_cgroup: cli.systemd_cgroup,
+        runtime: cli.root.is_none().then(runtime_dir).flatten(),
     };
     let log = LogTarget { path: cli.log.clone(), json: cli.log_format == "json" };
     if cli.rootless.as_deref() == Some("true") {

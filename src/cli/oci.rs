@@ -10,7 +10,6 @@ use clap::Args;
 use super::Globals;
 use crate::container::{self, CreateOptions};
 use crate::error::{Error, Result};
-use crate::state::Root;
 
 /// `exprun create`.
 #[derive(Debug, Args)]
@@ -42,7 +41,7 @@ pub fn create(globals: &Globals, a: CreateArgs) -> Result<i32> {
     if a.preserve_fds > 0 {
         return Err(Error::Usage("--preserve-fds is not supported yet; only 0 works".into()));
     }
-    let root = Root::new(&globals.root);
+    let root = globals.state();
     let bundle = absolute(a.bundle)?;
     container::create(
         &root,
@@ -105,7 +104,7 @@ pub struct ExecArgs {
 /// Run `exprun exec`.
 pub fn exec(globals: &Globals, a: ExecArgs) -> Result<i32> {
     container::exec(
-        &Root::new(&globals.root),
+        &globals.state(),
         &container::ExecOptions {
             id: &a.id,
             process_file: a.process.as_deref(),
@@ -174,7 +173,7 @@ pub fn update(globals: &Globals, a: UpdateArgs) -> Result<i32> {
     limits.cpu_period_us = a.cpu_period.or(limits.cpu_period_us);
     limits.cpu_shares = a.cpu_share.or(limits.cpu_shares);
     limits.pids_max = a.pids_limit.or(limits.pids_max);
-    container::update(&Root::new(&globals.root), &a.id, &limits)?;
+    container::update(&globals.state(), &a.id, &limits)?;
     Ok(0)
 }
 
@@ -190,7 +189,7 @@ pub struct PsArgs {
 
 /// Run `exprun ps`.
 pub fn ps(globals: &Globals, a: PsArgs) -> Result<i32> {
-    let pids = container::pids(&Root::new(&globals.root), &a.id)?;
+    let pids = container::pids(&globals.state(), &a.id)?;
     if a.format == "json" {
         println!("{}", to_json(&pids)?);
         return Ok(0);
@@ -213,19 +212,19 @@ pub struct IdArg {
 
 /// Run `exprun pause` (`frozen`) or `exprun resume`.
 pub fn pause(globals: &Globals, a: IdArg, frozen: bool) -> Result<i32> {
-    container::set_paused(&Root::new(&globals.root), &a.id, frozen)?;
+    container::set_paused(&globals.state(), &a.id, frozen)?;
     Ok(0)
 }
 
 /// Run `exprun start`.
 pub fn start(globals: &Globals, a: IdArg) -> Result<i32> {
-    container::start(&Root::new(&globals.root), &a.id)?;
+    container::start(&globals.state(), &a.id)?;
     Ok(0)
 }
 
 /// Run `exprun state`.
 pub fn state(globals: &Globals, a: IdArg) -> Result<i32> {
-    let s = container::state(&Root::new(&globals.root), &a.id)?;
+    let s = container::state(&globals.state(), &a.id)?;
     println!("{}", to_json(&s)?);
     Ok(0)
 }
@@ -246,7 +245,7 @@ pub struct KillArgs {
 
 /// Run `exprun kill`.
 pub fn kill(globals: &Globals, a: KillArgs) -> Result<i32> {
-    container::kill(&Root::new(&globals.root), &a.id, &a.signal, a.all)?;
+    container::kill(&globals.state(), &a.id, &a.signal, a.all)?;
     Ok(0)
 }
 
@@ -262,7 +261,7 @@ pub struct DeleteArgs {
 
 /// Run `exprun delete`.
 pub fn delete(globals: &Globals, a: DeleteArgs) -> Result<i32> {
-    container::delete(&Root::new(&globals.root), &a.id, a.force)?;
+    container::delete(&globals.state(), &a.id, a.force)?;
     Ok(0)
 }
 
@@ -279,7 +278,7 @@ pub struct ListArgs {
 
 /// Run `exprun list`.
 pub fn list(globals: &Globals, a: ListArgs) -> Result<i32> {
-    let all = container::list(&Root::new(&globals.root));
+    let all = container::list(&globals.state());
     if a.format == "json" {
         println!("{}", to_json(&all)?);
         return Ok(0);

@@ -7,7 +7,6 @@ use clap::{ArgAction, Args};
 use super::Globals;
 use crate::error::{Error, Result};
 use crate::spec::options::{self as o, Network, RunOptions};
-use crate::state::Root;
 
 /// The options of `exprun run`.
 #[derive(Debug, Args)]
@@ -251,7 +250,7 @@ impl RunArgs {
 
 /// Run `exprun run`.
 pub fn run(globals: &Globals, args: RunArgs) -> Result<i32> {
-    let root = Root::new(&globals.root);
+    let root = globals.state();
     let result = match args.bundle.clone() {
         Some(bundle) => {
             let bundle = super::oci::absolute(bundle)?;

@@ -7,7 +7,6 @@ use clap::{Subcommand, ValueEnum};
 use super::Globals;
 use crate::error::{Error, Result};
 use crate::record::{diff, export, RunRecord};
-use crate::state::Root;
 
 /// The `runs` subcommands.
 #[derive(Debug, Subcommand)]
@@ -91,7 +90,7 @@ pub enum ExportFormat {
 
 /// Run one `runs` subcommand.
 pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
-    let root = Root::new(&globals.root);
+    let root = globals.state();
     match cmd {
         RunsCommand::Ls { json } => {
             let mut records: Vec<RunRecord> = Vec::new();
@@ -204,7 +203,7 @@ fn print_json(v: &serde_json::Value) {
 /// `exprun gc`: clean up after runs whose exprun died, and leftovers of
 /// interrupted imports.
 pub fn gc(globals: &Globals) -> Result<i32> {
-    let root = Root::new(&globals.root);
+    let root = globals.state();
     let cleaned = root.cleanup_stale();
     for id in &cleaned {
         println!("cleaned up run {id} (recorded as lost)");

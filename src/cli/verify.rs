@@ -8,7 +8,6 @@ use super::Globals;
 use crate::error::Result;
 use crate::image::ImageStore;
 use crate::run::Replay;
-use crate::state::Root;
 use crate::verify::replay;
 
 /// The options of `exprun replay`.
@@ -36,7 +35,7 @@ pub struct ReplayArgs {
 
 /// Run `exprun replay`.
 pub fn replay(globals: &Globals, a: ReplayArgs) -> Result<i32> {
-    let root = Root::new(&globals.root);
+    let root = globals.state();
     let original = root.read_record(&root.resolve_run(&a.run)?)?;
     let id = crate::fsutil::random_hex(16);
     let output_root = match &a.output_root {
@@ -147,7 +146,7 @@ pub struct VerifyArgs {
 /// Run `exprun verify`.
 pub fn verify(globals: &Globals, a: VerifyArgs) -> Result<i32> {
     use crate::verify::check;
-    let root = Root::new(&globals.root);
+    let root = globals.state();
     let id = match &a.run {
         Some(r) => root.resolve_run(r)?,
         None => root.latest_run()?,
