@@ -433,3 +433,37 @@ fn live_plans_and_records_are_private_to_root() {
     }
     r.assert_no_leftovers();
 }
+
+#[test]
+fn runs_racing_for_one_name_get_it_once() {
+    if !privileged("runs_racing_for_one_name_get_it_once") {
+        return;
+    }
+    let r = TestRoot::with_busybox();
+    let children: Vec<std::process::Child> = (0..4)
+        .map(|_| {
+            r.command(&["run", "--name", "race", "busybox:latest", "--", "sleep", "0.3"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outcomes: Vec<(i32, String)> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+        })
+        .collect();
+    let won = outcomes.iter().filter(|(c, _)| *c == 0).count();
+    assert_eq!(won, 1, "exactly one run gets the name: {outcomes:?}");
+    for (code, err) in outcomes.iter().filter(|(c, _)| *c != 0) {
+        assert_eq!(*code, 125, "{err}");
+        assert!(err.contains("a run named \"race\" already exists"), "{err}");
+    }
+    let named: Vec<_> = r.records().into_iter().filter(|rec| rec["name"] == "race").collect();
+    assert_eq!(named.len(), 1, "one record carries the name");
+    r.assert_no_leftovers();
+}
