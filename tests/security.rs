@@ -145,3 +145,31 @@ fn a_mount_destination_through_a_symlink_stays_inside_the_root() {
     host_untouched();
     s.r.assert_no_leftovers();
 }
+
+#[test]
+fn a_setuid_binary_gains_nothing_under_no_new_privs() {
+    let Some(s) = shim("a_setuid_binary_gains_nothing_under_no_new_privs") else { return };
+    let work = s.work.path();
+    let b = bundle(work, &["/suid-euid"]);
+    // A static setuid-root program that prints its effective uid.
+    let src = work.join("euid.c");
+    std::fs::write(&src, "#include <stdio.h>\n#include <unistd.h>\nint main(void){printf(\"%d\\n\",(int)geteuid());return 0;}\n")
+        .unwrap();
+    let bin = b.join("rootfs/suid-euid");
+    let cc = std::process::Command::new("gcc").args(["-static", "-O2", "-o"]).arg(&bin).arg(&src).status();
+    assert!(cc.unwrap().success(), "gcc failed");
+    std::os::unix::fs::chown(&bin, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
+    let cfg_path = b.join("config.json");
+    let log = work.join("log.json");
+    for (nnp, want) in [(true, "1000\n"), (false, "0\n")] {
+        let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+        cfg["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000});
+        cfg["process"]["noNewPrivileges"] = serde_json::json!(nnp);
+        std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+        let id = format!("suid-{nnp}");
+        let (code, out, err) = oci(&s.r, &log, &["run", "-b", b.to_str().unwrap(), &id]);
+        assert_eq!((code, out.as_str()), (0, want), "noNewPrivileges {nnp}: {err}");
+    }
+    s.r.assert_no_leftovers();
+}
