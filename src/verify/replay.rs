@@ -192,21 +192,10 @@ pub fn render_drift(drift: &[Drift]) -> String {
 }
 
 fn changed_files(old: &TreeDigest, new: &TreeDigest) -> String {
-    let mut changed: Vec<&str> = Vec::new();
-    for e in &new.entries {
-        if !old.entries.contains(e) {
-            changed.push(&e.path);
-        }
-    }
-    for e in &old.entries {
-        if !new.entries.iter().any(|n| n.path == e.path) {
-            changed.push(&e.path);
-        }
-    }
-    let n = changed.len();
-    changed.truncate(3);
-    let more = if n > 3 { format!(" and {} more", n - 3) } else { String::new() };
-    format!("changed: {}{more}", changed.join(", "))
+    let changed = crate::record::diff::tree_changes(old, new);
+    let shown: Vec<&str> = changed.iter().take(3).map(|c| c.path.as_str()).collect();
+    let more = if changed.len() > 3 { format!(" and {} more", changed.len() - 3) } else { String::new() };
+    format!("changed: {}{more}", shown.join(", "))
 }
 
 fn short(id: &str) -> String {
