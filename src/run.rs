@@ -6,8 +6,8 @@
 //! 3. build the OCI spec from the image config and the options (no side effects);
 //! 4. build and check the plan: cgroup placement, limits, mounts, user (no side effects);
 //! 5. digest the inputs, before anything is created; make missing output dirs;
-//! 6. block the forwarded signals, so none is lost from here on; claim `--name`;
-//!    create the run directory (locked) with plan.json;
+//! 6. block the forwarded signals, so none is lost from here on; create the run
+//!    directory (locked) with plan.json; claim `--name`;
 //! 7. start the record (exprun's digest, host facts);
 //! 8. create half: cgroup, clone into namespaces, init builds the rootfs → Ready;
 //! 9. start half + foreground wait: output copied and hashed, signals forwarded;
@@ -238,18 +238,16 @@ pub fn run_planned(root: &Root, plan: &RunPlan, mut p: Planned<'_>) -> Result<Ru
     //    block the ones we handle; they queue on the signalfd until the wait reads
     //    (and forwards) them.
     let signals = spawn::block_signals()?;
+    // The run directory first, then the name: a name whose holder has neither a
+    // run directory nor a record is taken back as left by a dead exprun, so it
+    // must never point at a run that is still being set up.
+    let container = root.create_container(plan)?;
     if let Some(name) = &plan.name {
-        root.claim_name(name, &plan.id)?;
-    }
-    let container = match root.create_container(plan) {
-        Ok(c) => c,
-        Err(e) => {
-            if let Some(name) = &plan.name {
-                root.release_name(name);
-            }
+        if let Err(e) = root.claim_name(name, &plan.id) {
+            let _ = container.remove(None);
             return Err(e.into());
         }
-    };
+    }
     drop(p.store_lock.take());
     log::debug(|| format!("step 6: created {}", plan.state_dir.display()));
 
