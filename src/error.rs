@@ -40,6 +40,9 @@ pub enum Error {
     /// A recorded run cannot be replayed or verified.
     #[error(transparent)]
     Verify(#[from] crate::verify::Error),
+    /// A registry.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::Error),
     /// The command line is inconsistent in a way clap cannot see.
     #[error("{0}")]
     Usage(String),

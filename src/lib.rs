@@ -46,6 +46,7 @@ pub mod image;
 pub mod log;
 pub mod plan;
 pub mod record;
+pub mod registry;
 pub mod rootfs;
 pub mod run;
 pub mod seccomp;

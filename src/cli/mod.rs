@@ -9,6 +9,7 @@ use crate::error::Error;
 
 mod image;
 mod oci;
+mod registry;
 mod run;
 mod runs;
 mod verify;
@@ -62,6 +63,10 @@ enum Command {
     /// Import, list, inspect and remove images in the local store
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Pull an image from an OCI registry into the local store
+    Pull(registry::PullArgs),
+    /// Push a stored image, or a recorded run, to an OCI registry
+    Push(registry::PushArgs),
     /// Clean up after runs whose exprun was killed, and unreferenced image data
     Gc,
     /// Create a container from an OCI bundle and leave it waiting for start (runc-compatible)
@@ -172,7 +177,7 @@ pub fn main() -> i32 {
     }
     // A rootless caller with subordinate ids manages the store from inside a
     // user namespace that maps them, so layers keep their files' owners.
-    if matches!(cli.command, Command::Image(_) | Command::Gc)
+    if matches!(cli.command, Command::Image(_) | Command::Pull(_) | Command::Gc)
         && !nix::unistd::geteuid().is_root()
         && crate::userns::in_initial_userns()
     {
@@ -189,6 +194,8 @@ pub fn main() -> i32 {
         Command::Verify(a) => verify::verify(&globals, a),
         Command::Runs(cmd) => runs::run(&globals, cmd),
         Command::Image(cmd) => image::run(&globals, cmd),
+        Command::Pull(a) => registry::pull(&globals, a),
+        Command::Push(a) => registry::push(&globals, a),
         Command::Gc => runs::gc(&globals),
         Command::Create(a) => oci::create(&globals, a),
         Command::Start(a) => oci::start(&globals, a),

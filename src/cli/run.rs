@@ -110,6 +110,12 @@ pub struct RunArgs {
     /// [default: a profile equivalent to containerd's and Docker's]
     #[arg(long = "security-opt", value_name = "OPT", action = ArgAction::Append)]
     security_opt: Vec<String>,
+    /// Pull the image from its registry first: never (the default: a run never
+    /// reaches the network by itself), missing (when the store lacks it) or always
+    #[arg(long, value_name = "POLICY", default_value = "never", value_parser = ["never", "missing", "always"])]
+    pull: String,
+    #[command(flatten)]
+    registry: super::registry::RegistryArgs,
     /// Parent cgroup, as a path inside the cgroup hierarchy [default: exprun's own cgroup]
     #[arg(long = "cgroup-parent", value_name = "PATH")]
     cgroup_parent: Option<String>,
@@ -123,7 +129,7 @@ pub struct RunArgs {
             "env", "env_file", "workdir", "user", "hostname", "volume", "input", "output", "tmpfs",
             "memory", "cpus", "pids_limit", "name", "keep", "read_only", "tty", "interactive",
             "entrypoint", "cap_add", "cap_drop", "ulimit", "cgroup_parent", "command", "pass_env",
-            "unpin", "umask", "aslr", "cpuset_cpus", "security_opt", "no_limits"
+            "unpin", "umask", "aslr", "cpuset_cpus", "security_opt", "no_limits", "pull"
         ]
     )]
     bundle: Option<PathBuf>,
@@ -269,7 +275,12 @@ pub fn run(globals: &Globals, args: RunArgs) -> Result<i32> {
             }
             crate::container::run(&root, &o)?
         }
-        None => crate::run::run(&root, &args.into_options()?, std::env::args().collect())?,
+        None => {
+            if args.pull != "never" {
+                super::registry::pull_for_run(globals, &args.image, &args.pull, &args.registry)?;
+            }
+            crate::run::run(&root, &args.into_options()?, std::env::args().collect())?
+        }
     };
     if let Some(note) = &result.note {
         eprintln!("exprun: {note} (run {})", result.run_id.get(..12).unwrap_or(&result.run_id));

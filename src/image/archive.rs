@@ -277,7 +277,7 @@ pub(crate) fn docker_plans(x: &Extracted) -> Result<Vec<Plan>> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        plans.push(Plan::build(digest, bytes, m, config, paths, names, &what)?);
+        plans.push(Plan::build(digest, bytes, m, config, paths, &what, None)?.named(names));
     }
     Ok(plans)
 }

@@ -15,7 +15,7 @@ pub fn image_json(bytes: &[u8]) {
         }
     }
     if let Ok(config) = super::manifest::parse_json::<oci_spec::image::ImageConfiguration>(bytes, "fuzz") {
-        let _ = super::manifest::check_config_platform(&config, "fuzz");
+        let _ = super::manifest::check_config_platform(&config, "fuzz", None);
         let _ = super::manifest::diff_ids(&config, 1, "fuzz");
     }
     if let Ok(s) = std::str::from_utf8(bytes) {

@@ -69,6 +69,17 @@ pub(crate) fn remove(store: &Store, reference: &str) -> Result<RemoveReport> {
 pub(crate) fn gc(store: &Store, layers_in_use: &BTreeSet<Digest>) -> Result<GcReport> {
     let _lock = store.lock(true)?;
     let mut report = GcReport { tmp_removed: store.clean_stale_tmp()?, ..GcReport::default() };
+    // Under the exclusive lock no pull is running: its partial downloads go too.
+    let dir = store.partial_dir();
+    for entry in fs::read_dir(&dir).map_err(|e| Error::io("read directory", &dir, e))?.flatten() {
+        let path = entry.path();
+        report.bytes_freed += fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+        match fs::remove_file(&path) {
+            Ok(()) => report.tmp_removed += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", &path, e)),
+        }
+    }
 
     // What the images refer to. An image whose manifest or config cannot be read
     // stops gc: deleting on a partial view could delete what it needs.

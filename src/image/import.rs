@@ -26,7 +26,7 @@ use super::manifest::{self, Descriptor, Manifest, ANN_CONTAINERD_NAME, ANN_REF_N
 use super::reference::{self, DEFAULT_TAG};
 use super::store::{self, RefEntry, Store, TmpDir, MAX_JSON_BLOB};
 use super::unpack::{self, Limits};
-use super::{Error, ImageSummary, Progress, Result};
+use super::{Error, ImageSummary, Origin, Progress, Result};
 use crate::digest::Digest;
 
 /// Where an image's files come from.
@@ -35,6 +35,9 @@ pub(crate) enum Layout {
     Dir(PathBuf),
     /// An archive streamed into our tmp dir.
     Archive(Extracted),
+    /// Blobs fetched from a registry, verified, by digest (see `fetch`); the path
+    /// is the reference they came from, for messages.
+    Fetched(PathBuf, BTreeMap<Digest, PathBuf>),
 }
 
 /// One image to import, verified but not yet stored.
@@ -58,12 +61,12 @@ impl Plan {
         m: Manifest,
         config: Vec<u8>,
         layer_paths: Vec<String>,
-        names: Vec<String>,
         what: &str,
+        platform: Option<&manifest::Platform>,
     ) -> Result<Self> {
         let cwhat = format!("config {} of {what}", m.config.digest);
         let parsed: oci_spec::image::ImageConfiguration = manifest::parse_json(&config, &cwhat)?;
-        manifest::check_config_platform(&parsed, &cwhat)?;
+        manifest::check_config_platform(&parsed, &cwhat, platform)?;
         let diff_ids = manifest::diff_ids(&parsed, m.layers.len(), &cwhat)?;
         Ok(Self {
             manifest_digest,
@@ -73,8 +76,13 @@ impl Plan {
             created: parsed.created().clone(),
             diff_ids,
             layers: m.layers.into_iter().zip(layer_paths).collect(),
-            names,
+            names: Vec::new(),
         })
+    }
+
+    /// The same plan with these names.
+    pub fn named(self, names: Vec<String>) -> Self {
+        Self { names, ..self }
     }
 
     fn blobs(&self) -> impl Iterator<Item = &Digest> {
@@ -83,7 +91,7 @@ impl Plan {
             .chain(self.layers.iter().map(|(d, _)| &d.digest))
     }
 
-    fn summaries(&self) -> Vec<ImageSummary> {
+    pub fn summaries(&self) -> Vec<ImageSummary> {
         let size = self.manifest.len() as u64
             + self.config.len() as u64
             + self.layers.iter().map(|(d, _)| d.size).sum::<u64>();
@@ -112,6 +120,7 @@ impl Layout {
         match self {
             Layout::Dir(p) => p,
             Layout::Archive(x) => &x.archive,
+            Layout::Fetched(from, _) => from,
         }
     }
 
@@ -129,6 +138,7 @@ impl Layout {
                 }
             }
             Layout::Archive(x) => x.read(rel),
+            Layout::Fetched(..) => Ok(None),
         }
     }
 
@@ -187,6 +197,10 @@ impl Layout {
                 let f = x.file(rel).ok_or_else(|| Error::BlobMissing { what: what() })?;
                 check_blob(&what(), d, size, &f.digest, f.size)?;
                 Ok(Some(f.path.clone()))
+            }
+            // Verified by digest and size as they were downloaded.
+            Layout::Fetched(_, blobs) => {
+                blobs.get(d).cloned().map(Some).ok_or_else(|| Error::BlobMissing { what: what() })
             }
         }
     }
@@ -271,14 +285,14 @@ pub(crate) fn import(
     drop(tmp);
     drop(shared);
     meter.finish();
-    publish(store, &plans, &source)?;
+    publish(store, &plans, &source.display().to_string(), None)?;
     Ok(plans.iter().flat_map(Plan::summaries).collect())
 }
 
 /// Store one planned image's blobs and layers. Everything is verified (blobs by
 /// digest, layers by diff_id) in our tmp dir before anything is renamed into the
 /// store, so a refused image leaves nothing behind.
-fn ingest(
+pub(crate) fn ingest(
     store: &Store,
     tmp: &mut TmpDir,
     layout: &Layout,
@@ -326,7 +340,7 @@ fn ingest(
 
 /// Record the images in refs.json, under the exclusive lock. A name moves to the
 /// new image (the old one keeps its other names, or becomes untagged).
-fn publish(store: &Store, plans: &[Plan], source: &Path) -> Result<()> {
+pub(crate) fn publish(store: &Store, plans: &[Plan], source: &str, origin: Option<&Origin>) -> Result<()> {
     let _lock = store.lock(true)?;
     for plan in plans {
         let missing = plan.blobs().find(|d| !store.blob_path(d).is_file()).map(|d| format!("blob {d}"));
@@ -353,9 +367,13 @@ fn publish(store: &Store, plans: &[Plan], source: &Path) -> Result<()> {
         }
         let entry = refs.images.entry(plan.manifest_digest.clone()).or_insert_with(|| RefEntry {
             imported: now.clone(),
-            source: source.display().to_string(),
+            source: source.to_string(),
             names: Vec::new(),
+            origin: None,
         });
+        if let Some(o) = origin {
+            entry.origin = Some(o.clone());
+        }
         for n in &plan.names {
             if !entry.names.contains(n) {
                 entry.names.push(n.clone());
@@ -470,15 +488,10 @@ pub(crate) fn oci_plans(layout: &Layout, repo: &str) -> Result<Vec<Plan>> {
         let m = manifest::parse_manifest(&bytes, &mwhat)?;
         let config = layout.read_blob(&m.config, "config")?;
         let paths = m.layers.iter().map(|l| blob_path(&l.digest)).collect();
-        plans.push(Plan::build(
-            desc.digest.clone(),
-            bytes,
-            m,
-            config,
-            paths,
-            name.into_iter().collect(),
-            &mwhat,
-        )?);
+        plans.push(
+            Plan::build(desc.digest.clone(), bytes, m, config, paths, &mwhat, None)?
+                .named(name.into_iter().collect()),
+        );
     }
     Ok(plans)
 }

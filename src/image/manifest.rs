@@ -214,19 +214,29 @@ pub(crate) fn diff_ids(
     Ok(ids)
 }
 
-/// Refuse a config built for another platform.
-pub(crate) fn check_config_platform(config: &oci_spec::image::ImageConfiguration, what: &str) -> Result<()> {
+/// Refuse a config built for another platform than `wanted` (the host's when
+/// `None`; `exprun pull --platform` asks for another one on purpose).
+pub(crate) fn check_config_platform(
+    config: &oci_spec::image::ImageConfiguration,
+    what: &str,
+    wanted: Option<&Platform>,
+) -> Result<()> {
     let os = config.os().to_string();
     let arch = config.architecture().to_string();
-    if os != "linux" || arch != host_arch() {
-        return Err(invalid(
-            what,
-            format!(
+    let (want_os, want_arch) = match wanted {
+        Some(p) => (p.os.as_str(), p.architecture.as_str()),
+        None => ("linux", host_arch()),
+    };
+    if os != want_os || arch != want_arch {
+        let why = match wanted {
+            Some(p) => format!("the image is for {os}/{arch}, but {p} was asked for"),
+            None => format!(
                 "the image is for {os}/{arch}, but this host runs {}; import an image \
                  built for this platform",
                 host_platform()
             ),
-        ));
+        };
+        return Err(invalid(what, why));
     }
     Ok(())
 }

@@ -35,13 +35,14 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 
 mod archive;
+pub(crate) mod fetch;
 #[doc(hidden)]
 pub mod fuzz;
 mod gc;
 mod import;
 #[cfg(test)]
 mod lifecycle_tests;
-mod manifest;
+pub(crate) mod manifest;
 pub mod reference;
 mod store;
 mod stream;
@@ -49,6 +50,7 @@ mod stream;
 mod testutil;
 mod unpack;
 
+pub use fetch::{Fetch, Fetched, PartialBlob};
 pub use gc::{GcReport, RemoveReport};
 pub use unpack::{Limits, MAX_LAYER_BYTES, MAX_LAYER_ENTRIES};
 
@@ -186,6 +188,20 @@ pub enum Progress {
     Hidden,
 }
 
+/// Where a pulled image came from: kept in refs.json and in the record of every
+/// run that uses the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The reference pulled, fully qualified: `docker.io/library/python:3.12`.
+    pub reference: String,
+    /// The digest the reference resolved to on the registry: the index's when
+    /// it served an index, else the image manifest's.
+    pub resolved_digest: Digest,
+    /// The platform picked from the index, if there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+}
+
 /// One row of `exprun image ls`: one (name, image) pair.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageSummary {
@@ -221,6 +237,9 @@ pub struct ResolvedImage {
     pub layers: Vec<LayerInfo>,
     /// `os/architecture[/variant]` from the config, e.g. `linux/amd64`.
     pub platform: String,
+    /// Where it was pulled from, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 /// One layer of an image.
@@ -247,8 +266,11 @@ pub struct ImageDetails {
     pub names: Vec<String>,
     /// When it was imported (RFC 3339).
     pub imported: String,
-    /// The path it was imported from.
+    /// The path it was imported from, or the reference it was pulled from.
     pub source: String,
+    /// Where it was pulled from, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
     /// The config's `created`.
     pub created: Option<String>,
     /// The config's `architecture`.
@@ -309,6 +331,16 @@ impl ImageStore {
         self.store.layer_path(diff_id)
     }
 
+    /// The file of stored blob `d` (it may not exist), for pushing.
+    pub fn blob_file(&self, d: &Digest) -> PathBuf {
+        self.store.blob_path(d)
+    }
+
+    /// A stored JSON blob (manifest, config), its digest checked again.
+    pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>> {
+        self.store.read_blob(d)
+    }
+
     /// The directory holding all unpacked layers.
     pub fn layers_root(&self) -> PathBuf {
         self.store.layers_dir()
@@ -348,6 +380,7 @@ impl ImageStore {
         let _lock = self.store.lock(false)?;
         let refs = self.store.load_refs()?;
         let (digest, name) = reference::find(&refs, reference)?;
+        let origin = refs.images.get(&digest).and_then(|e| e.origin.clone());
         let image = self.store.load_image(&digest)?;
         for layer in &image.layers {
             let dir = self.store.layer_path(&layer.diff_id);
@@ -370,6 +403,7 @@ impl ImageStore {
             config_digest: image.config_digest,
             layers: image.layers,
             config: image.config,
+            origin,
         })
     }
 
@@ -395,6 +429,7 @@ impl ImageStore {
             names: entry.names,
             imported: entry.imported,
             source: entry.source,
+            origin: entry.origin,
             created: image.config.created().clone(),
             architecture: image.config.architecture().to_string(),
             os: image.config.os().to_string(),

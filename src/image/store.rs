@@ -55,6 +55,9 @@ pub(crate) struct RefEntry {
     pub imported: String,
     pub source: String,
     pub names: Vec<String>,
+    /// Where a pulled image came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<super::Origin>,
 }
 
 /// A stored image, read back from its manifest and config blobs.
@@ -97,7 +100,7 @@ impl StoredImage {
 impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
         let store = Self { root: dir.to_path_buf() };
-        for d in [store.blobs_dir(), store.layers_dir(), store.tmp_dir()] {
+        for d in [store.blobs_dir(), store.layers_dir(), store.tmp_dir(), store.partial_dir()] {
             fs::create_dir_all(&d).map_err(|e| Error::io("create directory", &d, e))?;
         }
         Ok(store)
@@ -114,6 +117,10 @@ impl Store {
     }
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
+    }
+    /// Blobs being downloaded, kept between attempts so that a pull resumes.
+    pub fn partial_dir(&self) -> PathBuf {
+        self.root.join("partial")
     }
     pub fn refs_path(&self) -> PathBuf {
         self.root.join("refs.json")
@@ -520,7 +527,7 @@ mod tests {
         let mut refs = Refs::default();
         refs.images.insert(
             Digest::of_bytes(b"m"),
-            RefEntry { imported: "now".into(), source: "/x".into(), names: vec!["a:b".into()] },
+            RefEntry { imported: "now".into(), source: "/x".into(), names: vec!["a:b".into()], origin: None },
         );
         store.save_refs(&refs).unwrap();
         assert_eq!(store.load_refs().unwrap(), refs);

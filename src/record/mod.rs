@@ -97,6 +97,9 @@ pub struct ImageRecord {
     pub platform: String,
     /// Layers, bottom first.
     pub layers: Vec<LayerInfo>,
+    /// The registry reference it was pulled from and what that resolved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<crate::image::Origin>,
 }
 
 /// A host directory or file given to the run, with its digest.
@@ -329,6 +332,7 @@ impl RunRecord {
                 config_digest: i.config_digest.clone(),
                 platform: i.platform.clone(),
                 layers: i.layers.clone(),
+                origin: i.origin.clone(),
             }),
             executable: None,
             seccomp_digest: plan.seccomp.as_ref().map(|f| f.digest.clone()),

@@ -1,0 +1,267 @@
+//! Credentials and the registry's authentication challenge.
+//!
+//! Credentials are read, never written, from the files `podman login` and
+//! `docker login` write, first match wins:
+//! `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`,
+//! `$DOCKER_CONFIG/config.json`, `~/.docker/config.json`. An entry is found by
+//! registry host (`https://index.docker.io/v1/` is Docker Hub), or by
+//! `host/namespace` prefix of the repository (podman's per-namespace entries).
+//! A `credHelpers` entry or `credsStore` runs `docker-credential-<helper> get`.
+//! Credentials go into requests only: never into records, logs or errors.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine;
+use serde::Deserialize;
+
+use super::reference::{RemoteRef, DOCKER_HUB};
+use super::Error;
+
+/// A user name and password (or token).
+#[derive(Clone)]
+pub struct Credentials {
+    /// The user name.
+    pub username: String,
+    /// The password, token or secret.
+    pub secret: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials").field("username", &self.username).finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// The `Authorization: Basic` value.
+    pub fn basic(&self) -> String {
+        let raw = format!("{}:{}", self.username, self.secret);
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct AuthFile {
+    #[serde(default)]
+    auths: BTreeMap<String, AuthEntry>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: BTreeMap<String, String>,
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct AuthEntry {
+    #[serde(default)]
+    auth: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// The auth files to look in, in order.
+fn auth_files() -> Vec<PathBuf> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let mut files = Vec::new();
+    files.extend(env("REGISTRY_AUTH_FILE"));
+    files.extend(env("XDG_RUNTIME_DIR").map(|d| d.join("containers/auth.json")));
+    files.extend(env("DOCKER_CONFIG").map(|d| d.join("config.json")));
+    files.extend(env("HOME").map(|d| d.join(".docker/config.json")));
+    files
+}
+
+/// An auth file key as `host[/path]`: scheme and trailing `/v1/`-style paths
+/// of Docker Hub's key dropped.
+fn normalise_key(key: &str) -> String {
+    let k = key.split_once("://").map_or(key, |(_, rest)| rest).trim_end_matches('/');
+    match k.split_once('/') {
+        Some(("index.docker.io" | "registry-1.docker.io" | "docker.io", _)) => DOCKER_HUB.to_string(),
+        _ if matches!(k, "index.docker.io" | "registry-1.docker.io") => DOCKER_HUB.to_string(),
+        _ => k.to_string(),
+    }
+}
+
+/// The credentials for `r`, if any file has them.
+pub fn lookup(r: &RemoteRef) -> Result<Option<Credentials>, Error> {
+    for path in auth_files() {
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::Credentials { path, why: format!("cannot read it: {e}") }),
+        };
+        let file: AuthFile = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Credentials { path: path.clone(), why: format!("invalid JSON: {e}") })?;
+        if let Some(c) = from_file(&file, r, &path)? {
+            return Ok(Some(c));
+        }
+    }
+    Ok(None)
+}
+
+fn from_file(file: &AuthFile, r: &RemoteRef, path: &Path) -> Result<Option<Credentials>, Error> {
+    let full = format!("{}/{}", r.registry, r.repository);
+    // The longest matching key: `host/ns/repo`, `host/ns`, then `host`.
+    let entry = file
+        .auths
+        .iter()
+        .map(|(k, e)| (normalise_key(k), k, e))
+        .filter(|(k, _, _)| *k == r.registry || full == *k || full.starts_with(&format!("{k}/")))
+        .max_by_key(|(k, _, _)| k.len());
+    if let Some(helper) = file.cred_helpers.get(&r.registry).or(file.creds_store.as_ref()) {
+        if entry.as_ref().is_none_or(|(_, _, e)| e.auth.is_none() && e.username.is_none()) {
+            return helper_get(helper, r).map(Some);
+        }
+    }
+    let Some((_, key, e)) = entry else { return Ok(None) };
+    let bad =
+        |why: String| Error::Credentials { path: path.to_path_buf(), why: format!("auths.{key:?}: {why}") };
+    if let Some(auth) = &e.auth {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(auth.trim())
+            .map_err(|err| bad(format!("\"auth\" is not base64 ({err})")))?;
+        let raw = String::from_utf8(raw).map_err(|_| bad("\"auth\" is not UTF-8".into()))?;
+        let (u, s) =
+            raw.split_once(':').ok_or_else(|| bad("\"auth\" is not base64 of USER:PASSWORD".into()))?;
+        return Ok(Some(Credentials { username: u.to_string(), secret: s.to_string() }));
+    }
+    match (&e.username, &e.password) {
+        (Some(u), Some(p)) => Ok(Some(Credentials { username: u.clone(), secret: p.clone() })),
+        _ => Ok(None),
+    }
+}
+
+/// Ask `docker-credential-<helper> get` for the registry's credentials.
+fn helper_get(helper: &str, r: &RemoteRef) -> Result<Credentials, Error> {
+    let program = format!("docker-credential-{helper}");
+    let server = if r.registry == DOCKER_HUB { "https://index.docker.io/v1/" } else { &r.registry };
+    let fail = |why: String| Error::Credentials { path: PathBuf::from(&program), why };
+    let mut child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            fail(format!("cannot run it ({e}); install it or remove the helper from the auth file"))
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(server.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "`get` for {server} failed: {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        )));
+    }
+    #[derive(Deserialize)]
+    struct Reply {
+        #[serde(rename = "Username")]
+        username: String,
+        #[serde(rename = "Secret")]
+        secret: String,
+    }
+    let reply: Reply =
+        serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("unreadable reply: {e}")))?;
+    Ok(Credentials { username: reply.username, secret: reply.secret })
+}
+
+/// A `WWW-Authenticate` challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Challenge {
+    /// `Basic realm=...`: send the credentials with every request.
+    Basic,
+    /// `Bearer realm=...,service=...`: get a token from the realm.
+    Bearer {
+        /// The token endpoint.
+        realm: String,
+        /// The `service` parameter, if given.
+        service: Option<String>,
+    },
+}
+
+/// Parse a `WWW-Authenticate` header value.
+pub fn parse_challenge(h: &str) -> Option<Challenge> {
+    let (scheme, params) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));
+    if scheme.eq_ignore_ascii_case("basic") {
+        return Some(Challenge::Basic);
+    }
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let mut realm = None;
+    let mut service = None;
+    let mut rest = params;
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key.trim().trim_start_matches(',').trim();
+        let (value, next) = match after.strip_prefix('"') {
+            Some(q) => match q.split_once('"') {
+                Some((v, n)) => (v, n),
+                None => (q, ""),
+            },
+            None => after.split_once(',').map_or((after, ""), |(v, n)| (v, n)),
+        };
+        match key {
+            "realm" => realm = Some(value.to_string()),
+            "service" => service = Some(value.to_string()),
+            _ => {}
+        }
+        rest = next.trim_start_matches(',');
+    }
+    Some(Challenge::Bearer { realm: realm?, service })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(json: &str) -> AuthFile {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn finds_entries_by_host_and_namespace() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let f = file(&format!(
+            r#"{{"auths":{{"https://index.docker.io/v1/":{{"auth":"{}"}},
+                "quay.io":{{"auth":"{}"}},"quay.io/lab":{{"auth":"{}"}}}}}}"#,
+            b64("hub:pw1"),
+            b64("q:pw2"),
+            b64("lab:pw3")
+        ));
+        let get = |r: &str| from_file(&f, &RemoteRef::parse(r).unwrap(), Path::new("a")).unwrap();
+        assert_eq!(get("python").unwrap().username, "hub");
+        assert_eq!(get("quay.io/other/x").unwrap().username, "q");
+        assert_eq!(get("quay.io/lab/x").unwrap().secret, "pw3");
+        assert!(get("ghcr.io/x/y").is_none());
+        assert_eq!(get("python").unwrap().basic(), format!("Basic {}", b64("hub:pw1")));
+        assert!(!format!("{:?}", get("python").unwrap()).contains("pw1"));
+    }
+
+    #[test]
+    fn a_broken_entry_names_the_file_and_key() {
+        let f = file(r#"{"auths":{"ghcr.io":{"auth":"%%%"}}}"#);
+        let e = from_file(&f, &RemoteRef::parse("ghcr.io/x/y").unwrap(), Path::new("/a.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/a.json") && e.contains("auths.\"ghcr.io\"") && e.contains("base64"), "{e}");
+    }
+
+    #[test]
+    fn challenges() {
+        assert_eq!(
+            parse_challenge(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io""#),
+            Some(Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into())
+            })
+        );
+        assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
+        assert_eq!(parse_challenge("Negotiate"), None);
+    }
+}

@@ -1,0 +1,592 @@
+//! One repository on one registry, over the OCI distribution API (HTTP/1.1).
+//!
+//! ```text
+//! connect   GET /v2/                         401 + WWW-Authenticate tells how to log in
+//!           GET <realm>?service=&scope=      Bearer: a token for repository:<repo>:pull[,push]
+//! pull      GET  /v2/<repo>/manifests/<ref>  Accept: OCI and docker index/manifest types
+//!           GET  /v2/<repo>/blobs/<digest>   Range: bytes=N- to resume a partial blob
+//! push      HEAD /v2/<repo>/blobs/<digest>   skip blobs the registry has
+//!           POST /v2/<repo>/blobs/uploads/   202 + Location
+//!           PUT  <location>&digest=<digest>  the blob, in one request
+//!           PUT  /v2/<repo>/manifests/<ref>  the manifest last
+//! ```
+//!
+//! A 401 in the middle (an expired token) gets one new token and one retry.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Deserialize;
+use ureq::http::Response;
+use ureq::Body;
+
+use super::auth::{self, Challenge, Credentials};
+use super::reference::RemoteRef;
+use super::Error;
+use crate::digest::{Digest, Hasher};
+
+/// Manifests and indexes we can read, most wanted first.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+
+/// Largest manifest or config read into memory.
+const MAX_DOCUMENT: u64 = 32 << 20;
+/// Consecutive failed attempts, without a byte of progress, before a download
+/// gives up.
+const MAX_STALLS: u32 = 5;
+
+/// How to reach the registry.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Speak plain HTTP (the default for a registry on a loopback address).
+    pub plain_http: bool,
+    /// Do not check the registry's TLS certificate.
+    pub insecure_tls: bool,
+}
+
+/// A client for one repository. Safe to share between download threads.
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+    /// The reference it was made for.
+    pub r: RemoteRef,
+    creds: Option<Credentials>,
+    challenge: Option<Challenge>,
+    scope: String,
+    authorization: Mutex<Option<String>>,
+}
+
+/// The registry's error document.
+#[derive(Deserialize)]
+struct ErrorDoc {
+    #[serde(default)]
+    errors: Vec<ErrorItem>,
+}
+
+#[derive(Deserialize)]
+struct ErrorItem {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// A manifest or index as the registry served it.
+pub struct Document {
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Their sha256.
+    pub digest: Digest,
+    /// The media type: the document's own `mediaType`, else the Content-Type.
+    pub media_type: String,
+}
+
+impl Client {
+    /// Connect to the registry of `r` and log in as it asks, for pulling (and
+    /// pushing when `push`).
+    pub fn connect(r: &RemoteRef, o: &ClientOptions, push: bool) -> Result<Self, Error> {
+        let mut tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier);
+        if o.insecure_tls {
+            tls = tls.disable_verification(true);
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(tls.build())
+            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_per_read(Some(Duration::from_secs(60)))
+            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
+            .user_agent(concat!("exprun/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        let scheme = if o.plain_http || r.is_loopback() { "http" } else { "https" };
+        let mut client = Self {
+            agent,
+            base: format!("{scheme}://{}", r.api_host()),
+            r: r.clone(),
+            creds: auth::lookup(r)?,
+            challenge: None,
+            scope: format!("repository:{}:{}", r.repository, if push { "pull,push" } else { "pull" }),
+            authorization: Mutex::new(None),
+        };
+        let url = format!("{}/v2/", client.base);
+        let resp = client.agent.get(&url).call().map_err(|e| client.transport("reach", &url, e))?;
+        match resp.status().as_u16() {
+            200..=299 => {}
+            401 => {
+                let h = resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("");
+                client.challenge = Some(auth::parse_challenge(h).ok_or_else(|| Error::Auth {
+                    registry: r.registry.clone(),
+                    why: format!("it asks for an authentication scheme exprun does not speak: {h:?}"),
+                })?);
+                client.login()?;
+            }
+            _ => return Err(client.status("reach", &url, resp)),
+        }
+        Ok(client)
+    }
+
+    /// Get the Authorization header the challenge asks for.
+    fn login(&self) -> Result<(), Error> {
+        let header = match &self.challenge {
+            None => return Ok(()),
+            Some(Challenge::Basic) => match &self.creds {
+                Some(c) => c.basic(),
+                None => return Err(self.no_credentials()),
+            },
+            Some(Challenge::Bearer { realm, service }) => self.token(realm, service.as_deref())?,
+        };
+        *self.authorization.lock().unwrap_or_else(|p| p.into_inner()) = Some(header);
+        Ok(())
+    }
+
+    fn no_credentials(&self) -> Error {
+        Error::Auth {
+            registry: self.r.registry.clone(),
+            why: "it wants credentials and none were found; log in with `podman login` or `docker login`, \
+                  or point $REGISTRY_AUTH_FILE at an auth.json"
+                .into(),
+        }
+    }
+
+    /// A bearer token from the realm (anonymous when there are no credentials).
+    fn token(&self, realm: &str, service: Option<&str>) -> Result<String, Error> {
+        let mut req = self.agent.get(realm).query("scope", &self.scope);
+        if let Some(s) = service {
+            req = req.query("service", s);
+        }
+        if let Some(c) = &self.creds {
+            req = req.header("Authorization", c.basic());
+        }
+        let mut resp = req.call().map_err(|e| self.transport("get a token from", realm, e))?;
+        match resp.status().as_u16() {
+            200..=299 => {}
+            401 | 403 => {
+                return Err(Error::Auth {
+                    registry: self.r.registry.clone(),
+                    why: match &self.creds {
+                        Some(c) => {
+                            format!("the token service refused user {:?}; check the password", c.username)
+                        }
+                        None => "the token service wants credentials; log in with `podman login` or \
+                                 `docker login`"
+                            .into(),
+                    },
+                });
+            }
+            _ => return Err(self.status("get a token from", realm, resp)),
+        }
+        #[derive(Deserialize)]
+        struct Token {
+            #[serde(default)]
+            token: Option<String>,
+            #[serde(default)]
+            access_token: Option<String>,
+        }
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_vec()
+            .map_err(|e| self.transport("read a token from", realm, e))?;
+        let t: Token = serde_json::from_slice(&body).map_err(|e| Error::Auth {
+            registry: self.r.registry.clone(),
+            why: format!("{realm} answered with no token JSON: {e}"),
+        })?;
+        let t = t.token.or(t.access_token).ok_or_else(|| Error::Auth {
+            registry: self.r.registry.clone(),
+            why: format!("{realm} answered without a token"),
+        })?;
+        Ok(format!("Bearer {t}"))
+    }
+
+    fn auth_header(&self) -> Option<String> {
+        self.authorization.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Make a request (built by `make`, given the Authorization header); on a
+    /// 401, log in again and retry once.
+    fn call(&self, op: &str, url: &str, make: &MakeRequest<'_>) -> Result<Response<Body>, Error> {
+        let resp = make(self.auth_header().as_deref()).map_err(|e| self.transport(op, url, e))?;
+        if resp.status().as_u16() != 401 {
+            return Ok(resp);
+        }
+        if self.challenge.is_none() {
+            return Err(self.no_credentials());
+        }
+        self.login()?;
+        let resp = make(self.auth_header().as_deref()).map_err(|e| self.transport(op, url, e))?;
+        if resp.status().as_u16() == 401 {
+            return Err(match &self.creds {
+                None => self.no_credentials(),
+                Some(c) => Error::Auth {
+                    registry: self.r.registry.clone(),
+                    why: format!("user {:?} was refused; check the password", c.username),
+                },
+            });
+        }
+        Ok(resp)
+    }
+
+    fn url(&self, kind: &str, reference: &str) -> String {
+        format!("{}/v2/{}/{kind}/{reference}", self.base, self.r.repository)
+    }
+
+    /// GET a manifest or index by tag or digest, and check its digest: against
+    /// the reference when it is one, and against the registry's
+    /// Docker-Content-Digest header.
+    pub fn manifest(&self, reference: &str) -> Result<Document, Error> {
+        let url = self.url("manifests", reference);
+        let get = |a: Option<&str>| {
+            let mut req = self.agent.get(&url).header("Accept", MANIFEST_ACCEPT);
+            if let Some(a) = a {
+                req = req.header("Authorization", a);
+            }
+            req.call()
+        };
+        let mut resp = self.call("get the manifest", &url, &get)?;
+        let what = format!("manifest {}/{}:{reference}", self.r.registry, self.r.repository);
+        match resp.status().as_u16() {
+            200 => {}
+            404 => return Err(Error::NotFound { registry: self.r.registry.clone(), what }),
+            _ => return Err(self.status("get", &url, resp)),
+        }
+        let header_digest = header(&resp, "docker-content-digest");
+        let content_type = header(&resp, "content-type").unwrap_or_default();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_DOCUMENT)
+            .read_to_vec()
+            .map_err(|e| self.transport("read", &url, e))?;
+        let digest = Digest::of_bytes(&bytes);
+        let expected = reference.parse::<Digest>().ok().or_else(|| {
+            header_digest.filter(|h| h.starts_with("sha256:")).and_then(|h| h.parse::<Digest>().ok())
+        });
+        if let Some(expected) = expected.filter(|e| *e != digest) {
+            return Err(Error::DigestMismatch { what, expected, found: digest });
+        }
+        #[derive(Deserialize)]
+        struct Typed {
+            #[serde(rename = "mediaType", default)]
+            media_type: Option<String>,
+        }
+        let typed: Typed = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Invalid { what: what.clone(), why: format!("invalid JSON: {e}") })?;
+        let media_type = typed
+            .media_type
+            .unwrap_or_else(|| content_type.split(';').next().unwrap_or("").trim().to_string());
+        Ok(Document { bytes, digest, media_type })
+    }
+
+    /// A small blob (a config), verified.
+    pub fn small_blob(&self, d: &Digest, size: u64) -> Result<Vec<u8>, Error> {
+        let what = format!("blob {d} of {}/{}", self.r.registry, self.r.repository);
+        if size > MAX_DOCUMENT {
+            return Err(Error::Invalid {
+                what,
+                why: format!("{size} bytes is over the {MAX_DOCUMENT}-byte limit"),
+            });
+        }
+        let url = self.url("blobs", &d.to_string());
+        let get = |a: Option<&str>| self.get(&url, a, None);
+        let mut resp = self.call("get", &url, &get)?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 => return Err(Error::NotFound { registry: self.r.registry.clone(), what }),
+            _ => return Err(self.status("get", &url, resp)),
+        }
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(size + 1)
+            .read_to_vec()
+            .map_err(|e| self.transport("read", &url, e))?;
+        let found = Digest::of_bytes(&bytes);
+        if bytes.len() as u64 != size || &found != d {
+            return Err(Error::DigestMismatch { what, expected: d.clone(), found });
+        }
+        Ok(bytes)
+    }
+
+    fn get(&self, url: &str, auth: Option<&str>, from: Option<u64>) -> Result<Response<Body>, ureq::Error> {
+        let mut req = self.agent.get(url);
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        if let Some(n) = from {
+            req = req.header("Range", format!("bytes={n}-"));
+        }
+        req.call()
+    }
+
+    /// Download blob `d` into `path`, going on from what `path` already holds;
+    /// on a dropped connection, retry from where it stopped. `progress` gets the
+    /// bytes already there first, then each chunk. The file is fsync'd and its
+    /// content verified (length and sha256) before this returns; content that
+    /// does not match is deleted.
+    pub fn download(&self, d: &Digest, size: u64, path: &Path, progress: &dyn Fn(u64)) -> Result<(), Error> {
+        let what = format!("blob {d} of {}/{}", self.r.registry, self.r.repository);
+        let io_err =
+            |op: &'static str| move |e: std::io::Error| Error::Io { op, path: path.to_path_buf(), source: e };
+        let mut file =
+            OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err("open"))?;
+        let mut hasher = Hasher::new();
+        let mut have = resume_point(&mut file, &mut hasher, size).map_err(io_err("read"))?;
+        progress(have);
+        let url = self.url("blobs", &d.to_string());
+        let mut stalls = 0;
+        while have < size {
+            let before = have;
+            let outcome = self.download_once(&url, &what, &mut file, &mut hasher, &mut have, size, progress);
+            match outcome {
+                Ok(()) => {}
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Retry(e)) => {
+                    stalls = if have > before { 0 } else { stalls + 1 };
+                    if stalls >= MAX_STALLS {
+                        return Err(e);
+                    }
+                    std::thread::sleep(Duration::from_millis(200 << stalls.min(5)));
+                }
+            }
+        }
+        file.sync_all().map_err(io_err("write"))?;
+        let (found, _) = hasher.finish();
+        if &found != d {
+            let _ = std::fs::remove_file(path);
+            return Err(Error::DigestMismatch { what, expected: d.clone(), found });
+        }
+        Ok(())
+    }
+
+    /// One GET of the rest of a blob.
+    #[allow(clippy::too_many_arguments)]
+    fn download_once(
+        &self,
+        url: &str,
+        what: &str,
+        file: &mut File,
+        hasher: &mut Hasher,
+        have: &mut u64,
+        size: u64,
+        progress: &dyn Fn(u64),
+    ) -> Result<(), Attempt> {
+        let from = (*have > 0).then_some(*have);
+        let get = |a: Option<&str>| self.get(url, a, from);
+        let resp = match self.call("get", url, &get) {
+            Ok(r) => r,
+            Err(e @ Error::Transport { .. }) => return Err(Attempt::Retry(e)),
+            Err(e) => return Err(Attempt::Fatal(e)),
+        };
+        let restart = |file: &mut File, hasher: &mut Hasher, have: &mut u64| -> std::io::Result<()> {
+            file.set_len(0)?;
+            *hasher = Hasher::new();
+            *have = 0;
+            Ok(())
+        };
+        let io_fatal =
+            |e: std::io::Error| Attempt::Fatal(Error::Io { op: "write", path: what.into(), source: e });
+        match resp.status().as_u16() {
+            200 if *have > 0 => restart(file, hasher, have).map_err(io_fatal)?, // no range support
+            200 => {}
+            206 => {
+                let start = header(&resp, "content-range")
+                    .and_then(|v| v.strip_prefix("bytes ")?.split('-').next()?.parse::<u64>().ok());
+                if start != Some(*have) {
+                    restart(file, hasher, have).map_err(io_fatal)?;
+                    return Err(Attempt::Retry(Error::Invalid {
+                        what: what.into(),
+                        why: "the registry answered a range request with another range".into(),
+                    }));
+                }
+            }
+            416 => {
+                restart(file, hasher, have).map_err(io_fatal)?;
+                return Err(Attempt::Retry(self.status("get", url, resp)));
+            }
+            404 => {
+                return Err(Attempt::Fatal(Error::NotFound {
+                    registry: self.r.registry.clone(),
+                    what: what.into(),
+                }))
+            }
+            500..=599 => return Err(Attempt::Retry(self.status("get", url, resp))),
+            _ => return Err(Attempt::Fatal(self.status("get", url, resp))),
+        }
+        let mut body = resp.into_body();
+        let mut reader = body.with_config().limit(u64::MAX).reader();
+        let mut buf = vec![0u8; 1 << 17];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    return Err(Attempt::Retry(Error::Transport {
+                        registry: self.r.registry.clone(),
+                        op: format!("read {url}"),
+                        why: e.to_string(),
+                    }))
+                }
+            };
+            if *have + n as u64 > size {
+                return Err(Attempt::Fatal(Error::Invalid {
+                    what: what.into(),
+                    why: format!("the registry sent more than the {size} bytes the manifest declares"),
+                }));
+            }
+            file.write_all(&buf[..n]).map_err(io_fatal)?;
+            hasher.update(&buf[..n]);
+            *have += n as u64;
+            progress(n as u64);
+        }
+        if *have < size {
+            return Err(Attempt::Retry(Error::Transport {
+                registry: self.r.registry.clone(),
+                op: format!("read {url}"),
+                why: format!("the connection ended after {have} of {size} bytes"),
+            }));
+        }
+        Ok(())
+    }
+
+    /// Whether the repository has blob `d`.
+    pub fn has_blob(&self, d: &Digest) -> Result<bool, Error> {
+        let url = self.url("blobs", &d.to_string());
+        let head = |a: Option<&str>| {
+            let mut req = self.agent.head(&url);
+            if let Some(a) = a {
+                req = req.header("Authorization", a);
+            }
+            req.call()
+        };
+        let resp = self.call("check", &url, &head)?;
+        match resp.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            _ => Err(self.status("check", &url, resp)),
+        }
+    }
+
+    /// Upload the file at `path` as blob `d`, in one PUT.
+    pub fn upload(&self, d: &Digest, path: &Path) -> Result<(), Error> {
+        let start = format!("{}/v2/{}/blobs/uploads/", self.base, self.r.repository);
+        let post = |a: Option<&str>| {
+            let mut req = self.agent.post(&start);
+            if let Some(a) = a {
+                req = req.header("Authorization", a);
+            }
+            req.send_empty()
+        };
+        let resp = self.call("start an upload at", &start, &post)?;
+        if resp.status().as_u16() != 202 {
+            return Err(self.status("start an upload at", &start, resp));
+        }
+        let location = header(&resp, "location").ok_or_else(|| Error::Invalid {
+            what: start.clone(),
+            why: "the registry started an upload without a Location".into(),
+        })?;
+        let location = if location.starts_with('/') { format!("{}{location}", self.base) } else { location };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let url = format!("{location}{sep}digest={d}");
+        let put = |a: Option<&str>| {
+            let file = File::open(path).map_err(ureq::Error::Io)?;
+            let mut req = self.agent.put(&url).header("Content-Type", "application/octet-stream");
+            if let Some(a) = a {
+                req = req.header("Authorization", a);
+            }
+            req.send(file)
+        };
+        let resp = self.call("upload to", &url, &put)?;
+        if resp.status().as_u16() != 201 {
+            return Err(self.status("upload to", &url, resp));
+        }
+        Ok(())
+    }
+
+    /// PUT a manifest under `reference` (a tag or its digest); returns the
+    /// digest the registry gives it, checked against ours.
+    pub fn put_manifest(&self, reference: &str, media_type: &str, bytes: &[u8]) -> Result<Digest, Error> {
+        let url = self.url("manifests", reference);
+        let put = |a: Option<&str>| {
+            let mut req = self.agent.put(&url).header("Content-Type", media_type);
+            if let Some(a) = a {
+                req = req.header("Authorization", a);
+            }
+            req.send(bytes)
+        };
+        let resp = self.call("put the manifest to", &url, &put)?;
+        if resp.status().as_u16() != 201 {
+            return Err(self.status("put the manifest to", &url, resp));
+        }
+        let ours = Digest::of_bytes(bytes);
+        if let Some(theirs) = header(&resp, "docker-content-digest").and_then(|h| h.parse::<Digest>().ok()) {
+            if theirs != ours {
+                return Err(Error::DigestMismatch {
+                    what: format!("manifest pushed to {url}"),
+                    expected: ours,
+                    found: theirs,
+                });
+            }
+        }
+        Ok(ours)
+    }
+
+    fn transport(&self, op: &str, url: &str, e: ureq::Error) -> Error {
+        Error::Transport { registry: self.r.registry.clone(), op: format!("{op} {url}"), why: e.to_string() }
+    }
+
+    /// An unexpected status, with the registry's own error messages.
+    fn status(&self, op: &str, url: &str, mut resp: Response<Body>) -> Error {
+        let status = resp.status().as_u16();
+        let body = resp.body_mut().with_config().limit(64 << 10).read_to_vec().unwrap_or_default();
+        let message = serde_json::from_slice::<ErrorDoc>(&body)
+            .ok()
+            .filter(|d| !d.errors.is_empty())
+            .map(|d| {
+                d.errors.iter().map(|e| format!("{}: {}", e.code, e.message)).collect::<Vec<_>>().join("; ")
+            })
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().chars().take(200).collect());
+        Error::Status { registry: self.r.registry.clone(), op: format!("{op} {url}"), status, message }
+    }
+}
+
+/// Makes one request, given the Authorization header to send.
+type MakeRequest<'a> = dyn Fn(Option<&str>) -> Result<Response<Body>, ureq::Error> + 'a;
+
+/// Why one download attempt ended.
+enum Attempt {
+    /// The connection failed or ended early: try again from where it stopped.
+    Retry(Error),
+    /// Nothing to gain from trying again.
+    Fatal(Error),
+}
+
+/// How much of a partial blob to keep (all of it unless longer than the blob),
+/// with the hasher fed with it.
+fn resume_point(file: &mut File, hasher: &mut Hasher, size: u64) -> std::io::Result<u64> {
+    let len = file.metadata()?.len();
+    if len > size {
+        file.set_len(0)?;
+        return Ok(0);
+    }
+    file.seek(SeekFrom::Start(0))?;
+    let mut buf = vec![0u8; 1 << 17];
+    let mut reader = (&*file).take(len);
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(len)
+}
+
+fn header(resp: &Response<Body>, name: &str) -> Option<String> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
