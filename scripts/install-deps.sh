@@ -5,6 +5,9 @@
 #   zstd               the fixture image's second layer
 #   containerd, runc   the end-to-end test under containerd (and the reference)
 #   uidmap             newuidmap/newgidmap, for rootless runs with /etc/subuid ranges
+#   docker-registry    a real OCI registry for the pull/push tests (started by the tests)
+#   skopeo             an independent registry client the tests cross-check against
+#   apache2-utils      htpasswd, for the registry test with basic auth
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 packages=()
@@ -14,6 +17,9 @@ command -v zstd >/dev/null || packages+=(zstd)
 command -v containerd-shim-runc-v2 >/dev/null || packages+=(containerd)
 command -v runc >/dev/null || packages+=(runc)
 command -v newuidmap >/dev/null || packages+=(uidmap)
+command -v docker-registry >/dev/null || packages+=(docker-registry)
+command -v skopeo >/dev/null || packages+=(skopeo)
+command -v htpasswd >/dev/null || packages+=(apache2-utils)
 if [ "${#packages[@]}" -gt 0 ]; then
   echo "install-deps: installing ${packages[*]}"
   apt-get update -qq

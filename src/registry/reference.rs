@@ -53,6 +53,11 @@ impl RemoteRef {
         if !registry.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
             return Err(format!("registry {registry:?} is not a host name with an optional :port"));
         }
+        if let Some((_, port)) = registry.rsplit_once(':').filter(|_| !registry.ends_with(']')) {
+            if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("registry {registry:?}: port {port:?} is not a number"));
+            }
+        }
         validate_name(&repository)?;
         if let Some(t) = tag {
             validate_tag(t)?;
@@ -163,7 +168,8 @@ mod tests {
             ("https://ghcr.io/x", "without a scheme"),
             ("ghcr.io/Org/x", "not allowed"),
             ("x@sha256:zz", "digest"),
-            ("x:bad/tag", "not allowed"),
+            ("x:bad/tag", "not a number"),
+            ("busybox:bad/tag", "not a number"),
             ("ex ample.com/x", "host name"),
         ] {
             let e = RemoteRef::parse(s).unwrap_err();

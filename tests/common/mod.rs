@@ -3,6 +3,7 @@
 //! state root per test, the fixture image, visible skips, and leftover checks.
 
 pub mod bundle;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -1,0 +1,272 @@
+//! A real registry (Debian's docker-registry, distribution 2.8) on 127.0.0.1 for
+//! the registry tests, and a small HTTP proxy in front of it that adds what the
+//! registry itself cannot be asked to do: token (Bearer) authentication, a
+//! connection dropped in the middle of a blob, and a blob whose bytes do not
+//! match its digest. Both are stopped when dropped.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+/// Whether docker-registry is installed; prints SKIP (or fails under CI=true) if not.
+pub fn available(test: &str) -> bool {
+    if Path::new("/usr/bin/docker-registry").exists() {
+        return true;
+    }
+    let why = "docker-registry is not installed (scripts/install-deps.sh installs it)";
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test} cannot run ({why}) and CI=true forbids skipping");
+    }
+    println!("SKIP: {test}: {why}");
+    false
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A docker-registry process with its config and storage in a temp dir.
+pub struct Registry {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Registry {
+    /// Start one; with `user`, it requires that user (htpasswd, basic auth).
+    pub fn start(user: Option<(&str, &str)>) -> Self {
+        let dir = tempfile::Builder::new().prefix("exprun-registry-").tempdir().unwrap();
+        let port = free_port();
+        let mut auth = String::new();
+        if let Some((u, p)) = user {
+            let out = Command::new("htpasswd").args(["-Bbn", u, p]).output().expect("run htpasswd");
+            assert!(out.status.success(), "htpasswd failed");
+            std::fs::write(dir.path().join("htpasswd"), &out.stdout).unwrap();
+            auth = format!(
+                "auth:\n  htpasswd:\n    realm: test-realm\n    path: {}\n",
+                dir.path().join("htpasswd").display()
+            );
+        }
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: 127.0.0.1:{port}\n{auth}",
+            dir.path().join("data").display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let log = std::fs::File::create(dir.path().join("log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        let r = Self { port, dir, child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not start: {}", r.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// What the proxy does besides forwarding.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    /// Forward everything.
+    Plain,
+    /// Require `Authorization: Bearer`, issued at /token to this user (basic auth).
+    Bearer { user: String, password: String },
+    /// The first GET of this blob is cut after this many body bytes.
+    DropOnce { digest: String, after: usize },
+    /// Every GET of this blob has one byte changed.
+    Corrupt { digest: String },
+}
+
+/// A one-request-per-connection HTTP proxy in front of a registry. `log` holds
+/// each request line with its Range and Authorization scheme.
+pub struct Proxy {
+    pub port: u16,
+    pub log: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start(upstream: u16, mode: Mode) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let (l2, s2) = (log.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        conn.set_nonblocking(false).unwrap();
+                        let (log, mode, dropped) = (l2.clone(), mode.clone(), dropped.clone());
+                        std::thread::spawn(move || {
+                            let _ = serve(conn, upstream, port, &mode, &log, &dropped);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self { port, log, stop }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn serve(
+    mut conn: TcpStream,
+    upstream: u16,
+    port: u16,
+    mode: &Mode,
+    log: &Mutex<Vec<String>>,
+    dropped: &AtomicUsize,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut head = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push(line.trim_end().to_string());
+    }
+    let request = head[0].clone();
+    let header = |name: &str| {
+        head[1..].iter().find_map(|h| {
+            let (k, v) = h.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    };
+    let len: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body)?;
+    let authz = header("authorization").unwrap_or_default();
+    let scheme = authz.split(' ').next().unwrap_or("").to_string();
+    log.lock()
+        .unwrap()
+        .push(format!("{request} range={} auth={scheme}", header("range").unwrap_or_default()));
+    let path = request.split(' ').nth(1).unwrap_or("").to_string();
+
+    if let Mode::Bearer { user, password } = mode {
+        if path.starts_with("/token") {
+            let want = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            );
+            if authz != want {
+                return respond(&mut conn, "401 Unauthorized", "{\"details\":\"bad credentials\"}");
+            }
+            return respond(&mut conn, "200 OK", "{\"token\":\"test-token\"}");
+        }
+        if authz != "Bearer test-token" {
+            let challenge = format!(
+                "Www-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"test\"\r\n"
+            );
+            let msg = "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\"}]}";
+            let resp = format!(
+                "HTTP/1.1 401 Unauthorized\r\n{challenge}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{msg}",
+                msg.len()
+            );
+            return conn.write_all(resp.as_bytes());
+        }
+    }
+
+    let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
+    let mut out = String::new();
+    out.push_str(&request);
+    out.push_str("\r\n");
+    for h in &head[1..] {
+        let lower = h.to_ascii_lowercase();
+        if lower.starts_with("connection:") || (lower.starts_with("authorization: bearer")) {
+            continue;
+        }
+        out.push_str(h);
+        out.push_str("\r\n");
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    up.write_all(out.as_bytes())?;
+    up.write_all(&body)?;
+    let mut resp = Vec::new();
+    up.read_to_end(&mut resp)?;
+    let body_start = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |i| i + 4);
+    let is_get_of = |d: &str| request.starts_with("GET ") && path.ends_with(&format!("/blobs/{d}"));
+    match mode {
+        Mode::DropOnce { digest, after }
+            if is_get_of(digest) && dropped.fetch_add(1, Ordering::SeqCst) == 0 =>
+        {
+            let cut = (body_start + after).min(resp.len());
+            conn.write_all(&resp[..cut])?;
+            return conn.shutdown(std::net::Shutdown::Both);
+        }
+        Mode::Corrupt { digest } if is_get_of(digest) && resp.len() > body_start + 100 => {
+            resp[body_start + 100] ^= 0xff;
+        }
+        _ => {}
+    }
+    conn.write_all(&resp)
+}
+
+fn respond(conn: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(resp.as_bytes())
+}
+
+/// An auth file (podman's auth.json format) for `host` with `user:password`.
+pub fn auth_file(dir: &Path, host: &str, user: &str, password: &str) -> PathBuf {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let path = dir.join("auth.json");
+    std::fs::write(&path, format!("{{\"auths\":{{\"{host}\":{{\"auth\":\"{auth}\"}}}}}}")).unwrap();
+    path
+}

@@ -1,0 +1,350 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! `exprun pull` and `exprun push` against a real registry (Debian's
+//! docker-registry on 127.0.0.1, started per test with its config in a temp
+//! dir), cross-checked with skopeo, and through a proxy that adds token auth,
+//! a dropped connection and a corrupted blob (tests/common/registry.rs).
+//!
+//! Needs root (the fixture's layers hold a whiteout device and trusted.*
+//! xattrs, and the runs are real containers).
+
+use std::path::Path;
+use std::process::Command;
+
+use sha2::{Digest as _, Sha256};
+
+mod common;
+use common::registry::{auth_file, available, Mode, Proxy, Registry};
+use common::{fixture_dir, pinned, privileged, TestRoot};
+
+fn ready(test: &str) -> bool {
+    privileged(test) && available(test)
+}
+
+/// Run exprun; require success; stdout.
+fn ok(root: &TestRoot, args: &[&str]) -> String {
+    let out = root.exprun(args, None);
+    assert!(out.status.success(), "exprun {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run exprun; require exit 125; stderr.
+fn fails(root: &TestRoot, args: &[&str]) -> String {
+    let out = root.exprun(args, None);
+    assert_eq!(out.status.code(), Some(125), "exprun {args:?}: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The manifest (or index) the registry serves for `reference`, read by skopeo.
+fn skopeo_raw(reference: &str) -> Vec<u8> {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")])
+        .output()
+        .expect("run skopeo");
+    assert!(out.status.success(), "skopeo: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+fn skopeo_digest(reference: &str) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(skopeo_raw(reference))))
+}
+
+/// Push the fixture with exprun from a fresh root.
+fn push_fixture(target: &str) -> String {
+    let src = TestRoot::with_busybox();
+    ok(&src, &["push", "-q", "busybox:latest", target]).trim().to_string()
+}
+
+#[test]
+fn push_then_pull_round_trips_by_digest_and_runs() {
+    if !ready("push_then_pull_round_trips_by_digest_and_runs") {
+        return;
+    }
+    let reg = Registry::start(None);
+    let target = format!("{}/fixtures/busybox:1", reg.host());
+    let manifest = pinned("MANIFEST_DIGEST");
+    assert_eq!(push_fixture(&target), manifest);
+    // An independent client sees the same manifest.
+    assert_eq!(skopeo_digest(&target), manifest);
+
+    let root = TestRoot::new();
+    let out = ok(&root, &["pull", &target]);
+    assert!(out.contains(&manifest) && out.contains("2 layers fetched, 0 already stored"), "{out}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&root, &["image", "inspect", &target])).unwrap();
+    assert_eq!(inspect["manifest_digest"], manifest.as_str());
+    assert_eq!(inspect["origin"]["reference"], target.as_str());
+    assert_eq!(inspect["origin"]["resolved_digest"], manifest.as_str());
+
+    // Pulling again fetches nothing; the layers are shared.
+    let out = ok(&root, &["pull", &target]);
+    assert!(out.contains("0 layers fetched, 2 already stored"), "{out}");
+
+    // A run of the pulled image records where it came from.
+    let (code, stdout, stderr) = root.run(&[&target, "--", "busybox", "--help"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stdout.is_empty());
+    let rec = root.last_record();
+    assert_eq!(rec["image"]["manifest_digest"], manifest.as_str());
+    assert_eq!(rec["image"]["origin"]["reference"], target.as_str());
+
+    // skopeo pulls what exprun pushed, and exprun pushes what it pulled.
+    let again = format!("{}/fixtures/copy:2", reg.host());
+    assert_eq!(ok(&root, &["push", "-q", &target, &again]).trim(), manifest);
+    assert_eq!(skopeo_digest(&again), manifest);
+    root.assert_no_leftovers();
+}
+
+#[test]
+fn run_pulls_only_when_asked() {
+    if !ready("run_pulls_only_when_asked") {
+        return;
+    }
+    let reg = Registry::start(None);
+    let target = format!("{}/fixtures/busybox:run", reg.host());
+    push_fixture(&target);
+    let root = TestRoot::new();
+    let (code, _, stderr) = root.run(&[&target, "--", "true"]);
+    assert_eq!(code, 125);
+    assert!(stderr.contains("no image matches"), "{stderr}");
+    assert!(
+        !root.path().join("store/refs.json").exists() || !ok(&root, &["image", "ls"]).contains("busybox")
+    );
+    let (code, stdout, stderr) = root.run(&["--pull", "missing", &target, "--", "echo", "pulled-and-ran"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "pulled-and-ran\n");
+    assert!(stderr.contains("pulled"), "{stderr}");
+    // Now present: no pull.
+    let (code, _, stderr) = root.run(&["--pull", "missing", &target, "--", "true"]);
+    assert_eq!(code, 0);
+    assert!(!stderr.contains("pulled"), "{stderr}");
+    root.assert_no_leftovers();
+}
+
+/// An OCI layout with an index of two images: the fixture (linux/amd64) and a
+/// one-file linux/arm64 image.
+fn multi_arch_layout(dir: &Path) {
+    let src = fixture_dir().join("busybox-oci");
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    for e in std::fs::read_dir(src.join("blobs/sha256")).unwrap().flatten() {
+        std::fs::copy(e.path(), dir.join("blobs/sha256").join(e.file_name())).unwrap();
+    }
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let put = |bytes: &[u8]| {
+        let hex = hex::encode(Sha256::digest(bytes));
+        std::fs::write(dir.join("blobs/sha256").join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(4);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    tar.append_data(&mut h, "arch", &b"arm\n"[..]).unwrap();
+    let layer = tar.into_inner().unwrap();
+    let (layer_d, layer_n) = put(&layer);
+    let config = format!(
+        r#"{{"architecture":"arm64","os":"linux","variant":"v8","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{layer_d}"]}}}}"#
+    );
+    let (config_d, config_n) = put(config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_d}","size":{config_n}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_d}","size":{layer_n}}}]}}"#
+    );
+    let (arm_d, arm_n) = put(manifest.as_bytes());
+    let amd_d = pinned("MANIFEST_DIGEST");
+    let amd_n = std::fs::metadata(src.join("blobs/sha256").join(&amd_d[7..])).unwrap().len();
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{arm_d}","size":{arm_n},"platform":{{"architecture":"arm64","os":"linux","variant":"v8"}}}},{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{amd_d}","size":{amd_n},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#
+    );
+    let (index_d, index_n) = put(index.as_bytes());
+    std::fs::write(
+        dir.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{index_d}","size":{index_n},"annotations":{{"org.opencontainers.image.ref.name":"multi"}}}}]}}"#
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_multi_arch_index_gives_the_host_platform_or_the_one_asked_for() {
+    if !ready("a_multi_arch_index_gives_the_host_platform_or_the_one_asked_for") {
+        return;
+    }
+    let reg = Registry::start(None);
+    let layout = tempfile::tempdir().unwrap();
+    multi_arch_layout(layout.path());
+    let target = format!("{}/fixtures/multi:1", reg.host());
+    let st = Command::new("skopeo")
+        .args(["copy", "-q", "--all", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:multi", layout.path().display()))
+        .arg(format!("docker://{target}"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "skopeo copy --all failed");
+    // skopeo re-serialises what it copies; what the registry serves is what counts.
+    let served = skopeo_digest(&target);
+    let index: serde_json::Value = serde_json::from_slice(&skopeo_raw(&target)).unwrap();
+    let arm_d = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["platform"]["architecture"] == "arm64")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let root = TestRoot::new();
+    ok(&root, &["pull", "-q", &target]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&root, &["image", "inspect", &target])).unwrap();
+    assert_eq!(inspect["manifest_digest"], pinned("MANIFEST_DIGEST").as_str());
+    assert_eq!(inspect["origin"]["resolved_digest"], served.as_str());
+    assert_eq!(inspect["origin"]["platform"], "linux/amd64");
+
+    let arm = TestRoot::new();
+    assert_eq!(ok(&arm, &["pull", "-q", "--platform", "linux/arm64", &target]).trim(), arm_d);
+    let e = fails(&arm, &["pull", "--platform", "linux/s390x", &target]);
+    assert!(e.contains("no image for linux/s390x") && e.contains("linux/arm64/v8, linux/amd64"), "{e}");
+    let e = fails(&arm, &["pull", "--platform", "arm64", &target]);
+    assert!(e.contains("OS/ARCH"), "{e}");
+}
+
+#[test]
+fn basic_auth_reads_the_auth_file_and_keeps_the_password_out_of_the_store() {
+    if !ready("basic_auth_reads_the_auth_file_and_keeps_the_password_out_of_the_store") {
+        return;
+    }
+    let reg = Registry::start(Some(("alice", "s3cret-pw")));
+    let target = format!("{}/lab/busybox:1", reg.host());
+    let root = TestRoot::with_busybox();
+    let e = fails(&root, &["push", "busybox:latest", &target]);
+    assert!(e.contains("wants credentials") && e.contains("REGISTRY_AUTH_FILE"), "{e}");
+
+    let creds = tempfile::tempdir().unwrap();
+    let wrong = auth_file(creds.path(), &reg.host(), "alice", "wrong");
+    let out = root
+        .command(&["push", "busybox:latest", &target])
+        .env("REGISTRY_AUTH_FILE", &wrong)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("\"alice\" was refused"), "{e}");
+
+    let good = auth_file(creds.path(), &reg.host(), "alice", "s3cret-pw");
+    let out =
+        root.command(&["push", "busybox:latest", &target]).env("REGISTRY_AUTH_FILE", &good).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let other = TestRoot::new();
+    let out = other.command(&["pull", &target]).env("REGISTRY_AUTH_FILE", &good).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, _, stderr) = other.run(&[&target, "--", "true"]);
+    assert_eq!(code, 0, "{stderr}");
+    let grep = Command::new("grep").args(["-r", "-l", "s3cret-pw"]).arg(other.path()).output().unwrap();
+    assert!(grep.stdout.is_empty(), "the password is in {}", String::from_utf8_lossy(&grep.stdout));
+    other.assert_no_leftovers();
+}
+
+#[test]
+fn bearer_tokens_are_fetched_from_the_realm_the_registry_names() {
+    if !ready("bearer_tokens_are_fetched_from_the_realm_the_registry_names") {
+        return;
+    }
+    let reg = Registry::start(None);
+    push_fixture(&format!("{}/fixtures/busybox:tok", reg.host()));
+    let proxy = Proxy::start(reg.port, Mode::Bearer { user: "bob".into(), password: "pw".into() });
+    let target = format!("{}/fixtures/busybox:tok", proxy.host());
+    let root = TestRoot::new();
+    let e = fails(&root, &["pull", &target]);
+    assert!(e.contains("authentication failed") && e.contains("wants credentials"), "{e}");
+    let creds = tempfile::tempdir().unwrap();
+    let file = auth_file(creds.path(), &proxy.host(), "bob", "pw");
+    let out = root.command(&["pull", &target]).env("REGISTRY_AUTH_FILE", &file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = proxy.requests();
+    assert!(
+        log.iter().any(|l| l.starts_with("GET /token?")
+            && l.contains("scope=repository%3Afixtures%2Fbusybox%3Apull")
+            || l.starts_with("GET /token?") && l.contains("repository:fixtures/busybox:pull")),
+        "{log:#?}"
+    );
+    assert!(log.iter().any(|l| l.contains("/manifests/tok") && l.ends_with("auth=Bearer")), "{log:#?}");
+}
+
+#[test]
+fn a_dropped_connection_resumes_where_it_stopped() {
+    if !ready("a_dropped_connection_resumes_where_it_stopped") {
+        return;
+    }
+    let reg = Registry::start(None);
+    push_fixture(&format!("{}/fixtures/busybox:drop", reg.host()));
+    let layer = pinned("LAYER1_DIGEST");
+    let proxy = Proxy::start(reg.port, Mode::DropOnce { digest: layer.clone(), after: 100_000 });
+    let target = format!("{}/fixtures/busybox:drop", proxy.host());
+    let root = TestRoot::new();
+    assert_eq!(ok(&root, &["pull", "-q", &target]).trim(), pinned("MANIFEST_DIGEST"));
+    let gets: Vec<String> =
+        proxy.requests().into_iter().filter(|l| l.contains(&format!("/blobs/{layer}"))).collect();
+    assert_eq!(gets.len(), 2, "{gets:#?}");
+    assert!(gets[0].contains("range= "), "{gets:#?}");
+    let resumed_at: u64 =
+        gets[1].split("range=bytes=").nth(1).unwrap().split('-').next().unwrap().parse().unwrap();
+    assert!(resumed_at > 0 && resumed_at <= 100_000, "{gets:#?}");
+    let (code, _, stderr) = root.run(&[&target, "--", "true"]);
+    assert_eq!(code, 0, "{stderr}");
+
+    // A partial blob left by an earlier, interrupted pull is resumed from disk.
+    let again = TestRoot::new();
+    let blob = std::fs::read(fixture_dir().join("busybox-oci/blobs/sha256").join(&layer[7..])).unwrap();
+    std::fs::create_dir_all(again.path().join("store/partial")).unwrap();
+    std::fs::write(again.path().join("store/partial").join(&layer[7..]), &blob[..50_000]).unwrap();
+    let plain = Proxy::start(reg.port, Mode::Plain);
+    ok(&again, &["pull", "-q", &format!("{}/fixtures/busybox:drop", plain.host())]);
+    let gets: Vec<String> =
+        plain.requests().into_iter().filter(|l| l.contains(&format!("/blobs/{layer}"))).collect();
+    assert_eq!(gets.len(), 1, "{gets:#?}");
+    assert!(gets[0].contains("range=bytes=50000-"), "{gets:#?}");
+    assert!(std::fs::read_dir(again.path().join("store/partial"))
+        .unwrap()
+        .flatten()
+        .all(|e| e.file_name().to_string_lossy().ends_with(".lock")));
+    root.assert_no_leftovers();
+}
+
+#[test]
+fn a_blob_that_does_not_match_its_digest_is_refused_and_nothing_is_stored() {
+    if !ready("a_blob_that_does_not_match_its_digest_is_refused_and_nothing_is_stored") {
+        return;
+    }
+    let reg = Registry::start(None);
+    push_fixture(&format!("{}/fixtures/busybox:bad", reg.host()));
+    let layer = pinned("LAYER1_DIGEST");
+    let proxy = Proxy::start(reg.port, Mode::Corrupt { digest: layer.clone() });
+    let root = TestRoot::new();
+    let e = fails(&root, &["pull", &format!("{}/fixtures/busybox:bad", proxy.host())]);
+    assert!(
+        e.contains(&format!("blob {layer}")) && e.contains("digest mismatch") && e.contains("refused"),
+        "{e}"
+    );
+    assert_eq!(ok(&root, &["image", "ls", "--json"]).trim(), "[]");
+    let blobs: Vec<_> =
+        std::fs::read_dir(root.path().join("store/blobs/sha256")).unwrap().flatten().collect();
+    assert!(blobs.is_empty(), "{blobs:?}");
+    assert!(!root.path().join("store/partial").join(&layer[7..]).exists());
+    let layers: Vec<_> = std::fs::read_dir(root.path().join("store/layers")).unwrap().flatten().collect();
+    assert!(layers.is_empty());
+    root.assert_no_leftovers();
+
+    // Unknown names and unreachable registries say what and where.
+    let e = fails(&root, &["pull", &format!("{}/fixtures/nothing:1", reg.host())]);
+    assert!(e.contains("not found on registry"), "{e}");
+    let e = fails(&root, &["pull", "127.0.0.1:1/x/y:1"]);
+    assert!(e.contains("cannot reach"), "{e}");
+    let e = fails(&root, &["pull", "Bad/Name"]);
+    assert!(e.contains("invalid registry reference"), "{e}");
+}
