@@ -348,3 +348,77 @@ fn a_blob_that_does_not_match_its_digest_is_refused_and_nothing_is_stored() {
     let e = fails(&root, &["pull", "Bad/Name"]);
     assert!(e.contains("invalid registry reference"), "{e}");
 }
+
+#[test]
+fn a_pushed_run_replays_and_verifies_on_another_machine() {
+    if !ready("a_pushed_run_replays_and_verifies_on_another_machine") {
+        return;
+    }
+    let reg = Registry::start(None);
+    let a = TestRoot::with_busybox();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir(work.path().join("in")).unwrap();
+    std::fs::write(work.path().join("in/data.csv"), "1,2,3\n4,5,6\n").unwrap();
+    let input = format!("{}:/in", work.path().join("in").display());
+    let output = format!("{}:/out", work.path().join("out").display());
+    let (code, _, stderr) = a.run(&[
+        "--name",
+        "exp",
+        "--input",
+        &input,
+        "--output",
+        &output,
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "wc -l < /in/data.csv > /out/lines; echo counted",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let original = a.last_record();
+    let id = original["run_id"].as_str().unwrap().to_string();
+
+    let target = format!("{}/lab/exp:v1", reg.host());
+    let out = ok(&a, &["push", "--run", "exp", &target]);
+    assert!(out.contains(&format!("exprun replay oci://{target}")), "{out}");
+    let lean = format!("{}/lab/exp:lean", reg.host());
+    ok(&a, &["push", "--run", "--no-inputs", "exp", &lean]);
+    // The colleague's machine has neither the inputs nor the outputs.
+    drop(work);
+
+    let b = TestRoot::new();
+    let out = b.exprun(&["replay", &format!("oci://{target}")], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("no drift"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "counted\n");
+    let replay = b.last_record();
+    assert_eq!(replay["replay_of"], id.as_str());
+    assert_eq!(replay["outputs"][0]["tree"]["digest"], original["outputs"][0]["tree"]["digest"]);
+    assert_eq!(replay["image"]["manifest_digest"], pinned("MANIFEST_DIGEST").as_str());
+    // The original record arrived byte for byte, with its kept stdout.
+    let fetched = std::fs::read(b.path().join("runs").join(&id).join("record.json")).unwrap();
+    let local = std::fs::read(a.path().join("runs").join(&id).join("record.json")).unwrap();
+    assert_eq!(fetched, local);
+    assert_eq!(std::fs::read_to_string(b.path().join("runs").join(&id).join("stdout")).unwrap(), "counted\n");
+
+    // verify compares against the artifact's outputs.
+    let out = b.exprun(&["verify", &id], None);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("REPRODUCED"));
+
+    // Without its inputs, the replay says which path it needs.
+    let c = TestRoot::new();
+    let e = fails(&c, &["replay", &format!("oci://{lean}")]);
+    assert!(e.contains("/in"), "{e}");
+    // An image is not a run.
+    let image = format!("{}/fixtures/busybox:img", reg.host());
+    push_fixture(&image);
+    let e = fails(&c, &["replay", &format!("oci://{image}")]);
+    assert!(e.contains("not a run pushed with exprun push --run"), "{e}");
+    // A bundle run has nothing to replay.
+    let e = fails(&a, &["push", "--run", "nope", &target]);
+    assert!(e.contains("nope"), "{e}");
+    b.assert_no_leftovers();
+    c.assert_no_leftovers();
+}

@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::Globals;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::image::{ImageStore, Limits};
 use crate::registry::pull::{self, PullOptions};
 use crate::registry::{parse_ref, push, ClientOptions, RemoteRef};
@@ -119,7 +119,26 @@ pub fn push(globals: &Globals, a: PushArgs) -> Result<i32> {
     let r = parse_ref(&a.reference)?;
     let store = ImageStore::open(&globals.store_dir())?;
     if a.run {
-        return Err(Error::Usage("exprun push --run is not available yet".into()));
+        let p = crate::registry::artifact::push_run(
+            &globals.state(),
+            &store,
+            &a.source,
+            &r,
+            &a.registry.options(),
+            !a.no_inputs,
+        )?;
+        let at = RemoteRef { tag: Some(p.tag.clone()), digest: None, ..r };
+        if a.quiet {
+            println!("{}", p.digest);
+        } else {
+            println!(
+                "pushed run {} to {at} {} ({} blobs uploaded); replay it with: exprun replay oci://{at}",
+                &p.run_id[..12],
+                p.digest,
+                p.uploaded
+            );
+        }
+        return Ok(0);
     }
     let p = push::push_image(&store, &a.source, &r, &a.registry.options())?;
     if a.quiet {

@@ -18,7 +18,7 @@ use crate::verify::replay;
     are recorded as digests: export them again before replaying.\n\n\
     Exit status: the command's own, as for exprun run; 125 when the replay cannot be made.")]
 pub struct ReplayArgs {
-    /// Run name, id or id prefix
+    /// Run name, id or id prefix, or oci://REF for a run pushed with `exprun push --run`
     #[arg(value_name = "RUN")]
     run: String,
     /// Replay even when the image, an input or a secret differs from the record
@@ -31,18 +31,27 @@ pub struct ReplayArgs {
     /// Print the drift table and stop
     #[arg(long = "dry-run")]
     dry_run: bool,
+    #[command(flatten)]
+    registry: super::registry::RegistryArgs,
 }
 
 /// Run `exprun replay`.
 pub fn replay(globals: &Globals, a: ReplayArgs) -> Result<i32> {
     let root = globals.state();
-    let original = root.read_record(&root.resolve_run(&a.run)?)?;
+    let store = ImageStore::open(&root.store_dir())?;
+    let original = match a.run.strip_prefix("oci://") {
+        Some(reference) => fetch(&root, &store, reference, &a.registry)?,
+        None => {
+            let mut record = root.read_record(&root.resolve_run(&a.run)?)?;
+            crate::registry::artifact::localise(&mut record, &root.runs_dir());
+            record
+        }
+    };
     let id = crate::fsutil::random_hex(16);
     let output_root = match &a.output_root {
         Some(d) => super::oci::absolute(d.clone())?,
         None => root.runs_dir().join(&id).join("outputs"),
     };
-    let store = ImageStore::open(&root.store_dir())?;
     let cgroups = crate::cgroups::CgroupHost::detect().map_err(crate::plan::Error::from)?;
     let prepared = replay::prepare(
         &store,
@@ -96,6 +105,19 @@ pub fn replay(globals: &Globals, a: ReplayArgs) -> Result<i32> {
     Ok(result.exit_code)
 }
 
+/// Fetch a run pushed with `exprun push --run` (record, files, image).
+fn fetch(
+    root: &crate::state::Root,
+    store: &ImageStore,
+    reference: &str,
+    registry: &super::registry::RegistryArgs,
+) -> Result<crate::record::RunRecord> {
+    let r = crate::registry::parse_ref(reference)?;
+    let record = crate::registry::artifact::fetch_run(root, store, &r, &registry.options())?;
+    eprintln!("exprun: fetched run {} from {r}", &record.run_id[..12]);
+    Ok(record)
+}
+
 /// The options of `exprun verify`.
 #[derive(Debug, Args)]
 #[command(after_help = "Each replay runs as `exprun replay` would (and is recorded, with replay_of); \
@@ -111,7 +133,7 @@ pub fn replay(globals: &Globals, a: ReplayArgs) -> Result<i32> {
     exprun verify train-42 --tolerance 'metrics.json:$.accuracy=1e-6' --json > verdict.json\n  \
     exprun verify train-42 --vary all")]
 pub struct VerifyArgs {
-    /// Run name, id or id prefix
+    /// Run name, id or id prefix, or oci://REF for a run pushed with `exprun push --run`
     #[arg(value_name = "RUN", required_unless_present = "latest", conflicts_with = "latest")]
     run: Option<String>,
     /// Verify the most recently recorded run
@@ -141,17 +163,28 @@ pub struct VerifyArgs {
     /// Print the verdict as JSON (schema exprun.dev/verify/v1)
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    registry: super::registry::RegistryArgs,
 }
 
 /// Run `exprun verify`.
 pub fn verify(globals: &Globals, a: VerifyArgs) -> Result<i32> {
     use crate::verify::check;
     let root = globals.state();
-    let id = match &a.run {
-        Some(r) => root.resolve_run(r)?,
-        None => root.latest_run()?,
+    let original = match a.run.as_deref().map(|r| (r, r.strip_prefix("oci://"))) {
+        Some((_, Some(reference))) => {
+            fetch(&root, &ImageStore::open(&root.store_dir())?, reference, &a.registry)?
+        }
+        given => {
+            let id = match given {
+                Some((r, _)) => root.resolve_run(r)?,
+                None => root.latest_run()?,
+            };
+            let mut record = root.read_record(&id)?;
+            crate::registry::artifact::localise(&mut record, &root.runs_dir());
+            record
+        }
     };
-    let original = root.read_record(&id)?;
     let options = check::VerifyOptions {
         runs: a.runs,
         vary: crate::verify::vary::Variation::parse_list(&a.vary)?,

@@ -52,6 +52,7 @@ mod unpack;
 
 pub use fetch::{Fetch, Fetched, PartialBlob};
 pub use gc::{GcReport, RemoveReport};
+pub(crate) use store::TmpDir;
 pub use unpack::{Limits, MAX_LAYER_BYTES, MAX_LAYER_ENTRIES};
 
 /// Image store errors. Every message names the file, blob or entry concerned and
@@ -339,6 +340,12 @@ impl ImageStore {
     /// A stored JSON blob (manifest, config), its digest checked again.
     pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>> {
         self.store.read_blob(d)
+    }
+
+    /// A scratch directory in the store's tmp area, removed when dropped (and
+    /// by the next import or gc if exprun dies first).
+    pub(crate) fn scratch(&self) -> Result<TmpDir> {
+        self.store.new_tmp()
     }
 
     /// The directory holding all unpacked layers.

@@ -365,6 +365,11 @@ pub(crate) struct TmpDir {
 }
 
 impl TmpDir {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// A fresh path inside, `<prefix>-<n>`.
     pub fn fresh(&mut self, prefix: &str) -> PathBuf {
         self.counter += 1;

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 
 use crate::digest::Digest;
 
+pub mod artifact;
 pub mod auth;
 pub mod client;
 pub mod pull;
