@@ -86,6 +86,11 @@ fn push_then_pull_round_trips_by_digest_and_runs() {
     let rec = root.last_record();
     assert_eq!(rec["image"]["manifest_digest"], manifest.as_str());
     assert_eq!(rec["image"]["origin"]["reference"], target.as_str());
+    let id = rec["run_id"].as_str().unwrap();
+    let statement: serde_json::Value =
+        serde_json::from_str(&ok(&root, &["runs", "export", id, "--format", "in-toto"])).unwrap();
+    let deps = &statement["predicate"]["buildDefinition"]["resolvedDependencies"];
+    assert_eq!(deps[0]["uri"], format!("oci://{target}@{manifest}").as_str(), "{deps}");
 
     // skopeo pulls what exprun pushed, and exprun pushes what it pulled.
     let again = format!("{}/fixtures/copy:2", reg.host());

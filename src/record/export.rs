@@ -200,7 +200,9 @@ pub fn ro_crate(r: &RunRecord, crate_dir: Option<&Path>) -> Value {
     let mut extra = Vec::new();
     if let Some(i) = &r.image {
         action["containerImage"] = id_ref("#image");
-        let (registry, name, tag) = split_image_name(i.name.as_deref().unwrap_or(&i.reference));
+        // A pulled image is named by where it came from.
+        let named = i.origin.as_ref().map(|o| o.reference.as_str()).or(i.name.as_deref());
+        let (registry, name, tag) = split_image_name(named.unwrap_or(&i.reference));
         let mut img = json!({
             "@id": "#image",
             "@type": "ContainerImage",
@@ -370,7 +372,7 @@ pub fn in_toto(r: &RunRecord, record_file: Option<&RecordFile>) -> Value {
 
     let mut deps = Vec::new();
     if let Some(i) = &r.image {
-        deps.push(json!({
+        let mut dep = json!({
             "name": i.reference,
             "digest": digest_set(&i.manifest_digest),
             "annotations": {
@@ -378,7 +380,11 @@ pub fn in_toto(r: &RunRecord, record_file: Option<&RecordFile>) -> Value {
                 "config": i.config_digest.to_string(),
                 "platform": i.platform,
             },
-        }));
+        });
+        if let Some(o) = &i.origin {
+            dep["uri"] = json!(format!("oci://{}@{}", o.reference, i.manifest_digest));
+        }
+        deps.push(dep);
         for (n, l) in i.layers.iter().enumerate() {
             deps.push(json!({
                 "name": format!("{} layer {n}", i.reference),
