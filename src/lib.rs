@@ -50,6 +50,7 @@ pub mod registry;
 pub mod rootfs;
 pub mod run;
 pub mod seccomp;
+pub mod selfexe;
 pub mod spawn;
 pub mod spec;
 pub mod state;

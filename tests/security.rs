@@ -173,3 +173,41 @@ fn a_setuid_binary_gains_nothing_under_no_new_privs() {
     }
     s.r.assert_no_leftovers();
 }
+
+/// CVE-2019-5736: the attack opens `/proc/<pid>/exe` of a runtime process
+/// (made to run inside the container by a `#!/proc/self/exe` program), and once
+/// that process has exited, writes the runtime's binary on the host through the
+/// descriptor. This kernel already refuses to execve a `/proc/self/exe` outside
+/// the caller's root, so the test plays the attacker's two steps from the host,
+/// as root, on a copy of exprun during a real run: the write must fail with EROFS
+/// and the copy stay as it was.
+#[test]
+fn the_runtime_binary_cannot_be_written_through_proc_pid_exe() {
+    if !privileged("the_runtime_binary_cannot_be_written_through_proc_pid_exe") {
+        return;
+    }
+    let r = TestRoot::with_busybox();
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("exprun-victim");
+    std::fs::copy(common::exprun_bin(), &copy).unwrap();
+    let before = std::fs::read(&copy).unwrap();
+    let mut run = std::process::Command::new(&copy)
+        .arg("--root")
+        .arg(r.path())
+        .args(["run", "busybox:latest", "--", "sleep", "1"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let held = std::fs::File::open(format!("/proc/{}/exe", run.id())).unwrap();
+    assert!(run.wait().unwrap().success());
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&held);
+    let write = std::fs::OpenOptions::new().write(true).open(format!("/proc/self/fd/{fd}"));
+    let err = write.map(|_| ()).expect_err("the runtime's binary opened for writing");
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    assert_eq!(std::fs::read(&copy).unwrap(), before);
+    // The read-only mount is private to the process: none is left.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("exprun-victim"), "{mounts}");
+    r.assert_no_leftovers();
+}

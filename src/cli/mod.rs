@@ -188,6 +188,14 @@ pub fn main() -> i32 {
             };
         }
     }
+    // The verbs that start container processes run from a copy of exprun that
+    // no container can write (CVE-2019-5736; see selfexe.rs).
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Replay(_) | Command::Verify(_) | Command::Create(_) | Command::Exec(_)
+    ) {
+        crate::selfexe::protect();
+    }
     let result = match cli.command {
         Command::Run(args) => run::run(&globals, *args),
         Command::Replay(a) => verify::replay(&globals, a),
