@@ -46,7 +46,10 @@ static FIXTURES: Once = Once::new();
 pub fn fixture_dir() -> PathBuf {
     let out = repo().join("rootfs-fixtures/out");
     FIXTURES.call_once(|| {
-        if !out.join("busybox-oci/index.json").exists() || !out.join("busybox-docker.tar").exists() {
+        if !out.join("busybox-oci/index.json").exists()
+            || !out.join("busybox-docker.tar").exists()
+            || !out.join("builder-oci/index.json").exists()
+        {
             let st = Command::new("bash")
                 .arg(repo().join("rootfs-fixtures/build.sh"))
                 .status()
