@@ -58,6 +58,9 @@ pub struct Replay<'a> {
     pub drift: Vec<crate::record::Drift>,
     /// Do not copy the container's output to exprun's stdout and stderr.
     pub quiet: bool,
+    /// With `keep`: where the writable layer goes after the run, instead of the
+    /// record's directory (`exprun build` captures it from there).
+    pub keep_upper_at: Option<PathBuf>,
 }
 
 /// A change to a run's spec and CPU binding (`verify --vary`).
@@ -204,6 +207,7 @@ pub fn run_with(
             on_created: None,
             on_exec: None,
             quiet: replay.quiet,
+            keep_upper_at: replay.keep_upper_at,
         },
     )
 }
@@ -229,6 +233,8 @@ pub struct Planned<'a> {
     pub on_exec: Option<&'a dyn Fn()>,
     /// Do not copy the container's output to exprun's own (`verify`).
     pub quiet: bool,
+    /// With `keep`: where the writable layer goes instead of `runs/<id>/upper`.
+    pub keep_upper_at: Option<PathBuf>,
 }
 
 /// Steps 6–10 for a planned run, whatever its source: a foreground container,
@@ -258,7 +264,9 @@ pub fn run_planned(root: &Root, plan: &RunPlan, mut p: Planned<'_>) -> Result<Ru
     let result = execute(plan, &mut rec, &signals, &p, &root.runs_dir());
 
     // 10. Whatever happened, the record is written and the run directory removed.
-    let keep_upper = plan.keep.then(|| root.runs_dir().join(&plan.id).join("upper"));
+    let keep_upper = plan
+        .keep
+        .then(|| p.keep_upper_at.take().unwrap_or_else(|| root.runs_dir().join(&plan.id).join("upper")));
     let cleanup = container.remove(keep_upper.as_deref());
     if let Err(e) = &result {
         rec.exit.message = Some(e.to_string());

@@ -338,6 +338,7 @@ fn replay_once(
             inputs: Some(prepared.inputs),
             drift: prepared.drift,
             quiet: true,
+            keep_upper_at: None,
         },
     )?;
     let rec = root.read_record(&result.run_id)?;
