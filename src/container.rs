@@ -357,6 +357,7 @@ pub fn run(root: &Root, o: &CreateOptions<'_>) -> Result<crate::run::RunResult> 
             on_exec: Some(&on_exec),
             quiet: false,
             keep_upper_at: None,
+            stop_on_signal: false,
         },
     )?;
     let state = crate::hooks::state_json(

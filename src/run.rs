@@ -61,6 +61,9 @@ pub struct Replay<'a> {
     /// With `keep`: where the writable layer goes after the run, instead of the
     /// record's directory (`exprun build` captures it from there).
     pub keep_upper_at: Option<PathBuf>,
+    /// A terminating signal to exprun kills the container instead of being
+    /// passed on to it (`exprun build`: an interrupt aborts the build).
+    pub stop_on_signal: bool,
 }
 
 /// A change to a run's spec and CPU binding (`verify --vary`).
@@ -208,6 +211,7 @@ pub fn run_with(
             on_exec: None,
             quiet: replay.quiet,
             keep_upper_at: replay.keep_upper_at,
+            stop_on_signal: replay.stop_on_signal,
         },
     )
 }
@@ -235,6 +239,8 @@ pub struct Planned<'a> {
     pub quiet: bool,
     /// With `keep`: where the writable layer goes instead of `runs/<id>/upper`.
     pub keep_upper_at: Option<PathBuf>,
+    /// A terminating signal to exprun kills the container instead of being passed on.
+    pub stop_on_signal: bool,
 }
 
 /// Steps 6–10 for a planned run, whatever its source: a foreground container,
@@ -309,7 +315,11 @@ fn execute(
     // 9. The start half and the wait.
     let raw = plan.process.terminal.then(spawn::stdio::RawMode::enable);
     // The output's first bytes are kept with the record, for `verify`'s diffs.
-    let sink = spawn::wait::Sink { keep_in: Some(runs_dir.join(&plan.id)), quiet: p.quiet };
+    let sink = spawn::wait::Sink {
+        keep_in: Some(runs_dir.join(&plan.id)),
+        quiet: p.quiet,
+        stop_on_signal: p.stop_on_signal,
+    };
     let waited = spawn::wait::foreground(&created, parent_io, signals, &sink, p.on_exec);
     drop(raw);
     let usage = created.cgroup.usage();

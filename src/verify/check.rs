@@ -339,6 +339,7 @@ fn replay_once(
             drift: prepared.drift,
             quiet: true,
             keep_upper_at: None,
+            stop_on_signal: false,
         },
     )?;
     let rec = root.read_record(&result.run_id)?;
