@@ -40,6 +40,9 @@ pub enum Error {
     /// A recorded run cannot be replayed or verified.
     #[error(transparent)]
     Verify(#[from] crate::verify::Error),
+    /// `exprun build` refused or failed.
+    #[error(transparent)]
+    Build(#[from] crate::build::Error),
     /// The command line is inconsistent in a way clap cannot see.
     #[error("{0}")]
     Usage(String),

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::error::Error;
 
+mod build;
 mod image;
 mod oci;
 mod run;
@@ -62,6 +63,8 @@ enum Command {
     /// Import, list, inspect and remove images in the local store
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Build an image from source with an s2i builder image, reproducibly
+    Build(build::BuildArgs),
     /// Clean up after runs whose exprun was killed, and unreferenced image data
     Gc,
     /// Create a container from an OCI bundle and leave it waiting for start (runc-compatible)
@@ -189,6 +192,7 @@ pub fn main() -> i32 {
         Command::Verify(a) => verify::verify(&globals, a),
         Command::Runs(cmd) => runs::run(&globals, cmd),
         Command::Image(cmd) => image::run(&globals, cmd),
+        Command::Build(a) => build::run(&globals, a),
         Command::Gc => runs::gc(&globals),
         Command::Create(a) => oci::create(&globals, a),
         Command::Start(a) => oci::start(&globals, a),

@@ -309,6 +309,11 @@ impl ImageStore {
         self.store.layer_path(diff_id)
     }
 
+    /// The blob with digest `d` (it may be missing).
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.store.blob_path(d)
+    }
+
     /// The directory holding all unpacked layers.
     pub fn layers_root(&self) -> PathBuf {
         self.store.layers_dir()
