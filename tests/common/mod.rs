@@ -91,6 +91,17 @@ impl TestRoot {
         r
     }
 
+    /// A root with the s2i builder fixture imported as `builder:latest`.
+    pub fn with_builder() -> Self {
+        let r = Self::new();
+        let out = r.exprun(
+            &["image", "import", "--name", "builder:latest"],
+            Some(&fixture_dir().join("builder-oci")),
+        );
+        assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
+        r
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -185,6 +196,10 @@ impl TestRoot {
         let scratch: Vec<_> =
             std::fs::read_dir(&verify).into_iter().flatten().flatten().map(|e| e.path()).collect();
         assert!(scratch.is_empty(), "verify scratch left behind: {scratch:?}");
+        let build = self.path().join("build");
+        let scratch: Vec<_> =
+            std::fs::read_dir(&build).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        assert!(scratch.is_empty(), "build scratch left behind: {scratch:?}");
         let tmp = self.path().join("store/tmp");
         let stray: Vec<_> =
             std::fs::read_dir(&tmp).into_iter().flatten().flatten().map(|e| e.path()).collect();
