@@ -19,8 +19,9 @@ use crate::spec::options::{self as o, Network};
     Reproducible: every timestamp in the layer is SOURCE_DATE_EPOCH, entries are sorted and owners \
     numeric, so the same source, builder and epoch give the same image digest.\n\n\
     Exit status: 0 when the image was built; 125 when it was not (the builder cannot build, the \
-    source is missing, assemble failed or was interrupted: the message names the run, whose output \
-    `exprun runs show RUN` prints).\n\n\
+    source is missing, assemble failed or was interrupted), with no image and no scratch files left. \
+    When assemble ran, the message names its run: `exprun runs show RUN` shows the record, and the \
+    output is kept next to it. An interrupt (Ctrl-C) stops the assemble step at once.\n\n\
     Example:\n  exprun build --builder s2i-python:3.12 --source ./app -t myapp:1 && exprun run myapp:1")]
 pub struct BuildArgs {
     /// The builder image: NAME[:TAG], NAME@sha256:..., or a digest prefix
