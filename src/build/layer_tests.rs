@@ -227,18 +227,18 @@ fn what_exprun_made_for_the_run_stays_out() {
     mkdir(&u.join("tmp/src"), 0o755);
     mkdir(&u.join("proc"), 0o755);
     mkdir(&u.join("dev"), 0o755);
-    mkdir(&u.join("work/dir"), 0o755);
+    mkdir(&u.join("srv/app"), 0o755);
     // What assemble wrote.
     write(&u.join("opt/app/run.sh"), "echo");
     mkdir(&u.join("var/empty"), 0o700);
-    let stubs = ["/proc", "/dev", "/dev/pts", "/etc/hostname", "/etc/hosts", "/tmp/src", "/work/dir"];
+    let stubs = ["/proc", "/dev", "/dev/pts", "/etc/hostname", "/etc/hosts", "/tmp/src", "/srv/app"];
     let (_, got) = f.capture(&stubs, 0, "a.tar").unwrap();
     assert_eq!(paths(&got), ["opt", "opt/app", "opt/app/run.sh", "var", "var/empty"]);
 
     // assemble changed a copied-up directory's mode, and wrote into the
     // working directory exprun made: both are assemble's.
     fs::set_permissions(u.join("tmp"), fs::Permissions::from_mode(0o1775)).unwrap();
-    write(&u.join("work/dir/out"), "o");
+    write(&u.join("srv/app/out"), "o");
     // A stub with content (assemble wrote to a file exprun may have made):
     // kept, as is anything in the builder already.
     write(&u.join("etc/hosts"), "127.0.0.1 x\n");
@@ -251,12 +251,12 @@ fn what_exprun_made_for_the_run_stays_out() {
             "opt",
             "opt/app",
             "opt/app/run.sh",
+            "srv",
+            "srv/app",
+            "srv/app/out",
             "tmp",
             "var",
-            "var/empty",
-            "work",
-            "work/dir",
-            "work/dir/out"
+            "var/empty"
         ]
     );
 }
