@@ -3,6 +3,7 @@
 #   OUTDIR/busybox-oci/        OCI image layout (tag "latest")
 #   OUTDIR/busybox-oci.tar     oci-archive of that layout
 #   OUTDIR/busybox-docker.tar  docker-archive (legacy `docker save` layout)
+#   OUTDIR/builder-oci/        an s2i builder image on top of it (tag "latest")
 #   OUTDIR/digests.env         digests of all of the above
 #
 # Usage: bash rootfs-fixtures/build.sh [--no-check] [--force] [OUTDIR]
@@ -33,7 +34,8 @@ unset TAR_OPTIONS GZIP ZSTD_CLEVEL ZSTD_NBTHREADS POSIXLY_CORRECT || true
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 PINNED_FILE="$SCRIPT_DIR/pinned-digests.env"
 DIGEST_KEYS=(MANIFEST_DIGEST CONFIG_DIGEST LAYER1_DIGEST LAYER1_DIFF_ID
-             LAYER2_DIGEST LAYER2_DIFF_ID OCI_ARCHIVE_SHA256 DOCKER_ARCHIVE_SHA256)
+             LAYER2_DIGEST LAYER2_DIFF_ID OCI_ARCHIVE_SHA256 DOCKER_ARCHIVE_SHA256
+             BUILDER_MANIFEST_DIGEST BUILDER_CONFIG_DIGEST LAYER3_DIGEST LAYER3_DIFF_ID)
 
 MT_INDEX='application/vnd.oci.image.index.v1+json'
 MT_MANIFEST='application/vnd.oci.image.manifest.v1+json'
@@ -44,7 +46,7 @@ MT_LAYER_ZSTD='application/vnd.oci.image.layer.v1.tar+zstd'
 log() { printf 'build.sh: %s\n' "$*" >&2; }
 die() { printf 'build.sh: error: %s\n' "$*" >&2; exit 1; }
 
-usage() { sed -n '8,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '9,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 # ------------------------------------------------------------ arguments ----
 CHECK=1
@@ -157,6 +159,18 @@ busybox-oci/oci-layout'
     v=$(env_get "$d" MANIFEST_DIGEST)
     [ "$(cat "$OUTDIR/busybox-oci/index.json")" = "$(index_json "$v" "$(size_of "$OUTDIR/busybox-oci/blobs/sha256/${v#sha256:}")")" ] || return 1
     [ "$(cat "$OUTDIR/busybox-oci/oci-layout")" = "$OCI_LAYOUT_JSON" ] || return 1
+    expect='builder-oci/index.json
+builder-oci/oci-layout'
+    for k in BUILDER_MANIFEST_DIGEST BUILDER_CONFIG_DIGEST LAYER1_DIGEST LAYER2_DIGEST LAYER3_DIGEST; do
+        v=$(env_get "$d" "$k"); hex=${v#sha256:}
+        f=$OUTDIR/builder-oci/blobs/sha256/$hex
+        [ -f "$f" ] && [ "$(sha256_of "$f")" = "$hex" ] || return 1
+        expect+=$'\n'"builder-oci/blobs/sha256/$hex"
+    done
+    [ "$(cd "$OUTDIR" && find builder-oci ! -type d | sort)" = "$(printf '%s\n' "$expect" | sort)" ] || return 1
+    v=$(env_get "$d" BUILDER_MANIFEST_DIGEST)
+    [ "$(cat "$OUTDIR/builder-oci/index.json")" = "$(index_json "$v" "$(size_of "$OUTDIR/builder-oci/blobs/sha256/${v#sha256:}")")" ] || return 1
+    [ "$(cat "$OUTDIR/builder-oci/oci-layout")" = "$OCI_LAYOUT_JSON" ] || return 1
 }
 
 if [ "$CHECK" = 1 ] && [ "$FORCE" = 0 ] && [ -d "$OUTDIR" ] && up_to_date; then
@@ -339,6 +353,83 @@ det_tar "$DOCK" "$STAGE/busybox-docker.tar"
 
 chmod 0644 "$STAGE/busybox-oci.tar" "$STAGE/busybox-docker.tar"
 
+# ------------------------------------------------- 6. the s2i builder ----
+# The busybox layers plus layer 3 "s2i": the s2i scripts in /usr/libexec/s2i,
+# user 1001 ("default", home /opt/app-root/src) and its writable
+# /opt/app-root. The label io.openshift.s2i.scripts-url names the scripts.
+L3=$WORK/layer3
+mkdir -p "$L3"/etc "$L3"/opt/app-root/src "$L3"/usr/libexec/s2i
+put "$L3/etc/passwd" 'root:x:0:0:root:/root:/bin/sh
+researcher:x:1000:1000:Researcher:/home/researcher:/bin/sh
+default:x:1001:0:Default Application User:/opt/app-root/src:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+'
+put "$L3/usr/libexec/s2i/assemble" '#!/bin/sh
+# s2i assemble of the exprun fixture builder: install the application source
+# from /tmp/src into /opt/app-root/src, then run its build step (build.sh)
+# there if it has one.
+set -e
+echo "---> Installing application source"
+cp -R /tmp/src/. /opt/app-root/src/
+cd /opt/app-root/src
+if [ -f build.sh ]; then
+    echo "---> Building"
+    sh ./build.sh
+fi
+echo "---> Assembled"
+'
+put "$L3/usr/libexec/s2i/run" '#!/bin/sh
+# s2i run of the exprun fixture builder: start the assembled application.
+cd /opt/app-root/src
+if [ -f app.sh ]; then
+    exec sh ./app.sh "$@"
+fi
+echo "run: no app.sh in /opt/app-root/src" >&2
+exit 1
+'
+put "$L3/usr/libexec/s2i/usage" '#!/bin/sh
+echo "exprun fixture s2i builder: exprun build --builder IMAGE --source DIR -t NAME"
+'
+find "$L3" -type d -exec chmod 0755 {} +
+find "$L3" -type f -exec chmod 0644 {} +
+chmod 0755 "$L3"/usr/libexec/s2i/*
+chmod 0775 "$L3/opt/app-root" "$L3/opt/app-root/src"
+L3_OWNERS=$WORK/layer3.owners
+printf 'opt/app-root 1001 0\nopt/app-root/src 1001 0\n' >"$L3_OWNERS"
+det_tar "$L3" "$WORK/layer3.tar" "$L3_OWNERS"
+gzip -n -9 -c <"$WORK/layer3.tar" >"$WORK/layer3.tar.gz"
+L3_DIFF=sha256:$(sha256_of "$WORK/layer3.tar")
+L3_DIGEST=sha256:$(sha256_of "$WORK/layer3.tar.gz")
+L3_SIZE=$(size_of "$WORK/layer3.tar.gz")
+
+BUILDER_CONFIG_JSON=$(printf '{"architecture":"amd64","os":"linux","created":"%s","config":{"User":"1001","Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","FIXTURE=builder"],"Cmd":["/usr/libexec/s2i/usage"],"WorkingDir":"/opt/app-root/src","Labels":{"io.openshift.s2i.scripts-url":"image:///usr/libexec/s2i"}},"rootfs":{"type":"layers","diff_ids":["%s","%s","%s"]},"history":[%s,%s,%s]}' \
+    "$CREATED" "$L1_DIFF" "$L2_DIFF" "$L3_DIFF" \
+    "$(history_entry 'layer 1 base')" "$(history_entry 'layer 2 experiment')" "$(history_entry 'layer 3 s2i')")
+put "$WORK/builder-config.json" "$BUILDER_CONFIG_JSON"
+BUILDER_CONFIG_DIGEST=sha256:$(sha256_of "$WORK/builder-config.json")
+BUILDER_CONFIG_SIZE=$(size_of "$WORK/builder-config.json")
+BUILDER_MANIFEST_JSON=$(printf '{"schemaVersion":2,"mediaType":"%s","config":%s,"layers":[%s,%s,%s]}' \
+    "$MT_MANIFEST" \
+    "$(descriptor "$MT_CONFIG" "$BUILDER_CONFIG_DIGEST" "$BUILDER_CONFIG_SIZE")" \
+    "$(descriptor "$MT_LAYER_GZIP" "$L1_DIGEST" "$L1_SIZE")" \
+    "$(descriptor "$MT_LAYER_ZSTD" "$L2_DIGEST" "$L2_SIZE")" \
+    "$(descriptor "$MT_LAYER_GZIP" "$L3_DIGEST" "$L3_SIZE")")
+put "$WORK/builder-manifest.json" "$BUILDER_MANIFEST_JSON"
+BUILDER_MANIFEST_DIGEST=sha256:$(sha256_of "$WORK/builder-manifest.json")
+BUILDER_MANIFEST_SIZE=$(size_of "$WORK/builder-manifest.json")
+
+BUILDER=$STAGE/builder-oci
+mkdir -p "$BUILDER/blobs/sha256"
+put "$BUILDER/oci-layout" "$OCI_LAYOUT_JSON"
+index_json "$BUILDER_MANIFEST_DIGEST" "$BUILDER_MANIFEST_SIZE" >"$BUILDER/index.json"
+cp -- "$WORK/builder-manifest.json" "$BUILDER/blobs/sha256/${BUILDER_MANIFEST_DIGEST#sha256:}"
+cp -- "$WORK/builder-config.json" "$BUILDER/blobs/sha256/${BUILDER_CONFIG_DIGEST#sha256:}"
+cp -- "$WORK/layer1.tar.gz" "$BUILDER/blobs/sha256/${L1_DIGEST#sha256:}"
+cp -- "$WORK/layer2.tar.zst" "$BUILDER/blobs/sha256/${L2_DIGEST#sha256:}"
+cp -- "$WORK/layer3.tar.gz" "$BUILDER/blobs/sha256/${L3_DIGEST#sha256:}"
+find "$BUILDER" -type d -exec chmod 0755 {} +
+find "$BUILDER" -type f -exec chmod 0644 {} +
+
 # digests.env
 {
     printf 'MANIFEST_DIGEST=%s\n' "$MANIFEST_DIGEST"
@@ -349,6 +440,10 @@ chmod 0644 "$STAGE/busybox-oci.tar" "$STAGE/busybox-docker.tar"
     printf 'LAYER2_DIFF_ID=%s\n' "$L2_DIFF"
     printf 'OCI_ARCHIVE_SHA256=%s\n' "$(sha256_of "$STAGE/busybox-oci.tar")"
     printf 'DOCKER_ARCHIVE_SHA256=%s\n' "$(sha256_of "$STAGE/busybox-docker.tar")"
+    printf 'BUILDER_MANIFEST_DIGEST=%s\n' "$BUILDER_MANIFEST_DIGEST"
+    printf 'BUILDER_CONFIG_DIGEST=%s\n' "$BUILDER_CONFIG_DIGEST"
+    printf 'LAYER3_DIGEST=%s\n' "$L3_DIGEST"
+    printf 'LAYER3_DIFF_ID=%s\n' "$L3_DIFF"
 } >"$STAGE/digests.env"
 
 # Install into OUTDIR: remove only our own outputs there, never OUTDIR itself.
@@ -356,13 +451,14 @@ chmod 0644 "$STAGE/busybox-oci.tar" "$STAGE/busybox-docker.tar"
 # taken for an up-to-date one.
 mkdir -p "$OUTDIR"
 rm -f -- "$OUTDIR/digests.env"
-rm -rf -- "$OUTDIR/busybox-oci"
+rm -rf -- "$OUTDIR/busybox-oci" "$OUTDIR/builder-oci"
 rm -f -- "$OUTDIR/busybox-oci.tar" "$OUTDIR/busybox-docker.tar"
 cp -R -- "$OCI" "$OUTDIR/busybox-oci"
+cp -R -- "$BUILDER" "$OUTDIR/builder-oci"
 cp -- "$STAGE/busybox-oci.tar" "$STAGE/busybox-docker.tar" "$OUTDIR/"
 cp -- "$STAGE/digests.env" "$OUTDIR/digests.env"
 
-# ------------------------------------------------------ 6. pin check ----
+# ------------------------------------------------------ 7. pin check ----
 if [ "$CHECK" = 1 ]; then
     [ -f "$PINNED_FILE" ] \
         || die "no $PINNED_FILE to compare with (build with --no-check and copy $OUTDIR/digests.env there to create it)"

@@ -356,6 +356,8 @@ pub fn run(root: &Root, o: &CreateOptions<'_>) -> Result<crate::run::RunResult> 
             on_created: Some(&on_created),
             on_exec: Some(&on_exec),
             quiet: false,
+            keep_upper_at: None,
+            stop_on_signal: false,
         },
     )?;
     let state = crate::hooks::state_json(

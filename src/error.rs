@@ -43,6 +43,9 @@ pub enum Error {
     /// A registry.
     #[error(transparent)]
     Registry(#[from] crate::registry::Error),
+    /// `exprun build` refused or failed.
+    #[error(transparent)]
+    Build(#[from] crate::build::Error),
     /// The command line is inconsistent in a way clap cannot see.
     #[error("{0}")]
     Usage(String),

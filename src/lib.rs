@@ -18,6 +18,8 @@
 //! - [`hooks`]: OCI hooks (createRuntime, createContainer, startContainer, ...).
 //! - [`record`]: the run record, host facts, input/output tree digests, diff, export.
 //! - [`verify`]: replay a recorded run and compare its outputs with the original.
+//! - [`build`]: `exprun build`, source-to-image: assemble in a recorded run, the
+//!   writable layer captured as a deterministic layer, a new image in the store.
 //! - [`log`]: `--debug` output with step timings.
 //! - [`userns`]: rootless image commands re-run in a user namespace with subordinate ids.
 //! - [`sys`]: the raw syscalls nothing else wraps; the one home of `unsafe` besides spawn.
@@ -33,6 +35,7 @@
 //! - The child side of spawn reads only the plan.
 //! - A run leaves nothing behind that it was not asked to keep.
 
+pub mod build;
 pub mod cgroups;
 pub mod cli;
 pub mod container;

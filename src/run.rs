@@ -58,6 +58,12 @@ pub struct Replay<'a> {
     pub drift: Vec<crate::record::Drift>,
     /// Do not copy the container's output to exprun's stdout and stderr.
     pub quiet: bool,
+    /// With `keep`: where the writable layer goes after the run, instead of the
+    /// record's directory (`exprun build` captures it from there).
+    pub keep_upper_at: Option<PathBuf>,
+    /// A terminating signal to exprun kills the container instead of being
+    /// passed on to it (`exprun build`: an interrupt aborts the build).
+    pub stop_on_signal: bool,
 }
 
 /// A change to a run's spec and CPU binding (`verify --vary`).
@@ -204,6 +210,8 @@ pub fn run_with(
             on_created: None,
             on_exec: None,
             quiet: replay.quiet,
+            keep_upper_at: replay.keep_upper_at,
+            stop_on_signal: replay.stop_on_signal,
         },
     )
 }
@@ -229,6 +237,10 @@ pub struct Planned<'a> {
     pub on_exec: Option<&'a dyn Fn()>,
     /// Do not copy the container's output to exprun's own (`verify`).
     pub quiet: bool,
+    /// With `keep`: where the writable layer goes instead of `runs/<id>/upper`.
+    pub keep_upper_at: Option<PathBuf>,
+    /// A terminating signal to exprun kills the container instead of being passed on.
+    pub stop_on_signal: bool,
 }
 
 /// Steps 6–10 for a planned run, whatever its source: a foreground container,
@@ -258,7 +270,9 @@ pub fn run_planned(root: &Root, plan: &RunPlan, mut p: Planned<'_>) -> Result<Ru
     let result = execute(plan, &mut rec, &signals, &p, &root.runs_dir());
 
     // 10. Whatever happened, the record is written and the run directory removed.
-    let keep_upper = plan.keep.then(|| root.runs_dir().join(&plan.id).join("upper"));
+    let keep_upper = plan
+        .keep
+        .then(|| p.keep_upper_at.take().unwrap_or_else(|| root.runs_dir().join(&plan.id).join("upper")));
     let cleanup = container.remove(keep_upper.as_deref());
     if let Err(e) = &result {
         rec.exit.message = Some(e.to_string());
@@ -301,7 +315,11 @@ fn execute(
     // 9. The start half and the wait.
     let raw = plan.process.terminal.then(spawn::stdio::RawMode::enable);
     // The output's first bytes are kept with the record, for `verify`'s diffs.
-    let sink = spawn::wait::Sink { keep_in: Some(runs_dir.join(&plan.id)), quiet: p.quiet };
+    let sink = spawn::wait::Sink {
+        keep_in: Some(runs_dir.join(&plan.id)),
+        quiet: p.quiet,
+        stop_on_signal: p.stop_on_signal,
+    };
     let waited = spawn::wait::foreground(&created, parent_io, signals, &sink, p.on_exec);
     drop(raw);
     let usage = created.cgroup.usage();

@@ -334,13 +334,14 @@ impl ContainerDir {
     }
 }
 
-/// Remove a run directory, moving its writable layer to `keep_upper_at` first.
+/// Remove a run directory, moving its writable layer to `keep_upper_at` first
+/// (a run that failed before init made the layer has none to keep).
 fn remove_run_dir(dir: &Path, keep_upper_at: Option<&Path>) -> Result<()> {
-    if let Some(to) = keep_upper_at {
+    let upper = dir.join("upper");
+    if let Some(to) = keep_upper_at.filter(|_| upper.exists()) {
         if let Some(parent) = to.parent() {
             fs::create_dir_all(parent).map_err(io_at("creating", parent))?;
         }
-        let upper = dir.join("upper");
         fs::rename(&upper, to).map_err(io_at("keeping the writable layer", &upper))?;
     }
     fsutil::remove_tree(dir).map_err(io_at("removing", dir))

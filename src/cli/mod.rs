@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::error::Error;
 
+mod build;
 mod image;
 mod oci;
 mod registry;
@@ -67,6 +68,8 @@ enum Command {
     Pull(registry::PullArgs),
     /// Push a stored image, or a recorded run, to an OCI registry
     Push(registry::PushArgs),
+    /// Build an image from source with an s2i builder image, reproducibly
+    Build(build::BuildArgs),
     /// Clean up after runs whose exprun was killed, and unreferenced image data
     Gc,
     /// Create a container from an OCI bundle and leave it waiting for start (runc-compatible)
@@ -192,7 +195,12 @@ pub fn main() -> i32 {
     // no container can write (CVE-2019-5736; see selfexe.rs).
     if matches!(
         cli.command,
-        Command::Run(_) | Command::Replay(_) | Command::Verify(_) | Command::Create(_) | Command::Exec(_)
+        Command::Run(_)
+            | Command::Replay(_)
+            | Command::Verify(_)
+            | Command::Create(_)
+            | Command::Exec(_)
+            | Command::Build(_)
     ) {
         crate::selfexe::protect();
     }
@@ -204,6 +212,7 @@ pub fn main() -> i32 {
         Command::Image(cmd) => image::run(&globals, cmd),
         Command::Pull(a) => registry::pull(&globals, a),
         Command::Push(a) => registry::push(&globals, a),
+        Command::Build(a) => build::run(&globals, a),
         Command::Gc => runs::gc(&globals),
         Command::Create(a) => oci::create(&globals, a),
         Command::Start(a) => oci::start(&globals, a),

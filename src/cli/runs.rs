@@ -209,6 +209,7 @@ pub fn gc(globals: &Globals) -> Result<i32> {
         println!("cleaned up run {id} (recorded as lost)");
     }
     crate::verify::check::remove_stale_scratch(&root);
+    crate::build::remove_stale(&root);
     let store = crate::image::ImageStore::open(&root.store_dir())?;
     super::image::gc_store(globals, &store)?;
     Ok(0)

@@ -332,11 +332,6 @@ impl ImageStore {
         self.store.layer_path(diff_id)
     }
 
-    /// The file of stored blob `d` (it may not exist), for pushing.
-    pub fn blob_file(&self, d: &Digest) -> PathBuf {
-        self.store.blob_path(d)
-    }
-
     /// A stored JSON blob (manifest, config), its digest checked again.
     pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>> {
         self.store.read_blob(d)
@@ -346,6 +341,11 @@ impl ImageStore {
     /// by the next import or gc if exprun dies first).
     pub(crate) fn scratch(&self) -> Result<TmpDir> {
         self.store.new_tmp()
+    }
+
+    /// The blob with digest `d` (it may be missing).
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.store.blob_path(d)
     }
 
     /// The directory holding all unpacked layers.

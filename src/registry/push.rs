@@ -54,7 +54,7 @@ pub(crate) fn push_blobs(
         if client.has_blob(d)? {
             skipped += 1;
         } else {
-            client.upload(d, &store.blob_file(d))?;
+            client.upload(d, &store.blob_path(d))?;
             uploaded += 1;
         }
     }

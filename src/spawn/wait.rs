@@ -80,6 +80,9 @@ pub struct Sink {
     pub keep_in: Option<PathBuf>,
     /// Do not copy the output to exprun's own stdout and stderr (`verify`).
     pub quiet: bool,
+    /// A terminating signal to exprun stops the container (SIGKILL to its init)
+    /// instead of being passed on (`exprun build`: an interrupt aborts).
+    pub stop_on_signal: bool,
 }
 
 /// A file that receives a stream's first bytes; made when the first byte comes,
@@ -347,7 +350,7 @@ pub fn foreground(
                         let _ = sys::set_window_size(p.as_fd(), &ws);
                     }
                 } else if sig != libc::SIGCHLD && reaped.is_none() {
-                    forwarded.push(forward(c, sig, t0.elapsed().as_secs_f64()));
+                    forwarded.push(forward(c, sig, t0.elapsed().as_secs_f64(), sink.stop_on_signal));
                 }
             }
         }
@@ -398,12 +401,12 @@ fn copy_stdin(pty: Option<&OwnedFd>, buf: &mut [u8]) -> bool {
 /// default action for signals from outside (pid_namespaces(7)): a SIGTERM to a
 /// `sleep` that is pid 1 would be dropped. When init neither handles nor ignores a
 /// terminating signal, deliver SIGKILL instead, which is what the default action
-/// would have done.
-fn forward(c: &Created, sig: i32, at_seconds: f64) -> Forwarded {
+/// would have done. With `stop`, a terminating signal is always SIGKILL.
+fn forward(c: &Created, sig: i32, at_seconds: f64, stop: bool) -> Forwarded {
     let (caught, ignored) = signal_masks(c.pid.as_raw()).unwrap_or((u64::MAX, 0));
     let bit = 1u64 << (sig - 1);
-    let deliver =
-        if is_terminating(sig) && caught & bit == 0 && ignored & bit == 0 { libc::SIGKILL } else { sig };
+    let unhandled = caught & bit == 0 && ignored & bit == 0;
+    let deliver = if is_terminating(sig) && (stop || unhandled) { libc::SIGKILL } else { sig };
     let _ = sys::pidfd_send_signal(c.pidfd.as_fd(), deliver);
     Forwarded { signal: signal_name(sig), delivered_as: signal_name(deliver), at_seconds }
 }

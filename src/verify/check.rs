@@ -338,6 +338,8 @@ fn replay_once(
             inputs: Some(prepared.inputs),
             drift: prepared.drift,
             quiet: true,
+            keep_upper_at: None,
+            stop_on_signal: false,
         },
     )?;
     let rec = root.read_record(&result.run_id)?;

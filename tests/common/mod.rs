@@ -47,7 +47,10 @@ static FIXTURES: Once = Once::new();
 pub fn fixture_dir() -> PathBuf {
     let out = repo().join("rootfs-fixtures/out");
     FIXTURES.call_once(|| {
-        if !out.join("busybox-oci/index.json").exists() || !out.join("busybox-docker.tar").exists() {
+        if !out.join("busybox-oci/index.json").exists()
+            || !out.join("busybox-docker.tar").exists()
+            || !out.join("builder-oci/index.json").exists()
+        {
             let st = Command::new("bash")
                 .arg(repo().join("rootfs-fixtures/build.sh"))
                 .status()
@@ -84,6 +87,17 @@ impl TestRoot {
         let out = r.exprun(
             &["image", "import", "--name", "busybox:latest"],
             Some(&fixture_dir().join("busybox-oci")),
+        );
+        assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
+        r
+    }
+
+    /// A root with the s2i builder fixture imported as `builder:latest`.
+    pub fn with_builder() -> Self {
+        let r = Self::new();
+        let out = r.exprun(
+            &["image", "import", "--name", "builder:latest"],
+            Some(&fixture_dir().join("builder-oci")),
         );
         assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
         r
@@ -183,6 +197,10 @@ impl TestRoot {
         let scratch: Vec<_> =
             std::fs::read_dir(&verify).into_iter().flatten().flatten().map(|e| e.path()).collect();
         assert!(scratch.is_empty(), "verify scratch left behind: {scratch:?}");
+        let build = self.path().join("build");
+        let scratch: Vec<_> =
+            std::fs::read_dir(&build).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        assert!(scratch.is_empty(), "build scratch left behind: {scratch:?}");
         let tmp = self.path().join("store/tmp");
         let stray: Vec<_> =
             std::fs::read_dir(&tmp).into_iter().flatten().flatten().map(|e| e.path()).collect();
