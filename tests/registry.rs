@@ -427,3 +427,39 @@ fn a_pushed_run_replays_and_verifies_on_another_machine() {
     b.assert_no_leftovers();
     c.assert_no_leftovers();
 }
+
+#[test]
+fn a_built_image_travels_through_the_registry_unchanged() {
+    if !ready("a_built_image_travels_through_the_registry_unchanged") {
+        return;
+    }
+    let reg = Registry::start(None);
+    let a = TestRoot::with_builder();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("app.sh"), "echo \"hello from $(cat message.txt)\"\n").unwrap();
+    std::fs::write(src.path().join("message.txt"), "the lab\n").unwrap();
+    let out = ok(
+        &a,
+        &[
+            "build",
+            "-q",
+            "--builder",
+            "builder:latest",
+            "--source",
+            src.path().to_str().unwrap(),
+            "-t",
+            "app:1",
+        ],
+    );
+    let built = out.trim().to_string();
+    let target = format!("{}/lab/app:1", reg.host());
+    assert_eq!(ok(&a, &["push", "-q", "app:1", &target]).trim(), built);
+    assert_eq!(skopeo_digest(&target), built);
+
+    let b = TestRoot::new();
+    assert_eq!(ok(&b, &["pull", "-q", &target]).trim(), built);
+    let (code, stdout, stderr) = b.run(&[&target]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "hello from the lab\n");
+    b.assert_no_leftovers();
+}
