@@ -241,13 +241,7 @@ impl Client {
     /// Docker-Content-Digest header.
     pub fn manifest(&self, reference: &str) -> Result<Document, Error> {
         let url = self.url("manifests", reference);
-        let get = |a: Option<&str>| {
-            let mut req = self.agent.get(&url).header("Accept", MANIFEST_ACCEPT);
-            if let Some(a) = a {
-                req = req.header("Authorization", a);
-            }
-            req.call()
-        };
+        let get = |a: Option<&str>| authed(self.agent.get(&url).header("Accept", MANIFEST_ACCEPT), a).call();
         let mut resp = self.call("get the manifest", &url, &get)?;
         let what = format!("manifest {}/{}:{reference}", self.r.registry, self.r.repository);
         match resp.status().as_u16() {
@@ -314,10 +308,7 @@ impl Client {
     }
 
     fn get(&self, url: &str, auth: Option<&str>, from: Option<u64>) -> Result<Response<Body>, ureq::Error> {
-        let mut req = self.agent.get(url);
-        if let Some(a) = auth {
-            req = req.header("Authorization", a);
-        }
+        let mut req = authed(self.agent.get(url), auth);
         if let Some(n) = from {
             req = req.header("Range", format!("bytes={n}-"));
         }
@@ -457,13 +448,7 @@ impl Client {
     /// Whether the repository has blob `d`.
     pub fn has_blob(&self, d: &Digest) -> Result<bool, Error> {
         let url = self.url("blobs", &d.to_string());
-        let head = |a: Option<&str>| {
-            let mut req = self.agent.head(&url);
-            if let Some(a) = a {
-                req = req.header("Authorization", a);
-            }
-            req.call()
-        };
+        let head = |a: Option<&str>| authed(self.agent.head(&url), a).call();
         let resp = self.call("check", &url, &head)?;
         match resp.status().as_u16() {
             200 => Ok(true),
@@ -475,13 +460,7 @@ impl Client {
     /// Upload the file at `path` as blob `d`, in one PUT.
     pub fn upload(&self, d: &Digest, path: &Path) -> Result<(), Error> {
         let start = format!("{}/v2/{}/blobs/uploads/", self.base, self.r.repository);
-        let post = |a: Option<&str>| {
-            let mut req = self.agent.post(&start);
-            if let Some(a) = a {
-                req = req.header("Authorization", a);
-            }
-            req.send_empty()
-        };
+        let post = |a: Option<&str>| authed(self.agent.post(&start), a).send_empty();
         let resp = self.call("start an upload at", &start, &post)?;
         if resp.status().as_u16() != 202 {
             return Err(self.status("start an upload at", &start, resp));
@@ -495,11 +474,7 @@ impl Client {
         let url = format!("{location}{sep}digest={d}");
         let put = |a: Option<&str>| {
             let file = File::open(path).map_err(ureq::Error::Io)?;
-            let mut req = self.agent.put(&url).header("Content-Type", "application/octet-stream");
-            if let Some(a) = a {
-                req = req.header("Authorization", a);
-            }
-            req.send(file)
+            authed(self.agent.put(&url).header("Content-Type", "application/octet-stream"), a).send(file)
         };
         let resp = self.call("upload to", &url, &put)?;
         if resp.status().as_u16() != 201 {
@@ -512,13 +487,8 @@ impl Client {
     /// digest the registry gives it, checked against ours.
     pub fn put_manifest(&self, reference: &str, media_type: &str, bytes: &[u8]) -> Result<Digest, Error> {
         let url = self.url("manifests", reference);
-        let put = |a: Option<&str>| {
-            let mut req = self.agent.put(&url).header("Content-Type", media_type);
-            if let Some(a) = a {
-                req = req.header("Authorization", a);
-            }
-            req.send(bytes)
-        };
+        let put =
+            |a: Option<&str>| authed(self.agent.put(&url).header("Content-Type", media_type), a).send(bytes);
         let resp = self.call("put the manifest to", &url, &put)?;
         if resp.status().as_u16() != 201 {
             return Err(self.status("put the manifest to", &url, resp));
@@ -552,6 +522,14 @@ impl Client {
             })
             .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().chars().take(200).collect());
         Error::Status { registry: self.r.registry.clone(), op: format!("{op} {url}"), status, message }
+    }
+}
+
+/// `req` with the Authorization header, if there is one.
+fn authed<B>(req: ureq::RequestBuilder<B>, authorization: Option<&str>) -> ureq::RequestBuilder<B> {
+    match authorization {
+        Some(a) => req.header("Authorization", a),
+        None => req,
     }
 }
 
