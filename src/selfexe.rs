@@ -18,7 +18,10 @@
 //!   `EROFS`; the mount is detached, in no mount table, and goes with the process;
 //! - otherwise, and only when the binary is writable by the caller (a rootless
 //!   container's root is the caller), a sealed memfd copy;
-//! - nothing when the binary is already on a read-only mount or sealed.
+//! - nothing when the binary cannot be written anyway: on a read-only mount,
+//!   immutable (`chattr +i`, which no container without CAP_LINUX_IMMUTABLE can
+//!   undo), or a sealed memfd. An install that makes the binary immutable saves
+//!   the re-exec (about 1 ms, docs/benchmarks.md).
 
 use std::ffi::{CString, OsString};
 use std::fs::File;
@@ -50,7 +53,7 @@ pub fn protect() {
 /// Whether the running binary is writable by anyone who could reach it.
 fn needed() -> io::Result<bool> {
     let exe = File::open(SELF)?;
-    if fstatvfs(&exe)?.flags().contains(FsFlags::ST_RDONLY) {
+    if fstatvfs(&exe)?.flags().contains(FsFlags::ST_RDONLY) || crate::sys::is_immutable(exe.as_fd()) {
         return Ok(false);
     }
     if let Ok(seals) = nix::fcntl::fcntl(&exe, FcntlArg::F_GET_SEALS) {

@@ -382,3 +382,15 @@ pub fn readonly_bind(path: &Path) -> io::Result<OwnedFd> {
     }
     Ok(tree)
 }
+
+/// `FS_IMMUTABLE_FL` from `<linux/fs.h>`.
+const FS_IMMUTABLE_FL: libc::c_long = 0x10;
+
+/// Whether the file is immutable (`chattr +i`): nobody without
+/// CAP_LINUX_IMMUTABLE can write it, root included.
+pub fn is_immutable(fd: BorrowedFd<'_>) -> bool {
+    let mut flags: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one long into `flags`.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) };
+    r == 0 && flags & FS_IMMUTABLE_FL != 0
+}

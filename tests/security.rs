@@ -209,5 +209,33 @@ fn the_runtime_binary_cannot_be_written_through_proc_pid_exe() {
     // The read-only mount is private to the process: none is left.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains("exprun-victim"), "{mounts}");
+
+    // An immutable binary (chattr +i) is run as it is, and cannot be written either.
+    let chattr = |flag: &str| {
+        let st = std::process::Command::new("chattr").arg(flag).arg(&copy).status().unwrap();
+        assert!(st.success(), "chattr {flag}");
+    };
+    chattr("+i");
+    let mut run = std::process::Command::new(&copy)
+        .arg("--root")
+        .arg(r.path())
+        .args(["run", "busybox:latest", "--", "sleep", "1"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let exe = std::fs::read_link(format!("/proc/{}/exe", run.id()));
+    let held = std::fs::File::open(format!("/proc/{}/exe", run.id()));
+    let status = run.wait();
+    let write = held.map(|h| {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&h);
+        std::fs::OpenOptions::new().write(true).open(format!("/proc/self/fd/{fd}")).map(|_| ())
+    });
+    chattr("-i");
+    assert!(status.unwrap().success());
+    assert_eq!(exe.unwrap(), copy, "an immutable binary needs no protected copy");
+    let err = write.unwrap().expect_err("an immutable binary opened for writing");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    assert_eq!(std::fs::read(&copy).unwrap(), before);
     r.assert_no_leftovers();
 }
