@@ -6,9 +6,9 @@
 //! But execve resets dumpability: a container whose program is
 //! `#!/proc/self/exe` makes the kernel run exprun's binary, dumpable, inside the
 //! container, where a container process can open its `/proc/<pid>/exe` and, once
-//! it has exited, write the host's binary through that descriptor. (Linux 6.x
-//! refuses to execve a `/proc/self/exe` outside the caller's root, older
-//! kernels do not.)
+//! it has exited, write the host's binary through that descriptor. (Some
+//! kernels, 6.18 for one, refuse to execve a `/proc/self/exe` outside the
+//! caller's root; this does not rely on that.)
 //!
 //! So the verbs that start container processes first re-exec exprun from a
 //! copy nobody can write:
