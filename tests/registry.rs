@@ -245,6 +245,31 @@ fn basic_auth_reads_the_auth_file_and_keeps_the_password_out_of_the_store() {
         root.command(&["push", "busybox:latest", &target]).env("REGISTRY_AUTH_FILE", &good).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
+    // A credential helper named in the auth file is asked instead.
+    let helpers = tempfile::tempdir().unwrap();
+    let helper = helpers.path().join("docker-credential-exprun-test");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread server\n[ \"$1\" = get ] && [ \"$server\" = {} ] || exit 1\n\
+             echo '{{\"Username\":\"alice\",\"Secret\":\"s3cret-pw\"}}'\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let via_helper = creds.path().join("helper.json");
+    std::fs::write(&via_helper, format!(r#"{{"credHelpers":{{"{}":"exprun-test"}}}}"#, reg.host())).unwrap();
+    let path = format!("{}:/usr/bin:/bin", helpers.path().display());
+    let helped = TestRoot::new();
+    let out = helped
+        .command(&["pull", "-q", &target])
+        .env("REGISTRY_AUTH_FILE", &via_helper)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
     let other = TestRoot::new();
     let out = other.command(&["pull", &target]).env("REGISTRY_AUTH_FILE", &good).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
