@@ -7,6 +7,19 @@ use std::path::Path;
 pub use crate::image::fuzz::{image_json, layer};
 use crate::plan::{self, PlanContext, Source};
 
+/// What a registry or its user hands exprun: a reference, a `WWW-Authenticate`
+/// challenge, an auth file (looked up without credential helpers).
+pub fn registry(bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    let _ = crate::registry::RemoteRef::parse(&text);
+    let _ = crate::registry::auth::parse_challenge(&text);
+    if let Ok(r) = crate::registry::RemoteRef::parse("registry.lab:5000/ns/repo:1") {
+        if !bytes.windows(11).any(|w| w == b"credHelpers") && !bytes.windows(10).any(|w| w == b"credsStore") {
+            let _ = crate::registry::auth::from_bytes(bytes, &r, Path::new("fuzz"));
+        }
+    }
+}
+
 /// Parse `bytes` as an OCI bundle's config.json and plan it, as `create` does,
 /// against an empty cgroup layout; `bundle` is a directory with a `rootfs`
 /// inside, `cache` a scratch directory for compiled seccomp programs.
@@ -52,7 +65,7 @@ mod tests {
     fn the_entry_points_take_their_seeds() {
         let dir = tempfile::tempdir().unwrap();
         let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
-        for target in ["image_json", "layer", "oci_config"] {
+        for target in ["image_json", "layer", "oci_config", "registry"] {
             for e in std::fs::read_dir(seeds.join(target)).unwrap() {
                 let bytes = std::fs::read(e.unwrap().path()).unwrap();
                 let work = tempfile::tempdir_in(dir.path()).unwrap();
@@ -60,6 +73,7 @@ mod tests {
                 match target {
                     "image_json" => image_json(&bytes),
                     "layer" => layer(&bytes, &work.path().join("dest")),
+                    "registry" => registry(&bytes),
                     _ => oci_config(&bytes, work.path(), dir.path()),
                 }
                 let names: Vec<_> =

@@ -94,13 +94,18 @@ pub fn lookup(r: &RemoteRef) -> Result<Option<Credentials>, Error> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::Credentials { path, why: format!("cannot read it: {e}") }),
         };
-        let file: AuthFile = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Credentials { path: path.clone(), why: format!("invalid JSON: {e}") })?;
-        if let Some(c) = from_file(&file, r, &path)? {
+        if let Some(c) = from_bytes(&bytes, r, &path)? {
             return Ok(Some(c));
         }
     }
     Ok(None)
+}
+
+/// The credentials an auth file's bytes hold for `r`.
+pub(crate) fn from_bytes(bytes: &[u8], r: &RemoteRef, path: &Path) -> Result<Option<Credentials>, Error> {
+    let file: AuthFile = serde_json::from_slice(bytes)
+        .map_err(|e| Error::Credentials { path: path.to_path_buf(), why: format!("invalid JSON: {e}") })?;
+    from_file(&file, r, path)
 }
 
 fn from_file(file: &AuthFile, r: &RemoteRef, path: &Path) -> Result<Option<Credentials>, Error> {
