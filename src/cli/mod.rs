@@ -149,6 +149,13 @@ fn default_root() -> PathBuf {
 
 /// Parse the command line, run the verb, and return the process exit status.
 pub fn main() -> i32 {
+    // The verbs that start container processes run from a copy of exprun that no
+    // container can write (CVE-2019-5736; see selfexe.rs). Decided before clap
+    // parses anything, which the re-exec'd process does again anyway.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if verb(&args).is_some_and(|v| CONTAINER_VERBS.contains(&v)) {
+        crate::selfexe::protect();
+    }
     // clap's own exit status for a bad command line is 2; exprun's errors are 125.
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -191,19 +198,6 @@ pub fn main() -> i32 {
             };
         }
     }
-    // The verbs that start container processes run from a copy of exprun that
-    // no container can write (CVE-2019-5736; see selfexe.rs).
-    if matches!(
-        cli.command,
-        Command::Run(_)
-            | Command::Replay(_)
-            | Command::Verify(_)
-            | Command::Create(_)
-            | Command::Exec(_)
-            | Command::Build(_)
-    ) {
-        crate::selfexe::protect();
-    }
     let result = match cli.command {
         Command::Run(args) => run::run(&globals, *args),
         Command::Replay(a) => verify::replay(&globals, a),
@@ -234,6 +228,27 @@ pub fn main() -> i32 {
     }
 }
 
+/// The verbs that start processes inside containers.
+const CONTAINER_VERBS: &[&str] = &["run", "replay", "verify", "build", "create", "exec"];
+
+/// The global options that take a value (in the next argument unless `--opt=value`).
+const VALUED_GLOBALS: &[&str] = &["--root", "--log", "--log-format", "--rootless"];
+
+/// The verb of a command line (its first argument that is neither an option nor
+/// a global option's value), without clap.
+fn verb(args: &[std::ffi::OsString]) -> Option<&str> {
+    let mut it = args.iter().map(|a| a.to_str());
+    while let Some(a) = it.next() {
+        let a = a?;
+        if VALUED_GLOBALS.contains(&a) {
+            it.next();
+        } else if !a.starts_with('-') {
+            return Some(a);
+        }
+    }
+    None
+}
+
 /// `--log` and `--log-format`.
 struct LogTarget {
     path: Option<PathBuf>,
@@ -247,4 +262,23 @@ fn report(e: &Error, log: &LogTarget) -> i32 {
         crate::log::append_error(path, log.json, &e.to_string());
     }
     e.exit_code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_verb_is_found_past_global_options() {
+        let v = |line: &str| {
+            let args: Vec<std::ffi::OsString> = line.split_whitespace().map(Into::into).collect();
+            verb(&args).map(str::to_string)
+        };
+        assert_eq!(v("run busybox"), Some("run".into()));
+        assert_eq!(v("--root /x --debug exec c sh"), Some("exec".into()));
+        assert_eq!(v("--log /l --log-format json create -b . c"), Some("create".into()));
+        assert_eq!(v("--root=/x --rootless false state c"), Some("state".into()));
+        assert_eq!(v("--version"), None);
+        assert_eq!(v("--root"), None);
+    }
 }
