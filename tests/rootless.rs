@@ -81,24 +81,27 @@ impl Home {
 
     /// `exprun ARGS` as the user, with a clean environment.
     fn exprun(&self, args: &[&str]) -> (i32, String, String) {
-        let out: Output = Command::new("setpriv")
-            .args([&format!("--reuid={}", self.uid), &format!("--regid={}", self.gid), "--clear-groups"])
+        let out: Output = self.command(&exprun_bin(), args).stdin(Stdio::null()).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The binary `bin` with `args`, as the user, with a clean environment.
+    fn command(&self, bin: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([&format!("--reuid={}", self.uid), &format!("--regid={}", self.gid), "--clear-groups"])
             .arg("env")
             .arg("-i")
             .arg(format!("HOME={}", self.path().display()))
             .arg(format!("XDG_DATA_HOME={}", self.path().join("data").display()))
             .arg(format!("XDG_RUNTIME_DIR={}", self.runtime().display()))
             .arg("PATH=/usr/bin:/bin")
-            .arg(exprun_bin())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+            .arg(bin)
+            .args(args);
+        cmd
     }
 
     /// `image rm busybox:latest` and `image gc`, as the user.
@@ -252,5 +255,49 @@ fn an_unprivileged_user_imports_and_runs_in_a_user_namespace() {
     h.remove_image();
     let left: Vec<_> = std::fs::read_dir(h.root().join("store/layers")).unwrap().flatten().collect();
     assert!(left.is_empty(), "layers the caller could not remove: {left:?}");
+
+    // A pull as the user, from a registry on this host, keeps the owners too.
+    if common::registry::available("an_unprivileged_user_imports_and_runs_in_a_user_namespace (pull)") {
+        let reg = common::registry::Registry::start(None);
+        let target = format!("{}/fixtures/busybox:rootless", reg.host());
+        let src = common::TestRoot::with_busybox();
+        assert!(src.exprun(&["push", "-q", "busybox:latest", &target], None).status.success());
+        let (code, _, err) = h.exprun(&["pull", "-q", &target]);
+        assert_eq!(code, 0, "{err}");
+        let owners: Vec<u32> = std::fs::read_dir(h.root().join("store/layers"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path().join("home/researcher"))
+            .filter(|p| p.is_dir())
+            .map(|p| std::fs::metadata(p).unwrap().uid())
+            .collect();
+        assert_eq!(owners, [3000000 + 999]);
+        let (code, stdout, err) = h.exprun(&["run", "--no-limits", &target, "echo", "pulled"]);
+        assert_eq!((code, stdout.as_str()), (0, "pulled\n"), "{err}");
+        for args in [&["image", "rm", target.as_str()][..], &["image", "gc"]] {
+            let (code, _, err) = h.exprun(args);
+            assert_eq!(code, 0, "{args:?}: {err}");
+        }
+    }
+
+    // The caller's own copy of exprun (which a rootless container's root could
+    // write) runs from a sealed memfd copy instead (CVE-2019-5736).
+    let own = h.path().join("exprun");
+    std::fs::copy(exprun_bin(), &own).unwrap();
+    std::os::unix::fs::chown(&own, Some(h.uid), Some(h.gid)).unwrap();
+    let (code, _, err) =
+        h.exprun(&["image", "import", "--name", "busybox:latest", fixture.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let mut run = h
+        .command(&own, &["run", "--no-limits", "busybox:latest", "sleep", "1"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // setpriv and env exec in place: the spawned pid is exprun's.
+    let exe = std::fs::read_link(format!("/proc/{}/exe", run.id())).unwrap();
+    assert!(run.wait().unwrap().success());
+    assert!(exe.to_string_lossy().starts_with("/memfd:exprun"), "{}", exe.display());
+    h.remove_image();
     h.assert_no_leftovers();
 }

@@ -239,3 +239,28 @@ fn the_runtime_binary_cannot_be_written_through_proc_pid_exe() {
     assert_eq!(std::fs::read(&copy).unwrap(), before);
     r.assert_no_leftovers();
 }
+
+/// Ptrace of the runtime: nothing of exprun is in the container's reach. Its
+/// processes are outside the container's pid namespace (the container sees only
+/// its own), and the process `exprun exec` clones into it is non-dumpable until
+/// it execs, so its `/proc/<pid>` is root's and closed to ptrace and /proc reads.
+#[test]
+fn no_runtime_process_is_visible_from_the_container() {
+    if !privileged("no_runtime_process_is_visible_from_the_container") {
+        return;
+    }
+    let r = TestRoot::with_busybox();
+    let (code, out, err) = r.run(&[
+        "busybox:latest",
+        "sh",
+        "-c",
+        "for p in /proc/[0-9]*; do echo \"${p#/proc/} $(cat $p/comm 2>/dev/null)\"; done",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let procs: Vec<&str> = out.lines().collect();
+    // pid 1 is the command itself; the loop's own children come and go.
+    assert!(procs.contains(&"1 sh"), "{out}");
+    assert!(procs.iter().all(|l| !l.contains("exprun")), "a runtime process is visible: {out}");
+    assert!(procs.iter().all(|l| l.split(' ').next().unwrap().parse::<u32>().unwrap() < 100), "{out}");
+    r.assert_no_leftovers();
+}
