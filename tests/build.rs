@@ -323,3 +323,43 @@ fn sigint_stops_the_build_and_leaves_nothing() {
     assert_eq!(rec["signals"][0]["delivered_as"], "SIGKILL", "the assemble step is stopped, not asked");
     r.assert_no_leftovers();
 }
+
+#[test]
+fn the_source_can_set_the_environment_and_replace_assemble() {
+    if !privileged("the_source_can_set_the_environment_and_replace_assemble") {
+        return;
+    }
+    let r = TestRoot::with_builder();
+    let src = source("echo \"mode=$MODE greeting=$GREETING by=$(cat built-by)\"\n", "");
+    std::fs::create_dir_all(src.path().join(".s2i/bin")).unwrap();
+    std::fs::write(
+        src.path().join(".s2i/environment"),
+        "# for the build and the image\nMODE=prod\nGREETING=hi\n",
+    )
+    .unwrap();
+    // The source's own assemble: copies the app, and says it was the one.
+    let assemble = src.path().join(".s2i/bin/assemble");
+    std::fs::write(&assemble, "#!/bin/sh\ncp -R /tmp/src/. ./ && echo \"custom-$MODE\" > built-by\n")
+        .unwrap();
+    std::fs::set_permissions(&assemble, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    build_ok(&r, src.path(), "custom:1", &["-e", "GREETING=hello"]);
+    let (code, out, err) = r.run(&["custom:1"]);
+    assert_eq!(code, 0, "{err}");
+    // `-e` wins over .s2i/environment; both reach assemble and the image.
+    assert_eq!(out, "mode=prod greeting=hello by=custom-prod\n");
+
+    // A broken environment file names its line; a run override is refused.
+    std::fs::write(src.path().join(".s2i/environment"), "MODE=prod\nnot a pair\n").unwrap();
+    let (code, _, err) =
+        build(&r, &["--builder", "builder:latest", "--source", src.path().to_str().unwrap(), "-t", "x:1"]);
+    assert_eq!(code, 125);
+    assert!(err.contains(".s2i/environment") && err.contains("line 2"), "{err}");
+    std::fs::write(src.path().join(".s2i/environment"), "MODE=prod\n").unwrap();
+    std::fs::write(src.path().join(".s2i/bin/run"), "#!/bin/sh\n").unwrap();
+    let (code, _, err) =
+        build(&r, &["--builder", "builder:latest", "--source", src.path().to_str().unwrap(), "-t", "x:1"]);
+    assert_eq!(code, 125);
+    assert!(err.contains(".s2i/bin/run") && err.contains("does not support"), "{err}");
+    assert!(!image_names(&r).contains(&"x:1".to_string()));
+    r.assert_no_leftovers();
+}

@@ -416,10 +416,17 @@ pub fn build(root: &Root, opts: &BuildOptions, command_line: Vec<String>) -> Res
     let source_digest = digest_tree(&src)
         .map_err(|e| Error::Source { path: plan.source.clone(), why: format!("digesting the copy: {e}") })?
         .digest;
+    let overrides = source_overrides(&plan.source, &src)?;
+    // `.s2i/environment` first, then `-e`: the command line wins, as with s2i.
+    let env: Vec<(String, String)> = overrides.env.into_iter().chain(opts.env.iter().cloned()).collect();
+    let assemble = match overrides.assemble {
+        true => plan.source_dest.join(".s2i/bin/assemble"),
+        false => plan.assemble.clone(),
+    };
     interrupted(None)?;
 
     // The assemble step: an ordinary recorded run of the builder, by digest.
-    let run_opts = run_options(&plan, opts, &src);
+    let run_opts = run_options(&plan, opts, &src, &env, &assemble);
     let upper = scratch.dir.join("upper");
     let result = crate::run::run_with(
         root,
@@ -445,9 +452,7 @@ pub fn build(root: &Root, opts: &BuildOptions, command_line: Vec<String>) -> Res
             (None, None) => format!("exited with status {}", result.exit_code),
         };
         let output = root.runs_dir().join(&id).display().to_string();
-        return Err(
-            Error::Assemble { script: plan.assemble.display().to_string(), how, run: id, output }.into()
-        );
+        return Err(Error::Assemble { script: assemble.display().to_string(), how, run: id, output }.into());
     }
     interrupted(Some(&id))?;
 
@@ -476,7 +481,7 @@ pub fn build(root: &Root, opts: &BuildOptions, command_line: Vec<String>) -> Res
             plan: &plan,
             layer: &captured,
             layer_path: &layer_path,
-            env: &opts.env,
+            env: &env,
             source_digest: &source_digest,
         },
     )?;
@@ -494,9 +499,86 @@ pub fn build(root: &Root, opts: &BuildOptions, command_line: Vec<String>) -> Res
     Ok(BuildResult { name: plan.name, manifest_digest, layer: captured, run_id: id, source_digest })
 }
 
+/// What the source itself says about its build, as s2i reads it.
+struct Overrides {
+    /// `.s2i/environment`: variables for assemble and the image, in order.
+    env: Vec<(String, String)>,
+    /// Whether `.s2i/bin/assemble` replaces the builder's assemble script.
+    assemble: bool,
+}
+
+/// Read `.s2i/environment` and look for `.s2i/bin/assemble` in the copy of the
+/// source (`given` is the source as the user named it, for messages). A
+/// `.s2i/bin/run` is refused: the image would need it, and the source copy is
+/// not part of the image.
+fn source_overrides(given: &Path, copy: &Path) -> Result<Overrides> {
+    let s2i = copy.join(".s2i");
+    if s2i.join("bin/run").exists() {
+        return Err(Error::Source {
+            path: given.join(".s2i/bin/run"),
+            why: "overrides the builder's run script, which exprun build does not support; start the \
+                  application from the builder's run script (or an app script it calls), or remove this file"
+                .into(),
+        }
+        .into());
+    }
+    let env_file = s2i.join("environment");
+    let env = match std::fs::read_to_string(&env_file) {
+        Ok(text) => parse_environment(&text)
+            .map_err(|why| Error::Source { path: given.join(".s2i/environment"), why })?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(Error::Source {
+                path: given.join(".s2i/environment"),
+                why: format!("cannot be read: {e}"),
+            }
+            .into())
+        }
+    };
+    let assemble = s2i.join("bin/assemble");
+    let assemble = match std::fs::metadata(&assemble) {
+        Ok(m) if m.is_file() && m.mode() & 0o111 != 0 => true,
+        Ok(_) => {
+            return Err(Error::Source {
+                path: given.join(".s2i/bin/assemble"),
+                why: "is not an executable file; chmod +x it, or remove it to use the builder's".into(),
+            }
+            .into())
+        }
+        Err(_) => false,
+    };
+    Ok(Overrides { env, assemble })
+}
+
+/// `.s2i/environment`: `NAME=VALUE` lines; blank lines and `#` comments skipped.
+fn parse_environment(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut env = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, value) =
+            line.split_once('=').ok_or_else(|| format!("line {}: {line:?} is not NAME=VALUE", n + 1))?;
+        let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!("line {}: {name:?} is not a variable name", n + 1));
+        }
+        env.push((name.to_string(), value.to_string()));
+    }
+    Ok(env)
+}
+
 /// The assemble step as `exprun run` options.
-fn run_options(plan: &BuildPlan, opts: &BuildOptions, src: &Path) -> RunOptions {
-    let mut env = opts.env.clone();
+fn run_options(
+    plan: &BuildPlan,
+    opts: &BuildOptions,
+    src: &Path,
+    env: &[(String, String)],
+    assemble: &Path,
+) -> RunOptions {
+    let mut env = env.to_vec();
     if !env.iter().any(|(k, _)| k == "SOURCE_DATE_EPOCH") {
         env.push(("SOURCE_DATE_EPOCH".into(), plan.epoch.to_string()));
     }
@@ -508,7 +590,7 @@ fn run_options(plan: &BuildPlan, opts: &BuildOptions, src: &Path) -> RunOptions 
     };
     RunOptions {
         image,
-        command: vec![plan.assemble.display().to_string()],
+        command: vec![assemble.display().to_string()],
         entrypoint: Some(Vec::new()),
         env,
         workdir: None,
@@ -659,6 +741,17 @@ fn copy_source(from: &Path, to: &Path, uid: u32, gid: u32, epoch: u64) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn s2i_environment_files_parse_or_name_the_line() {
+        let env = parse_environment("# comment\n\nMODE=prod\n  GREETING=a=b \n").unwrap();
+        assert_eq!(env, [("MODE".into(), "prod".into()), ("GREETING".into(), "a=b".into())]);
+        assert_eq!(
+            parse_environment("X=1\nnot a pair\n").unwrap_err(),
+            "line 2: \"not a pair\" is not NAME=VALUE"
+        );
+        assert!(parse_environment("1X=2").unwrap_err().contains("not a variable name"));
+    }
 
     #[test]
     fn scripts_url_takes_image_paths_only() {
