@@ -191,19 +191,31 @@ fn the_runtime_binary_cannot_be_written_through_proc_pid_exe() {
     let copy = work.path().join("exprun-victim");
     std::fs::copy(common::exprun_bin(), &copy).unwrap();
     let before = std::fs::read(&copy).unwrap();
-    let mut run = std::process::Command::new(&copy)
-        .arg("--root")
-        .arg(r.path())
-        .args(["run", "busybox:latest", "--", "sleep", "1"])
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let held = std::fs::File::open(format!("/proc/{}/exe", run.id())).unwrap();
-    assert!(run.wait().unwrap().success());
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&held);
-    let write = std::fs::OpenOptions::new().write(true).open(format!("/proc/self/fd/{fd}"));
-    let err = write.map(|_| ()).expect_err("the runtime's binary opened for writing");
+    // The attacker's two steps against a run of the copy: hold /proc/<pid>/exe
+    // while it runs; once it has exited, open that descriptor for writing.
+    // Returns the run's status, where the exe link pointed, and the write's result.
+    let attack = || {
+        let mut run = std::process::Command::new(&copy)
+            .arg("--root")
+            .arg(r.path())
+            .args(["run", "busybox:latest", "--", "sleep", "1"])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let exe = std::fs::read_link(format!("/proc/{}/exe", run.id()));
+        let held = std::fs::File::open(format!("/proc/{}/exe", run.id()));
+        let status = run.wait();
+        let write = held.map(|h| {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&h);
+            std::fs::OpenOptions::new().write(true).open(format!("/proc/self/fd/{fd}")).map(|_| ())
+        });
+        (status, exe, write)
+    };
+
+    let (status, _, write) = attack();
+    assert!(status.unwrap().success());
+    let err = write.unwrap().expect_err("the runtime's binary opened for writing");
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
     assert_eq!(std::fs::read(&copy).unwrap(), before);
     // The read-only mount is private to the process: none is left.
@@ -216,21 +228,7 @@ fn the_runtime_binary_cannot_be_written_through_proc_pid_exe() {
         assert!(st.success(), "chattr {flag}");
     };
     chattr("+i");
-    let mut run = std::process::Command::new(&copy)
-        .arg("--root")
-        .arg(r.path())
-        .args(["run", "busybox:latest", "--", "sleep", "1"])
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let exe = std::fs::read_link(format!("/proc/{}/exe", run.id()));
-    let held = std::fs::File::open(format!("/proc/{}/exe", run.id()));
-    let status = run.wait();
-    let write = held.map(|h| {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&h);
-        std::fs::OpenOptions::new().write(true).open(format!("/proc/self/fd/{fd}")).map(|_| ())
-    });
+    let (status, exe, write) = attack();
     chattr("-i");
     assert!(status.unwrap().success());
     assert_eq!(exe.unwrap(), copy, "an immutable binary needs no protected copy");
