@@ -262,22 +262,34 @@ fn an_unprivileged_user_imports_and_runs_in_a_user_namespace() {
         let target = format!("{}/fixtures/busybox:rootless", reg.host());
         let src = common::TestRoot::with_busybox();
         assert!(src.exprun(&["push", "-q", "busybox:latest", &target], None).status.success());
+        // Who owns the image's /home/researcher on the host.
+        let owners = || -> Vec<u32> {
+            std::fs::read_dir(h.root().join("store/layers"))
+                .unwrap()
+                .flatten()
+                .map(|e| e.path().join("home/researcher"))
+                .filter(|p| p.is_dir())
+                .map(|p| std::fs::metadata(p).unwrap().uid())
+                .collect()
+        };
         let (code, _, err) = h.exprun(&["pull", "-q", &target]);
         assert_eq!(code, 0, "{err}");
-        let owners: Vec<u32> = std::fs::read_dir(h.root().join("store/layers"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.path().join("home/researcher"))
-            .filter(|p| p.is_dir())
-            .map(|p| std::fs::metadata(p).unwrap().uid())
-            .collect();
-        assert_eq!(owners, [3000000 + 999]);
+        assert_eq!(owners(), [3000000 + 999]);
         let (code, stdout, err) = h.exprun(&["run", "--no-limits", &target, "echo", "pulled"]);
         assert_eq!((code, stdout.as_str()), (0, "pulled\n"), "{err}");
-        for args in [&["image", "rm", target.as_str()][..], &["image", "gc"]] {
-            let (code, _, err) = h.exprun(args);
-            assert_eq!(code, 0, "{args:?}: {err}");
-        }
+        let rm = || {
+            for args in [&["image", "rm", target.as_str()][..], &["image", "gc"]] {
+                let (code, _, err) = h.exprun(args);
+                assert_eq!(code, 0, "{args:?}: {err}");
+            }
+        };
+        rm();
+        // `run --pull missing` pulls the same way.
+        let (code, stdout, err) =
+            h.exprun(&["run", "--no-limits", "--pull", "missing", &target, "echo", "ran"]);
+        assert_eq!((code, stdout.as_str()), (0, "ran\n"), "{err}");
+        assert_eq!(owners(), [3000000 + 999]);
+        rm();
     }
 
     // The caller's own copy of exprun (which a rootless container's root could

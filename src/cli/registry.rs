@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::Globals;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::image::{ImageStore, Limits};
 use crate::registry::pull::{self, PullOptions};
 use crate::registry::{parse_ref, push, ClientOptions, RemoteRef};
@@ -108,6 +108,27 @@ pub fn pull_for_run(globals: &Globals, image: &str, policy: &str, registry: &Reg
         return Ok(());
     }
     let r: RemoteRef = parse_ref(image)?;
+    // A rootless caller with subordinate ids pulls as `exprun pull` does, in a
+    // user namespace that maps them (so the layers keep their owners): that is
+    // a process of its own.
+    if !nix::unistd::geteuid().is_root() && crate::userns::caller_maps().is_some() {
+        let mut pull = std::process::Command::new("/proc/self/exe");
+        pull.arg("--root").arg(&globals.root).args(["pull", "-q", image]);
+        pull.args(["--tls-verify", if registry.tls_verify { "true" } else { "false" }]);
+        if registry.plain_http {
+            pull.arg("--plain-http");
+        }
+        let status = pull
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|e| Error::Usage(format!("cannot start exprun pull for --pull {policy}: {e}")))?;
+        return match status.code() {
+            Some(0) => Ok(()),
+            _ => {
+                Err(Error::Usage(format!("--pull {policy}: exprun pull {image} failed (its error is above)")))
+            }
+        };
+    }
     let o = PullOptions { client: registry.options(), ..PullOptions::default() };
     let p = pull::pull(&store, &r, &o)?;
     eprintln!("exprun: pulled {} {}", p.origin.reference, p.summary.manifest_digest);

@@ -100,8 +100,8 @@ impl Fetch<'_> {
     }
 
     /// Check the image against its config, unpack its new layers, rename
-    /// everything into the store, and name it. `from` names the source in
-    /// messages and in refs.json.
+    /// everything into the store, and name it. The origin's reference names
+    /// the source in messages and in refs.json.
     pub fn finish(mut self, f: Fetched, limits: Limits, progress: Progress) -> Result<ImageSummary> {
         let from = f.origin.reference.clone();
         let what = format!("manifest {} of {from}", f.manifest_digest);
