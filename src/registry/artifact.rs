@@ -32,7 +32,7 @@ use super::push::{media_type_of, push_blobs};
 use super::reference::RemoteRef;
 use super::Error;
 use crate::digest::{Digest, HashingWriter};
-use crate::image::ImageStore;
+use crate::image::{ImageStore, Limits};
 use crate::record::RunRecord;
 use crate::state::Root;
 
@@ -288,7 +288,7 @@ pub fn fetch_run(
         }
         let blob = scratch.path().join(title);
         client.download(&l.digest, l.size, &blob, &|_| {})?;
-        unpack(&blob, &dest, scratch.path())?;
+        unpack(&blob, &dest, scratch.path(), Limits::default())?;
     }
     for s in ["stdout", "stderr"] {
         let (from, to) = (files.join("streams").join(s), dir.join(s));
@@ -332,8 +332,10 @@ pub fn localise(record: &mut RunRecord, runs_dir: &Path) {
     }
 }
 
-/// Unpack a files tar into `dest` (made whole in `scratch`, then renamed).
-fn unpack(blob: &Path, dest: &Path, scratch: &Path) -> Result<(), Error> {
+/// Unpack a files tar into `dest` (made whole in `scratch`, then renamed). The
+/// tar crate keeps every path inside; `limits` bound what it may expand to, as
+/// for an image layer.
+fn unpack(blob: &Path, dest: &Path, scratch: &Path, limits: Limits) -> Result<(), Error> {
     let staging = scratch.join("unpacked");
     let _ = fs::remove_dir_all(&staging);
     let err = |e: io::Error| Error::Io { op: "unpack", path: blob.to_path_buf(), source: e };
@@ -342,9 +344,49 @@ fn unpack(blob: &Path, dest: &Path, scratch: &Path) -> Result<(), Error> {
     archive.set_preserve_permissions(true);
     archive.set_overwrite(false);
     fs::create_dir_all(&staging).map_err(err)?;
-    archive.unpack(&staging).map_err(err)?;
+    let (mut entries, mut bytes) = (0u64, 0u64);
+    for entry in archive.entries().map_err(err)? {
+        let mut entry = entry.map_err(err)?;
+        entries += 1;
+        bytes = bytes.saturating_add(entry.size());
+        if entries > limits.max_entries || bytes > limits.max_bytes {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(Error::Invalid {
+                what: format!("{} of the artifact", blob.file_name().unwrap_or_default().to_string_lossy()),
+                why: format!(
+                    "it expands past {} entries or {} bytes, the limits of an image layer; refused",
+                    limits.max_entries, limits.max_bytes
+                ),
+            });
+        }
+        entry.unpack_in(&staging).map_err(err)?;
+    }
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent).map_err(err)?;
     }
     fs::rename(&staging, dest).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_artifact_tar_past_the_limits_is_refused_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let items: Vec<(String, PathBuf)> = (0..3)
+            .map(|i| {
+                let p = dir.path().join(format!("f{i}"));
+                fs::write(&p, b"data").unwrap();
+                (i.to_string(), p)
+            })
+            .collect();
+        let part = tar_part(dir.path(), "outputs.tar.gz", &items).unwrap();
+        let small = Limits { max_bytes: 1 << 20, max_entries: 2 };
+        let e = unpack(&part.path, &dir.path().join("out"), dir.path(), small).unwrap_err().to_string();
+        assert!(e.contains("outputs.tar.gz of the artifact") && e.contains("past 2 entries"), "{e}");
+        assert!(!dir.path().join("out").exists() && !dir.path().join("unpacked").exists());
+        unpack(&part.path, &dir.path().join("out"), dir.path(), Limits::default()).unwrap();
+        assert_eq!(fs::read(dir.path().join("out/2")).unwrap(), b"data");
+    }
 }
