@@ -275,6 +275,26 @@ async fn wait_exited(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> Contai
     }
 }
 
+/// RemoveContainer, retried as kubelet's garbage collector retries it.
+///
+/// containerd 1.6 handles each TaskOOM event by rewriting the container's
+/// status file, in its own directory, and the kernel can report one OOM kill
+/// as a dozen events. One that is handled while RemoveContainer empties that
+/// directory makes the removal fail with "directory not empty"; the next
+/// attempt succeeds. Any other error fails the test.
+async fn remove_container(rt: &mut RuntimeServiceClient<Channel>, id: &str) {
+    for attempt in 1.. {
+        match rt.remove_container(RemoveContainerRequest { container_id: id.into() }).await {
+            Ok(_) => return,
+            Err(e) if attempt < 5 && e.message().contains("directory not empty") => {
+                eprintln!("RemoveContainer {id}, attempt {attempt}: {}; retrying", e.message());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("RemoveContainer {id}: {e}"),
+        }
+    }
+}
+
 async fn pod_lifecycle(
     rt: &mut RuntimeServiceClient<Channel>,
     handler: &str,
@@ -408,7 +428,7 @@ async fn pod_lifecycle(
     let oom_status = wait_exited(rt, &oom).await;
 
     for id in [&worker, &failing, &oom] {
-        rt.remove_container(RemoveContainerRequest { container_id: id.clone() }).await.unwrap();
+        remove_container(rt, id).await;
     }
     rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
     rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
