@@ -20,7 +20,7 @@ use std::time::SystemTime;
 use nix::sys::signalfd::SignalFd;
 
 use crate::cgroups::CgroupHost;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::image::ImageStore;
 use crate::log;
 use crate::plan::{self, PlanContext, RunPlan, Source};
@@ -69,28 +69,11 @@ pub struct Replay<'a> {
 /// A change to a run's spec and CPU binding (`verify --vary`).
 pub type Vary<'a> = dyn Fn(&mut oci_spec::runtime::Spec, &mut Vec<usize>) + 'a;
 
-/// Whether this run is rootless (exprun is not root), and if so whether it may
-/// go ahead: without a cgroup delegated to the caller, a rootless run can have
-/// no limits and no usage figures, and says so unless `--no-limits` accepts it.
-fn rootless(opts: &RunOptions) -> Result<Option<spec::Rootless>> {
+/// Whether this run is rootless (exprun is not root): its caller then maps to
+/// root in a user namespace, and its cgroup must be one delegated to the caller.
+fn rootless() -> Option<spec::Rootless> {
     let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
-    if uid.is_root() {
-        return Ok(None);
-    }
-    let limits = opts.memory.is_some() || opts.cpus.is_some() || opts.pids_limit.is_some();
-    if limits || !opts.no_limits {
-        return Err(Error::Usage(format!(
-            "rootless run (uid {uid}): this host gives uid {uid} no cgroup of its own (cgroup v1, or v2 \
-             without a delegated subtree), so --memory, --cpus and --pids-limit cannot be enforced and \
-             no usage can be recorded; {}",
-            if limits {
-                "drop those options, or run as root"
-            } else {
-                "pass --no-limits to run without limits, or run as root"
-            }
-        )));
-    }
-    Ok(Some(spec::Rootless::of_caller(uid.as_raw(), gid.as_raw())))
+    (!uid.is_root()).then(|| spec::Rootless::of_caller(uid.as_raw(), gid.as_raw()))
 }
 
 /// Run one experiment described by `opts`. `command_line` is exprun's own argv.
@@ -106,7 +89,7 @@ pub fn run_with(
     replay: Replay<'_>,
 ) -> Result<RunResult> {
     let created = SystemTime::now();
-    let rootless = rootless(opts)?;
+    let rootless = rootless();
     // 1.
     let cleaned = root.cleanup_stale();
     log::debug(|| format!("step 1: cleaned up {} stale run(s)", cleaned.len()));

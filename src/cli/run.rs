@@ -102,8 +102,9 @@ pub struct RunArgs {
     /// (OMP_NUM_THREADS, ...) follow
     #[arg(long = "cpuset-cpus", value_name = "LIST")]
     cpuset_cpus: Option<String>,
-    /// Run without limits and usage accounting when rootless on a host that gives
-    /// the caller no cgroup (cgroup v1, or v2 without delegation)
+    /// Run without limits and usage accounting when rootless on a host that
+    /// delegates no cgroup2 subtree to the caller (cgroup v1, or v2 without
+    /// delegation)
     #[arg(long = "no-limits", conflicts_with_all = ["memory", "cpus", "pids_limit"])]
     no_limits: bool,
     /// Security options: seccomp=FILE (an OCI seccomp profile) or seccomp=unconfined

@@ -519,15 +519,29 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
             ),
         });
     }
-    // A rootless run has no cgroup (the caller was told, and passed --no-limits).
+    // A rootless run's cgroup is in the subtree delegated to the caller; with
+    // none, the run has no cgroup, which the caller must accept (--no-limits).
     let cgroup = if user_ns.is_some() && !nix::unistd::geteuid().is_root() {
-        if limits != Limits::default() {
-            return Err(Error::Unsupported(
-                "resource limits in a rootless run need a delegated cgroup, which exprun does not use yet"
-                    .into(),
-            ));
+        let no_limits = ctx.request.as_ref().is_some_and(|r| r.options.no_limits);
+        let limited = limits != Limits::default();
+        match ctx.cgroups.plan_delegated(&name, ctx.cgroup_parent, limits, nix::unistd::geteuid().as_raw()) {
+            Ok(plan) => plan,
+            Err(crate::cgroups::Error::NotDelegated { .. }) if no_limits && !limited => CgroupPlan::none(),
+            Err(crate::cgroups::Error::NotDelegated { why }) => {
+                return Err(Error::Unsupported(format!(
+                    "rootless run (uid {}): {why}, so {} and no usage can be recorded. Start exprun in a \
+                     cgroup delegated to you (systemd-run --user --scope exprun run ...), {}, or run as root",
+                    nix::unistd::geteuid(),
+                    if limited {
+                        "--memory, --cpus and --pids-limit cannot be enforced"
+                    } else {
+                        "no limits can be enforced"
+                    },
+                    if limited { "drop those options" } else { "pass --no-limits to run without a cgroup" },
+                )))
+            }
+            Err(e) => return Err(e.into()),
         }
-        CgroupPlan::none()
     } else {
         ctx.cgroups.plan(&placement, limits, matches!(ctx.source, Source::Bundle { .. }))?
     };

@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod registry;
+pub mod rootless;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

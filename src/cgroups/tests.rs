@@ -1,0 +1,317 @@
+//! Unit tests of cgroup planning and of writing limits, on fake trees.
+
+use super::*;
+
+const HYBRID_MOUNTINFO: &str = "\
+30 25 0:26 / /sys/fs/cgroup rw,nosuid - tmpfs tmpfs rw,mode=755
+31 30 0:27 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+32 30 0:28 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+33 30 0:29 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+34 30 0:30 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+35 30 0:31 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+const HYBRID_SELF: &str = "\
+8:pids:/
+4:memory:/jobs/job42
+2:cpuacct:/
+1:cpu:/
+0::/
+";
+
+#[test]
+fn hybrid_host_plans_v1_dirs_under_the_callers_cgroups() {
+    let host = CgroupHost::parse(HYBRID_MOUNTINFO, HYBRID_SELF);
+    assert_eq!(host.version(), Version::V1);
+    let plan = host
+        .plan(
+            &Placement::Child { name: "exprun-abc", parent: None },
+            Limits { memory_bytes: Some(1 << 26), ..Limits::default() },
+            false,
+        )
+        .unwrap();
+    assert_eq!(plan.dirs["memory"], Path::new("/sys/fs/cgroup/memory/jobs/job42/exprun-abc"));
+    assert_eq!(plan.dirs["pids"], Path::new("/sys/fs/cgroup/pids/exprun-abc"));
+    assert_eq!(plan.dirs["cpuacct"], Path::new("/sys/fs/cgroup/cpuacct/exprun-abc"));
+    assert_eq!(host.describe().0, "hybrid");
+    let h = host.v1_hierarchies(&plan);
+    assert_eq!(h.len(), 4);
+    assert!(h.contains(&("memory".to_string(), "memory".to_string())), "{h:?}");
+}
+
+#[test]
+fn oci_cgroups_paths_are_absolute_from_the_root_or_relative_to_the_caller() {
+    let host = CgroupHost::parse(HYBRID_MOUNTINFO, HYBRID_SELF);
+    let plan = host.plan(&Placement::Path("/kubepods/pod1/c1"), Limits::default(), false).unwrap();
+    assert_eq!(plan.dirs["memory"], Path::new("/sys/fs/cgroup/memory/kubepods/pod1/c1"));
+    assert_eq!(plan.dirs["pids"], Path::new("/sys/fs/cgroup/pids/kubepods/pod1/c1"));
+    assert!(plan.make_parents);
+    let plan = host.plan(&Placement::Path("k/c1"), Limits::default(), false).unwrap();
+    assert_eq!(plan.dirs["memory"], Path::new("/sys/fs/cgroup/memory/jobs/job42/k/c1"));
+    assert!(host.plan(&Placement::Path("/a/../b"), Limits::default(), false).is_err());
+}
+
+#[test]
+fn co_mounted_cpu_and_cpuacct_share_one_dir() {
+    let mi = "31 30 0:27 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+              33 30 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+    let host = CgroupHost::parse(mi, "3:cpu,cpuacct:/a\n2:memory:/a\n");
+    let plan = host.plan(&Placement::Child { name: "x", parent: None }, Limits::default(), false).unwrap();
+    assert_eq!(plan.dirs["cpu"], plan.dirs["cpuacct"]);
+    assert_eq!(plan.dirs["cpu"], Path::new("/sys/fs/cgroup/cpu,cpuacct/a/x"));
+    let h = host.v1_hierarchies(&plan);
+    assert_eq!(
+        h,
+        vec![("cpu,cpuacct".to_string(), "cpu,cpuacct".to_string()), ("memory".into(), "memory".into())]
+    );
+}
+
+#[test]
+fn a_limit_without_its_controller_is_refused_by_name() {
+    let mi = "33 30 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+    let host = CgroupHost::parse(mi, "2:memory:/\n");
+    let err = host
+        .plan(
+            &Placement::Child { name: "x", parent: None },
+            Limits { pids_max: Some(10), ..Limits::default() },
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--pids-limit") && err.contains("pids cgroup controller"), "{err}");
+}
+
+#[test]
+fn cgroup_parent_must_be_absolute_and_plain() {
+    let host = CgroupHost::parse(HYBRID_MOUNTINFO, HYBRID_SELF);
+    for bad in ["relative", "/a/../b", ""] {
+        assert!(
+            host.plan(&Placement::Child { name: "x", parent: Some(bad) }, Limits::default(), false).is_err(),
+            "{bad}"
+        );
+    }
+    let plan = host
+        .plan(&Placement::Child { name: "x", parent: Some("/experiments") }, Limits::default(), false)
+        .unwrap();
+    assert_eq!(plan.dirs["memory"], Path::new("/sys/fs/cgroup/memory/experiments/x"));
+}
+
+#[test]
+fn shares_convert_to_weights_like_runc() {
+    assert_eq!(shares_to_weight(2), 1);
+    assert_eq!(shares_to_weight(1024), 39);
+    assert_eq!(shares_to_weight(262_144), 10_000);
+}
+
+#[test]
+fn mountinfo_octal_escapes_are_decoded() {
+    assert_eq!(unescape(r"/mnt/with\040space"), "/mnt/with space");
+    assert_eq!(unescape("/plain"), "/plain");
+}
+
+/// A fake cgroup2 tree in a temp dir: the files the kernel would provide.
+fn v2_fixture() -> (tempfile::TempDir, CgroupHost) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::write(root.join("cgroup.controllers"), "cpuset cpu io memory hugetlb pids\n").unwrap();
+    fs::write(root.join("cgroup.subtree_control"), "").unwrap();
+    fs::create_dir(root.join("user.slice")).unwrap();
+    fs::write(root.join("user.slice/cgroup.subtree_control"), "memory\n").unwrap();
+    let mi = format!("30 25 0:26 / {} rw,nosuid - cgroup2 cgroup2 rw\n", root.display());
+    let mut host = CgroupHost::parse(&mi, "0::/user.slice\n");
+    host.v2_controllers = vec!["cpu".into(), "memory".into(), "pids".into()];
+    (dir, host)
+}
+
+#[test]
+fn v2_plan_create_writes_limits_and_enables_controllers_top_down() {
+    let (dir, host) = v2_fixture();
+    assert_eq!(host.version(), Version::V2);
+    let limits = Limits {
+        memory_bytes: Some(64 << 20),
+        cpu_quota_us: Some(150_000),
+        pids_max: Some(32),
+        ..Limits::default()
+    };
+    let plan = host.plan(&Placement::Child { name: "exprun-t", parent: None }, limits, false).unwrap();
+    let cg_dir = dir.path().join("user.slice/exprun-t");
+    assert_eq!(plan.dirs["unified"], cg_dir);
+    assert_eq!(plan.enable_in, vec![dir.path().to_path_buf(), dir.path().join("user.slice")]);
+    // The kernel creates the interface files; on a plain directory we pre-create
+    // the ones cgroups-rs reads before writing.
+    fs::create_dir(&cg_dir).unwrap();
+    fs::write(cg_dir.join("cpu.max"), "max 100000\n").unwrap();
+    fs::write(cg_dir.join("memory.swap.max"), "max\n").unwrap();
+    fs::write(cg_dir.join("cgroup.procs"), "").unwrap();
+    let cg = Cgroup::create(&plan).unwrap();
+    assert_eq!(fs::read_to_string(cg_dir.join("memory.max")).unwrap(), "67108864");
+    assert_eq!(fs::read_to_string(cg_dir.join("memory.swap.max")).unwrap(), "0");
+    assert_eq!(fs::read_to_string(cg_dir.join("pids.max")).unwrap(), "32");
+    assert_eq!(fs::read_to_string(cg_dir.join("cpu.max")).unwrap(), "150000 100000");
+    // A plain file only keeps the last write; the kernel file accumulates.
+    let root_ctl = fs::read_to_string(dir.path().join("cgroup.subtree_control")).unwrap();
+    assert!(root_ctl.starts_with('+'), "{root_ctl}");
+    let slice_ctl = fs::read_to_string(dir.path().join("user.slice/cgroup.subtree_control")).unwrap();
+    assert_eq!(slice_ctl, "+cpu", "memory was already enabled there");
+    fs::write(cg_dir.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
+    fs::write(cg_dir.join("memory.peak"), "1234\n").unwrap();
+    fs::write(cg_dir.join("cpu.stat"), "usage_usec 30\nuser_usec 20\nsystem_usec 10\n").unwrap();
+    fs::write(cg_dir.join("pids.events"), "max 7\n").unwrap();
+    let u = cg.usage();
+    assert_eq!(
+        u,
+        Usage {
+            peak_memory_bytes: Some(1234),
+            oom_kills: 1,
+            cpu_user_us: Some(20),
+            cpu_system_us: Some(10),
+            pids_limit_hits: 7
+        }
+    );
+    assert_eq!(cg.join_files().unwrap().len(), 1);
+}
+
+#[test]
+fn v2_controller_missing_is_refused() {
+    let (_dir, mut host) = v2_fixture();
+    host.v2_controllers = vec!["memory".into()];
+    let err = host
+        .plan(
+            &Placement::Child { name: "x", parent: None },
+            Limits { cpu_quota_us: Some(1000), ..Limits::default() },
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--cpus") && err.contains("cgroup.controllers"), "{err}");
+}
+
+#[test]
+fn oci_paths_make_their_missing_parents() {
+    let (dir, host) = v2_fixture();
+    let plan = host.plan(&Placement::Path("/kubepods/pod1/c1"), Limits::default(), false).unwrap();
+    for d in ["kubepods", "kubepods/pod1"] {
+        // What the kernel would give a new cgroup; a plain mkdir gives nothing.
+        fs::create_dir_all(dir.path().join(d)).unwrap();
+        fs::write(dir.path().join(d).join("cgroup.subtree_control"), "").unwrap();
+    }
+    fs::remove_dir_all(dir.path().join("kubepods")).unwrap();
+    // Without the kernel files enabling controllers fails, but the parents are
+    // made first: check that part.
+    let _ = Cgroup::create(&plan);
+    assert!(dir.path().join("kubepods/pod1").is_dir());
+}
+
+#[test]
+fn missing_parent_is_an_error_naming_it() {
+    let (dir, host) = v2_fixture();
+    let plan =
+        host.plan(&Placement::Child { name: "x", parent: Some("/nope") }, Limits::default(), false).unwrap();
+    let err = Cgroup::create(&plan).unwrap_err().to_string();
+    assert!(err.contains(&dir.path().join("nope").display().to_string()), "{err}");
+    assert!(err.contains("--cgroup-parent"), "{err}");
+}
+
+/// The delegation fixtures give files to other users, which needs root.
+fn may_chown(test: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "{test} needs root, and CI=true forbids skipping"
+        );
+        println!("SKIP: {test}: needs root to give the fixture's files to another user");
+    }
+    root
+}
+
+/// A fake cgroup2 tree as systemd lays it out for user 4242: everything from
+/// `user@4242.service` down belongs to the user; `cpu pids` were delegated.
+fn delegated_fixture(caller: &str) -> (tempfile::TempDir, CgroupHost) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let service = root.join("user.slice/user@4242.service");
+    for (d, owner) in [
+        (root.to_path_buf(), 0),
+        (root.join("user.slice"), 0),
+        (root.join("user.slice/session-1.scope"), 0),
+        (service.clone(), 4242),
+        (service.join("app.slice"), 4242),
+        (service.join("app.slice/run-r1.scope"), 4242),
+    ] {
+        fs::create_dir_all(&d).unwrap();
+        for f in ["cgroup.procs", "cgroup.subtree_control", "cgroup.controllers"] {
+            fs::write(d.join(f), "").unwrap();
+            std::os::unix::fs::chown(d.join(f), Some(owner), None).unwrap();
+        }
+        std::os::unix::fs::chown(&d, Some(owner), None).unwrap();
+    }
+    fs::write(service.join("cgroup.controllers"), "cpu pids\n").unwrap();
+    let mi = format!("30 25 0:26 / {} rw,nosuid - cgroup2 cgroup2 rw\n", root.display());
+    let host = CgroupHost::parse(&mi, &format!("0::{caller}\n"));
+    (dir, host)
+}
+
+#[test]
+fn a_rootless_run_goes_next_to_exprun_in_the_delegated_subtree() {
+    if !may_chown("a_rootless_run_goes_next_to_exprun_in_the_delegated_subtree") {
+        return;
+    }
+    let (dir, host) = delegated_fixture("/user.slice/user@4242.service/app.slice/run-r1.scope");
+    let limits = Limits { pids_max: Some(16), cpu_quota_us: Some(50_000), ..Limits::default() };
+    let plan = host.plan_delegated("exprun-x", None, limits.clone(), 4242).unwrap();
+    let service = dir.path().join("user.slice/user@4242.service");
+    assert_eq!(plan.version, Version::V2);
+    assert_eq!(plan.dirs["unified"], service.join("app.slice/exprun-x"));
+    assert_eq!(plan.enable_in, vec![service.clone(), service.join("app.slice")]);
+    assert_eq!(plan.limits, limits);
+
+    // A controller the subtree was not given is named, with where to look.
+    let memory = Limits { memory_bytes: Some(1 << 26), ..Limits::default() };
+    let err = host.plan_delegated("exprun-x", None, memory.clone(), 4242).unwrap_err().to_string();
+    assert!(err.contains("--memory") && err.contains("memory controller is not delegated"), "{err}");
+    assert!(err.contains(&service.join("cgroup.controllers").display().to_string()), "{err}");
+
+    // --cgroup-parent: only inside the subtree.
+    let plan = host
+        .plan_delegated("exprun-x", Some("/user.slice/user@4242.service"), Limits::default(), 4242)
+        .unwrap();
+    assert_eq!(plan.dirs["unified"], service.join("exprun-x"));
+    assert_eq!(plan.enable_in, vec![service.clone()]);
+    let err = host.plan_delegated("exprun-x", Some("/user.slice"), Limits::default(), 4242).unwrap_err();
+    assert!(matches!(err, Error::NotDelegated { .. }), "{err}");
+    // Another user has nothing delegated here.
+    let err = host.plan_delegated("exprun-x", None, Limits::default(), 4243).unwrap_err();
+    assert!(err.to_string().contains("is not delegated to you"), "{err}");
+}
+
+#[test]
+fn a_rootless_caller_outside_a_delegated_subtree_is_told_what_to_do() {
+    if !may_chown("a_rootless_caller_outside_a_delegated_subtree_is_told_what_to_do") {
+        return;
+    }
+    let (_dir, host) = delegated_fixture("/user.slice/session-1.scope");
+    let err = host.plan_delegated("exprun-x", None, Limits::default(), 4242).unwrap_err().to_string();
+    assert!(err.contains("session-1.scope is not delegated to you"), "{err}");
+
+    // Its own cgroup delegated, but with processes in it and a parent that is not.
+    let (_dir, host) = delegated_fixture("/user.slice/user@4242.service");
+    let err = host.plan_delegated("exprun-x", None, Limits::default(), 4242).unwrap_err().to_string();
+    assert!(err.contains("no internal processes") && err.contains("/cli/cgroup.procs"), "{err}");
+
+    // No cgroup2 hierarchy at all.
+    let host = CgroupHost::parse("", "0::/\n");
+    let err = host.plan_delegated("exprun-x", None, Limits::default(), 4242).unwrap_err().to_string();
+    assert!(err.contains("no cgroup2 hierarchy"), "{err}");
+}
+
+#[test]
+fn v2_controllers_enabled_are_those_the_limits_need_and_memory_where_there_is_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let top = dir.path().to_path_buf();
+    fs::write(top.join("cgroup.controllers"), "cpu pids\n").unwrap();
+    let pids = Limits { pids_max: Some(3), ..Limits::default() };
+    assert_eq!(v2_wanted(&pids, std::slice::from_ref(&top)), vec!["pids"]);
+    fs::write(top.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+    assert_eq!(v2_wanted(&pids, std::slice::from_ref(&top)), vec!["memory", "pids"]);
+}
