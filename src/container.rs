@@ -584,7 +584,7 @@ pub fn set_paused(root: &Root, id: &str, frozen: bool) -> Result<()> {
 /// `exprun ps`: the host pids of the container's processes.
 pub fn pids(root: &Root, id: &str) -> Result<Vec<i32>> {
     let c = load(root, id)?;
-    let mut pids = cgroup_pids(&c.plan);
+    let mut pids = container_pids(&c);
     pids.sort_unstable();
     Ok(pids)
 }
@@ -610,7 +610,7 @@ pub fn kill(root: &Root, id: &str, signal: &str, all: bool) -> Result<()> {
     let sig = parse_signal(signal)?;
     let c = load(root, id)?;
     if all {
-        for pid in cgroup_pids(&c.plan) {
+        for pid in container_pids(&c) {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::try_from(sig).ok());
         }
         return Ok(());
@@ -702,7 +702,7 @@ fn kill_and_wait(c: &Loaded, status: Status) {
     if let Some(fd) = &pidfd {
         let _ = sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
     }
-    for pid in cgroup_pids(&c.plan) {
+    for pid in container_pids(c) {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
     }
     // Frozen tasks cannot act on the SIGKILL until they are thawed.
@@ -727,13 +727,29 @@ fn hook_state(c: &Loaded, status: &str) -> String {
     )
 }
 
-/// Pids in the container's cgroup.
-fn cgroup_pids(plan: &RunPlan) -> Vec<i32> {
-    let Some(dir) = plan.cgroup.dirs.values().next() else { return Vec::new() };
-    fs::read_to_string(dir.join("cgroup.procs"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
+/// The container's processes: those in its cgroup, or, without one (a rootless
+/// container on a host that delegates no cgroup to the caller), those in its
+/// init's pid namespace.
+fn container_pids(c: &Loaded) -> Vec<i32> {
+    if let Some(dir) = c.plan.cgroup.dirs.values().next() {
+        return fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+    }
+    let pid_ns = |pid: &str| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let init = c.state.pid.to_string();
+    let Some(ns) = pid_ns(&init).filter(|_| alive(c.state.pid, c.state.pid_start)) else { return Vec::new() };
+    if pid_ns("self").as_ref() == Some(&ns) {
+        return vec![c.state.pid];
+    }
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| pid_ns(&p.to_string()).as_ref() == Some(&ns))
         .collect()
 }
 

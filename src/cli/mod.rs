@@ -42,8 +42,18 @@ pub struct Cli {
     #[arg(long = "systemd-cgroup", global = true)]
     pub systemd_cgroup: bool,
 
-    /// Rootless mode (runc-compatible): only false and auto are supported yet
-    #[arg(long, global = true, value_name = "true|false|auto", value_parser = ["true", "false", "auto"])]
+    /// Rootless mode (runc-compatible). exprun is rootless exactly when it is not
+    /// root, so `auto` and `false` change nothing, and `true` is refused to root.
+    /// `exprun spec --rootless` writes a config for an unprivileged caller
+    #[arg(
+        long,
+        global = true,
+        value_name = "true|false|auto",
+        value_parser = ["true", "false", "auto"],
+        num_args = 0..=1,
+        require_equals = false,
+        default_missing_value = "true"
+    )]
     pub rootless: Option<String>,
 
     #[command(subcommand)]
@@ -177,10 +187,11 @@ pub fn main() -> i32 {
         runtime: cli.root.is_none().then(runtime_dir).flatten(),
     };
     let log = LogTarget { path: cli.log.clone(), json: cli.log_format == "json" };
-    if cli.rootless.as_deref() == Some("true") {
+    let rootless = cli.rootless.as_deref() == Some("true");
+    if rootless && nix::unistd::geteuid().is_root() && !matches!(cli.command, Command::Spec(_)) {
         let e = Error::Usage(
-            "--rootless=true is not supported for the runc-compatible verbs; `exprun run` as an \
-             unprivileged user is rootless by itself"
+            "--rootless=true: exprun is running as root; it is rootless when an unprivileged user runs it \
+             (a user namespace then maps that user to root), so run it as that user"
                 .into(),
         );
         return report(&e, &log);
@@ -220,7 +231,7 @@ pub fn main() -> i32 {
         Command::Delete(a) => oci::delete(&globals, a),
         Command::List(a) => oci::list(&globals, a),
         Command::Features => oci::features(),
-        Command::Spec(a) => oci::spec(a),
+        Command::Spec(a) => oci::spec(a, rootless),
     };
     match result {
         Ok(code) => code,

@@ -356,7 +356,10 @@ pub struct SpecArgs {
 }
 
 /// Run `exprun spec`: write a starting config.json, refusing to replace one.
-pub fn spec(a: SpecArgs) -> Result<i32> {
+/// With `rootless`, one an unprivileged caller can run, as `runc spec --rootless`
+/// writes: a user namespace mapping the caller to root, the host's network
+/// namespace, /sys bound from the host, no cgroup namespace or /sys/fs/cgroup.
+pub fn spec(a: SpecArgs, rootless: bool) -> Result<i32> {
     let path = a.bundle.join("config.json");
     if path.exists() {
         return Err(Error::Usage(format!("{} already exists; remove it first", path.display())));
@@ -392,6 +395,33 @@ pub fn spec(a: SpecArgs) -> Result<i32> {
             "readonlyPaths": crate::spec::READONLY_PATHS
         }
     });
+    let mut doc = doc;
+    if rootless {
+        let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+        doc["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "user"}]);
+        doc["linux"]["uidMappings"] = serde_json::json!([{"containerID": 0, "hostID": uid, "size": 1}]);
+        doc["linux"]["gidMappings"] = serde_json::json!([{"containerID": 0, "hostID": gid, "size": 1}]);
+        // Only the caller's ids exist inside: no tty group for /dev/pts, no
+        // sysfs of a network namespace of its own, no cgroup of its own to show.
+        doc["mounts"] = serde_json::json!([
+            m("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+            m(
+                "/dev",
+                "tmpfs",
+                "tmpfs",
+                &["nosuid", "noexec", "nodev", "strictatime", "mode=755", "size=65536k"]
+            ),
+            m(
+                "/dev/pts",
+                "devpts",
+                "devpts",
+                &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]
+            ),
+            m("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
+            m("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
+            m("/sys", "bind", "/sys", &["rbind", "nosuid", "noexec", "nodev", "ro"])
+        ]);
+    }
     let mut bytes = serde_json::to_vec_pretty(&doc).map_err(|e| Error::Usage(e.to_string()))?;
     bytes.push(b'\n');
     std::fs::write(&path, bytes).map_err(|e| Error::Usage(format!("writing {}: {e}", path.display())))?;

@@ -519,29 +519,8 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
             ),
         });
     }
-    // A rootless run's cgroup is in the subtree delegated to the caller; with
-    // none, the run has no cgroup, which the caller must accept (--no-limits).
     let cgroup = if user_ns.is_some() && !nix::unistd::geteuid().is_root() {
-        let no_limits = ctx.request.as_ref().is_some_and(|r| r.options.no_limits);
-        let limited = limits != Limits::default();
-        match ctx.cgroups.plan_delegated(&name, ctx.cgroup_parent, limits, nix::unistd::geteuid().as_raw()) {
-            Ok(plan) => plan,
-            Err(crate::cgroups::Error::NotDelegated { .. }) if no_limits && !limited => CgroupPlan::none(),
-            Err(crate::cgroups::Error::NotDelegated { why }) => {
-                return Err(Error::Unsupported(format!(
-                    "rootless run (uid {}): {why}, so {} and no usage can be recorded. Start exprun in a \
-                     cgroup delegated to you (systemd-run --user --scope exprun run ...), {}, or run as root",
-                    nix::unistd::geteuid(),
-                    if limited {
-                        "--memory, --cpus and --pids-limit cannot be enforced"
-                    } else {
-                        "no limits can be enforced"
-                    },
-                    if limited { "drop those options" } else { "pass --no-limits to run without a cgroup" },
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        }
+        rootless_cgroup(&ctx, &placement, limits)?
     } else {
         ctx.cgroups.plan(&placement, limits, matches!(ctx.source, Source::Bundle { .. }))?
     };
@@ -779,6 +758,51 @@ fn personality(p: &oci_spec::runtime::LinuxPersonality) -> Result<u64> {
         }
     }
     Ok(persona)
+}
+
+/// A rootless run's cgroup: in the cgroup2 subtree delegated to the caller. With
+/// none delegated, a run without limits has no cgroup: `exprun run` only when
+/// the caller accepts that (`--no-limits`), a bundle always (as with runc).
+fn rootless_cgroup(ctx: &PlanContext<'_>, placement: &Placement<'_>, limits: Limits) -> Result<CgroupPlan> {
+    let uid = nix::unistd::geteuid();
+    let (parent, name) = match *placement {
+        Placement::Child { name, parent } => (parent, name),
+        Placement::Path(p) => match p.rsplit_once('/') {
+            Some((parent, name)) if p.starts_with('/') && !name.is_empty() => {
+                (Some(if parent.is_empty() { "/" } else { parent }), name)
+            }
+            _ => {
+                return Err(Error::Process {
+                    field: "linux.cgroupsPath",
+                    why: format!(
+                        "{p:?}: a rootless container's cgroup must be an absolute path in the cgroup2 \
+                         hierarchy, inside the subtree delegated to the caller (or leave it out)"
+                    ),
+                })
+            }
+        },
+    };
+    let limited = limits != Limits::default();
+    let bundle = ctx.request.is_none();
+    let accepted = bundle || ctx.request.as_ref().is_some_and(|r| r.options.no_limits);
+    match ctx.cgroups.plan_delegated(name, parent, limits, uid.as_raw()) {
+        Ok(plan) => Ok(plan),
+        Err(crate::cgroups::Error::NotDelegated { .. }) if accepted && !limited => Ok(CgroupPlan::none()),
+        Err(crate::cgroups::Error::NotDelegated { why }) => {
+            let (what, instead) = match (bundle, limited) {
+                (true, _) => ("linux.resources cannot be enforced", "remove them from config.json"),
+                (false, true) => {
+                    ("--memory, --cpus and --pids-limit cannot be enforced", "drop those options")
+                }
+                (false, false) => ("no limits can be enforced", "pass --no-limits to run without a cgroup"),
+            };
+            Err(Error::Unsupported(format!(
+                "rootless run (uid {uid}): {why}, so {what} and no usage can be recorded. Start exprun in a \
+                 cgroup delegated to you (systemd-run --user --scope exprun ...), {instead}, or run as root"
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn limits(linux: &oci_spec::runtime::Linux) -> Result<Limits> {

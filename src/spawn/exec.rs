@@ -4,11 +4,12 @@
 //! The same clone and the same child steps as a container's init, with a
 //! different middle: the child joins every namespace of the container's init
 //! (exprun joins the pid namespace just before the clone, so the child is born
-//! in it) and the container's cgroup, instead of making new ones and a root
-//! filesystem. Then it drops privileges as the process spec says and execs.
+//! in it; its user namespace first, see [`exec`]) and the container's cgroup,
+//! instead of making new ones and a root filesystem. Then it drops privileges as the process spec says and execs.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -71,11 +72,32 @@ pub fn exec(
             source,
         })
     };
-    let mut ns_join = Vec::new();
-    for (name, flag) in JOIN_ORDER {
-        ns_join.push((open(name)?, *flag as u64));
+    // A container with a user namespace of its own: the process joins it first,
+    // so that it runs with the container's ids and capabilities, not the
+    // caller's. Without root, only from inside it may the pid namespace be
+    // joined, so there exprun itself joins it, and the child is born in it.
+    // Namespaces the container shares with exprun are not joined: that would be
+    // a no-op for root, and is refused to a rootless caller.
+    let ino =
+        |pid: &str, name: &str| std::fs::metadata(format!("/proc/{pid}/ns/{name}")).map(|m| m.ino()).ok();
+    let init = req.init_pid.to_string();
+    let shared = |name: &str| ino("self", name) == ino(&init, name);
+    let user_ns = (!shared("user")).then(|| open("user")).transpose()?;
+    let pid_ns = (!shared("pid")).then(|| open("pid")).transpose()?;
+    let mut joined = Vec::new();
+    for (name, flag) in JOIN_ORDER.iter().filter(|(name, _)| !shared(name)) {
+        joined.push((open(name)?, *flag as u64));
     }
-    let pid_ns = open("pid")?;
+    let mut ns_join = Vec::new();
+    match user_ns {
+        Some(ns) if !nix::unistd::geteuid().is_root() => {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWUSER)
+                .map_err(|e| Error::Io { op: "joining the container's user namespace", source: e.into() })?
+        }
+        Some(ns) => ns_join.push((ns, libc::CLONE_NEWUSER as u64)),
+        None => {}
+    }
+    ns_join.extend(joined);
     let cgroup_join = Cgroup::adopt(req.cgroup).join_files()?;
     let (parent_end, child_end) = protocol::channel().map_err(io_err("creating the exec channel"))?;
 
@@ -88,8 +110,10 @@ pub fn exec(
             )),
         });
     }
-    nix::sched::setns(&pid_ns, nix::sched::CloneFlags::CLONE_NEWPID)
-        .map_err(|e| Error::Io { op: "joining the container's pid namespace", source: e.into() })?;
+    if let Some(pid_ns) = pid_ns {
+        nix::sched::setns(&pid_ns, nix::sched::CloneFlags::CLONE_NEWPID)
+            .map_err(|e| Error::Io { op: "joining the container's pid namespace", source: e.into() })?;
+    }
     // SAFETY: the process is single-threaded (checked just above); the child branch
     // ends in init::run, which never returns (execve or _exit).
     let forked = unsafe { sys::clone_process(0, None) }.map_err(io_err("cloning the exec'd process"))?;

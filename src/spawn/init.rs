@@ -244,8 +244,10 @@ fn setup(
     }
     let groups: Vec<Gid> = p.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
     // In a rootless user namespace setgroups(2) is denied (that is what lets the
-    // gid map be written unprivileged); there are no groups to set anyway.
-    let denied = matches!(role, Role::Init(RunPlan { user_ns: Some(ns), .. }) if !ns.needs_helpers());
+    // gid map be written unprivileged); there are no groups to set anyway. An
+    // exec'd process learns it from the namespace it joined.
+    let denied = matches!(role, Role::Init(RunPlan { user_ns: Some(ns), .. }) if !ns.needs_helpers())
+        || std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
     if !(denied && groups.is_empty()) {
         step("setting supplementary groups", unistd::setgroups(&groups))?;
     }
