@@ -71,9 +71,12 @@ pub type Vary<'a> = dyn Fn(&mut oci_spec::runtime::Spec, &mut Vec<usize>) + 'a;
 
 /// Whether this run is rootless (exprun is not root): its caller then maps to
 /// root in a user namespace, and its cgroup must be one delegated to the caller.
-fn rootless() -> Option<spec::Rootless> {
-    let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
-    (!uid.is_root()).then(|| spec::Rootless::of_caller(uid.as_raw(), gid.as_raw()))
+fn rootless(cgroups: &CgroupHost, parent: Option<&str>) -> Option<spec::Rootless> {
+    let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+    (uid != 0).then(|| spec::Rootless {
+        cgroup: cgroups.delegated_parent(parent, uid).is_ok(),
+        ..spec::Rootless::of_caller(uid, gid)
+    })
 }
 
 /// Run one experiment described by `opts`. `command_line` is exprun's own argv.
@@ -89,7 +92,8 @@ pub fn run_with(
     replay: Replay<'_>,
 ) -> Result<RunResult> {
     let created = SystemTime::now();
-    let rootless = rootless();
+    let cgroups = CgroupHost::detect().map_err(plan::Error::from)?;
+    let rootless = rootless(&cgroups, opts.cgroup_parent.as_deref());
     // 1.
     let cleaned = root.cleanup_stale();
     log::debug(|| format!("step 1: cleaned up {} stale run(s)", cleaned.len()));
@@ -127,7 +131,6 @@ pub fn run_with(
     log::debug(|| "step 3: runtime spec built".into());
 
     // 4.
-    let cgroups = CgroupHost::detect().map_err(plan::Error::from)?;
     let plan = plan::build(
         spec,
         PlanContext {

@@ -172,13 +172,15 @@ fn a_rootless_run_gets_its_cgroup_in_the_subtree_delegated_to_its_user() {
 
     // A run without limits gets a cgroup beside exprun's own, made by the user,
     // and needs no --no-limits.
-    let child = d.spawn(&h, &["run", "busybox:latest", "sh", "-c", "sleep 1; echo ok"]);
+    // Inside, its own cgroup namespace and /sys/fs/cgroup.
+    let script = "sleep 1; grep ^0:: /proc/self/cgroup; test -f /sys/fs/cgroup/cgroup.procs && echo own";
+    let child = d.spawn(&h, &["run", "busybox:latest", "sh", "-c", script]);
     let dir = retry("the run's cgroup, with the container in it", || d.running());
     assert_eq!(std::fs::metadata(&dir).unwrap().uid(), h.uid, "made by the user");
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         (out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref()),
-        (Some(0), "ok\n"),
+        (Some(0), "0::/\nown\n"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -42,11 +42,57 @@ impl CgroupHost {
         limits: Limits,
         uid: u32,
     ) -> Result<CgroupPlan> {
+        let parent_dir = self.delegated_parent(parent, uid)?;
+        let delegated = |dir: &Path| delegated_to(dir, uid);
+        let mount = self.v2.as_ref().ok_or_else(|| Error::NotDelegated { why: "no cgroup2 mount".into() })?;
+        // The highest delegated ancestor: controllers are enabled from there
+        // down, and its own cgroup.controllers says what was delegated.
+        let mut top = parent_dir.clone();
+        while let Some(p) = top.parent().filter(|p| p.starts_with(&mount.point) && *p != mount.point) {
+            if !delegated(p) {
+                break;
+            }
+            top = p.to_path_buf();
+        }
+        let listing = top.join("cgroup.controllers");
+        let available =
+            fs::read_to_string(&listing).map_err(|source| Error::Host { path: listing.clone(), source })?;
+        for (ctrl, needed, option) in [
+            (MEMORY, limits.memory_bytes.is_some(), "--memory"),
+            (PIDS, limits.pids_max.is_some(), "--pids-limit"),
+            (CPU, limits.cpu_quota_us.is_some() || limits.cpu_shares.is_some(), "--cpus"),
+        ] {
+            if needed && !available.split_whitespace().any(|c| c == ctrl) {
+                return Err(Error::Unenforceable {
+                    limit: option,
+                    why: format!(
+                        "the {ctrl} controller is not delegated to you: {} lists {:?}",
+                        listing.display(),
+                        available.trim()
+                    ),
+                });
+            }
+        }
+        let mut enable_in: Vec<PathBuf> =
+            parent_dir.ancestors().take_while(|a| a.starts_with(&top)).map(Path::to_path_buf).collect();
+        enable_in.reverse();
+        Ok(CgroupPlan {
+            version: Version::V2,
+            dirs: [("unified".to_string(), parent_dir.join(name))].into(),
+            enable_in,
+            make_parents: false,
+            limits,
+        })
+    }
+
+    /// The delegated cgroup a rootless run's cgroup goes into: `parent`, or the
+    /// parent of exprun's own cgroup; [`Error::NotDelegated`] saying why not.
+    pub fn delegated_parent(&self, parent: Option<&str>, uid: u32) -> Result<PathBuf> {
         let delegated = |dir: &Path| delegated_to(dir, uid);
         let not_delegated = |why: String| Error::NotDelegated { why };
         let mount =
             self.v2.as_ref().ok_or_else(|| not_delegated("no cgroup2 hierarchy is mounted".into()))?;
-        let parent_dir = match parent {
+        let dir = match parent {
             Some(p) => {
                 check_path(p, true)?;
                 let dir = join_under(mount, p).ok_or_else(|| Error::Parent {
@@ -86,44 +132,7 @@ impl CgroupHost {
                 }
             }
         };
-        // The highest delegated ancestor: controllers are enabled from there
-        // down, and its own cgroup.controllers says what was delegated.
-        let mut top = parent_dir.clone();
-        while let Some(p) = top.parent().filter(|p| p.starts_with(&mount.point) && *p != mount.point) {
-            if !delegated(p) {
-                break;
-            }
-            top = p.to_path_buf();
-        }
-        let listing = top.join("cgroup.controllers");
-        let available =
-            fs::read_to_string(&listing).map_err(|source| Error::Host { path: listing.clone(), source })?;
-        for (ctrl, needed, option) in [
-            (MEMORY, limits.memory_bytes.is_some(), "--memory"),
-            (PIDS, limits.pids_max.is_some(), "--pids-limit"),
-            (CPU, limits.cpu_quota_us.is_some() || limits.cpu_shares.is_some(), "--cpus"),
-        ] {
-            if needed && !available.split_whitespace().any(|c| c == ctrl) {
-                return Err(Error::Unenforceable {
-                    limit: option,
-                    why: format!(
-                        "the {ctrl} controller is not delegated to you: {} lists {:?}",
-                        listing.display(),
-                        available.trim()
-                    ),
-                });
-            }
-        }
-        let mut enable_in: Vec<PathBuf> =
-            parent_dir.ancestors().take_while(|a| a.starts_with(&top)).map(Path::to_path_buf).collect();
-        enable_in.reverse();
-        Ok(CgroupPlan {
-            version: Version::V2,
-            dirs: [("unified".to_string(), parent_dir.join(name))].into(),
-            enable_in,
-            make_parents: false,
-            limits,
-        })
+        Ok(dir)
     }
 }
 

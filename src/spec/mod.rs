@@ -158,6 +158,9 @@ pub struct Rootless {
     /// and /etc/subgid, mapped from 1 up, when both exist and newuidmap and
     /// newgidmap are installed.
     pub subordinate: Option<((u32, u32), (u32, u32))>,
+    /// A cgroup2 subtree is delegated to the caller: the run gets a cgroup
+    /// there, and with it a cgroup namespace and its own /sys/fs/cgroup.
+    pub cgroup: bool,
 }
 
 impl Rootless {
@@ -184,7 +187,7 @@ impl Rootless {
             (Some(u), Some(g)) if helpers => Some((u, g)),
             _ => None,
         };
-        Rootless { uid, gid, subordinate }
+        Rootless { uid, gid, subordinate, cgroup: false }
     }
 
     fn maps(own: u32, sub: Option<(u32, u32)>) -> Vec<Value> {
@@ -265,11 +268,13 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<(Spec, Det
     if opts.network == Network::None {
         namespaces.push("network");
     }
-    // A rootless run has a user namespace and no cgroup of its own (so no
-    // cgroup namespace and no /sys/fs/cgroup).
-    match ctx.rootless {
-        Some(_) => namespaces.push("user"),
-        None => namespaces.push("cgroup"),
+    // A rootless run has a user namespace, and a cgroup namespace only when it
+    // has a cgroup of its own (in a subtree delegated to the caller).
+    if ctx.rootless.is_some() {
+        namespaces.push("user");
+    }
+    if ctx.rootless.is_none_or(|r| r.cgroup) {
+        namespaces.push("cgroup");
     }
 
     let mut resources = serde_json::Map::new();
@@ -284,7 +289,7 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<(Spec, Det
         resources.insert("pids".into(), json!({"limit": p}));
     }
     // The plan adds the devices every container may use. A rootless run has no
-    // cgroup; its /dev holds the bound nodes only, and every mount is nodev.
+    // devices cgroup; its /dev holds the bound nodes only, and every mount is nodev.
     if ctx.rootless.is_none() {
         resources.insert("devices".into(), json!([crate::cgroups::devices::deny_all().oci_json()]));
     }
@@ -315,7 +320,7 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<(Spec, Det
         },
         "root": { "path": rootfs_dir(ctx.state_dir), "readonly": opts.read_only },
         "hostname": hostname,
-        "mounts": mounts(opts, ctx.state_dir, ctx.rootless.is_some()),
+        "mounts": mounts(opts, ctx.state_dir, ctx.rootless),
         "linux": {
             "namespaces": namespaces.iter().map(|n| json!({"type": n})).collect::<Vec<_>>(),
             "uidMappings": ctx.rootless.map(|r| Rootless::maps(r.uid, r.subordinate.map(|s| s.0))),
@@ -437,7 +442,8 @@ fn rlimits(host: &[(String, u64, u64)], ulimits: &[options::Ulimit]) -> Vec<(Str
 
 /// System mounts, then the run's /etc files, then the user's mounts sorted so a
 /// parent is mounted before anything inside it.
-fn mounts(opts: &RunOptions, state_dir: &Path, rootless: bool) -> Vec<Value> {
+fn mounts(opts: &RunOptions, state_dir: &Path, caller: Option<Rootless>) -> Vec<Value> {
+    let rootless = caller.is_some();
     let m = |dst: &str, typ: &str, src: &str, o: &[&str]| json!({"destination": dst, "type": typ, "source": src, "options": o});
     // In a user namespace, group 5 (tty) is not mapped, and sysfs can only be
     // mounted by the owner of the network namespace: with the host's network,
@@ -459,7 +465,7 @@ fn mounts(opts: &RunOptions, state_dir: &Path, rootless: bool) -> Vec<Value> {
     } else {
         v.push(m("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]));
     }
-    if !rootless {
+    if caller.is_none_or(|r| r.cgroup) {
         v.push(m("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "noexec", "nodev", "relatime", "ro"]));
     }
     let bind = |src: &Path, dst: &Path, ro: bool| {
