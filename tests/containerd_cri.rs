@@ -131,27 +131,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         }
         // A pod whose shim is gone keeps running, reparented to pid 1: end every
         // process in the pods' cgroups, then remove the cgroups, deepest first.
-        let mut trees = Vec::new();
         for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-            let top = h.path().join(&self.cgroup_parent);
-            if top.is_dir() {
-                collect_dirs(&top, &mut trees);
-            }
-        }
-        for d in &trees {
-            for pid in std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default().lines() {
-                if let Ok(pid) = pid.trim().parse::<i32>() {
-                    let _ =
-                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-                }
-            }
-        }
-        trees.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for d in &trees {
-            let t0 = Instant::now();
-            while std::fs::remove_dir(d).is_err() && d.exists() && t0.elapsed() < Duration::from_secs(5) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            common::remove_cgroup_tree(&h.path().join(&self.cgroup_parent));
         }
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let mut ours: Vec<String> = mounts
@@ -170,15 +151,6 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 impl Drop for Containerd {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
-    out.push(dir.to_path_buf());
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            collect_dirs(&e.path(), out);
-        }
     }
 }
 

@@ -432,7 +432,16 @@ fn run_bundle_supervises_in_the_foreground_or_detaches() {
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(fg.stdout.take().unwrap()));
     assert_eq!(lines.next().unwrap().unwrap(), "up");
     assert_eq!(status_of(r, &log, "live")["status"], "running");
-    let hook: serde_json::Value = serde_json::from_slice(&std::fs::read(&poststart).unwrap()).unwrap();
+    // The poststart hook runs once the command has started, so possibly after
+    // its first line: wait for what it writes.
+    let t0 = std::time::Instant::now();
+    let hook: serde_json::Value = loop {
+        match std::fs::read(&poststart).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+            Some(v) => break v,
+            None if t0.elapsed().as_secs() < 10 => std::thread::sleep(std::time::Duration::from_millis(10)),
+            None => panic!("the poststart hook wrote nothing to {}", poststart.display()),
+        }
+    };
     assert_eq!(hook["status"], "running");
     let (code, out, _) = oci(r, &log, &["exec", "live", "echo", "inside"]);
     assert_eq!((code, out.as_str()), (0, "inside\n"));

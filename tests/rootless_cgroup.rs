@@ -125,24 +125,7 @@ impl Delegation {
 
 impl Drop for Delegation {
     fn drop(&mut self) {
-        // Deepest first; anything still inside is killed.
-        let mut dirs: Vec<PathBuf> = vec![self.delegated.clone()];
-        let mut i = 0;
-        while i < dirs.len() {
-            for e in std::fs::read_dir(&dirs[i]).into_iter().flatten().flatten() {
-                if e.path().is_dir() {
-                    dirs.push(e.path());
-                }
-            }
-            i += 1;
-        }
-        for dir in dirs.iter().rev() {
-            let _ = std::fs::write(dir.join("cgroup.kill"), "1");
-            retry(&format!("rmdir {}", dir.display()), || match std::fs::remove_dir(dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => None,
-                _ => Some(()),
-            });
-        }
+        common::remove_cgroup_tree(&self.delegated);
     }
 }
 

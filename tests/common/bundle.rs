@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
-use nix::unistd::Pid;
-
 use super::{privileged, TestRoot};
 
 /// The tests reap grandchildren: run them one at a time.
@@ -73,27 +71,7 @@ impl Drop for Serial {
             return;
         }
         for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-            let top = e.path().join(parent_cgroup());
-            let mut dirs = vec![top.clone()];
-            let mut i = 0;
-            while i < dirs.len() {
-                for d in std::fs::read_dir(&dirs[i]).into_iter().flatten().flatten() {
-                    if d.path().is_dir() {
-                        dirs.push(d.path());
-                    }
-                }
-                i += 1;
-            }
-            for d in dirs.iter().rev() {
-                let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
-                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()).filter(|p| *p > 0) {
-                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-                }
-                let t0 = std::time::Instant::now();
-                while std::fs::remove_dir(d).is_err() && d.exists() && t0.elapsed().as_secs() < 5 {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-            }
+            super::remove_cgroup_tree(&e.path().join(parent_cgroup()));
         }
     }
 }

@@ -208,3 +208,31 @@ impl TestRoot {
         assert!(stray.is_empty(), "store temp files left behind: {stray:?}");
     }
 }
+
+/// Kill every process in the cgroup `top` and the cgroups below it, then remove
+/// them, deepest first; each for up to 5 s, since the kernel frees a cgroup a
+/// moment after its last process is gone.
+pub fn remove_cgroup_tree(top: &Path) {
+    let mut dirs = vec![top.to_path_buf()];
+    let mut i = 0;
+    while i < dirs.len() {
+        for e in std::fs::read_dir(&dirs[i]).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(e.path());
+            }
+        }
+        i += 1;
+    }
+    for d in &dirs {
+        let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()).filter(|p| *p > 0) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        }
+    }
+    for d in dirs.iter().rev() {
+        let t0 = std::time::Instant::now();
+        while std::fs::remove_dir(d).is_err() && d.exists() && t0.elapsed().as_secs() < 5 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
