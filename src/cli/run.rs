@@ -117,7 +117,8 @@ pub struct RunArgs {
     pull: String,
     #[command(flatten)]
     registry: super::registry::RegistryArgs,
-    /// Parent cgroup, as a path inside the cgroup hierarchy [default: exprun's own cgroup]
+    /// Parent cgroup, as a path inside the cgroup hierarchy [default: exprun's own
+    /// cgroup; rootless: the delegated parent of exprun's own cgroup]
     #[arg(long = "cgroup-parent", value_name = "PATH")]
     cgroup_parent: Option<String>,
     /// Run the OCI bundle in DIR as runc's `run` does: its config.json says
