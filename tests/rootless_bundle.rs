@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::rootless::Home;
+use common::rootless::{edit_config, rootless_bundle, Home};
 use common::{exprun_bin, privileged};
 
 /// `exprun --root <home>/oci ARGS` as the user: (status, stdout, stderr).
@@ -27,14 +26,6 @@ fn status(h: &Home, id: &str) -> String {
     s["status"].as_str().unwrap().to_string()
 }
 
-/// Rewrite the bundle's config.json through `edit`.
-fn edit_config(bundle: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
-    let path = bundle.join("config.json");
-    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    edit(&mut config);
-    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-}
-
 #[test]
 fn an_unprivileged_user_drives_a_bundle_through_the_runc_verbs() {
     if !privileged(
@@ -47,20 +38,11 @@ fn an_unprivileged_user_drives_a_bundle_through_the_runc_verbs() {
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let h = Home::new();
     let work = tempfile::tempdir().unwrap();
-    let bundle = common::bundle::bundle(work.path(), &["true"]);
-    std::fs::remove_file(bundle.join("config.json")).unwrap();
-    let chown = Command::new("chown").args(["-R", &format!("{}:{}", h.uid, h.gid)]).arg(work.path()).status();
-    assert!(chown.unwrap().success());
-    let (code, _, err) = h.exprun(&["spec", "--rootless", "-b", bundle.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
+    let script = "id -u; tr -s ' ' < /proc/self/uid_map; exit 4";
+    let bundle = rootless_bundle(&h, work.path(), &["sh", "-c", script]);
     let b = bundle.to_str().unwrap();
 
     // `run`: root inside, the caller outside, the command's status.
-    edit_config(&bundle, |c| {
-        c["process"]["terminal"] = false.into();
-        c["process"]["args"] =
-            serde_json::json!(["sh", "-c", "id -u; tr -s ' ' < /proc/self/uid_map; exit 4"]);
-    });
     let (code, stdout, err) = oci(&h, &["run", "-b", b, "r0"]);
     assert_eq!(code, 4, "{err}");
     assert_eq!(stdout, format!("0\n 0 {} 1\n", h.uid));

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::rootless::Home;
+use common::rootless::{rootless_bundle, Home};
 use common::{fixture_dir, privileged};
 
 /// A cgroup delegated to the test's user, removed on drop.
@@ -85,19 +85,26 @@ impl Delegation {
 
     /// `exprun ARGS` as the user, started in the delegated subtree's `cli` cgroup.
     fn spawn(&self, h: &Home, args: &[&str]) -> Child {
+        self.spawn_command(h, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    }
+
+    fn spawn_command(&self, h: &Home, args: &[&str]) -> Command {
         let inner = h.command(&common::exprun_bin(), args);
-        Command::new("sh")
-            .arg("-c")
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
             .arg("echo $$ > \"$1/cgroup.procs\" && shift && exec \"$@\"")
             .arg("sh")
             .arg(self.delegated.join("cli"))
             .arg(inner.get_program())
             .args(inner.get_args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// [`Self::spawn`], to completion, with no pipe a container could keep open.
+    fn run_detached(&self, h: &Home, args: &[&str]) -> bool {
+        let mut cmd = self.spawn_command(h, args);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap().success()
     }
 
     fn run(&self, h: &Home, args: &[&str]) -> (i32, String, String) {
@@ -218,6 +225,38 @@ fn a_rootless_run_gets_its_cgroup_in_the_subtree_delegated_to_its_user() {
     assert_eq!(code, 0, "{err}");
     assert!(!dir.exists(), "{} left behind", dir.display());
     assert!(d.runs().is_empty());
+
+    // A rootless bundle in the subtree: pause and resume through cgroup.freeze,
+    // and an update whose controller was not delegated refused by name.
+    let work = tempfile::tempdir().unwrap();
+    let bundle = rootless_bundle(&h, work.path(), &["sleep", "60"]);
+    let root = h.path().join("oci");
+    let oci = |args: &[&str]| {
+        let mut all = vec!["--root", root.to_str().unwrap()];
+        all.extend_from_slice(args);
+        d.run(&h, &all)
+    };
+    let create = ["--root", root.to_str().unwrap(), "create", "-b", bundle.to_str().unwrap(), "c1"];
+    assert!(d.run_detached(&h, &create));
+    let status = || {
+        let (_, out, err) = oci(&["state", "c1"]);
+        let s: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{err}"));
+        s["status"].as_str().unwrap().to_string()
+    };
+    assert_eq!(oci(&["start", "c1"]).0, 0);
+    let dir = retry("the container's cgroup", || d.running());
+    assert_eq!(oci(&["pause", "c1"]).0, 0);
+    assert_eq!(status(), "paused");
+    assert_eq!(std::fs::read_to_string(dir.join("cgroup.freeze")).unwrap().trim(), "1");
+    assert_eq!(oci(&["resume", "c1"]).0, 0);
+    assert_eq!(status(), "running");
+    if !d.has("pids") {
+        let (code, _, err) = oci(&["update", "--pids-limit", "20", "c1"]);
+        assert_eq!(code, 125);
+        assert!(err.contains("the pids controller is not available there"), "{err}");
+    }
+    assert_eq!(oci(&["delete", "--force", "c1"]).0, 0);
+    assert!(d.runs().is_empty(), "the container's cgroup is removed");
 
     h.remove_image();
     h.assert_no_leftovers();

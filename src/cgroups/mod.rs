@@ -794,7 +794,23 @@ fn enable_controllers(dir: &Path, wanted: &[&str]) -> Result<()> {
         source,
     })?;
     let have: Vec<&str> = current.split_whitespace().collect();
+    let listing = dir.join("cgroup.controllers");
+    let available = fs::read_to_string(&listing).unwrap_or_default();
     for c in wanted.iter().filter(|c| !have.contains(c)) {
+        if !available.split_whitespace().any(|a| a == *c) {
+            return Err(Error::Io {
+                op: "enabling the cgroup controllers in",
+                path: path.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "the {c} controller is not available there: {} lists {:?}",
+                        listing.display(),
+                        available.trim()
+                    ),
+                ),
+            });
+        }
         fs::write(&path, format!("+{c}")).map_err(|source| {
             let source = if source.raw_os_error() == Some(libc::EBUSY) {
                 io::Error::new(

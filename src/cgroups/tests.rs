@@ -116,6 +116,7 @@ fn v2_fixture() -> (tempfile::TempDir, CgroupHost) {
     fs::write(root.join("cgroup.subtree_control"), "").unwrap();
     fs::create_dir(root.join("user.slice")).unwrap();
     fs::write(root.join("user.slice/cgroup.subtree_control"), "memory\n").unwrap();
+    fs::write(root.join("user.slice/cgroup.controllers"), "cpu memory pids\n").unwrap();
     let mi = format!("30 25 0:26 / {} rw,nosuid - cgroup2 cgroup2 rw\n", root.display());
     let mut host = CgroupHost::parse(&mi, "0::/user.slice\n");
     host.v2_controllers = vec!["cpu".into(), "memory".into(), "pids".into()];
@@ -314,4 +315,16 @@ fn v2_controllers_enabled_are_those_the_limits_need_and_memory_where_there_is_on
     assert_eq!(v2_wanted(&pids, std::slice::from_ref(&top)), vec!["pids"]);
     fs::write(top.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
     assert_eq!(v2_wanted(&pids, std::slice::from_ref(&top)), vec!["memory", "pids"]);
+}
+
+#[test]
+fn a_controller_an_ancestor_cannot_pass_on_is_named() {
+    let (dir, host) = v2_fixture();
+    fs::write(dir.path().join("user.slice/cgroup.controllers"), "memory\n").unwrap();
+    let limits = Limits { pids_max: Some(8), ..Limits::default() };
+    let plan = host.plan(&Placement::Child { name: "exprun-t", parent: None }, limits, false).unwrap();
+    fs::create_dir(dir.path().join("user.slice/exprun-t")).unwrap();
+    let err = Cgroup::create(&plan).unwrap_err().to_string();
+    assert!(err.contains("the pids controller is not available there"), "{err}");
+    assert!(err.contains("user.slice/cgroup.controllers"), "{err}");
 }

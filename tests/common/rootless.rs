@@ -131,3 +131,27 @@ impl Home {
         assert!(procs.stdout.is_empty(), "processes left behind: {}", String::from_utf8_lossy(&procs.stdout));
     }
 }
+
+/// A bundle in `work` of the fixture's base layer with a config that
+/// `exprun spec --rootless`, run as `h`'s user, wrote; the command is `args`.
+pub fn rootless_bundle(h: &Home, work: &std::path::Path, args: &[&str]) -> PathBuf {
+    let bundle = super::bundle::bundle(work, &["true"]);
+    std::fs::remove_file(bundle.join("config.json")).unwrap();
+    let chown = Command::new("chown").args(["-R", &format!("{}:{}", h.uid, h.gid)]).arg(work).status();
+    assert!(chown.unwrap().success());
+    let (code, _, err) = h.exprun(&["spec", "--rootless", "-b", bundle.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    edit_config(&bundle, |c| {
+        c["process"]["terminal"] = false.into();
+        c["process"]["args"] = serde_json::json!(args);
+    });
+    bundle
+}
+
+/// Rewrite the bundle's config.json through `edit`.
+pub fn edit_config(bundle: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = bundle.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+}
