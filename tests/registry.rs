@@ -437,6 +437,15 @@ fn a_pushed_run_replays_and_verifies_on_another_machine() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("REPRODUCED"));
 
+    // An image layer that arrives corrupted: the replay fails, and the record
+    // and files it fetched before are gone again.
+    let proxy = Proxy::start(reg.port, Mode::Corrupt { digest: pinned("LAYER1_DIGEST") });
+    let d = TestRoot::new();
+    let e = fails(&d, &["replay", &format!("oci://{}/lab/exp:v1", proxy.host())]);
+    assert!(e.contains("digest mismatch"), "{e}");
+    assert!(!d.path().join("runs").join(&id).exists(), "a half-fetched run was left");
+    d.assert_no_leftovers();
+
     // Without its inputs, the replay says which path it needs.
     let c = TestRoot::new();
     let e = fails(&c, &["replay", &format!("oci://{lean}")]);

@@ -255,7 +255,7 @@ pub fn fetch_run(
     }
     let dir = root.runs_dir().join(&record.run_id);
     let record_path = dir.join("record.json");
-    match fs::read(&record_path) {
+    let created = match fs::read(&record_path) {
         Ok(local) if Digest::of_bytes(&local) != rec.digest => {
             return Err(Error::Invalid {
                 what: record_path.display().to_string(),
@@ -265,7 +265,7 @@ pub fn fetch_run(
                 ),
             })
         }
-        Ok(_) => {}
+        Ok(_) => false,
         Err(_) => {
             fs::create_dir_all(&dir).map_err(|e| Error::Io {
                 op: "create directory",
@@ -276,8 +276,40 @@ pub fn fetch_run(
             fs::write(&tmp, &record_bytes)
                 .and_then(|()| fs::rename(&tmp, &record_path))
                 .map_err(|e| Error::Io { op: "write", path: record_path.clone(), source: e })?;
+            true
         }
+    };
+    // A run that could not be fetched whole (its files, its image) is not
+    // left half-made: what this call stored goes again.
+    let fetched = fetch_files_and_image(store, r, o, &client, &m, &record, &dir);
+    if fetched.is_err() && created {
+        let _ = fs::remove_dir_all(&dir);
     }
+    fetched?;
+    localise(&mut record, &root.runs_dir());
+    Ok(record)
+}
+
+/// The artifact's files (under `dir/artifact/`) and the run's image, for
+/// [`fetch_run`].
+fn fetch_files_and_image(
+    store: &ImageStore,
+    r: &RemoteRef,
+    o: &ClientOptions,
+    client: &Client,
+    m: &ArtifactManifest,
+    record: &RunRecord,
+    dir: &Path,
+) -> Result<(), Error> {
+    if m.subject.as_ref().zip(record.image.as_ref()).is_some_and(|(s, i)| s.digest != i.manifest_digest) {
+        return Err(Error::Invalid {
+            what: r.to_string(),
+            why: "its subject is not the image its record names".into(),
+        });
+    }
+    let layer = |title: &str| {
+        m.layers.iter().find(|l| l.annotations.get(ANN_TITLE).map(String::as_str) == Some(title))
+    };
     let scratch = store.scratch()?;
     let files = dir.join("artifact");
     for title in ["streams.tar.gz", "outputs.tar.gz", "inputs.tar.gz"] {
@@ -303,11 +335,7 @@ pub fn fetch_run(
             pull::pull(store, &at, &PullOptions { client: o.clone(), ..PullOptions::default() })?;
         }
     }
-    if m.subject.as_ref().zip(record.image.as_ref()).is_some_and(|(s, i)| s.digest != i.manifest_digest) {
-        return Err(Error::Invalid { what, why: "its subject is not the image its record names".into() });
-    }
-    localise(&mut record, &root.runs_dir());
-    Ok(record)
+    Ok(())
 }
 
 /// For a run fetched from an artifact: read its inputs (for a replay) and its
