@@ -16,8 +16,12 @@
 //! - as root, the same file on a private read-only bind mount (`open_tree` +
 //!   `mount_setattr`): no copy, the digest cache still hits, a write fails with
 //!   `EROFS`; the mount is detached, in no mount table, and goes with the process;
-//! - otherwise, and only when the binary is writable by the caller (a rootless
-//!   container's root is the caller), a sealed memfd copy;
+//! - otherwise, and only when a rootless container's root could write the
+//!   binary (it is the caller's, or its owner or group is one of the ids the
+//!   container maps, whatever its mode: that root holds CAP_DAC_OVERRIDE over
+//!   them), a sealed memfd copy, made in the kernel;
+//!   the copy is told which installed file it came from ([`copied_from`]), so
+//!   the digest cache hits for it too;
 //! - nothing when the binary cannot be written anyway: on a read-only mount,
 //!   immutable (`chattr +i`, which no container without CAP_LINUX_IMMUTABLE can
 //!   undo), or a sealed memfd. An install that makes the binary immutable saves
@@ -25,9 +29,10 @@
 
 use std::ffi::{CString, OsString};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use nix::fcntl::{AtFlags, FcntlArg, SealFlag};
@@ -36,10 +41,35 @@ use nix::sys::statvfs::{fstatvfs, FsFlags};
 
 const SELF: &str = "/proc/self/exe";
 
+/// In the environment of a re-exec from a sealed memfd copy: the
+/// [`identity`] of the file it was copied from.
+const COPY_OF: &str = "EXPRUN_COPY_OF";
+
+static COPIED_FROM: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// (device, inode, size, mtime) of a file: what the digest of exprun's binary
+/// is cached by.
+pub fn identity(m: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!("{}:{}:{}:{}.{}", m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec())
+}
+
+/// When this process runs from a sealed memfd copy that exprun made, the
+/// [`identity`] of the installed file it was copied from.
+pub fn copied_from() -> Option<&'static str> {
+    COPIED_FROM.get().and_then(|c| c.as_deref())
+}
+
 /// Re-exec from a protected copy when needed; returns only when no re-exec was
 /// needed or none was possible (then exprun goes on as it is, and says so with
 /// `--debug`).
 pub fn protect() {
+    let copy_of = std::env::var(COPY_OF).ok();
+    // Read once and removed: exprun is still single-threaded here, and no
+    // process it starts should see it.
+    std::env::remove_var(COPY_OF);
+    let sealed = File::open(SELF).is_ok_and(|f| sealed(&f));
+    let _ = COPIED_FROM.set(copy_of.filter(|_| sealed));
     match needed() {
         Ok(false) => {}
         Ok(true) => {
@@ -56,21 +86,36 @@ fn needed() -> io::Result<bool> {
     if fstatvfs(&exe)?.flags().contains(FsFlags::ST_RDONLY) || crate::sys::is_immutable(exe.as_fd()) {
         return Ok(false);
     }
-    if let Ok(seals) = nix::fcntl::fcntl(&exe, FcntlArg::F_GET_SEALS) {
-        if SealFlag::from_bits_truncate(seals).contains(SealFlag::F_SEAL_WRITE) {
-            return Ok(false);
-        }
+    if sealed(&exe) {
+        return Ok(false);
     }
-    if nix::unistd::geteuid().is_root() {
+    let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+    if uid == 0 {
         return Ok(true);
     }
-    Ok(nix::unistd::access(Path::new(SELF), nix::unistd::AccessFlags::W_OK).is_ok())
+    // A rootless container's root holds CAP_DAC_OVERRIDE over every file whose
+    // owner or group its user namespace maps (the caller's ids and subordinate
+    // ids): it can write such a binary whatever its mode says.
+    let m = exe.metadata()?;
+    let sub = crate::spec::Rootless::of_caller(uid, gid).subordinate;
+    let within = |id: u32, range: Option<(u32, u32)>| range.is_some_and(|(s, n)| id >= s && id - s < n);
+    let mapped = m.uid() == uid
+        || m.gid() == gid
+        || within(m.uid(), sub.map(|s| s.0))
+        || within(m.gid(), sub.map(|s| s.1));
+    Ok(mapped || nix::unistd::access(Path::new(SELF), nix::unistd::AccessFlags::W_OK).is_ok())
+}
+
+/// A memfd sealed against writes.
+fn sealed(f: &File) -> bool {
+    nix::fcntl::fcntl(f, FcntlArg::F_GET_SEALS)
+        .is_ok_and(|seals| SealFlag::from_bits_truncate(seals).contains(SealFlag::F_SEAL_WRITE))
 }
 
 /// execveat the protected copy with the same arguments and environment.
 fn reexec() -> io::Error {
     let args: Vec<CString> = std::env::args_os().filter_map(|a| CString::new(a.into_vec()).ok()).collect();
-    let env: Vec<CString> = std::env::vars_os()
+    let mut env: Vec<CString> = std::env::vars_os()
         .filter_map(|(k, v)| {
             let mut kv: OsString = k;
             kv.push("=");
@@ -79,9 +124,9 @@ fn reexec() -> io::Error {
         })
         .collect();
     let copy = if nix::unistd::geteuid().is_root() {
-        crate::sys::readonly_bind(Path::new(SELF)).or_else(|_| sealed_copy())
+        crate::sys::readonly_bind(Path::new(SELF)).or_else(|_| sealed_copy(&mut env))
     } else {
-        sealed_copy()
+        sealed_copy(&mut env)
     };
     match copy {
         Ok(fd) => match nix::unistd::execveat(fd.as_fd(), c"", &args, &env, AtFlags::AT_EMPTY_PATH) {
@@ -92,15 +137,23 @@ fn reexec() -> io::Error {
     }
 }
 
-/// The binary copied into a memfd, sealed against any change.
-fn sealed_copy() -> io::Result<std::os::fd::OwnedFd> {
+/// The binary copied into a memfd, sealed against any change; `env` gets the
+/// installed file's [`identity`] for the copy.
+fn sealed_copy(env: &mut Vec<CString>) -> io::Result<std::os::fd::OwnedFd> {
     let fd = memfd_create(c"exprun", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
     let mut memfd = File::from(fd);
-    let mut bytes = Vec::new();
-    File::open(SELF)?.read_to_end(&mut bytes)?;
-    memfd.write_all(&bytes)?;
+    let mut installed = File::open(SELF)?;
+    let before = identity(&installed.metadata()?);
+    // io::copy between two files copies in the kernel (copy_file_range or
+    // sendfile): no buffer the size of the binary in exprun's memory.
+    io::copy(&mut installed, &mut memfd)?;
     let seals =
         SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE;
     nix::fcntl::fcntl(&memfd, FcntlArg::F_ADD_SEALS(seals))?;
+    // A binary changed while it was copied keeps no identity: its copy is
+    // digested as it is.
+    if identity(&installed.metadata()?) == before {
+        env.extend(CString::new(format!("{COPY_OF}={before}")).ok());
+    }
     Ok(memfd.into())
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use common::rootless::{Home, USER};
 use common::{exprun_bin, fixture_dir, privileged};
@@ -172,23 +172,37 @@ fn an_unprivileged_user_imports_and_runs_in_a_user_namespace() {
     }
 
     // The caller's own copy of exprun (which a rootless container's root could
-    // write) runs from a sealed memfd copy instead (CVE-2019-5736).
+    // write, even with no write bit: it holds CAP_DAC_OVERRIDE over the
+    // caller's files) runs from a sealed memfd copy instead (CVE-2019-5736).
     let own = h.path().join("exprun");
     std::fs::copy(exprun_bin(), &own).unwrap();
     std::os::unix::fs::chown(&own, Some(h.uid), Some(h.gid)).unwrap();
     let (code, _, err) =
         h.exprun(&["image", "import", "--name", "busybox:latest", fixture.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    let mut run = h
-        .command(&own, &["run", "--no-limits", "busybox:latest", "sleep", "1"])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    // setpriv and env exec in place: the spawned pid is exprun's.
-    let exe = std::fs::read_link(format!("/proc/{}/exe", run.id())).unwrap();
-    assert!(run.wait().unwrap().success());
-    assert!(exe.to_string_lossy().starts_with("/memfd:exprun"), "{}", exe.display());
+    for mode in [0o755, 0o555] {
+        std::fs::set_permissions(&own, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        let mut run = h
+            .command(&own, &["run", "--no-limits", "busybox:latest", "sleep", "1"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        // setpriv and env exec in place: the spawned pid is exprun's.
+        let exe = std::fs::read_link(format!("/proc/{}/exe", run.id())).unwrap();
+        assert!(run.wait().unwrap().success());
+        assert!(exe.to_string_lossy().starts_with("/memfd:exprun"), "mode {mode:o}: {}", exe.display());
+    }
+    // The record names the installed binary's digest, which the copy found in
+    // the cache under the installed file, not under the copy.
+    let (_, json, _) = h.exprun(&["runs", "show", "--latest", "--json"]);
+    let rec: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let sha = Command::new("sha256sum").arg(&own).output().unwrap();
+    let sha = String::from_utf8_lossy(&sha.stdout).split(' ').next().unwrap().to_string();
+    assert_eq!(rec["exprun"]["binary_digest"], format!("sha256:{sha}").as_str());
+    let m = std::fs::metadata(&own).unwrap();
+    let cached = std::fs::read_to_string(h.root().join("cache/exprun-binary-digest")).unwrap();
+    assert!(cached.starts_with(&format!("{}:{}:", m.dev(), m.ino())), "{cached}");
     h.remove_image();
     h.assert_no_leftovers();
 }

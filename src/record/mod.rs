@@ -12,7 +12,6 @@ pub mod host;
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -421,8 +420,11 @@ pub fn exprun_info(cache_dir: &Path) -> ExprunInfo {
 
 fn binary_digest(cache_dir: &Path) -> Option<Digest> {
     let exe = Path::new("/proc/self/exe");
-    let m = fs::metadata(exe).ok()?;
-    let key = format!("{}:{}:{}:{}.{}", m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec());
+    // A sealed copy of the installed binary is cached as that binary.
+    let key = match crate::selfexe::copied_from() {
+        Some(installed) => installed.to_string(),
+        None => crate::selfexe::identity(&fs::metadata(exe).ok()?),
+    };
     let cache = cache_dir.join("exprun-binary-digest");
     if let Ok(text) = fs::read_to_string(&cache) {
         if let Some((k, d)) = text.trim().split_once(' ') {
