@@ -8,6 +8,7 @@
 #   docker-registry    a real OCI registry for the pull/push tests (started by the tests)
 #   skopeo             an independent registry client the tests cross-check against
 #   apache2-utils      htpasswd, for the registry test with basic auth
+#   strace             delays a system call in a race test (tests/oci_cli.rs)
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 packages=()
@@ -20,6 +21,7 @@ command -v newuidmap >/dev/null || packages+=(uidmap)
 command -v docker-registry >/dev/null || packages+=(docker-registry)
 command -v skopeo >/dev/null || packages+=(skopeo)
 command -v htpasswd >/dev/null || packages+=(apache2-utils)
+command -v strace >/dev/null || packages+=(strace)
 if [ "${#packages[@]}" -gt 0 ]; then
   echo "install-deps: installing ${packages[*]}"
   apt-get update -qq

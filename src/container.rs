@@ -476,13 +476,18 @@ pub fn start(root: &Root, id: &str) -> Result<()> {
         }
         .into());
     }
+    // The pidfd first: opening the FIFO releases init, and a short command can
+    // have run, exited and been reaped by the time the next line runs.
+    let pidfd = sys::pidfd_open(Pid::from_raw(c.state.pid)).map_err(|_| Error::NotRunning(id.into()))?;
+    if !alive(c.state.pid, c.state.pid_start) {
+        return Err(Error::NotRunning(id.into()).into());
+    }
     let fifo_path = c.dir.join(EXEC_FIFO);
     let fifo = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(&fifo_path)
         .map_err(io_at("opening", &fifo_path))?;
-    let pidfd = sys::pidfd_open(Pid::from_raw(c.state.pid)).map_err(|_| Error::NotRunning(id.into()))?;
     // Opening our end woke init's open for writing; it now writes one byte and
     // execs. If init dies instead, its pidfd becomes readable.
     loop {

@@ -100,6 +100,53 @@ fn create_start_state_kill_delete_like_the_runc_shim() {
 }
 
 #[test]
+fn start_succeeds_when_the_command_ends_and_is_reaped_at_once() {
+    let test = "start_succeeds_when_the_command_ends_and_is_reaped_at_once";
+    let Some(t) = shim(test) else { return };
+    if Command::new("strace").arg("-V").output().is_err() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "{test} needs strace (apt-get install strace)"
+        );
+        println!("SKIP: {test}: needs strace");
+        return;
+    }
+    let (r, work) = (&t.r, t.work.path());
+    let b = bundle(work, &["true"]);
+    let log = b.join("log.json");
+    // Init keeps create's stdio: nothing for this test to wait on.
+    let created = r
+        .command(&["create", "--bundle", b.to_str().unwrap(), "quick"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(created.success());
+    let pid = Pid::from_raw(status_of(r, &log, "quick")["pid"].as_i64().unwrap() as i32);
+    // The shim reaps the moment the command exits; so does this thread.
+    let reaper = std::thread::spawn(move || waitpid(pid, None));
+    // strace holds every open() of `start` for 50 ms on its way back, as a busy
+    // host can: opening the exec FIFO releases init, and `true` runs, exits and
+    // is reaped before `start` goes on.
+    let out = Command::new("strace")
+        .args(["-o", "/dev/null", "-e", "trace=openat", "-e", "inject=openat:delay_exit=50000"])
+        .arg(common::exprun_bin())
+        .arg("--root")
+        .arg(r.path())
+        .args(["start", "quick"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(reaper.join().unwrap(), Ok(WaitStatus::Exited(pid, 0)));
+    assert_eq!(status_of(r, &log, "quick")["status"], "stopped");
+    assert_eq!(oci(r, &log, &["delete", "quick"]).0, 0);
+    remove_parent_cgroups();
+}
+
+#[test]
 fn created_and_running_containers_can_be_killed_and_deleted() {
     let Some(t) = shim("created_and_running_containers_can_be_killed_and_deleted") else { return };
     let (r, work) = (&t.r, t.work.path());
