@@ -9,6 +9,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 
@@ -377,6 +378,104 @@ fn a_blob_that_does_not_match_its_digest_is_refused_and_nothing_is_stored() {
     assert!(e.contains("cannot reach"), "{e}");
     let e = fails(&root, &["pull", "Bad/Name"]);
     assert!(e.contains("invalid registry reference"), "{e}");
+}
+
+#[test]
+fn blobs_redirected_to_storage_get_no_credentials_and_download_in_parallel() {
+    if !ready("blobs_redirected_to_storage_get_no_credentials_and_download_in_parallel") {
+        return;
+    }
+    let reg = Registry::start(None);
+    push_fixture(&format!("{}/fixtures/busybox:hub", reg.host()));
+    let layer = pinned("LAYER1_DIGEST");
+    let hold = Duration::from_millis(400);
+    let proxy = Proxy::start(reg.port, Mode::Hub { hold, drop: Some(layer.clone()) });
+    let target = format!("{}/fixtures/busybox:hub", proxy.host());
+    // Anonymous: there is no auth file, and the token service asks for none.
+    let root = TestRoot::new();
+    assert_eq!(ok(&root, &["pull", "-q", &target]).trim(), pinned("MANIFEST_DIGEST"));
+    let log = proxy.requests();
+    assert!(log.iter().any(|l| l.starts_with("GET /token?") && l.ends_with("auth=")), "{log:#?}");
+    // The registry was asked with the token and redirected every blob (the
+    // config and both layers) to storage, which would have refused the pull
+    // had it been sent the token too.
+    let storage: Vec<&String> = log.iter().filter(|l| l.starts_with("GET /storage/")).collect();
+    assert!(storage.iter().all(|l| l.ends_with("auth=")), "{storage:#?}");
+    let layer_gets: Vec<&String> = log.iter().filter(|l| l.contains(&format!("/blobs/{layer}"))).collect();
+    assert_eq!(layer_gets.len(), 4, "{layer_gets:#?}");
+    assert!(
+        layer_gets[0].starts_with("GET /v2/") && layer_gets[0].ends_with("auth=Bearer"),
+        "{layer_gets:#?}"
+    );
+    assert!(layer_gets[1].starts_with("GET /storage/"), "{layer_gets:#?}");
+    // The cut download resumed through the registry, which redirected again.
+    assert!(
+        layer_gets[2].starts_with("GET /v2/") && layer_gets[2].contains("range=bytes="),
+        "{layer_gets:#?}"
+    );
+    assert!(layer_gets[3].starts_with("GET /storage/") && layer_gets[3].contains("range=bytes="));
+    assert_eq!(storage.len(), 4, "{storage:#?}");
+    // Both layers were downloading at once (each storage answer is held 400 ms).
+    assert_eq!(proxy.most_at_once(), 2, "{log:#?}");
+    let (code, _, stderr) = root.run(&[&target, "--", "true"]);
+    assert_eq!(code, 0, "{stderr}");
+    root.assert_no_leftovers();
+
+    // --jobs 1 downloads one layer at a time.
+    let one = TestRoot::new();
+    let serial = Proxy::start(reg.port, Mode::Hub { hold, drop: None });
+    ok(&one, &["pull", "-q", "--jobs", "1", &format!("{}/fixtures/busybox:hub", serial.host())]);
+    assert_eq!(serial.most_at_once(), 1);
+    one.assert_no_leftovers();
+}
+
+#[test]
+fn a_docker_schema_2_image_pulls_and_shows_per_layer_progress_on_a_terminal() {
+    if !ready("a_docker_schema_2_image_pulls_and_shows_per_layer_progress_on_a_terminal") {
+        return;
+    }
+    let reg = Registry::start(None);
+    // Docker Hub serves most images as Docker schema 2; skopeo writes one from
+    // the fixture's docker-archive (gzip layers: schema 2 has no zstd).
+    let target = format!("{}/fixtures/busybox:docker", reg.host());
+    let archive = format!("docker-archive:{}", fixture_dir().join("busybox-docker.tar").display());
+    let out = Command::new("skopeo")
+        .args(["copy", "-q", "--format", "v2s2", "--dest-tls-verify=false", &archive])
+        .arg(format!("docker://{target}"))
+        .output()
+        .expect("run skopeo");
+    assert!(out.status.success(), "skopeo: {}", String::from_utf8_lossy(&out.stderr));
+    let raw: serde_json::Value = serde_json::from_slice(&skopeo_raw(&target)).unwrap();
+    assert_eq!(raw["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
+    let served = skopeo_digest(&target);
+
+    // On a terminal (script(1) gives exprun a pty) each layer has its bar.
+    let root = TestRoot::new();
+    let cmd = format!("{} --root {} pull {target}", common::exprun_bin().display(), root.path().display());
+    let out = Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let layers: Vec<String> =
+        raw["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect();
+    assert_eq!(layers.len(), 2);
+    for l in &layers {
+        let short = &l[7..19];
+        assert!(text.contains(&format!("{short} [")), "no bar for layer {short}: {text:?}");
+    }
+    assert!(text.contains(&served), "{text:?}");
+
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&root, &["image", "inspect", &target])).unwrap();
+    assert_eq!(inspect["manifest_digest"], served.as_str());
+    let (code, stdout, stderr) = root.run(&[&target, "--", "echo", "docker-schema-2"]);
+    assert_eq!((code, stdout.as_str()), (0, "docker-schema-2\n"), "{stderr}");
+    assert_eq!(root.last_record()["image"]["manifest_digest"], served.as_str());
+    // Not a terminal: no bars, only the summary line.
+    let quiet = TestRoot::new();
+    let out = quiet.exprun(&["pull", &target], None);
+    assert!(out.status.success());
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    root.assert_no_leftovers();
 }
 
 #[test]

@@ -107,14 +107,30 @@ pub enum Mode {
     DropOnce { digest: String, after: usize },
     /// Every GET of this blob has one byte changed.
     Corrupt { digest: String },
+    /// What Docker Hub, GHCR and quay.io do: anonymous Bearer tokens, and every
+    /// blob GET answered with a 307 to a storage host (`localhost`, where the
+    /// registry is `127.0.0.1`) with a signed URL. Like S3, the storage host
+    /// refuses a request that carries an Authorization header. It holds each
+    /// answer for `hold`, so downloads that run at once overlap, and it cuts its
+    /// first answer for blob `drop` after 100,000 bytes.
+    Hub { hold: Duration, drop: Option<String> },
 }
 
 /// A one-request-per-connection HTTP proxy in front of a registry. `log` holds
 /// each request line with its Range and Authorization scheme.
 pub struct Proxy {
     pub port: u16,
-    pub log: Arc<Mutex<Vec<String>>>,
+    shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct Shared {
+    log: Mutex<Vec<String>>,
+    dropped: AtomicUsize,
+    /// Storage answers being sent now, and the most there ever were at once.
+    active: AtomicUsize,
+    most_active: AtomicUsize,
 }
 
 impl Proxy {
@@ -122,25 +138,24 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::new(Shared::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let dropped = Arc::new(AtomicUsize::new(0));
-        let (l2, s2) = (log.clone(), stop.clone());
+        let (sh, s2) = (shared.clone(), stop.clone());
         std::thread::spawn(move || {
             while !s2.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((conn, _)) => {
                         conn.set_nonblocking(false).unwrap();
-                        let (log, mode, dropped) = (l2.clone(), mode.clone(), dropped.clone());
+                        let (sh, mode) = (sh.clone(), mode.clone());
                         std::thread::spawn(move || {
-                            let _ = serve(conn, upstream, port, &mode, &log, &dropped);
+                            let _ = serve(conn, upstream, port, &mode, &sh);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        Self { port, log, stop }
+        Self { port, shared, stop }
     }
 
     pub fn host(&self) -> String {
@@ -148,7 +163,12 @@ impl Proxy {
     }
 
     pub fn requests(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
+        self.shared.log.lock().unwrap().clone()
+    }
+
+    /// The most storage answers (`Mode::Hub`) that were being sent at once.
+    pub fn most_at_once(&self) -> usize {
+        self.shared.most_active.load(Ordering::SeqCst)
     }
 }
 
@@ -158,14 +178,24 @@ impl Drop for Proxy {
     }
 }
 
-fn serve(
-    mut conn: TcpStream,
-    upstream: u16,
-    port: u16,
-    mode: &Mode,
-    log: &Mutex<Vec<String>>,
-    dropped: &AtomicUsize,
-) -> std::io::Result<()> {
+/// Counts a storage answer as active while it lives.
+struct Active<'a>(&'a Shared);
+
+impl<'a> Active<'a> {
+    fn new(s: &'a Shared) -> Self {
+        let now = s.active.fetch_add(1, Ordering::SeqCst) + 1;
+        s.most_active.fetch_max(now, Ordering::SeqCst);
+        Self(s)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn serve(mut conn: TcpStream, upstream: u16, port: u16, mode: &Mode, shared: &Shared) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut head = Vec::new();
     let mut line = String::new();
@@ -179,7 +209,7 @@ fn serve(
         }
         head.push(line.trim_end().to_string());
     }
-    let request = head[0].clone();
+    let mut request = head[0].clone();
     let header = |name: &str| {
         head[1..].iter().find_map(|h| {
             let (k, v) = h.split_once(':')?;
@@ -191,33 +221,65 @@ fn serve(
     reader.read_exact(&mut body)?;
     let authz = header("authorization").unwrap_or_default();
     let scheme = authz.split(' ').next().unwrap_or("").to_string();
-    log.lock()
+    shared
+        .log
+        .lock()
         .unwrap()
         .push(format!("{request} range={} auth={scheme}", header("range").unwrap_or_default()));
-    let path = request.split(' ').nth(1).unwrap_or("").to_string();
+    let mut path = request.split(' ').nth(1).unwrap_or("").to_string();
+    let is_blob_get = request.starts_with("GET ") && path.contains("/blobs/sha256:");
 
-    if let Mode::Bearer { user, password } = mode {
-        if path.starts_with("/token") {
-            let want = format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-            );
-            if authz != want {
-                return respond(&mut conn, "401 Unauthorized", "{\"details\":\"bad credentials\"}");
+    let mut _active = None;
+    let mut cut_after = None;
+    match mode {
+        Mode::Bearer { user, password } => {
+            if path.starts_with("/token") {
+                let want = format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+                );
+                if authz != want {
+                    return respond(&mut conn, "401 Unauthorized", "{\"details\":\"bad credentials\"}");
+                }
+                return respond(&mut conn, "200 OK", "{\"token\":\"test-token\"}");
             }
-            return respond(&mut conn, "200 OK", "{\"token\":\"test-token\"}");
+            if authz != "Bearer test-token" {
+                return challenge(&mut conn, port);
+            }
         }
-        if authz != "Bearer test-token" {
-            let challenge = format!(
-                "Www-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"test\"\r\n"
-            );
-            let msg = "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\"}]}";
-            let resp = format!(
-                "HTTP/1.1 401 Unauthorized\r\n{challenge}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{msg}",
-                msg.len()
-            );
-            return conn.write_all(resp.as_bytes());
+        Mode::Hub { hold, drop } => {
+            if path.starts_with("/token") {
+                return respond(&mut conn, "200 OK", "{\"token\":\"test-token\"}");
+            }
+            if let Some(rest) = path.strip_prefix("/storage") {
+                if !authz.is_empty() {
+                    return respond(
+                        &mut conn,
+                        "400 Bad Request",
+                        "{\"code\":\"InvalidArgument\",\"message\":\"Only one auth mechanism allowed\"}",
+                    );
+                }
+                let rest = rest.split('?').next().unwrap_or("").to_string();
+                if drop.as_ref().is_some_and(|d| rest.ends_with(d.as_str()))
+                    && shared.dropped.fetch_add(1, Ordering::SeqCst) == 0
+                {
+                    cut_after = Some(100_000);
+                }
+                request = request.replacen(&path, &rest, 1);
+                path = rest;
+                _active = Some(Active::new(shared));
+                std::thread::sleep(*hold);
+            } else if authz != "Bearer test-token" {
+                return challenge(&mut conn, port);
+            } else if is_blob_get {
+                let resp = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://localhost:{port}/storage{path}?X-Amz-Signature=0f\r\n\
+                     Content-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                return conn.write_all(resp.as_bytes());
+            }
         }
+        _ => {}
     }
 
     let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
@@ -238,21 +300,36 @@ fn serve(
     let mut resp = Vec::new();
     up.read_to_end(&mut resp)?;
     let body_start = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |i| i + 4);
-    let is_get_of = |d: &str| request.starts_with("GET ") && path.ends_with(&format!("/blobs/{d}"));
+    let is_get_of = |d: &str| is_blob_get && path.ends_with(&format!("/blobs/{d}"));
     match mode {
         Mode::DropOnce { digest, after }
-            if is_get_of(digest) && dropped.fetch_add(1, Ordering::SeqCst) == 0 =>
+            if is_get_of(digest) && shared.dropped.fetch_add(1, Ordering::SeqCst) == 0 =>
         {
-            let cut = (body_start + after).min(resp.len());
-            conn.write_all(&resp[..cut])?;
-            return conn.shutdown(std::net::Shutdown::Both);
+            cut_after = Some(*after);
         }
         Mode::Corrupt { digest } if is_get_of(digest) && resp.len() > body_start + 100 => {
             resp[body_start + 100] ^= 0xff;
         }
         _ => {}
     }
+    if let Some(after) = cut_after {
+        let cut = (body_start + after).min(resp.len());
+        conn.write_all(&resp[..cut])?;
+        return conn.shutdown(std::net::Shutdown::Both);
+    }
     conn.write_all(&resp)
+}
+
+/// A 401 asking for a Bearer token from this proxy's /token.
+fn challenge(conn: &mut TcpStream, port: u16) -> std::io::Result<()> {
+    let challenge =
+        format!("Www-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"test\"\r\n");
+    let msg = "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\"}]}";
+    let resp = format!(
+        "HTTP/1.1 401 Unauthorized\r\n{challenge}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{msg}",
+        msg.len()
+    );
+    conn.write_all(resp.as_bytes())
 }
 
 fn respond(conn: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
