@@ -430,6 +430,49 @@ fn blobs_redirected_to_storage_get_no_credentials_and_download_in_parallel() {
 }
 
 #[test]
+fn pulls_of_one_image_at_once_download_each_layer_once() {
+    if !ready("pulls_of_one_image_at_once_download_each_layer_once") {
+        return;
+    }
+    let reg = Registry::start(None);
+    push_fixture(&format!("{}/fixtures/busybox:many", reg.host()));
+    let proxy = Proxy::start(reg.port, Mode::Hub { hold: Duration::from_millis(300), drop: None });
+    let target = format!("{}/fixtures/busybox:many", proxy.host());
+    let root = TestRoot::new();
+    let pulls: Vec<_> = (0..4)
+        .map(|_| {
+            root.command(&["pull", "-q", &target])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for p in pulls {
+        let out = p.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pinned("MANIFEST_DIGEST"));
+    }
+    let log = proxy.requests();
+    for layer in [pinned("LAYER1_DIGEST"), pinned("LAYER2_DIGEST")] {
+        let gets = log.iter().filter(|l| l.starts_with("GET /storage/") && l.contains(&layer)).count();
+        assert_eq!(gets, 1, "layer {layer} downloaded {gets} times: {log:#?}");
+    }
+    // Only the lock files stay in partial/.
+    let partial: Vec<String> = std::fs::read_dir(root.path().join("store/partial"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    assert!(partial.is_empty(), "{partial:?}");
+    let (code, _, stderr) = root.run(&[&target, "--", "true"]);
+    assert_eq!(code, 0, "{stderr}");
+    root.assert_no_leftovers();
+}
+
+#[test]
 fn a_docker_schema_2_image_pulls_and_shows_per_layer_progress_on_a_terminal() {
     if !ready("a_docker_schema_2_image_pulls_and_shows_per_layer_progress_on_a_terminal") {
         return;

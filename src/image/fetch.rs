@@ -5,10 +5,17 @@
 //! begin_fetch()            shared store lock (no gc meanwhile), a tmp dir
 //!   has_blob(d)?           skip what the store already holds
 //!   partial(d)             partial/<hex>, flock'd: written, resumed, verified by the caller
-//!   add_blob(d, path)      a verified blob, to be renamed into blobs/
+//!   take(d, partial)       the verified blob hard-linked into our tmp dir
+//!   add_blob(d, path)      ... to be renamed into blobs/ from there
 //! finish(manifest, config) plan (platform, diff_ids), unpack layers, rename in,
-//!                          refs.json under the exclusive lock
+//!                          remove the partials, refs.json under the exclusive lock
 //! ```
+//!
+//! Pulls of one image into one store may run at once (CI jobs, pods on a node).
+//! The partial file's lock makes the second wait while the first downloads a
+//! blob; then it finds the blob either complete in partial/ (and verifies and
+//! links it too) or, once the first has finished, in the store. The partial
+//! file is removed only after its blob is in the store, under its lock.
 //!
 //! A partial blob outlives a failed pull on purpose, so that the next pull goes
 //! on from where this one stopped; `exprun image gc` removes the ones nobody is
@@ -93,8 +100,18 @@ impl Fetch<'_> {
         Ok(PartialBlob { path, _lock: lock })
     }
 
-    /// A blob the caller downloaded into `path` and verified (digest and size)
-    /// and fsync'd.
+    /// Take blob `d`, downloaded into `partial` and verified (digest and size)
+    /// and fsync'd, into this fetch: a hard link in our tmp dir, so that a
+    /// concurrent pull of the same blob can take the partial file too. Returns
+    /// the link, for [`Fetch::add_blob`].
+    pub fn take(&self, d: &Digest, partial: PartialBlob) -> Result<PathBuf> {
+        let link = self.tmp.path().join(format!("blob-{}", d.hex()));
+        fs::hard_link(&partial.path, &link)
+            .map_err(|e| Error::io("link into the store's tmp", &partial.path, e))?;
+        Ok(link)
+    }
+
+    /// A blob the caller downloaded and verified (digest and size), fsync'd.
     pub fn add_blob(&mut self, d: Digest, path: &Path) {
         self.blobs.insert(d, path.to_path_buf());
     }
@@ -114,10 +131,13 @@ impl Fetch<'_> {
         let meter = Meter::new(progress);
         import::ingest(self.store, &mut self.tmp, &layout, &plan, &meter, limits)?;
         meter.finish();
-        // Blobs not renamed in (a duplicate of a stored one) go with their partials.
+        // The blobs are in the store now: their partial files are not needed.
+        // Under the partial's lock, so that a pull verifying it is not cut short.
         if let Layout::Fetched(_, blobs) = &layout {
-            for p in blobs.values() {
-                let _ = fs::remove_file(p);
+            for d in blobs.keys() {
+                if let Ok(partial) = self.partial(d) {
+                    let _ = fs::remove_file(&partial.path);
+                }
             }
         }
         let Fetch { store, _shared, tmp, .. } = self;

@@ -324,8 +324,15 @@ impl Client {
         let what = format!("blob {d} of {}/{}", self.r.registry, self.r.repository);
         let io_err =
             |op: &'static str| move |e: std::io::Error| Error::Io { op, path: path.to_path_buf(), source: e };
-        let mut file =
-            OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err("open"))?;
+        // A complete partial may be linked into a store already, by a pull that
+        // ran at the same time (and be read-only): it is only read.
+        let complete = std::fs::metadata(path).is_ok_and(|m| m.len() == size);
+        let mut file = if complete {
+            File::open(path)
+        } else {
+            OpenOptions::new().read(true).append(true).create(true).open(path)
+        }
+        .map_err(io_err("open"))?;
         let mut hasher = Hasher::new();
         let mut have = resume_point(&mut file, &mut hasher, size).map_err(io_err("read"))?;
         progress(have);

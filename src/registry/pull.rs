@@ -108,6 +108,8 @@ pub fn pull(store: &ImageStore, r: &RemoteRef, o: &PullOptions) -> Result<Pulled
         }
     }
     let done = download_all(&client, &fetch, &missing, o)?;
+    let fetched = done.len();
+    reused += missing.len() - fetched;
     for (d, path) in done {
         fetch.add_blob(d, &path);
     }
@@ -124,7 +126,7 @@ pub fn pull(store: &ImageStore, r: &RemoteRef, o: &PullOptions) -> Result<Pulled
         o.limits,
         if o.progress { Progress::Auto } else { Progress::Hidden },
     )?;
-    Ok(Pulled { summary, origin, layers_fetched: missing.len(), layers_reused: reused })
+    Ok(Pulled { summary, origin, layers_fetched: fetched, layers_reused: reused })
 }
 
 /// The index entry for `wanted` (the host when `None`): same OS and
@@ -152,7 +154,9 @@ fn listed(entries: &[Descriptor]) -> String {
     }
 }
 
-/// Download `layers` with `o.jobs` threads; returns each blob's verified file.
+/// Download `layers` with `o.jobs` threads; returns each blob's verified file,
+/// taken into `fetch`. A layer that a pull running at the same time stored
+/// while this one waited for its partial file is left out.
 fn download_all(
     client: &Client,
     fetch: &crate::image::Fetch<'_>,
@@ -173,18 +177,23 @@ fn download_all(
                 let Some(l) = queue.lock().ok().and_then(|mut q| q.pop()) else { return };
                 let bar = bars.as_ref().map(|m| m.add(layer_bar(&l.digest, l.size)));
                 let result = fetch.partial(&l.digest).map_err(Error::from).and_then(|partial| {
+                    if fetch.has_blob(&l.digest, l.size)? {
+                        return Ok(None);
+                    }
                     let tick = |n: u64| {
                         if let Some(b) = &bar {
                             b.inc(n);
                         }
                     };
-                    client.download(&l.digest, l.size, &partial.path, &tick).map(|()| partial.path.clone())
+                    client.download(&l.digest, l.size, &partial.path, &tick)?;
+                    Ok(Some(fetch.take(&l.digest, partial)?))
                 });
                 if let Some(b) = &bar {
                     b.finish();
                 }
                 match result {
-                    Ok(path) => {
+                    Ok(None) => {}
+                    Ok(Some(path)) => {
                         if let Ok(mut r) = results.lock() {
                             r.push((l.digest.clone(), path));
                         }
