@@ -473,6 +473,46 @@ fn pulls_of_one_image_at_once_download_each_layer_once() {
 }
 
 #[test]
+fn push_uploads_blobs_at_once_and_starts_a_dropped_upload_over() {
+    if !ready("push_uploads_blobs_at_once_and_starts_a_dropped_upload_over") {
+        return;
+    }
+    let reg = Registry::start(None);
+    let proxy = Proxy::start(reg.port, Mode::Uploads { hold: Duration::from_millis(300) });
+    let target = format!("{}/fixtures/busybox:up", proxy.host());
+    let src = TestRoot::with_busybox();
+    // On a terminal, each blob has its bar.
+    let cmd = format!(
+        "{} --root {} push busybox:latest {target}",
+        common::exprun_bin().display(),
+        src.path().display()
+    );
+    let out = Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("3 blobs uploaded, 0 already there"), "{text:?}");
+    for d in [pinned("LAYER1_DIGEST"), pinned("LAYER2_DIGEST")] {
+        assert!(text.contains(&format!("{} [", &d[7..19])), "no bar for {d}: {text:?}");
+    }
+    // The first upload was cut off and started over: four PUTs for three blobs.
+    let log = proxy.requests();
+    let puts = log.iter().filter(|l| l.starts_with("PUT ") && l.contains("/blobs/uploads/")).count();
+    assert_eq!(puts, 4, "{log:#?}");
+    assert!(proxy.most_at_once() >= 2, "uploads ran one at a time: {log:#?}");
+    assert_eq!(skopeo_digest(&target), pinned("MANIFEST_DIGEST"));
+
+    // --jobs 1: one at a time.
+    let serial = Proxy::start(reg.port, Mode::Uploads { hold: Duration::from_millis(100) });
+    let out =
+        ok(&src, &["push", "--jobs", "1", "busybox:latest", &format!("{}/fixtures/serial:1", serial.host())]);
+    assert!(out.contains("3 blobs uploaded"), "{out}");
+    assert_eq!(serial.most_at_once(), 1);
+    let e = fails(&src, &["push", "--jobs", "0", "busybox:latest", &target]);
+    assert!(e.contains("--jobs") && e.contains("1..=16"), "{e}");
+    src.assert_no_leftovers();
+}
+
+#[test]
 fn a_docker_schema_2_image_pulls_and_shows_per_layer_progress_on_a_terminal() {
     if !ready("a_docker_schema_2_image_pulls_and_shows_per_layer_progress_on_a_terminal") {
         return;

@@ -6,7 +6,7 @@ use super::Globals;
 use crate::error::{Error, Result};
 use crate::image::{ImageStore, Limits};
 use crate::registry::pull::{self, PullOptions};
-use crate::registry::{parse_ref, push, ClientOptions, RemoteRef};
+use crate::registry::{parse_ref, push, ClientOptions, RemoteRef, Transfer};
 
 /// How to reach a registry.
 #[derive(Debug, Clone, Args)]
@@ -38,8 +38,8 @@ pub struct PullArgs {
     #[arg(long, short)]
     pub quiet: bool,
     /// Layers to download at once
-    #[arg(long, value_name = "N", default_value_t = 3)]
-    pub jobs: usize,
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub jobs: u16,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -59,9 +59,12 @@ pub struct PushArgs {
     /// With --run: leave the inputs out of the artifact
     #[arg(long = "no-inputs", requires = "run")]
     pub no_inputs: bool,
-    /// Print only the manifest digest
+    /// Print only the manifest digest, and no progress bars
     #[arg(long, short)]
     pub quiet: bool,
+    /// Blobs to upload at once
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub jobs: u16,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -72,7 +75,7 @@ pub fn pull(globals: &Globals, a: PullArgs) -> Result<i32> {
     let store = ImageStore::open(&globals.store_dir())?;
     let o = PullOptions {
         platform: a.platform,
-        jobs: a.jobs,
+        jobs: a.jobs.into(),
         progress: !a.quiet,
         limits: Limits::default(),
         client: a.registry.options(),
@@ -139,6 +142,7 @@ pub fn pull_for_run(globals: &Globals, image: &str, policy: &str, registry: &Reg
 pub fn push(globals: &Globals, a: PushArgs) -> Result<i32> {
     let r = parse_ref(&a.reference)?;
     let store = ImageStore::open(&globals.store_dir())?;
+    let transfer = Transfer { jobs: a.jobs.into(), progress: !a.quiet };
     if a.run {
         let p = crate::registry::artifact::push_run(
             &globals.state(),
@@ -146,6 +150,7 @@ pub fn push(globals: &Globals, a: PushArgs) -> Result<i32> {
             &a.source,
             &r,
             &a.registry.options(),
+            &transfer,
             !a.no_inputs,
         )?;
         let at = RemoteRef { tag: Some(p.tag.clone()), digest: None, ..r };
@@ -161,7 +166,7 @@ pub fn push(globals: &Globals, a: PushArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    let p = push::push_image(&store, &a.source, &r, &a.registry.options())?;
+    let p = push::push_image(&store, &a.source, &r, &a.registry.options(), &transfer)?;
     if a.quiet {
         println!("{}", p.digest);
     } else {

@@ -28,8 +28,9 @@ use serde_json::json;
 
 use super::client::{Client, ClientOptions};
 use super::pull::{self, PullOptions};
-use super::push::{media_type_of, push_blobs};
+use super::push::{image_blobs, media_type_of, push_blobs};
 use super::reference::RemoteRef;
+use super::transfer::Transfer;
 use super::Error;
 use crate::digest::{Digest, HashingWriter};
 use crate::image::{ImageStore, Limits};
@@ -74,6 +75,7 @@ pub fn push_run(
     run: &str,
     r: &RemoteRef,
     o: &ClientOptions,
+    t: &Transfer,
     with_inputs: bool,
 ) -> Result<PushedRun, Error> {
     let id = root
@@ -114,17 +116,13 @@ pub fn push_run(
 
     let client = Client::connect(r, o, true)?;
     // The image first, by digest, so the artifact's subject exists.
-    let mut image_blobs: Vec<&Digest> = resolved.layers.iter().map(|l| &l.digest).collect();
-    image_blobs.push(&resolved.config_digest);
-    let (mut uploaded, _) = push_blobs(&client, store, &image_blobs)?;
+    let (image_uploaded, _) = push_blobs(&client, &image_blobs(store, &resolved), t)?;
     let image_mt = media_type_of(&image_manifest);
     client.put_manifest(&resolved.manifest_digest.to_string(), &image_mt, &image_manifest)?;
-    for p in parts.iter().chain([&empty]) {
-        if !client.has_blob(&p.digest)? {
-            client.upload(&p.digest, &p.path)?;
-            uploaded += 1;
-        }
-    }
+    let files: Vec<(Digest, PathBuf)> =
+        parts.iter().chain([&empty]).map(|p| (p.digest.clone(), p.path.clone())).collect();
+    let (files_uploaded, _) = push_blobs(&client, &files, t)?;
+    let uploaded = image_uploaded + files_uploaded;
     let desc = |p: &Part| {
         json!({"mediaType": p.media_type, "digest": p.digest, "size": p.size,
                "annotations": {ANN_TITLE: p.title}})

@@ -40,6 +40,9 @@ const MAX_DOCUMENT: u64 = 32 << 20;
 /// gives up.
 const MAX_STALLS: u32 = 5;
 
+/// Attempts at uploading one blob.
+pub const MAX_UPLOADS: u32 = 4;
+
 /// How to reach the registry.
 #[derive(Debug, Clone, Default)]
 pub struct ClientOptions {
@@ -464,28 +467,59 @@ impl Client {
         }
     }
 
-    /// Upload the file at `path` as blob `d`, in one PUT.
-    pub fn upload(&self, d: &Digest, path: &Path) -> Result<(), Error> {
+    /// Upload the file at `path` as blob `d`, in one PUT; `progress` gets the
+    /// bytes sent so far. A registry cannot resume a monolithic upload, so a
+    /// dropped connection or a 5xx answer starts it over, up to
+    /// [`MAX_UPLOADS`] attempts in all.
+    pub fn upload(&self, d: &Digest, path: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<(), Error> {
+        let mut attempt = 1;
+        loop {
+            match self.upload_once(d, path, progress) {
+                Ok(()) => return Ok(()),
+                Err(Attempt::Retry(_)) if attempt < MAX_UPLOADS => {
+                    std::thread::sleep(Duration::from_millis(250 << attempt));
+                    attempt += 1;
+                }
+                Err(Attempt::Retry(e) | Attempt::Fatal(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// One upload: start a session, PUT the whole file to it.
+    fn upload_once(&self, d: &Digest, path: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<(), Attempt> {
+        let retry_or_fatal = |e: Error| match &e {
+            Error::Transport { .. } => Attempt::Retry(e),
+            Error::Status { status: 500..=599, .. } => Attempt::Retry(e),
+            _ => Attempt::Fatal(e),
+        };
         let start = format!("{}/v2/{}/blobs/uploads/", self.base, self.r.repository);
         let post = |a: Option<&str>| authed(self.agent.post(&start), a).send_empty();
-        let resp = self.call("start an upload at", &start, &post)?;
+        let resp = self.call("start an upload at", &start, &post).map_err(retry_or_fatal)?;
         if resp.status().as_u16() != 202 {
-            return Err(self.status("start an upload at", &start, resp));
+            return Err(retry_or_fatal(self.status("start an upload at", &start, resp)));
         }
-        let location = header(&resp, "location").ok_or_else(|| Error::Invalid {
-            what: start.clone(),
-            why: "the registry started an upload without a Location".into(),
+        let location = header(&resp, "location").ok_or_else(|| {
+            Attempt::Fatal(Error::Invalid {
+                what: start.clone(),
+                why: "the registry started an upload without a Location".into(),
+            })
         })?;
         let location = if location.starts_with('/') { format!("{}{location}", self.base) } else { location };
         let sep = if location.contains('?') { '&' } else { '?' };
         let url = format!("{location}{sep}digest={d}");
         let put = |a: Option<&str>| {
             let file = File::open(path).map_err(ureq::Error::Io)?;
-            authed(self.agent.put(&url).header("Content-Type", "application/octet-stream"), a).send(file)
+            let len = file.metadata().map_err(ureq::Error::Io)?.len();
+            progress(0);
+            let mut body = Counted { inner: file, sent: 0, progress };
+            authed(self.agent.put(&url), a)
+                .header("Content-Type", "application/octet-stream")
+                .header("Content-Length", len)
+                .send(ureq::SendBody::from_reader(&mut body))
         };
-        let resp = self.call("upload to", &url, &put)?;
+        let resp = self.call("upload to", &url, &put).map_err(retry_or_fatal)?;
         if resp.status().as_u16() != 201 {
-            return Err(self.status("upload to", &url, resp));
+            return Err(retry_or_fatal(self.status("upload to", &url, resp)));
         }
         Ok(())
     }
@@ -549,6 +583,22 @@ enum Attempt {
     Retry(Error),
     /// Nothing to gain from trying again.
     Fatal(Error),
+}
+
+/// A reader that reports the bytes read so far.
+struct Counted<'a, R> {
+    inner: R,
+    sent: u64,
+    progress: &'a (dyn Fn(u64) + Sync),
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sent += n as u64;
+        (self.progress)(self.sent);
+        Ok(n)
+    }
 }
 
 /// How much of a partial blob to keep (all of it unless longer than the blob),

@@ -9,7 +9,8 @@
 //!   parallel, those the store lacks) → the image store, which checks and unpacks
 //!   them as for `image import`;
 //! - [`push`]: an image of the store, or a run (record, outputs, inputs) as an
-//!   OCI artifact.
+//!   OCI artifact;
+//! - [`transfer`]: several blobs at once, with a progress bar each.
 //!
 //! Every blob is verified by digest before the store sees it; credentials go
 //! into requests only. See docs/images.md.
@@ -24,9 +25,11 @@ pub mod client;
 pub mod pull;
 pub mod push;
 pub mod reference;
+pub mod transfer;
 
 pub use client::{Client, ClientOptions};
 pub use reference::RemoteRef;
+pub use transfer::Transfer;
 
 /// Registry errors: each names the registry and the request or document.
 #[derive(Debug, thiserror::Error)]

@@ -9,13 +9,9 @@
 //! 5. The store plans, unpacks and publishes the image as for `image import`,
 //!    naming it and keeping its [`Origin`].
 
-use std::io::IsTerminal;
-use std::sync::Mutex;
-
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-
 use super::client::{Client, ClientOptions};
 use super::reference::RemoteRef;
+use super::transfer::{in_parallel, Bars};
 use super::Error;
 use crate::digest::Digest;
 use crate::image::fetch::parse_platform;
@@ -154,7 +150,7 @@ fn listed(entries: &[Descriptor]) -> String {
     }
 }
 
-/// Download `layers` with `o.jobs` threads; returns each blob's verified file,
+/// Download `layers`, `o.jobs` at a time; returns each blob's verified file,
 /// taken into `fetch`. A layer that a pull running at the same time stored
 /// while this one waited for its partial file is left out.
 fn download_all(
@@ -163,67 +159,23 @@ fn download_all(
     layers: &[&Descriptor],
     o: &PullOptions,
 ) -> Result<Vec<(Digest, std::path::PathBuf)>, Error> {
-    let bars = (o.progress && std::io::stderr().is_terminal())
-        .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-    let queue = Mutex::new(layers.iter().rev().copied().collect::<Vec<_>>());
-    let results = Mutex::new(Vec::new());
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..o.jobs.clamp(1, 16).min(layers.len().max(1)) {
-            s.spawn(|| loop {
-                if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
-                    return;
-                }
-                let Some(l) = queue.lock().ok().and_then(|mut q| q.pop()) else { return };
-                let bar = bars.as_ref().map(|m| m.add(layer_bar(&l.digest, l.size)));
-                let result = fetch.partial(&l.digest).map_err(Error::from).and_then(|partial| {
-                    if fetch.has_blob(&l.digest, l.size)? {
-                        return Ok(None);
-                    }
-                    let tick = |n: u64| {
-                        if let Some(b) = &bar {
-                            b.inc(n);
-                        }
-                    };
-                    client.download(&l.digest, l.size, &partial.path, &tick)?;
-                    Ok(Some(fetch.take(&l.digest, partial)?))
-                });
-                if let Some(b) = &bar {
-                    b.finish();
-                }
-                match result {
-                    Ok(None) => {}
-                    Ok(Some(path)) => {
-                        if let Ok(mut r) = results.lock() {
-                            r.push((l.digest.clone(), path));
-                        }
-                    }
-                    Err(e) => {
-                        if let Ok(mut f) = first_error.lock() {
-                            f.get_or_insert(e);
-                        }
-                        return;
-                    }
-                }
-            });
+    let bars = Bars::new(o.progress);
+    let done = in_parallel(layers, o.jobs, |l| {
+        let bar = bars.add(&l.digest, l.size);
+        let tick = |n: u64| {
+            if let Some(b) = &bar {
+                b.inc(n);
+            }
+        };
+        let partial = fetch.partial(&l.digest)?;
+        if fetch.has_blob(&l.digest, l.size)? {
+            return Ok(None);
         }
-    });
-    if let Some(m) = &bars {
-        let _ = m.clear();
-    }
-    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
-    Ok(results.into_inner().unwrap_or_else(|p| p.into_inner()))
-}
-
-fn layer_bar(d: &Digest, size: u64) -> ProgressBar {
-    let bar = ProgressBar::new(size);
-    if let Ok(style) =
-        ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix(d.short().to_string());
-    bar
+        client.download(&l.digest, l.size, &partial.path, &tick)?;
+        if let Some(b) = &bar {
+            b.finish();
+        }
+        Ok(Some((l.digest.clone(), fetch.take(&l.digest, partial)?)))
+    })?;
+    Ok(done.into_iter().flatten().collect())
 }

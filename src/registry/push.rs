@@ -1,13 +1,18 @@
 //! `exprun push`: an image of the store to a registry.
 //!
-//! Blobs first (layers, then the config), each skipped when the repository has
-//! it; the manifest last, so the tag never points at an incomplete image.
+//! Blobs first (layers and the config, a few at once), each skipped when the
+//! repository has it; the manifest last, so the tag never points at an
+//! incomplete image.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 use super::client::{Client, ClientOptions};
 use super::reference::RemoteRef;
+use super::transfer::{in_parallel, Bars, Transfer};
 use super::Error;
 use crate::digest::Digest;
-use crate::image::ImageStore;
+use crate::image::{ImageStore, ResolvedImage};
 
 /// What a push did.
 #[derive(Debug, Clone)]
@@ -26,39 +31,59 @@ pub fn push_image(
     image: &str,
     r: &RemoteRef,
     o: &ClientOptions,
+    t: &Transfer,
 ) -> Result<Pushed, Error> {
     let resolved = store.resolve(image)?;
     let manifest = store.read_blob(&resolved.manifest_digest)?;
     let client = Client::connect(r, o, true)?;
-    let mut blobs: Vec<&Digest> = resolved.layers.iter().map(|l| &l.digest).collect();
-    blobs.push(&resolved.config_digest);
-    let (uploaded, skipped) = push_blobs(&client, store, &blobs)?;
+    let (uploaded, skipped) = push_blobs(&client, &image_blobs(store, &resolved), t)?;
     let media_type = media_type_of(&manifest);
     let digest =
         client.put_manifest(&tag_or_digest(r, &resolved.manifest_digest)?, &media_type, &manifest)?;
     Ok(Pushed { digest, uploaded, skipped })
 }
 
-/// Upload the stored blobs the repository lacks; (uploaded, skipped).
+/// Upload the blobs (digest, file) the repository lacks, `t.jobs` at a time;
+/// returns (uploaded, skipped).
 pub(crate) fn push_blobs(
     client: &Client,
-    store: &ImageStore,
-    blobs: &[&Digest],
+    blobs: &[(Digest, PathBuf)],
+    t: &Transfer,
 ) -> Result<(usize, usize), Error> {
-    let (mut uploaded, mut skipped) = (0, 0);
-    let mut seen = std::collections::BTreeSet::new();
-    for d in blobs {
-        if !seen.insert(*d) {
-            continue;
-        }
+    let mut seen = BTreeSet::new();
+    let blobs: Vec<&(Digest, PathBuf)> = blobs.iter().filter(|(d, _)| seen.insert(d)).collect();
+    let bars = Bars::new(t.progress);
+    let uploaded = in_parallel(&blobs, t.jobs, |(d, path)| {
         if client.has_blob(d)? {
-            skipped += 1;
-        } else {
-            client.upload(d, &store.blob_path(d))?;
-            uploaded += 1;
+            return Ok(false);
         }
-    }
-    Ok((uploaded, skipped))
+        let size =
+            std::fs::metadata(path).map_err(|e| Error::Io { op: "read", path: path.clone(), source: e })?;
+        let bar = bars.add(d, size.len());
+        let sent = |n: u64| {
+            if let Some(b) = &bar {
+                b.set_position(n);
+            }
+        };
+        client.upload(d, path, &sent)?;
+        if let Some(b) = &bar {
+            b.finish();
+        }
+        Ok(true)
+    })?;
+    let n = uploaded.iter().filter(|u| **u).count();
+    Ok((n, blobs.len() - n))
+}
+
+/// An image's blobs in the store: its layers, then its config.
+pub(crate) fn image_blobs(store: &ImageStore, image: &ResolvedImage) -> Vec<(Digest, PathBuf)> {
+    image
+        .layers
+        .iter()
+        .map(|l| &l.digest)
+        .chain([&image.config_digest])
+        .map(|d| (d.clone(), store.blob_path(d)))
+        .collect()
 }
 
 /// Where to put the manifest: the tag of `r`, else its digest (which must be

@@ -114,6 +114,10 @@ pub enum Mode {
     /// answer for `hold`, so downloads that run at once overlap, and it cuts its
     /// first answer for blob `drop` after 100,000 bytes.
     Hub { hold: Duration, drop: Option<String> },
+    /// Every blob upload (the PUT that ends it) is held for `hold` and counted
+    /// as active meanwhile; the first one is read whole and then answered by
+    /// closing the connection, as a load balancer that times out does.
+    Uploads { hold: Duration },
 }
 
 /// A one-request-per-connection HTTP proxy in front of a registry. `log` holds
@@ -128,7 +132,7 @@ pub struct Proxy {
 struct Shared {
     log: Mutex<Vec<String>>,
     dropped: AtomicUsize,
-    /// Storage answers being sent now, and the most there ever were at once.
+    /// Storage answers or uploads in flight now, and the most there ever were at once.
     active: AtomicUsize,
     most_active: AtomicUsize,
 }
@@ -166,7 +170,8 @@ impl Proxy {
         self.shared.log.lock().unwrap().clone()
     }
 
-    /// The most storage answers (`Mode::Hub`) that were being sent at once.
+    /// The most storage answers (`Mode::Hub`) or uploads (`Mode::Uploads`) that
+    /// were in flight at once.
     pub fn most_at_once(&self) -> usize {
         self.shared.most_active.load(Ordering::SeqCst)
     }
@@ -277,6 +282,13 @@ fn serve(mut conn: TcpStream, upstream: u16, port: u16, mode: &Mode, shared: &Sh
                      Content-Length: 0\r\nConnection: close\r\n\r\n"
                 );
                 return conn.write_all(resp.as_bytes());
+            }
+        }
+        Mode::Uploads { hold } if request.starts_with("PUT ") && path.contains("/blobs/uploads/") => {
+            _active = Some(Active::new(shared));
+            std::thread::sleep(*hold);
+            if shared.dropped.fetch_add(1, Ordering::SeqCst) == 0 {
+                return conn.shutdown(std::net::Shutdown::Both);
             }
         }
         _ => {}
