@@ -164,6 +164,21 @@ fn builds_are_reproducible_and_one_source_byte_changes_the_digest() {
     assert_eq!(inspect(&fresh, "app:epoch")["created"], "2023-11-14T22:13:20Z");
     assert!(top_layer(&fresh, "app:epoch").iter().all(|e| e.1 == 1_700_000_000));
 
+    // A gzip'd layer: the same tar inside, another blob, and the same digest
+    // each time and in a fresh store.
+    let gz = build_ok(&r, src.path(), "app:gz", &["--compress", "gzip"]);
+    assert_ne!(gz, first);
+    assert_eq!(build_ok(&fresh, copy.path(), "app:gz", &["--compress", "gzip"]), gz);
+    let (plain, zipped) = (inspect(&r, "app:1"), inspect(&r, "app:gz"));
+    let top = |i: &serde_json::Value| i["layers"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(top(&zipped)["media_type"], "application/vnd.oci.image.layer.v1.tar+gzip");
+    assert_eq!(top(&zipped)["diff_id"], top(&plain)["diff_id"]);
+    assert!(top(&zipped)["size"].as_u64() < top(&plain)["size"].as_u64(), "{zipped}");
+    let (code, stdout, stderr) = r.run(&["app:gz"]);
+    assert_eq!((code, stdout.as_str()), (0, "app says: assembled from source, built by 1001\n"), "{stderr}");
+    let (code, _, err) = build(&r, &["--builder", "builder", "--source", "/", "-t", "x", "--compress", "xz"]);
+    assert!(code == 125 && err.contains("--compress"), "{err}");
+
     std::fs::write(copy.path().join("message.txt"), "assembled from sourcE\n").unwrap();
     let changed = build_ok(&fresh, copy.path(), "app:changed", &[]);
     assert_ne!(changed, first, "one source byte changed");

@@ -30,8 +30,6 @@ pub const SOURCE_DIGEST_LABEL: &str = "dev.exprun.build.source-digest";
 const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const MT_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-/// The captured layer is an uncompressed tar.
-pub const MT_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// Everything the new image is made of.
 pub struct NewImage<'a> {
@@ -138,7 +136,7 @@ pub fn manifest(plan: &BuildPlan, config: (&Digest, usize), layer: &Layer) -> Re
         .iter()
         .map(|l| json!({"mediaType": oci_layer_type(&l.media_type), "digest": l.digest.to_string(), "size": l.size}))
         .collect();
-    layers.push(json!({"mediaType": MT_LAYER, "digest": layer.diff_id.to_string(), "size": layer.size}));
+    layers.push(json!({"mediaType": layer.compression.media_type(), "digest": layer.digest.to_string(), "size": layer.size}));
     let m = json!({
         "schemaVersion": 2,
         "mediaType": MT_MANIFEST,
@@ -171,7 +169,7 @@ pub fn write_layout(store: &ImageStore, dir: &Path, n: &NewImage<'_>) -> Result<
             fs::copy(&from, &to).map_err(io("copying the builder's layer", &from))?;
         }
     }
-    let layer_blob = blobs.join(n.layer.diff_id.hex());
+    let layer_blob = blobs.join(n.layer.digest.hex());
     fs::rename(n.layer_path, &layer_blob).map_err(io("moving the layer", n.layer_path))?;
     let (config_digest, config_size) = put(&config(n)?)?;
     let manifest = manifest(n.plan, (&config_digest, config_size), n.layer)?;
@@ -197,6 +195,7 @@ pub fn write_layout(store: &ImageStore, dir: &Path, n: &NewImage<'_>) -> Result<
 mod tests {
     use std::path::PathBuf;
 
+    use super::super::layer::Compression;
     use super::*;
     use crate::image::{LayerInfo, ResolvedImage};
 
@@ -229,6 +228,7 @@ mod tests {
             uid: 1001,
             gid: 0,
             epoch: 86400,
+            compression: Compression::None,
         }
     }
 
@@ -244,7 +244,14 @@ mod tests {
             "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", "d".repeat(64))]},
             "history": [{"created_by": "base"}]
         }));
-        let layer = Layer { diff_id: Digest::of_bytes(b"layer"), size: 1024, entries: 3 };
+        let layer = Layer {
+            diff_id: Digest::of_bytes(b"layer"),
+            tar_size: 1024,
+            digest: Digest::of_bytes(b"layer"),
+            size: 1024,
+            compression: Compression::None,
+            entries: 3,
+        };
         let src = Digest::of_bytes(b"source");
         let env = [
             ("MODE".to_string(), "prod".to_string()),
@@ -280,7 +287,7 @@ mod tests {
         assert_eq!(layers[0]["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
         assert_eq!(
             layers[1],
-            json!({"mediaType": MT_LAYER, "digest": layer.diff_id.to_string(), "size": 1024})
+            json!({"mediaType": Compression::None.media_type(), "digest": layer.diff_id.to_string(), "size": 1024})
         );
     }
 }

@@ -27,9 +27,12 @@
 //! The tar: entries sorted by their path's bytes (so a directory comes before
 //! its contents), GNU headers (long names as GNU long-name records), every
 //! mtime `SOURCE_DATE_EPOCH`, no atime or ctime, numeric owners without user
-//! or group names, whiteouts as empty files of mode 0 owned by 0:0. It is
-//! stored uncompressed: its digest is its diff_id, and depends on nothing but
-//! the content (no compressor version).
+//! or group names, whiteouts as empty files of mode 0 owned by 0:0. By default
+//! it is stored uncompressed: its digest is its diff_id, and depends on
+//! nothing but the content. With [`Compression::Gzip`] the blob is the tar
+//! gzip'd at level 6 with a fixed header (no name, mtime 0): the same for the
+//! same content and the same exprun, but a later compressor may give other
+//! bytes (the diff_id stays).
 //!
 //! Refused, naming the path: an overlayfs redirect (a directory of the builder
 //! renamed with `redirect_dir=on`) or metacopy (a metadata-only copy-up with
@@ -45,6 +48,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::Error;
 use crate::digest::{Digest, HashingWriter};
+use crate::image::manifest::{MT_LAYER_GZIP, MT_LAYER_TAR};
 
 /// What to capture.
 pub struct Capture<'a> {
@@ -57,15 +61,43 @@ pub struct Capture<'a> {
     pub stubs: &'a BTreeSet<PathBuf>,
     /// `SOURCE_DATE_EPOCH`: every entry's mtime.
     pub epoch: u64,
+    /// How the blob is compressed.
+    pub compression: Compression,
+}
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// Not: the blob is the tar.
+    #[default]
+    None,
+    /// gzip, level 6, with a fixed header.
+    Gzip,
+}
+
+impl Compression {
+    /// The layer's media type in the manifest.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Self::None => MT_LAYER_TAR,
+            Self::Gzip => MT_LAYER_GZIP,
+        }
+    }
 }
 
 /// The layer written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layer {
-    /// sha256 of the tar (uncompressed: its digest and its diff_id).
+    /// sha256 of the tar: the diff_id in the image config.
     pub diff_id: Digest,
     /// Size of the tar in bytes.
+    pub tar_size: u64,
+    /// sha256 of the blob (the tar, compressed or not): its digest in the manifest.
+    pub digest: Digest,
+    /// Size of the blob in bytes.
     pub size: u64,
+    /// How the blob is compressed.
+    pub compression: Compression,
     /// Number of entries (whiteout and opaque markers included).
     pub entries: usize,
 }
@@ -117,12 +149,12 @@ pub struct Entry {
     pub xattrs: Vec<(String, Vec<u8>)>,
 }
 
-/// Capture `c.upper` into an uncompressed layer tar at `out`.
+/// Capture `c.upper` into a layer blob at `out`.
 pub fn capture(c: &Capture<'_>, out: &Path) -> Result<Layer, Error> {
     let mut entries = Vec::new();
     walk(c, c.upper, Path::new(""), &mut entries)?;
     let entries = finish(entries);
-    write_tar(&entries, c.epoch, out)
+    write_tar(&entries, c.epoch, c.compression, out)
 }
 
 /// Sort entries by path bytes and turn later links of one inode into hard links.
@@ -250,21 +282,44 @@ fn marker(path: PathBuf, kind: Kind) -> Entry {
     Entry { path, kind, mode: 0, uid: 0, gid: 0, xattrs: Vec::new() }
 }
 
-/// Write `entries` (already in order) as a tar at `out`.
-pub fn write_tar(entries: &[Entry], epoch: u64, out: &Path) -> Result<Layer, Error> {
+/// Write `entries` (already in order) as a tar at `out`, compressed as asked.
+pub fn write_tar(
+    entries: &[Entry],
+    epoch: u64,
+    compression: Compression,
+    out: &Path,
+) -> Result<Layer, Error> {
     let write_err = |e: io::Error| Error::Io { op: "writing the layer", path: out.to_path_buf(), source: e };
     let file = fs::OpenOptions::new().write(true).create_new(true).open(out).map_err(write_err)?;
-    let mut tar = tar::Builder::new(HashingWriter::new(BufWriter::new(file)));
+    let blob = HashingWriter::new(BufWriter::new(file));
+    let (buf, diff_id, tar_size, digest, size) = match compression {
+        Compression::None => {
+            let (buf, d, n) = append_all(entries, epoch, blob, out)?.finish();
+            (buf, d.clone(), n, d, n)
+        }
+        Compression::Gzip => {
+            let gz = flate2::GzBuilder::new().mtime(0).write(blob, flate2::Compression::new(6));
+            let (gz, d, n) = append_all(entries, epoch, HashingWriter::new(gz), out)?.finish();
+            let (buf, cd, cn) = gz.finish().map_err(write_err)?.finish();
+            (buf, d, n, cd, cn)
+        }
+    };
+    let file = buf.into_inner().map_err(|e| write_err(e.into_error()))?;
+    file.sync_all().map_err(write_err)?;
+    Ok(Layer { diff_id, tar_size, digest, size, compression, entries: entries.len() })
+}
+
+/// The tar of `entries` written to `w` (the layer at `out`), ended.
+fn append_all<W: Write>(entries: &[Entry], epoch: u64, w: W, out: &Path) -> Result<W, Error> {
+    let write_err = |e: io::Error| Error::Io { op: "writing the layer", path: out.to_path_buf(), source: e };
+    let mut tar = tar::Builder::new(w);
     for e in entries {
         append(&mut tar, e, epoch).map_err(|err| match err {
             Appended::Read(why) => layer_err(&e.path, why),
             Appended::Write(w) => write_err(w),
         })?;
     }
-    let (buf, diff_id, size) = tar.into_inner().map_err(write_err)?.finish();
-    let file = buf.into_inner().map_err(|e| write_err(e.into_error()))?;
-    file.sync_all().map_err(write_err)?;
-    Ok(Layer { diff_id, size, entries: entries.len() })
+    tar.into_inner().map_err(write_err)
 }
 
 enum Appended {

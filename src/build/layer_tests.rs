@@ -88,12 +88,31 @@ impl Fixture {
         self.dir.path().join("lower")
     }
     fn capture(&self, stubs: &[&str], epoch: u64, name: &str) -> Result<(Layer, Vec<Read>), Error> {
+        self.capture_as(stubs, epoch, Compression::None, name)
+    }
+    fn capture_as(
+        &self,
+        stubs: &[&str],
+        epoch: u64,
+        compression: Compression,
+        name: &str,
+    ) -> Result<(Layer, Vec<Read>), Error> {
         let stubs: BTreeSet<PathBuf> = stubs.iter().map(PathBuf::from).collect();
         let out = self.dir.path().join(name);
-        let layer =
-            capture(&Capture { upper: &self.upper(), lower: &[self.lower()], stubs: &stubs, epoch }, &out)?;
-        let read = read_tar(&out);
-        assert_eq!(Digest::of_file(&out).unwrap(), (layer.diff_id.clone(), layer.size));
+        let c = Capture { upper: &self.upper(), lower: &[self.lower()], stubs: &stubs, epoch, compression };
+        let layer = capture(&c, &out)?;
+        assert_eq!(Digest::of_file(&out).unwrap(), (layer.digest.clone(), layer.size));
+        let tar = match compression {
+            Compression::None => out.clone(),
+            Compression::Gzip => {
+                let tar = out.with_extension("ungz");
+                let mut gz = flate2::read::GzDecoder::new(fs::File::open(&out).unwrap());
+                io::copy(&mut gz, &mut fs::File::create(&tar).unwrap()).unwrap();
+                tar
+            }
+        };
+        assert_eq!(Digest::of_file(&tar).unwrap(), (layer.diff_id.clone(), layer.tar_size));
+        let read = read_tar(&tar);
         assert_eq!(read.len(), layer.entries);
         Ok((layer, read))
     }
@@ -153,6 +172,26 @@ fn the_same_content_gives_the_same_bytes() {
     write(&b.upper().join("y"), "Y");
     let (ld, _) = b.capture(&[], 42, "d.tar").unwrap();
     assert_ne!(la.diff_id, ld.diff_id, "one changed byte");
+}
+
+#[test]
+fn a_gzip_layer_holds_the_same_tar_and_is_the_same_each_time() {
+    let f = Fixture::new();
+    write(&f.upper().join("app/data.txt"), &"line of text\n".repeat(2000));
+    write(&f.upper().join("app/run.sh"), "#!/bin/sh\n");
+    let (plain, entries) = f.capture(&[], 7, "l.tar").unwrap();
+    assert_eq!((plain.digest.clone(), plain.size), (plain.diff_id.clone(), plain.tar_size));
+    let (gz, gz_entries) = f.capture_as(&[], 7, Compression::Gzip, "l.tar.gz").unwrap();
+    assert_eq!((gz.diff_id.clone(), gz.tar_size), (plain.diff_id.clone(), plain.tar_size));
+    assert_eq!(gz_entries, entries);
+    assert_ne!(gz.digest, gz.diff_id);
+    assert!(gz.size * 4 < gz.tar_size, "{} of {} bytes", gz.size, gz.tar_size);
+    assert_eq!(gz.compression.media_type(), "application/vnd.oci.image.layer.v1.tar+gzip");
+    let (again, _) = f.capture_as(&[], 7, Compression::Gzip, "again.tar.gz").unwrap();
+    assert_eq!(again, gz);
+    // A fixed header: no name, mtime 0.
+    let bytes = fs::read(f.dir.path().join("l.tar.gz")).unwrap();
+    assert_eq!((bytes[3], &bytes[4..8]), (0, &[0u8; 4][..]), "flags and mtime");
 }
 
 #[test]

@@ -17,8 +17,8 @@
 //!    when the run ends its upper directory is moved into the scratch
 //!    directory instead of being discarded;
 //! 4. [`layer`]: that upper directory, less what exprun itself made for the run
-//!    (mount points, the working directory), becomes an uncompressed OCI layer
-//!    tar, byte-for-byte the same for the same content;
+//!    (mount points, the working directory), becomes an OCI layer tar,
+//!    byte-for-byte the same for the same content (gzip'd with `--compress`);
 //! 5. [`image`]: the builder's config with the run script as `Cmd`, the layer's
 //!    diff_id appended, written as an OCI layout and imported into the store
 //!    with `ImageStore::import`, which verifies every blob, under the `-t` name;
@@ -169,6 +169,8 @@ pub struct BuildOptions {
     pub pids_limit: Option<i64>,
     /// `-q`: do not copy the assemble step's output to exprun's own.
     pub quiet: bool,
+    /// `--compress`: how the new layer's blob is compressed.
+    pub compression: layer::Compression,
 }
 
 /// The build, resolved and checked: what the apply steps read.
@@ -199,6 +201,8 @@ pub struct BuildPlan {
     /// `SOURCE_DATE_EPOCH`: every timestamp of the source copy and the layer,
     /// and the image's `created`.
     pub epoch: u64,
+    /// How the new layer's blob is compressed.
+    pub compression: layer::Compression,
 }
 
 /// What a build made.
@@ -208,7 +212,7 @@ pub struct BuildResult {
     pub name: String,
     /// Its manifest digest.
     pub manifest_digest: Digest,
-    /// The captured layer's diff_id (it is stored uncompressed: also its digest).
+    /// The captured layer.
     pub layer: layer::Layer,
     /// The assemble step's run id.
     pub run_id: String,
@@ -305,6 +309,7 @@ pub fn plan(store: &ImageStore, opts: &BuildOptions) -> Result<BuildPlan> {
         uid: resolved.uid,
         gid: resolved.gid,
         epoch: opts.source_date_epoch,
+        compression: opts.compression,
     })
 }
 
@@ -467,7 +472,13 @@ pub fn build(root: &Root, opts: &BuildOptions, command_line: Vec<String>) -> Res
     let captured = {
         let _lock = store.lock_shared()?;
         layer::capture(
-            &layer::Capture { upper: &upper, lower: &plan.builder_layers, stubs: &stubs, epoch: plan.epoch },
+            &layer::Capture {
+                upper: &upper,
+                lower: &plan.builder_layers,
+                stubs: &stubs,
+                epoch: plan.epoch,
+                compression: plan.compression,
+            },
             &layer_path,
         )?
     };
