@@ -649,27 +649,43 @@ fn a_built_image_travels_through_the_registry_unchanged() {
     if !ready("a_built_image_travels_through_the_registry_unchanged") {
         return;
     }
+    // The lab's builder image is on its registry; a researcher pulls it, builds
+    // on it and pushes the result next to it.
     let reg = Registry::start(None);
-    let a = TestRoot::with_builder();
+    let proxy = Proxy::start(reg.port, Mode::Plain);
+    let builder = format!("{}/s2i/builder:1", proxy.host());
+    ok(&TestRoot::with_builder(), &["push", "-q", "builder:latest", &builder]);
+    let a = TestRoot::new();
+    ok(&a, &["pull", "-q", &builder]);
     let src = tempfile::tempdir().unwrap();
     std::fs::write(src.path().join("app.sh"), "echo \"hello from $(cat message.txt)\"\n").unwrap();
     std::fs::write(src.path().join("message.txt"), "the lab\n").unwrap();
-    let out = ok(
-        &a,
-        &[
-            "build",
-            "-q",
-            "--builder",
-            "builder:latest",
-            "--source",
-            src.path().to_str().unwrap(),
-            "-t",
-            "app:1",
-        ],
-    );
+    let src = src.path().to_str().unwrap();
+    let out =
+        ok(&a, &["build", "-q", "--compress", "gzip", "--builder", &builder, "--source", src, "-t", "app:1"]);
     let built = out.trim().to_string();
-    let target = format!("{}/lab/app:1", reg.host());
-    assert_eq!(ok(&a, &["push", "-q", "app:1", &target]).trim(), built);
+    let target = format!("{}/lab/app:1", proxy.host());
+    let out = ok(&a, &["push", "app:1", &target]);
+    assert!(out.contains(&built), "{out}");
+    // The builder's layers are mounted from its repository, not sent again;
+    // the new layer and the new config are uploaded.
+    let builder_layers: Vec<String> = inspect_layers(&a, &builder);
+    let mounted = format!(
+        "2 blobs uploaded, {} mounted from other repositories, 0 already there",
+        builder_layers.len()
+    );
+    assert!(out.contains(&mounted), "{out}");
+    let log = proxy.requests();
+    for l in &builder_layers {
+        assert!(
+            log.iter().any(|r| r.starts_with("POST /v2/lab/app/blobs/uploads/?mount=")
+                && r.contains(l.as_str())
+                && r.contains("from=s2i/builder")),
+            "no mount of {l}: {log:#?}"
+        );
+    }
+    let puts = log.iter().filter(|r| r.starts_with("PUT /v2/lab/app/blobs/uploads/")).count();
+    assert_eq!(puts, 2, "{log:#?}");
     assert_eq!(skopeo_digest(&target), built);
 
     let b = TestRoot::new();
@@ -677,5 +693,12 @@ fn a_built_image_travels_through_the_registry_unchanged() {
     let (code, stdout, stderr) = b.run(&[&target]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, "hello from the lab\n");
+    a.assert_no_leftovers();
     b.assert_no_leftovers();
+}
+
+/// The layer digests of a stored image.
+fn inspect_layers(root: &TestRoot, reference: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(&ok(root, &["image", "inspect", reference])).unwrap();
+    v["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
 }

@@ -170,7 +170,7 @@ pub fn push(globals: &Globals, a: PushArgs) -> Result<i32> {
     if a.quiet {
         println!("{}", p.digest);
     } else {
-        println!("pushed {r} {} ({} blobs uploaded, {} already there)", p.digest, p.uploaded, p.skipped);
+        println!("pushed {r} {} ({})", p.digest, p.blobs);
     }
     Ok(0)
 }

@@ -18,6 +18,7 @@
 //! and the replay reads the artifact's inputs in place of the recorded host paths,
 //! checking them against the recorded digests as for any replay.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ use serde_json::json;
 
 use super::client::{Client, ClientOptions};
 use super::pull::{self, PullOptions};
-use super::push::{image_blobs, media_type_of, push_blobs};
+use super::push::{image_blobs, media_type_of, mount_sources, push_blobs, repositories};
 use super::reference::RemoteRef;
 use super::transfer::Transfer;
 use super::Error;
@@ -114,15 +115,16 @@ pub fn push_run(
     }
     let empty = part_from_bytes(scratch.path(), "config", MT_EMPTY, EMPTY_JSON)?;
 
-    let client = Client::connect(r, o, true)?;
+    let mounts = mount_sources(store, r)?;
+    let client = Client::connect_with(r, o, true, &repositories(&mounts))?;
     // The image first, by digest, so the artifact's subject exists.
-    let (image_uploaded, _) = push_blobs(&client, &image_blobs(store, &resolved), t)?;
+    let image_pushed = push_blobs(&client, &image_blobs(store, &resolved), &mounts, t)?;
     let image_mt = media_type_of(&image_manifest);
     client.put_manifest(&resolved.manifest_digest.to_string(), &image_mt, &image_manifest)?;
     let files: Vec<(Digest, PathBuf)> =
         parts.iter().chain([&empty]).map(|p| (p.digest.clone(), p.path.clone())).collect();
-    let (files_uploaded, _) = push_blobs(&client, &files, t)?;
-    let uploaded = image_uploaded + files_uploaded;
+    let files_pushed = push_blobs(&client, &files, &BTreeMap::new(), t)?;
+    let uploaded = image_pushed.uploaded + files_pushed.uploaded;
     let desc = |p: &Part| {
         json!({"mediaType": p.media_type, "digest": p.digest, "size": p.size,
                "annotations": {ANN_TITLE: p.title}})

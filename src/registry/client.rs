@@ -60,8 +60,19 @@ pub struct Client {
     pub r: RemoteRef,
     creds: Option<Credentials>,
     challenge: Option<Challenge>,
-    scope: String,
+    /// The token scopes to ask for: this repository's, then those of the
+    /// repositories blobs may be mounted from.
+    scopes: Vec<String>,
     authorization: Mutex<Option<String>>,
+}
+
+/// How a blob got into the repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uploaded {
+    /// Its bytes were sent.
+    Sent,
+    /// The registry mounted it from another of its repositories.
+    Mounted,
 }
 
 /// The registry's error document.
@@ -93,6 +104,17 @@ impl Client {
     /// Connect to the registry of `r` and log in as it asks, for pulling (and
     /// pushing when `push`).
     pub fn connect(r: &RemoteRef, o: &ClientOptions, push: bool) -> Result<Self, Error> {
+        Self::connect_with(r, o, push, &[])
+    }
+
+    /// As [`Client::connect`], asking also for pull access to `mount_from`,
+    /// other repositories of the same registry to mount blobs from.
+    pub fn connect_with(
+        r: &RemoteRef,
+        o: &ClientOptions,
+        push: bool,
+        mount_from: &[String],
+    ) -> Result<Self, Error> {
         let mut tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier);
         if o.insecure_tls {
             tls = tls.disable_verification(true);
@@ -113,7 +135,13 @@ impl Client {
             r: r.clone(),
             creds: auth::lookup(r)?,
             challenge: None,
-            scope: format!("repository:{}:{}", r.repository, if push { "pull,push" } else { "pull" }),
+            scopes: std::iter::once(format!(
+                "repository:{}:{}",
+                r.repository,
+                if push { "pull,push" } else { "pull" }
+            ))
+            .chain(mount_from.iter().map(|repo| format!("repository:{repo}:pull")))
+            .collect(),
             authorization: Mutex::new(None),
         };
         let url = format!("{}/v2/", client.base);
@@ -158,7 +186,10 @@ impl Client {
 
     /// A bearer token from the realm (anonymous when there are no credentials).
     fn token(&self, realm: &str, service: Option<&str>) -> Result<String, Error> {
-        let mut req = self.agent.get(realm).query("scope", &self.scope);
+        let mut req = self.agent.get(realm);
+        for scope in &self.scopes {
+            req = req.query("scope", scope);
+        }
         if let Some(s) = service {
             req = req.query("service", s);
         }
@@ -468,14 +499,22 @@ impl Client {
     }
 
     /// Upload the file at `path` as blob `d`, in one PUT; `progress` gets the
-    /// bytes sent so far. A registry cannot resume a monolithic upload, so a
-    /// dropped connection or a 5xx answer starts it over, up to
-    /// [`MAX_UPLOADS`] attempts in all.
-    pub fn upload(&self, d: &Digest, path: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<(), Error> {
+    /// bytes sent so far. With `mount_from`, another repository of this
+    /// registry that has the blob, the registry is asked to mount it from there
+    /// first; one that cannot starts an ordinary upload instead. A registry
+    /// cannot resume a monolithic upload, so a dropped connection or a 5xx
+    /// answer starts it over, up to [`MAX_UPLOADS`] attempts in all.
+    pub fn upload(
+        &self,
+        d: &Digest,
+        path: &Path,
+        mount_from: Option<&str>,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Uploaded, Error> {
         let mut attempt = 1;
         loop {
-            match self.upload_once(d, path, progress) {
-                Ok(()) => return Ok(()),
+            match self.upload_once(d, path, mount_from, progress) {
+                Ok(u) => return Ok(u),
                 Err(Attempt::Retry(_)) if attempt < MAX_UPLOADS => {
                     std::thread::sleep(Duration::from_millis(250 << attempt));
                     attempt += 1;
@@ -486,17 +525,28 @@ impl Client {
     }
 
     /// One upload: start a session, PUT the whole file to it.
-    fn upload_once(&self, d: &Digest, path: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<(), Attempt> {
+    fn upload_once(
+        &self,
+        d: &Digest,
+        path: &Path,
+        mount_from: Option<&str>,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Uploaded, Attempt> {
         let retry_or_fatal = |e: Error| match &e {
             Error::Transport { .. } => Attempt::Retry(e),
             Error::Status { status: 500..=599, .. } => Attempt::Retry(e),
             _ => Attempt::Fatal(e),
         };
-        let start = format!("{}/v2/{}/blobs/uploads/", self.base, self.r.repository);
+        let mut start = format!("{}/v2/{}/blobs/uploads/", self.base, self.r.repository);
+        if let Some(from) = mount_from {
+            start.push_str(&format!("?mount={d}&from={from}"));
+        }
         let post = |a: Option<&str>| authed(self.agent.post(&start), a).send_empty();
         let resp = self.call("start an upload at", &start, &post).map_err(retry_or_fatal)?;
-        if resp.status().as_u16() != 202 {
-            return Err(retry_or_fatal(self.status("start an upload at", &start, resp)));
+        match resp.status().as_u16() {
+            201 if mount_from.is_some() => return Ok(Uploaded::Mounted),
+            202 => {}
+            _ => return Err(retry_or_fatal(self.status("start an upload at", &start, resp))),
         }
         let location = header(&resp, "location").ok_or_else(|| {
             Attempt::Fatal(Error::Invalid {
@@ -521,7 +571,7 @@ impl Client {
         if resp.status().as_u16() != 201 {
             return Err(retry_or_fatal(self.status("upload to", &url, resp)));
         }
-        Ok(())
+        Ok(Uploaded::Sent)
     }
 
     /// PUT a manifest under `reference` (a tag or its digest); returns the

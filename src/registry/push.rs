@@ -4,10 +4,10 @@
 //! repository has it; the manifest last, so the tag never points at an
 //! incomplete image.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use super::client::{Client, ClientOptions};
+use super::client::{Client, ClientOptions, Uploaded};
 use super::reference::RemoteRef;
 use super::transfer::{in_parallel, Bars, Transfer};
 use super::Error;
@@ -19,10 +19,29 @@ use crate::image::{ImageStore, ResolvedImage};
 pub struct Pushed {
     /// The manifest digest, as the registry has it.
     pub digest: Digest,
-    /// Blobs uploaded.
+    /// What happened to the blobs.
+    pub blobs: BlobCounts,
+}
+
+/// How the blobs of a push got there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlobCounts {
+    /// Sent.
     pub uploaded: usize,
-    /// Blobs the registry already had.
+    /// Mounted by the registry from another of its repositories.
+    pub mounted: usize,
+    /// Already in the repository.
     pub skipped: usize,
+}
+
+impl std::fmt::Display for BlobCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} blobs uploaded, ", self.uploaded)?;
+        if self.mounted > 0 {
+            write!(f, "{} mounted from other repositories, ", self.mounted)?;
+        }
+        write!(f, "{} already there", self.skipped)
+    }
 }
 
 /// Push the stored image `image` (any reference the store resolves) to `r`.
@@ -35,27 +54,60 @@ pub fn push_image(
 ) -> Result<Pushed, Error> {
     let resolved = store.resolve(image)?;
     let manifest = store.read_blob(&resolved.manifest_digest)?;
-    let client = Client::connect(r, o, true)?;
-    let (uploaded, skipped) = push_blobs(&client, &image_blobs(store, &resolved), t)?;
+    let mounts = mount_sources(store, r)?;
+    let client = Client::connect_with(r, o, true, &repositories(&mounts))?;
+    let blobs = push_blobs(&client, &image_blobs(store, &resolved), &mounts, t)?;
     let media_type = media_type_of(&manifest);
     let digest =
         client.put_manifest(&tag_or_digest(r, &resolved.manifest_digest)?, &media_type, &manifest)?;
-    Ok(Pushed { digest, uploaded, skipped })
+    Ok(Pushed { digest, blobs })
 }
 
-/// Upload the blobs (digest, file) the repository lacks, `t.jobs` at a time;
-/// returns (uploaded, skipped).
+/// For each blob of an image in the store that was pulled from another
+/// repository of `r`'s registry, that repository: the registry can mount the
+/// blob from there instead of receiving it again (a built image pushed next
+/// to its builder, an image copied between projects).
+pub(crate) fn mount_sources(store: &ImageStore, r: &RemoteRef) -> Result<BTreeMap<Digest, String>, Error> {
+    let mut sources = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for row in store.list()? {
+        if !seen.insert(row.manifest_digest.clone()) {
+            continue;
+        }
+        let image = store.resolve(&row.manifest_digest.to_string())?;
+        let Some(from) = image.origin.as_ref().and_then(|o| RemoteRef::parse(&o.reference).ok()) else {
+            continue;
+        };
+        if from.registry != r.registry || from.repository == r.repository {
+            continue;
+        }
+        for (d, _) in image_blobs(store, &image) {
+            sources.entry(d).or_insert_with(|| from.repository.clone());
+        }
+    }
+    Ok(sources)
+}
+
+/// The repositories named in `mounts`, once each.
+pub(crate) fn repositories(mounts: &BTreeMap<Digest, String>) -> Vec<String> {
+    mounts.values().cloned().collect::<BTreeSet<_>>().into_iter().collect()
+}
+
+/// Upload the blobs (digest, file) the repository lacks, `t.jobs` at a time,
+/// asking the registry to mount those in `mounts` from the repository named
+/// there first.
 pub(crate) fn push_blobs(
     client: &Client,
     blobs: &[(Digest, PathBuf)],
+    mounts: &BTreeMap<Digest, String>,
     t: &Transfer,
-) -> Result<(usize, usize), Error> {
+) -> Result<BlobCounts, Error> {
     let mut seen = BTreeSet::new();
     let blobs: Vec<&(Digest, PathBuf)> = blobs.iter().filter(|(d, _)| seen.insert(d)).collect();
     let bars = Bars::new(t.progress);
-    let uploaded = in_parallel(&blobs, t.jobs, |(d, path)| {
+    let outcomes = in_parallel(&blobs, t.jobs, |(d, path)| {
         if client.has_blob(d)? {
-            return Ok(false);
+            return Ok(None);
         }
         let size =
             std::fs::metadata(path).map_err(|e| Error::Io { op: "read", path: path.clone(), source: e })?;
@@ -65,14 +117,18 @@ pub(crate) fn push_blobs(
                 b.set_position(n);
             }
         };
-        client.upload(d, path, &sent)?;
+        let how = client.upload(d, path, mounts.get(d).map(String::as_str), &sent)?;
         if let Some(b) = &bar {
             b.finish();
         }
-        Ok(true)
+        Ok(Some(how))
     })?;
-    let n = uploaded.iter().filter(|u| **u).count();
-    Ok((n, blobs.len() - n))
+    let count = |u: Option<Uploaded>| outcomes.iter().filter(|o| **o == u).count();
+    Ok(BlobCounts {
+        uploaded: count(Some(Uploaded::Sent)),
+        mounted: count(Some(Uploaded::Mounted)),
+        skipped: count(None),
+    })
 }
 
 /// An image's blobs in the store: its layers, then its config.
