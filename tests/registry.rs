@@ -282,6 +282,95 @@ fn basic_auth_reads_the_auth_file_and_keeps_the_password_out_of_the_store() {
 }
 
 #[test]
+fn login_checks_the_credentials_and_keeps_them_where_podman_does() {
+    if !ready("login_checks_the_credentials_and_keeps_them_where_podman_does") {
+        return;
+    }
+    let reg = Registry::start(Some(("alice", "s3cret-pw")));
+    let root = TestRoot::with_busybox();
+    let runtime = tempfile::tempdir().unwrap();
+    let auth = runtime.path().join("containers/auth.json");
+    let exprun = |args: &[&str], stdin: &str| {
+        use std::io::Write as _;
+        let mut child = root
+            .command(args)
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), text)
+    };
+    let host = reg.host();
+    let (code, e) = exprun(&["login", "-u", "alice", "--password-stdin", &host], "wrong\n");
+    assert!(code == Some(125) && e.contains("\"alice\" was refused"), "{e}");
+    assert!(!auth.exists(), "refused credentials were stored");
+    let (code, e) = exprun(&["login", &host], "");
+    assert!(code == Some(125) && e.contains("not a terminal") && e.contains("--password-stdin"), "{e}");
+
+    let (code, out) = exprun(&["login", "-u", "alice", "--password-stdin", &host], "s3cret-pw\n");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("Login Succeeded"), "{out}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&auth).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    // push and pull find it there, as they find podman's.
+    let target = format!("{host}/lab/busybox:login");
+    let (code, out) = exprun(&["push", "-q", "busybox:latest", &target], "");
+    assert_eq!(code, Some(0), "{out}");
+    let grep = Command::new("grep").args(["-r", "-l", "s3cret-pw"]).arg(root.path()).output().unwrap();
+    assert!(grep.stdout.is_empty(), "the password is in {}", String::from_utf8_lossy(&grep.stdout));
+
+    // Asked on a terminal.
+    std::fs::remove_file(&auth).unwrap();
+    let cmd = format!("{} login {host}", common::exprun_bin().display());
+    let mut script = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = script.stdin.take().unwrap();
+        stdin.write_all(b"alice\n").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        stdin.write_all(b"s3cret-pw\n").unwrap();
+    }
+    let out = script.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("Username for {host}: ")) && text.contains("Password: "), "{text:?}");
+    assert!(text.contains("Login Succeeded"), "{text:?}");
+    assert!(auth.exists());
+
+    let (code, out) = exprun(&["logout", &host], "");
+    assert_eq!(code, Some(0), "{out}");
+    let (code, e) = exprun(&["pull", &target], "");
+    assert!(code == Some(125) && e.contains("wants credentials"), "{e}");
+    let (code, e) = exprun(&["logout", &host], "");
+    assert!(code == Some(125) && e.contains("not logged in"), "{e}");
+
+    // A token service checks them too.
+    let open = Registry::start(None);
+    let proxy = Proxy::start(open.port, Mode::Bearer { user: "bob".into(), password: "pw".into() });
+    let (code, e) = exprun(&["login", "-u", "bob", "--password-stdin", &proxy.host()], "nope\n");
+    assert!(code == Some(125) && e.contains("token service refused"), "{e}");
+    let (code, out) = exprun(&["login", "-u", "bob", "-p", "pw", &proxy.host()], "");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        proxy.requests().iter().any(|l| l.starts_with("GET /token?") && !l.contains("scope")),
+        "{:#?}",
+        proxy.requests()
+    );
+    root.assert_no_leftovers();
+}
+
+#[test]
 fn bearer_tokens_are_fetched_from_the_realm_the_registry_names() {
     if !ready("bearer_tokens_are_fetched_from_the_realm_the_registry_names") {
         return;

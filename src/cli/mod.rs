@@ -78,6 +78,10 @@ enum Command {
     Pull(registry::PullArgs),
     /// Push a stored image, or a recorded run, to an OCI registry
     Push(registry::PushArgs),
+    /// Log in to a registry: check the credentials, then keep them in podman's auth file
+    Login(registry::LoginArgs),
+    /// Remove a registry's credentials from the auth file
+    Logout(registry::LogoutArgs),
     /// Build an image from source with an s2i builder image, reproducibly
     Build(build::BuildArgs),
     /// Clean up after runs whose exprun was killed, and unreferenced image data
@@ -217,6 +221,8 @@ pub fn main() -> i32 {
         Command::Image(cmd) => image::run(&globals, cmd),
         Command::Pull(a) => registry::pull(&globals, a),
         Command::Push(a) => registry::push(&globals, a),
+        Command::Login(a) => registry::login(a),
+        Command::Logout(a) => registry::logout(a),
         Command::Build(a) => build::run(&globals, a),
         Command::Gc => runs::gc(&globals),
         Command::Create(a) => oci::create(&globals, a),

@@ -1,12 +1,15 @@
-//! `exprun pull` and `exprun push`.
+//! `exprun pull`, `exprun push`, `exprun login` and `exprun logout`.
+
+use std::path::PathBuf;
 
 use clap::Args;
 
 use super::Globals;
 use crate::error::{Error, Result};
 use crate::image::{ImageStore, Limits};
+use crate::registry::auth::{self, Credentials};
 use crate::registry::pull::{self, PullOptions};
-use crate::registry::{parse_ref, push, ClientOptions, RemoteRef, Transfer};
+use crate::registry::{parse_ref, push, Client, ClientOptions, RemoteRef, Transfer};
 
 /// How to reach a registry.
 #[derive(Debug, Clone, Args)]
@@ -22,7 +25,7 @@ pub struct RegistryArgs {
 impl RegistryArgs {
     /// As client options.
     pub fn options(&self) -> ClientOptions {
-        ClientOptions { plain_http: self.plain_http, insecure_tls: !self.tls_verify }
+        ClientOptions { plain_http: self.plain_http, insecure_tls: !self.tls_verify, credentials: None }
     }
 }
 
@@ -173,4 +176,145 @@ pub fn push(globals: &Globals, a: PushArgs) -> Result<i32> {
         println!("pushed {r} {} ({})", p.digest, p.blobs);
     }
     Ok(0)
+}
+
+/// `exprun login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The registry, HOST[:PORT] (or HOST/NAMESPACE for credentials of one
+    /// namespace); Docker Hub when not given
+    pub registry: Option<String>,
+    /// The user name [default: asked on the terminal]
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// The password or token; it shows in the process list, so prefer
+    /// --password-stdin [default: asked on the terminal]
+    #[arg(short, long, conflicts_with = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the password or token from standard input (up to its first newline)
+    #[arg(long = "password-stdin")]
+    pub password_stdin: bool,
+    /// The auth file to write [default: $REGISTRY_AUTH_FILE, else
+    /// $XDG_RUNTIME_DIR/containers/auth.json, else /run/containers/$UID/auth.json,
+    /// where podman keeps it]
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry_args: RegistryArgs,
+}
+
+/// `exprun logout`.
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The registry (or HOST/NAMESPACE) to forget; Docker Hub when not given
+    #[arg(conflicts_with = "all")]
+    pub registry: Option<String>,
+    /// Forget every registry in the auth file
+    #[arg(short, long)]
+    pub all: bool,
+    /// The auth file [default: as for login]
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+}
+
+/// The auth file key for `registry` (Docker Hub when `None`), checked.
+fn auth_key(registry: Option<&str>) -> Result<String> {
+    let key = auth::normalise_key(registry.unwrap_or(crate::registry::reference::DOCKER_HUB));
+    let host = key.split('/').next().unwrap_or_default();
+    // A registry is a reference's first part: parse one to check it.
+    parse_ref(&format!("{host}/x"))
+        .ok()
+        .filter(|r| r.registry == host)
+        .ok_or_else(|| Error::Usage(format!("{key:?} is not a registry: give HOST[:PORT], e.g. ghcr.io")))?;
+    Ok(key)
+}
+
+fn auth_path(given: Option<PathBuf>) -> Result<PathBuf> {
+    given.or_else(auth::write_path).ok_or_else(|| {
+        Error::Usage(
+            "no auth file to use: set $XDG_RUNTIME_DIR or $REGISTRY_AUTH_FILE, or give --authfile".into(),
+        )
+    })
+}
+
+/// Run `exprun login`: check the credentials with the registry, then store them.
+pub fn login(a: LoginArgs) -> Result<i32> {
+    let key = auth_key(a.registry.as_deref())?;
+    let host = key.split('/').next().unwrap_or_default().to_string();
+    let path = auth_path(a.authfile)?;
+    let username = match a.username {
+        Some(u) => u,
+        None => ask(&format!("Username for {host}: "), true)?,
+    };
+    let secret = match (a.password, a.password_stdin) {
+        (Some(p), _) => p,
+        (None, true) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| Error::Usage(format!("--password-stdin: cannot read standard input: {e}")))?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+        (None, false) => ask("Password: ", false)?,
+    };
+    if username.is_empty() || secret.is_empty() {
+        return Err(Error::Usage("login: the user name and the password must not be empty".into()));
+    }
+    let creds = Credentials { username, secret };
+    let o = ClientOptions { credentials: Some(creds.clone()), ..a.registry_args.options() };
+    let checked = Client::check_login(&host, &o)?;
+    auth::store(&path, &key, &creds)?;
+    if !checked {
+        eprintln!("exprun: {host} asks for no credentials at /v2/, so they were stored without a check");
+    }
+    println!("Login Succeeded! ({key} in {})", path.display());
+    Ok(0)
+}
+
+/// Run `exprun logout`.
+pub fn logout(a: LogoutArgs) -> Result<i32> {
+    let key = if a.all { None } else { Some(auth_key(a.registry.as_deref())?) };
+    let path = auth_path(a.authfile)?;
+    if !auth::remove(&path, key.as_deref())? {
+        let what = key.map_or("any registry".to_string(), |k| k);
+        return Err(Error::Usage(format!(
+            "not logged in to {what} in {}; credentials from docker login are removed with docker logout",
+            path.display()
+        )));
+    }
+    println!(
+        "Removed login credentials for {} from {}",
+        key.as_deref().unwrap_or("every registry"),
+        path.display()
+    );
+    Ok(0)
+}
+
+/// Ask on the terminal; the answer is not echoed unless `echo`.
+fn ask(prompt: &str, echo: bool) -> Result<String> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    use std::io::{IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(Error::Usage(format!(
+            "login: standard input is not a terminal, so {} cannot be asked for; give -u USER and --password-stdin",
+            if echo { "the user name" } else { "the password" }
+        )));
+    }
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let saved = if echo { None } else { tcgetattr(&stdin).ok() };
+    if let Some(t) = &saved {
+        let mut quiet = t.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &quiet);
+    }
+    let mut line = String::new();
+    let read = stdin.read_line(&mut line);
+    if let Some(t) = &saved {
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, t);
+        eprintln!();
+    }
+    read.map_err(|e| Error::Usage(format!("login: cannot read the terminal: {e}")))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }

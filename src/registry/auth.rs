@@ -1,13 +1,18 @@
 //! Credentials and the registry's authentication challenge.
 //!
-//! Credentials are read, never written, from the files `podman login` and
-//! `docker login` write, first match wins:
-//! `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`,
-//! `$DOCKER_CONFIG/config.json`, `~/.docker/config.json`. An entry is found by
-//! registry host (`https://index.docker.io/v1/` is Docker Hub), or by
-//! `host/namespace` prefix of the repository (podman's per-namespace entries).
-//! A `credHelpers` entry or `credsStore` runs `docker-credential-<helper> get`.
-//! Credentials go into requests only: never into records, logs or errors.
+//! Credentials are read from the files `podman login`, `docker login` and
+//! `exprun login` write, in the order containers-auth.json(5) gives, first
+//! match wins: `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`
+//! (`/run/containers/$UID/auth.json` without it), `$XDG_CONFIG_HOME` (or
+//! `~/.config`)`/containers/auth.json`, `$DOCKER_CONFIG/config.json`,
+//! `~/.docker/config.json`. An entry is found by registry host
+//! (`https://index.docker.io/v1/` is Docker Hub), or by `host/namespace` prefix
+//! of the repository (podman's per-namespace entries). A `credHelpers` entry or
+//! `credsStore` runs `docker-credential-<helper> get`.
+//!
+//! Only `exprun login` writes, to the first of those paths ([`write_path`]),
+//! as podman does; `exprun logout` removes. Credentials go into requests and
+//! that file only: never into records, logs or errors.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -64,20 +69,146 @@ struct AuthEntry {
     password: Option<String>,
 }
 
+fn env_path(k: &str) -> Option<PathBuf> {
+    std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+/// podman's auth file: `$XDG_RUNTIME_DIR/containers/auth.json`, else
+/// `/run/containers/$UID/auth.json` (not inside a user namespace of ours, where
+/// the uid is not the caller's).
+fn runtime_auth_file() -> Option<PathBuf> {
+    match env_path("XDG_RUNTIME_DIR") {
+        Some(d) => Some(d.join("containers/auth.json")),
+        None if crate::userns::in_initial_userns() => {
+            Some(PathBuf::from(format!("/run/containers/{}/auth.json", nix::unistd::getuid())))
+        }
+        None => None,
+    }
+}
+
 /// The auth files to look in, in order.
 fn auth_files() -> Vec<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     let mut files = Vec::new();
-    files.extend(env("REGISTRY_AUTH_FILE"));
-    files.extend(env("XDG_RUNTIME_DIR").map(|d| d.join("containers/auth.json")));
-    files.extend(env("DOCKER_CONFIG").map(|d| d.join("config.json")));
-    files.extend(env("HOME").map(|d| d.join(".docker/config.json")));
+    files.extend(env_path("REGISTRY_AUTH_FILE"));
+    files.extend(runtime_auth_file());
+    files.extend(
+        env_path("XDG_CONFIG_HOME")
+            .or_else(|| env_path("HOME").map(|h| h.join(".config")))
+            .map(|d| d.join("containers/auth.json")),
+    );
+    files.extend(env_path("DOCKER_CONFIG").map(|d| d.join("config.json")));
+    files.extend(env_path("HOME").map(|d| d.join(".docker/config.json")));
     files
+}
+
+/// Where `exprun login` writes: `$REGISTRY_AUTH_FILE`, else podman's auth file.
+pub fn write_path() -> Option<PathBuf> {
+    env_path("REGISTRY_AUTH_FILE").or_else(runtime_auth_file)
+}
+
+/// An auth file as JSON, keeping what exprun does not read; empty if missing.
+fn read_json(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+    let bad = |why: String| Error::Credentials { path: path.to_path_buf(), why };
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| bad(format!("invalid JSON: {e}; fix or remove it"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(serde_json::Map::new()),
+        Err(e) => Err(bad(format!("cannot read it: {e}"))),
+    }
+}
+
+/// Write `json` to `path` whole or not at all, readable by the owner only;
+/// its directory is made (0700) if missing.
+fn write_json(path: &Path, json: &serde_json::Map<String, serde_json::Value>) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let bad = |op: &str, e: std::io::Error| Error::Credentials {
+        path: path.to_path_buf(),
+        why: format!("cannot {op}: {e}"),
+    };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| bad("make its directory", e))?;
+    let tmp = dir.join(format!(
+        ".{}.exprun-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("auth"),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut bytes = serde_json::to_vec_pretty(json).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(bad("write it", e));
+    }
+    Ok(())
+}
+
+/// The `auths` keys of `json` that name `key` (a registry or
+/// `registry/namespace`), in any of the spellings [`normalise_key`] accepts.
+fn keys_for(json: &serde_json::Map<String, serde_json::Value>, key: &str) -> Vec<String> {
+    json.get("auths")
+        .and_then(|a| a.as_object())
+        .map(|a| a.keys().filter(|k| normalise_key(k) == normalise_key(key)).cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Store `c` for `key` (a registry or `registry/namespace`) in the auth file
+/// at `path`, replacing what it had for that key and keeping the rest.
+pub fn store(path: &Path, key: &str, c: &Credentials) -> Result<(), Error> {
+    let mut json = read_json(path)?;
+    let old = keys_for(&json, key);
+    let auths = json.entry("auths").or_insert_with(|| serde_json::json!({}));
+    let Some(auths) = auths.as_object_mut() else {
+        return Err(Error::Credentials {
+            path: path.to_path_buf(),
+            why: "\"auths\" is not an object; fix or remove it".into(),
+        });
+    };
+    for k in old {
+        auths.remove(&k);
+    }
+    let raw = format!("{}:{}", c.username, c.secret);
+    auths.insert(
+        normalise_key(key),
+        serde_json::json!({"auth": base64::engine::general_purpose::STANDARD.encode(raw)}),
+    );
+    write_json(path, &json)
+}
+
+/// Remove what the auth file at `path` holds for `key` (every key when
+/// `None`); whether there was anything.
+pub fn remove(path: &Path, key: Option<&str>) -> Result<bool, Error> {
+    let mut json = read_json(path)?;
+    let gone = match key {
+        Some(k) => keys_for(&json, k),
+        None => json
+            .get("auths")
+            .and_then(|a| a.as_object())
+            .map(|a| a.keys().cloned().collect())
+            .unwrap_or_default(),
+    };
+    if gone.is_empty() {
+        return Ok(false);
+    }
+    if let Some(auths) = json.get_mut("auths").and_then(|a| a.as_object_mut()) {
+        for k in &gone {
+            auths.remove(k);
+        }
+    }
+    write_json(path, &json)?;
+    Ok(true)
 }
 
 /// An auth file key as `host[/path]`: scheme and trailing `/v1/`-style paths
 /// of Docker Hub's key dropped.
-fn normalise_key(key: &str) -> String {
+pub fn normalise_key(key: &str) -> String {
     let k = key.split_once("://").map_or(key, |(_, rest)| rest).trim_end_matches('/');
     match k.split_once('/') {
         Some(("index.docker.io" | "registry-1.docker.io" | "docker.io", _)) => DOCKER_HUB.to_string(),
@@ -255,6 +386,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/a.json") && e.contains("auths.\"ghcr.io\"") && e.contains("base64"), "{e}");
+    }
+
+    #[test]
+    fn store_replaces_the_registry_and_keeps_the_rest() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("sub/auth.json");
+        let c = |u: &str| Credentials { username: u.into(), secret: "s3cret".into() };
+        store(&path, "https://index.docker.io/v1/", &c("hub")).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+        let mut json = read_json(&path).unwrap();
+        json.insert("credHelpers".into(), serde_json::json!({"gcr.io": "gcloud"}));
+        json["auths"]
+            .as_object_mut()
+            .unwrap()
+            .insert("https://index.docker.io/v1/".into(), serde_json::json!({"auth": "eDp5"}));
+        write_json(&path, &json).unwrap();
+        store(&path, "docker.io", &c("again")).unwrap();
+        store(&path, "quay.io/lab", &c("lab")).unwrap();
+        let json = read_json(&path).unwrap();
+        let keys: Vec<&String> = json["auths"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["docker.io", "quay.io/lab"]);
+        assert_eq!(json["credHelpers"]["gcr.io"], "gcloud");
+        let got =
+            from_bytes(&std::fs::read(&path).unwrap(), &RemoteRef::parse("python").unwrap(), &path).unwrap();
+        assert_eq!(got.unwrap().username, "again");
+        assert!(remove(&path, Some("index.docker.io")).unwrap());
+        assert!(!remove(&path, Some("docker.io")).unwrap());
+        assert!(remove(&path, None).unwrap());
+        assert!(read_json(&path).unwrap()["auths"].as_object().unwrap().is_empty());
+        std::fs::write(&path, "{not json").unwrap();
+        let e = store(&path, "ghcr.io", &c("x")).unwrap_err().to_string();
+        assert!(e.contains("auth.json") && e.contains("invalid JSON"), "{e}");
     }
 
     #[test]

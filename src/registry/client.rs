@@ -50,6 +50,8 @@ pub struct ClientOptions {
     pub plain_http: bool,
     /// Do not check the registry's TLS certificate.
     pub insecure_tls: bool,
+    /// Use these credentials instead of looking in the auth files.
+    pub credentials: Option<Credentials>,
 }
 
 /// A client for one repository. Safe to share between download threads.
@@ -133,15 +135,17 @@ impl Client {
             agent,
             base: format!("{scheme}://{}", r.api_host()),
             r: r.clone(),
-            creds: auth::lookup(r)?,
+            creds: match &o.credentials {
+                Some(c) => Some(c.clone()),
+                None => auth::lookup(r)?,
+            },
             challenge: None,
-            scopes: std::iter::once(format!(
-                "repository:{}:{}",
-                r.repository,
-                if push { "pull,push" } else { "pull" }
-            ))
-            .chain(mount_from.iter().map(|repo| format!("repository:{repo}:pull")))
-            .collect(),
+            // A login check (no repository) asks for a token for no scope.
+            scopes: std::iter::once(r.repository.as_str())
+                .filter(|repo| !repo.is_empty())
+                .map(|repo| format!("repository:{repo}:{}", if push { "pull,push" } else { "pull" }))
+                .chain(mount_from.iter().map(|repo| format!("repository:{repo}:pull")))
+                .collect(),
             authorization: Mutex::new(None),
         };
         let url = format!("{}/v2/", client.base);
@@ -159,6 +163,26 @@ impl Client {
             _ => return Err(client.status("reach", &url, resp)),
         }
         Ok(client)
+    }
+
+    /// Log in to `registry` with `o.credentials` and check that the registry
+    /// takes them, as `podman login` does: a token from the token service for
+    /// no repository, then `GET /v2/` with it. Whether the registry asked for
+    /// credentials at all.
+    pub fn check_login(registry: &str, o: &ClientOptions) -> Result<bool, Error> {
+        let r =
+            RemoteRef { registry: registry.to_string(), repository: String::new(), tag: None, digest: None };
+        let client = Self::connect(&r, o, false)?;
+        if client.challenge.is_none() {
+            return Ok(false);
+        }
+        let url = format!("{}/v2/", client.base);
+        let get = |a: Option<&str>| authed(client.agent.get(&url), a).call();
+        let resp = client.call("log in at", &url, &get)?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(true),
+            _ => Err(client.status("log in at", &url, resp)),
+        }
     }
 
     /// Get the Authorization header the challenge asks for.
