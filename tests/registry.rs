@@ -14,7 +14,7 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 
 mod common;
-use common::registry::{auth_file, available, Mode, Proxy, Registry};
+use common::registry::{auth_file, available, ConnectProxy, Mode, Proxy, Registry};
 use common::{fixture_dir, pinned, privileged, TestRoot};
 
 fn ready(test: &str) -> bool {
@@ -367,6 +367,39 @@ fn login_checks_the_credentials_and_keeps_them_where_podman_does() {
         "{:#?}",
         proxy.requests()
     );
+    root.assert_no_leftovers();
+}
+
+#[test]
+fn the_proxy_in_the_environment_is_used_except_for_no_proxy_hosts() {
+    if !ready("the_proxy_in_the_environment_is_used_except_for_no_proxy_hosts") {
+        return;
+    }
+    let reg = Registry::start(None);
+    let target = format!("{}/fixtures/busybox:proxied", reg.host());
+    push_fixture(&target);
+    let proxy = ConnectProxy::start();
+    let root = TestRoot::new();
+    let pull = |no_proxy: &str| {
+        let out = root
+            .command(&["pull", "-q", &target])
+            .env("HTTPS_PROXY", proxy.url())
+            .env("HTTP_PROXY", proxy.url())
+            .env("NO_PROXY", no_proxy)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    pull("");
+    let log = proxy.requests();
+    assert!(
+        !log.is_empty() && log.iter().all(|l| l == &format!("CONNECT {} HTTP/1.1", reg.host())),
+        "{log:#?}"
+    );
+    ok(&root, &["image", "rm", &target]);
+    ok(&root, &["image", "gc"]);
+    pull("127.0.0.1");
+    assert_eq!(proxy.requests().len(), log.len(), "NO_PROXY was not honoured");
     root.assert_no_leftovers();
 }
 

@@ -359,3 +359,79 @@ pub fn auth_file(dir: &Path, host: &str, user: &str, password: &str) -> PathBuf 
     std::fs::write(&path, format!("{{\"auths\":{{\"{host}\":{{\"auth\":\"{auth}\"}}}}}}")).unwrap();
     path
 }
+
+/// An HTTP forward proxy (CONNECT only, as exprun's client speaks to one, even
+/// for plain HTTP) that logs each CONNECT line, as an institution's proxy in
+/// `HTTPS_PROXY` would be.
+pub struct ConnectProxy {
+    pub port: u16,
+    log: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl ConnectProxy {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (l2, s2) = (log.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        conn.set_nonblocking(false).unwrap();
+                        let log = l2.clone();
+                        std::thread::spawn(move || {
+                            let _ = tunnel(conn, &log);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self { port, log, stop }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ConnectProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn tunnel(mut conn: TcpStream, log: &Mutex<Vec<String>>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut first = String::new();
+    reader.read_line(&mut first)?;
+    let mut line = String::new();
+    while reader.read_line(&mut line)? > 2 {
+        line.clear();
+    }
+    let first = first.trim_end().to_string();
+    log.lock().unwrap().push(first.clone());
+    let Some(target) = first.strip_prefix("CONNECT ").and_then(|r| r.split(' ').next()) else {
+        return respond(&mut conn, "405 Method Not Allowed", "{}");
+    };
+    let up = TcpStream::connect(target)?;
+    conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
+    let (mut up_r, mut conn_w) = (up.try_clone()?, conn.try_clone()?);
+    let back = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut up_r, &mut conn_w);
+        let _ = conn_w.shutdown(std::net::Shutdown::Write);
+    });
+    let mut up_w = up;
+    let _ = std::io::copy(&mut reader, &mut up_w);
+    let _ = up_w.shutdown(std::net::Shutdown::Write);
+    let _ = back.join();
+    Ok(())
+}
