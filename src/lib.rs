@@ -47,6 +47,7 @@ pub mod fuzzing;
 pub mod hooks;
 pub mod image;
 pub mod log;
+pub mod parallel;
 pub mod plan;
 pub mod record;
 pub mod registry;

@@ -309,29 +309,32 @@ pub(crate) fn ingest(
             staged.insert(&desc.digest, path);
         }
     }
-    let mut unpacked: BTreeMap<&Digest, PathBuf> = BTreeMap::new();
+    // The layers the store lacks, each into a tmp dir of its own, up to one per
+    // CPU at once: unpacking (decompressing, hashing, writing) is CPU-bound.
+    let mut unpacked: Vec<(&Descriptor, &Digest, PathBuf)> = Vec::new();
     for ((desc, _), diff_id) in plan.layers.iter().zip(&plan.diff_ids) {
-        if unpacked.contains_key(diff_id) || store.layer_path(diff_id).is_dir() {
+        if unpacked.iter().any(|(_, d, _)| *d == diff_id) || store.layer_path(diff_id).is_dir() {
             continue;
         }
-        let dest = tmp.fresh("layer");
+        meter.add(desc.size);
+        unpacked.push((desc, diff_id, tmp.fresh("layer")));
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    crate::parallel::in_parallel(&unpacked, cpus, |(desc, diff_id, dest)| {
         let blob = staged.get(&desc.digest).cloned().unwrap_or_else(|| store.blob_path(&desc.digest));
         let f = File::open(&blob).map_err(|e| Error::io("open", &blob, e))?;
-        meter.add(desc.size);
         let reader = io::BufReader::new(meter.reader(f));
-        if let Err(e) = unpack::unpack_layer(reader, &desc.digest, diff_id, &dest, limits) {
-            let _ = store::remove_all(&dest);
-            return Err(e);
-        }
-        unpacked.insert(diff_id, dest);
-    }
+        unpack::unpack_layer(reader, &desc.digest, diff_id, dest, limits).inspect_err(|_| {
+            let _ = store::remove_all(dest);
+        })
+    })?;
     if !unpacked.is_empty() {
         store.sync()?; // layer files are not fsync'd one by one
     }
     for (digest, path) in staged {
         store.publish_blob(&path, digest)?;
     }
-    for (diff_id, dir) in unpacked {
+    for (_, diff_id, dir) in unpacked {
         store.publish_layer(&dir, diff_id)?;
     }
     store.put_blob_bytes(tmp, &plan.config_digest, &plan.config)?;
