@@ -137,27 +137,35 @@ struct Shared {
     most_active: AtomicUsize,
 }
 
+/// Listen on a free port of 127.0.0.1 and give every connection to `handle`
+/// in a thread of its own, until the returned flag is set.
+fn listen(handle: impl Fn(TcpStream, u16) + Send + Sync + 'static) -> (u16, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (handle, s2) = (Arc::new(handle), stop.clone());
+    std::thread::spawn(move || {
+        while !s2.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((conn, _)) => {
+                    conn.set_nonblocking(false).unwrap();
+                    let handle = handle.clone();
+                    std::thread::spawn(move || handle(conn, port));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    (port, stop)
+}
+
 impl Proxy {
     pub fn start(upstream: u16, mode: Mode) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
         let shared = Arc::new(Shared::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let (sh, s2) = (shared.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !s2.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((conn, _)) => {
-                        conn.set_nonblocking(false).unwrap();
-                        let (sh, mode) = (sh.clone(), mode.clone());
-                        std::thread::spawn(move || {
-                            let _ = serve(conn, upstream, port, &mode, &sh);
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
+        let sh = shared.clone();
+        let (port, stop) = listen(move |conn, port| {
+            let _ = serve(conn, upstream, port, &mode, &sh);
         });
         Self { port, shared, stop }
     }
@@ -371,25 +379,10 @@ pub struct ConnectProxy {
 
 impl ConnectProxy {
     pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (l2, s2) = (log.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !s2.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((conn, _)) => {
-                        conn.set_nonblocking(false).unwrap();
-                        let log = l2.clone();
-                        std::thread::spawn(move || {
-                            let _ = tunnel(conn, &log);
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
+        let l2 = log.clone();
+        let (port, stop) = listen(move |conn, _| {
+            let _ = tunnel(conn, &l2);
         });
         Self { port, log, stop }
     }
