@@ -378,3 +378,56 @@ fn the_source_can_set_the_environment_and_replace_assemble() {
     assert!(!image_names(&r).contains(&"x:1".to_string()));
     r.assert_no_leftovers();
 }
+
+#[test]
+fn s2iignore_leaves_paths_out_of_what_assemble_gets() {
+    if !privileged("s2iignore_leaves_paths_out_of_what_assemble_gets") {
+        return;
+    }
+    let r = TestRoot::with_builder();
+    // The app lists what assemble was given.
+    let src = source("cat /opt/app-root/src-listing\n", "find /tmp/src | sort > /opt/app-root/src-listing\n");
+    let p = src.path();
+    std::fs::create_dir_all(p.join(".git/objects")).unwrap();
+    std::fs::write(p.join(".git/HEAD"), "ref: main\n").unwrap();
+    std::fs::create_dir_all(p.join("data")).unwrap();
+    for f in ["data/big.csv", "data/keep.csv", "debug.log", "notes.md", "README.md"] {
+        std::fs::write(p.join(f), f).unwrap();
+    }
+    // A socket would be refused, unless it is left out.
+    let _sock = std::os::unix::net::UnixListener::bind(p.join("app.sock")).unwrap();
+    std::fs::write(
+        p.join(".s2iignore"),
+        "# not for the image\n.git\n*.log\ndata/*.csv\n!data/keep.csv\n*.md\n!README.md\napp.sock\n",
+    )
+    .unwrap();
+    let first = build_ok(&r, p, "ignoring:1", &[]);
+    let (code, out, err) = r.run(&["ignoring:1"]);
+    assert_eq!(code, 0, "{err}");
+    let listing: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        listing,
+        [
+            "/tmp/src",
+            "/tmp/src/.s2iignore",
+            "/tmp/src/README.md",
+            "/tmp/src/app.sh",
+            "/tmp/src/build.sh",
+            "/tmp/src/data",
+            "/tmp/src/data/keep.csv",
+            "/tmp/src/message.txt"
+        ],
+        "{out}"
+    );
+    // What is left out does not count: changing it changes nothing.
+    std::fs::write(p.join("debug.log"), "other").unwrap();
+    std::fs::write(p.join(".git/HEAD"), "ref: other\n").unwrap();
+    assert_eq!(build_ok(&r, p, "ignoring:2", &[]), first);
+
+    std::fs::write(p.join(".s2iignore"), "*.log\n../outside\n").unwrap();
+    let (code, _, err) =
+        build(&r, &["--builder", "builder:latest", "--source", p.to_str().unwrap(), "-t", "x:1"]);
+    assert_eq!(code, 125);
+    assert!(err.contains(".s2iignore") && err.contains("line 2") && err.contains("outside"), "{err}");
+    r.assert_no_leftovers();
+}

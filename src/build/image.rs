@@ -220,6 +220,7 @@ mod tests {
             builder_layers: Vec::new(),
             name: "app:1".into(),
             source: PathBuf::from("/src"),
+            ignore: Default::default(),
             source_dest: PathBuf::from("/tmp/src"),
             scripts_dir: PathBuf::from("/s2i"),
             assemble: PathBuf::from("/s2i/assemble"),

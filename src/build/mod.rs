@@ -30,6 +30,7 @@
 //! the build's provenance; the store remembers the scratch directory (named by
 //! the run id) as the image's source.
 
+pub mod ignore;
 pub mod image;
 pub mod layer;
 
@@ -54,6 +55,8 @@ pub const DESTINATION_LABEL: &str = "io.openshift.s2i.destination";
 pub const DEFAULT_SCRIPTS_DIR: &str = "/usr/libexec/s2i";
 /// Where the source goes when the builder has no destination label.
 pub const DEFAULT_DESTINATION: &str = "/tmp";
+/// The file in the source that lists paths assemble does not get.
+pub const IGNORE_FILE: &str = ".s2iignore";
 
 /// Build errors. Each names the option, label, path or run concerned and what
 /// to do; all of them are exit status 125.
@@ -184,6 +187,8 @@ pub struct BuildPlan {
     pub name: String,
     /// The source directory on the host, absolute.
     pub source: PathBuf,
+    /// Its `.s2iignore`: what is left out of the copy assemble gets.
+    pub ignore: ignore::Ignore,
     /// Where the source is in the container (`/tmp/src`).
     pub source_dest: PathBuf,
     /// The scripts directory in the builder.
@@ -230,6 +235,15 @@ pub fn plan(store: &ImageStore, opts: &BuildOptions) -> Result<BuildPlan> {
         },
     })?;
     let source = check_source(&opts.source)?;
+    let ignore_file = source.join(IGNORE_FILE);
+    let ignore = match std::fs::read_to_string(&ignore_file) {
+        Ok(text) => ignore::Ignore::parse(&text).map_err(|why| Error::Source {
+            path: ignore_file,
+            why: format!("{why}; fix or remove the line"),
+        })?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => ignore::Ignore::default(),
+        Err(e) => return Err(Error::Source { path: ignore_file, why: format!("cannot be read: {e}") }.into()),
+    };
     let builder = store.resolve(&opts.builder).map_err(|e| Error::Builder {
         builder: opts.builder.clone(),
         why: match e {
@@ -301,6 +315,7 @@ pub fn plan(store: &ImageStore, opts: &BuildOptions) -> Result<BuildPlan> {
         builder_layers,
         name,
         source,
+        ignore,
         source_dest,
         scripts_dir,
         assemble,
@@ -417,7 +432,8 @@ pub fn build(root: &Root, opts: &BuildOptions, command_line: Vec<String>) -> Res
     let id = crate::fsutil::random_hex(16);
     let scratch = Scratch::create(&root.dir().join(BUILD_DIR).join(&id))?;
     let src = scratch.dir.join("src");
-    copy_source(&plan.source, &src, plan.uid, plan.gid, plan.epoch)?;
+    let copy = SourceCopy { ignore: &plan.ignore, uid: plan.uid, gid: plan.gid, epoch: plan.epoch };
+    copy.copy(&plan.source, &src, Path::new(""))?;
     let source_digest = digest_tree(&src)
         .map_err(|e| Error::Source { path: plan.source.clone(), why: format!("digesting the copy: {e}") })?
         .digest;
@@ -688,65 +704,81 @@ pub fn remove_stale(root: &Root) -> usize {
     n
 }
 
-/// Copy the source tree `from` to `to` (which must not exist): regular files,
-/// directories and symlinks, with their permission bits, owned by `uid:gid`,
-/// every timestamp `epoch`. Anything else (devices, fifos, sockets) is refused.
-fn copy_source(from: &Path, to: &Path, uid: u32, gid: u32, epoch: u64) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::symlink_metadata(from).map_err(io_at("reading", from))?;
-    let ft = meta.file_type();
-    let unreadable =
-        |e: io::Error| Error::Source { path: from.to_path_buf(), why: format!("cannot be read: {e}") };
-    if ft.is_dir() {
-        std::fs::create_dir(to).map_err(io_at("creating", to))?;
-        let mut names: Vec<_> = std::fs::read_dir(from)
-            .map_err(unreadable)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(unreadable)?;
-        names.sort();
-        for n in names {
-            copy_source(&from.join(&n), &to.join(&n), uid, gid, epoch)?;
+/// How the source is copied for assemble.
+struct SourceCopy<'a> {
+    /// What `.s2iignore` leaves out.
+    ignore: &'a ignore::Ignore,
+    /// The owner of every copied file.
+    uid: u32,
+    /// Its group.
+    gid: u32,
+    /// Every timestamp.
+    epoch: u64,
+}
+
+impl SourceCopy<'_> {
+    /// Copy the source tree `from` (at `rel` in the source) to `to` (which must
+    /// not exist): regular files, directories and symlinks, with their permission
+    /// bits, owned by `uid:gid`, every timestamp `epoch`, less what `.s2iignore`
+    /// leaves out. Anything else (devices, fifos, sockets) is refused.
+    fn copy(&self, from: &Path, to: &Path, rel: &Path) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let (uid, gid, epoch) = (self.uid, self.gid, self.epoch);
+        let meta = std::fs::symlink_metadata(from).map_err(io_at("reading", from))?;
+        let ft = meta.file_type();
+        let unreadable =
+            |e: io::Error| Error::Source { path: from.to_path_buf(), why: format!("cannot be read: {e}") };
+        if ft.is_dir() {
+            std::fs::create_dir(to).map_err(io_at("creating", to))?;
+            let mut names: Vec<_> = std::fs::read_dir(from)
+                .map_err(unreadable)?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<_, _>>()
+                .map_err(unreadable)?;
+            names.sort();
+            for n in names {
+                let child = rel.join(&n);
+                if !self.ignore.ignores(&child) {
+                    self.copy(&from.join(&n), &to.join(&n), &child)?;
+                }
+            }
+        } else if ft.is_file() {
+            let mut src = std::fs::File::open(from).map_err(unreadable)?;
+            let mut dst = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(to)
+                .map_err(io_at("creating", to))?;
+            io::copy(&mut src, &mut dst).map_err(io_at("copying into", to))?;
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(from).map_err(unreadable)?;
+            std::os::unix::fs::symlink(&target, to).map_err(io_at("creating", to))?;
+        } else {
+            let why = "is not a regular file, directory or symlink (a device, fifo or socket); remove it \
+                       from the source or list it in .s2iignore";
+            return Err(Error::Source { path: from.to_path_buf(), why: why.into() }.into());
         }
-    } else if ft.is_file() {
-        let mut src = std::fs::File::open(from).map_err(unreadable)?;
-        let mut dst = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(to)
-            .map_err(io_at("creating", to))?;
-        io::copy(&mut src, &mut dst).map_err(io_at("copying into", to))?;
-    } else if ft.is_symlink() {
-        let target = std::fs::read_link(from).map_err(unreadable)?;
-        std::os::unix::fs::symlink(&target, to).map_err(io_at("creating", to))?;
-    } else {
-        return Err(Error::Source {
-            path: from.to_path_buf(),
-            why: "is not a regular file, directory or symlink (a device, fifo or socket); remove it from the source"
-                .into(),
+        std::os::unix::fs::lchown(to, Some(uid), Some(gid)).map_err(io_at("changing the owner of", to))?;
+        if !ft.is_symlink() {
+            // After chown, which clears setuid and setgid bits.
+            std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+                .map_err(io_at("setting the mode of", to))?;
         }
-        .into());
+        let t = nix::sys::time::TimeSpec::new(i64::try_from(epoch).unwrap_or(i64::MAX), 0);
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            to,
+            &t,
+            &t,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(|e| Error::Io {
+            op: "setting the timestamps of",
+            path: to.to_path_buf(),
+            source: e.into(),
+        })?;
+        Ok(())
     }
-    std::os::unix::fs::lchown(to, Some(uid), Some(gid)).map_err(io_at("changing the owner of", to))?;
-    if !ft.is_symlink() {
-        // After chown, which clears setuid and setgid bits.
-        std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
-            .map_err(io_at("setting the mode of", to))?;
-    }
-    let t = nix::sys::time::TimeSpec::new(i64::try_from(epoch).unwrap_or(i64::MAX), 0);
-    nix::sys::stat::utimensat(
-        nix::fcntl::AT_FDCWD,
-        to,
-        &t,
-        &t,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(|e| Error::Io {
-        op: "setting the timestamps of",
-        path: to.to_path_buf(),
-        source: e.into(),
-    })?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -800,7 +832,8 @@ mod tests {
         std::fs::set_permissions(from.join("sub/a"), std::fs::Permissions::from_mode(0o751)).unwrap();
         let to = d.path().join("to");
         let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
-        copy_source(&from, &to, uid, gid, 1234).unwrap();
+        let ignore = ignore::Ignore::default();
+        SourceCopy { ignore: &ignore, uid, gid, epoch: 1234 }.copy(&from, &to, Path::new("")).unwrap();
         let m = std::fs::symlink_metadata(to.join("sub/a")).unwrap();
         assert_eq!((m.mode() & 0o7777, m.mtime(), m.uid()), (0o751, 1234, uid));
         assert_eq!(std::fs::read_link(to.join("link")).unwrap(), Path::new("sub/a"));

@@ -16,7 +16,9 @@ use crate::spec::options::{self as o, Network};
     (in the directory its label io.openshift.s2i.scripts-url=image:///PATH names, else \
     /usr/libexec/s2i) runs in a recorded container as the builder's user, with a copy of the source \
     at /tmp/src; what it writes becomes one new layer, and the new image runs the builder's run \
-    script. /tmp/src itself is not in the image.\n\n\
+    script. /tmp/src itself is not in the image. As with s2i, the source may carry \
+    .s2i/environment (variables), .s2i/bin/assemble (its own assemble) and .s2iignore (globs of \
+    paths left out of the copy).\n\n\
     Reproducible: every timestamp in the layer is SOURCE_DATE_EPOCH, entries are sorted and owners \
     numeric, so the same source, builder and epoch give the same image digest.\n\n\
     Exit status: 0 when the image was built; 125 when it was not (the builder cannot build, the \
