@@ -404,6 +404,63 @@ fn the_proxy_in_the_environment_is_used_except_for_no_proxy_hosts() {
 }
 
 #[test]
+fn registries_conf_mirrors_locations_and_blocks_as_podman_reads_them() {
+    if !ready("registries_conf_mirrors_locations_and_blocks_as_podman_reads_them") {
+        return;
+    }
+    let (primary, mirror) = (Registry::start(None), Registry::start(None));
+    push_fixture(&format!("{}/mirror/fixtures/busybox:1", mirror.host()));
+    push_fixture(&format!("{}/fixtures/busybox:only-here", primary.host()));
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "unqualified-search-registries = [\"docker.io\"]\n\
+             [[registry]]\nlocation = \"{p}\"\n\
+             [[registry.mirror]]\nlocation = \"0.0.0.0:{m}/mirror\"\ninsecure = true\n\
+             [[registry]]\nprefix = \"lab.example\"\nlocation = \"{p}/lab\"\n\
+             [[registry]]\nprefix = \"*.blocked.example\"\nblocked = true\n",
+            p = primary.host(),
+            // Not a loopback name, so HTTPS is tried first: `insecure` falls back to HTTP.
+            m = mirror.port
+        ),
+    )
+    .unwrap();
+    let root = TestRoot::with_busybox();
+    let exprun = |args: &[&str]| {
+        let out = root.command(args).env("CONTAINERS_REGISTRIES_CONF", &conf).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), err)
+    };
+    // From the mirror; the record keeps the reference asked for and where it came from.
+    let target = format!("{}/fixtures/busybox:1", primary.host());
+    let (code, _, err) = exprun(&["pull", "-q", &target]);
+    assert_eq!(code, Some(0), "{err}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&root, &["image", "inspect", &target])).unwrap();
+    assert_eq!(inspect["origin"]["reference"], target.as_str());
+    let fetched_from = format!("0.0.0.0:{}/mirror/fixtures/busybox", mirror.port);
+    assert_eq!(inspect["origin"]["fetched_from"], fetched_from.as_str());
+    // What the mirror lacks comes from the location, saying so.
+    let (code, _, err) = exprun(&["pull", "-q", &format!("{}/fixtures/busybox:only-here", primary.host())]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains(&format!("mirror 0.0.0.0:{}", mirror.port)) && err.contains("trying"), "{err}");
+    // A push goes to the location, never to a mirror.
+    let (code, _, err) = exprun(&["push", "-q", "busybox:latest", "lab.example/team/busybox:2"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(skopeo_digest(&format!("{}/lab/team/busybox:2", primary.host())), pinned("MANIFEST_DIGEST"));
+    // Blocked.
+    let (code, _, err) = exprun(&["pull", "x.blocked.example/a/b:1"]);
+    assert!(code == Some(125) && err.contains("blocks *.blocked.example"), "{err}");
+    // A file that does not parse is named.
+    std::fs::write(&conf, "[[registry]\n").unwrap();
+    let (code, _, err) = exprun(&["pull", &target]);
+    assert!(code == Some(125) && err.contains("registries.conf"), "{err}");
+    root.assert_no_leftovers();
+}
+
+#[test]
 fn bearer_tokens_are_fetched_from_the_realm_the_registry_names() {
     if !ready("bearer_tokens_are_fetched_from_the_realm_the_registry_names") {
         return;

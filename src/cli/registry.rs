@@ -25,7 +25,11 @@ pub struct RegistryArgs {
 impl RegistryArgs {
     /// As client options.
     pub fn options(&self) -> ClientOptions {
-        ClientOptions { plain_http: self.plain_http, insecure_tls: !self.tls_verify, credentials: None }
+        ClientOptions {
+            plain_http: self.plain_http,
+            insecure_tls: !self.tls_verify,
+            ..ClientOptions::default()
+        }
     }
 }
 

@@ -201,6 +201,10 @@ pub struct Origin {
     /// The platform picked from the index, if there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
+    /// Where it was fetched from, when registries.conf sent the pull
+    /// elsewhere (a mirror, another location): `registry/repository`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched_from: Option<String>,
 }
 
 /// One row of `exprun image ls`: one (name, image) pair.

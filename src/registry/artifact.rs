@@ -28,6 +28,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::client::{Client, ClientOptions};
+use super::conf::push_target;
 use super::pull::{self, PullOptions};
 use super::push::{image_blobs, media_type_of, mount_sources, push_blobs, repositories};
 use super::reference::RemoteRef;
@@ -115,8 +116,10 @@ pub fn push_run(
     }
     let empty = part_from_bytes(scratch.path(), "config", MT_EMPTY, EMPTY_JSON)?;
 
+    let (target, o) = push_target(r, o)?;
+    let r = &target;
     let mounts = mount_sources(store, r)?;
-    let client = Client::connect_with(r, o, true, &repositories(&mounts))?;
+    let client = Client::connect_with(r, &o, true, &repositories(&mounts))?;
     // The image first, by digest, so the artifact's subject exists.
     let image_pushed = push_blobs(&client, &image_blobs(store, &resolved), &mounts, t)?;
     let image_mt = media_type_of(&image_manifest);

@@ -52,6 +52,9 @@ pub struct ClientOptions {
     pub insecure_tls: bool,
     /// Use these credentials instead of looking in the auth files.
     pub credentials: Option<Credentials>,
+    /// Speak plain HTTP when HTTPS cannot reach the registry (registries.conf's
+    /// `insecure = true`).
+    pub http_fallback: bool,
 }
 
 /// A client for one repository. Safe to share between download threads.
@@ -148,8 +151,14 @@ impl Client {
                 .collect(),
             authorization: Mutex::new(None),
         };
-        let url = format!("{}/v2/", client.base);
-        let resp = client.agent.get(&url).call().map_err(|e| client.transport("reach", &url, e))?;
+        let mut url = format!("{}/v2/", client.base);
+        let mut probe = client.agent.get(&url).call();
+        if probe.is_err() && o.http_fallback && scheme == "https" {
+            client.base = format!("http://{}", r.api_host());
+            url = format!("{}/v2/", client.base);
+            probe = client.agent.get(&url).call();
+        }
+        let resp = probe.map_err(|e| client.transport("reach", &url, e))?;
         match resp.status().as_u16() {
             200..=299 => {}
             401 => {

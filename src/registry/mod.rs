@@ -5,6 +5,7 @@
 //!   registry's challenge;
 //! - [`client`]: the HTTP API of one repository (manifests, resumable blob
 //!   downloads, uploads);
+//! - [`conf`]: podman's registries.conf: mirrors, locations, blocked registries;
 //! - [`pull`]: reference → index → platform → manifest → config → layers (in
 //!   parallel, those the store lacks) → the image store, which checks and unpacks
 //!   them as for `image import`;
@@ -22,6 +23,7 @@ use crate::digest::Digest;
 pub mod artifact;
 pub mod auth;
 pub mod client;
+pub mod conf;
 pub mod pull;
 pub mod push;
 pub mod reference;

@@ -10,6 +10,7 @@
 //!    naming it and keeping its [`Origin`].
 
 use super::client::{Client, ClientOptions};
+use super::conf::RegistriesConf;
 use super::reference::RemoteRef;
 use super::transfer::{in_parallel, Bars};
 use super::Error;
@@ -58,9 +59,56 @@ pub struct Pulled {
     pub layers_reused: usize,
 }
 
-/// Pull `r` into `store`.
+/// Pull `r` into `store`: from the first of the places registries.conf gives
+/// for it (its mirrors, then its location) that serves it whole. What one
+/// place fails to serve is tried at the next; blobs already verified stay.
 pub fn pull(store: &ImageStore, r: &RemoteRef, o: &PullOptions) -> Result<Pulled, Error> {
-    let client = Client::connect(r, &o.client, false)?;
+    let endpoints = RegistriesConf::load()?.endpoints(r, true)?;
+    let last = endpoints.len() - 1;
+    for (i, ep) in endpoints.iter().enumerate() {
+        let client_options = ClientOptions {
+            insecure_tls: o.client.insecure_tls || ep.insecure,
+            http_fallback: ep.insecure,
+            ..o.client.clone()
+        };
+        match pull_from(store, r, &ep.r, &client_options, o) {
+            Err(e) if i < last && from_the_registry(&e) => {
+                eprintln!(
+                    "exprun: {} {}: {e}; trying {}",
+                    if ep.mirror { "mirror" } else { "registry" },
+                    ep.r.registry,
+                    endpoints[i + 1].r.registry
+                );
+            }
+            result => return result,
+        }
+    }
+    unreachable!("endpoints() gives at least the location")
+}
+
+/// Whether `e` is the registry's doing (another may serve better), not the
+/// store's or the caller's.
+fn from_the_registry(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Transport { .. }
+            | Error::Status { .. }
+            | Error::Auth { .. }
+            | Error::NotFound { .. }
+            | Error::DigestMismatch { .. }
+            | Error::Invalid { .. }
+    )
+}
+
+/// Pull `r` from `at` (the same, or a mirror or another location of it).
+fn pull_from(
+    store: &ImageStore,
+    r: &RemoteRef,
+    at: &RemoteRef,
+    client_options: &ClientOptions,
+    o: &PullOptions,
+) -> Result<Pulled, Error> {
+    let client = Client::connect(at, client_options, false)?;
     let wanted = o.platform.as_deref().map(|p| parse_platform(p, "--platform")).transpose()?;
     let top = client.manifest(&r.reference())?;
     let resolved_digest = top.digest.clone();
@@ -109,7 +157,9 @@ pub fn pull(store: &ImageStore, r: &RemoteRef, o: &PullOptions) -> Result<Pulled
     for (d, path) in done {
         fetch.add_blob(d, &path);
     }
-    let origin = Origin { reference: r.to_string(), resolved_digest, platform };
+    let fetched_from = (at.registry != r.registry || at.repository != r.repository)
+        .then(|| format!("{}/{}", at.registry, at.repository));
+    let origin = Origin { reference: r.to_string(), resolved_digest, platform, fetched_from };
     let summary = fetch.finish(
         Fetched {
             manifest_digest: doc.digest,
