@@ -527,6 +527,27 @@ fn a_dropped_connection_resumes_where_it_stopped() {
 }
 
 #[test]
+fn a_registry_answering_503_is_asked_again_then_given_up_on() {
+    if !ready("a_registry_answering_503_is_asked_again_then_given_up_on") {
+        return;
+    }
+    let reg = Registry::start(None);
+    push_fixture(&format!("{}/fixtures/busybox:flaky", reg.host()));
+    let flaky = Proxy::start(reg.port, Mode::Unavailable { times: 2 });
+    let root = TestRoot::new();
+    let target = format!("{}/fixtures/busybox:flaky", flaky.host());
+    assert_eq!(ok(&root, &["pull", "-q", &target]).trim(), pinned("MANIFEST_DIGEST"));
+    let gets = flaky.requests().iter().filter(|l| l.contains("/manifests/flaky")).count();
+    assert_eq!(gets, 3, "{:#?}", flaky.requests());
+    let down = Proxy::start(reg.port, Mode::Unavailable { times: 100 });
+    let e = fails(&TestRoot::new(), &["pull", &format!("{}/fixtures/busybox:flaky", down.host())]);
+    assert!(e.contains("HTTP 503") && e.contains("UNAVAILABLE: back soon"), "{e}");
+    let gets = down.requests().iter().filter(|l| l.contains("/manifests/flaky")).count();
+    assert_eq!(gets, 4, "{:#?}", down.requests());
+    root.assert_no_leftovers();
+}
+
+#[test]
 fn a_blob_that_does_not_match_its_digest_is_refused_and_nothing_is_stored() {
     if !ready("a_blob_that_does_not_match_its_digest_is_refused_and_nothing_is_stored") {
         return;

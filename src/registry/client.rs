@@ -40,8 +40,9 @@ const MAX_DOCUMENT: u64 = 32 << 20;
 /// gives up.
 const MAX_STALLS: u32 = 5;
 
-/// Attempts at uploading one blob.
-pub const MAX_UPLOADS: u32 = 4;
+/// Attempts at one request that a dropped connection or a 5xx answer may
+/// spoil: an upload, a manifest, a config, a blob check.
+pub const MAX_ATTEMPTS: u32 = 4;
 
 /// How to reach the registry.
 #[derive(Debug, Clone, Default)]
@@ -307,6 +308,10 @@ impl Client {
     /// the reference when it is one, and against the registry's
     /// Docker-Content-Digest header.
     pub fn manifest(&self, reference: &str) -> Result<Document, Error> {
+        retried(|| self.manifest_once(reference))
+    }
+
+    fn manifest_once(&self, reference: &str) -> Result<Document, Error> {
         let url = self.url("manifests", reference);
         let get = |a: Option<&str>| authed(self.agent.get(&url).header("Accept", MANIFEST_ACCEPT), a).call();
         let mut resp = self.call("get the manifest", &url, &get)?;
@@ -346,6 +351,10 @@ impl Client {
 
     /// A small blob (a config), verified.
     pub fn small_blob(&self, d: &Digest, size: u64) -> Result<Vec<u8>, Error> {
+        retried(|| self.small_blob_once(d, size))
+    }
+
+    fn small_blob_once(&self, d: &Digest, size: u64) -> Result<Vec<u8>, Error> {
         let what = format!("blob {d} of {}/{}", self.r.registry, self.r.repository);
         if size > MAX_DOCUMENT {
             return Err(Error::Invalid {
@@ -521,6 +530,10 @@ impl Client {
 
     /// Whether the repository has blob `d`.
     pub fn has_blob(&self, d: &Digest) -> Result<bool, Error> {
+        retried(|| self.has_blob_once(d))
+    }
+
+    fn has_blob_once(&self, d: &Digest) -> Result<bool, Error> {
         let url = self.url("blobs", &d.to_string());
         let head = |a: Option<&str>| authed(self.agent.head(&url), a).call();
         let resp = self.call("check", &url, &head)?;
@@ -536,7 +549,7 @@ impl Client {
     /// registry that has the blob, the registry is asked to mount it from there
     /// first; one that cannot starts an ordinary upload instead. A registry
     /// cannot resume a monolithic upload, so a dropped connection or a 5xx
-    /// answer starts it over, up to [`MAX_UPLOADS`] attempts in all.
+    /// answer starts it over, up to [`MAX_ATTEMPTS`] attempts in all.
     pub fn upload(
         &self,
         d: &Digest,
@@ -548,7 +561,7 @@ impl Client {
         loop {
             match self.upload_once(d, path, mount_from, progress) {
                 Ok(u) => return Ok(u),
-                Err(Attempt::Retry(_)) if attempt < MAX_UPLOADS => {
+                Err(Attempt::Retry(_)) if attempt < MAX_ATTEMPTS => {
                     std::thread::sleep(Duration::from_millis(250 << attempt));
                     attempt += 1;
                 }
@@ -666,6 +679,24 @@ enum Attempt {
     Retry(Error),
     /// Nothing to gain from trying again.
     Fatal(Error),
+}
+
+/// `request` (a GET or HEAD) again after a dropped connection or a 5xx
+/// answer, up to [`MAX_ATTEMPTS`] attempts in all, waiting 0.5, 1, 2 s between.
+/// A 429 is not retried: registries rate-limit for hours.
+fn retried<T>(request: impl Fn() -> Result<T, Error>) -> Result<T, Error> {
+    let mut attempt = 1;
+    loop {
+        match request() {
+            Err(Error::Transport { .. } | Error::Status { status: 500..=599, .. })
+                if attempt < MAX_ATTEMPTS =>
+            {
+                std::thread::sleep(Duration::from_millis(250 << attempt));
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
 }
 
 /// A reader that reports the bytes read so far.

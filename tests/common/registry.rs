@@ -118,6 +118,9 @@ pub enum Mode {
     /// as active meanwhile; the first one is read whole and then answered by
     /// closing the connection, as a load balancer that times out does.
     Uploads { hold: Duration },
+    /// The first `times` GETs of a manifest are answered 503, as a registry
+    /// restarting behind its load balancer answers.
+    Unavailable { times: usize },
 }
 
 /// A one-request-per-connection HTTP proxy in front of a registry. `log` holds
@@ -291,6 +294,17 @@ fn serve(mut conn: TcpStream, upstream: u16, port: u16, mode: &Mode, shared: &Sh
                 );
                 return conn.write_all(resp.as_bytes());
             }
+        }
+        Mode::Unavailable { times }
+            if request.starts_with("GET ")
+                && path.contains("/manifests/")
+                && shared.dropped.fetch_add(1, Ordering::SeqCst) < *times =>
+        {
+            return respond(
+                &mut conn,
+                "503 Service Unavailable",
+                "{\"errors\":[{\"code\":\"UNAVAILABLE\",\"message\":\"back soon\"}]}",
+            );
         }
         Mode::Uploads { hold } if request.starts_with("PUT ") && path.contains("/blobs/uploads/") => {
             _active = Some(Active::new(shared));
