@@ -123,6 +123,13 @@ impl RegistriesConf {
         Ok(())
     }
 
+    /// The entries of one registries.conf text.
+    pub(crate) fn from_text(text: &str) -> Result<Self, String> {
+        let mut conf = Self::default();
+        conf.add(text)?;
+        Ok(conf)
+    }
+
     /// Add the entries of a registries.conf text.
     fn add(&mut self, text: &str) -> Result<(), String> {
         let file: File = toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))?;
@@ -235,9 +242,7 @@ mod tests {
     use super::*;
 
     fn conf(text: &str) -> RegistriesConf {
-        let mut c = RegistriesConf::default();
-        c.add(text).unwrap();
-        c
+        RegistriesConf::from_text(text).unwrap()
     }
 
     fn hosts(c: &RegistriesConf, r: &str, pull: bool) -> Vec<String> {
