@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::client::{Client, ClientOptions};
-use super::conf::push_target;
+use super::conf::location;
 use super::pull::{self, PullOptions};
 use super::push::{image_blobs, media_type_of, mount_sources, push_blobs, repositories};
 use super::reference::RemoteRef;
@@ -116,7 +116,7 @@ pub fn push_run(
     }
     let empty = part_from_bytes(scratch.path(), "config", MT_EMPTY, EMPTY_JSON)?;
 
-    let (target, o) = push_target(r, o)?;
+    let (target, o) = location(r, o)?;
     let r = &target;
     let mounts = mount_sources(store, r)?;
     let client = Client::connect_with(r, &o, true, &repositories(&mounts))?;
@@ -228,7 +228,8 @@ pub fn fetch_run(
     r: &RemoteRef,
     o: &ClientOptions,
 ) -> Result<RunRecord, Error> {
-    let client = Client::connect(r, o, false)?;
+    let (at, at_options) = location(r, o)?;
+    let client = Client::connect(&at, &at_options, false)?;
     let doc = client.manifest(&r.reference())?;
     let what = format!("{r}");
     let m: ArtifactManifest = serde_json::from_slice(&doc.bytes)

@@ -216,9 +216,9 @@ impl RegistriesConf {
     }
 }
 
-/// Where a push of `r` goes: its location in registries.conf (refused when
-/// blocked), with `o` for it.
-pub fn push_target(r: &RemoteRef, o: &ClientOptions) -> Result<(RemoteRef, ClientOptions), Error> {
+/// Where `r` is, leaving mirrors aside (for a push, and for a run's artifact):
+/// its location in registries.conf (refused when blocked), with `o` for it.
+pub fn location(r: &RemoteRef, o: &ClientOptions) -> Result<(RemoteRef, ClientOptions), Error> {
     let ep = RegistriesConf::load()?.endpoints(r, false)?.remove(0);
     let o = ClientOptions {
         insecure_tls: o.insecure_tls || ep.insecure,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use super::client::{Client, ClientOptions, Uploaded};
-use super::conf::push_target;
+use super::conf::location;
 use super::reference::RemoteRef;
 use super::transfer::{in_parallel, Bars, Transfer};
 use super::Error;
@@ -55,7 +55,7 @@ pub fn push_image(
 ) -> Result<Pushed, Error> {
     let resolved = store.resolve(image)?;
     let manifest = store.read_blob(&resolved.manifest_digest)?;
-    let (target, o) = push_target(r, o)?;
+    let (target, o) = location(r, o)?;
     let r = &target;
     let mounts = mount_sources(store, r)?;
     let client = Client::connect_with(r, &o, true, &repositories(&mounts))?;
