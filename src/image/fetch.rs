@@ -6,7 +6,9 @@
 //!   has_blob(d)?           skip what the store already holds
 //!   partial(d)             partial/<hex>, flock'd: written, resumed, verified by the caller
 //!   take(d, partial)       the verified blob hard-linked into our tmp dir
+//!   unpack(d, diff_id)     (optional) its layer unpacked into our tmp dir now
 //!   add_blob(d, path)      ... to be renamed into blobs/ from there
+//!   add_unpacked(diff_id)  ... and into layers/
 //! finish(manifest, config) plan (platform, diff_ids), unpack layers, rename in,
 //!                          remove the partials, refs.json under the exclusive lock
 //! ```
@@ -23,12 +25,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::import::{self, Layout, Meter, Plan};
 use super::manifest::{self, Platform};
 use super::store::{Store, TmpDir};
-use super::unpack::Limits;
+use super::unpack::{self, Limits};
 use super::{Error, ImageStore, ImageSummary, Origin, Progress, Result};
 use crate::digest::Digest;
 use crate::fsutil::Lock;
@@ -39,6 +42,8 @@ pub struct Fetch<'s> {
     _shared: Lock,
     tmp: TmpDir,
     blobs: BTreeMap<Digest, PathBuf>,
+    /// Layers unpacked while others were downloading, by diff_id.
+    unpacked: BTreeMap<Digest, PathBuf>,
 }
 
 /// A blob being downloaded: `path` may already hold a prefix of it from an
@@ -72,7 +77,13 @@ impl ImageStore {
         let shared = self.store.lock(false)?;
         self.store.clean_stale_tmp()?;
         let tmp = self.store.new_tmp()?;
-        Ok(Fetch { store: &self.store, _shared: shared, tmp, blobs: BTreeMap::new() })
+        Ok(Fetch {
+            store: &self.store,
+            _shared: shared,
+            tmp,
+            blobs: BTreeMap::new(),
+            unpacked: BTreeMap::new(),
+        })
     }
 }
 
@@ -111,6 +122,33 @@ impl Fetch<'_> {
         Ok(link)
     }
 
+    /// Unpack layer blob `layer`, taken into this fetch at `blob`, now, while
+    /// other layers are still downloading: into our tmp dir, its content
+    /// checked against `diff_id`. `None` when the store has that layer.
+    /// Returns the directory, for [`Fetch::add_unpacked`].
+    pub fn unpack(
+        &self,
+        layer: &Digest,
+        diff_id: &Digest,
+        blob: &Path,
+        limits: Limits,
+    ) -> Result<Option<PathBuf>> {
+        if self.store.layer_path(diff_id).is_dir() {
+            return Ok(None);
+        }
+        let dest = self.tmp.path().join(format!("layer-{}", diff_id.hex()));
+        let f = fs::File::open(blob).map_err(|e| Error::io("open", blob, e))?;
+        unpack::unpack_layer(io::BufReader::new(f), layer, diff_id, &dest, limits).inspect_err(|_| {
+            let _ = super::store::remove_all(&dest);
+        })?;
+        Ok(Some(dest))
+    }
+
+    /// A layer [`Fetch::unpack`] unpacked into `dir`.
+    pub fn add_unpacked(&mut self, diff_id: Digest, dir: PathBuf) {
+        self.unpacked.insert(diff_id, dir);
+    }
+
     /// A blob the caller downloaded and verified (digest and size), fsync'd.
     pub fn add_blob(&mut self, d: Digest, path: &Path) {
         self.blobs.insert(d, path.to_path_buf());
@@ -129,7 +167,7 @@ impl Fetch<'_> {
             .named(f.name.into_iter().collect());
         let layout = Layout::Fetched(PathBuf::from(&from), std::mem::take(&mut self.blobs));
         let meter = Meter::new(progress);
-        import::ingest(self.store, &mut self.tmp, &layout, &plan, &meter, limits)?;
+        import::ingest(self.store, &mut self.tmp, &layout, &plan, &meter, limits, &self.unpacked)?;
         meter.finish();
         // The blobs are in the store now: their partial files are not needed.
         // Under the partial's lock, so that a pull verifying it is not cut short.

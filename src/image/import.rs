@@ -279,7 +279,7 @@ pub(crate) fn import(
         plans[0].names = vec![n];
     }
     for plan in &plans {
-        ingest(store, &mut tmp, &layout, plan, &meter, limits)?;
+        ingest(store, &mut tmp, &layout, plan, &meter, limits, &BTreeMap::new())?;
     }
     drop(layout);
     drop(tmp);
@@ -299,6 +299,7 @@ pub(crate) fn ingest(
     plan: &Plan,
     meter: &Meter,
     limits: Limits,
+    ready: &BTreeMap<Digest, PathBuf>,
 ) -> Result<()> {
     let mut staged: BTreeMap<&Digest, PathBuf> = BTreeMap::new();
     for (desc, rel) in &plan.layers {
@@ -309,18 +310,28 @@ pub(crate) fn ingest(
             staged.insert(&desc.digest, path);
         }
     }
-    // The layers the store lacks, each into a tmp dir of its own, up to one per
-    // CPU at once: unpacking (decompressing, hashing, writing) is CPU-bound.
+    // The layers the store lacks and nobody unpacked yet (`ready`: a pull's,
+    // as they arrived), each into a tmp dir of its own, up to one per CPU at
+    // once: unpacking (decompressing, hashing, writing) is CPU-bound.
     let mut unpacked: Vec<(&Descriptor, &Digest, PathBuf)> = Vec::new();
+    let mut todo = Vec::new();
     for ((desc, _), diff_id) in plan.layers.iter().zip(&plan.diff_ids) {
         if unpacked.iter().any(|(_, d, _)| *d == diff_id) || store.layer_path(diff_id).is_dir() {
             continue;
         }
-        meter.add(desc.size);
-        unpacked.push((desc, diff_id, tmp.fresh("layer")));
+        let dir = match ready.get(diff_id) {
+            Some(dir) => dir.clone(),
+            None => {
+                meter.add(desc.size);
+                todo.push(unpacked.len());
+                tmp.fresh("layer")
+            }
+        };
+        unpacked.push((desc, diff_id, dir));
     }
+    let todo: Vec<&(&Descriptor, &Digest, PathBuf)> = todo.into_iter().map(|i| &unpacked[i]).collect();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    crate::parallel::in_parallel(&unpacked, cpus, |(desc, diff_id, dest)| {
+    crate::parallel::in_parallel(&todo, cpus, |(desc, diff_id, dest)| {
         let blob = staged.get(&desc.digest).cloned().unwrap_or_else(|| store.blob_path(&desc.digest));
         let f = File::open(&blob).map_err(|e| Error::io("open", &blob, e))?;
         let reader = io::BufReader::new(meter.reader(f));

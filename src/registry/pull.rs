@@ -9,6 +9,11 @@
 //! 5. The store plans, unpacks and publishes the image as for `image import`,
 //!    naming it and keeping its [`Origin`].
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
 use super::client::{Client, ClientOptions};
 use super::conf::RegistriesConf;
 use super::reference::RemoteRef;
@@ -151,11 +156,14 @@ fn pull_from(
             missing.push(l);
         }
     }
-    let done = download_all(&client, &fetch, &missing, o)?;
+    let done = download_all(&client, &fetch, &missing, &diff_ids(&config, &m.layers), o)?;
     let fetched = done.len();
     reused += missing.len() - fetched;
-    for (d, path) in done {
-        fetch.add_blob(d, &path);
+    for got in done {
+        fetch.add_blob(got.digest, &got.blob);
+        if let Some((diff_id, dir)) = got.unpacked {
+            fetch.add_unpacked(diff_id, dir);
+        }
     }
     let fetched_from = (at.registry != r.registry || at.repository != r.repository)
         .then(|| format!("{}/{}", at.registry, at.repository));
@@ -200,15 +208,45 @@ fn listed(entries: &[Descriptor]) -> String {
     }
 }
 
-/// Download `layers`, `o.jobs` at a time; returns each blob's verified file,
-/// taken into `fetch`. A layer that a pull running at the same time stored
-/// while this one waited for its partial file is left out.
+/// Each layer blob's diff_id, as the config lists them (verified with the
+/// config's digest); empty when they do not line up, and the store's checks
+/// then say why.
+fn diff_ids(config: &[u8], layers: &[Descriptor]) -> BTreeMap<Digest, Digest> {
+    #[derive(Deserialize)]
+    struct Config {
+        rootfs: Rootfs,
+    }
+    #[derive(Deserialize)]
+    struct Rootfs {
+        diff_ids: Vec<Digest>,
+    }
+    match serde_json::from_slice::<Config>(config) {
+        Ok(c) if c.rootfs.diff_ids.len() == layers.len() => {
+            layers.iter().map(|l| l.digest.clone()).zip(c.rootfs.diff_ids).collect()
+        }
+        _ => BTreeMap::new(),
+    }
+}
+
+/// A layer blob downloaded and verified, taken into the fetch.
+struct Got {
+    digest: Digest,
+    blob: PathBuf,
+    /// Its diff_id and the directory it was unpacked into, when it was.
+    unpacked: Option<(Digest, PathBuf)>,
+}
+
+/// Download `layers`, `o.jobs` at a time, each unpacked as soon as it is
+/// verified (when `diff_ids` names it), so that unpacking overlaps the
+/// downloads still running. A layer that a pull running at the same time
+/// stored while this one waited for its partial file is left out.
 fn download_all(
     client: &Client,
     fetch: &crate::image::Fetch<'_>,
     layers: &[&Descriptor],
+    diff_ids: &BTreeMap<Digest, Digest>,
     o: &PullOptions,
-) -> Result<Vec<(Digest, std::path::PathBuf)>, Error> {
+) -> Result<Vec<Got>, Error> {
     let bars = Bars::new(o.progress);
     let done = in_parallel(layers, o.jobs, |l| {
         let bar = bars.add(&l.digest, l.size);
@@ -225,7 +263,14 @@ fn download_all(
         if let Some(b) = &bar {
             b.finish();
         }
-        Ok(Some((l.digest.clone(), fetch.take(&l.digest, partial)?)))
+        let blob = fetch.take(&l.digest, partial)?;
+        let unpacked = match diff_ids.get(&l.digest) {
+            Some(diff_id) => {
+                fetch.unpack(&l.digest, diff_id, &blob, o.limits)?.map(|dir| (diff_id.clone(), dir))
+            }
+            None => None,
+        };
+        Ok(Some(Got { digest: l.digest.clone(), blob, unpacked }))
     })?;
     Ok(done.into_iter().flatten().collect())
 }
