@@ -762,6 +762,58 @@ fn a_docker_schema_2_image_pulls_and_shows_per_layer_progress_on_a_terminal() {
 }
 
 #[test]
+fn a_layer_whose_content_is_not_its_diff_id_is_refused_and_nothing_is_stored() {
+    if !ready("a_layer_whose_content_is_not_its_diff_id_is_refused_and_nothing_is_stored") {
+        return;
+    }
+    // The fixture with the config naming a wrong diff_id for its second layer:
+    // every blob matches its digest, the layer's content does not match the config.
+    let layout = tempfile::tempdir().unwrap();
+    let (src, dir) = (fixture_dir().join("busybox-oci"), layout.path());
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    for e in std::fs::read_dir(src.join("blobs/sha256")).unwrap().flatten() {
+        std::fs::copy(e.path(), dir.join("blobs/sha256").join(e.file_name())).unwrap();
+    }
+    std::fs::copy(src.join("oci-layout"), dir.join("oci-layout")).unwrap();
+    let blob = |d: &str| std::fs::read(dir.join("blobs/sha256").join(&d[7..])).unwrap();
+    let put = |bytes: &[u8]| {
+        let hex = hex::encode(Sha256::digest(bytes));
+        std::fs::write(dir.join("blobs/sha256").join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let mut manifest: serde_json::Value = serde_json::from_slice(&blob(&pinned("MANIFEST_DIGEST"))).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap();
+    let wrong = format!("sha256:{}", hex::encode(Sha256::digest(b"not this layer")));
+    config["rootfs"]["diff_ids"][1] = wrong.clone().into();
+    let (config_d, config_n) = put(&serde_json::to_vec(&config).unwrap());
+    manifest["config"]["digest"] = config_d.into();
+    manifest["config"]["size"] = config_n.into();
+    let (manifest_d, manifest_n) = put(&serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_d, "size": manifest_n,
+        "annotations": {"org.opencontainers.image.ref.name": "bad"}}]});
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    let reg = Registry::start(None);
+    let target = format!("{}/fixtures/busybox:bad-diff-id", reg.host());
+    let st = Command::new("skopeo")
+        .args(["copy", "-q", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:bad", dir.display()))
+        .arg(format!("docker://{target}"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "skopeo copy failed");
+
+    let root = TestRoot::new();
+    let e = fails(&root, &["pull", &target]);
+    assert!(e.contains(&pinned("LAYER2_DIGEST")) && e.contains("diff_id") && e.contains(&wrong), "{e}");
+    assert_eq!(ok(&root, &["image", "ls", "--json"]).trim(), "[]");
+    let layers: Vec<_> = std::fs::read_dir(root.path().join("store/layers")).unwrap().flatten().collect();
+    assert!(layers.is_empty(), "{layers:?}");
+    root.assert_no_leftovers();
+}
+
+#[test]
 fn a_pushed_run_replays_and_verifies_on_another_machine() {
     if !ready("a_pushed_run_replays_and_verifies_on_another_machine") {
         return;
