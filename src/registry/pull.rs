@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{mpsc, Mutex};
 
 use serde::Deserialize;
 
@@ -157,13 +158,14 @@ fn pull_from(
         }
     }
     let done = download_all(&client, &fetch, &missing, &diff_ids(&config, &m.layers), o)?;
-    let fetched = done.len();
+    let fetched = done.0.len();
     reused += missing.len() - fetched;
-    for got in done {
-        fetch.add_blob(got.digest, &got.blob);
-        if let Some((diff_id, dir)) = got.unpacked {
-            fetch.add_unpacked(diff_id, dir);
-        }
+    let (done, unpacked) = done;
+    for got in &done {
+        fetch.add_blob(got.digest.clone(), &got.blob);
+    }
+    for (diff_id, dir) in unpacked {
+        fetch.add_unpacked(diff_id, dir);
     }
     let fetched_from = (at.registry != r.registry || at.repository != r.repository)
         .then(|| format!("{}/{}", at.registry, at.repository));
@@ -232,45 +234,82 @@ fn diff_ids(config: &[u8], layers: &[Descriptor]) -> BTreeMap<Digest, Digest> {
 struct Got {
     digest: Digest,
     blob: PathBuf,
-    /// Its diff_id and the directory it was unpacked into, when it was.
-    unpacked: Option<(Digest, PathBuf)>,
 }
 
-/// Download `layers`, `o.jobs` at a time, each unpacked as soon as it is
-/// verified (when `diff_ids` names it), so that unpacking overlaps the
-/// downloads still running. A layer that a pull running at the same time
-/// stored while this one waited for its partial file is left out.
+/// What [`download_all`] got: the blobs, and the layers unpacked meanwhile
+/// (diff_id, directory).
+type Downloaded = (Vec<Got>, Vec<(Digest, PathBuf)>);
+
+/// Download `layers`, `o.jobs` at a time. Each verified layer that `diff_ids`
+/// names is handed to one of a pool of unpacking threads (one per CPU), so
+/// that unpacking overlaps the downloads still running. A layer that a pull
+/// running at the same time stored while this one waited for its partial
+/// file is left out.
 fn download_all(
     client: &Client,
     fetch: &crate::image::Fetch<'_>,
     layers: &[&Descriptor],
     diff_ids: &BTreeMap<Digest, Digest>,
     o: &PullOptions,
-) -> Result<Vec<Got>, Error> {
+) -> Result<Downloaded, Error> {
     let bars = Bars::new(o.progress);
-    let done = in_parallel(layers, o.jobs, |l| {
-        let bar = bars.add(&l.digest, l.size);
-        let tick = |n: u64| {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (tx, rx) = mpsc::channel::<(Digest, Digest, PathBuf)>();
+    let rx = Mutex::new(rx);
+    let unpack_error: Mutex<Option<Error>> = Mutex::new(None);
+    let (downloaded, unpacked) = std::thread::scope(|s| {
+        let unpackers: Vec<_> = (0..cpus.min(layers.len()))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let job = rx.lock().map_err(|_| mpsc::RecvError).and_then(|r| r.recv());
+                        let Ok((layer, diff_id, blob)) = job else { return done };
+                        if unpack_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                            continue;
+                        }
+                        match fetch.unpack(&layer, &diff_id, &blob, o.limits) {
+                            Ok(Some(dir)) => done.push((diff_id, dir)),
+                            Ok(None) => {}
+                            Err(e) => {
+                                if let Ok(mut first) = unpack_error.lock() {
+                                    first.get_or_insert(e.into());
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        let downloaded = in_parallel(layers, o.jobs, |l| {
+            let bar = bars.add(&l.digest, l.size);
+            let tick = |n: u64| {
+                if let Some(b) = &bar {
+                    b.inc(n);
+                }
+            };
+            let partial = fetch.partial(&l.digest)?;
+            if fetch.has_blob(&l.digest, l.size)? {
+                return Ok(None);
+            }
+            client.download(&l.digest, l.size, &partial.path, &tick)?;
             if let Some(b) = &bar {
-                b.inc(n);
+                b.finish();
             }
-        };
-        let partial = fetch.partial(&l.digest)?;
-        if fetch.has_blob(&l.digest, l.size)? {
-            return Ok(None);
-        }
-        client.download(&l.digest, l.size, &partial.path, &tick)?;
-        if let Some(b) = &bar {
-            b.finish();
-        }
-        let blob = fetch.take(&l.digest, partial)?;
-        let unpacked = match diff_ids.get(&l.digest) {
-            Some(diff_id) => {
-                fetch.unpack(&l.digest, diff_id, &blob, o.limits)?.map(|dir| (diff_id.clone(), dir))
+            let blob = fetch.take(&l.digest, partial)?;
+            if let Some(diff_id) = diff_ids.get(&l.digest) {
+                let _ = tx.send((l.digest.clone(), diff_id.clone(), blob.clone()));
             }
-            None => None,
-        };
-        Ok(Some(Got { digest: l.digest.clone(), blob, unpacked }))
-    })?;
-    Ok(done.into_iter().flatten().collect())
+            Ok(Some(Got { digest: l.digest.clone(), blob }))
+        });
+        drop(tx);
+        let unpacked: Vec<(Digest, PathBuf)> =
+            unpackers.into_iter().flat_map(|u| u.join().unwrap_or_default()).collect();
+        (downloaded, unpacked)
+    });
+    let downloaded = downloaded?;
+    if let Some(e) = unpack_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    Ok((downloaded.into_iter().flatten().collect(), unpacked))
 }
