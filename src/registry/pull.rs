@@ -70,26 +70,21 @@ pub struct Pulled {
 /// place fails to serve is tried at the next; blobs already verified stay.
 pub fn pull(store: &ImageStore, r: &RemoteRef, o: &PullOptions) -> Result<Pulled, Error> {
     let endpoints = RegistriesConf::load()?.endpoints(r, true)?;
-    let last = endpoints.len() - 1;
     for (i, ep) in endpoints.iter().enumerate() {
         let client_options = ClientOptions {
             insecure_tls: o.client.insecure_tls || ep.insecure,
             http_fallback: ep.insecure,
             ..o.client.clone()
         };
-        match pull_from(store, r, &ep.r, &client_options, o) {
-            Err(e) if i < last && from_the_registry(&e) => {
-                eprintln!(
-                    "exprun: {} {}: {e}; trying {}",
-                    if ep.mirror { "mirror" } else { "registry" },
-                    ep.r.registry,
-                    endpoints[i + 1].r.registry
-                );
+        match (pull_from(store, r, &ep.r, &client_options, o), endpoints.get(i + 1)) {
+            (Err(e), Some(next)) if from_the_registry(&e) => {
+                let what = if ep.mirror { "mirror" } else { "registry" };
+                eprintln!("exprun: {what} {}: {e}; trying {}", ep.r.registry, next.r.registry);
             }
-            result => return result,
+            (result, _) => return result,
         }
     }
-    unreachable!("endpoints() gives at least the location")
+    Err(Error::Invalid { what: r.to_string(), why: "registries.conf gives no place to pull it from".into() })
 }
 
 /// Whether `e` is the registry's doing (another may serve better), not the
