@@ -271,6 +271,12 @@ fn basic_auth_reads_the_auth_file_and_keeps_the_password_out_of_the_store() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
+    // --authfile names the file, as with podman; a missing one is an error.
+    let named = TestRoot::new();
+    ok(&named, &["pull", "-q", "--authfile", good.to_str().unwrap(), &target]);
+    let e = fails(&named, &["pull", "--authfile", "/nonexistent/auth.json", &target]);
+    assert!(e.contains("/nonexistent/auth.json") && e.contains("cannot read it"), "{e}");
+
     let other = TestRoot::new();
     let out = other.command(&["pull", &target]).env("REGISTRY_AUTH_FILE", &good).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -354,6 +360,14 @@ fn login_checks_the_credentials_and_keeps_them_where_podman_does() {
     assert!(code == Some(125) && e.contains("wants credentials"), "{e}");
     let (code, e) = exprun(&["logout", &host], "");
     assert!(code == Some(125) && e.contains("not logged in"), "{e}");
+    // --authfile: written there, and read from there.
+    let named = runtime.path().join("named.json");
+    let named_s = named.to_str().unwrap();
+    let login = ["login", "-u", "alice", "--password-stdin", "--authfile", named_s, &host];
+    let (code, out) = exprun(&login, "s3cret-pw\n");
+    assert!(code == Some(0) && named.exists(), "{out}");
+    let (code, err) = exprun(&["pull", "-q", "--authfile", named_s, &target], "");
+    assert_eq!(code, Some(0), "{err}");
 
     // A token service checks them too.
     let open = Registry::start(None);

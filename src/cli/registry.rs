@@ -20,6 +20,10 @@ pub struct RegistryArgs {
     /// Check the registry's TLS certificate against the system's trust store
     #[arg(long = "tls-verify", value_name = "BOOL", default_value = "true", action = clap::ArgAction::Set)]
     pub tls_verify: bool,
+    /// The auth file to read credentials from (to write them to, for login)
+    /// [default: $REGISTRY_AUTH_FILE, podman's, then docker's]
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
 }
 
 impl RegistryArgs {
@@ -28,6 +32,7 @@ impl RegistryArgs {
         ClientOptions {
             plain_http: self.plain_http,
             insecure_tls: !self.tls_verify,
+            auth_file: self.authfile.clone(),
             ..ClientOptions::default()
         }
     }
@@ -128,6 +133,9 @@ pub fn pull_for_run(globals: &Globals, image: &str, policy: &str, registry: &Reg
         if registry.plain_http {
             pull.arg("--plain-http");
         }
+        if let Some(f) = &registry.authfile {
+            pull.arg("--authfile").arg(f);
+        }
         let status = pull
             .stdout(std::process::Stdio::null())
             .status()
@@ -198,11 +206,6 @@ pub struct LoginArgs {
     /// Read the password or token from standard input (up to its first newline)
     #[arg(long = "password-stdin")]
     pub password_stdin: bool,
-    /// The auth file to write [default: $REGISTRY_AUTH_FILE, else
-    /// $XDG_RUNTIME_DIR/containers/auth.json, else /run/containers/$UID/auth.json,
-    /// where podman keeps it]
-    #[arg(long, value_name = "FILE")]
-    pub authfile: Option<PathBuf>,
     #[command(flatten)]
     pub registry_args: RegistryArgs,
 }
@@ -245,7 +248,7 @@ fn auth_path(given: Option<PathBuf>) -> Result<PathBuf> {
 pub fn login(a: LoginArgs) -> Result<i32> {
     let key = auth_key(a.registry.as_deref())?;
     let host = key.split('/').next().unwrap_or_default().to_string();
-    let path = auth_path(a.authfile)?;
+    let path = auth_path(a.registry_args.authfile.clone())?;
     let username = match a.username {
         Some(u) => u,
         None => ask(&format!("Username for {host}: "), true)?,
@@ -265,7 +268,7 @@ pub fn login(a: LoginArgs) -> Result<i32> {
         return Err(Error::Usage("login: the user name and the password must not be empty".into()));
     }
     let creds = Credentials { username, secret };
-    let o = ClientOptions { credentials: Some(creds.clone()), ..a.registry_args.options() };
+    let o = ClientOptions { credentials: Some(creds.clone()), auth_file: None, ..a.registry_args.options() };
     let checked = Client::check_login(&host, &o)?;
     auth::store(&path, &key, &creds)?;
     if !checked {

@@ -217,15 +217,23 @@ pub fn normalise_key(key: &str) -> String {
     }
 }
 
-/// The credentials for `r`, if any file has them.
+/// The credentials for `r`, if any of the usual files has them.
 pub fn lookup(r: &RemoteRef) -> Result<Option<Credentials>, Error> {
-    for path in auth_files() {
-        let bytes = match std::fs::read(&path) {
+    lookup_in(&auth_files(), false, r)
+}
+
+/// The credentials for `r` in the first of `files` that has them; a missing
+/// file is skipped, or refused when `must` (a file the caller named).
+pub fn lookup_in(files: &[PathBuf], must: bool, r: &RemoteRef) -> Result<Option<Credentials>, Error> {
+    for path in files {
+        let bytes = match std::fs::read(path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::Credentials { path, why: format!("cannot read it: {e}") }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must => continue,
+            Err(e) => {
+                return Err(Error::Credentials { path: path.clone(), why: format!("cannot read it: {e}") })
+            }
         };
-        if let Some(c) = from_bytes(&bytes, r, &path)? {
+        if let Some(c) = from_bytes(&bytes, r, path)? {
             return Ok(Some(c));
         }
     }

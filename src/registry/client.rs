@@ -53,6 +53,8 @@ pub struct ClientOptions {
     pub insecure_tls: bool,
     /// Use these credentials instead of looking in the auth files.
     pub credentials: Option<Credentials>,
+    /// Look for credentials in this auth file only (`--authfile`).
+    pub auth_file: Option<std::path::PathBuf>,
     /// Speak plain HTTP when HTTPS cannot reach the registry (registries.conf's
     /// `insecure = true`).
     pub http_fallback: bool,
@@ -139,9 +141,10 @@ impl Client {
             agent,
             base: format!("{scheme}://{}", r.api_host()),
             r: r.clone(),
-            creds: match &o.credentials {
-                Some(c) => Some(c.clone()),
-                None => auth::lookup(r)?,
+            creds: match (&o.credentials, &o.auth_file) {
+                (Some(c), _) => Some(c.clone()),
+                (None, Some(file)) => auth::lookup_in(std::slice::from_ref(file), true, r)?,
+                (None, None) => auth::lookup(r)?,
             },
             challenge: None,
             // A login check (no repository) asks for a token for no scope.
