@@ -144,6 +144,12 @@ impl RegistriesConf {
             if prefix.contains("://") || prefix.is_empty() {
                 return Err(format!("{}: {prefix:?} is not host[/path] or *.domain", which("prefix")));
             }
+            if prefix.starts_with("*.") && reg.location.is_some() {
+                return Err(format!(
+                    "{}: a wildcard prefix ({prefix}) cannot have a location; give mirrors instead",
+                    which("location")
+                ));
+            }
             for m in &reg.mirror {
                 match m.pull_from_mirror.as_deref() {
                     None | Some("all" | "digest-only" | "tag-only") => {}
@@ -182,10 +188,9 @@ impl RegistriesConf {
             });
         }
         let rewrite = |location: &str| -> Result<RemoteRef, Error> {
-            // A wildcard prefix replaces nothing: the host stays.
-            let rest = if prefix.starts_with("*.") { full.as_str() } else { &full[prefix.len()..] };
-            let target =
-                if prefix.starts_with("*.") { rest.to_string() } else { format!("{location}{rest}") };
+            // A wildcard prefix stands for the registry host alone.
+            let matched = if prefix.starts_with("*.") { r.registry.len() } else { prefix.len() };
+            let target = format!("{location}{}", &full[matched..]);
             let (registry, repository) = target.split_once('/').ok_or_else(|| Error::Invalid {
                 what: format!("registries.conf location {location:?}"),
                 why: format!("gives {target:?}, which has no repository"),
@@ -210,7 +215,12 @@ impl RegistriesConf {
                 }
             }
         }
-        let location = reg.location.as_deref().unwrap_or(prefix);
+        // A wildcard prefix has no location of its own: the host matched.
+        let location = match reg.location.as_deref() {
+            Some(l) if !prefix.starts_with("*.") => l,
+            _ if prefix.starts_with("*.") => r.registry.as_str(),
+            _ => prefix,
+        };
         out.push(Endpoint { r: rewrite(location)?, insecure: reg.insecure, mirror: false });
         Ok(out)
     }
@@ -281,6 +291,21 @@ location = "registry.lab/quay-lab"
         let r = RemoteRef::parse("python").unwrap();
         let eps = c.endpoints(&r, true).unwrap();
         assert!(eps[0].insecure && eps[0].mirror && !eps[1].mirror);
+    }
+
+    #[test]
+    fn wildcard_prefixes_keep_the_host_and_their_mirrors_replace_it() {
+        let c = conf(
+            "[[registry]]\nprefix = \"*.lab.example\"\n[[registry.mirror]]\nlocation = \"cache.lab:5000\"\n",
+        );
+        assert_eq!(
+            hosts(&c, "a.lab.example/ns/img:1", true),
+            ["cache.lab:5000/ns/img:1", "a.lab.example/ns/img:1"]
+        );
+        assert_eq!(hosts(&c, "a.lab.example:8443/ns/img:1", false), ["a.lab.example:8443/ns/img:1"]);
+        let mut bad = RegistriesConf::default();
+        let e = bad.add("[[registry]]\nprefix = \"*.x\"\nlocation = \"y\"\n").unwrap_err();
+        assert!(e.contains("wildcard"), "{e}");
     }
 
     #[test]
