@@ -57,7 +57,12 @@ fi
 T=$(mktemp -d /tmp/exprun-bench-registry.XXXXXX)
 REG_PID=''
 cleanup() {
-    [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null
+    # Under set -e a failing last command here would skip the rm: the stopped
+    # registry's wait status is never 0.
+    if [ -n "$REG_PID" ]; then
+        kill "$REG_PID" 2>/dev/null || true
+        wait "$REG_PID" 2>/dev/null || true
+    fi
     rm -rf "$T"
 }
 trap cleanup EXIT INT TERM
