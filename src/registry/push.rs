@@ -78,9 +78,13 @@ pub(crate) fn mount_sources(store: &ImageStore, r: &RemoteRef) -> Result<BTreeMa
             continue;
         }
         let image = store.resolve(&row.manifest_digest.to_string())?;
-        let Some(from) = image.origin.as_ref().and_then(|o| RemoteRef::parse(&o.reference).ok()) else {
-            continue;
-        };
+        // Where its blobs really are: a registries.conf mirror or location, if
+        // one served it, else the reference pulled.
+        let from = image
+            .origin
+            .as_ref()
+            .and_then(|o| RemoteRef::parse(o.fetched_from.as_deref().unwrap_or(&o.reference)).ok());
+        let Some(from) = from else { continue };
         if from.registry != r.registry || from.repository == r.repository {
             continue;
         }
