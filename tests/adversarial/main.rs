@@ -1,0 +1,10 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The adversarial suite: each test performs an attack that a hostile image,
+//! bundle, container or other local user could try, and asserts both that it
+//! is refused and that nothing on the host changed (see `host`).
+//! docs/security.md has the table of attacks and the test for each.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod host;
