@@ -136,6 +136,30 @@ pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
 }
 
+/// Make `path` a directory that only its owner can enter: created 0700 (with
+/// any missing parents, also 0700) when absent. One that exists is refused when
+/// another user owns it (that user could change what exprun reads from it), and
+/// tightened to 0700 when its group or others could enter it. Returns the mode
+/// it had when it was tightened.
+pub fn private_dir(path: &Path) -> io::Result<Option<u32>> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    create_private_dir_all(path)?;
+    let meta = fs::metadata(path)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("owned by uid {}, not by the caller (uid {me}); choose a --root of your own", meta.uid()),
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7700))?;
+    Ok(Some(mode))
+}
+
 /// Remove a directory tree, treating "already gone" as success.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
     match fs::remove_dir_all(path) {

@@ -100,8 +100,19 @@ impl StoredImage {
 impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
         let store = Self { root: dir.to_path_buf() };
+        // Layers hold what images hold: setuid-root programs, files with
+        // capabilities, device nodes, world-writable directories shared by every
+        // image with that layer. Only the store's owner may reach them.
+        match fsutil::private_dir(dir) {
+            Ok(None) => {}
+            Ok(Some(was)) => eprintln!(
+                "exprun: note: the image store {} was mode {was:04o}, open to other users; it is now 0700",
+                dir.display()
+            ),
+            Err(e) => return Err(Error::io("make private", dir, e)),
+        }
         for d in [store.blobs_dir(), store.layers_dir(), store.tmp_dir(), store.partial_dir()] {
-            fs::create_dir_all(&d).map_err(|e| Error::io("create directory", &d, e))?;
+            fsutil::create_private_dir_all(&d).map_err(|e| Error::io("create directory", &d, e))?;
         }
         Ok(store)
     }
