@@ -7,6 +7,7 @@ pub mod options;
 pub mod pins;
 pub mod user;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
@@ -384,10 +385,16 @@ fn merge_env(
     user: &user::ResolvedUser,
     tty: bool,
 ) -> Vec<String> {
+    // An index by name keeps this linear: an image config may carry a million
+    // entries, and a search per entry made `run` spin for minutes on one.
     let mut out: Vec<(String, String)> = Vec::new();
-    let mut set = |k: &str, v: &str| match out.iter_mut().find(|(n, _)| n == k) {
-        Some(e) => e.1 = v.to_string(),
-        None => out.push((k.to_string(), v.to_string())),
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut set = |k: &str, v: &str| match index.get(k) {
+        Some(&i) => out[i].1 = v.to_string(),
+        None => {
+            index.insert(k.to_string(), out.len());
+            out.push((k.to_string(), v.to_string()));
+        }
     };
     for e in image_env {
         let (k, v) = e.split_once('=').unwrap_or((e, ""));
@@ -396,15 +403,11 @@ fn merge_env(
     for (k, v) in pinned.iter().chain(cli_env) {
         set(k, v);
     }
-    let has = |out: &Vec<(String, String)>, k: &str| out.iter().any(|(n, _)| n == k);
-    if !has(&out, "PATH") {
-        out.push(("PATH".into(), DEFAULT_PATH.into()));
-    }
-    if !has(&out, "HOME") {
-        out.push(("HOME".into(), home_of(user)));
-    }
-    if tty && !has(&out, "TERM") {
-        out.push(("TERM".into(), "xterm".into()));
+    let defaults = [("PATH", DEFAULT_PATH.to_string()), ("HOME", home_of(user))];
+    for (k, v) in defaults.into_iter().chain(tty.then(|| ("TERM", "xterm".to_string()))) {
+        if !index.contains_key(k) {
+            out.push((k.to_string(), v));
+        }
     }
     out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
