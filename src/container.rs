@@ -247,6 +247,7 @@ fn plan_bundle(
             inputs: Vec::new(),
             outputs: Vec::new(),
             keep: false,
+            scratch_bytes: None,
             cache_dir: &root.cache_dir(),
             cpu_affinity: Vec::new(),
             request: None,

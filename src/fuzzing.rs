@@ -58,6 +58,7 @@ pub fn oci_config(bytes: &[u8], bundle: &Path, cache: &Path) {
             inputs: Vec::new(),
             outputs: Vec::new(),
             keep: false,
+            scratch_bytes: None,
             cache_dir: cache,
             cpu_affinity: Vec::new(),
             request: None,

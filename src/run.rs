@@ -145,6 +145,7 @@ pub fn run_with(
             inputs: opts.inputs.clone(),
             outputs: opts.outputs.clone(),
             keep: opts.keep,
+            scratch_bytes: opts.storage_size,
             cache_dir: &root.cache_dir(),
             cpu_affinity: cpus,
             request: Some(plan::Request {

@@ -652,6 +652,7 @@ fn run_options(
         cpuset: Vec::new(),
         seccomp: SeccompChoice::Default,
         no_limits: false,
+        storage_size: None,
     }
 }
 

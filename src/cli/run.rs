@@ -12,7 +12,8 @@ use crate::spec::options::{self as o, Network, RunOptions};
 #[derive(Debug, Args)]
 #[command(after_help = "Exit status: the command's own; 125 when exprun failed, 126 when the command \
     cannot be executed, 127 when it is not found, 128+N when it was killed by signal N.\n\n\
-    The container's writable layer is in memory (charged to --memory) and discarded after the run; \
+    The container's writable layer is in memory (charged to --memory, at most the --memory limit \
+    or 4 GiB unless --storage-opt size= says otherwise) and discarded after the run; \
     write results to an --output directory, or use --keep.\n\n\
     Examples:\n  exprun run busybox:latest -- sh -c 'echo hello'\n  \
     exprun run --input ./data:/data --output ./out:/out --memory 2g --cpus 1.5 img -- python train.py")]
@@ -62,6 +63,10 @@ pub struct RunArgs {
     /// Keep the writable layer after the run, on disk in the run's record directory
     #[arg(long)]
     keep: bool,
+    /// Storage option: size=SIZE, the most the in-memory writable layer holds
+    /// [default: the --memory limit, else 4g]
+    #[arg(long = "storage-opt", value_name = "size=SIZE", action = ArgAction::Append)]
+    storage_opt: Vec<String>,
     /// Mount the container's root filesystem read-only
     #[arg(long = "read-only")]
     read_only: bool,
@@ -129,7 +134,7 @@ pub struct RunArgs {
         value_name = "DIR",
         conflicts_with_all = [
             "env", "env_file", "workdir", "user", "hostname", "volume", "input", "output", "tmpfs",
-            "memory", "cpus", "pids_limit", "name", "keep", "read_only", "tty", "interactive",
+            "memory", "cpus", "pids_limit", "name", "keep", "storage_opt", "read_only", "tty", "interactive",
             "entrypoint", "cap_add", "cap_drop", "ulimit", "cgroup_parent", "command", "pass_env",
             "unpin", "umask", "aslr", "cpuset_cpus", "security_opt", "no_limits", "pull"
         ]
@@ -222,6 +227,7 @@ impl RunArgs {
             network: if self.network == "host" { Network::Host } else { Network::None },
             name: self.name.map(|n| o::parse_name(&n)).transpose()?,
             keep: self.keep,
+            storage_size: o::parse_storage_opts(&self.storage_opt)?,
             read_only: self.read_only,
             tty: self.tty,
             interactive: self.interactive,

@@ -126,7 +126,14 @@ pub struct Overlay {
     pub target: PathBuf,
     /// Where upper/ and work/ live.
     pub scratch: Scratch,
+    /// The most bytes the writable layer's tmpfs holds (none on disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch_bytes: Option<u64>,
 }
+
+/// The writable layer's size without `--storage-opt size=` or `--memory`: a
+/// container must not fill half of the host's memory (a tmpfs's own default).
+pub const DEFAULT_SCRATCH_BYTES: u64 = 4 << 30;
 
 /// Where the run's writable layer lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -384,6 +391,8 @@ pub struct PlanContext<'a> {
     pub outputs: Vec<HostMount>,
     /// `--keep`.
     pub keep: bool,
+    /// `--storage-opt size=`: the writable layer's size.
+    pub scratch_bytes: Option<u64>,
     /// Where compiled seccomp programs are cached.
     pub cache_dir: &'a Path,
     /// CPUs to bind the command to (`--cpuset-cpus`).
@@ -574,7 +583,8 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
     let root_path = spec.root().as_ref().map(|r| r.path().clone());
     let rootfs = match ctx.source {
         Source::Image { image, layers_root } => {
-            RootfsPlan::Overlay(overlay(&ctx, image, layers_root, root_path)?)
+            let memory = linux.resources().as_ref().and_then(|r| r.memory().as_ref()).and_then(|m| m.limit());
+            RootfsPlan::Overlay(overlay(&ctx, image, layers_root, root_path, memory.filter(|l| *l > 0))?)
         }
         Source::Bundle { .. } => {
             let path = root_path.filter(|p| p.is_absolute()).ok_or_else(|| Error::Process {
@@ -663,6 +673,7 @@ fn overlay(
     image: &ResolvedImage,
     layers_root: &Path,
     root: Option<PathBuf>,
+    memory: Option<i64>,
 ) -> Result<Overlay> {
     let target = root.unwrap_or_else(|| crate::spec::rootfs_dir(ctx.state_dir));
     let lower: Vec<String> = image.layers.iter().rev().map(|l| l.diff_id.hex().to_string()).collect();
@@ -688,7 +699,24 @@ fn overlay(
         work: ctx.state_dir.join("work"),
         target,
         scratch: if ctx.keep { Scratch::Disk } else { Scratch::Tmpfs },
+        scratch_bytes: scratch_bytes(ctx, memory)?,
     })
+}
+
+/// The writable layer's size: as asked, else the memory limit (the tmpfs is
+/// charged to the run's memory cgroup and cannot outgrow it anyway), else
+/// [`DEFAULT_SCRATCH_BYTES`]. A kept layer is on disk, where no size applies.
+fn scratch_bytes(ctx: &PlanContext<'_>, memory: Option<i64>) -> Result<Option<u64>> {
+    match (ctx.keep, ctx.scratch_bytes) {
+        (true, Some(_)) => Err(Error::Config(
+            "--storage-opt size: a layer kept with --keep is written to disk, where exprun cannot \
+             bound its size; drop one of the two"
+                .into(),
+        )),
+        (true, None) => Ok(None),
+        (false, Some(n)) => Ok(Some(n)),
+        (false, None) => Ok(Some(memory.map_or(DEFAULT_SCRATCH_BYTES, |m| m as u64))),
+    }
 }
 
 /// The config's sysctls, each checked to belong to a namespace the container has

@@ -126,13 +126,17 @@ pub fn build(
 fn mount_overlay(plan: &RunPlan, o: &Overlay) -> Result<()> {
     let run_dir = &plan.state_dir;
     if o.scratch == Scratch::Tmpfs {
+        let data = match o.scratch_bytes {
+            Some(n) => format!("mode=0700,size={n}"),
+            None => "mode=0700".to_string(),
+        };
         at(
             mount(
                 Some("tmpfs"),
                 run_dir,
                 Some("tmpfs"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                Some("mode=0700"),
+                Some(data.as_str()),
             ),
             || format!("mounting the writable layer's tmpfs at {}", run_dir.display()),
         )?;

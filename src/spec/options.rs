@@ -122,6 +122,9 @@ pub struct RunOptions {
     /// `--no-limits`: a rootless run without a cgroup is accepted.
     #[serde(default)]
     pub no_limits: bool,
+    /// `--storage-opt size=`: the writable layer's size, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_size: Option<u64>,
 }
 
 /// The seccomp profile of a run.
@@ -309,6 +312,36 @@ pub fn parse_memory(s: &str) -> Result<u64, Error> {
         });
     }
     Ok(bytes)
+}
+
+/// `--storage-opt`: podman's spelling; `size=SIZE` (the writable layer's size)
+/// is the one option there is. A later `size=` wins, as with podman.
+pub fn parse_storage_opts(opts: &[String]) -> Result<Option<u64>, Error> {
+    let mut size = None;
+    for s in opts {
+        match s.split_once('=') {
+            Some(("size", v)) => {
+                let bytes = parse_size("--storage-opt size", v)?;
+                if bytes < MIN_MEMORY {
+                    return Err(Error::Option {
+                        option: "--storage-opt",
+                        value: s.clone(),
+                        why: format!("the minimum is {} MiB", MIN_MEMORY >> 20),
+                    });
+                }
+                size = Some(bytes);
+            }
+            _ => {
+                return Err(Error::Option {
+                    option: "--storage-opt",
+                    value: s.clone(),
+                    why: "the one storage option is size=SIZE (the writable layer's size, e.g. size=10g)"
+                        .into(),
+                })
+            }
+        }
+    }
+    Ok(size)
 }
 
 /// `--cpus`: a positive number of CPUs, at most `online`, in steps of 0.01.
