@@ -29,6 +29,10 @@ pub enum ImageCommand {
         /// Refuse a layer with more than N entries [default: 2000000]
         #[arg(long = "max-layer-entries", value_name = "N")]
         max_layer_entries: Option<u64>,
+        /// Refuse an image whose layers hold more than SIZE bytes together once
+        /// unpacked [default: 128g]
+        #[arg(long = "max-image-size", value_name = "SIZE")]
+        max_image_size: Option<String>,
     },
     /// List the images in the store
     #[command(visible_alias = "list")]
@@ -60,7 +64,7 @@ pub enum ImageCommand {
 pub fn run(globals: &Globals, cmd: ImageCommand) -> Result<i32> {
     let store = ImageStore::open(&globals.store_dir())?;
     match cmd {
-        ImageCommand::Import { path, name, quiet, max_layer_size, max_layer_entries } => {
+        ImageCommand::Import { path, name, quiet, max_layer_size, max_layer_entries, max_image_size } => {
             let progress = if quiet { Progress::Hidden } else { Progress::Auto };
             let defaults = crate::image::Limits::default();
             let limits = crate::image::Limits {
@@ -69,6 +73,11 @@ pub fn run(globals: &Globals, cmd: ImageCommand) -> Result<i32> {
                     None => defaults.max_bytes,
                 },
                 max_entries: max_layer_entries.unwrap_or(defaults.max_entries),
+                max_image_bytes: match max_image_size {
+                    Some(s) => crate::spec::options::parse_size("--max-image-size", &s)?,
+                    None => defaults.max_image_bytes,
+                },
+                ..defaults
             };
             let mut seen = BTreeSet::new();
             for s in store.import_with_limits(&path, name.as_deref(), progress, limits)? {

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use super::import::{self, Layout, Meter, Plan};
 use super::manifest::{self, Platform};
 use super::store::{Store, TmpDir};
-use super::unpack::{self, Limits};
+use super::unpack::{self, Budget};
 use super::{Error, ImageStore, ImageSummary, Origin, Progress, Result};
 use crate::digest::Digest;
 use crate::fsutil::Lock;
@@ -122,6 +122,11 @@ impl Fetch<'_> {
         Ok(link)
     }
 
+    /// What this fetch's layers may expand to together (one image's).
+    pub fn budget(&self, limits: super::Limits) -> Budget {
+        Budget::new(limits, Some(self.store.root()))
+    }
+
     /// Unpack layer blob `layer`, taken into this fetch at `blob`, now, while
     /// other layers are still downloading: into our tmp dir, its content
     /// checked against `diff_id`. `None` when the store has that layer.
@@ -131,14 +136,14 @@ impl Fetch<'_> {
         layer: &Digest,
         diff_id: &Digest,
         blob: &Path,
-        limits: Limits,
+        budget: &Budget,
     ) -> Result<Option<PathBuf>> {
         if self.store.layer_path(diff_id).is_dir() {
             return Ok(None);
         }
         let dest = self.tmp.path().join(format!("layer-{}", diff_id.hex()));
         let f = fs::File::open(blob).map_err(|e| Error::io("open", blob, e))?;
-        unpack::unpack_layer(io::BufReader::new(f), layer, diff_id, &dest, limits).inspect_err(|_| {
+        unpack::unpack_layer(io::BufReader::new(f), layer, diff_id, &dest, budget).inspect_err(|_| {
             let _ = super::store::remove_all(&dest);
         })?;
         Ok(Some(dest))
@@ -157,7 +162,7 @@ impl Fetch<'_> {
     /// Check the image against its config, unpack its new layers, rename
     /// everything into the store, and name it. The origin's reference names
     /// the source in messages and in refs.json.
-    pub fn finish(mut self, f: Fetched, limits: Limits, progress: Progress) -> Result<ImageSummary> {
+    pub fn finish(mut self, f: Fetched, budget: &Budget, progress: Progress) -> Result<ImageSummary> {
         let from = f.origin.reference.clone();
         let what = format!("manifest {} of {from}", f.manifest_digest);
         let m = manifest::parse_manifest(&f.manifest, &what)?;
@@ -167,7 +172,7 @@ impl Fetch<'_> {
             .named(f.name.into_iter().collect());
         let layout = Layout::Fetched(PathBuf::from(&from), std::mem::take(&mut self.blobs));
         let meter = Meter::new(progress);
-        import::ingest(self.store, &mut self.tmp, &layout, &plan, &meter, limits, &self.unpacked)?;
+        import::ingest(self.store, &mut self.tmp, &layout, &plan, &meter, budget, &self.unpacked)?;
         meter.finish();
         // The blobs are in the store now: their partial files are not needed.
         // Under the partial's lock, so that a pull verifying it is not cut short.

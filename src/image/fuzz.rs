@@ -26,7 +26,13 @@ pub fn image_json(bytes: &[u8]) {
 /// Unpack `bytes` as a layer blob into `dest` (which must not exist), with
 /// small limits. Whatever the bytes, nothing may be created outside `dest`.
 pub fn layer(bytes: &[u8], dest: &Path) {
-    let limits = super::unpack::Limits { max_bytes: 16 << 20, max_entries: 10_000 };
+    let limits = super::unpack::Limits {
+        max_bytes: 16 << 20,
+        max_entries: 10_000,
+        max_image_bytes: 16 << 20,
+        ..Default::default()
+    };
     let digest = Digest::of_bytes(bytes);
-    let _ = super::unpack::unpack_layer(bytes, &digest, &digest, dest, limits);
+    let budget = super::unpack::Budget::new(limits, None);
+    let _ = super::unpack::unpack_layer(bytes, &digest, &digest, dest, &budget);
 }

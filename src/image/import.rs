@@ -25,7 +25,7 @@ use super::archive::{self, Extracted};
 use super::manifest::{self, Descriptor, Manifest, ANN_CONTAINERD_NAME, ANN_REF_NAME};
 use super::reference::{self, DEFAULT_TAG};
 use super::store::{self, RefEntry, Store, TmpDir, MAX_JSON_BLOB};
-use super::unpack::{self, Limits};
+use super::unpack::{self, Budget, Limits};
 use super::{Error, ImageSummary, Origin, Progress, Result};
 use crate::digest::Digest;
 
@@ -279,7 +279,8 @@ pub(crate) fn import(
         plans[0].names = vec![n];
     }
     for plan in &plans {
-        ingest(store, &mut tmp, &layout, plan, &meter, limits, &BTreeMap::new())?;
+        let budget = Budget::new(limits, Some(store.root()));
+        ingest(store, &mut tmp, &layout, plan, &meter, &budget, &BTreeMap::new())?;
     }
     drop(layout);
     drop(tmp);
@@ -298,7 +299,7 @@ pub(crate) fn ingest(
     layout: &Layout,
     plan: &Plan,
     meter: &Meter,
-    limits: Limits,
+    budget: &Budget,
     ready: &BTreeMap<Digest, PathBuf>,
 ) -> Result<()> {
     let mut staged: BTreeMap<&Digest, PathBuf> = BTreeMap::new();
@@ -335,7 +336,7 @@ pub(crate) fn ingest(
         let blob = staged.get(&desc.digest).cloned().unwrap_or_else(|| store.blob_path(&desc.digest));
         let f = File::open(&blob).map_err(|e| Error::io("open", &blob, e))?;
         let reader = io::BufReader::new(meter.reader(f));
-        unpack::unpack_layer(reader, &desc.digest, diff_id, dest, limits).inspect_err(|_| {
+        unpack::unpack_layer(reader, &desc.digest, diff_id, dest, budget).inspect_err(|_| {
             let _ = store::remove_all(dest);
         })
     })?;

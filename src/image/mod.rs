@@ -53,7 +53,7 @@ mod unpack;
 pub use fetch::{Fetch, Fetched, PartialBlob};
 pub use gc::{GcReport, RemoveReport};
 pub(crate) use store::TmpDir;
-pub use unpack::{Limits, MAX_LAYER_BYTES, MAX_LAYER_ENTRIES};
+pub use unpack::{Budget, Limits, MAX_IMAGE_BYTES, MAX_LAYER_BYTES, MAX_LAYER_ENTRIES};
 
 /// Image store errors. Every message names the file, blob or entry concerned and
 /// the operation that failed.

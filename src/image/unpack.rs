@@ -28,10 +28,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
@@ -51,6 +52,14 @@ use crate::digest::{Digest, HashingReader};
 pub const MAX_LAYER_BYTES: u64 = 64 << 30;
 /// Most entries one layer may hold (zip-bomb guard).
 pub const MAX_LAYER_ENTRIES: u64 = 2_000_000;
+/// Most bytes of file content all the layers of one image may hold together.
+pub const MAX_IMAGE_BYTES: u64 = 128 << 30;
+/// The store's filesystem keeps at least this much free while layers unpack
+/// (or a twentieth of its size, when that is less: a small disk still works).
+pub const MIN_FREE_BYTES: u64 = 1 << 30;
+/// At most this much is written between two looks at the free space (and at
+/// most a quarter of the reserve, so that the look comes before the disk is full).
+const FREE_CHECK_EVERY: u64 = 64 << 20;
 /// Most bytes accepted after the tar's end-of-archive marker.
 const MAX_TRAILING_BYTES: u64 = 64 << 20;
 
@@ -58,18 +67,88 @@ const OPAQUE_XATTR: &CStr = c"trusted.overlay.opaque";
 /// The same for an overlay mounted with `userxattr` (rootless runs).
 const USER_OPAQUE_XATTR: &CStr = c"user.overlay.opaque";
 
-/// The zip-bomb limits for one layer.
+/// The zip-bomb limits: for one layer, for one image, and the free space the
+/// store's filesystem keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Most bytes of file content.
+    /// Most bytes of file content of one layer.
     pub max_bytes: u64,
-    /// Most entries.
+    /// Most entries of one layer.
     pub max_entries: u64,
+    /// Most bytes of file content of all the layers of one image.
+    pub max_image_bytes: u64,
+    /// Free space the store's filesystem keeps (capped at a twentieth of its size).
+    pub min_free_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_bytes: MAX_LAYER_BYTES, max_entries: MAX_LAYER_ENTRIES }
+        Self {
+            max_bytes: MAX_LAYER_BYTES,
+            max_entries: MAX_LAYER_ENTRIES,
+            max_image_bytes: MAX_IMAGE_BYTES,
+            min_free_bytes: MIN_FREE_BYTES,
+        }
+    }
+}
+
+/// What one image's layers may expand to together, shared by the threads that
+/// unpack them, and where the free space is watched.
+#[derive(Debug)]
+pub struct Budget {
+    limits: Limits,
+    /// Bytes of file content of every layer so far.
+    content: AtomicU64,
+    /// Bytes really written to disk (holes cost none) since the last look at
+    /// the free space.
+    since_check: AtomicU64,
+    /// A directory on the store's filesystem, the free space it keeps, and how
+    /// much may be written between two looks; none: no free-space check.
+    fs: Option<(PathBuf, u64, u64)>,
+}
+
+impl Budget {
+    /// A budget for one image unpacked into the store at `fs`.
+    pub fn new(limits: Limits, fs: Option<&Path>) -> Self {
+        let fs = fs.and_then(|dir| {
+            let st = nix::sys::statvfs::statvfs(dir).ok()?;
+            let size = st.blocks() as u64 * st.fragment_size() as u64;
+            let reserve = limits.min_free_bytes.min(size / 20);
+            Some((dir.to_path_buf(), reserve, (reserve / 4).clamp(1 << 20, FREE_CHECK_EVERY)))
+        });
+        Self { limits, content: AtomicU64::new(0), since_check: AtomicU64::new(0), fs }
+    }
+
+    /// Count `content` more bytes of file content, of which `written` went to
+    /// disk; the error says which bound was passed.
+    fn charge(&self, content: u64, written: u64) -> EntryResult {
+        let total = self.content.fetch_add(content, Ordering::Relaxed).saturating_add(content);
+        if total > self.limits.max_image_bytes {
+            return Err(format!(
+                "the image's layers hold more than {} bytes of content together, the limit for one \
+                 image; refusing what looks like a tar bomb (raise it with image import \
+                 --max-image-size if the image is genuine)",
+                self.limits.max_image_bytes
+            ));
+        }
+        let Some((fs, reserve, every)) = &self.fs else { return Ok(()) };
+        let since = self.since_check.fetch_add(written, Ordering::Relaxed).saturating_add(written);
+        if since < *every {
+            return Ok(());
+        }
+        self.since_check.store(0, Ordering::Relaxed);
+        let Ok(st) = nix::sys::statvfs::statvfs(fs.as_path()) else { return Ok(()) };
+        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        if free < *reserve {
+            return Err(format!(
+                "the store's filesystem ({}) is down to {} MiB free, below the {} MiB it keeps; \
+                 free space there (exprun image gc, or a larger disk for --root) and import again",
+                fs.display(),
+                free >> 20,
+                reserve >> 20
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -82,8 +161,9 @@ pub(crate) fn unpack_layer(
     layer: &Digest,
     diff_id: &Digest,
     dest: &Path,
-    limits: Limits,
+    budget: &Budget,
 ) -> Result<()> {
+    let limits = budget.limits;
     let layer_err = |why: String| Error::Layer { layer: layer.clone(), why };
     let (_, stream) = decompressed(blob).map_err(|e| layer_err(format!("reading the blob: {e}")))?;
     fs::create_dir(dest).map_err(|e| Error::io("create directory", dest, e))?;
@@ -94,6 +174,7 @@ pub(crate) fn unpack_layer(
         root,
         root_path: dest.to_path_buf(),
         limits,
+        budget,
         privileged: nix::unistd::geteuid().is_root() && crate::userns::in_initial_userns(),
         owners: nix::unistd::geteuid().is_root(),
         entries: 0,
@@ -163,6 +244,7 @@ struct Unpacker<'a> {
     root: OwnedFd,
     root_path: PathBuf,
     limits: Limits,
+    budget: &'a Budget,
     privileged: bool,
     /// Ownership can be applied: root, on the host or in a user namespace that
     /// maps the caller's subordinate ids.
@@ -411,6 +493,10 @@ impl Unpacker<'_> {
         let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let fd = openat(parent, name, flags, Mode::from_bits_truncate(0o600)).map_err(sys("create"))?;
         let mut f = File::from(fd);
+        // Runs of zeros become holes (as `cp --sparse=always` makes them), so a
+        // GNU sparse entry of a few bytes that says 10 GiB costs no disk; its
+        // content still counts against the limits.
+        let mut len = 0u64;
         loop {
             let n = match e.read(&mut self.buf) {
                 Ok(0) => break,
@@ -422,8 +508,17 @@ impl Unpacker<'_> {
             if self.written > self.limits.max_bytes {
                 return Err(self.too_big());
             }
-            f.write_all(&self.buf[..n]).map_err(|e| format!("write: {e}"))?;
+            let chunk = &self.buf[..n];
+            let hole = chunk.iter().all(|b| *b == 0);
+            self.budget.charge(n as u64, if hole { 0 } else { n as u64 })?;
+            if hole {
+                f.seek(io::SeekFrom::Current(n as i64)).map_err(|e| format!("seek: {e}"))?;
+            } else {
+                f.write_all(chunk).map_err(|e| format!("write: {e}"))?;
+            }
+            len += n as u64;
         }
+        f.set_len(len).map_err(|e| format!("truncate: {e}"))?;
         // Order matters: chown clears setuid/setgid and file capabilities, so
         // chown first, then xattrs, then the mode.
         self.chown_fd(&f, &meta)?;

@@ -14,7 +14,7 @@ fn unpack(tar: &[u8]) -> (tempfile::TempDir, PathBuf, Result<()>) {
 fn unpack_with(tar: &[u8], diff_id: &Digest, limits: Limits) -> (tempfile::TempDir, PathBuf, Result<()>) {
     let d = tempfile::tempdir().unwrap();
     let dest = d.path().join("layer");
-    let r = unpack_layer(tar, &Digest::of_bytes(b"blob"), diff_id, &dest, limits);
+    let r = unpack_layer(tar, &Digest::of_bytes(b"blob"), diff_id, &dest, &Budget::new(limits, None));
     (d, dest, r)
 }
 
@@ -77,8 +77,14 @@ fn compressed_layers_are_sniffed_and_hashed_uncompressed() {
     for blob in [gzip(&tar), zstd(&tar), tar.clone()] {
         let d = tempfile::tempdir().unwrap();
         let dest = d.path().join("l");
-        unpack_layer(&blob[..], &Digest::of_bytes(&blob), &Digest::of_bytes(&tar), &dest, Limits::default())
-            .unwrap();
+        unpack_layer(
+            &blob[..],
+            &Digest::of_bytes(&blob),
+            &Digest::of_bytes(&tar),
+            &dest,
+            &Budget::new(Limits::default(), None),
+        )
+        .unwrap();
         assert_eq!(fs::read(dest.join("a")).unwrap(), b"hello");
     }
 }
@@ -231,14 +237,46 @@ fn nothing_outside_the_layer_is_touched_through_symlinks() {
 fn limits_name_the_limit() {
     let tar = TarBuilder::new().file("a", b"12345").file("b", b"").file("c", b"").build();
     let d = Digest::of_bytes(&tar);
-    let (_t, _dest, r) = unpack_with(&tar, &d, Limits { max_bytes: 100, max_entries: 2 });
+    let (_t, _dest, r) =
+        unpack_with(&tar, &d, Limits { max_bytes: 100, max_entries: 2, ..Limits::default() });
     let e = r.unwrap_err().to_string();
     assert!(e.contains("more than 2 entries, the limit for one layer"), "{e}");
-    let (_t, _dest, r) = unpack_with(&tar, &d, Limits { max_bytes: 4, max_entries: 100 });
+    let (_t, _dest, r) =
+        unpack_with(&tar, &d, Limits { max_bytes: 4, max_entries: 100, ..Limits::default() });
     let e = r.unwrap_err().to_string();
     assert!(e.contains("more than 4 bytes of content, the limit for one layer"), "{e}");
     assert_eq!(MAX_LAYER_BYTES, 64 << 30);
     assert_eq!(MAX_LAYER_ENTRIES, 2_000_000);
+}
+
+#[test]
+fn the_image_limit_counts_every_layer_of_the_image() {
+    let a = TarBuilder::new().file("a", b"123456").build();
+    let b = TarBuilder::new().file("b", b"789012").build();
+    let limits = Limits { max_image_bytes: 10, ..Limits::default() };
+    let budget = Budget::new(limits, None);
+    let d = tempfile::tempdir().unwrap();
+    let blob = Digest::of_bytes(b"blob");
+    unpack_layer(&a[..], &blob, &Digest::of_bytes(&a), &d.path().join("a"), &budget).unwrap();
+    let e = unpack_layer(&b[..], &blob, &Digest::of_bytes(&b), &d.path().join("b"), &budget).unwrap_err();
+    assert!(e.to_string().contains("more than 10 bytes of content together, the limit for one image"), "{e}");
+    // Each layer alone fits: the bound is the image's, not the layer's.
+    let fresh = Budget::new(limits, None);
+    unpack_layer(&b[..], &blob, &Digest::of_bytes(&b), &d.path().join("b2"), &fresh).unwrap();
+}
+
+#[test]
+fn runs_of_zeros_are_stored_as_holes() {
+    let mut content = vec![0u8; 8 << 20];
+    content[..5].copy_from_slice(b"start");
+    let n = content.len();
+    content[n - 3..].copy_from_slice(b"end");
+    let tar = TarBuilder::new().file("f", &content).build();
+    let (_t, dest, r) = unpack(&tar);
+    r.unwrap();
+    let meta = fs::metadata(dest.join("f")).unwrap();
+    assert_eq!(fs::read(dest.join("f")).unwrap(), content);
+    assert!(meta.blocks() * 512 < 1 << 20, "8 MiB of zeros take {} blocks", meta.blocks());
 }
 
 #[test]

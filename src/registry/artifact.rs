@@ -414,7 +414,7 @@ mod tests {
             })
             .collect();
         let part = tar_part(dir.path(), "outputs.tar.gz", &items).unwrap();
-        let small = Limits { max_bytes: 1 << 20, max_entries: 2 };
+        let small = Limits { max_bytes: 1 << 20, max_entries: 2, ..Limits::default() };
         let e = unpack(&part.path, &dir.path().join("out"), dir.path(), small).unwrap_err().to_string();
         assert!(e.contains("outputs.tar.gz of the artifact") && e.contains("past 2 entries"), "{e}");
         assert!(!dir.path().join("out").exists() && !dir.path().join("unpacked").exists());

@@ -152,7 +152,8 @@ fn pull_from(
             missing.push(l);
         }
     }
-    let done = download_all(&client, &fetch, &missing, &diff_ids(&config, &m.layers), o)?;
+    let budget = fetch.budget(o.limits);
+    let done = download_all(&client, &fetch, &missing, &diff_ids(&config, &m.layers), &budget, o)?;
     let fetched = done.0.len();
     reused += missing.len() - fetched;
     let (done, unpacked) = done;
@@ -174,7 +175,7 @@ fn pull_from(
             origin: origin.clone(),
             platform: o.platform.clone(),
         },
-        o.limits,
+        &budget,
         if o.progress { Progress::Auto } else { Progress::Hidden },
     )?;
     Ok(Pulled { summary, origin, layers_fetched: fetched, layers_reused: reused })
@@ -245,6 +246,7 @@ fn download_all(
     fetch: &crate::image::Fetch<'_>,
     layers: &[&Descriptor],
     diff_ids: &BTreeMap<Digest, Digest>,
+    budget: &crate::image::Budget,
     o: &PullOptions,
 ) -> Result<Downloaded, Error> {
     let bars = Bars::new(o.progress);
@@ -263,7 +265,7 @@ fn download_all(
                         if unpack_error.lock().map(|e| e.is_some()).unwrap_or(true) {
                             continue;
                         }
-                        match fetch.unpack(&layer, &diff_id, &blob, o.limits) {
+                        match fetch.unpack(&layer, &diff_id, &blob, budget) {
                             Ok(Some(dir)) => done.push((diff_id, dir)),
                             Ok(None) => {}
                             Err(e) => {
