@@ -8,3 +8,5 @@
 mod common;
 
 mod host;
+mod layout;
+mod store;
