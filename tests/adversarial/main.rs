@@ -9,3 +9,4 @@ mod common;
 
 mod host;
 mod image;
+mod runtime;
