@@ -19,28 +19,41 @@ const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// One tar entry, written as given: the `tar` crate's own setters refuse the
 /// very paths these tests need.
-struct Entry {
-    path: String,
-    kind: EntryType,
-    link: Option<String>,
-    data: Vec<u8>,
+pub(crate) struct Entry {
+    pub path: String,
+    pub kind: EntryType,
+    pub link: Option<String>,
+    pub data: Vec<u8>,
+    pub mode: u32,
 }
 
-fn file(path: impl Into<String>, data: &[u8]) -> Entry {
-    Entry { path: path.into(), kind: EntryType::Regular, link: None, data: data.to_vec() }
+pub(crate) fn file(path: impl Into<String>, data: &[u8]) -> Entry {
+    Entry { path: path.into(), kind: EntryType::Regular, link: None, data: data.to_vec(), mode: 0o644 }
 }
 
 fn symlink(path: impl Into<String>, target: impl Into<String>) -> Entry {
-    Entry { path: path.into(), kind: EntryType::Symlink, link: Some(target.into()), data: Vec::new() }
+    Entry {
+        path: path.into(),
+        kind: EntryType::Symlink,
+        link: Some(target.into()),
+        data: Vec::new(),
+        mode: 0o777,
+    }
 }
 
 fn hardlink(path: impl Into<String>, target: impl Into<String>) -> Entry {
-    Entry { path: path.into(), kind: EntryType::Link, link: Some(target.into()), data: Vec::new() }
+    Entry {
+        path: path.into(),
+        kind: EntryType::Link,
+        link: Some(target.into()),
+        data: Vec::new(),
+        mode: 0o644,
+    }
 }
 
 /// A layer tar of `entries`; names and link targets go in PAX records, so any
 /// length and any bytes reach exprun unchanged.
-fn layer(entries: &[Entry]) -> Vec<u8> {
+pub(crate) fn layer(entries: &[Entry]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for e in entries {
         let mut pax: Vec<(&str, &[u8])> = vec![("path", e.path.as_bytes())];
@@ -50,7 +63,7 @@ fn layer(entries: &[Entry]) -> Vec<u8> {
         b.append_pax_extensions(pax).unwrap();
         let mut h = Header::new_ustar();
         h.set_entry_type(e.kind);
-        h.set_mode(if e.kind == EntryType::Directory { 0o755 } else { 0o644 });
+        h.set_mode(e.mode);
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(1_600_000_000);
@@ -67,7 +80,7 @@ fn sha256(b: &[u8]) -> String {
 
 /// How a layout lies about its blobs.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Lie {
+pub(crate) enum Lie {
     None,
     /// index.json names the manifest by a digest its bytes do not have.
     ManifestDigest,
@@ -80,7 +93,7 @@ enum Lie {
 }
 
 /// Write an OCI layout of one image with one layer `tar` into `dir`, lying as told.
-fn layout(dir: &Path, tar: &[u8], lie: Lie) -> PathBuf {
+pub(crate) fn layout(dir: &Path, tar: &[u8], lie: Lie) -> PathBuf {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let put = |bytes: &[u8], digest: &str| {
@@ -218,7 +231,13 @@ fn a_symlink_replacing_a_directory_does_not_redirect_later_entries() {
         "dir/, then dir -> <marker>, then dir/pwned",
         Lie::None,
         |m| {
-            let dir = Entry { path: "dir/".into(), kind: EntryType::Directory, link: None, data: Vec::new() };
+            let dir = Entry {
+                path: "dir/".into(),
+                kind: EntryType::Directory,
+                link: None,
+                data: Vec::new(),
+                mode: 0o755,
+            };
             layer(&[dir, symlink("dir", m), file("dir/pwned", b"pwned\n")])
         },
         &["entry \"dir/pwned\"", "path goes through \"dir\", which is a symlink"],

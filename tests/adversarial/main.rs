@@ -9,4 +9,5 @@ mod common;
 
 mod host;
 mod image;
+mod rootless;
 mod runtime;
