@@ -8,5 +8,8 @@
 mod common;
 
 mod host;
+mod image;
 mod layout;
+mod rootless;
+mod runtime;
 mod store;
