@@ -946,6 +946,23 @@ pub fn process_plan_from(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> 
         rlimits.push(Rlimit { name, resource, soft: r.soft(), hard: r.hard() });
     }
     let user = p.user();
+    // (uid_t)-1 is no id: setresuid and setresgid read it as "leave this one
+    // as it is", so the command would keep init's root (and, from a bundle,
+    // its whole capability set).
+    let ids = [("uid", user.uid()), ("gid", user.gid())]
+        .into_iter()
+        .chain(user.additional_gids().iter().flatten().map(|g| ("additionalGids", *g)));
+    for (field, id) in ids {
+        if id == u32::MAX {
+            return Err(Error::Process {
+                field: "user",
+                why: format!(
+                    "{field} {id} is (uid_t)-1, which the kernel takes as \"unchanged\", not an id; \
+                     give an id below {id}"
+                ),
+            });
+        }
+    }
     Ok(ProcessPlan {
         args,
         env,

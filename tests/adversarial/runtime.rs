@@ -292,9 +292,8 @@ fn user_ids_that_do_not_parse_or_resolve_are_refused_by_name() {
 }
 
 /// uid and gid 4294967295 are `(uid_t)-1`, which setresuid(2) and setresgid(2)
-/// read as "leave unchanged": asked to run as that id, the command runs as root.
+/// read as "leave unchanged": asked to run as that id, the command ran as root.
 #[test]
-#[ignore = "open hole: -u 4294967295 and a bundle's uid/gid 4294967295 run the command as uid 0 (setresuid(-1) leaves root unchanged) instead of being refused"]
 fn the_id_4294967295_is_refused_not_run_as_root() {
     let Some(s) = shim("the_id_4294967295_is_refused_not_run_as_root") else { return };
     let r = TestRoot::with_busybox();
