@@ -3,11 +3,16 @@
 //!
 //! Compiling the containerd/Docker default profile costs libseccomp about 20 ms
 //! (research/performance-anchors.md §6), more than a whole container start; the
-//! program only depends on the profile and the architecture, so it is compiled
-//! once and kept in `<root>/cache/seccomp/<digest>-<arch>-tree.bpf`.
+//! program only depends on the profile, the architecture and the compiler, so
+//! it is compiled once and kept in
+//! `<root>/cache/seccomp/<digest>-<arch>-<compiler>.bpf`.
+//!
+//! A cached program is the container's whole syscall policy, so it is loaded
+//! only from a file and directory that nobody but this user can have written.
 
+use std::fs::File;
 use std::io::{Read, Seek};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
@@ -18,8 +23,16 @@ use crate::digest::Digest;
 
 pub mod default;
 
-/// How programs are compiled (part of the cache key): a binary tree.
-const COMPILER: &str = "tree";
+/// How profiles are translated for libseccomp, part of the cache key with
+/// exprun's and libseccomp's versions. Change it whenever the same profile
+/// would compile to a different program, so that no program from the older
+/// translation is loaded again: "tree" programs (before it) took valueTwo as
+/// SCMP_CMP_MASKED_EQ's mask, so their masked rules matched every argument.
+const COMPILER: &str = "tree-2";
+
+/// The most a cached program may hold: the kernel takes at most BPF_MAXINSNS
+/// (4096) instructions of 8 bytes.
+const MAX_PROGRAM: u64 = 4096 * 8;
 
 /// Seccomp errors: the profile cannot be compiled.
 #[derive(Debug, thiserror::Error)]
@@ -54,20 +67,68 @@ pub fn prepare(profile: &LinuxSeccomp, cache_dir: &Path) -> Result<Filter, Error
     let json = serde_json::to_vec(profile).map_err(|e| Error(e.to_string()))?;
     let digest = Digest::of_bytes(&json);
     let flags = flags(profile)?;
-    let cached =
-        cache_dir.join("seccomp").join(format!("{}-{}-{COMPILER}.bpf", digest.hex(), std::env::consts::ARCH));
-    if let Ok(program) = std::fs::read(&cached) {
-        if !program.is_empty() && program.len() % 8 == 0 {
-            return Ok(Filter { digest, program, flags });
-        }
+    let dir = cache_dir.join("seccomp");
+    let name = format!("{}-{}-{}.bpf", digest.hex(), std::env::consts::ARCH, compiler_id());
+    if let Some(program) = read_cached(&dir, &name) {
+        return Ok(Filter { digest, program, flags });
     }
     let program = compile(profile)?;
-    if let Some(dir) = cached.parent() {
-        if crate::fsutil::create_private_dir_all(dir).is_ok() {
-            let _ = crate::fsutil::write_atomic(&cached, &program, false);
-        }
+    // A cache that cannot be written (or trusted) costs a compilation per run,
+    // not the run.
+    if crate::fsutil::create_private_dir_all(&dir).is_ok() && private_dir(&dir).is_some() {
+        let _ = crate::fsutil::write_atomic(&dir.join(&name), &program, false);
     }
     Ok(Filter { digest, program, flags })
+}
+
+/// What compiled a cached program: [`COMPILER`], exprun's version and the
+/// libseccomp library's (a new libseccomp may compile a rule differently).
+fn compiler_id() -> String {
+    let lib = libseccomp::ScmpVersion::current()
+        .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
+        .unwrap_or_default();
+    let id = format!("{COMPILER} exprun {} libseccomp {lib}", env!("CARGO_PKG_VERSION"));
+    format!("{COMPILER}.{}", &Digest::of_bytes(id.as_bytes()).hex()[..12])
+}
+
+/// `dir`, opened without following a symlink, if this user owns it and nobody
+/// else may write in it (else another user could have put a program there).
+fn private_dir(dir: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+        .ok()?;
+    trusted(&f.metadata().ok()?).then_some(f)
+}
+
+fn trusted(m: &std::fs::Metadata) -> bool {
+    m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o022 == 0
+}
+
+/// The cached program `name` in `dir`, if it can be trusted and has the shape
+/// of one: a regular file (not a symlink, FIFO or device that would block or
+/// never end), this user's and writable by nobody else, at most
+/// [`MAX_PROGRAM`] bytes of whole instructions.
+fn read_cached(dir: &Path, name: &str) -> Option<Vec<u8>> {
+    use nix::fcntl::OFlag;
+    let d = private_dir(dir)?;
+    let fd = nix::fcntl::openat(
+        &d,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    let f = File::from(fd);
+    let m = f.metadata().ok()?;
+    if !m.is_file() || !trusted(&m) || m.len() == 0 || m.len() > MAX_PROGRAM || m.len() % 8 != 0 {
+        return None;
+    }
+    let mut program = Vec::new();
+    f.take(MAX_PROGRAM + 1).read_to_end(&mut program).ok()?;
+    (program.len() as u64 == m.len()).then_some(program)
 }
 
 fn flags(profile: &LinuxSeccomp) -> Result<u32, Error> {
@@ -100,16 +161,24 @@ fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<ScmpAction, Error
     })
 }
 
-fn op(o: LinuxSeccompOperator, value_two: Option<u64>) -> ScmpCompareOp {
-    match o {
-        LinuxSeccompOperator::ScmpCmpNe => ScmpCompareOp::NotEqual,
-        LinuxSeccompOperator::ScmpCmpLt => ScmpCompareOp::Less,
-        LinuxSeccompOperator::ScmpCmpLe => ScmpCompareOp::LessOrEqual,
-        LinuxSeccompOperator::ScmpCmpEq => ScmpCompareOp::Equal,
-        LinuxSeccompOperator::ScmpCmpGe => ScmpCompareOp::GreaterEqual,
-        LinuxSeccompOperator::ScmpCmpGt => ScmpCompareOp::Greater,
-        LinuxSeccompOperator::ScmpCmpMaskedEq => ScmpCompareOp::MaskedEqual(value_two.unwrap_or(0)),
-    }
+/// OCI's `value` and `valueTwo` as libseccomp's operator and datum. For
+/// SCMP_CMP_MASKED_EQ `value` is the mask and `valueTwo` what the masked
+/// argument must equal (runc and crun read it so, as libseccomp's
+/// `SCMP_A0(SCMP_CMP_MASKED_EQ, mask, datum)` does); the other operators
+/// compare with `value` and ignore `valueTwo`.
+fn compare(a: &oci_spec::runtime::LinuxSeccompArg) -> ScmpArgCompare {
+    let (op, datum) = match a.op() {
+        LinuxSeccompOperator::ScmpCmpNe => (ScmpCompareOp::NotEqual, a.value()),
+        LinuxSeccompOperator::ScmpCmpLt => (ScmpCompareOp::Less, a.value()),
+        LinuxSeccompOperator::ScmpCmpLe => (ScmpCompareOp::LessOrEqual, a.value()),
+        LinuxSeccompOperator::ScmpCmpEq => (ScmpCompareOp::Equal, a.value()),
+        LinuxSeccompOperator::ScmpCmpGe => (ScmpCompareOp::GreaterEqual, a.value()),
+        LinuxSeccompOperator::ScmpCmpGt => (ScmpCompareOp::Greater, a.value()),
+        LinuxSeccompOperator::ScmpCmpMaskedEq => {
+            (ScmpCompareOp::MaskedEqual(a.value()), a.value_two().unwrap_or(0))
+        }
+    };
+    ScmpArgCompare::new(a.index() as u32, op, datum)
 }
 
 /// Compile `profile` with libseccomp. Syscall names this architecture does not
@@ -143,10 +212,7 @@ fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>, Error> {
             continue; // libseccomp refuses rules that repeat the default
         }
         let args = rule.args().clone().unwrap_or_default();
-        let conds: Vec<ScmpArgCompare> = args
-            .iter()
-            .map(|a| ScmpArgCompare::new(a.index() as u32, op(a.op(), a.value_two()), a.value()))
-            .collect();
+        let conds: Vec<ScmpArgCompare> = args.iter().map(compare).collect();
         // libseccomp takes one condition per argument in a rule; several on the
         // same argument mean "any of them" (runc does the same split).
         let mut indices: Vec<usize> = args.iter().map(|a| a.index()).collect();
@@ -161,19 +227,23 @@ fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>, Error> {
             }
         }
     }
-    // SAFETY: memfd_create with a static NUL-terminated name; the result is checked.
-    let raw = unsafe { libc::memfd_create(c"exprun-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
-    if raw < 0 {
-        return Err(Error(format!("memfd_create: {}", std::io::Error::last_os_error())));
-    }
-    // SAFETY: raw is a new fd owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = nix::sys::memfd::memfd_create(c"exprun-seccomp", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| Error(format!("memfd_create: {e}")))?;
     ctx.export_bpf(&fd).map_err(|e| err("exporting the program", e))?;
     let mut f = std::fs::File::from(fd);
     let mut program = Vec::new();
     f.rewind()
         .and_then(|_| f.read_to_end(&mut program))
         .map_err(|e| Error(format!("reading the program: {e}")))?;
+    // The kernel would refuse it only in init, as "invalid argument".
+    if program.len() as u64 > MAX_PROGRAM {
+        return Err(Error(format!(
+            "the profile compiles to {} BPF instructions, more than the kernel's limit of {}: \
+             merge rules (one rule may list many syscall names) or drop argument conditions",
+            program.len() / 8,
+            MAX_PROGRAM / 8
+        )));
+    }
     Ok(program)
 }
 
@@ -224,6 +294,119 @@ mod tests {
         let again = prepare(&p, dir.path()).unwrap();
         assert_eq!(f, again);
         assert_eq!(std::fs::read_dir(dir.path().join("seccomp")).unwrap().count(), 1);
+    }
+
+    fn arg(json: serde_json::Value) -> oci_spec::runtime::LinuxSeccompArg {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn masked_eq_takes_value_as_the_mask_and_value_two_as_the_datum() {
+        let a = arg(
+            serde_json::json!({"index": 0, "value": 0x7E02_0000u64, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}),
+        );
+        assert_eq!(compare(&a), ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(0x7E02_0000), 0));
+        let a =
+            arg(serde_json::json!({"index": 2, "value": 0xF0, "valueTwo": 0x50, "op": "SCMP_CMP_MASKED_EQ"}));
+        assert_eq!(compare(&a), ScmpArgCompare::new(2, ScmpCompareOp::MaskedEqual(0xF0), 0x50));
+        let a = arg(serde_json::json!({"index": 1, "value": 7, "valueTwo": 9, "op": "SCMP_CMP_GT"}));
+        assert_eq!(
+            compare(&a),
+            ScmpArgCompare::new(1, ScmpCompareOp::Greater, 7),
+            "valueTwo is MASKED_EQ's only"
+        );
+    }
+
+    /// The profile's cache file, after one `prepare`.
+    fn cached_file(dir: &Path, p: &LinuxSeccomp) -> std::path::PathBuf {
+        prepare(p, dir).unwrap();
+        let mut files: Vec<_> =
+            std::fs::read_dir(dir.join("seccomp")).unwrap().flatten().map(|e| e.path()).collect();
+        assert_eq!(files.len(), 1);
+        files.pop().unwrap()
+    }
+
+    #[test]
+    fn programs_of_the_old_compiler_are_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = profile(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}));
+        let good = prepare(&p, dir.path()).unwrap();
+        std::fs::remove_file(cached_file(dir.path(), &p)).unwrap();
+        // Where the compiler before "tree-2" kept the program (with the masks
+        // of its MASKED_EQ rules wrong).
+        let old = format!("{}-{}-tree.bpf", good.digest.hex(), std::env::consts::ARCH);
+        std::fs::write(dir.path().join("seccomp").join(old), [0u8; 8]).unwrap();
+        assert_eq!(prepare(&p, dir.path()).unwrap().program, good.program);
+    }
+
+    #[test]
+    fn a_cached_program_is_loaded_only_when_nobody_else_can_have_written_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = profile(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}));
+        let file = cached_file(dir.path(), &p);
+        let good = std::fs::read(&file).unwrap();
+        let forged = vec![0u8; 8];
+        let loads_forged = |setup: &dyn Fn()| {
+            let _ = std::fs::remove_file(&file);
+            setup();
+            let program = prepare(&p, dir.path()).unwrap().program;
+            let _ =
+                std::fs::set_permissions(dir.path().join("seccomp"), std::fs::Permissions::from_mode(0o700));
+            program == forged
+        };
+        assert!(loads_forged(&|| std::fs::write(&file, &forged).unwrap()), "this user's own file is trusted");
+        assert!(
+            !loads_forged(&|| {
+                std::fs::write(&file, &forged).unwrap();
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+            }),
+            "a world-writable file"
+        );
+        assert!(
+            !loads_forged(&|| {
+                std::fs::write(&file, &forged).unwrap();
+                std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
+            }) || !nix::unistd::geteuid().is_root(),
+            "another user's file"
+        );
+        assert!(
+            !loads_forged(&|| {
+                std::fs::write(&file, &forged).unwrap();
+                std::fs::set_permissions(dir.path().join("seccomp"), std::fs::Permissions::from_mode(0o777))
+                    .unwrap();
+            }),
+            "a directory others may write in"
+        );
+        let elsewhere = dir.path().join("forged.bpf");
+        std::fs::write(&elsewhere, &forged).unwrap();
+        assert!(!loads_forged(&|| std::os::unix::fs::symlink(&elsewhere, &file).unwrap()), "a symlink");
+        // A FIFO would block the read and /dev/zero never end: neither is read.
+        assert!(!loads_forged(&|| nix::unistd::mkfifo(
+            &file,
+            nix::sys::stat::Mode::from_bits_truncate(0o600)
+        )
+        .unwrap()));
+        assert!(!loads_forged(&|| std::fs::write(&file, vec![0u8; 8 * 4097]).unwrap()), "over BPF_MAXINSNS");
+        assert!(!loads_forged(&|| std::fs::write(&file, [0u8; 12]).unwrap()), "not whole instructions");
+        let _ = std::fs::remove_file(&file);
+        assert_eq!(prepare(&p, dir.path()).unwrap().program, good);
+    }
+
+    #[test]
+    fn a_profile_over_the_kernels_limit_is_refused_with_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules: Vec<_> = (0..1500u64)
+            .map(|i| {
+                serde_json::json!({"names": ["personality"], "action": "SCMP_ACT_ERRNO",
+                "args": [{"index": 0, "value": i << 33 | i, "op": "SCMP_CMP_EQ"}]})
+            })
+            .collect();
+        let p = profile(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules}));
+        let e = prepare(&p, dir.path()).unwrap_err().to_string();
+        assert!(e.contains("limit of 4096"), "{e}");
     }
 
     #[test]

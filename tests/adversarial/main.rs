@@ -12,4 +12,5 @@ mod image;
 mod layout;
 mod rootless;
 mod runtime;
+mod seccomp;
 mod store;
