@@ -91,7 +91,7 @@ fn bundle_container_cannot_change_the_hosts_device_nodes() {
 /// `exprun exec` with a host directory open as fd 9 (a caller's leaked
 /// descriptor, which the exec'd process holds until it execs).
 fn exec_with_host_fd(r: &TestRoot, host_dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = r.command(args);
+    let cmd = r.command(args);
     let prog = cmd.get_program().to_owned();
     let argv: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
     let mut sh = std::process::Command::new("sh");
