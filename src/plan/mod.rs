@@ -243,8 +243,14 @@ pub struct RunPlan {
     pub rootfs: RootfsPlan,
     /// Mounts, in order.
     pub mounts: Vec<MountOp>,
-    /// Host device nodes bound into /dev.
-    pub devices: Vec<PathBuf>,
+    /// The device nodes every container gets in its /dev tmpfs. (Plans written
+    /// before had `devices`, host paths to bind: ignored when read back.)
+    #[serde(default)]
+    pub default_devices: Vec<DeviceNode>,
+    /// Bind `default_devices` read-only from the host's nodes of the same path instead
+    /// of making them: in a user namespace mknod is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub devices_from_host: bool,
     /// `linux.devices`: nodes made in the container, after /dev is populated.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub device_nodes: Vec<DeviceNode>,
@@ -435,9 +441,32 @@ pub enum Source<'a> {
     },
 }
 
-/// The device nodes every container gets, bound from the host's /dev.
-pub const DEFAULT_DEVICES: &[&str] =
-    &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"];
+/// The device nodes every container gets: path, major, minor (Linux's fixed
+/// numbers). The container owns them (made with mknod in its /dev, 0666 and
+/// root's, as runc makes them), so nothing it does to them reaches the host's.
+pub const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
+    ("/dev/null", 1, 3),
+    ("/dev/zero", 1, 5),
+    ("/dev/full", 1, 7),
+    ("/dev/random", 1, 8),
+    ("/dev/urandom", 1, 9),
+    ("/dev/tty", 5, 0),
+];
+
+fn default_devices() -> Vec<DeviceNode> {
+    DEFAULT_DEVICES
+        .iter()
+        .map(|&(path, major, minor)| DeviceNode {
+            path: PathBuf::from(path),
+            kind: 'c',
+            major,
+            minor,
+            mode: 0o666,
+            uid: 0,
+            gid: 0,
+        })
+        .collect()
+}
 
 /// Resolve and check `spec` into a plan.
 pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
@@ -634,7 +663,8 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         },
         rootfs,
         mounts,
-        devices: DEFAULT_DEVICES.iter().map(PathBuf::from).collect(),
+        default_devices: default_devices(),
+        devices_from_host: user_ns.is_some(),
         device_nodes: devices::plan(linux.devices().as_deref().unwrap_or_default())?,
         masked_paths,
         readonly_paths,

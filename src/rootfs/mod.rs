@@ -10,8 +10,11 @@
 //! 3. the plan's mounts (/proc, /dev, ..., then the user's), each destination
 //!    resolved inside the new root with openat2(RESOLVE_IN_ROOT), so an image's
 //!    symlinks cannot redirect a mount onto the host (CVE-2021-30465 class);
-//! 4. device nodes bound from the host into the /dev tmpfs (which is nodev itself,
-//!    so a node made with mknod in the container does not work), /dev symlinks;
+//! 4. the container's own device nodes in the /dev tmpfs (made with mknod, so
+//!    nothing done to them inside reaches the host's; in a user namespace, where
+//!    mknod is refused, the host's bound read-only), /dev symlinks. The /dev
+//!    tmpfs of `exprun run` is nodev, so a node the container makes does not
+//!    work: each of ours is then a bind mount of itself without nodev;
 //! 5. the working directory, created while the root is still writable;
 //! 6. pivot_root, then detach the old root;
 //! 7. read-only and masked paths (now plain paths in the new root), and the
@@ -81,17 +84,18 @@ pub fn build(
     // 4. /dev contents, when /dev is our tmpfs.
     if plan.mounts.iter().any(|m| m.destination == Path::new("/dev") && m.fstype.as_deref() == Some("tmpfs"))
     {
-        populate_dev(root.as_fd(), &plan.devices, console)?;
+        populate_dev(root.as_fd(), plan, console)?;
     }
 
     //    Then the config's own nodes (linux.devices), which may sit beside or
-    //    over the bound ones.
+    //    over the default ones.
     for node in &plan.device_nodes {
         make_node(root.as_fd(), node)?;
     }
 
     // 5. The working directory must exist before `/` may become read-only.
-    open_or_create(root.as_fd(), &plan.process.cwd, false)?;
+    open_or_create(root.as_fd(), &plan.process.cwd, false)
+        .map_err(|e| Error { source: explain_magic_link(e.source), ..e })?;
     before_pivot()?;
 
     // 6. pivot_root(".", ".") stacks the old root under the new one; detaching it
@@ -283,24 +287,56 @@ pub fn open_or_create(root: BorrowedFd<'_>, path: &Path, file: bool) -> Result<O
     at(sys::open_in_root(root, path, flags), || format!("resolving {} in the container", path.display()))
 }
 
+/// Enter `dir`, resolved inside the calling process's root as the mount points
+/// are (after pivot_root, or after joining a container's mount namespace, that
+/// root is the container's): `..` and symlinks stay inside it, and a /proc magic
+/// link (`/proc/self/fd/N`, `/proc/PID/cwd`) is refused, because it may name a
+/// directory outside the root (a descriptor the process holds, CVE-2024-21626).
+pub fn enter_working_dir(dir: &Path) -> io::Result<()> {
+    let root = nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+    let fd =
+        sys::open_in_root(root.as_fd(), dir, libc::O_PATH | libc::O_DIRECTORY).map_err(explain_magic_link)?;
+    Ok(nix::unistd::fchdir(fd.as_fd())?)
+}
+
+/// openat2 answers RESOLVE_NO_MAGICLINKS with ELOOP, which alone reads as a
+/// symlink loop.
+fn explain_magic_link(e: io::Error) -> io::Error {
+    if e.raw_os_error() != Some(libc::ELOOP) {
+        return e;
+    }
+    io::Error::new(
+        e.kind(),
+        format!(
+            "{e}: the path goes through a /proc magic link (such as /proc/self/fd/N or /proc/PID/cwd), \
+             which may lead out of the container, or through too many symlinks; give a path inside \
+             the container"
+        ),
+    )
+}
+
 fn parent_path(p: &Path) -> PathBuf {
     p.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"))
 }
 
-/// Bind the host's device nodes into the fresh /dev tmpfs and add the usual links.
-fn populate_dev(root: BorrowedFd<'_>, devices: &[PathBuf], console: Option<&Path>) -> Result<()> {
-    let dev = Path::new("/dev");
-    let mut binds: Vec<(&Path, PathBuf)> =
-        devices.iter().filter_map(|d| Some((d.as_path(), dev.join(d.file_name()?)))).collect();
-    if let Some(c) = console {
-        binds.push((c, dev.join("console")));
+/// The default device nodes in the fresh /dev tmpfs, the console, and the usual links.
+fn populate_dev(root: BorrowedFd<'_>, plan: &RunPlan, console: Option<&Path>) -> Result<()> {
+    for node in &plan.default_devices {
+        if plan.devices_from_host {
+            bind_host_node(root, &node.path)?;
+        } else {
+            make_node(root, node)?;
+        }
     }
-    for (src, dst) in binds {
-        let target = open_or_create(root, &dst, true)?;
-        at(mount(Some(src), &fd_path(target.as_fd()), None::<&str>, MsFlags::MS_BIND, None::<&str>), || {
-            format!("binding {} at {}", src.display(), dst.display())
+    if let Some(c) = console {
+        // The pty exprun made for this container: its own, whatever it does to it.
+        let dst = Path::new("/dev/console");
+        let target = open_or_create(root, dst, true)?;
+        at(mount(Some(c), &fd_path(target.as_fd()), None::<&str>, MsFlags::MS_BIND, None::<&str>), || {
+            format!("binding {} at {}", c.display(), dst.display())
         })?;
     }
+    let dev = Path::new("/dev");
     let devfd =
         at(sys::open_in_root(root, dev, libc::O_RDONLY | libc::O_DIRECTORY), || "opening /dev".into())?;
     for (name, target) in [
@@ -363,7 +399,53 @@ fn make_node(root: BorrowedFd<'_>, n: &DeviceNode) -> Result<()> {
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         ),
         step,
-    )
+    )?;
+    let nodev = at(nix::sys::statvfs::fstatvfs(dir.as_fd()), step)?.flags();
+    if !nodev.contains(nix::sys::statvfs::FsFlags::ST_NODEV) {
+        return Ok(());
+    }
+    // The directory is on a nodev mount (exprun's own /dev), where no node
+    // works, so that one made inside the container never does. This node is
+    // the runtime's: a bind mount of itself, with the directory's flags but
+    // nodev, makes it work, and it alone.
+    let node = at(sys::open_in_root(root, &n.path, libc::O_PATH), step)?;
+    let path = fd_path(node.as_fd());
+    at(mount(Some(&path), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>), step)?;
+    let top = at(sys::open_in_root(root, &n.path, libc::O_PATH), step)?;
+    let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | same_flags(nodev);
+    at(mount(None::<&str>, &fd_path(top.as_fd()), None::<&str>, flags, None::<&str>), step)
+}
+
+/// The mount flags of `f` that a bind remount takes, nodev left out.
+fn same_flags(f: nix::sys::statvfs::FsFlags) -> MsFlags {
+    use nix::sys::statvfs::FsFlags;
+    let mut flags = MsFlags::empty();
+    for (st, ms) in [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+    ] {
+        if f.contains(st) {
+            flags |= ms;
+        }
+    }
+    flags
+}
+
+/// Bind the host's node at `path` onto the same path in the container,
+/// read-only. Only in a user namespace, where mknod is refused: there the
+/// host's nodes belong to ids the namespace does not map, so chown and chmod
+/// fail, and the read-only mount refuses them (and touch) whoever is mapped.
+/// Reading and writing the device still work: a read-only mount does not stop
+/// writes to a device.
+fn bind_host_node(root: BorrowedFd<'_>, path: &Path) -> Result<()> {
+    let step = || format!("binding the host's {} read-only", path.display());
+    let target = open_or_create(root, path, true)?;
+    at(mount(Some(path), &fd_path(target.as_fd()), None::<&str>, MsFlags::MS_BIND, None::<&str>), step)?;
+    let top = at(sys::open_in_root(root, path, libc::O_PATH), step)?;
+    let flags =
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    at(mount(None::<&str>, &fd_path(top.as_fd()), None::<&str>, flags, None::<&str>), step)
 }
 
 /// Bind a path onto itself read-only (after pivot_root). Missing paths are skipped.
@@ -384,7 +466,9 @@ fn readonly_path(p: &Path) -> Result<()> {
 }
 
 /// Cover a path (after pivot_root): a directory with an empty read-only tmpfs, a
-/// file with /dev/null. Missing paths are skipped.
+/// file with /dev/null. Missing paths are skipped. After pivot_root "/dev/null"
+/// is the container's own node (or, in a user namespace, the read-only bind of
+/// the host's), so what the container does to a masked file stays inside.
 fn mask_path(p: &Path) -> Result<()> {
     let meta = match std::fs::symlink_metadata(p) {
         Ok(m) => m,

@@ -290,8 +290,12 @@ fn setup(
 
     crate::log::debug(|| "init [4]: privileges dropped".into());
 
-    // [5] The working directory as the final user, then the executable.
-    step(&format!("entering the working directory {}", p.cwd.display()), unistd::chdir(&p.cwd))?;
+    // [5] The working directory as the final user, resolved inside the root
+    // (exec joins a running container: the same rule as run), then the executable.
+    step(
+        &format!("entering the working directory {}", p.cwd.display()),
+        crate::rootfs::enter_working_dir(&p.cwd),
+    )?;
     find_executable(&p.args[0], &p.env)
 }
 
