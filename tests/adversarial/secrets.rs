@@ -54,12 +54,13 @@ fn secrets_recognised_by_content_never_reach_the_state_root() {
 
     // Weak passwords, the kind a dictionary holds, in shapes whose variable
     // names say nothing.
-    let secrets = ["Pa55word1", "letmein99", "dragon777", "qwerty123", GH_TOKEN];
+    let secrets = ["Pa55word1", "letmein99", "dragon777", "qwerty123", "sunshine1", GH_TOKEN];
     let env = [
         "DATABASE_URL=postgres://app:Pa55word1@db.internal:5432/prod".to_string(),
         "APP_DSN=host=db user=app password=letmein99 dbname=prod".to_string(),
         "REPORTS_DB=jdbc:sqlserver://db:1433;user=app;password=dragon777;encrypt=true".to_string(),
         format!("GIT_REMOTE={GH_TOKEN}"),
+        "DB_PASSWORD=sunshine1".to_string(),
         "PLAIN=keep-me".to_string(),
     ];
     let mut args: Vec<&str> = vec!["run", "--name", "with-secrets"];
@@ -82,12 +83,6 @@ fn secrets_recognised_by_content_never_reach_the_state_root() {
     let (code, stdout, stderr) = out(&root, &args);
     assert_eq!(code, 0, "the container must see the real values: {stdout}{stderr}");
 
-    let record = root.last_record();
-    let text = record.to_string();
-    assert!(text.contains("postgres://app:<redacted hmac-sha256:"), "the user and host stay: {text}");
-    assert!(text.contains("PLAIN=keep-me"), "ordinary values stay: {text}");
-    assert!(text.contains("https://deploy:<redacted hmac-sha256:"), "argv is redacted too");
-
     // Nothing under the root holds a secret, or its unsalted sha256 (what a
     // dictionary attack on the old records computed).
     let mut dictionary: Vec<String> =
@@ -102,6 +97,12 @@ fn secrets_recognised_by_content_never_reach_the_state_root() {
         let hits = files_containing(root.path(), digest.as_bytes());
         assert!(hits.is_empty(), "the plain sha256 of {word} is in {hits:?}: a dictionary reverses it");
     }
+    let record = root.last_record();
+    let text = record.to_string();
+    assert!(text.contains("postgres://app:<redacted hmac-sha256:"), "the user and host stay: the record");
+    assert!(text.contains("PLAIN=keep-me"), "ordinary values stay: the record");
+    assert!(text.contains("https://deploy:<redacted hmac-sha256:"), "argv is redacted too");
+
     for shown in [
         out(&root, &["runs", "show", "with-secrets"]),
         out(&root, &["runs", "show", "with-secrets", "--json"]),
