@@ -660,6 +660,7 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         kill_and_wait(&c, status);
         return Ok(());
     }
+    let key = record::Key::open(root.dir())?;
     let lock = fsutil::Lock::acquire_dir(&c.dir).map_err(io_at("locking", &c.dir))?;
     let status = c.status();
     refuse_running(status)?;
@@ -680,6 +681,7 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         created,
         record::exprun_info(&root.cache_dir()),
         record::host::facts(&CgroupHost::parse("", "")),
+        &key,
     );
     rec.status = record::Status::Supervised;
     rec.exit.code = None;

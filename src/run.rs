@@ -233,6 +233,8 @@ pub struct Planned<'a> {
 /// Steps 6–10 for a planned run, whatever its source: a foreground container,
 /// supervised to its end and recorded.
 pub fn run_planned(root: &Root, plan: &RunPlan, mut p: Planned<'_>) -> Result<RunResult> {
+    // Before anything is made: a root whose key is unusable cannot record the run.
+    let key = record::Key::open(root.dir())?;
     // 6. From here on a signal must not kill exprun before it has cleaned up:
     //    block the ones we handle; they queue on the signalfd until the wait reads
     //    (and forwards) them.
@@ -252,7 +254,7 @@ pub fn run_planned(root: &Root, plan: &RunPlan, mut p: Planned<'_>) -> Result<Ru
 
     // 7.
     let exprun = record::exprun_info(&root.cache_dir());
-    let mut rec = RunRecord::new(plan, p.created, exprun, record::host::facts(p.cgroups));
+    let mut rec = RunRecord::new(plan, p.created, exprun, record::host::facts(p.cgroups), &key);
     rec.inputs = std::mem::take(&mut p.inputs);
     let result = execute(plan, &mut rec, &signals, &p, &root.runs_dir());
 

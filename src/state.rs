@@ -7,6 +7,7 @@
 //! <root>/runs/<id>/record.json  the run record, kept until `exprun runs rm`
 //! <root>/runs/by-name/<name>    symlink to <id>, for runs started with --name
 //! <root>/cache/                 the exprun binary's digest
+//! <root>/record-key             the key of the records' secret digests (0600; never exported)
 //! ```
 //!
 //! A live run holds an exclusive flock on its `containers/<id>` directory. When exprun dies,
@@ -220,11 +221,19 @@ impl Root {
             return;
         }
         let cgroups = crate::cgroups::CgroupHost::parse("", "");
+        let key = match record::Key::open(&self.dir) {
+            Ok(key) => key,
+            Err(e) => {
+                eprintln!("exprun: recording lost run {}: {e}", plan.id);
+                return;
+            }
+        };
         let mut r = RunRecord::new(
             plan,
             SystemTime::now(),
             record::exprun_info(&self.cache_dir()),
             record::host::facts(&cgroups),
+            &key,
         );
         r.status = Status::Lost;
         r.exit.message = Some("exprun ended before the run finished (killed or crashed); the container was stopped and cleaned up afterwards".into());

@@ -240,7 +240,7 @@ fn the_record_holds_the_run_context() {
     let env: Vec<&str> =
         rec["spec"]["process"]["env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert!(env.contains(&"SEED=7"));
-    assert!(env.iter().any(|e| e.starts_with("HF_TOKEN=<redacted sha256:")), "{env:?}");
+    assert!(env.iter().any(|e| e.starts_with("HF_TOKEN=<redacted hmac-sha256:")), "{env:?}");
     let spec = &rec["spec"];
     assert_eq!(spec["process"]["args"][0], "sh");
     assert_eq!(spec["process"]["cwd"], "/");

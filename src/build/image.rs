@@ -70,7 +70,7 @@ pub fn config(n: &NewImage<'_>) -> Result<Vec<u8>, Error> {
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(|e| e.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
-    for (k, val) in n.env.iter().filter(|(k, _)| !crate::record::looks_secret(k)) {
+    for (k, val) in n.env.iter().filter(|(k, v)| !crate::record::secrets::is_secret_entry(k, v)) {
         let entry = format!("{k}={val}");
         match env.iter_mut().find(|e| e.split_once('=').map_or(e.as_str(), |(name, _)| name) == k) {
             Some(e) => *e = entry,

@@ -37,8 +37,8 @@ pub struct BuildArgs {
     #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
     tag: String,
     /// Set an environment variable for assemble (NAME=VALUE, or NAME to pass the
-    /// caller's value); it is also set in the new image unless its name looks
-    /// secret (*TOKEN*, *PASSWORD*, *KEY*, ...)
+    /// caller's value); it is also set in the new image unless it looks secret
+    /// by name (*TOKEN*, *PASSWORD*, *KEY*, ...) or content (a URL's password, ...)
     #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]", action = ArgAction::Append)]
     env: Vec<String>,
     /// Network of the assemble step: none (loopback only) or host (to download

@@ -6,7 +6,15 @@ use clap::{Subcommand, ValueEnum};
 
 use super::Globals;
 use crate::error::{Error, Result};
-use crate::record::{diff, export, RunRecord};
+use crate::record::{diff, export, for_terminal, RunRecord};
+
+/// `println!` of a line made from a record: control characters escaped, so
+/// that what a container put into its record cannot drive the terminal.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        println!("{}", for_terminal(&format!($($arg)*)))
+    };
+}
 
 /// The `runs` subcommands.
 #[derive(Debug, Subcommand)]
@@ -105,12 +113,17 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
                 let rows: Vec<serde_json::Value> = records.iter().map(summary_json).collect();
                 println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
             } else {
-                println!(
+                say!(
                     "{:<12}  {:<16}  {:<24}  {:<10}  {:>4}  {:<20}  COMMAND",
-                    "RUN", "NAME", "IMAGE", "STATUS", "EXIT", "CREATED"
+                    "RUN",
+                    "NAME",
+                    "IMAGE",
+                    "STATUS",
+                    "EXIT",
+                    "CREATED"
                 );
                 for r in &records {
-                    println!(
+                    say!(
                         "{:<12}  {:<16}  {:<24}  {:<10}  {:>4}  {:<20}  {}",
                         &r.run_id[..12],
                         r.name.as_deref().unwrap_or("-"),
@@ -253,40 +266,43 @@ fn summary_json(r: &RunRecord) -> serde_json::Value {
 
 fn print_record(r: &RunRecord) {
     let p = r.spec.process().clone().unwrap_or_default();
-    println!("run:        {}{}", r.run_id, r.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default());
-    println!(
+    say!("run:        {}{}", r.run_id, r.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default());
+    say!(
         "status:     {} (exit {}){}",
         status_label(r),
         r.exit.code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
         r.exit.signal.as_ref().map(|s| format!(", {s}")).unwrap_or_default()
     );
     if let Some(m) = &r.exit.message {
-        println!("message:    {m}");
+        say!("message:    {m}");
     }
     if let Some(i) = &r.image {
-        println!("image:      {} {}", i.reference, i.manifest_digest);
+        say!("image:      {} {}", i.reference, i.manifest_digest);
     }
     if let Some(of) = &r.replay_of {
         let under = r.variation.as_ref().map(|v| format!(" under {v}")).unwrap_or_default();
-        println!("replay of:  {of}{under}");
+        say!("replay of:  {of}{under}");
     }
     for d in &r.drift {
-        println!("drift:      {}: {} -> {}", d.item, d.recorded, d.now);
+        say!("drift:      {}: {} -> {}", d.item, d.recorded, d.now);
     }
-    println!("command:    {}", argv(r).join(" "));
+    say!("command:    {}", argv(r).join(" "));
+    for e in p.env().iter().flatten() {
+        say!("env:        {e}");
+    }
     if let Some(exe) = &r.executable {
-        println!("executable: {exe}");
+        say!("executable: {exe}");
     }
-    println!("cwd:        {}", p.cwd().display());
-    println!("user:       uid={} gid={}", p.user().uid(), p.user().gid());
-    println!("hostname:   {}", r.spec.hostname().as_deref().unwrap_or("-"));
-    println!("created:    {}", r.time.created);
+    say!("cwd:        {}", p.cwd().display());
+    say!("user:       uid={} gid={}", p.user().uid(), p.user().gid());
+    say!("hostname:   {}", r.spec.hostname().as_deref().unwrap_or("-"));
+    say!("created:    {}", r.time.created);
     if let (Some(s), Some(e), Some(w)) = (&r.time.started, &r.time.ended, r.time.wall_seconds) {
-        println!("ran:        {s} .. {e} ({w:.3} s)");
+        say!("ran:        {s} .. {e} ({w:.3} s)");
     }
     let u = &r.usage.cgroup;
     let secs = |us: Option<u64>| us.map(|v| format!("{:.3} s", v as f64 / 1e6)).unwrap_or_else(|| "-".into());
-    println!(
+    say!(
         "usage:      cpu user {} system {}, peak memory {}, oom kills {}",
         secs(u.cpu_user_us),
         secs(u.cpu_system_us),
@@ -294,7 +310,7 @@ fn print_record(r: &RunRecord) {
         u.oom_kills
     );
     let l = &r.cgroup.limits;
-    println!(
+    say!(
         "limits:     memory {}, cpu quota {}, pids {}",
         l.memory_bytes.map(|b| format!("{} MiB", b >> 20)).unwrap_or_else(|| "none".into()),
         l.cpu_quota_us
@@ -304,13 +320,13 @@ fn print_record(r: &RunRecord) {
     );
     for (label, s) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
         if let Some(s) = s {
-            println!("{label}:     {} bytes, {}", s.bytes, s.digest);
+            say!("{label}:     {} bytes, {}", s.bytes, s.digest);
         }
     }
     for (label, list) in [("input", &r.inputs), ("output", &r.outputs)] {
         for d in list {
             let t = d.tree.as_ref().map(|t| format!("{} ({} files, {} bytes)", t.digest, t.files, t.bytes));
-            println!(
+            say!(
                 "{label}:     {} -> {}: {}",
                 d.source.display(),
                 d.destination.display(),
@@ -324,11 +340,11 @@ fn print_record(r: &RunRecord) {
             .iter()
             .map(|p| if p.value.contains('=') { p.value.clone() } else { format!("{}={}", p.name, p.value) })
             .collect();
-        println!("pinned:     {}", pins.join("; "));
+        say!("pinned:     {}", pins.join("; "));
         let free: Vec<&str> = d.unpinned.iter().map(|u| u.source.as_str()).collect();
-        println!("unpinned:   {}", free.join(", "));
+        say!("unpinned:   {}", free.join(", "));
     }
-    println!(
+    say!(
         "host:       {} {} {}, {} CPUs, cgroup {}",
         r.host.arch,
         r.host.kernel_release,
@@ -336,7 +352,7 @@ fn print_record(r: &RunRecord) {
         r.host.cpus_online,
         r.host.cgroup_mode
     );
-    println!(
+    say!(
         "exprun:     {} {}",
         r.exprun.version,
         r.exprun.binary_digest.as_ref().map(|d| d.to_string()).unwrap_or_default()

@@ -14,8 +14,9 @@ use crate::verify::replay;
 #[derive(Debug, Args)]
 #[command(after_help = "The replay uses the recorded image and inputs by digest, the recorded argv, \
     environment, limits, mounts and pins. It first prints what differs from the original run (drift); \
-    a different image, input or secret refuses the replay unless --allow-drift. Secret-looking variables \
-    are recorded as digests: export them again before replaying.\n\n\
+    a different image, input or secret refuses the replay unless --allow-drift. Secret variables \
+    are recorded as keyed digests: export them again before replaying; a secret recorded under \
+    another state root's key cannot be compared, and the drift table says so.\n\n\
     Exit status: the command's own, as for exprun run; 125 when the replay cannot be made.")]
 pub struct ReplayArgs {
     /// Run name, id or id prefix, or oci://REF for a run pushed with `exprun push --run`
@@ -60,6 +61,7 @@ pub fn replay(globals: &Globals, a: ReplayArgs) -> Result<i32> {
         &crate::record::host::facts(&cgroups),
         &crate::record::exprun_info(&root.cache_dir()),
         &|n| std::env::var(n).ok(),
+        &crate::record::Key::open(root.dir())?,
     )?;
     let table = replay::render_drift(&prepared.drift);
     if prepared.blocked() && !a.allow_drift {

@@ -96,9 +96,11 @@ impl RecordDiff {
         self.same_context && self.same_outcome
     }
 
-    /// The human form: a header, then one line per difference, grouped.
+    /// The human form: a header, then one line per difference, grouped; each
+    /// line escaped for a terminal, as the records' values are anyone's.
     pub fn render(&self) -> String {
-        let mut s = format!("a: {}\nb: {}\n", self.a, self.b);
+        use super::for_terminal as t;
+        let mut s = format!("a: {}\nb: {}\n", t(&self.a), t(&self.b));
         for (label, list) in [("context", &self.context), ("outcome", &self.outcome)] {
             if list.is_empty() {
                 s.push_str(&format!("no differences in {label}\n"));
@@ -106,7 +108,7 @@ impl RecordDiff {
                 s.push_str(&format!("{label}:\n"));
                 for c in list {
                     s.push_str("  ");
-                    s.push_str(&c.text);
+                    s.push_str(&t(&c.text));
                     s.push('\n');
                 }
             }

@@ -1,14 +1,17 @@
 //! The run record: what ran, on what, with what result. Written by the parent
 //! only, from the same [`RunPlan`] that spawn used, atomically, versioned.
 //!
-//! Environment values whose names look secret are stored as digests, in the spec's
-//! env and in the recorded command line, so records can be shared and a changed
-//! secret still shows as a difference.
+//! Secret values (by a variable's name, or credentials by their content) are
+//! stored as keyed digests wherever the record holds them: the spec's env and
+//! argv, the request, the command line ([`secrets`]), so records can be shared
+//! and a changed secret still shows as a difference.
 
 pub mod diff;
 pub mod export;
 pub mod files;
 pub mod host;
+mod recognise;
+pub mod secrets;
 
 use std::fs;
 use std::io;
@@ -26,6 +29,7 @@ use crate::spec::options::{HostMount, RunOptions};
 use crate::spec::pins::Determinism;
 use files::TreeDigest;
 use host::HostFacts;
+pub use secrets::{looks_secret, Key};
 
 /// The record format; bump on incompatible changes.
 pub const RECORD_SCHEMA: &str = "exprun.dev/run-record/v1";
@@ -42,6 +46,14 @@ pub enum Error {
         path: PathBuf,
         /// The underlying error.
         source: io::Error,
+    },
+    /// The state root's record key is unusable.
+    #[error("record key {path} {why}; remove it to make a new one (secrets recorded under the old key can then no longer be compared)")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
     },
     /// A record file does not parse.
     #[error("record {path} is not a valid run record: {source}")]
@@ -232,65 +244,28 @@ pub struct RunRecord {
     pub drift: Vec<Drift>,
 }
 
-/// Names whose values are stored as digests.
-const SECRET_MARKERS: &[&str] = &[
-    "TOKEN",
-    "SECRET",
-    "PASSWORD",
-    "PASSWD",
-    "PASSPHRASE",
-    "KEY",
-    "CREDENTIAL",
-    "AUTH",
-    "PRIVATE",
-    "COOKIE",
-    "SESSION",
-];
-
-/// Whether an environment variable's name looks like it holds a secret.
-pub fn looks_secret(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    SECRET_MARKERS.iter().any(|m| upper.contains(m))
-}
-
-/// `NAME=value` → `NAME=<redacted sha256:…>` when the name looks secret.
-pub fn redact_env_entry(entry: &str) -> String {
-    match entry.split_once('=') {
-        Some((k, v)) if looks_secret(k) => format!("{k}={}", redacted(v)),
-        _ => entry.to_string(),
+/// `s` for a terminal: control characters (C0 including newline and tab, DEL,
+/// C1) escaped, so that a record cannot move the cursor, clear the screen, set
+/// the window title or write the clipboard (OSC 52) when it is shown, and a
+/// value on one line stays on one line. Everything printed from a record for
+/// people goes through here; `--json` output is escaped by JSON itself.
+pub fn for_terminal(s: &str) -> std::borrow::Cow<'_, str> {
+    let control = |c: char| c.is_control();
+    if !s.contains(control) {
+        return std::borrow::Cow::Borrowed(s);
     }
-}
-
-/// What a secret value is recorded as: `<redacted sha256:…>`.
-pub fn redacted(value: &str) -> String {
-    format!("<redacted {}>", Digest::of_bytes(value.as_bytes()))
-}
-
-/// The digest in a value written by [`redacted`].
-pub fn redacted_digest(value: &str) -> Option<Digest> {
-    value.strip_prefix("<redacted ")?.strip_suffix('>')?.parse().ok()
-}
-
-/// Redact secret values given with `-e`/`--env` on a command line.
-pub fn redact_command_line(args: &[String]) -> Vec<String> {
-    let mut out = Vec::with_capacity(args.len());
-    let mut next_is_env = false;
-    for a in args {
-        if next_is_env {
-            out.push(redact_env_entry(a));
-            next_is_env = false;
-        } else if a == "-e" || a == "--env" {
-            out.push(a.clone());
-            next_is_env = true;
-        } else if let Some(v) = a.strip_prefix("--env=") {
-            out.push(format!("--env={}", redact_env_entry(v)));
-        } else if let Some(v) = a.strip_prefix("-e").filter(|v| v.contains('=')) {
-            out.push(format!("-e{}", redact_env_entry(v)));
-        } else {
-            out.push(a.clone());
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x80 && control(c) => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if control(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => out.push(c),
         }
     }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 /// RFC 3339 in UTC with second precision.
@@ -300,12 +275,15 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 impl RunRecord {
     /// A record for `plan`, before anything ran: status `failed` until told otherwise.
-    pub fn new(plan: &RunPlan, created: SystemTime, exprun: ExprunInfo, host: HostFacts) -> Self {
+    /// Secret values are stored as digests under `key`.
+    pub fn new(plan: &RunPlan, created: SystemTime, exprun: ExprunInfo, host: HostFacts, key: &Key) -> Self {
         let mut spec = plan.spec.clone();
         if let Some(p) = spec.process_mut() {
             if let Some(env) = p.env_mut() {
-                *env = env.iter().map(|e| redact_env_entry(e)).collect();
+                *env = env.iter().map(|e| key.redact_env_entry(e)).collect();
             }
+            let args = p.args().as_ref().map(|v| v.iter().map(|a| key.redact_arg(a)).collect());
+            p.set_args(args);
         }
         let data = |v: &[HostMount]| {
             v.iter()
@@ -323,7 +301,7 @@ impl RunRecord {
             name: plan.name.clone(),
             status: Status::Failed,
             exprun,
-            command_line: redact_command_line(&plan.command_line),
+            command_line: key.redact_command_line(&plan.command_line),
             image: plan.image.as_ref().map(|i| ImageRecord {
                 reference: i.reference.clone(),
                 name: i.name.clone(),
@@ -350,10 +328,11 @@ impl RunRecord {
             request: plan.request.as_ref().map(|r| {
                 let mut o = r.options.clone();
                 for (k, v) in &mut o.env {
-                    if looks_secret(k) {
-                        *v = redacted(v);
-                    }
+                    *v = key.redact_env_value(k, v);
                 }
+                let args = |v: &mut Vec<String>| v.iter_mut().for_each(|a| *a = key.redact_arg(a));
+                args(&mut o.command);
+                o.entrypoint.iter_mut().for_each(args);
                 o
             }),
             replay_of: plan.request.as_ref().and_then(|r| r.replay_of.clone()),
@@ -447,22 +426,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn secrets_are_digested_and_others_kept() {
-        assert_eq!(redact_env_entry("PATH=/bin"), "PATH=/bin");
-        let r = redact_env_entry("HF_TOKEN=hunter2");
-        assert!(r.starts_with("HF_TOKEN=<redacted sha256:") && !r.contains("hunter2"), "{r}");
-        assert_eq!(r, redact_env_entry("HF_TOKEN=hunter2"), "stable, so a change shows");
-        assert!(
-            looks_secret("aws_secret_access_key") && looks_secret("DB_PASSWORD") && !looks_secret("HOME")
-        );
-        let cl: Vec<String> =
-            ["exprun", "run", "-e", "API_KEY=abc", "--env=X=1", "--env=MY_PASSWORD=p", "img"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-        let red = redact_command_line(&cl);
-        assert!(!red.join(" ").contains("abc") && !red.join(" ").contains("=p "), "{red:?}");
-        assert_eq!(red[4], "--env=X=1");
+    fn control_characters_are_escaped_for_terminals() {
+        assert!(matches!(for_terminal("plain ünïcode"), std::borrow::Cow::Borrowed(_)));
+        let hostile = "a\nb\r\t\x1b]52;c;aGk=\x07\x1b[2J\x7f\u{9b}31m\u{85}";
+        let shown = for_terminal(hostile);
+        assert_eq!(shown, "a\\nb\\r\\t\\x1b]52;c;aGk=\\x07\\x1b[2J\\x7f\\u{009b}31m\\u{0085}");
+        assert!(!shown.chars().any(char::is_control), "{shown}");
     }
 
     #[test]

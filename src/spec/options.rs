@@ -572,19 +572,21 @@ pub fn parse_hostname(s: &str) -> Result<String, Error> {
 
 /// `--name`: what runs are called; the same rules as podman container names.
 pub fn parse_name(s: &str) -> Result<String, Error> {
-    let ok = s.len() <= 128
-        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+    let bad = |why: String| Err(Error::Option { option: "--name", value: s.into(), why });
+    if s.len() > MAX_NAME {
+        return bad(format!("{} characters long; a name has at most {MAX_NAME}", s.chars().count()));
+    }
+    let ok = s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
     if ok {
         Ok(s.to_string())
     } else {
-        Err(Error::Option {
-            option: "--name",
-            value: s.into(),
-            why: "use letters, digits, '_', '.' and '-', starting with a letter or digit".into(),
-        })
+        bad("use letters, digits, '_', '.' and '-', starting with a letter or digit".into())
     }
 }
+
+/// The longest `--name`: names become file names under runs/by-name.
+pub const MAX_NAME: usize = 128;
 
 #[cfg(test)]
 mod tests {
@@ -691,5 +693,9 @@ mod tests {
         assert!(parse_name("exp_1.a-b").is_ok());
         assert!(parse_name("-x").is_err());
         assert!(parse_name("a/b").is_err());
+        let long = "a".repeat(MAX_NAME + 1);
+        let e = parse_name(&long).unwrap_err().to_string();
+        assert!(e.contains("129 characters long; a name has at most 128"), "{e}");
+        assert!(parse_name(&"a".repeat(MAX_NAME)).is_ok());
     }
 }

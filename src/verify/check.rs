@@ -160,7 +160,8 @@ pub fn verify(root: &Root, original: &RunRecord, o: &VerifyOptions) -> Result<Ve
     let host = crate::record::host::facts(&cgroups);
     let exprun = crate::record::exprun_info(&root.cache_dir());
     let caller = |n: &str| std::env::var(n).ok();
-    let first = replay::prepare(&store, original, &outputs_root.join("0"), &host, &exprun, &caller)?;
+    let key = crate::record::Key::open(root.dir())?;
+    let first = replay::prepare(&store, original, &outputs_root.join("0"), &host, &exprun, &caller, &key)?;
     if first.blocked() && !o.allow_drift {
         return Err(Error::Drift { table: replay::render_drift(&first.drift) }.into());
     }
@@ -183,7 +184,7 @@ pub fn verify(root: &Root, original: &RunRecord, o: &VerifyOptions) -> Result<Ve
     let mut one = |set: &[Variation], ctx: &VaryContext| -> Result<ReplayReport, crate::Error> {
         n += 1;
         let dir = outputs_root.join(n.to_string());
-        let prepared = replay::prepare(&store, original, &dir, &host, &exprun, &caller)?;
+        let prepared = replay::prepare(&store, original, &dir, &host, &exprun, &caller, &key)?;
         replay_once(root, original, prepared, set, ctx, &o.tolerances)
     };
 

@@ -9,8 +9,9 @@ use super::Error;
 use crate::image::ImageStore;
 use crate::record::files::{digest_tree, TreeDigest};
 use crate::record::host::HostFacts;
+use crate::record::secrets::{self, Comparison};
 pub use crate::record::Drift;
-use crate::record::{DataRecord, ExprunInfo, RunRecord};
+use crate::record::{DataRecord, ExprunInfo, Key, RunRecord};
 use crate::spec::options::RunOptions;
 
 /// A replay, ready to run.
@@ -34,7 +35,8 @@ impl Prepared {
 /// Rebuild the options of `record` and check them against the store, the
 /// inputs, the caller's environment (for secrets) and this host. The replay's
 /// outputs go under `output_root` (`/out` → `output_root/out`), never over the
-/// original's. `caller_env` looks up a variable of the caller's environment.
+/// original's. `caller_env` looks up a variable of the caller's environment;
+/// `key` is this state root's, which recorded secrets are compared under.
 pub fn prepare(
     store: &ImageStore,
     record: &RunRecord,
@@ -42,6 +44,7 @@ pub fn prepare(
     host: &HostFacts,
     exprun: &ExprunInfo,
     caller_env: &dyn Fn(&str) -> Option<String>,
+    key: &Key,
 ) -> Result<Prepared, Error> {
     let id = short(&record.run_id);
     let mut options = record.request.clone().ok_or_else(|| Error::NotReplayable {
@@ -86,19 +89,40 @@ pub fn prepare(
     }
 
     // Secrets: the record holds their digests; the caller gives the values again.
+    // Only a digest made under this root's key can say "unchanged".
     for (name, value) in &mut options.env {
-        let Some(want) = crate::record::redacted_digest(value) else { continue };
+        let markers = secrets::markers(value);
+        let Some(first) = markers.first() else { continue };
         let given = caller_env(name).ok_or_else(|| Error::SecretMissing { name: name.clone() })?;
-        let got = crate::digest::Digest::of_bytes(given.as_bytes());
-        if got != want {
-            drift.push(Drift {
+        let recorded = format!("value with digest {}", secrets::short(&first.digest));
+        match key.compare_env(name, value, &given) {
+            Comparison::Same => {}
+            Comparison::Changed => drift.push(Drift {
                 item: format!("env {name}"),
-                recorded: format!("value with digest {}", short_digest(&want)),
-                now: format!("value with digest {}", short_digest(&got)),
+                recorded,
+                now: "a different value".into(),
                 blocking: true,
-            });
+            }),
+            Comparison::Unknown(why) => drift.push(Drift {
+                item: format!("env {name}"),
+                recorded,
+                now: format!("not compared: {why}"),
+                blocking: false,
+            }),
         }
         *value = given;
+    }
+    // A secret in the command itself has no variable to be given again through.
+    let command = options.entrypoint.iter().flatten().chain(&options.command);
+    if let Some((i, _)) = command.enumerate().find(|(_, a)| secrets::is_redacted(a)) {
+        return Err(Error::NotReplayable {
+            run: id,
+            why: format!(
+                "word {} of its command held a secret, which the record keeps only as a digest; \
+                 pass secrets to the command through its environment (-e NAME) to make a run replayable",
+                i + 1
+            ),
+        });
     }
 
     // Inputs, digested now.
@@ -180,13 +204,14 @@ pub fn render_drift(drift: &[Drift]) -> String {
     if drift.is_empty() {
         return "no drift: image, inputs, secrets, host and exprun as recorded\n".into();
     }
-    let w = drift.iter().map(|d| d.item.len()).max().unwrap_or(0).max(5);
-    let r = drift.iter().map(|d| d.recorded.len()).max().unwrap_or(0).max(8);
-    let n = drift.iter().map(|d| d.now.len()).max().unwrap_or(0).max(3);
+    let t = crate::record::for_terminal;
+    let w = drift.iter().map(|d| t(&d.item).len()).max().unwrap_or(0).max(5);
+    let r = drift.iter().map(|d| t(&d.recorded).len()).max().unwrap_or(0).max(8);
+    let n = drift.iter().map(|d| t(&d.now).len()).max().unwrap_or(0).max(3);
     let mut out = format!("{:<w$}  {:<r$}  {:<n$}  BLOCKS\n", "DRIFT", "RECORDED", "NOW");
     for d in drift {
         let blocks = if d.blocking { "yes" } else { "no" };
-        out.push_str(&format!("{:<w$}  {:<r$}  {:<n$}  {blocks}\n", d.item, d.recorded, d.now));
+        out.push_str(&format!("{:<w$}  {:<r$}  {:<n$}  {blocks}\n", t(&d.item), t(&d.recorded), t(&d.now)));
     }
     out
 }

@@ -14,4 +14,5 @@ mod layout;
 mod rootless;
 mod runtime;
 mod seccomp;
+mod secrets;
 mod store;
