@@ -415,7 +415,7 @@ fn binary_digest(cache_dir: &Path) -> Option<Digest> {
         }
     }
     let (digest, _) = Digest::of_file(exe).ok()?;
-    if fs::create_dir_all(cache_dir).is_ok() {
+    if crate::fsutil::create_private_dir_all(cache_dir).is_ok() {
         let _ = crate::fsutil::write_atomic(&cache, format!("{key} {digest}\n").as_bytes(), false);
     }
     Some(digest)
