@@ -627,6 +627,7 @@ fn run_options(
             source: src.to_path_buf(),
             destination: plan.source_dest.clone(),
             readonly: false,
+            keep: Default::default(),
         }],
         inputs: Vec::new(),
         outputs: Vec::new(),
@@ -652,6 +653,7 @@ fn run_options(
         cpuset: Vec::new(),
         seccomp: SeccompChoice::Default,
         no_limits: false,
+        output_digest_limit: None,
     }
 }
 
