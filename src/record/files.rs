@@ -193,6 +193,20 @@ fn reopen(fd: BorrowedFd<'_>) -> io::Result<File> {
     Ok(File::from(nix::fcntl::open(path.as_str(), flags, Mode::empty())?))
 }
 
+fn unread_summary(n: usize) -> String {
+    format!("{n} file(s) not digested (see their entries)")
+}
+
+impl TreeDigest {
+    /// Why the listing itself was cut short (entries left out, not only files
+    /// left unread), if it was.
+    pub fn listing_cut(&self) -> Option<&str> {
+        let why = self.incomplete.as_deref()?;
+        let unread = self.entries.iter().filter(|e| e.unread.is_some()).count();
+        (unread == 0 || why != unread_summary(unread)).then_some(why)
+    }
+}
+
 /// `512 B`, `20.0 GiB`, `1.0 TiB`: for the reasons in the record.
 fn size_text(n: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
@@ -383,7 +397,7 @@ impl Walker<'_> {
         }
         let mut why: Vec<String> = self.left_out.into_iter().collect();
         if unread > 0 {
-            why.push(format!("{unread} file(s) not digested (see their entries)"));
+            why.push(unread_summary(unread));
         }
         if !why.is_empty() {
             // Two trees cut short the same way must not look equal.

@@ -365,9 +365,10 @@ pub fn compare_tree(
     // same as another, even one cut short the same way.
     let cut: Vec<String> = [("original", expected), ("replay", actual)]
         .iter()
-        .filter_map(|(side, t)| t.incomplete.as_ref().map(|why| format!("{side}: {why}")))
+        .filter_map(|(side, t)| t.listing_cut().map(|why| format!("{side}: {why}")))
         .collect();
-    let whole_same = expected.digest == actual.digest && cut.is_empty();
+    let whole_same =
+        expected.digest == actual.digest && expected.incomplete.is_none() && actual.incomplete.is_none();
     if !cut.is_empty() {
         let mut f = FileReport::new(".", Verdict::CouldNotCompare);
         f.notes = cut;

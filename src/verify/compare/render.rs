@@ -27,7 +27,7 @@ impl TreeReport {
         let entries =
             if self.entries == 1 { "1 entry".to_string() } else { format!("{} entries", self.entries) };
         let _ = write!(out, "output {}: {verdict} ({entries}", self.destination);
-        if self.expected_digest == self.actual_digest {
+        if self.expected_digest == self.actual_digest && self.identical == self.entries {
             out.push_str(", bit-identical");
         } else {
             let _ = write!(out, ": {} bit-identical", self.identical);
