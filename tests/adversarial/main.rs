@@ -8,3 +8,4 @@
 mod common;
 
 mod host;
+mod outputs;
