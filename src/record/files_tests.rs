@@ -175,3 +175,24 @@ fn deep_trees_are_cut_and_marked_incomplete() {
     // The tempdir's own removal goes by path and fails this deep: unlink it here.
     let _ = std::process::Command::new("rm").arg("-rf").arg(d.path()).status();
 }
+
+#[test]
+fn file_capabilities_are_removed_and_reported_unless_kept() {
+    let setcap = |args: &[&str]| std::process::Command::new("setcap").args(args).status();
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("tool");
+    fs::write(&f, "x").unwrap();
+    let f_str = f.to_str().unwrap();
+    // Setting one needs CAP_SETFCAP and the setcap tool: not every test host has both.
+    if !nix::unistd::geteuid().is_root() || !setcap(&["cap_net_raw+ep", f_str]).is_ok_and(|s| s.success()) {
+        println!("SKIP: file_capabilities_are_removed_and_reported_unless_kept: needs root and setcap");
+        return;
+    }
+    let kept = digest_output(d.path(), &mut Budget::unlimited(), Keep { suid: true, dev: false });
+    assert!(kept.cleaned.is_empty());
+    let t = digest_output(d.path(), &mut Budget::unlimited(), Keep::default());
+    assert_eq!(t.cleaned.len(), 1);
+    assert_eq!(t.cleaned[0].change, "file capabilities (security.capability) removed");
+    let again = digest_output(d.path(), &mut Budget::unlimited(), Keep::default());
+    assert!(again.cleaned.is_empty(), "removed for good: {again:?}");
+}

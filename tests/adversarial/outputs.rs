@@ -112,12 +112,47 @@ fn an_output_directory_of_another_user_is_refused() {
     root.assert_no_leftovers();
 }
 
-/// Leaves a setuid and a setgid file, a device node (the host's /dev/null's
-/// numbers) and a fifo in /out.
+/// Leaves a setuid and a setgid file, a file with a capability, a device node
+/// (the host's /dev/null's numbers) and a fifo in /out.
 const LEAVE_SPECIALS: &str = "echo s > /out/suid && chmod 4755 /out/suid && \
      echo g > /out/sgid && chmod 2755 /out/sgid && \
      mkdir /out/sub && cp /out/suid /out/sub/deep && chmod 6711 /out/sub/deep && \
+     echo c > /out/capped && chmod 755 /out/capped && /tools/fcap /out/capped && \
      mknod /out/null c 1 3 && chmod 666 /out/null && mkfifo /out/fifo && echo done";
+
+/// A static program that gives a file CAP_DAC_OVERRIDE (what `setcap
+/// cap_dac_override+ep` does; busybox has no setcap), in a directory for
+/// `--input`.
+fn fcap_tool() -> tempfile::TempDir {
+    let d = tempfile::Builder::new().prefix("exprun-adv-tools-").tempdir().unwrap();
+    let src = d.path().join("fcap.c");
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\n#include <stdint.h>\n#include <sys/xattr.h>\n\
+         int main(int c, char **v) {\n\
+           /* VFS_CAP_REVISION_2 | effective; permitted = 1 << CAP_DAC_OVERRIDE */\n\
+           uint32_t cap[5] = {0x02000001, 1u << 1, 0, 0, 0};\n\
+           if (c != 2 || setxattr(v[1], \"security.capability\", cap, sizeof cap, 0)) {\n\
+             perror(\"setxattr\"); return 1; }\n\
+           return 0; }\n",
+    )
+    .unwrap();
+    let ok = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(d.path().join("fcap"))
+        .arg(&src)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "gcc -static failed");
+    std::fs::remove_file(src).unwrap();
+    d
+}
+
+fn getcap(p: &Path) -> String {
+    let out = Command::new("getcap").arg(p).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
 
 fn mode(p: &Path) -> u32 {
     std::fs::symlink_metadata(p).unwrap().mode() & 0o7777
@@ -144,13 +179,16 @@ fn setuid_files_and_device_nodes_left_in_an_output_are_removed_and_reported() {
     let out = tempfile::Builder::new().prefix("exprun-adv-out-").tempdir().unwrap();
     let before = Snapshot::take(&marker, &[root.path()]);
     let spec = format!("{}:/out", out.path().display());
+    let tools = fcap_tool();
+    let input = format!("{}:/tools", tools.path().display());
     let (code, stdout, stderr) =
-        root.run(&["--output", &spec, "busybox:latest", "--", "sh", "-c", LEAVE_SPECIALS]);
+        root.run(&["--input", &input, "--output", &spec, "busybox:latest", "--", "sh", "-c", LEAVE_SPECIALS]);
     assert_eq!((code, stdout.trim()), (0, "done"), "{stderr}");
 
     let o = out.path();
     assert_eq!((mode(&o.join("suid")), mode(&o.join("sgid"))), (0o755, 0o755));
     assert_eq!(mode(&o.join("sub/deep")), 0o711);
+    assert_eq!(getcap(&o.join("capped")), "", "the file capability is still on the host");
     for gone in ["null", "fifo"] {
         assert!(std::fs::symlink_metadata(o.join(gone)).is_err(), "{gone} is still on the host");
     }
@@ -160,16 +198,17 @@ fn setuid_files_and_device_nodes_left_in_an_output_are_removed_and_reported() {
         "exprun: output /out: sub/deep: setuid and setgid bits removed (mode 6711 -> 0711",
         "exprun: output /out: null: character device 1:3 (mode 0666, owner uid 0) removed",
         "exprun: output /out: fifo: fifo",
+        "exprun: output /out: capped: file capabilities (security.capability) removed",
     ] {
         assert!(stderr.contains(want), "stderr lacks {want:?}:\n{stderr}");
     }
     let rec = root.last_record();
     let paths: Vec<String> = cleaned(&rec).into_iter().map(|(p, _)| p).collect();
-    assert_eq!(paths, ["fifo", "null", "sgid", "sub/deep", "suid"]);
+    assert_eq!(paths, ["capped", "fifo", "null", "sgid", "sub/deep", "suid"]);
     // The record is of what is on disk after the clean-up.
     let entries = rec["outputs"][0]["tree"]["entries"].as_array().unwrap();
     let listed: Vec<&str> = entries.iter().map(|e| e["path"].as_str().unwrap()).collect();
-    assert_eq!(listed, ["sgid", "sub", "sub/deep", "suid"]);
+    assert_eq!(listed, ["capped", "sgid", "sub", "sub/deep", "suid"]);
     for e in entries.iter().filter(|e| e["kind"] == "file") {
         let p = o.join(e["path"].as_str().unwrap());
         assert_eq!(e["mode"].as_u64().unwrap() as u32, mode(&p), "{e}");
@@ -186,12 +225,15 @@ fn an_output_with_suid_and_dev_keeps_them() {
     let root = TestRoot::with_busybox();
     let out = tempfile::Builder::new().prefix("exprun-adv-out-").tempdir().unwrap();
     let spec = format!("{}:/out:suid,dev", out.path().display());
+    let tools = fcap_tool();
+    let input = format!("{}:/tools", tools.path().display());
     let (code, _, stderr) =
-        root.run(&["--output", &spec, "busybox:latest", "--", "sh", "-c", LEAVE_SPECIALS]);
+        root.run(&["--input", &input, "--output", &spec, "busybox:latest", "--", "sh", "-c", LEAVE_SPECIALS]);
     assert_eq!(code, 0, "{stderr}");
     let o = out.path();
     assert_eq!((mode(&o.join("suid")), mode(&o.join("sgid"))), (0o4755, 0o2755));
     assert_eq!(std::fs::symlink_metadata(o.join("null")).unwrap().rdev(), nix::sys::stat::makedev(1, 3));
+    assert!(getcap(&o.join("capped")).contains("cap_dac_override"), "{}", getcap(&o.join("capped")));
     assert!(cleaned(&root.last_record()).is_empty());
     assert!(!stderr.contains("removed"), "{stderr}");
     root.assert_no_leftovers();
