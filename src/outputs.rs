@@ -7,7 +7,8 @@
 //! before it; a symlink is followed only if root or the caller owns it (the
 //! rule of the kernel's protected_symlinks, applied everywhere rather than in
 //! sticky directories only: a user's symlink may point at /etc), and the
-//! directory reached must be owned by root or the caller. Missing directories
+//! directory reached must be owned by root, the caller or the user the command
+//! runs as (who writes there anyway). Missing directories
 //! are made with mkdirat under the opened parent. The descriptor is kept: the
 //! container's init binds only that directory (checked by device and inode,
 //! see `rootfs`), and the digest after the run reads through it.
@@ -47,8 +48,9 @@ pub enum Error {
     },
     /// The directory belongs to another user.
     #[error(
-        "--output {path}: the directory {dir} is owned by uid {owner}, who is neither root nor you \
-         (uid {caller}): that user could swap or read what the run writes; use a directory you own"
+        "--output {path}: the directory {dir} is owned by uid {owner}, who is neither root, nor you \
+         (uid {caller}), nor the user the command runs as: that user could change or read what \
+         the run writes; use a directory you own"
     )]
     ForeignDirectory {
         /// The output path as given.
@@ -92,8 +94,9 @@ pub struct OutputDir {
 }
 
 /// Open (making what is missing) the output directory at the absolute `path`
-/// for the user `caller`.
-pub fn open(path: &Path, caller: u32) -> Result<OutputDir, Error> {
+/// for the user `caller`; the directory may also be owned by `writer`, the
+/// host uid the command runs as.
+pub fn open(path: &Path, caller: u32, writer: Option<u32>) -> Result<OutputDir, Error> {
     let io_err = |op: &'static str, component: &Path, e: Errno| Error::Io {
         path: path.to_path_buf(),
         op,
@@ -170,7 +173,7 @@ pub fn open(path: &Path, caller: u32) -> Result<OutputDir, Error> {
         }
     }
     let st = fstat(dir.as_fd()).map_err(|e| io_err("reading the status of", &at, e))?;
-    if st.st_uid != 0 && st.st_uid != caller {
+    if st.st_uid != 0 && st.st_uid != caller && Some(st.st_uid) != writer {
         return Err(Error::ForeignDirectory { path: path.to_path_buf(), dir: at, owner: st.st_uid, caller });
     }
     Ok(OutputDir { fd: dir, id: (st.st_dev, st.st_ino) })
@@ -233,11 +236,11 @@ mod tests {
     fn missing_directories_are_made_and_the_same_inode_is_returned() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("a/b/c");
-        let out = open(&p, me()).unwrap();
+        let out = open(&p, me(), None).unwrap();
         let meta = std::fs::metadata(&p).unwrap();
         assert_eq!(out.id, (meta.dev(), meta.ino()));
         assert!(reopen_checked(&p, out.id).is_ok());
-        assert_eq!(open(&p, me()).unwrap().id, out.id, "an existing directory is opened as it is");
+        assert_eq!(open(&p, me(), None).unwrap().id, out.id, "an existing directory is opened as it is");
     }
 
     #[test]
@@ -247,9 +250,9 @@ mod tests {
         symlink("real", d.path().join("rel")).unwrap();
         symlink(d.path().join("real"), d.path().join("abs")).unwrap();
         symlink("../real/out", d.path().join("real/up")).unwrap();
-        let want = open(&d.path().join("real/out"), me()).unwrap().id;
+        let want = open(&d.path().join("real/out"), me(), None).unwrap().id;
         for p in ["rel/out", "abs/out", "real/up", "rel/up"] {
-            assert_eq!(open(&d.path().join(p), me()).unwrap().id, want, "{p}");
+            assert_eq!(open(&d.path().join(p), me(), None).unwrap().id, want, "{p}");
         }
     }
 
@@ -258,7 +261,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("real")).unwrap();
         symlink("real", d.path().join("link")).unwrap();
-        let e = open(&d.path().join("link/out"), as_another_user(&d.path().join("link")))
+        let e = open(&d.path().join("link/out"), as_another_user(&d.path().join("link")), None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("link is a symlink owned by uid") && e.contains("without the symlink"), "{e}");
@@ -269,20 +272,23 @@ mod tests {
     fn a_directory_of_another_user_or_a_file_is_refused() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("x")).unwrap();
-        let e = open(&d.path().join("x"), as_another_user(&d.path().join("x"))).unwrap_err().to_string();
+        let caller = as_another_user(&d.path().join("x"));
+        let e = open(&d.path().join("x"), caller, None).unwrap_err().to_string();
         assert!(e.contains("is owned by uid") && e.contains("use a directory you own"), "{e}");
+        let owner = std::fs::metadata(d.path().join("x")).unwrap().uid();
+        assert!(open(&d.path().join("x"), caller, Some(owner)).is_ok(), "the command's own user's");
         std::fs::write(d.path().join("f"), "").unwrap();
-        let e = open(&d.path().join("f/out"), me()).unwrap_err().to_string();
+        let e = open(&d.path().join("f/out"), me(), None).unwrap_err().to_string();
         assert!(e.contains("is not a directory"), "{e}");
         symlink("loop", d.path().join("loop")).unwrap();
-        assert!(open(&d.path().join("loop"), me()).is_err());
+        assert!(open(&d.path().join("loop"), me(), None).is_err());
     }
 
     #[test]
     fn a_replaced_directory_is_not_bound() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("out");
-        let out = open(&p, me()).unwrap();
+        let out = open(&p, me(), None).unwrap();
         std::fs::rename(&p, d.path().join("moved")).unwrap();
         std::fs::create_dir(&p).unwrap();
         let e = reopen_checked(&p, out.id).unwrap_err().to_string();

@@ -182,9 +182,11 @@ pub fn run_with(
     //    `outputs`); init binds that very directory, and step 10 reads it
     //    through the same descriptor.
     let caller = nix::unistd::geteuid().as_raw();
+    // In a user namespace the command's uid is not a host uid of its own.
+    let writer = plan.user_ns.is_none().then_some(plan.process.uid);
     let mut output_dirs = Vec::new();
     for m in &plan.outputs {
-        let dir = outputs::open(&m.source, caller)?;
+        let dir = outputs::open(&m.source, caller, writer)?;
         for op in plan.mounts.iter_mut().filter(|op| op.bind && Path::new(&op.source) == m.source) {
             op.source_id = Some(dir.id);
         }

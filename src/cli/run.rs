@@ -39,8 +39,8 @@ pub struct RunArgs {
     #[arg(long = "input", value_name = "SRC:DST", action = ArgAction::Append)]
     input: Vec<String>,
     /// Writable output directory, digested after the run (created if missing):
-    /// SRC:DST[:suid,dev]. Every symlink on the way to SRC and SRC itself must be
-    /// owned by root or the caller. After the run, setuid/setgid bits and file
+    /// SRC:DST[:suid,dev]. Every symlink on the way to SRC must be owned by root
+    /// or the caller, and SRC by root, the caller or the user the command runs as. After the run, setuid/setgid bits and file
     /// capabilities are removed from its files (unless suid) and device nodes, fifos and sockets are
     /// removed (unless dev); the record and stderr say what was changed
     #[arg(long = "output", value_name = "SRC:DST[:OPTS]", action = ArgAction::Append)]
