@@ -27,7 +27,8 @@ use crate::digest::{Digest, Hasher, HashingReader};
 
 /// The default bound on the bytes of output files one run hashes (`--output-digest-limit`).
 pub const DEFAULT_DIGEST_LIMIT: u64 = 32 << 30;
-/// The most entries listed in one tree; a container can make millions of empty files.
+/// The most entries listed in one bounded tree (an output); a container can
+/// make millions of empty files.
 pub const MAX_ENTRIES: usize = 1_000_000;
 /// The deepest directory listed (each level holds a descriptor during the walk).
 pub const MAX_DEPTH: usize = 256;
@@ -118,7 +119,8 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// No bound (trees the user gave: inputs, build sources).
+    /// No bound on bytes or entries (trees the user gave: inputs, build
+    /// sources; outputs with `--output-digest-limit none`).
     pub fn unlimited() -> Budget {
         Budget { limit: None, left: u64::MAX }
     }
@@ -126,6 +128,14 @@ impl Budget {
     /// At most `limit` bytes, over every tree digested with this budget.
     pub fn of(limit: u64) -> Budget {
         Budget { limit: Some(limit), left: limit }
+    }
+
+    fn max_entries(&self) -> usize {
+        if self.limit.is_some() {
+            MAX_ENTRIES
+        } else {
+            usize::MAX
+        }
     }
 
     fn take(&mut self, size: u64) -> bool {
@@ -237,7 +247,7 @@ impl Walker<'_> {
         // Sorted, so that what a bound leaves out does not depend on directory order.
         names.sort();
         for name in names {
-            if self.entries.len() >= MAX_ENTRIES {
+            if self.entries.len() >= self.budget.max_entries() {
                 self.left_out.get_or_insert_with(|| {
                     format!("more than {MAX_ENTRIES} entries: the rest were not listed")
                 });
