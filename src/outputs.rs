@@ -17,7 +17,6 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -200,14 +199,11 @@ pub fn reopen_checked(source: &Path, id: (u64, u64)) -> io::Result<OwnedFd> {
     let fd = nix::fcntl::open(source, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
     let st = fstat(fd.as_fd())?;
     if (st.st_dev, st.st_ino) != id {
-        return Err(io::Error::new(
-            io::ErrorKind::Other,
-            format!(
-                "{} is no longer the directory exprun checked (another file was put in its place \
-                 after the check); refusing to bind it",
-                String::from_utf8_lossy(source.as_os_str().as_bytes())
-            ),
-        ));
+        return Err(io::Error::other(format!(
+            "{} is no longer the directory exprun checked (another file was put in its place \
+             after the check); refusing to bind it",
+            source.display()
+        )));
     }
     Ok(fd)
 }

@@ -161,12 +161,15 @@ pub fn digest_tree(root: &Path) -> io::Result<TreeDigest> {
 pub fn digest_at(root: BorrowedFd<'_>, budget: &mut Budget, keep: Keep) -> io::Result<TreeDigest> {
     let mut w = Walker { budget, keep, entries: Vec::new(), cleaned: Vec::new(), left_out: None };
     let st = fstat(root)?;
-    if kind_of(&st) == SFlag::S_IFDIR {
-        let dir = openat(root, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
-        w.walk(dir, "", 1)?;
-    } else {
+    match kind_of(&st) {
+        SFlag::S_IFDIR => {
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            w.walk(openat(root, ".", flags, Mode::empty())?, "", 1)?;
+        }
         // A single file: reopened through its own descriptor, not by name.
-        w.file(root, ".".into(), &st)?;
+        SFlag::S_IFREG => w.file(root, ".".into(), &st)?,
+        // A device given as a whole input is listed, never read (nor removed).
+        _ => w.entries.push(entry(".".into(), "other")),
     }
     Ok(w.finish())
 }

@@ -81,6 +81,12 @@ fn a_single_file_is_a_tree_of_one() {
 }
 
 #[test]
+fn a_device_as_the_whole_tree_is_listed_not_read() {
+    let t = digest_tree(Path::new("/dev/zero")).unwrap();
+    assert_eq!((t.entries.len(), t.entries[0].kind.as_str(), t.files), (1, "other", 0));
+}
+
+#[test]
 fn set_id_bits_are_removed_and_reported_unless_kept() {
     let d = tempfile::tempdir().unwrap();
     for (name, mode) in [("suid", 0o4755), ("sgid", 0o2755), ("both", 0o6711), ("plain", 0o755)] {
