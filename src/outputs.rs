@@ -196,14 +196,24 @@ fn names(p: &Path) -> impl Iterator<Item = OsString> + '_ {
 /// the directory exprun checked: a path under another user's control may lead
 /// elsewhere by now.
 pub fn reopen_checked(source: &Path, id: (u64, u64)) -> io::Result<OwnedFd> {
-    let fd = nix::fcntl::open(source, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+    let gone = |why: String| {
+        io::Error::other(format!(
+            "{} is no longer the directory exprun checked ({why}); refusing to bind it",
+            source.display()
+        ))
+    };
+    let fd = match nix::fcntl::open(
+        source,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(e @ (Errno::ENOENT | Errno::ENOTDIR)) => return Err(gone(format!("moved away: {e}"))),
+        Err(e) => return Err(e.into()),
+    };
     let st = fstat(fd.as_fd())?;
     if (st.st_dev, st.st_ino) != id {
-        return Err(io::Error::other(format!(
-            "{} is no longer the directory exprun checked (another file was put in its place \
-             after the check); refusing to bind it",
-            source.display()
-        )));
+        return Err(gone("another file was put in its place after the check".into()));
     }
     Ok(fd)
 }

@@ -294,3 +294,72 @@ fn a_terabyte_sparse_output_is_not_hashed_and_verify_cannot_compare_it() {
     Snapshot::take(&marker, &[root.path()]).assert_same_as(&before, "a sparse terabyte in an output");
     root.assert_no_leftovers();
 }
+
+/// Stops the attacker's loop however the test ends.
+struct Stop {
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join("stop"), "");
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_output_swapped_by_another_user_while_exprun_sets_up_is_never_bound() {
+    if !privileged("an_output_swapped_by_another_user_while_exprun_sets_up_is_never_bound") {
+        return;
+    }
+    let root = TestRoot::with_busybox();
+    let marker = Marker::new();
+    let tmp = shared_tmp();
+    let parent = tmp.path().join("xxx");
+    as_attacker(&format!("mkdir {}", parent.display()));
+    let before = Snapshot::take(&marker, &[root.path()]);
+    // The attacker owns the output's parent: they keep moving whatever `out` is
+    // away and putting a directory of their own in its place, racing exprun
+    // between its check and init's bind mount.
+    let swapper = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "cd \"$1\" && i=0 && while [ ! -e stop ]; do i=$((i+1)); mv out old$i 2>/dev/null; \
+             mkdir out 2>/dev/null; done",
+            "sh",
+        ])
+        .arg(&parent)
+        .uid(ATTACKER)
+        .gid(ATTACKER)
+        .spawn()
+        .unwrap();
+    let _stop = Stop { dir: parent.clone(), child: swapper };
+    let (mut bound, mut refused) = (0, 0);
+    for _ in 0..8 {
+        let (code, stderr) = run_into(&root, &parent.join("out"));
+        match code {
+            0 => bound += 1,
+            125 => {
+                assert!(
+                    stderr.contains("no longer the directory exprun checked")
+                        || stderr.contains(&format!("is owned by uid {ATTACKER}")),
+                    "{stderr}"
+                );
+                refused += 1;
+            }
+            _ => panic!("exit {code}: {stderr}"),
+        }
+    }
+    drop(_stop);
+    // Whatever won each race, the run wrote only into directories root made.
+    for e in std::fs::read_dir(&parent).unwrap().flatten() {
+        if e.path().join("secret").exists() {
+            let owner = e.metadata().unwrap().uid();
+            assert_eq!(owner, 0, "the run wrote into {} of uid {owner}", e.path().display());
+        }
+    }
+    println!("{bound} run(s) bound exprun's own directory, {refused} refused");
+    Snapshot::take(&marker, &[root.path()]).assert_same_as(&before, "output swapped during set-up");
+    root.assert_no_leftovers();
+}
