@@ -353,6 +353,7 @@ pub fn run(root: &Root, o: &CreateOptions<'_>) -> Result<crate::run::RunResult> 
             created: started,
             cgroups: &cgroups,
             inputs: Vec::new(),
+            output_dirs: Vec::new(),
             store_lock: None,
             on_created: Some(&on_created),
             on_exec: Some(&on_exec),

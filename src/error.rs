@@ -46,6 +46,9 @@ pub enum Error {
     /// `exprun build` refused or failed.
     #[error(transparent)]
     Build(#[from] crate::build::Error),
+    /// An `--output` directory cannot be opened safely.
+    #[error(transparent)]
+    Output(#[from] crate::outputs::Error),
     /// The command line is inconsistent in a way clap cannot see.
     #[error("{0}")]
     Usage(String),

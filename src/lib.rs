@@ -16,6 +16,7 @@
 //! - [`rootfs`]: overlay, mounts, /dev, pivot_root: run by the container's init.
 //! - [`seccomp`]: OCI seccomp profiles compiled with libseccomp, cached by digest.
 //! - [`hooks`]: OCI hooks (createRuntime, createContainer, startContainer, ...).
+//! - [`outputs`]: `--output` directories opened so another user cannot redirect them.
 //! - [`record`]: the run record, host facts, input/output tree digests, diff, export.
 //! - [`verify`]: replay a recorded run and compare its outputs with the original.
 //! - [`build`]: `exprun build`, source-to-image: assemble in a recorded run, the
@@ -47,6 +48,7 @@ pub mod fuzzing;
 pub mod hooks;
 pub mod image;
 pub mod log;
+pub mod outputs;
 pub mod parallel;
 pub mod plan;
 pub mod record;

@@ -14,7 +14,8 @@
 //! 10. digest the outputs, read cgroup usage, remove the cgroup, write the record,
 //!     remove the run directory; exit with the command's status.
 
-use std::path::PathBuf;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use nix::sys::signalfd::SignalFd;
@@ -23,8 +24,9 @@ use crate::cgroups::CgroupHost;
 use crate::error::Result;
 use crate::image::ImageStore;
 use crate::log;
+use crate::outputs::{self, OutputDir};
 use crate::plan::{self, PlanContext, RunPlan, Source};
-use crate::record::files::digest_tree;
+use crate::record::files::{self, digest_tree, Budget};
 use crate::record::{self, DataRecord, RunRecord};
 use crate::spawn::{self, CreateOutcome};
 use crate::spec::{self, options::RunOptions, pins::Determinism, SpecContext};
@@ -131,7 +133,7 @@ pub fn run_with(
     log::debug(|| "step 3: runtime spec built".into());
 
     // 4.
-    let plan = plan::build(
+    let mut plan = plan::build(
         spec,
         PlanContext {
             id: &id,
@@ -177,12 +179,19 @@ pub fn run_with(
             error: None,
         });
     }
+    //    An output is opened so that no other user can redirect it (see
+    //    `outputs`); init binds that very directory, and step 10 reads it
+    //    through the same descriptor.
+    let caller = nix::unistd::geteuid().as_raw();
+    // In a user namespace the command's uid is not a host uid of its own.
+    let writer = plan.user_ns.is_none().then_some(plan.process.uid);
+    let mut output_dirs = Vec::new();
     for m in &plan.outputs {
-        std::fs::create_dir_all(&m.source).map_err(|source| plan::Error::Source {
-            option: format!("--output {}", m.destination.display()),
-            path: m.source.clone(),
-            source,
-        })?;
+        let dir = outputs::open(&m.source, caller, writer)?;
+        for op in plan.mounts.iter_mut().filter(|op| op.bind && Path::new(&op.source) == m.source) {
+            op.source_id = Some(dir.id);
+        }
+        output_dirs.push(dir);
     }
 
     log::debug(|| format!("step 5: digested {} input(s)", inputs.len()));
@@ -193,6 +202,7 @@ pub fn run_with(
             created,
             cgroups: &cgroups,
             inputs,
+            output_dirs,
             store_lock: Some(store_lock),
             on_created: None,
             on_exec: None,
@@ -214,6 +224,8 @@ pub struct Planned<'a> {
     pub cgroups: &'a CgroupHost,
     /// The digested inputs (step 5).
     pub inputs: Vec<DataRecord>,
+    /// The opened `--output` directories (step 5), in the plan's order.
+    pub output_dirs: Vec<OutputDir>,
     /// The store's shared lock, released once the run directory (with the
     /// layers in plan.json) exists.
     pub store_lock: Option<crate::fsutil::Lock>,
@@ -321,12 +333,7 @@ fn execute(
 
     // 10.
     rec.finish(&outcome, usage.clone());
-    for (m, r) in plan.outputs.iter().zip(rec.outputs.iter_mut()) {
-        match digest_tree(&m.source) {
-            Ok(t) => r.tree = Some(t),
-            Err(e) => r.error = Some(format!("digesting {}: {e}", m.source.display())),
-        }
-    }
+    digest_outputs(plan, rec, &p.output_dirs);
     let code = outcome.exit_code();
     let note = if let Some(f) = &outcome.exec_failure {
         Some(f.message.clone())
@@ -347,4 +354,36 @@ fn execute(
         None
     };
     Ok((code, note))
+}
+
+/// Step 10's output digests: bounded by the run's digest limit, after removing
+/// what the output does not keep (reported here on stderr, and in the record).
+fn digest_outputs(plan: &RunPlan, rec: &mut RunRecord, dirs: &[OutputDir]) {
+    let limit = plan
+        .request
+        .as_ref()
+        .and_then(|r| r.options.output_digest_limit)
+        .unwrap_or(files::DEFAULT_DIGEST_LIMIT);
+    let mut budget = if limit == u64::MAX { Budget::unlimited() } else { Budget::of(limit) };
+    for (i, (m, r)) in plan.outputs.iter().zip(rec.outputs.iter_mut()).enumerate() {
+        let Some(dir) = dirs.get(i) else {
+            r.error = Some(format!("{} was not opened by exprun; not digested", m.source.display()));
+            continue;
+        };
+        let tree = match files::digest_at(dir.fd.as_fd(), &mut budget, m.keep) {
+            Ok(t) => t,
+            Err(e) => {
+                r.error = Some(format!("digesting {}: {e}", m.source.display()));
+                continue;
+            }
+        };
+        let dest = m.destination.display();
+        for c in &tree.cleaned {
+            eprintln!("exprun: output {dest}: {}: {}", c.path, c.change);
+        }
+        if let Some(why) = &tree.incomplete {
+            eprintln!("exprun: output {dest}: incomplete digest: {why}");
+        }
+        r.tree = Some(tree);
+    }
 }

@@ -394,3 +394,19 @@ pub fn is_immutable(fd: BorrowedFd<'_>) -> bool {
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) };
     r == 0 && flags & FS_IMMUTABLE_FL != 0
 }
+
+/// Remove the file capabilities (`security.capability`) of the open file `fd`:
+/// `Ok(true)` when it had some, `Ok(false)` when it had none or the filesystem
+/// has no extended attributes.
+pub fn remove_file_caps(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: the name is a NUL-terminated literal; fremovexattr reads only it.
+    let r = unsafe { libc::fremovexattr(fd.as_raw_fd(), c"security.capability".as_ptr()) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENODATA) | Some(libc::EOPNOTSUPP) => Ok(false),
+        _ => Err(e),
+    }
+}

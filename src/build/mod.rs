@@ -627,6 +627,7 @@ fn run_options(
             source: src.to_path_buf(),
             destination: plan.source_dest.clone(),
             readonly: false,
+            keep: Default::default(),
         }],
         inputs: Vec::new(),
         outputs: Vec::new(),
@@ -653,6 +654,7 @@ fn run_options(
         seccomp: SeccompChoice::Default,
         no_limits: false,
         storage_size: None,
+        output_digest_limit: None,
     }
 }
 

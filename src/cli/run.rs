@@ -39,9 +39,18 @@ pub struct RunArgs {
     /// Read-only input, digested before the run: SRC:DST
     #[arg(long = "input", value_name = "SRC:DST", action = ArgAction::Append)]
     input: Vec<String>,
-    /// Writable output directory, digested after the run (created if missing): SRC:DST
-    #[arg(long = "output", value_name = "SRC:DST", action = ArgAction::Append)]
+    /// Writable output directory, digested after the run (created if missing):
+    /// SRC:DST[:suid,dev]. Every symlink on the way to SRC must be owned by root
+    /// or the caller, and SRC by root, the caller or the user the command runs as. After the run, setuid/setgid bits and file
+    /// capabilities are removed from its files (unless suid) and device nodes, fifos and sockets are
+    /// removed (unless dev); the record and stderr say what was changed
+    #[arg(long = "output", value_name = "SRC:DST[:OPTS]", action = ArgAction::Append)]
     output: Vec<String>,
+    /// The most bytes of output files hashed after the run, over all outputs
+    /// (e.g. 100g, or none); files past it are recorded as not digested, and
+    /// `verify` cannot compare them [default: 32g]
+    #[arg(long = "output-digest-limit", value_name = "SIZE")]
+    output_digest_limit: Option<String>,
     /// Mount a tmpfs: DST[:OPTIONS], e.g. /scratch:size=1g
     #[arg(long = "tmpfs", value_name = "DST[:OPTS]", action = ArgAction::Append)]
     tmpfs: Vec<String>,
@@ -133,8 +142,9 @@ pub struct RunArgs {
         long,
         value_name = "DIR",
         conflicts_with_all = [
-            "env", "env_file", "workdir", "user", "hostname", "volume", "input", "output", "tmpfs",
-            "memory", "cpus", "pids_limit", "name", "keep", "storage_opt", "read_only", "tty", "interactive",
+            "env", "env_file", "workdir", "user", "hostname", "volume", "input", "output",
+            "output_digest_limit", "tmpfs", "memory", "cpus", "pids_limit", "name", "keep", "storage_opt",
+            "read_only", "tty", "interactive",
             "entrypoint", "cap_add", "cap_drop", "ulimit", "cgroup_parent", "command", "pass_env",
             "unpin", "umask", "aslr", "cpuset_cpus", "security_opt", "no_limits", "pull"
         ]
@@ -219,7 +229,7 @@ impl RunArgs {
             hostname: self.hostname.map(|h| o::parse_hostname(&h)).transpose()?,
             volumes,
             inputs,
-            outputs: mounts("--output", &self.output, false)?,
+            outputs: self.output.iter().map(|s| o::parse_output(s, &cwd)).collect::<Result<_, _>>()?,
             tmpfs: self.tmpfs.iter().map(|t| o::parse_tmpfs(t)).collect::<Result<_, _>>()?,
             memory: self.memory.map(|m| o::parse_memory(&m)).transpose()?,
             cpus: self.cpus.map(|c| o::parse_cpus(&c, crate::record::host::cpus_online())).transpose()?,
@@ -249,6 +259,7 @@ impl RunArgs {
             umask: self.umask.map(|u| o::parse_umask(&u)).transpose()?,
             aslr: self.aslr == "on",
             no_limits: self.no_limits,
+            output_digest_limit: self.output_digest_limit.map(|s| o::parse_digest_limit(&s)).transpose()?,
             seccomp: match self.security_opt.last() {
                 Some(s) => o::parse_security_opt(s, &|p| std::fs::read_to_string(p))?,
                 None => o::SeccompChoice::Default,

@@ -32,6 +32,10 @@ pub struct MountOp {
     /// Change the flags of the mount already at `destination` (MS_REMOUNT).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub remount: bool,
+    /// A bind source exprun checked (an output): its device and inode. Init
+    /// binds the source only while it is still that directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<(u64, u64)>,
 }
 
 impl MountOp {
@@ -121,6 +125,7 @@ pub fn resolve(m: &oci_spec::runtime::Mount) -> Result<MountOp, Error> {
         propagation: propagation.bits(),
         file: false,
         remount: false,
+        source_id: None,
     })
 }
 
@@ -150,6 +155,7 @@ pub fn cgroup_mounts(m: &MountOp, view: CgroupView<'_>) -> Vec<MountOp> {
         propagation: 0,
         file: false,
         remount: false,
+        source_id: None,
     };
     let bind = |dest: PathBuf, source: &Path| MountOp {
         destination: dest,
@@ -162,6 +168,7 @@ pub fn cgroup_mounts(m: &MountOp, view: CgroupView<'_>) -> Vec<MountOp> {
         propagation: 0,
         file: false,
         remount: false,
+        source_id: None,
     };
     let plain = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let tmpfs_data = "mode=755,size=64k";

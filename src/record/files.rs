@@ -1,14 +1,39 @@
 //! Digests of input and output trees: every file's sha256, and one digest over the
 //! sorted listing, so two trees are equal exactly when their digests are.
+//!
+//! The walk goes through file descriptors: each entry is opened with O_NOFOLLOW
+//! relative to its opened directory, never by path, so a symlink or a rename
+//! during the walk cannot send it elsewhere. An output's walk is bounded (bytes
+//! hashed per run, entries, depth) because its content comes from the
+//! container: what a bound leaves out is recorded, never silently skipped. It
+//! also cleans what must not stay on the host (setuid/setgid bits, file
+//! capabilities, device nodes, fifos, sockets), so the digest is of what is
+//! left on disk.
 
-use std::fs;
-use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
+use nix::dir::Dir;
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{fchmod, fstat, FileStat, Mode, SFlag};
+use nix::unistd::{unlinkat, UnlinkatFlags};
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{Digest, Hasher};
+use crate::digest::{Digest, Hasher, HashingReader};
+
+/// The default bound on the bytes of output files one run hashes (`--output-digest-limit`).
+pub const DEFAULT_DIGEST_LIMIT: u64 = 32 << 30;
+/// The most entries listed in one bounded tree (an output); a container can
+/// make millions of empty files.
+pub const MAX_ENTRIES: usize = 1_000_000;
+/// The deepest directory listed (each level holds a descriptor during the walk).
+pub const MAX_DEPTH: usize = 256;
+/// A file counts as sparse when less than 1/SPARSE_RATIO of it is allocated.
+const SPARSE_RATIO: u64 = 8;
 
 /// One entry of a tree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +55,19 @@ pub struct FileEntry {
     /// umask shows a difference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
+    /// Why a file's content was not digested (a bound was hit): the file
+    /// cannot be compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<String>,
+}
+
+/// Something exprun changed in an output after the run, before digesting it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cleaned {
+    /// Path relative to the tree's root.
+    pub path: String,
+    /// What was there and what exprun did.
+    pub change: String,
 }
 
 /// A tree's digest and contents.
@@ -43,123 +81,371 @@ pub struct TreeDigest {
     pub bytes: u64,
     /// Every entry, sorted by path.
     pub entries: Vec<FileEntry>,
+    /// Why the tree is not whole: entries left out of the listing, or files not
+    /// digested. Such a tree cannot be compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
+    /// What exprun changed before digesting (the digest is of what is left).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cleaned: Vec<Cleaned>,
+}
+
+/// What an output may keep on the host (`--output SRC:DST:suid,dev`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keep {
+    /// Setuid and setgid bits and file capabilities of files.
+    #[serde(default)]
+    pub suid: bool,
+    /// Device nodes, fifos and sockets.
+    #[serde(default)]
+    pub dev: bool,
+}
+
+impl Keep {
+    /// Everything kept: inputs and other trees exprun only reads.
+    pub const ALL: Keep = Keep { suid: true, dev: true };
+
+    /// Nothing kept beyond plain files, directories and symlinks.
+    pub fn is_default(&self) -> bool {
+        *self == Keep::default()
+    }
+}
+
+/// How many bytes of file content the digests of one run may still read.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    limit: Option<u64>,
+    left: u64,
+}
+
+impl Budget {
+    /// No bound on bytes or entries (trees the user gave: inputs, build
+    /// sources; outputs with `--output-digest-limit none`).
+    pub fn unlimited() -> Budget {
+        Budget { limit: None, left: u64::MAX }
+    }
+
+    /// At most `limit` bytes, over every tree digested with this budget.
+    pub fn of(limit: u64) -> Budget {
+        Budget { limit: Some(limit), left: limit }
+    }
+
+    fn max_entries(&self) -> usize {
+        if self.limit.is_some() {
+            MAX_ENTRIES
+        } else {
+            usize::MAX
+        }
+    }
+
+    fn take(&mut self, size: u64) -> bool {
+        let fits = size <= self.left;
+        if fits {
+            self.left -= size;
+        }
+        fits
+    }
 }
 
 /// Digest the tree at `root` (a directory or a single file). `root` itself is
 /// followed if it is a symlink, as the bind mount follows it; symlinks inside are
 /// recorded, never followed; special files are listed, not read.
 pub fn digest_tree(root: &Path) -> io::Result<TreeDigest> {
-    let mut entries = Vec::new();
-    let meta = fs::metadata(root)?;
-    if meta.is_dir() {
-        walk(root, PathBuf::new(), &mut entries)?;
+    let fd = nix::fcntl::open(root, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())?;
+    digest_at(fd.as_fd(), &mut Budget::unlimited(), Keep::ALL)
+}
+
+/// Digest the tree `root` refers to (any descriptor, `O_PATH` included),
+/// reading at most what `budget` has left and removing what `keep` does not
+/// keep.
+pub fn digest_at(root: BorrowedFd<'_>, budget: &mut Budget, keep: Keep) -> io::Result<TreeDigest> {
+    let mut w = Walker { budget, keep, entries: Vec::new(), cleaned: Vec::new(), left_out: None };
+    let st = fstat(root)?;
+    match kind_of(&st) {
+        SFlag::S_IFDIR => {
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            w.walk(openat(root, ".", flags, Mode::empty())?, "", 1)?;
+        }
+        // A single file: reopened through its own descriptor, not by name.
+        SFlag::S_IFREG => w.file(root, ".".into(), &st)?,
+        // A device given as a whole input is listed, never read (nor removed).
+        _ => w.entries.push(entry(".".into(), "other")),
+    }
+    Ok(w.finish())
+}
+
+struct Walker<'a> {
+    budget: &'a mut Budget,
+    keep: Keep,
+    entries: Vec<FileEntry>,
+    cleaned: Vec<Cleaned>,
+    left_out: Option<String>,
+}
+
+fn kind_of(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
+}
+
+fn entry(path: String, kind: &str) -> FileEntry {
+    FileEntry { path, kind: kind.into(), size: None, digest: None, target: None, mode: None, unread: None }
+}
+
+fn join(rel: &str, name: &OsStr) -> String {
+    let name = name.to_string_lossy();
+    if rel.is_empty() {
+        name.into_owned()
     } else {
-        entries.push(entry(root, ".".into(), &meta)?);
+        format!("{rel}/{name}")
     }
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
-    let mut h = Hasher::new();
-    let (mut files, mut bytes) = (0, 0);
-    for e in &entries {
-        if e.kind == "file" {
-            files += 1;
-            bytes += e.size.unwrap_or(0);
-        }
-        let detail =
-            e.digest.as_ref().map(|d| d.to_string()).or_else(|| e.target.clone()).unwrap_or_default();
-        let mode = e.mode.map(|m| format!("{m:04o}")).unwrap_or_default();
-        let line = format!("{}\t{}\t{}\t{mode}\t{}\n", e.kind, e.path, e.size.unwrap_or(0), detail);
-        h.update(line.as_bytes());
-    }
-    Ok(TreeDigest { digest: h.finish().0, files, bytes, entries })
 }
 
-fn walk(dir: &Path, rel: PathBuf, out: &mut Vec<FileEntry>) -> io::Result<()> {
-    for de in fs::read_dir(dir)? {
-        let de = de?;
-        let path = de.path();
-        let rel_path = rel.join(de.file_name());
-        let meta = fs::symlink_metadata(&path)?;
-        out.push(entry(&path, rel_path.to_string_lossy().into_owned(), &meta)?);
-        if meta.is_dir() {
-            walk(&path, rel_path, out)?;
-        }
-    }
-    Ok(())
+/// Reopen an `O_PATH` descriptor for reading: the same inode, whatever its name
+/// is now.
+fn reopen(fd: BorrowedFd<'_>) -> io::Result<File> {
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
+    Ok(File::from(nix::fcntl::open(path.as_str(), flags, Mode::empty())?))
 }
 
-fn entry(path: &Path, rel: String, meta: &fs::Metadata) -> io::Result<FileEntry> {
-    let ft = meta.file_type();
-    let mut e =
-        FileEntry { path: rel, kind: "other".into(), size: None, digest: None, target: None, mode: None };
-    if ft.is_file() || ft.is_dir() {
-        e.mode = Some(meta.permissions().mode() & 0o7777);
+fn unread_summary(n: usize) -> String {
+    format!("{n} file(s) not digested (see their entries)")
+}
+
+impl TreeDigest {
+    /// Why the listing itself was cut short (entries left out, not only files
+    /// left unread), if it was.
+    pub fn listing_cut(&self) -> Option<&str> {
+        let why = self.incomplete.as_deref()?;
+        let unread = self.entries.iter().filter(|e| e.unread.is_some()).count();
+        (unread == 0 || why != unread_summary(unread)).then_some(why)
     }
-    if ft.is_file() {
-        let (d, n) = Digest::of_file(path)?;
-        e.kind = "file".into();
-        e.size = Some(n);
-        e.digest = Some(d);
-    } else if ft.is_dir() {
-        e.kind = "dir".into();
-    } else if ft.is_symlink() {
-        e.kind = "symlink".into();
-        e.target = Some(fs::read_link(path)?.to_string_lossy().into_owned());
-    } else if ft.is_fifo() || ft.is_socket() || ft.is_char_device() || ft.is_block_device() {
-        e.kind = "other".into();
+}
+
+/// `512 B`, `20.0 GiB`, `1.0 TiB`: for the reasons in the record.
+fn size_text(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
     }
-    Ok(e)
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+impl Walker<'_> {
+    fn walk(&mut self, dir: OwnedFd, rel: &str, depth: usize) -> io::Result<()> {
+        let mut names: Vec<OsString> = Vec::new();
+        for e in Dir::from_fd(dir.try_clone()?)?.iter() {
+            let e = e?;
+            let name = OsStr::from_bytes(e.file_name().to_bytes());
+            if name != "." && name != ".." {
+                names.push(name.to_owned());
+            }
+        }
+        // Sorted, so that what a bound leaves out does not depend on directory order.
+        names.sort();
+        for name in names {
+            if self.entries.len() >= self.budget.max_entries() {
+                self.left_out.get_or_insert_with(|| {
+                    format!("more than {MAX_ENTRIES} entries: the rest were not listed")
+                });
+                return Ok(());
+            }
+            let path = join(rel, &name);
+            let fd = match openat(
+                dir.as_fd(),
+                name.as_os_str(),
+                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                // Removed by someone else since the listing.
+                Err(nix::errno::Errno::ENOENT) => continue,
+                Err(e) => return Err(io::Error::from(e)),
+            };
+            let st = fstat(fd.as_fd())?;
+            match kind_of(&st) {
+                SFlag::S_IFDIR => {
+                    let mut e = entry(path.clone(), "dir");
+                    e.mode = Some(st.st_mode & 0o7777);
+                    self.entries.push(e);
+                    if depth >= MAX_DEPTH {
+                        self.left_out.get_or_insert_with(|| {
+                            format!(
+                                "directories deeper than {MAX_DEPTH} levels (first: {path}) were not listed"
+                            )
+                        });
+                        continue;
+                    }
+                    let sub = openat(
+                        fd.as_fd(),
+                        ".",
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )?;
+                    self.walk(sub, &path, depth + 1)?;
+                }
+                SFlag::S_IFREG => self.file(fd.as_fd(), path, &st)?,
+                SFlag::S_IFLNK => {
+                    let mut e = entry(path, "symlink");
+                    let target = nix::fcntl::readlinkat(fd.as_fd(), "")?;
+                    e.target = Some(target.to_string_lossy().into_owned());
+                    self.entries.push(e);
+                }
+                other => self.special(dir.as_fd(), &name, path, other, &st)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A regular file: its set-id bits cleared unless kept, then its content
+    /// hashed if the budget allows.
+    fn file(&mut self, fd: BorrowedFd<'_>, path: String, st: &FileStat) -> io::Result<()> {
+        let file = reopen(fd)?;
+        let mut mode = st.st_mode & 0o7777;
+        if mode & 0o6000 != 0 && !self.keep.suid {
+            let cleared = mode & !0o6000;
+            let bits = match mode & 0o6000 {
+                0o6000 => "setuid and setgid bits",
+                0o4000 => "setuid bit",
+                _ => "setgid bit",
+            };
+            let change = match fchmod(file.as_fd(), Mode::from_bits_truncate(cleared)) {
+                Ok(()) => {
+                    let change =
+                        format!("{bits} removed (mode {mode:04o} -> {cleared:04o}, owner uid {})", st.st_uid);
+                    mode = cleared;
+                    change
+                }
+                // A rootless run's file of a subordinate uid: reported, not hidden.
+                Err(e) => format!("{bits} NOT removed (mode {mode:04o}, owner uid {}): {e}", st.st_uid),
+            };
+            self.cleaned.push(Cleaned { path: path.clone(), change });
+        }
+        if !self.keep.suid {
+            // File capabilities raise privileges on exec like a setuid bit.
+            let change = match crate::sys::remove_file_caps(file.as_fd()) {
+                Ok(false) => None,
+                Ok(true) => Some("file capabilities (security.capability) removed".to_string()),
+                Err(e) => Some(format!("file capabilities (security.capability) NOT removed: {e}")),
+            };
+            if let Some(change) = change {
+                self.cleaned.push(Cleaned { path: path.clone(), change });
+            }
+        }
+        let size = st.st_size as u64;
+        let mut e = entry(path, "file");
+        e.mode = Some(mode);
+        e.size = Some(size);
+        if self.budget.take(size) {
+            // At most `size` bytes: a file that grows cannot stretch the budget.
+            let mut reader = HashingReader::new(file.take(size));
+            io::copy(&mut reader, &mut io::sink())?;
+            let (d, n) = reader.finish();
+            e.digest = Some(d);
+            e.size = Some(n);
+        } else {
+            let allocated = (st.st_blocks as u64).saturating_mul(512);
+            let sparse = if allocated.saturating_mul(SPARSE_RATIO) < size {
+                format!(" (sparse: {} on disk)", size_text(allocated))
+            } else {
+                String::new()
+            };
+            let limit = self.budget.limit.unwrap_or(u64::MAX);
+            e.unread = Some(format!(
+                "not digested: its {}{sparse} would pass the run's output digest limit of {} \
+                 ({} left); raise --output-digest-limit to digest it",
+                size_text(size),
+                size_text(limit),
+                size_text(self.budget.left),
+            ));
+        }
+        self.entries.push(e);
+        Ok(())
+    }
+
+    /// A device node, fifo or socket: removed unless kept, since a node on the
+    /// host is usable by anyone who reaches it.
+    fn special(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        path: String,
+        kind: SFlag,
+        st: &FileStat,
+    ) -> io::Result<()> {
+        let what = match kind {
+            SFlag::S_IFCHR | SFlag::S_IFBLK => {
+                let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
+                let k = if kind == SFlag::S_IFCHR { "character" } else { "block" };
+                format!("{k} device {major}:{minor}")
+            }
+            SFlag::S_IFIFO => "fifo".to_string(),
+            _ => "socket".to_string(),
+        };
+        if self.keep.dev {
+            self.entries.push(entry(path, "other"));
+            return Ok(());
+        }
+        match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(io::Error::from(e)),
+        }
+        self.cleaned.push(Cleaned {
+            path,
+            change: format!("{what} (mode {:04o}, owner uid {}) removed", st.st_mode & 0o7777, st.st_uid),
+        });
+        Ok(())
+    }
+
+    fn finish(self) -> TreeDigest {
+        let mut entries = self.entries;
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut h = Hasher::new();
+        let (mut files, mut bytes, mut unread) = (0, 0, 0);
+        for e in &entries {
+            if e.kind == "file" {
+                files += 1;
+                bytes += e.size.unwrap_or(0);
+            }
+            unread += usize::from(e.unread.is_some());
+            let detail = e
+                .digest
+                .as_ref()
+                .map(|d| d.to_string())
+                .or_else(|| e.target.clone())
+                .or_else(|| e.unread.as_ref().map(|_| "unread".to_string()))
+                .unwrap_or_default();
+            let mode = e.mode.map(|m| format!("{m:04o}")).unwrap_or_default();
+            let line = format!("{}\t{}\t{}\t{mode}\t{}\n", e.kind, e.path, e.size.unwrap_or(0), detail);
+            h.update(line.as_bytes());
+        }
+        let mut why: Vec<String> = self.left_out.into_iter().collect();
+        if unread > 0 {
+            why.push(unread_summary(unread));
+        }
+        if !why.is_empty() {
+            // Two trees cut short the same way must not look equal.
+            h.update(format!("incomplete\t{}\n", why.join("; ")).as_bytes());
+        }
+        let mut cleaned = self.cleaned;
+        cleaned.sort_by(|a, b| a.path.cmp(&b.path));
+        TreeDigest {
+            digest: h.finish().0,
+            files,
+            bytes,
+            entries,
+            incomplete: (!why.is_empty()).then(|| why.join("; ")),
+            cleaned,
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn equal_trees_equal_digests_and_any_change_shows() {
-        let a = tempfile::tempdir().unwrap();
-        let b = tempfile::tempdir().unwrap();
-        for d in [a.path(), b.path()] {
-            fs::create_dir(d.join("sub")).unwrap();
-            fs::write(d.join("sub/x.csv"), "1,2\n").unwrap();
-            fs::write(d.join("top"), "t").unwrap();
-            std::os::unix::fs::symlink("top", d.join("link")).unwrap();
-        }
-        let da = digest_tree(a.path()).unwrap();
-        assert_eq!(da, digest_tree(b.path()).unwrap());
-        assert_eq!((da.files, da.bytes), (2, 5));
-        assert_eq!(
-            da.entries.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
-            ["link", "sub", "sub/x.csv", "top"]
-        );
-        fs::set_permissions(b.path().join("top"), fs::Permissions::from_mode(0o600)).unwrap();
-        let mode_changed = digest_tree(b.path()).unwrap();
-        assert_ne!(da.digest, mode_changed.digest, "a mode change shows");
-        fs::set_permissions(b.path().join("top"), fs::Permissions::from_mode(da.entries[3].mode.unwrap()))
-            .unwrap();
-        assert_eq!(da, digest_tree(b.path()).unwrap());
-        fs::write(b.path().join("sub/x.csv"), "1,3\n").unwrap();
-        assert_ne!(da.digest, digest_tree(b.path()).unwrap().digest);
-    }
-
-    #[test]
-    fn a_symlinked_root_is_followed_like_the_bind_mount() {
-        let d = tempfile::tempdir().unwrap();
-        fs::create_dir(d.path().join("real")).unwrap();
-        fs::write(d.path().join("real/f"), "x").unwrap();
-        std::os::unix::fs::symlink("real", d.path().join("link")).unwrap();
-        assert_eq!(
-            digest_tree(&d.path().join("link")).unwrap(),
-            digest_tree(&d.path().join("real")).unwrap()
-        );
-    }
-
-    #[test]
-    fn a_single_file_is_a_tree_of_one() {
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("data.bin");
-        fs::write(&f, b"abc").unwrap();
-        let t = digest_tree(&f).unwrap();
-        assert_eq!(t.entries.len(), 1);
-        assert_eq!(t.entries[0].digest, Some(Digest::of_bytes(b"abc")));
-    }
-}
+#[path = "files_tests.rs"]
+mod tests;

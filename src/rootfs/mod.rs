@@ -201,7 +201,15 @@ fn mount_one(root: BorrowedFd<'_>, m: &MountOp) -> Result<()> {
         if m.recursive {
             flags |= MsFlags::MS_REC;
         }
-        at(mount(Some(m.source.as_str()), &target_path, None::<&str>, flags, None::<&str>), || {
+        // A checked source (an output) is bound through the descriptor that
+        // passed the check, so a path changed since then cannot redirect it.
+        let checked = m
+            .source_id
+            .map(|id| crate::outputs::reopen_checked(Path::new(&m.source), id))
+            .transpose()
+            .map_err(|e| Error { step: format!("binding {} at {}", m.source, dest.display()), source: e })?;
+        let source = checked.as_ref().map_or_else(|| PathBuf::from(&m.source), |fd| fd_path(fd.as_fd()));
+        at(mount(Some(source.as_path()), &target_path, None::<&str>, flags, None::<&str>), || {
             format!("binding {} at {}", m.source, dest.display())
         })?;
         if !m.ms_flags().is_empty() {

@@ -24,6 +24,10 @@ pub struct HostMount {
     pub destination: PathBuf,
     /// Mounted read-only.
     pub readonly: bool,
+    /// `--output` only: what the run may leave there on the host that exprun
+    /// otherwise removes after it (`:suid`, `:dev`).
+    #[serde(default, skip_serializing_if = "crate::record::files::Keep::is_default")]
+    pub keep: crate::record::files::Keep,
 }
 
 /// A tmpfs mounted into the container.
@@ -125,6 +129,10 @@ pub struct RunOptions {
     /// `--storage-opt size=`: the writable layer's size, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_size: Option<u64>,
+    /// `--output-digest-limit`: the most bytes of output files hashed after the
+    /// run (`None`: the default; `u64::MAX`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_digest_limit: Option<u64>,
 }
 
 /// The seccomp profile of a run.
@@ -427,7 +435,47 @@ pub fn parse_host_mount(
     if destination == Path::new("/") {
         return Err(bad("cannot mount over the container's root directory"));
     }
-    Ok(HostMount { source, destination, readonly })
+    Ok(HostMount { source, destination, readonly, keep: Default::default() })
+}
+
+/// `SRC:DST[:suid,dev]` for `--output`. Podman's volume options name what is
+/// kept: after the run exprun removes setuid/setgid bits (unless `suid`) and
+/// device nodes, fifos and sockets (unless `dev`), since on the host they work
+/// for anyone who reaches them. The mount in the container is nosuid,nodev
+/// either way.
+pub fn parse_output(s: &str, cwd: &Path) -> Result<HostMount, Error> {
+    let (mount, opts) = match s.splitn(3, ':').collect::<Vec<_>>().as_slice() {
+        [src, dst, opts] => (format!("{src}:{dst}"), Some(*opts)),
+        _ => (s.to_string(), None),
+    };
+    let mut m = parse_host_mount("--output", &mount, cwd, false)?;
+    for opt in opts.into_iter().flat_map(|o| o.split(',')) {
+        match opt {
+            "suid" => m.keep.suid = true,
+            "nosuid" => m.keep.suid = false,
+            "dev" => m.keep.dev = true,
+            "nodev" => m.keep.dev = false,
+            other => {
+                return Err(Error::Option {
+                    option: "--output",
+                    value: s.into(),
+                    why: format!(
+                        "unknown output option {other:?}; use suid (keep setuid/setgid bits of the \
+                         files the run leaves) or dev (keep its device nodes, fifos and sockets)"
+                    ),
+                })
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// `--output-digest-limit`: a size, or `none`.
+pub fn parse_digest_limit(s: &str) -> Result<u64, Error> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(u64::MAX);
+    }
+    parse_size("--output-digest-limit", s)
 }
 
 /// `DST[:options]` for `--tmpfs`.
@@ -591,6 +639,7 @@ pub const MAX_NAME: usize = 128;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::files::Keep;
 
     #[test]
     fn cpu_lists_parse_and_print_back() {
@@ -650,7 +699,12 @@ mod tests {
         let m = parse_host_mount("-v", "data/../in:/in:ro", cwd, true).unwrap();
         assert_eq!(
             m,
-            HostMount { source: "/home/r/exp/in".into(), destination: "/in".into(), readonly: true }
+            HostMount {
+                source: "/home/r/exp/in".into(),
+                destination: "/in".into(),
+                readonly: true,
+                keep: Default::default()
+            }
         );
         assert!(parse_host_mount("-v", "/a:rel", cwd, true).is_err());
         assert!(parse_host_mount("-v", "/a:/b/../c", cwd, true).is_err());
@@ -658,6 +712,20 @@ mod tests {
         assert!(parse_host_mount("-v", "/a:/b:rx", cwd, true).unwrap_err().to_string().contains("rx"));
         assert!(parse_host_mount("--input", "/a:/b:ro", cwd, false).is_err());
         assert_eq!(container_path("-w", "/a/./b/").unwrap(), Path::new("/a/b"));
+    }
+
+    #[test]
+    fn output_options_say_what_is_kept() {
+        let cwd = Path::new("/w");
+        let plain = parse_output("out:/out", cwd).unwrap();
+        assert_eq!((plain.source.to_str(), plain.keep), (Some("/w/out"), Keep::default()));
+        assert_eq!(parse_output("/o:/out:suid", cwd).unwrap().keep, Keep { suid: true, dev: false });
+        assert_eq!(parse_output("/o:/out:dev,suid", cwd).unwrap().keep, Keep { suid: true, dev: true });
+        let e = parse_output("/o:/out:ro", cwd).unwrap_err().to_string();
+        assert!(e.contains("--output") && e.contains("\"ro\"") && e.contains("use suid"), "{e}");
+        assert_eq!(parse_digest_limit("none").unwrap(), u64::MAX);
+        assert_eq!(parse_digest_limit("2g").unwrap(), 2 << 30);
+        assert!(parse_digest_limit("0").unwrap_err().to_string().contains("--output-digest-limit"));
     }
 
     #[test]

@@ -313,7 +313,12 @@ mod tests {
         o.cpus = Some(1.5);
         o.unpin = vec!["pythonhashseed".into()];
         o.network = Network::Host;
-        o.volumes = vec![HostMount { source: "/data".into(), destination: "/d".into(), readonly: true }];
+        o.volumes = vec![HostMount {
+            source: "/data".into(),
+            destination: "/d".into(),
+            readonly: true,
+            keep: Default::default(),
+        }];
         let d = resolve(&o, &ctx(&["LANG=de_DE.UTF-8".into()])).unwrap();
         assert_eq!(d.get("tz").map(|p| p.source), Some(PinSource::User));
         assert_eq!(d.get("locale").map(|p| p.source), Some(PinSource::Image));
@@ -337,6 +342,7 @@ mod tests {
             source: "/dev/nvidia0".into(),
             destination: "/dev/nvidia0".into(),
             readonly: false,
+            keep: Default::default(),
         }];
         let d = resolve(&o, &ctx(&[])).unwrap();
         assert!(d.env().contains(&("MKL_NUM_THREADS".into(), "3".into())));

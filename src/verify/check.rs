@@ -56,6 +56,10 @@ pub struct ReplayReport {
     /// Everything that differs, as `exit`, `stdout`, `stderr` or
     /// `<destination>/<path>`.
     pub differs: Vec<String>,
+    /// Output entries that could not be compared (not digested in full on one
+    /// side), as `<destination>/<path>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_compared: Vec<String>,
 }
 
 /// A variation (or combination) the result depends on.
@@ -74,7 +78,8 @@ pub struct Verdict {
     pub schema: String,
     /// The original run's id.
     pub run: String,
-    /// `reproduced` or `differs`.
+    /// `reproduced`, `differs`, or `could-not-compare` (nothing differs, but an
+    /// output was not digested in full on one side).
     pub verdict: String,
     /// What drifted since the original (see `exprun replay`).
     pub drift: Vec<Drift>,
@@ -299,7 +304,14 @@ pub fn verify(root: &Root, original: &RunRecord, o: &VerifyOptions) -> Result<Ve
     }
     drop(scratch);
     let same = v.replays.iter().all(|r| r.differs.is_empty()) && v.attributions.is_empty();
-    v.verdict = if same { "reproduced" } else { "differs" }.into();
+    let compared = v.replays.iter().chain(&v.variation_replays).all(|r| r.not_compared.is_empty());
+    v.verdict = match (same, compared) {
+        (true, true) => "reproduced",
+        // Nothing differs, but not everything was compared: no claim either way.
+        (true, false) => "could-not-compare",
+        (false, _) => "differs",
+    }
+    .into();
     Ok(v)
 }
 
@@ -390,6 +402,7 @@ fn compare_records(
         }
     }
     let mut outputs = Vec::new();
+    let mut not_compared = Vec::new();
     for (exp, act) in original.outputs.iter().zip(&replay.outputs) {
         let (Some(et), Some(at)) = (&exp.tree, &act.tree) else {
             differs.push(exp.destination.display().to_string());
@@ -397,7 +410,12 @@ fn compare_records(
         };
         let t = compare::compare_tree(et, Some(&exp.source), at, &act.source, &exp.destination, tol);
         for f in t.files.iter().filter(|f| f.verdict.is_difference()) {
-            differs.push(difference_key(&t.destination, &f.path));
+            let key = difference_key(&t.destination, &f.path);
+            if f.verdict == compare::Verdict::CouldNotCompare {
+                not_compared.push(key);
+            } else {
+                differs.push(key);
+            }
         }
         outputs.push(t);
     }
@@ -409,6 +427,7 @@ fn compare_records(
         streams,
         outputs,
         differs,
+        not_compared,
     }
 }
 
@@ -417,7 +436,11 @@ pub fn render(v: &Verdict) -> String {
     let mut out = format!(
         "verify {}: {}\n",
         v.run.get(..12).unwrap_or(&v.run),
-        if v.reproduced() { "REPRODUCED" } else { "DIFFERS" }
+        match v.verdict.as_str() {
+            "reproduced" => "REPRODUCED",
+            "could-not-compare" => "COULD NOT COMPARE (outputs not digested in full)",
+            _ => "DIFFERS",
+        }
     );
     if !v.drift.is_empty() {
         out.push_str(&replay::render_drift(&v.drift));
@@ -477,7 +500,11 @@ fn difference_key(destination: &str, path: &str) -> String {
 }
 
 fn render_replay(title: &str, r: &ReplayReport, out: &mut String) {
-    let state = if r.differs.is_empty() { "same" } else { "differs" };
+    let state = match (r.differs.is_empty(), r.not_compared.is_empty()) {
+        (true, true) => "same",
+        (true, false) => "could not compare",
+        (false, _) => "differs",
+    };
     out.push_str(&format!("{title} (run {}): {state}\n", r.run_id.get(..12).unwrap_or(&r.run_id)));
     render_details(r, out);
 }

@@ -11,6 +11,7 @@ mod devices;
 mod host;
 mod image;
 mod layout;
+mod outputs;
 mod rootless;
 mod runtime;
 mod seccomp;

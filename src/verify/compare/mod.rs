@@ -79,6 +79,9 @@ pub enum Verdict {
     ModeChanged,
     /// A symlink points elsewhere.
     SymlinkTargetChanged,
+    /// A side was not digested in full (a bound of the output digest was hit):
+    /// neither equal nor different.
+    CouldNotCompare,
 }
 
 impl Verdict {
@@ -92,6 +95,7 @@ impl Verdict {
             Verdict::KindChanged => "kind-changed",
             Verdict::ModeChanged => "mode-changed",
             Verdict::SymlinkTargetChanged => "symlink-target-changed",
+            Verdict::CouldNotCompare => "could-not-compare",
         }
     }
 
@@ -357,13 +361,38 @@ pub fn compare_tree(
         }
     }
 
+    // An incomplete tree (a bound of the output digest was hit) is never the
+    // same as another, even one cut short the same way.
+    let cut: Vec<String> = [("original", expected), ("replay", actual)]
+        .iter()
+        .filter_map(|(side, t)| t.listing_cut().map(|why| format!("{side}: {why}")))
+        .collect();
+    let whole_same =
+        expected.digest == actual.digest && expected.incomplete.is_none() && actual.incomplete.is_none();
+    if !cut.is_empty() {
+        let mut f = FileReport::new(".", Verdict::CouldNotCompare);
+        f.notes = cut;
+        report.files.push(f);
+    }
+
     // Directories reported missing or added, by path: entries below them are
     // counted there instead of reported one by one.
     let mut collapsed: HashMap<&str, usize> = HashMap::new();
     for path in paths {
         let (e, a) = (exp.get(path).copied(), act.get(path).copied());
-        if expected.digest == actual.digest {
+        if whole_same {
             report.identical += 1;
+            continue;
+        }
+        let unread: Vec<String> = [("original", e), ("replay", a)]
+            .iter()
+            .filter_map(|(side, x)| x.and_then(|x| x.unread.as_ref()).map(|why| format!("{side}: {why}")))
+            .collect();
+        if !unread.is_empty() {
+            let mut f = FileReport::new(path, Verdict::CouldNotCompare);
+            (f.expected_size, f.actual_size) = (e.and_then(|e| e.size), a.and_then(|a| a.size));
+            f.notes = unread;
+            report.files.push(f);
             continue;
         }
         if e.is_none() || a.is_none() {
@@ -388,7 +417,8 @@ pub fn compare_tree(
                 {
                     collapsed.insert(path, report.files.len());
                 }
-                if f.verdict.is_difference() {
+                if f.verdict == Verdict::CouldNotCompare {
+                } else if f.verdict.is_difference() {
                     report.differing += 1;
                 } else {
                     report.within_tolerance += 1;

@@ -13,11 +13,21 @@ impl TreeReport {
     /// Render for people: a summary line, one line per entry that is not
     /// bit-identical (with details and diff excerpts indented below), then warnings.
     pub fn render(&self, out: &mut String) {
-        let verdict = if self.reproduced() { "reproduced" } else { "differs" };
+        let verdict = if self.reproduced() {
+            "reproduced"
+        } else if self
+            .files
+            .iter()
+            .all(|f| f.verdict == Verdict::CouldNotCompare || !f.verdict.is_difference())
+        {
+            "could not compare"
+        } else {
+            "differs"
+        };
         let entries =
             if self.entries == 1 { "1 entry".to_string() } else { format!("{} entries", self.entries) };
         let _ = write!(out, "output {}: {verdict} ({entries}", self.destination);
-        if self.expected_digest == self.actual_digest {
+        if self.expected_digest == self.actual_digest && self.identical == self.entries {
             out.push_str(", bit-identical");
         } else {
             let _ = write!(out, ": {} bit-identical", self.identical);
@@ -78,7 +88,8 @@ impl FileReport {
                 self.expected_target.as_deref().unwrap_or(""),
                 self.actual_target.as_deref().unwrap_or("")
             )),
-            Verdict::Differs | Verdict::WithinTolerance | Verdict::ModeChanged => {}
+            Verdict::Differs | Verdict::WithinTolerance | Verdict::ModeChanged | Verdict::CouldNotCompare => {
+            }
         }
         if self.expected_mode.is_some() || self.actual_mode.is_some() {
             let mode = |m: Option<u32>| m.map_or_else(|| "?".into(), |m| format!("{m:04o}"));

@@ -298,3 +298,25 @@ fn streams() {
     f.render(&mut s);
     assert!(s.starts_with("  stdout  within-tolerance  26 B -> 29 B, first difference at byte 23\n"), "{s}");
 }
+
+#[test]
+fn files_past_the_digest_limit_are_never_equal_but_could_not_compare() {
+    use crate::record::files::{digest_at, Budget, Keep};
+    let files = [("a", "1234"), ("big", "0123456789")];
+    let p = Pair::new(&files, &files);
+    let bounded = |d: &Path| {
+        let fd = nix::fcntl::open(d, nix::fcntl::OFlag::O_PATH, nix::sys::stat::Mode::empty()).unwrap();
+        digest_at(std::os::fd::AsFd::as_fd(&fd), &mut Budget::of(5), Keep::default()).unwrap()
+    };
+    let (e, a) = (bounded(p.orig.path()), bounded(p.replay.path()));
+    assert_eq!(e.digest, a.digest, "cut short the same way");
+    let r =
+        compare_tree(&e, Some(p.orig.path()), &a, p.replay.path(), Path::new("/out"), &Tolerances::default());
+    assert!(!r.reproduced());
+    assert_eq!(r.files.len(), 1, "{r:?}");
+    assert_eq!((r.files[0].path.as_str(), r.files[0].verdict), ("big", Verdict::CouldNotCompare));
+    assert!(r.files[0].notes[0].starts_with("original: not digested: its 10 B"), "{:?}", r.files[0].notes);
+    assert_eq!((r.identical, r.differing), (1, 0));
+    let text = rendered(&r);
+    assert!(text.starts_with("output /out: could not compare (2 entries: 1 bit-identical)"), "{text}");
+}

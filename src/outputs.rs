@@ -1,0 +1,303 @@
+//! `--output` directories on the host, opened so that no other local user can
+//! redirect them.
+//!
+//! exprun is often root, and an output path often lies where other users can
+//! write (/tmp, a shared project directory). The path is walked one component
+//! at a time from `/`, each opened with O_NOFOLLOW relative to the directory
+//! before it; a symlink is followed only if root or the caller owns it (the
+//! rule of the kernel's protected_symlinks, applied everywhere rather than in
+//! sticky directories only: a user's symlink may point at /etc), and the
+//! directory reached must be owned by root, the caller or the user the command
+//! runs as (who writes there anyway). Missing directories
+//! are made with mkdirat under the opened parent. The descriptor is kept: the
+//! container's init binds only that directory (checked by device and inode,
+//! see `rootfs`), and the digest after the run reads through it.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, readlinkat, OFlag};
+use nix::sys::stat::{fstat, mkdirat, FileStat, Mode, SFlag};
+
+/// The most symlinks followed on one path, as the kernel's own limit.
+const MAX_LINKS: usize = 40;
+
+/// An output directory could not be opened safely.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A symlink on the way belongs to another user.
+    #[error(
+        "--output {path}: {link} is a symlink owned by uid {owner}, who is neither root nor you \
+         (uid {caller}): that user could point it anywhere; give the output's real path, without \
+         the symlink"
+    )]
+    ForeignSymlink {
+        /// The output path as given.
+        path: PathBuf,
+        /// The symlink.
+        link: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// exprun's effective uid.
+        caller: u32,
+    },
+    /// The directory belongs to another user.
+    #[error(
+        "--output {path}: the directory {dir} is owned by uid {owner}, who is neither root, nor you \
+         (uid {caller}), nor the user the command runs as: that user could change or read what \
+         the run writes; use a directory you own"
+    )]
+    ForeignDirectory {
+        /// The output path as given.
+        path: PathBuf,
+        /// The directory reached.
+        dir: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// exprun's effective uid.
+        caller: u32,
+    },
+    /// A component is neither a directory nor a symlink.
+    #[error("--output {path}: {component} is not a directory; an output must be a directory")]
+    NotDirectory {
+        /// The output path as given.
+        path: PathBuf,
+        /// The component.
+        component: PathBuf,
+    },
+    /// A system call failed.
+    #[error("--output {path}: {op} {component}: {source}")]
+    Io {
+        /// The output path as given.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// On which component.
+        component: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// An output directory, open (`O_PATH`).
+#[derive(Debug)]
+pub struct OutputDir {
+    /// The directory.
+    pub fd: OwnedFd,
+    /// Its device and inode, for init to check that it binds this directory.
+    pub id: (u64, u64),
+}
+
+/// Open (making what is missing) the output directory at the absolute `path`
+/// for the user `caller`; the directory may also be owned by `writer`, the
+/// host uid the command runs as.
+pub fn open(path: &Path, caller: u32, writer: Option<u32>) -> Result<OutputDir, Error> {
+    let io_err = |op: &'static str, component: &Path, e: Errno| Error::Io {
+        path: path.to_path_buf(),
+        op,
+        component: component.to_path_buf(),
+        source: e.into(),
+    };
+    let root = || nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty());
+    let mut dir = root().map_err(|e| io_err("opening", Path::new("/"), e))?;
+    // Where `dir` is, for messages and for `..`.
+    let mut at = PathBuf::from("/");
+    let mut todo: VecDeque<OsString> = names(path).collect();
+    let mut links = 0;
+    while let Some(name) = todo.pop_front() {
+        if name == ".." {
+            dir = openat(
+                dir.as_fd(),
+                "..",
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| io_err("opening", &at, e))?;
+            at.pop();
+            continue;
+        }
+        let here = at.join(&name);
+        let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = match openat(dir.as_fd(), name.as_os_str(), flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => {
+                // Made under the opened parent, then opened like any other
+                // component: whoever made it first, it passes the same checks.
+                match mkdirat(dir.as_fd(), name.as_os_str(), Mode::from_bits_truncate(0o777)) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(io_err("creating", &here, e)),
+                }
+                todo.push_front(name);
+                continue;
+            }
+            Err(e) => return Err(io_err("opening", &here, e)),
+        };
+        let st = fstat(fd.as_fd()).map_err(|e| io_err("reading the status of", &here, e))?;
+        match kind(&st) {
+            SFlag::S_IFDIR => {
+                dir = fd;
+                at = here;
+            }
+            SFlag::S_IFLNK => {
+                if st.st_uid != 0 && st.st_uid != caller {
+                    return Err(Error::ForeignSymlink {
+                        path: path.to_path_buf(),
+                        link: here,
+                        owner: st.st_uid,
+                        caller,
+                    });
+                }
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(io_err("resolving", &here, Errno::ELOOP));
+                }
+                // Read through the checked descriptor: the name may point at
+                // another link by now.
+                let target =
+                    readlinkat(fd.as_fd(), "").map_err(|e| io_err("reading the symlink", &here, e))?;
+                let target = PathBuf::from(target);
+                if target.is_absolute() {
+                    dir = root().map_err(|e| io_err("opening", Path::new("/"), e))?;
+                    at = PathBuf::from("/");
+                }
+                for n in names(&target).collect::<Vec<_>>().into_iter().rev() {
+                    todo.push_front(n);
+                }
+            }
+            _ => return Err(Error::NotDirectory { path: path.to_path_buf(), component: here }),
+        }
+    }
+    let st = fstat(dir.as_fd()).map_err(|e| io_err("reading the status of", &at, e))?;
+    if st.st_uid != 0 && st.st_uid != caller && Some(st.st_uid) != writer {
+        return Err(Error::ForeignDirectory { path: path.to_path_buf(), dir: at, owner: st.st_uid, caller });
+    }
+    Ok(OutputDir { fd: dir, id: (st.st_dev, st.st_ino) })
+}
+
+fn kind(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
+}
+
+/// The names of a path, `..` kept (it is resolved as the walk goes, after
+/// the symlinks before it), `.` and `/` dropped.
+fn names(p: &Path) -> impl Iterator<Item = OsString> + '_ {
+    p.components().filter_map(|c| match c {
+        Component::Normal(n) => Some(n.to_os_string()),
+        Component::ParentDir => Some(OsString::from("..")),
+        _ => None,
+    })
+}
+
+/// Open the bind source `source` again (in the container's init) and check it is
+/// the directory exprun checked: a path under another user's control may lead
+/// elsewhere by now.
+pub fn reopen_checked(source: &Path, id: (u64, u64)) -> io::Result<OwnedFd> {
+    let gone = |why: String| {
+        io::Error::other(format!(
+            "{} is no longer the directory exprun checked ({why}); refusing to bind it",
+            source.display()
+        ))
+    };
+    let fd = match nix::fcntl::open(
+        source,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(e @ (Errno::ENOENT | Errno::ENOTDIR)) => return Err(gone(format!("moved away: {e}"))),
+        Err(e) => return Err(e.into()),
+    };
+    let st = fstat(fd.as_fd())?;
+    if (st.st_dev, st.st_ino) != id {
+        return Err(gone("another file was put in its place after the check".into()));
+    }
+    Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, MetadataExt};
+
+    fn me() -> u32 {
+        nix::unistd::geteuid().as_raw()
+    }
+
+    /// Make `p` another user's (root can give it away), or else act as another
+    /// caller; either way the caller to pass.
+    fn as_another_user(p: &Path) -> u32 {
+        if me() == 0 {
+            std::os::unix::fs::lchown(p, Some(54321), Some(54321)).unwrap();
+            0
+        } else {
+            me() + 1
+        }
+    }
+
+    #[test]
+    fn missing_directories_are_made_and_the_same_inode_is_returned() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a/b/c");
+        let out = open(&p, me(), None).unwrap();
+        let meta = std::fs::metadata(&p).unwrap();
+        assert_eq!(out.id, (meta.dev(), meta.ino()));
+        assert!(reopen_checked(&p, out.id).is_ok());
+        assert_eq!(open(&p, me(), None).unwrap().id, out.id, "an existing directory is opened as it is");
+    }
+
+    #[test]
+    fn the_callers_symlinks_are_followed_relative_and_absolute() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("real/out")).unwrap();
+        symlink("real", d.path().join("rel")).unwrap();
+        symlink(d.path().join("real"), d.path().join("abs")).unwrap();
+        symlink("../real/out", d.path().join("real/up")).unwrap();
+        let want = open(&d.path().join("real/out"), me(), None).unwrap().id;
+        for p in ["rel/out", "abs/out", "real/up", "rel/up"] {
+            assert_eq!(open(&d.path().join(p), me(), None).unwrap().id, want, "{p}");
+        }
+    }
+
+    #[test]
+    fn a_symlink_of_another_user_is_refused_with_what_to_do() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("real")).unwrap();
+        symlink("real", d.path().join("link")).unwrap();
+        let e = open(&d.path().join("link/out"), as_another_user(&d.path().join("link")), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("link is a symlink owned by uid") && e.contains("without the symlink"), "{e}");
+        assert!(!d.path().join("real/out").exists(), "nothing made past a refused symlink");
+    }
+
+    #[test]
+    fn a_directory_of_another_user_or_a_file_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("x")).unwrap();
+        let caller = as_another_user(&d.path().join("x"));
+        let e = open(&d.path().join("x"), caller, None).unwrap_err().to_string();
+        assert!(e.contains("is owned by uid") && e.contains("use a directory you own"), "{e}");
+        let owner = std::fs::metadata(d.path().join("x")).unwrap().uid();
+        assert!(open(&d.path().join("x"), caller, Some(owner)).is_ok(), "the command's own user's");
+        std::fs::write(d.path().join("f"), "").unwrap();
+        let e = open(&d.path().join("f/out"), me(), None).unwrap_err().to_string();
+        assert!(e.contains("is not a directory"), "{e}");
+        symlink("loop", d.path().join("loop")).unwrap();
+        assert!(open(&d.path().join("loop"), me(), None).is_err());
+    }
+
+    #[test]
+    fn a_replaced_directory_is_not_bound() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("out");
+        let out = open(&p, me(), None).unwrap();
+        std::fs::rename(&p, d.path().join("moved")).unwrap();
+        std::fs::create_dir(&p).unwrap();
+        let e = reopen_checked(&p, out.id).unwrap_err().to_string();
+        assert!(e.contains("no longer the directory exprun checked"), "{e}");
+    }
+}

@@ -1,0 +1,204 @@
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use super::*;
+
+fn open(p: &Path) -> OwnedFd {
+    nix::fcntl::open(p, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).unwrap()
+}
+
+fn digest_output(p: &Path, budget: &mut Budget, keep: Keep) -> TreeDigest {
+    digest_at(open(p).as_fd(), budget, keep).unwrap()
+}
+
+#[test]
+fn equal_trees_equal_digests_and_any_change_shows() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    for d in [a.path(), b.path()] {
+        fs::create_dir(d.join("sub")).unwrap();
+        fs::write(d.join("sub/x.csv"), "1,2\n").unwrap();
+        fs::write(d.join("top"), "t").unwrap();
+        std::os::unix::fs::symlink("top", d.join("link")).unwrap();
+    }
+    let da = digest_tree(a.path()).unwrap();
+    assert_eq!(da, digest_tree(b.path()).unwrap());
+    assert_eq!((da.files, da.bytes), (2, 5));
+    assert_eq!(da.incomplete, None);
+    assert_eq!(
+        da.entries.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+        ["link", "sub", "sub/x.csv", "top"]
+    );
+    fs::set_permissions(b.path().join("top"), fs::Permissions::from_mode(0o600)).unwrap();
+    let mode_changed = digest_tree(b.path()).unwrap();
+    assert_ne!(da.digest, mode_changed.digest, "a mode change shows");
+    fs::set_permissions(b.path().join("top"), fs::Permissions::from_mode(da.entries[3].mode.unwrap()))
+        .unwrap();
+    assert_eq!(da, digest_tree(b.path()).unwrap());
+    fs::write(b.path().join("sub/x.csv"), "1,3\n").unwrap();
+    assert_ne!(da.digest, digest_tree(b.path()).unwrap().digest);
+}
+
+#[test]
+fn the_listing_digest_is_the_one_recorded_before_the_walk_used_descriptors() {
+    // Build images label their source with this digest: it must not change.
+    let d = tempfile::tempdir().unwrap();
+    fs::write(d.path().join("a"), "x").unwrap();
+    fs::set_permissions(d.path().join("a"), fs::Permissions::from_mode(0o644)).unwrap();
+    let line = format!("file\ta\t1\t0644\t{}\n", Digest::of_bytes(b"x"));
+    assert_eq!(digest_tree(d.path()).unwrap().digest, Digest::of_bytes(line.as_bytes()));
+}
+
+#[test]
+fn a_symlinked_root_is_followed_like_the_bind_mount() {
+    let d = tempfile::tempdir().unwrap();
+    fs::create_dir(d.path().join("real")).unwrap();
+    fs::write(d.path().join("real/f"), "x").unwrap();
+    std::os::unix::fs::symlink("real", d.path().join("link")).unwrap();
+    assert_eq!(digest_tree(&d.path().join("link")).unwrap(), digest_tree(&d.path().join("real")).unwrap());
+}
+
+#[test]
+fn symlinks_inside_are_recorded_and_never_followed() {
+    let d = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    fs::write(elsewhere.path().join("secret"), "s").unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), d.path().join("dir")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path().join("secret"), d.path().join("file")).unwrap();
+    let t = digest_tree(d.path()).unwrap();
+    assert_eq!(t.entries.len(), 2, "{t:?}");
+    assert!(t.entries.iter().all(|e| e.kind == "symlink" && e.digest.is_none()), "{t:?}");
+}
+
+#[test]
+fn a_single_file_is_a_tree_of_one() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("data.bin");
+    fs::write(&f, b"abc").unwrap();
+    let t = digest_tree(&f).unwrap();
+    assert_eq!(t.entries.len(), 1);
+    assert_eq!(t.entries[0].digest, Some(Digest::of_bytes(b"abc")));
+}
+
+#[test]
+fn a_device_as_the_whole_tree_is_listed_not_read() {
+    let t = digest_tree(Path::new("/dev/zero")).unwrap();
+    assert_eq!((t.entries.len(), t.entries[0].kind.as_str(), t.files), (1, "other", 0));
+}
+
+#[test]
+fn set_id_bits_are_removed_and_reported_unless_kept() {
+    let d = tempfile::tempdir().unwrap();
+    for (name, mode) in [("suid", 0o4755), ("sgid", 0o2755), ("both", 0o6711), ("plain", 0o755)] {
+        fs::write(d.path().join(name), name).unwrap();
+        fs::set_permissions(d.path().join(name), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let kept = digest_output(d.path(), &mut Budget::unlimited(), Keep { suid: true, dev: false });
+    assert!(kept.cleaned.is_empty());
+    assert_eq!(fs::metadata(d.path().join("suid")).unwrap().mode() & 0o7777, 0o4755);
+
+    let t = digest_output(d.path(), &mut Budget::unlimited(), Keep::default());
+    let changes: Vec<(&str, &str)> = t.cleaned.iter().map(|c| (c.path.as_str(), c.change.as_str())).collect();
+    assert_eq!(changes.len(), 3, "{changes:?}");
+    assert!(
+        changes[0].0 == "both"
+            && changes[0].1.starts_with("setuid and setgid bits removed (mode 6711 -> 0711")
+    );
+    assert!(changes[1].0 == "sgid" && changes[1].1.starts_with("setgid bit removed (mode 2755 -> 0755"));
+    assert!(changes[2].0 == "suid" && changes[2].1.starts_with("setuid bit removed (mode 4755 -> 0755"));
+    for name in ["suid", "sgid", "both", "plain"] {
+        assert_eq!(fs::metadata(d.path().join(name)).unwrap().mode() & 0o6000, 0, "{name}");
+    }
+    // The record is of what is on disk now.
+    assert_eq!(t.digest, digest_tree(d.path()).unwrap().digest);
+    assert!(t.entries.iter().all(|e| e.mode.unwrap() & 0o6000 == 0));
+}
+
+#[test]
+fn special_files_are_removed_and_reported_unless_kept() {
+    let d = tempfile::tempdir().unwrap();
+    nix::unistd::mkfifo(&d.path().join("fifo"), Mode::from_bits_truncate(0o666)).unwrap();
+    let _sock = std::os::unix::net::UnixListener::bind(d.path().join("sock")).unwrap();
+    let kept = digest_output(d.path(), &mut Budget::unlimited(), Keep { suid: false, dev: true });
+    assert_eq!(kept.entries.iter().filter(|e| e.kind == "other").count(), 2);
+    assert!(kept.cleaned.is_empty());
+
+    let t = digest_output(d.path(), &mut Budget::unlimited(), Keep::default());
+    assert!(t.entries.is_empty(), "{t:?}");
+    assert_eq!(t.cleaned.len(), 2);
+    assert!(t.cleaned[0].change.starts_with("fifo (mode 0") && t.cleaned[0].change.ends_with("removed"));
+    assert!(t.cleaned[1].change.starts_with("socket"));
+    assert!(!d.path().join("fifo").exists() && !d.path().join("sock").exists());
+}
+
+#[test]
+fn the_budget_bounds_the_bytes_read_over_every_tree_and_says_what_it_left() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    fs::write(a.path().join("small"), vec![1u8; 600]).unwrap();
+    fs::write(b.path().join("small"), vec![1u8; 300]).unwrap();
+    fs::write(b.path().join("next"), vec![1u8; 300]).unwrap();
+    let mut budget = Budget::of(1000);
+    let ta = digest_output(a.path(), &mut budget, Keep::default());
+    assert_eq!(ta.incomplete, None);
+    let tb = digest_output(b.path(), &mut budget, Keep::default());
+    // Sorted: `next` (300 B) fits in the 400 B left, `small` does not.
+    let unread: Vec<&FileEntry> = tb.entries.iter().filter(|e| e.unread.is_some()).collect();
+    assert_eq!(unread.len(), 1);
+    assert_eq!(unread[0].path, "small");
+    assert_eq!(unread[0].digest, None);
+    let why = unread[0].unread.as_deref().unwrap();
+    assert!(why.contains("limit of 1000 B") && why.contains("--output-digest-limit"), "{why}");
+    assert_eq!(tb.incomplete.as_deref(), Some("1 file(s) not digested (see their entries)"));
+    let whole = digest_output(b.path(), &mut Budget::unlimited(), Keep::default());
+    assert_ne!(tb.digest, whole.digest, "an incomplete tree never equals the whole one");
+}
+
+#[test]
+fn a_sparse_file_past_the_budget_costs_nothing_and_says_it_is_sparse() {
+    let d = tempfile::tempdir().unwrap();
+    let f = File::create(d.path().join("big")).unwrap();
+    f.set_len(1 << 30).unwrap();
+    let start = std::time::Instant::now();
+    let t = digest_output(d.path(), &mut Budget::of(1 << 20), Keep::default());
+    assert!(start.elapsed() < std::time::Duration::from_secs(2));
+    let why = t.entries[0].unread.as_deref().unwrap();
+    assert!(why.starts_with("not digested: its 1.0 GiB (sparse: 0 B on disk)"), "{why}");
+    assert_eq!(t.entries[0].size, Some(1 << 30));
+}
+
+#[test]
+fn deep_trees_are_cut_and_marked_incomplete() {
+    let d = tempfile::tempdir().unwrap();
+    let mut dir = open(d.path());
+    for _ in 0..MAX_DEPTH + 5 {
+        nix::sys::stat::mkdirat(dir.as_fd(), "d", Mode::from_bits_truncate(0o755)).unwrap();
+        dir = openat(dir.as_fd(), "d", OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+    }
+    let t = digest_tree(d.path()).unwrap();
+    assert_eq!(t.entries.len(), MAX_DEPTH);
+    assert!(t.incomplete.as_deref().unwrap().contains("deeper than 256 levels"), "{t:?}");
+    // The tempdir's own removal goes by path and fails this deep: unlink it here.
+    let _ = std::process::Command::new("rm").arg("-rf").arg(d.path()).status();
+}
+
+#[test]
+fn file_capabilities_are_removed_and_reported_unless_kept() {
+    let setcap = |args: &[&str]| std::process::Command::new("setcap").args(args).status();
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("tool");
+    fs::write(&f, "x").unwrap();
+    let f_str = f.to_str().unwrap();
+    // Setting one needs CAP_SETFCAP and the setcap tool: not every test host has both.
+    if !nix::unistd::geteuid().is_root() || !setcap(&["cap_net_raw+ep", f_str]).is_ok_and(|s| s.success()) {
+        println!("SKIP: file_capabilities_are_removed_and_reported_unless_kept: needs root and setcap");
+        return;
+    }
+    let kept = digest_output(d.path(), &mut Budget::unlimited(), Keep { suid: true, dev: false });
+    assert!(kept.cleaned.is_empty());
+    let t = digest_output(d.path(), &mut Budget::unlimited(), Keep::default());
+    assert_eq!(t.cleaned.len(), 1);
+    assert_eq!(t.cleaned[0].change, "file capabilities (security.capability) removed");
+    let again = digest_output(d.path(), &mut Budget::unlimited(), Keep::default());
+    assert!(again.cleaned.is_empty(), "removed for good: {again:?}");
+}
