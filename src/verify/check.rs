@@ -155,7 +155,14 @@ pub fn verify(root: &Root, original: &RunRecord, o: &VerifyOptions) -> Result<Ve
     let outputs_root = match &o.keep_outputs {
         Some(d) => d.clone(),
         None => {
+            // The replays' outputs may hold anything the run wrote, set-id
+            // files included until they are cleaned: no other user's business.
             let d = root.verify_dir().join(scratch_name());
+            crate::fsutil::create_private_dir_all(&d).map_err(|source| Error::Io {
+                op: "creating",
+                path: d.clone(),
+                source,
+            })?;
             scratch.dirs.push(d.clone());
             d
         }
@@ -227,11 +234,10 @@ pub fn verify(root: &Root, original: &RunRecord, o: &VerifyOptions) -> Result<Ve
         } else if vary.contains(&Variation::DirentOrder) {
             let shm = PathBuf::from(SHM).join(scratch_name());
             scratch.dirs.push(shm.clone());
-            std::fs::create_dir(&shm).map_err(|source| Error::Io {
-                op: "creating",
-                path: shm.clone(),
-                source,
-            })?;
+            // Copies of the inputs: as private as the inputs' own tree.
+            std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+                .create(&shm)
+                .map_err(|source| Error::Io { op: "creating", path: shm.clone(), source })?;
             let mut any = false;
             for (i, input) in first.options.inputs.iter().enumerate() {
                 let copy = shm.join(i.to_string());

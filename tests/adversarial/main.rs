@@ -17,3 +17,4 @@ mod runtime;
 mod seccomp;
 mod secrets;
 mod store;
+mod verify;
