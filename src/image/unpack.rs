@@ -112,7 +112,7 @@ impl Budget {
     pub fn new(limits: Limits, fs: Option<&Path>) -> Self {
         let fs = fs.and_then(|dir| {
             let st = nix::sys::statvfs::statvfs(dir).ok()?;
-            let size = st.blocks() as u64 * st.fragment_size() as u64;
+            let size = st.blocks() * st.fragment_size();
             let reserve = limits.min_free_bytes.min(size / 20);
             Some((dir.to_path_buf(), reserve, (reserve / 4).clamp(1 << 20, FREE_CHECK_EVERY)))
         });
@@ -138,7 +138,7 @@ impl Budget {
         }
         self.since_check.store(0, Ordering::Relaxed);
         let Ok(st) = nix::sys::statvfs::statvfs(fs.as_path()) else { return Ok(()) };
-        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        let free = st.blocks_available() * st.fragment_size();
         if free < *reserve {
             return Err(format!(
                 "the store's filesystem ({}) is down to {} MiB free, below the {} MiB it keeps; \
