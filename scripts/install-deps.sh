@@ -9,6 +9,7 @@
 #   skopeo             an independent registry client the tests cross-check against
 #   apache2-utils      htpasswd, for the registry test with basic auth
 #   strace             delays a system call in a race test (tests/oci_cli.rs)
+#   gcc, libc6-dev     a static probe program the seccomp tests compile (tests/adversarial)
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 packages=()
@@ -22,6 +23,7 @@ command -v docker-registry >/dev/null || packages+=(docker-registry)
 command -v skopeo >/dev/null || packages+=(skopeo)
 command -v htpasswd >/dev/null || packages+=(apache2-utils)
 command -v strace >/dev/null || packages+=(strace)
+{ command -v cc >/dev/null && [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ]; } || packages+=(gcc libc6-dev)
 if [ "${#packages[@]}" -gt 0 ]; then
   echo "install-deps: installing ${packages[*]}"
   apt-get update -qq
