@@ -23,7 +23,7 @@ command -v docker-registry >/dev/null || packages+=(docker-registry)
 command -v skopeo >/dev/null || packages+=(skopeo)
 command -v htpasswd >/dev/null || packages+=(apache2-utils)
 command -v strace >/dev/null || packages+=(strace)
-{ command -v cc >/dev/null && [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ]; } || packages+=(gcc libc6-dev)
+{ command -v cc >/dev/null && compgen -G '/usr/lib/*-linux-gnu/libc.a' >/dev/null; } || packages+=(gcc libc6-dev)
 if [ "${#packages[@]}" -gt 0 ]; then
   echo "install-deps: installing ${packages[*]}"
   apt-get update -qq
