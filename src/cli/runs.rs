@@ -325,7 +325,16 @@ fn print_record(r: &RunRecord) {
     }
     for (label, list) in [("input", &r.inputs), ("output", &r.outputs)] {
         for d in list {
-            let t = d.tree.as_ref().map(|t| format!("{} ({} files, {} bytes)", t.digest, t.files, t.bytes));
+            let t = d.tree.as_ref().map(|t| {
+                let mut s = format!("{} ({} files, {} bytes)", t.digest, t.files, t.bytes);
+                if let Some(why) = &t.incomplete {
+                    s.push_str(&format!("; INCOMPLETE: {why}"));
+                }
+                if !t.cleaned.is_empty() {
+                    s.push_str(&format!("; {} file(s) cleaned after the run", t.cleaned.len()));
+                }
+                s
+            });
             say!(
                 "{label}:     {} -> {}: {}",
                 d.source.display(),

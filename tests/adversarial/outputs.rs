@@ -286,6 +286,9 @@ fn a_terabyte_sparse_output_is_not_hashed_and_verify_cannot_compare_it() {
     assert!(a["digest"].is_string(), "files within the limit are digested: {a}");
 
     let id = rec["run_id"].as_str().unwrap().to_string();
+    let show = root.exprun(&["runs", "show", &id], None);
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(show.contains("; INCOMPLETE: 1 file(s) not digested"), "runs show says so: {show}");
     let v = root.exprun(&["verify", &id], None);
     let report = String::from_utf8_lossy(&v.stdout);
     assert_eq!(v.status.code(), Some(1), "{report}\n{}", String::from_utf8_lossy(&v.stderr));
