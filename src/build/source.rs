@@ -129,20 +129,18 @@ fn unreadable(given: &Path, rel: &Path, e: impl Into<io::Error>) -> Error {
 }
 
 fn symlink_refused(given: &Path, link: &Path, target: &Path, file: &Path) -> Error {
-    let what = if link == file {
-        "the file itself there".to_string()
-    } else {
-        format!("a real directory there holding {}", file.display())
-    };
-    refused(
-        given,
-        link,
+    let why = if link == file {
         format!(
-            "is a symlink (to {}): exprun reads {} only inside the source, never through a link; put {what}",
-            target.display(),
+            "exprun reads {} only inside the source, never through a link; put the file itself there",
             file.display()
-        ),
-    )
+        )
+    } else {
+        format!(
+            "exprun reads {}/* only inside the source, never through a link; make it a real directory",
+            link.display()
+        )
+    };
+    refused(given, link, format!("is a symlink (to {}): {why}", target.display()))
 }
 
 /// The regular file at `rel` beneath `dir` as UTF-8 text, at most
