@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod build;
 mod devices;
 mod host;
 mod image;
