@@ -9,6 +9,7 @@ mod common;
 
 mod build;
 mod devices;
+mod evil_registry;
 mod host;
 mod image;
 mod layout;
