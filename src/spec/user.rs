@@ -246,7 +246,7 @@ mod tests {
         fs::write(host.join("passwd"), "host file").unwrap();
         std::os::unix::fs::symlink(&host, l2.join("etc")).unwrap();
         assert_eq!(
-            read_image_file(&[l1.clone()], Path::new("etc/passwd")).unwrap().as_deref(),
+            read_image_file(std::slice::from_ref(&l1), Path::new("etc/passwd")).unwrap().as_deref(),
             Some("lower")
         );
         assert_eq!(read_image_file(&[l1, l2], Path::new("etc/passwd")).unwrap(), None);
