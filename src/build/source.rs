@@ -473,7 +473,7 @@ impl Walk<'_> {
         name: &OsStr,
         rel: &Path,
     ) -> Result<(), Error> {
-        let mut from = reopen(fd).map_err(|e| unreadable(self.given, rel, e))?;
+        let from = reopen(fd).map_err(|e| unreadable(self.given, rel, e))?;
         let out = openat(
             dst,
             name,
@@ -482,7 +482,10 @@ impl Walk<'_> {
         )
         .map_err(|e| self.dst_err("creating", rel, e))?;
         let mut out = File::from(out);
-        io::copy(&mut from, &mut out).map_err(|e| self.dst_err("copying into", rel, e))?;
+        // No more than its size when it was opened: a file its owner keeps
+        // growing cannot keep the copy going.
+        let size = u64::try_from(st.st_size).unwrap_or(0);
+        io::copy(&mut (&from).take(size), &mut out).map_err(|e| self.dst_err("copying into", rel, e))?;
         self.finish(out.as_fd(), st, rel)
     }
 
