@@ -1,7 +1,8 @@
 //! `exprun build`: source-to-image, the way OpenShift's s2i does it, reproducibly.
 //!
 //! Parse → plan → apply, as for a run:
-//! 1. [`plan`] (no side effects): the `-t` name, the source directory, the
+//! 1. [`plan`] (no side effects): the `-t` name, the source directory (opened
+//!    once, and its `.s2iignore` read, by [`source`]), the
 //!    builder image resolved in the store, its scripts directory (the label
 //!    `io.openshift.s2i.scripts-url`, `image:///PATH`, else `/usr/libexec/s2i`),
 //!    the assemble and run scripts (both must be in the image), the user that
@@ -10,7 +11,9 @@
 //!    default `/tmp/src`) and `SOURCE_DATE_EPOCH`;
 //! 2. a scratch directory `<root>/build/<run id>/` (locked, so a later build
 //!    removes it if this exprun dies), and in it a copy of the source owned by
-//!    the assembling user, every timestamp set to `SOURCE_DATE_EPOCH`;
+//!    the assembling user, every timestamp set to `SOURCE_DATE_EPOCH`, made by
+//!    [`source`] through directory descriptors, never through a symlink (the
+//!    source may be another user's), and its `.s2i/*` read from the copy;
 //! 3. the assemble script runs as an ordinary `exprun run` of the builder
 //!    (recorded, deterministic profile, no network unless `--network host`),
 //!    with the copy bound at the source path and the writable layer on disk;
