@@ -196,6 +196,11 @@ pub fn request_lines(
     if o.no_limits {
         limits.push("none (--no-limits)".into());
     }
+    match o.output_digest_limit {
+        Some(u64::MAX) => limits.push("outputs digested without a limit".into()),
+        Some(b) => limits.push(format!("outputs digested up to {} MiB", b >> 20)),
+        None => {}
+    }
     line("limits", if limits.is_empty() { "none".into() } else { limits.join(", ") });
     if let Some(parent) = &o.cgroup_parent {
         line("cgroup", format!("under {parent}"));
@@ -240,10 +245,7 @@ pub fn disagreements(record: &RunRecord) -> Vec<String> {
     let mut out = Vec::new();
     let process = spec.process().clone().unwrap_or_default();
     let args = process.args().clone().unwrap_or_default();
-    let expected_args = match &o.entrypoint {
-        Some(e) => Some([e.clone(), o.command.clone()].concat()),
-        None => None,
-    };
+    let expected_args = o.entrypoint.as_ref().map(|e| [e.clone(), o.command.clone()].concat());
     let args_agree = match expected_args {
         Some(e) => e == args,
         None => o.command.is_empty() || args.ends_with(&o.command),

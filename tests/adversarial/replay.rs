@@ -122,6 +122,12 @@ fn a_fetched_request_gets_no_host_mount_or_privilege_unless_each_is_allowed() {
     let (code, out, err) = exprun(&there, &["verify", &reference], &[]);
     assert_eq!(code, 125, "{err}");
     assert!(err.contains(&flags) && !out.contains("REPRODUCED"), "{err}");
+    let (code, _, err) = exprun(&there, &["verify", "--dry-run", &reference], &[]);
+    assert_eq!(code, 125, "{err}");
+    assert!(
+        err.contains("verify of run") && err.contains(&format!("HOST MOUNT  /host <- host {m} (WRITABLE)")),
+        "{err}"
+    );
     let id = record["run_id"].as_str().unwrap();
     let (code, _, err) = exprun(&there, &["replay", id], &[]);
     assert_eq!(code, 125, "{err}");
