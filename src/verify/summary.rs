@@ -20,7 +20,7 @@ use crate::spec::{DEFAULT_CAPABILITIES, DEFAULT_HOSTNAME};
 
 /// The summary `replay` and `verify` print: `what` is `replay` or `verify`.
 pub fn render(what: &str, record: &RunRecord, p: &Prepared) -> String {
-    let origin = if p.fetched { ", fetched from a registry" } else { "" };
+    let origin = if p.fetched { " (fetched from a registry)" } else { "" };
     let mut out = format!("exprun: {what} of run {}{origin} runs this request:\n", p.run);
     for (label, value) in request_lines(&p.options, record.determinism.as_ref(), &p.secrets) {
         out.push_str(&format!("  {label:<12}{}\n", for_terminal(&value)));
@@ -251,10 +251,12 @@ pub fn disagreements(record: &RunRecord) -> Vec<String> {
         None => o.command.is_empty() || args.ends_with(&o.command),
     };
     if !args_agree {
-        out.push(format!(
-            "command: the spec ran {:?}, the request asks for {:?} {:?}",
-            args, o.entrypoint, o.command
-        ));
+        let words = |w: &[String]| w.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ");
+        let asked = match &o.entrypoint {
+            Some(e) => words(&[e.clone(), o.command.clone()].concat()),
+            None => format!("the image's Entrypoint, then {}", words(&o.command)),
+        };
+        out.push(format!("command: the spec ran {}, the request asks for {asked}", words(&args)));
     }
     let env = process.env().clone().unwrap_or_default();
     for (k, v) in &o.env {
@@ -323,13 +325,20 @@ pub fn disagreements(record: &RunRecord) -> Vec<String> {
     if readonly != o.read_only {
         out.push(format!("read-only root: the spec {readonly}, the request {}", o.read_only));
     }
+    // An input's source is whatever the replay provides (the artifact's copy,
+    // `--input`), digest-checked: only where it goes and how are compared.
+    let input_at = |d: &Path| o.inputs.iter().any(|m| m.destination == d);
+    let source = |d: &Path, s: String| if input_at(d) { "an input".to_string() } else { s };
     let binds_asked: BTreeSet<(String, String, bool)> = o
         .volumes
         .iter()
         .map(|m| (m, m.readonly))
         .chain(o.inputs.iter().map(|m| (m, true)))
         .chain(o.outputs.iter().map(|m| (m, false)))
-        .map(|(m, ro)| (m.destination.display().to_string(), m.source.display().to_string(), ro))
+        .map(|(m, ro)| {
+            let src = source(&m.destination, m.source.display().to_string());
+            (m.destination.display().to_string(), src, ro)
+        })
         .collect();
     let system = ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/sys"];
     let mounts = spec.mounts().clone().unwrap_or_default();
@@ -342,7 +351,7 @@ pub fn disagreements(record: &RunRecord) -> Vec<String> {
         .map(|m| {
             let ro = m.options().iter().flatten().any(|x| x == "ro");
             let src = m.source().as_ref().map(|s| s.display().to_string()).unwrap_or_default();
-            (m.destination().display().to_string(), src, ro)
+            (m.destination().display().to_string(), source(m.destination(), src), ro)
         })
         .collect();
     let bind = |(d, s, ro): &(String, String, bool)| format!("{s} at {d} {}", if *ro { "ro" } else { "rw" });

@@ -161,6 +161,7 @@ fn an_allowed_privilege_is_granted_and_an_honest_artifact_replays() {
         "{err}"
     );
     assert!(err.contains("/artifact/inputs/0 (read-only)") && err.contains("no drift"), "{err}");
+    assert!(!err.contains("disagree"), "an honest record's spec and request agree: {err}");
 
     let (here2, mut record) = recorded(&[], "true");
     record["request"]["cap_add"] = json!(["CAP_SYS_ADMIN"]);
