@@ -220,6 +220,11 @@ fn a_fetched_runs_inputs_come_from_its_artifact_never_from_a_host_path() {
     let (there, code, out, err) = replay_in_fresh_root(&record, &files, &["--input", &format!("{m}:/in")]);
     assert_eq!((code, out.as_str()), (0, "host marker\n"), "{err}");
     there.assert_no_leftovers();
+    let (there, code, _, err) =
+        replay_in_fresh_root(&record, &files, &["--input", &format!("{m}:/elsewhere")]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("--input /elsewhere: the run has no input there (its inputs: /in)"), "{err}");
+    there.assert_no_leftovers();
 
     // A request input without a digest in the record, or without a record at all.
     let mut undigested = record.clone();
