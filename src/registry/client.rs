@@ -17,13 +17,14 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use ureq::http::Response;
-use ureq::Body;
+use ureq::{Body, ResponseExt};
 
-use super::auth::{self, Challenge, Credentials};
+use super::auth::{self, Challenge, Credentials, RealmTrust};
+use super::http::{Authorization, Get, Http, Origin, Pace, Timeouts, TooSlow};
 use super::reference::RemoteRef;
 use super::Error;
 use crate::digest::{Digest, Hasher};
@@ -58,12 +59,19 @@ pub struct ClientOptions {
     /// Speak plain HTTP when HTTPS cannot reach the registry (registries.conf's
     /// `insecure = true`).
     pub http_fallback: bool,
+    /// Token services of other origins that may get the credentials even
+    /// over plain HTTP (registries.conf's `token-realms`).
+    pub token_realms: Vec<Origin>,
+    /// How long requests may take.
+    pub timeouts: Timeouts,
 }
 
 /// A client for one repository. Safe to share between download threads.
 pub struct Client {
-    agent: ureq::Agent,
+    http: Http,
     base: String,
+    /// The origin of `base`: the only one that gets the Authorization header.
+    origin: Origin,
     /// The reference it was made for.
     pub r: RemoteRef,
     creds: Option<Credentials>,
@@ -71,6 +79,7 @@ pub struct Client {
     /// The token scopes to ask for: this repository's, then those of the
     /// repositories blobs may be mounted from.
     scopes: Vec<String>,
+    token_realms: Vec<Origin>,
     authorization: Mutex<Option<String>>,
 }
 
@@ -123,23 +132,16 @@ impl Client {
         push: bool,
         mount_from: &[String],
     ) -> Result<Self, Error> {
-        let mut tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier);
-        if o.insecure_tls {
-            tls = tls.disable_verification(true);
-        }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .tls_config(tls.build())
-            .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_per_read(Some(Duration::from_secs(60)))
-            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
-            .user_agent(concat!("exprun/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
         let scheme = if o.plain_http || r.is_loopback() { "http" } else { "https" };
+        let base = format!("{scheme}://{}", r.api_host());
+        let origin = Origin::of(&base).ok_or_else(|| Error::Reference {
+            reference: r.to_string(),
+            why: format!("{base} is not a URL"),
+        })?;
         let mut client = Self {
-            agent,
-            base: format!("{scheme}://{}", r.api_host()),
+            http: Http::new(&r.registry, o.insecure_tls, o.timeouts),
+            base,
+            origin,
             r: r.clone(),
             creds: match (&o.credentials, &o.auth_file) {
                 (Some(c), _) => Some(c.clone()),
@@ -153,24 +155,33 @@ impl Client {
                 .map(|repo| format!("repository:{repo}:{}", if push { "pull,push" } else { "pull" }))
                 .chain(mount_from.iter().map(|repo| format!("repository:{repo}:pull")))
                 .collect(),
+            token_realms: o.token_realms.clone(),
             authorization: Mutex::new(None),
         };
         let mut url = format!("{}/v2/", client.base);
-        let mut probe = client.agent.get(&url).call();
-        if probe.is_err() && o.http_fallback && scheme == "https" {
-            client.base = format!("http://{}", r.api_host());
-            url = format!("{}/v2/", client.base);
-            probe = client.agent.get(&url).call();
+        let probe =
+            |url: &str| client.http.get("reach", url, &Get::default(), client.http.limits.deadline(0));
+        let mut resp = probe(&url);
+        if resp.is_err() && o.http_fallback && scheme == "https" {
+            let base = format!("http://{}", r.api_host());
+            url = format!("{base}/v2/");
+            resp = probe(&url);
+            if resp.is_ok() {
+                client.origin = Origin::of(&base).unwrap_or(client.origin);
+                client.base = base;
+            }
         }
-        let resp = probe.map_err(|e| client.transport("reach", &url, e))?;
+        let resp = resp?;
         match resp.status().as_u16() {
             200..=299 => {}
-            401 => {
+            401 if client.own(&resp) => {
                 let h = resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("");
-                client.challenge = Some(auth::parse_challenge(h).ok_or_else(|| Error::Auth {
+                let challenge = auth::parse_challenge(h).ok_or_else(|| Error::Auth {
                     registry: r.registry.clone(),
                     why: format!("it asks for an authentication scheme exprun does not speak: {h:?}"),
-                })?);
+                })?;
+                client.check_realm(&challenge)?;
+                client.challenge = Some(challenge);
                 client.login()?;
             }
             _ => return Err(client.status("reach", &url, resp)),
@@ -181,21 +192,61 @@ impl Client {
     /// Log in to `registry` with `o.credentials` and check that the registry
     /// takes them, as `podman login` does: a token from the token service for
     /// no repository, then `GET /v2/` with it. Whether the registry asked for
-    /// credentials at all.
+    /// credentials at all. The token services registries.conf lists for the
+    /// registry are added to `o`'s.
     pub fn check_login(registry: &str, o: &ClientOptions) -> Result<bool, Error> {
+        let mut o = o.clone();
+        o.token_realms.extend(super::conf::RegistriesConf::load()?.token_realms(registry));
         let r =
             RemoteRef { registry: registry.to_string(), repository: String::new(), tag: None, digest: None };
-        let client = Self::connect(&r, o, false)?;
+        let client = Self::connect(&r, &o, false)?;
         if client.challenge.is_none() {
             return Ok(false);
         }
         let url = format!("{}/v2/", client.base);
-        let get = |a: Option<&str>| authed(client.agent.get(&url), a).call();
-        let resp = client.call("log in at", &url, &get)?;
+        let get = |a: Option<&str>| client.get("log in at", &url, a, Vec::new());
+        let resp = client.call(&get)?;
         match resp.status().as_u16() {
             200..=299 => Ok(true),
             _ => Err(client.status("log in at", &url, resp)),
         }
+    }
+
+    /// Refuse a token service that would get the credentials over plain HTTP
+    /// on another origin; name one on another origin over HTTPS on stderr.
+    fn check_realm(&self, challenge: &Challenge) -> Result<(), Error> {
+        let (Challenge::Bearer { realm, .. }, Some(c)) = (challenge, &self.creds) else { return Ok(()) };
+        let to = Origin::of(realm).ok_or_else(|| Error::Auth {
+            registry: self.r.registry.clone(),
+            why: format!("its token service {realm:?} is not an http:// or https:// URL"),
+        })?;
+        match auth::realm_trust(&self.origin, &to, &self.token_realms) {
+            RealmTrust::Trusted => Ok(()),
+            RealmTrust::Notice => {
+                eprintln!(
+                    "exprun: registry {} sends user {:?} to its token service at {}, another host or port, \
+                     over HTTPS",
+                    self.r.registry, c.username, to
+                );
+                Ok(())
+            }
+            RealmTrust::Refused => Err(Error::Auth {
+                registry: self.r.registry.clone(),
+                why: format!(
+                    "its token service {realm} is on another origin ({to}, not {}) over plain HTTP, where \
+                     the password of user {:?} could be read or taken by whoever listens there; it was not \
+                     sent. If that service is the registry's own, list it for the registry in \
+                     registries.conf: token-realms = [\"{to}\"] under its [[registry]]",
+                    self.origin, c.username
+                ),
+            }),
+        }
+    }
+
+    /// Whether an answer came from the registry's own origin (after any
+    /// redirects): only then does a 401 ask for the registry's credentials.
+    fn own(&self, resp: &Response<Body>) -> bool {
+        Origin::of(&resp.get_uri().to_string()).is_some_and(|o| o == self.origin)
     }
 
     /// Get the Authorization header the challenge asks for.
@@ -221,19 +272,25 @@ impl Client {
         }
     }
 
-    /// A bearer token from the realm (anonymous when there are no credentials).
+    /// A bearer token from the realm (anonymous when there are no
+    /// credentials); [`Client::check_realm`] has allowed the credentials to
+    /// go there.
     fn token(&self, realm: &str, service: Option<&str>) -> Result<String, Error> {
-        let mut req = self.agent.get(realm);
-        for scope in &self.scopes {
-            req = req.query("scope", scope);
-        }
+        let to = Origin::of(realm).ok_or_else(|| Error::Auth {
+            registry: self.r.registry.clone(),
+            why: format!("its token service {realm:?} is not an http:// or https:// URL"),
+        })?;
+        let basic = self.creds.as_ref().map(Credentials::basic);
+        let mut query: Vec<(&str, &str)> = self.scopes.iter().map(|s| ("scope", s.as_str())).collect();
         if let Some(s) = service {
-            req = req.query("service", s);
+            query.push(("service", s));
         }
-        if let Some(c) = &self.creds {
-            req = req.header("Authorization", c.basic());
-        }
-        let mut resp = req.call().map_err(|e| self.transport("get a token from", realm, e))?;
+        let req = Get {
+            query,
+            auth: basic.as_deref().map(|value| Authorization { origin: &to, value }),
+            ..Get::default()
+        };
+        let mut resp = self.http.get("get a token from", realm, &req, self.http.limits.deadline(0))?;
         match resp.status().as_u16() {
             200..=299 => {}
             401 | 403 => {
@@ -263,7 +320,7 @@ impl Client {
             .with_config()
             .limit(1 << 20)
             .read_to_vec()
-            .map_err(|e| self.transport("read a token from", realm, e))?;
+            .map_err(|e| self.http.error("read a token from", realm, e))?;
         let t: Token = serde_json::from_slice(&body).map_err(|e| Error::Auth {
             registry: self.r.registry.clone(),
             why: format!("{realm} answered with no token JSON: {e}"),
@@ -279,19 +336,38 @@ impl Client {
         self.authorization.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The Authorization header `value`, for the registry's own origin only.
+    fn authorization<'a>(&'a self, value: Option<&'a str>) -> Option<Authorization<'a>> {
+        value.map(|value| Authorization { origin: &self.origin, value })
+    }
+
+    /// GET `url` (of this registry, or where it redirects) with `headers`, and
+    /// the Authorization header `auth` where it belongs; a document's
+    /// deadline.
+    fn get(
+        &self,
+        op: &str,
+        url: &str,
+        auth: Option<&str>,
+        headers: Vec<(&'static str, String)>,
+    ) -> Result<Response<Body>, Error> {
+        let req = Get { headers, auth: self.authorization(auth), ..Get::default() };
+        self.http.get(op, url, &req, self.http.limits.deadline(0))
+    }
+
     /// Make a request (built by `make`, given the Authorization header); on a
-    /// 401, log in again and retry once.
-    fn call(&self, op: &str, url: &str, make: &MakeRequest<'_>) -> Result<Response<Body>, Error> {
-        let resp = make(self.auth_header().as_deref()).map_err(|e| self.transport(op, url, e))?;
-        if resp.status().as_u16() != 401 {
+    /// 401 from the registry itself, log in again and retry once.
+    fn call(&self, make: &MakeRequest<'_>) -> Result<Response<Body>, Error> {
+        let resp = make(self.auth_header().as_deref())?;
+        if resp.status().as_u16() != 401 || !self.own(&resp) {
             return Ok(resp);
         }
         if self.challenge.is_none() {
             return Err(self.no_credentials());
         }
         self.login()?;
-        let resp = make(self.auth_header().as_deref()).map_err(|e| self.transport(op, url, e))?;
-        if resp.status().as_u16() == 401 {
+        let resp = make(self.auth_header().as_deref())?;
+        if resp.status().as_u16() == 401 && self.own(&resp) {
             return Err(match &self.creds {
                 None => self.no_credentials(),
                 Some(c) => Error::Auth {
@@ -316,8 +392,9 @@ impl Client {
 
     fn manifest_once(&self, reference: &str) -> Result<Document, Error> {
         let url = self.url("manifests", reference);
-        let get = |a: Option<&str>| authed(self.agent.get(&url).header("Accept", MANIFEST_ACCEPT), a).call();
-        let mut resp = self.call("get the manifest", &url, &get)?;
+        let get =
+            |a: Option<&str>| self.get("get the manifest", &url, a, vec![("Accept", MANIFEST_ACCEPT.into())]);
+        let mut resp = self.call(&get)?;
         let what = format!("manifest {}/{}:{reference}", self.r.registry, self.r.repository);
         match resp.status().as_u16() {
             200 => {}
@@ -331,7 +408,7 @@ impl Client {
             .with_config()
             .limit(MAX_DOCUMENT)
             .read_to_vec()
-            .map_err(|e| self.transport("read", &url, e))?;
+            .map_err(|e| self.http.error("read", &url, e))?;
         let digest = Digest::of_bytes(&bytes);
         let expected = reference.parse::<Digest>().ok().or_else(|| {
             header_digest.filter(|h| h.starts_with("sha256:")).and_then(|h| h.parse::<Digest>().ok())
@@ -366,8 +443,12 @@ impl Client {
             });
         }
         let url = self.url("blobs", &d.to_string());
-        let get = |a: Option<&str>| self.get(&url, a, None);
-        let mut resp = self.call("get", &url, &get)?;
+        let deadline = self.http.limits.deadline(size);
+        let get = |a: Option<&str>| {
+            let req = Get { auth: self.authorization(a), ..Get::default() };
+            self.http.get("get", &url, &req, deadline)
+        };
+        let mut resp = self.call(&get)?;
         match resp.status().as_u16() {
             200 => {}
             404 => return Err(Error::NotFound { registry: self.r.registry.clone(), what }),
@@ -378,7 +459,7 @@ impl Client {
             .with_config()
             .limit(size + 1)
             .read_to_vec()
-            .map_err(|e| self.transport("read", &url, e))?;
+            .map_err(|e| self.http.error("read", &url, e))?;
         let found = Digest::of_bytes(&bytes);
         if bytes.len() as u64 != size || &found != d {
             return Err(Error::DigestMismatch { what, expected: d.clone(), found });
@@ -386,19 +467,12 @@ impl Client {
         Ok(bytes)
     }
 
-    fn get(&self, url: &str, auth: Option<&str>, from: Option<u64>) -> Result<Response<Body>, ureq::Error> {
-        let mut req = authed(self.agent.get(url), auth);
-        if let Some(n) = from {
-            req = req.header("Range", format!("bytes={n}-"));
-        }
-        req.call()
-    }
-
     /// Download blob `d` into `path`, going on from what `path` already holds;
     /// on a dropped connection, retry from where it stopped. `progress` gets the
     /// bytes already there first, then each chunk. The file is fsync'd and its
     /// content verified (length and sha256) before this returns; content that
-    /// does not match is deleted.
+    /// does not match is deleted. The download as a whole, all its attempts,
+    /// keeps the minimum rate ([`Pace`]).
     pub fn download(&self, d: &Digest, size: u64, path: &Path, progress: &dyn Fn(u64)) -> Result<(), Error> {
         let what = format!("blob {d} of {}/{}", self.r.registry, self.r.repository);
         let io_err =
@@ -413,18 +487,23 @@ impl Client {
         }
         .map_err(io_err("open"))?;
         let mut hasher = Hasher::new();
-        let mut have = resume_point(&mut file, &mut hasher, size).map_err(io_err("read"))?;
+        let have = resume_point(&mut file, &mut hasher, size).map_err(io_err("read"))?;
         progress(have);
         let url = self.url("blobs", &d.to_string());
+        let pace = Pace::new(self.http.limits);
+        let mut sink = Sink { file, hasher, have, size, what: &what, pace, deadline: None, progress };
+        sink.deadline = sink.pace.deadline(size);
         let mut stalls = 0;
-        while have < size {
-            let before = have;
-            let outcome = self.download_once(&url, &what, &mut file, &mut hasher, &mut have, size, progress);
-            match outcome {
+        while sink.have < size {
+            if let Some(why) = sink.pace.too_slow() {
+                return Err(self.http.timeout("get", &url, why));
+            }
+            let before = sink.have;
+            match self.download_once(&url, &mut sink) {
                 Ok(()) => {}
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Retry(e)) => {
-                    stalls = if have > before { 0 } else { stalls + 1 };
+                    stalls = if sink.have > before { 0 } else { stalls + 1 };
                     if stalls >= MAX_STALLS {
                         return Err(e);
                     }
@@ -432,8 +511,8 @@ impl Client {
                 }
             }
         }
-        file.sync_all().map_err(io_err("write"))?;
-        let (found, _) = hasher.finish();
+        sink.file.sync_all().map_err(io_err("write"))?;
+        let (found, _) = sink.hasher.finish();
         if &found != d {
             let _ = std::fs::remove_file(path);
             return Err(Error::DigestMismatch { what, expected: d.clone(), found });
@@ -442,40 +521,31 @@ impl Client {
     }
 
     /// One GET of the rest of a blob.
-    #[allow(clippy::too_many_arguments)]
-    fn download_once(
-        &self,
-        url: &str,
-        what: &str,
-        file: &mut File,
-        hasher: &mut Hasher,
-        have: &mut u64,
-        size: u64,
-        progress: &dyn Fn(u64),
-    ) -> Result<(), Attempt> {
-        let from = (*have > 0).then_some(*have);
-        let get = |a: Option<&str>| self.get(url, a, from);
-        let resp = match self.call("get", url, &get) {
+    fn download_once(&self, url: &str, sink: &mut Sink<'_>) -> Result<(), Attempt> {
+        let what = sink.what;
+        let mut headers = Vec::new();
+        if sink.have > 0 {
+            headers.push(("Range", format!("bytes={}-", sink.have)));
+        }
+        let get = |a: Option<&str>| {
+            let req = Get { headers: headers.clone(), auth: self.authorization(a), ..Get::default() };
+            self.http.get("get", url, &req, sink.deadline)
+        };
+        let resp = match self.call(&get) {
             Ok(r) => r,
             Err(e @ Error::Transport { .. }) => return Err(Attempt::Retry(e)),
             Err(e) => return Err(Attempt::Fatal(e)),
         };
-        let restart = |file: &mut File, hasher: &mut Hasher, have: &mut u64| -> std::io::Result<()> {
-            file.set_len(0)?;
-            *hasher = Hasher::new();
-            *have = 0;
-            Ok(())
-        };
         let io_fatal =
             |e: std::io::Error| Attempt::Fatal(Error::Io { op: "write", path: what.into(), source: e });
         match resp.status().as_u16() {
-            200 if *have > 0 => restart(file, hasher, have).map_err(io_fatal)?, // no range support
+            200 if sink.have > 0 => sink.restart().map_err(io_fatal)?, // no range support
             200 => {}
             206 => {
                 let start = header(&resp, "content-range")
                     .and_then(|v| v.strip_prefix("bytes ")?.split('-').next()?.parse::<u64>().ok());
-                if start != Some(*have) {
-                    restart(file, hasher, have).map_err(io_fatal)?;
+                if start != Some(sink.have) {
+                    sink.restart().map_err(io_fatal)?;
                     return Err(Attempt::Retry(Error::Invalid {
                         what: what.into(),
                         why: "the registry answered a range request with another range".into(),
@@ -483,7 +553,7 @@ impl Client {
                 }
             }
             416 => {
-                restart(file, hasher, have).map_err(io_fatal)?;
+                sink.restart().map_err(io_fatal)?;
                 return Err(Attempt::Retry(self.status("get", url, resp)));
             }
             404 => {
@@ -503,29 +573,31 @@ impl Client {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) => {
-                    return Err(Attempt::Retry(Error::Transport {
-                        registry: self.r.registry.clone(),
-                        op: format!("read {url}"),
-                        why: e.to_string(),
-                    }))
+                    if let Some(why) = sink.pace.too_slow() {
+                        return Err(Attempt::Fatal(self.http.timeout("read", url, why)));
+                    }
+                    return Err(match self.http.body_error("read", url, e) {
+                        e @ Error::Timeout { .. } => Attempt::Fatal(e),
+                        e => Attempt::Retry(e),
+                    });
                 }
             };
-            if *have + n as u64 > size {
+            if sink.have + n as u64 > sink.size {
                 return Err(Attempt::Fatal(Error::Invalid {
                     what: what.into(),
-                    why: format!("the registry sent more than the {size} bytes the manifest declares"),
+                    why: format!("the registry sent more than the {} bytes the manifest declares", sink.size),
                 }));
             }
-            file.write_all(&buf[..n]).map_err(io_fatal)?;
-            hasher.update(&buf[..n]);
-            *have += n as u64;
-            progress(n as u64);
+            sink.write(&buf[..n]).map_err(io_fatal)?;
+            if let Some(why) = sink.pace.too_slow() {
+                return Err(Attempt::Fatal(self.http.timeout("read", url, why)));
+            }
         }
-        if *have < size {
+        if sink.have < sink.size {
             return Err(Attempt::Retry(Error::Transport {
                 registry: self.r.registry.clone(),
                 op: format!("read {url}"),
-                why: format!("the connection ended after {have} of {size} bytes"),
+                why: format!("the connection ended after {} of {} bytes", sink.have, sink.size),
             }));
         }
         Ok(())
@@ -538,8 +610,11 @@ impl Client {
 
     fn has_blob_once(&self, d: &Digest) -> Result<bool, Error> {
         let url = self.url("blobs", &d.to_string());
-        let head = |a: Option<&str>| authed(self.agent.head(&url), a).call();
-        let resp = self.call("check", &url, &head)?;
+        let head = |a: Option<&str>| {
+            let req = Get { head: true, auth: self.authorization(a), ..Get::default() };
+            self.http.get("check", &url, &req, self.http.limits.deadline(0))
+        };
+        let resp = self.call(&head)?;
         match resp.status().as_u16() {
             200 => Ok(true),
             404 => Ok(false),
@@ -590,8 +665,12 @@ impl Client {
         if let Some(from) = mount_from {
             start.push_str(&format!("?mount={d}&from={from}"));
         }
-        let post = |a: Option<&str>| authed(self.agent.post(&start), a).send_empty();
-        let resp = self.call("start an upload at", &start, &post).map_err(retry_or_fatal)?;
+        let post = |a: Option<&str>| {
+            let op = "start an upload at";
+            let req = self.http.post(op, &start, self.authorization(a), self.http.limits.deadline(0))?;
+            req.send_empty().map_err(|e| self.http.error(op, &start, e))
+        };
+        let resp = self.call(&post).map_err(retry_or_fatal)?;
         match resp.status().as_u16() {
             201 if mount_from.is_some() => return Ok(Uploaded::Mounted),
             202 => {}
@@ -607,16 +686,22 @@ impl Client {
         let sep = if location.contains('?') { '&' } else { '?' };
         let url = format!("{location}{sep}digest={d}");
         let put = |a: Option<&str>| {
-            let file = File::open(path).map_err(ureq::Error::Io)?;
-            let len = file.metadata().map_err(ureq::Error::Io)?.len();
+            let op = "upload to";
+            let io = |e| Error::Io { op: "read", path: path.to_path_buf(), source: e };
+            let file = File::open(path).map_err(io)?;
+            let len = file.metadata().map_err(io)?.len();
             progress(0);
-            let mut body = Counted { inner: file, sent: 0, progress };
-            authed(self.agent.put(&url), a)
+            let pace = Pace::new(self.http.limits);
+            let deadline = pace.deadline(len);
+            let mut body = Counted { inner: file, sent: 0, progress, pace };
+            self.http
+                .put(op, &url, self.authorization(a), deadline)?
                 .header("Content-Type", "application/octet-stream")
                 .header("Content-Length", len)
                 .send(ureq::SendBody::from_reader(&mut body))
+                .map_err(|e| self.http.error(op, &url, e))
         };
-        let resp = self.call("upload to", &url, &put).map_err(retry_or_fatal)?;
+        let resp = self.call(&put).map_err(retry_or_fatal)?;
         if resp.status().as_u16() != 201 {
             return Err(retry_or_fatal(self.status("upload to", &url, resp)));
         }
@@ -627,9 +712,16 @@ impl Client {
     /// digest the registry gives it, checked against ours.
     pub fn put_manifest(&self, reference: &str, media_type: &str, bytes: &[u8]) -> Result<Digest, Error> {
         let url = self.url("manifests", reference);
-        let put =
-            |a: Option<&str>| authed(self.agent.put(&url).header("Content-Type", media_type), a).send(bytes);
-        let resp = self.call("put the manifest to", &url, &put)?;
+        let put = |a: Option<&str>| {
+            let op = "put the manifest to";
+            let deadline = self.http.limits.deadline(bytes.len() as u64);
+            self.http
+                .put(op, &url, self.authorization(a), deadline)?
+                .header("Content-Type", media_type)
+                .send(bytes)
+                .map_err(|e| self.http.error(op, &url, e))
+        };
+        let resp = self.call(&put)?;
         if resp.status().as_u16() != 201 {
             return Err(self.status("put the manifest to", &url, resp));
         }
@@ -644,10 +736,6 @@ impl Client {
             }
         }
         Ok(ours)
-    }
-
-    fn transport(&self, op: &str, url: &str, e: ureq::Error) -> Error {
-        Error::Transport { registry: self.r.registry.clone(), op: format!("{op} {url}"), why: e.to_string() }
     }
 
     /// An unexpected status, with the registry's own error messages.
@@ -665,16 +753,44 @@ impl Client {
     }
 }
 
-/// `req` with the Authorization header, if there is one.
-fn authed<B>(req: ureq::RequestBuilder<B>, authorization: Option<&str>) -> ureq::RequestBuilder<B> {
-    match authorization {
-        Some(a) => req.header("Authorization", a),
-        None => req,
-    }
+/// Makes one request, given the Authorization header to send.
+type MakeRequest<'a> = dyn Fn(Option<&str>) -> Result<Response<Body>, Error> + 'a;
+
+/// Where a download goes, and how it is going.
+struct Sink<'a> {
+    file: File,
+    hasher: Hasher,
+    /// Bytes in the file.
+    have: u64,
+    /// Bytes the blob has.
+    size: u64,
+    /// The blob, for errors.
+    what: &'a str,
+    pace: Pace,
+    /// When the minimum rate fails the download whatever comes: the overall
+    /// limit of each attempt.
+    deadline: Option<Instant>,
+    progress: &'a dyn Fn(u64),
 }
 
-/// Makes one request, given the Authorization header to send.
-type MakeRequest<'a> = dyn Fn(Option<&str>) -> Result<Response<Body>, ureq::Error> + 'a;
+impl Sink<'_> {
+    /// Start again from the blob's first byte.
+    fn restart(&mut self) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        self.hasher = Hasher::new();
+        self.have = 0;
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(bytes)?;
+        self.hasher.update(bytes);
+        self.have += bytes.len() as u64;
+        self.pace.add(bytes.len() as u64);
+        (self.progress)(bytes.len() as u64);
+        Ok(())
+    }
+}
 
 /// Why one download attempt ended.
 enum Attempt {
@@ -702,17 +818,23 @@ fn retried<T>(request: impl Fn() -> Result<T, Error>) -> Result<T, Error> {
     }
 }
 
-/// A reader that reports the bytes read so far.
+/// A reader that reports the bytes read so far, and fails once the upload
+/// is under the minimum rate.
 struct Counted<'a, R> {
     inner: R,
     sent: u64,
     progress: &'a (dyn Fn(u64) + Sync),
+    pace: Pace,
 }
 
 impl<R: Read> Read for Counted<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(why) = self.pace.too_slow() {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, TooSlow(why)));
+        }
         let n = self.inner.read(buf)?;
         self.sent += n as u64;
+        self.pace.add(n as u64);
         (self.progress)(self.sent);
         Ok(n)
     }
