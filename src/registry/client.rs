@@ -530,7 +530,20 @@ impl Client {
                 d.errors.iter().map(|e| format!("{}: {}", e.code, e.message)).collect::<Vec<_>>().join("; ")
             })
             .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().chars().take(200).collect());
-        Error::Status { registry: self.r.registry.clone(), op: format!("{op} {url}"), status, message }
+        let at = resp.get_uri().to_string();
+        let path = |u: &str| u.split('?').next().unwrap_or("").to_string();
+        let op = match path(&at) == path(url) {
+            true => format!("{op} {url}"),
+            false => format!("{op} {url} (answered by {at}, where it was redirected)"),
+        };
+        let message = match (status, self.own(&resp)) {
+            (401, false) => format!(
+                "{message} (exprun sends the registry's credentials to its own origin, {}, only)",
+                self.origin
+            ),
+            _ => message,
+        };
+        Error::Status { registry: self.r.registry.clone(), op, status, message }
     }
 }
 

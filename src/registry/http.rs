@@ -185,7 +185,7 @@ impl Pace {
             return None;
         }
         Some(format!(
-            "{} bytes in {:.0} s is too slow: after the first {} s a transfer must keep {}",
+            "{} bytes in {:.1} s is too slow: after the first {} s a transfer must keep {}",
             self.moved,
             elapsed.as_secs_f64(),
             self.limits.timeout.as_secs(),
@@ -390,7 +390,18 @@ impl Http {
     /// A failed request as an error: [`Error::Timeout`] when a limit passed.
     pub fn error(&self, op: &str, url: &str, e: ureq::Error) -> Error {
         if let ureq::Error::Timeout(which) = &e {
-            return self.timeout(op, url, format!("no answer in time ({which})"));
+            let t = self.limits.timeout.as_secs();
+            let why = match which {
+                ureq::Timeout::Resolve | ureq::Timeout::Connect => format!("could not connect within {t} s"),
+                ureq::Timeout::RecvResponse => format!("no answer within {t} s"),
+                ureq::Timeout::PerRead => format!("nothing came for {t} s"),
+                ureq::Timeout::Global => format!(
+                    "not done in time: a request has {t} s, and a blob transfer longer only at the \
+                     minimum rate"
+                ),
+                other => format!("not done within {t} s ({other})"),
+            };
+            return self.timeout(op, url, why);
         }
         if let ureq::Error::Io(io) = &e {
             if let Some(slow) = io.get_ref().and_then(|x| x.downcast_ref::<TooSlow>()) {
@@ -405,8 +416,8 @@ impl Http {
     /// a dropped connection, which a download resumes after).
     pub fn body_error(&self, op: &str, url: &str, e: std::io::Error) -> Error {
         let inner = e.get_ref().and_then(|x| x.downcast_ref::<ureq::Error>());
-        if let Some(ureq::Error::Timeout(which @ ureq::Timeout::Global)) = inner {
-            return self.timeout(op, url, format!("not done in time ({which})"));
+        if let Some(ureq::Error::Timeout(ureq::Timeout::Global)) = inner {
+            return self.timeout(op, url, "its time at the minimum rate ran out".into());
         }
         Error::Transport { registry: self.registry.clone(), op: format!("{op} {url}"), why: e.to_string() }
     }

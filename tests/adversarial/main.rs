@@ -13,6 +13,7 @@ mod host;
 mod image;
 mod layout;
 mod outputs;
+mod registry;
 mod rootless;
 mod runtime;
 mod seccomp;
