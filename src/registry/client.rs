@@ -25,7 +25,7 @@ use ureq::http::Response;
 use ureq::{Body, ResponseExt};
 
 use super::auth::{self, Challenge, Credentials, RealmTrust};
-use super::http::{Authorization, Get, Http, Origin, Timeouts};
+use super::http::{Authorization, Get, Http, Origin, Pace, Timeouts};
 use super::reference::RemoteRef;
 use super::Error;
 use crate::digest::Digest;
@@ -432,7 +432,7 @@ impl Client {
         Ok(Document { bytes, digest, media_type })
     }
 
-    /// A small blob (a config), verified.
+    /// A small blob (a config), verified; read under the minimum rate.
     pub fn small_blob(&self, d: &Digest, size: u64) -> Result<Vec<u8>, Error> {
         retried(|| self.small_blob_once(d, size))
     }
@@ -446,23 +446,19 @@ impl Client {
             });
         }
         let url = self.url("blobs", &d.to_string());
-        let deadline = self.http.limits.deadline(size);
+        let mut pace = Pace::new(self.http.limits);
+        let deadline = pace.deadline(size);
         let get = |a: Option<&str>| {
             let req = Get { auth: self.authorization(a), ..Get::default() };
             self.http.get("get", &url, &req, deadline)
         };
-        let mut resp = self.call(&get)?;
+        let resp = self.call(&get)?;
         match resp.status().as_u16() {
             200 => {}
             404 => return Err(Error::NotFound { registry: self.r.registry.clone(), what }),
             _ => return Err(self.status("get", &url, resp)),
         }
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(size + 1)
-            .read_to_vec()
-            .map_err(|e| self.http.error("read", &url, e))?;
+        let bytes = self.http.read_paced("read", &url, resp, size + 1, &mut pace)?;
         let found = Digest::of_bytes(&bytes);
         if bytes.len() as u64 != size || &found != d {
             return Err(Error::DigestMismatch { what, expected: d.clone(), found });
@@ -522,7 +518,7 @@ impl Client {
     /// An unexpected status, with the registry's own error messages.
     fn status(&self, op: &str, url: &str, mut resp: Response<Body>) -> Error {
         let status = resp.status().as_u16();
-        let body = resp.body_mut().with_config().limit(64 << 10).read_to_vec().unwrap_or_default();
+        let body = self.http.error_body(&mut resp);
         let message = serde_json::from_slice::<ErrorDoc>(&body)
             .ok()
             .filter(|d| !d.errors.is_empty())

@@ -20,6 +20,7 @@
 //! size the manifest claims. A deadline that passes is not retried.
 
 use std::fmt;
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 use ureq::http::Response;
@@ -409,6 +410,52 @@ impl Http {
             }
         }
         Error::Transport { registry: self.registry.clone(), op: format!("{op} {url}"), why: e.to_string() }
+    }
+
+    /// `resp`'s body, at most `limit` bytes, read while `pace` allows.
+    pub fn read_paced(
+        &self,
+        op: &str,
+        url: &str,
+        resp: Response<Body>,
+        limit: u64,
+        pace: &mut Pace,
+    ) -> Result<Vec<u8>, Error> {
+        let mut body = resp.into_body();
+        let mut reader = body.with_config().limit(limit).reader();
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let read = reader.read(&mut buf);
+            if let Some(why) = pace.too_slow() {
+                return Err(self.timeout(op, url, why));
+            }
+            match read {
+                Ok(0) => return Ok(out),
+                Ok(n) => {
+                    out.extend_from_slice(&buf[..n]);
+                    pace.add(n as u64);
+                }
+                Err(e) => return Err(self.body_error(op, url, e)),
+            }
+        }
+    }
+
+    /// The start of an error answer's body, for the message: what 64 KiB
+    /// and `timeout` give, so that an error page cannot hold exprun either.
+    pub fn error_body(&self, resp: &mut Response<Body>) -> Vec<u8> {
+        let until = Instant::now() + self.limits.timeout;
+        let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1 << 14];
+        while out.len() < 64 << 10 && Instant::now() < until {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        out.truncate(64 << 10);
+        out
     }
 
     /// A failed read of a body being streamed: [`Error::Timeout`] when the

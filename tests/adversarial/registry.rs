@@ -49,6 +49,12 @@ fn serve_busybox(reg: &EvilRegistry, repo: &str, tag: &str) -> String {
     reg.put_manifest(repo, tag, "application/vnd.oci.image.manifest.v1+json", manifest)
 }
 
+/// The bytes of the fixture's manifest `digest`.
+fn manifest_bytes(digest: &str) -> Vec<u8> {
+    let layout = fixture_dir().join("busybox-oci");
+    std::fs::read(layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))).unwrap()
+}
+
 /// The requests that carried an Authorization header, as "METHOD PATH".
 fn with_credentials(requests: &[Request]) -> Vec<String> {
     requests
@@ -286,18 +292,31 @@ fn redirects_out_of_http_or_without_end_are_refused() {
 fn a_registry_that_sends_a_byte_a_second_fails_the_pull_by_the_deadline() {
     let reg = EvilRegistry::with(|req| {
         let stall = (req.path.starts_with("/v2/slow-manifest/") && req.path.contains("/manifests/"))
-            || (req.path.starts_with("/v2/slow-layer/") && req.path.ends_with(LAYER_HEX));
+            || (req.path.starts_with("/v2/slow-layer/") && req.path.ends_with(LAYER_HEX))
+            || (req.path.starts_with("/v2/slow-config/") && req.path.contains("/blobs/"));
         stall.then_some(Reply::Stall)
     });
     serve_busybox(&reg, "slow-manifest/busybox", "1");
     serve_busybox(&reg, "slow-layer/busybox", "1");
+    // A config it claims is 32 MiB, the most exprun reads into memory, so
+    // that a deadline in proportion to the size would give it half an hour.
+    let config = {
+        let digest = serve_busybox(&reg, "slow-config/busybox", "real");
+        let mut m: serde_json::Value = serde_json::from_slice(&manifest_bytes(&digest)).unwrap();
+        m["config"]["size"] = serde_json::json!(32 << 20);
+        let bytes = serde_json::to_vec(&m).unwrap();
+        reg.put_manifest("slow-config/busybox", "1", "application/vnd.oci.image.manifest.v1+json", bytes);
+        m["config"]["digest"].as_str().unwrap().to_string()
+    };
     let dir = tempfile::tempdir().unwrap();
     let auth = auth_file(dir.path(), &reg.host(), USER, PASSWORD);
     let marker = Marker::new();
     let root = empty_root();
     let before = Snapshot::take(&marker, &[root.path()]);
 
-    for (repo, what) in [("slow-manifest", "manifests/1"), ("slow-layer", LAYER_HEX)] {
+    for (repo, what) in
+        [("slow-manifest", "manifests/1"), ("slow-config", config.as_str()), ("slow-layer", LAYER_HEX)]
+    {
         let reference = format!("{}/{repo}/busybox:1", reg.host());
         let mut cmd = root.command(&["pull", "-q", &reference]);
         cmd.env("REGISTRY_AUTH_FILE", &auth).env("EXPRUN_REGISTRY_TIMEOUT", "2");
