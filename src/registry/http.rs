@@ -10,10 +10,10 @@
 //! to; a redirect to a scheme other than HTTP(S), or from HTTPS to HTTP, is
 //! refused, and so is an eleventh redirect.
 //!
-//! Deadlines ([`Timeouts`]): connecting and getting the answer's headers take
-//! at most `timeout` each, a manifest, index or token must arrive whole
-//! within `timeout` of the request, and no transfer may go `timeout` without
-//! a byte. A blob transfer (a layer, a config, an upload) may last longer, as
+//! Deadlines ([`Timeouts`]): connecting takes at most 30 s (`timeout` when
+//! that is less), getting the answer's headers at most `timeout`, a
+//! manifest, index or token must arrive whole within `timeout` of the
+//! request, and no transfer may go `timeout` without a byte. A blob transfer (a layer, a config, an upload) may last longer, as
 //! long as it keeps going: once `timeout` has passed since it started, it
 //! must have moved at least `min_rate` bytes a second on average ([`Pace`]);
 //! a server that trickles a byte a second fails it after `timeout`, whatever
@@ -30,6 +30,9 @@ use super::Error;
 
 /// Redirects followed for one request.
 pub const MAX_REDIRECTS: u32 = 10;
+/// The longest a connection may take to open (less when `timeout` is), so
+/// that a mirror that drops packets costs no more than before.
+const MAX_CONNECT: Duration = Duration::from_secs(30);
 
 /// Where a request goes: scheme, host and port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,8 +263,8 @@ impl Http {
             .tls_config(tls.build())
             .max_redirects(0)
             .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
-            .timeout_resolve(Some(limits.timeout))
-            .timeout_connect(Some(limits.timeout))
+            .timeout_resolve(Some(limits.timeout.min(MAX_CONNECT)))
+            .timeout_connect(Some(limits.timeout.min(MAX_CONNECT)))
             .timeout_send_request(Some(limits.timeout))
             .timeout_recv_response(Some(limits.timeout))
             .timeout_per_read(Some(limits.timeout))
@@ -393,7 +396,9 @@ impl Http {
         if let ureq::Error::Timeout(which) = &e {
             let t = self.limits.timeout.as_secs();
             let why = match which {
-                ureq::Timeout::Resolve | ureq::Timeout::Connect => format!("could not connect within {t} s"),
+                ureq::Timeout::Resolve | ureq::Timeout::Connect => {
+                    format!("could not connect within {} s", self.limits.timeout.min(MAX_CONNECT).as_secs())
+                }
                 ureq::Timeout::RecvResponse => format!("no answer within {t} s"),
                 ureq::Timeout::PerRead => format!("nothing came for {t} s"),
                 ureq::Timeout::Global => format!(
