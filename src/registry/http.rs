@@ -518,7 +518,7 @@ mod tests {
         let mut p = Pace::new(limits);
         assert!(p.too_slow().is_none());
         p.start -= Duration::from_secs(20);
-        assert!(p.too_slow().is_some_and(|w| w.contains("0 bytes in 20 s") && w.contains("1000 B/s")));
+        assert!(p.too_slow().is_some_and(|w| w.contains("0 bytes in 20.0 s") && w.contains("1000 B/s")));
         p.add(11_000);
         assert!(p.too_slow().is_none());
         let none = Pace { limits: Timeouts { min_rate: 0, ..limits }, ..p.clone() };
