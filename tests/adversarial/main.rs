@@ -14,6 +14,7 @@ mod image;
 mod layout;
 mod outputs;
 mod registry;
+mod replay;
 mod rootless;
 mod runtime;
 mod seccomp;
