@@ -14,6 +14,7 @@ mod host;
 mod image;
 mod layout;
 mod outputs;
+mod registry;
 mod replay;
 mod rootless;
 mod runtime;
