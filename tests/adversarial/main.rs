@@ -8,6 +8,7 @@
 mod common;
 
 mod devices;
+mod evil_registry;
 mod host;
 mod image;
 mod layout;

@@ -142,7 +142,7 @@ struct Shared {
 
 /// Listen on a free port of 127.0.0.1 and give every connection to `handle`
 /// in a thread of its own, until the returned flag is set.
-fn listen(handle: impl Fn(TcpStream, u16) + Send + Sync + 'static) -> (u16, Arc<AtomicBool>) {
+pub fn listen(handle: impl Fn(TcpStream, u16) + Send + Sync + 'static) -> (u16, Arc<AtomicBool>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
