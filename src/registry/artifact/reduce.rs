@@ -174,7 +174,7 @@ fn substitutions(record: &RunRecord, dirs: &HostDirs) -> Vec<(String, String, &'
     if let Some(home) = &dirs.home {
         add(home, format!("{WITHHELD}/home"), "the home directory");
     }
-    t.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    t.sort_by_key(|(from, _, _)| std::cmp::Reverse(from.len()));
     t
 }
 

@@ -3,9 +3,12 @@ use std::path::PathBuf;
 
 use super::*;
 
+/// A header and the entry's data.
+type Raw = (tar::Header, Vec<u8>);
+
 /// One raw entry: the name and link bytes are written as given (the tar
 /// crate's setters refuse `..` and absolute names).
-fn raw(kind: EntryType, name: &[u8], mode: u32, data: &[u8], link: &[u8]) -> (tar::Header, Vec<u8>) {
+fn raw(kind: EntryType, name: &[u8], mode: u32, data: &[u8], link: &[u8]) -> Raw {
     let mut h = tar::Header::new_old();
     h.set_entry_type(kind);
     h.set_mode(mode);
@@ -16,15 +19,15 @@ fn raw(kind: EntryType, name: &[u8], mode: u32, data: &[u8], link: &[u8]) -> (ta
     (h, data.to_vec())
 }
 
-fn file(name: &str, mode: u32, data: &[u8]) -> (tar::Header, Vec<u8>) {
+fn file(name: &str, mode: u32, data: &[u8]) -> Raw {
     raw(EntryType::Regular, name.as_bytes(), mode, data, b"")
 }
 
-fn dir(name: &str, mode: u32) -> (tar::Header, Vec<u8>) {
+fn dir(name: &str, mode: u32) -> Raw {
     raw(EntryType::Directory, name.as_bytes(), mode, b"", b"")
 }
 
-fn tar_gz(entries: &[(tar::Header, Vec<u8>)]) -> Vec<u8> {
+fn tar_gz(entries: &[Raw]) -> Vec<u8> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut b = tar::Builder::new(gz);
     for (h, data) in entries {
@@ -40,7 +43,7 @@ struct Dirs {
     scratch: PathBuf,
 }
 
-fn dirs(entries: &[(tar::Header, Vec<u8>)]) -> Dirs {
+fn dirs(entries: &[Raw]) -> Dirs {
     let t = tempfile::tempdir().unwrap();
     let blob = t.path().join("blob");
     fs::write(&blob, tar_gz(entries)).unwrap();
@@ -82,7 +85,7 @@ fn entries_that_are_not_files_directories_or_links_refuse_the_layer() {
     let target = marker.path().join("host-file");
     fs::write(&target, "host").unwrap();
     let host = target.to_str().unwrap().as_bytes().to_vec();
-    let cases: Vec<(&str, Vec<(tar::Header, Vec<u8>)>)> = vec![
+    let cases: Vec<(&str, Vec<Raw>)> = vec![
         ("hardlink", vec![dir("0", 0o755), raw(EntryType::Link, b"0/h", 0o644, b"", &host)]),
         ("character device", vec![dir("0", 0o755), raw(EntryType::Char, b"0/null", 0o666, b"", b"")]),
         ("block device", vec![dir("0", 0o755), raw(EntryType::Block, b"0/sda", 0o660, b"", b"")]),
