@@ -300,10 +300,15 @@ fn shared_run() -> Shared {
     std::fs::write(input.join(".git/config"), "[core]\n").unwrap();
     std::fs::write(input.join("notes.txt"), format!("input-only-content\naws_access_key_id = {AWS_KEY}\n"))
         .unwrap();
+    // A file of the home directory that only the command line names.
+    let env_file = home.join("vars.env");
+    std::fs::write(&env_file, "MODE=fast\n").unwrap();
     let args = [
         "run",
         "--name",
         "shared",
+        "--env-file",
+        env_file.to_str().unwrap(),
         "--input",
         &format!("{}:/data", input.display()),
         "--output",

@@ -9,7 +9,7 @@
 //!   container;
 //! - the state root and the live-runs directory: `/exprun-withheld/root`,
 //!   `/exprun-withheld/runtime`;
-//! - the caller's home directory: `/exprun-withheld/home`;
+//! - the caller's home directories (not `/root`): `/exprun-withheld/home`;
 //! - a seccomp profile's file: `/exprun-withheld/seccomp.json` (its content stays);
 //! - exprun's own path (the command line's first word): `exprun`;
 //! - the cgroup's directories: `/exprun-withheld/cgroup/CONTROLLER`.
@@ -58,8 +58,9 @@ pub struct HostDirs {
     /// Live runs (`containers/`' parent): the root, or a rootless caller's
     /// runtime directory.
     pub runtime: PathBuf,
-    /// The caller's home directory.
-    pub home: Option<PathBuf>,
+    /// The caller's home directories (`$HOME`, and those of the real,
+    /// effective and `sudo` users), not `/root`.
+    pub homes: Vec<PathBuf>,
     /// Names that identify the caller and the host (user names, host name).
     pub names: Vec<String>,
 }
@@ -68,12 +69,17 @@ impl HostDirs {
     /// This caller's, for the state root `root` with live runs under `runtime`.
     pub fn of_caller(root: &Path, runtime: &Path) -> Self {
         let mut names = Vec::new();
-        let mut homes = Vec::new();
-        for uid in [nix::unistd::getuid(), nix::unistd::geteuid()] {
-            if let Ok(Some(u)) = nix::unistd::User::from_uid(uid) {
-                names.push(u.name);
-                homes.push(u.dir);
-            }
+        let mut homes: Vec<PathBuf> = std::env::var_os("HOME").map(PathBuf::from).into_iter().collect();
+        let mut users: Vec<nix::unistd::User> = [nix::unistd::getuid(), nix::unistd::geteuid()]
+            .into_iter()
+            .filter_map(|uid| nix::unistd::User::from_uid(uid).ok().flatten())
+            .collect();
+        if let Some(Ok(Some(u))) = std::env::var("SUDO_USER").ok().map(|n| nix::unistd::User::from_name(&n)) {
+            users.push(u);
+        }
+        for u in users {
+            names.push(u.name);
+            homes.push(u.dir);
         }
         for var in ["SUDO_USER", "USER", "LOGNAME"] {
             if let Some(v) = std::env::var_os(var) {
@@ -87,11 +93,10 @@ impl HostDirs {
         names.retain(|n| !generic.contains(&n.as_str()));
         names.sort();
         names.dedup();
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .or_else(|| homes.into_iter().next())
-            .filter(|h| h.is_absolute() && h.components().count() > 1 && h != Path::new("/root"));
-        Self { root: root.to_path_buf(), runtime: runtime.to_path_buf(), home, names }
+        homes.retain(|h| h.is_absolute() && h.components().count() > 1 && h != Path::new("/root"));
+        homes.sort();
+        homes.dedup();
+        Self { root: root.to_path_buf(), runtime: runtime.to_path_buf(), homes, names }
     }
 }
 
@@ -171,7 +176,7 @@ fn substitutions(record: &RunRecord, dirs: &HostDirs) -> Vec<(String, String, &'
     }
     add(&dirs.root, format!("{WITHHELD}/root"), "the state root");
     add(&dirs.runtime, format!("{WITHHELD}/runtime"), "the state root");
-    if let Some(home) = &dirs.home {
+    for home in &dirs.homes {
         add(home, format!("{WITHHELD}/home"), "the home directory");
     }
     t.sort_by_key(|(from, _, _)| std::cmp::Reverse(from.len()));
