@@ -8,12 +8,14 @@
 mod common;
 
 mod artifact;
+mod build;
 mod devices;
 mod evil_registry;
 mod host;
 mod image;
 mod layout;
 mod outputs;
+mod replay;
 mod rootless;
 mod runtime;
 mod seccomp;
