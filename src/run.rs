@@ -182,6 +182,19 @@ pub fn run_with(
     //    An output is opened so that no other user can redirect it (see
     //    `outputs`); init binds that very directory, and step 10 reads it
     //    through the same descriptor.
+    //    An output under `runs/` (a replay's, by default) gets its run
+    //    directory made private first, as every directory there is.
+    let runs = root.private_runs_dir()?;
+    for m in &plan.outputs {
+        if let Some(first) = m.source.strip_prefix(&runs).ok().and_then(|rel| rel.components().next()) {
+            let dir = runs.join(first);
+            crate::fsutil::create_private_dir_all(&dir).map_err(|source| crate::state::Error::Io {
+                op: "creating",
+                path: dir,
+                source,
+            })?;
+        }
+    }
     let caller = nix::unistd::geteuid().as_raw();
     // In a user namespace the command's uid is not a host uid of its own.
     let writer = plan.user_ns.is_none().then_some(plan.process.uid);
@@ -245,8 +258,10 @@ pub struct Planned<'a> {
 /// Steps 6–10 for a planned run, whatever its source: a foreground container,
 /// supervised to its end and recorded.
 pub fn run_planned(root: &Root, plan: &RunPlan, mut p: Planned<'_>) -> Result<RunResult> {
-    // Before anything is made: a root whose key is unusable cannot record the run.
+    // Before anything is made: a root whose key is unusable cannot record the
+    // run, nor one whose `runs/` cannot be made private.
     let key = record::Key::open(root.dir())?;
+    root.private_runs_dir()?;
     // 6. From here on a signal must not kill exprun before it has cleaned up:
     //    block the ones we handle; they queue on the signalfd until the wait reads
     //    (and forwards) them.

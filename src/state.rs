@@ -111,6 +111,24 @@ impl Root {
     pub fn runs_dir(&self) -> PathBuf {
         self.dir.join("runs")
     }
+
+    /// `runs/`, made private before anything goes into it: records say what
+    /// ran, kept streams hold what it printed, fetched artifacts hold files
+    /// of strangers. Created 0700 (with the root) when missing; tightened to
+    /// 0700, with a note, when group or others could enter it; refused when
+    /// another user owns it.
+    pub fn private_runs_dir(&self) -> Result<PathBuf> {
+        let runs = self.runs_dir();
+        match fsutil::private_dir(&runs) {
+            Ok(None) => {}
+            Ok(Some(was)) => eprintln!(
+                "exprun: note: {} was mode {was:04o}, open to other users; it is now 0700",
+                runs.display()
+            ),
+            Err(e) => return Err(Error::Io { op: "making private", path: runs, source: e }),
+        }
+        Ok(runs)
+    }
     /// Scratch space of running verifications (`exprun verify`).
     pub fn verify_dir(&self) -> PathBuf {
         self.dir.join("verify")
@@ -235,6 +253,10 @@ impl Root {
             record::host::facts(&cgroups),
             &key,
         );
+        if let Err(e) = self.private_runs_dir() {
+            eprintln!("exprun: recording lost run {}: {e}", plan.id);
+            return;
+        }
         r.status = Status::Lost;
         r.exit.message = Some("exprun ended before the run finished (killed or crashed); the container was stopped and cleaned up afterwards".into());
         let _ = r.write(&self.runs_dir());

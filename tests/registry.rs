@@ -857,10 +857,10 @@ fn a_pushed_run_replays_and_verifies_on_another_machine() {
     let id = original["run_id"].as_str().unwrap().to_string();
 
     let target = format!("{}/lab/exp:v1", reg.host());
-    let out = ok(&a, &["push", "--run", "exp", &target]);
+    let out = ok(&a, &["push", "--run", "--include-inputs", "exp", &target]);
     assert!(out.contains(&format!("exprun replay oci://{target}")), "{out}");
     let lean = format!("{}/lab/exp:lean", reg.host());
-    ok(&a, &["push", "--run", "--no-inputs", "exp", &lean]);
+    ok(&a, &["push", "--run", "exp", &lean]);
     // The colleague's machine has neither the inputs nor the outputs.
     drop(work);
 
@@ -874,10 +874,17 @@ fn a_pushed_run_replays_and_verifies_on_another_machine() {
     assert_eq!(replay["replay_of"], id.as_str());
     assert_eq!(replay["outputs"][0]["tree"]["digest"], original["outputs"][0]["tree"]["digest"]);
     assert_eq!(replay["image"]["manifest_digest"], pinned("MANIFEST_DIGEST").as_str());
-    // The original record arrived byte for byte, with its kept stdout.
-    let fetched = std::fs::read(b.path().join("runs").join(&id).join("record.json")).unwrap();
-    let local = std::fs::read(a.path().join("runs").join(&id).join("record.json")).unwrap();
-    assert_eq!(fetched, local);
+    // The shared copy of the record arrived, with the same digests and the
+    // host's paths replaced, and the kept stdout with it.
+    let fetched: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.path().join("runs").join(&id).join("record.json")).unwrap())
+            .unwrap();
+    for field in ["run_id", "outputs/0/tree", "inputs/0/tree", "stdout", "image", "determinism"] {
+        let at = format!("/{field}");
+        assert_eq!(fetched.pointer(&at), original.pointer(&at), "{field}");
+    }
+    assert_eq!(fetched["inputs"][0]["source"], "/exprun-withheld/input/in");
+    assert_eq!(fetched["command_line"][0], "exprun");
     assert_eq!(std::fs::read_to_string(b.path().join("runs").join(&id).join("stdout")).unwrap(), "counted\n");
 
     // verify compares against the artifact's outputs.

@@ -93,19 +93,38 @@ pub struct PullArgs {
 
 /// `exprun push`.
 #[derive(Debug, Args)]
+#[command(after_help = "With --run, the artifact holds the run's record, its kept stdout and stderr, \
+    and its outputs exactly as recorded (a file added, changed or removed since the run refuses the \
+    push, naming it); the inputs only with --include-inputs. Before anything is sent, exprun lists on \
+    stderr every layer and file with its size, and each file that holds secrets, by its name (.env, \
+    .git/config, *.pem, id_rsa, credentials, ...) or by its content (passwords in URLs, tokens, \
+    private keys); a push that would upload secrets is refused unless --allow-secrets. The shared \
+    record has the host's paths (inputs, outputs, volumes, the state root, the home directory), \
+    exprun's path and the cgroup's directories replaced by /exprun-withheld/... placeholders unless \
+    --keep-host-details; the environment and the command stay as the command saw them.")]
 pub struct PushArgs {
     /// The stored image (name[:tag], name@sha256:..., or a digest prefix), or
     /// with --run the run id or name
     pub source: String,
     /// Where to: [REGISTRY/]REPOSITORY[:TAG]
     pub reference: String,
-    /// Push a recorded run (record, kept output streams, outputs and inputs) as
-    /// an OCI artifact, for `exprun replay oci://REF`
+    /// Push a recorded run (record, kept output streams, outputs) as an OCI
+    /// artifact, for `exprun replay oci://REF`
     #[arg(long)]
     pub run: bool,
-    /// With --run: leave the inputs out of the artifact
-    #[arg(long = "no-inputs", requires = "run")]
-    pub no_inputs: bool,
+    /// With --run: upload the inputs too (checked against the record)
+    #[arg(long = "include-inputs", requires = "run")]
+    pub include_inputs: bool,
+    /// With --run: upload files that hold secrets instead of refusing
+    #[arg(long = "allow-secrets", requires = "run")]
+    pub allow_secrets: bool,
+    /// With --run: share the record with the host's paths, exprun's path and
+    /// the cgroup's directories as they are
+    #[arg(long = "keep-host-details", requires = "run")]
+    pub keep_host_details: bool,
+    /// With --run: list what would be uploaded, and upload nothing
+    #[arg(long = "dry-run", requires = "run")]
+    pub dry_run: bool,
     /// Print only the manifest digest, and no progress bars
     #[arg(long, short)]
     pub quiet: bool,
@@ -196,15 +215,18 @@ pub fn push(globals: &Globals, a: PushArgs) -> Result<i32> {
     let store = ImageStore::open(&globals.store_dir())?;
     let transfer = Transfer { jobs: a.jobs.into(), progress: !a.quiet };
     if a.run {
-        let p = crate::registry::artifact::push_run(
-            &globals.state(),
-            &store,
-            &a.source,
-            &r,
-            &a.registry.options(),
-            &transfer,
-            !a.no_inputs,
-        )?;
+        use crate::registry::artifact::{plan_push, upload, PushOptions};
+        let opts = PushOptions { include_inputs: a.include_inputs, keep_host_details: a.keep_host_details };
+        let plan = plan_push(&globals.state(), &store, &a.source, &opts)?;
+        eprint!("exprun: {}", plan.listing());
+        if let Some(refused) = plan.refusal().filter(|_| !a.allow_secrets) {
+            return Err(refused.into());
+        }
+        if a.dry_run {
+            eprintln!("exprun: --dry-run: nothing was uploaded to {r}");
+            return Ok(0);
+        }
+        let p = upload(&plan, &store, &r, &a.registry.options(), &transfer)?;
         let at = RemoteRef { tag: Some(p.tag.clone()), digest: None, ..r };
         if a.quiet {
             println!("{}", p.digest);

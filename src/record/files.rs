@@ -221,8 +221,32 @@ impl TreeDigest {
     }
 }
 
+/// The digest of a whole tree (nothing left out) with these entries, sorted
+/// by path: [`TreeDigest::digest`] computed from a listing made elsewhere (the
+/// archive `push --run` writes), so both agree by construction.
+pub fn listing_digest(entries: &[FileEntry]) -> Digest {
+    let mut h = Hasher::new();
+    hash_entries(&mut h, entries);
+    h.finish().0
+}
+
+fn hash_entries(h: &mut Hasher, entries: &[FileEntry]) {
+    for e in entries {
+        let detail = e
+            .digest
+            .as_ref()
+            .map(|d| d.to_string())
+            .or_else(|| e.target.clone())
+            .or_else(|| e.unread.as_ref().map(|_| "unread".to_string()))
+            .unwrap_or_default();
+        let mode = e.mode.map(|m| format!("{m:04o}")).unwrap_or_default();
+        let line = format!("{}\t{}\t{}\t{mode}\t{}\n", e.kind, e.path, e.size.unwrap_or(0), detail);
+        h.update(line.as_bytes());
+    }
+}
+
 /// `512 B`, `20.0 GiB`, `1.0 TiB`: for the reasons in the record.
-fn size_text(n: u64) -> String {
+pub fn size_text(n: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let mut v = n as f64;
     let mut i = 0;
@@ -407,6 +431,7 @@ impl Walker<'_> {
         let mut entries = self.entries;
         entries.sort_by(|a, b| a.path.cmp(&b.path));
         let mut h = Hasher::new();
+        hash_entries(&mut h, &entries);
         let (mut files, mut bytes, mut unread) = (0, 0, 0);
         for e in &entries {
             if e.kind == "file" {
@@ -414,16 +439,6 @@ impl Walker<'_> {
                 bytes += e.size.unwrap_or(0);
             }
             unread += usize::from(e.unread.is_some());
-            let detail = e
-                .digest
-                .as_ref()
-                .map(|d| d.to_string())
-                .or_else(|| e.target.clone())
-                .or_else(|| e.unread.as_ref().map(|_| "unread".to_string()))
-                .unwrap_or_default();
-            let mode = e.mode.map(|m| format!("{m:04o}")).unwrap_or_default();
-            let line = format!("{}\t{}\t{}\t{mode}\t{}\n", e.kind, e.path, e.size.unwrap_or(0), detail);
-            h.update(line.as_bytes());
         }
         let mut why: Vec<String> = self.left_out.into_iter().collect();
         if unread > 0 {

@@ -10,7 +10,7 @@ pub mod diff;
 pub mod export;
 pub mod files;
 pub mod host;
-mod recognise;
+pub(crate) mod recognise;
 pub mod secrets;
 
 use std::fs;

@@ -154,6 +154,9 @@ pub enum Error {
     /// A run record.
     #[error(transparent)]
     Record(#[from] crate::record::Error),
+    /// The state root (a run to push, the directory a fetched run goes to).
+    #[error(transparent)]
+    State(#[from] crate::state::Error),
 }
 
 /// Parse a reference, as an [`Error`].

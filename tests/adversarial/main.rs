@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod artifact;
 mod build;
 mod devices;
 mod evil_registry;
