@@ -172,19 +172,30 @@ pub fn wait4(pid: Pid) -> io::Result<(libc::c_int, libc::rusage)> {
 /// `openat2(dirfd, path, how)` with `RESOLVE_IN_ROOT`: resolve `path` as if `dirfd`
 /// were the root directory, so neither `..` nor absolute symlinks can leave it.
 pub fn open_in_root(root: BorrowedFd<'_>, path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    openat2(root, path, flags, libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS)
+}
+
+/// `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`: `path` is opened
+/// only if every component of it is a real entry beneath `dir`; a symlink
+/// anywhere on the way (ELOOP) or a `..` that climbs out (EXDEV) fails.
+pub fn open_beneath(dir: BorrowedFd<'_>, path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    openat2(dir, path, flags, libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS)
+}
+
+fn openat2(dir: BorrowedFd<'_>, path: &Path, flags: libc::c_int, resolve: u64) -> io::Result<OwnedFd> {
     let c = cstring(path)?;
     // SAFETY: open_how is plain old data; all-zero is valid (and required for any
     // field this libc version does not name).
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    how.resolve = resolve;
     loop {
         // SAFETY: `c` is a NUL-terminated path that outlives the call, `how` is a
-        // valid open_how of the size passed, and `root` is an open directory fd.
+        // valid open_how of the size passed, and `dir` is an open directory fd.
         let fd = unsafe {
             libc::syscall(
                 libc::SYS_openat2,
-                root.as_raw_fd(),
+                dir.as_raw_fd(),
                 c.as_ptr(),
                 std::ptr::addr_of!(how),
                 std::mem::size_of::<libc::open_how>(),

@@ -23,12 +23,14 @@ mod tolerance;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io;
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
+use crate::digest::{Digest, HashingReader};
 use crate::record::files::{FileEntry, TreeDigest};
 use tolerance::FileTolerance;
 pub use tolerance::{JsonPath, Rule, Tolerances};
@@ -510,7 +512,7 @@ fn compare_entry(
             (f.expected_size, f.actual_size) = (e.size, a.size);
             let large = e.size.max(a.size).unwrap_or(0) > MAX_CONTENT;
             let exp = match (expected_dir, &e.digest) {
-                (Some(dir), Some(d)) => match load(&under(dir, &e.path), d, large) {
+                (Some(dir), Some(d)) => match load(dir, &e.path, d, large) {
                     Ok(c) => c,
                     Err(Unreadable::Changed) => {
                         Content::Unavailable("original content not available (changed since the run)".into())
@@ -522,7 +524,7 @@ fn compare_entry(
                 _ => Content::Unavailable("original content not available (no original directory)".into()),
             };
             let act = match &a.digest {
-                Some(d) => match load(&under(actual_dir, &a.path), d, large) {
+                Some(d) => match load(actual_dir, &a.path, d, large) {
                     Ok(c) => c,
                     Err(Unreadable::Changed) => {
                         Content::Unavailable("replay content changed after it was digested".into())
@@ -570,25 +572,40 @@ enum Unreadable {
     Io(io::Error),
 }
 
-/// Load a file if it is still a regular file with the recorded digest.
-fn load(path: &Path, digest: &Digest, large: bool) -> Result<Content<'static>, Unreadable> {
-    let meta = fs::symlink_metadata(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => Unreadable::Changed,
+/// Load the file at tree path `rel` of `dir` if it is still a regular file
+/// with the recorded digest. It is opened beneath `dir` without following a
+/// symlink anywhere on the way: a tree from elsewhere (a fetched artifact's
+/// outputs) may hold links to this host's files, and what they hold is none
+/// of the comparison's business.
+fn load(dir: &Path, rel: &str, digest: &Digest, large: bool) -> Result<Content<'static>, Unreadable> {
+    let changed_or = |e: io::Error| match e.raw_os_error() {
+        Some(libc::ENOENT | libc::ELOOP | libc::EXDEV | libc::ENOTDIR) => Unreadable::Changed,
         _ => Unreadable::Io(e),
-    })?;
-    if !meta.is_file() {
+    };
+    let nofollow = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).clone();
+    let top = nofollow.open(dir).map_err(changed_or)?;
+    // A single-file output is its tree's root, `.`.
+    let mut file = match rel {
+        "." => top,
+        _ => fs::File::from(
+            crate::sys::open_beneath(top.as_fd(), Path::new(rel), libc::O_RDONLY | libc::O_NOFOLLOW)
+                .map_err(changed_or)?,
+        ),
+    };
+    if !file.metadata().map_err(Unreadable::Io)?.is_file() {
         return Err(Unreadable::Changed);
     }
+    let mut reader = HashingReader::new(&mut file);
+    let mut bytes = Vec::new();
     if large {
-        let (d, _) = Digest::of_file(path).map_err(Unreadable::Io)?;
-        return if d == *digest { Ok(Content::Large(path.to_path_buf())) } else { Err(Unreadable::Changed) };
-    }
-    let bytes = fs::read(path).map_err(Unreadable::Io)?;
-    if Digest::of_bytes(&bytes) == *digest {
-        Ok(Content::Bytes(Cow::Owned(bytes)))
+        io::copy(&mut reader, &mut io::sink()).map_err(Unreadable::Io)?;
     } else {
-        Err(Unreadable::Changed)
+        reader.read_to_end(&mut bytes).map_err(Unreadable::Io)?;
     }
+    if reader.finish().0 != *digest {
+        return Err(Unreadable::Changed);
+    }
+    Ok(if large { Content::Large(under(dir, rel)) } else { Content::Bytes(Cow::Owned(bytes)) })
 }
 
 /// Compare two differing contents: offset, numbers, diff. Returns

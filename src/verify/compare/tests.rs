@@ -320,3 +320,23 @@ fn files_past_the_digest_limit_are_never_equal_but_could_not_compare() {
     let text = rendered(&r);
     assert!(text.starts_with("output /out: could not compare (2 entries: 1 bit-identical)"), "{text}");
 }
+
+#[test]
+fn a_file_behind_a_symlink_in_the_tree_is_never_read() {
+    let host = tempfile::tempdir().unwrap();
+    fs::write(host.path().join("secret"), "host content\n").unwrap();
+    let digest = Digest::of_bytes(b"host content\n");
+    let tree = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(host.path(), tree.path().join("x")).unwrap();
+    std::os::unix::fs::symlink(host.path().join("secret"), tree.path().join("y")).unwrap();
+    for rel in ["x/secret", "y", "x/../x/secret", "../secret"] {
+        assert!(
+            matches!(load(tree.path(), rel, &digest, false), Err(Unreadable::Changed)),
+            "{rel} was read through a symlink"
+        );
+    }
+    fs::create_dir(tree.path().join("d")).unwrap();
+    fs::write(tree.path().join("d/own"), "host content\n").unwrap();
+    assert!(matches!(load(tree.path(), "d/own", &digest, false), Ok(Content::Bytes(_))));
+    assert!(matches!(load(tree.path(), "d/own", &digest, true), Ok(Content::Large(_))));
+}
