@@ -187,7 +187,15 @@ fn fetch(
 ) -> Result<crate::record::RunRecord> {
     let r = crate::registry::parse_ref(reference)?;
     let record = crate::registry::artifact::fetch_run(root, store, &r, &registry.options())?;
-    eprintln!("exprun: fetched run {} from {r}", &record.run_id[..12]);
+    // A tag may point at another run tomorrow (or in a second): what was
+    // reviewed with --dry-run is replayed again by its id, which names this
+    // record and nothing else.
+    let id = &record.run_id[..12];
+    eprintln!(
+        "exprun: fetched run {id} from {}; it is kept here: `exprun replay {id}` or `exprun verify {id}` \
+         uses this same run without fetching again",
+        crate::record::for_terminal(&r.to_string())
+    );
     Ok(record)
 }
 
