@@ -691,7 +691,7 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         if status == Status::Stopped { "after it stopped" } else { "while it was still running (forced)" }
     ));
     rec.usage.cgroup = usage;
-    rec.write(&root.runs_dir())?;
+    rec.write(&root.private_runs_dir()?)?;
     fsutil::remove_tree(&c.dir).map_err(io_at("removing", &c.dir))?;
     drop(lock);
     // A failing poststop hook is reported, not fatal (runtime spec).
