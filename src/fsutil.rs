@@ -168,6 +168,17 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Reopen an `O_PATH` descriptor of a regular file for reading, through
+/// `/proc/self/fd`: the same inode, whatever its name is now, so a name
+/// swapped for a symlink after the descriptor was opened changes nothing.
+pub fn reopen_for_reading(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<File> {
+    use nix::fcntl::OFlag;
+    use std::os::fd::AsRawFd;
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
+    Ok(File::from(nix::fcntl::open(path.as_str(), flags, nix::sys::stat::Mode::empty())?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

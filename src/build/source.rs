@@ -23,7 +23,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -75,14 +75,6 @@ fn open_path(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<OwnedFd> {
 /// A directory's `O_PATH` descriptor opened for reading: the same directory.
 fn enter(fd: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
     openat(fd, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-}
-
-/// A regular file's `O_PATH` descriptor opened for reading: the same inode,
-/// whatever its name is now.
-fn reopen(fd: BorrowedFd<'_>) -> nix::Result<File> {
-    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
-    Ok(File::from(nix::fcntl::open(path.as_str(), flags, Mode::empty())?))
 }
 
 /// The plain names of a relative path.
@@ -168,7 +160,7 @@ pub fn read_config(dir: BorrowedFd<'_>, rel: &Path, given: &Path) -> Result<Opti
             format!("is {} bytes, more than the {MAX_CONFIG_BYTES} exprun reads; shorten it", st.st_size),
         ));
     }
-    let file = reopen(fd.as_fd()).map_err(|e| unreadable(given, rel, e))?;
+    let file = crate::fsutil::reopen_for_reading(fd.as_fd()).map_err(|e| unreadable(given, rel, e))?;
     let mut bytes = Vec::new();
     file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes).map_err(|e| unreadable(given, rel, e))?;
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
@@ -473,7 +465,7 @@ impl Walk<'_> {
         name: &OsStr,
         rel: &Path,
     ) -> Result<(), Error> {
-        let from = reopen(fd).map_err(|e| unreadable(self.given, rel, e))?;
+        let from = crate::fsutil::reopen_for_reading(fd).map_err(|e| unreadable(self.given, rel, e))?;
         let out = openat(
             dst,
             name,

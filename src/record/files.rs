@@ -11,9 +11,8 @@
 //! left on disk.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -199,14 +198,6 @@ fn join(rel: &str, name: &OsStr) -> String {
     }
 }
 
-/// Reopen an `O_PATH` descriptor for reading: the same inode, whatever its name
-/// is now.
-fn reopen(fd: BorrowedFd<'_>) -> io::Result<File> {
-    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
-    Ok(File::from(nix::fcntl::open(path.as_str(), flags, Mode::empty())?))
-}
-
 fn unread_summary(n: usize) -> String {
     format!("{n} file(s) not digested (see their entries)")
 }
@@ -330,7 +321,7 @@ impl Walker<'_> {
     /// A regular file: its set-id bits cleared unless kept, then its content
     /// hashed if the budget allows.
     fn file(&mut self, fd: BorrowedFd<'_>, path: String, st: &FileStat) -> io::Result<()> {
-        let file = reopen(fd)?;
+        let file = crate::fsutil::reopen_for_reading(fd)?;
         let mut mode = st.st_mode & 0o7777;
         if mode & 0o6000 != 0 && !self.keep.suid {
             let cleared = mode & !0o6000;

@@ -157,7 +157,7 @@ fn the_budget_bounds_the_bytes_read_over_every_tree_and_says_what_it_left() {
 #[test]
 fn a_sparse_file_past_the_budget_costs_nothing_and_says_it_is_sparse() {
     let d = tempfile::tempdir().unwrap();
-    let f = File::create(d.path().join("big")).unwrap();
+    let f = std::fs::File::create(d.path().join("big")).unwrap();
     f.set_len(1 << 30).unwrap();
     let start = std::time::Instant::now();
     let t = digest_output(d.path(), &mut Budget::of(1 << 20), Keep::default());

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, BufWriter, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -209,7 +209,7 @@ impl TarPart {
                 self.walk(name, dir, "", 1, listing, specials)
             }
             SFlag::S_IFREG => {
-                let file = reopen(root.as_fd())?;
+                let file = crate::fsutil::reopen_for_reading(root.as_fd())?;
                 let (digest, size) = self.file(file, name, file_name, &st)?;
                 listing.push(entry_of(".", "file", Some(&st), Some(size), Some(digest), None));
                 Ok(())
@@ -264,7 +264,7 @@ impl TarPart {
                     self.walk(name, sub, &path, depth + 1, listing, specials)?;
                 }
                 SFlag::S_IFREG => {
-                    let file = reopen(fd.as_fd())?;
+                    let file = crate::fsutil::reopen_for_reading(fd.as_fd())?;
                     let (digest, size) = self.file(file, &in_tar, &path, &st)?;
                     listing.push(entry_of(&path, "file", Some(&st), Some(size), Some(digest), None));
                 }
@@ -327,14 +327,6 @@ impl<R: Read> Read for Watched<R> {
 
 fn dir_flags() -> OFlag {
     OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC
-}
-
-/// Reopen an `O_PATH` descriptor of a regular file for reading: the same inode,
-/// whatever its name is now.
-fn reopen(fd: BorrowedFd<'_>) -> io::Result<File> {
-    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
-    Ok(File::from(nix::fcntl::open(path.as_str(), flags, Mode::empty())?))
 }
 
 /// An entry as `record::files` lists it.
