@@ -18,4 +18,5 @@ mod runtime;
 mod seccomp;
 mod secrets;
 mod store;
+mod terminal;
 mod verify;
