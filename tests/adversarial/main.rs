@@ -13,6 +13,7 @@ mod host;
 mod image;
 mod layout;
 mod outputs;
+mod record_size;
 mod rootless;
 mod runtime;
 mod seccomp;
