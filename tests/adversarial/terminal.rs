@@ -213,3 +213,32 @@ fn a_fetched_run_is_printed_escaped() {
     Snapshot::take(&marker, &[r.path()]).assert_same_as(&before, "terminal escapes in a fetched run");
     r.assert_no_leftovers();
 }
+
+#[test]
+fn a_containers_command_line_is_printed_escaped_by_ps() {
+    let Some(shim) = crate::common::bundle::shim("a_containers_command_line_is_printed_escaped_by_ps") else {
+        return;
+    };
+    let (r, work) = (&shim.r, shim.work.path());
+    let marker = Marker::new();
+    let before = Snapshot::take(&marker, &[r.path()]);
+    // The container's init names itself with escapes ($0 of sh -c).
+    let b = crate::common::bundle::bundle(work, &["sh", "-c", "echo up; read x; true", ESCAPES]);
+    let mut fg = r
+        .command(&["run", "-b", b.to_str().unwrap(), "esc"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(fg.stdout.take().unwrap()));
+    assert_eq!(lines.next().unwrap().unwrap(), "up");
+    let ps = exprun(r, &["ps", "esc"]);
+    drop(fg.stdin.take());
+    assert_eq!(fg.wait().unwrap().code(), Some(0));
+    assert_eq!(ps.status.code(), Some(0), "{}", stderr(&ps));
+    assert_inert("ps", &ps);
+    assert!(stdout(&ps).contains("sh -c echo up; read x; true \\x1b[2J\\x1b]0;owned"), "{}", stdout(&ps));
+
+    Snapshot::take(&marker, &[r.path()]).assert_same_as(&before, "terminal escapes in a container's argv");
+    r.assert_no_leftovers();
+}
