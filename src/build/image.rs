@@ -219,7 +219,7 @@ mod tests {
             },
             builder_layers: Vec::new(),
             name: "app:1".into(),
-            source: PathBuf::from("/src"),
+            source: crate::build::source::Source::open(Path::new("/")).unwrap(),
             ignore: Default::default(),
             source_dest: PathBuf::from("/tmp/src"),
             scripts_dir: PathBuf::from("/s2i"),

@@ -43,7 +43,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use super::Error;
@@ -343,7 +343,16 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, e: &Entry, epoch: u64) -> Result<
         Kind::File { source, size, .. } => {
             h.set_entry_type(EntryType::Regular);
             h.set_size(*size);
-            let f = fs::File::open(source).map_err(|err| Appended::Read(format!("opening: {err}")))?;
+            // The run has ended and nothing else can reach the upper
+            // directory, but a symlink is never followed here all the same.
+            let f = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(source)
+                .map_err(|err| Appended::Read(format!("opening: {err}")))?;
+            if !f.metadata().is_ok_and(|m| m.is_file()) {
+                return Err(Appended::Read("is no longer a regular file".into()));
+            }
             let mut data = Exact { inner: f, left: *size, shrank: false };
             let r = tar.append_data(&mut h, &e.path, &mut data);
             if data.shrank {
@@ -441,32 +450,45 @@ impl<R: Read> Read for Exact<R> {
 /// (absolute, in the container), as overlayfs would merge them: the entry of
 /// the topmost layer that has it, unless a layer above hides it (a whiteout,
 /// an opaque directory or a non-directory on the way). Symlinks on the way are
-/// not followed.
+/// not followed, neither in the container's sense nor on the host: each
+/// layer's parents are checked from the top down before the entry itself is
+/// looked at, so no lookup goes through a symlink of the layer (an image's
+/// `usr/libexec/s2i -> /etc` would otherwise be read on the host).
 pub fn lower_entry(layers: &[PathBuf], path: &Path) -> io::Result<Option<fs::Metadata>> {
     let rel: PathBuf = path.components().filter(|c| matches!(c, Component::Normal(_))).collect();
     if rel.as_os_str().is_empty() {
         return layers.last().map(fs::symlink_metadata).transpose();
     }
-    let parents: Vec<&Path> = rel.ancestors().skip(1).filter(|p| !p.as_os_str().is_empty()).collect();
-    for layer in layers.iter().rev() {
+    let mut parents: Vec<&Path> = rel.ancestors().skip(1).filter(|p| !p.as_os_str().is_empty()).collect();
+    parents.reverse();
+    let absent =
+        |e: &io::Error| e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR);
+    'layers: for layer in layers.iter().rev() {
+        let mut opaque = false;
+        for parent in &parents {
+            let p = layer.join(parent);
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => opaque |= is_opaque(&p)?,
+                // A symlink, a whiteout or a file on the way: nothing below it.
+                Ok(_) => return Ok(None),
+                Err(e) if absent(&e) => {
+                    if opaque {
+                        return Ok(None);
+                    }
+                    continue 'layers;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let p = layer.join(&rel);
         match fs::symlink_metadata(&p) {
             Ok(m) if is_whiteout(&p, &m)? => return Ok(None),
             Ok(m) => return Ok(Some(m)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {}
+            Err(e) if absent(&e) => {}
             Err(e) => return Err(e),
         }
-        for parent in &parents {
-            let p = layer.join(parent);
-            match fs::symlink_metadata(&p) {
-                Ok(m) if m.is_dir() => {
-                    if is_opaque(&p)? {
-                        return Ok(None);
-                    }
-                }
-                Ok(_) => return Ok(None),
-                Err(_) => {}
-            }
+        if opaque {
+            return Ok(None);
         }
     }
     Ok(None)

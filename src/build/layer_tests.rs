@@ -346,8 +346,17 @@ fn lower_entries_follow_overlay_rules() {
     set_xattr(&l2.join("a"), "user.overlay.opaque", b"y");
     write(&l2.join("b"), "now a file");
     write(&l2.join("keep/new"), "n");
+    // A symlink of the image pointing at a host directory: never looked through.
+    let host = d.path().join("host");
+    write(&host.join("assemble"), "host file");
+    mkdir(&l2.join("usr"), 0o755);
+    std::os::unix::fs::symlink(&host, l2.join("usr/s2i")).unwrap();
+    std::os::unix::fs::symlink("../../host", l2.join("rel")).unwrap();
     let layers = [l1, l2];
     let has = |p: &str| lower_entry(&layers, Path::new(p)).unwrap().is_some();
+    assert!(!has("/usr/s2i/assemble"), "looked up through the layer's symlink on the host");
+    assert!(!has("/rel/host/assemble"));
+    assert!(has("/usr/s2i"), "the symlink itself is there");
     assert!(!has("/a/x"), "hidden by an opaque directory above");
     assert!(has("/a"));
     assert!(!has("/b/y"), "hidden by a file above");

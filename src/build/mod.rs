@@ -1,7 +1,8 @@
 //! `exprun build`: source-to-image, the way OpenShift's s2i does it, reproducibly.
 //!
 //! Parse → plan → apply, as for a run:
-//! 1. [`plan`] (no side effects): the `-t` name, the source directory, the
+//! 1. [`plan`] (no side effects): the `-t` name, the source directory (opened
+//!    once, and its `.s2iignore` read, by [`source`]), the
 //!    builder image resolved in the store, its scripts directory (the label
 //!    `io.openshift.s2i.scripts-url`, `image:///PATH`, else `/usr/libexec/s2i`),
 //!    the assemble and run scripts (both must be in the image), the user that
@@ -10,7 +11,9 @@
 //!    default `/tmp/src`) and `SOURCE_DATE_EPOCH`;
 //! 2. a scratch directory `<root>/build/<run id>/` (locked, so a later build
 //!    removes it if this exprun dies), and in it a copy of the source owned by
-//!    the assembling user, every timestamp set to `SOURCE_DATE_EPOCH`;
+//!    the assembling user, every timestamp set to `SOURCE_DATE_EPOCH`, made by
+//!    [`source`] through directory descriptors, never through a symlink (the
+//!    source may be another user's), and its `.s2i/*` read from the copy;
 //! 3. the assemble script runs as an ordinary `exprun run` of the builder
 //!    (recorded, deterministic profile, no network unless `--network host`),
 //!    with the copy bound at the source path and the writable layer on disk;
@@ -33,10 +36,11 @@
 pub mod ignore;
 pub mod image;
 pub mod layer;
+pub mod source;
 
 use std::collections::BTreeSet;
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::AsFd;
 use std::path::{Component, Path, PathBuf};
 
 use crate::digest::Digest;
@@ -185,8 +189,8 @@ pub struct BuildPlan {
     pub builder_layers: Vec<PathBuf>,
     /// The new image's `name:tag`.
     pub name: String,
-    /// The source directory on the host, absolute.
-    pub source: PathBuf,
+    /// The source directory on the host, open.
+    pub source: source::Source,
     /// Its `.s2iignore`: what is left out of the copy assemble gets.
     pub ignore: ignore::Ignore,
     /// Where the source is in the container (`/tmp/src`).
@@ -234,16 +238,8 @@ pub fn plan(store: &ImageStore, opts: &BuildOptions) -> Result<BuildPlan> {
             other => other.to_string(),
         },
     })?;
-    let source = check_source(&opts.source)?;
-    let ignore_file = source.join(IGNORE_FILE);
-    let ignore = match std::fs::read_to_string(&ignore_file) {
-        Ok(text) => ignore::Ignore::parse(&text).map_err(|why| Error::Source {
-            path: ignore_file,
-            why: format!("{why}; fix or remove the line"),
-        })?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => ignore::Ignore::default(),
-        Err(e) => return Err(Error::Source { path: ignore_file, why: format!("cannot be read: {e}") }.into()),
-    };
+    let source = source::Source::open(&opts.source)?;
+    let ignore = source.ignore()?;
     let builder = store.resolve(&opts.builder).map_err(|e| Error::Builder {
         builder: opts.builder.clone(),
         why: match e {
@@ -354,23 +350,6 @@ fn container_dir(s: &str) -> Option<PathBuf> {
     Some(p.components().collect())
 }
 
-fn check_source(given: &Path) -> Result<PathBuf> {
-    let bad = |why: String| Error::Source { path: given.to_path_buf(), why };
-    let meta = std::fs::metadata(given).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => {
-            bad("does not exist; give the directory holding the application source".into())
-        }
-        _ => bad(format!("cannot be read: {e}")),
-    })?;
-    if !meta.is_dir() {
-        return Err(
-            bad("is not a directory; give the directory holding the application source".into()).into()
-        );
-    }
-    std::fs::read_dir(given).map_err(|e| bad(format!("cannot be read: {e}")))?;
-    Ok(std::fs::canonicalize(given).map_err(|e| bad(format!("cannot be resolved: {e}")))?)
-}
-
 /// The caller's `SOURCE_DATE_EPOCH`, `--source-date-epoch` first.
 pub fn source_date_epoch(option: Option<&str>, env: Option<&str>) -> Result<u64, Error> {
     let parse = |option: &'static str, v: &str| {
@@ -415,7 +394,7 @@ pub fn build(root: &Root, opts: &BuildOptions, command_line: Vec<String>) -> Res
 
     let store = ImageStore::open(&root.store_dir())?;
     let plan = plan(&store, opts)?;
-    if std::fs::canonicalize(root.dir()).is_ok_and(|r| r.starts_with(&plan.source)) {
+    if std::fs::canonicalize(root.dir()).is_ok_and(|r| r.starts_with(&plan.source.path)) {
         return Err(Error::Source {
             path: opts.source.clone(),
             why: format!(
@@ -432,12 +411,13 @@ pub fn build(root: &Root, opts: &BuildOptions, command_line: Vec<String>) -> Res
     let id = crate::fsutil::random_hex(16);
     let scratch = Scratch::create(&root.dir().join(BUILD_DIR).join(&id))?;
     let src = scratch.dir.join("src");
-    let copy = SourceCopy { ignore: &plan.ignore, uid: plan.uid, gid: plan.gid, epoch: plan.epoch };
-    copy.copy(&plan.source, &src, Path::new(""))?;
+    let copy = source::SourceCopy { ignore: &plan.ignore, uid: plan.uid, gid: plan.gid, epoch: plan.epoch };
+    let copied = copy.copy(&plan.source, &src)?;
     let source_digest = digest_tree(&src)
-        .map_err(|e| Error::Source { path: plan.source.clone(), why: format!("digesting the copy: {e}") })?
+        .map_err(|e| Error::Source { path: opts.source.clone(), why: format!("digesting the copy: {e}") })?
         .digest;
-    let overrides = source_overrides(&plan.source, &src)?;
+    let overrides = source::overrides(copied.as_fd(), &opts.source)?;
+    drop(copied);
     // `.s2i/environment` first, then `-e`: the command line wins, as with s2i.
     let env: Vec<(String, String)> = overrides.env.into_iter().chain(opts.env.iter().cloned()).collect();
     let assemble = match overrides.assemble {
@@ -524,77 +504,6 @@ pub fn build(root: &Root, opts: &BuildOptions, command_line: Vec<String>) -> Res
     }
     drop(scratch);
     Ok(BuildResult { name: plan.name, manifest_digest, layer: captured, run_id: id, source_digest })
-}
-
-/// What the source itself says about its build, as s2i reads it.
-struct Overrides {
-    /// `.s2i/environment`: variables for assemble and the image, in order.
-    env: Vec<(String, String)>,
-    /// Whether `.s2i/bin/assemble` replaces the builder's assemble script.
-    assemble: bool,
-}
-
-/// Read `.s2i/environment` and look for `.s2i/bin/assemble` in the copy of the
-/// source (`given` is the source as the user named it, for messages). A
-/// `.s2i/bin/run` is refused: the image would need it, and the source copy is
-/// not part of the image.
-fn source_overrides(given: &Path, copy: &Path) -> Result<Overrides> {
-    let s2i = copy.join(".s2i");
-    if s2i.join("bin/run").exists() {
-        return Err(Error::Source {
-            path: given.join(".s2i/bin/run"),
-            why: "overrides the builder's run script, which exprun build does not support; start the \
-                  application from the builder's run script (or an app script it calls), or remove this file"
-                .into(),
-        }
-        .into());
-    }
-    let env_file = s2i.join("environment");
-    let env = match std::fs::read_to_string(&env_file) {
-        Ok(text) => parse_environment(&text)
-            .map_err(|why| Error::Source { path: given.join(".s2i/environment"), why })?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => {
-            return Err(Error::Source {
-                path: given.join(".s2i/environment"),
-                why: format!("cannot be read: {e}"),
-            }
-            .into())
-        }
-    };
-    let assemble = s2i.join("bin/assemble");
-    let assemble = match std::fs::metadata(&assemble) {
-        Ok(m) if m.is_file() && m.mode() & 0o111 != 0 => true,
-        Ok(_) => {
-            return Err(Error::Source {
-                path: given.join(".s2i/bin/assemble"),
-                why: "is not an executable file; chmod +x it, or remove it to use the builder's".into(),
-            }
-            .into())
-        }
-        Err(_) => false,
-    };
-    Ok(Overrides { env, assemble })
-}
-
-/// `.s2i/environment`: `NAME=VALUE` lines; blank lines and `#` comments skipped.
-fn parse_environment(text: &str) -> Result<Vec<(String, String)>, String> {
-    let mut env = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (name, value) =
-            line.split_once('=').ok_or_else(|| format!("line {}: {line:?} is not NAME=VALUE", n + 1))?;
-        let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            return Err(format!("line {}: {name:?} is not a variable name", n + 1));
-        }
-        env.push((name.to_string(), value.to_string()));
-    }
-    Ok(env)
 }
 
 /// The assemble step as `exprun run` options.
@@ -707,97 +616,9 @@ pub fn remove_stale(root: &Root) -> usize {
     n
 }
 
-/// How the source is copied for assemble.
-struct SourceCopy<'a> {
-    /// What `.s2iignore` leaves out.
-    ignore: &'a ignore::Ignore,
-    /// The owner of every copied file.
-    uid: u32,
-    /// Its group.
-    gid: u32,
-    /// Every timestamp.
-    epoch: u64,
-}
-
-impl SourceCopy<'_> {
-    /// Copy the source tree `from` (at `rel` in the source) to `to` (which must
-    /// not exist): regular files, directories and symlinks, with their permission
-    /// bits, owned by `uid:gid`, every timestamp `epoch`, less what `.s2iignore`
-    /// leaves out. Anything else (devices, fifos, sockets) is refused.
-    fn copy(&self, from: &Path, to: &Path, rel: &Path) -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let (uid, gid, epoch) = (self.uid, self.gid, self.epoch);
-        let meta = std::fs::symlink_metadata(from).map_err(io_at("reading", from))?;
-        let ft = meta.file_type();
-        let unreadable =
-            |e: io::Error| Error::Source { path: from.to_path_buf(), why: format!("cannot be read: {e}") };
-        if ft.is_dir() {
-            std::fs::create_dir(to).map_err(io_at("creating", to))?;
-            let mut names: Vec<_> = std::fs::read_dir(from)
-                .map_err(unreadable)?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<Result<_, _>>()
-                .map_err(unreadable)?;
-            names.sort();
-            for n in names {
-                let child = rel.join(&n);
-                if !self.ignore.ignores(&child) {
-                    self.copy(&from.join(&n), &to.join(&n), &child)?;
-                }
-            }
-        } else if ft.is_file() {
-            let mut src = std::fs::File::open(from).map_err(unreadable)?;
-            let mut dst = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(to)
-                .map_err(io_at("creating", to))?;
-            io::copy(&mut src, &mut dst).map_err(io_at("copying into", to))?;
-        } else if ft.is_symlink() {
-            let target = std::fs::read_link(from).map_err(unreadable)?;
-            std::os::unix::fs::symlink(&target, to).map_err(io_at("creating", to))?;
-        } else {
-            let why = "is not a regular file, directory or symlink (a device, fifo or socket); remove it \
-                       from the source or list it in .s2iignore";
-            return Err(Error::Source { path: from.to_path_buf(), why: why.into() }.into());
-        }
-        std::os::unix::fs::lchown(to, Some(uid), Some(gid)).map_err(io_at("changing the owner of", to))?;
-        if !ft.is_symlink() {
-            // After chown, which clears setuid and setgid bits.
-            std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
-                .map_err(io_at("setting the mode of", to))?;
-        }
-        let t = nix::sys::time::TimeSpec::new(i64::try_from(epoch).unwrap_or(i64::MAX), 0);
-        nix::sys::stat::utimensat(
-            nix::fcntl::AT_FDCWD,
-            to,
-            &t,
-            &t,
-            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-        )
-        .map_err(|e| Error::Io {
-            op: "setting the timestamps of",
-            path: to.to_path_buf(),
-            source: e.into(),
-        })?;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn s2i_environment_files_parse_or_name_the_line() {
-        let env = parse_environment("# comment\n\nMODE=prod\n  GREETING=a=b \n").unwrap();
-        assert_eq!(env, [("MODE".into(), "prod".into()), ("GREETING".into(), "a=b".into())]);
-        assert_eq!(
-            parse_environment("X=1\nnot a pair\n").unwrap_err(),
-            "line 2: \"not a pair\" is not NAME=VALUE"
-        );
-        assert!(parse_environment("1X=2").unwrap_err().contains("not a variable name"));
-    }
 
     #[test]
     fn scripts_url_takes_image_paths_only() {
@@ -822,26 +643,5 @@ mod tests {
         assert!(e.contains("--source-date-epoch") && e.contains("seconds"), "{e}");
         let e = source_date_epoch(None, Some("-1")).unwrap_err().to_string();
         assert!(e.contains("SOURCE_DATE_EPOCH"), "{e}");
-    }
-
-    #[test]
-    fn the_source_copy_has_fixed_times_and_owners() {
-        let d = tempfile::tempdir().unwrap();
-        let from = d.path().join("from");
-        std::fs::create_dir_all(from.join("sub")).unwrap();
-        std::fs::write(from.join("sub/a"), b"a").unwrap();
-        std::os::unix::fs::symlink("sub/a", from.join("link")).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(from.join("sub/a"), std::fs::Permissions::from_mode(0o751)).unwrap();
-        let to = d.path().join("to");
-        let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
-        let ignore = ignore::Ignore::default();
-        SourceCopy { ignore: &ignore, uid, gid, epoch: 1234 }.copy(&from, &to, Path::new("")).unwrap();
-        let m = std::fs::symlink_metadata(to.join("sub/a")).unwrap();
-        assert_eq!((m.mode() & 0o7777, m.mtime(), m.uid()), (0o751, 1234, uid));
-        assert_eq!(std::fs::read_link(to.join("link")).unwrap(), Path::new("sub/a"));
-        assert_eq!(std::fs::symlink_metadata(to.join("link")).unwrap().mtime(), 1234);
-        assert_eq!(std::fs::metadata(&to).unwrap().mtime(), 1234);
-        assert_eq!(digest_tree(&from).unwrap().digest, digest_tree(&to).unwrap().digest);
     }
 }

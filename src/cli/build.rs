@@ -19,6 +19,9 @@ use crate::spec::options::{self as o, Network};
     script. /tmp/src itself is not in the image. As with s2i, the source may carry \
     .s2i/environment (variables), .s2i/bin/assemble (its own assemble) and .s2iignore (globs of \
     paths left out of the copy).\n\n\
+    The source may be another user's: nothing is read through a symlink. Symlinks in it are copied \
+    as symlinks; .s2iignore and .s2i/* must be regular files of the source (a symlink there is \
+    refused); a symlink on the --source path is followed only when root owns it.\n\n\
     Reproducible: every timestamp in the layer is SOURCE_DATE_EPOCH, entries are sorted and owners \
     numeric, so the same source, builder and epoch give the same image digest.\n\n\
     Exit status: 0 when the image was built; 125 when it was not (the builder cannot build, the \
@@ -30,7 +33,8 @@ pub struct BuildArgs {
     /// The builder image: NAME[:TAG], NAME@sha256:..., or a digest prefix
     #[arg(long, value_name = "IMAGE")]
     builder: String,
-    /// The application source directory (copied; the copy is given to assemble)
+    /// The application source directory (copied, symlinks as symlinks; the copy is
+    /// given to assemble)
     #[arg(long, value_name = "DIR")]
     source: PathBuf,
     /// Name of the new image

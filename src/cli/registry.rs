@@ -8,6 +8,7 @@ use super::Globals;
 use crate::error::{Error, Result};
 use crate::image::{ImageStore, Limits};
 use crate::registry::auth::{self, Credentials};
+use crate::registry::http::{Timeouts, DEFAULT_TIMEOUT};
 use crate::registry::pull::{self, PullOptions};
 use crate::registry::{parse_ref, push, Client, ClientOptions, RemoteRef, Transfer};
 
@@ -24,6 +25,36 @@ pub struct RegistryArgs {
     /// [default: $REGISTRY_AUTH_FILE, podman's, then docker's]
     #[arg(long, value_name = "FILE")]
     pub authfile: Option<PathBuf>,
+    /// Seconds a registry request may take to connect, and then to answer;
+    /// a manifest or token must arrive whole within them, and no transfer may
+    /// go that long without a byte
+    #[arg(
+        long = "registry-timeout",
+        value_name = "SECONDS",
+        env = "EXPRUN_REGISTRY_TIMEOUT",
+        default_value_t = DEFAULT_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=86400)
+    )]
+    pub registry_timeout: u64,
+    /// Once --registry-timeout has passed, a layer or blob transfer must have
+    /// moved at least this many bytes a second on average (k, m suffixes;
+    /// 0: no minimum)
+    #[arg(
+        long = "registry-min-rate",
+        value_name = "BYTES",
+        env = "EXPRUN_REGISTRY_MIN_RATE",
+        default_value = "16k",
+        value_parser = parse_min_rate
+    )]
+    pub registry_min_rate: u64,
+}
+
+/// `--registry-min-rate`: a size, or 0.
+fn parse_min_rate(s: &str) -> std::result::Result<u64, String> {
+    match s.trim() {
+        "0" => Ok(0),
+        s => crate::spec::options::parse_size("--registry-min-rate", s).map_err(|e| e.to_string()),
+    }
 }
 
 impl RegistryArgs {
@@ -33,6 +64,10 @@ impl RegistryArgs {
             plain_http: self.plain_http,
             insecure_tls: !self.tls_verify,
             auth_file: self.authfile.clone(),
+            timeouts: Timeouts {
+                timeout: std::time::Duration::from_secs(self.registry_timeout),
+                min_rate: self.registry_min_rate,
+            },
             ..ClientOptions::default()
         }
     }
@@ -136,6 +171,8 @@ pub fn pull_for_run(globals: &Globals, image: &str, policy: &str, registry: &Reg
         if let Some(f) = &registry.authfile {
             pull.arg("--authfile").arg(f);
         }
+        pull.arg("--registry-timeout").arg(registry.registry_timeout.to_string());
+        pull.arg("--registry-min-rate").arg(registry.registry_min_rate.to_string());
         let status = pull
             .stdout(std::process::Stdio::null())
             .status()

@@ -167,6 +167,10 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
             } else {
                 print_record(&r);
+                print_request(
+                    &r,
+                    crate::verify::trust::Origin::of(&root.runs_dir(), &id, false).is_fetched(),
+                );
             }
             Ok(0)
         }
@@ -287,6 +291,27 @@ fn summary_json(r: &RunRecord) -> serde_json::Value {
         "wall_seconds": r.time.wall_seconds,
         "command": argv(r),
     })
+}
+
+/// What a replay of `r` runs: its request (not its spec), what that asks for
+/// beyond the default profile, and where spec and request disagree.
+fn print_request(r: &RunRecord, fetched: bool) {
+    use crate::verify::{replay::Permit, summary, trust};
+    let Some(o) = &r.request else { return };
+    if fetched {
+        say!("origin:     fetched from a registry: the record is what its pusher claims; its files are the artifact's");
+    }
+    say!("request:    what `exprun replay` runs:");
+    for (label, value) in summary::request_lines(o, r.determinism.as_ref(), &[]) {
+        say!("  {label:<12}{value}");
+    }
+    // The replay provides the inputs and outputs itself; the rest is the request's.
+    let provided: Vec<PathBuf> = o.inputs.iter().chain(&o.outputs).map(|m| m.source.clone()).collect();
+    let ctx = trust::AuditContext { host_rlimits: &crate::spec::caller_rlimits(), provided: &provided };
+    let permit = if fetched { Permit::Refused } else { Permit::Recorded };
+    let findings: Vec<_> = trust::audit(o, &ctx).into_iter().map(|f| (f, permit)).collect();
+    print!("{}", summary::render_findings(&findings));
+    print!("{}", summary::render_disagreements(r));
 }
 
 fn print_record(r: &RunRecord) {

@@ -8,16 +8,25 @@ use super::Globals;
 use crate::error::Result;
 use crate::image::ImageStore;
 use crate::run::Replay;
-use crate::verify::replay;
+use crate::spec::options::HostMount;
+use crate::verify::trust::{self, Origin};
+use crate::verify::{replay, summary};
 
 /// The options of `exprun replay`.
 #[derive(Debug, Args)]
 #[command(after_help = "The replay uses the recorded image and inputs by digest, the recorded argv, \
-    environment, limits, mounts and pins. It first prints what differs from the original run (drift); \
-    a different image, input or secret refuses the replay unless --allow-drift. Secret variables \
-    are recorded as keyed digests: export them again before replaying; a secret recorded under \
-    another state root's key cannot be compared, and the drift table says so.\n\n\
-    Exit status: the command's own, as for exprun run; 125 when the replay cannot be made.")]
+    environment, limits, mounts and pins. It first prints the request that will run (from the record's \
+    request, which is what runs), with everything it asks for beyond the default profile, and what \
+    differs from the original run (drift); a different image, input or secret refuses the replay \
+    unless --allow-drift. Secret variables are recorded as keyed digests: export them again before \
+    replaying; a secret recorded under another state root's key cannot be compared, and the drift \
+    table says so.\n\n\
+    A run fetched from a registry (oci://REF, or a run fetched so earlier) is replayed only as far as \
+    its artifact proves: its inputs come from the artifact and must match the record's digests \
+    (--allow-drift does not change that), host paths in its request are refused, and every host \
+    mount, device, added capability, seccomp change, host network, kept set-id file or device node, \
+    raised rlimit or secret taken from your environment is refused unless named with --allow.\n\n\
+    Exit status: the command's own, as for exprun run; 125 when the replay cannot be made or is refused.")]
 pub struct ReplayArgs {
     /// Run name, id or id prefix, or oci://REF for a run pushed with `exprun push --run`
     #[arg(value_name = "RUN")]
@@ -29,45 +38,83 @@ pub struct ReplayArgs {
     /// [default: the replay's record directory, RUNS/<id>/outputs]
     #[arg(long = "output-root", value_name = "DIR")]
     output_root: Option<PathBuf>,
-    /// Print the drift table and stop
+    /// Print the request that would run and the drift table, and stop (exit 125
+    /// when the replay would be refused)
     #[arg(long = "dry-run")]
     dry_run: bool,
     #[command(flatten)]
+    trust: TrustArgs,
+    #[command(flatten)]
     registry: super::registry::RegistryArgs,
+}
+
+/// What a replay of a fetched run may have, and inputs given again.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// Permit one thing a run fetched from a registry asks for beyond the default
+    /// profile (repeatable): cap:NAME, network:host, seccomp:unconfined,
+    /// seccomp:sha256:HEX, mount:PATH, mount:PATH:rw, device:PATH, env:NAME,
+    /// tmpfs:DST:dev, tmpfs:DST:suid, output:DST:suid, output:DST:dev, ulimit:NAME
+    #[arg(long, value_name = "WHAT", action = clap::ArgAction::Append)]
+    allow: Vec<String>,
+    /// Read the input mounted at DST from the host path SRC instead (an input the
+    /// artifact does not carry, or data that moved); its digest is checked against
+    /// the record
+    #[arg(long = "input", value_name = "SRC:DST", action = clap::ArgAction::Append)]
+    input: Vec<String>,
+}
+
+impl TrustArgs {
+    /// The `--allow` names, normalised, and the `--input`s, checked.
+    fn parse(&self) -> Result<(Vec<String>, Vec<HostMount>)> {
+        let allow = self.allow.iter().map(|a| trust::parse_allow(a)).collect::<Result<Vec<_>, _>>()?;
+        let cwd = std::env::current_dir()
+            .map_err(|e| crate::error::Error::Usage(format!("cannot read the current directory: {e}")))?;
+        let mut inputs = Vec::new();
+        for s in &self.input {
+            let m = crate::spec::options::parse_host_mount("--input", s, &cwd, false)?;
+            if !m.source.exists() {
+                return Err(crate::spec::Error::Option {
+                    option: "--input",
+                    value: s.clone(),
+                    why: "the host path does not exist".into(),
+                }
+                .into());
+            }
+            inputs.push(m);
+        }
+        Ok((allow, inputs))
+    }
 }
 
 /// Run `exprun replay`.
 pub fn replay(globals: &Globals, a: ReplayArgs) -> Result<i32> {
     let root = globals.state();
     let store = ImageStore::open(&root.store_dir())?;
-    let original = match a.run.strip_prefix("oci://") {
-        Some(reference) => fetch(&root, &store, reference, &a.registry)?,
-        None => {
-            let mut record = root.read_record(&root.resolve_run(&a.run)?)?;
-            crate::registry::artifact::localise(&mut record, &root.runs_dir());
-            record
-        }
-    };
+    let (allow, inputs) = a.trust.parse()?;
+    let (original, origin) = load(&root, &store, Some(&a.run), &a.registry)?;
     let id = crate::fsutil::random_hex(16);
     let output_root = match &a.output_root {
         Some(d) => super::oci::absolute(d.clone())?,
         None => root.runs_dir().join(&id).join("outputs"),
     };
     let cgroups = crate::cgroups::CgroupHost::detect().map_err(crate::plan::Error::from)?;
-    let prepared = replay::prepare(
-        &store,
-        &original,
-        &output_root,
-        &crate::record::host::facts(&cgroups),
-        &crate::record::exprun_info(&root.cache_dir()),
-        &|n| std::env::var(n).ok(),
-        &crate::record::Key::open(root.dir())?,
-    )?;
-    let table = replay::render_drift(&prepared.drift);
-    if prepared.blocked() && !a.allow_drift {
-        return Err(crate::verify::Error::Drift { table }.into());
-    }
-    eprint!("{table}");
+    let rlimits = crate::spec::caller_rlimits();
+    let ctx = replay::Context {
+        store: &store,
+        host: &crate::record::host::facts(&cgroups),
+        exprun: &crate::record::exprun_info(&root.cache_dir()),
+        caller_env: &|n| std::env::var(n).ok(),
+        key: &crate::record::Key::open(root.dir())?,
+        host_rlimits: &rlimits,
+        origin: &origin,
+        allow: &allow,
+        inputs: &inputs,
+    };
+    let prepared = replay::prepare(&ctx, &original, &output_root)?;
+    eprint!("{}", summary::render("replay", &original, &prepared));
+    prepared.check(a.allow_drift)?;
+    eprint!("{}", replay::render_drift(&prepared.drift));
     if a.dry_run {
         return Ok(0);
     }
@@ -107,6 +154,30 @@ pub fn replay(globals: &Globals, a: ReplayArgs) -> Result<i32> {
     Ok(result.exit_code)
 }
 
+/// The record of `run` (a name, id or prefix, `oci://REF`, or the latest run
+/// when `None`), and where it comes from.
+fn load(
+    root: &crate::state::Root,
+    store: &ImageStore,
+    run: Option<&str>,
+    registry: &super::registry::RegistryArgs,
+) -> Result<(crate::record::RunRecord, Origin)> {
+    let (record, via_registry) = match run.map(|r| (r, r.strip_prefix("oci://"))) {
+        Some((_, Some(reference))) => (fetch(root, store, reference, registry)?, true),
+        given => {
+            let id = match given {
+                Some((r, _)) => root.resolve_run(r)?,
+                None => root.latest_run()?,
+            };
+            let mut record = root.read_record(&id)?;
+            crate::registry::artifact::localise(&mut record, &root.runs_dir());
+            (record, false)
+        }
+    };
+    let origin = Origin::of(&root.runs_dir(), &record.run_id, via_registry);
+    Ok((record, origin))
+}
+
 /// Fetch a run pushed with `exprun push --run` (record, files, image).
 fn fetch(
     root: &crate::state::Root,
@@ -130,6 +201,9 @@ fn fetch(
     variations are bisected to name the one (or the combination) responsible.\n\n\
     Variations: hostname, user, tz, locale, umask, cpus, aslr, env-order, dirent-order (input \
     directories listed in another order), or all.\n\n\
+    Before the first replay, verify prints the request the replays run, as `exprun replay` does, and \
+    a run fetched from a registry is held to the same checks: its inputs from the artifact, \
+    digest-checked; host paths refused; each privilege beyond the default profile only with --allow.\n\n\
     Exit status: 0 reproduced, 1 differs, 125 could not check.\n\n\
     Examples:\n  exprun verify --latest\n  \
     exprun verify train-42 --tolerance 'metrics.json:$.accuracy=1e-6' --json > verdict.json\n  \
@@ -162,6 +236,12 @@ pub struct VerifyArgs {
     /// Keep the replays' outputs under DIR (DIR/1, DIR/2, ...) instead of removing them
     #[arg(long = "keep-outputs", value_name = "DIR")]
     keep_outputs: Option<PathBuf>,
+    /// Print the request the replays would run and the drift table, and stop (exit
+    /// 125 when they would be refused)
+    #[arg(long = "dry-run")]
+    dry_run: bool,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// Print the verdict as JSON (schema exprun.dev/verify/v1)
     #[arg(long)]
     json: bool,
@@ -173,20 +253,10 @@ pub struct VerifyArgs {
 pub fn verify(globals: &Globals, a: VerifyArgs) -> Result<i32> {
     use crate::verify::check;
     let root = globals.state();
-    let original = match a.run.as_deref().map(|r| (r, r.strip_prefix("oci://"))) {
-        Some((_, Some(reference))) => {
-            fetch(&root, &ImageStore::open(&root.store_dir())?, reference, &a.registry)?
-        }
-        given => {
-            let id = match given {
-                Some((r, _)) => root.resolve_run(r)?,
-                None => root.latest_run()?,
-            };
-            let mut record = root.read_record(&id)?;
-            crate::registry::artifact::localise(&mut record, &root.runs_dir());
-            record
-        }
-    };
+    let (allow, inputs) = a.trust.parse()?;
+    let store = ImageStore::open(&root.store_dir())?;
+    let (original, origin) = load(&root, &store, a.run.as_deref(), &a.registry)?;
+    drop(store);
     let options = check::VerifyOptions {
         runs: a.runs,
         vary: crate::verify::vary::Variation::parse_list(&a.vary)?,
@@ -198,8 +268,18 @@ pub fn verify(globals: &Globals, a: VerifyArgs) -> Result<i32> {
         .map_err(crate::verify::Error::from)?,
         allow_drift: a.allow_drift,
         keep_outputs: a.keep_outputs.map(super::oci::absolute).transpose()?,
+        origin,
+        allow,
+        inputs,
     };
-    let verdict = check::verify(&root, &original, &options)?;
+    let planned = check::plan(&root, &original, &options)?;
+    eprint!("{}", summary::render("verify", &original, planned.first()));
+    if a.dry_run {
+        planned.first().check(a.allow_drift)?;
+        eprint!("{}", replay::render_drift(&planned.first().drift));
+        return Ok(0);
+    }
+    let verdict = planned.run()?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&verdict).unwrap_or_default());
     } else {

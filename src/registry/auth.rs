@@ -23,6 +23,7 @@ use std::process::{Command, Stdio};
 use base64::Engine;
 use serde::Deserialize;
 
+use super::http::Origin;
 use super::reference::{RemoteRef, DOCKER_HUB};
 use super::Error;
 
@@ -329,6 +330,33 @@ pub enum Challenge {
     },
 }
 
+/// Whether a registry's credentials may go to the token service (the
+/// Bearer realm) it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RealmTrust {
+    /// The registry's own origin, or one the user listed for it
+    /// (registries.conf `token-realms`): sent.
+    Trusted,
+    /// Another origin over HTTPS, as Docker Hub's auth.docker.io: sent, with
+    /// a notice naming it.
+    Notice,
+    /// Another origin over plain HTTP: refused, since anyone on the path, or
+    /// whoever else listens on that host and port, would get the password.
+    Refused,
+}
+
+/// How far the credentials of the registry at `registry` may go to its
+/// token service at `realm`, given the origins the user listed.
+pub fn realm_trust(registry: &Origin, realm: &Origin, listed: &[Origin]) -> RealmTrust {
+    if realm == registry || listed.contains(realm) {
+        RealmTrust::Trusted
+    } else if realm.is_https() {
+        RealmTrust::Notice
+    } else {
+        RealmTrust::Refused
+    }
+}
+
 /// Parse a `WWW-Authenticate` header value.
 pub fn parse_challenge(h: &str) -> Option<Challenge> {
     let (scheme, params) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));
@@ -428,6 +456,24 @@ mod tests {
         std::fs::write(&path, "{not json").unwrap();
         let e = store(&path, "ghcr.io", &c("x")).unwrap_err().to_string();
         assert!(e.contains("auth.json") && e.contains("invalid JSON"), "{e}");
+    }
+
+    #[test]
+    fn credentials_go_to_a_realm_of_another_origin_only_over_https_or_when_listed() {
+        let o = |u: &str| Origin::of(u).unwrap();
+        let plain = o("http://127.0.0.1:5000/v2/");
+        let tls = o("https://registry.lab/v2/");
+        assert_eq!(realm_trust(&plain, &o("http://127.0.0.1:5000/token"), &[]), RealmTrust::Trusted);
+        assert_eq!(realm_trust(&plain, &o("http://127.0.0.1:5001/token"), &[]), RealmTrust::Refused);
+        assert_eq!(realm_trust(&plain, &o("https://127.0.0.1:5000/token"), &[]), RealmTrust::Notice);
+        assert_eq!(realm_trust(&tls, &o("https://registry.lab:443/token"), &[]), RealmTrust::Trusted);
+        assert_eq!(realm_trust(&tls, &o("https://auth.lab/token"), &[]), RealmTrust::Notice);
+        assert_eq!(realm_trust(&tls, &o("http://registry.lab/token"), &[]), RealmTrust::Refused);
+        assert_eq!(realm_trust(&tls, &o("http://auth.lab/token"), &[]), RealmTrust::Refused);
+        let listed = [o("http://auth.lab:8080")];
+        assert_eq!(realm_trust(&tls, &o("http://auth.lab:8080/token"), &listed), RealmTrust::Trusted);
+        assert_eq!(realm_trust(&tls, &o("http://auth.lab:8081/token"), &listed), RealmTrust::Refused);
+        assert_eq!(realm_trust(&tls, &o("https://auth.lab:8080/token"), &listed), RealmTrust::Notice);
     }
 
     #[test]

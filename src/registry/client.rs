@@ -12,21 +12,25 @@
 //! ```
 //!
 //! A 401 in the middle (an expired token) gets one new token and one retry.
+//! Requests go through [`super::http`]: the Authorization header only to the
+//! registry's own origin, redirects one hop at a time, deadlines. The token
+//! service gets the credentials as [`auth::realm_trust`] allows. Blob
+//! downloads and uploads are in `blobs.rs`.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Deserialize;
 use ureq::http::Response;
-use ureq::Body;
+use ureq::{Body, ResponseExt};
 
-use super::auth::{self, Challenge, Credentials};
+use super::auth::{self, Challenge, Credentials, RealmTrust};
+use super::http::{Authorization, Get, Http, Origin, Pace, Timeouts};
 use super::reference::RemoteRef;
 use super::Error;
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
+
+mod blobs;
 
 /// Manifests and indexes we can read, most wanted first.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -58,12 +62,19 @@ pub struct ClientOptions {
     /// Speak plain HTTP when HTTPS cannot reach the registry (registries.conf's
     /// `insecure = true`).
     pub http_fallback: bool,
+    /// Token services of other origins that may get the credentials even
+    /// over plain HTTP (registries.conf's `token-realms`).
+    pub token_realms: Vec<Origin>,
+    /// How long requests may take.
+    pub timeouts: Timeouts,
 }
 
 /// A client for one repository. Safe to share between download threads.
 pub struct Client {
-    agent: ureq::Agent,
+    http: Http,
     base: String,
+    /// The origin of `base`: the only one that gets the Authorization header.
+    origin: Origin,
     /// The reference it was made for.
     pub r: RemoteRef,
     creds: Option<Credentials>,
@@ -71,6 +82,7 @@ pub struct Client {
     /// The token scopes to ask for: this repository's, then those of the
     /// repositories blobs may be mounted from.
     scopes: Vec<String>,
+    token_realms: Vec<Origin>,
     authorization: Mutex<Option<String>>,
 }
 
@@ -123,23 +135,16 @@ impl Client {
         push: bool,
         mount_from: &[String],
     ) -> Result<Self, Error> {
-        let mut tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier);
-        if o.insecure_tls {
-            tls = tls.disable_verification(true);
-        }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .tls_config(tls.build())
-            .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_per_read(Some(Duration::from_secs(60)))
-            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
-            .user_agent(concat!("exprun/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
         let scheme = if o.plain_http || r.is_loopback() { "http" } else { "https" };
+        let base = format!("{scheme}://{}", r.api_host());
+        let origin = Origin::of(&base).ok_or_else(|| Error::Reference {
+            reference: r.to_string(),
+            why: format!("{base} is not a URL"),
+        })?;
         let mut client = Self {
-            agent,
-            base: format!("{scheme}://{}", r.api_host()),
+            http: Http::new(&r.registry, o.insecure_tls, o.timeouts),
+            base,
+            origin,
             r: r.clone(),
             creds: match (&o.credentials, &o.auth_file) {
                 (Some(c), _) => Some(c.clone()),
@@ -153,24 +158,33 @@ impl Client {
                 .map(|repo| format!("repository:{repo}:{}", if push { "pull,push" } else { "pull" }))
                 .chain(mount_from.iter().map(|repo| format!("repository:{repo}:pull")))
                 .collect(),
+            token_realms: o.token_realms.clone(),
             authorization: Mutex::new(None),
         };
         let mut url = format!("{}/v2/", client.base);
-        let mut probe = client.agent.get(&url).call();
-        if probe.is_err() && o.http_fallback && scheme == "https" {
-            client.base = format!("http://{}", r.api_host());
-            url = format!("{}/v2/", client.base);
-            probe = client.agent.get(&url).call();
+        let probe =
+            |url: &str| client.http.get("reach", url, &Get::default(), client.http.limits.deadline(0));
+        let mut resp = probe(&url);
+        if resp.is_err() && o.http_fallback && scheme == "https" {
+            let base = format!("http://{}", r.api_host());
+            url = format!("{base}/v2/");
+            resp = probe(&url);
+            if resp.is_ok() {
+                client.origin = Origin::of(&base).unwrap_or(client.origin);
+                client.base = base;
+            }
         }
-        let resp = probe.map_err(|e| client.transport("reach", &url, e))?;
+        let resp = resp?;
         match resp.status().as_u16() {
             200..=299 => {}
-            401 => {
+            401 if client.own(&resp) => {
                 let h = resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("");
-                client.challenge = Some(auth::parse_challenge(h).ok_or_else(|| Error::Auth {
+                let challenge = auth::parse_challenge(h).ok_or_else(|| Error::Auth {
                     registry: r.registry.clone(),
                     why: format!("it asks for an authentication scheme exprun does not speak: {h:?}"),
-                })?);
+                })?;
+                client.check_realm(&challenge)?;
+                client.challenge = Some(challenge);
                 client.login()?;
             }
             _ => return Err(client.status("reach", &url, resp)),
@@ -181,21 +195,61 @@ impl Client {
     /// Log in to `registry` with `o.credentials` and check that the registry
     /// takes them, as `podman login` does: a token from the token service for
     /// no repository, then `GET /v2/` with it. Whether the registry asked for
-    /// credentials at all.
+    /// credentials at all. The token services registries.conf lists for the
+    /// registry are added to `o`'s.
     pub fn check_login(registry: &str, o: &ClientOptions) -> Result<bool, Error> {
+        let mut o = o.clone();
+        o.token_realms.extend(super::conf::RegistriesConf::load()?.token_realms(registry));
         let r =
             RemoteRef { registry: registry.to_string(), repository: String::new(), tag: None, digest: None };
-        let client = Self::connect(&r, o, false)?;
+        let client = Self::connect(&r, &o, false)?;
         if client.challenge.is_none() {
             return Ok(false);
         }
         let url = format!("{}/v2/", client.base);
-        let get = |a: Option<&str>| authed(client.agent.get(&url), a).call();
-        let resp = client.call("log in at", &url, &get)?;
+        let get = |a: Option<&str>| client.get("log in at", &url, a, Vec::new());
+        let resp = client.call(&get)?;
         match resp.status().as_u16() {
             200..=299 => Ok(true),
             _ => Err(client.status("log in at", &url, resp)),
         }
+    }
+
+    /// Refuse a token service that would get the credentials over plain HTTP
+    /// on another origin; name one on another origin over HTTPS on stderr.
+    fn check_realm(&self, challenge: &Challenge) -> Result<(), Error> {
+        let (Challenge::Bearer { realm, .. }, Some(c)) = (challenge, &self.creds) else { return Ok(()) };
+        let to = Origin::of(realm).ok_or_else(|| Error::Auth {
+            registry: self.r.registry.clone(),
+            why: format!("its token service {realm:?} is not an http:// or https:// URL"),
+        })?;
+        match auth::realm_trust(&self.origin, &to, &self.token_realms) {
+            RealmTrust::Trusted => Ok(()),
+            RealmTrust::Notice => {
+                eprintln!(
+                    "exprun: registry {} sends user {:?} to its token service at {}, another host or port, \
+                     over HTTPS",
+                    self.r.registry, c.username, to
+                );
+                Ok(())
+            }
+            RealmTrust::Refused => Err(Error::Auth {
+                registry: self.r.registry.clone(),
+                why: format!(
+                    "its token service {realm} is on another origin ({to}, not {}) over plain HTTP, where \
+                     the password of user {:?} could be read or taken by whoever listens there; it was not \
+                     sent. If that service is the registry's own, list it for the registry in \
+                     registries.conf: token-realms = [\"{to}\"] under its [[registry]]",
+                    self.origin, c.username
+                ),
+            }),
+        }
+    }
+
+    /// Whether an answer came from the registry's own origin (after any
+    /// redirects): only then does a 401 ask for the registry's credentials.
+    fn own(&self, resp: &Response<Body>) -> bool {
+        Origin::of(&resp.get_uri().to_string()).is_some_and(|o| o == self.origin)
     }
 
     /// Get the Authorization header the challenge asks for.
@@ -221,19 +275,25 @@ impl Client {
         }
     }
 
-    /// A bearer token from the realm (anonymous when there are no credentials).
+    /// A bearer token from the realm (anonymous when there are no
+    /// credentials); [`Client::check_realm`] has allowed the credentials to
+    /// go there.
     fn token(&self, realm: &str, service: Option<&str>) -> Result<String, Error> {
-        let mut req = self.agent.get(realm);
-        for scope in &self.scopes {
-            req = req.query("scope", scope);
-        }
+        let to = Origin::of(realm).ok_or_else(|| Error::Auth {
+            registry: self.r.registry.clone(),
+            why: format!("its token service {realm:?} is not an http:// or https:// URL"),
+        })?;
+        let basic = self.creds.as_ref().map(Credentials::basic);
+        let mut query: Vec<(&str, &str)> = self.scopes.iter().map(|s| ("scope", s.as_str())).collect();
         if let Some(s) = service {
-            req = req.query("service", s);
+            query.push(("service", s));
         }
-        if let Some(c) = &self.creds {
-            req = req.header("Authorization", c.basic());
-        }
-        let mut resp = req.call().map_err(|e| self.transport("get a token from", realm, e))?;
+        let req = Get {
+            query,
+            auth: basic.as_deref().map(|value| Authorization { origin: &to, value }),
+            ..Get::default()
+        };
+        let mut resp = self.http.get("get a token from", realm, &req, self.http.limits.deadline(0))?;
         match resp.status().as_u16() {
             200..=299 => {}
             401 | 403 => {
@@ -263,7 +323,7 @@ impl Client {
             .with_config()
             .limit(1 << 20)
             .read_to_vec()
-            .map_err(|e| self.transport("read a token from", realm, e))?;
+            .map_err(|e| self.http.error("read a token from", realm, e))?;
         let t: Token = serde_json::from_slice(&body).map_err(|e| Error::Auth {
             registry: self.r.registry.clone(),
             why: format!("{realm} answered with no token JSON: {e}"),
@@ -279,19 +339,38 @@ impl Client {
         self.authorization.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The Authorization header `value`, for the registry's own origin only.
+    fn authorization<'a>(&'a self, value: Option<&'a str>) -> Option<Authorization<'a>> {
+        value.map(|value| Authorization { origin: &self.origin, value })
+    }
+
+    /// GET `url` (of this registry, or where it redirects) with `headers`, and
+    /// the Authorization header `auth` where it belongs; a document's
+    /// deadline.
+    fn get(
+        &self,
+        op: &str,
+        url: &str,
+        auth: Option<&str>,
+        headers: Vec<(&'static str, String)>,
+    ) -> Result<Response<Body>, Error> {
+        let req = Get { headers, auth: self.authorization(auth), ..Get::default() };
+        self.http.get(op, url, &req, self.http.limits.deadline(0))
+    }
+
     /// Make a request (built by `make`, given the Authorization header); on a
-    /// 401, log in again and retry once.
-    fn call(&self, op: &str, url: &str, make: &MakeRequest<'_>) -> Result<Response<Body>, Error> {
-        let resp = make(self.auth_header().as_deref()).map_err(|e| self.transport(op, url, e))?;
-        if resp.status().as_u16() != 401 {
+    /// 401 from the registry itself, log in again and retry once.
+    fn call(&self, make: &MakeRequest<'_>) -> Result<Response<Body>, Error> {
+        let resp = make(self.auth_header().as_deref())?;
+        if resp.status().as_u16() != 401 || !self.own(&resp) {
             return Ok(resp);
         }
         if self.challenge.is_none() {
             return Err(self.no_credentials());
         }
         self.login()?;
-        let resp = make(self.auth_header().as_deref()).map_err(|e| self.transport(op, url, e))?;
-        if resp.status().as_u16() == 401 {
+        let resp = make(self.auth_header().as_deref())?;
+        if resp.status().as_u16() == 401 && self.own(&resp) {
             return Err(match &self.creds {
                 None => self.no_credentials(),
                 Some(c) => Error::Auth {
@@ -316,8 +395,9 @@ impl Client {
 
     fn manifest_once(&self, reference: &str) -> Result<Document, Error> {
         let url = self.url("manifests", reference);
-        let get = |a: Option<&str>| authed(self.agent.get(&url).header("Accept", MANIFEST_ACCEPT), a).call();
-        let mut resp = self.call("get the manifest", &url, &get)?;
+        let get =
+            |a: Option<&str>| self.get("get the manifest", &url, a, vec![("Accept", MANIFEST_ACCEPT.into())]);
+        let mut resp = self.call(&get)?;
         let what = format!("manifest {}/{}:{reference}", self.r.registry, self.r.repository);
         match resp.status().as_u16() {
             200 => {}
@@ -331,7 +411,7 @@ impl Client {
             .with_config()
             .limit(MAX_DOCUMENT)
             .read_to_vec()
-            .map_err(|e| self.transport("read", &url, e))?;
+            .map_err(|e| self.http.error("read", &url, e))?;
         let digest = Digest::of_bytes(&bytes);
         let expected = reference.parse::<Digest>().ok().or_else(|| {
             header_digest.filter(|h| h.starts_with("sha256:")).and_then(|h| h.parse::<Digest>().ok())
@@ -352,7 +432,7 @@ impl Client {
         Ok(Document { bytes, digest, media_type })
     }
 
-    /// A small blob (a config), verified.
+    /// A small blob (a config), verified; read under the minimum rate.
     pub fn small_blob(&self, d: &Digest, size: u64) -> Result<Vec<u8>, Error> {
         retried(|| self.small_blob_once(d, size))
     }
@@ -366,169 +446,24 @@ impl Client {
             });
         }
         let url = self.url("blobs", &d.to_string());
-        let get = |a: Option<&str>| self.get(&url, a, None);
-        let mut resp = self.call("get", &url, &get)?;
+        let mut pace = Pace::new(self.http.limits);
+        let deadline = pace.deadline(size);
+        let get = |a: Option<&str>| {
+            let req = Get { auth: self.authorization(a), ..Get::default() };
+            self.http.get("get", &url, &req, deadline)
+        };
+        let resp = self.call(&get)?;
         match resp.status().as_u16() {
             200 => {}
             404 => return Err(Error::NotFound { registry: self.r.registry.clone(), what }),
             _ => return Err(self.status("get", &url, resp)),
         }
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(size + 1)
-            .read_to_vec()
-            .map_err(|e| self.transport("read", &url, e))?;
+        let bytes = self.http.read_paced("read", &url, resp, size + 1, &mut pace)?;
         let found = Digest::of_bytes(&bytes);
         if bytes.len() as u64 != size || &found != d {
             return Err(Error::DigestMismatch { what, expected: d.clone(), found });
         }
         Ok(bytes)
-    }
-
-    fn get(&self, url: &str, auth: Option<&str>, from: Option<u64>) -> Result<Response<Body>, ureq::Error> {
-        let mut req = authed(self.agent.get(url), auth);
-        if let Some(n) = from {
-            req = req.header("Range", format!("bytes={n}-"));
-        }
-        req.call()
-    }
-
-    /// Download blob `d` into `path`, going on from what `path` already holds;
-    /// on a dropped connection, retry from where it stopped. `progress` gets the
-    /// bytes already there first, then each chunk. The file is fsync'd and its
-    /// content verified (length and sha256) before this returns; content that
-    /// does not match is deleted.
-    pub fn download(&self, d: &Digest, size: u64, path: &Path, progress: &dyn Fn(u64)) -> Result<(), Error> {
-        let what = format!("blob {d} of {}/{}", self.r.registry, self.r.repository);
-        let io_err =
-            |op: &'static str| move |e: std::io::Error| Error::Io { op, path: path.to_path_buf(), source: e };
-        // A complete partial may be linked into a store already, by a pull that
-        // ran at the same time (and be read-only): it is only read.
-        let complete = std::fs::metadata(path).is_ok_and(|m| m.len() == size);
-        let mut file = if complete {
-            File::open(path)
-        } else {
-            OpenOptions::new().read(true).append(true).create(true).open(path)
-        }
-        .map_err(io_err("open"))?;
-        let mut hasher = Hasher::new();
-        let mut have = resume_point(&mut file, &mut hasher, size).map_err(io_err("read"))?;
-        progress(have);
-        let url = self.url("blobs", &d.to_string());
-        let mut stalls = 0;
-        while have < size {
-            let before = have;
-            let outcome = self.download_once(&url, &what, &mut file, &mut hasher, &mut have, size, progress);
-            match outcome {
-                Ok(()) => {}
-                Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Retry(e)) => {
-                    stalls = if have > before { 0 } else { stalls + 1 };
-                    if stalls >= MAX_STALLS {
-                        return Err(e);
-                    }
-                    std::thread::sleep(Duration::from_millis(200 << stalls.min(5)));
-                }
-            }
-        }
-        file.sync_all().map_err(io_err("write"))?;
-        let (found, _) = hasher.finish();
-        if &found != d {
-            let _ = std::fs::remove_file(path);
-            return Err(Error::DigestMismatch { what, expected: d.clone(), found });
-        }
-        Ok(())
-    }
-
-    /// One GET of the rest of a blob.
-    #[allow(clippy::too_many_arguments)]
-    fn download_once(
-        &self,
-        url: &str,
-        what: &str,
-        file: &mut File,
-        hasher: &mut Hasher,
-        have: &mut u64,
-        size: u64,
-        progress: &dyn Fn(u64),
-    ) -> Result<(), Attempt> {
-        let from = (*have > 0).then_some(*have);
-        let get = |a: Option<&str>| self.get(url, a, from);
-        let resp = match self.call("get", url, &get) {
-            Ok(r) => r,
-            Err(e @ Error::Transport { .. }) => return Err(Attempt::Retry(e)),
-            Err(e) => return Err(Attempt::Fatal(e)),
-        };
-        let restart = |file: &mut File, hasher: &mut Hasher, have: &mut u64| -> std::io::Result<()> {
-            file.set_len(0)?;
-            *hasher = Hasher::new();
-            *have = 0;
-            Ok(())
-        };
-        let io_fatal =
-            |e: std::io::Error| Attempt::Fatal(Error::Io { op: "write", path: what.into(), source: e });
-        match resp.status().as_u16() {
-            200 if *have > 0 => restart(file, hasher, have).map_err(io_fatal)?, // no range support
-            200 => {}
-            206 => {
-                let start = header(&resp, "content-range")
-                    .and_then(|v| v.strip_prefix("bytes ")?.split('-').next()?.parse::<u64>().ok());
-                if start != Some(*have) {
-                    restart(file, hasher, have).map_err(io_fatal)?;
-                    return Err(Attempt::Retry(Error::Invalid {
-                        what: what.into(),
-                        why: "the registry answered a range request with another range".into(),
-                    }));
-                }
-            }
-            416 => {
-                restart(file, hasher, have).map_err(io_fatal)?;
-                return Err(Attempt::Retry(self.status("get", url, resp)));
-            }
-            404 => {
-                return Err(Attempt::Fatal(Error::NotFound {
-                    registry: self.r.registry.clone(),
-                    what: what.into(),
-                }))
-            }
-            500..=599 => return Err(Attempt::Retry(self.status("get", url, resp))),
-            _ => return Err(Attempt::Fatal(self.status("get", url, resp))),
-        }
-        let mut body = resp.into_body();
-        let mut reader = body.with_config().limit(u64::MAX).reader();
-        let mut buf = vec![0u8; 1 << 17];
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    return Err(Attempt::Retry(Error::Transport {
-                        registry: self.r.registry.clone(),
-                        op: format!("read {url}"),
-                        why: e.to_string(),
-                    }))
-                }
-            };
-            if *have + n as u64 > size {
-                return Err(Attempt::Fatal(Error::Invalid {
-                    what: what.into(),
-                    why: format!("the registry sent more than the {size} bytes the manifest declares"),
-                }));
-            }
-            file.write_all(&buf[..n]).map_err(io_fatal)?;
-            hasher.update(&buf[..n]);
-            *have += n as u64;
-            progress(n as u64);
-        }
-        if *have < size {
-            return Err(Attempt::Retry(Error::Transport {
-                registry: self.r.registry.clone(),
-                op: format!("read {url}"),
-                why: format!("the connection ended after {have} of {size} bytes"),
-            }));
-        }
-        Ok(())
     }
 
     /// Whether the repository has blob `d`.
@@ -538,8 +473,11 @@ impl Client {
 
     fn has_blob_once(&self, d: &Digest) -> Result<bool, Error> {
         let url = self.url("blobs", &d.to_string());
-        let head = |a: Option<&str>| authed(self.agent.head(&url), a).call();
-        let resp = self.call("check", &url, &head)?;
+        let head = |a: Option<&str>| {
+            let req = Get { head: true, auth: self.authorization(a), ..Get::default() };
+            self.http.get("check", &url, &req, self.http.limits.deadline(0))
+        };
+        let resp = self.call(&head)?;
         match resp.status().as_u16() {
             200 => Ok(true),
             404 => Ok(false),
@@ -547,89 +485,20 @@ impl Client {
         }
     }
 
-    /// Upload the file at `path` as blob `d`, in one PUT; `progress` gets the
-    /// bytes sent so far. With `mount_from`, another repository of this
-    /// registry that has the blob, the registry is asked to mount it from there
-    /// first; one that cannot starts an ordinary upload instead. A registry
-    /// cannot resume a monolithic upload, so a dropped connection or a 5xx
-    /// answer starts it over, up to [`MAX_ATTEMPTS`] attempts in all.
-    pub fn upload(
-        &self,
-        d: &Digest,
-        path: &Path,
-        mount_from: Option<&str>,
-        progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<Uploaded, Error> {
-        let mut attempt = 1;
-        loop {
-            match self.upload_once(d, path, mount_from, progress) {
-                Ok(u) => return Ok(u),
-                Err(Attempt::Retry(_)) if attempt < MAX_ATTEMPTS => {
-                    std::thread::sleep(Duration::from_millis(250 << attempt));
-                    attempt += 1;
-                }
-                Err(Attempt::Retry(e) | Attempt::Fatal(e)) => return Err(e),
-            }
-        }
-    }
-
-    /// One upload: start a session, PUT the whole file to it.
-    fn upload_once(
-        &self,
-        d: &Digest,
-        path: &Path,
-        mount_from: Option<&str>,
-        progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<Uploaded, Attempt> {
-        let retry_or_fatal = |e: Error| match &e {
-            Error::Transport { .. } => Attempt::Retry(e),
-            Error::Status { status: 500..=599, .. } => Attempt::Retry(e),
-            _ => Attempt::Fatal(e),
-        };
-        let mut start = format!("{}/v2/{}/blobs/uploads/", self.base, self.r.repository);
-        if let Some(from) = mount_from {
-            start.push_str(&format!("?mount={d}&from={from}"));
-        }
-        let post = |a: Option<&str>| authed(self.agent.post(&start), a).send_empty();
-        let resp = self.call("start an upload at", &start, &post).map_err(retry_or_fatal)?;
-        match resp.status().as_u16() {
-            201 if mount_from.is_some() => return Ok(Uploaded::Mounted),
-            202 => {}
-            _ => return Err(retry_or_fatal(self.status("start an upload at", &start, resp))),
-        }
-        let location = header(&resp, "location").ok_or_else(|| {
-            Attempt::Fatal(Error::Invalid {
-                what: start.clone(),
-                why: "the registry started an upload without a Location".into(),
-            })
-        })?;
-        let location = if location.starts_with('/') { format!("{}{location}", self.base) } else { location };
-        let sep = if location.contains('?') { '&' } else { '?' };
-        let url = format!("{location}{sep}digest={d}");
-        let put = |a: Option<&str>| {
-            let file = File::open(path).map_err(ureq::Error::Io)?;
-            let len = file.metadata().map_err(ureq::Error::Io)?.len();
-            progress(0);
-            let mut body = Counted { inner: file, sent: 0, progress };
-            authed(self.agent.put(&url), a)
-                .header("Content-Type", "application/octet-stream")
-                .header("Content-Length", len)
-                .send(ureq::SendBody::from_reader(&mut body))
-        };
-        let resp = self.call("upload to", &url, &put).map_err(retry_or_fatal)?;
-        if resp.status().as_u16() != 201 {
-            return Err(retry_or_fatal(self.status("upload to", &url, resp)));
-        }
-        Ok(Uploaded::Sent)
-    }
-
     /// PUT a manifest under `reference` (a tag or its digest); returns the
     /// digest the registry gives it, checked against ours.
     pub fn put_manifest(&self, reference: &str, media_type: &str, bytes: &[u8]) -> Result<Digest, Error> {
         let url = self.url("manifests", reference);
-        let put =
-            |a: Option<&str>| authed(self.agent.put(&url).header("Content-Type", media_type), a).send(bytes);
-        let resp = self.call("put the manifest to", &url, &put)?;
+        let put = |a: Option<&str>| {
+            let op = "put the manifest to";
+            let deadline = self.http.limits.deadline(bytes.len() as u64);
+            self.http
+                .put(op, &url, self.authorization(a), deadline)?
+                .header("Content-Type", media_type)
+                .send(bytes)
+                .map_err(|e| self.http.error(op, &url, e))
+        };
+        let resp = self.call(&put)?;
         if resp.status().as_u16() != 201 {
             return Err(self.status("put the manifest to", &url, resp));
         }
@@ -646,14 +515,10 @@ impl Client {
         Ok(ours)
     }
 
-    fn transport(&self, op: &str, url: &str, e: ureq::Error) -> Error {
-        Error::Transport { registry: self.r.registry.clone(), op: format!("{op} {url}"), why: e.to_string() }
-    }
-
     /// An unexpected status, with the registry's own error messages.
     fn status(&self, op: &str, url: &str, mut resp: Response<Body>) -> Error {
         let status = resp.status().as_u16();
-        let body = resp.body_mut().with_config().limit(64 << 10).read_to_vec().unwrap_or_default();
+        let body = self.http.error_body(&mut resp);
         let message = serde_json::from_slice::<ErrorDoc>(&body)
             .ok()
             .filter(|d| !d.errors.is_empty())
@@ -661,28 +526,25 @@ impl Client {
                 d.errors.iter().map(|e| format!("{}: {}", e.code, e.message)).collect::<Vec<_>>().join("; ")
             })
             .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().chars().take(200).collect());
-        Error::Status { registry: self.r.registry.clone(), op: format!("{op} {url}"), status, message }
-    }
-}
-
-/// `req` with the Authorization header, if there is one.
-fn authed<B>(req: ureq::RequestBuilder<B>, authorization: Option<&str>) -> ureq::RequestBuilder<B> {
-    match authorization {
-        Some(a) => req.header("Authorization", a),
-        None => req,
+        let at = resp.get_uri().to_string();
+        let path = |u: &str| u.split('?').next().unwrap_or("").to_string();
+        let op = match path(&at) == path(url) {
+            true => format!("{op} {url}"),
+            false => format!("{op} {url} (answered by {at}, where it was redirected)"),
+        };
+        let message = match (status, self.own(&resp)) {
+            (401, false) => format!(
+                "{message} (exprun sends the registry's credentials to its own origin, {}, only)",
+                self.origin
+            ),
+            _ => message,
+        };
+        Error::Status { registry: self.r.registry.clone(), op, status, message }
     }
 }
 
 /// Makes one request, given the Authorization header to send.
-type MakeRequest<'a> = dyn Fn(Option<&str>) -> Result<Response<Body>, ureq::Error> + 'a;
-
-/// Why one download attempt ended.
-enum Attempt {
-    /// The connection failed or ended early: try again from where it stopped.
-    Retry(Error),
-    /// Nothing to gain from trying again.
-    Fatal(Error),
-}
+type MakeRequest<'a> = dyn Fn(Option<&str>) -> Result<Response<Body>, Error> + 'a;
 
 /// `request` (a GET or HEAD) again after a dropped connection or a 5xx
 /// answer, up to [`MAX_ATTEMPTS`] attempts in all, waiting 0.5, 1, 2 s between.
@@ -700,43 +562,6 @@ fn retried<T>(request: impl Fn() -> Result<T, Error>) -> Result<T, Error> {
             result => return result,
         }
     }
-}
-
-/// A reader that reports the bytes read so far.
-struct Counted<'a, R> {
-    inner: R,
-    sent: u64,
-    progress: &'a (dyn Fn(u64) + Sync),
-}
-
-impl<R: Read> Read for Counted<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.sent += n as u64;
-        (self.progress)(self.sent);
-        Ok(n)
-    }
-}
-
-/// How much of a partial blob to keep (all of it unless longer than the blob),
-/// with the hasher fed with it.
-fn resume_point(file: &mut File, hasher: &mut Hasher, size: u64) -> std::io::Result<u64> {
-    let len = file.metadata()?.len();
-    if len > size {
-        file.set_len(0)?;
-        return Ok(0);
-    }
-    file.seek(SeekFrom::Start(0))?;
-    let mut buf = vec![0u8; 1 << 17];
-    let mut reader = (&*file).take(len);
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(len)
 }
 
 fn header(resp: &Response<Body>, name: &str) -> Option<String> {

@@ -14,7 +14,10 @@
 //! - `insecure`: no TLS verification, and plain HTTP when HTTPS fails;
 //! - `blocked`: pulls and pushes of it are refused;
 //! - `[[registry.mirror]]` (`location`, `insecure`, `pull-from-mirror` = `all`,
-//!   `digest-only` or `tag-only`): tried in order before `location`, for pulls.
+//!   `digest-only` or `tag-only`): tried in order before `location`, for pulls;
+//! - `token-realms` (exprun's own key, which podman ignores), of a registry or
+//!   a mirror: the token services (`http://auth.lab:5001`) on another origin
+//!   that may get its credentials even over plain HTTP (see [`super::auth::realm_trust`]).
 //!
 //! `unqualified-search-registries` and `short-name-mode` are not read: a
 //! reference without a registry is Docker Hub's, as with docker.
@@ -25,6 +28,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::client::ClientOptions;
+use super::http::Origin;
 use super::reference::RemoteRef;
 use super::Error;
 
@@ -48,6 +52,8 @@ struct Registry {
     blocked: bool,
     #[serde(default)]
     mirror: Vec<Mirror>,
+    #[serde(default)]
+    token_realms: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -58,6 +64,8 @@ struct Mirror {
     insecure: bool,
     #[serde(default)]
     pull_from_mirror: Option<String>,
+    #[serde(default)]
+    token_realms: Vec<String>,
 }
 
 /// One place to fetch a reference from.
@@ -70,6 +78,9 @@ pub struct Endpoint {
     pub insecure: bool,
     /// Whether it is a mirror.
     pub mirror: bool,
+    /// Token services of other origins that may get its credentials
+    /// (`token-realms`).
+    pub token_realms: Vec<Origin>,
 }
 
 /// The `[[registry]]` entries that apply, by prefix.
@@ -150,7 +161,9 @@ impl RegistriesConf {
                     which("location")
                 ));
             }
+            check_realms(&reg.token_realms, &which("token-realms"))?;
             for m in &reg.mirror {
+                check_realms(&m.token_realms, &which("mirror token-realms"))?;
                 match m.pull_from_mirror.as_deref() {
                     None | Some("all" | "digest-only" | "tag-only") => {}
                     Some(other) => {
@@ -176,7 +189,12 @@ impl RegistriesConf {
             .filter(|(prefix, _)| matches(prefix, &r.registry, &full))
             .max_by_key(|(prefix, _)| prefix.len());
         let Some((prefix, reg)) = found else {
-            return Ok(vec![Endpoint { r: r.clone(), insecure: false, mirror: false }]);
+            return Ok(vec![Endpoint {
+                r: r.clone(),
+                insecure: false,
+                mirror: false,
+                token_realms: Vec::new(),
+            }]);
         };
         if reg.blocked {
             return Err(Error::Invalid {
@@ -211,7 +229,12 @@ impl RegistriesConf {
                     _ => true,
                 };
                 if wanted {
-                    out.push(Endpoint { r: rewrite(&m.location)?, insecure: m.insecure, mirror: true });
+                    out.push(Endpoint {
+                        r: rewrite(&m.location)?,
+                        insecure: m.insecure,
+                        mirror: true,
+                        token_realms: origins(&m.token_realms),
+                    });
                 }
             }
         }
@@ -221,20 +244,59 @@ impl RegistriesConf {
             _ if prefix.starts_with("*.") => r.registry.as_str(),
             _ => prefix,
         };
-        out.push(Endpoint { r: rewrite(location)?, insecure: reg.insecure, mirror: false });
+        out.push(Endpoint {
+            r: rewrite(location)?,
+            insecure: reg.insecure,
+            mirror: false,
+            token_realms: origins(&reg.token_realms),
+        });
         Ok(out)
     }
+
+    /// The token services listed for `registry` (a host, for `exprun
+    /// login`): those of each `[[registry]]` whose prefix or location is it,
+    /// and of each mirror there.
+    pub fn token_realms(&self, registry: &str) -> Vec<Origin> {
+        let host = |location: &str| location.split('/').next().unwrap_or("").to_string();
+        let mut out = Vec::new();
+        for (prefix, reg) in &self.entries {
+            let by_prefix = matches(prefix, registry, registry) || host(prefix) == registry;
+            if by_prefix || reg.location.as_deref().is_some_and(|l| host(l) == registry) {
+                out.extend(origins(&reg.token_realms));
+            }
+            for m in reg.mirror.iter().filter(|m| host(&m.location) == registry) {
+                out.extend(origins(&m.token_realms));
+            }
+        }
+        out
+    }
+}
+
+/// Refuse a `token-realms` entry that is not an http(s) URL.
+fn check_realms(realms: &[String], which: &str) -> Result<(), String> {
+    match realms.iter().find(|r| Origin::of(r).is_none()) {
+        Some(bad) => Err(format!(
+            "{which}: {bad:?} is not an http:// or https:// URL of a token service, e.g. \"http://auth.lab:5001\""
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The origins of `token-realms` entries (checked when read).
+fn origins(realms: &[String]) -> Vec<Origin> {
+    realms.iter().filter_map(|r| Origin::of(r)).collect()
 }
 
 /// Where `r` is, leaving mirrors aside (for a push, and for a run's artifact):
 /// its location in registries.conf (refused when blocked), with `o` for it.
 pub fn location(r: &RemoteRef, o: &ClientOptions) -> Result<(RemoteRef, ClientOptions), Error> {
     let ep = RegistriesConf::load()?.endpoints(r, false)?.remove(0);
-    let o = ClientOptions {
+    let mut o = ClientOptions {
         insecure_tls: o.insecure_tls || ep.insecure,
         http_fallback: ep.insecure,
         ..o.clone()
     };
+    o.token_realms.extend(ep.token_realms);
     Ok((ep.r, o))
 }
 
@@ -314,6 +376,30 @@ location = "registry.lab/quay-lab"
         let e = c.endpoints(&RemoteRef::parse("x.internal/a/b").unwrap(), true).unwrap_err().to_string();
         assert!(e.contains("blocks *.internal"), "{e}");
         assert_eq!(hosts(&c, "ok.internal/a/b", true), ["ok.internal/a/b"]);
+    }
+
+    #[test]
+    fn token_realms_are_origins_for_the_registry_or_mirror_that_lists_them() {
+        let c = conf(
+            r#"
+[[registry]]
+location = "registry.lab:5000"
+token-realms = ["http://auth.lab:5001/token"]
+[[registry.mirror]]
+location = "cache.lab/hub"
+token-realms = ["http://cache-auth.lab"]
+"#,
+        );
+        let eps = c.endpoints(&RemoteRef::parse("registry.lab:5000/a/b").unwrap(), true).unwrap();
+        let shown = |e: &Endpoint| e.token_realms.iter().map(|o| o.to_string()).collect::<Vec<_>>();
+        assert_eq!(shown(&eps[0]), ["http://cache-auth.lab:80"]);
+        assert_eq!(shown(&eps[1]), ["http://auth.lab:5001"]);
+        assert_eq!(c.token_realms("registry.lab:5000"), [Origin::of("http://auth.lab:5001").unwrap()]);
+        assert_eq!(c.token_realms("cache.lab"), [Origin::of("http://cache-auth.lab").unwrap()]);
+        assert!(c.token_realms("other.lab").is_empty());
+        let e = RegistriesConf::from_text("[[registry]]\nlocation = \"a\"\ntoken-realms = [\"auth.lab\"]\n")
+            .unwrap_err();
+        assert!(e.contains("token-realms") && e.contains("\"auth.lab\""), "{e}");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //!   registry's challenge;
 //! - [`client`]: the HTTP API of one repository (manifests, resumable blob
 //!   downloads, uploads);
+//! - [`http`]: requests: credentials for their own origin only, redirects
+//!   followed one hop at a time, deadlines and a minimum transfer rate;
 //! - [`conf`]: podman's registries.conf: mirrors, locations, blocked registries;
 //! - [`pull`]: reference → index → platform → manifest → config → layers (in
 //!   parallel, those the store lacks) → the image store, which checks and unpacks
@@ -14,7 +16,7 @@
 //! - [`transfer`]: several blobs at once, with a progress bar each.
 //!
 //! Every blob is verified by digest before the store sees it; credentials go
-//! into requests only. See docs/images.md.
+//! into requests to their own registry (or its token service) only. See docs/images.md.
 
 use std::path::PathBuf;
 
@@ -24,6 +26,7 @@ pub mod artifact;
 pub mod auth;
 pub mod client;
 pub mod conf;
+pub mod http;
 pub mod pull;
 pub mod push;
 pub mod reference;
@@ -55,6 +58,29 @@ pub enum Error {
         /// The request.
         op: String,
         /// The error.
+        why: String,
+    },
+    /// A request passed its deadline, or a transfer fell under the minimum
+    /// rate: not retried.
+    #[error("registry {registry}: cannot {op}: {why}; {limits}")]
+    Timeout {
+        /// The registry.
+        registry: String,
+        /// The request.
+        op: String,
+        /// Which limit passed.
+        why: String,
+        /// The limits, and how to change them.
+        limits: String,
+    },
+    /// A redirect exprun does not follow.
+    #[error("registry {registry}: cannot {op}: {why}")]
+    Redirect {
+        /// The registry.
+        registry: String,
+        /// The request.
+        op: String,
+        /// Where it led, and why that is refused.
         why: String,
     },
     /// The registry answered with an unexpected status.

@@ -71,11 +71,12 @@ pub struct Pulled {
 pub fn pull(store: &ImageStore, r: &RemoteRef, o: &PullOptions) -> Result<Pulled, Error> {
     let endpoints = RegistriesConf::load()?.endpoints(r, true)?;
     for (i, ep) in endpoints.iter().enumerate() {
-        let client_options = ClientOptions {
+        let mut client_options = ClientOptions {
             insecure_tls: o.client.insecure_tls || ep.insecure,
             http_fallback: ep.insecure,
             ..o.client.clone()
         };
+        client_options.token_realms.extend(ep.token_realms.iter().cloned());
         match (pull_from(store, r, &ep.r, &client_options, o), endpoints.get(i + 1)) {
             (Err(e), Some(next)) if from_the_registry(&e) => {
                 let what = if ep.mirror { "mirror" } else { "registry" };
@@ -93,6 +94,8 @@ fn from_the_registry(e: &Error) -> bool {
     matches!(
         e,
         Error::Transport { .. }
+            | Error::Timeout { .. }
+            | Error::Redirect { .. }
             | Error::Status { .. }
             | Error::Auth { .. }
             | Error::NotFound { .. }

@@ -27,25 +27,50 @@ pub struct ResolvedUser {
 
 /// Read the file at `rel` (e.g. `etc/passwd`) as the merged image shows it.
 /// `layers` are bottom first. `None` when no layer has it or it is hidden.
+///
+/// Each layer's parents of `rel` are checked from the top down before the
+/// file itself is looked at, so no lookup goes through a symlink of the image
+/// (an `etc -> /some/host/dir` would otherwise be read on the host); a
+/// symlink, file or whiteout on the way hides the file, as it does in the
+/// container, where the symlink resolves inside the image instead.
 pub fn read_image_file(layers: &[PathBuf], rel: &Path) -> io::Result<Option<String>> {
-    let parents: Vec<&Path> = rel.ancestors().skip(1).filter(|p| !p.as_os_str().is_empty()).collect();
-    for layer in layers.iter().rev() {
-        let path = layer.join(rel);
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_char_device() => return Ok(None), // whiteout
-            Ok(m) if m.is_file() => return fs::read_to_string(&path).map(Some),
-            Ok(_) => return Ok(None), // a directory or symlink: not a plain file we can read
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        // A whiteout or an opaque directory on any parent hides the lower layers.
+    let mut parents: Vec<&Path> = rel.ancestors().skip(1).filter(|p| !p.as_os_str().is_empty()).collect();
+    parents.reverse();
+    let absent =
+        |e: &io::Error| e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR);
+    'layers: for layer in layers.iter().rev() {
+        // An opaque directory on the way hides the lower layers.
+        let mut opaque = false;
         for parent in &parents {
             let p = layer.join(parent);
             match fs::symlink_metadata(&p) {
-                Ok(m) if m.file_type().is_char_device() => return Ok(None),
-                Ok(m) if m.is_dir() && is_opaque(&p) => return Ok(None),
-                _ => {}
+                Ok(m) if m.is_dir() => opaque |= is_opaque(&p),
+                Ok(_) => return Ok(None),
+                Err(e) if absent(&e) => {
+                    if opaque {
+                        return Ok(None);
+                    }
+                    continue 'layers;
+                }
+                Err(e) => return Err(e),
             }
+        }
+        let path = layer.join(rel);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_char_device() => return Ok(None), // whiteout
+            Ok(m) if m.is_file() => {
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path)?;
+                let mut text = String::new();
+                io::Read::read_to_string(&mut f, &mut text)?;
+                return Ok(Some(text));
+            }
+            Ok(_) => return Ok(None), // a directory or symlink: not a plain file we can read
+            Err(e) if absent(&e) => {}
+            Err(e) => return Err(e),
+        }
+        if opaque {
+            return Ok(None);
         }
     }
     Ok(None)
@@ -208,5 +233,22 @@ mod tests {
             .unwrap();
             assert_eq!(read_image_file(&layers, Path::new("etc/group")).unwrap(), None);
         }
+    }
+
+    #[test]
+    fn the_images_symlinks_are_not_followed_on_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let (l1, l2, host) = (dir.path().join("l1"), dir.path().join("l2"), dir.path().join("host"));
+        fs::create_dir_all(l1.join("etc")).unwrap();
+        fs::create_dir_all(&l2).unwrap();
+        fs::create_dir_all(&host).unwrap();
+        fs::write(l1.join("etc/passwd"), "lower").unwrap();
+        fs::write(host.join("passwd"), "host file").unwrap();
+        std::os::unix::fs::symlink(&host, l2.join("etc")).unwrap();
+        assert_eq!(
+            read_image_file(std::slice::from_ref(&l1), Path::new("etc/passwd")).unwrap().as_deref(),
+            Some("lower")
+        );
+        assert_eq!(read_image_file(&[l1, l2], Path::new("etc/passwd")).unwrap(), None);
     }
 }

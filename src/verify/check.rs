@@ -15,10 +15,14 @@ use serde::{Deserialize, Serialize};
 
 use super::compare::{self, FileReport, Tolerances, TreeReport};
 use super::replay::{self, Drift, Prepared};
+use super::trust::Origin;
 use super::vary::{self, Variation, VaryContext};
 use super::Error;
-use crate::record::RunRecord;
+use crate::image::ImageStore;
+use crate::record::host::HostFacts;
+use crate::record::{ExprunInfo, Key, RunRecord};
 use crate::run::Replay;
+use crate::spec::options::HostMount;
 use crate::state::Root;
 
 /// The verdict's format; bump on incompatible changes.
@@ -36,6 +40,12 @@ pub struct VerifyOptions {
     pub allow_drift: bool,
     /// Keep the replays' outputs here instead of removing them.
     pub keep_outputs: Option<PathBuf>,
+    /// Where the record comes from.
+    pub origin: Origin,
+    /// `--allow` names (parsed), for a fetched run.
+    pub allow: Vec<String>,
+    /// `--input`s given: read from there instead, digest-checked.
+    pub inputs: Vec<HostMount>,
 }
 
 /// How one replay compared with the original.
@@ -148,8 +158,28 @@ pub fn remove_stale_scratch(root: &Root) {
     }
 }
 
-/// Verify the recorded run `original`.
-pub fn verify(root: &Root, original: &RunRecord, o: &VerifyOptions) -> Result<Verdict, crate::Error> {
+/// A verification, planned: its first replay prepared, so that what it will
+/// run can be shown (and refused) before anything runs.
+pub struct Verification<'a> {
+    root: &'a Root,
+    original: &'a RunRecord,
+    o: &'a VerifyOptions,
+    scratch: Scratch,
+    outputs_root: PathBuf,
+    store: ImageStore,
+    host: HostFacts,
+    exprun: ExprunInfo,
+    key: Key,
+    rlimits: Vec<(String, u64, u64)>,
+    first: Prepared,
+}
+
+/// Plan the verification of the recorded run `original`.
+pub fn plan<'a>(
+    root: &'a Root,
+    original: &'a RunRecord,
+    o: &'a VerifyOptions,
+) -> Result<Verification<'a>, crate::Error> {
     remove_stale_scratch(root);
     let mut scratch = Scratch { dirs: Vec::new() };
     let outputs_root = match &o.keep_outputs {
@@ -167,16 +197,77 @@ pub fn verify(root: &Root, original: &RunRecord, o: &VerifyOptions) -> Result<Ve
             d
         }
     };
-    let store = crate::image::ImageStore::open(&root.store_dir())?;
+    let store = ImageStore::open(&root.store_dir())?;
     let cgroups = crate::cgroups::CgroupHost::detect().map_err(crate::plan::Error::from)?;
     let host = crate::record::host::facts(&cgroups);
     let exprun = crate::record::exprun_info(&root.cache_dir());
+    let key = Key::open(root.dir())?;
+    let rlimits = crate::spec::caller_rlimits();
     let caller = |n: &str| std::env::var(n).ok();
-    let key = crate::record::Key::open(root.dir())?;
-    let first = replay::prepare(&store, original, &outputs_root.join("0"), &host, &exprun, &caller, &key)?;
-    if first.blocked() && !o.allow_drift {
-        return Err(Error::Drift { table: replay::render_drift(&first.drift) }.into());
+    let ctx = replay::Context {
+        store: &store,
+        host: &host,
+        exprun: &exprun,
+        caller_env: &caller,
+        key: &key,
+        host_rlimits: &rlimits,
+        origin: &o.origin,
+        allow: &o.allow,
+        inputs: &o.inputs,
+    };
+    let first = replay::prepare(&ctx, original, &outputs_root.join("0"))?;
+    Ok(Verification { root, original, o, scratch, outputs_root, store, host, exprun, key, rlimits, first })
+}
+
+impl Verification<'_> {
+    /// The first replay, as planned.
+    pub fn first(&self) -> &Prepared {
+        &self.first
     }
+
+    /// Replay and compare: refused, before anything runs, for what the audit
+    /// or the drift check refuses.
+    pub fn run(self) -> Result<Verdict, crate::Error> {
+        self.first.check(self.o.allow_drift)?;
+        let Verification {
+            root,
+            original,
+            o,
+            mut scratch,
+            outputs_root,
+            store,
+            host,
+            exprun,
+            key,
+            rlimits,
+            first,
+        } = self;
+        let caller = |n: &str| std::env::var(n).ok();
+        let ctx = replay::Context {
+            store: &store,
+            host: &host,
+            exprun: &exprun,
+            caller_env: &caller,
+            key: &key,
+            host_rlimits: &rlimits,
+            origin: &o.origin,
+            allow: &o.allow,
+            inputs: &o.inputs,
+        };
+        verify(root, original, o, &ctx, &mut scratch, &outputs_root, first)
+    }
+}
+
+/// Verify the recorded run `original`, whose first replay is `first`.
+fn verify(
+    root: &Root,
+    original: &RunRecord,
+    o: &VerifyOptions,
+    rctx: &replay::Context<'_>,
+    scratch: &mut Scratch,
+    outputs_root: &Path,
+    first: Prepared,
+) -> Result<Verdict, crate::Error> {
     let drift = first.drift.clone();
 
     let mut v = Verdict {
@@ -193,11 +284,12 @@ pub fn verify(root: &Root, original: &RunRecord, o: &VerifyOptions) -> Result<Ve
         unmatched_rules: Vec::new(),
     };
     let mut n = 0;
-    let mut one = |set: &[Variation], ctx: &VaryContext| -> Result<ReplayReport, crate::Error> {
+    let mut one = |set: &[Variation], vctx: &VaryContext| -> Result<ReplayReport, crate::Error> {
         n += 1;
         let dir = outputs_root.join(n.to_string());
-        let prepared = replay::prepare(&store, original, &dir, &host, &exprun, &caller, &key)?;
-        replay_once(root, original, prepared, set, ctx, &o.tolerances)
+        let prepared = replay::prepare(rctx, original, &dir)?;
+        prepared.check(o.allow_drift)?;
+        replay_once(root, original, prepared, set, vctx, &o.tolerances, &o.origin)
     };
 
     // The control.
@@ -308,7 +400,6 @@ pub fn verify(root: &Root, original: &RunRecord, o: &VerifyOptions) -> Result<Ve
         }
         v.attributions.sort_by(|x, y| x.variation.cmp(&y.variation));
     }
-    drop(scratch);
     let same = v.replays.iter().all(|r| r.differs.is_empty()) && v.attributions.is_empty();
     let compared = v.replays.iter().chain(&v.variation_replays).all(|r| r.not_compared.is_empty());
     v.verdict = match (same, compared) {
@@ -329,6 +420,7 @@ fn replay_once(
     set: &[Variation],
     ctx: &VaryContext,
     tol: &Tolerances,
+    origin: &Origin,
 ) -> Result<ReplayReport, crate::Error> {
     let id = crate::fsutil::random_hex(16);
     let label = vary::label(set);
@@ -362,7 +454,7 @@ fn replay_once(
         },
     )?;
     let rec = root.read_record(&result.run_id)?;
-    Ok(compare_records(root, original, &rec, set, tol))
+    Ok(compare_records(root, original, &rec, set, tol, origin))
 }
 
 /// Compare a replay's record (and kept output) with the original's.
@@ -372,7 +464,15 @@ fn compare_records(
     replay: &RunRecord,
     set: &[Variation],
     tol: &Tolerances,
+    origin: &Origin,
 ) -> ReplayReport {
+    // A fetched run's original outputs are read from its artifact only, never
+    // from the path its record names on this host.
+    let artifact = origin.artifact();
+    let original_dir = |source: &Path| match &artifact {
+        Some(a) if !source.starts_with(a) => None,
+        _ => Some(source.to_path_buf()),
+    };
     let mut differs = Vec::new();
     if original.exit.code != replay.exit.code {
         differs.push("exit".to_string());
@@ -414,7 +514,8 @@ fn compare_records(
             differs.push(exp.destination.display().to_string());
             continue;
         };
-        let t = compare::compare_tree(et, Some(&exp.source), at, &act.source, &exp.destination, tol);
+        let original_dir = original_dir(&exp.source);
+        let t = compare::compare_tree(et, original_dir.as_deref(), at, &act.source, &exp.destination, tol);
         for f in t.files.iter().filter(|f| f.verdict.is_difference()) {
             let key = difference_key(&t.destination, &f.path);
             if f.verdict == compare::Verdict::CouldNotCompare {

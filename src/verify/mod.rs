@@ -4,6 +4,8 @@
 pub mod check;
 pub mod compare;
 pub mod replay;
+pub mod summary;
+pub mod trust;
 pub mod vary;
 
 use std::path::PathBuf;
@@ -48,6 +50,52 @@ pub enum Error {
     Drift {
         /// The rendered drift table.
         table: String,
+    },
+    /// A fetched run's request asks for what nothing allows.
+    #[error("refusing to replay run {run}: it was fetched from a registry, and its request asks for more than exprun gives a run it did not record:\n{list}")]
+    Refused {
+        /// Run id (short).
+        run: String,
+        /// Each refused finding, and the `--allow` flags that would permit them.
+        list: String,
+    },
+    /// A recorded request holds what `exprun run` could not have written.
+    #[error("run {run} cannot be replayed: its record's {field}: {why}")]
+    BadRequest {
+        /// Run id (short).
+        run: String,
+        /// The field(s), e.g. `request.volumes[0].destination`.
+        field: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A fetched run's own copy of a file does not match its record.
+    #[error("refusing to replay run {run}: its artifact's copy of {what} is not what its record digests (recorded {recorded}, the artifact has {found}): the artifact is corrupt or was altered; --allow-drift does not change this")]
+    ArtifactMismatch {
+        /// Run id (short).
+        run: String,
+        /// `input /data`.
+        what: String,
+        /// The recorded digest.
+        recorded: String,
+        /// What the copy digests to.
+        found: String,
+    },
+    /// `--allow` names nothing that can be allowed.
+    #[error("--allow {given:?}: {why}")]
+    BadAllow {
+        /// What was given.
+        given: String,
+        /// Why it is not understood.
+        why: String,
+    },
+    /// `--input` names a destination the run has no input at.
+    #[error("--input {destination}: the run has no input there (its inputs: {inputs})")]
+    UnknownInput {
+        /// The destination given.
+        destination: PathBuf,
+        /// The run's input destinations.
+        inputs: String,
     },
     /// A comparison option is bad.
     #[error(transparent)]

@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod build;
 mod devices;
 mod evil_registry;
 mod host;
@@ -14,6 +15,8 @@ mod image;
 mod layout;
 mod outputs;
 mod record_size;
+mod registry;
+mod replay;
 mod rootless;
 mod runtime;
 mod seccomp;
