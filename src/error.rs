@@ -4,6 +4,11 @@
 //! killed by signal N, 126 when it could not be executed, 127 when it was not found,
 //! and 125 when exprun itself failed (the same contract as `podman run`).
 //! Every [`Error`] is an exprun failure, so it maps to 125.
+//!
+//! Errors name what they are about: run ids and names, paths, image
+//! references, values from records, registries and command lines, any of
+//! which may hold terminal escape sequences. They are escaped here, once, as
+//! they are printed ([`Error::for_terminal`], [`print`]).
 
 /// Exit status when exprun itself failed.
 pub const EXIT_EXPRUN_FAILED: i32 = 125;
@@ -59,6 +64,20 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         EXIT_EXPRUN_FAILED
     }
+
+    /// The message as printed, on stderr and into `--log`: control and
+    /// bidirectional characters escaped, the newlines of exprun's own
+    /// multi-line messages kept.
+    pub fn for_terminal(&self) -> String {
+        crate::record::lines_for_terminal(&self.to_string()).into_owned()
+    }
+}
+
+/// Print `exprun: MESSAGE` on stderr, escaped as [`Error::for_terminal`]
+/// escapes: for errors that do not end the command (one record of many that
+/// cannot be read).
+pub fn print(message: &dyn std::fmt::Display) {
+    eprintln!("exprun: {}", crate::record::lines_for_terminal(&message.to_string()));
 }
 
 /// Result with the top-level [`Error`].

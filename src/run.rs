@@ -392,12 +392,13 @@ fn digest_outputs(plan: &RunPlan, rec: &mut RunRecord, dirs: &[OutputDir]) {
                 continue;
             }
         };
+        // The container named these files: escaped for the terminal.
         let dest = m.destination.display();
         for c in &tree.cleaned {
-            eprintln!("exprun: output {dest}: {}: {}", c.path, c.change);
+            crate::error::print(&format_args!("output {dest}: {}: {}", c.path, c.change));
         }
         if let Some(why) = &tree.incomplete {
-            eprintln!("exprun: output {dest}: incomplete digest: {why}");
+            crate::error::print(&format_args!("output {dest}: incomplete digest: {why}"));
         }
         r.tree = Some(tree);
     }

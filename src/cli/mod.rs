@@ -274,9 +274,10 @@ struct LogTarget {
 
 /// Print an exprun error on stderr (and into `--log`) and return its exit status.
 fn report(e: &Error, log: &LogTarget) -> i32 {
-    eprintln!("exprun: {e}");
+    let message = e.for_terminal();
+    eprintln!("exprun: {message}");
     if let Some(path) = &log.path {
-        crate::log::append_error(path, log.json, &e.to_string());
+        crate::log::append_error(path, log.json, &message);
     }
     e.exit_code()
 }

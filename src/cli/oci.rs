@@ -197,8 +197,9 @@ pub fn ps(globals: &Globals, a: PsArgs) -> Result<i32> {
     println!("{:<8} CMD", "PID");
     for pid in pids {
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        // The container's processes set their own command lines.
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        println!("{pid:<8} {}", cmd.trim_end());
+        println!("{pid:<8} {}", crate::record::for_terminal(cmd.trim_end()));
     }
     Ok(0)
 }

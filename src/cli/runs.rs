@@ -52,7 +52,8 @@ the record. Outcome: status, exit code and signal, stdout and stderr digests, ou
 Never compared: run id, name, exprun command line, times, resource usage, forwarded signals; \
 the run id is blanked out of paths before comparing.",
         after_help = "Exit status: 0 if the records \
-agree in context and outcome, 1 if they differ, 125 on error (as with diff(1))."
+agree in context and outcome, 1 if they differ, 125 on error (as with diff(1)). A record over \
+256 MiB is refused (EXPRUN_MAX_RECORD_SIZE changes that)."
     )]
     Diff {
         /// First run: name, id or id prefix
@@ -62,6 +63,10 @@ agree in context and outcome, 1 if they differ, 125 on error (as with diff(1))."
         /// Print the differences as a JSON object
         #[arg(long)]
         json: bool,
+        /// List at most N differences per section (an output or input tree, the
+        /// environment, the mounts, ...), then how many more; `all` lists every one
+        #[arg(long, value_name = "N|all", default_value = "100", value_parser = parse_limit)]
+        limit: Limit,
     },
     /// Export a run's record as an RO-Crate or an in-toto Statement
     #[command(
@@ -87,6 +92,20 @@ under it); nothing is copied or read again."
     },
 }
 
+/// `runs diff --limit`: differences listed per section (`None`: all).
+#[derive(Debug, Clone, Copy)]
+pub struct Limit(Option<usize>);
+
+fn parse_limit(s: &str) -> std::result::Result<Limit, String> {
+    match s {
+        "all" => Ok(Limit(None)),
+        _ => match s.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(Limit(Some(n))),
+            _ => Err("expected a number of differences from 1 up, or `all`".into()),
+        },
+    }
+}
+
 /// What `runs export` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
@@ -105,13 +124,13 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
             for id in root.run_ids() {
                 match root.read_record(&id) {
                     Ok(r) => records.push(r),
-                    Err(e) => eprintln!("exprun: {e}"),
+                    Err(e) => crate::error::print(&e),
                 }
             }
             records.sort_by(|a, b| a.time.created.cmp(&b.time.created));
             if json {
                 let rows: Vec<serde_json::Value> = records.iter().map(summary_json).collect();
-                println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+                print_json(&serde_json::Value::Array(rows));
             } else {
                 say!(
                     "{:<12}  {:<16}  {:<24}  {:<10}  {:>4}  {:<20}  COMMAND",
@@ -125,7 +144,7 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
                 for r in &records {
                     say!(
                         "{:<12}  {:<16}  {:<24}  {:<10}  {:>4}  {:<20}  {}",
-                        &r.run_id[..12],
+                        r.run_id.get(..12).unwrap_or(&r.run_id),
                         r.name.as_deref().unwrap_or("-"),
                         image_label(r),
                         status_label(r),
@@ -161,19 +180,23 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
                 match root.resolve_run(&given).and_then(|id| root.remove_run(&id).map(|()| id)) {
                     Ok(id) => println!("removed {id}"),
                     Err(e) => {
-                        eprintln!("exprun: {e}");
+                        crate::error::print(&e);
                         failed = true;
                     }
                 }
             }
             Ok(if failed { crate::error::EXIT_EXPRUN_FAILED } else { 0 })
         }
-        RunsCommand::Diff { run_a, run_b, json } => {
+        RunsCommand::Diff { run_a, run_b, json, limit } => {
             let (id_a, id_b) = (root.resolve_run(&run_a)?, root.resolve_run(&run_b)?);
             let (a, b) = (root.read_record(&id_a)?, root.read_record(&id_b)?);
-            let d = diff::diff(&a, &b).map_err(|e| Error::Usage(format!("comparing the records: {e}")))?;
+            let d =
+                diff::diff(a, b, limit.0).map_err(|e| Error::Usage(format!("comparing the records: {e}")))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
+                println!(
+                    "{}",
+                    crate::record::json_for_terminal(&serde_json::to_string_pretty(&d).unwrap_or_default())
+                );
             } else {
                 print!("{}", d.render());
             }
@@ -213,8 +236,10 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
     }
 }
 
+/// JSON from a record on stdout: C1 and bidirectional controls in strings
+/// written as `\uXXXX` (the same JSON), since stdout may be a terminal.
 fn print_json(v: &serde_json::Value) {
-    print!("{}", String::from_utf8_lossy(&export::to_pretty(v)));
+    print!("{}", crate::record::json_for_terminal(&String::from_utf8_lossy(&export::to_pretty(v))));
 }
 
 /// `exprun gc`: clean up after runs whose exprun died, and leftovers of

@@ -63,6 +63,68 @@ pub enum Error {
         /// The parse error.
         source: serde_json::Error,
     },
+    /// A record file is larger than exprun reads.
+    #[error(
+        "record {path} is {size} bytes ({}), over the {} limit on run records, so exprun does not read it \
+         (a record that large lists about a million files); to read it anyway, set {MAX_RECORD_SIZE_VAR} \
+         above its size (e.g. {MAX_RECORD_SIZE_VAR}=1g): reading a record takes about as much memory as \
+         its size",
+        mib(*size),
+        mib(*limit)
+    )]
+    TooBig {
+        /// The file.
+        path: PathBuf,
+        /// Its size, or how much of it was read before the limit was passed.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A record path is not a regular file (a symlink, a fifo, a directory).
+    #[error("record {path} is not a regular file; a run record is a file exprun wrote")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The record size limit in the environment does not parse.
+    #[error("{MAX_RECORD_SIZE_VAR}={value}: {why}")]
+    Limit {
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// The most bytes of a record file any reader accepts, unless
+/// [`MAX_RECORD_SIZE_VAR`] says otherwise. A record is mostly its output and
+/// input trees, about 250 bytes a file: an output at the listing bound
+/// ([`files::MAX_ENTRIES`], a million files) fits; parsing a record takes
+/// about twice its size in memory, and `runs diff` parses two.
+pub const MAX_RECORD_BYTES: u64 = 256 << 20;
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
+}
+
+/// The environment variable that changes [`MAX_RECORD_BYTES`] (a size: `512m`, `1g`).
+pub const MAX_RECORD_SIZE_VAR: &str = "EXPRUN_MAX_RECORD_SIZE";
+
+/// The record size limit: [`MAX_RECORD_SIZE_VAR`] if set, else [`MAX_RECORD_BYTES`].
+pub fn max_record_bytes() -> Result<u64, Error> {
+    match std::env::var(MAX_RECORD_SIZE_VAR) {
+        Err(std::env::VarError::NotPresent) => Ok(MAX_RECORD_BYTES),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            Err(Error::Limit { value: v.to_string_lossy().into_owned(), why: "not a size".into() })
+        }
+        Ok(v) => crate::spec::options::parse_size(MAX_RECORD_SIZE_VAR, &v).map_err(|e| Error::Limit {
+            value: v.clone(),
+            why: match e {
+                crate::spec::Error::Option { why, .. } => why,
+                other => other.to_string(),
+            },
+        }),
+    }
 }
 
 /// How a run ended.
@@ -244,28 +306,81 @@ pub struct RunRecord {
     pub drift: Vec<Drift>,
 }
 
+/// Characters that reorder the text around them when shown (bidirectional
+/// embeddings, overrides and isolates, and the marks), or break a line where a
+/// terminal may not show one: shown escaped, so what is printed reads in the
+/// order it is stored ("Trojan Source", CVE-2021-42574).
+fn reorders(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// `s` for a terminal: control characters (C0 including newline and tab, DEL,
-/// C1) escaped, so that a record cannot move the cursor, clear the screen, set
-/// the window title or write the clipboard (OSC 52) when it is shown, and a
-/// value on one line stays on one line. Everything printed from a record for
-/// people goes through here; `--json` output is escaped by JSON itself.
+/// C1) and bidirectional controls escaped, so that a record cannot move the
+/// cursor, clear the screen, set the window title, write the clipboard (OSC
+/// 52) or reorder what is shown, and a value on one line stays on one line.
+/// Everything printed from a record for people goes through here, and so does
+/// every error exprun prints; JSON goes through [`json_for_terminal`].
 pub fn for_terminal(s: &str) -> std::borrow::Cow<'_, str> {
-    let control = |c: char| c.is_control();
-    if !s.contains(control) {
+    escape(s, false)
+}
+
+/// A message of several lines for a terminal: as [`for_terminal`], but its
+/// newlines stay (exprun's own messages use them, e.g. a drift table).
+pub fn lines_for_terminal(s: &str) -> std::borrow::Cow<'_, str> {
+    escape(s, true)
+}
+
+fn escape(s: &str, keep_newlines: bool) -> std::borrow::Cow<'_, str> {
+    let special = |c: char| (c.is_control() && !(keep_newlines && c == '\n')) || reorders(c);
+    if !s.contains(special) {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         match c {
+            c if !special(c) => out.push(c),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x80 && control(c) => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if control(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
-            c => out.push(c),
+            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// JSON text for a terminal: the same JSON value, with DEL, C1 controls and
+/// bidirectional controls written as `\uXXXX` escapes (serde_json escapes
+/// only those below U+0020). They can only occur inside strings, where the
+/// escape means the same character, so the output parses to the same value.
+pub fn json_for_terminal(json: &str) -> std::borrow::Cow<'_, str> {
+    let special = |c: char| c == '\u{7f}' || (c.is_control() && c as u32 >= 0x80) || reorders(c);
+    if !json.contains(special) {
+        return std::borrow::Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if special(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A reader that counts the bytes it has read.
+struct Counted<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: io::Read> io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
 }
 
 /// RFC 3339 in UTC with second precision.
@@ -383,11 +498,43 @@ impl RunRecord {
         Ok(path)
     }
 
-    /// Read a record file.
+    /// Read a record file: a regular file (not followed through a symlink) of
+    /// at most [`max_record_bytes`], which is checked before anything is
+    /// read and again while reading (the file may grow).
     pub fn read(path: &Path) -> Result<Self, Error> {
-        let text =
-            fs::read(path).map_err(|source| Error::Io { op: "reading", path: path.to_path_buf(), source })?;
-        serde_json::from_slice(&text).map_err(|source| Error::Parse { path: path.to_path_buf(), source })
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let limit = max_record_bytes()?;
+        let io = |op| move |source| Error::Io { op, path: path.to_path_buf(), source };
+        // O_NONBLOCK: opening a fifo planted as record.json does not wait for a writer.
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => Error::NotAFile { path: path.to_path_buf() },
+                _ => io("opening")(e),
+            })?;
+        let meta = file.metadata().map_err(io("reading"))?;
+        if !meta.is_file() {
+            return Err(Error::NotAFile { path: path.to_path_buf() });
+        }
+        let too_big = |size| Error::TooBig { path: path.to_path_buf(), size, limit };
+        if meta.len() > limit {
+            return Err(too_big(meta.len()));
+        }
+        // Parsed as it is read: the text is never held whole beside the record.
+        let mut reader =
+            io::BufReader::with_capacity(1 << 20, Counted { inner: file.take(limit + 1), count: 0 });
+        let parsed = serde_json::from_reader(&mut reader);
+        let count = reader.get_ref().count;
+        if count > limit {
+            return Err(too_big(count));
+        }
+        parsed.map_err(|source| match source.io_error_kind() {
+            Some(_) => Error::Io { op: "reading", path: path.to_path_buf(), source: source.into() },
+            None => Error::Parse { path: path.to_path_buf(), source },
+        })
     }
 }
 
@@ -432,6 +579,20 @@ mod tests {
         let shown = for_terminal(hostile);
         assert_eq!(shown, "a\\nb\\r\\t\\x1b]52;c;aGk=\\x07\\x1b[2J\\x7f\\u{009b}31m\\u{0085}");
         assert!(!shown.chars().any(char::is_control), "{shown}");
+        assert_eq!(for_terminal("abc\u{202e}fed\u{2066}x\u{2069}"), "abc\\u{202e}fed\\u{2066}x\\u{2069}");
+        assert_eq!(lines_for_terminal("table\nrow \x1b[2J\r\tend\n"), "table\nrow \\x1b[2J\\r\\tend\n");
+    }
+
+    #[test]
+    fn json_for_a_terminal_is_the_same_json() {
+        let v = serde_json::json!({"name": "a\u{1b}]0;t\u{7}b\u{7f}\u{9b}2J\u{202e}x", "n": 1});
+        let text = serde_json::to_string_pretty(&v).unwrap();
+        assert!(text.contains('\u{9b}') && text.contains('\u{202e}'), "serde_json leaves them: {text}");
+        let shown = json_for_terminal(&text);
+        assert!(!shown.chars().any(|c| (c.is_control() && c != '\n') || reorders(c)), "{shown}");
+        assert!(shown.contains(r"\u001b]0;t\u0007b\u007f\u009b2J\u202ex"), "{shown}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&shown).unwrap(), v);
+        assert!(matches!(json_for_terminal("{\n  \"a\": \"é\"\n}"), std::borrow::Cow::Borrowed(_)));
     }
 
     #[test]
