@@ -164,7 +164,10 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
             };
             let r = root.read_record(&id)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                println!(
+                    "{}",
+                    crate::record::json_for_terminal(&serde_json::to_string_pretty(&r).unwrap_or_default())
+                );
             } else {
                 print_record(&r);
                 print_request(

@@ -289,9 +289,11 @@ pub fn verify(globals: &Globals, a: VerifyArgs) -> Result<i32> {
     }
     let verdict = planned.run()?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&verdict).unwrap_or_default());
+        // The verdict names the record's files and quotes their content.
+        let json = serde_json::to_string_pretty(&verdict).unwrap_or_default();
+        println!("{}", crate::record::json_for_terminal(&json));
     } else {
-        print!("{}", check::render(&verdict));
+        print!("{}", crate::record::lines_for_terminal(&check::render(&verdict)));
     }
     Ok(if verdict.reproduced() { 0 } else { 1 })
 }

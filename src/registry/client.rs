@@ -226,11 +226,12 @@ impl Client {
         match auth::realm_trust(&self.origin, &to, &self.token_realms) {
             RealmTrust::Trusted => Ok(()),
             RealmTrust::Notice => {
-                eprintln!(
+                let notice = format!(
                     "exprun: registry {} sends user {:?} to its token service at {}, another host or port, \
                      over HTTPS",
                     self.r.registry, c.username, to
                 );
+                eprintln!("{}", crate::record::for_terminal(&notice));
                 Ok(())
             }
             RealmTrust::Refused => Err(Error::Auth {

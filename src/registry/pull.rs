@@ -80,6 +80,8 @@ pub fn pull(store: &ImageStore, r: &RemoteRef, o: &PullOptions) -> Result<Pulled
         match (pull_from(store, r, &ep.r, &client_options, o), endpoints.get(i + 1)) {
             (Err(e), Some(next)) if from_the_registry(&e) => {
                 let what = if ep.mirror { "mirror" } else { "registry" };
+                // The error may quote what the registry answered.
+                let e = crate::record::lines_for_terminal(&e.to_string()).into_owned();
                 eprintln!("exprun: {what} {}: {e}; trying {}", ep.r.registry, next.r.registry);
             }
             (result, _) => return result,

@@ -242,3 +242,46 @@ fn a_containers_command_line_is_printed_escaped_by_ps() {
     Snapshot::take(&marker, &[r.path()]).assert_same_as(&before, "terminal escapes in a container's argv");
     r.assert_no_leftovers();
 }
+
+#[test]
+fn verify_prints_differing_files_and_content_escaped() {
+    if !privileged("verify_prints_differing_files_and_content_escaped") {
+        return;
+    }
+    let r = TestRoot::with_busybox();
+    let marker = Marker::new();
+    let before = Snapshot::take(&marker, &[]);
+    let work = tempfile::tempdir().unwrap();
+    let output = format!("{}:/out", work.path().join("out").display());
+    let file = format!("f{ESCAPES}");
+    // Content that differs on every run and quotes the escapes, so that the
+    // verdict names the file and shows its first differing line.
+    let script = r#"printf '%s %s\n' "$2" "$(head -c 8 /dev/urandom | od -An -tx1)" > "/out/$1""#;
+    let ran = exprun(
+        &r,
+        &[
+            "run",
+            "--name",
+            "term-v",
+            "--output",
+            &output,
+            "busybox:latest",
+            "--",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            &file,
+            ESCAPES,
+        ],
+    );
+    assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
+    for args in [&["verify", "term-v"][..], &["verify", "term-v", "--json"]] {
+        let out = exprun(&r, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?} should find the output differs: {}", stderr(&out));
+        assert_inert(&format!("{args:?}"), &out);
+        assert!(stdout(&out).contains("exe.txt"), "{args:?}: the file is still named: {}", stdout(&out));
+    }
+    Snapshot::take(&marker, &[]).assert_same_as(&before, "verify of a run with hostile file names");
+    r.assert_no_leftovers();
+}
