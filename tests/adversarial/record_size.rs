@@ -177,3 +177,41 @@ fn a_record_over_the_limit_is_refused_by_every_reader() {
     Snapshot::take(&marker, &[r.path()]).assert_same_as(&before, "a record over the limit");
     r.assert_no_leftovers();
 }
+
+#[test]
+fn a_fetched_record_is_bounded_by_the_record_limit_not_a_manifests() {
+    if !privileged("a_fetched_record_is_bounded_by_the_record_limit_not_a_manifests") {
+        return;
+    }
+    let here = TestRoot::with_busybox();
+    let out = tempfile::tempdir().unwrap();
+    let spec = format!("{}:/out", out.path().display());
+    let (code, _, err) =
+        here.run(&["--name", "seed", "--output", &spec, "busybox:latest", "--", "touch", "/out/x"]);
+    assert_eq!(code, 0, "{err}");
+    let id = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3";
+    let bytes = large(&here.last_record(), id, "one");
+    assert!(bytes.len() > 32 << 20, "past a manifest's 32 MiB: {} bytes", bytes.len());
+    let registry = crate::evil_registry::EvilRegistry::start();
+    registry.put_run("runs/large", "t", &serde_json::from_slice(&bytes).unwrap(), &[]);
+    let reference = format!("oci://{}/runs/large:t", registry.host());
+
+    let there = TestRoot::with_busybox();
+    let marker = Marker::new();
+    let before = Snapshot::take(&marker, &[]);
+    // Under a lower record limit it is refused by name, and nothing is kept.
+    let refused = with_limit(&there, "16m", &["replay", &reference, "--dry-run"]);
+    assert_eq!(refused.status.code(), Some(125), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("over the 16777216-byte limit of a run record"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!there.path().join("runs").join(id).exists());
+    // Under the default it is fetched whole, as exprun would read it.
+    let fetched = there.exprun(&["replay", &reference, "--dry-run"], None);
+    assert_eq!(fetched.status.code(), Some(0), "{}", stderr(&fetched));
+    assert!(stderr(&fetched).contains(&format!("fetched run {}", &id[..12])), "{}", stderr(&fetched));
+    Snapshot::take(&marker, &[]).assert_same_as(&before, "a fetched record past a manifest's size");
+    there.assert_no_leftovers();
+}

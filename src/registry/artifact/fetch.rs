@@ -80,7 +80,25 @@ pub fn fetch_run(
     let rec = m
         .layer("record.json")
         .ok_or_else(|| Error::Invalid { what: what.clone(), why: "it has no record.json".into() })?;
-    let record_bytes = client.small_blob(&rec.digest, rec.size)?;
+    // A record may be as large as a record exprun reads (its trees list every
+    // output file), past a manifest's bound: it goes through a file.
+    let max = crate::record::max_record_bytes()?;
+    if rec.size > max {
+        return Err(Error::Invalid {
+            what: format!("record.json of {what}"),
+            why: format!(
+                "{} bytes is over the {max}-byte limit of a run record; to fetch it anyway, set {}",
+                rec.size,
+                crate::record::MAX_RECORD_SIZE_VAR
+            ),
+        });
+    }
+    let record_bytes = {
+        let scratch = store.scratch()?;
+        let path = scratch.path().join("record.json");
+        client.download(&rec.digest, rec.size, &path, &|_| {})?;
+        fs::read(&path).map_err(|e| Error::Io { op: "read", path, source: e })?
+    };
     let mut record: RunRecord = serde_json::from_slice(&record_bytes)
         .map_err(|e| Error::Invalid { what: format!("record.json of {what}"), why: e.to_string() })?;
     let id = &record.run_id;
