@@ -46,6 +46,7 @@ pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hooks;
+pub mod hostpath;
 pub mod image;
 pub mod log;
 pub mod outputs;

@@ -3,8 +3,8 @@
 //!
 //! exprun is often root, and an output path often lies where other users can
 //! write (/tmp, a shared project directory). The path is walked one component
-//! at a time from `/`, each opened with O_NOFOLLOW relative to the directory
-//! before it; a symlink is followed only if root or the caller owns it (the
+//! at a time from `/` ([`crate::hostpath`]), each opened with O_NOFOLLOW
+//! relative to the directory before it; a symlink is followed only if root or the caller owns it (the
 //! rule of the kernel's protected_symlinks, applied everywhere rather than in
 //! sticky directories only: a user's symlink may point at /etc), and the
 //! directory reached must be owned by root, the caller or the user the command
@@ -13,18 +13,15 @@
 //! container's init binds only that directory (checked by device and inode,
 //! see `rootfs`), and the digest after the run reads through it.
 
-use std::collections::VecDeque;
-use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, readlinkat, OFlag};
-use nix::sys::stat::{fstat, mkdirat, FileStat, Mode, SFlag};
 
-/// The most symlinks followed on one path, as the kernel's own limit.
-const MAX_LINKS: usize = 40;
+use crate::hostpath::{self, Stop};
+use nix::fcntl::OFlag;
+use nix::sys::stat::{fstat, Mode};
 
 /// An output directory could not be opened safely.
 #[derive(Debug, thiserror::Error)]
@@ -96,100 +93,27 @@ pub struct OutputDir {
 /// for the user `caller`; the directory may also be owned by `writer`, the
 /// host uid the command runs as.
 pub fn open(path: &Path, caller: u32, writer: Option<u32>) -> Result<OutputDir, Error> {
-    let io_err = |op: &'static str, component: &Path, e: Errno| Error::Io {
-        path: path.to_path_buf(),
-        op,
-        component: component.to_path_buf(),
-        source: e.into(),
-    };
-    let root = || nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty());
-    let mut dir = root().map_err(|e| io_err("opening", Path::new("/"), e))?;
-    // Where `dir` is, for messages and for `..`.
-    let mut at = PathBuf::from("/");
-    let mut todo: VecDeque<OsString> = names(path).collect();
-    let mut links = 0;
-    while let Some(name) = todo.pop_front() {
-        if name == ".." {
-            dir = openat(
-                dir.as_fd(),
-                "..",
-                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| io_err("opening", &at, e))?;
-            at.pop();
-            continue;
-        }
-        let here = at.join(&name);
-        let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let fd = match openat(dir.as_fd(), name.as_os_str(), flags, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(Errno::ENOENT) => {
-                // Made under the opened parent, then opened like any other
-                // component: whoever made it first, it passes the same checks.
-                match mkdirat(dir.as_fd(), name.as_os_str(), Mode::from_bits_truncate(0o777)) {
-                    Ok(()) | Err(Errno::EEXIST) => {}
-                    Err(e) => return Err(io_err("creating", &here, e)),
-                }
-                todo.push_front(name);
-                continue;
+    let follows = |owner: u32| owner == 0 || owner == caller;
+    let reached = hostpath::open_dir(path, &hostpath::Walk { follows: &follows, make_missing: true })
+        .map_err(|stop| match stop {
+            Stop::ForeignSymlink { link, owner } => {
+                Error::ForeignSymlink { path: path.to_path_buf(), link, owner, caller }
             }
-            Err(e) => return Err(io_err("opening", &here, e)),
-        };
-        let st = fstat(fd.as_fd()).map_err(|e| io_err("reading the status of", &here, e))?;
-        match kind(&st) {
-            SFlag::S_IFDIR => {
-                dir = fd;
-                at = here;
+            Stop::NotDirectory { component } => Error::NotDirectory { path: path.to_path_buf(), component },
+            Stop::Io { op, component, errno } => {
+                Error::Io { path: path.to_path_buf(), op, component, source: errno.into() }
             }
-            SFlag::S_IFLNK => {
-                if st.st_uid != 0 && st.st_uid != caller {
-                    return Err(Error::ForeignSymlink {
-                        path: path.to_path_buf(),
-                        link: here,
-                        owner: st.st_uid,
-                        caller,
-                    });
-                }
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(io_err("resolving", &here, Errno::ELOOP));
-                }
-                // Read through the checked descriptor: the name may point at
-                // another link by now.
-                let target =
-                    readlinkat(fd.as_fd(), "").map_err(|e| io_err("reading the symlink", &here, e))?;
-                let target = PathBuf::from(target);
-                if target.is_absolute() {
-                    dir = root().map_err(|e| io_err("opening", Path::new("/"), e))?;
-                    at = PathBuf::from("/");
-                }
-                for n in names(&target).collect::<Vec<_>>().into_iter().rev() {
-                    todo.push_front(n);
-                }
-            }
-            _ => return Err(Error::NotDirectory { path: path.to_path_buf(), component: here }),
-        }
-    }
-    let st = fstat(dir.as_fd()).map_err(|e| io_err("reading the status of", &at, e))?;
+        })?;
+    let st = reached.stat;
     if st.st_uid != 0 && st.st_uid != caller && Some(st.st_uid) != writer {
-        return Err(Error::ForeignDirectory { path: path.to_path_buf(), dir: at, owner: st.st_uid, caller });
+        return Err(Error::ForeignDirectory {
+            path: path.to_path_buf(),
+            dir: reached.path,
+            owner: st.st_uid,
+            caller,
+        });
     }
-    Ok(OutputDir { fd: dir, id: (st.st_dev, st.st_ino) })
-}
-
-fn kind(st: &FileStat) -> SFlag {
-    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
-}
-
-/// The names of a path, `..` kept (it is resolved as the walk goes, after
-/// the symlinks before it), `.` and `/` dropped.
-fn names(p: &Path) -> impl Iterator<Item = OsString> + '_ {
-    p.components().filter_map(|c| match c {
-        Component::Normal(n) => Some(n.to_os_string()),
-        Component::ParentDir => Some(OsString::from("..")),
-        _ => None,
-    })
+    Ok(OutputDir { fd: reached.fd, id: (st.st_dev, st.st_ino) })
 }
 
 /// Open the bind source `source` again (in the container's init) and check it is

@@ -35,9 +35,8 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid};
 
 use super::{ignore, Error};
+use crate::hostpath::{self, kind, Stop};
 
-/// The most symlinks followed on the way to the source, as the kernel's limit.
-const MAX_LINKS: usize = 40;
 /// The deepest directory of a source that is copied.
 pub const MAX_DEPTH: usize = 256;
 /// The largest `.s2iignore` or `.s2i/environment` read.
@@ -62,10 +61,6 @@ enum Found {
     Entry(OwnedFd, FileStat),
     /// A symlink on the way, at the relative path given, with its target.
     LinkOnTheWay(PathBuf, PathBuf),
-}
-
-fn kind(st: &FileStat) -> SFlag {
-    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
 }
 
 fn open_path(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<OwnedFd> {
@@ -204,68 +199,26 @@ impl Source {
                 .map_err(|e| bad(format!("the working directory cannot be read: {e}")))?
                 .join(given)
         };
-        let root =
-            || nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty());
-        let failed = |at: &Path, e: Errno| match e {
-            Errno::ENOENT => bad("does not exist; give the directory holding the application source".into()),
-            e => bad(format!("{}: {}", at.display(), io::Error::from(e))),
-        };
-        let mut dir = root().map_err(|e| failed(Path::new("/"), e))?;
-        let mut at = PathBuf::from("/");
-        let mut todo: Vec<OsString> = walk_names(&abs);
-        todo.reverse();
-        let mut links = 0;
-        while let Some(name) = todo.pop() {
-            if name == ".." {
-                dir = openat(
-                    dir.as_fd(),
-                    "..",
-                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| failed(&at, e))?;
-                at.pop();
-                continue;
+        let walk = hostpath::Walk { follows: &|owner| owner == 0, make_missing: false };
+        let reached = hostpath::open_dir(&abs, &walk).map_err(|stop| match stop {
+            Stop::ForeignSymlink { link, owner } => bad(format!(
+                "{} is a symlink owned by uid {owner}, who is not root: that user could point it \
+                 anywhere (at /root, say) and have it built into the image; give the source's \
+                 real path, without the symlink",
+                link.display()
+            )),
+            Stop::NotDirectory { component } if component == abs => {
+                bad("is not a directory; give the directory holding the application source".into())
             }
-            let here = at.join(&name);
-            let fd = open_path(dir.as_fd(), &name).map_err(|e| failed(&here, e))?;
-            let st = fstat(fd.as_fd()).map_err(|e| failed(&here, e))?;
-            match kind(&st) {
-                SFlag::S_IFDIR => {
-                    dir = fd;
-                    at = here;
-                }
-                SFlag::S_IFLNK => {
-                    if st.st_uid != 0 {
-                        return Err(bad(format!(
-                            "{} is a symlink owned by uid {}, who is not root: that user could point it \
-                             anywhere (at /root, say) and have it built into the image; give the source's \
-                             real path, without the symlink",
-                            here.display(),
-                            st.st_uid
-                        )));
-                    }
-                    links += 1;
-                    if links > MAX_LINKS {
-                        return Err(failed(&here, Errno::ELOOP));
-                    }
-                    // Through the checked descriptor: the name may be another link by now.
-                    let target = PathBuf::from(readlinkat(fd.as_fd(), "").map_err(|e| failed(&here, e))?);
-                    if target.is_absolute() {
-                        dir = root().map_err(|e| failed(Path::new("/"), e))?;
-                        at = PathBuf::from("/");
-                    }
-                    todo.extend(walk_names(&target).into_iter().rev());
-                }
-                _ => {
-                    return Err(bad(if here == abs {
-                        "is not a directory; give the directory holding the application source".into()
-                    } else {
-                        format!("{} is not a directory", here.display())
-                    }))
-                }
+            Stop::NotDirectory { component } => bad(format!("{} is not a directory", component.display())),
+            Stop::Io { errno: Errno::ENOENT, .. } => {
+                bad("does not exist; give the directory holding the application source".into())
             }
-        }
+            Stop::Io { component, errno, .. } => {
+                bad(format!("{}: {}", component.display(), io::Error::from(errno)))
+            }
+        })?;
+        let (dir, at) = (reached.fd, reached.path);
         let dir = enter(dir.as_fd()).map_err(|e| bad(format!("cannot be read: {}", io::Error::from(e))))?;
         Ok(Self { given: given.to_path_buf(), path: at, dir: Arc::new(dir) })
     }
@@ -284,18 +237,6 @@ impl Source {
                 .map_err(|why| refused(&self.given, rel, format!("{why}; fix or remove the line"))),
         }
     }
-}
-
-/// The names of an absolute or relative path, `..` kept (resolved as the
-/// walk goes, after the symlinks before it), `.` and `/` dropped.
-fn walk_names(p: &Path) -> Vec<OsString> {
-    p.components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            Component::ParentDir => Some(OsString::from("..")),
-            _ => None,
-        })
-        .collect()
 }
 
 /// How the source is copied for assemble.

@@ -93,24 +93,15 @@ pub fn replay(globals: &Globals, a: ReplayArgs) -> Result<i32> {
     let store = ImageStore::open(&root.store_dir())?;
     let (allow, inputs) = a.trust.parse()?;
     let (original, origin) = load(&root, &store, Some(&a.run), &a.registry)?;
+    drop(store);
     let id = crate::fsutil::random_hex(16);
     let output_root = match &a.output_root {
         Some(d) => super::oci::absolute(d.clone())?,
         None => root.runs_dir().join(&id).join("outputs"),
     };
-    let cgroups = crate::cgroups::CgroupHost::detect().map_err(crate::plan::Error::from)?;
-    let rlimits = crate::spec::caller_rlimits();
-    let ctx = replay::Context {
-        store: &store,
-        host: &crate::record::host::facts(&cgroups),
-        exprun: &crate::record::exprun_info(&root.cache_dir()),
-        caller_env: &|n| std::env::var(n).ok(),
-        key: &crate::record::Key::open(root.dir())?,
-        host_rlimits: &rlimits,
-        origin: &origin,
-        allow: &allow,
-        inputs: &inputs,
-    };
+    let here = replay::Here::detect(&root)?;
+    let caller = |n: &str| std::env::var(n).ok();
+    let ctx = here.context(&caller, &origin, &allow, &inputs);
     let prepared = replay::prepare(&ctx, &original, &output_root)?;
     eprint!("{}", summary::render("replay", &original, &prepared));
     prepared.check(a.allow_drift)?;

@@ -414,7 +414,7 @@ fn merge_env(
 
 /// The default capabilities with `--cap-add` and `--cap-drop` applied (drop first,
 /// then add, so `--cap-drop ALL --cap-add NET_BIND_SERVICE` keeps just that one).
-fn capabilities(add: &[String], drop: &[String]) -> Vec<String> {
+pub fn capabilities(add: &[String], drop: &[String]) -> Vec<String> {
     let mut caps: Vec<String> = if drop.iter().any(|d| d == "ALL") {
         Vec::new()
     } else {

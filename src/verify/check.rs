@@ -14,13 +14,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::compare::{self, FileReport, Tolerances, TreeReport};
-use super::replay::{self, Drift, Prepared};
+use super::replay::{self, Drift, Here, Prepared};
 use super::trust::Origin;
 use super::vary::{self, Variation, VaryContext};
 use super::Error;
-use crate::image::ImageStore;
-use crate::record::host::HostFacts;
-use crate::record::{ExprunInfo, Key, RunRecord};
+use crate::record::RunRecord;
 use crate::run::Replay;
 use crate::spec::options::HostMount;
 use crate::state::Root;
@@ -166,11 +164,7 @@ pub struct Verification<'a> {
     o: &'a VerifyOptions,
     scratch: Scratch,
     outputs_root: PathBuf,
-    store: ImageStore,
-    host: HostFacts,
-    exprun: ExprunInfo,
-    key: Key,
-    rlimits: Vec<(String, u64, u64)>,
+    here: Here,
     first: Prepared,
 }
 
@@ -197,26 +191,11 @@ pub fn plan<'a>(
             d
         }
     };
-    let store = ImageStore::open(&root.store_dir())?;
-    let cgroups = crate::cgroups::CgroupHost::detect().map_err(crate::plan::Error::from)?;
-    let host = crate::record::host::facts(&cgroups);
-    let exprun = crate::record::exprun_info(&root.cache_dir());
-    let key = Key::open(root.dir())?;
-    let rlimits = crate::spec::caller_rlimits();
+    let here = Here::detect(root)?;
     let caller = |n: &str| std::env::var(n).ok();
-    let ctx = replay::Context {
-        store: &store,
-        host: &host,
-        exprun: &exprun,
-        caller_env: &caller,
-        key: &key,
-        host_rlimits: &rlimits,
-        origin: &o.origin,
-        allow: &o.allow,
-        inputs: &o.inputs,
-    };
+    let ctx = here.context(&caller, &o.origin, &o.allow, &o.inputs);
     let first = replay::prepare(&ctx, original, &outputs_root.join("0"))?;
-    Ok(Verification { root, original, o, scratch, outputs_root, store, host, exprun, key, rlimits, first })
+    Ok(Verification { root, original, o, scratch, outputs_root, here, first })
 }
 
 impl Verification<'_> {
@@ -229,31 +208,9 @@ impl Verification<'_> {
     /// or the drift check refuses.
     pub fn run(self) -> Result<Verdict, crate::Error> {
         self.first.check(self.o.allow_drift)?;
-        let Verification {
-            root,
-            original,
-            o,
-            mut scratch,
-            outputs_root,
-            store,
-            host,
-            exprun,
-            key,
-            rlimits,
-            first,
-        } = self;
+        let Verification { root, original, o, mut scratch, outputs_root, here, first } = self;
         let caller = |n: &str| std::env::var(n).ok();
-        let ctx = replay::Context {
-            store: &store,
-            host: &host,
-            exprun: &exprun,
-            caller_env: &caller,
-            key: &key,
-            host_rlimits: &rlimits,
-            origin: &o.origin,
-            allow: &o.allow,
-            inputs: &o.inputs,
-        };
+        let ctx = here.context(&caller, &o.origin, &o.allow, &o.inputs);
         verify(root, original, o, &ctx, &mut scratch, &outputs_root, first)
     }
 }

@@ -30,6 +30,56 @@ pub enum Permit {
     Refused,
 }
 
+/// What a replay is checked against here: the image store, this host, this
+/// exprun, this state root's key and the caller's rlimits.
+pub struct Here {
+    /// The image store.
+    pub store: ImageStore,
+    /// This host.
+    pub host: HostFacts,
+    /// This exprun.
+    pub exprun: ExprunInfo,
+    /// This state root's key.
+    pub key: Key,
+    /// The caller's rlimits, as (OCI name, soft, hard).
+    pub rlimits: Vec<(String, u64, u64)>,
+}
+
+impl Here {
+    /// Look at this host and state root.
+    pub fn detect(root: &crate::state::Root) -> Result<Self, crate::Error> {
+        let cgroups = crate::cgroups::CgroupHost::detect().map_err(crate::plan::Error::from)?;
+        Ok(Self {
+            store: ImageStore::open(&root.store_dir())?,
+            host: crate::record::host::facts(&cgroups),
+            exprun: crate::record::exprun_info(&root.cache_dir()),
+            key: Key::open(root.dir())?,
+            rlimits: crate::spec::caller_rlimits(),
+        })
+    }
+
+    /// The context of one [`prepare`].
+    pub fn context<'a>(
+        &'a self,
+        caller_env: &'a dyn Fn(&str) -> Option<String>,
+        origin: &'a Origin,
+        allow: &'a [String],
+        inputs: &'a [HostMount],
+    ) -> Context<'a> {
+        Context {
+            store: &self.store,
+            host: &self.host,
+            exprun: &self.exprun,
+            caller_env,
+            key: &self.key,
+            host_rlimits: &self.rlimits,
+            origin,
+            allow,
+            inputs,
+        }
+    }
+}
+
 /// What [`prepare`] needs besides the record.
 pub struct Context<'a> {
     /// The image store.

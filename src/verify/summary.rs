@@ -124,7 +124,7 @@ pub fn request_lines(
         ns.push("network");
     }
     line("namespaces", format!("{} (and user, rootless)", ns.join(" ")));
-    let caps = trust::capabilities(&o.cap_add, &o.cap_drop);
+    let caps = crate::spec::capabilities(&o.cap_add, &o.cap_drop);
     let added: Vec<&str> =
         caps.iter().map(String::as_str).filter(|c| !DEFAULT_CAPABILITIES.contains(c)).collect();
     let dropped: Vec<&str> =
@@ -294,7 +294,7 @@ pub fn disagreements(record: &RunRecord) -> Vec<String> {
             set.iter().filter_map(|c| serde_json::to_value(c).ok()?.as_str().map(str::to_string)).collect()
         })
         .unwrap_or_default();
-    let asked: BTreeSet<String> = trust::capabilities(&o.cap_add, &o.cap_drop).into_iter().collect();
+    let asked: BTreeSet<String> = crate::spec::capabilities(&o.cap_add, &o.cap_drop).into_iter().collect();
     if bounding != asked {
         let only = |a: &BTreeSet<String>, b: &BTreeSet<String>| {
             a.difference(b).cloned().collect::<Vec<_>>().join(" ")

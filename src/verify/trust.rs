@@ -299,24 +299,6 @@ pub fn profile_digest(profile: &oci_spec::runtime::LinuxSeccomp) -> String {
     crate::digest::Digest::of_bytes(&bytes).to_string()
 }
 
-/// The capabilities a request gives the container's root: the defaults less
-/// `drop`, plus `add` (`ALL` in either: every one, or none), sorted.
-pub fn capabilities(add: &[String], drop: &[String]) -> Vec<String> {
-    let mut caps: Vec<String> = if drop.iter().any(|d| d == "ALL") {
-        Vec::new()
-    } else {
-        DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).filter(|c| !drop.contains(c)).collect()
-    };
-    if add.iter().any(|a| a == "ALL") {
-        caps = caps::all().iter().map(|c| c.to_string()).collect();
-    } else {
-        caps.extend(add.iter().cloned());
-    }
-    caps.sort();
-    caps.dedup();
-    caps
-}
-
 /// `RLIMIT_NOFILE` → `nofile`, as `--ulimit` spells it.
 fn ulimit_short(name: &str) -> String {
     name.trim_start_matches("RLIMIT_").to_ascii_lowercase()

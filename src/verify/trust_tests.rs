@@ -202,10 +202,3 @@ fn fields_exprun_does_not_know_are_named() {
     let (field, why) = unknown_fields(&raw).unwrap_err();
     assert!(field == "request" && why.contains("container:other"), "{why}");
 }
-
-#[test]
-fn the_effective_capabilities() {
-    assert_eq!(capabilities(&[], &[]).len(), DEFAULT_CAPABILITIES.len());
-    assert_eq!(capabilities(&["CAP_KILL".into()], &["ALL".into()]), ["CAP_KILL"]);
-    assert!(capabilities(&["ALL".into()], &[]).contains(&"CAP_SYS_ADMIN".to_string()));
-}
