@@ -421,3 +421,62 @@ pub fn remove_file_caps(fd: BorrowedFd<'_>) -> io::Result<bool> {
         _ => Err(e),
     }
 }
+
+fn no_xattrs(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENODATA) | Some(libc::ENOTSUP))
+}
+
+/// `lgetxattr(2)`: the value of `path`'s xattr `name`, the link itself when
+/// `path` is one; `None` when unset or unsupported.
+pub fn lgetxattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let path = cstring(path)?;
+    let name = CString::new(name).map_err(io::Error::other)?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: both strings are NUL-terminated; `buf` is valid for writes of
+        // `buf.len()` bytes, and lgetxattr writes at most that many.
+        let r = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if r >= 0 {
+            buf.truncate(r as usize);
+            return Ok(Some(buf));
+        }
+        let e = io::Error::last_os_error();
+        if no_xattrs(&e) {
+            return Ok(None);
+        }
+        if e.raw_os_error() != Some(libc::ERANGE) || buf.len() >= 1 << 20 {
+            return Err(e);
+        }
+        let len = buf.len() * 4;
+        buf.resize(len, 0);
+    }
+}
+
+/// `llistxattr(2)`: the names of `path`'s xattrs (the link's own when `path`
+/// is one).
+pub fn llistxattr(path: &Path) -> io::Result<Vec<String>> {
+    let path = cstring(path)?;
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: `path` is NUL-terminated; `buf` is valid for writes of
+        // `buf.len()` bytes, and llistxattr writes at most that many.
+        let r = unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if r >= 0 {
+            buf.truncate(r as usize);
+            return Ok(buf
+                .split(|b| *b == 0)
+                .filter(|n| !n.is_empty())
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .collect());
+        }
+        let e = io::Error::last_os_error();
+        if no_xattrs(&e) {
+            return Ok(Vec::new());
+        }
+        if e.raw_os_error() != Some(libc::ERANGE) || buf.len() >= 1 << 20 {
+            return Err(e);
+        }
+        let len = buf.len() * 4;
+        buf.resize(len, 0);
+    }
+}

@@ -39,16 +39,16 @@
 //! `metacopy=on`): the upper directory alone does not hold their content.
 
 use std::collections::{BTreeSet, HashMap};
-use std::ffi::CString;
 use std::fs;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use super::Error;
 use crate::digest::{Digest, HashingWriter};
 use crate::image::manifest::{MT_LAYER_GZIP, MT_LAYER_TAR};
+use crate::image::overlay;
 
 /// What to capture.
 pub struct Capture<'a> {
@@ -199,7 +199,7 @@ fn walk(c: &Capture<'_>, dir: &Path, rel: &Path, out: &mut Vec<Entry>) -> Result
             ("overlay.redirect", "a renamed directory of the builder image (overlayfs redirect_dir)"),
             ("overlay.metacopy", "a metadata-only copy-up (overlayfs metacopy)"),
         ] {
-            if overlay_xattr(&abs, attr)
+            if overlay::xattr(&abs, attr)
                 .map_err(|e| layer_err(&rel, format!("reading xattrs: {e}")))?
                 .is_some()
             {
@@ -213,7 +213,7 @@ fn walk(c: &Capture<'_>, dir: &Path, rel: &Path, out: &mut Vec<Entry>) -> Result
                 ));
             }
         }
-        if is_whiteout(&abs, &meta).map_err(|e| layer_err(&rel, format!("reading xattrs: {e}")))? {
+        if overlay::is_whiteout(&abs, &meta).map_err(|e| layer_err(&rel, format!("reading xattrs: {e}")))? {
             let mut wh = std::ffi::OsString::from(".wh.");
             wh.push(&name);
             out.push(marker(rel.with_file_name(wh), Kind::Whiteout));
@@ -222,11 +222,13 @@ fn walk(c: &Capture<'_>, dir: &Path, rel: &Path, out: &mut Vec<Entry>) -> Result
         }
         let xattrs = || kept_xattrs(&abs).map_err(|e| layer_err(&rel, format!("reading xattrs: {e}")));
         let lower = || {
-            lower_entry(c.lower, &in_container)
+            overlay::lookup(c.lower, &in_container)
+                .map(|found| found.map(|(_, m)| m))
                 .map_err(|e| layer_err(&rel, format!("looking it up in the builder's layers: {e}")))
         };
         if ft.is_dir() {
-            let opaque = is_opaque(&abs).map_err(|e| layer_err(&rel, format!("reading xattrs: {e}")))?;
+            let opaque =
+                overlay::is_opaque(&abs).map_err(|e| layer_err(&rel, format!("reading xattrs: {e}")))?;
             let inner = walk(c, &abs, &rel, out)?;
             let changed = match lower()? {
                 // New: assemble's, unless exprun made it for a mount point or
@@ -446,85 +448,14 @@ impl<R: Read> Read for Exact<R> {
     }
 }
 
-/// What the image's layers (bottom first, overlayfs format) show at `path`
-/// (absolute, in the container), as overlayfs would merge them: the entry of
-/// the topmost layer that has it, unless a layer above hides it (a whiteout,
-/// an opaque directory or a non-directory on the way). Symlinks on the way are
-/// not followed, neither in the container's sense nor on the host: each
-/// layer's parents are checked from the top down before the entry itself is
-/// looked at, so no lookup goes through a symlink of the layer (an image's
-/// `usr/libexec/s2i -> /etc` would otherwise be read on the host).
-pub fn lower_entry(layers: &[PathBuf], path: &Path) -> io::Result<Option<fs::Metadata>> {
-    let rel: PathBuf = path.components().filter(|c| matches!(c, Component::Normal(_))).collect();
-    if rel.as_os_str().is_empty() {
-        return layers.last().map(fs::symlink_metadata).transpose();
-    }
-    let mut parents: Vec<&Path> = rel.ancestors().skip(1).filter(|p| !p.as_os_str().is_empty()).collect();
-    parents.reverse();
-    let absent =
-        |e: &io::Error| e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR);
-    'layers: for layer in layers.iter().rev() {
-        let mut opaque = false;
-        for parent in &parents {
-            let p = layer.join(parent);
-            match fs::symlink_metadata(&p) {
-                Ok(m) if m.is_dir() => opaque |= is_opaque(&p)?,
-                // A symlink, a whiteout or a file on the way: nothing below it.
-                Ok(_) => return Ok(None),
-                Err(e) if absent(&e) => {
-                    if opaque {
-                        return Ok(None);
-                    }
-                    continue 'layers;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let p = layer.join(&rel);
-        match fs::symlink_metadata(&p) {
-            Ok(m) if is_whiteout(&p, &m)? => return Ok(None),
-            Ok(m) => return Ok(Some(m)),
-            Err(e) if absent(&e) => {}
-            Err(e) => return Err(e),
-        }
-        if opaque {
-            return Ok(None);
-        }
-    }
-    Ok(None)
-}
-
-/// An overlayfs whiteout: a 0:0 character device, or a file carrying an
-/// `overlay.whiteout` xattr.
-fn is_whiteout(path: &Path, meta: &fs::Metadata) -> io::Result<bool> {
-    let ft = meta.file_type();
-    if ft.is_char_device() {
-        return Ok(meta.rdev() == 0);
-    }
-    Ok(ft.is_file() && meta.len() == 0 && overlay_xattr(path, "overlay.whiteout")?.is_some())
-}
-
-/// An opaque directory: `overlay.opaque=y` (`x` only says it holds whiteout files).
-fn is_opaque(path: &Path) -> io::Result<bool> {
-    Ok(overlay_xattr(path, "overlay.opaque")?.is_some_and(|v| v == b"y"))
-}
-
-/// overlayfs's xattr `name` in its `trusted.` (root) or `user.` (userxattr) form.
-fn overlay_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
-    match get_xattr(path, &format!("trusted.{name}"))? {
-        Some(v) => Ok(Some(v)),
-        None => get_xattr(path, &format!("user.{name}")),
-    }
-}
-
 /// The xattrs a layer carries: `user.*` except overlayfs's, and file capabilities.
 fn kept_xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
-    for name in list_xattrs(path)? {
+    for name in crate::sys::llistxattr(path)? {
         let keep = (name.starts_with("user.") && !name.starts_with("user.overlay."))
             || name == "security.capability";
         if keep {
-            if let Some(v) = get_xattr(path, &name)? {
+            if let Some(v) = crate::sys::lgetxattr(path, &name)? {
                 if v.contains(&b'\n') {
                     // tar-rs, which reads layers at import, splits PAX records
                     // at newlines whatever their length says.
@@ -539,67 +470,6 @@ fn kept_xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
     }
     out.sort();
     Ok(out)
-}
-
-fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)
-}
-
-fn no_xattrs(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENODATA) | Some(libc::ENOTSUP))
-}
-
-/// `lgetxattr(2)`; `None` when unset or unsupported.
-fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
-    let path = c_path(path)?;
-    let name = CString::new(name).map_err(io::Error::other)?;
-    let mut buf = vec![0u8; 256];
-    loop {
-        // SAFETY: both strings are NUL-terminated; `buf` is valid for writes of
-        // `buf.len()` bytes, and lgetxattr writes at most that many.
-        let r = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if r >= 0 {
-            buf.truncate(r as usize);
-            return Ok(Some(buf));
-        }
-        let e = io::Error::last_os_error();
-        if no_xattrs(&e) {
-            return Ok(None);
-        }
-        if e.raw_os_error() != Some(libc::ERANGE) || buf.len() >= 1 << 20 {
-            return Err(e);
-        }
-        let len = buf.len() * 4;
-        buf.resize(len, 0);
-    }
-}
-
-/// `llistxattr(2)`: the names of `path`'s xattrs.
-fn list_xattrs(path: &Path) -> io::Result<Vec<String>> {
-    let path = c_path(path)?;
-    let mut buf = vec![0u8; 1024];
-    loop {
-        // SAFETY: `path` is NUL-terminated; `buf` is valid for writes of
-        // `buf.len()` bytes, and llistxattr writes at most that many.
-        let r = unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if r >= 0 {
-            buf.truncate(r as usize);
-            return Ok(buf
-                .split(|b| *b == 0)
-                .filter(|n| !n.is_empty())
-                .map(|n| String::from_utf8_lossy(n).into_owned())
-                .collect());
-        }
-        let e = io::Error::last_os_error();
-        if no_xattrs(&e) {
-            return Ok(Vec::new());
-        }
-        if e.raw_os_error() != Some(libc::ERANGE) || buf.len() >= 1 << 20 {
-            return Err(e);
-        }
-        let len = buf.len() * 4;
-        buf.resize(len, 0);
-    }
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use super::*;
 
 fn set_xattr(path: &Path, name: &str, value: &[u8]) {
-    let p = c_path(path).unwrap();
-    let n = CString::new(name).unwrap();
+    let p = crate::sys::cstring(path).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
     // SAFETY: both strings are NUL-terminated; the value pointer and length
     // describe a live slice.
     let r = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
@@ -353,7 +353,7 @@ fn lower_entries_follow_overlay_rules() {
     std::os::unix::fs::symlink(&host, l2.join("usr/s2i")).unwrap();
     std::os::unix::fs::symlink("../../host", l2.join("rel")).unwrap();
     let layers = [l1, l2];
-    let has = |p: &str| lower_entry(&layers, Path::new(p)).unwrap().is_some();
+    let has = |p: &str| overlay::lookup(&layers, Path::new(p)).unwrap().is_some();
     assert!(!has("/usr/s2i/assemble"), "looked up through the layer's symlink on the host");
     assert!(!has("/rel/host/assemble"));
     assert!(has("/usr/s2i"), "the symlink itself is there");

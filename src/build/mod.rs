@@ -271,8 +271,8 @@ pub fn plan(store: &ImageStore, opts: &BuildOptions) -> Result<BuildPlan> {
     };
     let script = |name: &str| -> Result<PathBuf> {
         let path = scripts_dir.join(name);
-        match layer::lower_entry(&builder_layers, &path) {
-            Ok(Some(m)) if !m.is_dir() => Ok(path),
+        match crate::image::overlay::lookup(&builder_layers, &path) {
+            Ok(Some((_, m))) if !m.is_dir() => Ok(path),
             Ok(_) => Err(bad(format!(
                 "no {name} script: {} is not in the image ({where_from}); an s2i builder needs \
                  assemble and run scripts there",

@@ -43,6 +43,7 @@ mod import;
 #[cfg(test)]
 mod lifecycle_tests;
 pub(crate) mod manifest;
+pub mod overlay;
 pub mod reference;
 mod store;
 mod stream;

@@ -7,7 +7,6 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use super::Error;
@@ -34,57 +33,17 @@ pub struct ResolvedUser {
 /// symlink, file or whiteout on the way hides the file, as it does in the
 /// container, where the symlink resolves inside the image instead.
 pub fn read_image_file(layers: &[PathBuf], rel: &Path) -> io::Result<Option<String>> {
-    let mut parents: Vec<&Path> = rel.ancestors().skip(1).filter(|p| !p.as_os_str().is_empty()).collect();
-    parents.reverse();
-    let absent =
-        |e: &io::Error| e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR);
-    'layers: for layer in layers.iter().rev() {
-        // An opaque directory on the way hides the lower layers.
-        let mut opaque = false;
-        for parent in &parents {
-            let p = layer.join(parent);
-            match fs::symlink_metadata(&p) {
-                Ok(m) if m.is_dir() => opaque |= is_opaque(&p),
-                Ok(_) => return Ok(None),
-                Err(e) if absent(&e) => {
-                    if opaque {
-                        return Ok(None);
-                    }
-                    continue 'layers;
-                }
-                Err(e) => return Err(e),
-            }
+    match crate::image::overlay::lookup(layers, rel)? {
+        Some((path, m)) if m.is_file() => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path)?;
+            let mut text = String::new();
+            io::Read::read_to_string(&mut f, &mut text)?;
+            Ok(Some(text))
         }
-        let path = layer.join(rel);
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_char_device() => return Ok(None), // whiteout
-            Ok(m) if m.is_file() => {
-                use std::os::unix::fs::OpenOptionsExt;
-                let mut f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path)?;
-                let mut text = String::new();
-                io::Read::read_to_string(&mut f, &mut text)?;
-                return Ok(Some(text));
-            }
-            Ok(_) => return Ok(None), // a directory or symlink: not a plain file we can read
-            Err(e) if absent(&e) => {}
-            Err(e) => return Err(e),
-        }
-        if opaque {
-            return Ok(None);
-        }
+        // A directory or symlink: not a plain file to read.
+        _ => Ok(None),
     }
-    Ok(None)
-}
-
-fn is_opaque(dir: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else { return false };
-    let mut buf = [0u8; 2];
-    // SAFETY: `c` is a NUL-terminated path, the name is a static C string, and the
-    // buffer pointer and length describe `buf`.
-    let n = unsafe {
-        libc::lgetxattr(c.as_ptr(), c"trusted.overlay.opaque".as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-    };
-    n == 1 && buf[0] == b'y'
 }
 
 /// Resolve `spec` (`name`, `uid`, `name:group`, `uid:gid`; empty = root) against
