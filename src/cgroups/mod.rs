@@ -135,7 +135,7 @@ const PIDS: &str = "pids"; // limit, failed forks
 const CPU: &str = "cpu"; // quota
 const CPUACCT: &str = "cpuacct"; // CPU time (v1; v2 has cpu.stat)
 const FREEZER: &str = "freezer"; // pause and resume (v1; v2 has cgroup.freeze)
-const DEVICES: &str = "devices"; // device access rules (v1; v2 needs a BPF program)
+const DEVICES: &str = "devices"; // device access rules (v1; v2 attaches a BPF program)
 
 /// Where a run's cgroup lives and what it enforces: part of the run plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -537,10 +537,13 @@ impl Cgroup {
     /// Write the device rules, once init has set up the root filesystem and
     /// before the command runs (runc does the same when its init is ready).
     pub fn apply_devices(&self) -> Result<()> {
-        if self.plan.version == Version::V1 && !self.plan.limits.devices.is_empty() {
-            devices::apply_v1(&self.dir(DEVICES), &self.plan.limits.devices)?;
+        let rules = &self.plan.limits.devices;
+        match self.plan.version {
+            _ if rules.is_empty() => Ok(()),
+            Version::V1 => devices::apply_v1(&self.dir(DEVICES), rules),
+            Version::V2 => devices::apply_v2(&self.dir(""), rules),
+            Version::None => Ok(()),
         }
-        Ok(())
     }
 
     /// Write `l` into the cgroup (at create, and for `exprun update`).

@@ -5,16 +5,30 @@
 //! `devices.allow` lists, written in the order given: the kernel keeps a default
 //! (allow or deny, set by an `a` rule) and a list of exceptions, so the usual
 //! "deny everything, then allow these" comes out as the config says. On cgroup v2
-//! the kernel wants a BPF program instead; exprun does not build one yet, so the
-//! rules are recorded but not enforced there (docs/oci-runtime.md).
+//! there is no such file: the rules become a cgroup device BPF program ([`bpf`])
+//! attached to the container's cgroup, deciding as the v1 controller would
+//! ([`model`]). A host that refuses the program refuses the run.
 
 use std::fs;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
 use serde::{Deserialize, Serialize};
 
 use super::Error;
+
+pub mod bpf;
+pub mod model;
+
+/// `BPF_PROG_TYPE_CGROUP_DEVICE` and `BPF_CGROUP_DEVICE` (`<linux/bpf.h>`).
+const PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+/// The attach type for device programs.
+pub const ATTACH_CGROUP_DEVICE: u32 = 6;
+/// `BPF_F_ALLOW_MULTI`: the program adds to those of the cgroup's ancestors
+/// (systemd's, a parent runtime's) instead of replacing them; every one must
+/// allow an access.
+const F_ALLOW_MULTI: u32 = 2;
 
 /// One rule: `allow` or deny `access` (some of `rwm`) to devices of `kind`
 /// (`a` all, `c` character, `b` block) with these numbers (`None`: any).
@@ -54,6 +68,13 @@ impl DeviceRule {
         for (name, n) in [("major", r.major()), ("minor", r.minor())] {
             if n.is_some_and(|n| n < -1) {
                 return Err(format!("{}: {} is negative", field(name), n.unwrap_or_default()));
+            }
+            if n.is_some_and(|n| n > i64::from(u32::MAX)) {
+                return Err(format!(
+                    "{}: {} is beyond 32 bits, which no device number is",
+                    field(name),
+                    n.unwrap_or_default()
+                ));
             }
         }
         // -1 is how some configs write "any".
@@ -120,6 +141,26 @@ pub fn apply_v1(dir: &Path, rules: &[DeviceRule]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Load the program for `rules` and attach it to the cgroup v2 directory `dir`.
+/// The attachment lives as long as the cgroup; nothing needs to be kept open.
+pub fn apply_v2(dir: &Path, rules: &[DeviceRule]) -> Result<(), Error> {
+    let refused = |what: &str, why: String| Error::Unenforceable {
+        limit: "linux.resources.devices",
+        why: format!("{what} the cgroup device BPF program for {}: {why}", dir.display()),
+    };
+    let insns: Vec<[u8; 8]> = bpf::program(rules).iter().map(bpf::Insn::encode).collect();
+    // No GPL-only helper is called: the license is the project's own.
+    let prog = crate::sys::bpf_prog_load(PROG_TYPE_CGROUP_DEVICE, &insns, c"Apache-2.0", "exprun_devices")
+        .map_err(|(e, log)| {
+            let log = if log.is_empty() { String::new() } else { format!(" (verifier: {log})") };
+            refused("the kernel refused to load", format!("{e}{log}"))
+        })?;
+    let cgroup =
+        fs::File::open(dir).map_err(|source| Error::Io { op: "opening cgroup", path: dir.into(), source })?;
+    crate::sys::bpf_prog_attach(cgroup.as_fd(), prog.as_fd(), ATTACH_CGROUP_DEVICE, F_ALLOW_MULTI)
+        .map_err(|e| refused("the kernel refused to attach", e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +188,12 @@ mod tests {
         assert!(e.contains("linux.resources.devices[3].access"), "{e}");
         let e = DeviceRule::from_oci(0, &oci(serde_json::json!({"allow": true, "type": "p"}))).unwrap_err();
         assert!(e.contains("devices[0].type"), "{e}");
+        let e = DeviceRule::from_oci(
+            1,
+            &oci(serde_json::json!({"allow": true, "type": "c", "major": 1, "minor": 5_000_000_000_i64})),
+        )
+        .unwrap_err();
+        assert!(e.contains("devices[1].minor") && e.contains("32 bits"), "{e}");
     }
 
     #[test]
