@@ -9,6 +9,7 @@ mod common;
 
 mod artifact;
 mod build;
+mod cgroup_devices;
 mod devices;
 mod evil_registry;
 mod host;
