@@ -267,3 +267,42 @@ fn the_kernel_enforces_the_program_in_a_cgroup2_cgroup() {
     let out = open_from(&allowing.0, &nodes);
     assert_eq!(out, format!("{} ok\n{} ok\n/dev/null ok\n", disk.display(), zero.display()));
 }
+
+/// A run's cgroup on a v2 hierarchy (this host's cgroup2 mount, planned as a
+/// unified host would be): `apply_devices` attaches the program made from the
+/// rules `exprun run` uses, and the kernel applies it to the cgroup's processes.
+#[test]
+fn a_v2_cgroup_gets_its_device_rules_from_apply_devices() {
+    use crate::cgroups::{Cgroup, CgroupHost, Limits, Placement, Version};
+    let root = nix::unistd::geteuid().is_root();
+    let Some(mount) = cgroup2_mount().filter(|_| root) else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "needs root and a cgroup2 mount; CI=true forbids skipping"
+        );
+        println!("SKIP: needs root and a cgroup2 mount");
+        return;
+    };
+    let mi = format!("30 25 0:26 / {} rw,nosuid - cgroup2 cgroup2 rw\n", mount.display());
+    let mut host = CgroupHost::parse(&mi, "0::/\n");
+    host.v2_controllers = vec!["memory".into()];
+    assert_eq!(host.version(), Version::V2);
+    let devices = [deny_all()].into_iter().chain(always_allowed()).collect();
+    let name = format!("/exprun-test-v2-devices-{}", std::process::id());
+    let plan = host.plan(&Placement::Path(&name), Limits { devices, ..Limits::default() }, false).unwrap();
+    let cg = Cgroup::create(&plan).unwrap();
+    let dir = mount.join(&name[1..]);
+    let _gone = Cgroup2Child(dir.clone());
+    let opened = |nodes: &[&Path]| open_from(&dir, nodes);
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = a_disk(tmp.path());
+    assert_eq!(opened(&[&disk]), format!("{} ok\n", disk.display()), "before apply_devices");
+    cg.apply_devices().unwrap();
+    let out = opened(&[&disk, Path::new("/dev/null"), Path::new("/dev/urandom")]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].ends_with(&format!("{}: Operation not permitted", disk.display())), "{out}");
+    assert_eq!(lines[1..], ["/dev/null ok", "/dev/urandom ok"], "{out}");
+    cg.destroy().unwrap();
+    assert!(!dir.exists());
+}
