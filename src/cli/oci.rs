@@ -310,6 +310,16 @@ pub fn list(globals: &Globals, a: ListArgs) -> Result<i32> {
 /// Run `exprun features`: what this runtime supports, as the OCI features document.
 pub fn features() -> Result<i32> {
     let caps: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+    // The OCI document has no field for device rules: say on this host what
+    // enforces linux.resources.devices, or that configs with rules are refused.
+    let devices = match crate::cgroups::CgroupHost::detect().map_err(|e| e.to_string()) {
+        Ok(host) => crate::cgroups::devices::enforcement(&host),
+        Err(e) => Err(e),
+    };
+    let devices = match devices {
+        Ok(how) => format!("enforced by the {how}"),
+        Err(why) => format!("not enforceable ({why}): configs with linux.resources.devices are refused"),
+    };
     let doc = serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.2.0",
@@ -342,7 +352,10 @@ pub fn features() -> Result<i32> {
             "selinux": { "enabled": false },
             "intelRdt": { "enabled": false }
         },
-        "annotations": { "dev.exprun.version": env!("CARGO_PKG_VERSION") }
+        "annotations": {
+            "dev.exprun.version": env!("CARGO_PKG_VERSION"),
+            "dev.exprun.devices": devices
+        }
     });
     println!("{}", to_json(&doc)?);
     Ok(0)

@@ -102,3 +102,21 @@ fn run_cannot_make_a_disk_node() {
     assert!(err.contains("mknod: /dev/made: Operation not permitted"), "{err}");
     r.assert_no_leftovers();
 }
+
+/// `exprun features` says what enforces device rules on this host (the OCI
+/// document has no field for it).
+#[test]
+fn features_says_what_enforces_device_rules() {
+    if !privileged("features_says_what_enforces_device_rules") {
+        return;
+    }
+    let out = std::process::Command::new(crate::common::exprun_bin()).arg("features").output().unwrap();
+    assert!(out.status.success());
+    let f: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let devices = f["annotations"]["dev.exprun.devices"].as_str().unwrap();
+    assert!(
+        devices == "enforced by the cgroup v1 devices controller"
+            || devices == "enforced by the cgroup v2 device BPF program",
+        "{devices}"
+    );
+}

@@ -161,6 +161,25 @@ pub fn apply_v2(dir: &Path, rules: &[DeviceRule]) -> Result<(), Error> {
         .map_err(|e| refused("the kernel refused to attach", e.to_string()))
 }
 
+/// What enforces device rules for a run on `host`, or why nothing does (then
+/// a config with rules is refused). On cgroup v2 this loads a deny-all program
+/// and drops it at once: whether the kernel takes such programs from us.
+pub fn enforcement(host: &super::CgroupHost) -> Result<&'static str, String> {
+    match host.version() {
+        super::Version::V1 if host.v1.contains_key(super::DEVICES) => Ok("cgroup v1 devices controller"),
+        super::Version::V1 | super::Version::None => {
+            Err("the devices cgroup controller is not mounted on this host".into())
+        }
+        super::Version::V2 => {
+            let insns: Vec<[u8; 8]> = bpf::program(&[deny_all()]).iter().map(bpf::Insn::encode).collect();
+            crate::sys::bpf_prog_load(PROG_TYPE_CGROUP_DEVICE, &insns, c"Apache-2.0", "exprun_probe")
+                .map(drop)
+                .map(|()| "cgroup v2 device BPF program")
+                .map_err(|(e, _)| format!("the kernel refuses cgroup device BPF programs: {e}"))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +224,26 @@ mod tests {
         for (i, rule) in allowed.iter().chain([&deny_all()]).enumerate() {
             let back = DeviceRule::from_oci(i, &serde_json::from_value(rule.oci_json()).unwrap()).unwrap();
             assert_eq!(&back, rule);
+        }
+    }
+
+    #[test]
+    fn enforcement_names_what_enforces_or_why_nothing_does() {
+        use crate::cgroups::CgroupHost;
+        let v1 = |ctrls: &str| {
+            let mi = format!("30 25 0:26 / /sys/fs/cgroup/x rw - cgroup cgroup rw,{ctrls}\n");
+            CgroupHost::parse(&mi, "1:memory:/\n")
+        };
+        assert_eq!(enforcement(&v1("memory,devices")), Ok("cgroup v1 devices controller"));
+        let e = enforcement(&v1("memory")).unwrap_err();
+        assert!(e.contains("devices cgroup controller is not mounted"), "{e}");
+        let mut v2 = CgroupHost::parse("30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n", "0::/\n");
+        v2.v2_controllers = vec!["memory".into()];
+        let got = enforcement(&v2);
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!(got, Ok("cgroup v2 device BPF program"));
+        } else {
+            assert!(got.unwrap_err().contains("refuses cgroup device BPF programs"));
         }
     }
 }
