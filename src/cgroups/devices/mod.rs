@@ -246,4 +246,12 @@ mod tests {
             assert!(got.unwrap_err().contains("refuses cgroup device BPF programs"));
         }
     }
+
+    #[test]
+    fn a_refused_program_refuses_the_rules_naming_them_and_the_cgroup() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = apply_v2(dir.path(), &[deny_all()]).unwrap_err().to_string();
+        assert!(e.starts_with("cannot enforce linux.resources.devices: the kernel refused to "), "{e}");
+        assert!(e.contains(&format!("BPF program for {}", dir.path().display())), "{e}");
+    }
 }

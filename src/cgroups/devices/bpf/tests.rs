@@ -42,12 +42,15 @@ fn rule(allow: bool, kind: char, major: Option<i64>, minor: Option<i64>, access:
     DeviceRule { allow, kind, major, minor, access: access.into() }
 }
 
+/// Rules, an access (type, major, minor, access bits), whether it is allowed.
+type Case<'a> = (&'a [DeviceRule], (u32, u32, u32, u32), bool);
+
 /// Rule sets and accesses, with what the v1 controller answers (worked out from
 /// security/device_cgroup.c by hand, not by [`Model`]).
 #[test]
 fn the_program_decides_as_the_v1_controller() {
     let exprun_run: Vec<DeviceRule> = [deny_all()].into_iter().chain(always_allowed()).collect();
-    let cases: &[(&[DeviceRule], (u32, u32, u32, u32), bool)] = &[
+    let cases: &[Case<'_>] = &[
         (&exprun_run, (CHAR, 1, 3, READ | WRITE), true),
         (&exprun_run, (CHAR, 1, 3, MKNOD), true),
         (&exprun_run, (CHAR, 136, 7, READ | WRITE), true),
