@@ -262,7 +262,10 @@ pub fn run_planned(root: &Root, plan: &RunPlan, mut p: Planned<'_>) -> Result<Ru
     // run, nor one whose `runs/` cannot be made private.
     let key = record::Key::open(root.dir())?;
     root.private_runs_dir()?;
-    note_no_cgroup(plan);
+    // `verify`'s replays keep quiet: the run they replay said it already.
+    if !p.quiet {
+        note_no_cgroup(plan);
+    }
     // 6. From here on a signal must not kill exprun before it has cleaned up:
     //    block the ones we handle; they queue on the signalfd until the wait reads
     //    (and forwards) them.
