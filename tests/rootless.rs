@@ -62,9 +62,19 @@ fn an_unprivileged_user_imports_and_runs_in_a_user_namespace() {
             && err.contains("systemd user manager"),
         "{err}"
     );
-    // --no-limits says running without a cgroup is meant: no note.
-    let (code, _, err) = h.exprun(&["run", "--no-limits", "busybox:latest", "true"]);
-    assert_eq!((code, err.as_str()), (0, ""), "{err}");
+    // --no-limits says running without a cgroup is meant: no note. A ulimit is
+    // not a cgroup limit: it applies without one.
+    let (code, stdout, err) = h.exprun(&[
+        "run",
+        "--no-limits",
+        "--ulimit",
+        "nofile=64:64",
+        "busybox:latest",
+        "sh",
+        "-c",
+        "ulimit -n",
+    ]);
+    assert_eq!((code, stdout.as_str(), err.as_str()), (0, "64\n", ""), "{err}");
 
     let out = h.path().join("out");
     let output = format!("{}:/out", out.display());

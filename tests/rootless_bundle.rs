@@ -61,7 +61,9 @@ fn an_unprivileged_user_drives_a_bundle_through_the_runc_verbs() {
         .stderr(std::fs::File::create(&err_file).unwrap())
         .status()
         .unwrap();
-    assert!(created.success(), "{}", std::fs::read_to_string(&err_file).unwrap());
+    let create_err = std::fs::read_to_string(&err_file).unwrap();
+    assert!(created.success(), "{create_err}");
+    assert!(create_err.contains("running without a cgroup"), "create notes it too: {create_err}");
     assert_eq!(status(&h, "c1"), "created");
     let (code, _, err) = oci(&h, &["start", "c1"]);
     assert_eq!(code, 0, "{err}");
