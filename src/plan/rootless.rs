@@ -25,7 +25,7 @@ impl NoCgroup {
     /// The one line printed on stderr when such a run starts.
     pub fn note(&self) -> String {
         format!(
-            "running without a cgroup, so without limits or usage figures: {} (pass --no-limits to say \
+            "{}; running without a cgroup, so without limits or usage figures (pass --no-limits to say \
              that is meant and silence this note)",
             self.why
         )
