@@ -288,6 +288,7 @@ fn write_state(
 pub fn create(root: &Root, o: &CreateOptions<'_>) -> Result<()> {
     let cgroups = CgroupHost::detect().map_err(plan::Error::from)?;
     let plan = plan_bundle(root, o, &cgroups, false)?;
+    crate::run::note_no_cgroup(&plan);
     let signals = spawn::block_signals()?;
     let container = root.create_container(&plan)?;
     let made = (|| -> Result<()> {

@@ -262,6 +262,10 @@ pub fn run_planned(root: &Root, plan: &RunPlan, mut p: Planned<'_>) -> Result<Ru
     // run, nor one whose `runs/` cannot be made private.
     let key = record::Key::open(root.dir())?;
     root.private_runs_dir()?;
+    // `verify`'s replays keep quiet: the run they replay said it already.
+    if !p.quiet {
+        note_no_cgroup(plan);
+    }
     // 6. From here on a signal must not kill exprun before it has cleaned up:
     //    block the ones we handle; they queue on the signalfd until the wait reads
     //    (and forwards) them.
@@ -299,6 +303,14 @@ pub fn run_planned(root: &Root, plan: &RunPlan, mut p: Planned<'_>) -> Result<Ru
     let (exit_code, note) = result?;
     cleanup?;
     Ok(RunResult { exit_code, run_id: plan.id.clone(), note })
+}
+
+/// Say on stderr, in one line, that a run has no cgroup and why, unless the
+/// caller said that is meant (`--no-limits`).
+pub fn note_no_cgroup(plan: &RunPlan) {
+    if let Some(n) = plan.no_cgroup.as_ref().filter(|n| n.note) {
+        crate::error::print(&n.note());
+    }
 }
 
 /// Steps 8–10 for a planned run; fills in `rec`.

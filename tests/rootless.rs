@@ -26,13 +26,55 @@ fn an_unprivileged_user_imports_and_runs_in_a_user_namespace() {
     let meta = std::fs::metadata(h.root().join("store")).unwrap();
     assert_eq!(meta.uid(), h.uid);
 
-    // Without a delegated cgroup, the user is told what is missing and what to do.
-    let (code, _, err) = h.exprun(&["run", "busybox:latest", "true"]);
-    assert_eq!(code, 125);
-    assert!(err.contains("rootless") && err.contains("--no-limits"), "{err}");
+    // Where no cgroup can be had (this user has no delegated cgroup2 subtree and
+    // no systemd user manager), a run without limits runs, and one line on
+    // stderr says why it has no cgroup; its record says usage is unavailable.
+    let (code, stdout, err) = h.exprun(&["run", "busybox:latest", "echo", "ran"]);
+    assert_eq!((code, stdout.as_str()), (0, "ran\n"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line of note: {err}");
+    assert!(
+        err.contains("running without a cgroup")
+            && err.contains(&format!("no cgroup2 subtree is delegated to uid {}", h.uid))
+            && err.contains(&format!("no systemd user manager (/run/user/{}/systemd/private", h.uid))
+            && err.contains("--no-limits"),
+        "{err}"
+    );
+    let (code, json, err) = h.exprun(&["runs", "show", "--latest", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let rec: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(rec["cgroup"]["version"], "none");
+    let why = rec["usage"]["unavailable"].as_str().unwrap_or_else(|| panic!("{:#}", rec["usage"]));
+    assert!(why.starts_with("no cgroup can be had: no cgroup2 subtree is delegated"), "{why}");
+    let (code, shown, err) = h.exprun(&["runs", "show", "--latest"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(shown.contains("usage:      unavailable: no cgroup can be had"), "{shown}");
+
+    // A run that asks for limits is refused, each limit named, with what to do.
     let (code, _, err) = h.exprun(&["run", "--memory", "64m", "busybox:latest", "true"]);
     assert_eq!(code, 125);
-    assert!(err.contains("--memory") && err.contains("cannot be enforced"), "{err}");
+    assert!(err.contains("asks for --memory, but") && err.contains("Run as root"), "{err}");
+    let (code, _, err) =
+        h.exprun(&["run", "--memory", "256m", "--pids-limit", "50", "--cpus", "1", "busybox:latest", "true"]);
+    assert_eq!(code, 125);
+    assert!(
+        err.contains("asks for --memory, --cpus, --pids-limit, but")
+            && err.contains("no cgroup can be had")
+            && err.contains("systemd user manager"),
+        "{err}"
+    );
+    // --no-limits says running without a cgroup is meant: no note. A ulimit is
+    // not a cgroup limit: it applies without one.
+    let (code, stdout, err) = h.exprun(&[
+        "run",
+        "--no-limits",
+        "--ulimit",
+        "nofile=64:64",
+        "busybox:latest",
+        "sh",
+        "-c",
+        "ulimit -n",
+    ]);
+    assert_eq!((code, stdout.as_str(), err.as_str()), (0, "64\n", ""), "{err}");
 
     let out = h.path().join("out");
     let output = format!("{}:/out", out.display());

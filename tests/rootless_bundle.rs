@@ -43,9 +43,11 @@ fn an_unprivileged_user_drives_a_bundle_through_the_runc_verbs() {
     let b = bundle.to_str().unwrap();
 
     // `run`: root inside, the caller outside, the command's status.
+    // With no limits in config.json and no cgroup to be had, it runs, with a note.
     let (code, stdout, err) = oci(&h, &["run", "-b", b, "r0"]);
     assert_eq!(code, 4, "{err}");
     assert_eq!(stdout, format!("0\n 0 {} 1\n", h.uid));
+    assert!(err.contains("running without a cgroup") && err.contains("no cgroup can be had"), "{err}");
 
     // create, start, exec, ps, kill, delete.
     edit_config(&bundle, |c| c["process"]["args"] = serde_json::json!(["sleep", "300"]));
@@ -59,7 +61,9 @@ fn an_unprivileged_user_drives_a_bundle_through_the_runc_verbs() {
         .stderr(std::fs::File::create(&err_file).unwrap())
         .status()
         .unwrap();
-    assert!(created.success(), "{}", std::fs::read_to_string(&err_file).unwrap());
+    let create_err = std::fs::read_to_string(&err_file).unwrap();
+    assert!(created.success(), "{create_err}");
+    assert!(create_err.contains("running without a cgroup"), "create notes it too: {create_err}");
     assert_eq!(status(&h, "c1"), "created");
     let (code, _, err) = oci(&h, &["start", "c1"]);
     assert_eq!(code, 0, "{err}");
@@ -92,7 +96,13 @@ fn an_unprivileged_user_drives_a_bundle_through_the_runc_verbs() {
     edit_config(&bundle, |c| c["linux"]["resources"] = serde_json::json!({"pids": {"limit": 10}}));
     let (code, _, err) = oci(&h, &["run", "-b", b, "r1"]);
     assert_ne!(code, 0);
-    assert!(err.contains("linux.resources cannot be enforced") && err.contains("delegated"), "{err}");
+    assert_eq!(code, 125, "{err}");
+    assert!(
+        err.contains("config.json sets linux.resources.pids.limit, but")
+            && err.contains("no cgroup2 subtree is delegated")
+            && err.contains("remove them from config.json"),
+        "{err}"
+    );
 
     let live: Vec<_> =
         std::fs::read_dir(root.join("containers")).unwrap().flatten().map(|e| e.path()).collect();

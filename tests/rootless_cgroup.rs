@@ -181,6 +181,8 @@ fn a_rootless_run_gets_its_cgroup_in_the_subtree_delegated_to_its_user() {
     assert_eq!(rec["cgroup"]["version"], "v2", "{:#}", rec["cgroup"]);
     assert_eq!(rec["cgroup"]["dirs"]["unified"], dir.display().to_string());
     assert!(rec["usage"]["cpu_user_us"].as_u64().is_some(), "{:#}", rec["usage"]);
+    assert!(rec["usage"].get("unavailable").is_none(), "{:#}", rec["usage"]);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "no note for a run with a cgroup");
 
     // Limits: enforced where their controller was delegated, refused by name
     // where it was not. Twenty background sleeps under a limit of 12 tasks: sh

@@ -29,6 +29,12 @@ use super::{
     check_path, join_under, CgroupHost, CgroupPlan, Error, Limits, Result, Version, CPU, MEMORY, PIDS,
 };
 
+/// Where a user's systemd manager listens (`systemd --user` makes this socket
+/// in the user's runtime directory); without it no scope can be asked for.
+fn user_manager_socket(uid: u32) -> PathBuf {
+    PathBuf::from(format!("/run/user/{uid}/systemd/private"))
+}
+
 impl CgroupHost {
     /// Plan the cgroup `name` of a rootless run in the cgroup2 subtree delegated
     /// to the caller, `uid`: under `parent` (`--cgroup-parent`, which must be delegated),
@@ -83,6 +89,26 @@ impl CgroupHost {
             make_parents: false,
             limits,
         })
+    }
+
+    /// Why a rootless caller, `uid`, can have no cgroup on this host, in one
+    /// line naming what was looked for: a cgroup2 subtree delegated to the
+    /// caller (`not_delegated` says why there is none), a systemd user manager
+    /// to ask for one, and controllers on cgroup v2 rather than v1.
+    pub fn no_cgroup_reason(&self, not_delegated: &str, uid: u32) -> String {
+        let mut missing = vec![format!("no cgroup2 subtree is delegated to uid {uid} ({not_delegated})")];
+        let manager = user_manager_socket(uid);
+        if !manager.exists() {
+            missing.push(format!("no systemd user manager ({} is absent)", manager.display()));
+        }
+        let on_v1: Vec<&str> = [MEMORY, CPU, PIDS].into_iter().filter(|c| self.v1.contains_key(*c)).collect();
+        if !on_v1.is_empty() {
+            missing.push(format!(
+                "the {} controllers are on cgroup v1 hierarchies, which are not delegated to users",
+                on_v1.join(", ")
+            ));
+        }
+        format!("no cgroup can be had: {}", missing.join("; "))
     }
 
     /// The delegated cgroup a rootless run's cgroup goes into: `parent`, or the
@@ -142,4 +168,34 @@ fn delegated_to(dir: &Path, uid: u32) -> bool {
     [dir.to_path_buf(), dir.join("cgroup.procs"), dir.join("cgroup.subtree_control")]
         .iter()
         .all(|p| fs::metadata(p).is_ok_and(|m| m.uid() == uid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reason_for_no_cgroup_names_what_was_looked_for() {
+        let mi = "\
+25 24 0:22 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+26 24 0:23 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids
+27 24 0:24 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+";
+        let host = CgroupHost::parse(mi, "4:memory:/\n3:pids:/\n0::/\n");
+        let why = host.delegated_parent(None, 4_000_000).unwrap_err().to_string();
+        let reason = host.no_cgroup_reason(&why, 4_000_000);
+        assert!(
+            reason.starts_with("no cgroup can be had: no cgroup2 subtree is delegated to uid 4000000 ("),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("no systemd user manager (/run/user/4000000/systemd/private is absent)"),
+            "{reason}"
+        );
+        assert!(reason.contains("the memory, pids controllers are on cgroup v1"), "{reason}");
+        // A pure cgroup2 host: nothing said about v1.
+        let host = CgroupHost::parse(&mi[mi.find("27 ").unwrap()..], "0::/user.slice\n");
+        let reason = host.no_cgroup_reason("x", 4_000_000);
+        assert!(!reason.contains("v1"), "{reason}");
+    }
 }

@@ -116,9 +116,10 @@ pub struct RunArgs {
     /// (OMP_NUM_THREADS, ...) follow
     #[arg(long = "cpuset-cpus", value_name = "LIST")]
     cpuset_cpus: Option<String>,
-    /// Run without limits and usage accounting when rootless on a host that
-    /// delegates no cgroup2 subtree to the caller (cgroup v1, or v2 without
-    /// delegation)
+    /// Rootless on a host where no cgroup can be had (cgroup v1, or v2 with no
+    /// subtree delegated to the caller): say that running without a cgroup,
+    /// limits and usage figures is meant, and silence the note that says so
+    /// (such a run goes ahead without it too)
     #[arg(long = "no-limits", conflicts_with_all = ["memory", "cpus", "pids_limit"])]
     no_limits: bool,
     /// Security options: seccomp=FILE (an OCI seccomp profile) or seccomp=unconfined

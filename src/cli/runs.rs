@@ -355,13 +355,19 @@ fn print_record(r: &RunRecord) {
     }
     let u = &r.usage.cgroup;
     let secs = |us: Option<u64>| us.map(|v| format!("{:.3} s", v as f64 / 1e6)).unwrap_or_else(|| "-".into());
-    say!(
-        "usage:      cpu user {} system {}, peak memory {}, oom kills {}",
-        secs(u.cpu_user_us),
-        secs(u.cpu_system_us),
-        u.peak_memory_bytes.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0)).unwrap_or_else(|| "-".into()),
-        u.oom_kills
-    );
+    if let Some(why) = &r.usage.unavailable {
+        say!("usage:      unavailable: {why}");
+    } else {
+        say!(
+            "usage:      cpu user {} system {}, peak memory {}, oom kills {}",
+            secs(u.cpu_user_us),
+            secs(u.cpu_system_us),
+            u.peak_memory_bytes
+                .map(|b| format!("{:.1} MiB", b as f64 / 1048576.0))
+                .unwrap_or_else(|| "-".into()),
+            u.oom_kills
+        );
+    }
     let l = &r.cgroup.limits;
     say!(
         "limits:     memory {}, cpu quota {}, pids {}",

@@ -8,6 +8,7 @@
 
 pub mod devices;
 pub mod mounts;
+mod rootless;
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,7 @@ use crate::image::ResolvedImage;
 use crate::spec::options::HostMount;
 pub use devices::DeviceNode;
 pub use mounts::MountOp;
+pub use rootless::NoCgroup;
 
 /// Version of the plan's JSON form (plan.json in a container's state directory).
 pub const PLAN_SCHEMA: u32 = 1;
@@ -278,6 +280,9 @@ pub struct RunPlan {
     pub hostname: Option<String>,
     /// The cgroup.
     pub cgroup: CgroupPlan,
+    /// Why the run has no cgroup (a rootless run where none can be had).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_cgroup: Option<NoCgroup>,
     /// Read from the caller's stdin (`-i`).
     pub interactive: bool,
     /// Host directories mounted read-only and digested before the run.
@@ -557,10 +562,10 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
             ),
         });
     }
-    let cgroup = if user_ns.is_some() && !nix::unistd::geteuid().is_root() {
-        rootless_cgroup(&ctx, &placement, limits)?
+    let (cgroup, no_cgroup) = if user_ns.is_some() && !nix::unistd::geteuid().is_root() {
+        rootless::cgroup(&ctx, &placement, limits)?
     } else {
-        ctx.cgroups.plan(&placement, limits, matches!(ctx.source, Source::Bundle { .. }))?
+        (ctx.cgroups.plan(&placement, limits, matches!(ctx.source, Source::Bundle { .. }))?, None)
     };
 
     let mut mounts = Vec::new();
@@ -677,6 +682,7 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         new_net,
         hostname,
         cgroup,
+        no_cgroup,
         interactive: ctx.interactive,
         inputs: ctx.inputs,
         outputs: ctx.outputs,
@@ -816,51 +822,6 @@ fn personality(p: &oci_spec::runtime::LinuxPersonality) -> Result<u64> {
         }
     }
     Ok(persona)
-}
-
-/// A rootless run's cgroup: in the cgroup2 subtree delegated to the caller. With
-/// none delegated, a run without limits has no cgroup: `exprun run` only when
-/// the caller accepts that (`--no-limits`), a bundle always (as with runc).
-fn rootless_cgroup(ctx: &PlanContext<'_>, placement: &Placement<'_>, limits: Limits) -> Result<CgroupPlan> {
-    let uid = nix::unistd::geteuid();
-    let (parent, name) = match *placement {
-        Placement::Child { name, parent } => (parent, name),
-        Placement::Path(p) => match p.rsplit_once('/') {
-            Some((parent, name)) if p.starts_with('/') && !name.is_empty() => {
-                (Some(if parent.is_empty() { "/" } else { parent }), name)
-            }
-            _ => {
-                return Err(Error::Process {
-                    field: "linux.cgroupsPath",
-                    why: format!(
-                        "{p:?}: a rootless container's cgroup must be an absolute path in the cgroup2 \
-                         hierarchy, inside the subtree delegated to the caller (or leave it out)"
-                    ),
-                })
-            }
-        },
-    };
-    let limited = limits != Limits::default();
-    let bundle = ctx.request.is_none();
-    let accepted = bundle || ctx.request.as_ref().is_some_and(|r| r.options.no_limits);
-    match ctx.cgroups.plan_delegated(name, parent, limits, uid.as_raw()) {
-        Ok(plan) => Ok(plan),
-        Err(crate::cgroups::Error::NotDelegated { .. }) if accepted && !limited => Ok(CgroupPlan::none()),
-        Err(crate::cgroups::Error::NotDelegated { why }) => {
-            let (what, instead) = match (bundle, limited) {
-                (true, _) => ("linux.resources cannot be enforced", "remove them from config.json"),
-                (false, true) => {
-                    ("--memory, --cpus and --pids-limit cannot be enforced", "drop those options")
-                }
-                (false, false) => ("no limits can be enforced", "pass --no-limits to run without a cgroup"),
-            };
-            Err(Error::Unsupported(format!(
-                "rootless run (uid {uid}): {why}, so {what} and no usage can be recorded. Start exprun in a \
-                 cgroup delegated to you (systemd-run --user --scope exprun ...), {instead}, or run as root"
-            )))
-        }
-        Err(e) => Err(e.into()),
-    }
 }
 
 fn limits(linux: &oci_spec::runtime::Linux) -> Result<Limits> {

@@ -240,6 +240,9 @@ pub struct UsageRecord {
     pub cgroup: Usage,
     /// Peak RSS of the container's init process, KiB.
     pub init_max_rss_kib: Option<u64>,
+    /// Why the cgroup figures are unavailable: the run had no cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
 }
 
 /// One run.
@@ -434,7 +437,10 @@ impl RunRecord {
             cgroup: plan.cgroup.clone(),
             host,
             time: Times { created: rfc3339(created), ..Times::default() },
-            usage: UsageRecord::default(),
+            usage: UsageRecord {
+                unavailable: plan.no_cgroup.as_ref().map(|n| n.why.clone()),
+                ..UsageRecord::default()
+            },
             exit: ExitRecord { code: Some(crate::error::EXIT_EXPRUN_FAILED), ..ExitRecord::default() },
             stdout: None,
             stderr: None,
@@ -475,7 +481,8 @@ impl RunRecord {
                 Status::Killed
             }
         };
-        self.usage = UsageRecord { cgroup: usage, init_max_rss_kib: Some(outcome.init_max_rss_kib) };
+        self.usage.cgroup = usage;
+        self.usage.init_max_rss_kib = Some(outcome.init_max_rss_kib);
         self.stdout = Some(outcome.stdout.clone());
         self.stderr = Some(outcome.stderr.clone());
         self.signals = outcome.forwarded.clone();

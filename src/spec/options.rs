@@ -123,7 +123,7 @@ pub struct RunOptions {
     /// `--security-opt seccomp=...`.
     #[serde(default)]
     pub seccomp: SeccompChoice,
-    /// `--no-limits`: a rootless run without a cgroup is accepted.
+    /// `--no-limits`: a rootless run without a cgroup is meant; no note says so.
     #[serde(default)]
     pub no_limits: bool,
     /// `--storage-opt size=`: the writable layer's size, in bytes.
