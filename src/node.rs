@@ -146,7 +146,9 @@ impl NodeConfig {
             if k != "records" {
                 return Err(bad(k, v, "unknown key; the known section is [records]"));
             }
-            let toml::Value::Table(records) = v else { return Err(bad(k, v, "expected a [records] section")) };
+            let toml::Value::Table(records) = v else {
+                return Err(bad(k, v, "expected a [records] section"));
+            };
             for (k, v) in records {
                 let key = format!("records.{k}");
                 match k.as_str() {
@@ -161,7 +163,13 @@ impl NodeConfig {
                         };
                         parse_retention(t, &mut config.records.retention, &bad)?;
                     }
-                    _ => return Err(bad(&key, v, "unknown key; the known keys are root and [records.retention]")),
+                    _ => {
+                        return Err(bad(
+                            &key,
+                            v,
+                            "unknown key; the known keys are root and [records.retention]",
+                        ))
+                    }
                 }
             }
         }
@@ -258,7 +266,8 @@ mod tests {
         assert_eq!(r.max_age, Some(Duration::from_secs(7200)));
         assert_eq!(r.max_count, Some(5));
         assert_eq!(r.max_size, Some(10 << 30));
-        let c = parse("[records.retention]\nmax_age = \"none\"\nmax_count = \"none\"\nmax_size = 4096\n").unwrap();
+        let c = parse("[records.retention]\nmax_age = \"none\"\nmax_count = \"none\"\nmax_size = 4096\n")
+            .unwrap();
         let r = c.records.retention;
         assert_eq!((r.max_age, r.max_count, r.max_size), (None, None, Some(4096)));
     }

@@ -10,8 +10,8 @@ pub mod diff;
 pub mod export;
 pub mod files;
 pub mod host;
-pub mod retention;
 pub(crate) mod recognise;
+pub mod retention;
 pub mod secrets;
 
 use std::fs;

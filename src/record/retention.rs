@@ -91,7 +91,8 @@ fn lock(runs: &Path) -> Result<Lock, Error> {
     Lock::acquire(&path, true).map_err(io_at("locking", &path))
 }
 
-/// The entries of the index, oldest first; lines that do not parse are dropped.
+/// The entries of the index, oldest first, one per id; lines that do not
+/// parse are dropped.
 pub fn read_index(runs: &Path) -> Result<Vec<Entry>, Error> {
     let index = runs.join(INDEX);
     let text = match fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&index) {
@@ -100,6 +101,12 @@ pub fn read_index(runs: &Path) -> Result<Vec<Entry>, Error> {
         Err(e) => return Err(io_at("opening", &index)(e)),
     };
     let mut entries: Vec<Entry> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    // A record written again under the same id (a container id used again)
+    // replaced the earlier one: only the last entry stands for it.
+    let mut seen = std::collections::HashSet::new();
+    entries.reverse();
+    entries.retain(|e| seen.insert(e.id.clone()));
+    entries.reverse();
     entries.sort_by_key(|e| e.written);
     Ok(entries)
 }
@@ -235,5 +242,7 @@ mod tests {
         fsutil::remove_tree(&runs.join("x")).unwrap();
         assert!(prune(&runs, &NONE, UNIX_EPOCH).unwrap().is_empty());
         assert_eq!(ids(&runs), ["y"]);
+        record(&runs, "y", 10, 3, &t.path().join("containers"));
+        assert_eq!(ids(&runs), ["y"], "a record written again under its id is one entry");
     }
 }
