@@ -39,7 +39,7 @@ fn exprun(root: &Path, config: &Path, args: &[&str]) -> (i32, String, String) {
         .stderr(err.try_clone().unwrap())
         .status()
         .unwrap();
-    let mut read = |f: &mut std::fs::File| {
+    let read = |f: &mut std::fs::File| {
         let mut s = String::new();
         f.rewind().unwrap();
         f.read_to_string(&mut s).unwrap();
