@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroups::{Cgroup, CgroupHost};
 use crate::error::Result;
+use crate::node::NodeConfig;
 use crate::plan::{self, PlanContext, RunPlan, Source};
-use crate::record::{self, RunRecord};
+use crate::record::{self, retention, RunRecord};
 use crate::spawn::{self, CreateOutcome, Mode};
 use crate::spec::bundle;
 use crate::state::Root;
@@ -639,8 +640,11 @@ pub fn kill(root: &Root, id: &str, signal: &str, all: bool) -> Result<()> {
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// `exprun delete`: remove a stopped (or created) container; with `force` also a
-/// running one, and no error when it does not exist.
-pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
+/// running one, and no error when it does not exist. The record of a pod
+/// container goes to the records root `node` names (the state root of
+/// containerd's shim is a tmpfs that goes with the container), under its
+/// retention policy; any other container's to `root`.
+pub fn delete(root: &Root, id: &str, force: bool, node: &NodeConfig) -> Result<()> {
     let c = match load(root, id) {
         Ok(c) => c,
         Err(crate::Error::Container(Error::NotFound(_))) if force => return Ok(()),
@@ -662,7 +666,12 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         kill_and_wait(&c, status);
         return Ok(());
     }
-    let key = record::Key::open(root.dir())?;
+    let kubernetes = record::Kubernetes::from_annotations(&c.state.annotations);
+    let records = match kubernetes {
+        Some(_) => Root::new(&node.records.root),
+        None => root.clone(),
+    };
+    let key = record::Key::open(records.dir())?;
     let lock = fsutil::Lock::acquire_dir(&c.dir).map_err(io_at("locking", &c.dir))?;
     let status = c.status();
     refuse_running(status)?;
@@ -692,9 +701,19 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
         if status == Status::Stopped { "after it stopped" } else { "while it was still running (forced)" }
     ));
     rec.usage.cgroup = usage;
-    rec.write(&root.private_runs_dir()?)?;
+    rec.kubernetes = kubernetes;
+    let runs = records.private_runs_dir()?;
+    rec.write(&runs)?;
     fsutil::remove_tree(&c.dir).map_err(io_at("removing", &c.dir))?;
     drop(lock);
+    if rec.kubernetes.is_some() {
+        let entry = retention::Entry::for_record(&runs, id, &root.containers_dir());
+        // The record is written and the container gone: a failure here is
+        // reported, and `exprun gc` applies the policy again.
+        if let Err(e) = retention::add(&runs, &entry, &node.records.retention, SystemTime::now()) {
+            eprintln!("exprun: warning: retention of pod records: {e}");
+        }
+    }
     // A failing poststop hook is reported, not fatal (runtime spec).
     if let Err(e) = crate::hooks::run_all("poststop", &c.plan.hooks.poststop, &hook_state(&c, "stopped")) {
         eprintln!("exprun: warning: {e}");

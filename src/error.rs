@@ -54,6 +54,9 @@ pub enum Error {
     /// An `--output` directory cannot be opened safely.
     #[error(transparent)]
     Output(#[from] crate::outputs::Error),
+    /// The node configuration file.
+    #[error(transparent)]
+    Node(#[from] crate::node::Error),
     /// The command line is inconsistent in a way clap cannot see.
     #[error("{0}")]
     Usage(String),

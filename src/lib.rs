@@ -22,6 +22,7 @@
 //! - [`build`]: `exprun build`, source-to-image: assemble in a recorded run, the
 //!   writable layer captured as a deterministic layer, a new image in the store.
 //! - [`log`]: `--debug` output with step timings.
+//! - [`node`]: the node configuration file (where pod records go, their retention).
 //! - [`userns`]: rootless image commands re-run in a user namespace with subordinate ids.
 //! - [`sys`]: the raw syscalls nothing else wraps; the one home of `unsafe` besides spawn.
 //! - [`digest`]: `sha256:` digests and hashing readers and writers.
@@ -49,6 +50,7 @@ pub mod hooks;
 pub mod hostpath;
 pub mod image;
 pub mod log;
+pub mod node;
 pub mod outputs;
 pub mod parallel;
 pub mod plan;

@@ -6,6 +6,7 @@
 //!                               work/ (the writable layer), rootfs/ (mount point)
 //! <root>/runs/<id>/record.json  the run record, kept until `exprun runs rm`
 //! <root>/runs/by-name/<name>    symlink to <id>, for runs started with --name
+//! <root>/runs/pods.index        the pod records here, for their retention (record::retention)
 //! <root>/cache/                 the exprun binary's digest
 //! <root>/record-key             the key of the records' secret digests (0600; never exported)
 //! ```
@@ -275,13 +276,20 @@ impl Root {
         ids
     }
 
-    /// Resolve a run name, id or id prefix to an id.
+    /// Resolve a run name, id or hex id prefix to an id.
     pub fn resolve_run(&self, given: &str) -> Result<String> {
         if let Ok(target) = fs::read_link(self.names_dir().join(given)) {
             let id = target.to_string_lossy().into_owned();
             if self.runs_dir().join(&id).join("record.json").exists() {
                 return Ok(id);
             }
+        }
+        // The exact id: a bundle's container id need not be hex (`exprun create ID`).
+        if crate::spec::bundle::check_id(given).is_ok()
+            && given != "by-name"
+            && self.runs_dir().join(given).join("record.json").is_file()
+        {
+            return Ok(given.into());
         }
         if given.is_empty() || !given.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::NoSuchRun(given.into()));

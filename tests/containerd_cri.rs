@@ -70,8 +70,12 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             exprun = exprun.display()
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
+        // exprun's node configuration: pod records outside the shim's root.
+        let node = format!("[records]\nroot = \"{}\"\n", d.join("exprun-records").display());
+        std::fs::write(d.join("exprun.toml"), node).unwrap();
         let log = std::fs::File::create(d.join("containerd.log")).unwrap();
         let child = Command::new("containerd")
+            .env("EXPRUN_CONFIG", d.join("exprun.toml"))
             .arg("--config")
             .arg(d.join("config.toml"))
             .stdout(log.try_clone().unwrap())
@@ -450,21 +454,26 @@ fn a_pod_lifecycle_through_cri_with_exprun_matches_runc() {
     assert_eq!((exprun.oom_exit, exprun.oom_reason.as_str()), (137, "OOMKilled"));
     assert_eq!(exprun, runc, "exprun and runc disagree");
 
-    // Every container exprun ran left a record, with the CRI annotations.
-    // The shim passes --root <Root>/<containerd namespace>.
-    let runs = work.join("exprun-root/k8s.io/runs");
-    let names: Vec<String> = std::fs::read_dir(&runs)
+    // Every container exprun ran left a record, with its pod's names, in the
+    // records root of the node configuration, not under the shim's --root
+    // (<Root>/<containerd namespace>).
+    let records: Vec<serde_json::Value> = std::fs::read_dir(work.join("exprun-records/runs"))
         .unwrap()
         .flatten()
         .filter_map(|e| std::fs::read(e.path().join("record.json")).ok())
         .map(|b| serde_json::from_slice::<serde_json::Value>(&b).unwrap())
-        .filter_map(|r| {
-            r["spec"]["annotations"]["io.kubernetes.cri.container-name"].as_str().map(str::to_string)
-        })
         .collect();
+    let names: Vec<String> =
+        records.iter().filter_map(|r| r["kubernetes"]["container"].as_str().map(str::to_string)).collect();
     for want in ["worker", "fails", "oom"] {
         assert!(names.iter().any(|n| n == want), "no record for {want}: {names:?}");
     }
+    assert!(records.iter().any(|r| r["kubernetes"]["container_type"] == "sandbox"), "no sandbox record");
+    assert!(records
+        .iter()
+        .all(|r| r["kubernetes"]["pod"].is_string() && r["kubernetes"]["namespace"].is_string()));
+    let in_shim_root = std::fs::read_dir(work.join("exprun-root/k8s.io/runs")).into_iter().flatten().count();
+    assert_eq!(in_shim_root, 0, "pod records under the shim's root");
 
     c.stop();
     let root = work.display().to_string();

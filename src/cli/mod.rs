@@ -84,7 +84,8 @@ enum Command {
     Logout(registry::LogoutArgs),
     /// Build an image from source with an s2i builder image, reproducibly
     Build(build::BuildArgs),
-    /// Clean up after runs whose exprun was killed, and unreferenced image data
+    /// Clean up after runs whose exprun was killed, unreferenced image data, and pod
+    /// containers' records past the retention of /etc/exprun/exprun.toml ($EXPRUN_CONFIG)
     Gc,
     /// Create a container from an OCI bundle and leave it waiting for start (runc-compatible)
     Create(oci::CreateArgs),
@@ -104,7 +105,8 @@ enum Command {
     Pause(oci::IdArg),
     /// Thaw a paused container (runc-compatible)
     Resume(oci::IdArg),
-    /// Delete a container and write its run record (runc-compatible)
+    /// Delete a container and write its run record (runc-compatible); a pod container's goes
+    /// to the records root of /etc/exprun/exprun.toml ($EXPRUN_CONFIG)
     Delete(oci::DeleteArgs),
     /// List the containers made with create (runc-compatible)
     List(oci::ListArgs),

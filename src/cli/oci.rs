@@ -41,6 +41,8 @@ pub fn create(globals: &Globals, a: CreateArgs) -> Result<i32> {
     if a.preserve_fds > 0 {
         return Err(Error::Usage("--preserve-fds is not supported yet; only 0 works".into()));
     }
+    // Refused here, not first at `delete`, where the record would be lost.
+    crate::node::NodeConfig::load()?;
     let root = globals.state();
     let bundle = absolute(a.bundle)?;
     container::create(
@@ -262,7 +264,8 @@ pub struct DeleteArgs {
 
 /// Run `exprun delete`.
 pub fn delete(globals: &Globals, a: DeleteArgs) -> Result<i32> {
-    container::delete(&globals.state(), &a.id, a.force)?;
+    let node = crate::node::NodeConfig::load()?;
+    container::delete(&globals.state(), &a.id, a.force, &node)?;
     Ok(0)
 }
 

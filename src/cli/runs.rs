@@ -24,6 +24,15 @@ pub enum RunsCommand {
         /// Print the records' summaries as a JSON array
         #[arg(long)]
         json: bool,
+        /// Only the containers of this Kubernetes pod
+        #[arg(long, value_name = "NAME")]
+        pod: Option<String>,
+        /// Only the containers of pods in this Kubernetes namespace
+        #[arg(long, value_name = "NS")]
+        namespace: Option<String>,
+        /// Only the pod containers of this name
+        #[arg(long, value_name = "NAME")]
+        container: Option<String>,
     },
     /// Show one run's record
     Show {
@@ -119,11 +128,13 @@ pub enum ExportFormat {
 pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
     let root = globals.state();
     match cmd {
-        RunsCommand::Ls { json } => {
+        RunsCommand::Ls { json, pod, namespace, container } => {
+            let filter = PodFilter { pod, namespace, container };
             let mut records: Vec<RunRecord> = Vec::new();
             for id in root.run_ids() {
                 match root.read_record(&id) {
-                    Ok(r) => records.push(r),
+                    Ok(r) if filter.matches(&r) => records.push(r),
+                    Ok(_) => {}
                     Err(e) => crate::error::print(&e),
                 }
             }
@@ -245,13 +256,40 @@ fn print_json(v: &serde_json::Value) {
     print!("{}", crate::record::json_for_terminal(&String::from_utf8_lossy(&export::to_pretty(v))));
 }
 
-/// `exprun gc`: clean up after runs whose exprun died, and leftovers of
-/// interrupted imports.
+/// `runs ls --pod/--namespace/--container`: all that are given must match.
+struct PodFilter {
+    pod: Option<String>,
+    namespace: Option<String>,
+    container: Option<String>,
+}
+
+impl PodFilter {
+    fn matches(&self, r: &RunRecord) -> bool {
+        if self.pod.is_none() && self.namespace.is_none() && self.container.is_none() {
+            return true;
+        }
+        let Some(k) = &r.kubernetes else { return false };
+        let is = |want: &Option<String>, have: &Option<String>| want.is_none() || want == have;
+        is(&self.pod, &k.pod) && is(&self.namespace, &k.namespace) && is(&self.container, &k.container)
+    }
+}
+
+/// `exprun gc`: clean up after runs whose exprun died, leftovers of
+/// interrupted imports, and pod records past the node's retention policy.
 pub fn gc(globals: &Globals) -> Result<i32> {
+    let node = crate::node::NodeConfig::load()?;
     let root = globals.state();
     let cleaned = root.cleanup_stale();
     for id in &cleaned {
         println!("cleaned up run {id} (recorded as lost)");
+    }
+    let removed = crate::record::retention::prune(
+        &root.runs_dir(),
+        &node.records.retention,
+        std::time::SystemTime::now(),
+    )?;
+    for id in &removed {
+        println!("removed the record of pod container {id} (retention)");
     }
     crate::verify::check::remove_stale_scratch(&root);
     crate::build::remove_stale(&root);
@@ -293,6 +331,7 @@ fn summary_json(r: &RunRecord) -> serde_json::Value {
         "created": r.time.created,
         "wall_seconds": r.time.wall_seconds,
         "command": argv(r),
+        "kubernetes": r.kubernetes,
     })
 }
 
@@ -328,6 +367,17 @@ fn print_record(r: &RunRecord) {
     );
     if let Some(m) = &r.exit.message {
         say!("message:    {m}");
+    }
+    if let Some(k) = &r.kubernetes {
+        let or_dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+        say!(
+            "pod:        {}/{} container {} ({}), sandbox {}",
+            or_dash(&k.namespace),
+            or_dash(&k.pod),
+            or_dash(&k.container),
+            or_dash(&k.container_type),
+            k.sandbox_id
+        );
     }
     if let Some(i) = &r.image {
         say!("image:      {} {}", i.reference, i.manifest_digest);

@@ -11,6 +11,7 @@ pub mod export;
 pub mod files;
 pub mod host;
 pub(crate) mod recognise;
+pub mod retention;
 pub mod secrets;
 
 use std::fs;
@@ -307,6 +308,42 @@ pub struct RunRecord {
     /// What differed from the replayed run when the replay started.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<Drift>,
+    /// The pod a container of a Kubernetes pod belonged to (from its bundle's
+    /// CRI annotations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<Kubernetes>,
+}
+
+/// A pod container's names, from the annotations containerd's CRI plugin puts
+/// into its bundle's config.json.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kubernetes {
+    /// The pod (`io.kubernetes.cri.sandbox-name`).
+    pub pod: Option<String>,
+    /// The pod's namespace (`io.kubernetes.cri.sandbox-namespace`).
+    pub namespace: Option<String>,
+    /// The container (`io.kubernetes.cri.container-name`; none for the sandbox).
+    pub container: Option<String>,
+    /// `sandbox` (the pod's pause container) or `container`
+    /// (`io.kubernetes.cri.container-type`).
+    pub container_type: Option<String>,
+    /// The sandbox's container id (`io.kubernetes.cri.sandbox-id`).
+    pub sandbox_id: String,
+}
+
+impl Kubernetes {
+    /// The names of a pod container: `None` unless the annotations have a
+    /// sandbox id, the mark of a container that containerd's CRI plugin made.
+    pub fn from_annotations(a: &std::collections::BTreeMap<String, String>) -> Option<Self> {
+        let get = |k: &str| a.get(&format!("io.kubernetes.cri.{k}")).cloned();
+        Some(Self {
+            sandbox_id: get("sandbox-id")?,
+            pod: get("sandbox-name"),
+            namespace: get("sandbox-namespace"),
+            container: get("container-name"),
+            container_type: get("container-type"),
+        })
+    }
 }
 
 /// Characters that reorder the text around them when shown (bidirectional
@@ -459,6 +496,7 @@ impl RunRecord {
             replay_of: plan.request.as_ref().and_then(|r| r.replay_of.clone()),
             variation: plan.request.as_ref().and_then(|r| r.variation.clone()),
             drift: plan.request.as_ref().map(|r| r.drift.clone()).unwrap_or_default(),
+            kubernetes: None,
         }
     }
 

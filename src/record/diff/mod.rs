@@ -36,7 +36,8 @@ pub use trees::{tree_changes, FileChange};
 /// Fields never compared: they differ on every run, only name the run, or
 /// restate what the compared fields hold (`command_line` and `request` are the
 /// options as given; their effect is in `spec`, `cgroup`, `inputs`, ...; `drift`
-/// is a replay's own comparison with its original). Dotted paths from the top of
+/// is a replay's own comparison with its original; `kubernetes` names the pod,
+/// whose annotations are in `spec`). Dotted paths from the top of
 /// the record.
 pub const IGNORED: &[&str] = &[
     "run_id",
@@ -45,6 +46,7 @@ pub const IGNORED: &[&str] = &[
     "request",
     "replay_of",
     "drift",
+    "kubernetes",
     "time",
     "usage",
     "signals",
