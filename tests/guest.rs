@@ -60,7 +60,7 @@ fn cache_root() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| std::env::temp_dir());
+        .unwrap_or_else(std::env::temp_dir);
     base.join("exprun-guest")
 }
 
@@ -101,10 +101,17 @@ fn image() -> Result<PathBuf, String> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    std::fs::rename(&tmp, &dir).unwrap();
+    if let Err(e) = std::fs::rename(&tmp, &dir) {
+        // Another test process built the same image first.
+        let _ = std::fs::remove_dir_all(&tmp);
+        assert!(dir.join("rootfs.img").exists(), "{} -> {}: {e}", tmp.display(), dir.display());
+    }
     println!("guest: built the image in {:.0} s", start.elapsed().as_secs_f64());
+    // Images of older inputs (directories named by another digest) go.
     for e in std::fs::read_dir(&root).unwrap().flatten() {
-        if e.path() != dir && e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let digest_name = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        if digest_name && e.path() != dir {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }

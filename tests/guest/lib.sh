@@ -8,11 +8,29 @@ ok() { echo "ok: $*"; }
 # expect_eq WHAT GOT WANT
 expect_eq() { [ "$2" = "$3" ] || fail "$1: got '$2', want '$3'"; ok "$1 = $3"; }
 
+# On exit: run ON_EXIT (a case's own clean-up), release a container
+# start_waiting left waiting (a check failed), then remove the case's
+# directories (CLEANUP).
+SYNC=
+WAITING=
+CLEANUP=
+ON_EXIT=
+cleanup() {
+  [ -z "$ON_EXIT" ] || eval "$ON_EXIT" || true
+  if [ -n "$SYNC" ]; then
+    touch "$SYNC/go"
+    [ -z "$WAITING" ] || wait "$WAITING" || true
+    rm -rf "$SYNC"
+  fi
+  [ -z "$CLEANUP" ] || rm -rf $CLEANUP
+}
+trap cleanup EXIT
+
 # A fresh exprun root on the guest's ext4 disk with the busybox fixture
-# imported as busybox:latest; sets ROOT and removes it on exit.
+# imported as busybox:latest; sets ROOT, removed on exit.
 fresh_root() {
   ROOT=$(mktemp -d /var/tmp/exprun-guest.XXXXXX)
-  trap 'rm -rf "$ROOT"' EXIT
+  CLEANUP="$CLEANUP $ROOT"
   exprun --root "$ROOT" image import --name busybox:latest "$GUEST_SHARE/busybox-oci" > /dev/null
 }
 
@@ -90,6 +108,10 @@ start_waiting() {
 # finish_waiting: let the container of start_waiting exit, and check it did.
 finish_waiting() {
   touch "$SYNC/go"
-  wait "$WAITING" || fail "the waiting container exited with $?"
+  code=0
+  wait "$WAITING" || code=$?
   rm -rf "$SYNC"
+  SYNC=
+  WAITING=
+  [ "$code" -eq 0 ] || fail "the waiting container exited with $code"
 }

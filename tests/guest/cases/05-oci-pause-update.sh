@@ -4,7 +4,7 @@
 . "$GUEST_LIB"
 fresh_root
 B=$(mktemp -d /var/tmp/exprun-guest-bundle.XXXXXX)
-trap 'rm -rf "$ROOT" "$B"' EXIT
+CLEANUP="$CLEANUP $B"
 mkdir "$B/rootfs"
 archive=$GUEST_SHARE/busybox-docker.tar
 layer=$(tar -xOf "$archive" manifest.json | jq -r '.[0].Layers[0]')
@@ -15,6 +15,7 @@ jq --arg cg "$GUEST_CGROUP_PARENT/oci-case" \
   "$B/config.json" > "$B/config.new"
 mv "$B/config.new" "$B/config.json"
 
+ON_EXIT='xr delete --force ctr > /dev/null 2>&1'
 xr create -b "$B" ctr > "$B/create.log" 2>&1 || fail "create: $(cat "$B/create.log")"
 xr start ctr
 pid=$(xr state ctr | jq -r .pid)
