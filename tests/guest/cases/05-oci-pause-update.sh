@@ -1,6 +1,6 @@
 # An OCI bundle's container (runc's verbs, as containerd's shim drives them):
-# pause and resume through cgroup.freeze, update through memory.max and
-# pids.max, and delete leaves nothing behind.
+# pause and resume through cgroup.freeze, update through memory.max, pids.max,
+# cpu.max and cpu.weight, and delete leaves nothing behind.
 . "$GUEST_LIB"
 fresh_root
 B=$(mktemp -d /var/tmp/exprun-guest-bundle.XXXXXX)
@@ -30,9 +30,12 @@ xr resume ctr
 expect_eq "status after resume" "$(xr state ctr | jq -r .status)" running
 expect_eq "cgroup.freeze after resume" "$(cat "$CG/cgroup.freeze")" 0
 
-xr update --memory 134217728 --pids-limit 30 ctr
+xr update --memory 134217728 --pids-limit 30 --cpu-quota 25000 --cpu-period 100000 --cpu-share 512 ctr
 expect_eq "memory.max after update" "$(cat "$CG/memory.max")" 134217728
 expect_eq "pids.max after update" "$(cat "$CG/pids.max")" 30
+expect_eq "cpu.max after update" "$(cat "$CG/cpu.max")" "25000 100000"
+# 512 shares as runc and crun convert them: 1 + (512 - 2) * 9999 / 262142.
+expect_eq "cpu.weight after update" "$(cat "$CG/cpu.weight")" 20
 
 xr kill ctr KILL
 i=0
