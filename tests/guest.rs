@@ -82,6 +82,15 @@ fn image() -> Result<PathBuf, String> {
         }
     }
     std::fs::create_dir_all(&root).unwrap();
+    // Builds whose test process died half-way.
+    for e in std::fs::read_dir(&root).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("building-") {
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     let tmp = root.join(format!("building-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     println!("guest: building the image in {}", tmp.display());
