@@ -10,6 +10,10 @@
 #   apache2-utils      htpasswd, for the registry test with basic auth
 #   strace             delays a system call in a race test (tests/oci_cli.rs)
 #   gcc, libc6-dev     a static probe program the seccomp tests compile (tests/adversarial)
+# and, without their recommends, for the guest-kernel tests (tests/guest.rs):
+#   qemu-system-x86    boots the Debian 12 guest
+#   mmdebstrap         builds the guest's root filesystem from Debian packages
+#   e2fsprogs          mke2fs -d, the guest's root disk image
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 packages=()
@@ -28,4 +32,13 @@ if [ "${#packages[@]}" -gt 0 ]; then
   echo "install-deps: installing ${packages[*]}"
   apt-get update -qq
   apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+guest=()
+command -v qemu-system-x86_64 >/dev/null || guest+=(qemu-system-x86)
+command -v mmdebstrap >/dev/null || guest+=(mmdebstrap)
+command -v mke2fs >/dev/null || guest+=(e2fsprogs)
+if [ "${#guest[@]}" -gt 0 ]; then
+  echo "install-deps: installing ${guest[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${guest[@]}" >/dev/null
 fi
