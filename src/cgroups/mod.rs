@@ -8,7 +8,10 @@
 //!
 //! By default the run's cgroup is a child of the caller's own cgroup in every
 //! hierarchy, so that whatever limits the caller lives under (a CI job, a Slurm
-//! allocation, a systemd unit) also bound the experiment.
+//! allocation) also bound the experiment. On cgroup v2 that is possible only at
+//! the hierarchy's root: below it (a systemd service or login session) exprun's
+//! own cgroup holds exprun, and a cgroup with processes hands no controller to
+//! children, so the run goes under `/exprun` instead ([`V2_DEFAULT_PARENT`]).
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -26,6 +29,10 @@ use serde::{Deserialize, Serialize};
 mod delegated;
 pub mod devices;
 pub use devices::DeviceRule;
+
+/// Where a run's cgroup goes on cgroup v2 when exprun's own cgroup cannot be
+/// its parent (see [`CgroupHost::plan`]); made when missing.
+pub const V2_DEFAULT_PARENT: &str = "/exprun";
 
 /// The CFS period exprun uses for `--cpus`, in microseconds (the kernel default).
 pub const CPU_PERIOD_US: u64 = 100_000;
@@ -312,6 +319,14 @@ impl CgroupHost {
     fn cgroup_path(&self, placement: &Placement<'_>, ctrl: &str) -> String {
         let caller = || self.caller.get(ctrl).cloned().unwrap_or_else(|| "/".into());
         let path = match placement {
+            // On cgroup v2 a cgroup with processes cannot hand controllers to
+            // children ("no internal processes"), and exprun's own cgroup holds
+            // exprun: below the root (a systemd service or login session), the
+            // run goes under a parent of exprun's own instead, as docker's
+            // cgroupfs driver uses /docker.
+            Placement::Child { name, parent: None } if self.v2_default_parent(ctrl) => {
+                format!("{V2_DEFAULT_PARENT}/{name}")
+            }
             Placement::Child { name, parent } => {
                 format!("{}/{name}", parent.map(str::to_string).unwrap_or_else(caller))
             }
@@ -319,6 +334,12 @@ impl CgroupHost {
             Placement::Path(p) => format!("{}/{p}", caller()),
         };
         path.replace("//", "/")
+    }
+
+    /// Whether a run placed by default goes under [`V2_DEFAULT_PARENT`]: on
+    /// cgroup v2 when exprun's own cgroup is not the hierarchy's root.
+    fn v2_default_parent(&self, ctrl: &str) -> bool {
+        ctrl.is_empty() && self.caller.get("").is_some_and(|c| c != "/")
     }
 
     fn plan_v1(&self, placement: &Placement<'_>, limits: Limits, freezer: bool) -> Result<CgroupPlan> {
@@ -393,7 +414,9 @@ impl CgroupHost {
         }
         enable_in.reverse();
         let dirs = BTreeMap::from([("unified".to_string(), dir)]);
-        let make_parents = matches!(placement, Placement::Path(_));
+        let by_default =
+            matches!(placement, Placement::Child { parent: None, .. }) && self.v2_default_parent("");
+        let make_parents = matches!(placement, Placement::Path(_)) || by_default;
         Ok(CgroupPlan { version: Version::V2, dirs, enable_in, make_parents, limits })
     }
 }

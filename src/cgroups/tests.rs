@@ -133,7 +133,9 @@ fn v2_plan_create_writes_limits_and_enables_controllers_top_down() {
         pids_max: Some(32),
         ..Limits::default()
     };
-    let plan = host.plan(&Placement::Child { name: "exprun-t", parent: None }, limits, false).unwrap();
+    let plan = host
+        .plan(&Placement::Child { name: "exprun-t", parent: Some("/user.slice") }, limits, false)
+        .unwrap();
     let cg_dir = dir.path().join("user.slice/exprun-t");
     assert_eq!(plan.dirs["unified"], cg_dir);
     assert_eq!(plan.enable_in, vec![dir.path().to_path_buf(), dir.path().join("user.slice")]);
@@ -169,6 +171,33 @@ fn v2_plan_create_writes_limits_and_enables_controllers_top_down() {
         }
     );
     assert_eq!(cg.join_files().unwrap().len(), 1);
+}
+
+#[test]
+fn v2_runs_go_under_a_parent_of_their_own_when_exprun_is_not_at_the_root() {
+    // exprun in a systemd unit or session: its cgroup holds exprun, so it
+    // cannot pass controllers on; the run goes under /exprun, made if missing.
+    let (dir, host) = v2_fixture();
+    let plan =
+        host.plan(&Placement::Child { name: "exprun-t", parent: None }, Limits::default(), false).unwrap();
+    assert_eq!(plan.dirs["unified"], dir.path().join("exprun/exprun-t"));
+    assert_eq!(plan.enable_in, vec![dir.path().to_path_buf(), dir.path().join("exprun")]);
+    assert!(plan.make_parents);
+    // At the root of the hierarchy (a container's cgroup namespace), under exprun's own.
+    let mi = format!("30 25 0:26 / {} rw,nosuid - cgroup2 cgroup2 rw\n", dir.path().display());
+    let mut at_root = CgroupHost::parse(&mi, "0::/\n");
+    at_root.v2_controllers = host.v2_controllers.clone();
+    let plan =
+        at_root.plan(&Placement::Child { name: "exprun-t", parent: None }, Limits::default(), false).unwrap();
+    assert_eq!(plan.dirs["unified"], dir.path().join("exprun-t"));
+    assert!(!plan.make_parents);
+    // --cgroup-parent and OCI paths are taken as given.
+    let plan = host
+        .plan(&Placement::Child { name: "x", parent: Some("/user.slice") }, Limits::default(), false)
+        .unwrap();
+    assert_eq!(plan.dirs["unified"], dir.path().join("user.slice/x"));
+    let plan = host.plan(&Placement::Path("c1"), Limits::default(), false).unwrap();
+    assert_eq!(plan.dirs["unified"], dir.path().join("user.slice/c1"));
 }
 
 #[test]
@@ -322,7 +351,9 @@ fn a_controller_an_ancestor_cannot_pass_on_is_named() {
     let (dir, host) = v2_fixture();
     fs::write(dir.path().join("user.slice/cgroup.controllers"), "memory\n").unwrap();
     let limits = Limits { pids_max: Some(8), ..Limits::default() };
-    let plan = host.plan(&Placement::Child { name: "exprun-t", parent: None }, limits, false).unwrap();
+    let plan = host
+        .plan(&Placement::Child { name: "exprun-t", parent: Some("/user.slice") }, limits, false)
+        .unwrap();
     fs::create_dir(dir.path().join("user.slice/exprun-t")).unwrap();
     let err = Cgroup::create(&plan).unwrap_err().to_string();
     assert!(err.contains("the pids controller is not available there"), "{err}");
