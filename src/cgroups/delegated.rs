@@ -25,9 +25,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::{
-    check_path, join_under, CgroupHost, CgroupPlan, Error, Limits, Result, Version, CPU, MEMORY, PIDS,
-};
+use super::{check_path, join_under, CgroupHost, CgroupPlan, Error, Limits, Result, Version};
 
 impl CgroupHost {
     /// Plan the cgroup `name` of a rootless run in the cgroup2 subtree delegated
@@ -57,12 +55,8 @@ impl CgroupHost {
         let listing = top.join("cgroup.controllers");
         let available =
             fs::read_to_string(&listing).map_err(|source| Error::Host { path: listing.clone(), source })?;
-        for (ctrl, needed, option) in [
-            (MEMORY, limits.memory_bytes.is_some(), "--memory"),
-            (PIDS, limits.pids_max.is_some(), "--pids-limit"),
-            (CPU, limits.cpu_quota_us.is_some() || limits.cpu_shares.is_some(), "--cpus"),
-        ] {
-            if needed && !available.split_whitespace().any(|c| c == ctrl) {
+        for (ctrl, option) in super::limits::needed_controllers(&limits, true)? {
+            if !available.split_whitespace().any(|c| c == ctrl) {
                 return Err(Error::Unenforceable {
                     limit: option,
                     why: format!(
