@@ -336,9 +336,17 @@ pub(super) fn v2_wanted(l: &Limits, enable_in: &[PathBuf]) -> Result<Vec<String>
     Ok(wanted)
 }
 
-/// Write `settings` into the cgroup, `dir_of` giving each controller's directory
-/// (`None`: the cgroup is not in that controller's hierarchy).
-pub(super) fn write(settings: &[Setting], dir_of: impl Fn(&str) -> Option<PathBuf>) -> Result<()> {
+/// A setting resolved to the file that takes it: (field, path, value).
+pub(super) type Line<'a> = (&'static str, PathBuf, &'a String);
+
+/// The files `settings` go to, `dir_of` giving each controller's directory
+/// (`None`: the cgroup is not in that controller's hierarchy); a file the
+/// kernel does not offer is refused by field. Nothing is written.
+pub(super) fn resolve(
+    settings: &[Setting],
+    dir_of: impl Fn(&str) -> Option<PathBuf>,
+) -> Result<Vec<Line<'_>>> {
+    let mut lines = Vec::new();
     for s in settings {
         let dir = dir_of(&s.controller).ok_or_else(|| Error::Unenforceable {
             limit: s.field,
@@ -359,10 +367,18 @@ pub(super) fn write(settings: &[Setting], dir_of: impl Fn(&str) -> Option<PathBu
                 ),
             });
         }
+        lines.push((s.field, path, value));
+    }
+    Ok(lines)
+}
+
+/// Write resolved settings in order.
+pub(super) fn write(lines: Vec<Line<'_>>) -> Result<()> {
+    for (field, path, value) in lines {
         fs::write(&path, value).map_err(|source| Error::Setting {
-            field: s.field,
+            field,
             line: value.clone(),
-            path: path.clone(),
+            path,
             source,
         })?;
     }

@@ -539,13 +539,20 @@ impl Cgroup {
     /// Write `l` into the cgroup (at create, and for `exprun update`).
     pub fn apply(&self, l: &Limits) -> Result<()> {
         let v2 = self.plan.version == Version::V2;
+        // Settings this cgroup version has no file for are refused first, and
+        // files the kernel lacks before any limit is written.
+        let settings = settings(l, v2)?;
         if v2 {
             let wanted = limits::v2_wanted(l, &self.plan.enable_in)?;
             for dir in &self.plan.enable_in {
                 enable_controllers(dir, &wanted)?;
             }
         }
-        let settings = settings(l, v2)?;
+        // On v2 a controller's files appear once it is enabled above.
+        let lines = limits::resolve(&settings, |ctrl| match self.plan.version {
+            Version::V2 => self.plan.dirs.values().next().cloned(),
+            Version::V1 | Version::None => self.plan.dirs.get(ctrl).cloned(),
+        })?;
         if let Some(bytes) = l.memory_bytes {
             let mem = self.mem();
             let dir = mem.path().to_path_buf();
@@ -596,10 +603,7 @@ impl Cgroup {
                 source,
             })?;
         }
-        limits::write(&settings, |ctrl| match self.plan.version {
-            Version::V2 => self.plan.dirs.values().next().cloned(),
-            Version::V1 | Version::None => self.plan.dirs.get(ctrl).cloned(),
-        })
+        limits::write(lines)
     }
 
     /// The directory for a controller (v2: the one directory).
