@@ -141,3 +141,73 @@ fn settings_this_host_cannot_apply_are_refused_naming_field_and_controller() {
     r.assert_no_leftovers();
     remove_parent_cgroups();
 }
+
+#[test]
+fn update_changes_the_cpuset_and_throttles_and_refuses_what_it_cannot_write() {
+    let test = "update_changes_the_cpuset_and_throttles_and_refuses_what_it_cannot_write";
+    let Some(t) = shim(test) else { return };
+    if !v1_has("cpuset") || !v1_has("blkio") {
+        println!(
+            "SKIP {test}: needs the v1 cpuset and blkio hierarchies (cgroup v2 is checked in the guest)"
+        );
+        return;
+    }
+    let (r, work) = (&t.r, t.work.path());
+    let (major, minor) = a_block_device().expect("a block device");
+    let b = bundle(work, &["sleep", "60"]);
+    let throttle = |rate: u64| serde_json::json!({"throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": rate}]});
+    set_resources(&b, serde_json::json!({"cpu": {"cpus": "0"}, "blockIO": throttle(1 << 20)}));
+    let log = b.join("log.json");
+    let pid_file = b.join("init.pid");
+    // The container keeps stdout and stderr open: do not wait for them.
+    let st = r
+        .command(&["create", "-b", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), "u"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    let init: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    assert_eq!(oci(r, &log, &["start", "u"]).0, 0);
+    let plan = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(r.path().join("containers/u/plan.json")).unwrap()).unwrap()
+    };
+    let read = |ctrl: &str, file: &str| {
+        let dir = plan()["cgroup"]["dirs"][ctrl].as_str().unwrap().to_string();
+        std::fs::read_to_string(Path::new(&dir).join(file)).unwrap().trim().to_string()
+    };
+    let update = |resources: serde_json::Value| {
+        let path = work.join("resources.json");
+        std::fs::write(&path, resources.to_string()).unwrap();
+        oci(r, &log, &["update", "--resources", path.to_str().unwrap(), "u"])
+    };
+    assert_eq!(read("cpuset", "cpuset.cpus"), "0");
+    let last = root_cpuset_last_cpu();
+    let (code, _, err) =
+        update(serde_json::json!({"cpu": {"cpus": format!("{last}")}, "blockIO": throttle(2 << 20)}));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(read("cpuset", "cpuset.cpus"), last.to_string());
+    assert_eq!(read("blkio", "blkio.throttle.read_bps_device"), format!("{major}:{minor} 2097152"));
+    assert_eq!(plan()["cgroup"]["limits"]["cpuset_cpus"], last.to_string());
+
+    // Nothing is written when one setting cannot be: the memory limit stays unset.
+    let (code, _, err) = update(serde_json::json!({
+        "memory": {"limit": 67108864},
+        "hugepageLimits": [{"pageSize": "3MB", "limit": 0}]
+    }));
+    assert_ne!(code, 0);
+    assert!(err.contains("linux.resources.hugepageLimits"), "{err}");
+    assert_ne!(read("memory", "memory.limit_in_bytes"), "67108864");
+
+    assert_eq!(oci(r, &log, &["delete", "--force", "u"]).0, 0);
+    nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(init), None).unwrap();
+    r.assert_no_leftovers();
+    remove_parent_cgroups();
+}
+
+/// The highest CPU of the root cpuset.
+fn root_cpuset_last_cpu() -> usize {
+    let cpus = std::fs::read_to_string("/sys/fs/cgroup/cpuset/cpuset.cpus").unwrap();
+    cpus.trim().rsplit([',', '-']).next().unwrap().parse().unwrap()
+}
