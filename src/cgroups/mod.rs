@@ -357,7 +357,7 @@ impl CgroupHost {
             why: "no cgroup2 hierarchy is mounted".into(),
         })?;
         for (ctrl, option) in limits::needed_controllers(&limits, true)? {
-            if !self.v2_controllers.iter().any(|c| *c == ctrl) {
+            if !self.v2_controllers.contains(&ctrl) {
                 return Err(Error::Unenforceable {
                     limit: option,
                     why: format!(
