@@ -552,6 +552,13 @@ pub fn update(root: &Root, id: &str, changes: &crate::cgroups::Limits) -> Result
     l.pids_max = keep(changes.pids_max, l.pids_max);
     l.cpu_period_us = changes.cpu_period_us.or(l.cpu_period_us);
     l.cpu_shares = changes.cpu_shares.or(l.cpu_shares);
+    l.cpuset_cpus = changes.cpuset_cpus.clone().or(l.cpuset_cpus.take());
+    l.cpuset_mems = changes.cpuset_mems.clone().or(l.cpuset_mems.take());
+    l.hugepages.extend(changes.hugepages.clone());
+    if !changes.block_io.is_empty() {
+        l.block_io = changes.block_io.clone();
+    }
+    l.unified.extend(changes.unified.clone());
     if c.plan.cgroup.version == crate::cgroups::Version::V1 {
         for (ctrl, wanted, what) in [
             ("memory", changes.memory_bytes.is_some(), "a memory limit"),

@@ -63,12 +63,8 @@ impl CgroupHost {
         let listing = top.join("cgroup.controllers");
         let available =
             fs::read_to_string(&listing).map_err(|source| Error::Host { path: listing.clone(), source })?;
-        for (ctrl, needed, option) in [
-            (MEMORY, limits.memory_bytes.is_some(), "--memory"),
-            (PIDS, limits.pids_max.is_some(), "--pids-limit"),
-            (CPU, limits.cpu_quota_us.is_some() || limits.cpu_shares.is_some(), "--cpus"),
-        ] {
-            if needed && !available.split_whitespace().any(|c| c == ctrl) {
+        for (ctrl, option) in super::limits::needed_controllers(&limits, true)? {
+            if !available.split_whitespace().any(|c| c == ctrl) {
                 return Err(Error::Unenforceable {
                     limit: option,
                     why: format!(

@@ -28,7 +28,12 @@ use serde::{Deserialize, Serialize};
 
 mod delegated;
 pub mod devices;
+mod limits;
 pub use devices::DeviceRule;
+pub use limits::{
+    blkio_to_io_weight, settings, BlockIo, Limits, Setting, Throttle, ThrottleKind, WeightDevice,
+};
+use limits::{BLKIO, CPUSET, HUGETLB};
 
 /// Where a run's cgroup goes on cgroup v2 when exprun's own cgroup cannot be
 /// its parent (see [`CgroupHost::plan`]); made when missing.
@@ -80,6 +85,18 @@ pub enum Error {
         /// The underlying error.
         source: io::Error,
     },
+    /// Writing the line of an OCI field into a cgroup file failed.
+    #[error("{field}: writing {line:?} to {path}: {source}")]
+    Setting {
+        /// The OCI field, e.g. `linux.resources.cpu.cpus`.
+        field: &'static str,
+        /// What was written.
+        line: String,
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
     /// Writing a line into a cgroup file failed.
     #[error("writing {line:?} to {path}: {source}")]
     Write {
@@ -114,26 +131,6 @@ pub enum Version {
     V2,
     /// No cgroup: a rootless run on a host that delegates none to the caller.
     None,
-}
-
-/// The limits of a run, as numbers the kernel takes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limits {
-    /// Memory limit in bytes (swap is limited to the same, i.e. none on top).
-    pub memory_bytes: Option<i64>,
-    /// CFS quota per period, in microseconds.
-    pub cpu_quota_us: Option<i64>,
-    /// CFS period, in microseconds [default: [`CPU_PERIOD_US`]].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_period_us: Option<u64>,
-    /// Relative CPU weight, in cgroup v1 `cpu.shares` units (2..262144).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_shares: Option<u64>,
-    /// Maximum number of tasks.
-    pub pids_max: Option<i64>,
-    /// Device access rules, in order (see [`devices`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub devices: Vec<DeviceRule>,
 }
 
 /// The controllers exprun uses, and why.
@@ -222,7 +219,7 @@ impl CgroupHost {
             if l.len() < 5 || r.len() < 3 {
                 continue;
             }
-            const KNOWN: &[&str] = &[MEMORY, PIDS, CPU, CPUACCT, "cpuset", "devices", "freezer", "blkio"];
+            const KNOWN: &[&str] = &[MEMORY, PIDS, CPU, CPUACCT, CPUSET, DEVICES, FREEZER, BLKIO, HUGETLB];
             let controllers: Vec<String> =
                 r[2].split(',').filter(|o| KNOWN.contains(o)).map(str::to_string).collect();
             let mount = Mount { point: unescape(l[4]).into(), root: unescape(l[3]).into(), controllers };
@@ -343,14 +340,9 @@ impl CgroupHost {
     }
 
     fn plan_v1(&self, placement: &Placement<'_>, limits: Limits, freezer: bool) -> Result<CgroupPlan> {
-        let needs = [
-            (MEMORY, limits.memory_bytes.is_some(), "--memory"),
-            (PIDS, limits.pids_max.is_some(), "--pids-limit"),
-            (CPU, limits.cpu_quota_us.is_some() || limits.cpu_shares.is_some(), "--cpus"),
-            (DEVICES, !limits.devices.is_empty(), "linux.resources.devices"),
-        ];
-        for (ctrl, needed, option) in needs {
-            if needed && !self.v1.contains_key(ctrl) {
+        let needs = limits::needed_controllers(&limits, false)?;
+        for (ctrl, option) in &needs {
+            if !self.v1.contains_key(ctrl.as_str()) {
                 return Err(Error::Unenforceable {
                     limit: option,
                     why: format!("the {ctrl} cgroup controller is not mounted on this host"),
@@ -362,8 +354,10 @@ impl CgroupHost {
         if freezer {
             wanted.push(FREEZER);
         }
-        if !limits.devices.is_empty() {
-            wanted.push(DEVICES);
+        for (ctrl, _) in &needs {
+            if !wanted.contains(&ctrl.as_str()) {
+                wanted.push(ctrl);
+            }
         }
         for ctrl in wanted {
             let Some(mount) = self.v1.get(ctrl) else { continue };
@@ -383,12 +377,8 @@ impl CgroupHost {
             limit: "resource limits",
             why: "no cgroup2 hierarchy is mounted".into(),
         })?;
-        for (ctrl, needed, option) in [
-            (MEMORY, limits.memory_bytes.is_some(), "--memory"),
-            (PIDS, limits.pids_max.is_some(), "--pids-limit"),
-            (CPU, limits.cpu_quota_us.is_some() || limits.cpu_shares.is_some(), "--cpus"),
-        ] {
-            if needed && !self.v2_controllers.iter().any(|c| c == ctrl) {
+        for (ctrl, option) in limits::needed_controllers(&limits, true)? {
+            if !self.v2_controllers.contains(&ctrl) {
                 return Err(Error::Unenforceable {
                     limit: option,
                     why: format!(
@@ -552,6 +542,9 @@ impl Cgroup {
                 Err(source) => return Err(Error::Io { op: "creating cgroup", path: dir.clone(), source }),
             }
         }
+        if let (Version::V1, Some(dir)) = (self.plan.version, self.plan.dirs.get(CPUSET)) {
+            limits::fill_v1_cpuset(dir)?;
+        }
         // Device rules come later (apply_devices): init makes the config's
         // device nodes with mknod, which they may deny.
         self.apply(&Limits { devices: Vec::new(), ..self.plan.limits.clone() })
@@ -572,12 +565,20 @@ impl Cgroup {
     /// Write `l` into the cgroup (at create, and for `exprun update`).
     pub fn apply(&self, l: &Limits) -> Result<()> {
         let v2 = self.plan.version == Version::V2;
+        // Settings this cgroup version has no file for are refused first, and
+        // files the kernel lacks before any limit is written.
+        let settings = settings(l, v2)?;
         if v2 {
-            let wanted = v2_wanted(l, &self.plan.enable_in);
+            let wanted = limits::v2_wanted(l, &self.plan.enable_in)?;
             for dir in &self.plan.enable_in {
                 enable_controllers(dir, &wanted)?;
             }
         }
+        // On v2 a controller's files appear once it is enabled above.
+        let lines = limits::resolve(&settings, |ctrl| match self.plan.version {
+            Version::V2 => self.plan.dirs.values().next().cloned(),
+            Version::V1 | Version::None => self.plan.dirs.get(ctrl).cloned(),
+        })?;
         if let Some(bytes) = l.memory_bytes {
             let mem = self.mem();
             let dir = mem.path().to_path_buf();
@@ -628,7 +629,7 @@ impl Cgroup {
                 source,
             })?;
         }
-        Ok(())
+        limits::write(lines)
     }
 
     /// The directory for a controller (v2: the one directory).
@@ -783,26 +784,6 @@ impl Cgroup {
     }
 }
 
-/// The v2 controllers to enable for `l`: those its limits need, and memory for
-/// the usage figures wherever the hierarchy (the top of `enable_in`) has it.
-fn v2_wanted(l: &Limits, enable_in: &[PathBuf]) -> Vec<&'static str> {
-    let top_has_memory = enable_in.first().is_some_and(|top| {
-        fs::read_to_string(top.join("cgroup.controllers"))
-            .is_ok_and(|s| s.split_whitespace().any(|c| c == MEMORY))
-    });
-    let mut wanted = Vec::new();
-    if l.memory_bytes.is_some() || top_has_memory {
-        wanted.push(MEMORY);
-    }
-    if l.pids_max.is_some() {
-        wanted.push(PIDS);
-    }
-    if l.cpu_quota_us.is_some() || l.cpu_shares.is_some() {
-        wanted.push(CPU);
-    }
-    wanted
-}
-
 /// cgroup v1 `cpu.shares` (2..262144) as cgroup v2 `cpu.weight` (1..10000), the
 /// conversion runc and crun use.
 fn shares_to_weight(shares: u64) -> u64 {
@@ -812,7 +793,7 @@ fn shares_to_weight(shares: u64) -> u64 {
 
 /// Write `+ctrl` for each wanted controller into `dir/cgroup.subtree_control`,
 /// skipping those already enabled.
-fn enable_controllers(dir: &Path, wanted: &[&str]) -> Result<()> {
+fn enable_controllers(dir: &Path, wanted: &[String]) -> Result<()> {
     let path = dir.join("cgroup.subtree_control");
     let current = fs::read_to_string(&path).map_err(|source| Error::Io {
         op: "reading",
@@ -822,8 +803,8 @@ fn enable_controllers(dir: &Path, wanted: &[&str]) -> Result<()> {
     let have: Vec<&str> = current.split_whitespace().collect();
     let listing = dir.join("cgroup.controllers");
     let available = fs::read_to_string(&listing).unwrap_or_default();
-    for c in wanted.iter().filter(|c| !have.contains(c)) {
-        if !available.split_whitespace().any(|a| a == *c) {
+    for c in wanted.iter().filter(|c| !have.contains(&c.as_str())) {
+        if !available.split_whitespace().any(|a| a == c) {
             return Err(Error::Io {
                 op: "enabling the cgroup controllers in",
                 path: path.clone(),

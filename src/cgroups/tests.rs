@@ -341,9 +341,9 @@ fn v2_controllers_enabled_are_those_the_limits_need_and_memory_where_there_is_on
     let top = dir.path().to_path_buf();
     fs::write(top.join("cgroup.controllers"), "cpu pids\n").unwrap();
     let pids = Limits { pids_max: Some(3), ..Limits::default() };
-    assert_eq!(v2_wanted(&pids, std::slice::from_ref(&top)), vec!["pids"]);
+    assert_eq!(limits::v2_wanted(&pids, std::slice::from_ref(&top)).unwrap(), vec!["pids"]);
     fs::write(top.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
-    assert_eq!(v2_wanted(&pids, std::slice::from_ref(&top)), vec!["memory", "pids"]);
+    assert_eq!(limits::v2_wanted(&pids, std::slice::from_ref(&top)).unwrap(), vec!["memory", "pids"]);
 }
 
 #[test]
@@ -358,4 +358,163 @@ fn a_controller_an_ancestor_cannot_pass_on_is_named() {
     let err = Cgroup::create(&plan).unwrap_err().to_string();
     assert!(err.contains("the pids controller is not available there"), "{err}");
     assert!(err.contains("user.slice/cgroup.controllers"), "{err}");
+}
+
+fn more_limits() -> Limits {
+    Limits {
+        cpuset_cpus: Some("0".into()),
+        cpuset_mems: Some("0".into()),
+        hugepages: [("2MB".to_string(), 4 << 20)].into(),
+        block_io: BlockIo {
+            weight: Some(500),
+            throttles: vec![Throttle { kind: ThrottleKind::ReadBps, major: 254, minor: 0, rate: 1 << 20 }],
+            ..BlockIo::default()
+        },
+        ..Limits::default()
+    }
+}
+
+#[test]
+fn cpuset_hugepage_and_block_io_limits_become_v1_and_v2_files() {
+    let lines = |v2| {
+        settings(&more_limits(), v2)
+            .unwrap()
+            .into_iter()
+            .map(|s| format!("{}/{}={}", s.controller, s.file, s.value))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        lines(false),
+        [
+            "cpuset/cpuset.cpus=0",
+            "cpuset/cpuset.mems=0",
+            "hugetlb/hugetlb.2MB.limit_in_bytes=4194304",
+            "blkio/blkio.weight=500",
+            "blkio/blkio.throttle.read_bps_device=254:0 1048576",
+        ]
+    );
+    assert_eq!(
+        lines(true),
+        [
+            "cpuset/cpuset.cpus=0",
+            "cpuset/cpuset.mems=0",
+            "hugetlb/hugetlb.2MB.max=4194304",
+            "io/io.bfq.weight=500",
+            "io/io.max=254:0 rbps=1048576",
+        ]
+    );
+    let v2 = settings(&more_limits(), true).unwrap();
+    assert_eq!(v2[3].fallback, Some(("io.weight".to_string(), blkio_to_io_weight(500).to_string())));
+    assert_eq!((blkio_to_io_weight(10), blkio_to_io_weight(1000)), (1, 10_000));
+}
+
+#[test]
+fn settings_a_version_has_no_file_for_are_refused_by_field() {
+    let leaf =
+        Limits { block_io: BlockIo { leaf_weight: Some(100), ..BlockIo::default() }, ..Limits::default() };
+    let e = settings(&leaf, true).unwrap_err().to_string();
+    assert!(e.contains("linux.resources.blockIO.leafWeight") && e.contains("cgroup v2"), "{e}");
+    assert_eq!(settings(&leaf, false).unwrap()[0].file, "blkio.leaf_weight");
+    let unified =
+        Limits { unified: [("memory.high".to_string(), "1G".to_string())].into(), ..Limits::default() };
+    let e = settings(&unified, false).unwrap_err().to_string();
+    assert!(e.contains("linux.resources.unified") && e.contains("cgroup v1"), "{e}");
+    assert_eq!(settings(&unified, true).unwrap()[0].controller, "memory");
+    for bad in ["cgroup.procs", "../x.max", "nodot", "memory.high/x"] {
+        let l = Limits { unified: [(bad.to_string(), "1".to_string())].into(), ..Limits::default() };
+        let e = settings(&l, true).unwrap_err().to_string();
+        assert!(e.contains("linux.resources.unified") && e.contains(bad), "{e}");
+    }
+}
+
+#[test]
+fn a_v1_host_without_the_controller_refuses_the_field_by_name() {
+    // HYBRID_MOUNTINFO has no cpuset, hugetlb or blkio hierarchy.
+    let host = CgroupHost::parse(HYBRID_MOUNTINFO, HYBRID_SELF);
+    let cases = [
+        (Limits { cpuset_cpus: Some("0".into()), ..Limits::default() }, "linux.resources.cpu.cpus", "cpuset"),
+        (Limits { hugepages: [("2MB".into(), 0)].into(), ..Limits::default() }, "hugepageLimits", "hugetlb"),
+        (
+            Limits { block_io: BlockIo { weight: Some(100), ..BlockIo::default() }, ..Limits::default() },
+            "linux.resources.blockIO.weight",
+            "blkio",
+        ),
+    ];
+    for (limits, field, ctrl) in cases {
+        let e =
+            host.plan(&Placement::Child { name: "x", parent: None }, limits, false).unwrap_err().to_string();
+        assert!(
+            e.contains(field) && e.contains(&format!("the {ctrl} cgroup controller is not mounted")),
+            "{e}"
+        );
+    }
+    let mi = format!("{HYBRID_MOUNTINFO}36 30 0:32 / /sys/fs/cgroup/cpuset rw - cgroup cgroup rw,cpuset\n");
+    let host = CgroupHost::parse(&mi, "3:cpuset:/\n");
+    let plan = host
+        .plan(
+            &Placement::Child { name: "x", parent: None },
+            Limits { cpuset_cpus: Some("0".into()), ..Limits::default() },
+            false,
+        )
+        .unwrap();
+    assert_eq!(plan.dirs["cpuset"], Path::new("/sys/fs/cgroup/cpuset/x"));
+    let plan = host.plan(&Placement::Child { name: "x", parent: None }, Limits::default(), false).unwrap();
+    assert!(!plan.dirs.contains_key("cpuset"), "a run that asks for no cpuset stays out of that hierarchy");
+}
+
+#[test]
+fn v2_missing_controller_refuses_the_field_and_present_ones_are_written() {
+    let (dir, mut host) = v2_fixture();
+    let e = host
+        .plan(&Placement::Child { name: "x", parent: Some("/user.slice") }, more_limits(), false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("linux.resources.cpu.cpus") && e.contains("the cpuset controller is not enabled"),
+        "{e}"
+    );
+    host.v2_controllers = ["cpuset", "cpu", "io", "memory", "hugetlb", "pids"].map(String::from).to_vec();
+    fs::write(dir.path().join("user.slice/cgroup.controllers"), "cpuset cpu io memory hugetlb pids\n")
+        .unwrap();
+    let plan = host
+        .plan(&Placement::Child { name: "x", parent: Some("/user.slice") }, more_limits(), false)
+        .unwrap();
+    let cg_dir = dir.path().join("user.slice/x");
+    fs::create_dir(&cg_dir).unwrap();
+    // The files a kernel without BFQ gives: io.weight but no io.bfq.weight.
+    for f in ["cpuset.cpus", "cpuset.mems", "hugetlb.2MB.max", "io.weight", "io.max", "cgroup.procs"] {
+        fs::write(cg_dir.join(f), "").unwrap();
+    }
+    let _cg = Cgroup::create(&plan).unwrap();
+    let read = |f: &str| fs::read_to_string(cg_dir.join(f)).unwrap();
+    assert_eq!(read("cpuset.cpus"), "0");
+    assert_eq!(read("hugetlb.2MB.max"), "4194304");
+    assert_eq!(read("io.weight"), blkio_to_io_weight(500).to_string());
+    assert_eq!(read("io.max"), "254:0 rbps=1048576");
+    let slice_ctl = read("../cgroup.subtree_control");
+    assert_eq!(slice_ctl, "+io", "cpuset, hugetlb and io are enabled in turn; a plain file keeps the last");
+    // A file the kernel does not offer is refused by field, not skipped.
+    fs::remove_file(cg_dir.join("hugetlb.2MB.max")).unwrap();
+    let e = Cgroup::adopt(&plan).apply(&more_limits()).unwrap_err().to_string();
+    assert!(e.contains("linux.resources.hugepageLimits") && e.contains("hugetlb.2MB.max"), "{e}");
+}
+
+#[test]
+fn a_new_v1_cpuset_gets_its_parents_cpus_and_mems_top_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let top = dir.path();
+    fs::write(top.join("cpuset.cpus"), "0-3\n").unwrap();
+    fs::write(top.join("cpuset.mems"), "0\n").unwrap();
+    let mid = top.join("exp");
+    let leaf = mid.join("run");
+    fs::create_dir_all(&leaf).unwrap();
+    for d in [&mid, &leaf] {
+        fs::write(d.join("cpuset.cpus"), "\n").unwrap();
+        fs::write(d.join("cpuset.mems"), "\n").unwrap();
+    }
+    limits::fill_v1_cpuset(&leaf).unwrap();
+    for d in [&mid, &leaf] {
+        assert_eq!(fs::read_to_string(d.join("cpuset.cpus")).unwrap(), "0-3");
+        assert_eq!(fs::read_to_string(d.join("cpuset.mems")).unwrap(), "0");
+    }
 }

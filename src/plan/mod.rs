@@ -8,6 +8,7 @@
 
 pub mod devices;
 pub mod mounts;
+mod resources;
 mod rootless;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use crate::image::ResolvedImage;
 use crate::spec::options::HostMount;
 pub use devices::DeviceNode;
 pub use mounts::MountOp;
+pub use resources::resources_limits;
 pub use rootless::NoCgroup;
 
 /// Version of the plan's JSON form (plan.json in a container's state directory).
@@ -827,29 +829,6 @@ fn personality(p: &oci_spec::runtime::LinuxPersonality) -> Result<u64> {
 fn limits(linux: &oci_spec::runtime::Linux) -> Result<Limits> {
     let Some(r) = linux.resources() else { return Ok(Limits::default()) };
     resources_limits(r)
-}
-
-/// The limits exprun applies from OCI resources (`exprun update` uses it too):
-/// memory limit, CPU quota, period and shares, pids, device rules. Not yet
-/// applied: cpusets, hugepages, block I/O, network classes (docs/oci-runtime.md).
-pub fn resources_limits(r: &oci_spec::runtime::LinuxResources) -> Result<Limits> {
-    let cpu = r.cpu().as_ref();
-    let devices = r
-        .devices()
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, d)| crate::cgroups::DeviceRule::from_oci(i, d))
-        .collect::<std::result::Result<Vec<_>, String>>()
-        .map_err(Error::Config)?;
-    Ok(Limits {
-        memory_bytes: r.memory().as_ref().and_then(|m| m.limit()).filter(|l| *l > 0),
-        cpu_quota_us: cpu.and_then(|c| c.quota()).filter(|q| *q > 0),
-        cpu_period_us: cpu.and_then(|c| c.period()).filter(|p| *p > 0),
-        cpu_shares: cpu.and_then(|c| c.shares()).filter(|s| *s > 0),
-        pids_max: r.pids().as_ref().map(|p| p.limit()).filter(|p| *p > 0),
-        devices,
-    })
 }
 
 fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
