@@ -34,6 +34,24 @@ fresh_root() {
   exprun --root "$ROOT" image import --name busybox:latest "$GUEST_SHARE/busybox-oci" > /dev/null
 }
 
+# A busybox OCI bundle (config.json from `exprun spec`) in a fresh directory;
+# sets B, removed on exit.
+busybox_bundle() {
+  B=$(mktemp -d /var/tmp/exprun-guest-bundle.XXXXXX)
+  CLEANUP="$CLEANUP $B"
+  mkdir "$B/rootfs"
+  archive=$GUEST_SHARE/busybox-docker.tar
+  layer=$(tar -xOf "$archive" manifest.json | jq -r '.[0].Layers[0]')
+  tar -xOf "$archive" "$layer" | tar -x -C "$B/rootfs"
+  exprun spec -b "$B"
+}
+
+# The major and minor numbers of the guest's disk (/dev/vda); sets MAJ, MIN.
+disk_numbers() {
+  MAJ=$(cut -d: -f1 /sys/block/vda/dev)
+  MIN=$(cut -d: -f2 /sys/block/vda/dev)
+}
+
 # xr ARGS...: exprun with this case's root.
 xr() { exprun --root "$ROOT" "$@"; }
 

@@ -3,13 +3,7 @@
 # cpu.max and cpu.weight, and delete leaves nothing behind.
 . "$GUEST_LIB"
 fresh_root
-B=$(mktemp -d /var/tmp/exprun-guest-bundle.XXXXXX)
-CLEANUP="$CLEANUP $B"
-mkdir "$B/rootfs"
-archive=$GUEST_SHARE/busybox-docker.tar
-layer=$(tar -xOf "$archive" manifest.json | jq -r '.[0].Layers[0]')
-tar -xOf "$archive" "$layer" | tar -x -C "$B/rootfs"
-exprun spec -b "$B"
+busybox_bundle
 jq --arg cg "$GUEST_CGROUP_PARENT/oci-case" \
   '.process.args = ["sleep", "600"] | .process.terminal = false | .linux.cgroupsPath = $cg' \
   "$B/config.json" > "$B/config.new"

@@ -5,16 +5,8 @@
 # `exprun run` (deny by default) cannot make a disk node either.
 . "$GUEST_LIB"
 fresh_root
-read -r MAJ MIN <<EOF
-$(tr ':' ' ' < /sys/block/vda/dev)
-EOF
-B=$(mktemp -d /var/tmp/exprun-guest-bundle.XXXXXX)
-CLEANUP="$CLEANUP $B"
-mkdir "$B/rootfs"
-archive=$GUEST_SHARE/busybox-docker.tar
-layer=$(tar -xOf "$archive" manifest.json | jq -r '.[0].Layers[0]')
-tar -xOf "$archive" "$layer" | tar -x -C "$B/rootfs"
-exprun spec -b "$B"
+disk_numbers
+busybox_bundle
 script="exec 2>&1; true < /dev/xdisk && echo given-opened; mknod /dev/made b $MAJ $MIN && echo made; \
 true < /dev/made && echo made-opened; echo x > /dev/null && echo null-works"
 

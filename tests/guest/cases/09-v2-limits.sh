@@ -4,16 +4,8 @@
 # refused naming the field. Nothing is left when it is deleted.
 . "$GUEST_LIB"
 fresh_root
-read -r MAJ MIN <<EOF2
-$(tr ':' ' ' < /sys/block/vda/dev)
-EOF2
-B=$(mktemp -d /var/tmp/exprun-guest-bundle.XXXXXX)
-CLEANUP="$CLEANUP $B"
-mkdir "$B/rootfs"
-archive=$GUEST_SHARE/busybox-docker.tar
-layer=$(tar -xOf "$archive" manifest.json | jq -r '.[0].Layers[0]')
-tar -xOf "$archive" "$layer" | tar -x -C "$B/rootfs"
-exprun spec -b "$B"
+disk_numbers
+busybox_bundle
 cp "$B/config.json" "$B/config.orig"
 
 # The bundle asking for these resources.
