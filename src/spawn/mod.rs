@@ -128,8 +128,10 @@ pub fn create(
     let result = create_in(plan, &cgroup, child_io, signals, mode);
     match result {
         Ok((pid, pidfd, channel, Ok(exe))) => {
-            let created = Created { pid, pidfd, cgroup, exe, channel };
-            if let Err(e) = created.cgroup.apply_devices() {
+            let mut created = Created { pid, pidfd, cgroup, exe, channel };
+            // Before the device rules: exprun, still in a systemd scope it
+            // made the cgroup with, must not be bound by them.
+            if let Err(e) = created.cgroup.leave_scope().and_then(|()| created.cgroup.apply_devices()) {
                 created.kill();
                 return Err(e.into());
             }
