@@ -88,6 +88,11 @@ impl CgroupHost {
         })
     }
 
+    /// Whether `uid` has a systemd user manager running.
+    pub fn has_user_manager(&self, uid: u32) -> bool {
+        user_manager_socket(uid).exists()
+    }
+
     /// Why a rootless caller, `uid`, can have no cgroup on this host, in one
     /// line naming what was looked for: a cgroup2 subtree delegated to the
     /// caller (`not_delegated` says why there is none), a systemd user manager

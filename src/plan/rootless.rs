@@ -66,13 +66,15 @@ pub(super) fn cgroup(
     };
     // No delegated cgroup to go next to: ask the caller's systemd user manager
     // for a scope of the run's own, unless a cgroup parent was named.
-    let has_manager = crate::cgroups::systemd::Manager::User { uid }.unavailable().is_none();
-    let why = match parent {
-        None if has_manager => match ctx.cgroups.plan_user_scope(name, limits, uid) {
+    let user_manager = crate::cgroups::systemd::Manager::User { uid };
+    let why = match (parent, user_manager.unavailable()) {
+        (None, None) => match ctx.cgroups.plan_user_scope(name, limits, uid) {
             Ok(plan) => return Ok((plan, None)),
             Err(crate::cgroups::Error::NotDelegated { why: no_scope }) => format!("{why}; {no_scope}"),
             Err(e) => return Err(e.into()),
         },
+        // A user manager that cannot be reached.
+        (None, Some(no_bus)) if ctx.cgroups.has_user_manager(uid) => format!("{why}; {no_bus}"),
         _ => why,
     };
     let why = ctx.cgroups.no_cgroup_reason(&why, uid);

@@ -1,10 +1,11 @@
-//! The D-Bus conversation with a systemd manager, over its private socket.
+//! The D-Bus conversation with a systemd manager, over the bus it is on.
 //!
 //! zbus starts threads, so this runs only inside `sys::in_subprocess`: exprun
 //! itself must stay single-threaded to clone the container's init. cgroups-rs's
-//! own systemd client was not used: it always dials the system bus, keeps its
-//! proxy private, and returns before systemd has finished the job, while a
-//! scope must exist (and hold exprun) before anything is written into it.
+//! own systemd client was not used: it dials only the system bus (never a
+//! user's), keeps its proxy private, and returns before systemd has finished
+//! the job, while a scope must exist (and hold exprun) before anything is
+//! written into it.
 
 use std::path::Path;
 
@@ -21,8 +22,8 @@ const MANAGER: &str = "org.freedesktop.systemd1.Manager";
 /// A connection to one manager, subscribed to its job signals.
 pub(super) struct Client {
     conn: Connection,
-    /// Every message from the connection's start: a job's end cannot be missed
-    /// even when its signal comes before the reply that names the job.
+    /// Every JobRemoved signal from before the first request: a job's end
+    /// cannot be missed even when its signal comes before the reply naming it.
     messages: MessageIterator,
 }
 
@@ -30,9 +31,11 @@ impl Client {
     pub(super) fn connect(socket: &Path) -> Result<Self, String> {
         let address = format!("unix:path={}", socket.display());
         let conn = zbus::blocking::connection::Builder::address(address.as_str())
-            .and_then(|b| b.p2p().build())
+            .and_then(|b| b.build())
             .map_err(|e| format!("connecting: {e}"))?;
-        let messages = MessageIterator::from(&conn);
+        let rule = "type='signal',sender='org.freedesktop.systemd1',interface='org.freedesktop.systemd1.Manager',\
+                    member='JobRemoved'";
+        let messages = MessageIterator::for_match_rule(rule, &conn, None).map_err(|e| format!("AddMatch: {e}"))?;
         let client = Self { conn, messages };
         client.call("Subscribe", &())?;
         Ok(client)

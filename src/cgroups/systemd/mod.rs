@@ -46,12 +46,14 @@ pub enum Manager {
 }
 
 impl Manager {
-    /// The manager's private D-Bus socket: always there while it runs, without
-    /// a bus daemon, and only its own user (root for pid 1) may connect.
+    /// The D-Bus socket the manager is reached on: the system bus, or the
+    /// user's session bus (`dbus-user-session`), as runc and podman reach them.
+    /// (zbus cannot read what systemd sends on its private socket, whose
+    /// messages carry a well-known name as their sender.)
     pub fn socket(self) -> PathBuf {
         match self {
-            Self::System => PathBuf::from("/run/systemd/private"),
-            Self::User { uid } => PathBuf::from(format!("/run/user/{uid}/systemd/private")),
+            Self::System => PathBuf::from("/run/dbus/system_bus_socket"),
+            Self::User { uid } => PathBuf::from(format!("/run/user/{uid}/bus")),
         }
     }
 
@@ -61,7 +63,14 @@ impl Manager {
             return Some("systemd is not running on this host (/run/systemd/system is absent)".into());
         }
         let socket = self.socket();
-        (!socket.exists()).then(|| format!("no systemd manager listens at {}", socket.display()))
+        (!socket.exists()).then(|| match self {
+            Self::System => format!("the D-Bus system bus is not running ({} is absent)", socket.display()),
+            Self::User { .. } => format!(
+                "your D-Bus session bus is not running ({} is absent; Debian and Ubuntu: install \
+                 dbus-user-session)",
+                socket.display()
+            ),
+        })
     }
 }
 
@@ -320,9 +329,9 @@ mod tests {
     }
 
     #[test]
-    fn each_manager_is_reached_on_its_private_socket() {
-        assert_eq!(Manager::System.socket(), Path::new("/run/systemd/private"));
-        assert_eq!(Manager::User { uid: 1000 }.socket(), Path::new("/run/user/1000/systemd/private"));
-        assert!(Manager::User { uid: 4_000_000 }.unavailable().unwrap().contains("/run/user/4000000/systemd"));
+    fn each_manager_is_reached_on_its_bus() {
+        assert_eq!(Manager::System.socket(), Path::new("/run/dbus/system_bus_socket"));
+        assert_eq!(Manager::User { uid: 1000 }.socket(), Path::new("/run/user/1000/bus"));
+        assert!(Manager::User { uid: 4_000_000 }.unavailable().unwrap().contains("/run/user/4000000/bus"));
     }
 }
