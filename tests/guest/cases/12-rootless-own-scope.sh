@@ -20,7 +20,7 @@ chown tester: "$SYNC"
 as_tester exprun --root "$ROOT" run -v "$SYNC:/sync" --memory 256m --pids-limit 50 --cpus 1 \
   busybox:latest sh -c 'while [ ! -e /sync/go ]; do sleep 1; done # wait-own-scope' &
 WAITING=$!
-pid=$(wait_for_pid "^sh -c while .*# wait-own-scope")
+pid=$(wait_for_pid "^sh -c while .*# wait-own-scope" "$WAITING")
 CG=$(cgroup_of "$pid")
 case "$CG" in
   /sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/app.slice/exprun-*.scope/exprun-*)
