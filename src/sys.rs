@@ -121,7 +121,9 @@ pub fn in_subprocess(
     use std::io::{Read, Write};
     let threads = thread_count()?;
     if threads != 1 {
-        return Err(io::Error::other(format!("exprun has {threads} threads; it must be single-threaded here")));
+        return Err(io::Error::other(format!(
+            "exprun has {threads} threads; it must be single-threaded here"
+        )));
     }
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // SAFETY: the process is single-threaded (checked just above); the child
@@ -154,7 +156,10 @@ pub fn in_subprocess(
             let (status, _) = wait4(pid)?;
             read?;
             if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGALRM {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {timeout_s} s")));
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer within {timeout_s} s"),
+                ));
             }
             match framed.split_first() {
                 Some((0, bytes)) => Ok(Ok(bytes.to_vec())),

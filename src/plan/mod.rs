@@ -581,7 +581,8 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
             Some(p) => p.to_string_lossy().into_owned(),
             None => format!("system.slice:exprun:{}", ctx.id),
         };
-        let path = crate::spec::bundle::systemd_cgroup_path(&given).map_err(|e| Error::Config(e.to_string()))?;
+        let path =
+            crate::spec::bundle::systemd_cgroup_path(&given).map_err(|e| Error::Config(e.to_string()))?;
         (ctx.cgroups.plan_system_scope(&path, limits)?, None)
     } else if rootless {
         rootless::cgroup(&ctx, &placement, limits)?

@@ -123,15 +123,17 @@ pub fn create(
     signals: &SignalFd,
     mode: Mode,
 ) -> Result<CreateOutcome> {
-    let cgroup = Cgroup::create(&plan.cgroup)?;
+    let mut cgroup = Cgroup::create(&plan.cgroup)?;
     crate::log::debug(|| "create: cgroup made, limits written".into());
     let result = create_in(plan, &cgroup, child_io, signals, mode);
+    // exprun leaves the systemd scope it made the cgroup with (init has joined
+    // it, or failed): before the device rules, which must not bind exprun, and
+    // before any clean-up kills what is in the cgroup.
+    let left = cgroup.leave_scope();
     match result {
         Ok((pid, pidfd, channel, Ok(exe))) => {
-            let mut created = Created { pid, pidfd, cgroup, exe, channel };
-            // Before the device rules: exprun, still in a systemd scope it
-            // made the cgroup with, must not be bound by them.
-            if let Err(e) = created.cgroup.leave_scope().and_then(|()| created.cgroup.apply_devices()) {
+            let created = Created { pid, pidfd, cgroup, exe, channel };
+            if let Err(e) = left.and_then(|()| created.cgroup.apply_devices()) {
                 created.kill();
                 return Err(e.into());
             }

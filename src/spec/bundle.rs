@@ -129,11 +129,15 @@ mod tests {
             p.path,
             "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12.slice/cri-containerd-abc.scope"
         );
-        assert_eq!((p.slice.as_str(), p.unit.as_str()), ("kubepods-burstable-pod12.slice", "cri-containerd-abc.scope"));
+        assert_eq!(
+            (p.slice.as_str(), p.unit.as_str()),
+            ("kubepods-burstable-pod12.slice", "cri-containerd-abc.scope")
+        );
         let p = systemd_cgroup_path(":runc:x").unwrap();
         assert_eq!((p.path.as_str(), p.slice.as_str()), ("/system.slice/runc-x.scope", "system.slice"));
         assert_eq!(systemd_cgroup_path("-.slice::x").unwrap().path, "/x.scope");
-        for bad in ["/a/b", "a:b:c", "a.slice:b:../../x", "a.slice:b:c/d", "a.slice:b:c.slice", "a.slice:b:"] {
+        for bad in ["/a/b", "a:b:c", "a.slice:b:../../x", "a.slice:b:c/d", "a.slice:b:c.slice", "a.slice:b:"]
+        {
             assert!(systemd_cgroup_path(bad).is_err(), "{bad}");
         }
     }

@@ -33,16 +33,22 @@ impl Client {
         let conn = zbus::blocking::connection::Builder::address(address.as_str())
             .and_then(|b| b.build())
             .map_err(|e| format!("connecting: {e}"))?;
-        let rule = "type='signal',sender='org.freedesktop.systemd1',interface='org.freedesktop.systemd1.Manager',\
+        let rule =
+            "type='signal',sender='org.freedesktop.systemd1',interface='org.freedesktop.systemd1.Manager',\
                     member='JobRemoved'";
-        let messages = MessageIterator::for_match_rule(rule, &conn, None).map_err(|e| format!("AddMatch: {e}"))?;
+        let messages =
+            MessageIterator::for_match_rule(rule, &conn, None).map_err(|e| format!("AddMatch: {e}"))?;
         let client = Self { conn, messages };
         client.call("Subscribe", &())?;
         Ok(client)
     }
 
     /// `StartTransientUnit(unit, "fail", props, [])`, then wait for its job.
-    pub(super) fn start_transient_scope(&mut self, unit: &str, props: Vec<(&str, Prop)>) -> Result<(), String> {
+    pub(super) fn start_transient_scope(
+        &mut self,
+        unit: &str,
+        props: Vec<(&str, Prop)>,
+    ) -> Result<(), String> {
         let props: Vec<(&str, Value<'_>)> = props.into_iter().map(|(n, p)| (n, value(p))).collect();
         let aux: Vec<(&str, Vec<(&str, Value<'_>)>)> = Vec::new();
         let job = self.job(self.call("StartTransientUnit", &(unit, "fail", props, aux))?)?;
@@ -71,7 +77,9 @@ impl Client {
     where
         B: serde::Serialize + zbus::zvariant::DynamicType,
     {
-        self.conn.call_method(Some(DEST), PATH, Some(MANAGER), method, body).map_err(|e| format!("{method}: {e}"))
+        self.conn
+            .call_method(Some(DEST), PATH, Some(MANAGER), method, body)
+            .map_err(|e| format!("{method}: {e}"))
     }
 
     fn job(&self, reply: zbus::Message) -> Result<OwnedObjectPath, String> {
@@ -83,17 +91,22 @@ impl Client {
         for msg in &mut self.messages {
             let msg = msg.map_err(|e| format!("waiting for job {}: {e}", job.as_str()))?;
             let header = msg.header();
-            if header.message_type() != Type::Signal || header.member().map(|m| m.as_str()) != Some("JobRemoved") {
+            if header.message_type() != Type::Signal
+                || header.member().map(|m| m.as_str()) != Some("JobRemoved")
+            {
                 continue;
             }
-            let Ok((_, path, unit, result)) = msg.body().deserialize::<(u32, OwnedObjectPath, String, String)>()
+            let Ok((_, path, unit, result)) =
+                msg.body().deserialize::<(u32, OwnedObjectPath, String, String)>()
             else {
                 continue;
             };
             if path == *job {
                 return match result.as_str() {
                     "done" => Ok(()),
-                    other => Err(format!("the job for {unit} ended with result {other:?} (see journalctl -u {unit})")),
+                    other => Err(format!(
+                        "the job for {unit} ended with result {other:?} (see journalctl -u {unit})"
+                    )),
                 };
             }
         }

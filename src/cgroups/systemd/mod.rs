@@ -206,8 +206,11 @@ impl Scope {
 }
 
 fn move_self_to(procs: &Path) -> Result<()> {
-    fs::write(procs, std::process::id().to_string())
-        .map_err(|source| Error::Io { op: "moving exprun into", path: procs.to_path_buf(), source })
+    fs::write(procs, std::process::id().to_string()).map_err(|source| Error::Io {
+        op: "moving exprun into",
+        path: procs.to_path_buf(),
+        source,
+    })
 }
 
 /// One unit property's value, in the D-Bus type systemd expects for it.
@@ -321,7 +324,8 @@ mod tests {
     fn cpu_quota_rounds_up_to_systemds_10ms_steps_and_unlimited_is_infinity() {
         let l = Limits { cpu_quota_us: Some(12_345), cpu_period_us: Some(100_000), ..Limits::default() };
         assert_eq!(find(&properties(&l), "CPUQuotaPerSecUSec"), Some(&Prop::U64(130_000)));
-        let l = Limits { cpu_quota_us: Some(-1), memory_bytes: Some(-1), pids_max: Some(0), ..Limits::default() };
+        let l =
+            Limits { cpu_quota_us: Some(-1), memory_bytes: Some(-1), pids_max: Some(0), ..Limits::default() };
         let p = properties(&l);
         assert_eq!(find(&p, "CPUQuotaPerSecUSec"), Some(&Prop::U64(INFINITY)));
         assert_eq!(find(&p, "MemoryMax"), Some(&Prop::U64(INFINITY)));

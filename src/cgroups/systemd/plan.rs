@@ -15,18 +15,19 @@ impl CgroupHost {
     pub fn plan_system_scope(&self, path: &SystemdCgroupsPath, limits: Limits) -> Result<CgroupPlan> {
         let refuse = |why: String| Error::Driver { why };
         if let Some(why) = Manager::System.unavailable() {
-            return Err(refuse(format!("{why}; leave out --systemd-cgroup (containerd: SystemdCgroup = false)")));
+            return Err(refuse(format!(
+                "{why}; leave out --systemd-cgroup (containerd: SystemdCgroup = false)"
+            )));
         }
-        let mount = match (self.version(), &self.v2) {
-            (Version::V2, Some(mount)) => mount,
-            _ => {
-                return Err(refuse(
+        let mount =
+            match (self.version(), &self.v2) {
+                (Version::V2, Some(mount)) => mount,
+                _ => return Err(refuse(
                     "exprun's systemd cgroup driver needs the unified cgroup v2 hierarchy, and this host \
                      has cgroup v1 controllers; leave out --systemd-cgroup"
                         .into(),
-                ))
-            }
-        };
+                )),
+            };
         let mut plan = self.plan(&Placement::Path(&path.path), limits, true)?;
         // systemd makes the slices and the scope.
         plan.make_parents = false;
@@ -50,7 +51,8 @@ impl CgroupHost {
     pub fn plan_user_scope(&self, name: &str, limits: Limits, uid: u32) -> Result<CgroupPlan> {
         let manager = Manager::User { uid };
         let not_delegated = |why: String| Error::NotDelegated { why };
-        let mount = self.v2.as_ref().ok_or_else(|| not_delegated("no cgroup2 hierarchy is mounted".into()))?;
+        let mount =
+            self.v2.as_ref().ok_or_else(|| not_delegated("no cgroup2 hierarchy is mounted".into()))?;
         if let Some(why) = manager.unavailable() {
             return Err(not_delegated(why));
         }
