@@ -74,6 +74,20 @@ while [ "$(systemctl show exprun-oom.scope -p LoadState --value)" != not-found ]
 done
 ok "the OOM-killed scope was collected"
 
+# A command that cannot start: create fails with exprun's own error (not
+# killed by its own clean-up while it is in the scope), and nothing is left.
+jq '.process.args = ["/no/such/command"] | .linux.cgroupsPath = "exprun_guest.slice:exprun:nocmd"' \
+  "$B/config.json" > "$B/config.new"
+mv "$B/config.new" "$B/config.json"
+set +e
+err=$(xr --systemd-cgroup create -b "$B" nocmd 2>&1)
+code=$?
+set -e
+[ "$code" -ne 0 ] && [ "$code" -ne 137 ] || fail "create of a missing command exited $code: $err"
+ok "create of a missing command failed with $code: $err"
+expect_eq "its unit" "$(systemctl show exprun-nocmd.scope -p LoadState --value)" not-found
+[ ! -e /sys/fs/cgroup/exprun_guest.slice/exprun-nocmd.scope ] || fail "its cgroup was left"
+
 # Without systemd's answer nothing is made: a bad slice name is refused first.
 jq '.linux.cgroupsPath = "exprun_guest.slice:exprun:../x"' "$B/config.json" > "$B/config.new"
 mv "$B/config.new" "$B/config.json"
