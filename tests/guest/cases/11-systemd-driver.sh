@@ -21,6 +21,16 @@ pid=$(xr state ctr | jq -r .pid)
 CG=$(cgroup_of "$pid")
 expect_eq "cgroup" "$CG" /sys/fs/cgroup/exprun_guest.slice/$UNIT
 show() { systemctl show "$UNIT" -p "$1" --value; }
+# unit_gone UNIT: systemd has stopped and collected UNIT (within 5 s).
+unit_gone() {
+  i=0
+  while [ "$(systemctl show "$1" -p LoadState --value)" != not-found ]; do
+    i=$((i + 1))
+    [ $i -lt 50 ] || fail "$1 is still loaded: $(systemctl status "$1" 2>&1 | head -5)"
+    sleep 0.1
+  done
+  ok "$1 is gone"
+}
 expect_eq "the unit's state" "$(show ActiveState)" active
 expect_eq "the unit's cgroup" "/sys/fs/cgroup$(show ControlGroup)" "$CG"
 expect_eq "the unit's Delegate" "$(show Delegate)" yes
@@ -53,7 +63,7 @@ while [ "$(xr state ctr | jq -r .status)" != stopped ]; do
   sleep 0.2
 done
 xr --systemd-cgroup delete ctr
-expect_eq "the unit after delete" "$(systemctl show "$UNIT" -p LoadState --value)" not-found
+unit_gone "$UNIT"
 [ ! -e "$CG" ] || fail "cgroup left behind: $CG"
 ON_EXIT='systemctl stop exprun_guest.slice > /dev/null 2>&1'
 
@@ -66,13 +76,7 @@ xr --systemd-cgroup run -b "$B" oom > /dev/null 2>&1
 code=$?
 set -e
 expect_eq "exit code of the OOM run" "$code" 137
-i=0
-while [ "$(systemctl show exprun-oom.scope -p LoadState --value)" != not-found ]; do
-  i=$((i + 1))
-  [ $i -lt 50 ] || fail "exprun-oom.scope is still loaded: $(systemctl status exprun-oom.scope 2>&1 | head -5)"
-  sleep 0.1
-done
-ok "the OOM-killed scope was collected"
+unit_gone exprun-oom.scope
 
 # A command that cannot start: create fails with exprun's own error (not
 # killed by its own clean-up while it is in the scope), and nothing is left.
@@ -85,7 +89,7 @@ code=$?
 set -e
 [ "$code" -ne 0 ] && [ "$code" -ne 137 ] || fail "create of a missing command exited $code: $err"
 ok "create of a missing command failed with $code: $err"
-expect_eq "its unit" "$(systemctl show exprun-nocmd.scope -p LoadState --value)" not-found
+unit_gone exprun-nocmd.scope
 [ ! -e /sys/fs/cgroup/exprun_guest.slice/exprun-nocmd.scope ] || fail "its cgroup was left"
 
 # Without systemd's answer nothing is made: a bad slice name is refused first.
