@@ -54,10 +54,8 @@ pub fn merge(
         .into_iter()
         .filter(|n| n.path != Path::new("/dev/ptmx") && !(terminal && n.path == Path::new("/dev/console")))
         .collect();
-    let defaults = defaults
-        .into_iter()
-        .filter(|d| from_host || !nodes.iter().any(|n| n.path == d.path))
-        .collect();
+    let defaults =
+        defaults.into_iter().filter(|d| from_host || !nodes.iter().any(|n| n.path == d.path)).collect();
     (defaults, nodes)
 }
 

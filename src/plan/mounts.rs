@@ -165,8 +165,9 @@ fn option(o: &str) -> Opt {
         "rrelatime" | "ratime" | "rnostrictatime" => atime(ATTR_RELATIME),
         "rnoatime" => atime(ATTR_NOATIME),
         "rstrictatime" | "rnorelatime" => atime(ATTR_STRICTATIME),
-        "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
-        | "runbindable" => Opt::Propagation(propagation_flags(o)),
+        "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" => {
+            Opt::Propagation(propagation_flags(o))
+        }
         _ => Opt::Data,
     }
 }
@@ -254,11 +255,11 @@ fn checked_data(o: &str) -> Result<String, String> {
             "{o:?}: id-mapped mounts (mount uidMappings/gidMappings) are not supported; bind the \
              source with ids the container's user namespace maps instead"
         )),
-        "tmpcopyup" => Err(
-            "\"tmpcopyup\" (copying the image's files into a new tmpfs) is not supported; leave it \
+        "tmpcopyup" => {
+            Err("\"tmpcopyup\" (copying the image's files into a new tmpfs) is not supported; leave it \
              out, or bind a prepared directory"
-                .into(),
-        ),
+                .into())
+        }
         _ if o.is_empty() => Err("an option is empty".into()),
         _ if o.chars().any(|c| c.is_whitespace() || c.is_control()) => Err(format!(
             "option {o:?} is neither a mount flag nor filesystem data (it holds white space or a \
@@ -436,11 +437,13 @@ mod tests {
 
     #[test]
     fn recursive_attributes_set_and_clear_mount_attr_bits() {
-        let op = resolve(&mount("/x", "bind", "/d", &["rbind", "rro", "rnosuid", "rnodev", "rnoexec"])).unwrap();
+        let op =
+            resolve(&mount("/x", "bind", "/d", &["rbind", "rro", "rnosuid", "rnodev", "rnoexec"])).unwrap();
         let all = ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC;
         assert_eq!(op.recursive_attrs, RecursiveAttrs { set: all, clear: 0 });
         assert!(op.ms_flags().is_empty(), "recursive options are not mount(2) flags");
-        let op = resolve(&mount("/x", "bind", "/d", &["rbind", "rro", "rrw", "rsuid", "rnosymfollow"])).unwrap();
+        let op =
+            resolve(&mount("/x", "bind", "/d", &["rbind", "rro", "rrw", "rsuid", "rnosymfollow"])).unwrap();
         assert_eq!(
             op.recursive_attrs,
             RecursiveAttrs { set: ATTR_NOSYMFOLLOW, clear: ATTR_RDONLY | ATTR_NOSUID }

@@ -116,9 +116,10 @@ pub fn build(
     //    detach does not reach the host.
     //    The old root is reached through a descriptor taken before: what "."
     //    is right after pivot_root is not something the kernel promises.
-    let old_root = at(nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()), || {
-        "opening the old root".into()
-    })?;
+    let old_root = at(
+        nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()),
+        || "opening the old root".into(),
+    )?;
     at(chdir(target), || format!("entering {}", target.display()))?;
     at(pivot_root(".", "."), || "pivot_root".into())?;
     at(nix::unistd::fchdir(old_root.as_fd()), || "entering the old root".into())?;
