@@ -112,10 +112,11 @@ pub fn build(
     before_pivot()?;
 
     // 6. pivot_root(".", ".") stacks the old root under the new one; detaching it
-    //    leaves only the container's tree. The old root is a slave (step 1), so the
-    //    detach does not reach the host.
-    //    The old root is reached through a descriptor taken before: what "."
-    //    is right after pivot_root is not something the kernel promises.
+    //    leaves only the container's tree. The old root is made a recursive
+    //    slave first (a shared `/` of step 1 would be the host's peer), so the
+    //    detach does not reach the host. It is reached through a descriptor
+    //    taken before: what "." is right after pivot_root is not something the
+    //    kernel promises.
     let old_root = at(
         nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()),
         || "opening the old root".into(),
@@ -207,7 +208,8 @@ fn unescape_mountinfo(field: &str) -> PathBuf {
         let octal = b.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match (b[i], octal) {
             (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                let value = u32::from(d[0] - b'0') * 64 + u32::from(d[1] - b'0') * 8 + u32::from(d[2] - b'0');
+                out.push(value as u8);
                 i += 4;
             }
             (c, _) => {
