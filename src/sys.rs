@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::unistd::Pid;
@@ -438,14 +438,31 @@ pub fn readonly_bind(path: &Path) -> io::Result<OwnedFd> {
     }
     // SAFETY: the kernel just returned this descriptor; nothing else owns it.
     let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, ..MountAttr::default() };
-    // SAFETY: mount_setattr reads `attr` (of the size passed) and the empty path.
+    mount_setattr(tree.as_fd(), MOUNT_ATTR_RDONLY, 0, 0, false)?;
+    Ok(tree)
+}
+
+/// mount_setattr(2) on the mount `fd` is the root of (`AT_EMPTY_PATH`): set
+/// and clear `MOUNT_ATTR_*` bits, and change the propagation type when
+/// `propagation` is not 0; on every mount below it too when `recursive`
+/// (`AT_RECURSIVE`). Linux 5.12.
+pub fn mount_setattr(
+    fd: BorrowedFd<'_>,
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    recursive: bool,
+) -> io::Result<()> {
+    let attr = MountAttr { attr_set, attr_clr, propagation, userns_fd: 0 };
+    let flags = libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 };
+    // SAFETY: mount_setattr reads `attr` (of the size passed) and the empty,
+    // NUL-terminated path; `fd` is open for the call.
     let r = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
+            fd.as_raw_fd(),
             c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
+            flags,
             std::ptr::addr_of!(attr),
             std::mem::size_of::<MountAttr>(),
         )
@@ -453,7 +470,7 @@ pub fn readonly_bind(path: &Path) -> io::Result<OwnedFd> {
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(tree)
+    Ok(())
 }
 
 /// `FS_IMMUTABLE_FL` from `<linux/fs.h>`.

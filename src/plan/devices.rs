@@ -32,6 +32,33 @@ pub fn plan(devices: &[LinuxDevice]) -> Result<Vec<DeviceNode>> {
     devices.iter().enumerate().map(|(i, d)| node(i, d)).collect()
 }
 
+/// The default nodes and the config's, where they meet exprun's own /dev (a
+/// privileged pod lists every host device, these included), settled as runc
+/// settles them: when `/dev` is exprun's tmpfs, `/dev/ptmx` stays the link to
+/// `pts/ptmx` (the container's own devpts instance) and, with a terminal,
+/// `/dev/console` stays the container's pty; a config node at the path of a
+/// default one replaces it (its mode and owner count), except in a user
+/// namespace, where the defaults are the host's nodes bound and a config node
+/// with the same numbers is kept as it is.
+pub fn merge(
+    defaults: Vec<DeviceNode>,
+    nodes: Vec<DeviceNode>,
+    dev_tmpfs: bool,
+    terminal: bool,
+    from_host: bool,
+) -> (Vec<DeviceNode>, Vec<DeviceNode>) {
+    if !dev_tmpfs {
+        return (defaults, nodes);
+    }
+    let nodes: Vec<DeviceNode> = nodes
+        .into_iter()
+        .filter(|n| n.path != Path::new("/dev/ptmx") && !(terminal && n.path == Path::new("/dev/console")))
+        .collect();
+    let defaults =
+        defaults.into_iter().filter(|d| from_host || !nodes.iter().any(|n| n.path == d.path)).collect();
+    (defaults, nodes)
+}
+
 fn node(i: usize, d: &LinuxDevice) -> Result<DeviceNode> {
     let bad = |field: &str, why: String| Error::Config(format!("linux.devices[{i}].{field}: {why}"));
     let path = d.path();
@@ -67,6 +94,38 @@ mod tests {
 
     fn dev(json: serde_json::Value) -> LinuxDevice {
         serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn config_nodes_meeting_exprun_s_own_dev_are_settled_as_runc_does() {
+        let n = |p: &str, major, minor, mode| DeviceNode {
+            path: p.into(),
+            kind: 'c',
+            major,
+            minor,
+            mode,
+            uid: 0,
+            gid: 0,
+        };
+        let defaults = || vec![n("/dev/null", 1, 3, 0o666), n("/dev/tty", 5, 0, 0o666)];
+        let config = || {
+            vec![
+                n("/dev/ptmx", 5, 2, 0o666),
+                n("/dev/null", 1, 3, 0o660),
+                n("/dev/console", 5, 1, 0o600),
+                n("/dev/fuse", 10, 229, 0o666),
+            ]
+        };
+        let paths = |v: &[DeviceNode]| v.iter().map(|d| d.path.display().to_string()).collect::<Vec<_>>();
+        let (d, c) = merge(defaults(), config(), true, true, false);
+        assert_eq!(paths(&d), ["/dev/tty"]);
+        assert_eq!(paths(&c), ["/dev/null", "/dev/fuse"]);
+        assert_eq!(c[0].mode, 0o660);
+        let (d, c) = merge(defaults(), config(), true, false, true);
+        assert_eq!(paths(&d), ["/dev/null", "/dev/tty"]);
+        assert_eq!(paths(&c), ["/dev/null", "/dev/console", "/dev/fuse"]);
+        let (d, c) = merge(defaults(), config(), false, true, false);
+        assert_eq!((d.len(), c.len()), (2, 4));
     }
 
     #[test]

@@ -264,6 +264,10 @@ pub struct RunPlan {
     pub readonly_paths: Vec<PathBuf>,
     /// Remount `/` read-only at the end.
     pub readonly_root: bool,
+    /// `linux.rootfsPropagation` as MS_* flags, given to `/` before the root is
+    /// built and to the container's root after pivot_root.
+    #[serde(default = "mounts::default_root_propagation")]
+    pub root_propagation: u64,
     /// Namespaced sysctls to set in the container: (key, value).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sysctls: Vec<(String, String)>,
@@ -656,6 +660,15 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
             RootfsPlan::Bundle { path }
         }
     };
+    let dev_tmpfs =
+        mounts.iter().any(|m| m.destination == Path::new("/dev") && m.fstype.as_deref() == Some("tmpfs"));
+    let (default_devices, device_nodes) = devices::merge(
+        default_devices(),
+        devices::plan(linux.devices().as_deref().unwrap_or_default())?,
+        dev_tmpfs,
+        process.terminal,
+        user_ns.is_some(),
+    );
     let readonly_root = spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false);
     let paths =
         |v: &Option<Vec<String>>| v.clone().unwrap_or_default().into_iter().map(PathBuf::from).collect();
@@ -690,12 +703,13 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         },
         rootfs,
         mounts,
-        default_devices: default_devices(),
+        default_devices,
         devices_from_host: user_ns.is_some(),
-        device_nodes: devices::plan(linux.devices().as_deref().unwrap_or_default())?,
+        device_nodes,
         masked_paths,
         readonly_paths,
         readonly_root,
+        root_propagation: mounts::root_propagation(linux.rootfs_propagation().as_deref())?,
         sysctls,
         process,
         clone_flags,

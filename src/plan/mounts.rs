@@ -36,12 +36,139 @@ pub struct MountOp {
     /// binds the source only while it is still that directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_id: Option<(u64, u64)>,
+    /// Recursive attributes (`rro`, `rnosuid`, ...): `MOUNT_ATTR_*` bits set on
+    /// the mount and every mount below it with mount_setattr(AT_RECURSIVE).
+    #[serde(default, skip_serializing_if = "RecursiveAttrs::is_empty")]
+    pub recursive_attrs: RecursiveAttrs,
 }
 
+/// The `MOUNT_ATTR_*` bits one mount_setattr(AT_RECURSIVE) call sets and
+/// clears. To change the atime mode, `clear` holds all of [`ATTR_ATIME`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecursiveAttrs {
+    /// Bits set.
+    pub set: u64,
+    /// Bits cleared.
+    pub clear: u64,
+}
+
+impl RecursiveAttrs {
+    /// Nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self.set == 0 && self.clear == 0
+    }
+}
+
+/// `MOUNT_ATTR_*` from `<linux/mount.h>`.
+pub const ATTR_RDONLY: u64 = 0x1;
+/// `MOUNT_ATTR_NOSUID`.
+pub const ATTR_NOSUID: u64 = 0x2;
+/// `MOUNT_ATTR_NODEV`.
+pub const ATTR_NODEV: u64 = 0x4;
+/// `MOUNT_ATTR_NOEXEC`.
+pub const ATTR_NOEXEC: u64 = 0x8;
+/// `MOUNT_ATTR__ATIME`: the atime mode's field.
+pub const ATTR_ATIME: u64 = 0x70;
+/// `MOUNT_ATTR_RELATIME` (a value of the atime field).
+pub const ATTR_RELATIME: u64 = 0x0;
+/// `MOUNT_ATTR_NOATIME` (a value of the atime field).
+pub const ATTR_NOATIME: u64 = 0x10;
+/// `MOUNT_ATTR_STRICTATIME` (a value of the atime field).
+pub const ATTR_STRICTATIME: u64 = 0x20;
+/// `MOUNT_ATTR_NODIRATIME`.
+pub const ATTR_NODIRATIME: u64 = 0x80;
+/// `MOUNT_ATTR_NOSYMFOLLOW`.
+pub const ATTR_NOSYMFOLLOW: u64 = 0x20_0000;
+
+/// `MS_NOSYMFOLLOW` (Linux 5.10), which nix does not name.
+pub const MS_NOSYMFOLLOW: u64 = 0x100;
+
 impl MountOp {
-    /// The flags as nix's type.
+    /// The flags as nix's type (bits nix does not name, such as
+    /// [`MS_NOSYMFOLLOW`], kept).
     pub fn ms_flags(&self) -> MsFlags {
-        MsFlags::from_bits_truncate(self.flags)
+        MsFlags::from_bits_retain(self.flags)
+    }
+}
+
+/// What one option string of a Linux mount does.
+enum Opt {
+    /// A mount(2) flag set or cleared.
+    Flag { set: MsFlags, clear: MsFlags },
+    /// A recursive attribute set or cleared (the atime forms set a mode).
+    Recursive(RecursiveAttrs),
+    /// `bind` or `rbind`.
+    Bind { recursive: bool },
+    /// A propagation type.
+    Propagation(MsFlags),
+    /// `remount`: change the mount already at the destination.
+    Remount,
+    /// Anything else: filesystem data.
+    Data,
+}
+
+fn option(o: &str) -> Opt {
+    let flag = |set: MsFlags| Opt::Flag { set, clear: MsFlags::empty() };
+    let unflag = |clear: MsFlags| Opt::Flag { set: MsFlags::empty(), clear };
+    let rec = |set: u64, clear: u64| Opt::Recursive(RecursiveAttrs { set, clear });
+    let atime = |mode: u64| Opt::Recursive(RecursiveAttrs { set: mode, clear: ATTR_ATIME });
+    match o {
+        "bind" => Opt::Bind { recursive: false },
+        "rbind" => Opt::Bind { recursive: true },
+        "defaults" => Opt::Flag { set: MsFlags::empty(), clear: MsFlags::empty() },
+        "remount" => Opt::Remount,
+        "ro" => flag(MsFlags::MS_RDONLY),
+        "rw" => unflag(MsFlags::MS_RDONLY),
+        "nosuid" => flag(MsFlags::MS_NOSUID),
+        "suid" => unflag(MsFlags::MS_NOSUID),
+        "nodev" => flag(MsFlags::MS_NODEV),
+        "dev" => unflag(MsFlags::MS_NODEV),
+        "noexec" => flag(MsFlags::MS_NOEXEC),
+        "exec" => unflag(MsFlags::MS_NOEXEC),
+        "sync" => flag(MsFlags::MS_SYNCHRONOUS),
+        "async" => unflag(MsFlags::MS_SYNCHRONOUS),
+        "dirsync" => flag(MsFlags::MS_DIRSYNC),
+        "noatime" => flag(MsFlags::MS_NOATIME),
+        "atime" => unflag(MsFlags::MS_NOATIME),
+        "nodiratime" => flag(MsFlags::MS_NODIRATIME),
+        "diratime" => unflag(MsFlags::MS_NODIRATIME),
+        "relatime" => flag(MsFlags::MS_RELATIME),
+        "norelatime" => unflag(MsFlags::MS_RELATIME),
+        "strictatime" => flag(MsFlags::MS_STRICTATIME),
+        "nostrictatime" => unflag(MsFlags::MS_STRICTATIME),
+        "iversion" => flag(MsFlags::MS_I_VERSION),
+        "noiversion" => unflag(MsFlags::MS_I_VERSION),
+        "lazytime" => flag(MsFlags::MS_LAZYTIME),
+        "nolazytime" => unflag(MsFlags::MS_LAZYTIME),
+        "silent" => flag(MsFlags::MS_SILENT),
+        "loud" => unflag(MsFlags::MS_SILENT),
+        "mand" => flag(MsFlags::MS_MANDLOCK),
+        "nomand" => unflag(MsFlags::MS_MANDLOCK),
+        "nosymfollow" => flag(MsFlags::from_bits_retain(MS_NOSYMFOLLOW)),
+        "symfollow" => unflag(MsFlags::from_bits_retain(MS_NOSYMFOLLOW)),
+        "rro" => rec(ATTR_RDONLY, 0),
+        "rrw" => rec(0, ATTR_RDONLY),
+        "rnosuid" => rec(ATTR_NOSUID, 0),
+        "rsuid" => rec(0, ATTR_NOSUID),
+        "rnodev" => rec(ATTR_NODEV, 0),
+        "rdev" => rec(0, ATTR_NODEV),
+        "rnoexec" => rec(ATTR_NOEXEC, 0),
+        "rexec" => rec(0, ATTR_NOEXEC),
+        "rnodiratime" => rec(ATTR_NODIRATIME, 0),
+        "rdiratime" => rec(0, ATTR_NODIRATIME),
+        "rnosymfollow" => rec(ATTR_NOSYMFOLLOW, 0),
+        "rsymfollow" => rec(0, ATTR_NOSYMFOLLOW),
+        // The atime modes are one field: the last one given wins. As with
+        // mount(2) without MS_NOATIME or MS_STRICTATIME, `atime` (and leaving
+        // noatime or strictatime) is the kernel's default, relatime;
+        // `norelatime` is strictatime.
+        "rrelatime" | "ratime" | "rnostrictatime" => atime(ATTR_RELATIME),
+        "rnoatime" => atime(ATTR_NOATIME),
+        "rstrictatime" | "rnorelatime" => atime(ATTR_STRICTATIME),
+        "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" => {
+            Opt::Propagation(propagation_flags(o))
+        }
+        _ => Opt::Data,
     }
 }
 
@@ -53,65 +180,54 @@ pub fn resolve(m: &oci_spec::runtime::Mount) -> Result<MountOp, Error> {
     if !destination.is_absolute() || destination.components().any(|c| c == Component::ParentDir) {
         return Err(bad("the destination must be an absolute path without '..'".into()));
     }
+    if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
+        return Err(bad(
+            "uidMappings/gidMappings (an id-mapped mount) are not supported; bind the source with \
+             ids the container's user namespace maps instead"
+                .into(),
+        ));
+    }
     let typ = m.typ().clone().unwrap_or_default();
     let options = m.options().clone().unwrap_or_default();
     let mut bind = typ == "bind";
     let mut recursive = false;
-    let mut flags = MsFlags::empty();
+    let mut remount = false;
+    let mut flags = 0u64;
     let mut propagation = MsFlags::empty();
+    let mut attrs = RecursiveAttrs::default();
     let mut data: Vec<String> = Vec::new();
     for o in &options {
-        let (set, clear) = match o.as_str() {
-            "bind" => {
+        match option(o) {
+            Opt::Bind { recursive: r } => {
                 bind = true;
-                continue;
+                recursive |= r;
             }
-            "rbind" => {
-                bind = true;
-                recursive = true;
-                continue;
+            Opt::Flag { set, clear } => {
+                // As bits: nix's complement would drop the bits it does not name.
+                flags = (flags & !clear.bits()) | set.bits();
             }
-            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
-            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
-            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
-            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
-            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
-            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
-            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
-            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
-            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
-            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
-            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
-            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
-            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
-            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
-            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
-            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
-            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
-            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
-            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
-            | "runbindable" => {
-                propagation = propagation_flags(o);
-                continue;
+            Opt::Recursive(r) => {
+                attrs.set = (attrs.set & !r.clear) | r.set;
+                attrs.clear = (attrs.clear & !r.set) | r.clear;
+                if r.clear & ATTR_ATIME != 0 {
+                    // A mode is chosen: the whole field is replaced.
+                    attrs.clear |= ATTR_ATIME;
+                }
             }
-            other => {
-                data.push(other.to_string());
-                continue;
-            }
-        };
-        flags |= set;
-        flags &= !clear;
+            Opt::Propagation(p) => propagation = p,
+            Opt::Remount => remount = true,
+            Opt::Data => data.push(checked_data(o).map_err(bad)?),
+        }
     }
     let source = m.source().as_ref().map(|s| s.display().to_string()).unwrap_or_default();
     if bind {
-        if let Some(d) = data.first() {
-            return Err(bad(format!("unknown option {d:?} for a bind mount")));
-        }
         if !Path::new(&source).is_absolute() {
             return Err(bad(format!("the bind source {source:?} must be an absolute host path")));
         }
-    } else if typ.is_empty() {
+        // mount(2) ignores data with MS_BIND; runc and crun pass it and the
+        // kernel drops it. So does exprun.
+        data.clear();
+    } else if typ.is_empty() && !remount {
         return Err(bad("the mount has no type".into()));
     }
     Ok(MountOp {
@@ -120,13 +236,37 @@ pub fn resolve(m: &oci_spec::runtime::Mount) -> Result<MountOp, Error> {
         source,
         bind,
         recursive,
-        flags: flags.bits(),
+        flags,
         data: data.join(","),
         propagation: propagation.bits(),
         file: false,
-        remount: false,
+        remount,
         source_id: None,
+        recursive_attrs: attrs,
     })
+}
+
+/// An option that is no flag exprun knows, checked as filesystem data: one
+/// word that mount(2) can take, and none that the runtime spec reserves for a
+/// feature exprun does not have.
+fn checked_data(o: &str) -> Result<String, String> {
+    match o {
+        "idmap" | "ridmap" => Err(format!(
+            "{o:?}: id-mapped mounts (mount uidMappings/gidMappings) are not supported; bind the \
+             source with ids the container's user namespace maps instead"
+        )),
+        "tmpcopyup" => {
+            Err("\"tmpcopyup\" (copying the image's files into a new tmpfs) is not supported; leave it \
+             out, or bind a prepared directory"
+                .into())
+        }
+        _ if o.is_empty() => Err("an option is empty".into()),
+        _ if o.chars().any(|c| c.is_whitespace() || c.is_control()) => Err(format!(
+            "option {o:?} is neither a mount flag nor filesystem data (it holds white space or a \
+             control character)"
+        )),
+        _ => Ok(o.to_string()),
+    }
 }
 
 /// How the container sees its cgroup at `/sys/fs/cgroup`.
@@ -156,6 +296,7 @@ pub fn cgroup_mounts(m: &MountOp, view: CgroupView<'_>) -> Vec<MountOp> {
         file: false,
         remount: false,
         source_id: None,
+        recursive_attrs: RecursiveAttrs::default(),
     };
     let bind = |dest: PathBuf, source: &Path| MountOp {
         destination: dest,
@@ -169,6 +310,7 @@ pub fn cgroup_mounts(m: &MountOp, view: CgroupView<'_>) -> Vec<MountOp> {
         file: false,
         remount: false,
         source_id: None,
+        recursive_attrs: RecursiveAttrs::default(),
     };
     let plain = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let tmpfs_data = "mode=755,size=64k";
@@ -193,6 +335,26 @@ pub fn cgroup_mounts(m: &MountOp, view: CgroupView<'_>) -> Vec<MountOp> {
     ro.remount = true;
     ops.push(ro);
     ops
+}
+
+/// `linux.rootfsPropagation`: the propagation type given to `/` before the
+/// root is built, and to the container's root after pivot_root. Absent: `rslave`,
+/// so that the container sees the host's new mounts and sends none back.
+pub fn root_propagation(value: Option<&str>) -> Result<u64, Error> {
+    match value.unwrap_or("") {
+        "" => Ok(default_root_propagation()),
+        v @ ("private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
+        | "runbindable") => Ok(propagation_flags(v).bits()),
+        v => Err(Error::Config(format!(
+            "linux.rootfsPropagation: {v:?} is not a propagation type; use shared, slave, private or \
+             unbindable (or rshared, rslave, rprivate, runbindable)"
+        ))),
+    }
+}
+
+/// Default rootfs propagation for plans written before it was planned.
+pub fn default_root_propagation() -> u64 {
+    (MsFlags::MS_SLAVE | MsFlags::MS_REC).bits()
 }
 
 fn propagation_flags(o: &str) -> MsFlags {
@@ -260,9 +422,77 @@ mod tests {
     }
 
     #[test]
+    fn unknown_options_are_data_and_ignored_on_binds_as_runc_does() {
+        let op = resolve(&mount("/x", "bind", "/data", &["rbind", "mode=755", "weird"])).unwrap();
+        assert!(op.bind && op.recursive && op.data.is_empty());
+        let op = resolve(&mount("/t", "tmpfs", "tmpfs", &["size=1m", "huge=never", "lazytime"])).unwrap();
+        assert_eq!(op.data, "size=1m,huge=never");
+        assert_eq!(op.ms_flags(), MsFlags::MS_LAZYTIME);
+        let op = resolve(&mount("/t", "tmpfs", "tmpfs", &["nosymfollow", "defaults", "silent"])).unwrap();
+        assert_eq!(op.flags, MS_NOSYMFOLLOW | MsFlags::MS_SILENT.bits());
+        assert!(op.data.is_empty());
+        let op = resolve(&mount("/t", "", "", &["remount", "ro"])).unwrap();
+        assert!(op.remount && op.ms_flags().contains(MsFlags::MS_RDONLY));
+    }
+
+    #[test]
+    fn recursive_attributes_set_and_clear_mount_attr_bits() {
+        let op =
+            resolve(&mount("/x", "bind", "/d", &["rbind", "rro", "rnosuid", "rnodev", "rnoexec"])).unwrap();
+        let all = ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC;
+        assert_eq!(op.recursive_attrs, RecursiveAttrs { set: all, clear: 0 });
+        assert!(op.ms_flags().is_empty(), "recursive options are not mount(2) flags");
+        let op =
+            resolve(&mount("/x", "bind", "/d", &["rbind", "rro", "rrw", "rsuid", "rnosymfollow"])).unwrap();
+        assert_eq!(
+            op.recursive_attrs,
+            RecursiveAttrs { set: ATTR_NOSYMFOLLOW, clear: ATTR_RDONLY | ATTR_NOSUID }
+        );
+        // The atime mode is one field: the last wins and the whole field is cleared.
+        for (opts, mode) in [
+            (&["rnoatime"][..], ATTR_NOATIME),
+            (&["rnoatime", "rstrictatime"], ATTR_STRICTATIME),
+            (&["rstrictatime", "ratime"], ATTR_RELATIME),
+            (&["rnodiratime", "rnorelatime"], ATTR_STRICTATIME | ATTR_NODIRATIME),
+        ] {
+            let op = resolve(&mount("/x", "bind", "/d", opts)).unwrap();
+            assert_eq!(op.recursive_attrs.set, mode, "{opts:?}");
+            assert_eq!(op.recursive_attrs.clear, ATTR_ATIME, "{opts:?}");
+        }
+    }
+
+    #[test]
+    fn root_propagation_takes_the_spec_s_values() {
+        let p = |v| MsFlags::from_bits_truncate(root_propagation(v).unwrap());
+        assert_eq!(p(None), MsFlags::MS_SLAVE | MsFlags::MS_REC);
+        assert_eq!(p(Some("shared")), MsFlags::MS_SHARED);
+        assert_eq!(p(Some("rshared")), MsFlags::MS_SHARED | MsFlags::MS_REC);
+        assert_eq!(p(Some("unbindable")), MsFlags::MS_UNBINDABLE);
+        assert_eq!(p(Some("rprivate")), MsFlags::MS_PRIVATE | MsFlags::MS_REC);
+        let e = root_propagation(Some("bidirectional")).unwrap_err().to_string();
+        assert!(e.contains("linux.rootfsPropagation") && e.contains("bidirectional"), "{e}");
+    }
+
+    #[test]
     fn bad_mounts_name_the_destination() {
-        let e = resolve(&mount("/x", "bind", "/data", &["rbind", "weird"])).unwrap_err().to_string();
-        assert!(e.contains("/x") && e.contains("weird"), "{e}");
+        for (opt, says) in [
+            ("bad option", "white space"),
+            ("", "empty"),
+            ("idmap", "id-mapped"),
+            ("ridmap", "id-mapped"),
+            ("tmpcopyup", "tmpcopyup"),
+        ] {
+            let e = resolve(&mount("/x", "bind", "/data", &["rbind", opt])).unwrap_err().to_string();
+            assert!(e.contains("mount /x") && e.contains(says), "{opt:?}: {e}");
+        }
+        let mapped: oci_spec::runtime::Mount = serde_json::from_value(serde_json::json!({
+            "destination": "/m", "type": "bind", "source": "/d", "options": ["rbind"],
+            "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
+            "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]
+        }))
+        .unwrap();
+        let e = resolve(&mapped).unwrap_err().to_string();
+        assert!(e.contains("mount /m") && e.contains("uidMappings"), "{e}");
         assert!(resolve(&mount("rel", "tmpfs", "tmpfs", &[])).is_err());
         assert!(resolve(&mount("/a/../b", "tmpfs", "tmpfs", &[])).is_err());
         assert!(resolve(&mount("/x", "bind", "relative", &["bind"])).is_err());

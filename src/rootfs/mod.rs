@@ -2,7 +2,11 @@
 //! namespace (called by the container's init, before it drops privileges).
 //!
 //! Order, and why:
-//! 1. make every mount a slave, so nothing we do propagates to the host;
+//! 1. give every mount the propagation `linux.rootfsPropagation` asks for
+//!    (recursive slave when it is absent), then make the mount that holds the
+//!    root a slave (for the slave forms) or private (for the others), so that
+//!    nothing exprun mounts there propagates to the host; a bind of a shared
+//!    host mount (containerd's Bidirectional) stays its peer;
 //! 2. the writable layer: a tmpfs over the run directory, private to this mount
 //!    namespace (no disk writes, nothing to clean up when the namespace dies),
 //!    unless the layer is to be kept; then the overlay of the image's layers plus
@@ -16,9 +20,12 @@
 //!    tmpfs of `exprun run` is nodev, so a node the container makes does not
 //!    work: each of ours is then a bind mount of itself without nodev;
 //! 5. the working directory, created while the root is still writable;
-//! 6. pivot_root, then detach the old root;
-//! 7. read-only and masked paths (now plain paths in the new root), and the
-//!    read-only remount of `/` last, because the steps before write to it.
+//! 6. pivot_root, then detach the old root, made a recursive slave first so
+//!    the unmounts do not reach the host's mounts;
+//! 7. read-only and masked paths (now plain paths in the new root), the
+//!    read-only remount of `/` (keeping the flags a user namespace locked),
+//!    because the steps before write to it, then the root's own propagation
+//!    (an unbindable root refuses the binds of the read-only paths).
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -59,13 +66,19 @@ pub fn build(
     console: Option<&Path>,
     before_pivot: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
-    // 1. Nothing below may propagate back to the host's mount namespace.
-    at(mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>), || {
-        "making / a slave mount".into()
+    // 1. The propagation asked for; the mounts below must not reach the host.
+    let propagation = MsFlags::from_bits_truncate(plan.root_propagation);
+    at(mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>), || {
+        format!("setting the propagation of / ({})", propagation_name(propagation))
     })?;
+    let target = plan.rootfs.target();
+    let holder = match &plan.rootfs {
+        RootfsPlan::Overlay(_) => plan.state_dir.as_path(),
+        RootfsPlan::Bundle { path } => path.as_path(),
+    };
+    isolate_holding_mount(holder, propagation)?;
 
     // 2. The root: an overlay of the image's layers, or a bundle's directory.
-    let target = plan.rootfs.target();
     match &plan.rootfs {
         RootfsPlan::Overlay(o) => mount_overlay(plan, o)?,
         // pivot_root needs a mount point; binding the directory onto itself makes one.
@@ -99,10 +112,21 @@ pub fn build(
     before_pivot()?;
 
     // 6. pivot_root(".", ".") stacks the old root under the new one; detaching it
-    //    leaves only the container's tree. The old root is a slave (step 1), so the
-    //    detach does not reach the host.
+    //    leaves only the container's tree. The old root is made a recursive
+    //    slave first (a shared `/` of step 1 would be the host's peer), so the
+    //    detach does not reach the host. It is reached through a descriptor
+    //    taken before: what "." is right after pivot_root is not something the
+    //    kernel promises.
+    let old_root = at(
+        nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()),
+        || "opening the old root".into(),
+    )?;
     at(chdir(target), || format!("entering {}", target.display()))?;
     at(pivot_root(".", "."), || "pivot_root".into())?;
+    at(nix::unistd::fchdir(old_root.as_fd()), || "entering the old root".into())?;
+    at(mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>), || {
+        "making the old root a slave".into()
+    })?;
     at(umount2(".", MntFlags::MNT_DETACH), || "detaching the old root".into())?;
     at(chdir("/"), || "entering the new root".into())?;
 
@@ -119,11 +143,115 @@ pub fn build(
         mask_path(p)?;
     }
     if plan.readonly_root {
-        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NODEV;
-        at(mount(None::<&str>, "/", None::<&str>, flags, None::<&str>), || "remounting / read-only".into())?;
+        remount_readonly(Path::new("/"), MsFlags::MS_NODEV)
+            .map_err(|e| Error { step: "remounting / read-only".into(), source: e })?;
     }
-    Ok(())
+    let own = propagation & !MsFlags::MS_REC;
+    at(mount(None::<&str>, "/", None::<&str>, own, None::<&str>), || {
+        format!("setting the propagation of the container's root ({})", propagation_name(own))
+    })
 }
+
+/// The name of a propagation type, as config.json spells it.
+fn propagation_name(p: MsFlags) -> String {
+    let kind = if p.contains(MsFlags::MS_SHARED) {
+        "shared"
+    } else if p.contains(MsFlags::MS_PRIVATE) {
+        "private"
+    } else if p.contains(MsFlags::MS_UNBINDABLE) {
+        "unbindable"
+    } else {
+        "slave"
+    };
+    format!("{}{kind}", if p.contains(MsFlags::MS_REC) { "r" } else { "" })
+}
+
+/// Make the mount holding `path` (the bundle's root, or the run directory the
+/// overlay goes in) a slave when `propagation` is a slave form, private
+/// otherwise: with a shared `/` it would be the host's peer, and the root's
+/// own mounts would show on the host.
+fn isolate_holding_mount(path: &Path, propagation: MsFlags) -> Result<()> {
+    let step = || format!("isolating the mount that holds {}", path.display());
+    let real = at(std::fs::canonicalize(path), step)?;
+    let mountinfo = at(std::fs::read_to_string("/proc/self/mountinfo"), step)?;
+    let Some(point) = holding_mount(&mountinfo, &real) else {
+        return Err(Error {
+            step: step(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no mount in /proc/self/mountinfo holds it"),
+        });
+    };
+    let kind = if propagation.contains(MsFlags::MS_SLAVE) { MsFlags::MS_SLAVE } else { MsFlags::MS_PRIVATE };
+    at(mount(None::<&str>, &point, None::<&str>, kind, None::<&str>), step)
+}
+
+/// The mount point in `mountinfo` that holds the absolute, symlink-free
+/// `path`: the longest that is `path` or above it (the last listed of equals,
+/// which is on top).
+fn holding_mount(mountinfo: &str, path: &Path) -> Option<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(unescape_mountinfo))
+        .filter(|point| path.starts_with(point))
+        .fold(None, |best: Option<PathBuf>, p| match best {
+            Some(b) if b.components().count() > p.components().count() => Some(b),
+            _ => Some(p),
+        })
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as `\ooo`.
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                let value = u32::from(d[0] - b'0') * 64 + u32::from(d[1] - b'0') * 8 + u32::from(d[2] - b'0');
+                out.push(value as u8);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// Remount the mount at `path` read-only with `extra` flags, keeping the flags
+/// it has: in a user namespace the kernel refuses to clear the ones it locked
+/// (nosuid, nodev, noexec, the atime mode of a mount from the host's
+/// namespace), which a fixed set of flags would clear.
+fn remount_readonly(path: &Path, extra: MsFlags) -> io::Result<()> {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let have = statvfs(path)?.flags();
+    let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | extra;
+    for (st, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if have.contains(st) {
+            flags |= ms;
+        }
+    }
+    if !have.intersects(FsFlags::ST_NOATIME | FsFlags::ST_RELATIME) {
+        flags |= MsFlags::MS_STRICTATIME;
+    }
+    if have.bits() & ST_NOSYMFOLLOW != 0 {
+        flags |= MsFlags::from_bits_retain(crate::plan::mounts::MS_NOSYMFOLLOW);
+    }
+    Ok(mount(None::<&str>, path, None::<&str>, flags, None::<&str>)?)
+}
+
+/// `ST_NOSYMFOLLOW` from `<sys/statvfs.h>`, which nix does not name.
+const ST_NOSYMFOLLOW: libc::c_ulong = 0x2000;
 
 /// The writable layer (a private tmpfs over the run directory unless it is kept),
 /// the run's own files (hosts, hostname), then the overlay at the target.
@@ -233,6 +361,13 @@ fn mount_one(root: BorrowedFd<'_>, m: &MountOp) -> Result<()> {
         let flags = MsFlags::from_bits_truncate(m.propagation);
         at(mount(None::<&str>, &fd_path(top.as_fd()), None::<&str>, flags, None::<&str>), || {
             format!("setting propagation of {}", dest.display())
+        })?;
+    }
+    let attrs = &m.recursive_attrs;
+    if !attrs.is_empty() {
+        let top = open_or_create(root, dest, m.file)?;
+        at(sys::mount_setattr(top.as_fd(), attrs.set, attrs.clear, 0, true), || {
+            format!("setting the recursive attributes (rro, rnosuid, ...) of {}", dest.display())
         })?;
     }
     Ok(())
@@ -462,15 +597,8 @@ fn readonly_path(p: &Path) -> Result<()> {
         Err(nix::errno::Errno::ENOENT) => return Ok(()),
         r => at(r, || format!("binding read-only path {}", p.display()))?,
     }
-    let flags = MsFlags::MS_REMOUNT
-        | MsFlags::MS_BIND
-        | MsFlags::MS_RDONLY
-        | MsFlags::MS_NOSUID
-        | MsFlags::MS_NODEV
-        | MsFlags::MS_NOEXEC;
-    at(mount(None::<&str>, p, None::<&str>, flags, None::<&str>), || {
-        format!("remounting {} read-only", p.display())
-    })
+    remount_readonly(p, MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)
+        .map_err(|e| Error { step: format!("remounting {} read-only", p.display()), source: e })
 }
 
 /// Cover a path (after pivot_root): a directory with an empty read-only tmpfs, a
@@ -489,4 +617,24 @@ fn mask_path(p: &Path) -> Result<()> {
         mount(Some("/dev/null"), p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
     };
     at(r, || format!("masking {}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_holding_mount_is_the_deepest_above_the_path_and_unescaped() {
+        let info = "22 1 0:21 / / rw - ext4 /dev/vda rw\n\
+                    30 22 0:30 / /run rw - tmpfs tmpfs rw\n\
+                    31 30 0:31 / /run/a\\040b rw - tmpfs tmpfs rw\n\
+                    32 30 0:32 / /run/ab rw - tmpfs tmpfs rw\n\
+                    33 30 0:33 / /run/a\\040b rw - tmpfs over rw\n";
+        assert_eq!(holding_mount(info, Path::new("/run/a b/rootfs")), Some("/run/a b".into()));
+        assert_eq!(holding_mount(info, Path::new("/run/abc")), Some("/run".into()));
+        assert_eq!(holding_mount(info, Path::new("/run/ab")), Some("/run/ab".into()));
+        assert_eq!(holding_mount(info, Path::new("/srv")), Some("/".into()));
+        assert_eq!(unescape_mountinfo("/x\\134y\\011"), PathBuf::from("/x\\y\t"));
+        assert_eq!(propagation_name(MsFlags::MS_SHARED | MsFlags::MS_REC), "rshared");
+    }
 }
