@@ -296,6 +296,20 @@ pub fn create(root: &Root, o: &CreateOptions<'_>) -> Result<()> {
         let fifo_path = plan.state_dir.join(EXEC_FIFO);
         nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .map_err(|e| Error::Io { op: "creating", path: fifo_path.clone(), source: e.into() })?;
+        // init opens it as the process's user; in a user namespace exprun
+        // maps, that is a host id other than root's.
+        if let Some((uid, gid)) = plan
+            .user_ns
+            .as_ref()
+            .filter(|ns| ns.privileged)
+            .and_then(|ns| ns.host_ids(plan.process.uid, plan.process.gid))
+        {
+            nix::unistd::chown(&fifo_path, Some(uid.into()), Some(gid.into())).map_err(|e| Error::Io {
+                op: "handing to the container's user",
+                path: fifo_path.clone(),
+                source: e.into(),
+            })?;
+        }
         let fifo = open_path(&fifo_path)?;
         let child_io = match o.console_socket {
             Some(s) => spawn::stdio::console_socket(s),

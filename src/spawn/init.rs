@@ -136,12 +136,21 @@ fn setup(
     // anything that creates files or checks ids, and while it is still dumpable
     // (the map files of a non-dumpable process belong to the host's root).
     // With subordinate ids the parent writes the maps through newuidmap and
-    // newgidmap (setuid helpers that check /etc/subuid): wait for them.
+    // newgidmap (setuid helpers that check /etc/subuid), and as root it writes
+    // the config's maps itself: wait for them.
     if let Role::Init(RunPlan { user_ns: Some(ns), .. }) = role {
-        if ns.needs_helpers() {
+        if ns.parent_writes() {
             match fds.channel.recv::<ToChild>() {
                 Ok(Some(ToChild::IdsMapped)) => {}
                 _ => return Err(step_error("waiting for the id maps", "exprun went away")),
+            }
+            // Until now init has kept the host's root ids, which the config's
+            // maps need not map: become the namespace's root, whose ids own
+            // what init creates from here on.
+            if ns.privileged {
+                let root = (Gid::from_raw(0), Uid::from_raw(0));
+                step("becoming root in the user namespace", unistd::setresgid(root.0, root.0, root.0))?;
+                step("becoming root in the user namespace", unistd::setresuid(root.1, root.1, root.1))?;
             }
         } else {
             step("mapping the caller's ids to root", map_own_ids(ns))?;
@@ -246,7 +255,7 @@ fn setup(
     // In a rootless user namespace setgroups(2) is denied (that is what lets the
     // gid map be written unprivileged); there are no groups to set anyway. An
     // exec'd process learns it from the namespace it joined.
-    let denied = matches!(role, Role::Init(RunPlan { user_ns: Some(ns), .. }) if !ns.needs_helpers())
+    let denied = matches!(role, Role::Init(RunPlan { user_ns: Some(ns), .. }) if !ns.parent_writes())
         || std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
     if !(denied && groups.is_empty()) {
         step("setting supplementary groups", unistd::setgroups(&groups))?;

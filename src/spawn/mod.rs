@@ -219,8 +219,9 @@ fn create_in(
     drop(cgroup_join);
     drop(child_io.fds);
 
-    if let Some(ns) = plan.user_ns.as_ref().filter(|ns| ns.needs_helpers()) {
-        if let Err(e) = write_id_maps(pid, ns).and_then(|()| {
+    if let Some(ns) = plan.user_ns.as_ref().filter(|ns| ns.parent_writes()) {
+        let written = if ns.privileged { write_maps_as_root(pid, ns) } else { write_id_maps(pid, ns) };
+        if let Err(e) = written.and_then(|()| {
             parent_end.send(&ToChild::IdsMapped).map_err(io_err("telling init its ids are mapped"))
         }) {
             let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
@@ -248,6 +249,19 @@ fn create_in(
             }
         }
     }
+}
+
+/// Write the config's uid and gid maps of init's new user namespace, as root
+/// (who may map any ids): gid_map first, then uid_map, each in one write.
+fn write_maps_as_root(pid: Pid, ns: &crate::plan::UserNs) -> Result<()> {
+    for (file, ranges) in [("gid_map", &ns.gids), ("uid_map", &ns.uids)] {
+        let path = format!("/proc/{}/{file}", pid.as_raw());
+        std::fs::write(&path, crate::plan::UserNs::map_file(ranges)).map_err(|e| Error::Io {
+            op: "writing the user namespace's id maps",
+            source: io::Error::new(e.kind(), format!("{path}: {e}")),
+        })?;
+    }
+    Ok(())
 }
 
 /// Write a rootless init's uid and gid maps with newuidmap and newgidmap, which
