@@ -10,37 +10,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::bundle::{bundle, oci, remove_parent_cgroups, shim};
+use common::bundle::{bundle, oci, remove_parent_cgroups, runc, runc_run, shim};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
-
-/// `runc` on this host, or `None` (the comparison is skipped, saying so).
-fn runc(test: &str) -> Option<PathBuf> {
-    let found = ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        println!("SKIP (runc part): {test}: runc is not installed");
-    }
-    found
-}
-
-/// `runc run` of the bundle in the foreground: (status, stdout, stderr).
-fn runc_run(runc: &Path, root: &Path, b: &Path, id: &str) -> (i32, String, String) {
-    let out = Command::new(runc)
-        .arg("--root")
-        .arg(root)
-        .args(["run", "-b", b.to_str().unwrap(), id])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
 
 /// The bundle's config, with /dev as containerd mounts it (runc's nodes do
 /// not open on `exprun spec`'s nodev /dev) and a writable root.

@@ -215,6 +215,9 @@ pub struct ProcessPlan {
     /// CPUs the command is bound to (`--cpuset-cpus`); empty: any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cpu_affinity: Vec<usize>,
+    /// `process.apparmorProfile`: the AppArmor profile the command is exec'd into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apparmor_profile: Option<String>,
 }
 
 /// Everything about one run that the spawn and the record need.
@@ -840,7 +843,37 @@ pub fn process_plan_from(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> 
         oom_score_adj: p.oom_score_adj(),
         personality: None,
         cpu_affinity: Vec::new(),
+        apparmor_profile: apparmor_profile(p)?,
     })
+}
+
+/// Where the kernel says whether AppArmor is enabled (`Y`).
+const APPARMOR_ENABLED: &str = "/sys/module/apparmor/parameters/enabled";
+
+/// `process.apparmorProfile`, when AppArmor can apply it on this host; a profile
+/// it cannot apply is refused, never dropped.
+fn apparmor_profile(p: &oci_spec::runtime::Process) -> Result<Option<String>> {
+    let Some(profile) = p.apparmor_profile().clone().filter(|s| !s.is_empty()) else { return Ok(None) };
+    if profile.contains(['\0', '\n']) {
+        return Err(Error::Process {
+            field: "apparmorProfile",
+            why: format!("{profile:?} contains a NUL or newline"),
+        });
+    }
+    match std::fs::read_to_string(APPARMOR_ENABLED) {
+        Ok(s) if s.trim() == "Y" => Ok(Some(profile)),
+        found => Err(Error::Process {
+            field: "apparmorProfile",
+            why: format!(
+                "{profile:?} cannot be applied: AppArmor is not enabled on this host ({APPARMOR_ENABLED} {}); \
+                 remove the field, or run on a host with AppArmor",
+                match found {
+                    Ok(s) => format!("says {:?}", s.trim()),
+                    Err(e) => format!("cannot be read: {e}"),
+                }
+            ),
+        }),
+    }
 }
 
 /// Raising a hard limit above exprun's own needs CAP_SYS_RESOURCE; say so before

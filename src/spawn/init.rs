@@ -235,6 +235,12 @@ fn setup(
         )?;
     }
 
+    // The AppArmor profile takes effect at execve; set while /proc is the
+    // container's and init still has its privileges.
+    if let Some(profile) = &p.apparmor_profile {
+        step(&format!("setting the AppArmor profile {profile}"), apparmor_exec(profile))?;
+    }
+
     // Without no_new_privs a filter can only be installed with CAP_SYS_ADMIN,
     // which the steps below drop: install it now (runc does the same).
     if let Some(f) = seccomp.filter(|_| !p.no_new_privs) {
@@ -314,6 +320,16 @@ fn map_own_ids(ns: &crate::plan::UserNs) -> std::io::Result<()> {
     std::fs::write("/proc/self/setgroups", "deny")?;
     std::fs::write("/proc/self/uid_map", own(&ns.uids))?;
     std::fs::write("/proc/self/gid_map", own(&ns.gids))
+}
+
+/// Ask AppArmor to confine the next execve with `profile` (the LSM's own
+/// attribute directory where the kernel has one, else the shared one).
+fn apparmor_exec(profile: &str) -> io::Result<()> {
+    let text = format!("exec {profile}");
+    match std::fs::write("/proc/self/attr/apparmor/exec", &text) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::write("/proc/self/attr/exec", &text),
+        r => r,
+    }
 }
 
 fn step_error(step: &str, error: &str) -> StepError {
