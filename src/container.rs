@@ -474,6 +474,7 @@ pub fn exec(root: &Root, o: &ExecOptions<'_>) -> Result<i32> {
         detach: o.detach,
         pid_file: o.pid_file,
         seccomp: c.plan.seccomp.as_ref(),
+        state: hook_state(&c, "running"),
     };
     match spawn::exec::exec(&req, child_io, &signals)? {
         spawn::exec::ExecOutcome::Started(_) => Ok(0),

@@ -38,6 +38,10 @@ pub struct ChildFds {
     /// The container's state JSON for its startContainer hooks (set at the
     /// hooks point).
     pub hook_state: std::cell::OnceCell<String>,
+    /// The connection to the seccomp agent, when the filter notifies.
+    pub agent: Option<OwnedFd>,
+    /// What goes to the agent with the notify fd (received first thing).
+    pub agent_message: std::cell::OnceCell<String>,
 }
 
 /// What init waits for once it is ready.
@@ -105,7 +109,7 @@ pub fn run(
             // Seccomp last, just before execve (when no_new_privs allows installing
             // it unprivileged); setup already installed it otherwise.
             if let Some(f) = seccomp.filter(|_| process.no_new_privs) {
-                if crate::seccomp::install(f).is_err() {
+                if install_seccomp(f, &fds).is_err() {
                     let _ = unistd::write(io::stderr(), b"exprun: installing the seccomp filter failed\n");
                     sys::exit_now(EXIT_EXPRUN_FAILED);
                 }
@@ -154,6 +158,14 @@ fn setup(
             }
         } else {
             step("mapping the caller's ids to root", map_own_ids(ns))?;
+        }
+    }
+    if fds.agent.is_some() {
+        match fds.channel.recv::<ToChild>() {
+            Ok(Some(ToChild::AgentMessage { message })) => {
+                let _ = fds.agent_message.set(message);
+            }
+            _ => return Err(step_error("waiting for the seccomp agent's state", "exprun went away")),
         }
     }
     // Why this early: an exec'd process is born in the container's pid namespace,
@@ -244,7 +256,7 @@ fn setup(
     // Without no_new_privs a filter can only be installed with CAP_SYS_ADMIN,
     // which the steps below drop: install it now (runc does the same).
     if let Some(f) = seccomp.filter(|_| !p.no_new_privs) {
-        step("installing the seccomp filter", crate::seccomp::install(f))?;
+        step("installing the seccomp filter", install_seccomp(f, fds))?;
     }
 
     // [4] Privileges, in the order the kernel needs: rlimits while still root
@@ -312,6 +324,16 @@ fn setup(
         crate::rootfs::enter_working_dir(&p.cwd),
     )?;
     find_executable(&p.args[0], &p.env)
+}
+
+/// Install the seccomp filter; a notify fd goes to the agent at once, with the
+/// container's state, and is closed here.
+fn install_seccomp(f: &crate::seccomp::Filter, fds: &ChildFds) -> io::Result<()> {
+    let Some(notify) = crate::seccomp::install(f)? else { return Ok(()) };
+    match (&fds.agent, fds.agent_message.get()) {
+        (Some(agent), Some(message)) => super::agent::send(agent, message, notify),
+        _ => Err(io::Error::other("the filter notifies, but no seccomp agent is connected")),
+    }
 }
 
 /// Map the caller's own uid and gid (the first range of each map) to root.

@@ -7,6 +7,7 @@
 //! halves plus [`wait::foreground`]. The protocol between the two processes is
 //! in [`protocol`]; the child's steps are in [`init`].
 
+pub mod agent;
 pub mod exec;
 pub mod init;
 pub mod protocol;
@@ -174,6 +175,8 @@ fn create_in(
         }
     }
     let (parent_end, child_end) = protocol::channel().map_err(io_err("creating the init channel"))?;
+    let agent = agent::connect(plan.seccomp.as_ref())?;
+    let has_agent = agent.is_some();
 
     // clone_process has fork semantics; it is only sound in a single-threaded
     // process. exprun never starts threads on this path; check rather than trust.
@@ -207,6 +210,8 @@ fn create_in(
                 die_with_parent,
                 gate,
                 hook_state: std::cell::OnceCell::new(),
+                agent,
+                agent_message: std::cell::OnceCell::new(),
             };
             init::run(init::Role::Init(plan), &plan.process, plan.seccomp.as_ref(), fds)
         }
@@ -230,11 +235,18 @@ fn create_in(
         }
     }
 
-    let state = plan.hooks.need_sync().then(|| {
-        let annotations = serde_json::to_value(plan.spec.annotations()).unwrap_or_default();
-        let bundle = plan.bundle.as_deref().map(|b| b.display().to_string()).unwrap_or_default();
-        crate::hooks::state_json(&plan.id, "creating", pid.as_raw(), &bundle, &annotations)
-    });
+    let annotations = serde_json::to_value(plan.spec.annotations()).unwrap_or_default();
+    let bundle = plan.bundle.as_deref().map(|b| b.display().to_string()).unwrap_or_default();
+    let creating = crate::hooks::state_json(&plan.id, "creating", pid.as_raw(), &bundle, &annotations);
+    if let Some(listener) = plan.seccomp.as_ref().and_then(|f| f.listener.as_ref()).filter(|_| has_agent) {
+        let message = agent::message(listener, pid.as_raw(), &creating);
+        if let Err(e) = parent_end.send(&ToChild::AgentMessage { message }) {
+            let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+            let _ = sys::wait4(pid);
+            return Err(Error::Io { op: "telling init the seccomp agent's state", source: e });
+        }
+    }
+    let state = plan.hooks.need_sync().then_some(creating);
     match wait_ready(&parent_end, signals, state.as_deref().map(|s| (&plan.hooks, s))) {
         Ok(Ok(exe)) => Ok((pid, pidfd, parent_end, Ok(exe))),
         Ok(Err(failure)) => Ok((pid, pidfd, parent_end, Err(failure))),
