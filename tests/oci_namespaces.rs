@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::bundle::{bundle, oci, remove_parent_cgroups, runc, runc_run, shim};

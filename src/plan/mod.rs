@@ -410,8 +410,8 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
 
     let hostname = spec.hostname().clone();
     let namespaces = namespaces::resolve(&linux, hostname.is_some())?;
-    let new_net = namespaces.new(LinuxNamespaceType::Network);
-    let new_uts = namespaces.new(LinuxNamespaceType::Uts);
+    let new_net = namespaces.made(LinuxNamespaceType::Network);
+    let new_uts = namespaces.made(LinuxNamespaceType::Uts);
     let own_pid = namespaces.own_pid();
     let namespaces::Namespaces { clone_flags, joins, cgroup_ns, user_ns } = namespaces;
 

@@ -103,11 +103,11 @@ pub struct Namespaces {
 
 impl Namespaces {
     fn has(&self, t: LinuxNamespaceType) -> bool {
-        self.new(t) || self.joined(t).is_some()
+        self.made(t) || self.joined(t).is_some()
     }
 
     /// Whether the container gets a new namespace of type `t`.
-    pub fn new(&self, t: LinuxNamespaceType) -> bool {
+    pub fn made(&self, t: LinuxNamespaceType) -> bool {
         match t {
             LinuxNamespaceType::Cgroup => self.cgroup_ns,
             LinuxNamespaceType::User => self.user_ns.is_some(),
@@ -231,7 +231,7 @@ pub fn resolve(linux: &Linux, hostname: bool) -> Result<Namespaces> {
     }
     if hostname {
         match ns.joined(LinuxNamespaceType::Uts) {
-            _ if ns.new(LinuxNamespaceType::Uts) => {}
+            _ if ns.made(LinuxNamespaceType::Uts) => {}
             Some(j) if is_own(LinuxNamespaceType::Uts, &j.path) => {
                 return Err(Error::Process {
                     field: "hostname",
