@@ -81,7 +81,16 @@ fn a_namespace_type_not_listed_is_the_runtimes_as_with_runc() {
     let test = "a_namespace_type_not_listed_is_the_runtimes_as_with_runc";
     let Some(t) = shim(test) else { return };
     let (r, work) = (&t.r, t.work.path());
-    let b = bundle(work, &["sh", "-c", "readlink /proc/self/ns/pid; readlink /proc/self/ns/mnt; echo $$"]);
+    // A child left running: with no pid namespace to end it with init, the
+    // runtime must.
+    let b = bundle(
+        work,
+        &[
+            "sh",
+            "-c",
+            "sleep 987 & readlink /proc/self/ns/pid; readlink /proc/self/ns/mnt; echo $$",
+        ],
+    );
     let log = work.join("log.json");
     // A hostPID pod: every namespace but pid.
     let mut cfg = config(&b);
@@ -96,8 +105,16 @@ fn a_namespace_type_not_listed_is_the_runtimes_as_with_runc() {
         assert_eq!(lines[0], host_pid, "{who}: the host's pid namespace");
         assert_ne!(lines[1], host_mnt, "{who}: a mount namespace of its own");
         assert_ne!(lines[2], "1", "{who}: not pid 1 in the host's pid namespace");
+        let left = Command::new("pgrep").args(["-f", "^sleep 987$"]).output().unwrap();
+        assert!(left.stdout.is_empty(), "{who}: the container's child outlived it");
     };
+    let t0 = std::time::Instant::now();
     check("exprun", oci(r, &log, &["run", "-b", b.to_str().unwrap(), "hostpid"]));
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(3),
+        "exprun waited for the child: {:?}",
+        t0.elapsed()
+    );
     if let Some(runc) = runc(test) {
         check("runc", runc_run(&runc, &work.join("runc-root"), &b, "hostpid"));
     }

@@ -87,6 +87,9 @@ pub struct Created {
     pub cgroup: Cgroup,
     /// The executable init resolved.
     pub exe: String,
+    /// The container has no pid namespace of its own, so its other processes
+    /// outlive init unless exprun kills them.
+    pub shared_pid_ns: bool,
     channel: Channel,
 }
 
@@ -129,7 +132,9 @@ pub fn create(
     let result = create_in(plan, &cgroup, child_io, signals, mode);
     match result {
         Ok((pid, pidfd, channel, Ok(exe))) => {
-            let created = Created { pid, pidfd, cgroup, exe, channel };
+            let shared_pid_ns = plan.clone_flags & libc::CLONE_NEWPID as u64 == 0
+                && !plan.joins.iter().any(|j| j.flag == libc::CLONE_NEWPID as u64);
+            let created = Created { pid, pidfd, cgroup, exe, shared_pid_ns, channel };
             if let Err(e) = created.cgroup.apply_devices() {
                 created.kill();
                 return Err(e.into());
