@@ -85,11 +85,7 @@ fn a_namespace_type_not_listed_is_the_runtimes_as_with_runc() {
     // runtime must.
     let b = bundle(
         work,
-        &[
-            "sh",
-            "-c",
-            "sleep 987 & readlink /proc/self/ns/pid; readlink /proc/self/ns/mnt; echo $$",
-        ],
+        &["sh", "-c", "sleep 987 & readlink /proc/self/ns/pid; readlink /proc/self/ns/mnt; echo $$"],
     );
     let log = work.join("log.json");
     // A hostPID pod: every namespace but pid.

@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{IoSliceMut, Read};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::process::Stdio;
 
@@ -29,8 +29,12 @@ struct Seen {
 /// then answer every notified syscall with success (without doing it) until
 /// the container is gone.
 fn agent(listener: UnixListener) -> std::thread::JoinHandle<Seen> {
-    std::thread::spawn(move || {
-        let (conn, _) = listener.accept().unwrap();
+    std::thread::spawn(move || serve(listener.accept().unwrap().0))
+}
+
+/// The agent's side of one connection.
+fn serve(conn: UnixStream) -> Seen {
+    {
         let mut buf = vec![0u8; 64 * 1024];
         let mut cmsg = nix::cmsg_space!([RawFd; 1]);
         let (len, fd) = {
@@ -62,7 +66,7 @@ fn agent(listener: UnixListener) -> std::thread::JoinHandle<Seen> {
             }
         }
         Seen { message, answered }
-    })
+    }
 }
 
 fn edit(b: &Path, f: impl FnOnce(&mut serde_json::Value)) {
@@ -81,13 +85,13 @@ fn edit(b: &Path, f: impl FnOnce(&mut serde_json::Value)) {
 /// mkdir answered by the agent as done, though nothing was made.
 const SCRIPT: &str = "mkdir /tmp/agent && echo made; ls -d /tmp/agent 2>/dev/null || echo absent";
 
-fn check(who: &str, out: &str, seen: &Seen, pid: Option<i32>) {
+fn check(who: &str, out: &str, seen: &Seen, status: &str, pid: Option<i32>) {
     assert_eq!(out.lines().collect::<Vec<_>>(), ["made", "absent"], "{who}: {out}");
     assert!(seen.answered >= 1, "{who}: the agent answered no syscall");
     let m = &seen.message;
     assert_eq!(m["fds"], serde_json::json!(["seccompFd"]), "{who}: {m}");
     assert_eq!(m["metadata"], "agent-metadata", "{who}: {m}");
-    assert_eq!(m["state"]["status"], "creating", "{who}: {m}");
+    assert_eq!(m["state"]["status"], status, "{who}: {m}");
     assert!(m["state"]["bundle"].as_str().unwrap().ends_with("bundle"), "{who}: {m}");
     if let Some(pid) = pid {
         assert_eq!(
@@ -142,15 +146,45 @@ fn a_seccomp_agent_gets_the_notify_fd_and_answers_syscalls() {
         let mut out = String::new();
         { stdout }.read_to_string(&mut out).unwrap();
         assert_eq!(waitpid(init, None).unwrap(), WaitStatus::Exited(init, 0), "{out}");
-        check(&format!("exprun nnp={nnp}"), &out, &seen.join().unwrap(), Some(init.as_raw()));
+        check(&format!("exprun nnp={nnp}"), &out, &seen.join().unwrap(), "creating", Some(init.as_raw()));
         assert_eq!(oci(r, &log, &["delete", &id]).0, 0);
     }
+
+    // An exec'd process gets the filter and connects to the agent too.
+    edit(&b, |cfg| {
+        cfg["linux"]["seccomp"] = seccomp(true);
+        cfg["process"]["args"] = serde_json::json!(["sleep", "60"]);
+    });
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock).unwrap();
+    let pid_file = b.join("init.pid");
+    let st = r
+        .command(&["create", "-b", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), "ex"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    let init_conn = listener.accept().unwrap().0;
+    let init_agent = std::thread::spawn(move || serve(init_conn));
+    let init = Pid::from_raw(std::fs::read_to_string(&pid_file).unwrap().parse().unwrap());
+    assert_eq!(oci(r, &log, &["start", "ex"]).0, 0);
+    let exec_agent = agent(listener);
+    let (code, out, err) = oci(r, &log, &["exec", "ex", "sh", "-c", SCRIPT]);
+    assert_eq!(code, 0, "{err}");
+    check("exprun exec", &out, &exec_agent.join().unwrap(), "running", None);
+    assert_eq!(oci(r, &log, &["kill", "ex", "KILL"]).0, 0);
+    waitpid(init, None).unwrap();
+    let seen = init_agent.join().unwrap();
+    assert_eq!(seen.message["state"]["pid"].as_i64(), Some(init.as_raw() as i64));
+    assert_eq!(oci(r, &log, &["delete", "ex"]).0, 0);
+    edit(&b, |cfg| cfg["process"]["args"] = serde_json::json!(["sh", "-c", SCRIPT]));
     if let Some(runc) = runc(test) {
         let _ = std::fs::remove_file(&sock);
         let seen = agent(UnixListener::bind(&sock).unwrap());
         let (code, out, err) = runc_run(&runc, &work.join("runc-root"), &b, "notify");
         assert_eq!(code, 0, "runc: {err}");
-        check("runc", &out, &seen.join().unwrap(), None);
+        check("runc", &out, &seen.join().unwrap(), "creating", None);
     }
 
     // The spec requires listenerPath with SCMP_ACT_NOTIFY.
