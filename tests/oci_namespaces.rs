@@ -127,7 +127,13 @@ fn a_namespace_type_not_listed_is_the_runtimes_as_with_runc() {
     set_config(&b, &cfg);
     let (code, _, err) = oci(r, &log, &["create", "-b", b.to_str().unwrap(), "ownmnt"]);
     assert_eq!(code, 125, "{err}");
-    assert!(err.contains("is exprun's own mount namespace"), "{err}");
+    assert!(err.contains("is exprun's own (or pid 1's) mount namespace"), "{err}");
+    cfg["linux"]["namespaces"] = serde_json::json!([{"type": "mount", "path": "/proc/1/ns/mnt"}]);
+    set_config(&b, &cfg);
+    let (code, _, err) = oci(r, &log, &["create", "-b", b.to_str().unwrap(), "initmnt"]);
+    assert_eq!(code, 125, "{err}");
+    // (Where pid 1's namespaces cannot be opened, the path is refused as such.)
+    assert!(err.contains("linux.namespaces[0]") && err.contains("/proc/1/ns/mnt"), "{err}");
     r.assert_no_leftovers();
     remove_parent_cgroups();
 }
@@ -176,6 +182,12 @@ fn a_mount_and_a_uts_namespace_joined_by_path_as_with_runc() {
     let (code, _, err) = oci(r, &log, &["create", "-b", b.to_str().unwrap(), "ownuts"]);
     assert_eq!(code, 125, "{err}");
     assert!(err.contains("process hostname: the UTS namespace joined by path"), "{err}");
+    cfg["linux"]["namespaces"] =
+        serde_json::json!([{"type": "pid"}, {"type": "mount"}, {"type": "uts", "path": "/proc/1/ns/uts"}]);
+    set_config(&b, &cfg);
+    let (code, _, err) = oci(r, &log, &["create", "-b", b.to_str().unwrap(), "inituts"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("/proc/1/ns/uts"), "{err}");
     assert_eq!(nix::unistd::gethostname().unwrap(), host_name);
     r.assert_no_leftovers();
     remove_parent_cgroups();

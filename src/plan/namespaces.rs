@@ -148,11 +148,12 @@ fn proc_name(t: LinuxNamespaceType) -> &'static str {
     }
 }
 
-/// Whether `path` is the namespace of type `t` that exprun itself is in.
-fn is_own(t: LinuxNamespaceType, path: &Path) -> bool {
+/// Whether `path` is the namespace of type `t` that exprun itself is in, or
+/// that of pid 1 (the host's, when exprun runs in namespaces of its own).
+fn is_host(t: LinuxNamespaceType, path: &Path) -> bool {
     let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    let own = id(&Path::new("/proc/self/ns").join(proc_name(t)));
-    own.is_some() && id(path) == own
+    let Some(target) = id(path) else { return false };
+    ["/proc/self/ns", "/proc/1/ns"].iter().any(|dir| id(&Path::new(dir).join(proc_name(t))) == Some(target))
 }
 
 /// Resolve `linux.namespaces` (and the id maps of a new user namespace), and
@@ -181,11 +182,12 @@ pub fn resolve(linux: &Linux, hostname: bool) -> Result<Namespaces> {
                 path: path.clone(),
                 source,
             })?;
-            if t == LinuxNamespaceType::Mount && is_own(t, path) {
+            if t == LinuxNamespaceType::Mount && is_host(t, path) {
                 return Err(Error::Config(format!(
-                    "linux.namespaces[{i}]: {} is exprun's own mount namespace; the container's root \
-                     filesystem is built with mounts and pivot_root in its mount namespace, which would \
-                     change the host's. Leave out the path for a new one, or name another",
+                    "linux.namespaces[{i}]: {} is exprun's own (or pid 1's) mount namespace; the \
+                     container's root filesystem is built with mounts and pivot_root in its mount \
+                     namespace, which would change the host's. Leave out the path for a new one, or name \
+                     another",
                     path.display()
                 )));
             }
@@ -232,12 +234,12 @@ pub fn resolve(linux: &Linux, hostname: bool) -> Result<Namespaces> {
     if hostname {
         match ns.joined(LinuxNamespaceType::Uts) {
             _ if ns.made(LinuxNamespaceType::Uts) => {}
-            Some(j) if is_own(LinuxNamespaceType::Uts, &j.path) => {
+            Some(j) if is_host(LinuxNamespaceType::Uts, &j.path) => {
                 return Err(Error::Process {
                     field: "hostname",
                     why: format!(
-                        "the UTS namespace joined by path ({}) is exprun's own: setting the hostname \
-                         there would change the host's; leave out the hostname or the path",
+                        "the UTS namespace joined by path ({}) is exprun's own (or pid 1's): setting the \
+                         hostname there would change the host's; leave out the hostname or the path",
                         j.path.display()
                     ),
                 })
