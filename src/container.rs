@@ -225,15 +225,7 @@ fn plan_bundle(
     if state_dir.exists() {
         return Err(Error::Exists(o.id.into()).into());
     }
-    let mut spec = bundle::load(o.bundle)?;
-    if o.systemd_cgroup {
-        if let Some(linux) = spec.linux_mut() {
-            if let Some(p) = linux.cgroups_path().clone() {
-                let path = bundle::systemd_cgroup_path(&p.to_string_lossy())?;
-                linux.set_cgroups_path(Some(path.into()));
-            }
-        }
-    }
+    let spec = bundle::load(o.bundle)?;
     let plan = plan::build(
         spec,
         PlanContext {
@@ -244,6 +236,7 @@ fn plan_bundle(
             source: Source::Bundle { dir: o.bundle },
             cgroups,
             cgroup_parent: None,
+            systemd_cgroup: o.systemd_cgroup,
             interactive,
             inputs: Vec::new(),
             outputs: Vec::new(),
@@ -589,7 +582,7 @@ pub fn update(root: &Root, id: &str, changes: &crate::cgroups::Limits) -> Result
             }
         }
     }
-    Cgroup::adopt(&c.plan.cgroup).apply(changes).map_err(spawn::Error::from)?;
+    Cgroup::adopt(&c.plan.cgroup).update(changes).map_err(spawn::Error::from)?;
     let p = c.dir.join("plan.json");
     fsutil::write_json_atomic(&p, &c.plan, false).map_err(io_at("writing", &p))?;
     Ok(())

@@ -54,6 +54,7 @@ pub fn oci_config(bytes: &[u8], bundle: &Path, cache: &Path) {
             source: Source::Bundle { dir: bundle },
             cgroups: &cgroups,
             cgroup_parent: None,
+            systemd_cgroup: false,
             interactive: false,
             inputs: Vec::new(),
             outputs: Vec::new(),

@@ -143,6 +143,7 @@ pub fn run_with(
             source: Source::Image { image: &image, layers_root: &store.layers_root() },
             cgroups: &cgroups,
             cgroup_parent: opts.cgroup_parent.as_deref(),
+            systemd_cgroup: false,
             interactive: opts.interactive,
             inputs: opts.inputs.clone(),
             outputs: opts.outputs.clone(),

@@ -108,6 +108,63 @@ pub unsafe fn clone_process(flags: u64, cgroup_dir: Option<RawFd>) -> io::Result
     }
 }
 
+/// Run `work` in a short-lived child process and return its answer.
+///
+/// For work that starts threads (a D-Bus client's executor) in a process that
+/// must stay single-threaded because it clones the container's init later: the
+/// threads live and die with the child. The child starts with every signal
+/// unblocked and is killed by SIGALRM after `timeout_s` seconds.
+pub fn in_subprocess(
+    timeout_s: u32,
+    work: impl FnOnce() -> Result<Vec<u8>, String>,
+) -> io::Result<Result<Vec<u8>, String>> {
+    use std::io::{Read, Write};
+    let threads = thread_count()?;
+    if threads != 1 {
+        return Err(io::Error::other(format!("exprun has {threads} threads; it must be single-threaded here")));
+    }
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // SAFETY: the process is single-threaded (checked just above); the child
+    // branch leaves through `_exit` below and never returns.
+    match unsafe { clone_process(0, None) }? {
+        Forked::Child => {
+            drop(read_end);
+            let _ = nix::sys::signal::sigprocmask(
+                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                Some(&nix::sys::signal::SigSet::empty()),
+                None,
+            );
+            nix::unistd::alarm::set(timeout_s.max(1));
+            let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+                .unwrap_or_else(|_| Err("the helper process panicked".into()));
+            let mut out = std::fs::File::from(write_end);
+            let framed = match answer {
+                Ok(bytes) => [&[0u8][..], &bytes].concat(),
+                Err(why) => [&[1u8][..], why.as_bytes()].concat(),
+            };
+            let code = i32::from(out.write_all(&framed).is_err());
+            // SAFETY: `_exit` ends the child at once, without running the
+            // parent's atexit handlers or flushing its stdio buffers twice.
+            unsafe { libc::_exit(code) }
+        }
+        Forked::Parent { pid, .. } => {
+            drop(write_end);
+            let mut framed = Vec::new();
+            let read = std::fs::File::from(read_end).read_to_end(&mut framed);
+            let (status, _) = wait4(pid)?;
+            read?;
+            if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGALRM {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {timeout_s} s")));
+            }
+            match framed.split_first() {
+                Some((0, bytes)) => Ok(Ok(bytes.to_vec())),
+                Some((_, why)) => Ok(Err(String::from_utf8_lossy(why).into_owned())),
+                None => Err(io::Error::other(format!("the helper process ended with status {status:#x}"))),
+            }
+        }
+    }
+}
+
 /// Number of threads of the calling process, from /proc/self/stat.
 pub fn thread_count() -> io::Result<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;

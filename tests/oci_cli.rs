@@ -522,3 +522,44 @@ fn run_bundle_supervises_in_the_foreground_or_detaches() {
     r.assert_no_leftovers();
     remove_parent_cgroups();
 }
+
+#[test]
+fn systemd_cgroup_is_refused_where_systemd_does_not_run_and_nothing_is_made() {
+    let test = "systemd_cgroup_is_refused_where_systemd_does_not_run_and_nothing_is_made";
+    if !common::privileged(test) {
+        return;
+    }
+    if Path::new("/run/systemd/system").exists() {
+        common::skip(test, "systemd runs here; the driver itself is proven in the guest (case 11)");
+        return;
+    }
+    let _serial = common::bundle::serial();
+    let r = common::TestRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.json");
+    let b = bundle(dir.path(), &["true"]);
+    let set_path = |p: &str| {
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+        config["linux"]["cgroupsPath"] = serde_json::json!(p);
+        std::fs::write(b.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+    };
+    let create = || oci(&r, &log, &["--systemd-cgroup", "create", "-b", b.to_str().unwrap(), "sd"]);
+
+    set_path("exprun_test.slice:exprun:sd");
+    let (code, _, err) = create();
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("--systemd-cgroup: systemd is not running on this host"), "{err}");
+    for bad in ["/not/a/unit", "exprun_test.slice:exprun:../../x"] {
+        set_path(bad);
+        let (code, _, err) = create();
+        assert_eq!(code, 125, "{bad}: {err}");
+        assert!(err.contains("linux.cgroupsPath") && err.contains("slice"), "{bad}: {err}");
+    }
+    let (code, _, _) = oci(&r, &log, &["state", "sd"]);
+    assert_ne!(code, 0, "a refused create left a container behind");
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        assert!(!h.path().join("exprun_test.slice").exists(), "a cgroup was made in {}", h.path().display());
+    }
+    r.assert_no_leftovers();
+}

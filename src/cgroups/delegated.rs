@@ -84,7 +84,13 @@ impl CgroupHost {
             enable_in,
             make_parents: false,
             limits,
+            scope: None,
         })
+    }
+
+    /// Whether `uid` has a systemd user manager running.
+    pub fn has_user_manager(&self, uid: u32) -> bool {
+        user_manager_socket(uid).exists()
     }
 
     /// Why a rootless caller, `uid`, can have no cgroup on this host, in one
@@ -160,7 +166,7 @@ impl CgroupHost {
 
 /// Whether `dir` is delegated to `uid`: the user may make cgroups in it, move
 /// processes through it and enable controllers for its children.
-fn delegated_to(dir: &Path, uid: u32) -> bool {
+pub(super) fn delegated_to(dir: &Path, uid: u32) -> bool {
     [dir.to_path_buf(), dir.join("cgroup.procs"), dir.join("cgroup.subtree_control")]
         .iter()
         .all(|p| fs::metadata(p).is_ok_and(|m| m.uid() == uid))

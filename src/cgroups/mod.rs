@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 mod delegated;
 pub mod devices;
 mod limits;
+pub mod systemd;
 pub use devices::DeviceRule;
 pub use limits::{
     blkio_to_io_weight, settings, BlockIo, Limits, Setting, Throttle, ThrottleKind, WeightDevice,
@@ -107,6 +108,24 @@ pub enum Error {
         /// The underlying error.
         source: io::Error,
     },
+    /// The systemd cgroup driver cannot be used here.
+    #[error("--systemd-cgroup: {why}")]
+    Driver {
+        /// Why not.
+        why: String,
+    },
+    /// A request to systemd about a run's scope unit failed.
+    #[error("{op} the systemd unit {unit} (through {socket}): {why}")]
+    Systemd {
+        /// What was asked, e.g. "starting".
+        op: &'static str,
+        /// The unit.
+        unit: String,
+        /// The manager's socket.
+        socket: PathBuf,
+        /// systemd's answer, or why there was none.
+        why: String,
+    },
     /// A cgroups-rs controller call failed.
     #[error("{op} in {dir}: {source}")]
     Controller {
@@ -156,6 +175,9 @@ pub struct CgroupPlan {
     pub make_parents: bool,
     /// The limits to write.
     pub limits: Limits,
+    /// The systemd scope unit systemd makes to hold the cgroup, when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<systemd::Scope>,
 }
 
 impl CgroupPlan {
@@ -169,6 +191,7 @@ impl CgroupPlan {
             enable_in: Vec::new(),
             make_parents: false,
             limits: Limits::default(),
+            scope: None,
         }
     }
 }
@@ -369,7 +392,7 @@ impl CgroupHost {
             dirs.insert(ctrl.to_string(), dir);
         }
         let make_parents = matches!(placement, Placement::Path(_));
-        Ok(CgroupPlan { version: Version::V1, dirs, enable_in: Vec::new(), make_parents, limits })
+        Ok(CgroupPlan { version: Version::V1, dirs, enable_in: Vec::new(), make_parents, limits, scope: None })
     }
 
     fn plan_v2(&self, placement: &Placement<'_>, limits: Limits) -> Result<CgroupPlan> {
@@ -407,7 +430,7 @@ impl CgroupHost {
         let by_default =
             matches!(placement, Placement::Child { parent: None, .. }) && self.v2_default_parent("");
         let make_parents = matches!(placement, Placement::Path(_)) || by_default;
-        Ok(CgroupPlan { version: Version::V2, dirs, enable_in, make_parents, limits })
+        Ok(CgroupPlan { version: Version::V2, dirs, enable_in, make_parents, limits, scope: None })
     }
 }
 
@@ -496,23 +519,51 @@ pub struct Usage {
 #[derive(Debug)]
 pub struct Cgroup {
     plan: CgroupPlan,
+    /// While exprun is inside the run's systemd scope (which needs a process
+    /// when it is made): the `cgroup.procs` it goes back to ([`Cgroup::leave_scope`]).
+    back_to: Option<PathBuf>,
 }
 
 impl Cgroup {
-    /// Make the directories and write the limits. On failure nothing is left.
+    /// Make the directories (through systemd where a scope holds them) and
+    /// write the limits. On failure nothing is left.
     pub fn create(plan: &CgroupPlan) -> Result<Self> {
-        let cg = Self { plan: plan.clone() };
-        if let Err(e) = cg.create_inner() {
+        let mut cg = Self { plan: plan.clone(), back_to: None };
+        let made = match &plan.scope {
+            Some(scope) => scope.start(&plan.limits).map(|back_to| cg.back_to = back_to),
+            None => Ok(()),
+        };
+        if let Err(e) = made.and_then(|()| cg.create_inner()) {
+            let _ = cg.leave_scope();
             let _ = cg.destroy();
             return Err(e);
         }
         Ok(cg)
     }
 
+    /// Once the container's init has joined the cgroup: exprun leaves the
+    /// systemd scope it made the cgroup with, which the init now keeps alive.
+    pub fn leave_scope(&mut self) -> Result<()> {
+        match (self.back_to.take(), &self.plan.scope) {
+            (Some(back_to), Some(scope)) => scope.release(&back_to, &self.plan.limits),
+            _ => Ok(()),
+        }
+    }
+
     /// A handle on an existing cgroup described by `plan` (for cleaning up after a
     /// run whose exprun process died).
     pub fn adopt(plan: &CgroupPlan) -> Self {
-        Self { plan: plan.clone() }
+        Self { plan: plan.clone(), back_to: None }
+    }
+
+    /// Write changed limits (`exprun update`): into the files, and as the
+    /// scope's unit properties where systemd holds the cgroup.
+    pub fn update(&self, changes: &Limits) -> Result<()> {
+        self.apply(changes)?;
+        match &self.plan.scope {
+            Some(scope) => scope.set_properties(changes),
+            None => Ok(()),
+        }
     }
 
     fn create_inner(&self) -> Result<()> {
@@ -776,9 +827,19 @@ impl Cgroup {
         }
     }
 
-    /// Kill anything still inside and remove the directories. Safe to call twice.
+    /// Kill anything still inside and remove the directories (stopping the
+    /// scope that holds them). Safe to call twice.
     pub fn destroy(&self) -> Result<()> {
         let mut first_err = None;
+        if let Some(scope) = &self.plan.scope {
+            // Emptied first, so that systemd's stop has nothing to wait for.
+            for dir in self.plan.dirs.values() {
+                kill_all_in(dir);
+            }
+            if let Err(e) = scope.stop() {
+                first_err.get_or_insert(e);
+            }
+        }
         for dir in self.plan.dirs.values() {
             if !dir.exists() {
                 continue;

@@ -37,8 +37,10 @@ pub struct Cli {
     #[arg(long = "log-format", global = true, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
 
-    /// cgroupsPath is in systemd's slice:prefix:name form (runc-compatible; the
-    /// cgroup is made through cgroupfs, not through systemd)
+    /// Use systemd's cgroup driver: cgroupsPath is slice:prefix:name, and the
+    /// container's cgroup is the scope prefix-name.scope that systemd makes in
+    /// slice, with the limits as its unit properties (runc-compatible; cgroup v2
+    /// hosts with systemd; as root)
     #[arg(long = "systemd-cgroup", global = true)]
     pub systemd_cgroup: bool,
 

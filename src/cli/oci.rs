@@ -336,7 +336,7 @@ pub fn features() -> Result<i32> {
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts"],
             "capabilities": caps,
-            "cgroup": { "v1": true, "v2": true, "systemd": false, "systemdUser": false },
+            "cgroup": { "v1": true, "v2": true, "systemd": true, "systemdUser": false },
             "seccomp": {
                 "enabled": true,
                 "actions": [

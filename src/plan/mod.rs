@@ -322,6 +322,9 @@ pub struct PlanContext<'a> {
     pub cgroups: &'a CgroupHost,
     /// `--cgroup-parent`.
     pub cgroup_parent: Option<&'a str>,
+    /// `--systemd-cgroup`: the cgroup is a scope systemd makes, named by
+    /// `linux.cgroupsPath` in the form `slice:prefix:name`.
+    pub systemd_cgroup: bool,
     /// `-i`.
     pub interactive: bool,
     /// `--input`s.
@@ -451,7 +454,23 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
             ),
         });
     }
-    let (cgroup, no_cgroup) = if user_ns.is_some() && !nix::unistd::geteuid().is_root() {
+    let rootless = user_ns.is_some() && !nix::unistd::geteuid().is_root();
+    let (cgroup, no_cgroup) = if ctx.systemd_cgroup {
+        if rootless {
+            return Err(Error::Unsupported(
+                "--systemd-cgroup is for exprun as root; leave it out as a rootless user (exprun then asks \
+                 your systemd user manager for a scope itself where it has to)"
+                    .into(),
+            ));
+        }
+        // runc's default name for a bundle that names no cgroup.
+        let given = match linux.cgroups_path() {
+            Some(p) => p.to_string_lossy().into_owned(),
+            None => format!("system.slice:exprun:{}", ctx.id),
+        };
+        let path = crate::spec::bundle::systemd_cgroup_path(&given).map_err(|e| Error::Config(e.to_string()))?;
+        (ctx.cgroups.plan_system_scope(&path, limits)?, None)
+    } else if rootless {
         rootless::cgroup(&ctx, &placement, limits)?
     } else {
         (ctx.cgroups.plan(&placement, limits, matches!(ctx.source, Source::Bundle { .. }))?, None)

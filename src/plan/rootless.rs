@@ -59,11 +59,25 @@ pub(super) fn cgroup(
     };
     let bundle = ctx.request.is_none();
     let asked = asked(&limits, bundle);
-    let why = match ctx.cgroups.plan_delegated(name, parent, limits, uid) {
+    let why = match ctx.cgroups.plan_delegated(name, parent, limits.clone(), uid) {
         Ok(plan) => return Ok((plan, None)),
-        Err(crate::cgroups::Error::NotDelegated { why }) => ctx.cgroups.no_cgroup_reason(&why, uid),
+        Err(crate::cgroups::Error::NotDelegated { why }) => why,
         Err(e) => return Err(e.into()),
     };
+    // No delegated cgroup to go next to: ask the caller's systemd user manager
+    // for a scope of the run's own, unless a cgroup parent was named.
+    let user_manager = crate::cgroups::systemd::Manager::User { uid };
+    let why = match (parent, user_manager.unavailable()) {
+        (None, None) => match ctx.cgroups.plan_user_scope(name, limits, uid) {
+            Ok(plan) => return Ok((plan, None)),
+            Err(crate::cgroups::Error::NotDelegated { why: no_scope }) => format!("{why}; {no_scope}"),
+            Err(e) => return Err(e.into()),
+        },
+        // A user manager that cannot be reached.
+        (None, Some(no_bus)) if ctx.cgroups.has_user_manager(uid) => format!("{why}; {no_bus}"),
+        _ => why,
+    };
+    let why = ctx.cgroups.no_cgroup_reason(&why, uid);
     if asked.is_empty() {
         let quiet = ctx.request.as_ref().is_some_and(|r| r.options.no_limits);
         return Ok((CgroupPlan::none(), Some(NoCgroup { why, note: !quiet })));

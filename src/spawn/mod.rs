@@ -134,8 +134,10 @@ pub fn create(
         Ok((pid, pidfd, channel, Ok(exe))) => {
             let shared_pid_ns = plan.clone_flags & libc::CLONE_NEWPID as u64 == 0
                 && !plan.joins.iter().any(|j| j.flag == libc::CLONE_NEWPID as u64);
-            let created = Created { pid, pidfd, cgroup, exe, shared_pid_ns, channel };
-            if let Err(e) = created.cgroup.apply_devices() {
+            let mut created = Created { pid, pidfd, cgroup, exe, shared_pid_ns, channel };
+            // Before the device rules: exprun, still in a systemd scope it
+            // made the cgroup with, must not be bound by them.
+            if let Err(e) = created.cgroup.leave_scope().and_then(|()| created.cgroup.apply_devices()) {
                 created.kill();
                 return Err(e.into());
             }

@@ -57,9 +57,19 @@ pub fn check_id(id: &str) -> Result<(), Error> {
     }
 }
 
-/// A systemd-style cgroupsPath `slice:prefix:name` as the cgroupfs path systemd
-/// would give it: `/a.slice/a-b.slice/prefix-name.scope`.
-pub fn systemd_cgroup_path(s: &str) -> Result<String, Error> {
+/// A cgroupsPath in systemd's `slice:prefix:name` form (`--systemd-cgroup`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemdCgroupsPath {
+    /// The slice the scope goes into (`system.slice` when left empty).
+    pub slice: String,
+    /// The scope unit: `prefix-name.scope`.
+    pub unit: String,
+    /// The cgroup path systemd gives that scope: `/a.slice/a-b.slice/prefix-name.scope`.
+    pub path: String,
+}
+
+/// Parse a systemd-style cgroupsPath `slice:prefix:name`.
+pub fn systemd_cgroup_path(s: &str) -> Result<SystemdCgroupsPath, Error> {
     let bad = |why: &str| Error::Option { option: "linux.cgroupsPath", value: s.into(), why: why.into() };
     let parts: Vec<&str> = s.split(':').collect();
     let [slice, prefix, name] = parts.as_slice() else {
@@ -67,6 +77,13 @@ pub fn systemd_cgroup_path(s: &str) -> Result<String, Error> {
     };
     if name.is_empty() {
         return Err(bad("the name part is empty"));
+    }
+    let unit_chars = |p: &str| p.chars().all(|c| c.is_ascii_alphanumeric() || "_.-@".contains(c));
+    if ![slice, prefix, name].iter().all(|p| unit_chars(p)) || name.ends_with(".slice") {
+        return Err(bad(
+            "systemd unit names are made of letters, digits, '_', '.', '-' and '@', and the name part \
+             names a scope, not a slice",
+        ));
     }
     let slice = if slice.is_empty() { "system.slice" } else { slice };
     let Some(stem) = slice.strip_suffix(".slice") else {
@@ -90,7 +107,7 @@ pub fn systemd_cgroup_path(s: &str) -> Result<String, Error> {
         }
     }
     let unit = if prefix.is_empty() { format!("{name}.scope") } else { format!("{prefix}-{name}.scope") };
-    Ok(format!("{path}/{unit}"))
+    Ok(SystemdCgroupsPath { slice: slice.to_string(), path: format!("{path}/{unit}"), unit })
 }
 
 #[cfg(test)]
@@ -107,14 +124,18 @@ mod tests {
 
     #[test]
     fn systemd_paths_expand_their_slices() {
+        let p = systemd_cgroup_path("kubepods-burstable-pod12.slice:cri-containerd:abc").unwrap();
         assert_eq!(
-            systemd_cgroup_path("kubepods-burstable-pod12.slice:cri-containerd:abc").unwrap(),
+            p.path,
             "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12.slice/cri-containerd-abc.scope"
         );
-        assert_eq!(systemd_cgroup_path(":runc:x").unwrap(), "/system.slice/runc-x.scope");
-        assert_eq!(systemd_cgroup_path("-.slice::x").unwrap(), "/x.scope");
-        assert!(systemd_cgroup_path("/a/b").is_err());
-        assert!(systemd_cgroup_path("a:b:c").is_err());
+        assert_eq!((p.slice.as_str(), p.unit.as_str()), ("kubepods-burstable-pod12.slice", "cri-containerd-abc.scope"));
+        let p = systemd_cgroup_path(":runc:x").unwrap();
+        assert_eq!((p.path.as_str(), p.slice.as_str()), ("/system.slice/runc-x.scope", "system.slice"));
+        assert_eq!(systemd_cgroup_path("-.slice::x").unwrap().path, "/x.scope");
+        for bad in ["/a/b", "a:b:c", "a.slice:b:../../x", "a.slice:b:c/d", "a.slice:b:c.slice", "a.slice:b:"] {
+            assert!(systemd_cgroup_path(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

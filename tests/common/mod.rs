@@ -33,13 +33,18 @@ pub fn privileged(test: &str) -> bool {
     match why {
         None => true,
         Some(why) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("privileged test {test} cannot run here ({why}) and CI=true forbids skipping");
-            }
-            println!("SKIP: {test}: {why}");
+            skip(test, why);
             false
         }
     }
+}
+
+/// Print `SKIP: <test>: <why>`; under `CI=true` a skip is a failure.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("test {test} cannot run here ({why}) and CI=true forbids skipping");
+    }
+    println!("SKIP: {test}: {why}");
 }
 
 static FIXTURES: Once = Once::new();

@@ -62,17 +62,21 @@ cgroup_of() {
   echo "/sys/fs/cgroup$p"
 }
 
-# wait_for_pid PATTERN: the pid of the one process whose full command line
-# matches PATTERN (pgrep -f), waiting up to 60 s for it to start.
+# wait_for_pid PATTERN [STARTER]: the pid of the one process whose full
+# command line matches PATTERN (pgrep -f), waiting up to 60 s for it to start;
+# failing at once if the process STARTER (the exprun that starts it) ends first.
 wait_for_pid() {
   i=0
   while [ $i -lt 600 ]; do
     pid=$(pgrep -f -- "$1" | head -n1 || true)
     if [ -n "$pid" ]; then echo "$pid"; return 0; fi
+    if [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null; then
+      fail "the process that was to start '$1' ended first" >&2
+    fi
     sleep 0.1
     i=$((i + 1))
   done
-  fail "no process matching '$1' after 60 s"
+  fail "no process matching '$1' after 60 s" >&2
 }
 
 # A field of the newest run record of ROOT (a jq filter).
@@ -118,7 +122,7 @@ start_waiting() {
   xrun -v "$SYNC:/sync" "$@" busybox:latest \
     sh -c "while [ ! -e /sync/go ]; do sleep 1; done # wait-$tag" &
   WAITING=$!
-  pid=$(wait_for_pid "^sh -c while .*# wait-$tag")
+  pid=$(wait_for_pid "^sh -c while .*# wait-$tag" "$WAITING")
   CG=$(cgroup_of "$pid")
   ok "container running in $CG"
 }

@@ -19,7 +19,7 @@ as_tester systemd-run --user --scope --quiet exprun --root "$ROOT" run -v "$SYNC
   --memory 64m --pids-limit 20 busybox:latest \
   sh -c 'while [ ! -e /sync/go ]; do sleep 1; done # wait-rootless' &
 WAITING=$!
-pid=$(wait_for_pid "^sh -c while .*# wait-rootless")
+pid=$(wait_for_pid "^sh -c while .*# wait-rootless" "$WAITING")
 CG=$(cgroup_of "$pid")
 case "$CG" in
   /sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/*) ok "cgroup $CG" ;;
