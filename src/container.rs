@@ -289,14 +289,13 @@ pub fn create(root: &Root, o: &CreateOptions<'_>) -> Result<()> {
         let fifo_path = plan.state_dir.join(EXEC_FIFO);
         nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .map_err(|e| Error::Io { op: "creating", path: fifo_path.clone(), source: e.into() })?;
-        // init opens it as the process's user; in a user namespace exprun
-        // maps, that is a host id other than root's.
-        if let Some((uid, gid)) = plan
-            .user_ns
-            .as_ref()
-            .filter(|ns| ns.privileged)
-            .and_then(|ns| ns.host_ids(plan.process.uid, plan.process.gid))
-        {
+        // init opens it as the process's user (after dropping privileges), so
+        // it is that user's: on the host, or as the user namespace maps it.
+        let owner = match &plan.user_ns {
+            None => Some((plan.process.uid, plan.process.gid)),
+            Some(ns) => ns.host_ids(plan.process.uid, plan.process.gid),
+        };
+        if let Some((uid, gid)) = owner.filter(|_| nix::unistd::geteuid().is_root()) {
             nix::unistd::chown(&fifo_path, Some(uid.into()), Some(gid.into())).map_err(|e| Error::Io {
                 op: "handing to the container's user",
                 path: fifo_path.clone(),

@@ -265,3 +265,50 @@ fn a_user_namespace_gets_the_configs_id_maps_as_with_runc() {
     r.assert_no_leftovers();
     remove_parent_cgroups();
 }
+
+#[test]
+fn a_process_user_other_than_root_is_released_by_start_as_with_runc() {
+    let test = "a_process_user_other_than_root_is_released_by_start_as_with_runc";
+    let Some(t) = shim(test) else { return };
+    let (r, work) = (&t.r, t.work.path());
+    let b = bundle(work, &["sh", "-c", "id -u; id -g"]);
+    let log = work.join("log.json");
+    let mut cfg = config(&b);
+    cfg["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000});
+    // init opens the exec FIFO as the process's user, without a user namespace
+    // and with one (where uid 1000 is 101000 outside).
+    for userns in [false, true] {
+        if userns {
+            cfg["linux"]["namespaces"].as_array_mut().unwrap().push(serde_json::json!({"type": "user"}));
+            cfg["linux"]["uidMappings"] =
+                serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+            cfg["linux"]["gidMappings"] =
+                serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        }
+        set_config(&b, &cfg);
+        let id = format!("user-{userns}");
+        let pid_file = b.join("init.pid");
+        let mut create = r
+            .command(&["create", "-b", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), &id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = create.stdout.take().unwrap();
+        assert!(create.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+        let init = Pid::from_raw(std::fs::read_to_string(&pid_file).unwrap().parse().unwrap());
+        let (code, _, err) = oci(r, &log, &["start", &id]);
+        assert_eq!(code, 0, "userns={userns}: {err}");
+        let mut out = String::new();
+        { stdout }.read_to_string(&mut out).unwrap();
+        assert_eq!(waitpid(init, None).unwrap(), WaitStatus::Exited(init, 0), "{out}");
+        assert_eq!(out, "1000\n1000\n", "exprun userns={userns}");
+        assert_eq!(oci(r, &log, &["delete", &id]).0, 0);
+        if let Some(runc) = runc(test) {
+            let (code, out, err) = runc_run(&runc, &work.join("runc-root"), &b, &id);
+            assert_eq!((code, out.as_str()), (0, "1000\n1000\n"), "runc userns={userns}: {err}");
+        }
+    }
+    r.assert_no_leftovers();
+    remove_parent_cgroups();
+}
