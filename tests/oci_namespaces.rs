@@ -275,6 +275,10 @@ fn a_process_user_other_than_root_is_released_by_start_as_with_runc() {
     let log = work.join("log.json");
     let mut cfg = config(&b);
     cfg["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000});
+    // runc spec's capabilities: no CAP_DAC_OVERRIDE to open what is not the user's.
+    let caps = serde_json::json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+    cfg["process"]["capabilities"] =
+        serde_json::json!({"bounding": caps, "effective": caps, "permitted": caps});
     // init opens the exec FIFO as the process's user, without a user namespace
     // and with one (where uid 1000 is 101000 outside).
     for userns in [false, true] {
