@@ -289,6 +289,19 @@ pub fn create(root: &Root, o: &CreateOptions<'_>) -> Result<()> {
         let fifo_path = plan.state_dir.join(EXEC_FIFO);
         nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .map_err(|e| Error::Io { op: "creating", path: fifo_path.clone(), source: e.into() })?;
+        // init opens it as the process's user (after dropping privileges), so
+        // it is that user's: on the host, or as the user namespace maps it.
+        let owner = match &plan.user_ns {
+            None => Some((plan.process.uid, plan.process.gid)),
+            Some(ns) => ns.host_ids(plan.process.uid, plan.process.gid),
+        };
+        if let Some((uid, gid)) = owner.filter(|_| nix::unistd::geteuid().is_root()) {
+            nix::unistd::chown(&fifo_path, Some(uid.into()), Some(gid.into())).map_err(|e| Error::Io {
+                op: "handing to the container's user",
+                path: fifo_path.clone(),
+                source: e.into(),
+            })?;
+        }
         let fifo = open_path(&fifo_path)?;
         let child_io = match o.console_socket {
             Some(s) => spawn::stdio::console_socket(s),
@@ -453,6 +466,7 @@ pub fn exec(root: &Root, o: &ExecOptions<'_>) -> Result<i32> {
         detach: o.detach,
         pid_file: o.pid_file,
         seccomp: c.plan.seccomp.as_ref(),
+        state: hook_state(&c, "running"),
     };
     match spawn::exec::exec(&req, child_io, &signals)? {
         spawn::exec::ExecOutcome::Started(_) => Ok(0),

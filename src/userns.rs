@@ -35,7 +35,7 @@ pub fn caller_maps() -> Option<UserNs> {
     let maps = |own: u32, start: u32, count: u32| {
         vec![IdRange { container: 0, host: own, size: 1 }, IdRange { container: 1, host: start, size: count }]
     };
-    Some(UserNs { uids: maps(uid, us, uc), gids: maps(gid, gs, gc) })
+    Some(UserNs { uids: maps(uid, us, uc), gids: maps(gid, gs, gc), privileged: false })
 }
 
 /// Run this exprun again, with the same arguments, in a new user namespace with

@@ -340,6 +340,13 @@ impl Cgroup {
             .is_ok_and(|s| matches!(s, FreezerState::Frozen))
     }
 
+    /// SIGKILL every process inside.
+    pub fn kill_all(&self) {
+        for dir in self.plan.dirs.values() {
+            kill_all_in(dir);
+        }
+    }
+
     /// Kill anything still inside and remove the directories (stopping the
     /// scope that holds them). Safe to call twice.
     pub fn destroy(&self) -> Result<()> {

@@ -8,6 +8,7 @@
 
 pub mod devices;
 pub mod mounts;
+mod namespaces;
 mod resources;
 mod rootless;
 
@@ -21,6 +22,7 @@ use crate::image::ResolvedImage;
 use crate::spec::options::HostMount;
 pub use devices::DeviceNode;
 pub use mounts::MountOp;
+pub use namespaces::{IdRange, Join, UserNs};
 pub use resources::resources_limits;
 pub use rootless::NoCgroup;
 
@@ -151,17 +153,6 @@ pub enum Scratch {
     Disk,
 }
 
-/// A namespace joined by path.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Join {
-    /// `net`, `ipc`, `uts`, `pid` or `cgroup`.
-    pub kind: String,
-    /// Its CLONE_NEW* flag.
-    pub flag: u64,
-    /// The namespace file, e.g. /proc/<pid>/ns/net.
-    pub path: PathBuf,
-}
-
 /// The capability sets of the process, as `CAP_*` names.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapSets {
@@ -224,6 +215,9 @@ pub struct ProcessPlan {
     /// CPUs the command is bound to (`--cpuset-cpus`); empty: any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cpu_affinity: Vec<usize>,
+    /// `process.apparmorProfile`: the AppArmor profile the command is exec'd into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apparmor_profile: Option<String>,
 }
 
 /// Everything about one run that the spawn and the record need.
@@ -282,7 +276,7 @@ pub struct RunPlan {
     pub cgroup_ns: bool,
     /// A new network namespace (bring loopback up).
     pub new_net: bool,
-    /// Hostname (set when the UTS namespace is new).
+    /// Hostname, set in the container's UTS namespace (new, or joined by path).
     pub hostname: Option<String>,
     /// The cgroup.
     pub cgroup: CgroupPlan,
@@ -314,74 +308,6 @@ pub struct RunPlan {
     /// A new user namespace in which the caller's ids are root (rootless runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_ns: Option<UserNs>,
-}
-
-/// One range of an id map: `size` ids from `container` inside are `host` outside.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdRange {
-    /// First id inside.
-    pub container: u32,
-    /// First id outside.
-    pub host: u32,
-    /// Number of ids.
-    pub size: u32,
-}
-
-/// A rootless run's user namespace: root inside is the caller, and, with
-/// ranges from /etc/subuid and /etc/subgid, ids from 1 up are the caller's
-/// subordinate ids (written by the setuid helpers newuidmap and newgidmap).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserNs {
-    /// The uid map.
-    pub uids: Vec<IdRange>,
-    /// The gid map.
-    pub gids: Vec<IdRange>,
-}
-
-impl UserNs {
-    /// Whether the maps need newuidmap/newgidmap (more than the caller's own ids).
-    pub fn needs_helpers(&self) -> bool {
-        self.uids.len() > 1 || self.gids.len() > 1
-    }
-
-    /// Whether `uid`:`gid` exists inside.
-    pub fn maps(&self, uid: u32, gid: u32) -> bool {
-        let has = |ranges: &[IdRange], id: u32| {
-            ranges
-                .iter()
-                .any(|r| id >= r.container && u64::from(id) < u64::from(r.container) + u64::from(r.size))
-        };
-        has(&self.uids, uid) && has(&self.gids, gid)
-    }
-}
-
-/// A new user namespace is supported when container root is the caller's own
-/// uid and gid (a rootless run), optionally followed by ranges from 1 up for
-/// newuidmap and newgidmap to check against /etc/subuid and /etc/subgid.
-fn rootless_maps(linux: &oci_spec::runtime::Linux) -> Result<UserNs> {
-    let ranges = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>,
-                  own: u32,
-                  what: &str|
-     -> Result<Vec<IdRange>> {
-        let maps: Vec<IdRange> = maps
-            .iter()
-            .flatten()
-            .map(|m| IdRange { container: m.container_id(), host: m.host_id(), size: m.size() })
-            .collect();
-        let root_is_own = maps.first().is_some_and(|m| m.container == 0 && m.host == own && m.size == 1);
-        let rest_from_one = maps.iter().skip(1).all(|m| m.container >= 1 && m.size >= 1);
-        if root_is_own && rest_from_one {
-            Ok(maps)
-        } else {
-            Err(Error::Unsupported(format!(
-                "a user namespace whose {what} do not map 0 to the caller's own id ({own}, size 1) first is not supported yet"
-            )))
-        }
-    };
-    Ok(UserNs {
-        uids: ranges(linux.uid_mappings(), nix::unistd::geteuid().as_raw(), "uidMappings")?,
-        gids: ranges(linux.gid_mappings(), nix::unistd::getegid().as_raw(), "gidMappings")?,
-    })
 }
 
 /// What [`build`] needs besides the spec.
@@ -489,61 +415,12 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
     process.personality = linux.personality().as_ref().map(personality).transpose()?;
     process.cpu_affinity = ctx.cpu_affinity.clone();
 
-    let mut clone_flags = 0u64;
-    let mut cgroup_ns = false;
-    let mut new_net = false;
-    let mut new_uts = false;
-    let mut joins = Vec::new();
-    let mut user_ns = None;
-    for ns in linux.namespaces().clone().unwrap_or_default() {
-        if let Some(path) = ns.path() {
-            let kind = ns.typ().to_string();
-            if matches!(
-                ns.typ(),
-                LinuxNamespaceType::User | LinuxNamespaceType::Time | LinuxNamespaceType::Mount
-            ) {
-                return Err(Error::Unsupported(format!(
-                    "joining an existing {kind} namespace is not supported yet"
-                )));
-            }
-            std::fs::metadata(path).map_err(|source| Error::Source {
-                option: format!("linux.namespaces {kind} path"),
-                path: path.clone(),
-                source,
-            })?;
-            joins.push(Join { kind, flag: ns.typ() as u64, path: path.clone() });
-            continue;
-        }
-        match ns.typ() {
-            LinuxNamespaceType::User => {
-                user_ns = Some(rootless_maps(&linux)?);
-                clone_flags |= LinuxNamespaceType::User as u64;
-            }
-            LinuxNamespaceType::Time => {
-                return Err(Error::Unsupported("time namespaces are not supported yet".into()))
-            }
-            LinuxNamespaceType::Cgroup => cgroup_ns = true,
-            t => {
-                new_net |= t == LinuxNamespaceType::Network;
-                new_uts |= t == LinuxNamespaceType::Uts;
-                clone_flags |= t as u64;
-            }
-        }
-    }
-    let pid_ns = clone_flags & LinuxNamespaceType::Pid as u64 != 0
-        || joins.iter().any(|j| j.flag == LinuxNamespaceType::Pid as u64);
-    if clone_flags & LinuxNamespaceType::Mount as u64 == 0 || !pid_ns {
-        return Err(Error::Unsupported(
-            "a container needs a new mount namespace and a new or joined pid namespace".into(),
-        ));
-    }
     let hostname = spec.hostname().clone();
-    if hostname.is_some() && !new_uts {
-        return Err(Error::Process {
-            field: "hostname",
-            why: "setting a hostname needs a new UTS namespace".into(),
-        });
-    }
+    let namespaces = namespaces::resolve(&linux, hostname.is_some())?;
+    let new_net = namespaces.made(LinuxNamespaceType::Network);
+    let new_uts = namespaces.made(LinuxNamespaceType::Uts);
+    let own_pid = namespaces.own_pid();
+    let namespaces::Namespaces { clone_flags, joins, cgroup_ns, user_ns } = namespaces;
 
     let mut limits = limits(&linux)?;
     if !limits.devices.is_empty() {
@@ -554,6 +431,16 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         Some(path) => Placement::Path(path.to_str().unwrap_or_default()),
         None => Placement::Child { name: &name, parent: ctx.cgroup_parent },
     };
+    if user_ns.as_ref().is_some_and(|ns| ns.privileged && !ns.maps(process.uid, process.gid)) {
+        return Err(Error::Process {
+            field: "user",
+            why: format!(
+                "uid {}:{} is not in the user namespace's linux.uidMappings and linux.gidMappings; map it, \
+                 or run the process as an id that is mapped",
+                process.uid, process.gid
+            ),
+        });
+    }
     if let Some(ns) = user_ns.as_ref().filter(|ns| !ns.maps(process.uid, process.gid)) {
         return Err(Error::Process {
             field: "user",
@@ -593,6 +480,14 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
     } else {
         (ctx.cgroups.plan(&placement, limits, matches!(ctx.source, Source::Bundle { .. }))?, None)
     };
+    if let (Some(none), false) = (&no_cgroup, own_pid) {
+        return Err(Error::Unsupported(format!(
+            "linux.namespaces: without a pid namespace of its own the container's processes can only be \
+             found (to kill and delete them) through its cgroup, and this container has none ({}); add \
+             {{\"type\": \"pid\"}}",
+            none.why
+        )));
+    }
 
     let mut mounts = Vec::new();
     for m in spec.mounts().clone().unwrap_or_default() {
@@ -982,7 +877,37 @@ pub fn process_plan_from(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> 
         oom_score_adj: p.oom_score_adj(),
         personality: None,
         cpu_affinity: Vec::new(),
+        apparmor_profile: apparmor_profile(p)?,
     })
+}
+
+/// Where the kernel says whether AppArmor is enabled (`Y`).
+const APPARMOR_ENABLED: &str = "/sys/module/apparmor/parameters/enabled";
+
+/// `process.apparmorProfile`, when AppArmor can apply it on this host; a profile
+/// it cannot apply is refused, never dropped.
+fn apparmor_profile(p: &oci_spec::runtime::Process) -> Result<Option<String>> {
+    let Some(profile) = p.apparmor_profile().clone().filter(|s| !s.is_empty()) else { return Ok(None) };
+    if profile.contains(['\0', '\n']) {
+        return Err(Error::Process {
+            field: "apparmorProfile",
+            why: format!("{profile:?} contains a NUL or newline"),
+        });
+    }
+    match std::fs::read_to_string(APPARMOR_ENABLED) {
+        Ok(s) if s.trim() == "Y" => Ok(Some(profile)),
+        found => Err(Error::Process {
+            field: "apparmorProfile",
+            why: format!(
+                "{profile:?} cannot be applied: AppArmor is not enabled on this host ({APPARMOR_ENABLED} {}); \
+                 remove the field, or run on a host with AppArmor",
+                match found {
+                    Ok(s) => format!("says {:?}", s.trim()),
+                    Err(e) => format!("cannot be read: {e}"),
+                }
+            ),
+        }),
+    }
 }
 
 /// Raising a hard limit above exprun's own needs CAP_SYS_RESOURCE; say so before

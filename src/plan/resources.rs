@@ -109,7 +109,30 @@ fn check_cpu(c: &LinuxCpu) -> Result<()> {
     }
 }
 
-/// Page sizes as the kernel names them in hugetlb files: a number and KB, MB or GB.
+/// Where the kernel lists the huge page sizes it supports (`hugepages-2048kB`).
+const HUGEPAGES_DIR: &str = "/sys/kernel/mm/hugepages";
+
+/// This host's huge page sizes, named as in hugetlb cgroup files (`2MB`, `1GB`).
+fn host_page_sizes() -> Vec<String> {
+    let mut sizes: Vec<u64> = std::fs::read_dir(HUGEPAGES_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok())
+        .collect();
+    sizes.sort_unstable();
+    sizes
+        .into_iter()
+        .map(|kb| match kb {
+            kb if kb % (1 << 20) == 0 => format!("{}GB", kb >> 20),
+            kb if kb % (1 << 10) == 0 => format!("{}MB", kb >> 10),
+            kb => format!("{kb}KB"),
+        })
+        .collect()
+}
+
+/// Page sizes as the kernel names them in hugetlb files: a number and KB, MB or
+/// GB, one of the host's.
 fn hugepages(r: &LinuxResources) -> Result<BTreeMap<String, u64>> {
     let mut out = BTreeMap::new();
     for (i, h) in r.hugepage_limits().iter().flatten().enumerate() {
@@ -123,6 +146,14 @@ fn hugepages(r: &LinuxResources) -> Result<BTreeMap<String, u64>> {
         {
             return Err(Error::Config(format!(
                 "{field}.pageSize {size:?}: give a size such as 2MB or 1GB (a number and KB, MB or GB)"
+            )));
+        }
+        let host = host_page_sizes();
+        if !host.contains(size) {
+            return Err(Error::Config(format!(
+                "{field}.pageSize {size:?}: not a huge page size of this host ({}: {})",
+                HUGEPAGES_DIR,
+                if host.is_empty() { "none".to_string() } else { host.join(", ") }
             )));
         }
         let limit = u64::try_from(h.limit())

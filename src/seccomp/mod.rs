@@ -49,6 +49,20 @@ pub struct Filter {
     pub program: Vec<u8>,
     /// `SECCOMP_FILTER_FLAG_*` for seccomp(2).
     pub flags: u32,
+    /// The seccomp agent that gets the notify fd, when a rule is SCMP_ACT_NOTIFY.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener: Option<Listener>,
+}
+
+/// `linux.seccomp.listenerPath` and `listenerMetadata`: where the notify fd of
+/// a filter with SCMP_ACT_NOTIFY rules goes, with the container's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listener {
+    /// The agent's unix socket.
+    pub path: std::path::PathBuf,
+    /// Opaque data for the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
 }
 
 mod hex_bytes {
@@ -66,11 +80,13 @@ mod hex_bytes {
 pub fn prepare(profile: &LinuxSeccomp, cache_dir: &Path) -> Result<Filter, Error> {
     let json = serde_json::to_vec(profile).map_err(|e| Error(e.to_string()))?;
     let digest = Digest::of_bytes(&json);
-    let flags = flags(profile)?;
+    let listener = listener(profile)?;
+    let flags =
+        flags(profile)? | if listener.is_some() { libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u32 } else { 0 };
     let dir = cache_dir.join("seccomp");
     let name = format!("{}-{}-{}.bpf", digest.hex(), std::env::consts::ARCH, compiler_id());
     if let Some(program) = read_cached(&dir, &name) {
-        return Ok(Filter { digest, program, flags });
+        return Ok(Filter { digest, program, flags, listener });
     }
     let program = compile(profile)?;
     // A cache that cannot be written (or trusted) costs a compilation per run,
@@ -78,7 +94,35 @@ pub fn prepare(profile: &LinuxSeccomp, cache_dir: &Path) -> Result<Filter, Error
     if crate::fsutil::create_private_dir_all(&dir).is_ok() && private_dir(&dir).is_some() {
         let _ = crate::fsutil::write_atomic(&dir.join(&name), &program, false);
     }
-    Ok(Filter { digest, program, flags })
+    Ok(Filter { digest, program, flags, listener })
+}
+
+/// The agent of a profile with SCMP_ACT_NOTIFY rules. The spec requires
+/// `listenerPath` with them; a default action of SCMP_ACT_NOTIFY is refused,
+/// since every syscall of the container, and of init after the filter is on
+/// (among them the one handing the agent its fd), would wait for the agent.
+fn listener(profile: &LinuxSeccomp) -> Result<Option<Listener>, Error> {
+    if profile.default_action() == LinuxSeccompAction::ScmpActNotify {
+        return Err(Error(
+            "defaultAction SCMP_ACT_NOTIFY is not supported: every syscall would wait for the seccomp \
+             agent, the ones that hand it the notify fd included; notify named syscalls instead"
+                .into(),
+        ));
+    }
+    let notify = profile.syscalls().iter().flatten().any(|r| r.action() == LinuxSeccompAction::ScmpActNotify);
+    let path = profile.listener_path().clone();
+    match (notify, path) {
+        (false, _) => Ok(None),
+        (true, None) => Err(Error(
+            "SCMP_ACT_NOTIFY needs listenerPath, the unix socket of the seccomp agent that answers \
+             the notified syscalls (runtime spec)"
+                .into(),
+        )),
+        (true, Some(path)) if !path.is_absolute() => {
+            Err(Error(format!("listenerPath {}: must be an absolute path", path.display())))
+        }
+        (true, Some(path)) => Ok(Some(Listener { path, metadata: profile.listener_metadata().clone() })),
+    }
 }
 
 /// What compiled a cached program: [`COMPILER`], exprun's version and the
@@ -155,9 +199,7 @@ fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<ScmpAction, Error
         LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(errno as u16),
         LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
         LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
-        LinuxSeccompAction::ScmpActNotify => {
-            return Err(Error("SCMP_ACT_NOTIFY (a seccomp agent) is not supported".into()))
-        }
+        LinuxSeccompAction::ScmpActNotify => ScmpAction::Notify,
     })
 }
 
@@ -247,8 +289,9 @@ fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>, Error> {
     Ok(program)
 }
 
-/// Install `filter` on the calling thread (init, just before execve).
-pub fn install(filter: &Filter) -> std::io::Result<()> {
+/// Install `filter` on the calling thread (init, just before execve); the
+/// notify fd when the filter has SCMP_ACT_NOTIFY rules.
+pub fn install(filter: &Filter) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
     let prog = libc::sock_fprog {
         len: (filter.program.len() / 8) as u16,
         filter: filter.program.as_ptr() as *mut libc::sock_filter,
@@ -263,10 +306,15 @@ pub fn install(filter: &Filter) -> std::io::Result<()> {
             std::ptr::addr_of!(prog),
         )
     };
-    if r != 0 {
+    if r < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(())
+    if filter.flags & libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u32 == 0 {
+        return Ok(None);
+    }
+    // SAFETY: with SECCOMP_FILTER_FLAG_NEW_LISTENER, seccomp(2) returns a new
+    // fd that nothing else owns.
+    Ok(Some(unsafe { std::os::fd::FromRawFd::from_raw_fd(r as libc::c_int) }))
 }
 
 #[cfg(test)]
@@ -410,9 +458,20 @@ mod tests {
     }
 
     #[test]
-    fn notify_is_refused_by_name() {
+    fn notify_needs_a_listener_path_and_asks_for_a_listener() {
         let dir = tempfile::tempdir().unwrap();
         let p = profile(serde_json::json!({"defaultAction": "SCMP_ACT_NOTIFY"}));
-        assert!(prepare(&p, dir.path()).unwrap_err().to_string().contains("SCMP_ACT_NOTIFY"));
+        assert!(prepare(&p, dir.path()).unwrap_err().to_string().contains("defaultAction SCMP_ACT_NOTIFY"));
+        let mut json = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
+        });
+        let e = prepare(&profile(json.clone()), dir.path()).unwrap_err().to_string();
+        assert!(e.contains("SCMP_ACT_NOTIFY needs listenerPath"), "{e}");
+        json["listenerPath"] = serde_json::json!("/run/agent.sock");
+        json["listenerMetadata"] = serde_json::json!("m");
+        let f = prepare(&profile(json), dir.path()).unwrap();
+        assert_ne!(f.flags & libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u32, 0);
+        assert_eq!(f.listener.unwrap().metadata.as_deref(), Some("m"));
     }
 }

@@ -37,6 +37,9 @@ pub struct ExecRequest<'a> {
     pub pid_file: Option<&'a Path>,
     /// The container's seccomp filter, which exec'd processes get too.
     pub seccomp: Option<&'a crate::seccomp::Filter>,
+    /// The container's state JSON, for the seccomp agent of a filter that
+    /// notifies.
+    pub state: String,
 }
 
 /// How an exec ended, from exprun's side.
@@ -100,6 +103,8 @@ pub fn exec(
     ns_join.extend(joined);
     let cgroup_join = Cgroup::adopt(req.cgroup).join_files()?;
     let (parent_end, child_end) = protocol::channel().map_err(io_err("creating the exec channel"))?;
+    let agent = super::agent::connect(req.seccomp)?;
+    let has_agent = agent.is_some();
 
     let threads = sys::thread_count().map_err(io_err("counting threads"))?;
     if threads != 1 {
@@ -129,6 +134,8 @@ pub fn exec(
                 die_with_parent: !req.detach,
                 gate: init::StartGate::Channel,
                 hook_state: std::cell::OnceCell::new(),
+                agent,
+                agent_message: std::cell::OnceCell::new(),
             };
             init::run(init::Role::Exec, req.process, req.seccomp, fds)
         }
@@ -136,6 +143,14 @@ pub fn exec(
     };
     drop(child_end);
     drop(child_io.fds);
+    if let Some(listener) = req.seccomp.and_then(|f| f.listener.as_ref()).filter(|_| has_agent) {
+        let message = super::agent::message(listener, pid.as_raw(), &req.state);
+        if let Err(e) = parent_end.send(&ToChild::AgentMessage { message }) {
+            let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+            let _ = sys::wait4(pid);
+            return Err(Error::Io { op: "telling the process the seccomp agent's state", source: e });
+        }
+    }
 
     let kill = |e: Error| {
         let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);

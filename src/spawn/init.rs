@@ -38,6 +38,10 @@ pub struct ChildFds {
     /// The container's state JSON for its startContainer hooks (set at the
     /// hooks point).
     pub hook_state: std::cell::OnceCell<String>,
+    /// The connection to the seccomp agent, when the filter notifies.
+    pub agent: Option<OwnedFd>,
+    /// What goes to the agent with the notify fd (received first thing).
+    pub agent_message: std::cell::OnceCell<String>,
 }
 
 /// What init waits for once it is ready.
@@ -105,7 +109,7 @@ pub fn run(
             // Seccomp last, just before execve (when no_new_privs allows installing
             // it unprivileged); setup already installed it otherwise.
             if let Some(f) = seccomp.filter(|_| process.no_new_privs) {
-                if crate::seccomp::install(f).is_err() {
+                if install_seccomp(f, &fds).is_err() {
                     let _ = unistd::write(io::stderr(), b"exprun: installing the seccomp filter failed\n");
                     sys::exit_now(EXIT_EXPRUN_FAILED);
                 }
@@ -136,15 +140,32 @@ fn setup(
     // anything that creates files or checks ids, and while it is still dumpable
     // (the map files of a non-dumpable process belong to the host's root).
     // With subordinate ids the parent writes the maps through newuidmap and
-    // newgidmap (setuid helpers that check /etc/subuid): wait for them.
+    // newgidmap (setuid helpers that check /etc/subuid), and as root it writes
+    // the config's maps itself: wait for them.
     if let Role::Init(RunPlan { user_ns: Some(ns), .. }) = role {
-        if ns.needs_helpers() {
+        if ns.parent_writes() {
             match fds.channel.recv::<ToChild>() {
                 Ok(Some(ToChild::IdsMapped)) => {}
                 _ => return Err(step_error("waiting for the id maps", "exprun went away")),
             }
+            // Until now init has kept the host's root ids, which the config's
+            // maps need not map: become the namespace's root, whose ids own
+            // what init creates from here on.
+            if ns.privileged {
+                let root = (Gid::from_raw(0), Uid::from_raw(0));
+                step("becoming root in the user namespace", unistd::setresgid(root.0, root.0, root.0))?;
+                step("becoming root in the user namespace", unistd::setresuid(root.1, root.1, root.1))?;
+            }
         } else {
             step("mapping the caller's ids to root", map_own_ids(ns))?;
+        }
+    }
+    if fds.agent.is_some() {
+        match fds.channel.recv::<ToChild>() {
+            Ok(Some(ToChild::AgentMessage { message })) => {
+                let _ = fds.agent_message.set(message);
+            }
+            _ => return Err(step_error("waiting for the seccomp agent's state", "exprun went away")),
         }
     }
     // Why this early: an exec'd process is born in the container's pid namespace,
@@ -226,10 +247,16 @@ fn setup(
         )?;
     }
 
+    // The AppArmor profile takes effect at execve; set while /proc is the
+    // container's and init still has its privileges.
+    if let Some(profile) = &p.apparmor_profile {
+        step(&format!("setting the AppArmor profile {profile}"), apparmor_exec(profile))?;
+    }
+
     // Without no_new_privs a filter can only be installed with CAP_SYS_ADMIN,
     // which the steps below drop: install it now (runc does the same).
     if let Some(f) = seccomp.filter(|_| !p.no_new_privs) {
-        step("installing the seccomp filter", crate::seccomp::install(f))?;
+        step("installing the seccomp filter", install_seccomp(f, fds))?;
     }
 
     // [4] Privileges, in the order the kernel needs: rlimits while still root
@@ -246,7 +273,7 @@ fn setup(
     // In a rootless user namespace setgroups(2) is denied (that is what lets the
     // gid map be written unprivileged); there are no groups to set anyway. An
     // exec'd process learns it from the namespace it joined.
-    let denied = matches!(role, Role::Init(RunPlan { user_ns: Some(ns), .. }) if !ns.needs_helpers())
+    let denied = matches!(role, Role::Init(RunPlan { user_ns: Some(ns), .. }) if !ns.parent_writes())
         || std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
     if !(denied && groups.is_empty()) {
         step("setting supplementary groups", unistd::setgroups(&groups))?;
@@ -299,12 +326,32 @@ fn setup(
     find_executable(&p.args[0], &p.env)
 }
 
+/// Install the seccomp filter; a notify fd goes to the agent at once, with the
+/// container's state, and is closed here.
+fn install_seccomp(f: &crate::seccomp::Filter, fds: &ChildFds) -> io::Result<()> {
+    let Some(notify) = crate::seccomp::install(f)? else { return Ok(()) };
+    match (&fds.agent, fds.agent_message.get()) {
+        (Some(agent), Some(message)) => super::agent::send(agent, message, notify),
+        _ => Err(io::Error::other("the filter notifies, but no seccomp agent is connected")),
+    }
+}
+
 /// Map the caller's own uid and gid (the first range of each map) to root.
 fn map_own_ids(ns: &crate::plan::UserNs) -> std::io::Result<()> {
     let own = |r: &[crate::plan::IdRange]| r.first().map(|r| format!("0 {} 1", r.host)).unwrap_or_default();
     std::fs::write("/proc/self/setgroups", "deny")?;
     std::fs::write("/proc/self/uid_map", own(&ns.uids))?;
     std::fs::write("/proc/self/gid_map", own(&ns.gids))
+}
+
+/// Ask AppArmor to confine the next execve with `profile` (the LSM's own
+/// attribute directory where the kernel has one, else the shared one).
+fn apparmor_exec(profile: &str) -> io::Result<()> {
+    let text = format!("exec {profile}");
+    match std::fs::write("/proc/self/attr/apparmor/exec", &text) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::write("/proc/self/attr/exec", &text),
+        r => r,
+    }
 }
 
 fn step_error(step: &str, error: &str) -> StepError {

@@ -7,6 +7,7 @@
 //! halves plus [`wait::foreground`]. The protocol between the two processes is
 //! in [`protocol`]; the child's steps are in [`init`].
 
+pub mod agent;
 pub mod exec;
 pub mod init;
 pub mod protocol;
@@ -86,6 +87,9 @@ pub struct Created {
     pub cgroup: Cgroup,
     /// The executable init resolved.
     pub exe: String,
+    /// The container has no pid namespace of its own, so its other processes
+    /// outlive init unless exprun kills them.
+    pub shared_pid_ns: bool,
     channel: Channel,
 }
 
@@ -132,7 +136,9 @@ pub fn create(
     let left = cgroup.leave_scope();
     match result {
         Ok((pid, pidfd, channel, Ok(exe))) => {
-            let created = Created { pid, pidfd, cgroup, exe, channel };
+            let shared_pid_ns = plan.clone_flags & libc::CLONE_NEWPID as u64 == 0
+                && !plan.joins.iter().any(|j| j.flag == libc::CLONE_NEWPID as u64);
+            let created = Created { pid, pidfd, cgroup, exe, shared_pid_ns, channel };
             if let Err(e) = left.and_then(|()| created.cgroup.apply_devices()) {
                 created.kill();
                 return Err(e.into());
@@ -178,6 +184,8 @@ fn create_in(
         }
     }
     let (parent_end, child_end) = protocol::channel().map_err(io_err("creating the init channel"))?;
+    let agent = agent::connect(plan.seccomp.as_ref())?;
+    let has_agent = agent.is_some();
 
     // clone_process has fork semantics; it is only sound in a single-threaded
     // process. exprun never starts threads on this path; check rather than trust.
@@ -211,6 +219,8 @@ fn create_in(
                 die_with_parent,
                 gate,
                 hook_state: std::cell::OnceCell::new(),
+                agent,
+                agent_message: std::cell::OnceCell::new(),
             };
             init::run(init::Role::Init(plan), &plan.process, plan.seccomp.as_ref(), fds)
         }
@@ -223,8 +233,9 @@ fn create_in(
     drop(cgroup_join);
     drop(child_io.fds);
 
-    if let Some(ns) = plan.user_ns.as_ref().filter(|ns| ns.needs_helpers()) {
-        if let Err(e) = write_id_maps(pid, ns).and_then(|()| {
+    if let Some(ns) = plan.user_ns.as_ref().filter(|ns| ns.parent_writes()) {
+        let written = if ns.privileged { write_maps_as_root(pid, ns) } else { write_id_maps(pid, ns) };
+        if let Err(e) = written.and_then(|()| {
             parent_end.send(&ToChild::IdsMapped).map_err(io_err("telling init its ids are mapped"))
         }) {
             let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
@@ -233,11 +244,18 @@ fn create_in(
         }
     }
 
-    let state = plan.hooks.need_sync().then(|| {
-        let annotations = serde_json::to_value(plan.spec.annotations()).unwrap_or_default();
-        let bundle = plan.bundle.as_deref().map(|b| b.display().to_string()).unwrap_or_default();
-        crate::hooks::state_json(&plan.id, "creating", pid.as_raw(), &bundle, &annotations)
-    });
+    let annotations = serde_json::to_value(plan.spec.annotations()).unwrap_or_default();
+    let bundle = plan.bundle.as_deref().map(|b| b.display().to_string()).unwrap_or_default();
+    let creating = crate::hooks::state_json(&plan.id, "creating", pid.as_raw(), &bundle, &annotations);
+    if let Some(listener) = plan.seccomp.as_ref().and_then(|f| f.listener.as_ref()).filter(|_| has_agent) {
+        let message = agent::message(listener, pid.as_raw(), &creating);
+        if let Err(e) = parent_end.send(&ToChild::AgentMessage { message }) {
+            let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+            let _ = sys::wait4(pid);
+            return Err(Error::Io { op: "telling init the seccomp agent's state", source: e });
+        }
+    }
+    let state = plan.hooks.need_sync().then_some(creating);
     match wait_ready(&parent_end, signals, state.as_deref().map(|s| (&plan.hooks, s))) {
         Ok(Ok(exe)) => Ok((pid, pidfd, parent_end, Ok(exe))),
         Ok(Err(failure)) => Ok((pid, pidfd, parent_end, Err(failure))),
@@ -252,6 +270,19 @@ fn create_in(
             }
         }
     }
+}
+
+/// Write the config's uid and gid maps of init's new user namespace, as root
+/// (who may map any ids): gid_map first, then uid_map, each in one write.
+fn write_maps_as_root(pid: Pid, ns: &crate::plan::UserNs) -> Result<()> {
+    for (file, ranges) in [("gid_map", &ns.gids), ("uid_map", &ns.uids)] {
+        let path = format!("/proc/{}/{file}", pid.as_raw());
+        std::fs::write(&path, crate::plan::UserNs::map_file(ranges)).map_err(|e| Error::Io {
+            op: "writing the user namespace's id maps",
+            source: io::Error::new(e.kind(), format!("{path}: {e}")),
+        })?;
+    }
+    Ok(())
 }
 
 /// Write a rootless init's uid and gid maps with newuidmap and newgidmap, which

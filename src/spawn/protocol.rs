@@ -10,6 +10,8 @@
 //!  (rootless with /etc/subuid ranges)
 //!  newuidmap, newgidmap <pid>
 //!  IdsMapped ─────────────────────────────────►
+//!  (with a seccomp agent, connected before the clone)
+//!  AgentMessage{state} ───────────────────────►
 //!                                                [1] join cgroup (write "0"), unshare cgroupns
 //!                                                [2] stdio, hostname, loopback
 //!                                                [3] rootfs: overlay, mounts, /dev
@@ -72,8 +74,15 @@ pub enum ToParent {
 pub enum ToChild {
     /// Run the command now.
     Start,
-    /// newuidmap and newgidmap have written the user namespace's maps.
+    /// newuidmap and newgidmap (or exprun as root) have written the user
+    /// namespace's maps.
     IdsMapped,
+    /// What init sends the seccomp agent with the notify fd (the spec's
+    /// container process state).
+    AgentMessage {
+        /// The JSON message.
+        message: String,
+    },
     /// The runtime's hooks ran; `state` is the container's state JSON for the
     /// container's own hooks (createContainer, startContainer).
     HooksDone {

@@ -357,6 +357,11 @@ pub fn foreground(
         if pid_ready {
             reaped =
                 Some(sys::wait4(c.pid).map_err(|source| Error::Io { op: "reaping the container", source })?);
+            // With its own pid namespace the kernel ends the container with
+            // init; without, exprun does (as runc does).
+            if c.shared_pid_ns {
+                c.cgroup.kill_all();
+            }
             drain_deadline = Some(Instant::now() + DRAIN_LIMIT);
         }
     }

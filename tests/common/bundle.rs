@@ -128,3 +128,31 @@ pub fn shim(test: &str) -> Option<Shim> {
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     Some(Shim { r: TestRoot::new(), work: tempfile::tempdir().unwrap(), _serial: serial })
 }
+
+/// `runc` on this host, or `None` (the comparison is skipped, saying so).
+pub fn runc(test: &str) -> Option<PathBuf> {
+    let found = ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        println!("SKIP (runc part): {test}: runc is not installed");
+    }
+    found
+}
+
+/// `runc run` of the bundle in the foreground: (status, stdout, stderr).
+pub fn runc_run(runc: &Path, root: &Path, b: &Path, id: &str) -> (i32, String, String) {
+    let out = Command::new(runc)
+        .arg("--root")
+        .arg(root)
+        .args(["run", "-b", b.to_str().unwrap(), id])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
