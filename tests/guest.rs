@@ -9,7 +9,8 @@
 //! `~/.cache/exprun-guest`), in a directory named by the digest of what built
 //! it. `EXPRUN_GUEST_ACCEL=kvm|tcg` skips the KVM probe. `EXPRUN_GUEST_CASES`
 //! (comma-separated parts of case names, e.g. `00,10`) runs only the cases
-//! whose names contain one of them.
+//! whose names contain one of them; `EXPRUN_GUEST_LOGS=1` prints the output
+//! of the cases that passed too (a failed case's is always printed).
 //!
 //! A case may run one of this build's integration-test binaries in the guest:
 //! a line `# test-binary: NAME` in it puts `target/<profile>/deps/NAME-<hash>`
@@ -330,7 +331,13 @@ fn the_guest_cases_pass_under_systemd_on_cgroup_v2() {
     for name in cases {
         let line = results.lines().find(|l| l.split_whitespace().nth(1) == Some(name.as_str()));
         match line {
-            Some(l) if l.starts_with("PASS ") => {}
+            Some(l) if l.starts_with("PASS ") => {
+                if std::env::var("EXPRUN_GUEST_LOGS").as_deref() == Ok("1") {
+                    let log =
+                        std::fs::read_to_string(share.join(format!("out/{name}.log"))).unwrap_or_default();
+                    println!("---- guest case {name}: {l}\n{log}");
+                }
+            }
             other => {
                 let log = std::fs::read_to_string(share.join(format!("out/{name}.log"))).unwrap_or_default();
                 println!("---- guest case {name}: {}\n{log}", other.unwrap_or("no result"));
