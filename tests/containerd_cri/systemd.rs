@@ -23,13 +23,20 @@ pub struct SystemdChecks {
     /// The pods' slice as a cgroup path: `/<top>.slice/<top>-<handler>.slice`.
     slice_path: String,
     checks: Vec<Check>,
+    /// The cgroup each running container's init was in, by container id.
+    seen: BTreeMap<String, String>,
 }
 
 impl SystemdChecks {
     /// `top` is the slice of every pod (`<top>.slice`), `slice` the one of
     /// `handler`'s pods inside it (`<top>-<handler>.slice`).
     pub fn new(handler: &str, top: &str, slice: &str) -> Self {
-        Self { handler: handler.into(), slice_path: format!("/{top}/{slice}"), checks: Vec::new() }
+        Self {
+            handler: handler.into(),
+            slice_path: format!("/{top}/{slice}"),
+            checks: Vec::new(),
+            seen: BTreeMap::new(),
+        }
     }
 
     fn expect(&mut self, unit: bool, what: String, got: &str, want: &str) {
@@ -43,6 +50,7 @@ impl SystemdChecks {
     pub fn running(&mut self, name: &str, id: &str, pid: u32) {
         let scope = format!("cri-containerd-{id}.scope");
         let cgroup = cgroup_of(pid);
+        self.seen.insert(id.to_string(), cgroup.clone());
         let want = format!("{}/{scope}", self.slice_path);
         self.expect(false, format!("{name}: /proc/<init>/cgroup"), &cgroup, &want);
         let props = unit_props(&scope, &["ActiveState", "ControlGroup", "Delegate"]);
@@ -76,15 +84,20 @@ impl SystemdChecks {
         }
     }
 
-    /// Once the pod is removed: no unit and no cgroup of the container `id`.
+    /// Once the pod is removed: no unit and no cgroup of the container `id`
+    /// (neither where it should have been nor where its init was seen).
     pub fn gone(&mut self, name: &str, id: &str) {
         let scope = format!("cri-containerd-{id}.scope");
         let props = unit_props(&scope, &["LoadState", "ActiveState"]);
         let state = format!("{}/{}", props["LoadState"], props["ActiveState"]);
         self.expect(true, format!("{name}: {scope} after RemovePodSandbox"), &state, "not-found/inactive");
-        let dir = Path::new("/sys/fs/cgroup").join(format!("{}/{scope}", &self.slice_path[1..]));
-        let left = if dir.exists() { "present" } else { "absent" };
-        self.expect(false, format!("{name}: its cgroup after RemovePodSandbox"), left, "absent");
+        let mut dirs = vec![format!("{}/{scope}", self.slice_path)];
+        dirs.extend(self.seen.get(id).cloned());
+        let left: Vec<String> = dirs
+            .into_iter()
+            .filter(|d| d.len() > 1 && Path::new("/sys/fs/cgroup").join(&d[1..]).exists())
+            .collect();
+        self.expect(false, format!("{name}: its cgroup after RemovePodSandbox"), &left.join(" "), "");
     }
 
     fn failed(&self, unit: bool) -> Vec<String> {
