@@ -11,8 +11,8 @@
 #           is that cgroup; its MemoryMax and CPUQuotaPerSecUSec are the limits;
 #           the unit is gone once the pod is removed.
 # runc must pass all of them, exprun the kernel ones, and the unit ones where
-# `exprun features` says linux.cgroup.systemd (until then they are printed as
-# expected failures, and must fail: features must not under-claim either).
+# `exprun features` says linux.cgroup.systemd (it does); where it says not,
+# they must fail (printed as expected failures): features must not under-claim.
 # Afterwards no scope or slice unit, cgroup, mount or process of it is left.
 # test-binary: containerd_cri
 # timeout: 900
