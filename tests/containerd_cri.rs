@@ -7,8 +7,21 @@
 //!
 //! Needs root and Debian's containerd (`.ci/run` installs it). Without them it
 //! prints SKIP, and under CI=true fails.
+//!
+//! With `EXPRUN_CRI_SYSTEMD_CGROUP=1` (on a host with systemd as pid 1: the
+//! guest of tests/guest.rs, case `10-containerd-systemd`) both handlers run with
+//! `SystemdCgroup = true` and the pods' parent is a systemd slice, so containerd
+//! passes `--systemd-cgroup` and cgroupsPath `slice:cri-containerd:<id>`. The
+//! test then also checks, for each running container, that its init is in an
+//! active systemd scope unit whose ControlGroup is the one the kernel shows,
+//! that the unit's MemoryMax and CPU quota are the limits asked for, and that
+//! the units are gone with the pod; see containerd_cri/systemd.rs.
+//! `EXPRUN_TEST_TIME_SCALE` (a whole number, default 1) multiplies the waits,
+//! for slow machines (the guest runs under TCG).
 
 mod common;
+#[path = "containerd_cri/systemd.rs"]
+mod systemd;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -16,18 +29,56 @@ use std::time::{Duration, Instant};
 
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
+use systemd::{check_systemd_driver, unit_props, SystemdChecks};
 use tonic::transport::{Channel, Endpoint, Uri};
+
+/// How containerd and the runtimes make the pods' cgroups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Driver {
+    /// cgroupfs paths below `/exprun-e2e-<pid>/<handler>`.
+    Cgroupfs,
+    /// `SystemdCgroup = true`: scope units in the slice `exprun_e2e_<pid>-<handler>.slice`.
+    Systemd,
+}
+
+impl Driver {
+    fn from_env() -> Self {
+        match std::env::var("EXPRUN_CRI_SYSTEMD_CGROUP").as_deref() {
+            Ok("1") => Driver::Systemd,
+            Ok("0") | Err(_) => Driver::Cgroupfs,
+            Ok(other) => panic!("EXPRUN_CRI_SYSTEMD_CGROUP={other}: use 1 (systemd driver) or 0"),
+        }
+    }
+}
+
+/// `d` times `EXPRUN_TEST_TIME_SCALE`.
+fn patience(d: Duration) -> Duration {
+    let scale: u32 = std::env::var("EXPRUN_TEST_TIME_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    d * scale.max(1)
+}
+
+/// The roots of the mounted cgroup hierarchies: `/sys/fs/cgroup` on a unified
+/// (v2 only) host, each directory below it otherwise.
+fn hierarchies() -> Vec<PathBuf> {
+    let top = Path::new("/sys/fs/cgroup");
+    if top.join("cgroup.controllers").exists() {
+        return vec![top.to_path_buf()];
+    }
+    std::fs::read_dir(top).unwrap().flatten().map(|e| e.path()).collect()
+}
 
 /// A private containerd.
 struct Containerd {
     dir: tempfile::TempDir,
     child: Option<Child>,
-    /// The pods' cgroup parent (every hierarchy), removed at the end.
-    cgroup_parent: String,
+    driver: Driver,
+    /// The cgroup holding every pod's (in each hierarchy), removed at the end:
+    /// `exprun-e2e-<pid>`, or the slice `exprun_e2e_<pid>.slice`.
+    cgroup_dir: String,
 }
 
 impl Containerd {
-    fn start(exprun: &Path) -> Self {
+    fn start(exprun: &Path, driver: Driver) -> Self {
         let dir = tempfile::Builder::new().prefix("exprun-containerd-").tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir_all(d.join("cni")).unwrap();
@@ -36,6 +87,7 @@ impl Containerd {
             r#"{"cniVersion":"0.3.1","name":"lo","type":"loopback"}"#,
         )
         .unwrap();
+        let systemd = if driver == Driver::Systemd { "\n        SystemdCgroup = true" } else { "" };
         let config = format!(
             r#"version = 2
 root = "{d}/root"
@@ -57,11 +109,11 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.exprun.options]
         BinaryName = "{exprun}"
-        Root = "{d}/exprun-root"
+        Root = "{d}/exprun-root"{systemd}
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        Root = "{d}/runc-root"
+        Root = "{d}/runc-root"{systemd}
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{d}/cni"
@@ -82,13 +134,31 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             .stderr(log)
             .spawn()
             .unwrap();
-        let c = Self { dir, child: Some(child), cgroup_parent: format!("exprun-e2e-{}", std::process::id()) };
+        let cgroup_dir = match driver {
+            Driver::Cgroupfs => format!("exprun-e2e-{}", std::process::id()),
+            Driver::Systemd => format!("exprun_e2e_{}.slice", std::process::id()),
+        };
+        let c = Self { dir, child: Some(child), driver, cgroup_dir };
         let t0 = Instant::now();
         while !c.sock().exists() {
-            assert!(t0.elapsed() < Duration::from_secs(20), "containerd did not come up: {}", c.log());
+            assert!(
+                t0.elapsed() < patience(Duration::from_secs(20)),
+                "containerd did not come up: {}",
+                c.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         c
+    }
+
+    /// The cgroup_parent of `handler`'s pods: a cgroupfs path, or a slice
+    /// (`a-b.slice` is `b` inside `a.slice`; containerd then makes the
+    /// cgroupsPath `a-b.slice:cri-containerd:<id>`).
+    fn pod_parent(&self, handler: &str) -> String {
+        match self.driver {
+            Driver::Cgroupfs => format!("/{}/{handler}", self.cgroup_dir),
+            Driver::Systemd => format!("{}-{handler}.slice", self.cgroup_dir.trim_end_matches(".slice")),
+        }
     }
 
     fn sock(&self) -> PathBuf {
@@ -133,10 +203,14 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
                 }
             }
         }
+        // The slices systemd made for the pods go, with any scope left in them.
+        if self.driver == Driver::Systemd {
+            let _ = Command::new("systemctl").args(["stop", &self.cgroup_dir]).status();
+        }
         // A pod whose shim is gone keeps running, reparented to pid 1: end every
         // process in the pods' cgroups, then remove the cgroups, deepest first.
-        for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-            common::remove_cgroup_tree(&h.path().join(&self.cgroup_parent));
+        for h in hierarchies() {
+            common::remove_cgroup_tree(&h.join(&self.cgroup_dir));
         }
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let mut ours: Vec<String> = mounts
@@ -233,6 +307,30 @@ struct Observed {
     stopped_exit: i32,
 }
 
+/// The pid field of a verbose CRI status's `info` JSON.
+fn info_pid(info: &std::collections::HashMap<String, String>) -> u32 {
+    let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    v["pid"].as_u64().unwrap_or_else(|| panic!("no pid in {v}")) as u32
+}
+
+async fn container_pid(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> u32 {
+    let r = rt
+        .container_status(ContainerStatusRequest { container_id: id.into(), verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    info_pid(&r.info)
+}
+
+async fn sandbox_pid(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> u32 {
+    let r = rt
+        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    info_pid(&r.info)
+}
+
 async fn wait_exited(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> ContainerStatus {
     let t0 = Instant::now();
     loop {
@@ -246,7 +344,7 @@ async fn wait_exited(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> Contai
         if s.state == ContainerState::ContainerExited as i32 {
             return s;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "container {id} did not exit: {s:?}");
+        assert!(t0.elapsed() < patience(Duration::from_secs(30)), "container {id} did not exit: {s:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -271,11 +369,14 @@ async fn remove_container(rt: &mut RuntimeServiceClient<Channel>, id: &str) {
     }
 }
 
+/// The pod lifecycle with `handler`, its pods in `cgroup_parent`; with the
+/// systemd driver, `checks` records what systemd and the kernel show on the way.
 async fn pod_lifecycle(
     rt: &mut RuntimeServiceClient<Channel>,
     handler: &str,
     logs: &Path,
     cgroup_parent: &str,
+    mut checks: Option<&mut SystemdChecks>,
 ) -> Observed {
     let sandbox_config = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
@@ -289,7 +390,7 @@ async fn pod_lifecycle(
         hostname: String::new(),
         log_directory: logs.join(handler).display().to_string(),
         linux: Some(LinuxPodSandboxConfig {
-            cgroup_parent: format!("{cgroup_parent}/{handler}"),
+            cgroup_parent: cgroup_parent.into(),
             security_context: Some(LinuxSandboxSecurityContext {
                 namespace_options: Some(NamespaceOption {
                     network: NamespaceMode::Node as i32,
@@ -359,8 +460,19 @@ async fn pod_lifecycle(
         }
     };
 
-    // A long-running worker: status, exec, resource update, stop.
-    let worker = create_start(container("worker", &["sh", "-c", "echo started; sleep 60"], 0)).await;
+    // A long-running worker: status, exec, resource update, stop. With the
+    // systemd driver it has a memory limit from the start, to find in its unit.
+    let worker_memory: u64 = if checks.is_some() { 256 << 20 } else { 0 };
+    let worker =
+        create_start(container("worker", &["sh", "-c", "echo started; sleep 60"], worker_memory as i64))
+            .await;
+    if let Some(c) = checks.as_deref_mut() {
+        let pid = sandbox_pid(rt, &pod).await;
+        c.running("sandbox", &pod, pid);
+        let pid = container_pid(rt, &worker).await;
+        c.running("worker", &worker, pid);
+        c.limits("worker", &worker, worker_memory, None);
+    }
     let status = rt
         .container_status(ContainerStatusRequest { container_id: worker.clone(), verbose: false })
         .await
@@ -393,6 +505,9 @@ async fn pod_lifecycle(
     })
     .await
     .unwrap_or_else(|e| panic!("UpdateContainerResources: {e}"));
+    if let Some(c) = checks.as_deref_mut() {
+        c.limits("worker after UpdateContainerResources", &worker, 128 << 20, Some(50_000));
+    }
     rt.stop_container(StopContainerRequest { container_id: worker.clone(), timeout: 2 }).await.unwrap();
     let stopped = wait_exited(rt, &worker).await;
 
@@ -407,7 +522,12 @@ async fn pod_lifecycle(
         remove_container(rt, id).await;
     }
     rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
-    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+    if let Some(c) = checks {
+        for (name, id) in [("sandbox", &pod), ("worker", &worker), ("fails", &failing), ("oom", &oom)] {
+            c.gone(name, id);
+        }
+    }
 
     Observed {
         worker_state_running: status.state == ContainerState::ContainerRunning as i32,
@@ -435,16 +555,31 @@ fn a_pod_lifecycle_through_cri_with_exprun_matches_runc() {
         println!("SKIP: a_pod_lifecycle_through_cri_with_exprun_matches_runc: {why}");
         return;
     }
-    let mut c = Containerd::start(&common::exprun_bin());
+    let driver = Driver::from_env();
+    if driver == Driver::Systemd {
+        assert!(
+            Path::new("/run/systemd/system").exists(),
+            "EXPRUN_CRI_SYSTEMD_CGROUP=1 needs systemd as pid 1 (/run/systemd/system is absent): \
+             run it in the guest of tests/guest.rs (case 10-containerd-systemd)"
+        );
+    }
+    let mut c = Containerd::start(&common::exprun_bin(), driver);
     let work = c.dir.path().to_path_buf();
     c.ctr(&["images", "import", common::fixture_dir().join("busybox-docker.tar").to_str().unwrap()]);
     c.ctr(&["images", "import", pause_archive(&work).to_str().unwrap()]);
-    let cgroup_parent = format!("/{}", c.cgroup_parent);
+    let mut runc_checks = SystemdChecks::new("runc", &c.cgroup_dir, &c.pod_parent("runc"));
+    let mut exprun_checks = SystemdChecks::new("exprun", &c.cgroup_dir, &c.pod_parent("exprun"));
+    let systemd = driver == Driver::Systemd;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (exprun, runc) = rt.block_on(async {
         let mut client = connect(&c.sock()).await;
-        let runc = pod_lifecycle(&mut client, "runc", &work.join("logs"), &cgroup_parent).await;
-        let exprun = pod_lifecycle(&mut client, "exprun", &work.join("logs"), &cgroup_parent).await;
+        let logs = work.join("logs");
+        let runc_parent = c.pod_parent("runc");
+        let checks = systemd.then_some(&mut runc_checks);
+        let runc = pod_lifecycle(&mut client, "runc", &logs, &runc_parent, checks).await;
+        let exprun_parent = c.pod_parent("exprun");
+        let checks = systemd.then_some(&mut exprun_checks);
+        let exprun = pod_lifecycle(&mut client, "exprun", &logs, &exprun_parent, checks).await;
         (exprun, runc)
     });
     assert!(exprun.worker_state_running, "{exprun:?}");
@@ -453,6 +588,9 @@ fn a_pod_lifecycle_through_cri_with_exprun_matches_runc() {
     assert_eq!(exprun.failing_exit, 3);
     assert_eq!((exprun.oom_exit, exprun.oom_reason.as_str()), (137, "OOMKilled"));
     assert_eq!(exprun, runc, "exprun and runc disagree");
+    if systemd {
+        check_systemd_driver(&runc_checks, &exprun_checks);
+    }
 
     // Every container exprun ran left a record, with its pod's names, in the
     // records root of the node configuration, not under the shim's --root
@@ -481,9 +619,15 @@ fn a_pod_lifecycle_through_cri_with_exprun_matches_runc() {
         !std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(&root),
         "mounts left under {root}"
     );
-    for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let p = e.path().join(&cgroup_parent[1..]);
+    for h in hierarchies() {
+        let p = h.join(&c.cgroup_dir);
         assert!(!p.exists(), "cgroup left behind: {}", p.display());
+    }
+    if systemd {
+        for slice in [c.cgroup_dir.clone(), c.pod_parent("runc"), c.pod_parent("exprun")] {
+            let props = unit_props(&slice, &["ActiveState"]);
+            assert_ne!(props["ActiveState"], "active", "{slice} left active");
+        }
     }
 }
 

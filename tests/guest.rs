@@ -7,7 +7,16 @@
 //! The image is built once by tests/guest/build-image.sh and cached under
 //! `$EXPRUN_GUEST_CACHE` (default `$XDG_CACHE_HOME/exprun-guest`, else
 //! `~/.cache/exprun-guest`), in a directory named by the digest of what built
-//! it. `EXPRUN_GUEST_ACCEL=kvm|tcg` skips the KVM probe.
+//! it. `EXPRUN_GUEST_ACCEL=kvm|tcg` skips the KVM probe. `EXPRUN_GUEST_CASES`
+//! (comma-separated parts of case names, e.g. `00,10`) runs only the cases
+//! whose names contain one of them; `EXPRUN_GUEST_LOGS=1` prints the output
+//! of the cases that passed too (a failed case's is always printed).
+//!
+//! A case may run one of this build's integration-test binaries in the guest:
+//! a line `# test-binary: NAME` in it puts `target/<profile>/deps/NAME-<hash>`
+//! on the share as `tests/NAME`. `cargo test` builds every test binary before
+//! running any; alone, `cargo test --test guest` does not, so build it too
+//! (`cargo test --test guest --test NAME guest`).
 
 mod common;
 
@@ -175,17 +184,28 @@ fn accel(image: &Path) -> &'static str {
     }
 }
 
-/// The 9p share: this build's exprun, the runner, the cases, the fixtures,
-/// and `out/` for the results.
-fn stage_share(dir: &Path) {
+/// The 9p share: this build's exprun, the runner, the cases to run, the
+/// test binaries they name, the fixtures, and `out/` for the results.
+fn stage_share(dir: &Path, cases: &[String]) {
     std::fs::copy(common::exprun_bin(), dir.join("exprun")).unwrap();
     for f in ["run-cases.sh", "lib.sh"] {
         std::fs::copy(guest_dir().join(f), dir.join(f)).unwrap();
     }
+    std::fs::create_dir(dir.join("cases")).unwrap();
+    std::fs::create_dir(dir.join("tests")).unwrap();
+    for name in cases {
+        let file = format!("{name}.sh");
+        let text = std::fs::read_to_string(guest_dir().join("cases").join(&file)).unwrap();
+        std::fs::write(dir.join("cases").join(&file), &text).unwrap();
+        for bin in text.lines().filter_map(|l| l.strip_prefix("# test-binary: ")) {
+            let bin = bin.trim();
+            let path = test_binary(bin).unwrap_or_else(|why| panic!("guest case {name}: {why}"));
+            std::fs::copy(path, dir.join("tests").join(bin)).unwrap();
+        }
+    }
     let fixtures = common::fixture_dir();
     let st = Command::new("cp")
         .arg("-a")
-        .arg(guest_dir().join("cases"))
         .arg(fixtures.join("busybox-oci"))
         .arg(fixtures.join("busybox-docker.tar"))
         .arg(dir)
@@ -195,13 +215,52 @@ fn stage_share(dir: &Path) {
     std::fs::create_dir(dir.join("out")).unwrap();
 }
 
+/// This build's integration-test binary `name` (`deps/NAME-<hash>` beside this
+/// test's own binary; the newest where there are several), when it is newer
+/// than its sources. Err: why there is none.
+fn test_binary(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    let build = format!("build it: cargo test --test guest --test {name} guest");
+    let newest = std::fs::read_dir(deps)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let hash = n.strip_prefix(&format!("{name}-")).unwrap_or_default();
+            hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .max();
+    let Some((built, path)) = newest else {
+        return Err(format!("no test binary {name} in {} ({build})", deps.display()));
+    };
+    let tests = common::repo().join("tests");
+    let mut sources = vec![tests.join(format!("{name}.rs"))];
+    for d in [tests.join(name), tests.join("common")] {
+        sources.extend(std::fs::read_dir(d).into_iter().flatten().flatten().map(|e| e.path()));
+    }
+    for src in sources {
+        let changed = std::fs::metadata(&src).and_then(|m| m.modified());
+        if changed.is_ok_and(|t| t > built) {
+            return Err(format!("{} is older than {} ({build})", path.display(), src.display()));
+        }
+    }
+    Ok(path)
+}
+
+/// The cases to run: all, or those `EXPRUN_GUEST_CASES` selects.
 fn case_names() -> Vec<String> {
+    let filter = std::env::var("EXPRUN_GUEST_CASES").unwrap_or_default();
+    let parts: Vec<&str> = filter.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
     let mut names: Vec<String> = std::fs::read_dir(guest_dir().join("cases"))
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".sh")).map(String::from))
+        .filter(|n| parts.is_empty() || parts.iter().any(|p| n.contains(p)))
         .collect();
     names.sort();
+    assert!(!names.is_empty(), "EXPRUN_GUEST_CASES={filter} selects no case of tests/guest/cases");
     names
 }
 
@@ -219,11 +278,12 @@ fn the_guest_cases_pass_under_systemd_on_cgroup_v2() {
         Ok(d) => d,
         Err(why) => return skip(&why),
     };
+    let cases = case_names();
     let accel = accel(&image);
     let work = tempfile::Builder::new().prefix("exprun-guest-").tempdir().unwrap();
     let share = work.path().join("share");
     std::fs::create_dir(&share).unwrap();
-    stage_share(&share);
+    stage_share(&share, &cases);
     let console_path = work.path().join("console.log");
 
     let cpu = if accel == "kvm" { "host" } else { "max" };
@@ -268,10 +328,16 @@ fn the_guest_cases_pass_under_systemd_on_cgroup_v2() {
     }
 
     let mut failed = Vec::new();
-    for name in case_names() {
+    for name in cases {
         let line = results.lines().find(|l| l.split_whitespace().nth(1) == Some(name.as_str()));
         match line {
-            Some(l) if l.starts_with("PASS ") => {}
+            Some(l) if l.starts_with("PASS ") => {
+                if std::env::var("EXPRUN_GUEST_LOGS").as_deref() == Ok("1") {
+                    let log =
+                        std::fs::read_to_string(share.join(format!("out/{name}.log"))).unwrap_or_default();
+                    println!("---- guest case {name}: {l}\n{log}");
+                }
+            }
             other => {
                 let log = std::fs::read_to_string(share.join(format!("out/{name}.log"))).unwrap_or_default();
                 println!("---- guest case {name}: {}\n{log}", other.unwrap_or("no result"));

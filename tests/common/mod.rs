@@ -10,9 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Once;
 
-/// The exprun binary under test.
+/// The exprun binary under test: `EXPRUN_TEST_BIN` where a test binary runs
+/// away from its build (in the guest of tests/guest.rs), else this build's.
 pub fn exprun_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_exprun"))
+    match std::env::var_os("EXPRUN_TEST_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_exprun")),
+    }
 }
 
 /// The repository root.
@@ -49,8 +53,13 @@ pub fn skip(test: &str, why: &str) {
 
 static FIXTURES: Once = Once::new();
 
-/// The fixture OCI layout, built by rootfs-fixtures/build.sh when missing.
+/// The fixture OCI layout, built by rootfs-fixtures/build.sh when missing;
+/// `EXPRUN_TEST_FIXTURES` names a directory holding the built fixtures instead
+/// (in the guest of tests/guest.rs, which has no build script).
 pub fn fixture_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("EXPRUN_TEST_FIXTURES") {
+        return PathBuf::from(dir);
+    }
     let out = repo().join("rootfs-fixtures/out");
     FIXTURES.call_once(|| {
         if !out.join("busybox-oci/index.json").exists()

@@ -32,8 +32,10 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 for case in "$share"/cases/*.sh; do
   name=$(basename "$case" .sh)
   echo "guest: running $name" > /dev/console
+  # A case may ask for a longer limit with a line `# timeout: SECONDS`.
+  limit=$(sed -n 's/^# timeout: *\([0-9][0-9]*\) *$/\1/p' "$case" | head -n1)
   start=$(date +%s)
-  timeout -k 10 "${GUEST_CASE_TIMEOUT:-300}" sh "$case" > "$out/$name.log" 2>&1
+  timeout -k 10 "${limit:-${GUEST_CASE_TIMEOUT:-300}}" sh "$case" > "$out/$name.log" 2>&1
   rc=$?
   secs=$(( $(date +%s) - start ))
   if [ "$rc" -eq 0 ]; then
