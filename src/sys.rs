@@ -224,6 +224,77 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// `_LINUX_CAPABILITY_VERSION_3` from `<linux/capability.h>`: 64-bit sets in two
+/// 32-bit halves.
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Set the effective, permitted and inheritable capability sets (bit masks of
+/// capability numbers) with one capset(2) and nothing else, for the moment after
+/// the seccomp filter when a profile may allow little.
+pub fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let half = |shift: u32| Data {
+        effective: (effective >> shift) as u32,
+        permitted: (permitted >> shift) as u32,
+        inheritable: (inheritable >> shift) as u32,
+    };
+    let header = Header { version: CAPABILITY_VERSION_3, pid: 0 };
+    let data = [half(0), half(32)];
+    // SAFETY: capset reads one header and two data structs (version 3) through
+    // the pointers, which are live for the call; pid 0 is this thread.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// An execve(2) with its argument and environment arrays built in advance, so
+/// that [`PreparedExec::exec`] allocates nothing and makes no other syscall: it
+/// is the only call after the container's seccomp filter.
+pub struct PreparedExec {
+    path: CString,
+    // Own the strings the pointer arrays point into (their heap buffers do not
+    // move when the vectors do).
+    _args: Vec<CString>,
+    _env: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+impl PreparedExec {
+    /// The call, or `None` when a string holds a NUL byte.
+    pub fn new(path: &Path, args: &[String], env: &[String]) -> Option<Self> {
+        let strings =
+            |v: &[String]| v.iter().map(|s| CString::new(s.as_str()).ok()).collect::<Option<Vec<_>>>();
+        let (args, env) = (strings(args)?, strings(env)?);
+        let pointers = |v: &[CString]| {
+            v.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect::<Vec<_>>()
+        };
+        let (argv, envp) = (pointers(&args), pointers(&env));
+        Some(Self { path: cstring(path).ok()?, _args: args, _env: env, argv, envp })
+    }
+
+    /// Replace this process; returns only the errno of a failed execve.
+    pub fn exec(&self) -> nix::errno::Errno {
+        // SAFETY: path, argv and envp are NUL-terminated strings and
+        // NULL-terminated arrays of pointers into strings that self owns, all
+        // live for the call.
+        unsafe { libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
+        nix::errno::Errno::last()
+    }
+}
+
 /// Make the calling process its controlling terminal's session leader's terminal:
 /// `ioctl(fd, TIOCSCTTY, 0)`.
 pub fn set_controlling_terminal(fd: BorrowedFd<'_>) -> io::Result<()> {

@@ -5,7 +5,6 @@
 //! The steps are one straight line; the numbers match the protocol diagram in
 //! [`super::protocol`] and docs/architecture.md.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -102,15 +101,7 @@ pub fn run(
                     sys::exit_now(EXIT_EXPRUN_FAILED);
                 }
             }
-            // Seccomp last, just before execve (when no_new_privs allows installing
-            // it unprivileged); setup already installed it otherwise.
-            if let Some(f) = seccomp.filter(|_| process.no_new_privs) {
-                if crate::seccomp::install(f).is_err() {
-                    let _ = unistd::write(io::stderr(), b"exprun: installing the seccomp filter failed\n");
-                    sys::exit_now(EXIT_EXPRUN_FAILED);
-                }
-            }
-            exec(process, &exe, channel)
+            exec(process, &exe, seccomp, channel)
         }
         Err(e) => {
             let code = e.exit_code.unwrap_or(EXIT_EXPRUN_FAILED);
@@ -226,12 +217,6 @@ fn setup(
         )?;
     }
 
-    // Without no_new_privs a filter can only be installed with CAP_SYS_ADMIN,
-    // which the steps below drop: install it now (runc does the same).
-    if let Some(f) = seccomp.filter(|_| !p.no_new_privs) {
-        step("installing the seccomp filter", crate::seccomp::install(f))?;
-    }
-
     // [4] Privileges, in the order the kernel needs: rlimits while still root
     // (raising a hard limit needs privilege), supplementary groups and gid before
     // uid (afterwards we could not change them), capabilities once the uid is
@@ -265,7 +250,10 @@ fn setup(
         "setting the user id",
         unistd::setresuid(Uid::from_raw(p.uid), Uid::from_raw(p.uid), Uid::from_raw(p.uid)),
     )?;
-    step("setting capabilities", apply_caps(&p.caps))?;
+    // Without no_new_privs, installing the seccomp filter (at [6]) needs
+    // CAP_SYS_ADMIN: hold it until then when the process is not to keep it.
+    let held = if seccomp.is_some() && !p.no_new_privs { held_for_seccomp(&p.caps) } else { 0 };
+    step("setting capabilities", apply_caps(&p.caps, held))?;
     // Changing credentials cleared the parent-death signal and the dumpable flag;
     // set them again.
     if fds.die_with_parent {
@@ -360,11 +348,36 @@ fn drop_bounding(names: &[String]) -> Result<(), caps::errors::CapsError> {
     Ok(())
 }
 
-fn apply_caps(c: &crate::plan::CapSets) -> Result<(), caps::errors::CapsError> {
+/// The capabilities (a bit mask) that [`apply_caps`] must keep in the effective
+/// and permitted sets beyond the process's own for seccomp(2) without
+/// no_new_privs: CAP_SYS_ADMIN, unless the process keeps it anyway.
+fn held_for_seccomp(c: &crate::plan::CapSets) -> u64 {
+    let admin = Capability::CAP_SYS_ADMIN;
+    let keeps = |set: &[String]| cap_set(set).contains(&admin);
+    if keeps(&c.effective) && keeps(&c.permitted) {
+        0
+    } else {
+        admin.bitmask()
+    }
+}
+
+/// A set of capability names as a bit mask.
+fn cap_mask(names: &[String]) -> u64 {
+    cap_set(names).iter().fold(0, |m, c| m | c.bitmask())
+}
+
+/// The process's capability sets, with `held` (a bit mask) added to its
+/// effective and permitted sets until [`exec`] drops them after the filter.
+fn apply_caps(c: &crate::plan::CapSets, held: u64) -> Result<(), caps::errors::CapsError> {
     // Effective must stay a subset of permitted at every step, so narrow it first.
     let set = cap_set;
-    caps::set(None, CapSet::Effective, &set(&c.effective))?;
-    caps::set(None, CapSet::Permitted, &set(&c.permitted))?;
+    let with_held = |names: &[String]| {
+        let mut s = set(names);
+        s.extend(caps::all().into_iter().filter(|c| held & c.bitmask() != 0));
+        s
+    };
+    caps::set(None, CapSet::Effective, &with_held(&c.effective))?;
+    caps::set(None, CapSet::Permitted, &with_held(&c.permitted))?;
     caps::set(None, CapSet::Inheritable, &set(&c.inheritable))?;
     caps::clear(None, CapSet::Ambient)?;
     for cap in set(&c.ambient) {
@@ -423,8 +436,16 @@ fn wait_for_start(fifo: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Step [6]: execve. Only returns by `_exit` when the exec fails.
-fn exec(process: &ProcessPlan, exe: &Path, channel: &Channel) -> ! {
+/// Step [6]: the last of exprun's own work, the seccomp filter, execve. Only
+/// returns by `_exit` when something fails.
+///
+/// Everything exprun does itself comes before the filter (the spec's filter
+/// restricts the container's process, not the runtime, and a profile need not
+/// allow what exprun calls: close_range, rt_sigaction, ...): the exec's arrays,
+/// the signal reset, close-on-exec. After it comes execve alone, or, without
+/// no_new_privs when the process is not to keep CAP_SYS_ADMIN (which loading
+/// the filter then needs), one capset dropping it first.
+fn exec(process: &ProcessPlan, exe: &Path, seccomp: Option<&crate::seccomp::Filter>, channel: &Channel) -> ! {
     let report = |errno: i32| -> ! {
         // With a FIFO gate nobody reads the channel any more: say it on stderr,
         // which the supervisor (containerd's shim) collects.
@@ -438,18 +459,36 @@ fn exec(process: &ProcessPlan, exe: &Path, channel: &Channel) -> ! {
         let code = if errno == libc::ENOENT { EXIT_NOT_FOUND } else { EXIT_CANNOT_EXECUTE };
         sys::exit_now(code)
     };
-    let cstr = |s: &str| CString::new(s).ok();
-    let (Some(path), Some(args), Some(env)) = (
-        cstr(&exe.to_string_lossy()),
-        process.args.iter().map(|a| cstr(a)).collect::<Option<Vec<_>>>(),
-        process.env.iter().map(|a| cstr(a)).collect::<Option<Vec<_>>>(),
-    ) else {
-        report(libc::EINVAL)
-    };
-    // Nothing but 0, 1, 2 may reach the command (CVE-2024-21626 was a leaked fd).
-    if sys::cloexec_from(3).is_err() || sys::reset_signals().is_err() {
-        report(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL));
+    let Some(call) = sys::PreparedExec::new(exe, &process.args, &process.env) else { report(libc::EINVAL) };
+    let last_errno = || io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL);
+    // Signal dispositions and the mask survive execve: exprun ignores SIGPIPE and
+    // blocks the signals it handles.
+    if sys::reset_signals().is_err() {
+        report(last_errno());
     }
-    let err = unistd::execve(&path, &args, &env).unwrap_err();
-    report(err as i32)
+    // Nothing but 0, 1, 2 may reach the command (CVE-2024-21626 was a leaked fd).
+    if sys::cloexec_from(3).is_err() {
+        report(last_errno());
+    }
+    let held = match seccomp {
+        Some(_) if !process.no_new_privs => held_for_seccomp(&process.caps),
+        _ => 0,
+    };
+    if let Some(f) = seccomp {
+        if crate::seccomp::install(f).is_err() {
+            let _ = unistd::write(io::stderr(), b"exprun: installing the seccomp filter failed\n");
+            sys::exit_now(EXIT_EXPRUN_FAILED);
+        }
+    }
+    if held != 0 {
+        let c = &process.caps;
+        if sys::capset(cap_mask(&c.effective), cap_mask(&c.permitted), cap_mask(&c.inheritable)).is_err() {
+            let _ = unistd::write(
+                io::stderr(),
+                b"exprun: dropping CAP_SYS_ADMIN after the seccomp filter failed (does the profile allow capset?)\n",
+            );
+            sys::exit_now(EXIT_EXPRUN_FAILED);
+        }
+    }
+    report(call.exec() as i32)
 }

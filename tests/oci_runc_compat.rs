@@ -1,0 +1,153 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Where exprun must behave as runc does for the tools written against runc:
+//! the same bundle run by both in one test, and what the kernel shows.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::bundle::{bundle, oci, remove_parent_cgroups, shim};
+use common::rootless::edit_config;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+/// runc, to compare with; `None` (after SKIP) without it.
+fn runc(test: &str) -> Option<PathBuf> {
+    let found = ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc", "/usr/local/bin/runc"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{test}: runc is not installed and CI=true");
+        println!("SKIP: {test}: runc is not installed");
+    }
+    found
+}
+
+/// `runc --root STATE run --bundle B ID` in the foreground: (status, stdout, stderr).
+fn runc_run(runc: &Path, b: &Path, id: &str) -> (i32, String, String) {
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(runc)
+        .arg("--root")
+        .arg(state.path())
+        .args(["run", "--bundle", b.to_str().unwrap(), id])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// `exprun create` then `start` of `b` as `id`, the way the shim does: the
+/// command's stdout, its exit status as the subreaper reaps it, and create's
+/// and start's statuses.
+fn create_start(t: &common::bundle::Shim, b: &Path, id: &str) -> (i32, String) {
+    let (r, log) = (&t.r, t.work.path().join(format!("{id}.log")));
+    let pid_file = t.work.path().join(format!("{id}.pid"));
+    let mut create = r
+        .command(&["--log", log.to_str().unwrap(), "--log-format", "json"])
+        .args(["create", "-b", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = create.stdout.take().unwrap();
+    assert!(
+        create.wait().unwrap().success(),
+        "create {id}: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let init = Pid::from_raw(std::fs::read_to_string(&pid_file).unwrap().parse().unwrap());
+    let (code, _, err) = oci(r, &log, &["start", id]);
+    assert_eq!(code, 0, "start {id}: {err}");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
+    let status = match waitpid(init, None).unwrap() {
+        WaitStatus::Exited(_, c) => c,
+        other => panic!("{id}: init ended with {other:?}"),
+    };
+    assert_eq!(oci(r, &log, &["delete", id]).0, 0);
+    (status, text)
+}
+
+/// A Docker-style profile from before close_range existed: everything fails
+/// with EPERM but an allow-list, here exprun's default one without
+/// `close_range` and without `mkdir`/`mkdirat` (to see that the filter applies).
+fn profile_without_close_range() -> serde_json::Value {
+    let caps: Vec<String> = exprun::spec::DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    let mut p = serde_json::to_value(exprun::seccomp::default::profile(&caps)).unwrap();
+    assert_eq!(p["defaultAction"], "SCMP_ACT_ERRNO");
+    let mut removed = 0;
+    for rule in p["syscalls"].as_array_mut().unwrap() {
+        let names = rule["names"].as_array_mut().unwrap();
+        let before = names.len();
+        names.retain(|n| !["close_range", "mkdir", "mkdirat"].contains(&n.as_str().unwrap()));
+        removed += before - names.len();
+    }
+    assert_eq!(removed, 3, "the allow-list had close_range, mkdir and mkdirat");
+    p
+}
+
+/// The command under that profile: it runs, mkdir is denied, the filter is
+/// on, and its capabilities (which must be runc's: without no_new_privs exprun
+/// holds CAP_SYS_ADMIN until the filter is loaded, then drops it).
+const SECCOMP_SCRIPT: &str =
+    "echo started; mkdir /dev/shm/x 2>&1; grep -E '^(Seccomp|NoNewPrivs|Cap[A-Za-z]+):' /proc/self/status";
+const SECCOMP_OUTPUT: &str = "started\nmkdir: can't create directory '/dev/shm/x': Operation not permitted\n";
+
+#[test]
+fn a_profile_without_close_range_runs_as_under_runc() {
+    let test = "a_profile_without_close_range_runs_as_under_runc";
+    let Some(t) = shim(test) else { return };
+    let Some(runc) = runc(test) else { return };
+    let (r, work) = (&t.r, t.work.path());
+    let b = bundle(work, &["sh", "-c", SECCOMP_SCRIPT]);
+    let profile = profile_without_close_range();
+    // With no_new_privs the filter is exprun's last step but execve; without
+    // it, loading it needs CAP_SYS_ADMIN, which the process does not keep.
+    for nnp in [true, false] {
+        edit_config(&b, |c| {
+            c["process"]["noNewPrivileges"] = serde_json::json!(nnp);
+            c["linux"]["seccomp"] = profile.clone();
+            // runc makes /dev's nodes with mknod: they must open.
+            for m in c["mounts"].as_array_mut().unwrap() {
+                if m["destination"] == "/dev" {
+                    m["options"].as_array_mut().unwrap().retain(|o| o != "nodev");
+                }
+            }
+        });
+        let (code, want, err) = runc_run(&runc, &b, &format!("runc-{nnp}"));
+        assert_eq!(code, 0, "runc, noNewPrivileges {nnp}: {err}");
+        assert!(want.starts_with(SECCOMP_OUTPUT), "runc, noNewPrivileges {nnp}: {want}");
+        assert!(want.contains("Seccomp:\t2\n") && want.contains("CapEff:"), "{want}");
+        assert!(want.contains(&format!("NoNewPrivs:\t{}\n", nnp as u8)), "{want}");
+
+        let (code, out) = create_start(&t, &b, &format!("cs-{nnp}"));
+        assert_eq!(
+            (code, out.as_str()),
+            (0, want.as_str()),
+            "exprun create/start vs runc, noNewPrivileges {nnp}"
+        );
+
+        let log = work.join("run.log");
+        let (code, out, err) = oci(r, &log, &["run", "-b", b.to_str().unwrap(), &format!("run-{nnp}")]);
+        assert_eq!(code, 0, "exprun run -b, noNewPrivileges {nnp}: {err}");
+        assert_eq!(out, want, "exprun run -b vs runc, noNewPrivileges {nnp}");
+    }
+
+    // exprun's own `run` of an image with the profile as a file.
+    let file = work.join("profile.json");
+    std::fs::write(&file, profile.to_string()).unwrap();
+    let images = common::TestRoot::with_busybox();
+    let opt = format!("seccomp={}", file.display());
+    let (code, out, err) = images.run(&["--security-opt", &opt, "busybox", "sh", "-c", SECCOMP_SCRIPT]);
+    assert_eq!(code, 0, "exprun run IMAGE: {err}");
+    assert!(out.starts_with(SECCOMP_OUTPUT) && out.contains("Seccomp:\t2\n"), "exprun run IMAGE: {out}");
+    images.assert_no_leftovers();
+    r.assert_no_leftovers();
+    remove_parent_cgroups();
+}
