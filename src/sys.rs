@@ -224,41 +224,6 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// `_LINUX_CAPABILITY_VERSION_3` from `<linux/capability.h>`: 64-bit sets in two
-/// 32-bit halves.
-const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-
-/// Set the effective, permitted and inheritable capability sets (bit masks of
-/// capability numbers) with one capset(2) and nothing else, for the moment after
-/// the seccomp filter when a profile may allow little.
-pub fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: libc::c_int,
-    }
-    #[repr(C)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let half = |shift: u32| Data {
-        effective: (effective >> shift) as u32,
-        permitted: (permitted >> shift) as u32,
-        inheritable: (inheritable >> shift) as u32,
-    };
-    let header = Header { version: CAPABILITY_VERSION_3, pid: 0 };
-    let data = [half(0), half(32)];
-    // SAFETY: capset reads one header and two data structs (version 3) through
-    // the pointers, which are live for the call; pid 0 is this thread.
-    let r = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// An execve(2) with its argument and environment arrays built in advance, so
 /// that [`PreparedExec::exec`] allocates nothing and makes no other syscall: it
 /// is the only call after the container's seccomp filter.

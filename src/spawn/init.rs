@@ -251,9 +251,11 @@ fn setup(
         unistd::setresuid(Uid::from_raw(p.uid), Uid::from_raw(p.uid), Uid::from_raw(p.uid)),
     )?;
     // Without no_new_privs, installing the seccomp filter (at [6]) needs
-    // CAP_SYS_ADMIN: hold it until then when the process is not to keep it.
-    let held = if seccomp.is_some() && !p.no_new_privs { held_for_seccomp(&p.caps) } else { 0 };
-    step("setting capabilities", apply_caps(&p.caps, held))?;
+    // CAP_SYS_ADMIN: hold it until then. execve ends the hold: it computes the
+    // command's sets from the bounding and ambient sets (and the file), never
+    // from the permitted set, so what the command gets is as configured.
+    let hold_admin = seccomp.is_some() && !p.no_new_privs;
+    step("setting capabilities", apply_caps(&p.caps, hold_admin))?;
     // Changing credentials cleared the parent-death signal and the dumpable flag;
     // set them again.
     if fds.die_with_parent {
@@ -348,32 +350,16 @@ fn drop_bounding(names: &[String]) -> Result<(), caps::errors::CapsError> {
     Ok(())
 }
 
-/// The capabilities (a bit mask) that [`apply_caps`] must keep in the effective
-/// and permitted sets beyond the process's own for seccomp(2) without
-/// no_new_privs: CAP_SYS_ADMIN, unless the process keeps it anyway.
-fn held_for_seccomp(c: &crate::plan::CapSets) -> u64 {
-    let admin = Capability::CAP_SYS_ADMIN;
-    let keeps = |set: &[String]| cap_set(set).contains(&admin);
-    if keeps(&c.effective) && keeps(&c.permitted) {
-        0
-    } else {
-        admin.bitmask()
-    }
-}
-
-/// A set of capability names as a bit mask.
-fn cap_mask(names: &[String]) -> u64 {
-    cap_set(names).iter().fold(0, |m, c| m | c.bitmask())
-}
-
-/// The process's capability sets, with `held` (a bit mask) added to its
-/// effective and permitted sets until [`exec`] drops them after the filter.
-fn apply_caps(c: &crate::plan::CapSets, held: u64) -> Result<(), caps::errors::CapsError> {
+/// The process's capability sets, with CAP_SYS_ADMIN added to the effective
+/// and permitted ones when `hold_admin`.
+fn apply_caps(c: &crate::plan::CapSets, hold_admin: bool) -> Result<(), caps::errors::CapsError> {
     // Effective must stay a subset of permitted at every step, so narrow it first.
     let set = cap_set;
     let with_held = |names: &[String]| {
         let mut s = set(names);
-        s.extend(caps::all().into_iter().filter(|c| held & c.bitmask() != 0));
+        if hold_admin {
+            s.insert(Capability::CAP_SYS_ADMIN);
+        }
         s
     };
     caps::set(None, CapSet::Effective, &with_held(&c.effective))?;
@@ -442,9 +428,7 @@ fn wait_for_start(fifo: &OwnedFd) -> io::Result<()> {
 /// Everything exprun does itself comes before the filter (the spec's filter
 /// restricts the container's process, not the runtime, and a profile need not
 /// allow what exprun calls: close_range, rt_sigaction, ...): the exec's arrays,
-/// the signal reset, close-on-exec. After it comes execve alone, or, without
-/// no_new_privs when the process is not to keep CAP_SYS_ADMIN (which loading
-/// the filter then needs), one capset dropping it first.
+/// the signal reset, close-on-exec. After it comes execve alone.
 fn exec(process: &ProcessPlan, exe: &Path, seccomp: Option<&crate::seccomp::Filter>, channel: &Channel) -> ! {
     let report = |errno: i32| -> ! {
         // With a FIFO gate nobody reads the channel any more: say it on stderr,
@@ -470,23 +454,9 @@ fn exec(process: &ProcessPlan, exe: &Path, seccomp: Option<&crate::seccomp::Filt
     if sys::cloexec_from(3).is_err() {
         report(last_errno());
     }
-    let held = match seccomp {
-        Some(_) if !process.no_new_privs => held_for_seccomp(&process.caps),
-        _ => 0,
-    };
     if let Some(f) = seccomp {
         if crate::seccomp::install(f).is_err() {
             let _ = unistd::write(io::stderr(), b"exprun: installing the seccomp filter failed\n");
-            sys::exit_now(EXIT_EXPRUN_FAILED);
-        }
-    }
-    if held != 0 {
-        let c = &process.caps;
-        if sys::capset(cap_mask(&c.effective), cap_mask(&c.permitted), cap_mask(&c.inheritable)).is_err() {
-            let _ = unistd::write(
-                io::stderr(),
-                b"exprun: dropping CAP_SYS_ADMIN after the seccomp filter failed (does the profile allow capset?)\n",
-            );
             sys::exit_now(EXIT_EXPRUN_FAILED);
         }
     }
