@@ -151,3 +151,46 @@ fn a_profile_without_close_range_runs_as_under_runc() {
     r.assert_no_leftovers();
     remove_parent_cgroups();
 }
+
+/// Every array in `v`, with its path (`.linux.capabilities`).
+fn arrays<'a>(v: &'a serde_json::Value, path: &str, out: &mut Vec<(String, &'a Vec<serde_json::Value>)>) {
+    match v {
+        serde_json::Value::Array(a) => out.push((path.to_string(), a)),
+        serde_json::Value::Object(o) => {
+            for (k, v) in o {
+                arrays(v, &format!("{path}.{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn features_is_the_same_on_every_call_and_its_lists_are_sorted() {
+    let features = || {
+        let out = Command::new(common::exprun_bin()).arg("features").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = features();
+    for _ in 0..5 {
+        assert_eq!(features(), first, "exprun features printed something else on a later call");
+    }
+    let doc: serde_json::Value = serde_json::from_str(&first).unwrap();
+    // The hooks are in the order they run, as runc lists them.
+    let hooks = ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"];
+    assert_eq!(doc["hooks"], serde_json::json!(hooks));
+    let mut lists = Vec::new();
+    arrays(&doc, "", &mut lists);
+    lists.retain(|(path, _)| path != ".hooks");
+    assert!(lists.iter().any(|(p, _)| p == ".linux.capabilities"), "{lists:?}");
+    for (path, list) in lists {
+        let names: Vec<&str> = list.iter().map(|v| v.as_str().unwrap()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(names, sorted, "features{path} is not sorted (or has duplicates)");
+    }
+    let caps = doc["linux"]["capabilities"].as_array().unwrap();
+    assert!(caps.len() >= 41 && caps.iter().any(|c| c == "CAP_SYS_ADMIN"), "{caps:?}");
+}

@@ -312,7 +312,11 @@ pub fn list(globals: &Globals, a: ListArgs) -> Result<i32> {
 
 /// Run `exprun features`: what this runtime supports, as the OCI features document.
 pub fn features() -> Result<i32> {
-    let caps: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+    // caps::all() is a hash set: sorted, so that the document is the same on
+    // every call. Every list below is sorted too, but the hooks, which are in
+    // the order they run.
+    let mut caps: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+    caps.sort();
     // The OCI document has no field for device rules: say on this host what
     // enforces linux.resources.devices, or that configs with rules are refused.
     let devices = match crate::cgroups::CgroupHost::detect().map_err(|e| e.to_string()) {
@@ -347,9 +351,9 @@ pub fn features() -> Result<i32> {
                     "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT",
                     "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"
                 ],
-                "archs": ["SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
-                "knownFlags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_LOG"],
-                "supportedFlags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_LOG"]
+                "archs": ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM", "SCMP_ARCH_X32", "SCMP_ARCH_X86", "SCMP_ARCH_X86_64"],
+                "knownFlags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_TSYNC"],
+                "supportedFlags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_TSYNC"]
             },
             "apparmor": { "enabled": false },
             "selinux": { "enabled": false },
