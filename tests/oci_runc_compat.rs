@@ -194,3 +194,50 @@ fn features_is_the_same_on_every_call_and_its_lists_are_sorted() {
     let caps = doc["linux"]["capabilities"].as_array().unwrap();
     assert!(caps.len() >= 41 && caps.iter().any(|c| c == "CAP_SYS_ADMIN"), "{caps:?}");
 }
+
+#[test]
+fn boolean_flags_take_runcs_equals_true_and_false_forms() {
+    let r = common::TestRoot::new();
+    let missing = "container \"nope\" does not exist";
+    // (command line, exit status, what stdout or stderr must hold): each flag
+    // bare, =true and =false, reaching the verb (not refused by the parser).
+    let table: &[(&[&str], i32, &str)] = &[
+        (&["delete", "--force", "nope"], 0, ""),
+        (&["delete", "--force=true", "nope"], 0, ""),
+        (&["delete", "-f=true", "nope"], 0, ""),
+        (&["delete", "--force=false", "nope"], 125, missing),
+        (&["delete", "--force=1", "nope"], 0, ""),
+        (&["delete", "--force=0", "nope"], 125, missing),
+        (&["list", "--quiet"], 0, ""),
+        (&["list", "--quiet=true"], 0, ""),
+        (&["list", "-q=false"], 0, "ID "),
+        (&["kill", "--all=true", "nope", "KILL"], 125, missing),
+        (&["kill", "--all=false", "nope"], 125, missing),
+        (&["kill", "-a", "nope"], 125, missing),
+        (&["exec", "--detach=true", "--tty=false", "nope", "true"], 125, missing),
+        (&["exec", "-d=false", "-t=false", "nope", "true"], 125, missing),
+        (&["--debug=false", "--systemd-cgroup=false", "state", "nope"], 125, missing),
+        (&["--systemd-cgroup=true", "state", "nope"], 125, missing),
+        (
+            &["create", "--no-pivot=false", "--no-new-keyring=true", "-b", "/nonexistent", "c"],
+            125,
+            "/nonexistent",
+        ),
+        (&["create", "--no-pivot", "--no-new-keyring=false", "-b", "/nonexistent", "c"], 125, "/nonexistent"),
+        (
+            &["run", "--detach=false", "--no-pivot=true", "--no-new-keyring", "-b", "/nonexistent", "c"],
+            125,
+            "/nonexistent",
+        ),
+        // Not a boolean: refused by name.
+        (&["kill", "--all=maybe", "nope"], 125, "--all"),
+    ];
+    for (args, code, holds) in table {
+        let out = r.exprun(args, None);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(*code), "exprun {args:?}: {stderr}");
+        assert!(stdout.contains(holds) || stderr.contains(holds), "exprun {args:?}: {stdout}{stderr}");
+    }
+    let quiet = |flag: &str| r.exprun(&["list", flag], None).stdout;
+    assert!(quiet("--quiet=true").is_empty() && quiet("-q").is_empty(), "list --quiet printed a header");
+}

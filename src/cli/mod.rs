@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser, Subcommand};
 
 use crate::error::Error;
 
@@ -26,7 +27,9 @@ pub struct Cli {
     pub root: Option<PathBuf>,
 
     /// Print debug messages to stderr
-    #[arg(long, global = true)]
+    #[arg(long, global = true,
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub debug: bool,
 
     /// Also write errors to this file (runc-compatible; containerd's shim reads it)
@@ -39,7 +42,9 @@ pub struct Cli {
 
     /// cgroupsPath is in systemd's slice:prefix:name form (runc-compatible; the
     /// cgroup is made through cgroupfs, not through systemd)
-    #[arg(long = "systemd-cgroup", global = true)]
+    #[arg(long = "systemd-cgroup", global = true,
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub systemd_cgroup: bool,
 
     /// Rootless mode (runc-compatible). exprun is rootless exactly when it is not

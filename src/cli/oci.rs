@@ -5,7 +5,8 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args};
 
 use super::Globals;
 use crate::container::{self, CreateOptions};
@@ -24,10 +25,14 @@ pub struct CreateArgs {
     #[arg(long = "console-socket", value_name = "SOCKET")]
     console_socket: Option<PathBuf>,
     /// Accepted for runc compatibility; exprun always uses pivot_root
-    #[arg(long = "no-pivot")]
+    #[arg(long = "no-pivot",
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     no_pivot: bool,
     /// Accepted for runc compatibility; exprun creates no session keyring
-    #[arg(long = "no-new-keyring")]
+    #[arg(long = "no-new-keyring",
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     no_new_keyring: bool,
     /// Pass this many extra fds (from 3 up) to the container; only 0 is supported
     #[arg(long = "preserve-fds", value_name = "N", default_value_t = 0)]
@@ -76,7 +81,9 @@ pub struct ExecArgs {
     #[arg(short = 'p', long, value_name = "FILE")]
     process: Option<PathBuf>,
     /// Return once the process runs; it is reparented to the caller
-    #[arg(short = 'd', long)]
+    #[arg(short = 'd', long,
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     detach: bool,
     /// Write the process's pid here (no trailing newline)
     #[arg(long = "pid-file", value_name = "FILE")]
@@ -85,7 +92,9 @@ pub struct ExecArgs {
     #[arg(long = "console-socket", value_name = "SOCKET")]
     console_socket: Option<PathBuf>,
     /// Allocate a pseudo-terminal (needs --console-socket)
-    #[arg(short = 't', long)]
+    #[arg(short = 't', long,
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     tty: bool,
     /// Working directory in the container
     #[arg(long, value_name = "DIR")]
@@ -237,7 +246,9 @@ pub fn state(globals: &Globals, a: IdArg) -> Result<i32> {
 pub struct KillArgs {
     /// Signal every process of the container, not only its init (succeeds on a
     /// stopped container too)
-    #[arg(short = 'a', long)]
+    #[arg(short = 'a', long,
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     all: bool,
     /// The container id
     id: String,
@@ -256,7 +267,9 @@ pub fn kill(globals: &Globals, a: KillArgs) -> Result<i32> {
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
     /// Kill a running container first; succeed if it does not exist
-    #[arg(short = 'f', long)]
+    #[arg(short = 'f', long,
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     force: bool,
     /// The container id
     id: String,
@@ -276,7 +289,9 @@ pub struct ListArgs {
     #[arg(short = 'f', long, default_value = "table", value_parser = ["table", "json"])]
     format: String,
     /// Print only the ids
-    #[arg(short = 'q', long)]
+    #[arg(short = 'q', long,
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     quiet: bool,
 }
 

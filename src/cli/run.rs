@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args};
 
 use super::Globals;
@@ -152,7 +153,9 @@ pub struct RunArgs {
     )]
     bundle: Option<PathBuf>,
     /// With --bundle: create and start the container, then return (runc's run --detach)
-    #[arg(short = 'd', long, requires = "bundle")]
+    #[arg(short = 'd', long, requires = "bundle",
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     detach: bool,
     /// With --bundle: write the container's init pid here (no trailing newline)
     #[arg(long = "pid-file", value_name = "FILE", requires = "bundle")]
@@ -161,10 +164,14 @@ pub struct RunArgs {
     #[arg(long = "console-socket", value_name = "SOCKET", requires = "detach")]
     console_socket: Option<PathBuf>,
     /// With --bundle: accepted for runc compatibility; exprun always uses pivot_root
-    #[arg(long = "no-pivot", requires = "bundle")]
+    #[arg(long = "no-pivot", requires = "bundle",
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     no_pivot: bool,
     /// With --bundle: accepted for runc compatibility; exprun creates no session keyring
-    #[arg(long = "no-new-keyring", requires = "bundle")]
+    #[arg(long = "no-new-keyring", requires = "bundle",
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     no_new_keyring: bool,
     /// The image: NAME[:TAG], NAME@sha256:..., or a digest prefix (with --bundle: the container id)
     #[arg(value_name = "IMAGE")]
