@@ -241,3 +241,38 @@ fn boolean_flags_take_runcs_equals_true_and_false_forms() {
     let quiet = |flag: &str| r.exprun(&["list", flag], None).stdout;
     assert!(quiet("--quiet=true").is_empty() && quiet("-q").is_empty(), "list --quiet printed a header");
 }
+
+#[test]
+fn exprun_errors_are_marked_as_errors_on_stderr_and_in_the_log() {
+    let r = common::TestRoot::new();
+    let work = tempfile::tempdir().unwrap();
+    let msg = "container \"nope\" does not exist";
+    let out = r.exprun(&["state", "nope"], None);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), format!("exprun: error: {msg}\n"));
+
+    // The shim reads the msg of the last "level":"error" line of --log.
+    let json = work.path().join("log.json");
+    for verb in [&["state", "nope"][..], &["kill", "nope", "KILL"], &["delete", "nope"]] {
+        let (code, _, err) = oci(&r, &json, verb);
+        assert_eq!((code, err.as_str()), (125, format!("exprun: error: {msg}\n").as_str()), "{verb:?}");
+    }
+    let text = std::fs::read_to_string(&json).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for l in &lines {
+        assert_eq!((l["level"].as_str(), l["msg"].as_str()), (Some("error"), Some(msg)), "{l}");
+        assert!(l["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{l}");
+    }
+    // Text format, as runc's logrus writes it.
+    let log = work.path().join("log.txt");
+    let out =
+        r.command(&["--log", log.to_str().unwrap(), "state", "nope"]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let line = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        line.starts_with("time=\"")
+            && line.ends_with(" level=error msg=\"container \\\"nope\\\" does not exist\"\n"),
+        "{line}"
+    );
+}

@@ -280,9 +280,12 @@ struct LogTarget {
 }
 
 /// Print an exprun error on stderr (and into `--log`) and return its exit status.
+/// The stderr line says `error:` (as clap's own errors do), so that a tool
+/// reading a runtime's stderr, which runc marks `level=error`, sees an error and
+/// not a note; in `--log` the line's level says it.
 fn report(e: &Error, log: &LogTarget) -> i32 {
     let message = e.for_terminal();
-    eprintln!("exprun: {message}");
+    eprintln!("exprun: error: {message}");
     if let Some(path) = &log.path {
         crate::log::append_error(path, log.json, &message);
     }
