@@ -260,6 +260,26 @@ impl PreparedExec {
     }
 }
 
+/// Whether `fd` is an open descriptor of this process.
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the flags of a descriptor number; one that is
+    // not open fails with EBADF.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// Clear close-on-exec on fds `first..first + count`, so that they reach the
+/// command (`--preserve-fds`).
+pub fn keep_on_exec(first: RawFd, count: u32) -> io::Result<()> {
+    for fd in (first..).take(count as usize) {
+        // SAFETY: F_SETFD only changes the flags of a descriptor number; one
+        // that is not open fails with EBADF.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Make the calling process its controlling terminal's session leader's terminal:
 /// `ioctl(fd, TIOCSCTTY, 0)`.
 pub fn set_controlling_terminal(fd: BorrowedFd<'_>) -> io::Result<()> {

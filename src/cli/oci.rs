@@ -34,7 +34,7 @@ pub struct CreateArgs {
           value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     no_new_keyring: bool,
-    /// Pass this many extra fds (from 3 up) to the container; only 0 is supported
+    /// Pass this many extra fds (3 to 3+N-1) to the container's command
     #[arg(long = "preserve-fds", value_name = "N", default_value_t = 0)]
     preserve_fds: u32,
     /// The container id
@@ -43,9 +43,6 @@ pub struct CreateArgs {
 
 /// Run `exprun create`.
 pub fn create(globals: &Globals, a: CreateArgs) -> Result<i32> {
-    if a.preserve_fds > 0 {
-        return Err(Error::Usage("--preserve-fds is not supported yet; only 0 works".into()));
-    }
     // Refused here, not first at `delete`, where the record would be lost.
     crate::node::NodeConfig::load()?;
     let root = globals.state();
@@ -59,6 +56,7 @@ pub fn create(globals: &Globals, a: CreateArgs) -> Result<i32> {
             console_socket: a.console_socket.as_deref(),
             systemd_cgroup: globals.systemd_cgroup,
             command_line: std::env::args().collect(),
+            preserve_fds: a.preserve_fds,
         },
     )?;
     Ok(0)
@@ -99,12 +97,28 @@ pub struct ExecArgs {
     /// Working directory in the container
     #[arg(long, value_name = "DIR")]
     cwd: Option<String>,
-    /// Add an environment variable
+    /// Set an environment variable (replacing the process's own of that name)
     #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
     env: Vec<String>,
     /// Run as UID[:GID]
     #[arg(short = 'u', long, value_name = "UID[:GID]")]
     user: Option<String>,
+    /// Add a capability to the bounding, effective and permitted sets (and the
+    /// ambient set where the inheritable set has it)
+    #[arg(short = 'c', long = "cap", value_name = "CAP")]
+    cap: Vec<String>,
+    /// Run in a sub-cgroup of the container's, which must exist: PATH, or
+    /// CONTROLLER[,CONTROLLER]:PATH for those controllers (cgroup v1)
+    #[arg(long = "cgroup", value_name = "[CONTROLLERS:]PATH")]
+    cgroup: Vec<String>,
+    /// Exec into a paused container too (the process stays frozen until resume)
+    #[arg(long = "ignore-paused",
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    ignore_paused: bool,
+    /// Pass this many extra fds (3 to 3+N-1) to the process
+    #[arg(long = "preserve-fds", value_name = "N", default_value_t = 0)]
+    preserve_fds: u32,
     /// The container id
     id: String,
     /// The command, when there is no --process
@@ -123,6 +137,10 @@ pub fn exec(globals: &Globals, a: ExecArgs) -> Result<i32> {
             cwd: a.cwd.as_deref(),
             env: a.env,
             user: a.user.as_deref(),
+            caps: a.cap,
+            cgroups: a.cgroup,
+            ignore_paused: a.ignore_paused,
+            preserve_fds: a.preserve_fds,
             tty: a.tty,
             detach: a.detach,
             pid_file: a.pid_file.as_deref(),

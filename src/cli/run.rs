@@ -173,6 +173,9 @@ pub struct RunArgs {
           value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     no_new_keyring: bool,
+    /// With --bundle: pass this many extra fds (3 to 3+N-1) to the container's command
+    #[arg(long = "preserve-fds", value_name = "N", default_value_t = 0, requires = "bundle")]
+    preserve_fds: u32,
     /// The image: NAME[:TAG], NAME@sha256:..., or a digest prefix (with --bundle: the container id)
     #[arg(value_name = "IMAGE")]
     image: String,
@@ -294,6 +297,7 @@ pub fn run(globals: &Globals, args: RunArgs) -> Result<i32> {
                 console_socket: args.console_socket.as_deref(),
                 systemd_cgroup: globals.systemd_cgroup,
                 command_line: std::env::args().collect(),
+                preserve_fds: args.preserve_fds,
             };
             if args.detach {
                 crate::container::create(&root, &o)?;

@@ -28,6 +28,8 @@ pub struct ChildFds {
     pub ns_join: Vec<(OwnedFd, u64)>,
     /// The container's stdin, stdout, stderr.
     pub stdio: [OwnedFd; 3],
+    /// How many fds from 3 up reach the command (`--preserve-fds`).
+    pub preserved: u32,
     /// The pty slave's host path, bound at /dev/console, when there is a terminal.
     pub console: Option<PathBuf>,
     /// Die with SIGKILL when exprun dies (foreground runs).
@@ -101,7 +103,7 @@ pub fn run(
                     sys::exit_now(EXIT_EXPRUN_FAILED);
                 }
             }
-            exec(process, &exe, seccomp, channel)
+            exec(process, &exe, fds.preserved, seccomp, channel)
         }
         Err(e) => {
             let code = e.exit_code.unwrap_or(EXIT_EXPRUN_FAILED);
@@ -429,7 +431,13 @@ fn wait_for_start(fifo: &OwnedFd) -> io::Result<()> {
 /// restricts the container's process, not the runtime, and a profile need not
 /// allow what exprun calls: close_range, rt_sigaction, ...): the exec's arrays,
 /// the signal reset, close-on-exec. After it comes execve alone.
-fn exec(process: &ProcessPlan, exe: &Path, seccomp: Option<&crate::seccomp::Filter>, channel: &Channel) -> ! {
+fn exec(
+    process: &ProcessPlan,
+    exe: &Path,
+    preserved: u32,
+    seccomp: Option<&crate::seccomp::Filter>,
+    channel: &Channel,
+) -> ! {
     let report = |errno: i32| -> ! {
         // With a FIFO gate nobody reads the channel any more: say it on stderr,
         // which the supervisor (containerd's shim) collects.
@@ -450,8 +458,9 @@ fn exec(process: &ProcessPlan, exe: &Path, seccomp: Option<&crate::seccomp::Filt
     if sys::reset_signals().is_err() {
         report(last_errno());
     }
-    // Nothing but 0, 1, 2 may reach the command (CVE-2024-21626 was a leaked fd).
-    if sys::cloexec_from(3).is_err() {
+    // Nothing but 0, 1, 2 and the caller's --preserve-fds may reach the command
+    // (CVE-2024-21626 was a leaked fd).
+    if sys::cloexec_from(3 + preserved).is_err() || sys::keep_on_exec(3, preserved).is_err() {
         report(last_errno());
     }
     if let Some(f) = seccomp {
