@@ -276,3 +276,240 @@ fn exprun_errors_are_marked_as_errors_on_stderr_and_in_the_log() {
         "{line}"
     );
 }
+
+/// A container running `sleep 600` made by `runtime` (exprun's or runc's
+/// command line, `--root` included) from a bundle of its own under `dir`.
+fn sleeper(runtime: &[String], dir: &Path, id: &str) -> (PathBuf, Pid) {
+    let b = bundle(dir, &["sleep", "600"]);
+    edit_config(&b, |c| {
+        for m in c["mounts"].as_array_mut().unwrap() {
+            if m["destination"] == "/dev" {
+                m["options"].as_array_mut().unwrap().retain(|o| o != "nodev");
+            }
+        }
+    });
+    let pid_file = dir.join("init.pid");
+    let st = Command::new(&runtime[0])
+        .args(&runtime[1..])
+        .args(["create", "--bundle", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "{runtime:?} create {id}");
+    let st = Command::new(&runtime[0]).args(&runtime[1..]).args(["start", id]).status().unwrap();
+    assert!(st.success(), "{runtime:?} start {id}");
+    (b, Pid::from_raw(std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap()))
+}
+
+/// The cgroup directories of `pid` on the host, by controller (co-mounted
+/// controllers under their directory's name; the cgroup2 hierarchy as "").
+fn cgroup_dirs(pid: Pid) -> Vec<(String, PathBuf)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+            // The cgroup2 hierarchy of a hybrid host is mounted at `unified`.
+            let mount = if ctrl.is_empty() { "unified" } else { ctrl.strip_prefix("name=").unwrap_or(ctrl) };
+            let dir = Path::new("/sys/fs/cgroup").join(mount).join(path.trim_start_matches('/'));
+            dir.is_dir().then(|| (ctrl.to_string(), dir))
+        })
+        .collect()
+}
+
+/// `RUNTIME exec ARGS` through `sh -c`, so that fd 3 can be a file: (status,
+/// stdout, stderr).
+fn exec_sh(runtime: &[String], args: &[&str], fd3: Option<&Path>) -> (i32, String, String) {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut line: Vec<String> = runtime.iter().map(|s| quote(s)).collect();
+    line.push("exec".into());
+    line.extend(args.iter().map(|a| quote(a)));
+    if let Some(f) = fd3 {
+        line.push(format!("3>{}", quote(f.to_str().unwrap())));
+    }
+    let out = Command::new("sh").arg("-c").arg(line.join(" ")).stdin(Stdio::null()).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn exec_options_do_what_runcs_do() {
+    let test = "exec_options_do_what_runcs_do";
+    let Some(t) = shim(test) else { return };
+    let Some(runc) = runc(test) else { return };
+    let work = t.work.path();
+    let runc_root = work.join("runc-root");
+    let runtimes = [
+        (
+            "exprun",
+            vec![
+                common::exprun_bin().display().to_string(),
+                "--root".into(),
+                t.r.path().display().to_string(),
+            ],
+        ),
+        ("runc", vec![runc.display().to_string(), "--root".into(), runc_root.display().to_string()]),
+    ];
+    let mut seen: Vec<Vec<String>> = vec![Vec::new(); 2];
+    let mut env_with_process = Vec::new();
+    for (i, (name, rt)) in runtimes.iter().enumerate() {
+        let (_, init) = sleeper(rt, &work.join(name), "c");
+        let out = &mut seen[i];
+        // --env replaces the variable --process sets.
+        let proc_file = work.join(format!("{name}-process.json"));
+        std::fs::write(
+            &proc_file,
+            r#"{"args":["sh","-c","echo A=$A; env | grep -c ^A="],"cwd":"/","env":["PATH=/bin","A=orig"],"user":{"uid":0,"gid":0}}"#,
+        )
+        .unwrap();
+        // (runc 1.1.5 ignores every option but --process then: compared below
+        // with what the option says, not with runc.)
+        let (code, stdout, err) =
+            exec_sh(rt, &["--env", "A=override", "--process", proc_file.to_str().unwrap(), "c"], None);
+        assert_eq!(code, 0, "{name}: {err}");
+        env_with_process.push(stdout);
+        let (code, stdout, err) = exec_sh(
+            rt,
+            &["--env", "TERM=dumb", "c", "sh", "-c", "echo TERM=$TERM; env | grep -c ^TERM="],
+            None,
+        );
+        assert_eq!(code, 0, "{name}: {err}");
+        out.push(format!("env: {stdout}"));
+        // --cap, as root and as another user.
+        let caps = "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb):' /proc/self/status";
+        for user in ["0", "1000"] {
+            let (code, stdout, err) =
+                exec_sh(rt, &["--cap", "CAP_SYS_ADMIN", "-u", user, "c", "sh", "-c", caps], None);
+            assert_eq!(code, 0, "{name}: {err}");
+            out.push(format!("cap as {user}: {stdout}"));
+        }
+        // --preserve-fds: fd 3 reaches the process, and nothing else does.
+        let file = work.join(format!("{name}-fd3"));
+        let script = "echo through fd 3 >&3; ls /proc/self/fd";
+        let (code, stdout, err) = exec_sh(rt, &["--preserve-fds", "1", "c", "sh", "-c", script], Some(&file));
+        assert_eq!(code, 0, "{name}: {err}");
+        out.push(format!("preserve-fds: {stdout} wrote {:?}", std::fs::read_to_string(&file).unwrap()));
+        // --cgroup: a sub-cgroup of the container's in one controller, then in all.
+        let dirs = cgroup_dirs(init);
+        let memory = dirs.iter().find(|(c, _)| c == "memory").map(|(_, d)| d.clone()).unwrap();
+        std::fs::create_dir(memory.join("one")).unwrap();
+        for (c, d) in &dirs {
+            std::fs::create_dir(d.join("all")).unwrap();
+            if c == "cpuset" {
+                // A new cpuset has no CPUs nor memory nodes until given its parent's.
+                for f in ["cpuset.cpus", "cpuset.mems"] {
+                    std::fs::write(d.join("all").join(f), std::fs::read(d.join(f)).unwrap()).unwrap();
+                }
+            }
+        }
+        let show = "grep -E ':(memory|pids):' /proc/self/cgroup | cut -d: -f2-";
+        for sub in ["memory:one", "all", "/all"] {
+            let (code, stdout, err) = exec_sh(rt, &["--cgroup", sub, "c", "sh", "-c", show], None);
+            assert_eq!(code, 0, "{name}: {err}");
+            out.push(format!("cgroup {sub}: {stdout}"));
+        }
+        let (code, _, err) = exec_sh(rt, &["--cgroup", "memory:none", "c", "true"], None);
+        out.push(format!("cgroup missing: {}", code != 0));
+        assert!(code != 0, "{name}: {err}");
+        // --ignore-paused: refused without; with it the process waits for resume.
+        let run = |args: &[&str]| Command::new(&rt[0]).args(&rt[1..]).args(args).output().unwrap();
+        assert!(run(&["pause", "c"]).status.success());
+        let (code, _, err) = exec_sh(rt, &["c", "echo", "paused"], None);
+        assert!(code != 0, "{name}: exec into a paused container: {err}");
+        out.push(format!("paused exec refused: {}", err.contains("paused")));
+        let mut waiting = Command::new(&rt[0])
+            .args(&rt[1..])
+            .args(["exec", "--ignore-paused", "c", "echo", "thawed"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(waiting.try_wait().unwrap().is_none(), "{name}: the exec'd process ran in a frozen cgroup");
+        assert!(run(&["resume", "c"]).status.success());
+        let done = waiting.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&done.stdout);
+        out.push(format!("ignore-paused: {} {stdout}", done.status.code().unwrap_or(-1)));
+        for (_, d) in &dirs {
+            std::fs::remove_dir(d.join("all")).unwrap();
+        }
+        std::fs::remove_dir(memory.join("one")).unwrap();
+
+        let st = Command::new(&rt[0]).args(&rt[1..]).args(["kill", "c", "KILL"]).status().unwrap();
+        assert!(st.success());
+        waitpid(init, None).unwrap();
+        let st = Command::new(&rt[0]).args(&rt[1..]).args(["delete", "c"]).status().unwrap();
+        assert!(st.success());
+    }
+    println!("exprun: {:#?}\nrunc: {:#?}", seen[0], seen[1]);
+    assert_eq!(seen[0], seen[1], "exprun (left) and runc (right) disagree");
+    assert_eq!(env_with_process[0], "A=override\n1\n", "exec --env with --process");
+    assert!(seen[0].iter().any(|l| l == "cgroup memory:one: pids:/\nmemory:/one\n"), "{:?}", seen[0]);
+    assert!(seen[0].iter().any(|l| l == "ignore-paused: 0 thawed\n"), "{:?}", seen[0]);
+
+    // Fds that are not open are refused, not taken from exprun's own.
+    let (code, _, err) =
+        exec_sh(&runtimes[0].1, &["--preserve-fds", "2", "c", "true"], Some(&work.join("x")));
+    assert_eq!(code, 125);
+    assert!(err.contains("--preserve-fds 2: fd 4 is not open"), "{err}");
+    t.r.assert_no_leftovers();
+    remove_parent_cgroups();
+}
+
+#[test]
+fn create_and_run_pass_the_preserved_fds_as_runc_does() {
+    let test = "create_and_run_pass_the_preserved_fds_as_runc_does";
+    let Some(t) = shim(test) else { return };
+    let Some(runc) = runc(test) else { return };
+    let work = t.work.path();
+    let runc_root = work.join("runc-root");
+    let runtimes = [
+        ("exprun", common::exprun_bin(), t.r.path().to_path_buf()),
+        ("runc", runc.clone(), runc_root.clone()),
+    ];
+    let mut wrote = Vec::new();
+    for (name, bin, root) in &runtimes {
+        let b = bundle(&work.join(name), &["sh", "-c", "echo from init >&3; ls /proc/self/fd >&3"]);
+        edit_config(&b, |c| {
+            for m in c["mounts"].as_array_mut().unwrap() {
+                if m["destination"] == "/dev" {
+                    m["options"].as_array_mut().unwrap().retain(|o| o != "nodev");
+                }
+            }
+        });
+        let sh = |verb: &str, id: &str, file: &Path| {
+            let line = format!(
+                "'{}' --root '{}' {verb} --preserve-fds 1 --bundle '{}' --pid-file '{}' {id} 3>'{}'",
+                bin.display(),
+                root.display(),
+                b.display(),
+                work.join(format!("{name}-{id}.pid")).display(),
+                file.display()
+            );
+            // Not a pipe: init holds create's stdout until it ends.
+            let st =
+                Command::new("sh").arg("-c").arg(line).stdin(Stdio::null()).stdout(Stdio::null()).status();
+            st.unwrap()
+        };
+        let created = work.join(format!("{name}-created"));
+        assert!(sh("create", "c", &created).success(), "{name} create");
+        let pid: i32 =
+            std::fs::read_to_string(work.join(format!("{name}-c.pid"))).unwrap().trim().parse().unwrap();
+        let st = Command::new(bin).arg("--root").arg(root).args(["start", "c"]).status().unwrap();
+        assert!(st.success(), "{name} start");
+        assert_eq!(waitpid(Pid::from_raw(pid), None).unwrap(), WaitStatus::Exited(Pid::from_raw(pid), 0));
+        let st = Command::new(bin).arg("--root").arg(root).args(["delete", "c"]).status().unwrap();
+        assert!(st.success(), "{name} delete");
+        let ran = work.join(format!("{name}-ran"));
+        assert!(sh("run", "r", &ran).success(), "{name} run");
+        wrote.push((std::fs::read_to_string(&created).unwrap(), std::fs::read_to_string(&ran).unwrap()));
+    }
+    assert!(wrote[1].0.starts_with("from init\n0\n1\n2\n3\n"), "runc: {:?}", wrote[1]);
+    assert_eq!(wrote[0], wrote[1], "exprun (left) and runc (right) disagree on what fd 3 got");
+    t.r.assert_no_leftovers();
+    remove_parent_cgroups();
+}

@@ -148,7 +148,7 @@ fn add_caps(process: &mut oci_spec::runtime::Process, add: &[String]) -> Result<
     let mut parsed = Capabilities::new();
     for name in add {
         let full = if name.starts_with("CAP_") { name.clone() } else { format!("CAP_{name}") };
-        let cap: Capability = full.parse().map_err(|_| {
+        let cap: Capability = serde_json::from_value(serde_json::Value::String(full)).map_err(|_| {
             crate::Error::Usage(format!("--cap {name:?}: not a capability (e.g. CAP_NET_ADMIN)"))
         })?;
         parsed.insert(cap);
@@ -250,14 +250,17 @@ mod tests {
     fn a_sub_cgroup_cannot_leave_the_containers() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("c/sub")).unwrap();
+        std::fs::create_dir_all(dir.path().join("m/sub")).unwrap();
         let mut base = CgroupPlan::none();
         base.version = Version::V1;
         base.dirs.insert("cpu".into(), dir.path().join("c"));
         base.dirs.insert("cpuacct".into(), dir.path().join("c"));
-        base.dirs.insert("memory".into(), dir.path().join("c"));
+        base.dirs.insert("memory".into(), dir.path().join("m"));
         let p = sub_cgroups(&base, &["cpuacct:/sub".into()]).unwrap();
         assert_eq!(p.dirs["cpu"], dir.path().join("c/sub"), "co-mounted controllers move together");
-        assert_eq!(p.dirs["memory"], dir.path().join("c"));
+        assert_eq!(p.dirs["memory"], dir.path().join("m"));
+        let p = sub_cgroups(&base, &["sub".into()]).unwrap();
+        assert_eq!(p.dirs["memory"], dir.path().join("m/sub"));
         for bad in ["../c", "sub/../..", "", "/", "blkio:sub", "nosuch"] {
             assert!(sub_cgroups(&base, &[bad.into()]).is_err(), "{bad:?} accepted");
         }
