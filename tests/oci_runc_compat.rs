@@ -365,7 +365,7 @@ fn exec_options_do_what_runcs_do() {
         let proc_file = work.join(format!("{name}-process.json"));
         std::fs::write(
             &proc_file,
-            r#"{"args":["sh","-c","echo A=$A; env | grep -c ^A="],"cwd":"/","env":["PATH=/bin","A=orig"],"user":{"uid":0,"gid":0}}"#,
+            r#"{"args":["sh","-c","tr '\\0' '\\n' < /proc/$$/environ | grep ^A="],"cwd":"/","env":["PATH=/bin","A=orig"],"user":{"uid":0,"gid":0}}"#,
         )
         .unwrap();
         // (runc 1.1.5 ignores every option but --process then: compared below
@@ -376,7 +376,7 @@ fn exec_options_do_what_runcs_do() {
         env_with_process.push(stdout);
         let (code, stdout, err) = exec_sh(
             rt,
-            &["--env", "TERM=dumb", "c", "sh", "-c", "echo TERM=$TERM; env | grep -c ^TERM="],
+            &["--env", "TERM=dumb", "c", "sh", "-c", "tr '\\0' '\\n' < /proc/$$/environ | grep ^TERM="],
             None,
         );
         assert_eq!(code, 0, "{name}: {err}");
@@ -467,7 +467,8 @@ fn exec_options_do_what_runcs_do() {
     }
     println!("exprun: {:#?}\nrunc: {:#?}", seen[0], seen[1]);
     assert_eq!(seen[0], seen[1], "exprun (left) and runc (right) disagree");
-    assert_eq!(env_with_process[0], "A=override\n1\n", "exec --env with --process");
+    assert_eq!(env_with_process[0], "A=override\n", "exec --env with --process (the environment execve got)");
+    assert_eq!(seen[0][0], "env: TERM=dumb\n", "exec --env (the environment execve got)");
     assert!(seen[0].iter().any(|l| l == "cgroup memory:one: pids:/\nmemory:/one\n"), "{:?}", seen[0]);
     assert!(seen[0].iter().any(|l| l == "ignore-paused: 0 thawed\n"), "{:?}", seen[0]);
 
