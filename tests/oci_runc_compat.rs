@@ -282,6 +282,8 @@ fn exprun_errors_are_marked_as_errors_on_stderr_and_in_the_log() {
 fn sleeper(runtime: &[String], dir: &Path, id: &str) -> (PathBuf, Pid) {
     let b = bundle(dir, &["sleep", "600"]);
     edit_config(&b, |c| {
+        // So that exec --no-new-privs shows.
+        c["process"]["noNewPrivileges"] = serde_json::json!(false);
         for m in c["mounts"].as_array_mut().unwrap() {
             if m["destination"] == "/dev" {
                 m["options"].as_array_mut().unwrap().retain(|o| o != "nodev");
@@ -389,6 +391,15 @@ fn exec_options_do_what_runcs_do() {
             assert_eq!(code, 0, "{name}: {err}");
             out.push(format!("cap as {user}: {stdout}"));
         }
+        // --no-new-privs, bare and in runc's =true|false forms.
+        for flag in [None, Some("--no-new-privs"), Some("--no-new-privs=true"), Some("--no-new-privs=false")]
+        {
+            let mut args: Vec<&str> = flag.into_iter().collect();
+            args.extend(["c", "grep", "NoNewPrivs:", "/proc/self/status"]);
+            let (code, stdout, err) = exec_sh(rt, &args, None);
+            assert_eq!(code, 0, "{name}: {err}");
+            out.push(format!("{flag:?}: {stdout}"));
+        }
         // --preserve-fds: fd 3 reaches the process, and nothing else does.
         let file = work.join(format!("{name}-fd3"));
         let script = "echo through fd 3 >&3; ls /proc/self/fd";
@@ -469,6 +480,8 @@ fn exec_options_do_what_runcs_do() {
     assert_eq!(seen[0], seen[1], "exprun (left) and runc (right) disagree");
     assert_eq!(env_with_process[0], "A=override\n", "exec --env with --process (the environment execve got)");
     assert_eq!(seen[0][0], "env: TERM=dumb\n", "exec --env (the environment execve got)");
+    assert!(seen[0].iter().any(|l| l == "Some(\"--no-new-privs\"): NoNewPrivs:\t1\n"), "{:?}", seen[0]);
+    assert!(seen[0].iter().any(|l| l == "None: NoNewPrivs:\t0\n"), "{:?}", seen[0]);
     assert!(seen[0].iter().any(|l| l == "cgroup memory:one: pids:/\nmemory:/one\n"), "{:?}", seen[0]);
     assert!(seen[0].iter().any(|l| l == "ignore-paused: 0 thawed\n"), "{:?}", seen[0]);
 

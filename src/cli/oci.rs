@@ -119,6 +119,11 @@ pub struct ExecArgs {
     /// Pass this many extra fds (3 to 3+N-1) to the process
     #[arg(long = "preserve-fds", value_name = "N", default_value_t = 0)]
     preserve_fds: u32,
+    /// Set no_new_privs for the process (whatever --process says)
+    #[arg(long = "no-new-privs",
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    no_new_privs: bool,
     /// The container id
     id: String,
     /// The command, when there is no --process
@@ -141,6 +146,7 @@ pub fn exec(globals: &Globals, a: ExecArgs) -> Result<i32> {
             cgroups: a.cgroup,
             ignore_paused: a.ignore_paused,
             preserve_fds: a.preserve_fds,
+            no_new_privs: a.no_new_privs,
             tty: a.tty,
             detach: a.detach,
             pid_file: a.pid_file.as_deref(),

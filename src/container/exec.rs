@@ -39,6 +39,8 @@ pub struct ExecOptions<'a> {
     pub ignore_paused: bool,
     /// `--preserve-fds N`: the caller's fds 3..3+N are passed on.
     pub preserve_fds: u32,
+    /// `--no-new-privs`: set no_new_privs for the process.
+    pub no_new_privs: bool,
     /// `--tty` (needs `console_socket`).
     pub tty: bool,
     /// Return once the process runs.
@@ -99,6 +101,9 @@ pub fn exec(root: &Root, o: &ExecOptions<'_>) -> Result<i32> {
     }
     if o.tty {
         process.set_terminal(Some(true));
+    }
+    if o.no_new_privs {
+        process.set_no_new_privileges(Some(true));
     }
     if !o.caps.is_empty() {
         add_caps(&mut process, &o.caps)?;
