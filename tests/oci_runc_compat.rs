@@ -229,6 +229,8 @@ fn boolean_flags_take_runcs_equals_true_and_false_forms() {
             125,
             "/nonexistent",
         ),
+        (&["run", "--no-subreaper=true", "-b", "/nonexistent", "c"], 125, "/nonexistent"),
+        (&["run", "--no-subreaper", "-b", "/nonexistent", "c"], 125, "/nonexistent"),
         // Not a boolean: refused by name.
         (&["kill", "--all=maybe", "nope"], 125, "--all"),
     ];

@@ -173,6 +173,12 @@ pub struct RunArgs {
           value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     no_new_keyring: bool,
+    /// With --bundle: accepted for runc compatibility; exprun is the container
+    /// init's parent, so it needs no subreaper to reap it
+    #[arg(long = "no-subreaper", requires = "bundle",
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    no_subreaper: bool,
     /// With --bundle: pass this many extra fds (3 to 3+N-1) to the container's command
     #[arg(long = "preserve-fds", value_name = "N", default_value_t = 0, requires = "bundle")]
     preserve_fds: u32,
