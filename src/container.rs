@@ -33,6 +33,9 @@ use crate::spec::bundle;
 use crate::state::Root;
 use crate::{fsutil, sys};
 
+mod exec;
+pub use exec::{exec, ExecOptions};
+
 /// The container's OCI state, beside plan.json in its directory.
 pub const STATE_FILE: &str = "state.json";
 /// The FIFO init blocks on until `start`.
@@ -164,6 +167,22 @@ pub struct CreateOptions<'a> {
     pub systemd_cgroup: bool,
     /// exprun's command line.
     pub command_line: Vec<String>,
+    /// `--preserve-fds N`: the caller's fds 3..3+N are passed to the command.
+    pub preserve_fds: u32,
+}
+
+/// `--preserve-fds N`: fds 3..3+N must be the caller's, open before exprun
+/// opened anything, or the container would get one of exprun's own.
+fn check_preserved_fds(n: u32) -> Result<()> {
+    for fd in 3..3u64 + u64::from(n) {
+        if !i32::try_from(fd).is_ok_and(sys::fd_is_open) {
+            return Err(crate::Error::Usage(format!(
+                "--preserve-fds {n}: fd {fd} is not open; pass fds 3 to {} to exprun",
+                2 + u64::from(n)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A container's directory, state and plan.
@@ -280,6 +299,7 @@ fn write_state(
 
 /// `exprun create`: set up the container and leave init waiting for `start`.
 pub fn create(root: &Root, o: &CreateOptions<'_>) -> Result<()> {
+    check_preserved_fds(o.preserve_fds)?;
     let cgroups = CgroupHost::detect().map_err(plan::Error::from)?;
     let plan = plan_bundle(root, o, &cgroups, false)?;
     crate::run::note_no_cgroup(&plan);
@@ -303,11 +323,12 @@ pub fn create(root: &Root, o: &CreateOptions<'_>) -> Result<()> {
             })?;
         }
         let fifo = open_path(&fifo_path)?;
-        let child_io = match o.console_socket {
+        let mut child_io = match o.console_socket {
             Some(s) => spawn::stdio::console_socket(s),
             None => spawn::stdio::inherit(),
         }
         .map_err(|source| spawn::Error::Io { op: "setting up stdio", source })?;
+        child_io.preserved = o.preserve_fds;
         let created = match spawn::create(&plan, child_io, &signals, Mode::Detached { fifo })? {
             CreateOutcome::Ready(c) => c,
             CreateOutcome::CommandFailed(f) => return Err(Error::Command(f.message).into()),
@@ -340,6 +361,7 @@ pub fn run(root: &Root, o: &CreateOptions<'_>) -> Result<crate::run::RunResult> 
             "--console-socket needs --detach; in the foreground exprun itself holds the terminal".into(),
         ));
     }
+    check_preserved_fds(o.preserve_fds)?;
     let started = SystemTime::now();
     let cgroups = CgroupHost::detect().map_err(plan::Error::from)?;
     let plan = plan_bundle(root, o, &cgroups, true)?;
@@ -368,6 +390,7 @@ pub fn run(root: &Root, o: &CreateOptions<'_>) -> Result<crate::run::RunResult> 
             quiet: false,
             keep_upper_at: None,
             stop_on_signal: false,
+            preserve_fds: o.preserve_fds,
         },
     )?;
     let state = crate::hooks::state_json(
@@ -381,98 +404,6 @@ pub fn run(root: &Root, o: &CreateOptions<'_>) -> Result<crate::run::RunResult> 
         eprintln!("exprun: warning: {e}");
     }
     Ok(result)
-}
-
-/// What `exec` needs.
-pub struct ExecOptions<'a> {
-    /// The container id.
-    pub id: &'a str,
-    /// An OCI process JSON file (`--process`); without it the container's own
-    /// process is the base and `args` replaces its argv.
-    pub process_file: Option<&'a Path>,
-    /// The command (without `--process`).
-    pub args: Vec<String>,
-    /// `--cwd`.
-    pub cwd: Option<&'a str>,
-    /// `--env NAME=VALUE`s, added to the base environment.
-    pub env: Vec<String>,
-    /// `--user UID[:GID]`.
-    pub user: Option<&'a str>,
-    /// `--tty` (needs `console_socket`).
-    pub tty: bool,
-    /// Return once the process runs.
-    pub detach: bool,
-    /// Where to write its pid.
-    pub pid_file: Option<&'a Path>,
-    /// Where to send the pty master.
-    pub console_socket: Option<&'a Path>,
-}
-
-/// `exprun exec`: run a further process in a created or running container.
-/// Returns its exit status (0 once started with `detach`); 126/127 when the
-/// command cannot be run.
-pub fn exec(root: &Root, o: &ExecOptions<'_>) -> Result<i32> {
-    let c = load(root, o.id)?;
-    if c.status() == Status::Stopped {
-        return Err(Error::NotRunning(o.id.into()).into());
-    }
-    let mut process: oci_spec::runtime::Process = match o.process_file {
-        Some(f) => {
-            let bytes = fs::read(f).map_err(io_at("reading", f))?;
-            parse_json(f, &bytes)?
-        }
-        None => {
-            let mut p = c.plan.spec.process().clone().unwrap_or_default();
-            if o.args.is_empty() {
-                return Err(crate::Error::Usage("exec: give --process FILE or a command".into()));
-            }
-            p.set_args(Some(o.args.clone()));
-            p
-        }
-    };
-    if let Some(cwd) = o.cwd {
-        process.set_cwd(cwd.into());
-    }
-    if !o.env.is_empty() {
-        let mut env = process.env().clone().unwrap_or_default();
-        env.extend(o.env.iter().cloned());
-        process.set_env(Some(env));
-    }
-    if let Some(u) = o.user {
-        let (uid, gid) = u.split_once(':').unwrap_or((u, "0"));
-        let (Ok(uid), Ok(gid)) = (uid.parse::<u32>(), gid.parse::<u32>()) else {
-            return Err(crate::Error::Usage(format!("--user {u:?}: give numeric UID[:GID]")));
-        };
-        let mut user = process.user().clone();
-        user.set_uid(uid);
-        user.set_gid(gid);
-        process.set_user(user);
-    }
-    if o.tty {
-        process.set_terminal(Some(true));
-    }
-    let plan = plan::process_plan_from(&process)?;
-    let signals = spawn::block_signals()?;
-    let child_io = match (plan.terminal, o.console_socket) {
-        (true, Some(s)) => spawn::stdio::console_socket(s),
-        (true, None) => return Err(crate::Error::Usage("a terminal needs --console-socket".into())),
-        (false, _) => spawn::stdio::inherit(),
-    }
-    .map_err(|source| spawn::Error::Io { op: "setting up stdio", source })?;
-    let req = spawn::exec::ExecRequest {
-        init_pid: Pid::from_raw(c.state.pid),
-        cgroup: &c.plan.cgroup,
-        process: &plan,
-        detach: o.detach,
-        pid_file: o.pid_file,
-        seccomp: c.plan.seccomp.as_ref(),
-        state: hook_state(&c, "running"),
-    };
-    match spawn::exec::exec(&req, child_io, &signals)? {
-        spawn::exec::ExecOutcome::Started(_) => Ok(0),
-        spawn::exec::ExecOutcome::Exited(code) => Ok(code),
-        spawn::exec::ExecOutcome::CommandFailed(f) => Err(Error::Command(f.message).into()),
-    }
 }
 
 /// `exprun start`: release init to exec the command; returns at once.

@@ -223,6 +223,7 @@ pub fn run_with(
             quiet: replay.quiet,
             keep_upper_at: replay.keep_upper_at,
             stop_on_signal: replay.stop_on_signal,
+            preserve_fds: 0,
         },
     )
 }
@@ -254,6 +255,9 @@ pub struct Planned<'a> {
     pub keep_upper_at: Option<PathBuf>,
     /// A terminating signal to exprun kills the container instead of being passed on.
     pub stop_on_signal: bool,
+    /// How many of exprun's fds from 3 up reach the command (`run --bundle
+    /// --preserve-fds`, checked open by the caller).
+    pub preserve_fds: u32,
 }
 
 /// Steps 6–10 for a planned run, whatever its source: a foreground container,
@@ -323,8 +327,9 @@ fn execute(
     runs_dir: &std::path::Path,
 ) -> Result<(i32, Option<String>)> {
     // 8. The create half.
-    let (parent_io, child_io) = spawn::stdio::prepare(plan.process.terminal, plan.interactive)
+    let (parent_io, mut child_io) = spawn::stdio::prepare(plan.process.terminal, plan.interactive)
         .map_err(|source| spawn::Error::Io { op: "setting up stdio", source })?;
+    child_io.preserved = p.preserve_fds;
     let created = match spawn::create(plan, child_io, signals, spawn::Mode::Foreground)? {
         CreateOutcome::Ready(c) => c,
         CreateOutcome::CommandFailed(f) => {

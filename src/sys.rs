@@ -286,6 +286,62 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// An execve(2) with its argument and environment arrays built in advance, so
+/// that [`PreparedExec::exec`] allocates nothing and makes no other syscall: it
+/// is the only call after the container's seccomp filter.
+pub struct PreparedExec {
+    path: CString,
+    // Own the strings the pointer arrays point into (their heap buffers do not
+    // move when the vectors do).
+    _args: Vec<CString>,
+    _env: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+impl PreparedExec {
+    /// The call, or `None` when a string holds a NUL byte.
+    pub fn new(path: &Path, args: &[String], env: &[String]) -> Option<Self> {
+        let strings =
+            |v: &[String]| v.iter().map(|s| CString::new(s.as_str()).ok()).collect::<Option<Vec<_>>>();
+        let (args, env) = (strings(args)?, strings(env)?);
+        let pointers = |v: &[CString]| {
+            v.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect::<Vec<_>>()
+        };
+        let (argv, envp) = (pointers(&args), pointers(&env));
+        Some(Self { path: cstring(path).ok()?, _args: args, _env: env, argv, envp })
+    }
+
+    /// Replace this process; returns only the errno of a failed execve.
+    pub fn exec(&self) -> nix::errno::Errno {
+        // SAFETY: path, argv and envp are NUL-terminated strings and
+        // NULL-terminated arrays of pointers into strings that self owns, all
+        // live for the call.
+        unsafe { libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
+        nix::errno::Errno::last()
+    }
+}
+
+/// Whether `fd` is an open descriptor of this process.
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the flags of a descriptor number; one that is
+    // not open fails with EBADF.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// Clear close-on-exec on fds `first..first + count`, so that they reach the
+/// command (`--preserve-fds`).
+pub fn keep_on_exec(first: RawFd, count: u32) -> io::Result<()> {
+    for fd in (first..).take(count as usize) {
+        // SAFETY: F_SETFD only changes the flags of a descriptor number; one
+        // that is not open fails with EBADF.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Make the calling process its controlling terminal's session leader's terminal:
 /// `ioctl(fd, TIOCSCTTY, 0)`.
 pub fn set_controlling_terminal(fd: BorrowedFd<'_>) -> io::Result<()> {

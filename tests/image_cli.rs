@@ -141,7 +141,7 @@ fn import_ls_inspect_rm_gc_on_the_fixture_in_three_formats() {
     assert_eq!(bad.status.code(), Some(125));
     assert_eq!(
         String::from_utf8_lossy(&bad.stderr),
-        "exprun: no image matches \"nope:1\"; see exprun image ls\n"
+        "exprun: error: no image matches \"nope:1\"; see exprun image ls\n"
     );
 
     // rm + gc empty the store.

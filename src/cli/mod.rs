@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser, Subcommand};
 
 use crate::error::Error;
 
@@ -26,7 +27,9 @@ pub struct Cli {
     pub root: Option<PathBuf>,
 
     /// Print debug messages to stderr
-    #[arg(long, global = true)]
+    #[arg(long, global = true,
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub debug: bool,
 
     /// Also write errors to this file (runc-compatible; containerd's shim reads it)
@@ -41,7 +44,9 @@ pub struct Cli {
     /// container's cgroup is the scope prefix-name.scope that systemd makes in
     /// slice, with the limits as its unit properties (runc-compatible; cgroup v2
     /// hosts with systemd; as root)
-    #[arg(long = "systemd-cgroup", global = true)]
+    #[arg(long = "systemd-cgroup", global = true,
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub systemd_cgroup: bool,
 
     /// Rootless mode (runc-compatible). exprun is rootless exactly when it is not
@@ -277,9 +282,12 @@ struct LogTarget {
 }
 
 /// Print an exprun error on stderr (and into `--log`) and return its exit status.
+/// The stderr line says `error:` (as clap's own errors do), so that a tool
+/// reading a runtime's stderr, which runc marks `level=error`, sees an error and
+/// not a note; in `--log` the line's level says it.
 fn report(e: &Error, log: &LogTarget) -> i32 {
     let message = e.for_terminal();
-    eprintln!("exprun: {message}");
+    eprintln!("exprun: error: {message}");
     if let Some(path) = &log.path {
         crate::log::append_error(path, log.json, &message);
     }

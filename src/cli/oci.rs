@@ -5,7 +5,8 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args};
 
 use super::Globals;
 use crate::container::{self, CreateOptions};
@@ -24,12 +25,16 @@ pub struct CreateArgs {
     #[arg(long = "console-socket", value_name = "SOCKET")]
     console_socket: Option<PathBuf>,
     /// Accepted for runc compatibility; exprun always uses pivot_root
-    #[arg(long = "no-pivot")]
+    #[arg(long = "no-pivot",
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     no_pivot: bool,
     /// Accepted for runc compatibility; exprun creates no session keyring
-    #[arg(long = "no-new-keyring")]
+    #[arg(long = "no-new-keyring",
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     no_new_keyring: bool,
-    /// Pass this many extra fds (from 3 up) to the container; only 0 is supported
+    /// Pass this many extra fds (3 to 3+N-1) to the container's command
     #[arg(long = "preserve-fds", value_name = "N", default_value_t = 0)]
     preserve_fds: u32,
     /// The container id
@@ -38,9 +43,6 @@ pub struct CreateArgs {
 
 /// Run `exprun create`.
 pub fn create(globals: &Globals, a: CreateArgs) -> Result<i32> {
-    if a.preserve_fds > 0 {
-        return Err(Error::Usage("--preserve-fds is not supported yet; only 0 works".into()));
-    }
     // Refused here, not first at `delete`, where the record would be lost.
     crate::node::NodeConfig::load()?;
     let root = globals.state();
@@ -54,6 +56,7 @@ pub fn create(globals: &Globals, a: CreateArgs) -> Result<i32> {
             console_socket: a.console_socket.as_deref(),
             systemd_cgroup: globals.systemd_cgroup,
             command_line: std::env::args().collect(),
+            preserve_fds: a.preserve_fds,
         },
     )?;
     Ok(0)
@@ -76,7 +79,9 @@ pub struct ExecArgs {
     #[arg(short = 'p', long, value_name = "FILE")]
     process: Option<PathBuf>,
     /// Return once the process runs; it is reparented to the caller
-    #[arg(short = 'd', long)]
+    #[arg(short = 'd', long,
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     detach: bool,
     /// Write the process's pid here (no trailing newline)
     #[arg(long = "pid-file", value_name = "FILE")]
@@ -85,17 +90,40 @@ pub struct ExecArgs {
     #[arg(long = "console-socket", value_name = "SOCKET")]
     console_socket: Option<PathBuf>,
     /// Allocate a pseudo-terminal (needs --console-socket)
-    #[arg(short = 't', long)]
+    #[arg(short = 't', long,
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     tty: bool,
     /// Working directory in the container
     #[arg(long, value_name = "DIR")]
     cwd: Option<String>,
-    /// Add an environment variable
+    /// Set an environment variable (replacing the process's own of that name)
     #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
     env: Vec<String>,
     /// Run as UID[:GID]
     #[arg(short = 'u', long, value_name = "UID[:GID]")]
     user: Option<String>,
+    /// Add a capability to the bounding, effective and permitted sets (and the
+    /// ambient set where the inheritable set has it)
+    #[arg(short = 'c', long = "cap", value_name = "CAP")]
+    cap: Vec<String>,
+    /// Run in a sub-cgroup of the container's, which must exist: PATH, or
+    /// CONTROLLER[,CONTROLLER]:PATH for those controllers (cgroup v1)
+    #[arg(long = "cgroup", value_name = "[CONTROLLERS:]PATH")]
+    cgroup: Vec<String>,
+    /// Exec into a paused container too (the process stays frozen until resume)
+    #[arg(long = "ignore-paused",
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    ignore_paused: bool,
+    /// Pass this many extra fds (3 to 3+N-1) to the process
+    #[arg(long = "preserve-fds", value_name = "N", default_value_t = 0)]
+    preserve_fds: u32,
+    /// Set no_new_privs for the process (whatever --process says)
+    #[arg(long = "no-new-privs",
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    no_new_privs: bool,
     /// The container id
     id: String,
     /// The command, when there is no --process
@@ -114,6 +142,11 @@ pub fn exec(globals: &Globals, a: ExecArgs) -> Result<i32> {
             cwd: a.cwd.as_deref(),
             env: a.env,
             user: a.user.as_deref(),
+            caps: a.cap,
+            cgroups: a.cgroup,
+            ignore_paused: a.ignore_paused,
+            preserve_fds: a.preserve_fds,
+            no_new_privs: a.no_new_privs,
             tty: a.tty,
             detach: a.detach,
             pid_file: a.pid_file.as_deref(),
@@ -237,7 +270,9 @@ pub fn state(globals: &Globals, a: IdArg) -> Result<i32> {
 pub struct KillArgs {
     /// Signal every process of the container, not only its init (succeeds on a
     /// stopped container too)
-    #[arg(short = 'a', long)]
+    #[arg(short = 'a', long,
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     all: bool,
     /// The container id
     id: String,
@@ -256,7 +291,9 @@ pub fn kill(globals: &Globals, a: KillArgs) -> Result<i32> {
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
     /// Kill a running container first; succeed if it does not exist
-    #[arg(short = 'f', long)]
+    #[arg(short = 'f', long,
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     force: bool,
     /// The container id
     id: String,
@@ -276,7 +313,9 @@ pub struct ListArgs {
     #[arg(short = 'f', long, default_value = "table", value_parser = ["table", "json"])]
     format: String,
     /// Print only the ids
-    #[arg(short = 'q', long)]
+    #[arg(short = 'q', long,
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     quiet: bool,
 }
 
@@ -312,7 +351,11 @@ pub fn list(globals: &Globals, a: ListArgs) -> Result<i32> {
 
 /// Run `exprun features`: what this runtime supports, as the OCI features document.
 pub fn features() -> Result<i32> {
-    let caps: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+    // caps::all() is a hash set: sorted, so that the document is the same on
+    // every call. Every list below is sorted too, but the hooks, which are in
+    // the order they run.
+    let mut caps: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+    caps.sort();
     // The OCI document has no field for device rules: say on this host what
     // enforces linux.resources.devices, or that configs with rules are refused.
     let devices = match crate::cgroups::CgroupHost::detect().map_err(|e| e.to_string()) {
@@ -347,9 +390,9 @@ pub fn features() -> Result<i32> {
                     "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT",
                     "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"
                 ],
-                "archs": ["SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
-                "knownFlags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_LOG"],
-                "supportedFlags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_LOG"]
+                "archs": ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM", "SCMP_ARCH_X32", "SCMP_ARCH_X86", "SCMP_ARCH_X86_64"],
+                "knownFlags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_TSYNC"],
+                "supportedFlags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_TSYNC"]
             },
             "apparmor": { "enabled": false },
             "selinux": { "enabled": false },

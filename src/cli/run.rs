@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args};
 
 use super::Globals;
@@ -152,7 +153,9 @@ pub struct RunArgs {
     )]
     bundle: Option<PathBuf>,
     /// With --bundle: create and start the container, then return (runc's run --detach)
-    #[arg(short = 'd', long, requires = "bundle")]
+    #[arg(short = 'd', long, requires = "bundle",
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     detach: bool,
     /// With --bundle: write the container's init pid here (no trailing newline)
     #[arg(long = "pid-file", value_name = "FILE", requires = "bundle")]
@@ -161,11 +164,24 @@ pub struct RunArgs {
     #[arg(long = "console-socket", value_name = "SOCKET", requires = "detach")]
     console_socket: Option<PathBuf>,
     /// With --bundle: accepted for runc compatibility; exprun always uses pivot_root
-    #[arg(long = "no-pivot", requires = "bundle")]
+    #[arg(long = "no-pivot", requires = "bundle",
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     no_pivot: bool,
     /// With --bundle: accepted for runc compatibility; exprun creates no session keyring
-    #[arg(long = "no-new-keyring", requires = "bundle")]
+    #[arg(long = "no-new-keyring", requires = "bundle",
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     no_new_keyring: bool,
+    /// With --bundle: accepted for runc compatibility; exprun is the container
+    /// init's parent, so it needs no subreaper to reap it
+    #[arg(long = "no-subreaper", requires = "bundle",
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    no_subreaper: bool,
+    /// With --bundle: pass this many extra fds (3 to 3+N-1) to the container's command
+    #[arg(long = "preserve-fds", value_name = "N", default_value_t = 0, requires = "bundle")]
+    preserve_fds: u32,
     /// The image: NAME[:TAG], NAME@sha256:..., or a digest prefix (with --bundle: the container id)
     #[arg(value_name = "IMAGE")]
     image: String,
@@ -287,6 +303,7 @@ pub fn run(globals: &Globals, args: RunArgs) -> Result<i32> {
                 console_socket: args.console_socket.as_deref(),
                 systemd_cgroup: globals.systemd_cgroup,
                 command_line: std::env::args().collect(),
+                preserve_fds: args.preserve_fds,
             };
             if args.detach {
                 crate::container::create(&root, &o)?;

@@ -130,6 +130,7 @@ pub fn exec(
                 cgroup_join,
                 ns_join,
                 stdio: child_io.fds,
+                preserved: child_io.preserved,
                 console: None,
                 die_with_parent: !req.detach,
                 gate: init::StartGate::Channel,

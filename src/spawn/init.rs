@@ -5,7 +5,6 @@
 //! The steps are one straight line; the numbers match the protocol diagram in
 //! [`super::protocol`] and docs/architecture.md.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -29,6 +28,8 @@ pub struct ChildFds {
     pub ns_join: Vec<(OwnedFd, u64)>,
     /// The container's stdin, stdout, stderr.
     pub stdio: [OwnedFd; 3],
+    /// How many fds from 3 up reach the command (`--preserve-fds`).
+    pub preserved: u32,
     /// The pty slave's host path, bound at /dev/console, when there is a terminal.
     pub console: Option<PathBuf>,
     /// Die with SIGKILL when exprun dies (foreground runs).
@@ -106,15 +107,7 @@ pub fn run(
                     sys::exit_now(EXIT_EXPRUN_FAILED);
                 }
             }
-            // Seccomp last, just before execve (when no_new_privs allows installing
-            // it unprivileged); setup already installed it otherwise.
-            if let Some(f) = seccomp.filter(|_| process.no_new_privs) {
-                if install_seccomp(f, &fds).is_err() {
-                    let _ = unistd::write(io::stderr(), b"exprun: installing the seccomp filter failed\n");
-                    sys::exit_now(EXIT_EXPRUN_FAILED);
-                }
-            }
-            exec(process, &exe, channel)
+            exec(process, &exe, seccomp, &fds, channel)
         }
         Err(e) => {
             let code = e.exit_code.unwrap_or(EXIT_EXPRUN_FAILED);
@@ -253,12 +246,6 @@ fn setup(
         step(&format!("setting the AppArmor profile {profile}"), apparmor_exec(profile))?;
     }
 
-    // Without no_new_privs a filter can only be installed with CAP_SYS_ADMIN,
-    // which the steps below drop: install it now (runc does the same).
-    if let Some(f) = seccomp.filter(|_| !p.no_new_privs) {
-        step("installing the seccomp filter", install_seccomp(f, fds))?;
-    }
-
     // [4] Privileges, in the order the kernel needs: rlimits while still root
     // (raising a hard limit needs privilege), supplementary groups and gid before
     // uid (afterwards we could not change them), capabilities once the uid is
@@ -292,7 +279,12 @@ fn setup(
         "setting the user id",
         unistd::setresuid(Uid::from_raw(p.uid), Uid::from_raw(p.uid), Uid::from_raw(p.uid)),
     )?;
-    step("setting capabilities", apply_caps(&p.caps))?;
+    // Without no_new_privs, installing the seccomp filter (at [6]) needs
+    // CAP_SYS_ADMIN: hold it until then. execve ends the hold: it computes the
+    // command's sets from the bounding and ambient sets (and the file), never
+    // from the permitted set, so what the command gets is as configured.
+    let hold_admin = seccomp.is_some() && !p.no_new_privs;
+    step("setting capabilities", apply_caps(&p.caps, hold_admin))?;
     // Changing credentials cleared the parent-death signal and the dumpable flag;
     // set them again.
     if fds.die_with_parent {
@@ -407,11 +399,20 @@ fn drop_bounding(names: &[String]) -> Result<(), caps::errors::CapsError> {
     Ok(())
 }
 
-fn apply_caps(c: &crate::plan::CapSets) -> Result<(), caps::errors::CapsError> {
+/// The process's capability sets, with CAP_SYS_ADMIN added to the effective
+/// and permitted ones when `hold_admin`.
+fn apply_caps(c: &crate::plan::CapSets, hold_admin: bool) -> Result<(), caps::errors::CapsError> {
     // Effective must stay a subset of permitted at every step, so narrow it first.
     let set = cap_set;
-    caps::set(None, CapSet::Effective, &set(&c.effective))?;
-    caps::set(None, CapSet::Permitted, &set(&c.permitted))?;
+    let with_held = |names: &[String]| {
+        let mut s = set(names);
+        if hold_admin {
+            s.insert(Capability::CAP_SYS_ADMIN);
+        }
+        s
+    };
+    caps::set(None, CapSet::Effective, &with_held(&c.effective))?;
+    caps::set(None, CapSet::Permitted, &with_held(&c.permitted))?;
     caps::set(None, CapSet::Inheritable, &set(&c.inheritable))?;
     caps::clear(None, CapSet::Ambient)?;
     for cap in set(&c.ambient) {
@@ -470,8 +471,21 @@ fn wait_for_start(fifo: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Step [6]: execve. Only returns by `_exit` when the exec fails.
-fn exec(process: &ProcessPlan, exe: &Path, channel: &Channel) -> ! {
+/// Step [6]: the last of exprun's own work, the seccomp filter, execve. Only
+/// returns by `_exit` when something fails.
+///
+/// Everything exprun does itself comes before the filter (the spec's filter
+/// restricts the container's process, not the runtime, and a profile need not
+/// allow what exprun calls: close_range, rt_sigaction, ...): the exec's arrays,
+/// the signal reset, close-on-exec. After it comes execve alone.
+fn exec(
+    process: &ProcessPlan,
+    exe: &Path,
+    seccomp: Option<&crate::seccomp::Filter>,
+    fds: &ChildFds,
+    channel: &Channel,
+) -> ! {
+    let preserved = fds.preserved;
     let report = |errno: i32| -> ! {
         // With a FIFO gate nobody reads the channel any more: say it on stderr,
         // which the supervisor (containerd's shim) collects.
@@ -485,18 +499,25 @@ fn exec(process: &ProcessPlan, exe: &Path, channel: &Channel) -> ! {
         let code = if errno == libc::ENOENT { EXIT_NOT_FOUND } else { EXIT_CANNOT_EXECUTE };
         sys::exit_now(code)
     };
-    let cstr = |s: &str| CString::new(s).ok();
-    let (Some(path), Some(args), Some(env)) = (
-        cstr(&exe.to_string_lossy()),
-        process.args.iter().map(|a| cstr(a)).collect::<Option<Vec<_>>>(),
-        process.env.iter().map(|a| cstr(a)).collect::<Option<Vec<_>>>(),
-    ) else {
-        report(libc::EINVAL)
-    };
-    // Nothing but 0, 1, 2 may reach the command (CVE-2024-21626 was a leaked fd).
-    if sys::cloexec_from(3).is_err() || sys::reset_signals().is_err() {
-        report(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL));
+    let Some(call) = sys::PreparedExec::new(exe, &process.args, &process.env) else { report(libc::EINVAL) };
+    let last_errno = || io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL);
+    // Signal dispositions and the mask survive execve: exprun ignores SIGPIPE and
+    // blocks the signals it handles.
+    if sys::reset_signals().is_err() {
+        report(last_errno());
     }
-    let err = unistd::execve(&path, &args, &env).unwrap_err();
-    report(err as i32)
+    // Nothing but 0, 1, 2 and the caller's --preserve-fds may reach the command
+    // (CVE-2024-21626 was a leaked fd).
+    if sys::cloexec_from(3 + preserved).is_err() || sys::keep_on_exec(3, preserved).is_err() {
+        report(last_errno());
+    }
+    // The filter, then (for a notifying one) its fd to the seccomp agent,
+    // then execve.
+    if let Some(f) = seccomp {
+        if let Err(e) = install_seccomp(f, fds) {
+            let _ = unistd::write(io::stderr(), format!("exprun: installing the seccomp filter: {e}\n").as_bytes());
+            sys::exit_now(EXIT_EXPRUN_FAILED);
+        }
+    }
+    report(call.exec() as i32)
 }

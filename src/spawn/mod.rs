@@ -215,6 +215,7 @@ fn create_in(
                 cgroup_join,
                 ns_join,
                 stdio: child_io.fds,
+                preserved: child_io.preserved,
                 console: child_io.console,
                 die_with_parent,
                 gate,

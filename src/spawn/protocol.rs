@@ -24,7 +24,9 @@
 //!                                                [5] cwd, executable lookup in the container's PATH
 //!         ◄──────────────────── Ready{exe}        (or Failed{step, error} and _exit)
 //!  ── create half ends here ──
-//!  Start ─────────────────────────────────────►  [6] reset signals, execve(exe, args, env)
+//!  Start ─────────────────────────────────────►  startContainer hooks
+//!                                                [6] reset signals, close-on-exec above 2,
+//!                                                    seccomp filter, execve(exe, args, env)
 //!         ◄──────────────────── EOF               (exec succeeded: the socket closed on exec)
 //!         ◄──────────────────── ExecFailed{errno} (and _exit(126|127))
 //! ```

@@ -31,6 +31,9 @@ pub struct ChildIo {
     pub fds: [OwnedFd; 3],
     /// The pty slave's path, for /dev/console.
     pub console: Option<PathBuf>,
+    /// How many of exprun's own fds from 3 up reach the command as they are
+    /// (`--preserve-fds`).
+    pub preserved: u32,
 }
 
 /// Make the pipes or the pty for a run.
@@ -50,14 +53,14 @@ pub fn prepare(tty: bool, interactive: bool) -> io::Result<(ParentIo, ChildIo)> 
             copy_stdin: interactive,
             pty: Some(master),
         };
-        return Ok((parent, ChildIo { fds, console: Some(console) }));
+        return Ok((parent, ChildIo { fds, console: Some(console), preserved: 0 }));
     }
     let stdin: OwnedFd =
         if interactive { io::stdin().as_fd().try_clone_to_owned()? } else { File::open("/dev/null")?.into() };
     let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let parent = ParentIo { stdout: out_r, stderr: Some(err_r), copy_stdin: false, pty: None };
-    Ok((parent, ChildIo { fds: [stdin, out_w, err_w], console: None }))
+    Ok((parent, ChildIo { fds: [stdin, out_w, err_w], console: None, preserved: 0 }))
 }
 
 /// The caller's own stdin, stdout and stderr, passed to the container unchanged
@@ -65,7 +68,7 @@ pub fn prepare(tty: bool, interactive: bool) -> io::Result<(ParentIo, ChildIo)> 
 pub fn inherit() -> io::Result<ChildIo> {
     let dup = |fd: BorrowedFd<'_>| fd.try_clone_to_owned();
     let fds = [dup(io::stdin().as_fd())?, dup(io::stdout().as_fd())?, dup(io::stderr().as_fd())?];
-    Ok(ChildIo { fds, console: None })
+    Ok(ChildIo { fds, console: None, preserved: 0 })
 }
 
 /// A pseudo-terminal whose master goes to whoever listens on the unix socket
@@ -86,7 +89,7 @@ pub fn console_socket(socket: &std::path::Path) -> io::Result<ChildIo> {
     let fds = [master.as_raw_fd()];
     sendmsg::<()>(stream.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)?;
     let fds = [slave.try_clone()?, slave.try_clone()?, slave];
-    Ok(ChildIo { fds, console: Some(console) })
+    Ok(ChildIo { fds, console: Some(console), preserved: 0 })
 }
 
 fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {

@@ -120,7 +120,7 @@ fn runs_diff_of_two_large_records_stays_in_bounded_memory() {
     assert_eq!(refused.status.code(), Some(125));
     let path = r.path().join("runs").join(a).join("record.json");
     let want = format!(
-        "exprun: record {} is {} bytes ({:.1} MiB), over the 16.0 MiB limit on run records",
+        "exprun: error: record {} is {} bytes ({:.1} MiB), over the 16.0 MiB limit on run records",
         path.display(),
         bytes_a.len(),
         bytes_a.len() as f64 / 1048576.0
