@@ -434,7 +434,9 @@ fn features_describes_what_is_applied_and_spec_never_overwrites() {
     let f: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(f["hooks"].as_array().unwrap().len(), 6);
     assert_eq!(f["linux"]["seccomp"]["enabled"], true);
-    assert!(f["linux"]["seccomp"]["actions"].as_array().unwrap().iter().all(|a| a != "SCMP_ACT_NOTIFY"));
+    assert!(f["linux"]["seccomp"]["actions"].as_array().unwrap().iter().any(|a| a == "SCMP_ACT_NOTIFY"));
+    assert!(f["linux"]["namespaces"].as_array().unwrap().iter().any(|n| n == "user"));
+    assert!(f["mountOptions"].as_array().unwrap().iter().any(|o| o == "rro"));
 
     let dir = tempfile::tempdir().unwrap();
     let spec = |d: &Path| Command::new(common::exprun_bin()).args(["spec", "-b"]).arg(d).output().unwrap();

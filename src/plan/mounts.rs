@@ -107,6 +107,70 @@ enum Opt {
     Data,
 }
 
+/// Every mount option exprun knows (anything else is filesystem data), sorted:
+/// what `features` reports as `mountOptions`.
+pub const KNOWN_OPTIONS: &[&str] = &[
+    "async",
+    "atime",
+    "bind",
+    "defaults",
+    "dev",
+    "diratime",
+    "dirsync",
+    "exec",
+    "iversion",
+    "lazytime",
+    "loud",
+    "mand",
+    "noatime",
+    "nodev",
+    "nodiratime",
+    "noexec",
+    "noiversion",
+    "nolazytime",
+    "nomand",
+    "norelatime",
+    "nostrictatime",
+    "nosuid",
+    "nosymfollow",
+    "private",
+    "ratime",
+    "rbind",
+    "rdev",
+    "rdiratime",
+    "relatime",
+    "remount",
+    "rexec",
+    "rnoatime",
+    "rnodev",
+    "rnodiratime",
+    "rnoexec",
+    "rnorelatime",
+    "rnostrictatime",
+    "rnosuid",
+    "rnosymfollow",
+    "ro",
+    "rprivate",
+    "rrelatime",
+    "rro",
+    "rrw",
+    "rshared",
+    "rslave",
+    "rstrictatime",
+    "rsuid",
+    "rsymfollow",
+    "runbindable",
+    "rw",
+    "shared",
+    "silent",
+    "slave",
+    "strictatime",
+    "suid",
+    "symfollow",
+    "sync",
+    "unbindable",
+];
+
 fn option(o: &str) -> Opt {
     let flag = |set: MsFlags| Opt::Flag { set, clear: MsFlags::empty() };
     let unflag = |clear: MsFlags| Opt::Flag { set: MsFlags::empty(), clear };
@@ -371,6 +435,15 @@ fn propagation_flags(o: &str) -> MsFlags {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_option_features_reports_is_known_and_the_list_is_sorted() {
+        for o in KNOWN_OPTIONS {
+            assert!(!matches!(option(o), Opt::Data), "{o} is listed but taken as data");
+        }
+        assert!(KNOWN_OPTIONS.windows(2).all(|w| w[0] < w[1]), "KNOWN_OPTIONS is not sorted");
+        assert!(matches!(option("mode=755"), Opt::Data));
+    }
 
     fn mount(dst: &str, typ: &str, src: &str, opts: &[&str]) -> oci_spec::runtime::Mount {
         serde_json::from_value(
