@@ -8,12 +8,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::bundle::{bundle, oci, remove_parent_cgroups, shim};
 use common::rootless::{edit_config, rootless_bundle, Home};
-
-const RUNC: &str = "/usr/sbin/runc";
 
 /// A tmpfs the test mounts (with `opts`) and unmounts, with what is below it,
 /// when it is dropped.
@@ -36,22 +34,8 @@ impl Drop for Tmpfs {
 
 /// runc, when installed: `runc --root R run -b B ID` (status, stdout, stderr).
 fn runc(root: &Path, b: &Path, id: &str) -> Option<(i32, String, String)> {
-    if !Path::new(RUNC).exists() {
-        println!("SKIP (runc comparison): {RUNC} is not installed");
-        return None;
-    }
-    let out = Command::new(RUNC)
-        .arg("--root")
-        .arg(root)
-        .args(["run", "-b", b.to_str().unwrap(), id])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Some((
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    ))
+    let runc = common::bundle::runc("oci_mounts")?;
+    Some(common::bundle::runc_run(&runc, root, b, id))
 }
 
 /// Edit the bundle's config, with /dev as containerd mounts it (without

@@ -7,40 +7,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::bundle::{bundle, oci, remove_parent_cgroups, shim};
+use common::bundle::{bundle, oci, remove_parent_cgroups, runc, runc_run, shim};
 use common::rootless::edit_config;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
-
-/// runc, to compare with; `None` (after SKIP) without it.
-fn runc(test: &str) -> Option<PathBuf> {
-    let found = ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc", "/usr/local/bin/runc"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{test}: runc is not installed and CI=true");
-        println!("SKIP: {test}: runc is not installed");
-    }
-    found
-}
-
-/// `runc --root STATE run --bundle B ID` in the foreground: (status, stdout, stderr).
-fn runc_run(runc: &Path, b: &Path, id: &str) -> (i32, String, String) {
-    let state = tempfile::tempdir().unwrap();
-    let out = Command::new(runc)
-        .arg("--root")
-        .arg(state.path())
-        .args(["run", "--bundle", b.to_str().unwrap(), id])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
 
 /// `exprun create` then `start` of `b` as `id`, the way the shim does: the
 /// command's stdout, its exit status as the subreaper reaps it, and create's
@@ -120,7 +90,8 @@ fn a_profile_without_close_range_runs_as_under_runc() {
                 }
             }
         });
-        let (code, want, err) = runc_run(&runc, &b, &format!("runc-{nnp}"));
+        let state = tempfile::tempdir().unwrap();
+        let (code, want, err) = runc_run(&runc, state.path(), &b, &format!("runc-{nnp}"));
         assert_eq!(code, 0, "runc, noNewPrivileges {nnp}: {err}");
         assert!(want.starts_with(SECCOMP_OUTPUT), "runc, noNewPrivileges {nnp}: {want}");
         assert!(want.contains("Seccomp:\t2\n") && want.contains("CapEff:"), "{want}");

@@ -78,16 +78,12 @@ impl Drop for Serial {
 
 /// `exprun --root R --log L --log-format json VERB ARGS`: (status, stdout, stderr).
 pub fn oci(r: &TestRoot, log: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = r
-        .command(&["--log", log.to_str().unwrap(), "--log-format", "json"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
+    outcome(
+        r.command(&["--log", log.to_str().unwrap(), "--log-format", "json"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap(),
     )
 }
 
@@ -129,30 +125,37 @@ pub fn shim(test: &str) -> Option<Shim> {
     Some(Shim { r: TestRoot::new(), work: tempfile::tempdir().unwrap(), _serial: serial })
 }
 
-/// `runc` on this host, or `None` (the comparison is skipped, saying so).
+/// `runc` on this host, or `None` (the comparison is skipped, saying so;
+/// under `CI=true` a skip is a failure).
 pub fn runc(test: &str) -> Option<PathBuf> {
-    let found = ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc"]
+    let found = ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc", "/usr/local/bin/runc"]
         .iter()
         .map(PathBuf::from)
         .find(|p| p.exists());
     if found.is_none() {
-        println!("SKIP (runc part): {test}: runc is not installed");
+        super::skip(test, "runc is not installed, so the runc part cannot run");
     }
     found
 }
 
-/// `runc run` of the bundle in the foreground: (status, stdout, stderr).
-pub fn runc_run(runc: &Path, root: &Path, b: &Path, id: &str) -> (i32, String, String) {
-    let out = Command::new(runc)
-        .arg("--root")
-        .arg(root)
-        .args(["run", "-b", b.to_str().unwrap(), id])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+/// A finished command's (status, stdout, stderr).
+pub fn outcome(out: std::process::Output) -> (i32, String, String) {
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),
         String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// `runc run` of the bundle in the foreground: (status, stdout, stderr).
+pub fn runc_run(runc: &Path, root: &Path, b: &Path, id: &str) -> (i32, String, String) {
+    outcome(
+        Command::new(runc)
+            .arg("--root")
+            .arg(root)
+            .args(["run", "-b", b.to_str().unwrap(), id])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap(),
     )
 }
