@@ -14,8 +14,8 @@
 # Environment: EXPRUN_BIN  exprun binary to use as is (skips cargo build);
 #   default: the static-pie release build of scripts/build-release.sh.
 # Needs root. Installs runc, crun, umoci, skopeo, jq, python3, time if missing.
-# If crun 1.8.1 would refuse the host (the cgroup2 mount holds hugetlb and no
-# v1 hugetlb hierarchy exists), mounts a v1 hugetlb hierarchy at
+# If crun 1.8.1 would refuse the host (a hybrid host whose cgroup2 mount holds
+# hugetlb, with no v1 hugetlb hierarchy), mounts a v1 hugetlb hierarchy at
 # /sys/fs/cgroup/hugetlb and leaves it there (a host fix for crun, printed).
 # Everything else it makes lives in one temp dir, removed on every exit path.
 # Timing is done by scripts/bench_driver.py (see its header).
@@ -90,10 +90,14 @@ ensure_tools
 HOST_FIX=''
 cgroup2_mount() { awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i+1) == "cgroup2") print $5; break } }' /proc/self/mountinfo | head -n1; }
 v1_has() { awk -v c="$1" '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i+1) == "cgroup") { n = split($(i+3), o, ","); for (j = 1; j <= n; j++) if (o[j] == c) f = 1 } break } } END { exit !f }' /proc/self/mountinfo; }
+any_v1() { awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i+1) == "cgroup") f = 1; break } } END { exit !f }' /proc/self/mountinfo; }
 fix_hugetlb() {
     local cg2 ctrls
     cg2=$(cgroup2_mount)
     [ -n "$cg2" ] && [ -r "$cg2/cgroup.controllers" ] || return 0
+    # Only hybrid hosts: on a unified one (no v1 hierarchy at all) crun runs
+    # as it is, and a v1 mount would make the host hybrid.
+    any_v1 || return 0
     ctrls=$(cat "$cg2/cgroup.controllers")
     if [[ " $ctrls " == *" hugetlb "* ]] && ! v1_has hugetlb; then
         mkdir -p /sys/fs/cgroup/hugetlb

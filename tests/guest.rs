@@ -202,6 +202,21 @@ fn stage_share(dir: &Path, cases: &[String]) {
             let path = test_binary(bin).unwrap_or_else(|why| panic!("guest case {name}: {why}"));
             std::fs::copy(path, dir.join("tests").join(bin)).unwrap();
         }
+        // `# share: PATH`: the repository's PATH, at repo/PATH on the share.
+        for rel in text.lines().filter_map(|l| l.strip_prefix("# share: ")).map(str::trim) {
+            let to = dir.join("repo").join(rel);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            let st = Command::new("cp").arg("-a").arg(common::repo().join(rel)).arg(&to).status().unwrap();
+            assert!(st.success(), "guest case {name}: staging {rel} failed");
+        }
+        // `# share-bin: VAR NAME`: the file the environment variable VAR names, as NAME.
+        for line in text.lines().filter_map(|l| l.strip_prefix("# share-bin: ")) {
+            let (var, to) = line.trim().split_once(' ').expect("# share-bin: VAR NAME");
+            let from = std::env::var_os(var)
+                .unwrap_or_else(|| panic!("guest case {name} needs {var} set to the binary to give it"));
+            std::fs::copy(&from, dir.join(to.trim()))
+                .unwrap_or_else(|e| panic!("guest case {name}: {var}={from:?}: {e}"));
+        }
     }
     let fixtures = common::fixture_dir();
     let st = Command::new("cp")
@@ -249,15 +264,21 @@ fn test_binary(name: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// The cases to run: all, or those `EXPRUN_GUEST_CASES` selects.
+/// The cases to run: all but those marked `# opt-in` (a benchmark), or those
+/// `EXPRUN_GUEST_CASES` selects.
 fn case_names() -> Vec<String> {
     let filter = std::env::var("EXPRUN_GUEST_CASES").unwrap_or_default();
     let parts: Vec<&str> = filter.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+    let opt_in = |n: &str| {
+        let text =
+            std::fs::read_to_string(guest_dir().join("cases").join(format!("{n}.sh"))).unwrap_or_default();
+        text.lines().any(|l| l.trim() == "# opt-in")
+    };
     let mut names: Vec<String> = std::fs::read_dir(guest_dir().join("cases"))
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".sh")).map(String::from))
-        .filter(|n| parts.is_empty() || parts.iter().any(|p| n.contains(p)))
+        .filter(|n| if parts.is_empty() { !opt_in(n) } else { parts.iter().any(|p| n.contains(p)) })
         .collect();
     names.sort();
     assert!(!names.is_empty(), "EXPRUN_GUEST_CASES={filter} selects no case of tests/guest/cases");
