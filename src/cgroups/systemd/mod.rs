@@ -124,6 +124,9 @@ impl Scope {
         self.ask("starting", |c| c.start_transient_scope(&self.unit, props))?;
         let here = self.own_cgroup_procs()?;
         if here.parent() != Some(self.dir.as_path()) {
+            // Back out (as root; a user may not leave), so that nothing stops
+            // the unexpected scope with exprun in it; empty, systemd ends it.
+            let _ = move_self_to(&own);
             return Err(self.failed(
                 "checking",
                 format!(
