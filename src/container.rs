@@ -324,7 +324,9 @@ pub fn create(root: &Root, o: &CreateOptions<'_>) -> Result<()> {
         }
         let fifo = open_path(&fifo_path)?;
         let mut child_io = match o.console_socket {
-            Some(s) => spawn::stdio::console_socket(s),
+            Some(s) => {
+                spawn::stdio::console_socket(s, plan.spec.process().as_ref().and_then(|p| p.console_size()))
+            }
             None => spawn::stdio::inherit(),
         }
         .map_err(|source| spawn::Error::Io { op: "setting up stdio", source })?;

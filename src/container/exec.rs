@@ -112,7 +112,7 @@ pub fn exec(root: &Root, o: &ExecOptions<'_>) -> Result<i32> {
     let plan = plan::process_plan_from(&process)?;
     let signals = spawn::block_signals()?;
     let mut child_io = match (plan.terminal, o.console_socket) {
-        (true, Some(s)) => spawn::stdio::console_socket(s),
+        (true, Some(s)) => spawn::stdio::console_socket(s, process.console_size()),
         (true, None) => return Err(crate::Error::Usage("a terminal needs --console-socket".into())),
         (false, _) => spawn::stdio::inherit(),
     }

@@ -11,6 +11,7 @@ pub mod mounts;
 mod namespaces;
 mod resources;
 mod rootless;
+mod unapplied;
 
 use std::path::{Path, PathBuf};
 
@@ -410,6 +411,7 @@ fn default_devices() -> Vec<DeviceNode> {
 
 /// Resolve and check `spec` into a plan.
 pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
+    unapplied::refuse_in_config(&spec)?;
     let mut process = process_plan(&spec)?;
     let linux = spec.linux().clone().unwrap_or_default();
     process.personality = linux.personality().as_ref().map(personality).transpose()?;
@@ -767,6 +769,7 @@ fn process_plan(spec: &Spec) -> Result<ProcessPlan> {
 
 /// Resolve and check an OCI process (the config's, or `exec --process`'s).
 pub fn process_plan_from(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> {
+    unapplied::refuse_in_process(p)?;
     let args = p.args().clone().unwrap_or_default();
     if args.is_empty() || args[0].is_empty() {
         return Err(Error::Process { field: "args", why: "no command to run".into() });

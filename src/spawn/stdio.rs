@@ -73,13 +73,23 @@ pub fn inherit() -> io::Result<ChildIo> {
 
 /// A pseudo-terminal whose master goes to whoever listens on the unix socket
 /// `socket` (`--console-socket`), passed with SCM_RIGHTS; the slave becomes the
-/// container's stdin, stdout and stderr.
-pub fn console_socket(socket: &std::path::Path) -> io::Result<ChildIo> {
+/// container's stdin, stdout and stderr. `size` is the process's `consoleSize`.
+pub fn console_socket(socket: &std::path::Path, size: Option<oci_spec::runtime::Box>) -> io::Result<ChildIo> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     use std::os::fd::AsRawFd;
     let OpenptyResult { master, slave } = openpty(None, None)?;
     set_cloexec(master.as_fd())?;
     set_cloexec(slave.as_fd())?;
+    if let Some(size) = size {
+        let clamp = |n: u64| u16::try_from(n).unwrap_or(u16::MAX);
+        let ws = libc::winsize {
+            ws_row: clamp(size.height()),
+            ws_col: clamp(size.width()),
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        crate::sys::set_window_size(master.as_fd(), &ws)?;
+    }
     let console = nix::unistd::ttyname(slave.as_fd())?;
     let stream = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
         io::Error::new(e.kind(), format!("connecting to the console socket {}: {e}", socket.display()))
