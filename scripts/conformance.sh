@@ -20,10 +20,16 @@
 # --uts --pid --fork --mount-proc`, with RUNTIME set to a wrapper that passes
 # the runtime a private --root and TMPDIR set to a private temp dir. A cell of
 # the table is PASS/FAIL counts of TAP points (a skipped point counts as
-# neither), then "crash" (no TAP point, or fewer than planned, or a non-zero
-# exit with no failed point) or "timeout" where that happened.
+# neither), then "crash(exit N)" (no TAP point, or fewer than planned, or a
+# non-zero exit with no failed point) or "timeout" where that happened; "exit 0"
+# is a pass of a *_fail test (no TAP, exit 0: the runtime refused the config),
+# "1..0" a test that planned no points, "skip" one whose points all skipped.
+# The summary counts the last two as skipped.
 # Exit 0 when every run finished and nothing was left behind, 1 otherwise
-# (failing tests do not change the exit status), 2 on bad usage.
+# (failing tests do not change the exit status), 2 on bad usage. After the
+# summary, a "behind" line names each test where the first runtime listed does
+# worse than another (not a pass where the other's is, or, both having run to
+# completion, fewer points passed).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -110,8 +116,8 @@ remove_new_cgroups() {
 }
 
 # The script that runs inside the namespaces: the test under its time limit,
-# then delete --force of every container the runtime still has under its root,
-# while the pid namespace (and so the containers' processes) still exists.
+# then delete --force of every container the runtime still lists under its
+# root, while the pid namespace (and so the containers' processes) still exists.
 # crun 1.8 refuses a hybrid host whose cgroup v2 hierarchy has controllers
 # ("cgroups in hybrid mode not supported"); for crun on such a host the script
 # unmounts /sys/fs/cgroup/unified in the private mount namespace first (the
@@ -124,10 +130,10 @@ if [ "$hide_cgroup2" = 1 ]; then
 fi
 timeout -k 5 "$limit" "$tbin" >"$run/tap" 2>"$run/stderr"
 rc=$?
-for d in "$run"/root/*/; do
-    [ -d "$d" ] || continue
-    "$run/runtime" delete --force "$(basename "$d")" >/dev/null 2>>"$run/cleanup" || true
+for id in $("$run/runtime" list -q 2>>"$run/cleanup"); do
+    "$run/runtime" delete --force "$id" >/dev/null 2>>"$run/cleanup" || true
 done
+"$run/runtime" list -q >"$run/left" 2>>"$run/cleanup"
 exit $rc
 EOF
 
@@ -156,7 +162,30 @@ tap_counts() {
     ' "$1"
 }
 
-declare -A CELL STATUS
+# Prints "STATUS CELL" for a run from its exit status and TAP counts.
+verdict() {
+    local rc=$1 pass=$2 fail=$3 skip=$4 plan=$5 points=$6
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+        echo "timeout $pass/$fail timeout"
+    elif [ "$points" = 0 ] && [ "$plan" = -1 ] && [ "$rc" = 0 ]; then
+        # The *_fail tests' convention: the runtime refused the config as it
+        # must, and the test exits 0 without TAP.
+        echo "pass exit 0"
+    elif [ "$points" = 0 ] && [ "$plan" = 0 ]; then
+        echo "empty 1..0"
+    elif [ "$points" -gt 0 ] && [ "$skip" = "$points" ]; then
+        echo "skip skip"
+    elif [ "$points" = 0 ] || { [ "$plan" -ge 0 ] && [ "$points" -lt "$plan" ]; } ||
+        { [ "$rc" != 0 ] && [ "$fail" = 0 ]; }; then
+        echo "crash $pass/$fail crash(exit $rc)"
+    elif [ "$fail" -gt 0 ]; then
+        echo "fail $pass/$fail"
+    else
+        echo "pass $pass/$fail"
+    fi
+}
+
+declare -A CELL STATUS PASSN
 # Summary counters per runtime.
 declare -A S_PASS S_FAIL S_CRASH S_TIMEOUT S_SKIP P_PASS P_FAIL
 for rt in "${RT_LIST[@]}"; do
@@ -178,38 +207,27 @@ for t in "${TESTS[@]}"; do
             bash "$WORK/inner.sh" "$run" "$TIMEOUT" "$SUITE/validation/$t/$t.t" "$(hide_cgroup2 "$rt")")
         rc=$?
         set -e
+        if [ -s "$run/left" ]; then
+            echo "conformance: $t under $rt left containers that delete --force did not remove:" \
+                "$(tr '\n' ' ' <"$run/left")" >&2
+            LEFTOVERS=1
+        fi
         left=$(remove_new_cgroups "$run/cgroups.before")
         if [ -n "$left" ]; then
             echo "conformance: $t under $rt left cgroups that cannot be removed: $left" >&2
             LEFTOVERS=1
         fi
         read -r pass fail skip todo plan points < <(tap_counts "$run/tap")
-        if [ $rc = 124 ] || [ $rc = 137 ]; then
-            status=timeout
-        elif [ "$points" = 0 ] && [ "$plan" = 0 ]; then
-            status=skip
-        elif [ "$points" -gt 0 ] && [ "$skip" = "$points" ]; then
-            status=skip
-        elif [ "$points" = 0 ] || { [ "$plan" -ge 0 ] && [ "$points" -lt "$plan" ]; } ||
-            { [ $rc != 0 ] && [ "$fail" = 0 ]; }; then
-            status=crash
-        elif [ "$fail" -gt 0 ]; then
-            status=fail
-        else
-            status=pass
-        fi
-        case $status in
-            pass | fail) CELL[$t,$rt]="$pass/$fail" ;;
-            skip) CELL[$t,$rt]="skip" ;;
-            *) CELL[$t,$rt]="$pass/$fail $status" ;;
-        esac
+        read -r status cell < <(verdict "$rc" "$pass" "$fail" "$skip" "$plan" "$points")
+        CELL[$t,$rt]=$cell
         STATUS[$t,$rt]=$status
+        PASSN[$t,$rt]=$pass
         case $status in
             pass) S_PASS[$rt]=$((S_PASS[$rt] + 1)) ;;
             fail) S_FAIL[$rt]=$((S_FAIL[$rt] + 1)) ;;
             crash) S_CRASH[$rt]=$((S_CRASH[$rt] + 1)) ;;
             timeout) S_TIMEOUT[$rt]=$((S_TIMEOUT[$rt] + 1)) ;;
-            skip) S_SKIP[$rt]=$((S_SKIP[$rt] + 1)) ;;
+            skip | empty) S_SKIP[$rt]=$((S_SKIP[$rt] + 1)) ;;
         esac
         P_PASS[$rt]=$((P_PASS[$rt] + pass))
         P_FAIL[$rt]=$((P_FAIL[$rt] + fail))
@@ -232,11 +250,11 @@ echo >&2
 width=8
 for t in "${TESTS[@]}"; do [ ${#t} -le $width ] || width=${#t}; done
 printf "%-${width}s" test
-for rt in "${RT_LIST[@]}"; do printf ' | %-14s' "$rt"; done
+for rt in "${RT_LIST[@]}"; do printf ' | %-20s' "$rt"; done
 echo
 for t in "${TESTS[@]}"; do
     printf "%-${width}s" "$t"
-    for rt in "${RT_LIST[@]}"; do printf ' | %-14s' "${CELL[$t,$rt]}"; done
+    for rt in "${RT_LIST[@]}"; do printf ' | %-20s' "${CELL[$t,$rt]}"; done
     echo
 done
 echo
@@ -244,6 +262,22 @@ for rt in "${RT_LIST[@]}"; do
     printf 'summary %s: %d tests: %d pass, %d fail, %d crash, %d timeout, %d skip; TAP points: %d ok, %d not ok\n' \
         "$rt" ${#TESTS[@]} "${S_PASS[$rt]}" "${S_FAIL[$rt]}" "${S_CRASH[$rt]}" "${S_TIMEOUT[$rt]}" \
         "${S_SKIP[$rt]}" "${P_PASS[$rt]}" "${P_FAIL[$rt]}"
+done
+
+# The tests where the first runtime listed does worse than another.
+first=${RT_LIST[0]}
+for t in "${TESTS[@]}"; do
+    better=()
+    for rt in "${RT_LIST[@]:1}"; do
+        if { [ "${STATUS[$t,$rt]}" = pass ] && [ "${STATUS[$t,$first]}" != pass ]; } ||
+            { [[ ${STATUS[$t,$rt]} =~ ^(pass|fail)$ ]] && [[ ${STATUS[$t,$first]} =~ ^(pass|fail)$ ]] &&
+                [ "${PASSN[$t,$rt]}" -gt "${PASSN[$t,$first]}" ]; }; then
+            better+=("$rt ${CELL[$t,$rt]}")
+        fi
+    done
+    if [ ${#better[@]} -gt 0 ]; then
+        printf 'behind %s: %s (%s) where %s\n' "$first" "$t" "${CELL[$t,$first]}" "$(IFS=,; echo "${better[*]}" | sed 's/,/, /g')"
+    fi
 done
 
 if [ -n "$JSON" ]; then
