@@ -25,8 +25,8 @@
 # is a pass of a *_fail test (no TAP, exit 0: the runtime refused the config),
 # "1..0" a test that planned no points, "skip" one whose points all skipped.
 # The summary counts the last two as skipped.
-# Exit 0 when every run finished and nothing was left behind, 1 otherwise
-# (failing tests do not change the exit status), 2 on bad usage. After the
+# Exit 0 when nothing was left behind, 1 otherwise (failing, crashing or
+# timed-out tests do not change the exit status), 2 on bad usage. After the
 # summary, a "behind" line names each test where the first runtime listed does
 # worse than another (not a pass where the other's is, or, both having run to
 # completion, fewer points passed).
