@@ -99,17 +99,24 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # Cgroup directories a run may make: the suite's fixed cgroupsPath names and
-# the UUIDs it uses as container ids (runtimes name default cgroups after them).
-OWN_CGROUP='/(cgrouptest|testdir)(/|$)|/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(/|$)'
+# those ending in the id of a container it created (runtimes name default
+# cgroups after it: exprun "exprun-ID", runc and crun "ID"); the runtime
+# wrapper logs each call's arguments to find the ids.
+own_cgroups() {
+    local ids
+    ids=$(awk '$1 == "create" { print $NF }' "$1" 2>/dev/null | grep -E '^[A-Za-z0-9_-]+$' | paste -sd'|' || true)
+    echo "/(cgrouptest|testdir${ids:+|[^/]*($ids)})(/|\$)"
+}
 cgroup_dirs() {
     find /sys/fs/cgroup -mindepth 2 -type d 2>/dev/null | LC_ALL=C sort
 }
 
-# Removes the cgroup directories the run made: new since $1 and named as above,
-# deepest first. Reports and counts any that cannot be removed.
+# Removes the cgroup directories the run $1 made: new since it started and
+# named as above, deepest first. Prints any that cannot be removed.
 remove_new_cgroups() {
-    local before=$1 d
-    LC_ALL=C comm -13 "$before" <(cgroup_dirs) | { grep -E -- "$OWN_CGROUP" || true; } | sort -r |
+    local run=$1 d
+    LC_ALL=C comm -13 "$run/cgroups.before" <(cgroup_dirs) |
+        { grep -E -- "$(own_cgroups "$run/calls")" || true; } | sort -r |
         while read -r d; do
             rmdir "$d" 2>/dev/null || [ ! -d "$d" ] || echo "$d"
         done
@@ -197,7 +204,7 @@ for t in "${TESTS[@]}"; do
     for rt in "${RT_LIST[@]}"; do
         run="$WORK/$rt/$t"
         mkdir -p "$run/root" "$run/tmp"
-        printf '#!/bin/sh\nexec %q --root %q "$@"\n' "${BIN[$rt]}" "$run/root" >"$run/runtime"
+        printf '#!/bin/sh\necho "$*" >>%q\nexec %q --root %q "$@"\n' "$run/calls" "${BIN[$rt]}" "$run/root" >"$run/runtime"
         chmod +x "$run/runtime"
         cgroup_dirs >"$run/cgroups.before"
         set +e
@@ -212,7 +219,7 @@ for t in "${TESTS[@]}"; do
                 "$(tr '\n' ' ' <"$run/left")" >&2
             LEFTOVERS=1
         fi
-        left=$(remove_new_cgroups "$run/cgroups.before")
+        left=$(remove_new_cgroups "$run")
         if [ -n "$left" ]; then
             echo "conformance: $t under $rt left cgroups that cannot be removed: $left" >&2
             LEFTOVERS=1
