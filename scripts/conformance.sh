@@ -23,7 +23,8 @@
 # neither), then "crash(exit N)" (no TAP point, or fewer than planned, or a
 # non-zero exit with no failed point) or "timeout" where that happened; "exit 0"
 # is a pass of a *_fail test (no TAP, exit 0: the runtime refused the config),
-# "1..0" a test that planned no points, "skip" one whose points all skipped.
+# "1..0" a test that planned no points and exited 0, "skip" one whose points
+# all skipped.
 # The summary counts the last two as skipped.
 # Exit 0 when nothing was left behind, 1 otherwise (failing, crashing or
 # timed-out tests do not change the exit status), 2 on bad usage. After the
@@ -178,7 +179,7 @@ verdict() {
         # The *_fail tests' convention: the runtime refused the config as it
         # must, and the test exits 0 without TAP.
         echo "pass exit 0"
-    elif [ "$points" = 0 ] && [ "$plan" = 0 ]; then
+    elif [ "$points" = 0 ] && [ "$plan" = 0 ] && [ "$rc" = 0 ]; then
         echo "empty 1..0"
     elif [ "$points" -gt 0 ] && [ "$skip" = "$points" ]; then
         echo "skip skip"
