@@ -62,7 +62,8 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" = 0 ] || die "needs root (the runtimes create namespaces and cgroups)"
 [[ $TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "--timeout must be a positive number of seconds, not '$TIMEOUT'"
-SUITE=$(cd "$SUITE" 2>/dev/null && pwd) || die "suite directory '$2' does not exist"
+SUITE_ARG=$SUITE
+SUITE=$(cd "$SUITE" 2>/dev/null && pwd) || die "suite directory '$SUITE_ARG' does not exist"
 [ -x "$SUITE/runtimetest" ] && [ -f "$SUITE/rootfs-amd64.tar.gz" ] && [ -d "$SUITE/validation" ] ||
     die "$SUITE is not a built runtime-tools checkout: run 'make runtimetest validation-executables' there"
 
