@@ -47,7 +47,7 @@ die() {
 SUITE_KIND=$1 SUITE=$2
 shift 2
 [ "$SUITE_KIND" = runtime-tools ] || die "unknown suite '$SUITE_KIND': only runtime-tools is supported"
-RUNTIMES=exprun,runc,crun ONLY= TIMEOUT=60 JSON= LOGS=
+RUNTIMES=exprun,runc,crun ONLY='' TIMEOUT=60 JSON='' LOGS=
 while [ $# -gt 0 ]; do
     case $1 in
         --runtimes) RUNTIMES=${2:?--runtimes needs a list}; shift ;;
@@ -64,8 +64,9 @@ done
 [[ $TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "--timeout must be a positive number of seconds, not '$TIMEOUT'"
 SUITE_ARG=$SUITE
 SUITE=$(cd "$SUITE" 2>/dev/null && pwd) || die "suite directory '$SUITE_ARG' does not exist"
-[ -x "$SUITE/runtimetest" ] && [ -f "$SUITE/rootfs-amd64.tar.gz" ] && [ -d "$SUITE/validation" ] ||
+if [ ! -x "$SUITE/runtimetest" ] || [ ! -f "$SUITE/rootfs-amd64.tar.gz" ] || [ ! -d "$SUITE/validation" ]; then
     die "$SUITE is not a built runtime-tools checkout: run 'make runtimetest validation-executables' there"
+fi
 
 declare -A BIN
 IFS=, read -r -a RT_LIST <<<"$RUNTIMES"
@@ -77,8 +78,9 @@ for rt in "${RT_LIST[@]}"; do
         crun) BIN[$rt]=${CRUN:-$(command -v crun || true)} ;;
         *) die "unknown runtime '$rt' in --runtimes (known: exprun, runc, crun)" ;;
     esac
-    [ -n "${BIN[$rt]}" ] && [ -x "${BIN[$rt]}" ] ||
+    if [ -z "${BIN[$rt]}" ] || [ ! -x "${BIN[$rt]}" ]; then
         die "$rt binary '${BIN[$rt]}' not found or not executable (set ${rt^^}=/path/to/$rt)"
+    fi
 done
 
 mapfile -t TESTS < <(cd "$SUITE/validation" && find . -mindepth 2 -maxdepth 2 -name '*.t' -type f |
@@ -94,10 +96,7 @@ fi
 
 WORK=$(mktemp -d /tmp/exprun-conformance.XXXXXX)
 LEFTOVERS=0
-cleanup() {
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap 'rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
 
 # Cgroup directories a run may make: the suite's fixed cgroupsPath names and
@@ -257,7 +256,7 @@ done
 echo >&2
 
 width=8
-for t in "${TESTS[@]}"; do [ ${#t} -le $width ] || width=${#t}; done
+for t in "${TESTS[@]}"; do [ ${#t} -le "$width" ] || width=${#t}; done
 printf "%-${width}s" test
 for rt in "${RT_LIST[@]}"; do printf ' | %-20s' "$rt"; done
 echo
@@ -285,7 +284,8 @@ for t in "${TESTS[@]}"; do
         fi
     done
     if [ ${#better[@]} -gt 0 ]; then
-        printf 'behind %s: %s (%s) where %s\n' "$first" "$t" "${CELL[$t,$first]}" "$(IFS=,; echo "${better[*]}" | sed 's/,/, /g')"
+        joined=$(IFS=,; echo "${better[*]}")
+        printf 'behind %s: %s (%s) where %s\n' "$first" "$t" "${CELL[$t,$first]}" "${joined//,/, }"
     fi
 done
 
