@@ -146,7 +146,9 @@ fn process_and_config_fields_exprun_does_not_apply_are_refused_by_name() {
                 cfg[field][k] = v.clone();
             }
         });
-        let (code, _, err) = oci(r, &log, &["create", "-b", b.to_str().unwrap(), "refused"]);
+        // `run -b`, not `create`: a container made after all must not keep
+        // this test's pipes open and hang it instead of failing it.
+        let (code, _, err) = oci(r, &log, &["run", "-b", b.to_str().unwrap(), "refused"]);
         assert_eq!(code, 125, "{named}: {err}");
         assert!(err.contains(named) && err.contains("remove the field"), "{named}: {err}");
         assert_ne!(oci(r, &log, &["state", "refused"]).0, 0, "{named}: a container was left");
