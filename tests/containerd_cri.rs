@@ -349,6 +349,27 @@ async fn wait_exited(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> Contai
     }
 }
 
+/// The status of an exited container once containerd has handled its OOM
+/// event too. containerd 1.6 handles the shim's TaskExit and TaskOOM events
+/// apart: under load the exit can be handled first (reason "Error" for a
+/// moment) and the OOM kill a little later, which then sets "OOMKilled". The
+/// kubelet, which polls, sees the same thing settle.
+async fn wait_oom_killed(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> ContainerStatus {
+    let mut s = wait_exited(rt, id).await;
+    let t0 = Instant::now();
+    while s.reason != "OOMKilled" && t0.elapsed() < patience(Duration::from_secs(5)) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s = rt
+            .container_status(ContainerStatusRequest { container_id: id.into(), verbose: false })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+    }
+    s
+}
+
 /// RemoveContainer, retried as kubelet's garbage collector retries it.
 ///
 /// containerd 1.6 handles each TaskOOM event by rewriting the container's
@@ -516,7 +537,7 @@ async fn pod_lifecycle(
     let failing_status = wait_exited(rt, &failing).await;
     let hog = "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo ${#x}";
     let oom = create_start(container("oom", &["sh", "-c", hog], 16 << 20)).await;
-    let oom_status = wait_exited(rt, &oom).await;
+    let oom_status = wait_oom_killed(rt, &oom).await;
 
     for id in [&worker, &failing, &oom] {
         remove_container(rt, id).await;
