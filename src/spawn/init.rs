@@ -515,10 +515,7 @@ fn exec(
     // then execve.
     if let Some(f) = seccomp {
         if let Err(e) = install_seccomp(f, fds) {
-            let _ = unistd::write(
-                io::stderr(),
-                format!("exprun: installing the seccomp filter: {e}\n").as_bytes(),
-            );
+            let _ = unistd::write(io::stderr(), format!("exprun: installing the seccomp filter: {e}\n").as_bytes());
             sys::exit_now(EXIT_EXPRUN_FAILED);
         }
     }
