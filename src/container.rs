@@ -488,6 +488,15 @@ pub fn update(root: &Root, id: &str, changes: &crate::cgroups::Limits) -> Result
     let l = &mut c.plan.cgroup.limits;
     let keep = |new: Option<i64>, old: Option<i64>| new.or(old);
     l.memory_bytes = keep(changes.memory_bytes, l.memory_bytes);
+    l.memory_swap = keep(changes.memory_swap, l.memory_swap);
+    l.memory_reservation = keep(changes.memory_reservation, l.memory_reservation);
+    l.memory_swappiness = changes.memory_swappiness.or(l.memory_swappiness);
+    l.oom_kill_disable |= changes.oom_kill_disable;
+    l.net_class_id = changes.net_class_id.or(l.net_class_id);
+    if !changes.net_priorities.is_empty() {
+        l.net_priorities = changes.net_priorities.clone();
+    }
+    l.rdma.extend(changes.rdma.clone());
     l.cpu_quota_us = keep(changes.cpu_quota_us, l.cpu_quota_us);
     l.pids_max = keep(changes.pids_max, l.pids_max);
     l.cpu_period_us = changes.cpu_period_us.or(l.cpu_period_us);
@@ -499,9 +508,19 @@ pub fn update(root: &Root, id: &str, changes: &crate::cgroups::Limits) -> Result
         l.block_io = changes.block_io.clone();
     }
     l.unified.extend(changes.unified.clone());
+    // The memory limit and swap are written together, as they now stand.
+    let mut changes = changes.clone();
+    if changes.memory_bytes.is_some() || changes.memory_swap.is_some() {
+        crate::cgroups::check_swap(l.memory_bytes, l.memory_swap).map_err(|why| {
+            spawn::Error::from(crate::cgroups::Error::Unenforceable { limit: "--memory-swap", why })
+        })?;
+        changes.memory_bytes = l.memory_bytes;
+        changes.memory_swap = l.memory_swap;
+    }
+    let changes = &changes;
     if c.plan.cgroup.version == crate::cgroups::Version::V1 {
         for (ctrl, wanted, what) in [
-            ("memory", changes.memory_bytes.is_some(), "a memory limit"),
+            ("memory", changes.memory_bytes.is_some() || changes.memory_swap.is_some(), "a memory limit"),
             ("pids", changes.pids_max.is_some(), "a pids limit"),
             ("cpu", changes.cpu_quota_us.is_some() || changes.cpu_shares.is_some(), "a CPU limit"),
         ] {

@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cgroups_rs::fs::cpu::CpuController;
-use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
-use cgroups_rs::fs::{Controller, MaxValue};
+use cgroups_rs::fs::MaxValue;
 use serde::{Deserialize, Serialize};
 
 use super::limits::{self, settings, CPUSET};
@@ -150,26 +149,14 @@ impl Cgroup {
             Version::V2 => self.plan.dirs.values().next().cloned(),
             Version::V1 | Version::None => self.plan.dirs.get(ctrl).cloned(),
         })?;
-        if let Some(bytes) = l.memory_bytes {
-            let mem = self.mem();
-            let dir = mem.path().to_path_buf();
-            let ctl = |op: String| {
-                let dir = dir.clone();
-                move |source| Error::Controller { op, dir, source }
-            };
-            let (limit_file, swap_file) = if v2 {
-                ("memory.max", "memory.swap.max")
-            } else {
-                ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes")
-            };
-            mem.set_limit(bytes).map_err(ctl(format!("writing {limit_file} = {bytes}")))?;
-            // No swap on top of the limit: a run that needs more memory than it was
-            // given is OOM-killed at the limit instead of running slower on another
-            // host's swap. Hosts without swap accounting have no such file.
-            if mem.path().join(swap_file).exists() {
-                let swap = if v2 { 0 } else { bytes };
-                mem.set_memswap_limit(swap).map_err(ctl(format!("writing {swap_file} = {swap}")))?;
-            }
+        let memory_dir = self.dir(MEMORY);
+        let memory = match l.memory_bytes.is_some() || l.memory_swap.is_some() {
+            true => limits::memory_lines(l, v2, &memory_dir)?,
+            false => Vec::new(),
+        };
+        for (field, file, value) in memory {
+            let path = memory_dir.join(file);
+            fs::write(&path, &value).map_err(|source| Error::Setting { field, line: value, path, source })?;
         }
         if !v2 && !l.devices.is_empty() {
             devices::apply_v1(&self.dir(DEVICES), &l.devices)?;
@@ -209,10 +196,6 @@ impl Cgroup {
             Version::V2 => self.plan.dirs.values().next().cloned().unwrap_or_default(),
             Version::V1 | Version::None => self.plan.dirs.get(ctrl).cloned().unwrap_or_default(),
         }
-    }
-
-    fn mem(&self) -> MemController {
-        MemController::new(self.dir(MEMORY), PathBuf::new(), self.plan.version == Version::V2)
     }
 
     /// Open the files through which the container's init moves itself into the

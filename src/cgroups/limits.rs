@@ -23,12 +23,31 @@ pub(super) const HUGETLB: &str = "hugetlb";
 pub(super) const BLKIO: &str = "blkio";
 /// cgroup v2's block I/O controller.
 pub(super) const IO: &str = "io";
+/// cgroup v1's network class controller.
+pub(super) const NET_CLS: &str = "net_cls";
+/// cgroup v1's network priority controller.
+pub(super) const NET_PRIO: &str = "net_prio";
+/// The RDMA controller (v1 and v2).
+pub(super) const RDMA: &str = "rdma";
 
 /// The limits of a run, as numbers the kernel takes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
-    /// Memory limit in bytes (swap is limited to the same, i.e. none on top).
+    /// Memory limit in bytes.
     pub memory_bytes: Option<i64>,
+    /// Memory plus swap in bytes (OCI `memory.swap`), -1 for no limit; none:
+    /// the same as `memory_bytes`, i.e. no swap on top of the memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_swap: Option<i64>,
+    /// Memory the cgroup keeps under pressure, in bytes (OCI `memory.reservation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_reservation: Option<i64>,
+    /// cgroup v1 swappiness (0..100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_swappiness: Option<u64>,
+    /// cgroup v1: tasks over the memory limit wait instead of being OOM-killed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom_kill_disable: bool,
     /// CFS quota per period, in microseconds.
     pub cpu_quota_us: Option<i64>,
     /// CFS period, in microseconds [default: [`super::CPU_PERIOD_US`]].
@@ -54,9 +73,29 @@ pub struct Limits {
     /// Block I/O weights and throttles.
     #[serde(default, skip_serializing_if = "BlockIo::is_empty")]
     pub block_io: BlockIo,
+    /// cgroup v1 net_cls class id of the container's packets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_class_id: Option<u32>,
+    /// cgroup v1 net_prio priorities: (interface, priority), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub net_priorities: Vec<(String, u32)>,
+    /// RDMA limits per device.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rdma: BTreeMap<String, RdmaLimit>,
     /// cgroup v2 files to write as given (OCI `linux.resources.unified`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unified: BTreeMap<String, String>,
+}
+
+/// The RDMA limits of one device (OCI `linux.resources.rdma.<device>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RdmaLimit {
+    /// Maximum number of HCA handles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hca_handles: Option<u32>,
+    /// Maximum number of HCA objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hca_objects: Option<u32>,
 }
 
 /// OCI `linux.resources.blockIO`.
@@ -253,6 +292,39 @@ pub fn settings(l: &Limits, v2: bool) -> Result<Vec<Setting>> {
             add(&mut out, t.kind.field(), BLKIO, t.kind.v1_file().into(), format!("{dev} {}", t.rate));
         }
     }
+    memory_settings(&mut out, l, v2)?;
+    if v2 && l.net_class_id.is_some() {
+        return refuse(
+            "linux.resources.network.classID",
+            "cgroup v2 has no net_cls controller (classify packets with an eBPF or nftables cgroup match \
+             instead); leave it out",
+        );
+    }
+    if v2 && !l.net_priorities.is_empty() {
+        return refuse(
+            "linux.resources.network.priorities",
+            "cgroup v2 has no net_prio controller; leave it out",
+        );
+    }
+    if let Some(id) = l.net_class_id {
+        add(&mut out, "linux.resources.network.classID", NET_CLS, "net_cls.classid".into(), id.to_string());
+    }
+    for (iface, prio) in &l.net_priorities {
+        let field = "linux.resources.network.priorities";
+        add(&mut out, field, NET_PRIO, "net_prio.ifpriomap".into(), format!("{iface} {prio}"));
+    }
+    for (device, r) in &l.rdma {
+        let mut line = device.clone();
+        if let Some(n) = r.hca_handles {
+            line.push_str(&format!(" hca_handle={n}"));
+        }
+        if let Some(n) = r.hca_objects {
+            line.push_str(&format!(" hca_object={n}"));
+        }
+        if line.len() > device.len() {
+            add(&mut out, "linux.resources.rdma", RDMA, "rdma.max".into(), line);
+        }
+    }
     if !l.unified.is_empty() && !v2 {
         return refuse(
             "linux.resources.unified",
@@ -262,6 +334,106 @@ pub fn settings(l: &Limits, v2: bool) -> Result<Vec<Setting>> {
     }
     for (key, value) in &l.unified {
         add(&mut out, "linux.resources.unified", unified_controller(key)?, key.clone(), value.clone());
+    }
+    Ok(out)
+}
+
+/// Reservation, swappiness and the OOM killer (the limit and swap are
+/// [`memory_lines`]).
+fn memory_settings(out: &mut Vec<Setting>, l: &Limits, v2: bool) -> Result<()> {
+    let refuse = |limit: &'static str, why: &str| Err(Error::Unenforceable { limit, why: why.into() });
+    if let Some(bytes) = l.memory_reservation {
+        let file = if v2 { "memory.low" } else { "memory.soft_limit_in_bytes" };
+        let value = if v2 && bytes < 0 { "max".to_string() } else { bytes.to_string() };
+        add(out, "linux.resources.memory.reservation", MEMORY, file.into(), value);
+    }
+    if let Some(s) = l.memory_swappiness {
+        if v2 {
+            return refuse(
+                "linux.resources.memory.swappiness",
+                "cgroup v2 has no per-cgroup swappiness (only the host's vm.swappiness); leave it out",
+            );
+        }
+        add(out, "linux.resources.memory.swappiness", MEMORY, "memory.swappiness".into(), s.to_string());
+    }
+    if l.oom_kill_disable {
+        if v2 {
+            return refuse(
+                "linux.resources.memory.disableOOMKiller",
+                "cgroup v2 cannot turn the OOM killer off for a cgroup; leave it out \
+                 (or set memory.oom.group through linux.resources.unified)",
+            );
+        }
+        add(out, "linux.resources.memory.disableOOMKiller", MEMORY, "memory.oom_control".into(), "1".into());
+    }
+    Ok(())
+}
+
+/// Why `swap` (OCI `memory.swap`, memory plus swap) cannot go with the memory
+/// limit `memory`, if it cannot: a swap limit needs a memory limit no larger.
+pub fn check_swap(memory: Option<i64>, swap: Option<i64>) -> std::result::Result<(), String> {
+    match (memory, swap) {
+        (_, None | Some(-1)) => Ok(()),
+        (_, Some(s)) if s <= 0 => Err(format!("{s} is neither a size in bytes nor -1 (no limit)")),
+        (None, Some(_)) => Err("a swap limit needs a memory limit (linux.resources.memory.limit)".into()),
+        (Some(m), Some(s)) if s < m => Err(format!(
+            "{s} is less than the memory limit {m}; it counts memory plus swap, so give at least the limit"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A memory or swap limit line: (field, file, value).
+pub(super) type MemoryLine = (&'static str, &'static str, String);
+
+/// The memory limit and swap lines for `l`, for the memory cgroup `dir`, in an
+/// order the kernel accepts from its current limits. Without swap accounting
+/// (no swap file) only "no swap on top" may go unwritten; a swap allowance
+/// is refused then.
+pub(super) fn memory_lines(l: &Limits, v2: bool, dir: &Path) -> Result<Vec<MemoryLine>> {
+    const SWAP: &str = "linux.resources.memory.swap";
+    const LIMIT: &str = "linux.resources.memory.limit";
+    check_swap(l.memory_bytes, l.memory_swap).map_err(|why| Error::Unenforceable { limit: SWAP, why })?;
+    let (limit_file, swap_file) = if v2 {
+        ("memory.max", "memory.swap.max")
+    } else {
+        ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes")
+    };
+    let mut out = Vec::new();
+    if let Some(m) = l.memory_bytes {
+        out.push((LIMIT, limit_file, if v2 && m < 0 { "max".into() } else { m.to_string() }));
+    }
+    let swap_on_top = l.memory_swap.is_some_and(|s| Some(s) != l.memory_bytes);
+    let swap = match (l.memory_swap, l.memory_bytes) {
+        (Some(-1), _) => Some(if v2 { "max".to_string() } else { "-1".to_string() }),
+        (Some(s), Some(m)) => Some(if v2 { (s - m).to_string() } else { s.to_string() }),
+        (None, Some(m)) => Some(if v2 { "0".to_string() } else { m.to_string() }),
+        (_, None) => None,
+    };
+    let Some(swap) = swap else { return Ok(out) };
+    if !dir.join(swap_file).exists() {
+        if swap_on_top {
+            return Err(Error::Unenforceable {
+                limit: SWAP,
+                why: format!(
+                    "the kernel offers no {swap_file} in {} (swap accounting is off: boot with \
+                     swapaccount=1); leave swap out or equal to the limit",
+                    dir.display()
+                ),
+            });
+        }
+        return Ok(out);
+    }
+    // v1 keeps memory.limit_in_bytes <= memory.memsw.limit_in_bytes at every
+    // write: raise the swap limit first when it grows past the current limit.
+    let current = fs::read_to_string(dir.join(limit_file)).unwrap_or_default();
+    let current: u64 = current.trim().parse().unwrap_or(u64::MAX);
+    let new: u64 = swap.parse::<i64>().ok().and_then(|s| u64::try_from(s).ok()).unwrap_or(u64::MAX);
+    let line = (SWAP, swap_file, swap);
+    if !v2 && new >= current {
+        out.insert(0, line);
+    } else {
+        out.push(line);
     }
     Ok(out)
 }
@@ -305,12 +477,13 @@ pub fn needed_controllers(l: &Limits, v2: bool) -> Result<Vec<(String, &'static 
     let mut out: Vec<(String, &'static str)> = Vec::new();
     let fixed = [
         (MEMORY, l.memory_bytes.is_some(), "--memory"),
+        (MEMORY, l.memory_swap.is_some(), "linux.resources.memory.swap"),
         (PIDS, l.pids_max.is_some(), "--pids-limit"),
         (CPU, l.cpu_quota_us.is_some() || l.cpu_shares.is_some(), "--cpus"),
         (DEVICES, !v2 && !l.devices.is_empty(), "linux.resources.devices"),
     ];
     for (ctrl, needed, what) in fixed {
-        if needed {
+        if needed && !out.iter().any(|(c, _)| c == ctrl) {
             out.push((ctrl.into(), what));
         }
     }

@@ -29,9 +29,10 @@ pub(crate) use cgroup::shares_to_weight;
 pub use cgroup::{Cgroup, Usage};
 pub use devices::DeviceRule;
 pub use limits::{
-    blkio_to_io_weight, settings, BlockIo, Limits, Setting, Throttle, ThrottleKind, WeightDevice,
+    blkio_to_io_weight, check_swap, settings, BlockIo, Limits, RdmaLimit, Setting, Throttle, ThrottleKind,
+    WeightDevice,
 };
-use limits::{BLKIO, CPUSET, HUGETLB};
+use limits::{BLKIO, CPUSET, HUGETLB, NET_CLS, NET_PRIO, RDMA};
 
 /// Where a run's cgroup goes on cgroup v2 when exprun's own cgroup cannot be
 /// its parent (see [`CgroupHost::plan`]); made when missing.
@@ -239,7 +240,9 @@ impl CgroupHost {
             if l.len() < 5 || r.len() < 3 {
                 continue;
             }
-            const KNOWN: &[&str] = &[MEMORY, PIDS, CPU, CPUACCT, CPUSET, DEVICES, FREEZER, BLKIO, HUGETLB];
+            const KNOWN: &[&str] = &[
+                MEMORY, PIDS, CPU, CPUACCT, CPUSET, DEVICES, FREEZER, BLKIO, HUGETLB, NET_CLS, NET_PRIO, RDMA,
+            ];
             let controllers: Vec<String> =
                 r[2].split(',').filter(|o| KNOWN.contains(o)).map(str::to_string).collect();
             let mount = Mount { point: unescape(l[4]).into(), root: unescape(l[3]).into(), controllers };

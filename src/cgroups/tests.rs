@@ -518,3 +518,100 @@ fn a_new_v1_cpuset_gets_its_parents_cpus_and_mems_top_down() {
         assert_eq!(fs::read_to_string(d.join("cpuset.mems")).unwrap(), "0");
     }
 }
+
+#[test]
+fn memory_network_and_rdma_settings_are_the_files_runc_writes() {
+    let l = Limits {
+        memory_reservation: Some(32 << 20),
+        memory_swappiness: Some(10),
+        oom_kill_disable: true,
+        net_class_id: Some(0x100001),
+        net_priorities: vec![("lo".into(), 5), ("eth0".into(), 2)],
+        rdma: [("mlx5_0".to_string(), RdmaLimit { hca_handles: Some(3), hca_objects: None })].into(),
+        ..Limits::default()
+    };
+    let lines = |l: &Limits, v2| -> Vec<(String, String, String)> {
+        settings(l, v2).unwrap().into_iter().map(|s| (s.controller, s.file, s.value)).collect()
+    };
+    let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+    assert_eq!(
+        lines(&l, false),
+        [
+            s("memory", "memory.soft_limit_in_bytes", "33554432"),
+            s("memory", "memory.swappiness", "10"),
+            s("memory", "memory.oom_control", "1"),
+            s("net_cls", "net_cls.classid", "1048577"),
+            s("net_prio", "net_prio.ifpriomap", "lo 5"),
+            s("net_prio", "net_prio.ifpriomap", "eth0 2"),
+            s("rdma", "rdma.max", "mlx5_0 hca_handle=3"),
+        ]
+    );
+    let v2 = Limits { memory_reservation: Some(-1), rdma: l.rdma.clone(), ..Limits::default() };
+    assert_eq!(
+        lines(&v2, true),
+        [s("memory", "memory.low", "max"), s("rdma", "rdma.max", "mlx5_0 hca_handle=3")]
+    );
+    for (l, field) in [
+        (Limits { memory_swappiness: Some(0), ..Limits::default() }, "linux.resources.memory.swappiness"),
+        (Limits { oom_kill_disable: true, ..Limits::default() }, "linux.resources.memory.disableOOMKiller"),
+        (Limits { net_class_id: Some(1), ..Limits::default() }, "linux.resources.network.classID"),
+        (
+            Limits { net_priorities: vec![("lo".into(), 1)], ..Limits::default() },
+            "linux.resources.network.priorities",
+        ),
+    ] {
+        let e = settings(&l, true).unwrap_err().to_string();
+        assert!(e.contains(field) && e.contains("cgroup v2"), "{e}");
+        assert!(settings(&l, false).is_ok());
+    }
+    let needs = limits::needed_controllers(&l, false).unwrap();
+    let needs: Vec<&str> = needs.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(needs, ["memory", "net_cls", "net_prio", "rdma"]);
+}
+
+#[test]
+fn swap_is_memory_plus_swap_on_v1_and_what_goes_on_top_on_v2_in_an_order_the_kernel_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let files = |l: &Limits, v2| -> Vec<(&str, String)> {
+        limits::memory_lines(l, v2, d).unwrap().into_iter().map(|(_, f, v)| (f, v)).collect()
+    };
+    let mem = |m: i64, s: Option<i64>| Limits { memory_bytes: Some(m), memory_swap: s, ..Limits::default() };
+    // Without swap accounting only "no swap on top" goes unwritten.
+    assert_eq!(files(&mem(100, None), false), [("memory.limit_in_bytes", "100".into())]);
+    let e = limits::memory_lines(&mem(100, Some(200)), false, d).unwrap_err().to_string();
+    assert!(e.contains("linux.resources.memory.swap") && e.contains("swapaccount=1"), "{e}");
+    fs::write(d.join("memory.memsw.limit_in_bytes"), "").unwrap();
+    fs::write(d.join("memory.swap.max"), "").unwrap();
+    // A fresh cgroup (no limit yet): the limit first, then memory plus swap.
+    assert_eq!(
+        files(&mem(100, None), false),
+        [("memory.limit_in_bytes", "100".into()), ("memory.memsw.limit_in_bytes", "100".into())]
+    );
+    // Growing past the current limit: memory plus swap first.
+    fs::write(d.join("memory.limit_in_bytes"), "150\n").unwrap();
+    assert_eq!(
+        files(&mem(200, Some(300)), false),
+        [("memory.memsw.limit_in_bytes", "300".into()), ("memory.limit_in_bytes", "200".into())]
+    );
+    assert_eq!(
+        files(&mem(100, Some(120)), false),
+        [("memory.limit_in_bytes", "100".into()), ("memory.memsw.limit_in_bytes", "120".into())]
+    );
+    assert_eq!(files(&mem(100, Some(-1)), false)[0], ("memory.memsw.limit_in_bytes", "-1".into()));
+    assert_eq!(
+        files(&mem(100, Some(300)), true),
+        [("memory.max", "100".into()), ("memory.swap.max", "200".into())]
+    );
+    assert_eq!(files(&mem(100, None), true)[1], ("memory.swap.max", "0".into()));
+    assert_eq!(files(&mem(100, Some(-1)), true)[1], ("memory.swap.max", "max".into()));
+    for (m, s, why) in [
+        (Some(100), 50, "less than the memory limit"),
+        (None, 50, "needs a memory limit"),
+        (Some(1), -2, "neither"),
+    ] {
+        let l = Limits { memory_bytes: m, memory_swap: Some(s), ..Limits::default() };
+        let e = limits::memory_lines(&l, true, d).unwrap_err().to_string();
+        assert!(e.contains("linux.resources.memory.swap") && e.contains(why), "{e}");
+    }
+}

@@ -164,6 +164,21 @@ pub struct UpdateArgs {
     /// Memory limit in bytes
     #[arg(short = 'm', long, value_name = "BYTES")]
     memory: Option<String>,
+    /// Memory plus swap in bytes, -1 for no limit (at least --memory)
+    #[arg(long = "memory-swap", value_name = "BYTES", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Memory kept under pressure (cgroup v1 soft limit, v2 memory.low), in bytes
+    #[arg(long = "memory-reservation", value_name = "BYTES")]
+    memory_reservation: Option<String>,
+    /// CPUs the container may use, e.g. 0-3,6
+    #[arg(long = "cpuset-cpus", value_name = "LIST")]
+    cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use, e.g. 0
+    #[arg(long = "cpuset-mems", value_name = "LIST")]
+    cpuset_mems: Option<String>,
+    /// Block I/O weight, 10 to 1000
+    #[arg(long = "blkio-weight", value_name = "N")]
+    blkio_weight: Option<u16>,
     /// CFS quota in microseconds
     #[arg(long = "cpu-quota", value_name = "US")]
     cpu_quota: Option<i64>,
@@ -203,6 +218,28 @@ pub fn update(globals: &Globals, a: UpdateArgs) -> Result<i32> {
     };
     if let Some(m) = &a.memory {
         limits.memory_bytes = Some(crate::spec::options::parse_size("--memory", m)? as i64);
+    }
+    if let Some(m) = &a.memory_swap {
+        limits.memory_swap = Some(match m.trim() {
+            "-1" => -1,
+            m => crate::spec::options::parse_size("--memory-swap", m)? as i64,
+        });
+    }
+    if let Some(m) = &a.memory_reservation {
+        limits.memory_reservation = Some(crate::spec::options::parse_size("--memory-reservation", m)? as i64);
+    }
+    let cpuset = |option: &str, v: &Option<String>| -> Result<Option<String>> {
+        let Some(v) = v else { return Ok(None) };
+        let ids = crate::spec::options::parse_cpuset(v)
+            .map_err(|why| Error::Usage(format!("{option} {v:?}: {why}; give a list such as 0-3,6")))?;
+        Ok(Some(crate::spec::options::format_cpuset(&ids)))
+    };
+    limits.cpuset_cpus = cpuset("--cpuset-cpus", &a.cpuset_cpus)?.or(limits.cpuset_cpus);
+    limits.cpuset_mems = cpuset("--cpuset-mems", &a.cpuset_mems)?.or(limits.cpuset_mems);
+    match a.blkio_weight {
+        Some(w @ 10..=1000) => limits.block_io.weight = Some(w),
+        Some(w) => return Err(Error::Usage(format!("--blkio-weight {w}: a block I/O weight is 10 to 1000"))),
+        None => {}
     }
     limits.cpu_quota_us = a.cpu_quota.or(limits.cpu_quota_us);
     limits.cpu_period_us = a.cpu_period.or(limits.cpu_period_us);

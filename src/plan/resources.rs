@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxResources};
 
 use super::{Error, Result};
-use crate::cgroups::{BlockIo, Limits, Throttle, ThrottleKind, WeightDevice};
+use crate::cgroups::{BlockIo, Limits, RdmaLimit, Throttle, ThrottleKind, WeightDevice};
 
 /// The limits exprun applies from OCI resources (`exprun update` uses it too).
 pub fn resources_limits(r: &LinuxResources) -> Result<Limits> {
@@ -27,21 +27,22 @@ pub fn resources_limits(r: &LinuxResources) -> Result<Limits> {
         check_cpu(c)?;
     }
     let network = r.network().as_ref();
-    if network.is_some_and(|n| n.class_id().is_some()) {
-        return Err(refused(
-            "linux.resources.network.classID",
-            "exprun puts no container in a net_cls cgroup",
-        ));
-    }
-    if network.is_some_and(|n| n.priorities().as_ref().is_some_and(|p| !p.is_empty())) {
-        return Err(refused(
-            "linux.resources.network.priorities",
-            "exprun puts no container in a net_prio cgroup",
-        ));
-    }
-    if r.rdma().as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err(refused("linux.resources.rdma", "exprun does not apply RDMA limits"));
-    }
+    let net_priorities = network
+        .and_then(|n| n.priorities().as_ref())
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, p)| {
+            let name = p.name();
+            let plain = !name.is_empty() && !name.contains(|c: char| c.is_whitespace() || c == '/');
+            match plain {
+                true => Ok((name.clone(), p.priority())),
+                false => Err(Error::Config(format!(
+                    "linux.resources.network.priorities[{i}].name {name:?}: not a network interface name"
+                ))),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
     let list = |field: &str, v: &Option<String>| -> Result<Option<String>> {
         let Some(v) = v.as_deref().map(str::trim).filter(|v| !v.is_empty()) else { return Ok(None) };
         let ids = crate::spec::options::parse_cpuset(v)
@@ -50,6 +51,13 @@ pub fn resources_limits(r: &LinuxResources) -> Result<Limits> {
     };
     Ok(Limits {
         memory_bytes: r.memory().as_ref().and_then(|m| m.limit()).filter(|l| *l > 0),
+        memory_swap: r.memory().as_ref().and_then(|m| m.swap()).filter(|s| *s != 0),
+        memory_reservation: r.memory().as_ref().and_then(|m| m.reservation()).filter(|v| *v != 0),
+        memory_swappiness: r.memory().as_ref().and_then(|m| m.swappiness()),
+        oom_kill_disable: r.memory().as_ref().and_then(|m| m.disable_oom_killer()) == Some(true),
+        net_class_id: network.and_then(|n| n.class_id()),
+        net_priorities,
+        rdma: rdma(r)?,
         cpu_quota_us: cpu.and_then(|c| c.quota()).filter(|q| *q > 0),
         cpu_period_us: cpu.and_then(|c| c.period()).filter(|p| *p > 0),
         cpu_shares: cpu.and_then(|c| c.shares()).filter(|s| *s > 0),
@@ -67,26 +75,24 @@ fn refused(field: &str, why: &str) -> Error {
     Error::Unsupported(format!("{field} cannot be applied: {why}; remove it from the config"))
 }
 
-/// The memory fields exprun does not apply are refused when they ask for
-/// anything other than what exprun does anyway.
+/// The memory fields are checked as runc checks them; those exprun does not
+/// apply (as runc 1.1, which ignores them) are refused when they ask for
+/// anything.
 fn check_memory(m: &LinuxMemory) -> Result<()> {
-    if let Some(swap) = m.swap().filter(|s| *s != 0) {
-        if Some(swap) != m.limit() {
-            return Err(refused(
-                "linux.resources.memory.swap",
-                &format!(
-                    "exprun limits memory and swap together to memory.limit (no swap on top), and {swap} is \
-                     not that; give swap equal to limit or leave it out"
-                ),
-            ));
-        }
+    let limit = m.limit().filter(|l| *l > 0);
+    crate::cgroups::check_swap(limit, m.swap().filter(|s| *s != 0))
+        .map_err(|why| Error::Config(format!("linux.resources.memory.swap: {why}")))?;
+    if let Some(r) = m.reservation().filter(|r| *r < -1) {
+        return Err(Error::Config(format!(
+            "linux.resources.memory.reservation {r}: give a size in bytes, or -1 for no limit"
+        )));
+    }
+    if let Some(s) = m.swappiness().filter(|s| *s > 100) {
+        return Err(Error::Config(format!("linux.resources.memory.swappiness {s}: give 0 to 100")));
     }
     let asked = [
-        ("linux.resources.memory.reservation", m.reservation().is_some_and(|v| v != 0)),
         ("linux.resources.memory.kernel", m.kernel().is_some_and(|v| v != 0)),
         ("linux.resources.memory.kernelTCP", m.kernel_tcp().is_some_and(|v| v != 0)),
-        ("linux.resources.memory.swappiness", m.swappiness().is_some()),
-        ("linux.resources.memory.disableOOMKiller", m.disable_oom_killer() == Some(true)),
         ("linux.resources.memory.useHierarchy", m.use_hierarchy() == Some(false)),
         ("linux.resources.memory.checkBeforeUpdate", m.check_before_update() == Some(true)),
     ];
@@ -94,6 +100,18 @@ fn check_memory(m: &LinuxMemory) -> Result<()> {
         Some((field, _)) => Err(refused(field, "exprun does not apply this setting")),
         None => Ok(()),
     }
+}
+
+/// RDMA limits by device; a device name must be one word.
+fn rdma(r: &LinuxResources) -> Result<BTreeMap<String, RdmaLimit>> {
+    let mut out = BTreeMap::new();
+    for (device, l) in r.rdma().iter().flatten() {
+        if device.is_empty() || device.contains(|c: char| c.is_whitespace() || c == '/') {
+            return Err(Error::Config(format!("linux.resources.rdma {device:?}: not an RDMA device name")));
+        }
+        out.insert(device.clone(), RdmaLimit { hca_handles: l.hca_handles(), hca_objects: l.hca_objects() });
+    }
+    Ok(out)
 }
 
 fn check_cpu(c: &LinuxCpu) -> Result<()> {

@@ -239,11 +239,21 @@ const INFINITY: u64 = u64::MAX;
 pub fn properties(l: &Limits) -> Vec<(&'static str, Prop)> {
     let limit = |v: i64| if v < 0 { INFINITY } else { v.unsigned_abs() };
     let mut out = Vec::new();
-    if let Some(bytes) = l.memory_bytes {
+    if l.memory_bytes.is_some() || l.memory_reservation.is_some() {
         out.push(("MemoryAccounting", Prop::Bool(true)));
+    }
+    if let Some(bytes) = l.memory_bytes {
         out.push(("MemoryMax", Prop::U64(limit(bytes))));
-        // As the cgroup's files: no swap on top of the limit.
-        out.push(("MemorySwapMax", Prop::U64(0)));
+        // As the cgroup's files: swap on top of the limit only where asked.
+        let swap = match l.memory_swap {
+            Some(s) if s < 0 => INFINITY,
+            Some(s) => s.saturating_sub(bytes).max(0).unsigned_abs(),
+            None => 0,
+        };
+        out.push(("MemorySwapMax", Prop::U64(swap)));
+    }
+    if let Some(bytes) = l.memory_reservation {
+        out.push(("MemoryLow", Prop::U64(limit(bytes))));
     }
     if l.cpu_quota_us.is_some() || l.cpu_shares.is_some() {
         out.push(("CPUAccounting", Prop::Bool(true)));
@@ -321,6 +331,23 @@ mod tests {
         assert_eq!(find(&p, "AllowedCPUs"), Some(&Prop::Mask(vec![0b0000_0011, 0b0000_0010])));
         assert_eq!(find(&p, "AllowedMemoryNodes"), Some(&Prop::Mask(vec![1])));
         assert!(properties(&Limits::default()).is_empty());
+    }
+
+    #[test]
+    fn reservation_is_memory_low_and_swap_is_what_goes_on_top_of_the_limit() {
+        let l = Limits {
+            memory_bytes: Some(64 << 20),
+            memory_swap: Some(96 << 20),
+            memory_reservation: Some(32 << 20),
+            ..Limits::default()
+        };
+        let p = properties(&l);
+        assert_eq!(find(&p, "MemoryLow"), Some(&Prop::U64(32 << 20)));
+        assert_eq!(find(&p, "MemorySwapMax"), Some(&Prop::U64(32 << 20)));
+        let l = Limits { memory_bytes: Some(64 << 20), memory_swap: Some(-1), ..Limits::default() };
+        assert_eq!(find(&properties(&l), "MemorySwapMax"), Some(&Prop::U64(INFINITY)));
+        let l = Limits { memory_reservation: Some(-1), ..Limits::default() };
+        assert_eq!(find(&properties(&l), "MemoryLow"), Some(&Prop::U64(INFINITY)));
     }
 
     #[test]
