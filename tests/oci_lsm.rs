@@ -6,21 +6,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::bundle::{bundle, oci, remove_parent_cgroups, runc, runc_run, shim};
-
-fn edit(b: &Path, f: impl FnOnce(&mut serde_json::Value)) {
-    let mut cfg: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
-    for m in cfg["mounts"].as_array_mut().unwrap() {
-        if m["destination"] == "/dev" {
-            m["options"] = serde_json::json!(["nosuid", "strictatime", "mode=755", "size=65536k"]);
-        }
-    }
-    f(&mut cfg);
-    std::fs::write(b.join("config.json"), cfg.to_string()).unwrap();
-}
+use common::bundle::{bundle, edit_for_runc as edit, oci, remove_parent_cgroups, runc, runc_run, shim};
 
 #[test]
 fn an_apparmor_profile_is_applied_or_refused_with_the_reason() {

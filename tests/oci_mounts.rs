@@ -10,8 +10,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::bundle::{bundle, oci, remove_parent_cgroups, shim};
-use common::rootless::{edit_config, rootless_bundle, Home};
+use common::bundle::{bundle, edit_for_runc as edit, oci, remove_parent_cgroups, shim};
+use common::rootless::{rootless_bundle, Home};
 
 /// A tmpfs the test mounts (with `opts`) and unmounts, with what is below it,
 /// when it is dropped.
@@ -36,19 +36,6 @@ impl Drop for Tmpfs {
 fn runc(root: &Path, b: &Path, id: &str) -> Option<(i32, String, String)> {
     let runc = common::bundle::runc("oci_mounts")?;
     Some(common::bundle::runc_run(&runc, root, b, id))
-}
-
-/// Edit the bundle's config, with /dev as containerd mounts it (without
-/// nodev, which `exprun spec` adds and under which runc's nodes do not open).
-fn edit(b: &Path, f: impl FnOnce(&mut serde_json::Value)) {
-    edit_config(b, |c| {
-        for m in c["mounts"].as_array_mut().unwrap() {
-            if m["destination"] == "/dev" {
-                m["options"] = serde_json::json!(["nosuid", "strictatime", "mode=755", "size=65536k"]);
-            }
-        }
-        f(c)
-    })
 }
 
 /// `mount point -> per-mount options` of mountinfo lines, in order.

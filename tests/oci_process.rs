@@ -12,21 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::bundle::{bundle, oci, remove_parent_cgroups, runc, shim};
-
-/// Edit the bundle's config, with /dev as containerd mounts it (without nodev,
-/// under which runc's device nodes do not open).
-fn edit(b: &Path, f: impl FnOnce(&mut serde_json::Value)) {
-    let mut cfg: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
-    for m in cfg["mounts"].as_array_mut().unwrap() {
-        if m["destination"] == "/dev" {
-            m["options"] = serde_json::json!(["nosuid", "strictatime", "mode=755", "size=65536k"]);
-        }
-    }
-    f(&mut cfg);
-    std::fs::write(b.join("config.json"), cfg.to_string()).unwrap();
-}
+use common::bundle::{bundle, edit_for_runc as edit, oci, remove_parent_cgroups, runc, shim};
 
 /// A console socket at `path`: the thread takes the pty master sent to it and
 /// returns everything read from it until the container's side closes.

@@ -70,16 +70,10 @@ fn serve(conn: UnixStream) -> Seen {
 }
 
 fn edit(b: &Path, f: impl FnOnce(&mut serde_json::Value)) {
-    let mut cfg: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
-    for m in cfg["mounts"].as_array_mut().unwrap() {
-        if m["destination"] == "/dev" {
-            m["options"] = serde_json::json!(["nosuid", "strictatime", "mode=755", "size=65536k"]);
-        }
-    }
-    cfg["root"]["readonly"] = serde_json::json!(false);
-    f(&mut cfg);
-    std::fs::write(b.join("config.json"), cfg.to_string()).unwrap();
+    common::bundle::edit_for_runc(b, |cfg| {
+        cfg["root"]["readonly"] = serde_json::json!(false);
+        f(cfg)
+    })
 }
 
 /// mkdir answered by the agent as done, though nothing was made.

@@ -138,6 +138,19 @@ pub fn runc(test: &str) -> Option<PathBuf> {
     found
 }
 
+/// Edit the bundle's config, with /dev mounted as containerd mounts it: without
+/// the nodev that `exprun spec` adds, under which runc's device nodes do not open.
+pub fn edit_for_runc(b: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    super::rootless::edit_config(b, |c| {
+        for m in c["mounts"].as_array_mut().unwrap() {
+            if m["destination"] == "/dev" {
+                m["options"] = serde_json::json!(["nosuid", "strictatime", "mode=755", "size=65536k"]);
+            }
+        }
+        f(c)
+    })
+}
+
 /// A finished command's (status, stdout, stderr).
 pub fn outcome(out: std::process::Output) -> (i32, String, String) {
     (
