@@ -85,6 +85,20 @@ record() {
   jq -r "$1" "$rec"
 }
 
+# kill_and_wait_stopped ID [GLOBAL-FLAGS...]: SIGKILL the bundle container ID
+# in ROOT and wait (up to 20 s) until its state says stopped.
+kill_and_wait_stopped() {
+  id=$1
+  shift
+  xr "$@" kill "$id" KILL
+  i=0
+  while [ "$(xr state "$id" | jq -r .status)" != stopped ]; do
+    i=$((i + 1))
+    [ $i -lt 100 ] || fail "the container $id did not stop after SIGKILL"
+    sleep 0.2
+  done
+}
+
 # Nothing of ROOT's runs is left: no live container directory, no cgroup any
 # record names, no mount under ROOT, no process mentioning ROOT.
 assert_no_leftovers() {

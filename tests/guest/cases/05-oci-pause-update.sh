@@ -31,13 +31,7 @@ expect_eq "cpu.max after update" "$(cat "$CG/cpu.max")" "25000 100000"
 # 512 shares as runc and crun convert them: 1 + (512 - 2) * 9999 / 262142.
 expect_eq "cpu.weight after update" "$(cat "$CG/cpu.weight")" 20
 
-xr kill ctr KILL
-i=0
-while [ "$(xr state ctr | jq -r .status)" != stopped ]; do
-  i=$((i + 1))
-  [ $i -lt 100 ] || fail "the container did not stop after SIGKILL"
-  sleep 0.2
-done
+kill_and_wait_stopped ctr
 xr delete ctr
 [ ! -e "$CG" ] || fail "cgroup left behind: $CG"
 assert_no_leftovers

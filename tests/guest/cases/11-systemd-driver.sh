@@ -55,13 +55,7 @@ xr --systemd-cgroup pause ctr
 expect_eq "cgroup.freeze after pause" "$(cat "$CG/cgroup.freeze")" 1
 xr --systemd-cgroup resume ctr
 
-xr --systemd-cgroup kill ctr KILL
-i=0
-while [ "$(xr state ctr | jq -r .status)" != stopped ]; do
-  i=$((i + 1))
-  [ $i -lt 100 ] || fail "the container did not stop after SIGKILL"
-  sleep 0.2
-done
+kill_and_wait_stopped ctr --systemd-cgroup
 xr --systemd-cgroup delete ctr
 unit_gone "$UNIT"
 [ ! -e "$CG" ] || fail "cgroup left behind: $CG"
