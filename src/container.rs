@@ -303,8 +303,8 @@ pub fn create(root: &Root, o: &CreateOptions<'_>) -> Result<()> {
     let cgroups = CgroupHost::detect().map_err(plan::Error::from)?;
     let plan = plan_bundle(root, o, &cgroups, false)?;
     crate::run::note_no_cgroup(&plan);
-    let signals = spawn::block_signals()?;
-    let container = root.create_container(&plan)?;
+    // Steps 6 and 8 of `exprun run` (src/run.rs), detached; `start` is step 9.
+    let (signals, container) = crate::run::run_directory(root, &plan)?;
     let made = (|| -> Result<()> {
         let fifo_path = plan.state_dir.join(EXEC_FIFO);
         nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
@@ -378,20 +378,14 @@ pub fn run(root: &Root, o: &CreateOptions<'_>) -> Result<crate::run::RunResult> 
             }
         }
     };
-    let result = crate::run::run_planned(
+    let result = crate::run::run_bundle(
         root,
         &plan,
-        crate::run::Planned {
+        crate::run::Bundle {
             created: started,
             cgroups: &cgroups,
-            inputs: Vec::new(),
-            output_dirs: Vec::new(),
-            store_lock: None,
-            on_created: Some(&on_created),
-            on_exec: Some(&on_exec),
-            quiet: false,
-            keep_upper_at: None,
-            stop_on_signal: false,
+            on_created: &on_created,
+            on_exec: &on_exec,
             preserve_fds: o.preserve_fds,
         },
     )?;

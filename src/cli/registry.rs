@@ -161,21 +161,9 @@ pub fn pull(globals: &Globals, a: PullArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Pull `image` for `exprun run --pull` if the store lacks it (or always).
+/// Pull `image` for `exprun run --pull POLICY`; step 2 of the run decides when
+/// (`crate::run::Pull`).
 pub fn pull_for_run(globals: &Globals, image: &str, policy: &str, registry: &RegistryArgs) -> Result<()> {
-    let store = ImageStore::open(&globals.store_dir())?;
-    let wanted = match policy {
-        "never" => false,
-        "always" => true,
-        _ => match store.resolve(image) {
-            Ok(_) => false,
-            Err(crate::image::Error::NotFound { .. }) => true,
-            Err(e) => return Err(e.into()),
-        },
-    };
-    if !wanted {
-        return Ok(());
-    }
     let r: RemoteRef = parse_ref(image)?;
     // A rootless caller with subordinate ids pulls as `exprun pull` does, in a
     // user namespace that maps them (so the layers keep their owners): that is
@@ -204,6 +192,7 @@ pub fn pull_for_run(globals: &Globals, image: &str, policy: &str, registry: &Reg
         };
     }
     let o = PullOptions { client: registry.options(), ..PullOptions::default() };
+    let store = ImageStore::open(&globals.store_dir())?;
     let p = pull::pull(&store, &r, &o)?;
     eprintln!("exprun: pulled {} {}", p.origin.reference, p.summary.manifest_digest);
     Ok(())

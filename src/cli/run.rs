@@ -313,10 +313,13 @@ pub fn run(globals: &Globals, args: RunArgs) -> Result<i32> {
             crate::container::run(&root, &o)?
         }
         None => {
-            if args.pull != "never" {
-                super::registry::pull_for_run(globals, &args.image, &args.pull, &args.registry)?;
-            }
-            crate::run::run(&root, &args.into_options()?, std::env::args().collect())?
+            let (policy, registry) = (args.pull.clone(), args.registry.clone());
+            // Every option is checked before anything is pulled.
+            let opts = args.into_options()?;
+            let fetch = || super::registry::pull_for_run(globals, &opts.image, &policy, &registry);
+            let pull = crate::run::Pull { always: policy == "always", fetch: &fetch };
+            let pull = (policy != "never").then_some(&pull);
+            crate::run::run(&root, &opts, std::env::args().collect(), pull)?
         }
     };
     if let Some(note) = &result.note {

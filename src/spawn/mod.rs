@@ -4,8 +4,9 @@
 //! makes the cgroup, clones the container's init into new namespaces and waits
 //! until init has built the root filesystem and dropped privileges; the *start
 //! half* ([`Created::start`]) lets init exec the command. `exprun run` is both
-//! halves plus [`wait::foreground`]. The protocol between the two processes is
-//! in [`protocol`]; the child's steps are in [`init`].
+//! halves, then [`wait::foreground`] (steps 8, 9 and 10 of `crate::run`). The
+//! protocol between the two processes is in [`protocol`]; the child's steps
+//! are in [`init`].
 
 pub mod agent;
 pub mod exec;
@@ -379,9 +380,12 @@ impl Created {
     }
 
     /// The start half: tell init to exec. The result of the exec arrives on the
-    /// channel (EOF on success), read by [`wait::foreground`].
-    pub fn start(&self) -> Result<()> {
-        self.channel.send(&ToChild::Start).map_err(io_err("starting the container's command"))
+    /// channel (EOF on success), read by [`wait::foreground`], which takes the
+    /// returned start times.
+    pub fn start(&self) -> Result<wait::Started> {
+        let started = wait::Started::now();
+        self.channel.send(&ToChild::Start).map_err(io_err("starting the container's command"))?;
+        Ok(started)
     }
 
     /// The channel to init, for reading the exec result.

@@ -240,10 +240,25 @@ fn write_all(fd: i32, mut buf: &[u8]) -> bool {
 /// against the unexpected.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
-/// Start the command and wait for it in the foreground. `on_exec` runs once the
-/// command has been exec'd (the OCI poststart hooks of `run --bundle`).
+/// When the start half released the command ([`Created::start`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Started {
+    at: SystemTime,
+    clock: Instant,
+}
+
+impl Started {
+    pub(super) fn now() -> Self {
+        Self { at: SystemTime::now(), clock: Instant::now() }
+    }
+}
+
+/// Wait in the foreground for a command the start half has released. `on_exec`
+/// runs once the command has been exec'd (the OCI poststart hooks of `run
+/// --bundle`).
 pub fn foreground(
     c: &Created,
+    started: Started,
     io: ParentIo,
     signals: &SignalFd,
     sink: &Sink,
@@ -260,9 +275,7 @@ pub fn foreground(
     let mut drain_deadline: Option<Instant> = None;
     let mut buf = vec![0u8; 64 * 1024];
 
-    let started = SystemTime::now();
-    let t0 = Instant::now();
-    c.start()?;
+    let Started { at: started, clock: t0 } = started;
 
     loop {
         let done_output = out.fd.is_none() && err.fd.is_none();
