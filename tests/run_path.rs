@@ -45,11 +45,17 @@ fn exprun_killed_while_writing_the_record_leaves_the_run_for_cleanup() {
         return;
     }
     let r = TestRoot::with_busybox();
-    let mut run =
-        r.command(&["run", "busybox:latest", "--", "sleep", "2"]).stdout(Stdio::null()).spawn().unwrap();
+    let mut run = r
+        .command(&["run", "busybox:latest", "--", "sh", "-c", "echo started; exec sleep 2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let id = live_run(&r);
-    // Attached while the command sleeps: the first rename from here on is the
-    // record's (the run has no outputs and no --keep).
+    // Attached once the command runs (its first line is out), so the first
+    // rename from here on is the record's: the run has no outputs and no --keep.
+    let mut line = String::new();
+    BufReader::new(run.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n");
     let mut strace = Command::new("strace")
         .args(["-p", &run.id().to_string(), "-o", "/dev/null"])
         .args(["-e", "trace=rename,renameat,renameat2"])
