@@ -3,10 +3,11 @@
 //! # Code map
 //!
 //! - [`cli`]: argument parsing and the verbs; thin, calls into the modules below.
-//! - [`run`]: `exprun run` from options to exit status, the ordered steps in one place.
+//! - [`run`]: `exprun run` from options to exit status, the ordered steps in one function.
 //! - [`container`]: the runc-compatible lifecycle of OCI bundles (create, start,
 //!   state, kill, delete, list) over the same spawn path.
 //! - [`image`]: the immutable, content-addressed image store (import, resolve, gc).
+//! - [`registry`]: the OCI distribution client: pull, push, credentials, runs as artifacts.
 //! - [`spec`]: image config + options → OCI runtime spec (no side effects).
 //! - [`plan`]: spec + host → the run plan, validated; what spawn reads and the record stores.
 //! - [`state`]: the state root: live run directories, locks, records, stale-run cleanup.
@@ -17,6 +18,7 @@
 //! - [`seccomp`]: OCI seccomp profiles compiled with libseccomp, cached by digest.
 //! - [`hooks`]: OCI hooks (createRuntime, createContainer, startContainer, ...).
 //! - [`outputs`]: `--output` directories opened so another user cannot redirect them.
+//! - [`hostpath`]: a host path walked from `/`, following only trusted symlinks.
 //! - [`record`]: the run record, host facts, input/output tree digests, diff, export.
 //! - [`verify`]: replay a recorded run and compare its outputs with the original.
 //! - [`build`]: `exprun build`, source-to-image: assemble in a recorded run, the
@@ -24,6 +26,9 @@
 //! - [`log`]: `--debug` output with step timings.
 //! - [`node`]: the node configuration file (where pod records go, their retention).
 //! - [`userns`]: rootless image commands re-run in a user namespace with subordinate ids.
+//! - [`selfexe`]: exprun re-executed from a copy no container can write (CVE-2019-5736).
+//! - [`parallel`]: a few threads over a list's items (blob transfers, layer unpacking).
+//! - [`fuzzing`]: entry points of the fuzz targets in `fuzz/`; not an API.
 //! - [`sys`]: the raw syscalls nothing else wraps; the one home of `unsafe` besides spawn.
 //! - [`digest`]: `sha256:` digests and hashing readers and writers.
 //! - [`fsutil`]: atomic writes, advisory locks, random ids.
