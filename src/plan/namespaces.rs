@@ -156,6 +156,38 @@ fn is_host(t: LinuxNamespaceType, path: &Path) -> bool {
     ["/proc/self/ns", "/proc/1/ns"].iter().any(|dir| id(&Path::new(dir).join(proc_name(t))) == Some(target))
 }
 
+/// That `path` is a namespace file of type `t` (what /proc/<pid>/ns/<name>
+/// links to): the kernel's name of the file opened, `mnt:[4026531841]` for a
+/// mount namespace, says both. Anything else (a regular file, a directory,
+/// /proc itself, another type's namespace) would only fail in `setns` after
+/// the clone, without a name. Opened with O_PATH, which reads nothing and
+/// does not block on a FIFO.
+fn check_namespace_file(t: LinuxNamespaceType, path: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(path)?;
+    let name = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
+    let name = name.to_string_lossy();
+    let want = proc_name(t);
+    let is_ns = |n: &str| {
+        n.strip_suffix(']')
+            .and_then(|n| n.split_once(":["))
+            .is_some_and(|(_, ino)| !ino.is_empty() && ino.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if is_ns(&name) && name.starts_with(&format!("{want}:[")) {
+        return Ok(());
+    }
+    let what = if is_ns(&name) {
+        format!("a namespace of another type ({name})")
+    } else {
+        format!("not a namespace ({name})")
+    };
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("is {what}; name a {} namespace file, such as /proc/<pid>/ns/{want}", type_name(t)),
+    ))
+}
+
 /// Resolve `linux.namespaces` (and the id maps of a new user namespace), and
 /// refuse what cannot be run without touching the host. `hostname`: whether the
 /// config sets one.
@@ -177,7 +209,7 @@ pub fn resolve(linux: &Linux, hostname: bool) -> Result<Namespaces> {
                     "linux.namespaces[{i}]: joining an existing {kind} namespace by path is not supported yet"
                 )));
             }
-            std::fs::metadata(path).map_err(|source| Error::Source {
+            check_namespace_file(t, path).map_err(|source| Error::Source {
                 option: format!("linux.namespaces[{i}] ({kind}) path"),
                 path: path.clone(),
                 source,
@@ -367,5 +399,19 @@ mod tests {
         assert!(err.contains("linux.uidMappings: [1] overlaps [0]"), "{err}");
         let err = m(serde_json::json!([])).unwrap_err().to_string();
         assert!(err.contains("linux.uidMappings: a new user namespace needs at least one range"), "{err}");
+    }
+
+    #[test]
+    fn a_joined_namespace_must_be_a_namespace_file_of_its_type() {
+        let t = LinuxNamespaceType::Mount;
+        check_namespace_file(t, Path::new("/proc/self/ns/mnt")).unwrap();
+        for (path, says) in [
+            ("/proc/self/ns/net", "a namespace of another type (net:["),
+            ("/proc/self/ns/../..", "not a namespace (/proc)"),
+            ("/proc/self/status", "not a namespace (/proc/"),
+        ] {
+            let err = check_namespace_file(t, Path::new(path)).unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains("/proc/<pid>/ns/mnt"), "{path}: {err}");
+        }
     }
 }
