@@ -574,7 +574,13 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
 
     // exprun run gives the container /etc/hosts and /etc/hostname; a bundle's
     // config brings its own mounts for them.
-    let sysctls = sysctls(&linux, new_net, clone_flags & LinuxNamespaceType::Ipc as u64 != 0, new_uts)?;
+    let mut sysctls = sysctls(&linux, new_net, clone_flags & LinuxNamespaceType::Ipc as u64 != 0, new_uts)?;
+    if let Some(d) = domainname(&spec, new_uts)? {
+        // As with runc, a `kernel.domainname` sysctl, applied after it, wins.
+        if !sysctls.iter().any(|(k, _)| k == "kernel.domainname") {
+            sysctls.push(("kernel.domainname".to_string(), d));
+        }
+    }
     let host_name = hostname.clone().unwrap_or_default();
     let files = if matches!(ctx.source, Source::Bundle { .. }) {
         Vec::new()
@@ -730,6 +736,24 @@ fn sysctls(
         }
     }
     Ok(out)
+}
+
+/// The config's `domainname` (runtime-spec 1.1), set in the container's new
+/// UTS namespace as the `kernel.domainname` sysctl; anywhere else it would be
+/// the host's.
+fn domainname(spec: &Spec, new_uts: bool) -> Result<Option<String>> {
+    let Some(d) = spec.domainname().clone().filter(|d| !d.is_empty()) else { return Ok(None) };
+    let bad = |why: String| Err(Error::Process { field: "domainname", why });
+    if !new_uts {
+        return bad("setting a domain name needs a new UTS namespace of the container's own; add \
+                    {\"type\": \"uts\"} to linux.namespaces, without a path"
+            .into());
+    }
+    // The kernel's limit (__NEW_UTS_LEN); a longer name would be cut short.
+    if d.len() > 64 || d.bytes().any(|b| b.is_ascii_control()) {
+        return bad(format!("{d:?} is not a domain name of at most 64 bytes without control characters"));
+    }
+    Ok(Some(d))
 }
 
 /// personality(2) domains (linux/personality.h).
