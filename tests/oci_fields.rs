@@ -21,7 +21,9 @@ const PROBE: &str = "echo args=$0,$1; echo cwd=$(pwd); echo env=$FOO; echo ids=$
     echo ip_forward=$(cat /proc/sys/net/ipv4/ip_forward); \
     echo masked=$(ls -A /secret | wc -l):$(cat /proc/kcore 2>/dev/null | wc -c); \
     touch /data/x 2>/dev/null && echo data=writable || echo data=read-only; \
-    touch /tmp/x && echo tmp=writable";
+    touch /tmp/x && echo tmp=writable; echo personality=$(cat /proc/self/personality); \
+    grep -E '^(Seccomp|Speculation_Store_Bypass):' /proc/self/status | tr -d '\t' | sed 's/:/=/'; \
+    mkdir /tmp/d 2>&1 | sed 's/.*: /mkdir=/'";
 
 #[test]
 fn process_and_linux_fields_apply_as_with_runc() {
@@ -56,6 +58,13 @@ fn process_and_linux_fields_apply_as_with_runc() {
         l["sysctl"] = serde_json::json!({"net.ipv4.ip_forward": "1"});
         l["maskedPaths"].as_array_mut().unwrap().push("/secret".into());
         l["readonlyPaths"].as_array_mut().unwrap().push("/data".into());
+        l["personality"] = serde_json::json!({"domain": "LINUX", "flags": ["ADDR_NO_RANDOMIZE"]});
+        l["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "flags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"],
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]
+        });
     });
     let log = work.join("log.json");
     let (code, out, err) = oci(r, &log, &["run", "-b", b.to_str().unwrap(), "fields"]);
@@ -80,16 +89,36 @@ fn process_and_linux_fields_apply_as_with_runc() {
         "masked=0:0",
         "data=read-only",
         "tmp=writable",
+        "personality=00040000",
+        "Seccomp=2",
     ];
-    assert_eq!(out.lines().collect::<Vec<_>>(), want, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..want.len()], want, "{err}");
+    // SPEC_ALLOW: the filter does not turn on the speculative store bypass
+    // mitigation (what the line says beside that depends on the CPU).
+    assert!(
+        lines[want.len()].starts_with("Speculation_Store_Bypass=") && !lines[want.len()].contains("force"),
+        "{out}"
+    );
+    assert_eq!(lines[want.len() + 1..], ["mkdir=Function not implemented"], "{out}");
     if let Some(runc) = runc("process_and_linux_fields_apply_as_with_runc") {
+        // Nor seccomp flags ("not yet supported by runc"): runc runs without them.
+        edit(&b, |c| drop(c["linux"]["seccomp"].as_object_mut().unwrap().remove("flags")));
         let (code, runc_out, err) = runc_run(&runc, &work.join("runc-root"), &b, "fields-runc");
         assert_eq!(code, 0, "runc: {err}");
-        // runc 1.1.5 (runtime-spec 1.0.2) does not know `domainname`, 1.1's.
-        let but_domainname = |o: &str| {
-            o.lines().filter(|l| !l.starts_with("domainname=")).map(str::to_string).collect::<Vec<_>>()
+        // runc 1.1.5 (runtime-spec 1.0.2) knows neither `domainname` nor
+        // `personality`, both 1.1's; without SPEC_ALLOW the last line differs.
+        let comparable = |o: &str| {
+            o.lines()
+                .filter(|l| {
+                    !["domainname=", "personality=", "Speculation_Store_Bypass="]
+                        .iter()
+                        .any(|p| l.starts_with(p))
+                })
+                .map(str::to_string)
+                .collect::<Vec<_>>()
         };
-        assert_eq!(but_domainname(&runc_out), but_domainname(&out), "runc sees otherwise");
+        assert_eq!(comparable(&runc_out), comparable(&out), "runc sees otherwise");
     }
     r.assert_no_leftovers();
     remove_parent_cgroups();
@@ -197,4 +226,16 @@ fn fields_exprun_cannot_apply_are_refused_by_name() {
     assert_eq!(std::fs::read_to_string("/proc/sys/kernel/domainname").unwrap().trim(), "(none)");
     r.assert_no_leftovers();
     remove_parent_cgroups();
+}
+
+/// The verbs of runc that exprun does not have are refused, exit 125, as any
+/// unknown verb: never a silent success.
+#[test]
+fn events_checkpoint_and_restore_are_refused() {
+    for verb in ["events", "checkpoint", "restore"] {
+        let out = std::process::Command::new(common::exprun_bin()).args([verb, "c"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{verb}: {err}");
+        assert!(err.contains(&format!("unrecognized subcommand '{verb}'")), "{verb}: {err}");
+    }
 }
