@@ -52,6 +52,13 @@ fn process_and_linux_fields_apply_as_with_runc() {
         });
         p["noNewPrivileges"] = true.into();
         p["oomScoreAdj"] = 123.into();
+        let hook_out = work.join("hook.out");
+        c["hooks"] = serde_json::json!({"createRuntime": [{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("echo \"$HOOK_VAR:$0:$EXPRUN_TEST_HOST_MARKER\" >> {}", hook_out.display()), "named"],
+            "env": ["HOOK_VAR=from-hook"],
+            "timeout": 5
+        }]});
         c["hostname"] = "fields-host".into();
         c["domainname"] = "fields.example".into();
         let l = &mut c["linux"];
@@ -92,6 +99,9 @@ fn process_and_linux_fields_apply_as_with_runc() {
         "personality=00040000",
         "Seccomp=2",
     ];
+    // The hook got its args and only its env (not exprun's).
+    let hook_out = work.join("hook.out");
+    assert_eq!(std::fs::read_to_string(&hook_out).unwrap(), "from-hook:named:\n");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[..want.len()], want, "{err}");
     // SPEC_ALLOW: the filter does not turn on the speculative store bypass
@@ -119,6 +129,7 @@ fn process_and_linux_fields_apply_as_with_runc() {
                 .collect::<Vec<_>>()
         };
         assert_eq!(comparable(&runc_out), comparable(&out), "runc sees otherwise");
+        assert_eq!(std::fs::read_to_string(&hook_out).unwrap(), "from-hook:named:\nfrom-hook:named:\n");
     }
     r.assert_no_leftovers();
     remove_parent_cgroups();
@@ -155,6 +166,10 @@ fn fields_exprun_cannot_apply_are_refused_by_name() {
         (
             Box::new(|c| c["linux"]["resources"] = serde_json::json!({"cpu": {"idle": 1}})),
             "linux.resources.cpu.idle",
+        ),
+        (
+            Box::new(|c| c["linux"]["resources"] = serde_json::json!({"cpu": {"realtimePeriod": 1000000}})),
+            "linux.resources.cpu.realtimePeriod",
         ),
         (
             Box::new(|c| c["linux"]["resources"] = serde_json::json!({"cpu": {"burst": 1000}})),
@@ -222,6 +237,25 @@ fn fields_exprun_cannot_apply_are_refused_by_name() {
         assert_eq!(code, 125, "{named}: {err}");
         assert!(err.contains(named), "{named}: {err}");
         assert_ne!(oci(r, &log, &["state", "refused"]).0, 0, "{named}: a container was left");
+    }
+    // Block I/O weights need files only the BFQ scheduler gives (v1).
+    let blkio = std::path::Path::new("/sys/fs/cgroup/blkio");
+    if blkio.is_dir() && !blkio.join("blkio.weight").exists() && !blkio.join("blkio.bfq.weight").exists() {
+        let disk = std::os::unix::fs::MetadataExt::dev(&std::fs::metadata("/").unwrap());
+        let (major, minor) = (nix::sys::stat::major(disk), nix::sys::stat::minor(disk));
+        for (resources, field) in [
+            (serde_json::json!({"leafWeight": 300}), "linux.resources.blockIO.leafWeight"),
+            (
+                serde_json::json!({"weightDevice": [{"major": major, "minor": minor, "weight": 300}]}),
+                "linux.resources.blockIO.weightDevice",
+            ),
+        ] {
+            std::fs::write(b.join("config.json"), &saved).unwrap();
+            edit(&b, |c| c["linux"]["resources"] = serde_json::json!({"blockIO": resources}));
+            let (code, _, err) = oci(r, &log, &["run", "-b", b.to_str().unwrap(), "refused"]);
+            assert_eq!(code, 125, "{field}: {err}");
+            assert!(err.contains(field), "{field}: {err}");
+        }
     }
     assert_eq!(std::fs::read_to_string("/proc/sys/kernel/domainname").unwrap().trim(), "(none)");
     r.assert_no_leftovers();
