@@ -135,6 +135,9 @@ fn process_and_linux_fields_apply_as_with_runc() {
     remove_parent_cgroups();
 }
 
+/// A change to a bundle's config.
+type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+
 #[test]
 fn fields_exprun_cannot_apply_are_refused_by_name() {
     let Some(t) = shim("fields_exprun_cannot_apply_are_refused_by_name") else { return };
@@ -146,7 +149,7 @@ fn fields_exprun_cannot_apply_are_refused_by_name() {
         c["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "uts");
         c.as_object_mut().unwrap().remove("hostname");
     };
-    let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|c| c["process"]["execCPUAffinity"] = serde_json::json!({"initial": "0"})),
             "execCPUAffinity",
