@@ -245,7 +245,7 @@ fn plan_bundle(
         return Err(Error::Exists(o.id.into()).into());
     }
     let spec = bundle::load(o.bundle)?;
-    let plan = plan::build(
+    let mut plan = plan::build(
         spec,
         PlanContext {
             id: o.id,
@@ -261,11 +261,12 @@ fn plan_bundle(
             outputs: Vec::new(),
             keep: false,
             scratch_bytes: None,
-            cache_dir: &root.cache_dir(),
             cpu_affinity: Vec::new(),
             request: None,
         },
     )?;
+    crate::seccomp::compile_planned(plan.seccomp.as_mut(), &plan.spec, &root.cache_dir())
+        .map_err(plan::Error::from)?;
     Ok(plan)
 }
 

@@ -149,7 +149,6 @@ pub fn run_with(
             outputs: opts.outputs.clone(),
             keep: opts.keep,
             scratch_bytes: opts.storage_size,
-            cache_dir: &root.cache_dir(),
             cpu_affinity: cpus,
             request: Some(plan::Request {
                 options: opts.clone(),
@@ -160,6 +159,10 @@ pub fn run_with(
             }),
         },
     )?;
+    //    The plan checked the seccomp profile; its program is compiled (or
+    //    taken from the cache) here, in exprun, before anything is cloned.
+    crate::seccomp::compile_planned(plan.seccomp.as_mut(), &plan.spec, &root.cache_dir())
+        .map_err(plan::Error::from)?;
 
     log::debug(|| format!("step 4: planned run {id}"));
 

@@ -79,7 +79,7 @@ pub enum Error {
     /// The cgroup cannot be planned.
     #[error(transparent)]
     Cgroup(#[from] crate::cgroups::Error),
-    /// The seccomp profile cannot be compiled.
+    /// The seccomp profile is bad.
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::Error),
 }
@@ -298,7 +298,8 @@ pub struct RunPlan {
     /// OCI hooks to run around the container's life.
     #[serde(default)]
     pub hooks: crate::hooks::Hooks,
-    /// The compiled seccomp filter, when the config has a profile.
+    /// The seccomp filter, when the config has a profile: checked here, its
+    /// program compiled when the run is applied ([`crate::seccomp::compile_planned`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seccomp: Option<crate::seccomp::Filter>,
     /// Files init writes into the run directory before mounting: (name, content).
@@ -340,8 +341,6 @@ pub struct PlanContext<'a> {
     pub keep: bool,
     /// `--storage-opt size=`: the writable layer's size.
     pub scratch_bytes: Option<u64>,
-    /// Where compiled seccomp programs are cached.
-    pub cache_dir: &'a Path,
     /// CPUs to bind the command to (`--cpuset-cpus`).
     pub cpu_affinity: Vec<usize>,
     /// How `exprun run` was asked for the run (none for a bundle).
@@ -630,7 +629,7 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         hooks: crate::hooks::Hooks::from_spec(spec.hooks().as_ref())
             .map_err(|why| Error::Process { field: "hooks", why })?,
         seccomp: match linux.seccomp() {
-            Some(profile) => Some(crate::seccomp::prepare(profile, ctx.cache_dir)?),
+            Some(profile) => Some(crate::seccomp::check(profile)?),
             None => None,
         },
         spec,
