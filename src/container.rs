@@ -245,6 +245,7 @@ fn plan_bundle(
         return Err(Error::Exists(o.id.into()).into());
     }
     let spec = bundle::load(o.bundle)?;
+    let host = plan::Host::gather(cgroups, Some(&spec), None);
     let mut plan = plan::build(
         spec,
         PlanContext {
@@ -253,7 +254,7 @@ fn plan_bundle(
             command_line: o.command_line.clone(),
             state_dir: &state_dir,
             source: Source::Bundle { dir: o.bundle },
-            cgroups,
+            host: &host,
             cgroup_parent: None,
             systemd_cgroup: o.systemd_cgroup,
             interactive,

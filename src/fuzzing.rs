@@ -44,6 +44,7 @@ pub fn oci_config(bytes: &[u8], bundle: &Path, cache: &Path) {
         let _ = crate::spec::bundle::check_id(id);
     }
     let cgroups = crate::cgroups::CgroupHost::parse("", "");
+    let host = plan::Host::gather(&cgroups, Some(&spec), None);
     let planned = plan::build(
         spec,
         PlanContext {
@@ -52,7 +53,7 @@ pub fn oci_config(bytes: &[u8], bundle: &Path, cache: &Path) {
             command_line: Vec::new(),
             state_dir: &bundle.join("state"),
             source: Source::Bundle { dir: bundle },
-            cgroups: &cgroups,
+            host: &host,
             cgroup_parent: None,
             systemd_cgroup: false,
             interactive: false,

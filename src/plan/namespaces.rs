@@ -8,12 +8,12 @@
 //! root filesystem is built with mounts and pivot_root in the container's mount
 //! namespace; and a hostname set in exprun's own UTS namespace.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Linux, LinuxIdMapping, LinuxNamespaceType};
 use serde::{Deserialize, Serialize};
 
+use super::host::Host;
 use super::{Error, Result};
 
 /// A namespace joined by path.
@@ -140,7 +140,7 @@ fn type_name(t: LinuxNamespaceType) -> &'static str {
 }
 
 /// The `/proc/self/ns` file of a namespace type.
-fn proc_name(t: LinuxNamespaceType) -> &'static str {
+pub(super) fn proc_name(t: LinuxNamespaceType) -> &'static str {
     match t {
         LinuxNamespaceType::Mount => "mnt",
         LinuxNamespaceType::Network => "net",
@@ -150,16 +150,15 @@ fn proc_name(t: LinuxNamespaceType) -> &'static str {
 
 /// Whether `path` is the namespace of type `t` that exprun itself is in, or
 /// that of pid 1 (the host's, when exprun runs in namespaces of its own).
-fn is_host(t: LinuxNamespaceType, path: &Path) -> bool {
-    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    let Some(target) = id(path) else { return false };
-    ["/proc/self/ns", "/proc/1/ns"].iter().any(|dir| id(&Path::new(dir).join(proc_name(t))) == Some(target))
+fn is_host(host: &Host, t: LinuxNamespaceType, path: &Path) -> bool {
+    let Ok(target) = host.stat(path) else { return false };
+    host.own_namespaces.get(proc_name(t)).is_some_and(|ids| ids.contains(&(target.dev, target.ino)))
 }
 
 /// Resolve `linux.namespaces` (and the id maps of a new user namespace), and
 /// refuse what cannot be run without touching the host. `hostname`: whether the
 /// config sets one.
-pub fn resolve(linux: &Linux, hostname: bool) -> Result<Namespaces> {
+pub fn resolve(linux: &Linux, hostname: bool, host: &Host) -> Result<Namespaces> {
     let mut ns = Namespaces::default();
     let mut seen = Vec::new();
     for (i, entry) in linux.namespaces().iter().flatten().enumerate() {
@@ -177,12 +176,12 @@ pub fn resolve(linux: &Linux, hostname: bool) -> Result<Namespaces> {
                     "linux.namespaces[{i}]: joining an existing {kind} namespace by path is not supported yet"
                 )));
             }
-            std::fs::metadata(path).map_err(|source| Error::Source {
+            host.stat(path).map_err(|source| Error::Source {
                 option: format!("linux.namespaces[{i}] ({kind}) path"),
                 path: path.clone(),
                 source,
             })?;
-            if t == LinuxNamespaceType::Mount && is_host(t, path) {
+            if t == LinuxNamespaceType::Mount && is_host(host, t, path) {
                 return Err(Error::Config(format!(
                     "linux.namespaces[{i}]: {} is exprun's own (or pid 1's) mount namespace; the \
                      container's root filesystem is built with mounts and pivot_root in its mount \
@@ -196,10 +195,10 @@ pub fn resolve(linux: &Linux, hostname: bool) -> Result<Namespaces> {
         }
         match t {
             LinuxNamespaceType::User => {
-                ns.user_ns = Some(if nix::unistd::geteuid().is_root() {
+                ns.user_ns = Some(if host.process.euid == 0 {
                     privileged_maps(linux)?
                 } else {
-                    rootless_maps(linux)?
+                    rootless_maps(linux, host.process.euid, host.process.egid)?
                 });
                 ns.clone_flags |= t as u64;
             }
@@ -234,7 +233,7 @@ pub fn resolve(linux: &Linux, hostname: bool) -> Result<Namespaces> {
     if hostname {
         match ns.joined(LinuxNamespaceType::Uts) {
             _ if ns.made(LinuxNamespaceType::Uts) => {}
-            Some(j) if is_host(LinuxNamespaceType::Uts, &j.path) => {
+            Some(j) if is_host(host, LinuxNamespaceType::Uts, &j.path) => {
                 return Err(Error::Process {
                     field: "hostname",
                     why: format!(
@@ -316,7 +315,7 @@ fn privileged_maps(linux: &Linux) -> Result<UserNs> {
 /// A rootless run's maps: container root is the caller's own uid and gid,
 /// optionally followed by ranges from 1 up for newuidmap and newgidmap to check
 /// against /etc/subuid and /etc/subgid.
-fn rootless_maps(linux: &Linux) -> Result<UserNs> {
+fn rootless_maps(linux: &Linux, euid: u32, egid: u32) -> Result<UserNs> {
     let check = |maps: Vec<IdRange>, own: u32, what: &str| -> Result<Vec<IdRange>> {
         let root_is_own = maps.first().is_some_and(|m| m.container == 0 && m.host == own && m.size == 1);
         let rest_from_one = maps.iter().skip(1).all(|m| m.container >= 1 && m.size >= 1);
@@ -330,10 +329,54 @@ fn rootless_maps(linux: &Linux) -> Result<UserNs> {
         }
     };
     Ok(UserNs {
-        uids: check(ranges(linux.uid_mappings()), nix::unistd::geteuid().as_raw(), "uidMappings")?,
-        gids: check(ranges(linux.gid_mappings()), nix::unistd::getegid().as_raw(), "gidMappings")?,
+        uids: check(ranges(linux.uid_mappings()), euid, "uidMappings")?,
+        gids: check(ranges(linux.gid_mappings()), egid, "gidMappings")?,
         privileged: false,
     })
+}
+
+/// The config's sysctls, each checked to belong to a namespace the container has
+/// of its own: anything else would change the host.
+pub(super) fn sysctls(
+    linux: &oci_spec::runtime::Linux,
+    net: bool,
+    ipc: bool,
+    uts: bool,
+) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
+    out.sort();
+    for (key, _) in &out {
+        let ok = if key.starts_with("net.") {
+            net
+        } else if [
+            "kernel.msgmax",
+            "kernel.msgmnb",
+            "kernel.msgmni",
+            "kernel.sem",
+            "kernel.shmall",
+            "kernel.shmmax",
+            "kernel.shmmni",
+            "kernel.shm_rmid_forced",
+        ]
+        .contains(&key.as_str())
+            || key.starts_with("fs.mqueue.")
+        {
+            ipc
+        } else if key == "kernel.hostname" || key == "kernel.domainname" {
+            uts
+        } else {
+            false
+        };
+        if !ok || key.contains("..") || key.contains('/') {
+            return Err(Error::Process {
+                field: "linux.sysctl",
+                why: format!(
+                    "{key} is not in a namespace of the container's own; setting it would change the host"
+                ),
+            });
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
