@@ -130,7 +130,9 @@ impl Host {
                 cgroups_path = linux.cgroups_path().clone();
             }
             for p in names {
-                paths.entry(p.clone()).or_insert_with(|| stat(&p).map_err(|e| e.raw_os_error().unwrap_or(0)));
+                paths
+                    .entry(p.clone())
+                    .or_insert_with(|| stat(&p).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO)));
             }
         }
         let mut own_namespaces = BTreeMap::new();
