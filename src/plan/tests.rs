@@ -135,7 +135,7 @@ fn a_root_v1_host_plans_a_cgroup_per_hierarchy_under_the_callers() {
     assert!(e.contains("not a huge page size of this host (/sys/kernel/mm/hugepages: 2MB)"), "{e}");
     let e = plan(
         spec(
-            json!({"namespaces": [{"type": "pid"}, {"type": "mount", "path": "/proc/1/ns/mnt"}]}),
+            json!({"namespaces": [{"type": "pid"}, {"type": "uts"}, {"type": "mount", "path": "/proc/1/ns/mnt"}]}),
             json!([]),
         ),
         &host,
