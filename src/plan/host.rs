@@ -88,14 +88,28 @@ pub struct ProcessHost {
 impl ProcessHost {
     /// Read exprun's own ids, limits and capabilities.
     pub fn gather() -> Self {
-        let hard_rlimits = super::process::RLIMITS
-            .iter()
-            .filter_map(|&(_, r)| {
-                let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-                // SAFETY: getrlimit writes one rlimit through the pointer, which is live.
-                (unsafe { libc::getrlimit(r as _, &mut cur) } == 0).then_some((r, cur.rlim_max))
-            })
-            .collect();
+        use nix::sys::resource::{getrlimit, Resource};
+        let hard_rlimits = [
+            Resource::RLIMIT_CPU,
+            Resource::RLIMIT_FSIZE,
+            Resource::RLIMIT_DATA,
+            Resource::RLIMIT_STACK,
+            Resource::RLIMIT_CORE,
+            Resource::RLIMIT_RSS,
+            Resource::RLIMIT_NPROC,
+            Resource::RLIMIT_NOFILE,
+            Resource::RLIMIT_MEMLOCK,
+            Resource::RLIMIT_AS,
+            Resource::RLIMIT_LOCKS,
+            Resource::RLIMIT_SIGPENDING,
+            Resource::RLIMIT_MSGQUEUE,
+            Resource::RLIMIT_NICE,
+            Resource::RLIMIT_RTPRIO,
+            Resource::RLIMIT_RTTIME,
+        ]
+        .into_iter()
+        .filter_map(|r| Some((r as u32, getrlimit(r).ok()?.1)))
+        .collect();
         Self {
             euid: nix::unistd::geteuid().as_raw(),
             egid: nix::unistd::getegid().as_raw(),
@@ -106,8 +120,10 @@ impl ProcessHost {
                 caps::Capability::CAP_SYS_RESOURCE,
             )
             .unwrap_or(false),
-            // SAFETY: sysconf with a valid name has no memory effects.
-            arg_max: unsafe { libc::sysconf(libc::_SC_ARG_MAX) }.max(0) as usize,
+            arg_max: nix::unistd::sysconf(nix::unistd::SysconfVar::ARG_MAX)
+                .ok()
+                .flatten()
+                .map_or(0, |n| n.max(0) as usize),
             apparmor: std::fs::read_to_string(APPARMOR_ENABLED).map_err(|e| e.to_string()),
         }
     }
@@ -223,3 +239,19 @@ pub fn hugepage_sizes() -> Vec<String> {
 
 #[cfg(test)]
 pub(crate) mod fixtures;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exprun_s_own_ids_and_limits_are_read_as_the_kernel_gives_them() {
+        let p = ProcessHost::gather();
+        assert_eq!(p.euid, nix::unistd::geteuid().as_raw());
+        assert_eq!(p.egid, nix::unistd::getegid().as_raw());
+        assert_eq!(p.hard_rlimits.len(), 16, "{:?}", p.hard_rlimits);
+        let (_, nofile) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!(p.hard_rlimits[&libc::RLIMIT_NOFILE], nofile);
+        assert!(p.arg_max >= 128 << 10, "ARG_MAX {}", p.arg_max);
+    }
+}

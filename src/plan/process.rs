@@ -267,7 +267,7 @@ fn check_raisable(host: &ProcessHost, name: &str, resource: u32, hard: u64) -> R
 }
 
 /// The `RLIMIT_*` resources by name.
-pub(super) const RLIMITS: &[(&str, u32)] = &[
+const RLIMITS: &[(&str, u32)] = &[
     ("RLIMIT_CPU", libc::RLIMIT_CPU),
     ("RLIMIT_FSIZE", libc::RLIMIT_FSIZE),
     ("RLIMIT_DATA", libc::RLIMIT_DATA),
