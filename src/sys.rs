@@ -557,6 +557,14 @@ pub fn remove_file_caps(fd: BorrowedFd<'_>) -> io::Result<bool> {
     }
 }
 
+/// `fsetxattr(2)`: set the xattr `name` of the open file `fd` to `value`.
+pub fn fsetxattr(fd: BorrowedFd<'_>, name: &std::ffi::CStr, value: &[u8]) -> nix::Result<()> {
+    // SAFETY: `name` is a NUL-terminated string and `value` a live slice whose
+    // pointer and length are passed together; the fd is borrowed for the call.
+    let r = unsafe { libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    nix::errno::Errno::result(r).map(drop)
+}
+
 fn no_xattrs(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENODATA) | Some(libc::ENOTSUP))
 }
