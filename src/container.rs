@@ -19,7 +19,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
@@ -437,10 +437,8 @@ pub fn start(root: &Root, id: &str) -> Result<()> {
     loop {
         let mut fds =
             [PollFd::new(fifo.as_fd(), PollFlags::POLLIN), PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::Io { op: "waiting on", path: fifo_path, source: e.into() }.into()),
+        if let Err(e) = sys::poll(&mut fds, PollTimeout::NONE) {
+            return Err(Error::Io { op: "waiting on", path: fifo_path, source: e.into() }.into());
         }
         if fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN)) {
             break;
@@ -706,7 +704,7 @@ fn kill_and_wait(c: &Loaded, status: Status) {
     }
     if let Some(fd) = pidfd {
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        let _ = poll(&mut fds, PollTimeout::try_from(KILL_WAIT).unwrap_or(PollTimeout::NONE));
+        let _ = sys::poll(&mut fds, PollTimeout::try_from(KILL_WAIT).unwrap_or(PollTimeout::NONE));
     }
 }
 

@@ -766,3 +766,13 @@ pub fn bpf_prog_query(target: BorrowedFd<'_>, attach_type: u32) -> io::Result<Ve
     ids.truncate((attr.prog_cnt as usize).min(ids.len()));
     Ok(ids)
 }
+
+/// `poll(2)`: the number of ready fds, 0 when a signal interrupted the wait
+/// (nothing is ready then, so a caller's loop checks its fds and polls again).
+pub fn poll(fds: &mut [nix::poll::PollFd<'_>], timeout: nix::poll::PollTimeout) -> nix::Result<usize> {
+    match nix::poll::poll(fds, timeout) {
+        Ok(n) => Ok(usize::try_from(n).unwrap_or(0)),
+        Err(nix::errno::Errno::EINTR) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
