@@ -6,11 +6,12 @@ use clap::Args;
 
 use super::Globals;
 use crate::error::{Error, Result};
+use crate::image::reference::RemoteRef;
 use crate::image::{ImageStore, Limits};
 use crate::registry::auth::{self, Credentials};
 use crate::registry::http::{Timeouts, DEFAULT_TIMEOUT};
 use crate::registry::pull::{self, PullOptions};
-use crate::registry::{parse_ref, push, Client, ClientOptions, RemoteRef, Transfer};
+use crate::registry::{parse_ref, push, Client, ClientOptions, Transfer};
 
 /// How to reach a registry.
 #[derive(Debug, Clone, Args)]
@@ -285,7 +286,7 @@ pub struct LogoutArgs {
 
 /// The auth file key for `registry` (Docker Hub when `None`), checked.
 fn auth_key(registry: Option<&str>) -> Result<String> {
-    let key = auth::normalise_key(registry.unwrap_or(crate::registry::reference::DOCKER_HUB));
+    let key = auth::normalise_key(registry.unwrap_or(crate::image::reference::DOCKER_HUB));
     let host = key.split('/').next().unwrap_or_default();
     // A registry is a reference's first part: parse one to check it.
     parse_ref(&format!("{host}/x"))
