@@ -34,10 +34,62 @@ const COMPILER: &str = "tree-2";
 /// (4096) instructions of 8 bytes.
 const MAX_PROGRAM: u64 = 4096 * 8;
 
-/// Seccomp errors: the profile cannot be compiled.
+/// Seccomp errors: the profile (`linux.seccomp`) is refused or cannot be
+/// compiled; each says which field or step.
 #[derive(Debug, thiserror::Error)]
-#[error("linux.seccomp: {0}")]
-pub struct Error(String);
+pub enum Error {
+    /// The profile cannot be serialised to take its digest.
+    #[error("linux.seccomp: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// `defaultAction` SCMP_ACT_NOTIFY.
+    #[error(
+        "linux.seccomp: defaultAction SCMP_ACT_NOTIFY is not supported: every syscall would wait for the \
+         seccomp agent, the ones that hand it the notify fd included; notify named syscalls instead"
+    )]
+    NotifyByDefault,
+    /// SCMP_ACT_NOTIFY rules without `listenerPath`.
+    #[error(
+        "linux.seccomp: SCMP_ACT_NOTIFY needs listenerPath, the unix socket of the seccomp agent that \
+         answers the notified syscalls (runtime spec)"
+    )]
+    NoListener,
+    /// A relative `listenerPath`.
+    #[error("linux.seccomp: listenerPath {}: must be an absolute path", .0.display())]
+    RelativeListener(std::path::PathBuf),
+    /// A flag of `flags` exprun does not apply.
+    #[error("linux.seccomp: flag {0} is not supported")]
+    Flag(String),
+    /// An architecture libseccomp does not know.
+    #[error("linux.seccomp: unknown architecture {0}")]
+    Architecture(String),
+    /// libseccomp refused a step of the compilation.
+    #[error("linux.seccomp: {op}: {source}")]
+    Compile {
+        /// The step: `creating the filter`, `rule for mkdir`, ...
+        op: String,
+        /// libseccomp's error.
+        source: libseccomp::error::SeccompError,
+    },
+    /// The compiled program could not be read back.
+    #[error("linux.seccomp: {op}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The program is longer than the kernel takes.
+    #[error(
+        "linux.seccomp: the profile compiles to {instructions} BPF instructions, more than the kernel's \
+         limit of {limit}: merge rules (one rule may list many syscall names) or drop argument conditions"
+    )]
+    TooLong {
+        /// The program's instructions.
+        instructions: usize,
+        /// BPF_MAXINSNS.
+        limit: u64,
+    },
+}
 
 /// A compiled filter, ready for init to install.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +130,7 @@ mod hex_bytes {
 /// The filter for `profile`, from the cache in `cache_dir` or compiled (and
 /// then cached).
 pub fn prepare(profile: &LinuxSeccomp, cache_dir: &Path) -> Result<Filter, Error> {
-    let json = serde_json::to_vec(profile).map_err(|e| Error(e.to_string()))?;
+    let json = serde_json::to_vec(profile)?;
     let digest = Digest::of_bytes(&json);
     let listener = listener(profile)?;
     let flags =
@@ -103,24 +155,14 @@ pub fn prepare(profile: &LinuxSeccomp, cache_dir: &Path) -> Result<Filter, Error
 /// (among them the one handing the agent its fd), would wait for the agent.
 fn listener(profile: &LinuxSeccomp) -> Result<Option<Listener>, Error> {
     if profile.default_action() == LinuxSeccompAction::ScmpActNotify {
-        return Err(Error(
-            "defaultAction SCMP_ACT_NOTIFY is not supported: every syscall would wait for the seccomp \
-             agent, the ones that hand it the notify fd included; notify named syscalls instead"
-                .into(),
-        ));
+        return Err(Error::NotifyByDefault);
     }
     let notify = profile.syscalls().iter().flatten().any(|r| r.action() == LinuxSeccompAction::ScmpActNotify);
     let path = profile.listener_path().clone();
     match (notify, path) {
         (false, _) => Ok(None),
-        (true, None) => Err(Error(
-            "SCMP_ACT_NOTIFY needs listenerPath, the unix socket of the seccomp agent that answers \
-             the notified syscalls (runtime spec)"
-                .into(),
-        )),
-        (true, Some(path)) if !path.is_absolute() => {
-            Err(Error(format!("listenerPath {}: must be an absolute path", path.display())))
-        }
+        (true, None) => Err(Error::NoListener),
+        (true, Some(path)) if !path.is_absolute() => Err(Error::RelativeListener(path)),
         (true, Some(path)) => Ok(Some(Listener { path, metadata: profile.listener_metadata().clone() })),
     }
 }
@@ -183,7 +225,7 @@ fn flags(profile: &LinuxSeccomp) -> Result<u32, Error> {
             LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW,
             // One thread: nothing to synchronise.
             LinuxSeccompFilterFlag::SeccompFilterFlagTsync => 0,
-            other => return Err(Error(format!("flag {other} is not supported"))),
+            other => return Err(Error::Flag(other.to_string())),
         } as u32;
     }
     Ok(f)
@@ -226,7 +268,7 @@ fn compare(a: &oci_spec::runtime::LinuxSeccompArg) -> ScmpArgCompare {
 /// Compile `profile` with libseccomp. Syscall names this architecture does not
 /// have are skipped (profiles list every architecture's), as runc does.
 fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>, Error> {
-    let err = |what: &str, e: libseccomp::error::SeccompError| Error(format!("{what}: {e}"));
+    let err = |op: &str, source| Error::Compile { op: op.to_string(), source };
     let default = action(profile.default_action(), profile.default_errno_ret())?;
     let mut ctx = ScmpFilterContext::new(default).map_err(|e| err("creating the filter", e))?;
     // exprun sets no_new_privs itself, as the process spec says.
@@ -239,7 +281,7 @@ fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>, Error> {
     for arch in profile.architectures().iter().flatten() {
         let name =
             serde_json::to_value(arch).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        let a: ScmpArch = name.parse().map_err(|_| Error(format!("unknown architecture {name}")))?;
+        let a: ScmpArch = name.parse().map_err(|_| Error::Architecture(name.clone()))?;
         if a != ScmpArch::native() {
             match ctx.add_arch(a) {
                 Ok(_) => {}
@@ -270,21 +312,16 @@ fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>, Error> {
         }
     }
     let fd = nix::sys::memfd::memfd_create(c"exprun-seccomp", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-        .map_err(|e| Error(format!("memfd_create: {e}")))?;
+        .map_err(|e| Error::Io { op: "memfd_create", source: e.into() })?;
     ctx.export_bpf(&fd).map_err(|e| err("exporting the program", e))?;
     let mut f = std::fs::File::from(fd);
     let mut program = Vec::new();
     f.rewind()
         .and_then(|_| f.read_to_end(&mut program))
-        .map_err(|e| Error(format!("reading the program: {e}")))?;
+        .map_err(|source| Error::Io { op: "reading the program", source })?;
     // The kernel would refuse it only in init, as "invalid argument".
     if program.len() as u64 > MAX_PROGRAM {
-        return Err(Error(format!(
-            "the profile compiles to {} BPF instructions, more than the kernel's limit of {}: \
-             merge rules (one rule may list many syscall names) or drop argument conditions",
-            program.len() / 8,
-            MAX_PROGRAM / 8
-        )));
+        return Err(Error::TooLong { instructions: program.len() / 8, limit: MAX_PROGRAM / 8 });
     }
     Ok(program)
 }

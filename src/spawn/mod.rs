@@ -350,7 +350,7 @@ pub(crate) fn wait_ready(
                 };
                 crate::hooks::run_all("prestart", &h.prestart, state)
                     .and_then(|()| crate::hooks::run_all("createRuntime", &h.create_runtime, state))
-                    .map_err(|error| Error::Init { step: "OCI hooks".into(), error })?;
+                    .map_err(|e| Error::Init { step: "OCI hooks".into(), error: e.to_string() })?;
                 channel
                     .send(&ToChild::HooksDone { state: state.to_string() })
                     .map_err(io_err("resuming the container's init after the hooks"))?;
