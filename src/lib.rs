@@ -46,6 +46,7 @@ pub mod error;
 pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod glob;
 pub mod hooks;
 pub mod hostpath;
 pub mod image;
