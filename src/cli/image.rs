@@ -134,7 +134,7 @@ pub(super) fn gc_store(globals: &Globals, store: &ImageStore) -> Result<()> {
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string_pretty(v).map_err(|e| Error::Usage(format!("cannot print JSON: {e}")))
+    serde_json::to_string_pretty(v).map_err(|source| Error::Json { op: "cannot print JSON", source })
 }
 
 /// The `image ls` table.
