@@ -12,18 +12,18 @@ use crate::plan::{self, PlanContext, Source};
 /// registries.conf (and where it sends a few references).
 pub fn registry(bytes: &[u8]) {
     let text = String::from_utf8_lossy(bytes);
-    let _ = crate::registry::RemoteRef::parse(&text);
+    let _ = crate::image::reference::RemoteRef::parse(&text);
     let _ = crate::registry::auth::parse_challenge(&text);
     if let Ok(conf) = crate::registry::conf::RegistriesConf::from_text(&text) {
         let by_digest = format!("quay.io/lab/tool@sha256:{}", "a".repeat(64));
         for r in ["python:3.12", by_digest.as_str(), "a.b.example/x/y:z"] {
-            if let Ok(r) = crate::registry::RemoteRef::parse(r) {
+            if let Ok(r) = crate::image::reference::RemoteRef::parse(r) {
                 let _ = conf.endpoints(&r, true);
                 let _ = conf.endpoints(&r, false);
             }
         }
     }
-    if let Ok(r) = crate::registry::RemoteRef::parse("registry.lab:5000/ns/repo:1") {
+    if let Ok(r) = crate::image::reference::RemoteRef::parse("registry.lab:5000/ns/repo:1") {
         if !bytes.windows(11).any(|w| w == b"credHelpers") && !bytes.windows(10).any(|w| w == b"credsStore") {
             let _ = crate::registry::auth::from_bytes(bytes, &r, Path::new("fuzz"));
         }

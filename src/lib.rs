@@ -4,9 +4,10 @@
 //!
 //! - [`cli`]: argument parsing and the verbs; thin, calls into the modules below.
 //! - [`run`]: `exprun run` from options to exit status, the ordered steps in one place.
-//! - [`container`]: the runc-compatible lifecycle of OCI bundles (create, start,
-//!   state, kill, delete, list) over the same spawn path.
-//! - [`image`]: the immutable, content-addressed image store (import, resolve, gc).
+//! - [`container`]: the runc-compatible lifecycle of OCI bundles, one file a verb
+//!   (create, start, state, kill, delete, list, ...) over the same spawn path.
+//! - [`image`]: the immutable, content-addressed image store (import, resolve, gc),
+//!   and image references, as the store and as registries name images.
 //! - [`spec`]: image config + options → OCI runtime spec (no side effects).
 //! - [`plan`]: spec + host (a [`plan::Host`] value) → the run plan, validated; what spawn reads
 //!   and the record stores.
@@ -29,6 +30,7 @@
 //! - [`sys`]: the raw syscalls nothing else wraps; the one home of `unsafe` besides spawn.
 //! - [`digest`]: `sha256:` digests and hashing readers and writers.
 //! - [`fsutil`]: atomic writes, advisory locks, random ids.
+//! - [`glob`]: the one glob matcher (`--pass-env`, `.s2iignore`, tolerance rules).
 //! - [`error`]: the top-level error and the exit-code contract.
 //!
 //! # Invariants
@@ -48,6 +50,7 @@ pub mod error;
 pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod glob;
 pub mod hooks;
 pub mod hostpath;
 pub mod image;

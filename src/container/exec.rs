@@ -55,7 +55,7 @@ pub struct ExecOptions<'a> {
 /// Returns its exit status (0 once started with `detach`); 126/127 when the
 /// command cannot be run.
 pub fn exec(root: &Root, o: &ExecOptions<'_>) -> Result<i32> {
-    super::check_preserved_fds(o.preserve_fds)?;
+    super::create::check_preserved_fds(o.preserve_fds)?;
     let c = load(root, o.id)?;
     match c.status() {
         Status::Stopped => return Err(Error::NotRunning(o.id.into()).into()),

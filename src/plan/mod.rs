@@ -391,7 +391,7 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
             Source::Image { .. } => None,
         },
         hooks: crate::hooks::Hooks::from_spec(spec.hooks().as_ref())
-            .map_err(|why| Error::Process { field: "hooks", why })?,
+            .map_err(|e| Error::Process { field: "hooks", why: e.to_string() })?,
         seccomp: match linux.seccomp() {
             Some(profile) => Some(crate::seccomp::check(profile)?),
             None => None,

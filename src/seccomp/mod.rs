@@ -42,10 +42,68 @@ const MAX_PROGRAM: u64 = 4096 * 8;
 /// The bytes of the program's sha256, in hex, at the start of a cache file.
 const DIGEST_LEN: u64 = 64;
 
-/// Seccomp errors: the profile cannot be compiled.
+/// Seccomp errors: the profile (`linux.seccomp`) is refused or cannot be
+/// compiled; each says which field or step.
 #[derive(Debug, thiserror::Error)]
-#[error("linux.seccomp: {0}")]
-pub struct Error(String);
+pub enum Error {
+    /// The profile cannot be serialised to take its digest.
+    #[error("linux.seccomp: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// `defaultAction` SCMP_ACT_NOTIFY.
+    #[error(
+        "linux.seccomp: defaultAction SCMP_ACT_NOTIFY is not supported: every syscall would wait for the \
+         seccomp agent, the ones that hand it the notify fd included; notify named syscalls instead"
+    )]
+    NotifyByDefault,
+    /// SCMP_ACT_NOTIFY rules without `listenerPath`.
+    #[error(
+        "linux.seccomp: SCMP_ACT_NOTIFY needs listenerPath, the unix socket of the seccomp agent that \
+         answers the notified syscalls (runtime spec)"
+    )]
+    NoListener,
+    /// A relative `listenerPath`.
+    #[error("linux.seccomp: listenerPath {}: must be an absolute path", .0.display())]
+    RelativeListener(std::path::PathBuf),
+    /// A flag of `flags` exprun does not apply.
+    #[error("linux.seccomp: flag {0} is not supported")]
+    Flag(String),
+    /// An architecture libseccomp does not know.
+    #[error("linux.seccomp: unknown architecture {0}")]
+    Architecture(String),
+    /// libseccomp refused a step of the compilation.
+    #[error("linux.seccomp: {op}: {source}")]
+    Compile {
+        /// The step: `creating the filter`, `rule for mkdir`, ...
+        op: String,
+        /// libseccomp's error.
+        source: libseccomp::error::SeccompError,
+    },
+    /// The compiled program could not be read back.
+    #[error("linux.seccomp: {op}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The profile to compile is not the one the plan checked.
+    #[error("linux.seccomp: the profile is not the one planned ({0})")]
+    NotPlanned(Digest),
+    /// The plan has a filter and the config no profile, or the other way round.
+    #[error("linux.seccomp: the plan's filter and the config's profile disagree")]
+    PlanDisagrees,
+    /// The program is longer than the kernel takes.
+    #[error(
+        "linux.seccomp: the profile compiles to {instructions} BPF instructions, more than the kernel's \
+         limit of {limit}: merge rules (one rule may list many syscall names) or drop argument conditions"
+    )]
+    TooLong {
+        /// The program's instructions.
+        instructions: usize,
+        /// BPF_MAXINSNS.
+        limit: u64,
+    },
+}
 
 /// A filter: checked by the plan ([`check`]), compiled when the run is applied
 /// ([`Filter::compile`]), then ready for init to install.
@@ -95,7 +153,7 @@ pub fn check(profile: &LinuxSeccomp) -> Result<Filter, Error> {
 }
 
 fn profile_digest(profile: &LinuxSeccomp) -> Result<Digest, Error> {
-    let json = serde_json::to_vec(profile).map_err(|e| Error(e.to_string()))?;
+    let json = serde_json::to_vec(profile)?;
     Ok(Digest::of_bytes(&json))
 }
 
@@ -105,7 +163,7 @@ impl Filter {
     /// is applied, in exprun, before the container's init is cloned.
     pub fn compile(&mut self, profile: &LinuxSeccomp, cache_dir: &Path) -> Result<(), Error> {
         if profile_digest(profile)? != self.digest {
-            return Err(Error(format!("the profile is not the one planned ({})", self.digest)));
+            return Err(Error::NotPlanned(self.digest.clone()));
         }
         let dir = cache_dir.join("seccomp");
         let name = format!("{}-{}-{}.bpf", self.digest.hex(), std::env::consts::ARCH, compiler_id());
@@ -136,7 +194,7 @@ pub fn compile_planned(
     match (filter, profile) {
         (Some(f), Some(p)) => f.compile(p, cache_dir),
         (None, None) => Ok(()),
-        _ => Err(Error("the plan's filter and the config's profile disagree".into())),
+        _ => Err(Error::PlanDisagrees),
     }
 }
 
@@ -146,24 +204,14 @@ pub fn compile_planned(
 /// (among them the one handing the agent its fd), would wait for the agent.
 fn listener(profile: &LinuxSeccomp) -> Result<Option<Listener>, Error> {
     if profile.default_action() == LinuxSeccompAction::ScmpActNotify {
-        return Err(Error(
-            "defaultAction SCMP_ACT_NOTIFY is not supported: every syscall would wait for the seccomp \
-             agent, the ones that hand it the notify fd included; notify named syscalls instead"
-                .into(),
-        ));
+        return Err(Error::NotifyByDefault);
     }
     let notify = profile.syscalls().iter().flatten().any(|r| r.action() == LinuxSeccompAction::ScmpActNotify);
     let path = profile.listener_path().clone();
     match (notify, path) {
         (false, _) => Ok(None),
-        (true, None) => Err(Error(
-            "SCMP_ACT_NOTIFY needs listenerPath, the unix socket of the seccomp agent that answers \
-             the notified syscalls (runtime spec)"
-                .into(),
-        )),
-        (true, Some(path)) if !path.is_absolute() => {
-            Err(Error(format!("listenerPath {}: must be an absolute path", path.display())))
-        }
+        (true, None) => Err(Error::NoListener),
+        (true, Some(path)) if !path.is_absolute() => Err(Error::RelativeListener(path)),
         (true, Some(path)) => Ok(Some(Listener { path, metadata: profile.listener_metadata().clone() })),
     }
 }
@@ -232,7 +280,7 @@ fn flags(profile: &LinuxSeccomp) -> Result<u32, Error> {
             LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW,
             // One thread: nothing to synchronise.
             LinuxSeccompFilterFlag::SeccompFilterFlagTsync => 0,
-            other => return Err(Error(format!("flag {other} is not supported"))),
+            other => return Err(Error::Flag(other.to_string())),
         } as u32;
     }
     Ok(f)
@@ -275,7 +323,7 @@ fn compare(a: &oci_spec::runtime::LinuxSeccompArg) -> ScmpArgCompare {
 /// Compile `profile` with libseccomp. Syscall names this architecture does not
 /// have are skipped (profiles list every architecture's), as runc does.
 fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>, Error> {
-    let err = |what: &str, e: libseccomp::error::SeccompError| Error(format!("{what}: {e}"));
+    let err = |op: &str, source| Error::Compile { op: op.to_string(), source };
     let default = action(profile.default_action(), profile.default_errno_ret())?;
     let mut ctx = ScmpFilterContext::new(default).map_err(|e| err("creating the filter", e))?;
     // exprun sets no_new_privs itself, as the process spec says.
@@ -288,7 +336,7 @@ fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>, Error> {
     for arch in profile.architectures().iter().flatten() {
         let name =
             serde_json::to_value(arch).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        let a: ScmpArch = name.parse().map_err(|_| Error(format!("unknown architecture {name}")))?;
+        let a: ScmpArch = name.parse().map_err(|_| Error::Architecture(name.clone()))?;
         if a != ScmpArch::native() {
             match ctx.add_arch(a) {
                 Ok(_) => {}
@@ -319,21 +367,16 @@ fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>, Error> {
         }
     }
     let fd = nix::sys::memfd::memfd_create(c"exprun-seccomp", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-        .map_err(|e| Error(format!("memfd_create: {e}")))?;
+        .map_err(|e| Error::Io { op: "memfd_create", source: e.into() })?;
     ctx.export_bpf(&fd).map_err(|e| err("exporting the program", e))?;
     let mut f = std::fs::File::from(fd);
     let mut program = Vec::new();
     f.rewind()
         .and_then(|_| f.read_to_end(&mut program))
-        .map_err(|e| Error(format!("reading the program: {e}")))?;
+        .map_err(|source| Error::Io { op: "reading the program", source })?;
     // The kernel would refuse it only in init, as "invalid argument".
     if program.len() as u64 > MAX_PROGRAM {
-        return Err(Error(format!(
-            "the profile compiles to {} BPF instructions, more than the kernel's limit of {}: \
-             merge rules (one rule may list many syscall names) or drop argument conditions",
-            program.len() / 8,
-            MAX_PROGRAM / 8
-        )));
+        return Err(Error::TooLong { instructions: program.len() / 8, limit: MAX_PROGRAM / 8 });
     }
     Ok(program)
 }
