@@ -4,14 +4,17 @@
 //!
 //! - [`cli`]: argument parsing and the verbs; thin, calls into the modules below.
 //! - [`run`]: `exprun run` from options to exit status, the ordered steps in one function.
-//! - [`container`]: the runc-compatible lifecycle of OCI bundles (create, start,
-//!   state, kill, delete, list) over the same spawn path.
-//! - [`image`]: the immutable, content-addressed image store (import, resolve, gc).
+//! - [`container`]: the runc-compatible lifecycle of OCI bundles, one file a verb
+//!   (create, start, state, kill, delete, list, ...) over the same spawn path.
+//! - [`image`]: the immutable, content-addressed image store (import, resolve, gc),
+//!   and image references, as the store and as registries name images.
 //! - [`registry`]: the OCI distribution client: pull, push, credentials, runs as artifacts.
 //! - [`spec`]: image config + options → OCI runtime spec (no side effects).
-//! - [`plan`]: spec + host → the run plan, validated; what spawn reads and the record stores.
+//! - [`plan`]: spec + host (a [`plan::Host`] value) → the run plan, validated; what spawn reads
+//!   and the record stores.
 //! - [`state`]: the state root: live run directories, locks, records, stale-run cleanup.
-//! - [`cgroups`]: cgroup placement, limits (through cgroups-rs), usage, removal; v1 and v2.
+//! - [`cgroups`]: the host's cgroup layout, limits (through cgroups-rs), usage, removal; v1 and v2
+//!   (where a run's cgroup goes is planned in [`plan::cgroup`]).
 //! - [`spawn`]: the parent side (create half, start half, foreground wait), the
 //!   protocol, and the container's init (child side).
 //! - [`rootfs`]: overlay, mounts, /dev, pivot_root: run by the container's init.
@@ -32,6 +35,7 @@
 //! - [`sys`]: the raw syscalls nothing else wraps; the one home of `unsafe` besides spawn.
 //! - [`digest`]: `sha256:` digests and hashing readers and writers.
 //! - [`fsutil`]: atomic writes, advisory locks, random ids.
+//! - [`glob`]: the one glob matcher (`--pass-env`, `.s2iignore`, tolerance rules).
 //! - [`error`]: the top-level error and the exit-code contract.
 //!
 //! # Invariants
@@ -51,6 +55,7 @@ pub mod error;
 pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod glob;
 pub mod hooks;
 pub mod hostpath;
 pub mod image;

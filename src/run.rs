@@ -194,6 +194,7 @@ fn sequence(root: &Root, source: Source<'_>) -> Result<RunResult> {
             log::debug(|| "step 3: runtime spec built".into());
 
             // 4. Build and check the plan: cgroup placement, limits, mounts, user.
+            let host = plan::Host::gather(cgroups, Some(&spec), opts.cgroup_parent.as_deref());
             let mut plan = plan::build(
                 spec,
                 PlanContext {
@@ -202,7 +203,7 @@ fn sequence(root: &Root, source: Source<'_>) -> Result<RunResult> {
                     command_line,
                     state_dir: &state_dir,
                     source: PlanSource::Image { image: &image, layers_root: &store.layers_root() },
-                    cgroups,
+                    host: &host,
                     cgroup_parent: opts.cgroup_parent.as_deref(),
                     systemd_cgroup: false,
                     interactive: opts.interactive,
@@ -210,7 +211,6 @@ fn sequence(root: &Root, source: Source<'_>) -> Result<RunResult> {
                     outputs: opts.outputs.clone(),
                     keep: opts.keep,
                     scratch_bytes: opts.storage_size,
-                    cache_dir: &root.cache_dir(),
                     cpu_affinity: cpus,
                     request: Some(plan::Request {
                         options: opts.clone(),
@@ -221,6 +221,10 @@ fn sequence(root: &Root, source: Source<'_>) -> Result<RunResult> {
                     }),
                 },
             )?;
+            //    The plan checked the seccomp profile; its program is compiled
+            //    (or taken from the cache) here, before anything is cloned.
+            crate::seccomp::compile_planned(plan.seccomp.as_mut(), &plan.spec, &root.cache_dir())
+                .map_err(plan::Error::from)?;
             log::debug(|| format!("step 4: planned run {id}"));
 
             // 5. Digest the inputs and open the outputs, before the run exists:
@@ -386,7 +390,8 @@ fn sequence(root: &Root, source: Source<'_>) -> Result<RunResult> {
 fn rootless(cgroups: &CgroupHost, parent: Option<&str>) -> Option<spec::Rootless> {
     let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
     (uid != 0).then(|| spec::Rootless {
-        cgroup: cgroups.delegated_parent(parent, uid).is_ok(),
+        cgroup: plan::cgroup::delegated::delegated_parent(&plan::Host::gather(cgroups, None, parent), parent)
+            .is_ok(),
         ..spec::Rootless::of_caller(uid, gid)
     })
 }

@@ -557,6 +557,14 @@ pub fn remove_file_caps(fd: BorrowedFd<'_>) -> io::Result<bool> {
     }
 }
 
+/// `fsetxattr(2)`: set the xattr `name` of the open file `fd` to `value`.
+pub fn fsetxattr(fd: BorrowedFd<'_>, name: &std::ffi::CStr, value: &[u8]) -> nix::Result<()> {
+    // SAFETY: `name` is a NUL-terminated string and `value` a live slice whose
+    // pointer and length are passed together; the fd is borrowed for the call.
+    let r = unsafe { libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    nix::errno::Errno::result(r).map(drop)
+}
+
 fn no_xattrs(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENODATA) | Some(libc::ENOTSUP))
 }
@@ -757,4 +765,14 @@ pub fn bpf_prog_query(target: BorrowedFd<'_>, attach_type: u32) -> io::Result<Ve
     unsafe { bpf(BPF_PROG_QUERY, &mut attr) }?;
     ids.truncate((attr.prog_cnt as usize).min(ids.len()));
     Ok(ids)
+}
+
+/// `poll(2)`: the number of ready fds, 0 when a signal interrupted the wait
+/// (nothing is ready then, so a caller's loop checks its fds and polls again).
+pub fn poll(fds: &mut [nix::poll::PollFd<'_>], timeout: nix::poll::PollTimeout) -> nix::Result<usize> {
+    match nix::poll::poll(fds, timeout) {
+        Ok(n) => Ok(usize::try_from(n).unwrap_or(0)),
+        Err(nix::errno::Errno::EINTR) => Ok(0),
+        Err(e) => Err(e),
+    }
 }

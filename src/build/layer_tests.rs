@@ -1,14 +1,15 @@
 use std::os::unix::fs::{symlink, PermissionsExt};
 
+use std::os::fd::AsFd;
+
 use super::*;
 
 fn set_xattr(path: &Path, name: &str, value: &[u8]) {
-    let p = crate::sys::cstring(path).unwrap();
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).unwrap();
     let n = std::ffi::CString::new(name).unwrap();
-    // SAFETY: both strings are NUL-terminated; the value pointer and length
-    // describe a live slice.
-    let r = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-    assert_eq!(r, 0, "setting {name} on {}: {}", path.display(), io::Error::last_os_error());
+    crate::sys::fsetxattr(f.as_fd(), &n, value)
+        .unwrap_or_else(|e| panic!("setting {name} on {}: {e}", path.display()));
 }
 
 fn mkdir(p: &Path, mode: u32) {

@@ -204,8 +204,8 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
         RunsCommand::Diff { run_a, run_b, json, limit } => {
             let (id_a, id_b) = (root.resolve_run(&run_a)?, root.resolve_run(&run_b)?);
             let (a, b) = (root.read_record(&id_a)?, root.read_record(&id_b)?);
-            let d =
-                diff::diff(a, b, limit.0).map_err(|e| Error::Usage(format!("comparing the records: {e}")))?;
+            let d = diff::diff(a, b, limit.0)
+                .map_err(|source| Error::Json { op: "comparing the records", source })?;
             if json {
                 println!(
                     "{}",

@@ -219,7 +219,7 @@ fn setup(
                 _ => return Err(hook_err("exprun went away during the hooks".into())),
             };
             crate::hooks::run_all("createContainer", &plan.hooks.create_container, &state)
-                .map_err(hook_err)?;
+                .map_err(|e| hook_err(e.to_string()))?;
             let _ = fds.hook_state.set(state);
             Ok(())
         };

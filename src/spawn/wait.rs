@@ -9,7 +9,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use serde::{Deserialize, Serialize};
@@ -305,11 +305,8 @@ pub fn foreground(
                 .unwrap_or(PollTimeout::ZERO),
             None => PollTimeout::NONE,
         };
-        match poll(&mut fds, timeout) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::Io { op: "waiting for the container", source: e.into() }),
-        }
+        sys::poll(&mut fds, timeout)
+            .map_err(|e| Error::Io { op: "waiting for the container", source: e.into() })?;
         let ready = |slot: usize| {
             slots[slot].is_some_and(|i| {
                 fds[i].revents().is_some_and(|r| {
