@@ -1,0 +1,52 @@
+//! The syscall seam: the few kernel calls that neither the standard library nor nix
+//! wrap the way exprun needs them, and [`Kernel`], the calls with which init and
+//! the root filesystem change the process and the mount table. Raw `unsafe`
+//! lives here and nowhere else (a unit test scans `src/` for it); every block says
+//! why it is sound.
+
+use std::ffi::CString;
+use std::io;
+use std::path::Path;
+
+mod bpf;
+mod fd;
+mod fs;
+mod process;
+
+pub use bpf::*;
+pub use fd::*;
+pub use fs::*;
+pub use process::*;
+
+
+/// A NUL-terminated copy of a path.
+pub fn cstring(path: &Path) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_count_of_a_test_thread_is_positive() {
+        assert!(thread_count().unwrap() >= 1);
+    }
+
+    #[test]
+    fn open_in_root_cannot_escape_through_dotdot_or_absolute_symlink() {
+        use std::os::fd::AsFd;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/passwd"), "inside").unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
+        let root = std::fs::File::open(dir.path()).unwrap();
+        for p in ["../../../etc/passwd", "/etc/passwd", "link/passwd"] {
+            let fd = open_in_root(root.as_fd(), Path::new(p), libc::O_RDONLY).unwrap();
+            let got = std::fs::read_to_string(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+            assert_eq!(got, "inside", "{p} escaped the root");
+        }
+    }
+}
