@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -645,35 +645,15 @@ fn exists(dir: &OwnedFd, name: &OsStr) -> EntryResult<bool> {
     }
 }
 
-/// `fsetxattr(2)`; nix has no xattr calls.
+/// `fsetxattr(2)`, with the errno.
 fn set_xattr(fd: impl AsFd, name: &CStr, value: &[u8]) -> std::result::Result<(), Errno> {
-    // SAFETY: `name` is a NUL-terminated string and `value` a live slice whose
-    // pointer and length are passed together; the fd is borrowed for the call.
-    let r = unsafe {
-        libc::fsetxattr(fd.as_fd().as_raw_fd(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0)
-    };
-    Errno::result(r).map(drop)
+    crate::sys::fsetxattr(fd.as_fd(), name, value)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
 }
 
 /// `lgetxattr(2)` of `path` (not following a final symlink); `None` if unset.
 #[cfg(test)]
-pub(crate) fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
-    let path = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let name = CString::new(name).map_err(io::Error::other)?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: both strings are NUL-terminated; `buf` is valid for writes of
-    // `buf.len()` bytes, and lgetxattr writes at most that many.
-    let r = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENODATA) => Ok(None),
-            _ => Err(e),
-        };
-    }
-    buf.truncate(r as usize);
-    Ok(Some(buf))
-}
+pub(crate) use crate::sys::lgetxattr as get_xattr;
 
 #[cfg(test)]
 #[path = "unpack_tests.rs"]

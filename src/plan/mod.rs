@@ -784,8 +784,8 @@ pub fn process_plan_from(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> 
     // execve refuses more than ARG_MAX bytes of arguments and environment (with
     // their pointers); say so now, naming the sizes, not with E2BIG at the end.
     let size: usize = args.iter().chain(&env).map(|s| s.len() + 1 + std::mem::size_of::<usize>()).sum();
-    // SAFETY: sysconf with a valid name has no memory effects.
-    let arg_max = unsafe { libc::sysconf(libc::_SC_ARG_MAX) }.max(0) as usize;
+    let arg_max =
+        nix::unistd::sysconf(nix::unistd::SysconfVar::ARG_MAX).ok().flatten().unwrap_or(0).max(0) as usize;
     if arg_max > 0 && size > arg_max {
         return Err(Error::Process {
             field: "args and env",
@@ -916,11 +916,10 @@ fn apparmor_profile(p: &oci_spec::runtime::Process) -> Result<Option<String>> {
 /// Raising a hard limit above exprun's own needs CAP_SYS_RESOURCE; say so before
 /// anything starts rather than fail inside the container's setup.
 fn check_raisable(name: &str, resource: u32, hard: u64) -> Result<()> {
-    let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes one rlimit through the pointer, which is live.
-    if unsafe { libc::getrlimit(resource as _, &mut cur) } != 0 || hard <= cur.rlim_max {
-        return Ok(());
-    }
+    let own = match crate::sys::getrlimit(resource) {
+        Ok((_, own)) if hard > own => own,
+        _ => return Ok(()),
+    };
     if caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_RESOURCE).unwrap_or(false) {
         return Ok(());
     }
@@ -928,7 +927,7 @@ fn check_raisable(name: &str, resource: u32, hard: u64) -> Result<()> {
         field: "rlimits",
         why: format!(
             "{name} hard limit {hard} is above exprun's own ({}), and raising it needs CAP_SYS_RESOURCE, which exprun does not have",
-            cur.rlim_max
+            own
         ),
     })
 }

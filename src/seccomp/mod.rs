@@ -292,29 +292,7 @@ fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>, Error> {
 /// Install `filter` on the calling thread (init, just before execve); the
 /// notify fd when the filter has SCMP_ACT_NOTIFY rules.
 pub fn install(filter: &Filter) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
-    let prog = libc::sock_fprog {
-        len: (filter.program.len() / 8) as u16,
-        filter: filter.program.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: `prog` points at `filter.program`, which lives for the call and holds
-    // `len` complete sock_filter entries; the kernel copies the program.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            filter.flags,
-            std::ptr::addr_of!(prog),
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if filter.flags & libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u32 == 0 {
-        return Ok(None);
-    }
-    // SAFETY: with SECCOMP_FILTER_FLAG_NEW_LISTENER, seccomp(2) returns a new
-    // fd that nothing else owns.
-    Ok(Some(unsafe { std::os::fd::FromRawFd::from_raw_fd(r as libc::c_int) }))
+    crate::sys::seccomp_set_filter(&filter.program, filter.flags)
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-
 /// Mark every fd from `first` upwards close-on-exec, so nothing the runtime opened
 /// (or inherited) reaches the container's process (CVE-2024-21626 was a leaked fd).
 pub fn cloexec_from(first: u32) -> io::Result<()> {
@@ -15,7 +14,6 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
     }
     Ok(())
 }
-
 
 /// Whether `fd` is an open descriptor of this process.
 pub fn fd_is_open(fd: RawFd) -> bool {

@@ -8,7 +8,6 @@ use std::path::Path;
 
 use super::cstring;
 
-
 /// `openat2(dirfd, path, how)` with `RESOLVE_IN_ROOT`: resolve `path` as if `dirfd`
 /// were the root directory, so neither `..` nor absolute symlinks can leave it.
 pub fn open_in_root(root: BorrowedFd<'_>, path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
@@ -202,4 +201,29 @@ pub fn llistxattr(path: &Path) -> io::Result<Vec<String>> {
         let len = buf.len() * 4;
         buf.resize(len, 0);
     }
+}
+
+/// `fsetxattr(2)`: set the xattr `name` of the open file `fd` to `value`.
+pub fn fsetxattr(fd: BorrowedFd<'_>, name: &std::ffi::CStr, value: &[u8]) -> io::Result<()> {
+    // SAFETY: `name` is a NUL-terminated string and `value` a live slice whose
+    // pointer and length are passed together; the fd is borrowed for the call.
+    let r = unsafe { libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `lsetxattr(2)`: set the xattr `name` of `path` (the link itself when it is
+/// one) to `value`.
+pub fn lsetxattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+    let path = cstring(path)?;
+    let name = CString::new(name).map_err(io::Error::other)?;
+    // SAFETY: both strings are NUL-terminated; the value pointer and length
+    // describe a live slice.
+    let r = unsafe { libc::lsetxattr(path.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

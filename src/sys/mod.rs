@@ -9,15 +9,20 @@ use std::io;
 use std::path::Path;
 
 mod bpf;
+#[cfg(test)]
+mod fake;
 mod fd;
 mod fs;
+mod kernel;
 mod process;
 
 pub use bpf::*;
+#[cfg(test)]
+pub use fake::{Call, RecordingKernel};
 pub use fd::*;
 pub use fs::*;
+pub use kernel::{CapState, Kernel, RealKernel};
 pub use process::*;
-
 
 /// A NUL-terminated copy of a path.
 pub fn cstring(path: &Path) -> io::Result<CString> {
@@ -28,6 +33,8 @@ pub fn cstring(path: &Path) -> io::Result<CString> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
+
     use super::*;
 
     #[test]

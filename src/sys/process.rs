@@ -49,13 +49,17 @@ pub enum Forked {
 /// Uses `clone3`, and falls back to `clone` when `clone3` is not available (kernels
 /// before 5.3, or a seccomp filter that answers ENOSYS, as Docker's default does).
 ///
-/// # Safety
-///
-/// The calling process must be single-threaded: like `fork`, only the calling
-/// thread is copied, and any lock another thread held would stay locked forever in
-/// the child. The child must leave by `execve` or `_exit`, never by returning into
-/// code that assumes it is the parent.
-pub unsafe fn clone_process(flags: u64, cgroup_dir: Option<RawFd>) -> io::Result<Forked> {
+/// Refused unless the calling process is single-threaded: like `fork`, only the
+/// calling thread is copied, and any lock another thread held would stay locked
+/// forever in the child. The child must leave by `execve` or `_exit`, never by
+/// returning into code that assumes it is the parent.
+pub fn clone_process(flags: u64, cgroup_dir: Option<RawFd>) -> io::Result<Forked> {
+    let threads = thread_count()?;
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "exprun has {threads} threads; it must be single-threaded here"
+        )));
+    }
     let mut pidfd: libc::c_int = -1;
     let mut args = CloneArgs {
         flags: flags | libc::CLONE_PIDFD as u64,
@@ -69,8 +73,8 @@ pub unsafe fn clone_process(flags: u64, cgroup_dir: Option<RawFd>) -> io::Result
     }
     // SAFETY: `args` is a valid, fully initialised clone_args of the size passed;
     // `pidfd` outlives the call. With a zero stack the child continues on a
-    // copy-on-write copy of this stack, exactly like fork; the caller guarantees the
-    // process is single-threaded (see this function's contract).
+    // copy-on-write copy of this stack, exactly like fork; the process is
+    // single-threaded (checked above), so no lock is held by a thread the child lacks.
     let mut ret = unsafe {
         libc::syscall(libc::SYS_clone3, std::ptr::addr_of_mut!(args), std::mem::size_of::<CloneArgs>())
     };
@@ -118,16 +122,9 @@ pub fn in_subprocess(
     work: impl FnOnce() -> Result<Vec<u8>, String>,
 ) -> io::Result<Result<Vec<u8>, String>> {
     use std::io::{Read, Write};
-    let threads = thread_count()?;
-    if threads != 1 {
-        return Err(io::Error::other(format!(
-            "exprun has {threads} threads; it must be single-threaded here"
-        )));
-    }
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    // SAFETY: the process is single-threaded (checked just above); the child
-    // branch leaves through `_exit` below and never returns.
-    match unsafe { clone_process(0, None) }? {
+    // The child branch leaves through `_exit` below and never returns.
+    match clone_process(0, None)? {
         Forked::Child => {
             drop(read_end);
             let _ = nix::sys::signal::sigprocmask(
@@ -230,7 +227,6 @@ pub fn wait4(pid: Pid) -> io::Result<(libc::c_int, libc::rusage)> {
     }
 }
 
-
 /// An execve(2) with its argument and environment arrays built in advance, so
 /// that [`PreparedExec::exec`] allocates nothing and makes no other syscall: it
 /// is the only call after the container's seccomp filter.
@@ -285,7 +281,6 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-
 /// Reset every signal to its default disposition and unblock all signals. Runtimes
 /// ignore SIGPIPE (Rust does so at start-up) and block signals around the clone;
 /// ignored and blocked signals survive execve, so the container would inherit them.
@@ -300,4 +295,79 @@ pub fn reset_signals() -> io::Result<()> {
         unsafe { signal::signal(sig, SigHandler::SigDfl) }.map_err(io::Error::from)?;
     }
     signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(io::Error::from)
+}
+
+/// setrlimit(2) of `resource` (`RLIMIT_*`, as the plan keeps it).
+pub fn setrlimit(resource: u32, soft: u64, hard: u64) -> io::Result<()> {
+    let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+    // SAFETY: setrlimit reads one rlimit through the pointer, which is live.
+    if unsafe { libc::setrlimit(resource as _, &lim) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// getrlimit(2) of `resource` (`RLIMIT_*`): (soft, hard).
+pub fn getrlimit(resource: u32) -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit through the pointer, which is live.
+    if unsafe { libc::getrlimit(resource as _, &mut lim) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+/// A resource usage of all zeros, for a child whose usage is unknown.
+pub fn zero_rusage() -> libc::rusage {
+    // SAFETY: rusage is plain old data; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Install the seccomp filter `program` (`struct sock_filter` entries, 8
+/// bytes each) on the calling thread with `flags` (`SECCOMP_FILTER_FLAG_*`);
+/// the notify fd when the flags ask for a listener.
+pub fn seccomp_set_filter(program: &[u8], flags: u32) -> io::Result<Option<OwnedFd>> {
+    if program.len() % 8 != 0 || program.len() / 8 > usize::from(u16::MAX) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a whole BPF program of at most 65535 entries",
+        ));
+    }
+    let prog = libc::sock_fprog {
+        len: (program.len() / 8) as u16,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `program`, which lives for the call and holds
+    // `len` complete sock_filter entries (checked above); the kernel copies it
+    // and writes nothing through the pointer.
+    let r = unsafe {
+        libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, flags, std::ptr::addr_of!(prog))
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u32 == 0 {
+        return Ok(None);
+    }
+    // SAFETY: with SECCOMP_FILTER_FLAG_NEW_LISTENER, seccomp(2) returns a new
+    // fd that nothing else owns.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(r as RawFd) }))
+}
+
+/// Fill `buf` from the kernel's random source (getrandom(2)); false if it
+/// failed other than by an interruption.
+pub fn getrandom(buf: &mut [u8]) -> bool {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let tail = &mut buf[filled..];
+        // SAFETY: the pointer and length describe `tail`, which is valid for
+        // writes of that many bytes; getrandom writes at most that many.
+        let r = unsafe { libc::getrandom(tail.as_mut_ptr().cast(), tail.len(), 0) };
+        if r > 0 {
+            filled += r as usize;
+        } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return false;
+        }
+    }
+    true
 }
