@@ -93,7 +93,7 @@ pub enum Call {
     /// sched_setaffinity(2).
     CpuAffinity,
     /// personality(2).
-    Personality(u32),
+    Personality(u64),
     /// PR_SET_NO_NEW_PRIVS.
     NoNewPrivs,
     /// Signal dispositions and mask reset.
@@ -284,7 +284,7 @@ impl Kernel for RecordingKernel {
         self.push(Call::CpuAffinity)
     }
 
-    fn personality(&self, persona: u32) -> io::Result<()> {
+    fn personality(&self, persona: u64) -> io::Result<()> {
         self.push(Call::Personality(persona))
     }
 

@@ -110,7 +110,7 @@ pub trait Kernel {
     /// sched_setaffinity(0, cpus).
     fn set_cpu_affinity(&self, cpus: &[usize]) -> io::Result<()>;
     /// personality(2).
-    fn personality(&self, persona: u32) -> io::Result<()>;
+    fn personality(&self, persona: u64) -> io::Result<()>;
     /// PR_SET_NO_NEW_PRIVS.
     fn set_no_new_privs(&self) -> io::Result<()>;
 
@@ -299,7 +299,7 @@ impl Kernel for RealKernel {
         Ok(nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)?)
     }
 
-    fn personality(&self, persona: u32) -> io::Result<()> {
+    fn personality(&self, persona: u64) -> io::Result<()> {
         let persona = nix::sys::personality::Persona::from_bits_retain(persona as libc::c_int);
         nix::sys::personality::set(persona)?;
         Ok(())

@@ -327,7 +327,7 @@ pub fn zero_rusage() -> libc::rusage {
 /// bytes each) on the calling thread with `flags` (`SECCOMP_FILTER_FLAG_*`);
 /// the notify fd when the flags ask for a listener.
 pub fn seccomp_set_filter(program: &[u8], flags: u32) -> io::Result<Option<OwnedFd>> {
-    if program.len() % 8 != 0 || program.len() / 8 > usize::from(u16::MAX) {
+    if !program.len().is_multiple_of(8) || program.len() / 8 > usize::from(u16::MAX) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not a whole BPF program of at most 65535 entries",
