@@ -43,7 +43,7 @@ mod dev;
 mod error;
 mod mounts;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use error::{Error, Op};
 pub use mounts::open_or_create;
