@@ -497,3 +497,7 @@ fn exec_steps(
     }
     ExecFailure::Errno(k.execve(call) as i32)
 }
+
+#[cfg(test)]
+#[path = "init_tests.rs"]
+mod tests;
