@@ -56,4 +56,36 @@ mod tests {
             assert_eq!(got, "inside", "{p} escaped the root");
         }
     }
+
+    /// Raw `unsafe` only in src/sys/: a block, fn or impl anywhere else fails
+    /// this test (comments that mention the word do not count).
+    #[test]
+    fn unsafe_appears_only_in_sys() {
+        fn walk(dir: &Path, found: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    if !path.ends_with("src/sys") {
+                        walk(&path, found);
+                    }
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    let code = line.split("//").next().unwrap_or("");
+                    let words = code.split(|c: char| !(c.is_alphanumeric() || c == '_'));
+                    if words.into_iter().any(|w| w == "unsafe") {
+                        found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                    }
+                }
+            }
+        }
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut found = Vec::new();
+        walk(&src, &mut found);
+        assert!(found.is_empty(), "raw unsafe outside src/sys/ (move it into sys/):\n{}", found.join("\n"));
+    }
 }
