@@ -71,7 +71,7 @@ pub(crate) fn last(calls: &[Call], what: &str, is: impl Fn(&Call) -> bool) -> us
     calls.iter().rposition(is).unwrap_or_else(|| panic!("no {what} in {calls:#?}"))
 }
 
-fn mount_at<'a>(call: &'a Call) -> Option<(&'a Path, MsFlags)> {
+fn mount_at(call: &Call) -> Option<(&Path, MsFlags)> {
     match call {
         Call::Mount { target, flags, .. } => Some((target.as_path(), *flags)),
         _ => None,
@@ -94,8 +94,12 @@ fn the_old_root_is_detached_only_after_pivot_root_and_made_a_slave_first() {
         mount_at(c).is_some_and(|(t, f)| t == Path::new(".") && f.contains(MsFlags::MS_SLAVE))
     });
     let detach = first(&calls, "the old root detached", |c| matches!(c, Call::UmountDetach(_)));
-    assert!(pivot < slave && slave < detach, "pivot_root {pivot}, slave {slave}, detach {detach}: {calls:#?}");
-    let enter = first(&calls, "chdir into the root", |c| matches!(c, Call::Chdir(p) if p.ends_with("rootfs")));
+    assert!(
+        pivot < slave && slave < detach,
+        "pivot_root {pivot}, slave {slave}, detach {detach}: {calls:#?}"
+    );
+    let enter =
+        first(&calls, "chdir into the root", |c| matches!(c, Call::Chdir(p) if p.ends_with("rootfs")));
     assert!(enter < pivot, "pivot_root at {pivot} before entering the new root at {enter}");
 }
 
@@ -104,7 +108,8 @@ fn sysctls_come_before_the_read_only_paths_and_those_after_every_mount_in_the_ro
     let dir = tempfile::tempdir().unwrap();
     let (plan, calls) = assemble(dir.path());
     let root = std::fs::canonicalize(dir.path().join("rootfs")).unwrap();
-    let sysctl = last(&calls, "sysctl write", |c| matches!(c, Call::WriteFile(p, _) if p.starts_with("/proc/sys")));
+    let sysctl =
+        last(&calls, "sysctl write", |c| matches!(c, Call::WriteFile(p, _) if p.starts_with("/proc/sys")));
     let readonly = first(&calls, "read-only path bind", |c| {
         mount_at(c).is_some_and(|(t, _)| plan.readonly_paths.iter().any(|p| p == t))
     });
@@ -126,13 +131,13 @@ fn the_read_only_remount_of_the_root_is_the_last_write_of_the_rootfs() {
     let dir = tempfile::tempdir().unwrap();
     let (_, calls) = assemble(dir.path());
     let ro = last(&calls, "read-only remount of /", |c| {
-        mount_at(c).is_some_and(|(t, f)| {
-            t == Path::new("/") && f.contains(MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY)
-        })
+        mount_at(c)
+            .is_some_and(|(t, f)| t == Path::new("/") && f.contains(MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY))
     });
     let propagation = MsFlags::MS_SHARED | MsFlags::MS_SLAVE | MsFlags::MS_PRIVATE | MsFlags::MS_UNBINDABLE;
     for c in &calls[ro + 1..] {
-        let only_propagation = mount_at(c).is_some_and(|(t, f)| t == Path::new("/") && propagation.contains(f));
+        let only_propagation =
+            mount_at(c).is_some_and(|(t, f)| t == Path::new("/") && propagation.contains(f));
         assert!(only_propagation, "{c:?} after the read-only remount of /: {calls:#?}");
     }
 }

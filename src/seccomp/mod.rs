@@ -289,12 +289,6 @@ fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>, Error> {
     Ok(program)
 }
 
-/// Install `filter` on the calling thread (init, just before execve); the
-/// notify fd when the filter has SCMP_ACT_NOTIFY rules.
-pub fn install(filter: &Filter) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
-    crate::sys::seccomp_set_filter(&filter.program, filter.flags)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,12 +65,16 @@ fn no_new_privs_comes_before_seccomp_and_only_execve_after_it() {
 fn the_hostname_is_set_in_the_joined_uts_namespace_and_the_cgroup_joined_before_its_namespace() {
     let dir = tempfile::tempdir().unwrap();
     let calls = init_calls(dir.path());
-    let uts = first(&calls, "setns(UTS)", |c| matches!(c, Call::Setns(f) if f.contains(CloneFlags::CLONE_NEWUTS)));
+    let uts =
+        first(&calls, "setns(UTS)", |c| matches!(c, Call::Setns(f) if f.contains(CloneFlags::CLONE_NEWUTS)));
     let hostname = first(&calls, "sethostname", |c| matches!(c, Call::Sethostname(h) if h == "box"));
     assert!(uts < hostname, "hostname at {hostname} before the UTS namespace at {uts}: {calls:#?}");
     let join = first(&calls, "cgroup join", |c| matches!(c, Call::JoinCgroup));
-    let cgroupns =
-        first(&calls, "unshare(CGROUP)", |c| matches!(c, Call::Unshare(f) if f.contains(CloneFlags::CLONE_NEWCGROUP)));
+    let cgroupns = first(
+        &calls,
+        "unshare(CGROUP)",
+        |c| matches!(c, Call::Unshare(f) if f.contains(CloneFlags::CLONE_NEWCGROUP)),
+    );
     assert!(join < cgroupns, "cgroup namespace at {cgroupns} before the cgroup join at {join}: {calls:#?}");
 }
 
