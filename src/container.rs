@@ -245,7 +245,8 @@ fn plan_bundle(
         return Err(Error::Exists(o.id.into()).into());
     }
     let spec = bundle::load(o.bundle)?;
-    let plan = plan::build(
+    let host = plan::Host::gather(cgroups, Some(&spec), None);
+    let mut plan = plan::build(
         spec,
         PlanContext {
             id: o.id,
@@ -253,7 +254,7 @@ fn plan_bundle(
             command_line: o.command_line.clone(),
             state_dir: &state_dir,
             source: Source::Bundle { dir: o.bundle },
-            cgroups,
+            host: &host,
             cgroup_parent: None,
             systemd_cgroup: o.systemd_cgroup,
             interactive,
@@ -261,11 +262,12 @@ fn plan_bundle(
             outputs: Vec::new(),
             keep: false,
             scratch_bytes: None,
-            cache_dir: &root.cache_dir(),
             cpu_affinity: Vec::new(),
             request: None,
         },
     )?;
+    crate::seccomp::compile_planned(plan.seccomp.as_mut(), &plan.spec, &root.cache_dir())
+        .map_err(plan::Error::from)?;
     Ok(plan)
 }
 

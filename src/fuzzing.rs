@@ -44,7 +44,8 @@ pub fn oci_config(bytes: &[u8], bundle: &Path, cache: &Path) {
         let _ = crate::spec::bundle::check_id(id);
     }
     let cgroups = crate::cgroups::CgroupHost::parse("", "");
-    let _ = plan::build(
+    let host = plan::Host::gather(&cgroups, Some(&spec), None);
+    let planned = plan::build(
         spec,
         PlanContext {
             id: "fuzz",
@@ -52,7 +53,7 @@ pub fn oci_config(bytes: &[u8], bundle: &Path, cache: &Path) {
             command_line: Vec::new(),
             state_dir: &bundle.join("state"),
             source: Source::Bundle { dir: bundle },
-            cgroups: &cgroups,
+            host: &host,
             cgroup_parent: None,
             systemd_cgroup: false,
             interactive: false,
@@ -60,11 +61,13 @@ pub fn oci_config(bytes: &[u8], bundle: &Path, cache: &Path) {
             outputs: Vec::new(),
             keep: false,
             scratch_bytes: None,
-            cache_dir: cache,
             cpu_affinity: Vec::new(),
             request: None,
         },
     );
+    if let Ok(mut plan) = planned {
+        let _ = crate::seccomp::compile_planned(plan.seccomp.as_mut(), &plan.spec, cache);
+    }
 }
 
 #[cfg(test)]

@@ -8,9 +8,11 @@
 //!   state, kill, delete, list) over the same spawn path.
 //! - [`image`]: the immutable, content-addressed image store (import, resolve, gc).
 //! - [`spec`]: image config + options → OCI runtime spec (no side effects).
-//! - [`plan`]: spec + host → the run plan, validated; what spawn reads and the record stores.
+//! - [`plan`]: spec + host (a [`plan::Host`] value) → the run plan, validated; what spawn reads
+//!   and the record stores.
 //! - [`state`]: the state root: live run directories, locks, records, stale-run cleanup.
-//! - [`cgroups`]: cgroup placement, limits (through cgroups-rs), usage, removal; v1 and v2.
+//! - [`cgroups`]: the host's cgroup layout, limits (through cgroups-rs), usage, removal; v1 and v2
+//!   (where a run's cgroup goes is planned in [`plan::cgroup`]).
 //! - [`spawn`]: the parent side (create half, start half, foreground wait), the
 //!   protocol, and the container's init (child side).
 //! - [`rootfs`]: overlay, mounts, /dev, pivot_root: run by the container's init.

@@ -209,7 +209,7 @@ pub fn update(globals: &Globals, a: UpdateArgs) -> Result<i32> {
             };
             let r: oci_spec::runtime::LinuxResources = serde_json::from_slice(&bytes)
                 .map_err(|e| Error::Usage(format!("--resources: not OCI LinuxResources JSON: {e}")))?;
-            let mut l = crate::plan::resources_limits(&r)?;
+            let mut l = crate::plan::resources_limits(&r, &crate::plan::host::hugepage_sizes())?;
             // As with runc, update changes limits, not device rules.
             l.devices.clear();
             l

@@ -34,7 +34,9 @@ pub(crate) fn plan_fixture(dir: &Path) -> crate::plan::RunPlan {
     config["process"]["noNewPrivileges"] = true.into();
     config["linux"]["sysctl"] = serde_json::json!({ "net.ipv4.ip_forward": "1" });
     let spec = serde_json::from_value(config).unwrap();
-    let cgroups = crate::cgroups::CgroupHost::parse("", "");
+    let mut host = crate::plan::host::fixtures::root_v1();
+    let rootfs = crate::plan::host::FileId { dir: true, dev: 1, ino: 2 };
+    host.paths.insert(dir.join("rootfs"), Ok(rootfs));
     let mut plan = crate::plan::build(
         spec,
         PlanContext {
@@ -43,7 +45,7 @@ pub(crate) fn plan_fixture(dir: &Path) -> crate::plan::RunPlan {
             command_line: Vec::new(),
             state_dir: &dir.join("state"),
             source: Source::Bundle { dir },
-            cgroups: &cgroups,
+            host: &host,
             cgroup_parent: None,
             systemd_cgroup: false,
             interactive: false,
@@ -51,7 +53,6 @@ pub(crate) fn plan_fixture(dir: &Path) -> crate::plan::RunPlan {
             outputs: Vec::new(),
             keep: false,
             scratch_bytes: None,
-            cache_dir: &dir.join("cache"),
             cpu_affinity: Vec::new(),
             request: None,
         },

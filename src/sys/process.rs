@@ -327,6 +327,9 @@ pub fn zero_rusage() -> libc::rusage {
 /// bytes each) on the calling thread with `flags` (`SECCOMP_FILTER_FLAG_*`);
 /// the notify fd when the flags ask for a listener.
 pub fn seccomp_set_filter(program: &[u8], flags: u32) -> io::Result<Option<OwnedFd>> {
+    if program.is_empty() {
+        return Err(io::Error::other("the filter was never compiled"));
+    }
     if !program.len().is_multiple_of(8) || program.len() / 8 > usize::from(u16::MAX) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
