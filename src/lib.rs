@@ -27,7 +27,8 @@
 //! - [`log`]: `--debug` output with step timings.
 //! - [`node`]: the node configuration file (where pod records go, their retention).
 //! - [`userns`]: rootless image commands re-run in a user namespace with subordinate ids.
-//! - [`sys`]: the raw syscalls nothing else wraps; the one home of `unsafe` besides spawn.
+//! - [`sys`]: the raw syscalls nothing else wraps, and [`sys::Kernel`], the seam init
+//!   and rootfs make their syscalls through; the one home of `unsafe`.
 //! - [`digest`]: `sha256:` digests and hashing readers and writers.
 //! - [`fsutil`]: atomic writes, advisory locks, random ids.
 //! - [`glob`]: the one glob matcher (`--pass-env`, `.s2iignore`, tolerance rules).
