@@ -2,14 +2,16 @@
 # cri-tools' critest (the validation specs, not the benchmarks) against a
 # private containerd per runtime: its own config, root, state and sockets
 # under the run's temp dir, one runtime handler (the runc v2 shim with
-# BinaryName the runtime's wrapper), the loopback CNI network only, and
-# registry.k8s.io and gcr.io mirrored to a registry on 127.0.0.1 that serves
-# the images critest pulls, built offline by critest_images.py from the
-# repository's busybox fixture (the tests that need other images fail under
-# every runtime: docs/oci-runtime.md lists them). containerd and critest run
-# in one `unshare --mount --pid --fork --kill-child --mount-proc`: when
-# critest ends, the namespace's init exits and takes containerd, the shims
-# and the containers with it, and the mounts go with the mount namespace.
+# BinaryName the runtime's wrapper), and registry.k8s.io and gcr.io mirrored
+# to a registry on 127.0.0.1 that serves the images critest pulls, built
+# offline by critest_images.py from the repository's busybox fixture (the
+# tests that need other images fail under every runtime: docs/oci-runtime.md
+# lists them). The registry, containerd and critest run in one `unshare
+# --mount --net --pid --fork --kill-child --mount-proc`: the pods' CNI bridge
+# and addresses are in that network namespace, not the host's, and when
+# critest ends the namespace's init exits and takes the registry, containerd,
+# the shims and the containers with it; the mounts go with the mount
+# namespace.
 # A cell is "ok", "not ok" (failed, panicked, timed out), "skipped", or
 # "missing" where the run reported no verdict (it crashed or ran out of time).
 # --only is a ginkgo focus regex.
@@ -26,7 +28,8 @@ done
 FIXTURE=${EXPRUN_TEST_FIXTURES:-$REPO/rootfs-fixtures/out}/busybox-oci
 [ -f "$FIXTURE/index.json" ] || die "no busybox fixture at $FIXTURE: build it with 'bash rootfs-fixtures/build.sh'"
 
-# The registry, on a free port, its storage in the temp dir.
+# The registry, its storage in the temp dir: on a free port of the host while
+# skopeo pushes the images, then inside each run's network namespace.
 REG=$WORK/registry
 mkdir -p "$REG"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -53,14 +56,19 @@ while read -r ref name; do
     skopeo copy -q --dest-tls-verify=false "oci:$REG/layout:$ref" "docker://127.0.0.1:$PORT/$name" ||
         die "could not push $name to the local registry: $(cat "$REG/log")"
 done <"$REG/images"
+kill "$REG_PID"
+wait "$REG_PID" 2>/dev/null || true
 
-# Inside the namespaces: containerd, then critest once its socket is there.
+# Inside the namespaces: the registry and containerd, then critest once
+# containerd's socket is there.
 cat >"$WORK/inner-critest.sh" <<'EOF'
 #!/bin/bash
-run=$1 limit=$2 critest=$3 containerd=$4 hide_cgroup2=$5 focus=$6
+run=$1 limit=$2 critest=$3 containerd=$4 hide_cgroup2=$5 focus=$6 registry=$7
 if [ "$hide_cgroup2" = 1 ]; then
     umount /sys/fs/cgroup/unified || exit 3
 fi
+ip link set lo up || exit 3
+docker-registry serve "$registry/config.yml" >"$run/registry.log" 2>&1 &
 EXPRUN_CONFIG=$run/exprun.toml "$containerd" --config "$run/config.toml" >"$run/containerd.log" 2>&1 &
 for _ in $(seq 200); do
     [ -S "$run/containerd.sock" ] && break
@@ -78,7 +86,14 @@ for rt in "${RT_LIST[@]}"; do
     run="$WORK/$rt"
     mkdir -p "$run/cni" "$run/tmp"
     make_wrapper "$run" "${BIN[$rt]}"
-    echo '{"cniVersion":"0.3.1","name":"lo","type":"loopback"}' >"$run/cni/10-loopback.conf"
+    # A bridge in the run's own network namespace; containerd adds loopback.
+    cat >"$run/cni/10-critest.conflist" <<EOF
+{"cniVersion": "0.4.0", "name": "critest", "plugins": [
+  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]],
+            "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$run/cni-ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+EOF
     printf '[records]\nroot = "%s"\n' "$run/exprun-records" >"$run/exprun.toml"
     cri='plugins."io.containerd.grpc.v1.cri"'
     cat >"$run/config.toml" <<EOF
@@ -115,8 +130,8 @@ EOF
     cgroup_dirs >"$run/cgroups.before"
     echo "conformance: critest under $rt" >&2
     set +e
-    timeout -k 5 $((TIMEOUT + 60)) unshare --mount --pid --fork --kill-child --mount-proc \
-        bash "$WORK/inner-critest.sh" "$run" "$TIMEOUT" "$CRITEST" "$CONTAINERD" "$(hide_cgroup2 "$rt")" "$ONLY"
+    timeout -k 5 $((TIMEOUT + 60)) unshare --mount --net --pid --fork --kill-child --mount-proc \
+        bash "$WORK/inner-critest.sh" "$run" "$TIMEOUT" "$CRITEST" "$CONTAINERD" "$(hide_cgroup2 "$rt")" "$ONLY" "$REG"
     rc=$?
     set -e
     RUN_EXIT+=("critest under $rt: exit $rc")
