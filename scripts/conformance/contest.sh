@@ -17,7 +17,8 @@ done
 
 CT_GROUPS=()
 if [ -n "$ONLY" ]; then
-    mapfile -t CT_GROUPS < <("$SUITE/bin/contest" list | grep -E -- "$ONLY" || true)
+    mapfile -t CT_GROUPS < <(cd "$SUITE/tests/contest/contest" && TMPDIR=$WORK "$SUITE/bin/contest" list |
+        grep -E -- "$ONLY" || true)
     [ ${#CT_GROUPS[@]} -gt 0 ] || die "no contest test group matches '$ONLY' (see $SUITE/bin/contest list)"
 fi
 
