@@ -4,12 +4,14 @@ Usage: python3 critest_images.py BUSYBOX_LAYOUT OUT_LAYOUT
 
 Writes OUT_LAYOUT, an OCI layout with one manifest per reference named in
 stdout's lines "REF REPOSITORY:TAG" (REF is the layout's ref.name, REPOSITORY
-the path critest asks for, without its registry). Each image is the busybox layer of the fixture image with
-busybox's /etc/passwd and /etc/group and what cri-tools' images/ Dockerfiles
-add: a USER, a file named after the image, or the user and group of
-image-predefined-group.
+the path critest asks for, without its registry). Each image is the busybox
+layer of the fixture image, a layer with busybox's applets as hard links (as
+in busybox's images), busybox's /etc/passwd and /etc/group, and what
+cri-tools' images/ Dockerfiles add: a USER, a file named after the image, or
+the user and group of image-predefined-group.
 """
 
+import gzip
 import hashlib
 import io
 import json
@@ -35,15 +37,43 @@ def put(data):
 
 
 def layer(files):
-    """An uncompressed layer of regular files (path -> bytes), mode 0644."""
+    """An uncompressed layer: busybox and its applets as hard links to it, then
+    regular files (path -> bytes), mode 0644."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("bin/busybox")
+        info.size = len(BUSYBOX)
+        info.mode = 0o755
+        tar.addfile(info, io.BytesIO(BUSYBOX))
+        for path in APPLETS:
+            info = tarfile.TarInfo(path)
+            info.type = tarfile.LNKTYPE
+            info.linkname = "bin/busybox"
+            tar.addfile(info)
         for path, data in sorted(files.items()):
             info = tarfile.TarInfo(path.lstrip("/"))
             info.size = len(data)
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+def busybox_and_applets(manifest):
+    """The busybox binary of the base layer and the paths of its applets, which
+    the fixture has as symbolic links to it: busybox's images have hard links,
+    and a masked applet (critest masks /bin/ls) must not mask busybox itself."""
+    data = gzip.decompress(read_blob(SRC, manifest["layers"][0]["digest"]))
+    binary, applets = None, []
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for member in tar.getmembers():
+            name = member.name.lstrip("./")
+            if name == "bin/busybox" and member.isfile():
+                binary = tar.extractfile(member).read()
+            elif member.issym() and os.path.basename(member.linkname) == "busybox":
+                applets.append(name)
+    if binary is None:
+        sys.exit("critest_images: the base layer has no /bin/busybox")
+    return binary, sorted(applets)
 
 
 os.makedirs(BLOBS)
@@ -58,6 +88,7 @@ base_config.pop("history", None)
 base_config["config"] = {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]}
 for desc in base_manifest["layers"]:
     put(read_blob(SRC, desc["digest"]))
+BUSYBOX, APPLETS = busybox_and_applets(base_manifest)
 
 # busybox's own users and groups (the fixture has others, which would add
 # supplementary groups to uid 1000).
