@@ -15,7 +15,8 @@
 #   --only PATTERN       only tests whose name matches this extended regex
 #                        (contest: group names; critest: a ginkgo focus)
 #   --timeout SECS       time limit per test and runtime (runtime-tools, default
-#                        60) or per runtime's whole run (contest 900, critest 2400)
+#                        60), per test group and runtime (contest, 120) or per
+#                        runtime's whole run (critest, 2400)
 #   --json FILE          also write the verdicts as JSON to FILE
 #   --logs DIR           keep each run's output and stderr under DIR
 #
@@ -68,7 +69,7 @@ while [ $# -gt 0 ]; do
 done
 case $SUITE_KIND in
     runtime-tools) TIMEOUT=${TIMEOUT:-60} ;;
-    contest) TIMEOUT=${TIMEOUT:-900} ;;
+    contest) TIMEOUT=${TIMEOUT:-120} ;;
     critest) TIMEOUT=${TIMEOUT:-2400} ;;
 esac
 [ "$(id -u)" = 0 ] || die "needs root (the runtimes create namespaces and cgroups)"
@@ -97,13 +98,20 @@ if [ -n "$LOGS" ]; then
     LOGS=$(cd "$LOGS" && pwd)
 fi
 
-WORK=$(mktemp -d /tmp/exprun-conformance.XXXXXX)
+# Not under /tmp: contest's runs mount a private tmpfs there.
+WORK=$(mktemp -d /var/tmp/exprun-conformance.XXXXXX)
 LEFTOVERS=0
-# Each suite adds what its own cleanup must do (stop a registry, end a
-# namespace) to CLEANUP, run in reverse order on every exit path.
-CLEANUP=()
+# Each suite adds what its own cleanup must do (stop a registry) to CLEANUP,
+# run in reverse order on every exit path, after the cgroups of a run that was
+# interrupted (IN_FLIGHT, see begin_run) are removed.
+CLEANUP=() IN_FLIGHT=() CHILD=
 cleanup() {
     local i
+    if [ -n "$CHILD" ]; then
+        kill -TERM "$CHILD" 2>/dev/null || true
+        wait "$CHILD" 2>/dev/null || true
+    fi
+    [ ${#IN_FLIGHT[@]} -eq 0 ] || end_run
     for ((i = ${#CLEANUP[@]} - 1; i >= 0; i--)); do
         eval "${CLEANUP[$i]}" || true
     done
@@ -160,14 +168,36 @@ remove_new_cgroups() {
         done
 }
 
-# Runs remove_new_cgroups and reports what is left.
-check_cgroups() {
+# Runs a suite's namespaced command ("timeout ... unshare ... --kill-child")
+# in the background and waits for it, so that a signal to this script reaches
+# the exit trap at once: the trap ends the command (timeout passes the signal
+# to unshare, which kills the namespace's init, and so every process in it)
+# before removing the run's cgroups. Returns the command's exit status.
+run_child() {
+    local rc=0
+    "$@" &
+    CHILD=$!
+    wait "$CHILD" || rc=$?
+    CHILD=
+    return $rc
+}
+
+# A run in directory $1 whose cgroups are named as own_cgroups says for the
+# fixed names $2, described as $3 in messages, starts: the cgroups now are
+# recorded. end_run removes those it made and reports what is left; the exit
+# trap calls it for a run that was interrupted.
+begin_run() {
+    cgroup_dirs >"$1/cgroups.before"
+    IN_FLIGHT=("$@")
+}
+end_run() {
     local left
-    left=$(remove_new_cgroups "$1" "$2")
+    left=$(remove_new_cgroups "${IN_FLIGHT[0]}" "${IN_FLIGHT[1]}")
     if [ -n "$left" ]; then
-        echo "conformance: $3 left cgroups that cannot be removed: $left" >&2
+        echo "conformance: ${IN_FLIGHT[2]} left cgroups that cannot be removed: $left" >&2
         LEFTOVERS=1
     fi
+    IN_FLIGHT=()
 }
 
 # crun 1.8 refuses a hybrid host whose cgroup v2 hierarchy has controllers
@@ -192,7 +222,7 @@ declare -A CELL STATUS PASSN
 TESTS=() JSON_ROWS=()
 
 # For the suites with one verdict per test (contest, critest): test $1 under
-# runtime $2 has status $3 (pass, fail or skip) and cell $4.
+# runtime $2 has status $3 (pass, fail, skip, timeout or crash) and cell $4.
 declare -A SEEN
 record_verdict() {
     [ -n "${SEEN[$1]+x}" ] || TESTS+=("$1")
@@ -228,10 +258,10 @@ verdict_summary() {
                 *) missing=$((missing + 1)) ;;
             esac
         done
-        printf 'summary %s: %d tests: %d pass, %d fail, %d skip, %d missing\n' \
+        printf 'summary %s: %d tests: %d pass, %d fail, %d skip, %d missing, timed out or crashed\n' \
             "$rt" ${#TESTS[@]} "$pass" "$fail" "$skip" "$missing"
     done
-    printf '%s\n' "${RUN_EXIT[@]}"
+    [ ${#RUN_EXIT[@]} -eq 0 ] || printf '%s\n' "${RUN_EXIT[@]}"
 }
 
 source "$REPO/scripts/conformance/$SUITE_KIND.sh"

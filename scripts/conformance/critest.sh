@@ -127,15 +127,14 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
   [$cri.registry.mirrors."gcr.io"]
     endpoint = ["http://127.0.0.1:$PORT"]
 EOF
-    cgroup_dirs >"$run/cgroups.before"
+    begin_run "$run" 'k8s\.io' "critest under $rt"
     echo "conformance: critest under $rt" >&2
-    set +e
-    timeout -k 5 $((TIMEOUT + 60)) unshare --mount --net --pid --fork --kill-child --mount-proc \
-        bash "$WORK/inner-critest.sh" "$run" "$TIMEOUT" "$CRITEST" "$CONTAINERD" "$(hide_cgroup2 "$rt")" "$ONLY" "$REG"
-    rc=$?
-    set -e
+    rc=0
+    run_child timeout -k 5 $((TIMEOUT + 60)) unshare --mount --net --pid --fork --kill-child --mount-proc \
+        bash "$WORK/inner-critest.sh" "$run" "$TIMEOUT" "$CRITEST" "$CONTAINERD" "$(hide_cgroup2 "$rt")" "$ONLY" "$REG" ||
+        rc=$?
     RUN_EXIT+=("critest under $rt: exit $rc")
-    check_cgroups "$run" 'k8s\.io' "critest under $rt"
+    end_run
     if [ -f "$run/report.json" ]; then
         while IFS=$'\t' read -r t v; do
             case $v in

@@ -91,20 +91,19 @@ for t in "${TESTS[@]}"; do
         run="$WORK/$rt/$t"
         mkdir -p "$run/root" "$run/tmp"
         make_wrapper "$run" "${BIN[$rt]}" --root "$run/root"
-        cgroup_dirs >"$run/cgroups.before"
-        set +e
-        (cd "$SUITE" && RUNTIME="$run/runtime" TMPDIR="$run/tmp" \
+        begin_run "$run" 'cgrouptest|testdir' "$t under $rt"
+        rc=0
+        run_child env -C "$SUITE" RUNTIME="$run/runtime" TMPDIR="$run/tmp" \
             timeout -k 5 $((TIMEOUT + 60)) \
-            unshare --mount --ipc --uts --pid --fork --mount-proc \
-            bash "$WORK/inner-runtime-tools.sh" "$run" "$TIMEOUT" "$SUITE/validation/$t/$t.t" "$(hide_cgroup2 "$rt")")
-        rc=$?
-        set -e
+            unshare --mount --ipc --uts --pid --fork --kill-child --mount-proc \
+            bash "$WORK/inner-runtime-tools.sh" "$run" "$TIMEOUT" "$SUITE/validation/$t/$t.t" "$(hide_cgroup2 "$rt")" ||
+            rc=$?
         if [ -s "$run/left" ]; then
             echo "conformance: $t under $rt left containers that delete --force did not remove:" \
                 "$(tr '\n' ' ' <"$run/left")" >&2
             LEFTOVERS=1
         fi
-        check_cgroups "$run" 'cgrouptest|testdir' "$t under $rt"
+        end_run
         read -r pass fail skip todo plan points < <(tap_counts "$run/tap")
         read -r status cell < <(verdict "$rc" "$pass" "$fail" "$skip" "$plan" "$points")
         CELL[$t,$rt]=$cell
