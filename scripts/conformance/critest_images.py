@@ -49,6 +49,8 @@ def layer(files):
             info = tarfile.TarInfo(path)
             info.type = tarfile.LNKTYPE
             info.linkname = "bin/busybox"
+            # An unpacker may apply a link's mode to the file it shares.
+            info.mode = 0o755
             tar.addfile(info)
         for path, data in sorted(files.items()):
             info = tarfile.TarInfo(path.lstrip("/"))
