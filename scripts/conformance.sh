@@ -118,6 +118,7 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'echo "conformance: ${BASH_SOURCE[0]##*/} line $LINENO: a command failed (exit $?)" >&2' ERR
 trap 'exit 130' INT TERM
 
 # Writes the runtime wrapper $1/runtime: logs each call's arguments to

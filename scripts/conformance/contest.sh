@@ -79,8 +79,8 @@ for rt in "${RT_LIST[@]}"; do
             record_verdict "$g::*" "$rt" crash "crash(exit $rc)"
         fi
         if [ -n "$LOGS" ]; then
-            cat "$run/out.$g" >>"$LOGS/contest-$rt.out"
-            cat "$run/stderr.$g" >>"$LOGS/contest-$rt.stderr"
+            cat "$run/out.$g" >>"$LOGS/contest-$rt.out" 2>/dev/null || true
+            cat "$run/stderr.$g" >>"$LOGS/contest-$rt.stderr" 2>/dev/null || true
         fi
         rm -rf "$run/tmp"
         mkdir "$run/tmp"
