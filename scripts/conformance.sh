@@ -105,6 +105,7 @@ LEFTOVERS=0
 # run in reverse order on every exit path, after the cgroups of a run that was
 # interrupted (IN_FLIGHT, see begin_run) are removed.
 CLEANUP=() IN_FLIGHT=() CHILD=
+# shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
     local i
     if [ -n "$CHILD" ]; then
@@ -265,7 +266,20 @@ verdict_summary() {
     [ ${#RUN_EXIT[@]} -eq 0 ] || printf '%s\n' "${RUN_EXIT[@]}"
 }
 
-source "$REPO/scripts/conformance/$SUITE_KIND.sh"
+case $SUITE_KIND in
+    runtime-tools)
+        # shellcheck source=scripts/conformance/runtime-tools.sh
+        source "$REPO/scripts/conformance/runtime-tools.sh"
+        ;;
+    contest)
+        # shellcheck source=scripts/conformance/contest.sh
+        source "$REPO/scripts/conformance/contest.sh"
+        ;;
+    critest)
+        # shellcheck source=scripts/conformance/critest.sh
+        source "$REPO/scripts/conformance/critest.sh"
+        ;;
+esac
 
 width=8
 for t in "${TESTS[@]}"; do [ ${#t} -le "$width" ] || width=${#t}; done
