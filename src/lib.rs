@@ -32,7 +32,8 @@
 //! - [`selfexe`]: exprun re-executed from a copy no container can write (CVE-2019-5736).
 //! - [`parallel`]: a few threads over a list's items (blob transfers, layer unpacking).
 //! - [`fuzzing`]: entry points of the fuzz targets in `fuzz/`; not an API.
-//! - [`sys`]: the raw syscalls nothing else wraps; the one home of `unsafe` besides spawn.
+//! - [`sys`]: the raw syscalls nothing else wraps, and [`sys::Kernel`], the seam init
+//!   and rootfs make their syscalls through; the one home of `unsafe`.
 //! - [`digest`]: `sha256:` digests and hashing readers and writers.
 //! - [`fsutil`]: atomic writes, advisory locks, random ids.
 //! - [`glob`]: the one glob matcher (`--pass-env`, `.s2iignore`, tolerance rules).

@@ -1,15 +1,10 @@
 use std::os::unix::fs::{symlink, PermissionsExt};
 
-use std::os::fd::AsFd;
-
 use super::*;
 
 fn set_xattr(path: &Path, name: &str, value: &[u8]) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    crate::sys::fsetxattr(f.as_fd(), &n, value)
-        .unwrap_or_else(|e| panic!("setting {name} on {}: {e}", path.display()));
+    let r = crate::sys::lsetxattr(path, name, value);
+    assert!(r.is_ok(), "setting {name} on {}: {r:?}", path.display());
 }
 
 fn mkdir(p: &Path, mode: u32) {

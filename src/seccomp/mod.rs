@@ -381,37 +381,6 @@ fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>, Error> {
     Ok(program)
 }
 
-/// Install `filter` on the calling thread (init, just before execve); the
-/// notify fd when the filter has SCMP_ACT_NOTIFY rules.
-pub fn install(filter: &Filter) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
-    if filter.program.is_empty() {
-        return Err(std::io::Error::other("the filter was never compiled"));
-    }
-    let prog = libc::sock_fprog {
-        len: (filter.program.len() / 8) as u16,
-        filter: filter.program.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: `prog` points at `filter.program`, which lives for the call and holds
-    // `len` complete sock_filter entries; the kernel copies the program.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            filter.flags,
-            std::ptr::addr_of!(prog),
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if filter.flags & libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u32 == 0 {
-        return Ok(None);
-    }
-    // SAFETY: with SECCOMP_FILTER_FLAG_NEW_LISTENER, seccomp(2) returns a new
-    // fd that nothing else owns.
-    Ok(Some(unsafe { std::os::fd::FromRawFd::from_raw_fd(r as libc::c_int) }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -597,7 +566,8 @@ mod tests {
         let planned = check(&p).unwrap();
         assert!(planned.program.is_empty());
         assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "check wrote the cache");
-        assert!(install(&planned).unwrap_err().to_string().contains("never compiled"));
+        let refused = crate::sys::seccomp_set_filter(&planned.program, planned.flags).unwrap_err();
+        assert!(refused.to_string().contains("never compiled"));
         let other = profile(serde_json::json!({"defaultAction": "SCMP_ACT_LOG"}));
         let e = planned.clone().compile(&other, dir.path()).unwrap_err().to_string();
         assert!(e.contains("not the one planned"), "{e}");

@@ -119,9 +119,8 @@ pub fn exec(
         nix::sched::setns(&pid_ns, nix::sched::CloneFlags::CLONE_NEWPID)
             .map_err(|e| Error::Io { op: "joining the container's pid namespace", source: e.into() })?;
     }
-    // SAFETY: the process is single-threaded (checked just above); the child branch
-    // ends in init::run, which never returns (execve or _exit).
-    let forked = unsafe { sys::clone_process(0, None) }.map_err(io_err("cloning the exec'd process"))?;
+    // The child branch ends in init::run, which never returns (execve or _exit).
+    let forked = sys::clone_process(0, None).map_err(io_err("cloning the exec'd process"))?;
     let (pid, pidfd) = match forked {
         sys::Forked::Child => {
             drop(parent_end);

@@ -200,10 +200,9 @@ fn create_in(
         });
     }
     crate::log::debug(|| "create: cloning the container's init".into());
-    // SAFETY: the process is single-threaded (checked just above); the child branch
-    // ends in init::run, which never returns (execve or _exit).
-    let forked = unsafe { sys::clone_process(plan.clone_flags, None) }
-        .map_err(io_err("cloning the container's init"))?;
+    // The child branch ends in init::run, which never returns (execve or _exit).
+    let forked =
+        sys::clone_process(plan.clone_flags, None).map_err(io_err("cloning the container's init"))?;
     let (pid, pidfd) = match forked {
         sys::Forked::Child => {
             drop(parent_end);
