@@ -3,39 +3,43 @@
 # elsewhere, against exprun, runc and crun in one run and prints per-test
 # verdicts side by side. Not part of `cargo test` or CI (it takes minutes and
 # needs the suite built). Run it as root. docs/oci-runtime.md ("Conformance")
-# says how to get and build the suite.
+# says how to get and build each suite.
 #
-# Usage: bash scripts/conformance.sh runtime-tools DIR [options]
-#   DIR                  a built opencontainers/runtime-tools checkout (make
-#                        runtimetest validation-executables)
+# Usage: bash scripts/conformance.sh SUITE DIR [options]
+#   SUITE DIR            runtime-tools DIR: a built opencontainers/runtime-tools
+#                        checkout (make runtimetest validation-executables);
+#                        contest DIR: a youki checkout with contest and
+#                        runtimetest built into DIR/bin; critest DIR: a
+#                        cri-tools checkout with critest built as DIR/build/critest
 #   --runtimes LIST      comma-separated, from exprun,runc,crun (default all three)
 #   --only PATTERN       only tests whose name matches this extended regex
-#   --timeout SECS       time limit per test and runtime (default 60)
+#                        (contest: group names; critest: a ginkgo focus)
+#   --timeout SECS       time limit per test and runtime (runtime-tools, default
+#                        60), per test group and runtime (contest, 120) or per
+#                        runtime's whole run (critest, 2400)
 #   --json FILE          also write the verdicts as JSON to FILE
-#   --logs DIR           keep each run's TAP output and stderr under DIR
-# Binaries: $EXPRUN (default target/debug/exprun under $CARGO_TARGET_DIR or
-# ./target), $RUNC (default runc on PATH), $CRUN (default crun on PATH).
+#   --logs DIR           keep each run's output and stderr under DIR
 #
-# Each test binary runs once per runtime, in its own `unshare --mount --ipc
-# --uts --pid --fork --mount-proc`, with RUNTIME set to a wrapper that passes
-# the runtime a private --root and TMPDIR set to a private temp dir. A cell of
-# the table is PASS/FAIL counts of TAP points (a skipped point counts as
-# neither), then "crash(exit N)" (no TAP point, or fewer than planned, or a
-# non-zero exit with no failed point) or "timeout" where that happened; "exit 0"
-# is a pass of a *_fail test (no TAP, exit 0: the runtime refused the config),
-# "1..0" a test that planned no points and exited 0, "skip" one whose points
-# all skipped.
-# The summary counts the last two as skipped.
+# Binaries: $EXPRUN (default target/debug/exprun under $CARGO_TARGET_DIR or
+# ./target), $RUNC (default runc on PATH), $CRUN (default crun on PATH);
+# critest also needs containerd (default on PATH, or $CONTAINERD), its runc
+# shim, ctr, docker-registry and skopeo.
+#
+# Each suite runs once per runtime (runtime-tools: each test binary once per
+# runtime) in its own `unshare --mount --ipc --uts --pid --fork --mount-proc`,
+# with the runtime behind a wrapper that logs its calls (to find the cgroups it
+# made); scripts/conformance/SUITE.sh says how each suite is driven and how its
+# cells read. When the namespace's init exits every process in it is gone and
+# its mounts with it; the cgroups the run made are then removed.
 # Exit 0 when nothing was left behind, 1 otherwise (failing, crashing or
-# timed-out tests do not change the exit status), 2 on bad usage. After the
-# summary, a "behind" line names each test where the first runtime listed does
-# worse than another (not a pass where the other's is, or, both having run to
-# completion, fewer points passed).
+# timed-out tests do not change the exit status), 2 on bad usage or a suite
+# that is missing or not built. After the summary, a "behind" line names each
+# test where the first runtime listed does worse than another.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 
 usage() {
-    sed -n '8,18p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '/^# Usage:/,/^#$/p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 die() {
@@ -46,8 +50,11 @@ die() {
 [ $# -ge 2 ] || usage
 SUITE_KIND=$1 SUITE=$2
 shift 2
-[ "$SUITE_KIND" = runtime-tools ] || die "unknown suite '$SUITE_KIND': only runtime-tools is supported"
-RUNTIMES=exprun,runc,crun ONLY='' TIMEOUT=60 JSON='' LOGS=
+case $SUITE_KIND in
+    runtime-tools | contest | critest) ;;
+    *) die "unknown suite '$SUITE_KIND': one of runtime-tools, contest, critest" ;;
+esac
+RUNTIMES=exprun,runc,crun ONLY='' TIMEOUT='' JSON='' LOGS=
 while [ $# -gt 0 ]; do
     case $1 in
         --runtimes) RUNTIMES=${2:?--runtimes needs a list}; shift ;;
@@ -60,13 +67,16 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+case $SUITE_KIND in
+    runtime-tools) TIMEOUT=${TIMEOUT:-60} ;;
+    contest) TIMEOUT=${TIMEOUT:-120} ;;
+    critest) TIMEOUT=${TIMEOUT:-2400} ;;
+esac
 [ "$(id -u)" = 0 ] || die "needs root (the runtimes create namespaces and cgroups)"
 [[ $TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "--timeout must be a positive number of seconds, not '$TIMEOUT'"
 SUITE_ARG=$SUITE
-SUITE=$(cd "$SUITE" 2>/dev/null && pwd) || die "suite directory '$SUITE_ARG' does not exist"
-if [ ! -x "$SUITE/runtimetest" ] || [ ! -f "$SUITE/rootfs-amd64.tar.gz" ] || [ ! -d "$SUITE/validation" ]; then
-    die "$SUITE is not a built runtime-tools checkout: run 'make runtimetest validation-executables' there"
-fi
+SUITE=$(cd "$SUITE" 2>/dev/null && pwd) ||
+    die "suite directory '$SUITE_ARG' does not exist: docs/oci-runtime.md (Conformance) says how to get and build it"
 
 declare -A BIN
 IFS=, read -r -a RT_LIST <<<"$RUNTIMES"
@@ -81,70 +91,121 @@ for rt in "${RT_LIST[@]}"; do
     if [ -z "${BIN[$rt]}" ] || [ ! -x "${BIN[$rt]}" ]; then
         die "$rt binary '${BIN[$rt]}' not found or not executable (set ${rt^^}=/path/to/$rt)"
     fi
+    BIN[$rt]=$(realpath "${BIN[$rt]}")
 done
-
-mapfile -t TESTS < <(cd "$SUITE/validation" && find . -mindepth 2 -maxdepth 2 -name '*.t' -type f |
-    sed 's|^\./||; s|/[^/]*\.t$||' | sort)
-if [ -n "$ONLY" ]; then
-    mapfile -t TESTS < <(printf '%s\n' "${TESTS[@]}" | grep -E -- "$ONLY" || true)
-fi
-[ ${#TESTS[@]} -gt 0 ] || die "no validation test binaries matched in $SUITE/validation"
 if [ -n "$LOGS" ]; then
     mkdir -p "$LOGS"
     LOGS=$(cd "$LOGS" && pwd)
 fi
 
-WORK=$(mktemp -d /tmp/exprun-conformance.XXXXXX)
+# Not under /tmp: contest's runs mount a private tmpfs there.
+WORK=$(mktemp -d /var/tmp/exprun-conformance.XXXXXX)
 LEFTOVERS=0
-trap 'rm -rf "$WORK"' EXIT
+# Each suite adds what its own cleanup must do (stop a registry) to CLEANUP,
+# run in reverse order on every exit path, after the cgroups of a run that was
+# interrupted (IN_FLIGHT, see begin_run) are removed.
+CLEANUP=() IN_FLIGHT=() CHILD=
+# shellcheck disable=SC2317 # run by the EXIT trap
+cleanup() {
+    local i
+    if [ -n "$CHILD" ]; then
+        kill -TERM "$CHILD" 2>/dev/null || true
+        wait "$CHILD" 2>/dev/null || true
+    fi
+    [ ${#IN_FLIGHT[@]} -eq 0 ] || end_run
+    for ((i = ${#CLEANUP[@]} - 1; i >= 0; i--)); do
+        eval "${CLEANUP[$i]}" || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'echo "conformance: ${BASH_SOURCE[0]##*/} line $LINENO: a command failed (exit $?)" >&2' ERR
 trap 'exit 130' INT TERM
 
-# Cgroup directories a run may make: the suite's fixed cgroupsPath names and
-# those ending in the id of a container it created (runtimes name default
-# cgroups after it: exprun "exprun-ID", runc and crun "ID"); the runtime
-# wrapper logs each call's arguments to find the ids.
+# Writes the runtime wrapper $1/runtime: logs each call's arguments to
+# $1/calls, then runs binary $2 with the rest of the arguments before the
+# caller's.
+make_wrapper() {
+    local run=$1 bin=$2
+    shift 2
+    printf '#!/bin/sh\necho "$*" >>%q\nexec %q' "$run/calls" "$bin" >"$run/runtime"
+    [ $# -eq 0 ] || printf ' %q' "$@" >>"$run/runtime"
+    printf ' "$@"\n' >>"$run/runtime"
+    chmod +x "$run/runtime"
+}
+
+# Cgroup directories a run may make: the suite's fixed cgroupsPath names ($2,
+# an extended regex) and those ending in the id of a container it created
+# (runtimes name default cgroups after it: exprun "exprun-ID", runc and crun
+# "ID"); the ids are the word after `create` and the last word of each create
+# call the wrapper logged in $1.
 own_cgroups() {
     local ids
-    ids=$(awk '$1 == "create" { print $NF }' "$1" 2>/dev/null | grep -E '^[A-Za-z0-9_-]+$' | paste -sd'|' || true)
-    echo "/(cgrouptest|testdir${ids:+|[^/]*($ids)})(/|\$)"
+    ids=$(awk '{ for (i = 1; i < NF; i++) if ($i == "create") { print $(i + 1); print $NF } }' "$1" 2>/dev/null |
+        grep -E '^[A-Za-z0-9_-]+$' | sort -u | paste -sd'|' || true)
+    echo "/($2${ids:+|[^/]*($ids)})(/|\$)"
 }
 cgroup_dirs() {
     find /sys/fs/cgroup -mindepth 2 -type d 2>/dev/null | LC_ALL=C sort
 }
 
-# Removes the cgroup directories the run $1 made: new since it started and
-# named as above, deepest first. Prints any that cannot be removed.
+# Removes the cgroup directories the run $1 made: new since it started (the
+# list in $1/cgroups.before) and named as own_cgroups says for the fixed names
+# $2, deepest first. A process still in one (a container whose runtime lost
+# it) is killed first. Prints any directory that cannot be removed.
 remove_new_cgroups() {
-    local run=$1 d
+    local run=$1 fixed=$2 d pid
     LC_ALL=C comm -13 "$run/cgroups.before" <(cgroup_dirs) |
-        { grep -E -- "$(own_cgroups "$run/calls")" || true; } | sort -r |
+        { grep -E -- "$(own_cgroups "$run/calls" "$fixed")" || true; } | sort -r |
         while read -r d; do
-            rmdir "$d" 2>/dev/null || [ ! -d "$d" ] || echo "$d"
+            if [ -f "$d/cgroup.procs" ]; then
+                while read -r pid; do kill -9 "$pid" 2>/dev/null || true; done <"$d/cgroup.procs"
+            fi
+            for _ in 1 2 3 4 5 6 7 8 9 10; do
+                rmdir "$d" 2>/dev/null && break
+                [ -d "$d" ] || break
+                sleep 0.2
+            done
+            [ ! -d "$d" ] || echo "$d"
         done
 }
 
-# The script that runs inside the namespaces: the test under its time limit,
-# then delete --force of every container the runtime still lists under its
-# root, while the pid namespace (and so the containers' processes) still exists.
-# crun 1.8 refuses a hybrid host whose cgroup v2 hierarchy has controllers
-# ("cgroups in hybrid mode not supported"); for crun on such a host the script
-# unmounts /sys/fs/cgroup/unified in the private mount namespace first (the
-# host keeps it), so crun uses the v1 hierarchies as runc and exprun do.
-cat >"$WORK/inner.sh" <<'EOF'
-#!/bin/bash
-run=$1 limit=$2 tbin=$3 hide_cgroup2=$4
-if [ "$hide_cgroup2" = 1 ]; then
-    umount /sys/fs/cgroup/unified || exit 3
-fi
-timeout -k 5 "$limit" "$tbin" >"$run/tap" 2>"$run/stderr"
-rc=$?
-for id in $("$run/runtime" list -q 2>>"$run/cleanup"); do
-    "$run/runtime" delete --force "$id" >/dev/null 2>>"$run/cleanup" || true
-done
-"$run/runtime" list -q >"$run/left" 2>>"$run/cleanup"
-exit $rc
-EOF
+# Runs a suite's namespaced command ("timeout ... unshare ... --kill-child")
+# in the background and waits for it, so that a signal to this script reaches
+# the exit trap at once: the trap ends the command (timeout passes the signal
+# to unshare, which kills the namespace's init, and so every process in it)
+# before removing the run's cgroups. Returns the command's exit status.
+run_child() {
+    local rc=0
+    "$@" &
+    CHILD=$!
+    wait "$CHILD" || rc=$?
+    CHILD=
+    return $rc
+}
 
+# A run in directory $1 whose cgroups are named as own_cgroups says for the
+# fixed names $2, described as $3 in messages, starts: the cgroups now are
+# recorded. end_run removes those it made and reports what is left; the exit
+# trap calls it for a run that was interrupted.
+begin_run() {
+    cgroup_dirs >"$1/cgroups.before"
+    IN_FLIGHT=("$@")
+}
+end_run() {
+    local left
+    left=$(remove_new_cgroups "${IN_FLIGHT[0]}" "${IN_FLIGHT[1]}")
+    if [ -n "$left" ]; then
+        echo "conformance: ${IN_FLIGHT[2]} left cgroups that cannot be removed: $left" >&2
+        LEFTOVERS=1
+    fi
+    IN_FLIGHT=()
+}
+
+# crun 1.8 refuses a hybrid host whose cgroup v2 hierarchy has controllers
+# ("cgroups in hybrid mode not supported"); for crun on such a host the runs
+# unmount /sys/fs/cgroup/unified in their private mount namespace first (the
+# host keeps it), so crun uses the v1 hierarchies as runc and exprun do.
 hide_cgroup2() {
     if [ "$1" = crun ] && [ "$(stat -f -c %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ] &&
         [ -n "$(cat /sys/fs/cgroup/unified/cgroup.controllers)" ]; then
@@ -154,106 +215,71 @@ hide_cgroup2() {
     fi
 }
 
-# Prints "pass fail skip todo planned points" for a TAP file.
-tap_counts() {
-    awk '
-        /^1\.\.[0-9]+/ { split($0, p, /\.\.|[ \t]/); plan = p[2] + 0 }
-        /^(not )?ok( |$)/ {
-            points++
-            directive = tolower($0)
-            if (directive ~ /#[ \t]*skip/) skip++
-            else if (directive ~ /#[ \t]*todo/) todo++
-            else if ($0 ~ /^not ok/) fail++
-            else pass++
-        }
-        END { printf "%d %d %d %d %d %d\n", pass, fail, skip, todo, (plan == "" ? -1 : plan), points }
-    ' "$1"
-}
-
-# Prints "STATUS CELL" for a run from its exit status and TAP counts.
-verdict() {
-    local rc=$1 pass=$2 fail=$3 skip=$4 plan=$5 points=$6
-    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
-        echo "timeout $pass/$fail timeout"
-    elif [ "$points" = 0 ] && [ "$plan" = -1 ] && [ "$rc" = 0 ]; then
-        # The *_fail tests' convention: the runtime refused the config as it
-        # must, and the test exits 0 without TAP.
-        echo "pass exit 0"
-    elif [ "$points" = 0 ] && [ "$plan" = 0 ] && [ "$rc" = 0 ]; then
-        echo "empty 1..0"
-    elif [ "$points" -gt 0 ] && [ "$skip" = "$points" ]; then
-        echo "skip skip"
-    elif [ "$points" = 0 ] || { [ "$plan" -ge 0 ] && [ "$points" -lt "$plan" ]; } ||
-        { [ "$rc" != 0 ] && [ "$fail" = 0 ]; }; then
-        echo "crash $pass/$fail crash(exit $rc)"
-    elif [ "$fail" -gt 0 ]; then
-        echo "fail $pass/$fail"
-    else
-        echo "pass $pass/$fail"
-    fi
-}
-
+# The verdicts, filled by the suite's script, which also defines
+# print_summary: TESTS (names, in order), CELL[test,runtime] (what the table
+# shows), STATUS[test,runtime] (pass, fail, crash, timeout, skip, empty or
+# missing), PASSN[test,runtime] (points passed, to compare runs that
+# completed), JSON_ROWS (one object per test and runtime).
 declare -A CELL STATUS PASSN
-# Summary counters per runtime.
-declare -A S_PASS S_FAIL S_CRASH S_TIMEOUT S_SKIP P_PASS P_FAIL
-for rt in "${RT_LIST[@]}"; do
-    S_PASS[$rt]=0 S_FAIL[$rt]=0 S_CRASH[$rt]=0 S_TIMEOUT[$rt]=0 S_SKIP[$rt]=0 P_PASS[$rt]=0 P_FAIL[$rt]=0
-done
-JSON_ROWS=()
+TESTS=() JSON_ROWS=()
 
-for t in "${TESTS[@]}"; do
-    for rt in "${RT_LIST[@]}"; do
-        run="$WORK/$rt/$t"
-        mkdir -p "$run/root" "$run/tmp"
-        printf '#!/bin/sh\necho "$*" >>%q\nexec %q --root %q "$@"\n' "$run/calls" "${BIN[$rt]}" "$run/root" >"$run/runtime"
-        chmod +x "$run/runtime"
-        cgroup_dirs >"$run/cgroups.before"
-        set +e
-        (cd "$SUITE" && RUNTIME="$run/runtime" TMPDIR="$run/tmp" \
-            timeout -k 5 $((TIMEOUT + 60)) \
-            unshare --mount --ipc --uts --pid --fork --mount-proc \
-            bash "$WORK/inner.sh" "$run" "$TIMEOUT" "$SUITE/validation/$t/$t.t" "$(hide_cgroup2 "$rt")")
-        rc=$?
-        set -e
-        if [ -s "$run/left" ]; then
-            echo "conformance: $t under $rt left containers that delete --force did not remove:" \
-                "$(tr '\n' ' ' <"$run/left")" >&2
-            LEFTOVERS=1
-        fi
-        left=$(remove_new_cgroups "$run")
-        if [ -n "$left" ]; then
-            echo "conformance: $t under $rt left cgroups that cannot be removed: $left" >&2
-            LEFTOVERS=1
-        fi
-        read -r pass fail skip todo plan points < <(tap_counts "$run/tap")
-        read -r status cell < <(verdict "$rc" "$pass" "$fail" "$skip" "$plan" "$points")
-        CELL[$t,$rt]=$cell
-        STATUS[$t,$rt]=$status
-        PASSN[$t,$rt]=$pass
-        case $status in
-            pass) S_PASS[$rt]=$((S_PASS[$rt] + 1)) ;;
-            fail) S_FAIL[$rt]=$((S_FAIL[$rt] + 1)) ;;
-            crash) S_CRASH[$rt]=$((S_CRASH[$rt] + 1)) ;;
-            timeout) S_TIMEOUT[$rt]=$((S_TIMEOUT[$rt] + 1)) ;;
-            skip | empty) S_SKIP[$rt]=$((S_SKIP[$rt] + 1)) ;;
-        esac
-        P_PASS[$rt]=$((P_PASS[$rt] + pass))
-        P_FAIL[$rt]=$((P_FAIL[$rt] + fail))
-        JSON_ROWS+=("$(jq -cn --arg test "$t" --arg runtime "$rt" --arg status "$status" \
-            --argjson pass "$pass" --argjson fail "$fail" --argjson skip "$skip" --argjson todo "$todo" \
-            --argjson plan "$plan" --argjson exit "$rc" \
-            '{test: $test, runtime: $runtime, status: $status, pass: $pass, fail: $fail,
-              skip: $skip, todo: $todo, plan: (if $plan < 0 then null else $plan end), exit: $exit}')")
-        if [ -n "$LOGS" ]; then
-            mkdir -p "$LOGS/$rt"
-            cp "$run/tap" "$LOGS/$rt/$t.tap"
-            cat "$run/stderr" "$run/cleanup" 2>/dev/null >"$LOGS/$rt/$t.stderr" || true
-        fi
-        rm -rf "$run"
-        printf '.' >&2
+# For the suites with one verdict per test (contest, critest): test $1 under
+# runtime $2 has status $3 (pass, fail, skip, timeout or crash) and cell $4.
+declare -A SEEN
+record_verdict() {
+    [ -n "${SEEN[$1]+x}" ] || TESTS+=("$1")
+    SEEN[$1]=1
+    STATUS[$1,$2]=$3 CELL[$1,$2]=$4 PASSN[$1,$2]=0
+    [ "$3" != pass ] || PASSN[$1,$2]=1
+}
+
+# Marks the tests a runtime's run reported nothing for as missing, and makes
+# the JSON rows.
+finish_verdicts() {
+    local t rt
+    for t in "${TESTS[@]}"; do
+        for rt in "${RT_LIST[@]}"; do
+            [ -n "${STATUS[$t,$rt]+x}" ] || STATUS[$t,$rt]=missing PASSN[$t,$rt]=0 CELL[$t,$rt]=missing
+            JSON_ROWS+=("$(jq -cn --arg test "$t" --arg runtime "$rt" --arg status "${STATUS[$t,$rt]}" \
+                '{test: $test, runtime: $runtime, status: $status}')")
+        done
     done
-done
-echo >&2
+}
+
+# The summary of those suites, then each run's exit status (RUN_EXIT).
+RUN_EXIT=()
+verdict_summary() {
+    local rt t pass fail skip missing
+    for rt in "${RT_LIST[@]}"; do
+        pass=0 fail=0 skip=0 missing=0
+        for t in "${TESTS[@]}"; do
+            case ${STATUS[$t,$rt]} in
+                pass) pass=$((pass + 1)) ;;
+                fail) fail=$((fail + 1)) ;;
+                skip) skip=$((skip + 1)) ;;
+                *) missing=$((missing + 1)) ;;
+            esac
+        done
+        printf 'summary %s: %d tests: %d pass, %d fail, %d skip, %d missing, timed out or crashed\n' \
+            "$rt" ${#TESTS[@]} "$pass" "$fail" "$skip" "$missing"
+    done
+    [ ${#RUN_EXIT[@]} -eq 0 ] || printf '%s\n' "${RUN_EXIT[@]}"
+}
+
+case $SUITE_KIND in
+    runtime-tools)
+        # shellcheck source=scripts/conformance/runtime-tools.sh
+        source "$REPO/scripts/conformance/runtime-tools.sh"
+        ;;
+    contest)
+        # shellcheck source=scripts/conformance/contest.sh
+        source "$REPO/scripts/conformance/contest.sh"
+        ;;
+    critest)
+        # shellcheck source=scripts/conformance/critest.sh
+        source "$REPO/scripts/conformance/critest.sh"
+        ;;
+esac
 
 width=8
 for t in "${TESTS[@]}"; do [ ${#t} -le "$width" ] || width=${#t}; done
@@ -266,11 +292,7 @@ for t in "${TESTS[@]}"; do
     echo
 done
 echo
-for rt in "${RT_LIST[@]}"; do
-    printf 'summary %s: %d tests: %d pass, %d fail, %d crash, %d timeout, %d skip; TAP points: %d ok, %d not ok\n' \
-        "$rt" ${#TESTS[@]} "${S_PASS[$rt]}" "${S_FAIL[$rt]}" "${S_CRASH[$rt]}" "${S_TIMEOUT[$rt]}" \
-        "${S_SKIP[$rt]}" "${P_PASS[$rt]}" "${P_FAIL[$rt]}"
-done
+print_summary
 
 # The tests where the first runtime listed does worse than another.
 first=${RT_LIST[0]}

@@ -60,6 +60,23 @@ pub enum Error {
     /// The command line is inconsistent in a way clap cannot see.
     #[error("{0}")]
     Usage(String),
+    /// The command's own I/O, outside every module: the current directory,
+    /// standard input, the terminal, a file named on the command line.
+    #[error("{op}: {source}")]
+    Io {
+        /// What was being done, naming the file or stream.
+        op: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A value cannot be written as JSON.
+    #[error("{op}: {source}")]
+    Json {
+        /// What was being written.
+        op: &'static str,
+        /// serde_json's error.
+        source: serde_json::Error,
+    },
 }
 
 impl Error {

@@ -39,24 +39,16 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T, durable: bool) ->
 /// `n` random bytes from the kernel, as lowercase hex.
 pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];
-    let mut filled = 0;
-    while filled < n {
-        // SAFETY: the pointer and length describe the unfilled tail of `buf`, which is
-        // valid for writes of that many bytes; getrandom writes at most that many.
-        let r = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), n - filled, 0) };
-        if r > 0 {
-            filled += r as usize;
-        } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            // getrandom cannot fail on Linux ≥ 3.17 except for EINTR; fall back to the
-            // clock and pid rather than panicking if it ever does.
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default();
-            let seed = format!("{t}{}", std::process::id());
-            let d = crate::digest::Digest::of_bytes(seed.as_bytes());
-            return d.hex()[..2 * n].to_string();
-        }
+    if !crate::sys::getrandom(&mut buf) {
+        // getrandom cannot fail on Linux ≥ 3.17 except for EINTR; fall back to the
+        // clock and pid rather than panicking if it ever does.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let seed = format!("{t}{}", std::process::id());
+        let d = crate::digest::Digest::of_bytes(seed.as_bytes());
+        return d.hex()[..2 * n].to_string();
     }
     hex::encode(buf)
 }
@@ -177,6 +169,21 @@ pub fn reopen_for_reading(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<File> {
     let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
     let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
     Ok(File::from(nix::fcntl::open(path.as_str(), flags, nix::sys::stat::Mode::empty())?))
+}
+
+/// The kernel's name of the open file `fd` (the target of `/proc/self/fd/N`):
+/// a path, or `mnt:[4026531841]` for a namespace file.
+pub fn fd_name(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<PathBuf> {
+    use std::os::fd::AsRawFd as _;
+    fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// The kernel's name of the file at `path`, opened with O_PATH (which reads
+/// nothing and does not block on a FIFO); see [`fd_name`].
+pub fn kernel_name(path: &Path) -> io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(path)?;
+    Ok(fd_name(f.as_fd())?.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]

@@ -12,18 +12,18 @@ use crate::plan::{self, PlanContext, Source};
 /// registries.conf (and where it sends a few references).
 pub fn registry(bytes: &[u8]) {
     let text = String::from_utf8_lossy(bytes);
-    let _ = crate::registry::RemoteRef::parse(&text);
+    let _ = crate::image::reference::RemoteRef::parse(&text);
     let _ = crate::registry::auth::parse_challenge(&text);
     if let Ok(conf) = crate::registry::conf::RegistriesConf::from_text(&text) {
         let by_digest = format!("quay.io/lab/tool@sha256:{}", "a".repeat(64));
         for r in ["python:3.12", by_digest.as_str(), "a.b.example/x/y:z"] {
-            if let Ok(r) = crate::registry::RemoteRef::parse(r) {
+            if let Ok(r) = crate::image::reference::RemoteRef::parse(r) {
                 let _ = conf.endpoints(&r, true);
                 let _ = conf.endpoints(&r, false);
             }
         }
     }
-    if let Ok(r) = crate::registry::RemoteRef::parse("registry.lab:5000/ns/repo:1") {
+    if let Ok(r) = crate::image::reference::RemoteRef::parse("registry.lab:5000/ns/repo:1") {
         if !bytes.windows(11).any(|w| w == b"credHelpers") && !bytes.windows(10).any(|w| w == b"credsStore") {
             let _ = crate::registry::auth::from_bytes(bytes, &r, Path::new("fuzz"));
         }
@@ -44,7 +44,8 @@ pub fn oci_config(bytes: &[u8], bundle: &Path, cache: &Path) {
         let _ = crate::spec::bundle::check_id(id);
     }
     let cgroups = crate::cgroups::CgroupHost::parse("", "");
-    let _ = plan::build(
+    let host = plan::Host::gather(&cgroups, Some(&spec), None);
+    let planned = plan::build(
         spec,
         PlanContext {
             id: "fuzz",
@@ -52,7 +53,7 @@ pub fn oci_config(bytes: &[u8], bundle: &Path, cache: &Path) {
             command_line: Vec::new(),
             state_dir: &bundle.join("state"),
             source: Source::Bundle { dir: bundle },
-            cgroups: &cgroups,
+            host: &host,
             cgroup_parent: None,
             systemd_cgroup: false,
             interactive: false,
@@ -60,11 +61,13 @@ pub fn oci_config(bytes: &[u8], bundle: &Path, cache: &Path) {
             outputs: Vec::new(),
             keep: false,
             scratch_bytes: None,
-            cache_dir: cache,
             cpu_affinity: Vec::new(),
             request: None,
         },
     );
+    if let Ok(mut plan) = planned {
+        let _ = crate::seccomp::compile_planned(plan.seccomp.as_mut(), &plan.spec, cache);
+    }
 }
 
 #[cfg(test)]

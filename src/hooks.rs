@@ -13,12 +13,68 @@
 //! fails the operation; a failing poststart or poststop hook is only reported,
 //! as the runtime spec says.
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+/// A hook refused in the config, or one that failed: each names the kind
+/// (`prestart`, `poststop`, ...) and the hook's path.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The hook's path is relative.
+    #[error("{kind} hook {}: the path must be absolute", path.display())]
+    RelativePath {
+        /// The kind of hook.
+        kind: &'static str,
+        /// Its path.
+        path: PathBuf,
+    },
+    /// The hook's timeout is zero or negative.
+    #[error("{kind} hook {}: timeout must be positive", path.display())]
+    Timeout {
+        /// The kind of hook.
+        kind: &'static str,
+        /// Its path.
+        path: PathBuf,
+    },
+    /// The program could not be started, or waited for.
+    #[error("{kind} hook {}: {op}: {source}", path.display())]
+    Io {
+        /// The kind of hook.
+        kind: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The program exited unsuccessfully.
+    #[error("{kind} hook {}: {status}: {stderr}", path.display())]
+    Failed {
+        /// The kind of hook.
+        kind: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// How it ended.
+        status: ExitStatus,
+        /// What it wrote on stderr, trimmed.
+        stderr: String,
+    },
+    /// The program ran past its timeout and was killed.
+    #[error("{kind} hook {}: timed out after {seconds} s", path.display())]
+    TimedOut {
+        /// The kind of hook.
+        kind: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// The timeout.
+        seconds: u64,
+    },
+}
 
 /// One hook.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,33 +117,29 @@ pub struct Hooks {
 
 impl Hooks {
     /// The hooks of an OCI config, checked.
-    pub fn from_spec(h: Option<&oci_spec::runtime::Hooks>) -> Result<Self, String> {
+    pub fn from_spec(h: Option<&oci_spec::runtime::Hooks>) -> Result<Self, Error> {
         let Some(h) = h else { return Ok(Self::default()) };
-        let conv = |kind: &str, v: &Option<Vec<oci_spec::runtime::Hook>>| -> Result<Vec<Hook>, String> {
-            v.iter()
-                .flatten()
-                .map(|h| {
-                    if !h.path().is_absolute() {
-                        return Err(format!("{kind} hook {}: the path must be absolute", h.path().display()));
-                    }
-                    let timeout = match h.timeout() {
-                        Some(t) if t <= 0 => {
-                            return Err(format!(
-                                "{kind} hook {}: timeout must be positive",
-                                h.path().display()
-                            ))
+        let conv =
+            |kind: &'static str, v: &Option<Vec<oci_spec::runtime::Hook>>| -> Result<Vec<Hook>, Error> {
+                v.iter()
+                    .flatten()
+                    .map(|h| {
+                        if !h.path().is_absolute() {
+                            return Err(Error::RelativePath { kind, path: h.path().clone() });
                         }
-                        t => t.map(|t| t as u64),
-                    };
-                    Ok(Hook {
-                        path: h.path().clone(),
-                        args: h.args().clone().unwrap_or_else(|| vec![h.path().display().to_string()]),
-                        env: h.env().clone().unwrap_or_default(),
-                        timeout,
+                        let timeout = match h.timeout() {
+                            Some(t) if t <= 0 => return Err(Error::Timeout { kind, path: h.path().clone() }),
+                            t => t.map(|t| t as u64),
+                        };
+                        Ok(Hook {
+                            path: h.path().clone(),
+                            args: h.args().clone().unwrap_or_else(|| vec![h.path().display().to_string()]),
+                            env: h.env().clone().unwrap_or_default(),
+                            timeout,
+                        })
                     })
-                })
-                .collect()
-        };
+                    .collect()
+            };
         #[allow(deprecated)]
         let prestart = conv("prestart", h.prestart())?;
         Ok(Self {
@@ -123,14 +175,15 @@ pub fn state_json(id: &str, status: &str, pid: i32, bundle: &str, annotations: &
 }
 
 /// Run `hooks` in order, each with `state` on stdin; the first failure stops.
-pub fn run_all(kind: &str, hooks: &[Hook], state: &str) -> Result<(), String> {
+pub fn run_all(kind: &'static str, hooks: &[Hook], state: &str) -> Result<(), Error> {
     for h in hooks {
-        run(h, state).map_err(|why| format!("{kind} hook {}: {why}", h.path.display()))?;
+        run(kind, h, state)?;
     }
     Ok(())
 }
 
-fn run(h: &Hook, state: &str) -> Result<(), String> {
+fn run(kind: &'static str, h: &Hook, state: &str) -> Result<(), Error> {
+    let io_err = |op: &'static str| move |source| Error::Io { kind, path: h.path.clone(), op, source };
     let mut cmd = Command::new(&h.path);
     if let Some((argv0, rest)) = h.args.split_first() {
         use std::os::unix::process::CommandExt;
@@ -147,14 +200,14 @@ fn run(h: &Hook, state: &str) -> Result<(), String> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start it: {e}"))?;
+        .map_err(io_err("cannot start it"))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin is fine.
         let _ = stdin.write_all(state.as_bytes());
     }
     let deadline = h.timeout.map(|t| Instant::now() + Duration::from_secs(t));
     loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+        if let Some(status) = child.try_wait().map_err(io_err("waiting for it"))? {
             if status.success() {
                 return Ok(());
             }
@@ -162,12 +215,16 @@ fn run(h: &Hook, state: &str) -> Result<(), String> {
             if let Some(mut e) = child.stderr.take() {
                 let _ = std::io::Read::read_to_string(&mut e, &mut err);
             }
-            return Err(format!("{status}: {}", err.trim()));
+            return Err(Error::Failed { kind, path: h.path.clone(), status, stderr: err.trim().to_string() });
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("timed out after {} s", h.timeout.unwrap_or_default()));
+            return Err(Error::TimedOut {
+                kind,
+                path: h.path.clone(),
+                seconds: h.timeout.unwrap_or_default(),
+            });
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -194,9 +251,11 @@ mod tests {
         run_all("poststart", &[h], "{\"id\":\"x\"}").unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "{\"id\":\"x\"}");
         let e = run_all("createRuntime", &[hook("echo nope >&2; exit 2")], "{}").unwrap_err();
-        assert!(e.contains("createRuntime hook /bin/sh") && e.contains("nope"), "{e}");
+        assert!(matches!(&e, Error::Failed { kind: "createRuntime", stderr, .. } if stderr == "nope"), "{e}");
+        assert!(e.to_string().starts_with("createRuntime hook /bin/sh: exit status: 2: nope"), "{e}");
         let mut slow = hook("sleep 5");
         slow.timeout = Some(1);
-        assert!(run_all("x", &[slow], "{}").unwrap_err().contains("timed out"));
+        let e = run_all("x", &[slow], "{}").unwrap_err();
+        assert!(matches!(e, Error::TimedOut { seconds: 1, .. }), "{e}");
     }
 }

@@ -4,13 +4,16 @@
 //!
 //! - [`cli`]: argument parsing and the verbs; thin, calls into the modules below.
 //! - [`run`]: `exprun run` from options to exit status, the ordered steps in one place.
-//! - [`container`]: the runc-compatible lifecycle of OCI bundles (create, start,
-//!   state, kill, delete, list) over the same spawn path.
-//! - [`image`]: the immutable, content-addressed image store (import, resolve, gc).
+//! - [`container`]: the runc-compatible lifecycle of OCI bundles, one file a verb
+//!   (create, start, state, kill, delete, list, ...) over the same spawn path.
+//! - [`image`]: the immutable, content-addressed image store (import, resolve, gc),
+//!   and image references, as the store and as registries name images.
 //! - [`spec`]: image config + options → OCI runtime spec (no side effects).
-//! - [`plan`]: spec + host → the run plan, validated; what spawn reads and the record stores.
+//! - [`plan`]: spec + host (a [`plan::Host`] value) → the run plan, validated; what spawn reads
+//!   and the record stores.
 //! - [`state`]: the state root: live run directories, locks, records, stale-run cleanup.
-//! - [`cgroups`]: cgroup placement, limits (through cgroups-rs), usage, removal; v1 and v2.
+//! - [`cgroups`]: the host's cgroup layout, limits (through cgroups-rs), usage, removal; v1 and v2
+//!   (where a run's cgroup goes is planned in [`plan::cgroup`]).
 //! - [`spawn`]: the parent side (create half, start half, foreground wait), the
 //!   protocol, and the container's init (child side).
 //! - [`rootfs`]: overlay, mounts, /dev, pivot_root: run by the container's init.
@@ -24,9 +27,11 @@
 //! - [`log`]: `--debug` output with step timings.
 //! - [`node`]: the node configuration file (where pod records go, their retention).
 //! - [`userns`]: rootless image commands re-run in a user namespace with subordinate ids.
-//! - [`sys`]: the raw syscalls nothing else wraps; the one home of `unsafe` besides spawn.
+//! - [`sys`]: the raw syscalls nothing else wraps, and [`sys::Kernel`], the seam init
+//!   and rootfs make their syscalls through; the one home of `unsafe`.
 //! - [`digest`]: `sha256:` digests and hashing readers and writers.
 //! - [`fsutil`]: atomic writes, advisory locks, random ids.
+//! - [`glob`]: the one glob matcher (`--pass-env`, `.s2iignore`, tolerance rules).
 //! - [`error`]: the top-level error and the exit-code contract.
 //!
 //! # Invariants
@@ -46,6 +51,7 @@ pub mod error;
 pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod glob;
 pub mod hooks;
 pub mod hostpath;
 pub mod image;

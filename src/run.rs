@@ -78,7 +78,8 @@ pub type Vary<'a> = dyn Fn(&mut oci_spec::runtime::Spec, &mut Vec<usize>) + 'a;
 fn rootless(cgroups: &CgroupHost, parent: Option<&str>) -> Option<spec::Rootless> {
     let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
     (uid != 0).then(|| spec::Rootless {
-        cgroup: cgroups.delegated_parent(parent, uid).is_ok(),
+        cgroup: plan::cgroup::delegated::delegated_parent(&plan::Host::gather(cgroups, None, parent), parent)
+            .is_ok(),
         ..spec::Rootless::of_caller(uid, gid)
     })
 }
@@ -135,6 +136,7 @@ pub fn run_with(
     log::debug(|| "step 3: runtime spec built".into());
 
     // 4.
+    let host = plan::Host::gather(&cgroups, Some(&spec), opts.cgroup_parent.as_deref());
     let mut plan = plan::build(
         spec,
         PlanContext {
@@ -143,7 +145,7 @@ pub fn run_with(
             command_line,
             state_dir: &state_dir,
             source: Source::Image { image: &image, layers_root: &store.layers_root() },
-            cgroups: &cgroups,
+            host: &host,
             cgroup_parent: opts.cgroup_parent.as_deref(),
             systemd_cgroup: false,
             interactive: opts.interactive,
@@ -151,7 +153,6 @@ pub fn run_with(
             outputs: opts.outputs.clone(),
             keep: opts.keep,
             scratch_bytes: opts.storage_size,
-            cache_dir: &root.cache_dir(),
             cpu_affinity: cpus,
             request: Some(plan::Request {
                 options: opts.clone(),
@@ -163,6 +164,10 @@ pub fn run_with(
             }),
         },
     )?;
+    //    The plan checked the seccomp profile; its program is compiled (or
+    //    taken from the cache) here, in exprun, before anything is cloned.
+    crate::seccomp::compile_planned(plan.seccomp.as_mut(), &plan.spec, &root.cache_dir())
+        .map_err(plan::Error::from)?;
 
     log::debug(|| format!("step 4: planned run {id}"));
 

@@ -16,10 +16,11 @@
 use std::io;
 use std::os::fd::OwnedFd;
 
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::Pid;
 
 use crate::plan::{IdRange, UserNs};
 use crate::spec::Rootless;
+use crate::sys::Forked;
 
 /// Whether this process is in the host's user namespace (not in one of ours).
 pub fn in_initial_userns() -> bool {
@@ -48,13 +49,9 @@ pub fn rerun_mapped(maps: &UserNs) -> io::Result<i32> {
     let exe = c"/proc/self/exe";
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    if crate::sys::thread_count()? != 1 {
-        return Err(io::Error::other("exprun must be single-threaded to fork here"));
-    }
-    // SAFETY: single-threaded (checked above); the child only makes system calls
-    // and then execs or exits.
-    match unsafe { nix::unistd::fork() }? {
-        ForkResult::Child => {
+    // The child only makes system calls and then execs or exits.
+    match crate::sys::clone_process(0, None)? {
+        Forked::Child => {
             drop((ready_r, go_w));
             let ok = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).is_ok()
                 && nix::unistd::write(&ready_w, b"r").is_ok()
@@ -64,7 +61,7 @@ pub fn rerun_mapped(maps: &UserNs) -> io::Result<i32> {
             }
             crate::sys::exit_now(crate::error::EXIT_EXPRUN_FAILED)
         }
-        ForkResult::Parent { child } => {
+        Forked::Parent { pid: child, .. } => {
             drop((ready_w, go_r));
             let mapped = if read_byte(&ready_r) {
                 crate::spawn::write_id_maps(child, maps).map_err(|e| io::Error::other(e.to_string()))

@@ -84,7 +84,7 @@ fn broken_configs_and_ids_are_refused_by_name() {
     for id in ["a/b", "..", "x/../y", ""] {
         let (code, _, err) = oci(&s.r, &log, &["create", "--bundle", b.to_str().unwrap(), id]);
         assert_eq!(code, 125, "id {id:?}: {err}");
-        assert!(err.contains("container id") || err.contains("id"), "id {id:?}: {err}");
+        assert!(err.contains(&format!("container id {id:?}: use letters, digits")), "id {id:?}: {err}");
     }
     s.r.assert_no_leftovers();
 }

@@ -6,9 +6,7 @@
 //! directory, which are stored as a 0/0 device and a `trusted.*` xattr. As a
 //! normal user the test prints `SKIP: ...`, unless `CI=true`, where it fails.
 
-use std::ffi::CString;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -35,20 +33,6 @@ fn ok(root: &Path, args: &[&str]) -> String {
 
 fn json(root: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&ok(root, args)).unwrap_or_else(|e| panic!("exprun {args:?}: not JSON: {e}"))
-}
-
-fn lgetxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    let mut buf = vec![0u8; 256];
-    // SAFETY: both strings are NUL-terminated and `buf` is valid for writes of
-    // `buf.len()` bytes, which is the most lgetxattr writes.
-    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        return None;
-    }
-    buf.truncate(r as usize);
-    Some(buf)
 }
 
 fn diff_ids(inspect: &serde_json::Value) -> Vec<String> {
@@ -132,7 +116,10 @@ fn import_ls_inspect_rm_gc_on_the_fixture_in_three_formats() {
     assert!(wh.file_type().is_char_device(), "whiteout is a char device");
     assert_eq!(wh.rdev(), 0, "whiteout is 0/0");
     assert!(!l2.join("etc/.wh.removed-by-layer2").exists());
-    assert_eq!(lgetxattr(&l2.join("opt/data"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert_eq!(
+        exprun::sys::lgetxattr(&l2.join("opt/data"), "trusted.overlay.opaque").unwrap().as_deref(),
+        Some(&b"y"[..])
+    );
     assert!(!l2.join("opt/data/.wh..wh..opq").exists());
     assert!(l2.join("opt/data/new").is_file());
 

@@ -108,6 +108,32 @@ fn unknown_options_are_data_and_recursive_attributes_apply_below_as_with_runc() 
 }
 
 #[test]
+fn rnorelatime_leaves_the_kernels_relatime_as_with_runc() {
+    let Some(t) = shim("rnorelatime_leaves_the_kernels_relatime_as_with_runc") else { return };
+    let (r, work) = (&t.r, t.work.path());
+    let _vol = Tmpfs::new(&work.join("vol"), "mode=755");
+    let b = bundle(work, &["sh", "-c", "grep ' /vol ' /proc/self/mountinfo"]);
+    let log = b.join("log.json");
+    edit(&b, |c| {
+        c["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/vol", "type": "bind", "source": work.join("vol"),
+            "options": ["rbind", "rnorelatime"]
+        }))
+    });
+    let (code, out, err) = oci(r, &log, &["run", "-b", b.to_str().unwrap(), "rel"]);
+    assert_eq!(code, 0, "{err}");
+    let got = mount_options(&out);
+    assert_eq!(got.len(), 1, "{out}");
+    assert!(got[0].1.split(',').any(|o| o == "relatime"), "exprun: {out}");
+    if let Some((code, runc_out, err)) = runc(&work.join("runc"), &b, "rel-runc") {
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(got, mount_options(&runc_out), "exprun and runc disagree");
+    }
+    r.assert_no_leftovers();
+    remove_parent_cgroups();
+}
+
+#[test]
 fn rshared_root_propagation_sends_a_container_mount_to_the_host_and_nothing_of_exprun_s() {
     let Some(t) =
         shim("rshared_root_propagation_sends_a_container_mount_to_the_host_and_nothing_of_exprun_s")

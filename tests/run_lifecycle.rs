@@ -142,15 +142,21 @@ fn fork_bomb_hits_the_pids_limit() {
     }
     let r = TestRoot::with_busybox();
     let script = "n=0; for i in $(seq 100); do sleep 5 & n=$((n+1)); done 2>/dev/null; echo started; kill $(jobs -p) 2>/dev/null; true";
-    let (code, _out, err) = r.run(&["--pids-limit", "20", "busybox:latest", "--", "sh", "-c", script]);
+    let (code, out, err) = r.run(&["--pids-limit", "20", "busybox:latest", "--", "sh", "-c", script]);
     assert!(err.contains("process limit"), "{err}");
     let rec = r.last_record();
     assert!(rec["usage"]["pids_limit_hits"].as_u64().unwrap() > 0, "{rec}");
     assert_eq!(rec["cgroup"]["limits"]["pids_max"], 20);
-    let _ = code;
-    // And CPU: the quota is written and recorded.
-    let (code, _, err) = r.run(&["--cpus", "0.5", "busybox:latest", "--", "true"]);
+    // busybox sh gives up with 2 when it cannot fork, before the loop ends.
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert_eq!(rec["exit"]["code"], 2, "{rec}");
+    // And CPU: the quota is in the kernel's file, as the container sees its
+    // own cgroup, and in the record.
+    let v1 = std::path::Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists();
+    let read = if v1 { "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us" } else { "cat /sys/fs/cgroup/cpu.max" };
+    let (code, out, err) = r.run(&["--cpus", "0.5", "busybox:latest", "--", "sh", "-c", read]);
     assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), if v1 { "50000" } else { "50000 100000" }, "the kernel's cpu quota");
     assert_eq!(r.last_record()["cgroup"]["limits"]["cpu_quota_us"], 50_000);
     r.assert_no_leftovers();
 }

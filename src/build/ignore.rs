@@ -13,11 +13,13 @@
 
 use std::path::{Component, Path};
 
+use crate::glob::{Glob, Syntax};
+
 /// The rules of one `.s2iignore`, in order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Ignore {
     /// (whether the rule takes paths back, the pattern's components)
-    rules: Vec<(bool, Vec<String>)>,
+    rules: Vec<(bool, Vec<Glob>)>,
 }
 
 impl Ignore {
@@ -39,8 +41,7 @@ impl Ignore {
                 match c {
                     Component::Normal(s) => {
                         let s = s.to_str().ok_or_else(|| bad("is not UTF-8"))?;
-                        glob(s, "").map_err(|why| bad(&why))?;
-                        parts.push(s.to_string());
+                        parts.push(Glob::parse(s, Syntax::COMPONENTS).map_err(|why| bad(&why))?);
                     }
                     Component::RootDir | Component::CurDir => {}
                     Component::ParentDir | Component::Prefix(_) => {
@@ -61,9 +62,7 @@ impl Ignore {
         let names: Vec<&str> = rel.components().filter_map(|c| c.as_os_str().to_str()).collect();
         let mut ignored = false;
         for (back, pattern) in &self.rules {
-            if pattern.len() == names.len()
-                && pattern.iter().zip(&names).all(|(p, n)| glob(p, n).unwrap_or(false))
-            {
+            if pattern.len() == names.len() && pattern.iter().zip(&names).all(|(p, n)| p.matches(n)) {
                 ignored = !back;
             }
         }
@@ -74,72 +73,6 @@ impl Ignore {
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
-}
-
-/// Whether `name` matches the glob `pattern` (see the module documentation); an
-/// error for a pattern that does not parse (an unclosed `[`, a trailing `\`).
-fn glob(pattern: &str, name: &str) -> Result<bool, String> {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    // Check the whole pattern first, so that a bad one is refused whatever the name.
-    let mut i = 0;
-    while i < p.len() {
-        i = match p[i] {
-            '[' => class(&p, i, None)?.1,
-            '\\' if i + 1 < p.len() => i + 2,
-            '\\' => return Err("ends with '\\'".into()),
-            _ => i + 1,
-        };
-    }
-    Ok(matches(&p, &n))
-}
-
-fn matches(p: &[char], n: &[char]) -> bool {
-    match p.first() {
-        None => n.is_empty(),
-        Some('*') => (0..=n.len()).any(|k| matches(&p[1..], &n[k..])),
-        Some(_) if n.is_empty() => false,
-        Some('?') => matches(&p[1..], &n[1..]),
-        Some('[') => match class(p, 0, Some(n[0])) {
-            Ok((true, end)) => matches(&p[end..], &n[1..]),
-            _ => false,
-        },
-        Some('\\') => p.get(1) == Some(&n[0]) && matches(&p[2..], &n[1..]),
-        Some(c) => *c == n[0] && matches(&p[1..], &n[1..]),
-    }
-}
-
-/// The class starting at `p[start]` (a `[`): whether `c` is in it, and the
-/// index after its `]`.
-fn class(p: &[char], start: usize, c: Option<char>) -> Result<(bool, usize), String> {
-    let mut i = start + 1;
-    let negated = p.get(i) == Some(&'^');
-    if negated {
-        i += 1;
-    }
-    let mut hit = false;
-    let mut first = true;
-    loop {
-        let lo = match p.get(i) {
-            None => return Err("has a '[' without its ']'".into()),
-            Some(']') if !first => break,
-            Some('\\') => {
-                i += 1;
-                *p.get(i).ok_or("ends with '\\'")?
-            }
-            Some(ch) => *ch,
-        };
-        first = false;
-        i += 1;
-        let hi = if p.get(i) == Some(&'-') && p.get(i + 1).is_some_and(|x| *x != ']') {
-            i += 2;
-            p[i - 1]
-        } else {
-            lo
-        };
-        hit |= c.is_some_and(|c| lo <= c && c <= hi);
-    }
-    Ok((hit != negated, i + 1))
 }
 
 #[cfg(test)]

@@ -3,12 +3,8 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use super::*;
 
 fn set_xattr(path: &Path, name: &str, value: &[u8]) {
-    let p = crate::sys::cstring(path).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    // SAFETY: both strings are NUL-terminated; the value pointer and length
-    // describe a live slice.
-    let r = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-    assert_eq!(r, 0, "setting {name} on {}: {}", path.display(), io::Error::last_os_error());
+    let r = crate::sys::lsetxattr(path, name, value);
+    assert!(r.is_ok(), "setting {name} on {}: {r:?}", path.display());
 }
 
 fn mkdir(p: &Path, mode: u32) {

@@ -1,6 +1,9 @@
-//! Unit tests of cgroup planning and of writing limits, on fake trees.
+//! Unit tests of writing limits (on plans of fake layouts), on fake trees.
 
 use super::*;
+use std::path::Path;
+
+use crate::plan::cgroup::Placement;
 
 const HYBRID_MOUNTINFO: &str = "\
 30 25 0:26 / /sys/fs/cgroup rw,nosuid - tmpfs tmpfs rw,mode=755
@@ -239,100 +242,6 @@ fn missing_parent_is_an_error_naming_it() {
     let err = Cgroup::create(&plan).unwrap_err().to_string();
     assert!(err.contains(&dir.path().join("nope").display().to_string()), "{err}");
     assert!(err.contains("--cgroup-parent"), "{err}");
-}
-
-/// The delegation fixtures give files to other users, which needs root.
-fn may_chown(test: &str) -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    if !root {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "{test} needs root, and CI=true forbids skipping"
-        );
-        println!("SKIP: {test}: needs root to give the fixture's files to another user");
-    }
-    root
-}
-
-/// A fake cgroup2 tree as systemd lays it out for user 4242: everything from
-/// `user@4242.service` down belongs to the user; `cpu pids` were delegated.
-fn delegated_fixture(caller: &str) -> (tempfile::TempDir, CgroupHost) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let service = root.join("user.slice/user@4242.service");
-    for (d, owner) in [
-        (root.to_path_buf(), 0),
-        (root.join("user.slice"), 0),
-        (root.join("user.slice/session-1.scope"), 0),
-        (service.clone(), 4242),
-        (service.join("app.slice"), 4242),
-        (service.join("app.slice/run-r1.scope"), 4242),
-    ] {
-        fs::create_dir_all(&d).unwrap();
-        for f in ["cgroup.procs", "cgroup.subtree_control", "cgroup.controllers"] {
-            fs::write(d.join(f), "").unwrap();
-            std::os::unix::fs::chown(d.join(f), Some(owner), None).unwrap();
-        }
-        std::os::unix::fs::chown(&d, Some(owner), None).unwrap();
-    }
-    fs::write(service.join("cgroup.controllers"), "cpu pids\n").unwrap();
-    let mi = format!("30 25 0:26 / {} rw,nosuid - cgroup2 cgroup2 rw\n", root.display());
-    let host = CgroupHost::parse(&mi, &format!("0::{caller}\n"));
-    (dir, host)
-}
-
-#[test]
-fn a_rootless_run_goes_next_to_exprun_in_the_delegated_subtree() {
-    if !may_chown("a_rootless_run_goes_next_to_exprun_in_the_delegated_subtree") {
-        return;
-    }
-    let (dir, host) = delegated_fixture("/user.slice/user@4242.service/app.slice/run-r1.scope");
-    let limits = Limits { pids_max: Some(16), cpu_quota_us: Some(50_000), ..Limits::default() };
-    let plan = host.plan_delegated("exprun-x", None, limits.clone(), 4242).unwrap();
-    let service = dir.path().join("user.slice/user@4242.service");
-    assert_eq!(plan.version, Version::V2);
-    assert_eq!(plan.dirs["unified"], service.join("app.slice/exprun-x"));
-    assert_eq!(plan.enable_in, vec![service.clone(), service.join("app.slice")]);
-    assert_eq!(plan.limits, limits);
-
-    // A controller the subtree was not given is named, with where to look.
-    let memory = Limits { memory_bytes: Some(1 << 26), ..Limits::default() };
-    let err = host.plan_delegated("exprun-x", None, memory.clone(), 4242).unwrap_err().to_string();
-    assert!(err.contains("--memory") && err.contains("memory controller is not delegated"), "{err}");
-    assert!(err.contains(&service.join("cgroup.controllers").display().to_string()), "{err}");
-
-    // --cgroup-parent: only inside the subtree.
-    let plan = host
-        .plan_delegated("exprun-x", Some("/user.slice/user@4242.service"), Limits::default(), 4242)
-        .unwrap();
-    assert_eq!(plan.dirs["unified"], service.join("exprun-x"));
-    assert_eq!(plan.enable_in, vec![service.clone()]);
-    let err = host.plan_delegated("exprun-x", Some("/user.slice"), Limits::default(), 4242).unwrap_err();
-    assert!(matches!(err, Error::NotDelegated { .. }), "{err}");
-    // Another user has nothing delegated here.
-    let err = host.plan_delegated("exprun-x", None, Limits::default(), 4243).unwrap_err();
-    assert!(err.to_string().contains("is not delegated to you"), "{err}");
-}
-
-#[test]
-fn a_rootless_caller_outside_a_delegated_subtree_is_told_what_to_do() {
-    if !may_chown("a_rootless_caller_outside_a_delegated_subtree_is_told_what_to_do") {
-        return;
-    }
-    let (_dir, host) = delegated_fixture("/user.slice/session-1.scope");
-    let err = host.plan_delegated("exprun-x", None, Limits::default(), 4242).unwrap_err().to_string();
-    assert!(err.contains("session-1.scope is not delegated to you"), "{err}");
-
-    // Its own cgroup delegated, but with processes in it and a parent that is not.
-    let (_dir, host) = delegated_fixture("/user.slice/user@4242.service");
-    let err = host.plan_delegated("exprun-x", None, Limits::default(), 4242).unwrap_err().to_string();
-    assert!(err.contains("no internal processes") && err.contains("/cli/cgroup.procs"), "{err}");
-
-    // No cgroup2 hierarchy at all.
-    let host = CgroupHost::parse("", "0::/\n");
-    let err = host.plan_delegated("exprun-x", None, Limits::default(), 4242).unwrap_err().to_string();
-    assert!(err.contains("no cgroup2 hierarchy"), "{err}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ use super::out::{out, outln};
 use super::Globals;
 use crate::error::{Error, Result};
 use crate::image::{reference, ImageStore, ImageSummary, Progress};
+use crate::record::files::size_text;
 
 /// The `image` subcommands.
 #[derive(Debug, Subcommand)]
@@ -134,7 +135,7 @@ pub(super) fn gc_store(globals: &Globals, store: &ImageStore) -> Result<()> {
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string_pretty(v).map_err(|e| Error::Usage(format!("cannot print JSON: {e}")))
+    serde_json::to_string_pretty(v).map_err(|source| Error::Json { op: "cannot print JSON", source })
 }
 
 /// The `image ls` table.
@@ -156,7 +157,7 @@ fn table(rows: &[ImageSummary], full_digests: bool) -> String {
         };
         let digest =
             if full_digests { r.manifest_digest.to_string() } else { r.manifest_digest.short().to_string() };
-        lines.push([name, tag, digest, human_size(r.size), r.created.clone().unwrap_or_else(|| "-".into())]);
+        lines.push([name, tag, digest, size_text(r.size), r.created.clone().unwrap_or_else(|| "-".into())]);
     }
     let mut widths = [0usize; 5];
     for l in &lines {
@@ -180,34 +181,10 @@ fn table(rows: &[ImageSummary], full_digests: bool) -> String {
     out
 }
 
-/// Bytes in B, KiB, MiB or GiB with one decimal.
-fn human_size(n: u64) -> String {
-    const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::digest::Digest;
-
-    #[test]
-    fn sizes_are_human() {
-        assert_eq!(human_size(0), "0 B");
-        assert_eq!(human_size(1536), "1.5 KiB");
-        assert_eq!(human_size(3 << 20), "3.0 MiB");
-        assert_eq!(human_size(5 << 30), "5.0 GiB");
-        assert_eq!(human_size(5 << 40), "5120.0 GiB");
-    }
 
     #[test]
     fn table_splits_name_and_tag() {

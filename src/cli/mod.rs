@@ -219,7 +219,9 @@ pub fn main() -> i32 {
         if let Some(maps) = crate::userns::caller_maps() {
             return match crate::userns::rerun_mapped(&maps) {
                 Ok(code) => code,
-                Err(e) => report(&Error::Usage(format!("re-running in a user namespace: {e}")), &log),
+                Err(source) => {
+                    report(&Error::Io { op: "re-running in a user namespace".into(), source }, &log)
+                }
             };
         }
     }

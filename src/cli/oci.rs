@@ -69,7 +69,7 @@ pub fn absolute(path: PathBuf) -> Result<PathBuf> {
         return Ok(path);
     }
     let cwd = std::env::current_dir()
-        .map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
+        .map_err(|source| Error::Io { op: "cannot read the current directory".into(), source })?;
     Ok(cwd.join(path))
 }
 
@@ -203,14 +203,15 @@ pub fn update(globals: &Globals, a: UpdateArgs) -> Result<i32> {
             let bytes = if p.as_os_str() == "-" {
                 let mut b = Vec::new();
                 std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
-                    .map_err(|e| Error::Usage(format!("reading the resources from stdin: {e}")))?;
+                    .map_err(|source| Error::Io { op: "reading the resources from stdin".into(), source })?;
                 b
             } else {
-                std::fs::read(p).map_err(|e| Error::Usage(format!("reading {}: {e}", p.display())))?
+                std::fs::read(p)
+                    .map_err(|source| Error::Io { op: format!("reading {}", p.display()), source })?
             };
             let r: oci_spec::runtime::LinuxResources = serde_json::from_slice(&bytes)
                 .map_err(|e| Error::Usage(format!("--resources: not OCI LinuxResources JSON: {e}")))?;
-            let mut l = crate::plan::resources_limits(&r)?;
+            let mut l = crate::plan::resources_limits(&r, &crate::plan::host::hugepage_sizes())?;
             // As with runc, update changes limits, not device rules.
             l.devices.clear();
             l
@@ -515,12 +516,14 @@ pub fn spec(a: SpecArgs, rootless: bool) -> Result<i32> {
             m("/sys", "bind", "/sys", &["rbind", "nosuid", "noexec", "nodev", "ro"])
         ]);
     }
-    let mut bytes = serde_json::to_vec_pretty(&doc).map_err(|e| Error::Usage(e.to_string()))?;
+    let mut bytes = serde_json::to_vec_pretty(&doc)
+        .map_err(|source| Error::Json { op: "writing config.json", source })?;
     bytes.push(b'\n');
-    std::fs::write(&path, bytes).map_err(|e| Error::Usage(format!("writing {}: {e}", path.display())))?;
+    std::fs::write(&path, bytes)
+        .map_err(|source| Error::Io { op: format!("writing {}", path.display()), source })?;
     Ok(0)
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string_pretty(v).map_err(|e| Error::Usage(format!("cannot print JSON: {e}")))
+    serde_json::to_string_pretty(v).map_err(|source| Error::Json { op: "cannot print JSON", source })
 }

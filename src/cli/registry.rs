@@ -6,11 +6,12 @@ use clap::Args;
 
 use super::Globals;
 use crate::error::{Error, Result};
+use crate::image::reference::RemoteRef;
 use crate::image::{ImageStore, Limits};
 use crate::registry::auth::{self, Credentials};
 use crate::registry::http::{Timeouts, DEFAULT_TIMEOUT};
 use crate::registry::pull::{self, PullOptions};
-use crate::registry::{parse_ref, push, Client, ClientOptions, RemoteRef, Transfer};
+use crate::registry::{parse_ref, push, Client, ClientOptions, Transfer};
 
 /// How to reach a registry.
 #[derive(Debug, Clone, Args)]
@@ -192,10 +193,10 @@ pub fn pull_for_run(globals: &Globals, image: &str, policy: &str, registry: &Reg
         }
         pull.arg("--registry-timeout").arg(registry.registry_timeout.to_string());
         pull.arg("--registry-min-rate").arg(registry.registry_min_rate.to_string());
-        let status = pull
-            .stdout(std::process::Stdio::null())
-            .status()
-            .map_err(|e| Error::Usage(format!("cannot start exprun pull for --pull {policy}: {e}")))?;
+        let status = pull.stdout(std::process::Stdio::null()).status().map_err(|source| Error::Io {
+            op: format!("cannot start exprun pull for --pull {policy}"),
+            source,
+        })?;
         return match status.code() {
             Some(0) => Ok(()),
             _ => {
@@ -285,7 +286,7 @@ pub struct LogoutArgs {
 
 /// The auth file key for `registry` (Docker Hub when `None`), checked.
 fn auth_key(registry: Option<&str>) -> Result<String> {
-    let key = auth::normalise_key(registry.unwrap_or(crate::registry::reference::DOCKER_HUB));
+    let key = auth::normalise_key(registry.unwrap_or(crate::image::reference::DOCKER_HUB));
     let host = key.split('/').next().unwrap_or_default();
     // A registry is a reference's first part: parse one to check it.
     parse_ref(&format!("{host}/x"))
@@ -316,9 +317,10 @@ pub fn login(a: LoginArgs) -> Result<i32> {
         (Some(p), _) => p,
         (None, true) => {
             let mut line = String::new();
-            std::io::stdin()
-                .read_line(&mut line)
-                .map_err(|e| Error::Usage(format!("--password-stdin: cannot read standard input: {e}")))?;
+            std::io::stdin().read_line(&mut line).map_err(|source| Error::Io {
+                op: "--password-stdin: cannot read standard input".into(),
+                source,
+            })?;
             line.trim_end_matches(['\r', '\n']).to_string()
         }
         (None, false) => ask("Password: ", false)?,
@@ -381,6 +383,6 @@ fn ask(prompt: &str, echo: bool) -> Result<String> {
         let _ = tcsetattr(&stdin, SetArg::TCSANOW, t);
         eprintln!();
     }
-    read.map_err(|e| Error::Usage(format!("login: cannot read the terminal: {e}")))?;
+    read.map_err(|source| Error::Io { op: "login: cannot read the terminal".into(), source })?;
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }

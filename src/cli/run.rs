@@ -194,7 +194,7 @@ impl RunArgs {
     /// Check and normalise every option. Reads only the --env-files.
     fn into_options(self) -> Result<RunOptions> {
         let cwd = std::env::current_dir()
-            .map_err(|e| Error::Usage(format!("cannot read the current directory: {e}")))?;
+            .map_err(|source| Error::Io { op: "cannot read the current directory".into(), source })?;
         let lookup = |n: &str| std::env::var(n).ok();
         let caller: Vec<(String, String)> = std::env::vars().collect();
         let mut env = o::pass_env(&self.pass_env, &caller)?;

@@ -367,8 +367,8 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
                 &diff::Place { record: &b, artifact: artifact(&b) },
                 &tol,
             );
-            let mut d =
-                diff::diff(a, b, limit.0).map_err(|e| Error::Usage(format!("comparing the records: {e}")))?;
+            let mut d = diff::diff(a, b, limit.0)
+                .map_err(|source| Error::Json { op: "comparing the records", source })?;
             d.add_values(values, limit.0);
             if json {
                 outln!(

@@ -68,8 +68,10 @@ impl TrustArgs {
     /// The `--allow` names, normalised, and the `--input`s, checked.
     fn parse(&self) -> Result<(Vec<String>, Vec<HostMount>)> {
         let allow = self.allow.iter().map(|a| trust::parse_allow(a)).collect::<Result<Vec<_>, _>>()?;
-        let cwd = std::env::current_dir()
-            .map_err(|e| crate::error::Error::Usage(format!("cannot read the current directory: {e}")))?;
+        let cwd = std::env::current_dir().map_err(|source| crate::error::Error::Io {
+            op: "cannot read the current directory".into(),
+            source,
+        })?;
         let mut inputs = Vec::new();
         for s in &self.input {
             let m = crate::spec::options::parse_host_mount("--input", s, &cwd, false)?;

@@ -55,7 +55,7 @@ pub struct ExecOptions<'a> {
 /// Returns its exit status (0 once started with `detach`); 126/127 when the
 /// command cannot be run.
 pub fn exec(root: &Root, o: &ExecOptions<'_>) -> Result<i32> {
-    super::check_preserved_fds(o.preserve_fds)?;
+    super::create::check_preserved_fds(o.preserve_fds)?;
     let c = load(root, o.id)?;
     match c.status() {
         Status::Stopped => return Err(Error::NotRunning(o.id.into()).into()),
@@ -109,7 +109,7 @@ pub fn exec(root: &Root, o: &ExecOptions<'_>) -> Result<i32> {
         add_caps(&mut process, &o.caps)?;
     }
     let cgroup = sub_cgroups(&c.plan.cgroup, &o.cgroups)?;
-    let plan = plan::process_plan_from(&process)?;
+    let plan = plan::process_plan_from(&process, &plan::host::ProcessHost::gather())?;
     let signals = spawn::block_signals()?;
     let mut child_io = match (plan.terminal, o.console_socket) {
         (true, Some(s)) => spawn::stdio::console_socket(s, process.console_size()),

@@ -8,7 +8,7 @@ use crate::digest::Digest;
 use crate::image::testutil::{
     self, entries, layer, new_store, two_layer_image, write_layout, Image, TarBuilder,
 };
-use crate::image::{store, unpack, Progress};
+use crate::image::{store, Progress};
 
 #[test]
 fn names_from_annotations_and_name_override() {
@@ -158,7 +158,7 @@ fn whiteouts_and_opaque_dirs_are_stored_in_overlay_format() {
     let m = fs::symlink_metadata(top.join("etc/gone")).unwrap();
     assert!(std::os::unix::fs::FileTypeExt::is_char_device(&m.file_type()) && m.rdev() == 0);
     assert_eq!(
-        unpack::get_xattr(&top.join("opt/data"), "trusted.overlay.opaque").unwrap().as_deref(),
+        crate::sys::lgetxattr(&top.join("opt/data"), "trusted.overlay.opaque").unwrap().as_deref(),
         Some(&b"y"[..])
     );
 }

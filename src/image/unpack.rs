@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -318,7 +318,8 @@ impl Unpacker<'_> {
         if nb == b".wh..wh..opq" {
             let dir = self.open_dir(parent_comps, true)?;
             let xattr = if self.privileged { OPAQUE_XATTR } else { USER_OPAQUE_XATTR };
-            return set_xattr(&dir, xattr, b"y").map_err(|e| format!("set {}: {e}", xattr.to_string_lossy()));
+            return crate::sys::fsetxattr(dir.as_fd(), xattr, b"y")
+                .map_err(|e| format!("set {}: {e}", xattr.to_string_lossy()));
         }
         if nb.starts_with(b".wh..wh.") {
             return Ok(()); // other aufs metadata (.wh..wh.plnk, ...): ignored, as docker does
@@ -468,7 +469,8 @@ impl Unpacker<'_> {
 
     fn set_xattrs(&self, fd: impl AsFd, meta: &Meta) -> EntryResult {
         for (name, value) in &meta.xattrs {
-            set_xattr(&fd, name, value).map_err(|e| format!("set xattr {}: {e}", name.to_string_lossy()))?;
+            crate::sys::fsetxattr(fd.as_fd(), name, value)
+                .map_err(|e| format!("set xattr {}: {e}", name.to_string_lossy()))?;
         }
         Ok(())
     }
@@ -643,36 +645,6 @@ fn exists(dir: &OwnedFd, name: &OsStr) -> EntryResult<bool> {
         Err(Errno::ENOENT) => Ok(false),
         Err(e) => Err(format!("stat: {e}")),
     }
-}
-
-/// `fsetxattr(2)`; nix has no xattr calls.
-fn set_xattr(fd: impl AsFd, name: &CStr, value: &[u8]) -> std::result::Result<(), Errno> {
-    // SAFETY: `name` is a NUL-terminated string and `value` a live slice whose
-    // pointer and length are passed together; the fd is borrowed for the call.
-    let r = unsafe {
-        libc::fsetxattr(fd.as_fd().as_raw_fd(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0)
-    };
-    Errno::result(r).map(drop)
-}
-
-/// `lgetxattr(2)` of `path` (not following a final symlink); `None` if unset.
-#[cfg(test)]
-pub(crate) fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
-    let path = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let name = CString::new(name).map_err(io::Error::other)?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: both strings are NUL-terminated; `buf` is valid for writes of
-    // `buf.len()` bytes, and lgetxattr writes at most that many.
-    let r = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENODATA) => Ok(None),
-            _ => Err(e),
-        };
-    }
-    buf.truncate(r as usize);
-    Ok(Some(buf))
 }
 
 #[cfg(test)]

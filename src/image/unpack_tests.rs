@@ -141,12 +141,12 @@ fn pax_xattrs_user_applied_trusted_and_overlay_never() {
     let f = dest.join("f");
     assert_eq!(fs::metadata(&f).unwrap().mtime(), 1234);
     assert_eq!(fs::metadata(&f).unwrap().mtime_nsec(), 500_000_000);
-    match get_xattr(&f, "user.note") {
+    match crate::sys::lgetxattr(&f, "user.note") {
         Ok(v) => assert_eq!(v.as_deref(), Some(&b"hi"[..])),
         Err(e) => println!("SKIP: user xattrs unsupported here: {e}"),
     }
-    assert_eq!(get_xattr(&f, "trusted.overlay.opaque").unwrap_or(None), None);
-    assert_eq!(get_xattr(&f, "user.overlay.opaque").unwrap_or(None), None);
+    assert_eq!(crate::sys::lgetxattr(&f, "trusted.overlay.opaque").unwrap_or(None), None);
+    assert_eq!(crate::sys::lgetxattr(&f, "user.overlay.opaque").unwrap_or(None), None);
 }
 
 #[test]
@@ -300,7 +300,7 @@ fn whiteouts_and_opaque_dirs_become_overlay_format() {
     assert_eq!(m.rdev(), 0);
     assert!(!dest.join("etc/.wh.gone").exists());
     assert_eq!(
-        get_xattr(&dest.join("opt/data"), "trusted.overlay.opaque").unwrap().as_deref(),
+        crate::sys::lgetxattr(&dest.join("opt/data"), "trusted.overlay.opaque").unwrap().as_deref(),
         Some(&b"y"[..])
     );
     assert!(!dest.join("opt/data/.wh..wh..opq").exists());

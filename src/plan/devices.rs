@@ -88,6 +88,34 @@ fn node(i: usize, d: &LinuxDevice) -> Result<DeviceNode> {
     })
 }
 
+/// The device nodes every container gets: path, major, minor (Linux's fixed
+/// numbers). The container owns them (made with mknod in its /dev, 0666 and
+/// root's, as runc makes them), so nothing it does to them reaches the host's.
+pub const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
+    ("/dev/null", 1, 3),
+    ("/dev/zero", 1, 5),
+    ("/dev/full", 1, 7),
+    ("/dev/random", 1, 8),
+    ("/dev/urandom", 1, 9),
+    ("/dev/tty", 5, 0),
+];
+
+/// [`DEFAULT_DEVICES`] as nodes.
+pub(super) fn default_devices() -> Vec<DeviceNode> {
+    DEFAULT_DEVICES
+        .iter()
+        .map(|&(path, major, minor)| DeviceNode {
+            path: PathBuf::from(path),
+            kind: 'c',
+            major,
+            minor,
+            mode: 0o666,
+            uid: 0,
+            gid: 0,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -223,12 +223,12 @@ fn option(o: &str) -> Opt {
         "rnosymfollow" => rec(ATTR_NOSYMFOLLOW, 0),
         "rsymfollow" => rec(0, ATTR_NOSYMFOLLOW),
         // The atime modes are one field: the last one given wins. As with
-        // mount(2) without MS_NOATIME or MS_STRICTATIME, `atime` (and leaving
-        // noatime or strictatime) is the kernel's default, relatime;
-        // `norelatime` is strictatime.
-        "rrelatime" | "ratime" | "rnostrictatime" => atime(ATTR_RELATIME),
+        // mount(2) without MS_NOATIME or MS_STRICTATIME, `atime`, leaving
+        // noatime or strictatime, and `norelatime` (the kernel then keeps its
+        // default) are relatime, as a mount with runc's `rnorelatime` is.
+        "rrelatime" | "ratime" | "rnostrictatime" | "rnorelatime" => atime(ATTR_RELATIME),
         "rnoatime" => atime(ATTR_NOATIME),
-        "rstrictatime" | "rnorelatime" => atime(ATTR_STRICTATIME),
+        "rstrictatime" => atime(ATTR_STRICTATIME),
         "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" => {
             Opt::Propagation(propagation_flags(o))
         }
@@ -526,7 +526,8 @@ mod tests {
             (&["rnoatime"][..], ATTR_NOATIME),
             (&["rnoatime", "rstrictatime"], ATTR_STRICTATIME),
             (&["rstrictatime", "ratime"], ATTR_RELATIME),
-            (&["rnodiratime", "rnorelatime"], ATTR_STRICTATIME | ATTR_NODIRATIME),
+            (&["rnodiratime", "rnorelatime"], ATTR_RELATIME | ATTR_NODIRATIME),
+            (&["rnorelatime", "rstrictatime"], ATTR_STRICTATIME),
         ] {
             let op = resolve(&mount("/x", "bind", "/d", opts)).unwrap();
             assert_eq!(op.recursive_attrs.set, mode, "{opts:?}");

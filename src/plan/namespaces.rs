@@ -8,12 +8,12 @@
 //! root filesystem is built with mounts and pivot_root in the container's mount
 //! namespace; and a hostname set in exprun's own UTS namespace.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Linux, LinuxIdMapping, LinuxNamespaceType};
 use serde::{Deserialize, Serialize};
 
+use super::host::Host;
 use super::{Error, Result};
 
 /// A namespace joined by path.
@@ -140,7 +140,7 @@ fn type_name(t: LinuxNamespaceType) -> &'static str {
 }
 
 /// The `/proc/self/ns` file of a namespace type.
-fn proc_name(t: LinuxNamespaceType) -> &'static str {
+pub(super) fn proc_name(t: LinuxNamespaceType) -> &'static str {
     match t {
         LinuxNamespaceType::Mount => "mnt",
         LinuxNamespaceType::Network => "net",
@@ -150,16 +150,43 @@ fn proc_name(t: LinuxNamespaceType) -> &'static str {
 
 /// Whether `path` is the namespace of type `t` that exprun itself is in, or
 /// that of pid 1 (the host's, when exprun runs in namespaces of its own).
-fn is_host(t: LinuxNamespaceType, path: &Path) -> bool {
-    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    let Some(target) = id(path) else { return false };
-    ["/proc/self/ns", "/proc/1/ns"].iter().any(|dir| id(&Path::new(dir).join(proc_name(t))) == Some(target))
+fn is_host(host: &Host, t: LinuxNamespaceType, path: &Path) -> bool {
+    let Ok(target) = host.stat(path) else { return false };
+    host.own_namespaces.get(proc_name(t)).is_some_and(|ids| ids.contains(&(target.dev, target.ino)))
+}
+
+/// That the file named in a namespace entry is a namespace file of type `t`
+/// (what /proc/<pid>/ns/<name> links to), from `name`, the kernel's name of the
+/// file opened (`mnt:[4026531841]` for a mount namespace), which says both.
+/// Anything else (a regular file, a directory, /proc itself, another type's
+/// namespace) would only fail in `setns` after the clone, without a name.
+/// spawn checks the descriptor it joins the same way, so a path swapped after
+/// planning is refused there too.
+pub fn check_namespace_name(t: LinuxNamespaceType, name: &str) -> std::io::Result<()> {
+    let want = proc_name(t);
+    let is_ns = |n: &str| {
+        n.strip_suffix(']')
+            .and_then(|n| n.split_once(":["))
+            .is_some_and(|(_, ino)| !ino.is_empty() && ino.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if is_ns(name) && name.starts_with(&format!("{want}:[")) {
+        return Ok(());
+    }
+    let what = if is_ns(name) {
+        format!("a namespace of another type ({name})")
+    } else {
+        format!("not a namespace ({name})")
+    };
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("is {what}; name a {} namespace file, such as /proc/<pid>/ns/{want}", type_name(t)),
+    ))
 }
 
 /// Resolve `linux.namespaces` (and the id maps of a new user namespace), and
 /// refuse what cannot be run without touching the host. `hostname`: whether the
 /// config sets one.
-pub fn resolve(linux: &Linux, hostname: bool) -> Result<Namespaces> {
+pub fn resolve(linux: &Linux, hostname: bool, host: &Host) -> Result<Namespaces> {
     let mut ns = Namespaces::default();
     let mut seen = Vec::new();
     for (i, entry) in linux.namespaces().iter().flatten().enumerate() {
@@ -177,12 +204,14 @@ pub fn resolve(linux: &Linux, hostname: bool) -> Result<Namespaces> {
                     "linux.namespaces[{i}]: joining an existing {kind} namespace by path is not supported yet"
                 )));
             }
-            std::fs::metadata(path).map_err(|source| Error::Source {
-                option: format!("linux.namespaces[{i}] ({kind}) path"),
-                path: path.clone(),
-                source,
+            host.namespace_name(path).and_then(|name| check_namespace_name(t, &name)).map_err(|source| {
+                Error::Source {
+                    option: format!("linux.namespaces[{i}] ({kind}) path"),
+                    path: path.clone(),
+                    source,
+                }
             })?;
-            if t == LinuxNamespaceType::Mount && is_host(t, path) {
+            if t == LinuxNamespaceType::Mount && is_host(host, t, path) {
                 return Err(Error::Config(format!(
                     "linux.namespaces[{i}]: {} is exprun's own (or pid 1's) mount namespace; the \
                      container's root filesystem is built with mounts and pivot_root in its mount \
@@ -196,10 +225,10 @@ pub fn resolve(linux: &Linux, hostname: bool) -> Result<Namespaces> {
         }
         match t {
             LinuxNamespaceType::User => {
-                ns.user_ns = Some(if nix::unistd::geteuid().is_root() {
+                ns.user_ns = Some(if host.process.euid == 0 {
                     privileged_maps(linux)?
                 } else {
-                    rootless_maps(linux)?
+                    rootless_maps(linux, host.process.euid, host.process.egid)?
                 });
                 ns.clone_flags |= t as u64;
             }
@@ -234,7 +263,7 @@ pub fn resolve(linux: &Linux, hostname: bool) -> Result<Namespaces> {
     if hostname {
         match ns.joined(LinuxNamespaceType::Uts) {
             _ if ns.made(LinuxNamespaceType::Uts) => {}
-            Some(j) if is_host(LinuxNamespaceType::Uts, &j.path) => {
+            Some(j) if is_host(host, LinuxNamespaceType::Uts, &j.path) => {
                 return Err(Error::Process {
                     field: "hostname",
                     why: format!(
@@ -316,7 +345,7 @@ fn privileged_maps(linux: &Linux) -> Result<UserNs> {
 /// A rootless run's maps: container root is the caller's own uid and gid,
 /// optionally followed by ranges from 1 up for newuidmap and newgidmap to check
 /// against /etc/subuid and /etc/subgid.
-fn rootless_maps(linux: &Linux) -> Result<UserNs> {
+fn rootless_maps(linux: &Linux, euid: u32, egid: u32) -> Result<UserNs> {
     let check = |maps: Vec<IdRange>, own: u32, what: &str| -> Result<Vec<IdRange>> {
         let root_is_own = maps.first().is_some_and(|m| m.container == 0 && m.host == own && m.size == 1);
         let rest_from_one = maps.iter().skip(1).all(|m| m.container >= 1 && m.size >= 1);
@@ -330,10 +359,72 @@ fn rootless_maps(linux: &Linux) -> Result<UserNs> {
         }
     };
     Ok(UserNs {
-        uids: check(ranges(linux.uid_mappings()), nix::unistd::geteuid().as_raw(), "uidMappings")?,
-        gids: check(ranges(linux.gid_mappings()), nix::unistd::getegid().as_raw(), "gidMappings")?,
+        uids: check(ranges(linux.uid_mappings()), euid, "uidMappings")?,
+        gids: check(ranges(linux.gid_mappings()), egid, "gidMappings")?,
         privileged: false,
     })
+}
+
+/// The config's `domainname` (runtime-spec 1.1), set in the container's new
+/// UTS namespace as the `kernel.domainname` sysctl; anywhere else it would be
+/// the host's.
+pub(super) fn domainname(spec: &oci_spec::runtime::Spec, new_uts: bool) -> Result<Option<String>> {
+    let Some(d) = spec.domainname().clone().filter(|d| !d.is_empty()) else { return Ok(None) };
+    let bad = |why: String| Err(Error::Process { field: "domainname", why });
+    if !new_uts {
+        return bad("setting a domain name needs a new UTS namespace of the container's own; add \
+                    {\"type\": \"uts\"} to linux.namespaces, without a path"
+            .into());
+    }
+    // The kernel's limit (__NEW_UTS_LEN); a longer name would be cut short.
+    if d.len() > 64 || d.bytes().any(|b| b.is_ascii_control()) {
+        return bad(format!("{d:?} is not a domain name of at most 64 bytes without control characters"));
+    }
+    Ok(Some(d))
+}
+
+/// The config's sysctls, each checked to belong to a namespace the container has
+/// of its own: anything else would change the host.
+pub(super) fn sysctls(
+    linux: &oci_spec::runtime::Linux,
+    net: bool,
+    ipc: bool,
+    uts: bool,
+) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
+    out.sort();
+    for (key, _) in &out {
+        let ok = if key.starts_with("net.") {
+            net
+        } else if [
+            "kernel.msgmax",
+            "kernel.msgmnb",
+            "kernel.msgmni",
+            "kernel.sem",
+            "kernel.shmall",
+            "kernel.shmmax",
+            "kernel.shmmni",
+            "kernel.shm_rmid_forced",
+        ]
+        .contains(&key.as_str())
+            || key.starts_with("fs.mqueue.")
+        {
+            ipc
+        } else if key == "kernel.hostname" || key == "kernel.domainname" {
+            uts
+        } else {
+            false
+        };
+        if !ok || key.contains("..") || key.contains('/') {
+            return Err(Error::Process {
+                field: "linux.sysctl",
+                why: format!(
+                    "{key} is not in a namespace of the container's own; setting it would change the host"
+                ),
+            });
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -367,5 +458,20 @@ mod tests {
         assert!(err.contains("linux.uidMappings: [1] overlaps [0]"), "{err}");
         let err = m(serde_json::json!([])).unwrap_err().to_string();
         assert!(err.contains("linux.uidMappings: a new user namespace needs at least one range"), "{err}");
+    }
+
+    #[test]
+    fn a_joined_namespace_must_be_a_namespace_file_of_its_type() {
+        let t = LinuxNamespaceType::Mount;
+        check_namespace_name(t, "mnt:[4026531841]").unwrap();
+        for (name, says) in [
+            ("net:[4026531840]", "a namespace of another type (net:["),
+            ("/proc", "not a namespace (/proc)"),
+            ("/proc/1/status", "not a namespace (/proc/"),
+            ("mnt:[]", "not a namespace (mnt:[])"),
+        ] {
+            let err = check_namespace_name(t, name).unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains("/proc/<pid>/ns/mnt"), "{name}: {err}");
+        }
     }
 }

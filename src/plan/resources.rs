@@ -9,8 +9,9 @@ use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxResources};
 use super::{Error, Result};
 use crate::cgroups::{BlockIo, Limits, RdmaLimit, Throttle, ThrottleKind, WeightDevice};
 
-/// The limits exprun applies from OCI resources (`exprun update` uses it too).
-pub fn resources_limits(r: &LinuxResources) -> Result<Limits> {
+/// The limits exprun applies from OCI resources (`exprun update` uses it too);
+/// `page_sizes`: the host's huge page sizes ([`super::host::hugepage_sizes`]).
+pub fn resources_limits(r: &LinuxResources, page_sizes: &[String]) -> Result<Limits> {
     let cpu = r.cpu().as_ref();
     let devices = r
         .devices()
@@ -65,7 +66,7 @@ pub fn resources_limits(r: &LinuxResources) -> Result<Limits> {
         devices,
         cpuset_cpus: list("linux.resources.cpu.cpus", &cpu.and_then(|c| c.cpus().clone()))?,
         cpuset_mems: list("linux.resources.cpu.mems", &cpu.and_then(|c| c.mems().clone()))?,
-        hugepages: hugepages(r)?,
+        hugepages: hugepages(r, page_sizes)?,
         block_io: r.block_io().as_ref().map(block_io).transpose()?.unwrap_or_default(),
         unified: r.unified().iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect(),
     })
@@ -127,31 +128,9 @@ fn check_cpu(c: &LinuxCpu) -> Result<()> {
     }
 }
 
-/// Where the kernel lists the huge page sizes it supports (`hugepages-2048kB`).
-const HUGEPAGES_DIR: &str = "/sys/kernel/mm/hugepages";
-
-/// This host's huge page sizes, named as in hugetlb cgroup files (`2MB`, `1GB`).
-fn host_page_sizes() -> Vec<String> {
-    let mut sizes: Vec<u64> = std::fs::read_dir(HUGEPAGES_DIR)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok())
-        .collect();
-    sizes.sort_unstable();
-    sizes
-        .into_iter()
-        .map(|kb| match kb {
-            kb if kb % (1 << 20) == 0 => format!("{}GB", kb >> 20),
-            kb if kb % (1 << 10) == 0 => format!("{}MB", kb >> 10),
-            kb => format!("{kb}KB"),
-        })
-        .collect()
-}
-
 /// Page sizes as the kernel names them in hugetlb files: a number and KB, MB or
-/// GB, one of the host's.
-fn hugepages(r: &LinuxResources) -> Result<BTreeMap<String, u64>> {
+/// GB, one of the host's (`host`).
+fn hugepages(r: &LinuxResources, host: &[String]) -> Result<BTreeMap<String, u64>> {
     let mut out = BTreeMap::new();
     for (i, h) in r.hugepage_limits().iter().flatten().enumerate() {
         let field = format!("linux.resources.hugepageLimits[{i}]");
@@ -166,11 +145,10 @@ fn hugepages(r: &LinuxResources) -> Result<BTreeMap<String, u64>> {
                 "{field}.pageSize {size:?}: give a size such as 2MB or 1GB (a number and KB, MB or GB)"
             )));
         }
-        let host = host_page_sizes();
         if !host.contains(size) {
             return Err(Error::Config(format!(
                 "{field}.pageSize {size:?}: not a huge page size of this host ({}: {})",
-                HUGEPAGES_DIR,
+                super::host::HUGEPAGES_DIR,
                 if host.is_empty() { "none".to_string() } else { host.join(", ") }
             )));
         }
@@ -227,4 +205,9 @@ fn block_io(b: &LinuxBlockIo) -> Result<BlockIo> {
         weight_devices,
         throttles,
     })
+}
+/// The config's `linux.resources` as cgroup limits (none without it).
+pub(super) fn limits(linux: &oci_spec::runtime::Linux, page_sizes: &[String]) -> Result<Limits> {
+    let Some(r) = linux.resources() else { return Ok(Limits::default()) };
+    resources_limits(r, page_sizes)
 }

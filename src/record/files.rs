@@ -236,7 +236,8 @@ fn hash_entries(h: &mut Hasher, entries: &[FileEntry]) {
     }
 }
 
-/// `512 B`, `20.0 GiB`, `1.0 TiB`: for the reasons in the record.
+/// `512 B`, `1.5 KiB`, `20.0 GiB`, `1.0 TiB`: sizes as people read them, in the
+/// record's reasons, `exprun images` and the comparisons of `verify`.
 pub fn size_text(n: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let mut v = n as f64;

@@ -202,3 +202,13 @@ fn file_capabilities_are_removed_and_reported_unless_kept() {
     let again = digest_output(d.path(), &mut Budget::unlimited(), Keep::default());
     assert!(again.cleaned.is_empty(), "removed for good: {again:?}");
 }
+
+#[test]
+fn sizes_read_in_binary_units() {
+    assert_eq!(size_text(0), "0 B");
+    assert_eq!(size_text(1023), "1023 B");
+    assert_eq!(size_text(1536), "1.5 KiB");
+    assert_eq!(size_text(3 << 20), "3.0 MiB");
+    assert_eq!(size_text(5 << 30), "5.0 GiB");
+    assert_eq!(size_text(5 << 40), "5.0 TiB");
+}

@@ -56,8 +56,7 @@ pub fn facts(cgroups: &crate::cgroups::CgroupHost) -> HostFacts {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map(|kib| kib * 1024)
     });
-    // SAFETY: sysconf with a valid name has no memory effects.
-    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    let online = nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN).ok().flatten().unwrap_or(0);
     let (cgroup_mode, cgroup_controllers) = cgroups.describe();
     HostFacts {
         kernel_release: field(|u| u.release()),
@@ -80,8 +79,7 @@ fn os_release(path: &Path) -> Option<String> {
 
 /// Online CPUs of this host.
 pub fn cpus_online() -> usize {
-    // SAFETY: sysconf with a valid name has no memory effects.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    let n = nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN).ok().flatten().unwrap_or(0);
     n.max(1) as usize
 }
 

@@ -24,8 +24,8 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::http::Origin;
-use super::reference::{RemoteRef, DOCKER_HUB};
 use super::Error;
+use crate::image::reference::{RemoteRef, DOCKER_HUB};
 
 /// A user name and password (or token).
 #[derive(Clone)]

@@ -26,9 +26,9 @@ use ureq::{Body, ResponseExt};
 
 use super::auth::{self, Challenge, Credentials, RealmTrust};
 use super::http::{Authorization, Get, Http, Origin, Pace, Timeouts};
-use super::reference::RemoteRef;
 use super::Error;
 use crate::digest::Digest;
+use crate::image::reference::RemoteRef;
 
 mod blobs;
 

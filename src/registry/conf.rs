@@ -29,8 +29,8 @@ use serde::Deserialize;
 
 use super::client::ClientOptions;
 use super::http::Origin;
-use super::reference::RemoteRef;
 use super::Error;
+use crate::image::reference::RemoteRef;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]

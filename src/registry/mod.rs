@@ -1,6 +1,7 @@
 //! OCI distribution registries: `exprun pull` and `exprun push`.
 //!
-//! - [`reference`]: `[REGISTRY/]REPOSITORY[:TAG][@DIGEST]` with Docker's defaults;
+//! - references are [`crate::image::reference::RemoteRef`], parsed where the
+//!   store's names are;
 //! - [`auth`]: credentials from podman's and docker's auth files, and the
 //!   registry's challenge;
 //! - [`client`]: the HTTP API of one repository (manifests, resumable blob
@@ -21,6 +22,7 @@
 use std::path::PathBuf;
 
 use crate::digest::Digest;
+use crate::image::reference::RemoteRef;
 
 pub mod artifact;
 pub mod auth;
@@ -29,11 +31,9 @@ pub mod conf;
 pub mod http;
 pub mod pull;
 pub mod push;
-pub mod reference;
 pub mod transfer;
 
 pub use client::{Client, ClientOptions};
-pub use reference::RemoteRef;
 pub use transfer::Transfer;
 
 /// Registry errors: each names the registry and the request or document.

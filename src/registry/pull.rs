@@ -17,12 +17,12 @@ use serde::Deserialize;
 
 use super::client::{Client, ClientOptions};
 use super::conf::RegistriesConf;
-use super::reference::RemoteRef;
 use super::transfer::{in_parallel, Bars};
 use super::Error;
 use crate::digest::Digest;
 use crate::image::fetch::parse_platform;
 use crate::image::manifest::{self, Descriptor, Platform};
+use crate::image::reference::RemoteRef;
 use crate::image::{Fetched, ImageStore, ImageSummary, Limits, Origin, Progress};
 
 /// How to pull.

@@ -9,10 +9,10 @@ use std::path::PathBuf;
 
 use super::client::{Client, ClientOptions, Uploaded};
 use super::conf::location;
-use super::reference::RemoteRef;
 use super::transfer::{in_parallel, Bars, Transfer};
 use super::Error;
 use crate::digest::Digest;
+use crate::image::reference::RemoteRef;
 use crate::image::{ImageStore, ResolvedImage};
 
 /// What a push did.

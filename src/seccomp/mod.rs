@@ -1,14 +1,19 @@
-//! Seccomp: an OCI profile compiled to a BPF program with libseccomp, cached by
-//! the profile's digest, and installed by init as late as it can be.
+//! Seccomp: an OCI profile checked when the run is planned ([`check`]),
+//! compiled to a BPF program with libseccomp (or taken from the cache) when it
+//! is applied, before the container's init is cloned ([`Filter::compile`]), and
+//! installed by init as late as it can be.
 //!
 //! Compiling the containerd/Docker default profile costs libseccomp about 20 ms
 //! (research/performance-anchors.md §6), more than a whole container start; the
 //! program only depends on the profile, the architecture and the compiler, so
 //! it is compiled once and kept in
-//! `<root>/cache/seccomp/<digest>-<arch>-<compiler>.bpf`.
+//! `<root>/cache/seccomp/<digest>-<arch>-<compiler>.bpf`: the sha256 of the
+//! program (64 hex digits), then the program.
 //!
 //! A cached program is the container's whole syscall policy, so it is loaded
-//! only from a file and directory that nobody but this user can have written.
+//! only from a file and directory that nobody but this user can have written,
+//! and only when its content matches the digest stored with it: a file cut
+//! short or changed in place is compiled again, never loaded.
 
 use std::fs::File;
 use std::io::{Read, Seek};
@@ -34,17 +39,80 @@ const COMPILER: &str = "tree-2";
 /// (4096) instructions of 8 bytes.
 const MAX_PROGRAM: u64 = 4096 * 8;
 
-/// Seccomp errors: the profile cannot be compiled.
-#[derive(Debug, thiserror::Error)]
-#[error("linux.seccomp: {0}")]
-pub struct Error(String);
+/// The bytes of the program's sha256, in hex, at the start of a cache file.
+const DIGEST_LEN: u64 = 64;
 
-/// A compiled filter, ready for init to install.
+/// Seccomp errors: the profile (`linux.seccomp`) is refused or cannot be
+/// compiled; each says which field or step.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The profile cannot be serialised to take its digest.
+    #[error("linux.seccomp: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// `defaultAction` SCMP_ACT_NOTIFY.
+    #[error(
+        "linux.seccomp: defaultAction SCMP_ACT_NOTIFY is not supported: every syscall would wait for the \
+         seccomp agent, the ones that hand it the notify fd included; notify named syscalls instead"
+    )]
+    NotifyByDefault,
+    /// SCMP_ACT_NOTIFY rules without `listenerPath`.
+    #[error(
+        "linux.seccomp: SCMP_ACT_NOTIFY needs listenerPath, the unix socket of the seccomp agent that \
+         answers the notified syscalls (runtime spec)"
+    )]
+    NoListener,
+    /// A relative `listenerPath`.
+    #[error("linux.seccomp: listenerPath {}: must be an absolute path", .0.display())]
+    RelativeListener(std::path::PathBuf),
+    /// A flag of `flags` exprun does not apply.
+    #[error("linux.seccomp: flag {0} is not supported")]
+    Flag(String),
+    /// An architecture libseccomp does not know.
+    #[error("linux.seccomp: unknown architecture {0}")]
+    Architecture(String),
+    /// libseccomp refused a step of the compilation.
+    #[error("linux.seccomp: {op}: {source}")]
+    Compile {
+        /// The step: `creating the filter`, `rule for mkdir`, ...
+        op: String,
+        /// libseccomp's error.
+        source: libseccomp::error::SeccompError,
+    },
+    /// The compiled program could not be read back.
+    #[error("linux.seccomp: {op}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The profile to compile is not the one the plan checked.
+    #[error("linux.seccomp: the profile is not the one planned ({0})")]
+    NotPlanned(Digest),
+    /// The plan has a filter and the config no profile, or the other way round.
+    #[error("linux.seccomp: the plan's filter and the config's profile disagree")]
+    PlanDisagrees,
+    /// The program is longer than the kernel takes.
+    #[error(
+        "linux.seccomp: the profile compiles to {instructions} BPF instructions, more than the kernel's \
+         limit of {limit}: merge rules (one rule may list many syscall names) or drop argument conditions"
+    )]
+    TooLong {
+        /// The program's instructions.
+        instructions: usize,
+        /// BPF_MAXINSNS.
+        limit: u64,
+    },
+}
+
+/// A filter: checked by the plan ([`check`]), compiled when the run is applied
+/// ([`Filter::compile`]), then ready for init to install.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Filter {
     /// sha256 of the profile (its JSON), recorded with the run.
     pub digest: Digest,
-    /// The BPF program: `struct sock_filter` entries, 8 bytes each.
+    /// The BPF program: `struct sock_filter` entries, 8 bytes each; empty
+    /// until [`Filter::compile`] (an empty program is never installed).
     #[serde(with = "hex_bytes")]
     pub program: Vec<u8>,
     /// `SECCOMP_FILTER_FLAG_*` for seccomp(2).
@@ -75,26 +143,59 @@ mod hex_bytes {
     }
 }
 
-/// The filter for `profile`, from the cache in `cache_dir` or compiled (and
-/// then cached).
-pub fn prepare(profile: &LinuxSeccomp, cache_dir: &Path) -> Result<Filter, Error> {
-    let json = serde_json::to_vec(profile).map_err(|e| Error(e.to_string()))?;
-    let digest = Digest::of_bytes(&json);
+/// Check `profile` for the plan: its digest, flags and seccomp agent, without
+/// compiling it (that reads and writes the cache: [`Filter::compile`]).
+pub fn check(profile: &LinuxSeccomp) -> Result<Filter, Error> {
     let listener = listener(profile)?;
     let flags =
         flags(profile)? | if listener.is_some() { libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u32 } else { 0 };
-    let dir = cache_dir.join("seccomp");
-    let name = format!("{}-{}-{}.bpf", digest.hex(), std::env::consts::ARCH, compiler_id());
-    if let Some(program) = read_cached(&dir, &name) {
-        return Ok(Filter { digest, program, flags, listener });
+    Ok(Filter { digest: profile_digest(profile)?, program: Vec::new(), flags, listener })
+}
+
+fn profile_digest(profile: &LinuxSeccomp) -> Result<Digest, Error> {
+    let json = serde_json::to_vec(profile)?;
+    Ok(Digest::of_bytes(&json))
+}
+
+impl Filter {
+    /// Fill in the program of this filter, checked from `profile`: from the
+    /// cache in `cache_dir`, or compiled (and then cached). Runs when the run
+    /// is applied, in exprun, before the container's init is cloned.
+    pub fn compile(&mut self, profile: &LinuxSeccomp, cache_dir: &Path) -> Result<(), Error> {
+        if profile_digest(profile)? != self.digest {
+            return Err(Error::NotPlanned(self.digest.clone()));
+        }
+        let dir = cache_dir.join("seccomp");
+        let name = format!("{}-{}-{}.bpf", self.digest.hex(), std::env::consts::ARCH, compiler_id());
+        if let Some(program) = read_cached(&dir, &name) {
+            self.program = program;
+            return Ok(());
+        }
+        let program = compile(profile)?;
+        // A cache that cannot be written (or trusted) costs a compilation per
+        // run, not the run.
+        if crate::fsutil::create_private_dir_all(&dir).is_ok() && private_dir(&dir).is_some() {
+            let mut entry = Digest::of_bytes(&program).hex().as_bytes().to_vec();
+            entry.extend_from_slice(&program);
+            let _ = crate::fsutil::write_atomic(&dir.join(&name), &entry, false);
+        }
+        self.program = program;
+        Ok(())
     }
-    let program = compile(profile)?;
-    // A cache that cannot be written (or trusted) costs a compilation per run,
-    // not the run.
-    if crate::fsutil::create_private_dir_all(&dir).is_ok() && private_dir(&dir).is_some() {
-        let _ = crate::fsutil::write_atomic(&dir.join(&name), &program, false);
+}
+
+/// Compile the filter a plan checked from `spec`'s `linux.seccomp`, if any.
+pub fn compile_planned(
+    filter: Option<&mut Filter>,
+    spec: &oci_spec::runtime::Spec,
+    cache_dir: &Path,
+) -> Result<(), Error> {
+    let profile = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    match (filter, profile) {
+        (Some(f), Some(p)) => f.compile(p, cache_dir),
+        (None, None) => Ok(()),
+        _ => Err(Error::PlanDisagrees),
     }
-    Ok(Filter { digest, program, flags, listener })
 }
 
 /// The agent of a profile with SCMP_ACT_NOTIFY rules. The spec requires
@@ -103,24 +204,14 @@ pub fn prepare(profile: &LinuxSeccomp, cache_dir: &Path) -> Result<Filter, Error
 /// (among them the one handing the agent its fd), would wait for the agent.
 fn listener(profile: &LinuxSeccomp) -> Result<Option<Listener>, Error> {
     if profile.default_action() == LinuxSeccompAction::ScmpActNotify {
-        return Err(Error(
-            "defaultAction SCMP_ACT_NOTIFY is not supported: every syscall would wait for the seccomp \
-             agent, the ones that hand it the notify fd included; notify named syscalls instead"
-                .into(),
-        ));
+        return Err(Error::NotifyByDefault);
     }
     let notify = profile.syscalls().iter().flatten().any(|r| r.action() == LinuxSeccompAction::ScmpActNotify);
     let path = profile.listener_path().clone();
     match (notify, path) {
         (false, _) => Ok(None),
-        (true, None) => Err(Error(
-            "SCMP_ACT_NOTIFY needs listenerPath, the unix socket of the seccomp agent that answers \
-             the notified syscalls (runtime spec)"
-                .into(),
-        )),
-        (true, Some(path)) if !path.is_absolute() => {
-            Err(Error(format!("listenerPath {}: must be an absolute path", path.display())))
-        }
+        (true, None) => Err(Error::NoListener),
+        (true, Some(path)) if !path.is_absolute() => Err(Error::RelativeListener(path)),
         (true, Some(path)) => Ok(Some(Listener { path, metadata: profile.listener_metadata().clone() })),
     }
 }
@@ -151,10 +242,11 @@ fn trusted(m: &std::fs::Metadata) -> bool {
     m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o022 == 0
 }
 
-/// The cached program `name` in `dir`, if it can be trusted and has the shape
-/// of one: a regular file (not a symlink, FIFO or device that would block or
-/// never end), this user's and writable by nobody else, at most
-/// [`MAX_PROGRAM`] bytes of whole instructions.
+/// The cached program `name` in `dir`, if it can be trusted, has the shape of
+/// one and is what was written: a regular file (not a symlink, FIFO or device
+/// that would block or never end), this user's and writable by nobody else,
+/// holding the program's sha256 and at most [`MAX_PROGRAM`] bytes of whole
+/// instructions that have that digest.
 fn read_cached(dir: &Path, name: &str) -> Option<Vec<u8>> {
     use nix::fcntl::OFlag;
     let d = private_dir(dir)?;
@@ -167,12 +259,17 @@ fn read_cached(dir: &Path, name: &str) -> Option<Vec<u8>> {
     .ok()?;
     let f = File::from(fd);
     let m = f.metadata().ok()?;
-    if !m.is_file() || !trusted(&m) || m.len() == 0 || m.len() > MAX_PROGRAM || m.len() % 8 != 0 {
+    let len = m.len().checked_sub(DIGEST_LEN)?;
+    if !m.is_file() || !trusted(&m) || len == 0 || len > MAX_PROGRAM || len % 8 != 0 {
         return None;
     }
-    let mut program = Vec::new();
-    f.take(MAX_PROGRAM + 1).read_to_end(&mut program).ok()?;
-    (program.len() as u64 == m.len()).then_some(program)
+    let mut entry = Vec::new();
+    f.take(DIGEST_LEN + MAX_PROGRAM + 1).read_to_end(&mut entry).ok()?;
+    if entry.len() as u64 != m.len() {
+        return None;
+    }
+    let program = entry.split_off(DIGEST_LEN as usize);
+    (Digest::of_bytes(&program).hex().as_bytes() == entry.as_slice()).then_some(program)
 }
 
 fn flags(profile: &LinuxSeccomp) -> Result<u32, Error> {
@@ -183,7 +280,7 @@ fn flags(profile: &LinuxSeccomp) -> Result<u32, Error> {
             LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW,
             // One thread: nothing to synchronise.
             LinuxSeccompFilterFlag::SeccompFilterFlagTsync => 0,
-            other => return Err(Error(format!("flag {other} is not supported"))),
+            other => return Err(Error::Flag(other.to_string())),
         } as u32;
     }
     Ok(f)
@@ -226,7 +323,7 @@ fn compare(a: &oci_spec::runtime::LinuxSeccompArg) -> ScmpArgCompare {
 /// Compile `profile` with libseccomp. Syscall names this architecture does not
 /// have are skipped (profiles list every architecture's), as runc does.
 fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>, Error> {
-    let err = |what: &str, e: libseccomp::error::SeccompError| Error(format!("{what}: {e}"));
+    let err = |op: &str, source| Error::Compile { op: op.to_string(), source };
     let default = action(profile.default_action(), profile.default_errno_ret())?;
     let mut ctx = ScmpFilterContext::new(default).map_err(|e| err("creating the filter", e))?;
     // exprun sets no_new_privs itself, as the process spec says.
@@ -239,7 +336,7 @@ fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>, Error> {
     for arch in profile.architectures().iter().flatten() {
         let name =
             serde_json::to_value(arch).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        let a: ScmpArch = name.parse().map_err(|_| Error(format!("unknown architecture {name}")))?;
+        let a: ScmpArch = name.parse().map_err(|_| Error::Architecture(name.clone()))?;
         if a != ScmpArch::native() {
             match ctx.add_arch(a) {
                 Ok(_) => {}
@@ -270,51 +367,18 @@ fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>, Error> {
         }
     }
     let fd = nix::sys::memfd::memfd_create(c"exprun-seccomp", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-        .map_err(|e| Error(format!("memfd_create: {e}")))?;
+        .map_err(|e| Error::Io { op: "memfd_create", source: e.into() })?;
     ctx.export_bpf(&fd).map_err(|e| err("exporting the program", e))?;
     let mut f = std::fs::File::from(fd);
     let mut program = Vec::new();
     f.rewind()
         .and_then(|_| f.read_to_end(&mut program))
-        .map_err(|e| Error(format!("reading the program: {e}")))?;
+        .map_err(|source| Error::Io { op: "reading the program", source })?;
     // The kernel would refuse it only in init, as "invalid argument".
     if program.len() as u64 > MAX_PROGRAM {
-        return Err(Error(format!(
-            "the profile compiles to {} BPF instructions, more than the kernel's limit of {}: \
-             merge rules (one rule may list many syscall names) or drop argument conditions",
-            program.len() / 8,
-            MAX_PROGRAM / 8
-        )));
+        return Err(Error::TooLong { instructions: program.len() / 8, limit: MAX_PROGRAM / 8 });
     }
     Ok(program)
-}
-
-/// Install `filter` on the calling thread (init, just before execve); the
-/// notify fd when the filter has SCMP_ACT_NOTIFY rules.
-pub fn install(filter: &Filter) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
-    let prog = libc::sock_fprog {
-        len: (filter.program.len() / 8) as u16,
-        filter: filter.program.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: `prog` points at `filter.program`, which lives for the call and holds
-    // `len` complete sock_filter entries; the kernel copies the program.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            filter.flags,
-            std::ptr::addr_of!(prog),
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if filter.flags & libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u32 == 0 {
-        return Ok(None);
-    }
-    // SAFETY: with SECCOMP_FILTER_FLAG_NEW_LISTENER, seccomp(2) returns a new
-    // fd that nothing else owns.
-    Ok(Some(unsafe { std::os::fd::FromRawFd::from_raw_fd(r as libc::c_int) }))
 }
 
 #[cfg(test)]
@@ -323,6 +387,20 @@ mod tests {
 
     fn profile(json: serde_json::Value) -> LinuxSeccomp {
         serde_json::from_value(json).unwrap()
+    }
+
+    /// What planning and applying a run do: check, then compile.
+    fn prepare(p: &LinuxSeccomp, cache_dir: &Path) -> Result<Filter, Error> {
+        let mut f = check(p)?;
+        f.compile(p, cache_dir)?;
+        Ok(f)
+    }
+
+    /// A cache file holding `program`, with its digest.
+    fn entry(program: &[u8]) -> Vec<u8> {
+        let mut e = Digest::of_bytes(program).hex().as_bytes().to_vec();
+        e.extend_from_slice(program);
+        e
     }
 
     #[test]
@@ -396,6 +474,11 @@ mod tests {
             "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}));
         let file = cached_file(dir.path(), &p);
         let good = std::fs::read(&file).unwrap();
+        assert_eq!(
+            good[..DIGEST_LEN as usize],
+            *Digest::of_bytes(&good[DIGEST_LEN as usize..]).hex().as_bytes()
+        );
+        let good = good[DIGEST_LEN as usize..].to_vec();
         let forged = vec![0u8; 8];
         let loads_forged = |setup: &dyn Fn()| {
             let _ = std::fs::remove_file(&file);
@@ -405,31 +488,34 @@ mod tests {
                 std::fs::set_permissions(dir.path().join("seccomp"), std::fs::Permissions::from_mode(0o700));
             program == forged
         };
-        assert!(loads_forged(&|| std::fs::write(&file, &forged).unwrap()), "this user's own file is trusted");
+        assert!(
+            loads_forged(&|| std::fs::write(&file, entry(&forged)).unwrap()),
+            "this user's own file is trusted"
+        );
         assert!(
             !loads_forged(&|| {
-                std::fs::write(&file, &forged).unwrap();
+                std::fs::write(&file, entry(&forged)).unwrap();
                 std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
             }),
             "a world-writable file"
         );
         assert!(
             !loads_forged(&|| {
-                std::fs::write(&file, &forged).unwrap();
+                std::fs::write(&file, entry(&forged)).unwrap();
                 std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
             }) || !nix::unistd::geteuid().is_root(),
             "another user's file"
         );
         assert!(
             !loads_forged(&|| {
-                std::fs::write(&file, &forged).unwrap();
+                std::fs::write(&file, entry(&forged)).unwrap();
                 std::fs::set_permissions(dir.path().join("seccomp"), std::fs::Permissions::from_mode(0o777))
                     .unwrap();
             }),
             "a directory others may write in"
         );
         let elsewhere = dir.path().join("forged.bpf");
-        std::fs::write(&elsewhere, &forged).unwrap();
+        std::fs::write(&elsewhere, entry(&forged)).unwrap();
         assert!(!loads_forged(&|| std::os::unix::fs::symlink(&elsewhere, &file).unwrap()), "a symlink");
         // A FIFO would block the read and /dev/zero never end: neither is read.
         assert!(!loads_forged(&|| nix::unistd::mkfifo(
@@ -437,10 +523,54 @@ mod tests {
             nix::sys::stat::Mode::from_bits_truncate(0o600)
         )
         .unwrap()));
-        assert!(!loads_forged(&|| std::fs::write(&file, vec![0u8; 8 * 4097]).unwrap()), "over BPF_MAXINSNS");
-        assert!(!loads_forged(&|| std::fs::write(&file, [0u8; 12]).unwrap()), "not whole instructions");
+        assert!(
+            !loads_forged(&|| std::fs::write(&file, entry(&[0u8; 8 * 4097])).unwrap()),
+            "over BPF_MAXINSNS"
+        );
+        assert!(
+            !loads_forged(&|| std::fs::write(&file, entry(&[0u8; 12])).unwrap()),
+            "not whole instructions"
+        );
         let _ = std::fs::remove_file(&file);
         assert_eq!(prepare(&p, dir.path()).unwrap().program, good);
+    }
+
+    #[test]
+    fn a_cached_program_changed_in_place_is_compiled_again_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = profile(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}));
+        let file = cached_file(dir.path(), &p);
+        let written = std::fs::read(&file).unwrap();
+        let good = written[DIGEST_LEN as usize..].to_vec();
+        // One instruction's jump offsets and constant changed, same length:
+        // whole instructions, the same owner and mode, only the content differs.
+        let mut corrupt = written.clone();
+        let at = DIGEST_LEN as usize + 8;
+        corrupt[at + 2] ^= 0xff;
+        corrupt[at + 4] ^= 0x01;
+        std::fs::write(&file, &corrupt).unwrap();
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), written.len() as u64);
+        assert_eq!(prepare(&p, dir.path()).unwrap().program, good, "the changed program was loaded");
+        // A cache file from before digests were stored (the program alone) is
+        // no program either.
+        std::fs::write(&file, &good).unwrap();
+        assert_eq!(prepare(&p, dir.path()).unwrap().program, good);
+    }
+
+    #[test]
+    fn planning_compiles_nothing_and_an_uncompiled_filter_is_never_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = profile(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}));
+        let planned = check(&p).unwrap();
+        assert!(planned.program.is_empty());
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "check wrote the cache");
+        let refused = crate::sys::seccomp_set_filter(&planned.program, planned.flags).unwrap_err();
+        assert!(refused.to_string().contains("never compiled"));
+        let other = profile(serde_json::json!({"defaultAction": "SCMP_ACT_LOG"}));
+        let e = planned.clone().compile(&other, dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not the one planned"), "{e}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signalfd::SignalFd;
 use nix::unistd::Pid;
 
@@ -119,9 +119,8 @@ pub fn exec(
         nix::sched::setns(&pid_ns, nix::sched::CloneFlags::CLONE_NEWPID)
             .map_err(|e| Error::Io { op: "joining the container's pid namespace", source: e.into() })?;
     }
-    // SAFETY: the process is single-threaded (checked just above); the child branch
-    // ends in init::run, which never returns (execve or _exit).
-    let forked = unsafe { sys::clone_process(0, None) }.map_err(io_err("cloning the exec'd process"))?;
+    // The child branch ends in init::run, which never returns (execve or _exit).
+    let forked = sys::clone_process(0, None).map_err(io_err("cloning the exec'd process"))?;
     let (pid, pidfd) = match forked {
         sys::Forked::Child => {
             drop(parent_end);
@@ -201,11 +200,8 @@ fn wait_for(pid: Pid, pidfd: &OwnedFd, signals: &SignalFd) -> Result<i32, Error>
     loop {
         let mut fds =
             [PollFd::new(signals.as_fd(), PollFlags::POLLIN), PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::Io { op: "waiting for the exec'd process", source: e.into() }),
-        }
+        sys::poll(&mut fds, PollTimeout::NONE)
+            .map_err(|e| Error::Io { op: "waiting for the exec'd process", source: e.into() })?;
         if fds[0].any().unwrap_or(false) {
             while let Ok(Some(info)) = signals.read_signal() {
                 let sig = info.ssi_signo as i32;

@@ -9,13 +9,13 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use caps::{CapSet, Capability, CapsHashSet};
+use caps::{Capability, CapsHashSet};
 use nix::unistd::{self, Gid, Uid};
 
 use super::protocol::{Channel, ToChild, ToParent};
 use crate::error::{EXIT_CANNOT_EXECUTE, EXIT_EXPRUN_FAILED, EXIT_NOT_FOUND};
 use crate::plan::{ProcessPlan, RunPlan};
-use crate::sys;
+use crate::sys::{self, CapState, Kernel};
 
 /// What the child gets besides the plan: fds opened by the parent.
 pub struct ChildFds {
@@ -88,7 +88,8 @@ pub fn run(
     fds: ChildFds,
 ) -> ! {
     let channel = &fds.channel;
-    match setup(role, process, seccomp, &fds) {
+    let k = &sys::RealKernel;
+    match setup(k, role, process, seccomp, &fds) {
         Ok(exe) => {
             if channel.send(&ToParent::Ready { exe: exe.to_string_lossy().into_owned() }).is_err() {
                 sys::exit_now(EXIT_EXPRUN_FAILED);
@@ -107,7 +108,7 @@ pub fn run(
                     sys::exit_now(EXIT_EXPRUN_FAILED);
                 }
             }
-            exec(process, &exe, seccomp, &fds, channel)
+            exec(k, process, &exe, seccomp, &fds, channel)
         }
         Err(e) => {
             let code = e.exit_code.unwrap_or(EXIT_EXPRUN_FAILED);
@@ -119,6 +120,7 @@ pub fn run(
 
 /// Steps [1]–[5]: everything up to the moment the command can be exec'd.
 fn setup(
+    k: &dyn Kernel,
     role: Role<'_>,
     p: &ProcessPlan,
     seccomp: Option<&crate::seccomp::Filter>,
@@ -126,7 +128,7 @@ fn setup(
 ) -> Result<PathBuf, StepError> {
     // Why first: a foreground run must not outlive exprun, whatever happens next.
     if fds.die_with_parent {
-        step("setting the parent-death signal", set_pdeathsig())?;
+        step("setting the parent-death signal", k.set_pdeathsig())?;
     }
     // A rootless init maps the caller's ids to root in its new user namespace
     // itself (a process may map its own ids without privilege), before
@@ -145,12 +147,11 @@ fn setup(
             // maps need not map: become the namespace's root, whose ids own
             // what init creates from here on.
             if ns.privileged {
-                let root = (Gid::from_raw(0), Uid::from_raw(0));
-                step("becoming root in the user namespace", unistd::setresgid(root.0, root.0, root.0))?;
-                step("becoming root in the user namespace", unistd::setresuid(root.1, root.1, root.1))?;
+                step("becoming root in the user namespace", k.setresgid(Gid::from_raw(0)))?;
+                step("becoming root in the user namespace", k.setresuid(Uid::from_raw(0)))?;
             }
         } else {
-            step("mapping the caller's ids to root", map_own_ids(ns))?;
+            step("mapping the caller's ids to root", map_own_ids(k, ns))?;
         }
     }
     if fds.agent.is_some() {
@@ -166,40 +167,40 @@ fn setup(
     // CVE-2019-5736 route). Non-dumpable, no container process can open it,
     // whatever capabilities this process holds from here on; [4] sets it again
     // after the credential changes.
-    step("making the process non-dumpable", sys::set_not_dumpable())?;
+    step("making the process non-dumpable", k.set_not_dumpable())?;
 
     // Join the pod's namespaces first: everything below happens inside them.
     for (fd, flag) in &fds.ns_join {
         let flags = nix::sched::CloneFlags::from_bits_truncate(*flag as libc::c_int);
-        step("joining a namespace", nix::sched::setns(fd, flags))?;
+        step("joining a namespace", k.setns(fd.as_fd(), flags))?;
     }
 
     // [1] Join the cgroup before anything is allocated on the container's behalf,
     // by moving ourselves (see cgroups::Cgroup::join_files for why not the parent).
     for fd in &fds.cgroup_join {
-        step("joining the run's cgroup", unistd::write(fd.as_fd(), b"0"))?;
+        step("joining the run's cgroup", k.join_cgroup(fd.as_fd()))?;
     }
     // After the join, so the new cgroup namespace is rooted at the run's cgroup.
     if matches!(role, Role::Init(plan) if plan.cgroup_ns) {
-        step("creating the cgroup namespace", nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP))?;
+        step("creating the cgroup namespace", k.unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP))?;
     }
 
     crate::log::debug(|| "init [1]: in the cgroup".into());
 
     // [2] A session of our own; the terminal, if any, becomes its controlling tty.
-    step("creating a session", unistd::setsid())?;
+    step("creating a session", k.setsid())?;
     for (i, fd) in fds.stdio.iter().enumerate() {
-        step("setting up stdio", dup_onto(fd.as_fd(), i as i32))?;
+        step("setting up stdio", k.dup_onto(fd.as_fd(), i as i32))?;
     }
     if p.terminal {
-        step("taking the terminal", sys::set_controlling_terminal(fds.stdio[0].as_fd()))?;
+        step("taking the terminal", k.set_controlling_terminal(fds.stdio[0].as_fd()))?;
     }
     if let Role::Init(plan) = role {
         if let Some(h) = &plan.hostname {
-            step("setting the hostname", unistd::sethostname(h))?;
+            step("setting the hostname", k.sethostname(h))?;
         }
         if plan.new_net {
-            step("bringing up the loopback interface", sys::loopback_up())?;
+            step("bringing up the loopback interface", k.loopback_up())?;
         }
 
         crate::log::debug(|| "init [2]: session, stdio, hostname, loopback".into());
@@ -211,20 +212,23 @@ fn setup(
             if !plan.hooks.need_sync() {
                 return Ok(());
             }
-            let hook_err =
-                |e: String| crate::rootfs::Error { step: "OCI hooks".into(), source: io::Error::other(e) };
+            let hook_err = |e: String| crate::rootfs::Error {
+                op: crate::rootfs::Op::Hooks,
+                path: PathBuf::new(),
+                source: io::Error::other(e),
+            };
             fds.channel.send(&ToParent::HooksPoint).map_err(|e| hook_err(e.to_string()))?;
             let state = match fds.channel.recv::<ToChild>() {
                 Ok(Some(ToChild::HooksDone { state })) => state,
                 _ => return Err(hook_err("exprun went away during the hooks".into())),
             };
             crate::hooks::run_all("createContainer", &plan.hooks.create_container, &state)
-                .map_err(hook_err)?;
+                .map_err(|e| hook_err(e.to_string()))?;
             let _ = fds.hook_state.set(state);
             Ok(())
         };
-        crate::rootfs::build(plan, fds.console.as_deref(), before_pivot).map_err(|e| StepError {
-            step: e.step,
+        crate::rootfs::build(k, plan, fds.console.as_deref(), before_pivot).map_err(|e| StepError {
+            step: e.step(),
             error: e.source.to_string(),
             exit_code: None,
         })?;
@@ -236,14 +240,14 @@ fn setup(
         // Lowering it needs CAP_SYS_RESOURCE: still held here.
         step(
             &format!("setting oom_score_adj to {adj}"),
-            std::fs::write("/proc/self/oom_score_adj", adj.to_string()),
+            k.write_file(Path::new("/proc/self/oom_score_adj"), &adj.to_string()),
         )?;
     }
 
     // The AppArmor profile takes effect at execve; set while /proc is the
     // container's and init still has its privileges.
     if let Some(profile) = &p.apparmor_profile {
-        step(&format!("setting the AppArmor profile {profile}"), apparmor_exec(profile))?;
+        step(&format!("setting the AppArmor profile {profile}"), apparmor_exec(k, profile))?;
     }
 
     // [4] Privileges, in the order the kernel needs: rlimits while still root
@@ -253,7 +257,7 @@ fn setup(
     for r in &p.rlimits {
         step(
             &format!("setting {} to {}:{}", r.name, r.soft, r.hard),
-            set_rlimit(r.resource, r.soft, r.hard),
+            k.setrlimit(r.resource, r.soft, r.hard),
         )?;
     }
     let groups: Vec<Gid> = p.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
@@ -263,48 +267,41 @@ fn setup(
     let denied = matches!(role, Role::Init(RunPlan { user_ns: Some(ns), .. }) if !ns.parent_writes())
         || std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
     if !(denied && groups.is_empty()) {
-        step("setting supplementary groups", unistd::setgroups(&groups))?;
+        step("setting supplementary groups", k.setgroups(&groups))?;
     }
-    step(
-        "setting the group id",
-        unistd::setresgid(Gid::from_raw(p.gid), Gid::from_raw(p.gid), Gid::from_raw(p.gid)),
-    )?;
+    step("setting the group id", k.setresgid(Gid::from_raw(p.gid)))?;
     // The bounding set needs CAP_SETPCAP, which a non-root uid no longer has.
-    step("dropping capabilities from the bounding set", drop_bounding(&p.caps.bounding))?;
+    step("dropping capabilities from the bounding set", k.drop_bounding(&cap_set(&p.caps.bounding)))?;
     if p.uid != 0 {
         // Keep the permitted set across setuid only to narrow it explicitly below.
-        step("keeping capabilities across setuid", caps::securebits::set_keepcaps(true))?;
+        step("keeping capabilities across setuid", k.set_keepcaps(true))?;
     }
-    step(
-        "setting the user id",
-        unistd::setresuid(Uid::from_raw(p.uid), Uid::from_raw(p.uid), Uid::from_raw(p.uid)),
-    )?;
+    step("setting the user id", k.setresuid(Uid::from_raw(p.uid)))?;
     // Without no_new_privs, installing the seccomp filter (at [6]) needs
     // CAP_SYS_ADMIN: hold it until then. execve ends the hold: it computes the
     // command's sets from the bounding and ambient sets (and the file), never
     // from the permitted set, so what the command gets is as configured.
     let hold_admin = seccomp.is_some() && !p.no_new_privs;
-    step("setting capabilities", apply_caps(&p.caps, hold_admin))?;
+    step("setting capabilities", k.set_caps(&cap_state(&p.caps, hold_admin)))?;
     // Changing credentials cleared the parent-death signal and the dumpable flag;
     // set them again.
     if fds.die_with_parent {
-        step("setting the parent-death signal", set_pdeathsig())?;
+        step("setting the parent-death signal", k.set_pdeathsig())?;
     }
     // This process still holds exprun's memory (the plan, the environment): keep
     // the container's processes from reading it through /proc or ptrace.
-    step("making init non-dumpable", sys::set_not_dumpable())?;
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(p.umask as libc::mode_t));
+    step("making init non-dumpable", k.set_not_dumpable())?;
+    k.umask(p.umask);
     // The deterministic profile's CPU binding and personality: inherited across
     // execve, which is where ADDR_NO_RANDOMIZE takes effect.
     if !p.cpu_affinity.is_empty() {
-        step("binding to the CPUs of --cpuset-cpus", bind_cpus(&p.cpu_affinity))?;
+        step("binding to the CPUs of --cpuset-cpus", k.set_cpu_affinity(&p.cpu_affinity))?;
     }
     if let Some(persona) = p.personality {
-        let persona = nix::sys::personality::Persona::from_bits_retain(persona as libc::c_int);
-        step("setting the personality", nix::sys::personality::set(persona))?;
+        step("setting the personality", k.personality(persona))?;
     }
     if p.no_new_privs {
-        step("setting no_new_privs", nix::sys::prctl::set_no_new_privs())?;
+        step("setting no_new_privs", k.set_no_new_privs())?;
     }
 
     crate::log::debug(|| "init [4]: privileges dropped".into());
@@ -313,15 +310,15 @@ fn setup(
     // (exec joins a running container: the same rule as run), then the executable.
     step(
         &format!("entering the working directory {}", p.cwd.display()),
-        crate::rootfs::enter_working_dir(&p.cwd),
+        crate::rootfs::enter_working_dir(k, &p.cwd),
     )?;
     find_executable(&p.args[0], &p.env)
 }
 
 /// Install the seccomp filter; a notify fd goes to the agent at once, with the
 /// container's state, and is closed here.
-fn install_seccomp(f: &crate::seccomp::Filter, fds: &ChildFds) -> io::Result<()> {
-    let Some(notify) = crate::seccomp::install(f)? else { return Ok(()) };
+fn install_seccomp(k: &dyn Kernel, f: &crate::seccomp::Filter, fds: &ChildFds) -> io::Result<()> {
+    let Some(notify) = k.install_seccomp(&f.program, f.flags)? else { return Ok(()) };
     match (&fds.agent, fds.agent_message.get()) {
         (Some(agent), Some(message)) => super::agent::send(agent, message, notify),
         _ => Err(io::Error::other("the filter notifies, but no seccomp agent is connected")),
@@ -329,19 +326,21 @@ fn install_seccomp(f: &crate::seccomp::Filter, fds: &ChildFds) -> io::Result<()>
 }
 
 /// Map the caller's own uid and gid (the first range of each map) to root.
-fn map_own_ids(ns: &crate::plan::UserNs) -> std::io::Result<()> {
+fn map_own_ids(k: &dyn Kernel, ns: &crate::plan::UserNs) -> std::io::Result<()> {
     let own = |r: &[crate::plan::IdRange]| r.first().map(|r| format!("0 {} 1", r.host)).unwrap_or_default();
-    std::fs::write("/proc/self/setgroups", "deny")?;
-    std::fs::write("/proc/self/uid_map", own(&ns.uids))?;
-    std::fs::write("/proc/self/gid_map", own(&ns.gids))
+    k.write_file(Path::new("/proc/self/setgroups"), "deny")?;
+    k.write_file(Path::new("/proc/self/uid_map"), &own(&ns.uids))?;
+    k.write_file(Path::new("/proc/self/gid_map"), &own(&ns.gids))
 }
 
 /// Ask AppArmor to confine the next execve with `profile` (the LSM's own
 /// attribute directory where the kernel has one, else the shared one).
-fn apparmor_exec(profile: &str) -> io::Result<()> {
+fn apparmor_exec(k: &dyn Kernel, profile: &str) -> io::Result<()> {
     let text = format!("exec {profile}");
-    match std::fs::write("/proc/self/attr/apparmor/exec", &text) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::write("/proc/self/attr/exec", &text),
+    match k.write_file(Path::new("/proc/self/attr/apparmor/exec"), &text) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            k.write_file(Path::new("/proc/self/attr/exec"), &text)
+        }
         r => r,
     }
 }
@@ -350,75 +349,26 @@ fn step_error(step: &str, error: &str) -> StepError {
     StepError { step: step.to_string(), error: error.to_string(), exit_code: None }
 }
 
-fn bind_cpus(cpus: &[usize]) -> nix::Result<()> {
-    let mut set = nix::sched::CpuSet::new();
-    for c in cpus {
-        set.set(*c)?;
-    }
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
-}
-
-fn set_pdeathsig() -> nix::Result<()> {
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-}
-
-fn dup_onto(fd: std::os::fd::BorrowedFd<'_>, target: i32) -> nix::Result<()> {
-    if fd.as_raw_fd() == target {
-        // Already in place; just make sure it survives exec.
-        return nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).map(drop);
-    }
-    // SAFETY: dup2 onto 0/1/2 replaces the standard descriptors of this process,
-    // which nothing else in the child still uses as Rust-owned objects.
-    let r = unsafe { libc::dup2(fd.as_raw_fd(), target) };
-    if r == -1 {
-        return Err(nix::errno::Errno::last());
-    }
-    Ok(())
-}
-
-fn set_rlimit(resource: u32, soft: u64, hard: u64) -> io::Result<()> {
-    let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
-    // SAFETY: setrlimit reads one rlimit through the pointer, which is live.
-    if unsafe { libc::setrlimit(resource as _, &lim) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 fn cap_set(names: &[String]) -> CapsHashSet {
     names.iter().filter_map(|n| n.parse::<Capability>().ok()).collect()
 }
 
-fn drop_bounding(names: &[String]) -> Result<(), caps::errors::CapsError> {
-    let keep = cap_set(names);
-    for cap in caps::all() {
-        if !keep.contains(&cap) {
-            caps::drop(None, CapSet::Bounding, cap)?;
-        }
-    }
-    Ok(())
-}
-
 /// The process's capability sets, with CAP_SYS_ADMIN added to the effective
 /// and permitted ones when `hold_admin`.
-fn apply_caps(c: &crate::plan::CapSets, hold_admin: bool) -> Result<(), caps::errors::CapsError> {
-    // Effective must stay a subset of permitted at every step, so narrow it first.
-    let set = cap_set;
+fn cap_state(c: &crate::plan::CapSets, hold_admin: bool) -> CapState {
     let with_held = |names: &[String]| {
-        let mut s = set(names);
+        let mut s = cap_set(names);
         if hold_admin {
             s.insert(Capability::CAP_SYS_ADMIN);
         }
         s
     };
-    caps::set(None, CapSet::Effective, &with_held(&c.effective))?;
-    caps::set(None, CapSet::Permitted, &with_held(&c.permitted))?;
-    caps::set(None, CapSet::Inheritable, &set(&c.inheritable))?;
-    caps::clear(None, CapSet::Ambient)?;
-    for cap in set(&c.ambient) {
-        caps::raise(None, CapSet::Ambient, cap)?;
+    CapState {
+        effective: with_held(&c.effective),
+        permitted: with_held(&c.permitted),
+        inheritable: cap_set(&c.inheritable),
+        ambient: cap_set(&c.ambient),
     }
-    Ok(())
 }
 
 /// Look `name` up as a shell would: a name with `/` as is, otherwise each entry of
@@ -473,19 +423,14 @@ fn wait_for_start(fifo: &OwnedFd) -> io::Result<()> {
 
 /// Step [6]: the last of exprun's own work, the seccomp filter, execve. Only
 /// returns by `_exit` when something fails.
-///
-/// Everything exprun does itself comes before the filter (the spec's filter
-/// restricts the container's process, not the runtime, and a profile need not
-/// allow what exprun calls: close_range, rt_sigaction, ...): the exec's arrays,
-/// the signal reset, close-on-exec. After it comes execve alone.
 fn exec(
+    k: &dyn Kernel,
     process: &ProcessPlan,
     exe: &Path,
     seccomp: Option<&crate::seccomp::Filter>,
     fds: &ChildFds,
     channel: &Channel,
 ) -> ! {
-    let preserved = fds.preserved;
     let report = |errno: i32| -> ! {
         // With a FIFO gate nobody reads the channel any more: say it on stderr,
         // which the supervisor (containerd's shim) collects.
@@ -500,27 +445,59 @@ fn exec(
         sys::exit_now(code)
     };
     let Some(call) = sys::PreparedExec::new(exe, &process.args, &process.env) else { report(libc::EINVAL) };
-    let last_errno = || io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL);
-    // Signal dispositions and the mask survive execve: exprun ignores SIGPIPE and
-    // blocks the signals it handles.
-    if sys::reset_signals().is_err() {
-        report(last_errno());
-    }
-    // Nothing but 0, 1, 2 and the caller's --preserve-fds may reach the command
-    // (CVE-2024-21626 was a leaked fd).
-    if sys::cloexec_from(3 + preserved).is_err() || sys::keep_on_exec(3, preserved).is_err() {
-        report(last_errno());
-    }
-    // The filter, then (for a notifying one) its fd to the seccomp agent,
-    // then execve.
-    if let Some(f) = seccomp {
-        if let Err(e) = install_seccomp(f, fds) {
+    match exec_steps(k, &call, seccomp, fds) {
+        ExecFailure::Errno(errno) => report(errno),
+        ExecFailure::Seccomp(e) => {
             let _ = unistd::write(
                 io::stderr(),
                 format!("exprun: installing the seccomp filter: {e}\n").as_bytes(),
             );
-            sys::exit_now(EXIT_EXPRUN_FAILED);
+            sys::exit_now(EXIT_EXPRUN_FAILED)
         }
     }
-    report(call.exec() as i32)
 }
+
+/// Why [`exec_steps`] returned.
+enum ExecFailure {
+    /// A step or execve failed with this errno.
+    Errno(i32),
+    /// The seccomp filter could not be installed (or its fd handed on).
+    Seccomp(io::Error),
+}
+
+/// Everything exprun does itself comes before the filter (the spec's filter
+/// restricts the container's process, not the runtime, and a profile need not
+/// allow what exprun calls: close_range, rt_sigaction, ...): the exec's arrays
+/// (built by the caller), the signal reset, close-on-exec. After it comes
+/// execve alone. Returns only when something failed.
+fn exec_steps(
+    k: &dyn Kernel,
+    call: &sys::PreparedExec,
+    seccomp: Option<&crate::seccomp::Filter>,
+    fds: &ChildFds,
+) -> ExecFailure {
+    let preserved = fds.preserved;
+    let errno = |e: io::Error| ExecFailure::Errno(e.raw_os_error().unwrap_or(libc::EINVAL));
+    // Signal dispositions and the mask survive execve: exprun ignores SIGPIPE and
+    // blocks the signals it handles.
+    if let Err(e) = k.reset_signals() {
+        return errno(e);
+    }
+    // Nothing but 0, 1, 2 and the caller's --preserve-fds may reach the command
+    // (CVE-2024-21626 was a leaked fd).
+    if let Err(e) = k.cloexec_from(3 + preserved).and_then(|()| k.keep_on_exec(3, preserved)) {
+        return errno(e);
+    }
+    // The filter, then (for a notifying one) its fd to the seccomp agent,
+    // then execve.
+    if let Some(f) = seccomp {
+        if let Err(e) = install_seccomp(k, f, fds) {
+            return ExecFailure::Seccomp(e);
+        }
+    }
+    ExecFailure::Errno(k.execve(call) as i32)
+}
+
+#[cfg(test)]
+#[path = "init_tests.rs"]
+mod tests;

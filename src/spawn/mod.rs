@@ -17,7 +17,7 @@ pub mod wait;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signalfd::SignalFd;
 use nix::unistd::Pid;
 
@@ -199,10 +199,9 @@ fn create_in(
         });
     }
     crate::log::debug(|| "create: cloning the container's init".into());
-    // SAFETY: the process is single-threaded (checked just above); the child branch
-    // ends in init::run, which never returns (execve or _exit).
-    let forked = unsafe { sys::clone_process(plan.clone_flags, None) }
-        .map_err(io_err("cloning the container's init"))?;
+    // The child branch ends in init::run, which never returns (execve or _exit).
+    let forked =
+        sys::clone_process(plan.clone_flags, None).map_err(io_err("cloning the container's init"))?;
     let (pid, pidfd) = match forked {
         sys::Forked::Child => {
             drop(parent_end);
@@ -326,10 +325,10 @@ pub(crate) fn wait_ready(
             PollFd::new(channel.as_fd(), PollFlags::POLLIN),
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
         ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::Io { op: "waiting for the container's init", source: e.into() }),
+        let ready = sys::poll(&mut fds, PollTimeout::NONE)
+            .map_err(|e| Error::Io { op: "waiting for the container's init", source: e.into() })?;
+        if ready == 0 {
+            continue;
         }
         if fds[1].any().unwrap_or(false) {
             if let Ok(Some(info)) = signals.read_signal() {
@@ -350,7 +349,7 @@ pub(crate) fn wait_ready(
                 };
                 crate::hooks::run_all("prestart", &h.prestart, state)
                     .and_then(|()| crate::hooks::run_all("createRuntime", &h.create_runtime, state))
-                    .map_err(|error| Error::Init { step: "OCI hooks".into(), error })?;
+                    .map_err(|e| Error::Init { step: "OCI hooks".into(), error: e.to_string() })?;
                 channel
                     .send(&ToChild::HooksDone { state: state.to_string() })
                     .map_err(io_err("resuming the container's init after the hooks"))?;

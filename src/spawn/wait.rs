@@ -4,12 +4,12 @@
 //! protocol channel and the output pipes: no threads, no SIGCHLD race.
 
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use serde::{Deserialize, Serialize};
@@ -204,7 +204,7 @@ impl Stream {
                 if let Some(c) = &mut self.capture {
                     c.write(&buf[..n]);
                 }
-                if !self.broken && !write_all(self.to, &buf[..n]) {
+                if !self.broken && !write_to(self.to, &buf[..n]) {
                     // Our own stdout went away (e.g. `| head`): keep draining and
                     // hashing so the container is not blocked, stop writing.
                     self.broken = true;
@@ -222,9 +222,16 @@ impl Stream {
     }
 }
 
-fn write_all(fd: i32, mut buf: &[u8]) -> bool {
-    // SAFETY: fd 1 and 2 stay open for the life of exprun; we only borrow them.
-    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+/// Write all of `buf` to exprun's stdout (`to` 1) or stderr.
+fn write_to(to: i32, buf: &[u8]) -> bool {
+    if to == 1 {
+        write_all(io::stdout().as_fd(), buf)
+    } else {
+        write_all(io::stderr().as_fd(), buf)
+    }
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> bool {
     while !buf.is_empty() {
         match nix::unistd::write(fd, buf) {
             Ok(n) => buf = &buf[n..],
@@ -292,11 +299,8 @@ pub fn foreground(
                 .unwrap_or(PollTimeout::ZERO),
             None => PollTimeout::NONE,
         };
-        match poll(&mut fds, timeout) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::Io { op: "waiting for the container", source: e.into() }),
-        }
+        sys::poll(&mut fds, timeout)
+            .map_err(|e| Error::Io { op: "waiting for the container", source: e.into() })?;
         let ready = |slot: usize| {
             slots[slot].is_some_and(|i| {
                 fds[i].revents().is_some_and(|r| {
@@ -367,7 +371,7 @@ pub fn foreground(
     }
     let wall_seconds = t0.elapsed().as_secs_f64();
     let ended = SystemTime::now();
-    let (status, usage) = reaped.unwrap_or((0, zero_rusage()));
+    let (status, usage) = reaped.unwrap_or((0, sys::zero_rusage()));
     let exit = if libc::WIFSIGNALED(status) {
         Exit::Signal(libc::WTERMSIG(status))
     } else {
@@ -386,17 +390,12 @@ pub fn foreground(
     })
 }
 
-fn zero_rusage() -> libc::rusage {
-    // SAFETY: rusage is plain old data; all-zero is a valid value.
-    unsafe { std::mem::zeroed() }
-}
-
 /// Copy one read of exprun's stdin into the pty; false once stdin is at EOF.
 fn copy_stdin(pty: Option<&OwnedFd>, buf: &mut [u8]) -> bool {
     let Some(pty) = pty else { return false };
     match nix::unistd::read(io::stdin().as_fd(), buf) {
         Ok(0) => false,
-        Ok(n) => write_all(pty.as_raw_fd(), &buf[..n]),
+        Ok(n) => write_all(pty.as_fd(), &buf[..n]),
         Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => true,
         Err(_) => false,
     }

@@ -2,7 +2,8 @@
 //! `/etc/group` from the image's unpacked layers without mounting them.
 //!
 //! The layers are in overlayfs format (whiteouts are 0/0 character devices, opaque
-//! directories carry `trusted.overlay.opaque=y`), so the file a container would see
+//! directories carry `overlay.opaque=y` in its `trusted.` form, or its `user.` form
+//! in a rootless store), so the file a container would see
 //! is the one in the topmost layer that has it, unless a layer above hides it.
 
 use std::fs;
@@ -192,6 +193,31 @@ mod tests {
             .unwrap();
             assert_eq!(read_image_file(&layers, Path::new("etc/group")).unwrap(), None);
         }
+    }
+
+    /// A rootless store marks opaque directories with `user.overlay.opaque`:
+    /// an upper layer's opaque /etc hides the lower layer's passwd, so the
+    /// name is not found even though the lower layer lists it.
+    #[test]
+    fn a_rootless_stores_opaque_dir_hides_the_lower_passwd() {
+        use std::os::fd::AsFd;
+        let dir = tempfile::tempdir().unwrap();
+        let (l1, l2) = (dir.path().join("l1"), dir.path().join("l2"));
+        fs::create_dir_all(l1.join("etc")).unwrap();
+        fs::create_dir_all(l2.join("etc")).unwrap();
+        fs::write(l1.join("etc/passwd"), PASSWD).unwrap();
+        fs::write(l2.join("etc/group"), GROUP).unwrap();
+        let etc = fs::File::open(l2.join("etc")).unwrap();
+        if let Err(e) = crate::sys::fsetxattr(etc.as_fd(), c"user.overlay.opaque", b"y") {
+            println!("SKIP: user xattrs unsupported here: {e}");
+            return;
+        }
+        let layers = vec![l1, l2];
+        let passwd = read_image_file(&layers, Path::new("etc/passwd")).unwrap();
+        assert_eq!(passwd, None, "the opaque /etc of the upper layer must hide the lower passwd");
+        let group = read_image_file(&layers, Path::new("etc/group")).unwrap();
+        let e = resolve("researcher", passwd.as_deref(), group.as_deref()).unwrap_err().to_string();
+        assert!(e.contains("has none"), "{e}");
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! - **The caller's user manager's**, for a rootless run whose caller has no
 //!   delegated cgroup of its own: `exprun-<id>.scope` in `app.slice`, with
 //!   exprun in a `supervisor` cgroup inside it and the run's cgroup beside that
-//!   (see `super::delegated`), limited through the delegated files.
+//!   (see `crate::plan::cgroup`), limited through the delegated files.
 //!
 //! A scope must hold a process when it is made, so exprun asks for it with its
 //! own pid, and the container's init joins it before exprun leaves (system
@@ -30,7 +30,6 @@ use serde::{Deserialize, Serialize};
 use super::{shares_to_weight, Error, Limits, Result, CPU_PERIOD_US};
 
 mod bus;
-mod plan;
 
 /// Which systemd instance owns a scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,12 +20,12 @@ use serde::Deserialize;
 use super::unpack::{unpack, Tops};
 use super::{Error, ANN_TITLE, ARTIFACT_DIR, ARTIFACT_TYPE};
 use crate::digest::Digest;
+use crate::image::reference::RemoteRef;
 use crate::image::{ImageStore, Limits};
 use crate::record::RunRecord;
 use crate::registry::client::{Client, ClientOptions};
 use crate::registry::conf::location;
 use crate::registry::pull::{self, PullOptions};
-use crate::registry::reference::RemoteRef;
 use crate::state::Root;
 
 #[derive(Deserialize)]

@@ -19,13 +19,13 @@ use super::archive::{Listed, TarPart};
 use super::reduce::{reduce, HostDirs};
 use super::{Error, ANN_TITLE, ARTIFACT_TYPE, EMPTY_JSON, MT_EMPTY, MT_FILES, MT_MANIFEST, MT_RECORD};
 use crate::digest::Digest;
+use crate::image::reference::RemoteRef;
 use crate::image::{ImageStore, ResolvedImage, TmpDir};
 use crate::record::files::size_text;
 use crate::record::{for_terminal, RunRecord};
 use crate::registry::client::{Client, ClientOptions};
 use crate::registry::conf::location;
 use crate::registry::push::{image_blobs, media_type_of, mount_sources, push_blobs, repositories};
-use crate::registry::reference::RemoteRef;
 use crate::registry::transfer::Transfer;
 use crate::state::Root;
 

@@ -653,7 +653,7 @@ fn compare_content(
             }
             f.notes.push(format!(
                 "larger than {}: compared by digest and first difference only",
-                text::human_size(MAX_CONTENT)
+                crate::record::files::size_text(MAX_CONTENT)
             ));
             Verdict::Differs
         }

@@ -2,9 +2,9 @@
 
 use std::fmt::Write as _;
 
-use super::text::human_size;
 use super::tolerance::{fmt_num, fmt_sig};
 use super::{FileReport, TreeReport, Verdict};
+use crate::record::files::size_text;
 
 /// At most this many entries are rendered per tree; the JSON report has all.
 const MAX_RENDERED: usize = 200;
@@ -67,14 +67,14 @@ impl FileReport {
     /// first difference at byte 9`, then details and the diff excerpt indented.
     pub fn render_as(&self, shown: &str, out: &mut String) {
         let _ = write!(out, "  {shown}  {}  ", self.verdict.as_str());
-        let size = |s: Option<u64>| s.map_or_else(|| "?".into(), human_size);
+        let size = |s: Option<u64>| s.map_or_else(|| "?".into(), size_text);
         let mut parts: Vec<String> = Vec::new();
         match self.verdict {
             Verdict::Missing | Verdict::Added => {
                 let kind = self.expected_kind.as_ref().or(self.actual_kind.as_ref());
                 let mut s = kind.cloned().unwrap_or_default();
                 if let Some(n) = self.expected_size.or(self.actual_size) {
-                    let _ = write!(s, ", {}", human_size(n));
+                    let _ = write!(s, ", {}", size_text(n));
                 }
                 parts.push(s);
             }

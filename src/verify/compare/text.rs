@@ -101,24 +101,6 @@ pub(crate) fn diff_excerpt(expected: &str, actual: &str) -> DiffExcerpt {
     DiffExcerpt { text, truncated }
 }
 
-/// `12 B`, `3.4 KiB`, `1.2 MiB`.
-pub(crate) fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = UNITS[0];
-    for u in &UNITS[1..] {
-        if v < 1024.0 {
-            break;
-        }
-        v /= 1024.0;
-        unit = u;
-    }
-    format!("{v:.1} {unit}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,9 +111,6 @@ mod tests {
         assert_eq!(first_difference(b"abc", b"abd"), Some(2));
         assert_eq!(first_difference(b"ab", b"abc"), Some(2));
         assert!(is_text(b"hello\n") && !is_text(b"a\0b") && !is_text(&[0xff, 0xfe]));
-        assert_eq!(human_size(12), "12 B");
-        assert_eq!(human_size(1536), "1.5 KiB");
-        assert_eq!(human_size(3 << 20), "3.0 MiB");
     }
 
     #[test]

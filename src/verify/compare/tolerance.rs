@@ -5,6 +5,7 @@
 use std::fmt;
 
 use super::Error;
+use crate::glob::{Glob, Syntax};
 
 /// What a `--tolerance` rule looks like, for error messages.
 const RULE_FORM: &str = "expected FILE[:JSONPATH]=TOLERANCE, e.g. metrics.json:$.accuracy=1e-6, \
@@ -93,7 +94,8 @@ impl Rule {
             Some(p) => Some(JsonPath::parse(p).map_err(&err)?),
             None => None,
         };
-        Ok(Rule { spec: spec.to_string(), file: file.to_string(), glob: Glob::new(file), path, tolerance })
+        let glob = Glob::parse(file, Syntax::PATHS).map_err(|why| err(format!("the file pattern {why}")))?;
+        Ok(Rule { spec: spec.to_string(), file: file.to_string(), glob, path, tolerance })
     }
 
     /// Whether the rule's file pattern matches a file: absolute patterns match
@@ -359,78 +361,6 @@ fn quoted(s: &str, q: char) -> Option<(String, &str)> {
     None
 }
 
-/// A path glob: `*` and `?` stay within one path component, `**` crosses them
-/// (`**/` matches zero or more directories), `\` escapes.
-#[derive(Debug, Clone, PartialEq)]
-struct Glob {
-    toks: Vec<Tok>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    Lit(char),
-    One,
-    Star,
-    AnyStar,
-    Dirs,
-}
-
-impl Glob {
-    fn new(pattern: &str) -> Glob {
-        let mut toks = Vec::new();
-        let mut chars = pattern.chars().peekable();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => toks.push(Tok::Lit(chars.next().unwrap_or('\\'))),
-                '?' => toks.push(Tok::One),
-                '*' if chars.peek() == Some(&'*') => {
-                    chars.next();
-                    while chars.peek() == Some(&'*') {
-                        chars.next();
-                    }
-                    if chars.peek() == Some(&'/') {
-                        chars.next();
-                        toks.push(Tok::Dirs);
-                    } else {
-                        toks.push(Tok::AnyStar);
-                    }
-                }
-                '*' => toks.push(Tok::Star),
-                c => toks.push(Tok::Lit(c)),
-            }
-        }
-        Glob { toks }
-    }
-
-    fn is_literal(&self) -> bool {
-        self.toks.iter().all(|t| matches!(t, Tok::Lit(_)))
-    }
-
-    /// Dynamic programming over (token, position): linear in the pattern times
-    /// the text (quadratic for `**/`), never exponential.
-    fn matches(&self, text: &str) -> bool {
-        let s: Vec<char> = text.chars().collect();
-        let n = s.len();
-        // next[j]: tokens after the current one match s[j..].
-        let mut next = vec![false; n + 1];
-        next[n] = true;
-        for tok in self.toks.iter().rev() {
-            let mut cur = vec![false; n + 1];
-            for j in (0..=n).rev() {
-                cur[j] = match tok {
-                    Tok::Lit(c) => j < n && s[j] == *c && next[j + 1],
-                    Tok::One => j < n && s[j] != '/' && next[j + 1],
-                    Tok::Star => next[j] || (j < n && s[j] != '/' && cur[j + 1]),
-                    Tok::AnyStar => next[j] || (j < n && cur[j + 1]),
-                    Tok::Dirs => next[j] || (j + 1..=n).any(|k| s[k - 1] == '/' && next[k]),
-                };
-            }
-            next = cur;
-        }
-        next[0]
-    }
-}
-
 /// A number for messages: plain for ordinary magnitudes, scientific otherwise
 /// (`1e-6`, not `0.000001`).
 pub(crate) fn fmt_num(x: f64) -> String {
@@ -450,23 +380,6 @@ pub(crate) fn fmt_sig(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs() {
-        let m = |p: &str, s: &str| Glob::new(p).matches(s);
-        assert!(m("results/*.csv", "results/a.csv"));
-        assert!(!m("results/*.csv", "results/sub/a.csv"));
-        assert!(m("results/**/*.csv", "results/a.csv"));
-        assert!(m("results/**/*.csv", "results/x/y/a.csv"));
-        assert!(m("**", "a/b/c"));
-        assert!(m("**.json", "a/b.json"));
-        assert!(m("m?trics.json", "metrics.json"));
-        assert!(!m("m?trics.json", "m/trics.json"));
-        assert!(m("a\\*b", "a*b"));
-        assert!(!m("a\\*b", "axb"));
-        assert!(!m("metrics.json", "metrics.jsonx"));
-        assert!(m(&"*".repeat(30), "abcdefghijklmnopqrstuvwxyz"));
-    }
 
     #[test]
     fn rules_parse() {

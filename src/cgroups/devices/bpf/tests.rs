@@ -276,7 +276,8 @@ fn the_kernel_enforces_the_program_in_a_cgroup2_cgroup() {
 /// rules `exprun run` uses, and the kernel applies it to the cgroup's processes.
 #[test]
 fn a_v2_cgroup_gets_its_device_rules_from_apply_devices() {
-    use crate::cgroups::{Cgroup, CgroupHost, Limits, Placement, Version};
+    use crate::cgroups::{Cgroup, CgroupHost, Limits, Version};
+    use crate::plan::cgroup::Placement;
     let root = nix::unistd::geteuid().is_root();
     let Some(mount) = cgroup2_mount().filter(|_| root) else {
         assert_ne!(

@@ -9,8 +9,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Error, PlanContext, Result};
-use crate::cgroups::{CgroupPlan, Limits, Placement};
+use super::{delegated, systemd, Placement};
+use crate::cgroups::{CgroupPlan, Limits};
+use crate::plan::host::Host;
+use crate::plan::{Error, PlanContext, Result};
 
 /// Why a run has no cgroup, and whether to say so when it starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,10 +38,11 @@ impl NoCgroup {
 /// where none can be had and no limit is asked for, none ([`NoCgroup`] says why).
 pub(super) fn cgroup(
     ctx: &PlanContext<'_>,
+    host: &Host,
     placement: &Placement<'_>,
     limits: Limits,
 ) -> Result<(CgroupPlan, Option<NoCgroup>)> {
-    let uid = nix::unistd::geteuid().as_raw();
+    let uid = host.process.euid;
     let (parent, name) = match *placement {
         Placement::Child { name, parent } => (parent, name),
         Placement::Path(p) => match p.rsplit_once('/') {
@@ -59,25 +62,24 @@ pub(super) fn cgroup(
     };
     let bundle = ctx.request.is_none();
     let asked = asked(&limits, bundle);
-    let why = match ctx.cgroups.plan_delegated(name, parent, limits.clone(), uid) {
+    let why = match delegated::plan(host, name, parent, limits.clone()) {
         Ok(plan) => return Ok((plan, None)),
         Err(crate::cgroups::Error::NotDelegated { why }) => why,
         Err(e) => return Err(e.into()),
     };
     // No delegated cgroup to go next to: ask the caller's systemd user manager
     // for a scope of the run's own, unless a cgroup parent was named.
-    let user_manager = crate::cgroups::systemd::Manager::User { uid };
-    let why = match (parent, user_manager.unavailable()) {
-        (None, None) => match ctx.cgroups.plan_user_scope(name, limits, uid) {
+    let why = match (parent, &host.user_manager) {
+        (None, None) => match systemd::user_scope(host, name, limits) {
             Ok(plan) => return Ok((plan, None)),
             Err(crate::cgroups::Error::NotDelegated { why: no_scope }) => format!("{why}; {no_scope}"),
             Err(e) => return Err(e.into()),
         },
         // A user manager that cannot be reached.
-        (None, Some(no_bus)) if ctx.cgroups.has_user_manager(uid) => format!("{why}; {no_bus}"),
+        (None, Some(no_bus)) if host.user_manager_runs => format!("{why}; {no_bus}"),
         _ => why,
     };
-    let why = ctx.cgroups.no_cgroup_reason(&why, uid);
+    let why = delegated::no_cgroup_reason(host, &why);
     if asked.is_empty() {
         let quiet = ctx.request.as_ref().is_some_and(|r| r.options.no_limits);
         return Ok((CgroupPlan::none(), Some(NoCgroup { why, note: !quiet })));
