@@ -48,6 +48,8 @@ pub struct Replay<'a> {
     pub id: Option<String>,
     /// The recorded run this one replays.
     pub of: Option<String>,
+    /// The command replaying it.
+    pub made_by: Option<crate::record::MadeBy>,
     /// Its deterministic profile, used as recorded instead of decided again.
     pub pins: Option<&'a Determinism>,
     /// `verify --vary`: the variation's name, and its change to the spec and to
@@ -217,6 +219,7 @@ fn sequence(root: &Root, source: Source<'_>) -> Result<RunResult> {
                         determinism,
                         replay_of: replay.of.clone(),
                         variation: replay.variation.map(|(name, _)| name.to_string()),
+                        made_by: replay.made_by,
                         drift: replay.drift.clone(),
                     }),
                 },

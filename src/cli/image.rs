@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
+use super::out::{out, outln};
 use super::Globals;
 use crate::error::{Error, Result};
 use crate::image::{reference, ImageStore, ImageSummary, Progress};
@@ -94,22 +95,22 @@ pub fn run(globals: &Globals, cmd: ImageCommand) -> Result<i32> {
         ImageCommand::Ls { json, digests } => {
             let rows = store.list()?;
             if json {
-                println!("{}", to_json(&rows)?);
+                outln!("{}", to_json(&rows)?);
             } else {
-                print!("{}", table(&rows, digests));
+                out!("{}", table(&rows, digests));
             }
         }
         ImageCommand::Inspect { reference } => {
-            println!("{}", to_json(&store.inspect(&reference)?)?);
+            outln!("{}", to_json(&store.inspect(&reference)?)?);
         }
         ImageCommand::Rm { references } => {
             for r in references {
                 let report = store.remove(&r)?;
                 for n in report.untagged {
-                    println!("untagged {n}");
+                    outln!("untagged {n}");
                 }
                 for d in report.removed {
-                    println!("removed {d}");
+                    outln!("removed {d}");
                 }
             }
         }

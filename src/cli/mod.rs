@@ -11,6 +11,7 @@ use crate::error::Error;
 mod build;
 mod image;
 mod oci;
+mod out;
 mod registry;
 mod run;
 mod runs;

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args};
 
+use super::out::outln;
 use super::Globals;
 use crate::container::{self, CreateOptions};
 use crate::error::{Error, Result};
@@ -264,15 +265,15 @@ pub struct PsArgs {
 pub fn ps(globals: &Globals, a: PsArgs) -> Result<i32> {
     let pids = container::pids(&globals.state(), &a.id)?;
     if a.format == "json" {
-        println!("{}", to_json(&pids)?);
+        outln!("{}", to_json(&pids)?);
         return Ok(0);
     }
-    println!("{:<8} CMD", "PID");
+    outln!("{:<8} CMD", "PID");
     for pid in pids {
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         // The container's processes set their own command lines.
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        println!("{pid:<8} {}", crate::record::for_terminal(cmd.trim_end()));
+        outln!("{pid:<8} {}", crate::record::for_terminal(cmd.trim_end()));
     }
     Ok(0)
 }
@@ -361,20 +362,20 @@ pub struct ListArgs {
 pub fn list(globals: &Globals, a: ListArgs) -> Result<i32> {
     let all = container::list(&globals.state());
     if a.format == "json" {
-        println!("{}", to_json(&all)?);
+        outln!("{}", to_json(&all)?);
         return Ok(0);
     }
     let rows: Vec<serde_json::Value> = all.iter().filter_map(|s| serde_json::to_value(s).ok()).collect();
     if a.quiet {
         for r in &rows {
-            println!("{}", r["id"].as_str().unwrap_or_default());
+            outln!("{}", r["id"].as_str().unwrap_or_default());
         }
         return Ok(0);
     }
-    println!("{:<24} {:<8} {:<8} {:<40} {:<21} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+    outln!("{:<24} {:<8} {:<8} {:<40} {:<21} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
     for r in &rows {
         let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
-        println!(
+        outln!(
             "{:<24} {:<8} {:<8} {:<40} {:<21} {}",
             s("id"),
             r["pid"].to_string(),

@@ -1,18 +1,20 @@
 //! `exprun runs ...` (the run records) and `exprun gc`.
 
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use clap::{Subcommand, ValueEnum};
 
+use super::out::{out, outln};
 use super::Globals;
 use crate::error::{Error, Result};
-use crate::record::{diff, export, for_terminal, RunRecord};
+use crate::record::{diff, export, for_terminal, select, RunRecord, Status};
 
 /// `println!` of a line made from a record: control characters escaped, so
 /// that what a container put into its record cannot drive the terminal.
 macro_rules! say {
     ($($arg:tt)*) => {
-        println!("{}", for_terminal(&format!($($arg)*)))
+        outln!("{}", for_terminal(&format!($($arg)*)))
     };
 }
 
@@ -20,10 +22,35 @@ macro_rules! say {
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
     /// List recorded runs, oldest first
+    #[command(after_help = "The replays that `exprun verify` made are left out unless --all is given; \
+each record says which run it replays (replay_of) and what made it (made_by). All the filters given \
+must match. Exit status: 0, or 125 on a bad filter value.")]
     Ls {
         /// Print the records' summaries as a JSON array
         #[arg(long)]
         json: bool,
+        /// Also list the replays `exprun verify` made
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Only runs of this image: the reference as given, the name:tag it
+        /// resolved through (a name alone means name:latest), or the manifest
+        /// digest or the start of its hex (4 digits at least)
+        #[arg(long, value_name = "IMAGE", value_parser = parse_nonempty)]
+        image: Option<String>,
+        /// Only the runs of this --name; a `*` at the end matches any rest
+        #[arg(long, value_name = "NAME", value_parser = parse_nonempty)]
+        name: Option<String>,
+        /// Only runs that ended so: exited, killed, not-started, failed, lost or supervised
+        #[arg(long, value_name = "STATUS", value_parser = parse_status)]
+        status: Option<Status>,
+        /// Only runs whose spec has the annotation KEY=VALUE (a bundle's, or
+        /// containerd's); repeat for several, all must match
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Only runs created since then: a duration back from now (30m, 2h,
+        /// 7days, 1week) or a UTC date or time (2026-12-01, 2026-12-01T10:00:00Z)
+        #[arg(long, value_name = "DURATION|DATE", value_parser = parse_when)]
+        since: Option<SystemTime>,
         /// Only the containers of this Kubernetes pod
         #[arg(long, value_name = "NAME")]
         pod: Option<String>,
@@ -52,6 +79,35 @@ pub enum RunsCommand {
         #[arg(required = true)]
         runs: Vec<String>,
     },
+    /// Delete the records of old runs, or of replays, keeping what others depend on
+    #[command(
+        long_about = "Delete the records of runs (and any writable layer kept with --keep) that all \
+the options given select: --older-than, --keep-last, --replays-only (at least one of them). A record \
+another record depends on is kept, and said so, unless --force: a run that is replayed by a record \
+that stays (replay_of), or whose directory holds an input or output of one (a replay's outputs, a \
+fetched run's artifact).",
+        after_help = "Exit status: 0, or 125 on a bad option value or when a record could not be \
+removed (a run still running)."
+    )]
+    Prune {
+        /// Only runs created before then: a duration back from now (30m, 2h,
+        /// 7days, 1week) or a UTC date or time (2026-12-01, 2026-12-01T10:00:00Z)
+        #[arg(long, value_name = "DURATION|DATE", value_parser = parse_when)]
+        older_than: Option<SystemTime>,
+        /// Keep the N newest of the records considered (all, or the replays
+        /// with --replays-only)
+        #[arg(long, value_name = "N", value_parser = parse_count)]
+        keep_last: Option<usize>,
+        /// Only the records of replays (made by `exprun replay` or `exprun verify`)
+        #[arg(long)]
+        replays_only: bool,
+        /// Say what would be removed and kept; remove nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Remove records that others depend on too (and say which)
+        #[arg(long)]
+        force: bool,
+    },
     /// Show what differs between two runs: context and outcome
     #[command(
         long_about = "Show what differs between two runs, one line per difference, in two groups. \
@@ -59,9 +115,14 @@ Context: image, argv, environment (per variable), cwd, user, hostname, limits, m
 (per file), seccomp profile, exprun version and binary, host facts, and every other field of \
 the record. Outcome: status, exit code and signal, stdout and stderr digests, outputs (per file). \
 Never compared: run id, name, exprun command line, times, resource usage, forwarded signals; \
-the run id is blanked out of paths before comparing.",
+the run id is blanked out of paths before comparing. \
+For an output file of JSON, CSV or TSV of at most 1 MiB whose two versions are still where the runs \
+wrote them, the values that changed are listed below it (JSON paths or CSV cells, old -> new), \
+compared as `exprun verify` compares them: numbers within --rtol, --atol or a --tolerance rule are \
+marked `within tolerance`.",
         after_help = "Exit status: 0 if the records \
-agree in context and outcome, 1 if they differ, 125 on error (as with diff(1)). A record over \
+agree in context and outcome, 1 if they differ (a file whose values are all within tolerance still \
+differs), 125 on error (as with diff(1)). A record over \
 256 MiB is refused (EXPRUN_MAX_RECORD_SIZE changes that)."
     )]
     Diff {
@@ -76,6 +137,16 @@ agree in context and outcome, 1 if they differ, 125 on error (as with diff(1)). 
         /// environment, the mounts, ...), then how many more; `all` lists every one
         #[arg(long, value_name = "N|all", default_value = "100", value_parser = parse_limit)]
         limit: Limit,
+        /// Tolerance for numbers in one output file, as verify takes it:
+        /// FILE[:JSONPATH]=TOL, e.g. metrics.json:$.accuracy=1e-6
+        #[arg(long, value_name = "RULE", action = clap::ArgAction::Append)]
+        tolerance: Vec<String>,
+        /// Relative tolerance for every number in JSON and CSV/TSV outputs
+        #[arg(long, value_name = "X")]
+        rtol: Option<String>,
+        /// Absolute tolerance for every number in JSON and CSV/TSV outputs
+        #[arg(long, value_name = "X")]
+        atol: Option<String>,
     },
     /// Export a run's record as an RO-Crate or an in-toto Statement
     #[command(
@@ -115,6 +186,45 @@ fn parse_limit(s: &str) -> std::result::Result<Limit, String> {
     }
 }
 
+fn parse_nonempty(s: &str) -> std::result::Result<String, String> {
+    if s.is_empty() {
+        return Err("expected a value, got an empty one".into());
+    }
+    Ok(s.to_string())
+}
+
+fn parse_status(s: &str) -> std::result::Result<Status, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| "expected one of exited, killed, not-started, failed, lost, supervised".to_string())
+}
+
+fn parse_label(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err("expected KEY=VALUE (an annotation of the run's spec), e.g. project=mnist".into()),
+    }
+}
+
+fn parse_count(s: &str) -> std::result::Result<usize, String> {
+    s.parse().map_err(|_| "expected a number of records, 0 or more".to_string())
+}
+
+/// `--since` and `--older-than`: a duration back from now, or a UTC date or time.
+fn parse_when(s: &str) -> std::result::Result<SystemTime, String> {
+    let why = || {
+        "expected a duration back from now (30m, 2h, 7days, 1week) or a UTC date or time \
+         (2026-12-01, 2026-12-01T10:00:00Z)"
+            .to_string()
+    };
+    if s.starts_with(|c: char| c.is_ascii_digit()) && s.len() == 10 && s.as_bytes().get(4) == Some(&b'-') {
+        return humantime::parse_rfc3339_weak(&format!("{s} 00:00:00")).map_err(|_| why());
+    }
+    if let Ok(d) = humantime::parse_duration(s) {
+        return SystemTime::now().checked_sub(d).ok_or_else(why);
+    }
+    humantime::parse_rfc3339_weak(s).map_err(|_| why())
+}
+
 /// What `runs export` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
@@ -128,17 +238,22 @@ pub enum ExportFormat {
 pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
     let root = globals.state();
     match cmd {
-        RunsCommand::Ls { json, pod, namespace, container } => {
-            let filter = PodFilter { pod, namespace, container };
+        RunsCommand::Ls { json, all, image, name, status, labels, since, pod, namespace, container } => {
+            let pods = PodFilter { pod, namespace, container };
+            let filter = select::Filter { all, image, name, status, labels, since };
             let mut records: Vec<RunRecord> = Vec::new();
-            for id in root.run_ids() {
-                match root.read_record(&id) {
-                    Ok(r) if filter.matches(&r) => records.push(r),
-                    Ok(_) => {}
-                    Err(e) => crate::error::print(&e),
+            let mut hidden = 0;
+            for r in read_all(&root).into_iter().filter(|r| pods.matches(r)) {
+                if filter.matches(&r) {
+                    records.push(r);
+                } else if r.made_by_verify() && (select::Filter { all: true, ..filter.clone() }).matches(&r) {
+                    hidden += 1;
                 }
             }
             records.sort_by(|a, b| a.time.created.cmp(&b.time.created));
+            if hidden > 0 && !json {
+                eprintln!("exprun: {hidden} replay(s) made by `exprun verify` not listed (--all lists them)");
+            }
             if json {
                 let rows: Vec<serde_json::Value> = records.iter().map(summary_json).collect();
                 print_json(&serde_json::Value::Array(rows));
@@ -175,7 +290,7 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
             };
             let r = root.read_record(&id)?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     crate::record::json_for_terminal(&serde_json::to_string_pretty(&r).unwrap_or_default())
                 );
@@ -192,7 +307,7 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
             let mut failed = false;
             for given in runs {
                 match root.resolve_run(&given).and_then(|id| root.remove_run(&id).map(|()| id)) {
-                    Ok(id) => println!("removed {id}"),
+                    Ok(id) => outln!("removed {id}"),
                     Err(e) => {
                         crate::error::print(&e);
                         failed = true;
@@ -201,18 +316,67 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
             }
             Ok(if failed { crate::error::EXIT_EXPRUN_FAILED } else { 0 })
         }
-        RunsCommand::Diff { run_a, run_b, json, limit } => {
+        RunsCommand::Prune { older_than, keep_last, replays_only, dry_run, force } => {
+            if older_than.is_none() && keep_last.is_none() && !replays_only {
+                return Err(Error::Usage(
+                    "runs prune: say which records to remove: --older-than, --keep-last or --replays-only"
+                        .into(),
+                ));
+            }
+            let records = read_all(&root);
+            let p = select::Prune { older_than, keep_last, replays_only };
+            let plan = select::plan_prune(&records, &root.runs_dir(), &p, force);
+            let short = |id: &str| id.get(..12).unwrap_or(id).to_string();
+            let needed_by = |deps: &[select::Dependent]| {
+                deps.iter().map(|d| format!("{} ({})", short(&d.run), d.how)).collect::<Vec<_>>().join(", ")
+            };
+            for (id, deps) in &plan.kept {
+                say!("kept {id}: needed by {}; remove those too, or use --force", needed_by(deps));
+            }
+            let mut failed = false;
+            for (id, deps) in &plan.remove {
+                let also = if deps.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (--force: needed by {})", needed_by(deps))
+                };
+                if dry_run {
+                    say!("would remove {id}{also}");
+                    continue;
+                }
+                match root.remove_run(id) {
+                    Ok(()) => say!("removed {id}{also}"),
+                    Err(e) => {
+                        crate::error::print(&e);
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed { crate::error::EXIT_EXPRUN_FAILED } else { 0 })
+        }
+        RunsCommand::Diff { run_a, run_b, json, limit, tolerance, rtol, atol } => {
+            let tol = crate::verify::compare::Tolerances::parse(rtol.as_deref(), atol.as_deref(), &tolerance)
+                .map_err(|e| Error::Usage(e.to_string()))?;
             let (id_a, id_b) = (root.resolve_run(&run_a)?, root.resolve_run(&run_b)?);
             let (a, b) = (root.read_record(&id_a)?, root.read_record(&id_b)?);
-            let d = diff::diff(a, b, limit.0)
+            let artifact = |r: &RunRecord| {
+                crate::verify::trust::Origin::of(&root.runs_dir(), &r.run_id, false).artifact()
+            };
+            let values = diff::output_values(
+                &diff::Place { record: &a, artifact: artifact(&a) },
+                &diff::Place { record: &b, artifact: artifact(&b) },
+                &tol,
+            );
+            let mut d = diff::diff(a, b, limit.0)
                 .map_err(|source| Error::Json { op: "comparing the records", source })?;
+            d.add_values(values, limit.0);
             if json {
-                println!(
+                outln!(
                     "{}",
                     crate::record::json_for_terminal(&serde_json::to_string_pretty(&d).unwrap_or_default())
                 );
             } else {
-                print!("{}", d.render());
+                out!("{}", d.render());
             }
             Ok(if d.same() { 0 } else { 1 })
         }
@@ -250,10 +414,22 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
     }
 }
 
+/// Every record in the root, those that cannot be read reported and left out.
+fn read_all(root: &crate::state::Root) -> Vec<RunRecord> {
+    let mut records = Vec::new();
+    for id in root.run_ids() {
+        match root.read_record(&id) {
+            Ok(r) => records.push(r),
+            Err(e) => crate::error::print(&e),
+        }
+    }
+    records
+}
+
 /// JSON from a record on stdout: C1 and bidirectional controls in strings
 /// written as `\uXXXX` (the same JSON), since stdout may be a terminal.
 fn print_json(v: &serde_json::Value) {
-    print!("{}", crate::record::json_for_terminal(&String::from_utf8_lossy(&export::to_pretty(v))));
+    out!("{}", crate::record::json_for_terminal(&String::from_utf8_lossy(&export::to_pretty(v))));
 }
 
 /// `runs ls --pod/--namespace/--container`: all that are given must match.
@@ -281,7 +457,7 @@ pub fn gc(globals: &Globals) -> Result<i32> {
     let root = globals.state();
     let cleaned = root.cleanup_stale();
     for id in &cleaned {
-        println!("cleaned up run {id} (recorded as lost)");
+        outln!("cleaned up run {id} (recorded as lost)");
     }
     let removed = crate::record::retention::prune(
         &root.runs_dir(),
@@ -289,7 +465,7 @@ pub fn gc(globals: &Globals) -> Result<i32> {
         std::time::SystemTime::now(),
     )?;
     for id in &removed {
-        println!("removed the record of pod container {id} (retention)");
+        outln!("removed the record of pod container {id} (retention)");
     }
     crate::verify::check::remove_stale_scratch(&root);
     crate::build::remove_stale(&root);
@@ -332,6 +508,8 @@ fn summary_json(r: &RunRecord) -> serde_json::Value {
         "wall_seconds": r.time.wall_seconds,
         "command": argv(r),
         "kubernetes": r.kubernetes,
+        "replay_of": r.replay_of,
+        "made_by": r.made_by,
     })
 }
 
@@ -352,8 +530,8 @@ fn print_request(r: &RunRecord, fetched: bool) {
     let ctx = trust::AuditContext { host_rlimits: &crate::spec::caller_rlimits(), provided: &provided };
     let permit = if fetched { Permit::Refused } else { Permit::Recorded };
     let findings: Vec<_> = trust::audit(o, &ctx).into_iter().map(|f| (f, permit)).collect();
-    print!("{}", summary::render_findings(&findings));
-    print!("{}", summary::render_disagreements(r));
+    out!("{}", summary::render_findings(&findings));
+    out!("{}", summary::render_disagreements(r));
 }
 
 fn print_record(r: &RunRecord) {
@@ -384,7 +562,12 @@ fn print_record(r: &RunRecord) {
     }
     if let Some(of) = &r.replay_of {
         let under = r.variation.as_ref().map(|v| format!(" under {v}")).unwrap_or_default();
-        say!("replay of:  {of}{under}");
+        let by = match (r.made_by, r.made_by_verify()) {
+            (_, true) => " by exprun verify",
+            (Some(crate::record::MadeBy::Replay), _) => " by exprun replay",
+            _ => "",
+        };
+        say!("replay of:  {of}{by}{under}");
     }
     for d in &r.drift {
         say!("drift:      {}: {} -> {}", d.item, d.recorded, d.now);

@@ -119,6 +119,7 @@ pub fn replay(globals: &Globals, a: ReplayArgs) -> Result<i32> {
         Replay {
             id: Some(id.clone()),
             of: Some(original.run_id.clone()),
+            made_by: Some(crate::record::MadeBy::Replay),
             pins: original.determinism.as_ref(),
             inputs: Some(prepared.inputs),
             drift: prepared.drift,

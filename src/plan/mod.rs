@@ -232,6 +232,9 @@ pub struct Request {
     /// The variation this run was made under (`exprun verify --vary`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variation: Option<String>,
+    /// The command that made this replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made_by: Option<crate::record::MadeBy>,
     /// What differed from the replayed run when the replay started.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<crate::record::Drift>,

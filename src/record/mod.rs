@@ -13,6 +13,7 @@ pub mod host;
 pub(crate) mod recognise;
 pub mod retention;
 pub mod secrets;
+pub mod select;
 
 use std::fs;
 use std::io;
@@ -205,6 +206,16 @@ pub struct Drift {
     pub blocking: bool,
 }
 
+/// The command that made a replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MadeBy {
+    /// `exprun replay`.
+    Replay,
+    /// `exprun verify`: one of its replays, kept for its verdict.
+    Verify,
+}
+
 /// Times of the run (RFC 3339, UTC).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Times {
@@ -305,6 +316,10 @@ pub struct RunRecord {
     /// The variation it ran under (`exprun verify --vary`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variation: Option<String>,
+    /// The command that made this replay (`replay_of`): `exprun replay` or
+    /// `exprun verify`, whose replays `runs ls` leaves out unless asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made_by: Option<MadeBy>,
     /// What differed from the replayed run when the replay started.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<Drift>,
@@ -495,8 +510,20 @@ impl RunRecord {
             }),
             replay_of: plan.request.as_ref().and_then(|r| r.replay_of.clone()),
             variation: plan.request.as_ref().and_then(|r| r.variation.clone()),
+            made_by: plan.request.as_ref().and_then(|r| r.made_by),
             drift: plan.request.as_ref().map(|r| r.drift.clone()).unwrap_or_default(),
             kubernetes: None,
+        }
+    }
+
+    /// Whether `exprun verify` made this run: as its record says, or, for a
+    /// record written before `made_by` was, by the command line verify gives
+    /// its replays (`exprun verify <original>`).
+    pub fn made_by_verify(&self) -> bool {
+        match (self.made_by, &self.replay_of) {
+            (Some(m), _) => m == MadeBy::Verify,
+            (None, Some(of)) => self.command_line == ["exprun", "verify", of.as_str()],
+            (None, None) => false,
         }
     }
 

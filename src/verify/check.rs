@@ -401,6 +401,7 @@ fn replay_once(
         Replay {
             id: Some(id.clone()),
             of: Some(original.run_id.clone()),
+            made_by: Some(crate::record::MadeBy::Verify),
             pins: original.determinism.as_ref(),
             variation: (!set.is_empty()).then_some((label.as_str(), &vary_fn as &crate::run::Vary<'_>)),
             inputs: Some(prepared.inputs),

@@ -22,6 +22,7 @@ mod sections;
 #[cfg(test)]
 mod tests;
 mod trees;
+mod values;
 mod walk;
 
 use serde::Serialize;
@@ -32,6 +33,7 @@ use sections::Sections;
 #[cfg(test)]
 pub(crate) use tests::sample_record;
 pub use trees::{tree_changes, FileChange};
+pub use values::{output_values, Place, Values};
 
 /// Fields never compared: they differ on every run, only name the run, or
 /// restate what the compared fields hold (`command_line` and `request` are the
@@ -45,6 +47,7 @@ pub const IGNORED: &[&str] = &[
     "command_line",
     "request",
     "replay_of",
+    "made_by",
     "drift",
     "kubernetes",
     "time",
@@ -86,12 +89,16 @@ pub struct Change {
     pub b: Value,
     /// One line for people.
     pub text: String,
+    /// For an output file of JSON, CSV or TSV: the values that changed
+    /// ([`RecordDiff::add_values`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<Values>,
 }
 
 impl Change {
     /// A change whose section the collecting [`Sections`] fills in.
     fn new(path: String, change: ChangeKind, a: Value, b: Value, text: String) -> Self {
-        Self { path, section: String::new(), change, a, b, text }
+        Self { path, section: String::new(), change, a, b, text, values: None }
     }
 }
 
@@ -147,6 +154,9 @@ impl RecordDiff {
                 s.push_str("  ");
                 s.push_str(&t(&c.text));
                 s.push('\n');
+                if let Some(v) = &c.values {
+                    values::render(v, &mut s);
+                }
                 let last_of_section = list.get(i + 1).is_none_or(|next| next.section != c.section);
                 let more = self.omitted.iter().find(|o| o.group == group && o.section == c.section);
                 if let (true, Some(o)) = (last_of_section, more) {

@@ -19,6 +19,7 @@ mod render;
 mod tests;
 mod text;
 mod tolerance;
+mod values;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +35,7 @@ use crate::digest::{Digest, HashingReader};
 use crate::record::files::{FileEntry, TreeDigest};
 use tolerance::FileTolerance;
 pub use tolerance::{JsonPath, Rule, Tolerances};
+pub use values::{read_unchanged, value_changes, ValueChange};
 
 /// Files larger than this are compared by digest and first differing byte
 /// only: no numbers, no diff.
@@ -220,6 +222,13 @@ pub struct NumericReport {
     /// The first failure in document order; None when the comparison passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Mismatch>,
+    /// Every value that differs, within its tolerance or not, in document
+    /// order: the first hundred.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<ValueChange>,
+    /// How many more values differ than [`Self::changes`] lists.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub changes_left_out: u64,
 }
 
 impl NumericReport {

@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 
 use super::tolerance::{fmt_sig, FileTolerance, Tol};
-use super::{csv, json, Deviation, Mismatch, NumericFormat, NumericReport};
+use super::{csv, json, Deviation, Mismatch, NumericFormat, NumericReport, ValueChange};
 
 /// Compare two contents numerically if the file's format allows it and a
 /// tolerance applies. `name` decides the format by extension; `sniff_csv` allows
@@ -22,6 +22,19 @@ pub(crate) fn compare(
     if !ft.applies() {
         return None;
     }
+    compare_format(name, expected, actual, ft, stream, warnings)
+}
+
+/// [`compare`] whether a tolerance applies or not: `None` only when the
+/// format allows no numeric comparison.
+pub(crate) fn compare_format(
+    name: &str,
+    expected: &[u8],
+    actual: &[u8],
+    ft: &FileTolerance<'_>,
+    stream: bool,
+    warnings: &mut Vec<String>,
+) -> Option<NumericReport> {
     let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
     let by_ext = match ext.as_deref() {
         Some("json") => Some(NumericFormat::Json),
@@ -56,6 +69,9 @@ pub(crate) fn compare(
     Some(report)
 }
 
+/// The most values that differ a report lists ([`NumericReport::changes`]).
+pub(crate) const MAX_CHANGES: usize = 100;
+
 /// What a numeric comparison found so far.
 #[derive(Debug, Default)]
 pub(crate) struct Acc {
@@ -63,13 +79,40 @@ pub(crate) struct Acc {
     outside: u64,
     worst: Option<Deviation>,
     failure: Option<Mismatch>,
+    changes: Vec<ValueChange>,
+    changes_left_out: u64,
 }
 
 impl Acc {
-    /// Record a failure (only the first one is kept).
+    /// Record a failure (only the first one is kept as the failure; the first
+    /// [`MAX_CHANGES`] go into the changes).
     pub fn fail(&mut self, location: impl FnOnce() -> String, reason: impl FnOnce() -> String) {
-        if self.failure.is_none() {
-            self.failure = Some(Mismatch { location: location(), reason: reason() });
+        let first = self.failure.is_none();
+        let listed = self.changes.len() < MAX_CHANGES;
+        if !first && !listed {
+            self.changes_left_out += 1;
+            return;
+        }
+        let m = Mismatch { location: location(), reason: reason() };
+        if listed {
+            self.changes.push(ValueChange {
+                location: m.location.clone(),
+                what: m.reason.clone(),
+                within: false,
+            });
+        } else {
+            self.changes_left_out += 1;
+        }
+        if first {
+            self.failure = Some(m);
+        }
+    }
+
+    fn changed(&mut self, location: &dyn Fn() -> String, what: impl FnOnce() -> String, within: bool) {
+        if self.changes.len() < MAX_CHANGES {
+            self.changes.push(ValueChange { location: location(), what: what(), within });
+        } else {
+            self.changes_left_out += 1;
         }
     }
 
@@ -97,6 +140,7 @@ impl Acc {
             return;
         }
         let allowed = tol.allowed(e);
+        self.changed(location, || format!("{e_text} -> {a_text}"), abs <= allowed);
         let rel = (e != 0.0).then(|| abs / e.abs());
         let dev = Deviation { location: location(), expected: e, actual: a, abs, rel, allowed };
         if abs > allowed {
@@ -126,6 +170,8 @@ impl Acc {
             outside: self.outside,
             worst: self.worst,
             failure: self.failure,
+            changes: self.changes,
+            changes_left_out: self.changes_left_out,
         }
     }
 }
