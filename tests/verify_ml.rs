@@ -96,7 +96,8 @@ fn verify_json(r: &TestRoot, args: &[&str]) -> (i32, Value) {
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    let mut s: Vec<String> = v.as_array().into_iter().flatten().map(|s| s.as_str().unwrap().to_string()).collect();
+    let mut s: Vec<String> =
+        v.as_array().into_iter().flatten().map(|s| s.as_str().unwrap().to_string()).collect();
     s.sort();
     s
 }
@@ -113,11 +114,23 @@ fn outcome<'a>(v: &'a Value, variation: &str) -> &'a Value {
 /// `python3 /code/train.py MODE` as run `name`, with the data at /in.
 fn train(r: &TestRoot, data: &Path, name: &str, mode: &str) {
     let out = data.join(name);
-    let (code, input) = (format!("{}:/code", ml_dir().display()), format!("{}:/in", data.join("in").display()));
+    let (code, input) =
+        (format!("{}:/code", ml_dir().display()), format!("{}:/in", data.join("in").display()));
     let output = format!("{}:/out", out.display());
     let args = [
-        "--name", name, "--input", &code, "--input", &input, "--output", &output, "ml:latest", "--", "python3",
-        "/code/train.py", mode,
+        "--name",
+        name,
+        "--input",
+        &code,
+        "--input",
+        &input,
+        "--output",
+        &output,
+        "ml:latest",
+        "--",
+        "python3",
+        "/code/train.py",
+        mode,
     ];
     let (status, _, err) = r.run(&args);
     assert_eq!(status, 0, "{err}");

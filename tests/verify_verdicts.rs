@@ -26,7 +26,14 @@ fn verify_json(r: &TestRoot, args: &[&str], cwd: Option<&Path>) -> (i32, Value) 
 }
 
 /// Run `script` in busybox as run `name`, with /in (files `files`) and /out.
-fn experiment(r: &TestRoot, data: &Path, name: &str, files: &[&str], extra: &[&str], script: &str) -> PathBuf {
+fn experiment(
+    r: &TestRoot,
+    data: &Path,
+    name: &str,
+    files: &[&str],
+    extra: &[&str],
+    script: &str,
+) -> PathBuf {
     let input = data.join("in");
     std::fs::create_dir_all(&input).unwrap();
     for n in files {
@@ -175,7 +182,10 @@ fn debug_lines_stay_out_of_the_recorded_stderr() {
         return;
     }
     let r = TestRoot::with_busybox();
-    let out = r.exprun(&["--debug", "run", "--name", "dbg", "busybox:latest", "--", "sh", "-c", "echo err >&2"], None);
+    let out = r.exprun(
+        &["--debug", "run", "--name", "dbg", "busybox:latest", "--", "sh", "-c", "echo err >&2"],
+        None,
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     // init's lines after it took the container's stdio still reach exprun's stderr.

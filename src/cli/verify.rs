@@ -305,7 +305,8 @@ pub fn verify(globals: &Globals, a: VerifyArgs) -> Result<i32> {
             &settings.tolerance,
         )
         .map_err(crate::verify::Error::from)?,
-        ignore: crate::verify::compare::Ignore::parse(&settings.ignore).map_err(crate::verify::Error::from)?,
+        ignore: crate::verify::compare::Ignore::parse(&settings.ignore)
+            .map_err(crate::verify::Error::from)?,
         settings,
         allow_drift: a.allow_drift,
         keep_outputs: a.keep_outputs.map(super::oci::absolute).transpose()?,

@@ -407,14 +407,16 @@ fn vary_plan(
     let image = store.resolve(&first.options.image)?;
     let layers: Vec<PathBuf> = image.layers.iter().map(|l| store.layer_dir(&l.diff_id)).collect();
     let read = |rel: &str| {
-        crate::spec::user::read_image_file(&layers, Path::new(rel))
-            .map_err(|source| Error::Io { op: "reading the image's", path: PathBuf::from(rel), source })
+        crate::spec::user::read_image_file(&layers, Path::new(rel)).map_err(|source| Error::Io {
+            op: "reading the image's",
+            path: PathBuf::from(rel),
+            source,
+        })
     };
     let process = original.spec.process().clone().unwrap_or_default();
     let env = process.env().clone().unwrap_or_default();
-    let env_value = |name: &str| {
-        env.iter().find_map(|e| e.strip_prefix(name)?.strip_prefix('=').map(str::to_string))
-    };
+    let env_value =
+        |name: &str| env.iter().find_map(|e| e.strip_prefix(name)?.strip_prefix('=').map(str::to_string));
     let shm = PathBuf::from(SHM).join(scratch_name());
     let mut shm_made = false;
     let mut make_shm = |scratch: &mut Scratch| -> Result<PathBuf, Error> {
@@ -463,7 +465,11 @@ fn vary_plan(
                     let dir = make_shm(scratch)?.join("cpus");
                     let files = std::fs::create_dir(&dir)
                         .and_then(|()| vary_facts::write_cpu_files(&dir, &cpus))
-                        .map_err(|source| Error::Io { op: "writing the CPU files in", path: dir.clone(), source })?;
+                        .map_err(|source| Error::Io {
+                            op: "writing the CPU files in",
+                            path: dir.clone(),
+                            source,
+                        })?;
                     let shown = crate::spec::options::format_cpuset(&cpus);
                     plan.ctx.cpu_files = Some(files);
                     plan.ctx.cpus = cpus.clone();
@@ -656,7 +662,8 @@ fn compare_records(
             continue;
         };
         let original_dir = original_dir(&exp.source);
-        let mut t = compare::compare_tree(et, original_dir.as_deref(), at, &act.source, &exp.destination, tol);
+        let mut t =
+            compare::compare_tree(et, original_dir.as_deref(), at, &act.source, &exp.destination, tol);
         let single = Path::new(&t.destination).file_name().map(|n| n.to_string_lossy().into_owned());
         let dest = t.destination.clone();
         t.files.retain(|f| {

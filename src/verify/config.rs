@@ -116,11 +116,7 @@ pub struct Given {
 
 /// Find the settings file: `given.config`, else in `cwd`, else at the root of
 /// the first of `inputs` (host path, destination) that has one.
-pub fn find(
-    given: Option<&Path>,
-    cwd: &Path,
-    inputs: &[(PathBuf, PathBuf)],
-) -> Option<(PathBuf, String)> {
+pub fn find(given: Option<&Path>, cwd: &Path, inputs: &[(PathBuf, PathBuf)]) -> Option<(PathBuf, String)> {
     if let Some(p) = given {
         return Some((p.to_path_buf(), "--config".into()));
     }
@@ -141,8 +137,11 @@ pub fn settings(found: Option<(PathBuf, String)>, given: Given) -> Result<Settin
     let (file, config) = match found {
         None => (File::default(), None),
         Some((path, how)) => {
-            let bytes =
-                std::fs::read(&path).map_err(|source| Error::Io { op: "reading", path: path.clone(), source })?;
+            let bytes = std::fs::read(&path).map_err(|source| Error::Io {
+                op: "reading",
+                path: path.clone(),
+                source,
+            })?;
             let bad = |why: String| Error::Config { path: path.clone(), why };
             let text = std::str::from_utf8(&bytes).map_err(|e| bad(format!("not UTF-8: {e}")))?;
             let file: File = toml::from_str(text).map_err(|e| bad(e.to_string()))?;

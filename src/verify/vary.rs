@@ -156,12 +156,19 @@ pub fn apply(set: &[Variation], spec: &mut Spec, cpus: &mut Vec<usize>, ctx: &Va
                 cpus.clone_from(&ctx.cpus);
                 if let Some((online, cpuinfo)) = &ctx.cpu_files {
                     let mut mounts = spec.mounts().clone().unwrap_or_default();
-                    for (src, dst) in [(online, "/sys/devices/system/cpu/online"), (cpuinfo, "/proc/cpuinfo")] {
+                    for (src, dst) in [(online, "/sys/devices/system/cpu/online"), (cpuinfo, "/proc/cpuinfo")]
+                    {
                         let m = oci_spec::runtime::MountBuilder::default()
                             .destination(dst)
                             .typ("bind")
                             .source(src)
-                            .options(vec!["bind".to_string(), "ro".to_string(), "nosuid".into(), "nodev".into(), "noexec".into()])
+                            .options(vec![
+                                "bind".to_string(),
+                                "ro".to_string(),
+                                "nosuid".into(),
+                                "nodev".into(),
+                                "noexec".into(),
+                            ])
                             .build();
                         if let Ok(m) = m {
                             mounts.push(m);
@@ -392,7 +399,8 @@ mod tests {
         assert!(copy_reordered(&src, &copy).unwrap());
         assert_ne!(names(&src).unwrap(), names(&copy).unwrap());
         for n in ["a", "b", "l", "."] {
-            let (m, c) = (fs::symlink_metadata(src.join(n)).unwrap(), fs::symlink_metadata(copy.join(n)).unwrap());
+            let (m, c) =
+                (fs::symlink_metadata(src.join(n)).unwrap(), fs::symlink_metadata(copy.join(n)).unwrap());
             // Reading the original to copy it may change its access time: only
             // the modification time is a fact of the input.
             assert_eq!((c.mtime(), c.mtime_nsec()), (m.mtime(), m.mtime_nsec()), "mtime of {n}");

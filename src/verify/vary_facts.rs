@@ -26,7 +26,11 @@ pub fn passwd_users(passwd: &str) -> Vec<ImageUser> {
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
             let (name, uid, gid) = (f.first()?, f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?);
-            (!name.is_empty() && !name.starts_with('#')).then(|| ImageUser { name: name.to_string(), uid, gid })
+            (!name.is_empty() && !name.starts_with('#')).then(|| ImageUser {
+                name: name.to_string(),
+                uid,
+                gid,
+            })
         })
         .collect()
 }
@@ -93,8 +97,11 @@ pub fn image_locales(layers: &[PathBuf]) -> io::Result<Vec<String>> {
 fn normalise(locale: &str) -> String {
     match locale.split_once('.') {
         Some((lang, codeset)) => {
-            let cs: String =
-                codeset.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase();
+            let cs: String = codeset
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .collect::<String>()
+                .to_ascii_lowercase();
             format!("{lang}.{cs}")
         }
         None if locale.is_empty() || locale == "POSIX" => "C".into(),
