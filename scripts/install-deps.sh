@@ -12,7 +12,8 @@
 #   gcc, libc6-dev     a static probe program the seccomp tests compile (tests/adversarial)
 # and, without their recommends, for the guest-kernel tests (tests/guest.rs):
 #   qemu-system-x86    boots the Debian 12 guest
-#   mmdebstrap         builds the guest's root filesystem from Debian packages
+#   mmdebstrap         builds the guest's root filesystem and the python3/numpy image of
+#                      tests/verify_ml.rs from Debian packages
 #   e2fsprogs          mke2fs -d, the guest's root disk image
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive

@@ -201,8 +201,18 @@ fn fetch(
     Whatever differs on a plain replay depends on the wall clock, randomness or scheduling. \
     With --vary, the run is replayed under the variations, and when the result changes, the \
     variations are bisected to name the one (or the combination) responsible.\n\n\
-    Variations: hostname, user, tz, locale, umask, cpus, aslr, env-order, dirent-order (input \
-    directories listed in another order), or all.\n\n\
+    Content first: an output whose bytes are the same and whose permission bits differ is reported \
+    apart and is a difference only with --compare modes.\n\n\
+    Variations: hostname, user (another user of the image's /etc/passwd), tz, locale (another locale \
+    the image has), umask, cpus (other CPUs; nproc, sched_getaffinity, /sys/devices/system/cpu/online \
+    and /proc/cpuinfo show them), aslr, env-order, dirent-order (input directories listed in another \
+    order), or all. Each is reported as changing the result, not changing it, or not tested (and why); \
+    they are judged on what a plain replay reproduces.\n\n\
+    Settings kept with the experiment: --config FILE, else exprun-verify.toml in the current directory, \
+    else at the root of the run's first input directory that has one (not for a run fetched from a \
+    registry). Its keys: runs = N, vary = [..], \
+    ignore = [..], compare = [\"modes\"], rtol = X, atol = X, tolerance = [..]; the command line adds \
+    to its lists and replaces its values. The verdict records the settings and the file's digest.\n\n\
     Before the first replay, verify prints the request the replays run, as `exprun replay` does, and \
     a run fetched from a registry is held to the same checks: its inputs from the artifact, \
     digest-checked; host paths refused; each privilege beyond the default profile only with --allow.\n\n\
@@ -217,9 +227,9 @@ pub struct VerifyArgs {
     /// Verify the most recently recorded run
     #[arg(short = 'l', long)]
     latest: bool,
-    /// Number of plain replays
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
-    runs: u32,
+    /// Number of plain replays [default: 1]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: Option<u32>,
     /// Replay under these variations too (comma-separated, or all)
     #[arg(long, value_name = "LIST", action = clap::ArgAction::Append)]
     vary: Vec<String>,
@@ -232,6 +242,17 @@ pub struct VerifyArgs {
     /// Absolute tolerance for every number in JSON and CSV/TSV outputs
     #[arg(long, value_name = "X")]
     atol: Option<String>,
+    /// Leave out of the comparison: stdout, stderr, or output files matching
+    /// GLOB (relative to the output, or absolute under its mount point)
+    #[arg(long, value_name = "stdout|stderr|GLOB", action = clap::ArgAction::Append)]
+    ignore: Vec<String>,
+    /// Compare more than content: modes (permission bits of output files)
+    #[arg(long, value_name = "WHAT", value_parser = ["modes"], action = clap::ArgAction::Append)]
+    compare: Vec<String>,
+    /// Read the settings from FILE [default: exprun-verify.toml in the current
+    /// directory, else at the root of the run's first input that has one]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Verify even when the image, an input or a secret differs from the record
     #[arg(long = "allow-drift")]
     allow_drift: bool,
@@ -259,15 +280,37 @@ pub fn verify(globals: &Globals, a: VerifyArgs) -> Result<i32> {
     let store = ImageStore::open(&root.store_dir())?;
     let (original, origin) = load(&root, &store, a.run.as_deref(), &a.registry)?;
     drop(store);
-    let options = check::VerifyOptions {
+    let cwd = std::env::current_dir()
+        .map_err(|e| crate::error::Error::Usage(format!("cannot read the current directory: {e}")))?;
+    // A fetched record's host paths are someone else's claim: not looked in.
+    let record_inputs: Vec<(PathBuf, PathBuf)> = match origin {
+        Origin::Local => original.inputs.iter().map(|i| (i.source.clone(), i.destination.clone())).collect(),
+        Origin::Fetched { .. } => Vec::new(),
+    };
+    let config = a.config.map(super::oci::absolute).transpose()?;
+    let found = crate::verify::config::find(config.as_deref(), &cwd, &record_inputs);
+    let given = crate::verify::config::Given {
         runs: a.runs,
-        vary: crate::verify::vary::Variation::parse_list(&a.vary)?,
+        vary: a.vary,
+        ignore: a.ignore,
+        compare: a.compare,
+        rtol: a.rtol,
+        atol: a.atol,
+        tolerance: a.tolerance,
+    };
+    let settings = crate::verify::config::settings(found, given)?;
+    let options = check::VerifyOptions {
+        runs: settings.runs,
+        vary: crate::verify::vary::Variation::parse_list(&settings.vary)?,
         tolerances: crate::verify::compare::Tolerances::parse(
-            a.rtol.as_deref(),
-            a.atol.as_deref(),
-            &a.tolerance,
+            settings.rtol.as_deref(),
+            settings.atol.as_deref(),
+            &settings.tolerance,
         )
         .map_err(crate::verify::Error::from)?,
+        ignore: crate::verify::compare::Ignore::parse(&settings.ignore)
+            .map_err(crate::verify::Error::from)?,
+        settings,
         allow_drift: a.allow_drift,
         keep_outputs: a.keep_outputs.map(super::oci::absolute).transpose()?,
         origin,
@@ -287,7 +330,7 @@ pub fn verify(globals: &Globals, a: VerifyArgs) -> Result<i32> {
         let json = serde_json::to_string_pretty(&verdict).unwrap_or_default();
         println!("{}", crate::record::json_for_terminal(&json));
     } else {
-        print!("{}", crate::record::lines_for_terminal(&check::render(&verdict)));
+        print!("{}", crate::record::lines_for_terminal(&crate::verify::render::render(&verdict)));
     }
     Ok(if verdict.reproduced() { 0 } else { 1 })
 }

@@ -13,10 +13,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::compare::{self, FileReport, Tolerances, TreeReport};
+use super::compare::{self, FileReport, Ignore, Tolerances, TreeReport};
+use super::config::Settings;
 use super::replay::{self, Drift, Here, Prepared};
 use super::trust::Origin;
 use super::vary::{self, Variation, VaryContext};
+use super::vary_facts;
 use super::Error;
 use crate::record::RunRecord;
 use crate::run::Replay;
@@ -34,6 +36,10 @@ pub struct VerifyOptions {
     pub vary: Vec<Variation>,
     /// Numeric tolerances.
     pub tolerances: Tolerances,
+    /// What is left out of the comparison.
+    pub ignore: Ignore,
+    /// The settings, as given (recorded in the verdict).
+    pub settings: Settings,
     /// Replay even when the image, an input or a secret drifted.
     pub allow_drift: bool,
     /// Keep the replays' outputs here instead of removing them.
@@ -68,6 +74,34 @@ pub struct ReplayReport {
     /// side), as `<destination>/<path>`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_compared: Vec<String>,
+    /// Output entries whose content is the same and whose permission bits
+    /// differ: a difference only with `--compare modes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mode_changes: Vec<String>,
+    /// What differs but is left out by `--ignore`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<String>,
+}
+
+/// What one variation did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VariationOutcome {
+    /// The variation.
+    pub variation: String,
+    /// `changes-result`, `no-change` or `not-tested`.
+    pub outcome: String,
+    /// What it was (e.g. `uid 1000 (researcher)`), when tested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<String>,
+    /// Why it was not tested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// What it changes (alone or with the variations named in `with`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
+    /// The other variations it changes the result only together with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub with: Vec<String>,
 }
 
 /// A variation (or combination) the result depends on.
@@ -103,10 +137,18 @@ pub struct Verdict {
     /// The variations the result depends on.
     pub attributions: Vec<Attribution>,
     /// Variations that could not take effect (e.g. dirent-order without input
-    /// directories of two or more entries).
+    /// directories of two or more entries), as `name: why`.
     pub not_applicable: Vec<String>,
+    /// Each variation asked for: whether it changes the result, does not, or
+    /// could not be tested. Variations are judged on what is stable on a
+    /// plain replay (everything but `unstable`).
+    #[serde(default)]
+    pub variations: Vec<VariationOutcome>,
     /// Tolerance rules that matched no output file.
     pub unmatched_rules: Vec<String>,
+    /// The settings compared with: the command line's and the settings file's.
+    #[serde(default)]
+    pub settings: Settings,
 }
 
 impl Verdict {
@@ -238,7 +280,9 @@ fn verify(
         variation_replays: Vec::new(),
         attributions: Vec::new(),
         not_applicable: Vec::new(),
+        variations: Vec::new(),
         unmatched_rules: Vec::new(),
+        settings: o.settings.clone(),
     };
     let mut n = 0;
     let mut one = |set: &[Variation], vctx: &VaryContext| -> Result<ReplayReport, crate::Error> {
@@ -246,12 +290,11 @@ fn verify(
         let dir = outputs_root.join(n.to_string());
         let prepared = replay::prepare(rctx, original, &dir)?;
         prepared.check(o.allow_drift)?;
-        replay_once(root, original, prepared, set, vctx, &o.tolerances, &o.origin)
+        replay_once(root, original, prepared, set, vctx, o)
     };
 
     // The control.
-    let plain =
-        VaryContext { allowed_cpus: crate::record::host::allowed_cpus(), reordered_inputs: Vec::new() };
+    let plain = VaryContext::default();
     let mut all_trees = Vec::new();
     for _ in 0..o.runs.max(1) {
         let r = one(&[], &plain)?;
@@ -265,51 +308,22 @@ fn verify(
     }
     v.unmatched_rules = compare::unmatched_in_all(&all_trees);
 
-    // The variations. A rootless run has no other user to switch to.
-    let mut vary = o.vary.clone();
-    if !nix::unistd::geteuid().is_root() && vary.contains(&Variation::User) {
-        vary.retain(|v| *v != Variation::User);
-        v.not_applicable.push("user: a rootless run has no user but root".into());
+    // The variations: each one that can take effect here, with what it needs.
+    let plan = vary_plan(original, o, rctx.store, &first, scratch)?;
+    for (var, why) in &plan.not_tested {
+        v.not_applicable.push(format!("{}: {why}", var.name()));
     }
+    let vary: Vec<Variation> =
+        o.vary.iter().copied().filter(|x| !plan.not_tested.iter().any(|(n, _)| n == x)).collect();
+    let ctx = &plan.ctx;
     if !vary.is_empty() {
-        let mut ctx = plain;
-        let input_bytes: u64 = first.inputs.iter().filter_map(|i| i.tree.as_ref()).map(|t| t.bytes).sum();
-        if vary.contains(&Variation::DirentOrder) && input_bytes > DIRENT_COPY_LIMIT {
-            v.not_applicable.push(format!(
-                "dirent-order: the inputs hold {} MiB, more than the {} MiB exprun copies into memory to reorder",
-                input_bytes >> 20,
-                DIRENT_COPY_LIMIT >> 20
-            ));
-        } else if vary.contains(&Variation::DirentOrder) {
-            let shm = PathBuf::from(SHM).join(scratch_name());
-            scratch.dirs.push(shm.clone());
-            // Copies of the inputs: as private as the inputs' own tree.
-            std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
-                .create(&shm)
-                .map_err(|source| Error::Io { op: "creating", path: shm.clone(), source })?;
-            let mut any = false;
-            for (i, input) in first.options.inputs.iter().enumerate() {
-                let copy = shm.join(i.to_string());
-                any |= vary::copy_reordered(&input.source, &copy).map_err(|source| Error::Io {
-                    op: "copying the input for dirent-order into",
-                    path: copy.clone(),
-                    source,
-                })?;
-                ctx.reordered_inputs.push((input.source.clone(), copy));
-            }
-            if !any {
-                v.not_applicable.push(
-                    "dirent-order: no input directory holds two or more entries (only --input directories are reordered)".into(),
-                );
-            }
-        }
         let mut tried: BTreeMap<Vec<Variation>, Vec<String>> = BTreeMap::new();
         let unstable = v.unstable.clone();
         let mut changes = |set: &[Variation], v: &mut Verdict| -> Result<Vec<String>, crate::Error> {
             if let Some(c) = tried.get(set) {
                 return Ok(c.clone());
             }
-            let r = one(set, &ctx)?;
+            let r = one(set, ctx)?;
             let c: Vec<String> = r.differs.iter().filter(|d| !unstable.contains(d)).cloned().collect();
             v.variation_replays.push(r);
             tried.insert(set.to_vec(), c.clone());
@@ -342,7 +356,7 @@ fn verify(
         // A plain replay after the variations: what differs now depends on the
         // clock (a second has passed, say), not on a variation.
         if !v.attributions.is_empty() {
-            let r = one(&[], &VaryContext { allowed_cpus: Vec::new(), reordered_inputs: Vec::new() })?;
+            let r = one(&[], &VaryContext::default())?;
             for d in &r.differs {
                 if !v.unstable.contains(d) {
                     v.unstable.push(d.clone());
@@ -357,6 +371,7 @@ fn verify(
         }
         v.attributions.sort_by(|x, y| x.variation.cmp(&y.variation));
     }
+    v.variations = outcomes(&o.vary, &v.attributions, &plan);
     let same = v.replays.iter().all(|r| r.differs.is_empty()) && v.attributions.is_empty();
     let compared = v.replays.iter().chain(&v.variation_replays).all(|r| r.not_compared.is_empty());
     v.verdict = match (same, compared) {
@@ -369,6 +384,177 @@ fn verify(
     Ok(v)
 }
 
+/// The variations' context, and those that cannot take effect here (why).
+struct VaryPlan {
+    ctx: VaryContext,
+    not_tested: Vec<(Variation, String)>,
+    applied: Vec<(Variation, String)>,
+}
+
+/// What each variation asked for needs: a user and a locale the image has,
+/// the CPUs to bind to and their count files, the reordered input copies.
+fn vary_plan(
+    original: &RunRecord,
+    o: &VerifyOptions,
+    store: &crate::image::ImageStore,
+    first: &Prepared,
+    scratch: &mut Scratch,
+) -> Result<VaryPlan, crate::Error> {
+    let mut plan = VaryPlan { ctx: VaryContext::default(), not_tested: Vec::new(), applied: Vec::new() };
+    if o.vary.is_empty() {
+        return Ok(plan);
+    }
+    let image = store.resolve(&first.options.image)?;
+    let layers: Vec<PathBuf> = image.layers.iter().map(|l| store.layer_dir(&l.diff_id)).collect();
+    let read = |rel: &str| {
+        crate::spec::user::read_image_file(&layers, Path::new(rel)).map_err(|source| Error::Io {
+            op: "reading the image's",
+            path: PathBuf::from(rel),
+            source,
+        })
+    };
+    let process = original.spec.process().clone().unwrap_or_default();
+    let env = process.env().clone().unwrap_or_default();
+    let env_value =
+        |name: &str| env.iter().find_map(|e| e.strip_prefix(name)?.strip_prefix('=').map(str::to_string));
+    let shm = PathBuf::from(SHM).join(scratch_name());
+    let mut shm_made = false;
+    let mut make_shm = |scratch: &mut Scratch| -> Result<PathBuf, Error> {
+        if !shm_made {
+            // Copies of the inputs: as private as the inputs' own tree.
+            std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+                .create(&shm)
+                .map_err(|source| Error::Io { op: "creating", path: shm.clone(), source })?;
+            scratch.dirs.push(shm.clone());
+            shm_made = true;
+        }
+        Ok(shm.clone())
+    };
+    for var in &o.vary {
+        let outcome: Result<String, String> = match var {
+            Variation::User if !nix::unistd::geteuid().is_root() => {
+                Err("a rootless run has no user but root".into())
+            }
+            Variation::User => {
+                let uid = process.user().uid();
+                vary_facts::other_user(read("etc/passwd")?.as_deref(), uid).map(|u| {
+                    plan.ctx.user = Some((u.uid, u.gid));
+                    format!("uid {} ({}), gid {}", u.uid, u.name, u.gid)
+                })
+            }
+            Variation::Locale => {
+                let current = env_value("LC_ALL").or_else(|| env_value("LANG")).unwrap_or_else(|| "C".into());
+                let have = vary_facts::image_locales(&layers).map_err(|source| Error::Io {
+                    op: "listing the image's locales in",
+                    path: PathBuf::from("usr/lib/locale"),
+                    source,
+                })?;
+                vary_facts::other_locale(&have, &current).map(|l| {
+                    plan.ctx.locale = Some(l.clone());
+                    format!("LANG and LC_ALL {l} (was {current})")
+                })
+            }
+            Variation::Cpus => {
+                let allowed = crate::record::host::allowed_cpus();
+                let pinned = original.determinism.as_ref().map(|d| d.cpuset()).unwrap_or_default();
+                let now = if pinned.is_empty() { allowed.len() } else { pinned.len() };
+                let cpus = vary::varied_cpus(&pinned, &allowed);
+                if allowed.len() < 2 && cpus.len() == now {
+                    Err(format!("exprun may use only {} CPU here: no other count to give", allowed.len()))
+                } else {
+                    let dir = make_shm(scratch)?.join("cpus");
+                    let files = std::fs::create_dir(&dir)
+                        .and_then(|()| vary_facts::write_cpu_files(&dir, &cpus))
+                        .map_err(|source| Error::Io {
+                            op: "writing the CPU files in",
+                            path: dir.clone(),
+                            source,
+                        })?;
+                    let shown = crate::spec::options::format_cpuset(&cpus);
+                    plan.ctx.cpu_files = Some(files);
+                    plan.ctx.cpus = cpus.clone();
+                    Ok(format!(
+                        "bound to CPU {shown} ({} of {now}); /sys/devices/system/cpu/online and /proc/cpuinfo show them",
+                        cpus.len()
+                    ))
+                }
+            }
+            Variation::DirentOrder => {
+                let input_bytes: u64 =
+                    first.inputs.iter().filter_map(|i| i.tree.as_ref()).map(|t| t.bytes).sum();
+                if input_bytes > DIRENT_COPY_LIMIT {
+                    Err(format!(
+                        "the inputs hold {} MiB, more than the {} MiB exprun copies into memory to reorder",
+                        input_bytes >> 20,
+                        DIRENT_COPY_LIMIT >> 20
+                    ))
+                } else {
+                    let shm = make_shm(scratch)?;
+                    let mut any = false;
+                    for (i, input) in first.options.inputs.iter().enumerate() {
+                        let copy = shm.join(i.to_string());
+                        any |= vary::copy_reordered(&input.source, &copy).map_err(|source| Error::Io {
+                            op: "copying the input for dirent-order into",
+                            path: copy.clone(),
+                            source,
+                        })?;
+                        plan.ctx.reordered_inputs.push((input.source.clone(), copy));
+                    }
+                    if any {
+                        Ok("input directories listed in reverse".into())
+                    } else {
+                        Err("no input directory holds two or more entries (only --input directories are reordered)"
+                            .into())
+                    }
+                }
+            }
+            _ => Ok(String::new()),
+        };
+        match outcome {
+            Ok(a) if a.is_empty() => {}
+            Ok(a) => plan.applied.push((*var, a)),
+            Err(why) => plan.not_tested.push((*var, why)),
+        }
+    }
+    Ok(plan)
+}
+
+/// Each variation's outcome, from the attributions and the plan.
+fn outcomes(vary: &[Variation], attributions: &[Attribution], plan: &VaryPlan) -> Vec<VariationOutcome> {
+    vary.iter()
+        .map(|var| {
+            let name = var.name();
+            let mut out = VariationOutcome {
+                variation: name.to_string(),
+                outcome: "no-change".into(),
+                applied: plan.applied.iter().find(|(v, _)| v == var).map(|(_, a)| a.clone()),
+                why: None,
+                changes: Vec::new(),
+                with: Vec::new(),
+            };
+            if let Some((_, why)) = plan.not_tested.iter().find(|(v, _)| v == var) {
+                out.outcome = "not-tested".into();
+                out.why = Some(why.clone());
+                return out;
+            }
+            for a in attributions {
+                let members: Vec<&str> = a.variation.split('+').collect();
+                if !members.contains(&name) {
+                    continue;
+                }
+                out.outcome = "changes-result".into();
+                for c in &a.changes {
+                    if !out.changes.contains(c) {
+                        out.changes.push(c.clone());
+                    }
+                }
+                out.with.extend(members.iter().filter(|m| **m != name).map(|m| m.to_string()));
+            }
+            out
+        })
+        .collect()
+}
+
 /// One replay under `set`, compared with the original.
 fn replay_once(
     root: &Root,
@@ -376,21 +562,18 @@ fn replay_once(
     prepared: Prepared,
     set: &[Variation],
     ctx: &VaryContext,
-    tol: &Tolerances,
-    origin: &Origin,
+    o: &VerifyOptions,
 ) -> Result<ReplayReport, crate::Error> {
     let id = crate::fsutil::random_hex(16);
     let label = vary::label(set);
     let vary_fn =
         |spec: &mut oci_spec::runtime::Spec, cpus: &mut Vec<usize>| vary::apply(set, spec, cpus, ctx);
     let options = prepared.options;
-    if set.contains(&Variation::User) {
+    if let (true, Some((uid, gid))) = (set.contains(&Variation::User), ctx.user) {
         // The other user must be able to write the outputs, as the original could.
-        let uid = original.spec.process().as_ref().map_or(0, |p| p.user().uid());
-        let new = if uid == 0 { vary::VARIED_UID } else { 0 };
         for m in &options.outputs {
             std::fs::create_dir_all(&m.source)
-                .and_then(|()| std::os::unix::fs::chown(&m.source, Some(new), Some(new)))
+                .and_then(|()| std::os::unix::fs::chown(&m.source, Some(uid), Some(gid)))
                 .map_err(|source| Error::Io { op: "preparing", path: m.source.clone(), source })?;
         }
     }
@@ -412,7 +595,7 @@ fn replay_once(
         },
     )?;
     let rec = root.read_record(&result.run_id)?;
-    Ok(compare_records(root, original, &rec, set, tol, origin))
+    Ok(compare_records(root, original, &rec, set, o))
 }
 
 /// Compare a replay's record (and kept output) with the original's.
@@ -421,9 +604,9 @@ fn compare_records(
     original: &RunRecord,
     replay: &RunRecord,
     set: &[Variation],
-    tol: &Tolerances,
-    origin: &Origin,
+    o: &VerifyOptions,
 ) -> ReplayReport {
+    let (tol, origin) = (&o.tolerances, &o.origin);
     // A fetched run's original outputs are read from its artifact only, never
     // from the path its record names on this host.
     let artifact = origin.artifact();
@@ -436,11 +619,16 @@ fn compare_records(
         differs.push("exit".to_string());
     }
     let mut streams = Vec::new();
+    let mut ignored = Vec::new();
     for (name, exp, act) in
         [("stdout", &original.stdout, &replay.stdout), ("stderr", &original.stderr, &replay.stderr)]
     {
         let (Some(exp), Some(act)) = (exp, act) else { continue };
         if exp.digest == act.digest {
+            continue;
+        }
+        if o.ignore.stream(name) {
+            ignored.push(name.to_string());
             continue;
         }
         let kept = |rec: &RunRecord, s: &crate::spawn::wait::StreamSummary| -> Option<Vec<u8>> {
@@ -467,19 +655,34 @@ fn compare_records(
     }
     let mut outputs = Vec::new();
     let mut not_compared = Vec::new();
+    let mut mode_changes = Vec::new();
+    let compare_modes = o.settings.compare_modes();
     for (exp, act) in original.outputs.iter().zip(&replay.outputs) {
         let (Some(et), Some(at)) = (&exp.tree, &act.tree) else {
             differs.push(exp.destination.display().to_string());
             continue;
         };
         let original_dir = original_dir(&exp.source);
-        let t = compare::compare_tree(et, original_dir.as_deref(), at, &act.source, &exp.destination, tol);
+        let mut t =
+            compare::compare_tree(et, original_dir.as_deref(), at, &act.source, &exp.destination, tol);
+        let single = Path::new(&t.destination).file_name().map(|n| n.to_string_lossy().into_owned());
+        let dest = t.destination.clone();
+        t.files.retain(|f| {
+            let key = difference_key(&dest, &f.path);
+            let rel = if f.path == "." { single.clone().unwrap_or_default() } else { f.path.clone() };
+            let leave_out = o.ignore.file(&rel, &key);
+            if leave_out {
+                ignored.push(key);
+            }
+            !leave_out
+        });
         for f in t.files.iter().filter(|f| f.verdict.is_difference()) {
             let key = difference_key(&t.destination, &f.path);
-            if f.verdict == compare::Verdict::CouldNotCompare {
-                not_compared.push(key);
-            } else {
-                differs.push(key);
+            match f.verdict {
+                compare::Verdict::CouldNotCompare => not_compared.push(key),
+                // Content first: the same bytes with other permission bits.
+                compare::Verdict::ModeChanged if !compare_modes => mode_changes.push(key),
+                _ => differs.push(key),
             }
         }
         outputs.push(t);
@@ -493,104 +696,16 @@ fn compare_records(
         outputs,
         differs,
         not_compared,
+        mode_changes,
+        ignored,
     }
-}
-
-/// The verdict, for a terminal.
-pub fn render(v: &Verdict) -> String {
-    let mut out = format!(
-        "verify {}: {}\n",
-        v.run.get(..12).unwrap_or(&v.run),
-        match v.verdict.as_str() {
-            "reproduced" => "REPRODUCED",
-            "could-not-compare" => "COULD NOT COMPARE (outputs not digested in full)",
-            _ => "DIFFERS",
-        }
-    );
-    if !v.drift.is_empty() {
-        out.push_str(&replay::render_drift(&v.drift));
-    }
-    for (i, r) in v.replays.iter().enumerate() {
-        render_replay(&format!("replay {}", i + 1), r, &mut out);
-    }
-    if !v.unstable.is_empty() {
-        out.push_str(&format!(
-            "differs on a plain replay (depends on the wall clock, randomness or scheduling): {}\n",
-            v.unstable.join(", ")
-        ));
-    }
-    if !v.varied.is_empty() {
-        out.push_str(&format!("varied: {}\n", v.varied.join(", ")));
-        if v.attributions.is_empty() {
-            out.push_str("  no variation changes the result\n");
-        }
-        for a in &v.attributions {
-            out.push_str(&format!("  {} changes {}\n", a.variation, a.changes.join(", ")));
-            let shown = v.variation_replays.iter().find(|r| r.variation.join("+") == a.variation);
-            if let Some(r) = shown {
-                render_details(&only(r, &a.changes), &mut out);
-            }
-        }
-        for n in &v.not_applicable {
-            out.push_str(&format!("  not applied: {n}\n"));
-        }
-    }
-    for r in &v.unmatched_rules {
-        out.push_str(&format!("warning: --tolerance {r} matches no output file\n"));
-    }
-    out
-}
-
-/// `r` with only the differences named in `keep`.
-fn only(r: &ReplayReport, keep: &[String]) -> ReplayReport {
-    let mut r = r.clone();
-    r.streams.retain(|s| keep.contains(&s.path));
-    for t in &mut r.outputs {
-        let dest = t.destination.clone();
-        t.files.retain(|f| keep.contains(&difference_key(&dest, &f.path)));
-    }
-    if !keep.iter().any(|k| k == "exit") {
-        r.actual_exit = r.expected_exit;
-    }
-    r
 }
 
 /// How a file's difference is named: `<destination>/<path>`.
-fn difference_key(destination: &str, path: &str) -> String {
+pub(super) fn difference_key(destination: &str, path: &str) -> String {
     if path == "." {
         destination.to_string()
     } else {
         format!("{destination}/{path}")
-    }
-}
-
-fn render_replay(title: &str, r: &ReplayReport, out: &mut String) {
-    let state = match (r.differs.is_empty(), r.not_compared.is_empty()) {
-        (true, true) => "same",
-        (true, false) => "could not compare",
-        (false, _) => "differs",
-    };
-    out.push_str(&format!("{title} (run {}): {state}\n", r.run_id.get(..12).unwrap_or(&r.run_id)));
-    render_details(r, out);
-}
-
-fn render_details(r: &ReplayReport, out: &mut String) {
-    if r.expected_exit != r.actual_exit {
-        let s = |c: Option<i32>| c.map_or("-".to_string(), |c| c.to_string());
-        out.push_str(&format!("    exit status {} -> {}\n", s(r.expected_exit), s(r.actual_exit)));
-    }
-    let mut text = String::new();
-    for s in &r.streams {
-        s.render(&mut text);
-    }
-    for t in &r.outputs {
-        if !t.files.is_empty() {
-            t.render(&mut text);
-        }
-    }
-    for line in text.lines() {
-        out.push_str("    ");
-        out.push_str(line);
-        out.push('\n');
     }
 }

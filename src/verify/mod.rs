@@ -3,10 +3,13 @@
 
 pub mod check;
 pub mod compare;
+pub mod config;
+pub mod render;
 pub mod replay;
 pub mod summary;
 pub mod trust;
 pub mod vary;
+pub mod vary_facts;
 
 use std::path::PathBuf;
 
@@ -107,6 +110,22 @@ pub enum Error {
         given: String,
         /// The list.
         known: String,
+    },
+    /// The settings file does not parse.
+    #[error("{path}: {why}; see `exprun verify --help` for its keys")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A setting (from the command line or the settings file) is bad.
+    #[error("verify setting {what}: {why}")]
+    Setting {
+        /// The setting.
+        what: String,
+        /// What is wrong.
+        why: String,
     },
     /// A file operation of the verification failed.
     #[error("{op} {path}: {source}")]

@@ -16,15 +16,18 @@ use super::Error;
 pub enum Variation {
     /// Another hostname.
     Hostname,
-    /// Another user: uid 1000 instead of root, root instead of another user.
+    /// Another user of the image's /etc/passwd: an ordinary user (else nobody)
+    /// instead of root, root instead of another user.
     User,
     /// Another time zone (TZ=XST-14, fourteen hours east of UTC).
     Tz,
-    /// Another locale (LANG and LC_ALL fr_FR.UTF-8).
+    /// Another locale the image has (LANG and LC_ALL).
     Locale,
     /// Another umask (002 instead of 022, or 022).
     Umask,
-    /// Another CPU count: bound to one CPU, thread-count variables changed.
+    /// Another CPU count: bound to other CPUs, thread-count variables changed,
+    /// and the CPU count files (/sys/devices/system/cpu/online,
+    /// /proc/cpuinfo) showing the bound CPUs only.
     Cpus,
     /// Address-space randomisation switched.
     Aslr,
@@ -51,10 +54,6 @@ pub const ALL: &[Variation] = &[
 pub const VARIED_HOSTNAME: &str = "exprun-varied";
 /// The time zone under `tz`: a POSIX TZ string, so no zoneinfo file is needed.
 pub const VARIED_TZ: &str = "XST-14";
-/// The locale under `locale`.
-pub const VARIED_LOCALE: &str = "fr_FR.UTF-8";
-/// The uid and gid a root run gets under `user`.
-pub const VARIED_UID: u32 = 1000;
 
 impl Variation {
     /// The name on the command line.
@@ -98,11 +97,32 @@ pub fn label(set: &[Variation]) -> String {
 }
 
 /// What the variations need besides the spec.
+#[derive(Default)]
 pub struct VaryContext {
-    /// CPUs exprun may use.
-    pub allowed_cpus: Vec<usize>,
+    /// The CPUs the `cpus` variation binds to.
+    pub cpus: Vec<usize>,
+    /// The CPU count files for them (`online`, `cpuinfo`), bound over the
+    /// container's.
+    pub cpu_files: Option<(PathBuf, PathBuf)>,
+    /// The (uid, gid) the `user` variation runs as.
+    pub user: Option<(u32, u32)>,
+    /// The locale the `locale` variation sets.
+    pub locale: Option<String>,
     /// Input sources and their copies listed in another order (`dirent-order`).
     pub reordered_inputs: Vec<(PathBuf, PathBuf)>,
+}
+
+/// The CPUs the `cpus` variation binds a run pinned to `pinned` (none: not
+/// pinned) to, out of the `allowed` ones: one CPU instead of several, another
+/// CPU instead of one, or all when exprun may use only the one it was pinned to.
+pub fn varied_cpus(pinned: &[usize], allowed: &[usize]) -> Vec<usize> {
+    let first = allowed.first().copied().unwrap_or(0);
+    let other = allowed.iter().copied().find(|c| !pinned.contains(c));
+    match (pinned.len(), other) {
+        (1, Some(o)) => vec![o],
+        (1, None) => allowed.to_vec(),
+        _ => vec![first],
+    }
 }
 
 /// Apply `set` to a replay's spec and CPU binding.
@@ -112,10 +132,16 @@ pub fn apply(set: &[Variation], spec: &mut Spec, cpus: &mut Vec<usize>, ctx: &Va
             Variation::Hostname => {
                 spec.set_hostname(Some(VARIED_HOSTNAME.into()));
             }
-            Variation::User => vary_user(spec),
+            Variation::User => {
+                if let Some((uid, gid)) = ctx.user {
+                    vary_user(spec, uid, gid)
+                }
+            }
             Variation::Tz => set_env(spec, &[("TZ", VARIED_TZ.into())]),
             Variation::Locale => {
-                set_env(spec, &[("LANG", VARIED_LOCALE.into()), ("LC_ALL", VARIED_LOCALE.into())])
+                if let Some(l) = &ctx.locale {
+                    set_env(spec, &[("LANG", l.clone()), ("LC_ALL", l.clone())])
+                }
             }
             Variation::Umask => {
                 if let Some(mut p) = spec.process().clone() {
@@ -127,13 +153,29 @@ pub fn apply(set: &[Variation], spec: &mut Spec, cpus: &mut Vec<usize>, ctx: &Va
                 }
             }
             Variation::Cpus => {
-                let first = ctx.allowed_cpus.first().copied().unwrap_or(0);
-                let other = ctx.allowed_cpus.iter().copied().find(|c| !cpus.contains(c));
-                *cpus = match (cpus.len(), other) {
-                    (1, Some(o)) => vec![o],
-                    (1, None) => ctx.allowed_cpus.clone(),
-                    _ => vec![first],
-                };
+                cpus.clone_from(&ctx.cpus);
+                if let Some((online, cpuinfo)) = &ctx.cpu_files {
+                    let mut mounts = spec.mounts().clone().unwrap_or_default();
+                    for (src, dst) in [(online, "/sys/devices/system/cpu/online"), (cpuinfo, "/proc/cpuinfo")]
+                    {
+                        let m = oci_spec::runtime::MountBuilder::default()
+                            .destination(dst)
+                            .typ("bind")
+                            .source(src)
+                            .options(vec![
+                                "bind".to_string(),
+                                "ro".to_string(),
+                                "nosuid".into(),
+                                "nodev".into(),
+                                "noexec".into(),
+                            ])
+                            .build();
+                        if let Ok(m) = m {
+                            mounts.push(m);
+                        }
+                    }
+                    spec.set_mounts(Some(mounts));
+                }
                 let threads = env_value(spec, "OMP_NUM_THREADS").and_then(|v| v.parse::<usize>().ok());
                 let n = if threads.unwrap_or(1) > 1 { 1 } else { 2 };
                 let vars: Vec<(&str, String)> =
@@ -170,24 +212,13 @@ pub fn apply(set: &[Variation], spec: &mut Spec, cpus: &mut Vec<usize>, ctx: &Va
     }
 }
 
-/// The uid a spec runs as after the `user` variation.
-pub fn varied_uid(spec: &Spec) -> u32 {
-    let uid = spec.process().as_ref().map_or(0, |p| p.user().uid());
-    if uid == 0 {
-        VARIED_UID
-    } else {
-        0
-    }
-}
-
-/// Root becomes uid 1000 without capabilities; another user becomes root with the
+/// Root becomes `uid` without capabilities; another user becomes root with the
 /// bounding set.
-fn vary_user(spec: &mut Spec) {
+fn vary_user(spec: &mut Spec, new: u32, gid: u32) {
     let Some(mut p) = spec.process().clone() else { return };
-    let new = varied_uid(spec);
     let mut user = p.user().clone();
     user.set_uid(new);
-    user.set_gid(new);
+    user.set_gid(gid);
     user.set_additional_gids(None);
     p.set_user(user);
     if let Some(mut caps) = p.capabilities().clone() {
@@ -222,7 +253,8 @@ fn set_env(spec: &mut Spec, vars: &[(&str, String)]) {
 
 /// Copy the tree at `from` to `to` so that each directory lists its entries in
 /// the reverse of the original's order, on a filesystem that lists entries in
-/// creation order or its reverse (tmpfs). Owners and modes are kept. Returns
+/// creation order or its reverse (tmpfs). Owners, modes and access and
+/// modification times are kept: only the listing order changes. Returns
 /// whether the listing order differs from the original anywhere it can (a tree
 /// whose directories hold at most one entry has only one order).
 pub fn copy_reordered(from: &Path, to: &Path) -> io::Result<bool> {
@@ -282,7 +314,16 @@ fn copy_tree(from: &Path, to: &Path, reverse: bool) -> io::Result<()> {
     if !ft.is_symlink() {
         fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
     }
-    Ok(())
+    // Last: a directory's times change as its entries are created.
+    let time = |s: i64, ns: i64| nix::sys::time::TimeSpec::new(s, ns);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        to,
+        &time(meta.atime(), meta.atime_nsec()),
+        &time(meta.mtime(), meta.mtime_nsec()),
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
 }
 
 #[cfg(test)]
@@ -305,7 +346,12 @@ mod tests {
         let mut p = spec.process().clone().unwrap_or_default();
         p.set_env(Some(vec!["A=1".into(), "TZ=UTC".into(), "OMP_NUM_THREADS=4".into()]));
         spec.set_process(Some(p));
-        let ctx = VaryContext { allowed_cpus: vec![0, 1], reordered_inputs: vec![] };
+        let ctx = VaryContext {
+            cpus: varied_cpus(&[], &[0, 1]),
+            user: Some((1000, 1001)),
+            locale: Some("C.utf8".into()),
+            ..VaryContext::default()
+        };
         let mut cpus = Vec::new();
         apply(&[Variation::Tz, Variation::EnvOrder, Variation::Cpus], &mut spec, &mut cpus, &ctx);
         let env = spec.process().as_ref().and_then(|p| p.env().clone()).unwrap_or_default();
@@ -321,7 +367,12 @@ mod tests {
         apply(&[Variation::Aslr, Variation::User, Variation::Umask], &mut spec, &mut cpus, &ctx);
         assert!(spec.linux().as_ref().and_then(|l| l.personality().clone()).is_none());
         let user = spec.process().as_ref().map(|p| p.user().clone()).unwrap_or_default();
-        assert_eq!((user.uid(), user.umask()), (VARIED_UID, Some(0o002)));
+        assert_eq!((user.uid(), user.gid(), user.umask()), (1000, 1001, Some(0o002)));
+        apply(&[Variation::Locale], &mut spec, &mut cpus, &ctx);
+        let env = spec.process().as_ref().and_then(|p| p.env().clone()).unwrap_or_default();
+        assert!(env.contains(&"LC_ALL=C.utf8".to_string()), "{env:?}");
+        assert_eq!(varied_cpus(&[0], &[0, 1]), [1]);
+        assert_eq!(varied_cpus(&[0], &[0]), [0]);
     }
 
     #[test]
@@ -332,9 +383,28 @@ mod tests {
         for n in ["a", "b", "c", "d"] {
             fs::write(src.join(n), n).unwrap();
         }
+        std::os::unix::fs::symlink("a", src.join("l")).unwrap();
+        let old = nix::sys::time::TimeSpec::new(1_000_000_000, 123_456_789);
+        for n in ["a", "l", "."] {
+            nix::sys::stat::utimensat(
+                nix::fcntl::AT_FDCWD,
+                &src.join(n),
+                &old,
+                &old,
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            )
+            .unwrap();
+        }
         let copy = d.path().join("copy");
         assert!(copy_reordered(&src, &copy).unwrap());
         assert_ne!(names(&src).unwrap(), names(&copy).unwrap());
+        for n in ["a", "b", "l", "."] {
+            let (m, c) =
+                (fs::symlink_metadata(src.join(n)).unwrap(), fs::symlink_metadata(copy.join(n)).unwrap());
+            // Reading the original to copy it may change its access time: only
+            // the modification time is a fact of the input.
+            assert_eq!((c.mtime(), c.mtime_nsec()), (m.mtime(), m.mtime_nsec()), "mtime of {n}");
+        }
         let (a, b) = (
             crate::record::files::digest_tree(&src).unwrap(),
             crate::record::files::digest_tree(&copy).unwrap(),

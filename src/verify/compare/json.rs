@@ -166,6 +166,16 @@ mod tests {
     }
 
     #[test]
+    fn neighbouring_doubles_differ_to_the_last_bit() {
+        // Two doubles one bit apart; a parser that is not exact reads both as
+        // the second.
+        let (r, _) = cmp("[1.6047802727761427]", "[1.6047802727761429]", None, &["m.json=1e-30"]);
+        let f = r.failure.expect("one bit apart is beyond 1e-30");
+        assert_eq!(f.location, "$[0]");
+        assert_eq!(r.outside, 1);
+    }
+
+    #[test]
     fn big_integers_compare_exactly() {
         let (r, _) = cmp("[9007199254740993]", "[9007199254740992]", None, &["m.json=0"]);
         assert!(r.failure.is_some());

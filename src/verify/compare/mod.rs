@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{Digest, HashingReader};
 use crate::record::files::{FileEntry, TreeDigest};
 use tolerance::FileTolerance;
-pub use tolerance::{JsonPath, Rule, Tolerances};
+pub use tolerance::{Ignore, JsonPath, Rule, Tolerances};
 pub use values::{read_unchanged, value_changes, ValueChange};
 
 /// Files larger than this are compared by digest and first differing byte

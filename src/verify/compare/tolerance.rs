@@ -75,6 +75,46 @@ impl Tolerances {
     }
 }
 
+/// What `--ignore` leaves out of the comparison: `stdout`, `stderr`, or output
+/// files by pattern (as a tolerance rule's file: relative to the output root,
+/// or absolute under its mount point; `*`, `?`, `**`).
+#[derive(Debug, Clone, Default)]
+pub struct Ignore {
+    patterns: Vec<(String, Glob)>,
+}
+
+impl Ignore {
+    /// Parse the patterns; an empty one is refused.
+    pub fn parse(given: &[String]) -> Result<Ignore, Error> {
+        let mut patterns = Vec::new();
+        for g in given {
+            if g.trim().is_empty() {
+                return Err(Error::invalid(
+                    "--ignore",
+                    g,
+                    "empty; give stdout, stderr or an output file pattern such as logs/*.log".into(),
+                ));
+            }
+            let glob = Glob::parse(g, Syntax::PATHS)
+                .map_err(|why| Error::invalid("--ignore", g, format!("the file pattern {why}")))?;
+            patterns.push((g.clone(), glob));
+        }
+        Ok(Ignore { patterns })
+    }
+
+    /// Whether the stream `name` (`stdout`, `stderr`) is left out.
+    pub fn stream(&self, name: &str) -> bool {
+        self.patterns.iter().any(|(p, _)| p == name)
+    }
+
+    /// Whether an output file is left out: `rel` is its path relative to the
+    /// output root (a single-file output's own name), `abs` its path in the
+    /// container.
+    pub fn file(&self, rel: &str, abs: &str) -> bool {
+        self.patterns.iter().any(|(p, g)| if p.starts_with('/') { g.matches(abs) } else { g.matches(rel) })
+    }
+}
+
 impl Rule {
     /// Parse one `FILE[:JSONPATH]=TOLERANCE`.
     pub fn parse(spec: &str) -> Result<Rule, Error> {
