@@ -25,6 +25,10 @@ pub struct Join {
     pub flag: u64,
     /// The namespace file, e.g. /proc/<pid>/ns/net.
     pub path: PathBuf,
+    /// (st_dev, st_ino) of the namespace checked here: spawn joins the file it
+    /// opens only if it is this one, so a path swapped after planning (a
+    /// symlink pointed at the host's mount namespace) is refused.
+    pub id: (u64, u64),
 }
 
 /// One range of an id map: `size` ids from `container` inside are `host` outside.
@@ -220,7 +224,12 @@ pub fn resolve(linux: &Linux, hostname: bool, host: &Host) -> Result<Namespaces>
                     path.display()
                 )));
             }
-            ns.joins.push(Join { kind: kind.to_string(), flag: t as u64, path: path.clone() });
+            let id = host.stat(path).map(|f| (f.dev, f.ino)).map_err(|source| Error::Source {
+                option: format!("linux.namespaces[{i}] ({kind}) path"),
+                path: path.clone(),
+                source,
+            })?;
+            ns.joins.push(Join { kind: kind.to_string(), flag: t as u64, path: path.clone(), id });
             continue;
         }
         match t {

@@ -177,6 +177,23 @@ fn create_in(
             op: "opening a namespace to join",
             source: io::Error::new(source.kind(), format!("{}: {source}", j.path.display())),
         })?;
+        // The plan checked the namespace at this path (its type, not the
+        // host's mount namespace); join only that very one, not whatever the
+        // path names now.
+        let opened = f
+            .metadata()
+            .map(|m| (std::os::unix::fs::MetadataExt::dev(&m), std::os::unix::fs::MetadataExt::ino(&m)));
+        if opened.as_ref().ok() != Some(&j.id) {
+            return Err(Error::Io {
+                op: "opening a namespace to join",
+                source: io::Error::other(format!(
+                    "{}: not the {} namespace checked when the container was planned (the path was \
+                     changed since); refusing to join it",
+                    j.path.display(),
+                    j.kind
+                )),
+            });
+        }
         if j.flag == libc::CLONE_NEWPID as u64 {
             nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWPID)
                 .map_err(|e| Error::Io { op: "joining the pid namespace", source: e.into() })?;
