@@ -178,14 +178,6 @@ pub fn fd_name(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<PathBuf> {
     fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-/// The kernel's name of the file at `path`, opened with O_PATH (which reads
-/// nothing and does not block on a FIFO); see [`fd_name`].
-pub fn kernel_name(path: &Path) -> io::Result<String> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let f = OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(path)?;
-    Ok(fd_name(f.as_fd())?.to_string_lossy().into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,9 +32,9 @@ pub struct Host {
     /// stat(2) of the paths the config names (bind sources, namespace files,
     /// root.path): the file, or the errno of the failure.
     pub paths: BTreeMap<PathBuf, Result<FileId, i32>>,
-    /// The kernel's name (`mnt:[4026531841]`) of each file the config's
-    /// `linux.namespaces` name, or the errno of opening it.
-    pub namespace_names: BTreeMap<PathBuf, Result<String, i32>>,
+    /// Each file the config's `linux.namespaces` name, as opened once, or the
+    /// errno of opening it.
+    pub namespace_files: BTreeMap<PathBuf, Result<NamespaceFile, i32>>,
     /// The namespaces of exprun and of pid 1, by `/proc/<pid>/ns` name
     /// (`mnt`, `uts`): (device, inode) of each.
     pub own_namespaces: BTreeMap<&'static str, Vec<(u64, u64)>>,
@@ -48,6 +48,18 @@ pub struct Host {
     pub user_manager: Option<String>,
     /// Whether the caller's systemd user manager runs (its private socket).
     pub user_manager_runs: bool,
+}
+
+/// A namespace file (what /proc/<pid>/ns/<name> links to), as one open of it
+/// shows: its name and identity come from the same file, whatever its path
+/// names a moment later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceFile {
+    /// The kernel's name of the file opened: `mnt:[4026531841]` for a mount
+    /// namespace, a path for anything else.
+    pub name: String,
+    /// (st_dev, st_ino).
+    pub id: (u64, u64),
 }
 
 /// A file found by stat(2).
@@ -139,7 +151,7 @@ impl Host {
     pub fn gather(cgroups: &CgroupHost, spec: Option<&Spec>, cgroup_parent: Option<&str>) -> Self {
         let process = ProcessHost::gather();
         let mut paths = BTreeMap::new();
-        let mut namespace_names = BTreeMap::new();
+        let mut namespace_files = BTreeMap::new();
         let mut cgroups_path = None;
         if let Some(spec) = spec {
             let mut names: Vec<PathBuf> =
@@ -147,9 +159,8 @@ impl Host {
             names.extend(spec.root().as_ref().map(|r| r.path().clone()));
             if let Some(linux) = spec.linux() {
                 for p in linux.namespaces().iter().flatten().filter_map(|n| n.path().clone()) {
-                    let name =
-                        crate::fsutil::kernel_name(&p).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO));
-                    namespace_names.insert(p.clone(), name);
+                    let file = namespace_file(&p).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO));
+                    namespace_files.insert(p.clone(), file);
                     names.push(p);
                 }
                 cgroups_path = linux.cgroups_path().clone();
@@ -192,7 +203,7 @@ impl Host {
             cgroups: cgroups.clone(),
             process,
             paths,
-            namespace_names,
+            namespace_files,
             own_namespaces,
             hugepage_sizes: hugepage_sizes(),
             cgroup_dirs,
@@ -202,11 +213,11 @@ impl Host {
         }
     }
 
-    /// The kernel's name of the namespace file `path`, as gathered; a path not
-    /// gathered reads as missing.
-    pub fn namespace_name(&self, path: &Path) -> io::Result<String> {
-        match self.namespace_names.get(path) {
-            Some(Ok(name)) => Ok(name.clone()),
+    /// The namespace file `path`, as gathered; a path not gathered reads as
+    /// missing.
+    pub fn namespace_file(&self, path: &Path) -> io::Result<NamespaceFile> {
+        match self.namespace_files.get(path) {
+            Some(Ok(file)) => Ok(file.clone()),
             Some(Err(errno)) => Err(io::Error::from_raw_os_error(*errno)),
             None => Err(io::Error::from_raw_os_error(libc::ENOENT)),
         }
@@ -230,6 +241,17 @@ impl Host {
 fn stat(p: &Path) -> io::Result<FileId> {
     let m = std::fs::metadata(p)?;
     Ok(FileId { dir: m.is_dir(), dev: m.dev(), ino: m.ino() })
+}
+
+/// Open `path` once with O_PATH (which reads nothing and does not block on a
+/// FIFO) and read both its kernel name and its identity from that descriptor.
+fn namespace_file(path: &Path) -> io::Result<NamespaceFile> {
+    use std::os::fd::AsFd as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(path)?;
+    let name = crate::fsutil::fd_name(f.as_fd())?.to_string_lossy().into_owned();
+    let m = f.metadata()?;
+    Ok(NamespaceFile { name, id: (m.dev(), m.ino()) })
 }
 
 /// Where a user's systemd manager listens (`systemd --user` makes this socket

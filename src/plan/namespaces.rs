@@ -8,7 +8,7 @@
 //! root filesystem is built with mounts and pivot_root in the container's mount
 //! namespace; and a hostname set in exprun's own UTS namespace.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use oci_spec::runtime::{Linux, LinuxIdMapping, LinuxNamespaceType};
 use serde::{Deserialize, Serialize};
@@ -152,11 +152,10 @@ pub(super) fn proc_name(t: LinuxNamespaceType) -> &'static str {
     }
 }
 
-/// Whether `path` is the namespace of type `t` that exprun itself is in, or
-/// that of pid 1 (the host's, when exprun runs in namespaces of its own).
-fn is_host(host: &Host, t: LinuxNamespaceType, path: &Path) -> bool {
-    let Ok(target) = host.stat(path) else { return false };
-    host.own_namespaces.get(proc_name(t)).is_some_and(|ids| ids.contains(&(target.dev, target.ino)))
+/// Whether the namespace `id` is the one of type `t` that exprun itself is
+/// in, or that of pid 1 (the host's, when exprun runs in namespaces of its own).
+fn is_host(host: &Host, t: LinuxNamespaceType, id: (u64, u64)) -> bool {
+    host.own_namespaces.get(proc_name(t)).is_some_and(|ids| ids.contains(&id))
 }
 
 /// That the file named in a namespace entry is a namespace file of type `t`
@@ -208,14 +207,15 @@ pub fn resolve(linux: &Linux, hostname: bool, host: &Host) -> Result<Namespaces>
                     "linux.namespaces[{i}]: joining an existing {kind} namespace by path is not supported yet"
                 )));
             }
-            host.namespace_name(path).and_then(|name| check_namespace_name(t, &name)).map_err(|source| {
-                Error::Source {
+            let file = host
+                .namespace_file(path)
+                .and_then(|file| check_namespace_name(t, &file.name).map(|()| file))
+                .map_err(|source| Error::Source {
                     option: format!("linux.namespaces[{i}] ({kind}) path"),
                     path: path.clone(),
                     source,
-                }
-            })?;
-            if t == LinuxNamespaceType::Mount && is_host(host, t, path) {
+                })?;
+            if t == LinuxNamespaceType::Mount && is_host(host, t, file.id) {
                 return Err(Error::Config(format!(
                     "linux.namespaces[{i}]: {} is exprun's own (or pid 1's) mount namespace; the \
                      container's root filesystem is built with mounts and pivot_root in its mount \
@@ -224,12 +224,7 @@ pub fn resolve(linux: &Linux, hostname: bool, host: &Host) -> Result<Namespaces>
                     path.display()
                 )));
             }
-            let id = host.stat(path).map(|f| (f.dev, f.ino)).map_err(|source| Error::Source {
-                option: format!("linux.namespaces[{i}] ({kind}) path"),
-                path: path.clone(),
-                source,
-            })?;
-            ns.joins.push(Join { kind: kind.to_string(), flag: t as u64, path: path.clone(), id });
+            ns.joins.push(Join { kind: kind.to_string(), flag: t as u64, path: path.clone(), id: file.id });
             continue;
         }
         match t {
@@ -272,7 +267,7 @@ pub fn resolve(linux: &Linux, hostname: bool, host: &Host) -> Result<Namespaces>
     if hostname {
         match ns.joined(LinuxNamespaceType::Uts) {
             _ if ns.made(LinuxNamespaceType::Uts) => {}
-            Some(j) if is_host(host, LinuxNamespaceType::Uts, &j.path) => {
+            Some(j) if is_host(host, LinuxNamespaceType::Uts, j.id) => {
                 return Err(Error::Process {
                     field: "hostname",
                     why: format!(

@@ -57,50 +57,47 @@ fn joining_a_namespace_by_a_path_that_is_not_one_is_refused_by_name() {
     r.assert_no_leftovers();
 }
 
-/// A symlink flipped, while exprun plans and starts, between the mount
-/// namespace of a live process and a network namespace file: the planner
+/// A symlink flipped, while exprun plans and starts, between the network
+/// namespace of a live process and a mount namespace file: the planner
 /// checks one target, spawn may open the other. spawn joins only the
 /// namespace the plan checked (same device and inode), so every run either
-/// runs in the checked mount namespace or is refused by name; none reaches
-/// setns with another file (a bare EINVAL, or worse, had the other target
-/// been the host's mount namespace).
+/// runs in the checked network namespace or is refused by name; none reaches
+/// setns with another file (a bare EINVAL here; the same swap of a mount
+/// namespace path to the host's would have built the root in the host's).
 #[test]
 fn a_namespace_path_swapped_after_planning_is_not_joined() {
     let Some(t) = shim("a_namespace_path_swapped_after_planning_is_not_joined") else { return };
     let (r, work) = (&t.r, t.work.path());
     let b = bundle(work, &["true"]);
-    // A mount namespace of its own to join: `unshare --mount sleep`.
-    let mut holder = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sleep", "300"])
-        .spawn()
-        .unwrap();
-    let mnt = format!("/proc/{}/ns/mnt", holder.id());
+    // A network namespace of its own to join: `unshare --net sleep`.
+    let mut holder = std::process::Command::new("unshare").args(["--net", "sleep", "300"]).spawn().unwrap();
+    let net = format!("/proc/{}/ns/net", holder.id());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::fs::metadata(&mnt).map(|m| m.ino()).ok()
-        == std::fs::metadata("/proc/self/ns/mnt").map(|m| m.ino()).ok()
+    while std::fs::metadata(&net).map(|m| m.ino()).ok()
+        == std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).ok()
     {
-        assert!(std::time::Instant::now() < deadline, "unshare did not make a mount namespace");
+        assert!(std::time::Instant::now() < deadline, "unshare did not make a network namespace");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let link = work.join("ns-link");
     let cfg_path = b.join("config.json");
     let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
     let nss = cfg["linux"]["namespaces"].as_array_mut().unwrap();
-    nss.retain(|n| n["type"] != "mount");
-    nss.push(serde_json::json!({"type": "mount", "path": link}));
+    nss.retain(|n| n["type"] != "network");
+    nss.push(serde_json::json!({"type": "network", "path": link}));
     std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
-    std::os::unix::fs::symlink(&mnt, &link).unwrap();
+    std::os::unix::fs::symlink(&net, &link).unwrap();
     let marker = Marker::new();
     let before = Snapshot::take(&marker, &[r.path()]);
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flipper = {
-        let (stop, link, mnt) = (stop.clone(), link.clone(), mnt.clone());
+        let (stop, link, net) = (stop.clone(), link.clone(), net.clone());
         std::thread::spawn(move || {
             let tmp = link.with_extension("new");
             let mut flip = false;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let target = if flip { "/proc/self/ns/net".to_string() } else { mnt.clone() };
+                let target = if flip { "/proc/self/ns/mnt".to_string() } else { net.clone() };
                 let _ = std::fs::remove_file(&tmp);
                 std::os::unix::fs::symlink(&target, &tmp).unwrap();
                 std::fs::rename(&tmp, &link).unwrap();
@@ -117,7 +114,7 @@ fn a_namespace_path_swapped_after_planning_is_not_joined() {
         } else if code == 125 && err.contains("is a namespace of another type") {
             refused_by_plan += 1;
         } else if code == 125
-            && err.contains("not the mount namespace checked when the container was planned")
+            && err.contains("not the network namespace checked when the container was planned")
         {
             refused_by_spawn += 1;
         } else {

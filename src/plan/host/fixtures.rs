@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::{FileId, Host, ProcessHost};
+use super::{FileId, Host, NamespaceFile, ProcessHost};
 use crate::cgroups::CgroupHost;
 
 /// The bundle directory the fixtures know, with `rootfs/` in it.
@@ -43,9 +43,15 @@ fn host(euid: u32, cgroups: CgroupHost) -> Host {
             apparmor: Err("No such file or directory (os error 2)".into()),
         },
         paths,
-        namespace_names: [
-            (PathBuf::from("/proc/1/ns/mnt"), Ok("mnt:[4026531841]".to_string())),
-            (PathBuf::from("/run/netns/pod1"), Ok("net:[4026532999]".to_string())),
+        namespace_files: [
+            (
+                PathBuf::from("/proc/1/ns/mnt"),
+                Ok(NamespaceFile { name: "mnt:[4026531841]".into(), id: (4, 4026531841) }),
+            ),
+            (
+                PathBuf::from("/run/netns/pod1"),
+                Ok(NamespaceFile { name: "net:[4026532999]".into(), id: (4, 4026532999) }),
+            ),
         ]
         .into(),
         own_namespaces: [("mnt", vec![(4, 4026531841)]), ("uts", vec![(4, 4026531838)])].into(),
