@@ -5,7 +5,7 @@
 use std::path::Path;
 
 pub use crate::image::fuzz::{image_json, layer};
-use crate::plan::{self, PlanContext, Source};
+use crate::plan::{self, PlanContext};
 
 /// What a registry or its user hands exprun: a reference, a `WWW-Authenticate`
 /// challenge, an auth file (looked up without credential helpers), a
@@ -45,26 +45,7 @@ pub fn oci_config(bytes: &[u8], bundle: &Path, cache: &Path) {
     }
     let cgroups = crate::cgroups::CgroupHost::parse("", "");
     let host = plan::Host::gather(&cgroups, Some(&spec), None);
-    let planned = plan::build(
-        spec,
-        PlanContext {
-            id: "fuzz",
-            name: None,
-            command_line: Vec::new(),
-            state_dir: &bundle.join("state"),
-            source: Source::Bundle { dir: bundle },
-            host: &host,
-            cgroup_parent: None,
-            systemd_cgroup: false,
-            interactive: false,
-            inputs: Vec::new(),
-            outputs: Vec::new(),
-            keep: false,
-            scratch_bytes: None,
-            cpu_affinity: Vec::new(),
-            request: None,
-        },
-    );
+    let planned = plan::build(spec, PlanContext::bundle("fuzz", bundle, &bundle.join("state"), &host));
     if let Ok(mut plan) = planned {
         let _ = crate::seccomp::compile_planned(plan.seccomp.as_mut(), &plan.spec, cache);
     }

@@ -137,16 +137,8 @@ differs), 125 on error (as with diff(1)). A record over \
         /// environment, the mounts, ...), then how many more; `all` lists every one
         #[arg(long, value_name = "N|all", default_value = "100", value_parser = parse_limit)]
         limit: Limit,
-        /// Tolerance for numbers in one output file, as verify takes it:
-        /// FILE[:JSONPATH]=TOL, e.g. metrics.json:$.accuracy=1e-6
-        #[arg(long, value_name = "RULE", action = clap::ArgAction::Append)]
-        tolerance: Vec<String>,
-        /// Relative tolerance for every number in JSON and CSV/TSV outputs
-        #[arg(long, value_name = "X")]
-        rtol: Option<String>,
-        /// Absolute tolerance for every number in JSON and CSV/TSV outputs
-        #[arg(long, value_name = "X")]
-        atol: Option<String>,
+        #[command(flatten)]
+        tolerances: super::verify::ToleranceArgs,
     },
     /// Export a run's record as an RO-Crate or an in-toto Statement
     #[command(
@@ -354,9 +346,10 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
             }
             Ok(if failed { crate::error::EXIT_EXPRUN_FAILED } else { 0 })
         }
-        RunsCommand::Diff { run_a, run_b, json, limit, tolerance, rtol, atol } => {
-            let tol = crate::verify::compare::Tolerances::parse(rtol.as_deref(), atol.as_deref(), &tolerance)
-                .map_err(|e| Error::Usage(e.to_string()))?;
+        RunsCommand::Diff { run_a, run_b, json, limit, tolerances: t } => {
+            let tol =
+                crate::verify::compare::Tolerances::parse(t.rtol.as_deref(), t.atol.as_deref(), &t.tolerance)
+                    .map_err(|e| Error::Usage(e.to_string()))?;
             let (id_a, id_b) = (root.resolve_run(&run_a)?, root.resolve_run(&run_b)?);
             let (a, b) = (root.read_record(&id_a)?, root.read_record(&id_b)?);
             let artifact = |r: &RunRecord| {

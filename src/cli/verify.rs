@@ -12,6 +12,21 @@ use crate::spec::options::HostMount;
 use crate::verify::trust::{self, Origin};
 use crate::verify::{replay, summary};
 
+/// How numbers in JSON and CSV/TSV outputs are compared: `verify` and `runs diff`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ToleranceArgs {
+    /// Tolerance for numbers in one output file: FILE[:JSONPATH]=TOL, e.g.
+    /// metrics.json:$.accuracy=1e-6
+    #[arg(long, value_name = "RULE", action = clap::ArgAction::Append)]
+    pub tolerance: Vec<String>,
+    /// Relative tolerance for every number in JSON and CSV/TSV outputs
+    #[arg(long, value_name = "X")]
+    pub rtol: Option<String>,
+    /// Absolute tolerance for every number in JSON and CSV/TSV outputs
+    #[arg(long, value_name = "X")]
+    pub atol: Option<String>,
+}
+
 /// The options of `exprun replay`.
 #[derive(Debug, Args)]
 #[command(after_help = "The replay uses the recorded image and inputs by digest, the recorded argv, \
@@ -233,15 +248,8 @@ pub struct VerifyArgs {
     /// Replay under these variations too (comma-separated, or all)
     #[arg(long, value_name = "LIST", action = clap::ArgAction::Append)]
     vary: Vec<String>,
-    /// Tolerance for numbers in one file: FILE[:JSONPATH]=TOL, e.g. metrics.json:$.accuracy=1e-6
-    #[arg(long, value_name = "RULE", action = clap::ArgAction::Append)]
-    tolerance: Vec<String>,
-    /// Relative tolerance for every number in JSON and CSV/TSV outputs
-    #[arg(long, value_name = "X")]
-    rtol: Option<String>,
-    /// Absolute tolerance for every number in JSON and CSV/TSV outputs
-    #[arg(long, value_name = "X")]
-    atol: Option<String>,
+    #[command(flatten)]
+    tolerances: ToleranceArgs,
     /// Leave out of the comparison: stdout, stderr, or output files matching
     /// GLOB (relative to the output, or absolute under its mount point)
     #[arg(long, value_name = "stdout|stderr|GLOB", action = clap::ArgAction::Append)]
@@ -294,9 +302,9 @@ pub fn verify(globals: &Globals, a: VerifyArgs) -> Result<i32> {
         vary: a.vary,
         ignore: a.ignore,
         compare: a.compare,
-        rtol: a.rtol,
-        atol: a.atol,
-        tolerance: a.tolerance,
+        rtol: a.tolerances.rtol,
+        atol: a.tolerances.atol,
+        tolerance: a.tolerances.tolerance,
     };
     let settings = crate::verify::config::settings(found, given)?;
     let options = check::VerifyOptions {

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use super::{io_at, open_path, owner, start_time, ContainerState, Error, EXEC_FIFO, STATE_FILE};
 use crate::cgroups::CgroupHost;
 use crate::error::Result;
-use crate::plan::{self, PlanContext, RunPlan, Source};
+use crate::plan::{self, PlanContext, RunPlan};
 use crate::record;
 use crate::spawn::{self, CreateOutcome, Mode};
 use crate::spec::bundle;
@@ -63,21 +63,10 @@ pub(super) fn plan_bundle(
     let mut plan = plan::build(
         spec,
         PlanContext {
-            id: o.id,
-            name: None,
             command_line: o.command_line.clone(),
-            state_dir: &state_dir,
-            source: Source::Bundle { dir: o.bundle },
-            host: &host,
-            cgroup_parent: None,
             systemd_cgroup: o.systemd_cgroup,
             interactive,
-            inputs: Vec::new(),
-            outputs: Vec::new(),
-            keep: false,
-            scratch_bytes: None,
-            cpu_affinity: Vec::new(),
-            request: None,
+            ..PlanContext::bundle(o.id, o.bundle, &state_dir, &host)
         },
     )?;
     crate::seccomp::compile_planned(plan.seccomp.as_mut(), &plan.spec, &root.cache_dir())

@@ -219,6 +219,30 @@ pub struct PlanContext<'a> {
     pub request: Option<Request>,
 }
 
+impl<'a> PlanContext<'a> {
+    /// The context of an OCI bundle's container (`create`, `run -b`): no
+    /// image, inputs, outputs or request of `exprun run`'s.
+    pub fn bundle(id: &'a str, dir: &'a Path, state_dir: &'a Path, host: &'a Host) -> Self {
+        PlanContext {
+            id,
+            name: None,
+            command_line: Vec::new(),
+            state_dir,
+            source: Source::Bundle { dir },
+            host,
+            cgroup_parent: None,
+            systemd_cgroup: false,
+            interactive: false,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            keep: false,
+            scratch_bytes: None,
+            cpu_affinity: Vec::new(),
+            request: None,
+        }
+    }
+}
+
 /// How `exprun run` was asked for a run: what replay needs to ask again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {

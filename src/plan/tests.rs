@@ -40,21 +40,8 @@ fn plan(spec: Spec, host: &Host, systemd_cgroup: bool) -> Result<RunPlan> {
     build(
         spec,
         PlanContext {
-            id: "c1",
-            name: None,
-            command_line: Vec::new(),
-            state_dir: Path::new("/run/exprun/containers/c1"),
-            source: Source::Bundle { dir: Path::new(BUNDLE) },
-            host,
-            cgroup_parent: None,
             systemd_cgroup,
-            interactive: false,
-            inputs: Vec::new(),
-            outputs: Vec::new(),
-            keep: false,
-            scratch_bytes: None,
-            cpu_affinity: Vec::new(),
-            request: None,
+            ..PlanContext::bundle("c1", Path::new(BUNDLE), Path::new("/run/exprun/containers/c1"), host)
         },
     )
 }

@@ -26,7 +26,7 @@ fn the_holding_mount_is_the_deepest_above_the_path_and_unescaped() {
 /// read-only root and no_new_privs; no user namespace, so that init waits for
 /// nobody.
 pub(crate) fn plan_fixture(dir: &Path) -> crate::plan::RunPlan {
-    use crate::plan::{PlanContext, Source};
+    use crate::plan::PlanContext;
     std::fs::create_dir_all(dir.join("rootfs")).unwrap();
     let mut config = serde_json::to_value(oci_spec::runtime::Spec::default()).unwrap();
     config["root"] = serde_json::json!({ "path": dir.join("rootfs"), "readonly": true });
@@ -39,23 +39,7 @@ pub(crate) fn plan_fixture(dir: &Path) -> crate::plan::RunPlan {
     host.paths.insert(dir.join("rootfs"), Ok(rootfs));
     let mut plan = crate::plan::build(
         spec,
-        PlanContext {
-            id: "0123456789abcdef0123456789abcdef",
-            name: None,
-            command_line: Vec::new(),
-            state_dir: &dir.join("state"),
-            source: Source::Bundle { dir },
-            host: &host,
-            cgroup_parent: None,
-            systemd_cgroup: false,
-            interactive: false,
-            inputs: Vec::new(),
-            outputs: Vec::new(),
-            keep: false,
-            scratch_bytes: None,
-            cpu_affinity: Vec::new(),
-            request: None,
-        },
+        PlanContext::bundle("0123456789abcdef0123456789abcdef", dir, &dir.join("state"), &host),
     )
     .unwrap();
     plan.user_ns = None;
