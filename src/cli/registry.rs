@@ -187,9 +187,10 @@ pub fn pull_for_run(globals: &Globals, image: &str, policy: &str, registry: &Reg
         })?;
         return match status.code() {
             Some(0) => Ok(()),
-            _ => {
-                Err(Error::Usage(format!("--pull {policy}: exprun pull {image} failed (its error is above)")))
-            }
+            _ => Err(Error::Io {
+                op: format!("--pull {policy}: exprun pull {image}"),
+                source: std::io::Error::other(format!("it failed ({status}); its error is above")),
+            }),
         };
     }
     let o = PullOptions { client: registry.options(), ..PullOptions::default() };

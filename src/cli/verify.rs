@@ -288,8 +288,10 @@ pub fn verify(globals: &Globals, a: VerifyArgs) -> Result<i32> {
     let store = ImageStore::open(&root.store_dir())?;
     let (original, origin) = load(&root, &store, a.run.as_deref(), &a.registry)?;
     drop(store);
-    let cwd = std::env::current_dir()
-        .map_err(|e| crate::error::Error::Usage(format!("cannot read the current directory: {e}")))?;
+    let cwd = std::env::current_dir().map_err(|source| crate::error::Error::Io {
+        op: "cannot read the current directory".into(),
+        source,
+    })?;
     // A fetched record's host paths are someone else's claim: not looked in.
     let record_inputs: Vec<(PathBuf, PathBuf)> = match origin {
         Origin::Local => original.inputs.iter().map(|i| (i.source.clone(), i.destination.clone())).collect(),
