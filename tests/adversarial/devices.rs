@@ -10,9 +10,8 @@ use std::path::Path;
 use std::process::Stdio;
 
 use nix::sys::wait::waitpid;
-use nix::unistd::Pid;
 
-use crate::common::bundle::{bundle, oci, shim};
+use crate::common::bundle::{bundle, oci, run_detached, shim};
 use crate::common::{privileged, TestRoot};
 use crate::host::{Marker, Snapshot};
 
@@ -116,14 +115,7 @@ fn exec_cwd_through_a_magic_link_is_refused() {
     let before = Snapshot::take(&marker, &[r.path()]);
     let log = b.join("log.json");
     let pid_file = work.join("init.pid");
-    let st = r
-        .command(&["run", "-d", "-b", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), "c"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let init = Pid::from_raw(std::fs::read_to_string(&pid_file).unwrap().parse().unwrap());
+    let init = run_detached(r, &b, &pid_file, "c");
 
     // A magic link, to a host directory the process holds or through init's
     // cwd: refused, before the command runs.

@@ -4,12 +4,10 @@
 //! joins an existing sub-cgroup of the container's, it makes none.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use nix::sys::wait::waitpid;
-use nix::unistd::Pid;
 
-use crate::common::bundle::{bundle, oci, parent_cgroup, shim};
+use crate::common::bundle::{bundle, oci, parent_cgroup, run_detached, shim};
 use crate::host::{Marker, Snapshot};
 
 /// Every directory below `dir`, `dir` included.
@@ -47,14 +45,7 @@ fn exec_cgroup_outside_the_containers_is_refused_and_makes_none() {
     let b = bundle(work, &["sleep", "60"]);
     let log = work.join("log.json");
     let pid_file = work.join("init.pid");
-    let st = r
-        .command(&["run", "-d", "-b", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), "c"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let init = Pid::from_raw(std::fs::read_to_string(&pid_file).unwrap().parse().unwrap());
+    let init = run_detached(r, &b, &pid_file, "c");
     let marker = Marker::new();
     let before = Snapshot::take(&marker, &[r.path()]);
     let cgroups_before = cgroups();

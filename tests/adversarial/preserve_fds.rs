@@ -7,9 +7,8 @@
 use std::process::Stdio;
 
 use nix::sys::wait::waitpid;
-use nix::unistd::Pid;
 
-use crate::common::bundle::{bundle, oci, outcome, shim};
+use crate::common::bundle::{bundle, oci, outcome, run_detached, shim};
 use crate::host::{Marker, Snapshot};
 
 #[test]
@@ -31,14 +30,7 @@ fn preserve_fds_beyond_the_open_ones_or_negative_is_refused() {
             "{verb}: {err}"
         );
     }
-    let st = r
-        .command(&["run", "-d", "-b", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), "c"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let init = Pid::from_raw(std::fs::read_to_string(&pid_file).unwrap().parse().unwrap());
+    let init = run_detached(r, &b, &pid_file, "c");
     let exec = |n: &str, with_fd3: bool| {
         let mut cmd = r.command(&["exec", n, "c", "sh", "-c", "echo ran; readlink /proc/$$/fd/3"]);
         let args: Vec<_> = std::iter::once(cmd.get_program().to_owned())

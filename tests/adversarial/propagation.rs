@@ -6,12 +6,11 @@
 //! mounts back, as tests/oci_mounts.rs shows.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use nix::sys::wait::waitpid;
-use nix::unistd::Pid;
 
-use crate::common::bundle::{bundle, oci, shim};
+use crate::common::bundle::{bundle, oci, run_detached, shim};
 use crate::host::{Marker, Snapshot};
 
 /// A shared tmpfs the test mounts, unmounted with what is below it on drop.
@@ -69,14 +68,7 @@ fn a_shared_root_sends_none_of_the_containers_mounts_to_the_host() {
             cfg["process"]["capabilities"][set].as_array_mut().unwrap().push("CAP_SYS_ADMIN".into());
         }
         std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
-        let st = r
-            .command(&["run", "-d", "-b", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), "c"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "{propagation}: {}", std::fs::read_to_string(&log).unwrap_or_default());
-        let init = Pid::from_raw(std::fs::read_to_string(&pid_file).unwrap().parse().unwrap());
+        let init = run_detached(r, &b, &pid_file, "c");
         // Wait until the container has made its mounts.
         let inside = format!("/proc/{init}/mountinfo");
         let t0 = std::time::Instant::now();

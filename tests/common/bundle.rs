@@ -87,6 +87,21 @@ pub fn oci(r: &TestRoot, log: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `exprun run -d -b B --pid-file PIDFILE ID`, asserted to succeed: the
+/// container's init, as its pid file names it. The container's stdio is not
+/// a pipe (it would stay open as long as the container runs); exprun's own
+/// stderr goes to the test's.
+pub fn run_detached(r: &TestRoot, b: &Path, pid_file: &Path, id: &str) -> nix::unistd::Pid {
+    let st = r
+        .command(&["run", "-d", "-b", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "run -d {id}: {st}");
+    nix::unistd::Pid::from_raw(std::fs::read_to_string(pid_file).unwrap().trim().parse().unwrap())
+}
+
 pub fn status_of(r: &TestRoot, log: &Path, id: &str) -> serde_json::Value {
     let (code, out, err) = oci(r, log, &["state", id]);
     assert_eq!(code, 0, "{err}");
