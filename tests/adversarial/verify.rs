@@ -17,6 +17,8 @@ fn verify_scratch_is_private_while_it_lives() {
     let data = work.path().join("data");
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("secret.csv"), "1,2\n").unwrap();
+    // Two entries: dirent-order reorders only a directory it can list otherwise.
+    std::fs::write(data.join("secret-2.csv"), "3,4\n").unwrap();
     let (input, output) =
         (format!("{}:/data", data.display()), format!("{}:/out", work.path().join("out").display()));
     let script = "sleep 2; cat /data/secret.csv > /out/copy; chmod 4755 /out/copy";
