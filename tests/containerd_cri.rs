@@ -608,6 +608,12 @@ fn a_pod_lifecycle_through_cri_with_exprun_matches_runc() {
     assert_eq!(exprun.exec_exit, 5);
     assert_eq!(exprun.failing_exit, 3);
     assert_eq!((exprun.oom_exit, exprun.oom_reason.as_str()), (137, "OOMKilled"));
+    // containerd 1.6 can lose runc's OOM event when the exit is handled first
+    // (seen in the TCG guest: "Error" for longer than the wait above), so the
+    // reason is checked on exprun's side alone, and runc's only for being one
+    // of the two containerd gives.
+    assert!(["OOMKilled", "Error"].contains(&runc.oom_reason.as_str()), "{runc:?}");
+    let runc = Observed { oom_reason: exprun.oom_reason.clone(), ..runc };
     assert_eq!(exprun, runc, "exprun and runc disagree");
     if systemd {
         check_systemd_driver(&runc_checks, &exprun_checks);
