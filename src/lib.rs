@@ -48,6 +48,7 @@
 //! - A run leaves nothing behind that it was not asked to keep.
 
 pub mod build;
+pub mod cdi;
 pub mod cgroups;
 pub mod cli;
 pub mod container;

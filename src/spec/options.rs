@@ -134,6 +134,10 @@ pub struct RunOptions {
     /// run (`None`: the default; `u64::MAX`: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_digest_limit: Option<u64>,
+    /// `--device` and `--gpus`: host device nodes and CDI devices, as resolved
+    /// when the run was asked for.
+    #[serde(default, skip_serializing_if = "super::devices::Devices::is_empty")]
+    pub devices: super::devices::Devices,
 }
 
 /// The seccomp profile of a run.
