@@ -143,12 +143,20 @@ pub fn parse_device(s: &str, cwd: &Path) -> Result<Vec<DeviceRequest>, Error> {
         return Err(bad(format!("permissions {perms:?} are not some of r, w, m (read, write, mknod)")));
     }
     let given = cwd.join(host);
-    let container = container_path("--device", container.unwrap_or(&given.to_string_lossy()))?;
-    if !container.starts_with("/dev") || container == Path::new("/dev") && !given.is_dir() {
-        return Err(bad(format!("{} is not a path under /dev", container.display())));
-    }
     let resolved = std::fs::canonicalize(&given)
         .map_err(|e| bad(format!("the host device {}: {e}", given.display())))?;
+    let node = if resolved.is_dir() {
+        None
+    } else {
+        Some(
+            host_node(&resolved)
+                .map_err(|w| bad(format!("{w}; give a device node or a directory of them")))?,
+        )
+    };
+    let container = container_path("--device", container.unwrap_or(&given.to_string_lossy()))?;
+    if !container.starts_with("/dev") || container == Path::new("/dev") && node.is_some() {
+        return Err(bad(format!("{} is not a path under /dev", container.display())));
+    }
     let one = |host: PathBuf, container: PathBuf, node: HostNode| DeviceRequest {
         host,
         container,
@@ -160,9 +168,7 @@ pub fn parse_device(s: &str, cwd: &Path) -> Result<Vec<DeviceRequest>, Error> {
         uid: node.uid,
         gid: node.gid,
     };
-    if !resolved.is_dir() {
-        let node = host_node(&resolved)
-            .map_err(|w| bad(format!("{w}; give a device node or a directory of them")))?;
+    if let Some(node) = node {
         return Ok(vec![one(resolved, container, node)]);
     }
     let mut out = Vec::new();
@@ -188,6 +194,71 @@ pub fn parse_device(s: &str, cwd: &Path) -> Result<Vec<DeviceRequest>, Error> {
         return Err(bad(format!("the directory {} holds no device node", resolved.display())));
     }
     Ok(out)
+}
+
+/// One difference between recorded devices and this host's, for a replay's
+/// drift table: (item, recorded, now, blocking).
+pub type DeviceDrift = (String, String, String, bool);
+
+/// Read the recorded devices again on this host, for a replay: each node's
+/// numbers and owner as they are now, each CDI device resolved again from
+/// `cdi_dirs`; what differs is returned, and `devices` becomes what runs. A
+/// node that is gone is blocking drift, left as recorded (the run then fails
+/// on it); CDI devices that no longer resolve are blocking drift too, and
+/// their recorded edits are dropped, never applied.
+pub fn refresh(devices: &mut Devices, cdi_dirs: &[PathBuf], caller: u32) -> Vec<DeviceDrift> {
+    let mut out = Vec::new();
+    for d in &mut devices.nodes {
+        let item = format!("device {}", d.host.display());
+        match host_node(&d.host) {
+            Ok(n) => {
+                let now = format!("{} {}:{}", n.kind, n.major, n.minor);
+                if now != d.numbers() {
+                    out.push((item, d.numbers(), now, false));
+                }
+                (d.kind, d.major, d.minor, d.mode, d.uid, d.gid) =
+                    (n.kind, n.major, n.minor, n.mode, n.uid, n.gid);
+            }
+            Err(why) => out.push((item, d.numbers(), why, true)),
+        }
+    }
+    if devices.cdi.is_empty() {
+        return out;
+    }
+    let names: Vec<String> = devices.cdi.iter().map(|d| d.name.clone()).collect();
+    // `kind=all` was recorded device by device: resolving each name again gives the same set.
+    match crate::cdi::resolve(cdi_dirs, &names, caller) {
+        Ok(now) => {
+            for (old, new) in devices.cdi.iter().zip(&now.devices) {
+                if old.sha256 != new.sha256 || old.spec != new.spec {
+                    out.push((
+                        format!("cdi {}", old.name),
+                        format!("{} sha256:{}", old.spec.display(), short(&old.sha256)),
+                        format!("{} sha256:{}", new.spec.display(), short(&new.sha256)),
+                        false,
+                    ));
+                }
+            }
+            for (old, new) in devices.cdi_edits.device_nodes.iter().zip(&now.edits.device_nodes) {
+                if old.numbers() != new.numbers() {
+                    out.push((format!("device {}", old.host.display()), old.numbers(), new.numbers(), false));
+                }
+            }
+            devices.cdi = now.devices;
+            devices.cdi_edits = now.edits;
+            devices.cdi_spec_dirs = cdi_dirs.to_vec();
+        }
+        Err(e) => {
+            // Never the recorded edits: their hooks would run on this host.
+            devices.cdi_edits = Default::default();
+            out.push((format!("cdi {}", names.join(",")), "resolved".into(), e.to_string(), true));
+        }
+    }
+    out
+}
+
+fn short(hex: &str) -> &str {
+    hex.get(..12).unwrap_or(hex)
 }
 
 /// The `linux.devices` entries.
@@ -292,7 +363,7 @@ mod tests {
             ("/dev/null:/dev/x:rx", "not some of r, w, m"),
             ("/dev/null:/etc/x", "not a path under /dev"),
             ("/nonexistent", "/nonexistent"),
-            ("/etc", "holds no device node"),
+            ("/etc/ssl:/dev/ssl", "holds no device node"),
         ] {
             let e = parse_device(bad, cwd).unwrap_err().to_string();
             assert!(e.contains("--device") && e.contains(want), "{bad}: {e}");

@@ -86,7 +86,7 @@ impl Finding {
 
 /// What the `--allow` names look like, for help and errors.
 pub const ALLOW_FORMS: &str = "cap:NAME, network:host, seccomp:unconfined, seccomp:sha256:HEX, \
-    mount:PATH, mount:PATH:rw, device:PATH, env:NAME, tmpfs:DST:dev, tmpfs:DST:suid, \
+    mount:PATH, mount:PATH:rw, device:PATH, cdi:VENDOR/CLASS=NAME, env:NAME, tmpfs:DST:dev, tmpfs:DST:suid, \
     output:DST:suid, output:DST:dev, ulimit:NAME";
 
 /// Parse one `--allow` into the name [`audit`] gives: `cap:sys_admin` and
@@ -120,6 +120,10 @@ pub fn parse_allow(s: &str) -> Result<String, Error> {
             None => Ok(format!("mount:{}", path(rest)?.display())),
         },
         "device" => Ok(format!("device:{}", path(rest)?.display())),
+        "cdi" => {
+            crate::cdi::split_name(rest).map_err(|e| bad(e.to_string()))?;
+            Ok(s.to_string())
+        }
         "env" if is_env_name(rest) => Ok(s.to_string()),
         "tmpfs" | "output" => {
             let (dst, what) =
@@ -189,6 +193,22 @@ pub fn audit(o: &RunOptions, ctx: &AuditContext<'_>) -> Vec<Finding> {
                 ));
             }
         }
+    }
+    for (i, d) in o.devices.nodes.iter().enumerate() {
+        out.push(Finding::allowable(
+            format!("devices.nodes[{i}]"),
+            format!("the host's device {} ({}) at {}", d.host.display(), d.numbers(), d.container.display()),
+            format!("device:{}", d.host.display()),
+        ));
+    }
+    // A CDI device is resolved again from this host's specs: what it brings
+    // (nodes, mounts, hooks run on the host) is the local administrator's.
+    for (i, d) in o.devices.cdi.iter().enumerate() {
+        out.push(Finding::allowable(
+            format!("devices.cdi[{i}]"),
+            format!("the CDI device {}, as this host's CDI specs give it", d.name),
+            format!("cdi:{}", d.name),
+        ));
     }
     for (i, m) in o.volumes.iter().enumerate() {
         let access = if m.readonly { "read-only" } else { "writable" };
