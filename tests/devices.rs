@@ -292,3 +292,67 @@ fn rootless_a_device_is_the_host_node_bound_and_perms_it_cannot_keep_are_refused
     h.remove_image();
     h.assert_no_leftovers();
 }
+
+#[test]
+fn replay_lists_a_device_whose_numbers_or_cdi_spec_changed() {
+    if !privileged("replay_lists_a_device_whose_numbers_or_cdi_spec_changed") {
+        return;
+    }
+    let r = TestRoot::with_busybox();
+    let work = tempfile::tempdir().unwrap();
+    let node = work.path().join("node");
+    let mknod = |minor| {
+        let _ = std::fs::remove_file(&node);
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o666);
+        nix::sys::stat::mknod(&node, nix::sys::stat::SFlag::S_IFCHR, mode, nix::sys::stat::makedev(1, minor))
+            .unwrap();
+    };
+    mknod(3);
+    let cdi = cdi_dir(work.path(), &work.path().join("hook-out"));
+    let dev = format!("{}:/dev/mine", node.display());
+    let (code, out, err) = run_in(
+        &r,
+        Some(cdi.path()),
+        &[
+            "--name",
+            "dev1",
+            "--device",
+            &dev,
+            "--device",
+            "example.com/gpu=0",
+            "busybox:latest",
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let replay = |extra: &[&str]| {
+        let mut args = vec!["replay", "--dry-run", "dev1"];
+        args.extend_from_slice(extra);
+        let out = r.exprun(&args, None);
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let same = replay(&[]);
+    assert!(same.contains("no drift") && !same.contains("WARNING"), "nothing changed: {same}");
+
+    mknod(5);
+    let spec = cdi.path().join("example.yaml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, text.replace("FAKEGPU=0", "FAKEGPU=changed")).unwrap();
+    let drift = replay(&[]);
+    assert!(
+        drift.contains(&format!("device {}", node.display()))
+            && drift.contains("c 1:3")
+            && drift.contains("c 1:5"),
+        "{drift}"
+    );
+    assert!(
+        drift.contains("cdi example.com/gpu=0") && drift.contains(&spec.display().to_string()),
+        "{drift}"
+    );
+
+    std::fs::remove_file(&spec).unwrap();
+    let gone = replay(&[]);
+    assert!(gone.contains("cdi example.com/gpu=0") && gone.contains("is in no CDI spec"), "{gone}");
+    r.assert_no_leftovers();
+}
