@@ -356,3 +356,67 @@ fn replay_lists_a_device_whose_numbers_or_cdi_spec_changed() {
     assert!(gone.contains("cdi example.com/gpu=0") && gone.contains("is in no CDI spec"), "{gone}");
     r.assert_no_leftovers();
 }
+
+#[test]
+fn runc_given_the_same_devices_and_rules_shows_the_same() {
+    let test = "runc_given_the_same_devices_and_rules_shows_the_same";
+    let Some(t) = common::bundle::shim(test) else { return };
+    let Some(runc) = common::bundle::runc(test) else { return };
+    let (r, work) = (&t.r, t.work.path());
+    let out = r.exprun(
+        &[
+            "image",
+            "import",
+            "--name",
+            "busybox:latest",
+            common::fixture_dir().join("busybox-oci").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let script =
+        "exec 2>&1; stat -c '%n %t:%T %a' /dev/fakegpu0 /dev/k; echo x > /dev/fakegpu0 && echo wrote-fake; \
+         true < /dev/k && echo read-k; true > /dev/k && echo wrote-k; mknod /dev/m c 10 229 && echo made-k; echo end";
+    let (code, ours, err) = run_in(
+        r,
+        None,
+        &[
+            "--device",
+            "/dev/null:/dev/fakegpu0",
+            "--device",
+            &format!("{FUSE}:/dev/k:r"),
+            "busybox:latest",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    assert_eq!(code, 0, "{ours}{err}");
+    // The same linux.devices and device rules, in a bundle runc runs.
+    let rec = r.last_record();
+    let b = common::bundle::bundle(work, &["sh", "-c", script]);
+    common::bundle::edit_for_runc(&b, |c| {
+        c["linux"]["devices"] = rec["spec"]["linux"]["devices"].clone();
+        c["linux"]["resources"] =
+            serde_json::json!({"devices": rec["spec"]["linux"]["resources"]["devices"].clone()});
+    });
+    let (code, theirs, err) = common::bundle::runc_run(&runc, &work.join("runc-root"), &b, "devices-runc");
+    assert_eq!(code, 0, "runc: {theirs}{err}");
+    // runc also allows mknod of any device (its default rules add c *:* m and
+    // b *:* m); exprun's rules do not: the mknod line differs, by design.
+    let without_mknod = |o: &str| {
+        o.lines().filter(|l| !l.contains("/dev/m") && *l != "made-k").map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(without_mknod(&ours), without_mknod(&theirs), "runc sees otherwise");
+    assert!(theirs.contains("made-k"), "runc's mknod rule: {theirs}");
+    assert!(
+        ours.contains("wrote-fake")
+            && ours.contains("read-k")
+            && !ours.contains("wrote-k")
+            && !ours.contains("made-k"),
+        "{ours}"
+    );
+    r.assert_no_leftovers();
+    common::bundle::remove_parent_cgroups();
+}

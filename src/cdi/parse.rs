@@ -167,7 +167,7 @@ fn container_edits(path: &Path, at: &str, raw: RawEdits) -> Result<Edits, Error>
     let bad = |field: String, why: String| Error::Spec { path: path.to_path_buf(), field, why };
     let mut out = Edits::default();
     for (i, e) in raw.env.unwrap_or_default().into_iter().enumerate() {
-        if !e.split_once('=').is_some_and(|(k, _)| !k.is_empty()) || e.contains('\0') {
+        if e.split_once('=').is_none_or(|(k, _)| k.is_empty()) || e.contains('\0') {
             return Err(bad(format!("{at}.env[{i}]"), format!("{e:?} is not NAME=VALUE")));
         }
         out.env.push(e);
