@@ -100,13 +100,16 @@ impl FakeDriver {
     }
 }
 
-/// A bundle whose config lists /dev/nvidia0 (char 195:0), allowed in its device cgroup.
+/// A bundle whose config lists /dev/nvidia0 (char 195:0), the one node its device cgroup allows
+/// beyond the defaults.
 fn gpu_bundle(work: &Path, args: &[&str]) -> PathBuf {
     let b = bundle(work, args);
     common::rootless::edit_config(&b, |c| {
         c["linux"]["devices"] = json!([{"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0, "fileMode": 0o666}]);
-        let devices = c["linux"]["resources"]["devices"].as_array_mut().unwrap();
-        devices.push(json!({"allow": true, "type": "c", "major": 195, "minor": 0, "access": "rwm"}));
+        c["linux"]["resources"]["devices"] = json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 195, "minor": 0, "access": "rwm"}
+        ]);
     });
     b
 }
@@ -190,8 +193,10 @@ fn a_run_without_a_gpu_node_reads_no_driver_file_and_runs_no_nvidia_smi() {
     // nvidiactl is no GPU: it alone reads nothing either.
     common::rootless::edit_config(&b, |c| {
         c["linux"]["devices"] = json!([{"path": "/dev/nvidiactl", "type": "c", "major": 195, "minor": 255}]);
-        let devices = c["linux"]["resources"]["devices"].as_array_mut().unwrap();
-        devices.push(json!({"allow": true, "type": "c", "major": 195, "minor": 255, "access": "rwm"}));
+        c["linux"]["resources"]["devices"] = json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 195, "minor": 255, "access": "rwm"}
+        ]);
     });
     let (code, out, err) = fake.exprun(r.path(), &["run", "-b", b.to_str().unwrap(), "no-gpu"]);
     assert_eq!(code, 0, "{out}{err}");

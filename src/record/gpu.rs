@@ -329,34 +329,28 @@ fn smi(program: &Path, timeout: Duration) -> Result<Smi, String> {
     Ok(Smi { rows: parse_smi_csv(&csv), cuda_version: parse_cuda_version(&q) })
 }
 
-/// Run `program args` in its own process group, its output read on a thread;
-/// past `deadline` the group is killed and the thread left to end with it.
+/// Run `program args` in its own process group, its output into a memfd (no
+/// thread: the run clones its init later, which needs exprun single-threaded);
+/// past `deadline` the group is killed.
 fn run_until(program: &Path, args: &[&str], deadline: Instant, timeout: Duration) -> Result<String, String> {
+    use std::io::{Seek, SeekFrom};
     use std::os::unix::process::CommandExt;
     let shown = format!("{} {}", program.display(), args.join(" "));
+    let out = nix::sys::memfd::memfd_create(c"exprun-nvidia-smi", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map(std::fs::File::from)
+        .map_err(|e| format!("{shown}: making its output file: {e}"))?;
+    let stdout = out.try_clone().map_err(|e| format!("{shown}: making its output file: {e}"))?;
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::null())
         .process_group(0)
         .spawn()
         .map_err(|e| format!("{shown}: cannot run it: {e}"))?;
-    let stdout = child.stdout.take();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(s) = stdout {
-            let _ = s.take(READ_LIMIT).read_to_string(&mut text);
-        }
-        let _ = tx.send(text);
-    });
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(status)) => {
-                let text = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).unwrap_or_default();
-                return if status.success() { Ok(text) } else { Err(format!("{shown}: {status}")) };
-            }
+            Ok(Some(status)) => break status,
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
             Ok(None) => {
                 let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -366,7 +360,16 @@ fn run_until(program: &Path, args: &[&str], deadline: Instant, timeout: Duration
             }
             Err(e) => return Err(format!("{shown}: waiting for it: {e}")),
         }
+    };
+    if !status.success() {
+        return Err(format!("{shown}: {status}"));
     }
+    let mut text = String::new();
+    let mut out = out;
+    out.seek(SeekFrom::Start(0))
+        .and_then(|_| out.take(READ_LIMIT).read_to_string(&mut text))
+        .map_err(|e| format!("{shown}: reading its output: {e}"))?;
+    Ok(text)
 }
 
 fn read_limited(path: &Path) -> Result<String, std::io::Error> {
