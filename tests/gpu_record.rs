@@ -219,7 +219,7 @@ fn a_hanging_nvidia_smi_is_killed_and_noted() {
     let Some(t) = shim("a_hanging_nvidia_smi_is_killed_and_noted") else { return };
     let (r, work) = (&t.r, t.work.path());
     let fake = FakeDriver::new(work, "h100", "NVIDIA H100 80GB HBM3", "535.104.05", "12.2");
-    fake.smi("sleep 600");
+    fake.smi("sleep 6173");
     let b = gpu_bundle(work, &["true"]);
     let t0 = Instant::now();
     let (code, out, err) = fake.exprun(r.path(), &["run", "-b", b.to_str().unwrap(), "hang"]);
@@ -232,7 +232,7 @@ fn a_hanging_nvidia_smi_is_killed_and_noted() {
     let notes = g["notes"].to_string();
     assert!(notes.contains("nvidia-smi") && notes.contains("no answer within 5 s"), "{notes}");
     // Nothing of it is left running.
-    let ps = Command::new("pgrep").args(["-f", "sleep 600"]).output().unwrap();
+    let ps = Command::new("pgrep").args(["-f", "sleep 6173"]).output().unwrap();
     assert!(ps.stdout.is_empty(), "left running: {}", String::from_utf8_lossy(&ps.stdout));
     r.assert_no_leftovers();
     drop(t);
