@@ -105,7 +105,8 @@ impl FakeDriver {
 fn gpu_bundle(work: &Path, args: &[&str]) -> PathBuf {
     let b = bundle(work, args);
     common::rootless::edit_config(&b, |c| {
-        c["linux"]["devices"] = json!([{"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0, "fileMode": 0o666}]);
+        c["linux"]["devices"] =
+            json!([{"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0, "fileMode": 0o666}]);
         c["linux"]["resources"]["devices"] = json!([
             {"allow": false, "access": "rwm"},
             {"allow": true, "type": "c", "major": 195, "minor": 0, "access": "rwm"}
@@ -115,7 +116,8 @@ fn gpu_bundle(work: &Path, args: &[&str]) -> PathBuf {
 }
 
 fn record(r: &TestRoot, id: &str) -> Value {
-    serde_json::from_slice(&std::fs::read(r.path().join("runs").join(id).join("record.json")).unwrap()).unwrap()
+    serde_json::from_slice(&std::fs::read(r.path().join("runs").join(id).join("record.json")).unwrap())
+        .unwrap()
 }
 
 #[test]
@@ -145,7 +147,10 @@ fn bundle_runs_record_the_gpu_and_runs_show_and_diff_list_it() {
     // create, start, delete: the record, written by delete, with the other driver.
     let pid_file = work.join("gpu-b.pid");
     let st = a100
-        .command(r.path(), &["create", "-b", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), "gpu-b"])
+        .command(
+            r.path(),
+            &["create", "-b", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), "gpu-b"],
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -186,7 +191,9 @@ fn bundle_runs_record_the_gpu_and_runs_show_and_diff_list_it() {
 
 #[test]
 fn a_run_without_a_gpu_node_reads_no_driver_file_and_runs_no_nvidia_smi() {
-    let Some(t) = shim("a_run_without_a_gpu_node_reads_no_driver_file_and_runs_no_nvidia_smi") else { return };
+    let Some(t) = shim("a_run_without_a_gpu_node_reads_no_driver_file_and_runs_no_nvidia_smi") else {
+        return;
+    };
     let (r, work) = (&t.r, t.work.path());
     let fake = FakeDriver::new(work, "h100", "NVIDIA H100 80GB HBM3", "535.104.05", "12.2");
     let b = bundle(work, &["true"]);
@@ -269,7 +276,8 @@ fn replay_lists_gpu_drift_and_verify_says_the_gpu_may_explain_a_difference() {
         ("gpu /dev/nvidia0 driver", "535.104.05", "550.54.14"),
         ("gpu /dev/nvidia0 cuda", "12.2", "12.4"),
     ] {
-        let line = all.lines().find(|l| l.starts_with(item)).unwrap_or_else(|| panic!("no {item} in:\n{all}"));
+        let line =
+            all.lines().find(|l| l.starts_with(item)).unwrap_or_else(|| panic!("no {item} in:\n{all}"));
         let words: Vec<&str> = line.split("  ").map(str::trim).filter(|w| !w.is_empty()).collect();
         assert_eq!(words, [item, was, now, "no"], "{line}");
     }
@@ -279,7 +287,9 @@ fn replay_lists_gpu_drift_and_verify_says_the_gpu_may_explain_a_difference() {
     let all = format!("{out}{err}");
     assert!(all.contains("DIFFERS"), "{all}");
     assert!(
-        all.contains("the difference may come from the GPU or its driver: gpu /dev/nvidia0: NVIDIA H100 80GB HBM3"),
+        all.contains(
+            "the difference may come from the GPU or its driver: gpu /dev/nvidia0: NVIDIA H100 80GB HBM3"
+        ),
         "{all}"
     );
     r.assert_no_leftovers();

@@ -114,7 +114,8 @@ pub fn facts(nodes: &[DeviceNode]) -> Vec<GpuRecord> {
 
 /// The same GPUs as `recorded`, as this host has them now (for a replay's drift).
 pub fn facts_again(recorded: &[GpuRecord]) -> Vec<GpuRecord> {
-    let nodes: Vec<(&Path, u64, u64)> = recorded.iter().map(|g| (g.path.as_path(), g.major, g.minor)).collect();
+    let nodes: Vec<(&Path, u64, u64)> =
+        recorded.iter().map(|g| (g.path.as_path(), g.major, g.minor)).collect();
     if nodes.is_empty() {
         return Vec::new();
     }
@@ -127,7 +128,13 @@ pub fn facts_from(nodes: &[(&Path, u64, u64)], src: &Sources) -> Vec<GpuRecord> 
         .iter()
         .filter_map(|&(path, major, minor)| {
             let vendor = vendor_of('c', major, minor)?;
-            Some(GpuRecord { path: path.to_path_buf(), vendor: vendor.into(), major, minor, ..GpuRecord::default() })
+            Some(GpuRecord {
+                path: path.to_path_buf(),
+                vendor: vendor.into(),
+                major,
+                minor,
+                ..GpuRecord::default()
+            })
         })
         .collect();
     if out.iter().any(|g| g.vendor == "nvidia") {
@@ -227,7 +234,9 @@ pub fn parse_driver_version(text: &str) -> Option<String> {
 }
 
 fn is_version(w: &str) -> bool {
-    w.contains('.') && w.starts_with(|c: char| c.is_ascii_digit()) && w.chars().all(|c| c.is_ascii_digit() || c == '.')
+    w.contains('.')
+        && w.starts_with(|c: char| c.is_ascii_digit())
+        && w.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
 /// The CUDA version in `nvidia-smi -q` (`CUDA Version : 12.2`) or in its
@@ -265,7 +274,9 @@ pub fn parse_smi_csv(text: &str) -> Vec<SmiRow> {
         .map(|l| {
             let f: Vec<&str> = l.split(',').map(str::trim).collect();
             let field = |i: usize| {
-                f.get(i).filter(|v| !v.is_empty() && !v.starts_with('[') && **v != "N/A").map(|v| v.to_string())
+                f.get(i)
+                    .filter(|v| !v.is_empty() && !v.starts_with('[') && **v != "N/A")
+                    .map(|v| v.to_string())
             };
             SmiRow {
                 bus_id: field(0).as_deref().and_then(normalise_bus_id),
@@ -291,14 +302,19 @@ pub fn normalise_bus_id(id: &str) -> Option<String> {
 /// Every GPU the driver lists under `dir` (/proc/driver/nvidia/gpus).
 fn proc_gpus(dir: &Path) -> Vec<Information> {
     let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
-    rd.flatten().filter_map(|e| read_limited(&e.path().join("information")).ok()).map(|t| parse_information(&t)).collect()
+    rd.flatten()
+        .filter_map(|e| read_limited(&e.path().join("information")).ok())
+        .map(|t| parse_information(&t))
+        .collect()
 }
 
 fn dri(g: &mut GpuRecord, sys_dev_char: &Path) {
     let dev = sys_dev_char.join(format!("{}:{}", g.major, g.minor)).join("device");
-    let read = |f: &str| read_limited(&dev.join(f)).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let read =
+        |f: &str| read_limited(&dev.join(f)).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     let uevent = read("uevent").unwrap_or_default();
-    let field = |k: &str| uevent.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')).map(str::to_string);
+    let field =
+        |k: &str| uevent.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')).map(str::to_string);
     g.pci_bus_id = field("PCI_SLOT_NAME").as_deref().and_then(normalise_bus_id);
     let id = |s: Option<String>| s.map(|v| v.trim_start_matches("0x").to_string());
     g.pci_id = match (id(read("vendor")), id(read("device"))) {
@@ -382,9 +398,10 @@ fn read_limited(path: &Path) -> Result<String, std::io::Error> {
 fn find_on_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).filter(|d| d.is_absolute()).map(|d| d.join(name)).find(|p| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    std::env::split_paths(&path)
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join(name))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 /// The facts compared between runs: model, driver version, CUDA version.
@@ -422,7 +439,8 @@ pub fn differences(a: &[GpuRecord], b: &[GpuRecord]) -> Vec<(String, String, Str
 /// One line for a GPU: model, UUID, bus id, driver and CUDA versions.
 pub fn summary(g: &GpuRecord) -> String {
     let mut s = g.model.clone().unwrap_or_else(|| format!("{} {}:{}", g.vendor, g.major, g.minor));
-    let ids: Vec<&str> = [&g.uuid, &g.pci_bus_id, &g.pci_id].into_iter().filter_map(|v| v.as_deref()).collect();
+    let ids: Vec<&str> =
+        [&g.uuid, &g.pci_bus_id, &g.pci_id].into_iter().filter_map(|v| v.as_deref()).collect();
     if !ids.is_empty() {
         s.push_str(&format!(" ({})", ids.join(", ")));
     }

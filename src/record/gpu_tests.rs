@@ -12,7 +12,8 @@ Device Minor: \t 0\n\
 GPU Firmware: \t 535.104.05\n\
 GPU Excluded:\t No\n";
 
-const VERSION: &str = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n\
+const VERSION: &str =
+    "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n\
 GCC version:  gcc version 11.4.0 (Ubuntu 11.4.0-1ubuntu1~22.04)\n";
 
 const OPEN_VERSION: &str = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  570.86.15  Release Build  (dvs-builder@U16-I3-B03-4-3)  Thu Jan 23 22:52:32 UTC 2025\n\
@@ -26,7 +27,8 @@ Attached GPUs                             : 1\n\
 GPU 00000000:3B:00.0\n\
     Compute Mode                          : Default\n";
 
-const SMI_HEADER: &str = "| NVIDIA-SMI 550.127.05             Driver Version: 550.127.05     CUDA Version: 12.4     |\n";
+const SMI_HEADER: &str =
+    "| NVIDIA-SMI 550.127.05             Driver Version: 550.127.05     CUDA Version: 12.4     |\n";
 
 #[test]
 fn information_file_fields() {
@@ -140,7 +142,8 @@ fn dri_node_from_sysfs() {
     let src = tree(d.path(), INFORMATION, VERSION);
     let dev = d.path().join("sys/226:128/device");
     std::fs::create_dir_all(&dev).unwrap();
-    std::fs::write(dev.join("uevent"), "DRIVER=amdgpu\nPCI_ID=1002:740F\nPCI_SLOT_NAME=0000:c1:00.0\n").unwrap();
+    std::fs::write(dev.join("uevent"), "DRIVER=amdgpu\nPCI_ID=1002:740F\nPCI_SLOT_NAME=0000:c1:00.0\n")
+        .unwrap();
     std::fs::write(dev.join("vendor"), "0x1002\n").unwrap();
     std::fs::write(dev.join("device"), "0x740f\n").unwrap();
     let g = facts_from(&[(Path::new("/dev/dri/renderD128"), 226, 128)], &src);
