@@ -102,7 +102,8 @@ pub fn check_shm(shm_size: Option<u64>, ipc: Ipc, tmpfs: &[TmpfsMount]) -> Resul
 /// given `KEY=VALUE` the default's value of KEY, and the rest is added.
 pub fn shm_options(shm_size: Option<u64>, given: Option<&TmpfsMount>) -> Vec<String> {
     let size = shm_size.unwrap_or(DEFAULT_SHM_SIZE);
-    let size = if size % 1024 == 0 { format!("size={}k", size / 1024) } else { format!("size={size}") };
+    let size =
+        if size.is_multiple_of(1024) { format!("size={}k", size / 1024) } else { format!("size={size}") };
     let mut out: Vec<String> =
         ["nosuid", "noexec", "nodev", "mode=1777"].iter().map(|o| o.to_string()).chain([size]).collect();
     let key = |o: &str| -> String {
@@ -144,7 +145,7 @@ mod tests {
     fn shm_size_ipc_and_a_dev_shm_tmpfs_are_refused_together() {
         let shm = |o: &str| parse_tmpfs(&format!("/dev/shm{o}")).unwrap();
         let other = parse_tmpfs("/scratch:size=1g").unwrap();
-        assert!(check_shm(Some(1 << 30), Ipc::Private, &[other.clone()]).is_ok());
+        assert!(check_shm(Some(1 << 30), Ipc::Private, std::slice::from_ref(&other)).is_ok());
         assert!(check_shm(None, Ipc::Private, &[shm(":size=1g"), other.clone()]).is_ok());
         assert!(check_shm(None, Ipc::Host, &[other]).is_ok());
         for (size, ipc, tmpfs, says) in [
