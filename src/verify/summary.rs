@@ -16,7 +16,7 @@ use super::trust::{self, Finding};
 use crate::record::{for_terminal, secrets, RunRecord};
 use crate::spec::options::{Network, RunOptions, SeccompChoice};
 use crate::spec::pins::Determinism;
-use crate::spec::shm::Ipc;
+use crate::spec::shm::{self, Ipc};
 use crate::spec::{DEFAULT_CAPABILITIES, DEFAULT_HOSTNAME};
 
 /// The summary `replay` and `verify` print: `what` is `replay` or `verify`.
@@ -120,11 +120,8 @@ pub fn request_lines(
             Network::Host => "HOST: the host's network namespace".into(),
         },
     );
-    let shm = match (o.shm_size, crate::spec::shm::shm_tmpfs(&o.tmpfs)) {
-        (Some(b), _) => format!("{} MiB", b >> 20),
-        (None, Some(t)) => format!("tmpfs {}", t.options.join(",")),
-        (None, None) => "64 MiB".into(),
-    };
+    let shm_options = shm::shm_options(o.shm_size, shm::shm_tmpfs(&o.tmpfs));
+    let shm = shm_options.iter().filter(|x| x.starts_with("size=")).last().cloned().unwrap_or_default();
     line(
         "ipc",
         match o.ipc {
@@ -190,6 +187,10 @@ pub fn request_lines(
         line("HOST MOUNT", format!("{} <- host {}", m.destination.display(), bind(&m.source, m.readonly)));
     }
     for t in &o.tmpfs {
+        if t.destination == Path::new(shm::SHM_PATH) {
+            line("tmpfs", format!("{} ({})", t.destination.display(), shm_options.join(",")));
+            continue;
+        }
         line("tmpfs", format!("{} (nosuid,nodev,{})", t.destination.display(), t.options.join(",")));
     }
     let mut limits = Vec::new();
