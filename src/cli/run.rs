@@ -8,6 +8,7 @@ use clap::{ArgAction, Args};
 use super::Globals;
 use crate::error::{Error, Result};
 use crate::spec::options::{self as o, Network, RunOptions};
+use crate::spec::shm::{self, Ipc};
 
 /// The options of `exprun run`.
 #[derive(Debug, Args)]
@@ -248,9 +249,9 @@ impl RunArgs {
         }
         let tmpfs: Vec<o::TmpfsMount> =
             self.tmpfs.iter().map(|t| o::parse_tmpfs(t)).collect::<Result<_, _>>()?;
-        let shm_size = self.shm_size.map(|s| crate::spec::shm::parse_shm_size(&s)).transpose()?;
-        let ipc = crate::spec::shm::parse_ipc(&self.ipc)?;
-        crate::spec::shm::check_shm(shm_size, ipc, &tmpfs)?;
+        let shm_size = self.shm_size.map(|s| shm::parse_shm_size(&s)).transpose()?;
+        let ipc = if self.ipc == "host" { Ipc::Host } else { Ipc::Private };
+        shm::check_shm(shm_size, ipc, &tmpfs)?;
         Ok(RunOptions {
             image: self.image,
             command: self.command,

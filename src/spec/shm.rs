@@ -38,19 +38,6 @@ pub fn parse_shm_size(s: &str) -> Result<u64, Error> {
     parse_size("--shm-size", s)
 }
 
-/// `--ipc private|host`.
-pub fn parse_ipc(s: &str) -> Result<Ipc, Error> {
-    match s {
-        "private" => Ok(Ipc::Private),
-        "host" => Ok(Ipc::Host),
-        _ => Err(Error::Option {
-            option: "--ipc",
-            value: s.into(),
-            why: "use private (a new IPC namespace and /dev/shm, the default) or host".into(),
-        }),
-    }
-}
-
 /// The `--tmpfs` mounted at /dev/shm, if any.
 pub fn shm_tmpfs(tmpfs: &[TmpfsMount]) -> Option<&TmpfsMount> {
     tmpfs.iter().find(|t| t.destination == Path::new(SHM_PATH))
@@ -167,8 +154,6 @@ mod tests {
             let e = check_shm(size, ipc, &tmpfs).unwrap_err().to_string();
             assert!(e.contains(says), "{e}");
         }
-        assert_eq!(parse_ipc("host").unwrap(), Ipc::Host);
-        assert!(parse_ipc("container:x").unwrap_err().to_string().contains("--ipc"));
         assert!(parse_shm_size("0").unwrap_err().to_string().contains("--shm-size"));
         assert_eq!(parse_shm_size("2g").unwrap(), 2 << 30);
     }

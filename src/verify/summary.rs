@@ -121,7 +121,7 @@ pub fn request_lines(
         },
     );
     let shm_options = shm::shm_options(o.shm_size, shm::shm_tmpfs(&o.tmpfs));
-    let shm = shm_options.iter().filter(|x| x.starts_with("size=")).last().cloned().unwrap_or_default();
+    let shm = shm_options.iter().find(|x| x.starts_with("size=")).cloned().unwrap_or_default();
     line(
         "ipc",
         match o.ipc {
