@@ -166,6 +166,9 @@ fn ipc_host_shares_the_hosts_segments_and_dev_shm_and_private_does_not() {
         .map(|n| n["type"].as_str().unwrap())
         .collect();
     assert!(!spec_ns.contains(&"ipc"), "{spec_ns:?}");
+    let shown = r.exprun(&["runs", "show", "--latest"], None);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("ipc         HOST: the host's IPC namespace and /dev/shm"), "{shown}");
 
     for extra in [&[][..], &["--ipc", "private"]] {
         let out = ok(&r, extra, &script);
