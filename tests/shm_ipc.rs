@@ -244,6 +244,29 @@ fn contradicting_shm_options_are_refused_naming_both() {
     r.assert_no_leftovers();
 }
 
+/// `exprun create` (init's stdout to the file `out`), `start`, the command
+/// reaped by this process (the shim's part), `delete`: (status, stdout, "").
+fn create_start(r: &TestRoot, b: &std::path::Path, out: &std::path::Path, id: &str) -> (i32, String, String) {
+    let log = out.with_extension("log");
+    let created = r
+        .command(&["create", "-b", b.to_str().unwrap(), id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(out).unwrap())
+        .status()
+        .unwrap();
+    assert!(created.success(), "create {id}");
+    let pid = common::bundle::status_of(r, &log, id)["pid"].as_i64().unwrap() as i32;
+    let (code, _, err) = oci(r, &log, &["start", id]);
+    assert_eq!(code, 0, "start {id}: {err}");
+    let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+    let code = match status {
+        nix::sys::wait::WaitStatus::Exited(_, c) => c,
+        s => panic!("{id}: {s:?}"),
+    };
+    assert_eq!(oci(r, &log, &["delete", id]).0, 0);
+    (code, std::fs::read_to_string(out).unwrap(), String::new())
+}
+
 #[test]
 fn a_bundle_without_an_ipc_namespace_is_in_the_hosts_as_with_runc() {
     let test = "a_bundle_without_an_ipc_namespace_is_in_the_hosts_as_with_runc";
@@ -282,6 +305,7 @@ fn a_bundle_without_an_ipc_namespace_is_in_the_hosts_as_with_runc() {
     };
     let log = work.join("log.json");
     check("exprun", oci(r, &log, &["run", "-b", b.to_str().unwrap(), "hostipc"]));
+    check("exprun create/start", create_start(r, &b, &work.join("out"), "hostipc2"));
     if let Some(runc) = runc(test) {
         check("runc", runc_run(&runc, &work.join("runc-root"), &b, "hostipc"));
     }
