@@ -206,6 +206,8 @@ fn fields_exprun_does_not_know_are_named() {
 #[test]
 fn the_hosts_ipc_is_allowed_by_name_and_dev_shm_conflicts_are_refused() {
     use crate::spec::shm::Ipc;
+    // A request recorded before the options reads as the default.
+    assert_eq!((request().shm_size, request().ipc), (None, Ipc::Private));
     let f = audit_of(&request_with(|r| r.ipc = Ipc::Host), &[]);
     assert_eq!(allows(&f), ["ipc:host"]);
     assert!(f[0].what.contains("IPC namespace and /dev/shm"), "{f:?}");
