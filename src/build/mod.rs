@@ -564,6 +564,8 @@ fn run_options(
         no_limits: false,
         storage_size: None,
         output_digest_limit: None,
+        shm_size: None,
+        ipc: Default::default(),
     }
 }
 
