@@ -348,7 +348,7 @@ fn sequence(root: &Root, source: Source<'_>) -> Result<RunResult> {
             let limit =
                 plan.cgroup.limits.memory_bytes.map(|b| format!(" of {} MiB", b >> 20)).unwrap_or_default();
             Some(format!(
-                "the container ran out of memory: the OOM killer killed {} process(es) at the memory limit{limit}; raise --memory",
+                "the container ran out of memory: the OOM killer killed {} process(es) at the memory limit{limit}; raise --memory (files in /dev/shm and other tmpfs mounts count against it)",
                 usage.oom_kills
             ))
         } else if usage.pids_limit_hits > 0 {

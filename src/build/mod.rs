@@ -565,6 +565,8 @@ fn run_options(
         storage_size: None,
         output_digest_limit: None,
         devices: Default::default(),
+        shm_size: None,
+        ipc: Default::default(),
     }
 }
 

@@ -8,6 +8,7 @@ use clap::{ArgAction, Args};
 use super::Globals;
 use crate::error::{Error, Result};
 use crate::spec::options::{self as o, Network, RunOptions};
+use crate::spec::shm::{self, Ipc};
 
 /// The options of `exprun run`.
 #[derive(Debug, Args)]
@@ -52,9 +53,19 @@ pub struct RunArgs {
     /// `verify` cannot compare them [default: 32g]
     #[arg(long = "output-digest-limit", value_name = "SIZE")]
     output_digest_limit: Option<String>,
-    /// Mount a tmpfs: DST[:OPTIONS], e.g. /scratch:size=1g
+    /// Mount a tmpfs: DST[:OPTIONS], e.g. /scratch:size=1g. At /dev/shm it
+    /// replaces the default one, its options merged into the defaults
+    /// (nosuid,noexec,nodev,mode=1777,size=64m; e.g. /dev/shm:size=8g,exec)
     #[arg(long = "tmpfs", value_name = "DST[:OPTS]", action = ArgAction::Append)]
     tmpfs: Vec<String>,
+    /// Size of /dev/shm (a tmpfs; its pages count against --memory), e.g. 8g
+    /// [default: 64m]
+    #[arg(long = "shm-size", value_name = "SIZE")]
+    shm_size: Option<String>,
+    /// IPC namespace: private (a new one, with a /dev/shm of the run's own) or
+    /// host (the host's, and the host's /dev/shm bound)
+    #[arg(long, value_name = "MODE", default_value = "private", value_parser = ["private", "host"])]
+    ipc: String,
     /// Memory limit (swap is not added on top), e.g. 512m, 2g
     #[arg(short = 'm', long = "memory", value_name = "SIZE")]
     memory: Option<String>,
@@ -156,7 +167,7 @@ pub struct RunArgs {
         value_name = "DIR",
         conflicts_with_all = [
             "env", "env_file", "workdir", "user", "hostname", "volume", "input", "output",
-            "output_digest_limit", "tmpfs", "memory", "cpus", "pids_limit", "name", "keep", "storage_opt",
+            "output_digest_limit", "tmpfs", "shm_size", "ipc", "memory", "cpus", "pids_limit", "name", "keep", "storage_opt",
             "read_only", "tty", "interactive",
             "entrypoint", "cap_add", "cap_drop", "ulimit", "cgroup_parent", "command", "pass_env",
             "unpin", "umask", "aslr", "cpuset_cpus", "security_opt", "no_limits", "pull", "device", "gpus"
@@ -273,6 +284,11 @@ impl RunArgs {
             }
         }
         let devices = self.devices(&cwd, cdi_dirs)?;
+        let tmpfs: Vec<o::TmpfsMount> =
+            self.tmpfs.iter().map(|t| o::parse_tmpfs(t)).collect::<Result<_, _>>()?;
+        let shm_size = self.shm_size.map(|s| shm::parse_shm_size(&s)).transpose()?;
+        let ipc = if self.ipc == "host" { Ipc::Host } else { Ipc::Private };
+        shm::check_shm(shm_size, ipc, &tmpfs)?;
         Ok(RunOptions {
             devices,
             image: self.image,
@@ -285,7 +301,9 @@ impl RunArgs {
             volumes,
             inputs,
             outputs: self.output.iter().map(|s| o::parse_output(s, &cwd)).collect::<Result<_, _>>()?,
-            tmpfs: self.tmpfs.iter().map(|t| o::parse_tmpfs(t)).collect::<Result<_, _>>()?,
+            tmpfs,
+            shm_size,
+            ipc,
             memory: self.memory.map(|m| o::parse_memory(&m)).transpose()?,
             cpus: self.cpus.map(|c| o::parse_cpus(&c, crate::record::host::cpus_online())).transpose()?,
             pids_limit: self.pids_limit.map(|p| o::parse_pids_limit(&p)).transpose()?,

@@ -646,6 +646,12 @@ fn print_record(r: &RunRecord) {
         r.host.cpus_online,
         r.host.cgroup_mode
     );
+    for g in &r.gpus {
+        say!("gpu:        {} {}", g.path.display(), crate::record::gpu::summary(g));
+        for n in &g.notes {
+            say!("gpu note:   {n}");
+        }
+    }
     say!(
         "exprun:     {} {}",
         r.exprun.version,

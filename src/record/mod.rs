@@ -9,6 +9,7 @@
 pub mod diff;
 pub mod export;
 pub mod files;
+pub mod gpu;
 pub mod host;
 pub(crate) mod recognise;
 pub mod retention;
@@ -290,6 +291,10 @@ pub struct RunRecord {
     pub cgroup: CgroupPlan,
     /// The host.
     pub host: HostFacts,
+    /// The GPUs attached to the run (its `linux.devices` that are GPU nodes),
+    /// as the host's driver described them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<gpu::GpuRecord>,
     /// Times.
     pub time: Times,
     /// Usage.
@@ -445,7 +450,9 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 impl RunRecord {
     /// A record for `plan`, before anything ran: status `failed` until told otherwise.
-    /// Secret values are stored as digests under `key`.
+    /// Secret values are stored as digests under `key`. The GPUs among the
+    /// plan's device nodes are looked up on this host ([`gpu::facts`]: nothing
+    /// is read when there are none).
     pub fn new(plan: &RunPlan, created: SystemTime, exprun: ExprunInfo, host: HostFacts, key: &Key) -> Self {
         let mut spec = plan.spec.clone();
         if let Some(p) = spec.process_mut() {
@@ -488,6 +495,7 @@ impl RunRecord {
             outputs: data(&plan.outputs),
             cgroup: plan.cgroup.clone(),
             host,
+            gpus: gpu::facts(&plan.device_nodes),
             time: Times { created: rfc3339(created), ..Times::default() },
             usage: UsageRecord {
                 unavailable: plan.no_cgroup.as_ref().map(|n| n.why.clone()),

@@ -75,10 +75,13 @@ impl Devices {
         self.nodes.iter().chain(&self.cdi_edits.device_nodes)
     }
 
-    /// Whether a GPU is attached: an NVIDIA character device (major 195) or a
-    /// DRM render node (major 226, minor 128 and up).
+    /// Whether a GPU is attached: an NVIDIA GPU node (character major 195,
+    /// below the control nodes' minors 254 and 255) or a DRM render node
+    /// (major 226, minor 128 and up).
     pub fn gpu(&self) -> bool {
-        self.all_nodes().any(|d| d.kind == 'c' && (d.major == 195 || (d.major == 226 && d.minor >= 128)))
+        self.all_nodes().any(|d| {
+            d.kind == 'c' && ((d.major == 195 && d.minor < 254) || (d.major == 226 && d.minor >= 128))
+        })
     }
 }
 
@@ -388,5 +391,6 @@ mod tests {
         assert!(with(node(226, 128)).gpu());
         assert!(!with(node(226, 0)).gpu(), "a card node alone is display, not compute");
         assert!(!with(node(1, 3)).gpu());
+        assert!(!with(node(195, 255)).gpu(), "nvidiactl alone is no GPU");
     }
 }

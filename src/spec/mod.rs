@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod devices;
 pub mod options;
 pub mod pins;
+pub mod shm;
 pub mod user;
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use serde_json::{json, Value};
 use crate::image::ResolvedImage;
 use options::{Network, RunOptions};
 use pins::{Determinism, PinContext};
+use shm::Ipc;
 
 /// Spec errors: a bad option, an unusable image config, an unknown user.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,16 @@ pub enum Error {
         /// The value given.
         value: String,
         /// What is wrong and what to give instead.
+        why: String,
+    },
+    /// Two options ask for contradicting things.
+    #[error("{first} and {second} cannot be used together: {why}")]
+    Conflict {
+        /// One option, as spelled on the command line.
+        first: String,
+        /// The other.
+        second: String,
+        /// Why, and what to give instead.
         why: String,
     },
     /// A line of an --env-file is bad.
@@ -279,7 +291,11 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<(Spec, Det
         .map(|(name, soft, hard)| json!({"type": name, "soft": soft, "hard": hard}))
         .collect();
 
-    let mut namespaces = vec!["pid", "ipc", "uts", "mount"];
+    let mut namespaces = vec!["pid"];
+    if opts.ipc == Ipc::Private {
+        namespaces.push("ipc");
+    }
+    namespaces.extend(["uts", "mount"]);
     if opts.network == Network::None {
         namespaces.push("network");
     }
@@ -504,9 +520,13 @@ fn mounts(
         m("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
         m("/dev", "tmpfs", "tmpfs", &["nosuid", "noexec", "nodev", "strictatime", "mode=755", "size=65536k"]),
         m("/dev/pts", "devpts", "devpts", devpts),
-        m("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
-        m("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
+        shm_mount(opts),
     ];
+    // The kernel refuses a user namespace the mount of the host IPC
+    // namespace's message queues; mq_open(3) does not need the mount.
+    if !(rootless && opts.ipc == Ipc::Host) {
+        v.push(m("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]));
+    }
     if rootless && opts.network == Network::Host {
         v.push(m("/sys", "bind", "/sys", &["rbind", "nosuid", "noexec", "nodev", "ro"]));
     } else {
@@ -536,7 +556,8 @@ fn mounts(
     for hm in &opts.outputs {
         user.push((hm.destination.clone(), bind(&hm.source, &hm.destination, false)));
     }
-    for t in &opts.tmpfs {
+    let shm_tmpfs = shm::shm_tmpfs(&opts.tmpfs);
+    for t in opts.tmpfs.iter().filter(|t| !shm_tmpfs.is_some_and(|s| std::ptr::eq(s, *t))) {
         let mut o: Vec<String> = vec!["nosuid".into(), "nodev".into()];
         if !t.options.iter().any(|x| x.starts_with("mode=")) {
             o.push("mode=1777".into());
@@ -551,6 +572,18 @@ fn mounts(
     user.sort_by_key(|(d, _)| d.components().count());
     v.extend(user.into_iter().map(|(_, m)| m));
     v
+}
+
+/// /dev/shm: with `--ipc host` the host's, bound; else a tmpfs of the run's
+/// own, of `--shm-size` and with a `--tmpfs /dev/shm`'s options merged in.
+fn shm_mount(opts: &RunOptions) -> Value {
+    let (typ, source, options) = match opts.ipc {
+        Ipc::Host => {
+            ("bind", shm::SHM_PATH, vec!["rbind".into(), "nosuid".into(), "nodev".into(), "noexec".into()])
+        }
+        Ipc::Private => ("tmpfs", "shm", shm::shm_options(opts.shm_size, shm::shm_tmpfs(&opts.tmpfs))),
+    };
+    json!({"destination": shm::SHM_PATH, "type": typ, "source": source, "options": options})
 }
 
 /// The caller's current rlimits, as (OCI name, soft, hard), `u64::MAX` = unlimited.

@@ -3,6 +3,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use super::shm::Ipc;
 use super::Error;
 use crate::glob::{Glob, Syntax};
 
@@ -138,6 +139,13 @@ pub struct RunOptions {
     /// when the run was asked for.
     #[serde(default, skip_serializing_if = "super::devices::Devices::is_empty")]
     pub devices: super::devices::Devices,
+    /// `--shm-size`: the size of the /dev/shm tmpfs, in bytes (`None`:
+    /// [`super::shm::DEFAULT_SHM_SIZE`], or what a `--tmpfs /dev/shm` says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
+    /// `--ipc`.
+    #[serde(default, skip_serializing_if = "Ipc::is_private")]
+    pub ipc: Ipc,
 }
 
 /// The seccomp profile of a run.

@@ -81,6 +81,10 @@ pub struct ReplayReport {
     /// What differs but is left out by `--ignore`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored: Vec<String>,
+    /// The GPU facts (model, driver, CUDA version) that differ from the
+    /// original's, as `gpu NODE FACT: ORIGINAL -> REPLAY`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<String>,
 }
 
 /// What one variation did.
@@ -698,6 +702,10 @@ fn compare_records(
         not_compared,
         mode_changes,
         ignored,
+        gpus: crate::record::gpu::differences(&original.gpus, &replay.gpus)
+            .into_iter()
+            .map(|(item, a, b)| format!("{item}: {a} -> {b}"))
+            .collect(),
     }
 }
 

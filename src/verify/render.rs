@@ -111,6 +111,12 @@ fn render_replay(title: &str, r: &ReplayReport, out: &mut String) {
     out.push_str(&format!("{title} (run {}): {state}\n", r.run_id.get(..12).unwrap_or(&r.run_id)));
     let shown: Vec<String> = r.differs.iter().chain(&r.not_compared).cloned().collect();
     render_details(&only(r, &shown), out);
+    if !r.differs.is_empty() && !r.gpus.is_empty() {
+        out.push_str(&format!(
+            "    the difference may come from the GPU or its driver: {}\n",
+            crate::record::for_terminal(&r.gpus.join("; "))
+        ));
+    }
     if !r.mode_changes.is_empty() {
         out.push_str(&format!(
             "    same content, other permission bits (compared only with --compare modes): {}\n",

@@ -334,7 +334,7 @@ pub fn prepare(ctx: &Context<'_>, record: &RunRecord, output_root: &Path) -> Res
         });
     }
 
-    // The host and exprun: worth knowing, never refusing.
+    // The host, its GPUs and exprun: worth knowing, never refusing.
     let mut note = |item: &str, recorded: String, now: String| {
         if recorded != now {
             drift.push(Drift { item: item.into(), recorded, now, blocking: false });
@@ -361,6 +361,13 @@ pub fn prepare(ctx: &Context<'_>, record: &RunRecord, output_root: &Path) -> Res
         record.exprun.binary_digest.as_ref().map(short_digest).unwrap_or_default(),
         exprun.binary_digest.as_ref().map(short_digest).unwrap_or_default(),
     );
+    // The GPUs: read again only for a run that had some.
+    if !record.gpus.is_empty() {
+        let now = crate::record::gpu::facts_again(&record.gpus);
+        for (item, recorded, now) in crate::record::gpu::differences(&record.gpus, &now) {
+            drift.push(Drift { item, recorded, now, blocking: false });
+        }
+    }
     Ok(Prepared {
         run: id,
         fetched: ctx.origin.is_fetched(),
@@ -525,7 +532,7 @@ pub fn output_dir(root: &Path, destination: &Path) -> PathBuf {
 /// The drift table, for a terminal.
 pub fn render_drift(drift: &[Drift]) -> String {
     if drift.is_empty() {
-        return "no drift: image, inputs, secrets, host and exprun as recorded\n".into();
+        return "no drift: image, inputs, secrets, host, GPUs and exprun as recorded\n".into();
     }
     let t = crate::record::for_terminal;
     let w = drift.iter().map(|d| t(&d.item).len()).max().unwrap_or(0).max(5);

@@ -16,6 +16,7 @@ use super::trust::{self, Finding};
 use crate::record::{for_terminal, secrets, RunRecord};
 use crate::spec::options::{Network, RunOptions, SeccompChoice};
 use crate::spec::pins::Determinism;
+use crate::spec::shm::{self, Ipc};
 use crate::spec::{DEFAULT_CAPABILITIES, DEFAULT_HOSTNAME};
 
 /// The summary `replay` and `verify` print: `what` is `replay` or `verify`.
@@ -119,7 +120,19 @@ pub fn request_lines(
             Network::Host => "HOST: the host's network namespace".into(),
         },
     );
-    let mut ns = vec!["pid", "ipc", "uts", "mount", "cgroup"];
+    let shm_options = shm::shm_options(o.shm_size, shm::shm_tmpfs(&o.tmpfs));
+    let shm = shm_options.iter().find(|x| x.starts_with("size=")).cloned().unwrap_or_default();
+    line(
+        "ipc",
+        match o.ipc {
+            Ipc::Private => format!("private: its own namespace, /dev/shm {shm}"),
+            Ipc::Host => "HOST: the host's IPC namespace and /dev/shm".into(),
+        },
+    );
+    let mut ns = vec!["pid", "uts", "mount", "cgroup"];
+    if o.ipc == Ipc::Private {
+        ns.insert(1, "ipc");
+    }
     if o.network == Network::None {
         ns.push("network");
     }
@@ -174,6 +187,10 @@ pub fn request_lines(
         line("HOST MOUNT", format!("{} <- host {}", m.destination.display(), bind(&m.source, m.readonly)));
     }
     for t in &o.tmpfs {
+        if t.destination == Path::new(shm::SHM_PATH) {
+            line("tmpfs", format!("{} ({})", t.destination.display(), shm_options.join(",")));
+            continue;
+        }
         line("tmpfs", format!("{} (nosuid,nodev,{})", t.destination.display(), t.options.join(",")));
     }
     let mut limits = Vec::new();
@@ -285,6 +302,11 @@ pub fn disagreements(record: &RunRecord) -> Vec<String> {
             says(netns),
             says(o.network == Network::None)
         ));
+    }
+    let ipcns = linux.namespaces().iter().flatten().any(|n| n.typ() == LinuxNamespaceType::Ipc);
+    if ipcns != (o.ipc == Ipc::Private) {
+        let says = |own: bool| if own { "its own IPC namespace" } else { "the host's IPC namespace" };
+        out.push(format!("ipc: the spec {}, the request {}", says(ipcns), says(o.ipc == Ipc::Private)));
     }
     let bounding: BTreeSet<String> = process
         .capabilities()

@@ -85,7 +85,7 @@ impl Finding {
 }
 
 /// What the `--allow` names look like, for help and errors.
-pub const ALLOW_FORMS: &str = "cap:NAME, network:host, seccomp:unconfined, seccomp:sha256:HEX, \
+pub const ALLOW_FORMS: &str = "cap:NAME, network:host, ipc:host, seccomp:unconfined, seccomp:sha256:HEX, \
     mount:PATH, mount:PATH:rw, device:PATH, cdi:VENDOR/CLASS=NAME, env:NAME, tmpfs:DST:dev, tmpfs:DST:suid, \
     output:DST:suid, output:DST:dev, ulimit:NAME";
 
@@ -109,6 +109,7 @@ pub fn parse_allow(s: &str) -> Result<String, Error> {
             Ok(format!("cap:{}", name.trim_start_matches("CAP_")))
         }
         "network" if rest == "host" => Ok(s.to_string()),
+        "ipc" if rest == "host" => Ok(s.to_string()),
         "seccomp" if rest == "unconfined" => Ok(s.to_string()),
         "seccomp"
             if rest.strip_prefix("sha256:").is_some_and(|h| crate::digest::Digest::from_hex(h).is_ok()) =>
@@ -254,6 +255,13 @@ pub fn audit(o: &RunOptions, ctx: &AuditContext<'_>) -> Vec<Finding> {
             "network:host".into(),
         ));
     }
+    if o.ipc == crate::spec::shm::Ipc::Host {
+        out.push(Finding::allowable(
+            "ipc".into(),
+            "the host's IPC namespace and /dev/shm (its shared memory, semaphores and message queues)".into(),
+            "ipc:host".into(),
+        ));
+    }
     match &o.seccomp {
         SeccompChoice::Default => {}
         SeccompChoice::Unconfined => out.push(Finding::allowable(
@@ -392,6 +400,11 @@ pub fn validate(o: &RunOptions) -> Result<(), (String, String)> {
     if o.storage_size.is_some_and(|m| m < options::MIN_MEMORY) {
         return bad("storage_size".into(), format!("below the minimum of {} MiB", options::MIN_MEMORY >> 20));
     }
+    if o.shm_size == Some(0) {
+        return bad("shm_size".into(), "zero (a tmpfs of size 0 has no limit)".into());
+    }
+    crate::spec::shm::check_shm(o.shm_size, o.ipc, &o.tmpfs)
+        .map_err(|e| ("shm_size".to_string(), e.to_string()))?;
     if o.cpus.is_some_and(|c| !c.is_finite() || c < 0.01) {
         return bad("cpus".into(), "not a number of CPUs of at least 0.01".into());
     }

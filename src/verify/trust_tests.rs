@@ -202,3 +202,24 @@ fn fields_exprun_does_not_know_are_named() {
     let (field, why) = unknown_fields(&raw).unwrap_err();
     assert!(field == "request" && why.contains("container:other"), "{why}");
 }
+
+#[test]
+fn the_hosts_ipc_is_allowed_by_name_and_dev_shm_conflicts_are_refused() {
+    use crate::spec::shm::Ipc;
+    // A request recorded before the options reads as the default.
+    assert_eq!((request().shm_size, request().ipc), (None, Ipc::Private));
+    let f = audit_of(&request_with(|r| r.ipc = Ipc::Host), &[]);
+    assert_eq!(allows(&f), ["ipc:host"]);
+    assert!(f[0].what.contains("IPC namespace and /dev/shm"), "{f:?}");
+    assert_eq!(parse_allow("ipc:host").unwrap(), "ipc:host");
+    assert!(parse_allow("ipc:container:x").is_err());
+    let both = request_with(|r| {
+        r.ipc = Ipc::Host;
+        r.shm_size = Some(1 << 30);
+    });
+    let (field, why) = validate(&both).unwrap_err();
+    assert_eq!(field, "shm_size");
+    assert!(why.contains("--ipc host and --shm-size"), "{why}");
+    assert_eq!(validate(&request_with(|r| r.shm_size = Some(0))).unwrap_err().0, "shm_size");
+    assert_eq!(validate(&request_with(|r| r.shm_size = Some(8 << 30))), Ok(()));
+}
