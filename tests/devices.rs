@@ -389,7 +389,7 @@ fn runc_given_the_same_devices_and_rules_shows_the_same() {
             "--",
             "sh",
             "-c",
-            &script,
+            script,
         ],
     );
     assert_eq!(code, 0, "{ours}{err}");
@@ -419,4 +419,41 @@ fn runc_given_the_same_devices_and_rules_shows_the_same() {
     );
     r.assert_no_leftovers();
     common::bundle::remove_parent_cgroups();
+}
+
+#[test]
+fn a_gpu_node_given_with_device_is_recorded_and_pins_cublas() {
+    if !privileged("a_gpu_node_given_with_device_is_recorded_and_pins_cublas") {
+        return;
+    }
+    let r = TestRoot::with_busybox();
+    // An NVIDIA node number (c 195:0) made in a temp dir: no driver answers
+    // it here, but exprun decides from the numbers.
+    let work = tempfile::tempdir().unwrap();
+    let node = work.path().join("nvidia0");
+    let mode = nix::sys::stat::Mode::from_bits_truncate(0o666);
+    nix::sys::stat::mknod(&node, nix::sys::stat::SFlag::S_IFCHR, mode, nix::sys::stat::makedev(195, 0))
+        .unwrap();
+    let dev = format!("{}:/dev/nvidia0", node.display());
+    let (code, out, err) = run_in(
+        &r,
+        None,
+        &[
+            "--device",
+            &dev,
+            "busybox:latest",
+            "--",
+            "sh",
+            "-c",
+            "stat -c '%t:%T' /dev/nvidia0; echo $CUBLAS_WORKSPACE_CONFIG",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out, "c3:0\n:4096:8\n", "{err}");
+    let rec = r.last_record();
+    let pins = rec["determinism"]["pins"].to_string();
+    assert!(pins.contains("CUBLAS_WORKSPACE_CONFIG=:4096:8"), "{pins}");
+    let gpus = rec["gpus"].to_string();
+    assert!(gpus.contains("/dev/nvidia0") && gpus.contains("\"major\":195"), "{gpus}");
+    r.assert_no_leftovers();
 }
