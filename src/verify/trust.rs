@@ -337,6 +337,29 @@ fn ulimit_short(name: &str) -> String {
 /// the field (`volumes[0].destination`).
 pub fn validate(o: &RunOptions) -> Result<(), (String, String)> {
     let bad = |field: String, why: String| Err((field, why));
+    for (i, d) in o.devices.nodes.iter().enumerate() {
+        let field = |f: &str| format!("devices.nodes[{i}].{f}");
+        if !is_plain_absolute(&d.host) {
+            return bad(field("host"), "not an absolute path without '.' or '..'".into());
+        }
+        if !is_plain_absolute(&d.container)
+            || !d.container.starts_with("/dev")
+            || d.container == Path::new("/dev")
+        {
+            return bad(field("container"), "not a path under /dev without '.' or '..'".into());
+        }
+        if d.perms.is_empty() || !d.perms.chars().all(|c| "rwm".contains(c)) {
+            return bad(field("perms"), format!("{:?} is not some of r, w, m", d.perms));
+        }
+        if d.kind != 'c' && d.kind != 'b' {
+            return bad(field("kind"), format!("{:?} is not c or b", d.kind));
+        }
+    }
+    for (i, d) in o.devices.cdi.iter().enumerate() {
+        if let Err(e) = crate::cdi::split_name(&d.name) {
+            return bad(format!("devices.cdi[{i}].name"), e.to_string());
+        }
+    }
     for (i, w) in o.entrypoint.iter().flatten().chain(&o.command).enumerate() {
         if w.contains('\0') {
             return bad(format!("command word {}", i + 1), "holds a NUL byte".into());
