@@ -21,8 +21,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use nix::dir::Dir;
+use nix::fcntl::AtFlags;
 use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::{fchmod, fstat, FileStat, Mode, SFlag};
+use nix::sys::stat::{fchmod, fstat, fstatat, FileStat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 use serde::{Deserialize, Serialize};
 
@@ -382,6 +383,17 @@ impl<'a, 'q> Walker<'a, 'q> {
                 return Ok(());
             }
             let path = join(rel, &name);
+            // An input's file the cache knows is not even opened.
+            if self.inputs.is_some() {
+                let st = match fstatat(dir.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(st) => st,
+                    Err(nix::errno::Errno::ENOENT) => continue,
+                    Err(e) => return Err(io::Error::from(e)),
+                };
+                if kind_of(&st) == SFlag::S_IFREG && self.input_from_cache(&path, &st) {
+                    continue;
+                }
+            }
             let fd = match openat(
                 dir.as_fd(),
                 name.as_os_str(),
@@ -530,15 +542,30 @@ impl<'a, 'q> Walker<'a, 'q> {
         Ok(())
     }
 
-    /// An input's regular file: its digest from the cache when the cache
-    /// has this very file unchanged, else hashed by the hashers.
+    /// An input's regular file with status `st`: its entry with the digest
+    /// the cache has for this very file unchanged, if it has one.
+    fn input_from_cache(&mut self, path: &str, st: &FileStat) -> bool {
+        let Some(digest) = self.inputs.as_mut().and_then(|i| i.cached(st)) else { return false };
+        let mut e = entry(path.to_string(), "file");
+        e.mode = Some(st.st_mode & 0o7777);
+        e.size = Some(st.st_size as u64);
+        e.digest = Some(digest);
+        self.entries.push(e);
+        true
+    }
+
+    /// An input's regular file, opened as `fd`: from the cache, else hashed
+    /// by the hashers.
     fn input_file(&mut self, fd: OwnedFd, path: String, st: &FileStat, seen: i64) -> io::Result<()> {
+        if self.input_from_cache(&path, st) {
+            return Ok(());
+        }
         let mut e = entry(path, "file");
         e.mode = Some(st.st_mode & 0o7777);
         e.size = Some(st.st_size as u64);
         let index = self.entries.len();
         if let Some(inputs) = self.inputs.as_mut() {
-            inputs.file(index, fd, st, seen, &mut e)?;
+            inputs.queue(index, fd, st, seen)?;
         }
         self.entries.push(e);
         Ok(())

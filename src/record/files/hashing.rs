@@ -14,7 +14,6 @@ use nix::sys::stat::{fstat, FileStat};
 
 use super::cache::{Cache, Entry, Key};
 use super::progress::Progress;
-use super::FileEntry;
 use crate::digest::{Digest, Hasher};
 
 /// Files waiting for a hasher, at most (each holds a descriptor).
@@ -56,25 +55,20 @@ pub(super) struct Inputs<'q> {
 }
 
 impl Inputs<'_> {
-    /// The file at entry `index`, with status `st` taken after `seen`: its
-    /// digest from the cache into `e`, or queued for a hasher.
-    pub fn file(
-        &mut self,
-        index: usize,
-        fd: OwnedFd,
-        st: &FileStat,
-        seen: i64,
-        e: &mut FileEntry,
-    ) -> io::Result<()> {
-        let size = st.st_size as u64;
-        let progress = self.queue.progress;
+    /// The digest the cache has for the file with status `st`, counted as done.
+    pub fn cached(&mut self, st: &FileStat) -> Option<Digest> {
+        let d = self.cache.as_mut()?.lookup(st)?;
+        let (progress, size) = (self.queue.progress, st.st_size as u64);
         progress.listed(size);
-        if let Some(d) = self.cache.as_mut().and_then(|c| c.lookup(st)) {
-            e.digest = Some(d);
-            progress.hashed(size);
-            progress.file_done();
-            return Ok(());
-        }
+        progress.hashed(size);
+        progress.file_done();
+        Some(d)
+    }
+
+    /// Queue the file at entry `index`, opened as `fd` with status `st`
+    /// taken after `seen`, for a hasher.
+    pub fn queue(&mut self, index: usize, fd: OwnedFd, st: &FileStat, seen: i64) -> io::Result<()> {
+        self.queue.progress.listed(st.st_size as u64);
         if self.queue.failed.load(Ordering::Relaxed) {
             // A hasher failed: its error ends the digest; stop walking.
             return Err(io::Error::other("a file of the input could not be read"));
