@@ -311,7 +311,7 @@ fn a_trusted_cache_entry_is_believed_without_reading_the_file() {
     let f = d.path().join("f");
     fs::write(&f, "real").unwrap();
     let lie = claim(&f, b"cached", cache::RACY_WINDOW_NS);
-    plant(cache.path(), d.path(), &[lie.clone()]);
+    plant(cache.path(), d.path(), std::slice::from_ref(&lie));
     // The entry's digest, not the content's: the file was not read.
     assert_eq!(input(d.path(), Some(cache.path())).entries[0].digest, Some(Digest::of_bytes(b"cached")));
     // Racily clean: changed within the window before it was looked at.
@@ -340,10 +340,10 @@ fn an_untrusted_or_corrupt_cache_is_ignored_and_a_corrupt_one_replaced() {
     fs::write(&f, "real").unwrap();
     let real = Some(Digest::of_bytes(b"real"));
     let lie = claim(&f, b"cached", cache::RACY_WINDOW_NS);
-    let planted = plant(cache.path(), d.path(), &[lie.clone()]);
+    let planted = plant(cache.path(), d.path(), std::slice::from_ref(&lie));
     fs::set_permissions(&planted, fs::Permissions::from_mode(0o620)).unwrap();
     assert_eq!(input(d.path(), Some(cache.path())).entries[0].digest, real, "group-writable file");
-    let planted = plant(cache.path(), d.path(), &[lie.clone()]);
+    let planted = plant(cache.path(), d.path(), std::slice::from_ref(&lie));
     fs::set_permissions(planted.parent().unwrap(), fs::Permissions::from_mode(0o777)).unwrap();
     assert_eq!(input(d.path(), Some(cache.path())).entries[0].digest, real, "world-writable directory");
     let st = nix::sys::stat::stat(d.path()).unwrap();
@@ -352,7 +352,7 @@ fn an_untrusted_or_corrupt_cache_is_ignored_and_a_corrupt_one_replaced() {
     assert!(notes.len() == 1 && notes[0].contains("mode 0777: group or others may write it"), "{notes:?}");
     assert_eq!(c.lookup(&nix::sys::stat::stat(&f).unwrap()), None);
 
-    let planted = plant(cache.path(), d.path(), &[lie.clone()]);
+    let planted = plant(cache.path(), d.path(), std::slice::from_ref(&lie));
     let mut bytes = fs::read(&planted).unwrap();
     bytes[cache::MAGIC.len() + 50] ^= 1;
     fs::write(&planted, &bytes).unwrap();
