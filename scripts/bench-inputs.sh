@@ -146,10 +146,12 @@ for set in big small; do
     "$EXPRUN_BIN" --root "$root" image import --name busybox:latest "$FIXTURE" >/dev/null
     plain=$(median3 "$(run_exprun "$root" "")" "$(run_exprun "$root" "")" "$(run_exprun "$root" "")")
     drop_caches
-    first=$(minus "$(run_exprun "$root" "$DATA")" "$plain")
-    second=$(minus "$(run_exprun "$root" "$DATA")" "$plain")
-    printf '%-22s %-10s %12s %12s   (%s page cache first; plain run %s s)\n' \
-        "$label" exprun "$first" "$second" "$COLD" "$plain"
+    first_run=$(run_exprun "$root" "$DATA")
+    second_run=$(run_exprun "$root" "$DATA")
+    first=$(minus "$first_run" "$plain")
+    second=$(minus "$second_run" "$plain")
+    printf '%-22s %-10s %12s %12s   (%s page cache first; whole runs %s and %s s, plain run %s s)\n' \
+        "$label" exprun "$first" "$second" "$COLD" "$first_run" "$second_run" "$plain"
     drop_caches
     first=$(time_tool sha256sum)
     second=$(time_tool sha256sum)
