@@ -245,6 +245,9 @@ impl Cache {
     /// back under [`MAX_BYTES`]. Failures cost the next run its reads only.
     pub fn save(mut self) {
         let Some(dir) = self.dir.take() else { return };
+        // Hard links: one entry per inode, however many names it has.
+        self.kept.sort_by_key(|e| (e.key.dev, e.key.ino));
+        self.kept.dedup_by_key(|e| e.key);
         let changed = self.changed || self.kept.len() != self.loaded.len();
         if !changed {
             let flags = OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
@@ -253,8 +256,6 @@ impl Cache {
             }
             return;
         }
-        self.kept.sort_by_key(|e| (e.key.dev, e.key.ino));
-        self.kept.dedup_by_key(|e| e.key);
         let bytes = serialize(&self.kept);
         if bytes.len() as u64 > MAX_BYTES || write_atomic(&dir, &self.name, &bytes).is_err() {
             return;
