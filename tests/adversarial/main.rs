@@ -16,6 +16,7 @@ mod evil_registry;
 mod exec_cgroup;
 mod host;
 mod image;
+mod inputs_cache;
 mod layout;
 mod ns_join;
 mod outputs;
