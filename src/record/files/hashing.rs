@@ -8,7 +8,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use nix::sys::stat::{fstat, FileStat};
 
@@ -86,16 +86,25 @@ pub(super) fn with_hashers<R>(
 ) -> io::Result<(R, Vec<Done>)> {
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
-    let rx = Mutex::new(rx);
+    // Only the hashers hold the receiver: when every one of them has ended
+    // (a panic included), it is dropped and the walk's next send fails
+    // instead of waiting on a full queue for ever.
+    let rx = Arc::new(Mutex::new(rx));
     let done = Mutex::new(Vec::new());
     let error: Mutex<Option<io::Error>> = Mutex::new(None);
     let failed = AtomicBool::new(false);
     let (stop, stopped) = mpsc::channel::<()>();
     let walked = std::thread::scope(|s| {
-        let hashers: Vec<_> =
-            (0..workers).map(|_| s.spawn(|| hasher(&rx, &done, &error, &failed, progress))).collect();
+        let (done, error, failed) = (&done, &error, &failed);
+        let hashers: Vec<_> = (0..workers)
+            .map(|_| {
+                let rx = Arc::clone(&rx);
+                s.spawn(move || hasher(&rx, done, error, failed, progress))
+            })
+            .collect();
+        drop(rx);
         s.spawn(move || progress.report(stopped));
-        let queue = Queue { tx, failed: &failed, progress };
+        let queue = Queue { tx, failed, progress };
         let walked = walk(&queue);
         progress.listed_all();
         drop(queue);
