@@ -295,7 +295,6 @@ pub struct RunRecord {
     /// `--output`s with digests taken after the exit.
     pub outputs: Vec<DataRecord>,
     /// The cgroup: version, directories, limits.
-    #[serde(deserialize_with = "store::field")]
     pub cgroup: CgroupPlan,
     /// The host.
     #[serde(deserialize_with = "store::field")]

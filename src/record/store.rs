@@ -1,9 +1,10 @@
 //! The parts of run records that repeat from run to run, stored once.
 //!
 //! A sweep makes thousands of runs of one image with one set of options: their
-//! runtime specs, cgroup plans, host facts, image and determinism profile are
-//! the same but for the run id in a few paths. [`RunRecord::write`] stores
-//! each such field as an object in `runs/.objects/sha256/<hex>`, the field's
+//! runtime specs, host facts, image and determinism profile are the same but
+//! for the run id in a few paths. [`RunRecord::write`] stores
+//! each such field ([`SHARED`]; the cgroup plan, which names the run's own
+//! cgroups, stays) as an object in `runs/.objects/sha256/<hex>`, the field's
 //! compact JSON with every occurrence of the run id written [`RUN_ID`], and
 //! puts `{"$object": "sha256:<hex>"}` in record.json in its place. A field
 //! whose JSON holds [`RUN_ID`] itself stays in record.json.
@@ -36,7 +37,7 @@ pub const RUN_ID: &str = "{run_id}";
 /// The key of a reference: `{"$object": "sha256:<hex>"}`.
 pub const REF_KEY: &str = "$object";
 /// The record fields stored as objects.
-pub const SHARED: [&str; 5] = ["spec", "cgroup", "host", "image", "determinism"];
+pub const SHARED: [&str; 4] = ["spec", "host", "image", "determinism"];
 
 /// Errors of the object store.
 #[derive(Debug, thiserror::Error)]

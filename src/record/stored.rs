@@ -90,7 +90,10 @@ impl RunRecord {
         let path = dir.join("record.json");
         let _lock = index::lock(runs_dir, false)?;
         let (stored, named) = self.stored(&Store::of(runs_dir))?;
-        crate::fsutil::write_json_atomic(&path, &stored, DURABLE).map_err(|source| Error::Io {
+        // Compact: a record of a plain run is then about 2 KB.
+        let mut bytes = stored.to_string().into_bytes();
+        bytes.push(b'\n');
+        crate::fsutil::write_atomic(&path, &bytes, DURABLE).map_err(|source| Error::Io {
             op: "writing",
             path: path.clone(),
             source,
