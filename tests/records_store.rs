@@ -247,3 +247,42 @@ fn the_index_is_rebuilt_when_deleted_or_torn_and_ls_says_the_same() {
     assert!(ls(&["--name", "three"]).contains("three"));
     r.assert_no_leftovers();
 }
+
+#[test]
+fn a_long_input_listing_is_stored_once_for_the_runs_that_read_it() {
+    if !privileged("a_long_input_listing_is_stored_once_for_the_runs_that_read_it") {
+        return;
+    }
+    let r = TestRoot::with_busybox();
+    let data = tempfile::tempdir().unwrap();
+    let input = data.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    for i in 0..200 {
+        std::fs::write(input.join(format!("sample-{i:04}.csv")), format!("{i}\n")).unwrap();
+    }
+    let spec = format!("{}:/in", input.display());
+    let mut ids = Vec::new();
+    for lr in ["0.1", "0.01"] {
+        let (code, _, err) =
+            r.run(&["--input", &spec, "-e", &format!("LR={lr}"), "busybox:latest", "--", "ls", "/in"]);
+        assert_eq!(code, 0, "{err}");
+        ids.push(r.last_record()["run_id"].as_str().unwrap().to_string());
+    }
+    let stored: Vec<Value> = ids.iter().map(|id| raw(&record_path(&r, id))).collect();
+    let entries = &stored[0]["inputs"][0]["tree"]["entries"];
+    assert!(entries["$object"].is_string(), "the listing is an object: {entries}");
+    assert_eq!(stored[1]["inputs"][0]["tree"]["entries"], *entries, "one object for both runs");
+    for id in &ids {
+        let size = std::fs::metadata(record_path(&r, id)).unwrap().len();
+        assert!(size < 6144, "record.json of a run reading 200 files is {size} bytes");
+        let whole = show_json(&r, id);
+        let listed = whole["inputs"][0]["tree"]["entries"].as_array().unwrap();
+        assert_eq!(listed.len(), 200);
+        assert_eq!(listed[0]["path"], "sample-0000.csv");
+    }
+    // The runs differ in LR only, and diff says just that.
+    let (code, out, err) = text(&r.exprun(&["runs", "diff", &ids[0], &ids[1]], None));
+    assert_eq!(code, 1, "{err}");
+    assert!(out.contains("  env LR: 0.1 -> 0.01\n") && !out.contains("input"), "{out}");
+    r.assert_no_leftovers();
+}

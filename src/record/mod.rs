@@ -191,6 +191,7 @@ pub struct DataRecord {
     /// Path inside the container.
     pub destination: PathBuf,
     /// Tree digest and per-file digests (`None` if it could not be read).
+    #[serde(default, deserialize_with = "store::tree")]
     pub tree: Option<TreeDigest>,
     /// Why the digest is missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,9 +2,10 @@
 //!
 //! A sweep makes thousands of runs of one image with one set of options: their
 //! runtime specs, host facts, image and determinism profile are the same but
-//! for the run id in a few paths. [`RunRecord::write`] stores
-//! each such field ([`SHARED`]; the cgroup plan, which names the run's own
-//! cgroups, stays) as an object in `runs/.objects/sha256/<hex>`, the field's
+//! for the run id in a few paths, and their inputs are the same data.
+//! [`RunRecord::write`] stores each such field ([`SHARED`]; the cgroup plan,
+//! which names the run's own cgroups, stays), and the entries of a long input
+//! or output tree ([`ENTRIES`]), as an object in `runs/.objects/sha256/<hex>`, the field's
 //! compact JSON with every occurrence of the run id written [`RUN_ID`], and
 //! puts `{"$object": "sha256:<hex>"}` in record.json in its place. A field
 //! whose JSON holds [`RUN_ID`] itself stays in record.json.
@@ -26,6 +27,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::de::{self, DeserializeOwned, Deserializer, IntoDeserializer, MapAccess, Visitor};
+use serde::Deserialize as _;
+
+use super::files::{FileEntry, TreeDigest};
 
 use crate::digest::Digest;
 use crate::fsutil;
@@ -38,6 +42,10 @@ pub const RUN_ID: &str = "{run_id}";
 pub const REF_KEY: &str = "$object";
 /// The record fields stored as objects.
 pub const SHARED: [&str; 4] = ["spec", "host", "image", "determinism"];
+/// Of each input's and output's tree, the list of entries is stored as an
+/// object when its JSON is longer than this: inputs shared by a sweep's
+/// runs are then stored once, and record.json stays small whatever the data.
+pub const ENTRIES: usize = 1024;
 
 /// Errors of the object store.
 #[derive(Debug, thiserror::Error)]
@@ -398,9 +406,96 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Replay<A> {
     }
 }
 
+/// `deserialize_with` of a data record's tree: its `entries`, the list that
+/// grows with the data, in place or a reference ([`ENTRIES`]); the rest of
+/// the tree is small and always in place.
+pub fn tree<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TreeDigest>, D::Error> {
+    struct Opt;
+    impl<'de> Visitor<'de> for Opt {
+        type Value = Option<TreeDigest>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("null or a tree")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(Tree).map(Some)
+        }
+    }
+    d.deserialize_option(Opt)
+}
+
+struct Tree;
+
+impl<'de> Visitor<'de> for Tree {
+    type Value = TreeDigest;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a tree")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TreeDigest, A::Error> {
+        let mut rest = serde_json::Map::new();
+        let mut entries: Option<Vec<FileEntry>> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "entries" {
+                entries = Some(map.next_value_seed(Entries)?);
+            } else {
+                rest.insert(key, map.next_value()?);
+            }
+        }
+        let entries = entries.ok_or_else(|| de::Error::missing_field("entries"))?;
+        rest.insert("entries".into(), serde_json::Value::Array(Vec::new()));
+        let mut tree: TreeDigest =
+            serde_json::from_value(serde_json::Value::Object(rest)).map_err(de::Error::custom)?;
+        tree.entries = entries;
+        Ok(tree)
+    }
+}
+
+/// A tree's entries: the list, or a reference to it.
+struct Entries;
+
+impl<'de> de::DeserializeSeed<'de> for Entries {
+    type Value = Vec<FileEntry>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Entries {
+    type Value = Vec<FileEntry>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of entries, or a reference to one")
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Vec::<FileEntry>::deserialize(de::value::SeqAccessDeserializer::new(seq))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        match map.next_key::<String>()? {
+            Some(k) if k == REF_KEY => {}
+            _ => return Err(de::Error::custom(format!("a reference has the key {REF_KEY:?}"))),
+        }
+        let digest: String = map.next_value()?;
+        if map.next_key::<de::IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom(format!("a reference has only the key {REF_KEY:?}")));
+        }
+        resolve(&digest)
+    }
+}
+
 /// The objects a record names, from its stored JSON (record.json as written).
 pub fn named_in(stored: &serde_json::Value) -> Vec<Digest> {
-    SHARED.iter().filter_map(|k| stored.get(*k)?.get(REF_KEY)?.as_str()?.parse().ok()).collect()
+    let digest = |v: Option<&serde_json::Value>| v?.get(REF_KEY)?.as_str()?.parse().ok();
+    let fields = SHARED.iter().filter_map(|k| digest(stored.get(*k)));
+    let trees = ["inputs", "outputs"]
+        .iter()
+        .filter_map(|k| stored.get(*k)?.as_array())
+        .flatten()
+        .filter_map(|d| digest(d.pointer("/tree/entries")));
+    fields.chain(trees).collect()
 }
 
 #[cfg(test)]

@@ -73,6 +73,20 @@ impl RunRecord {
             *field = store::reference(&digest);
             named.push(digest);
         }
+        for key in ["inputs", "outputs"] {
+            for d in v.get_mut(key).and_then(|l| l.as_array_mut()).into_iter().flatten() {
+                let Some(entries) = d.pointer_mut("/tree/entries") else { continue };
+                let text = entries.to_string();
+                let Some(object) =
+                    store::template(&text, &self.run_id).filter(|_| text.len() > store::ENTRIES)
+                else {
+                    continue;
+                };
+                let digest = objects.put(object.as_bytes(), DURABLE)?;
+                *entries = store::reference(&digest);
+                named.push(digest);
+            }
+        }
         Ok((v, named))
     }
 
