@@ -239,7 +239,7 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
             }
             let mut runs: Vec<&index::Entry> = Vec::new();
             let mut hidden = 0;
-            for e in listing.entries.values().filter(|e| pods.matches(e)) {
+            for e in listing.entries.iter().filter(|e| pods.matches(e)) {
                 if filter.matches(e) {
                     runs.push(e);
                 } else if e.by_verify && (select::Filter { all: true, ..filter.clone() }).matches(e) {
@@ -254,17 +254,18 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
                 let rows: Vec<serde_json::Value> = runs.iter().map(|e| summary_json(e)).collect();
                 print_json(&serde_json::Value::Array(rows));
             } else {
-                say!(
+                // One write for the whole table: a sweep lists 100,000 runs.
+                let mut table = String::with_capacity(128 * (runs.len() + 1));
+                let mut row = |line: String| {
+                    table.push_str(&for_terminal(&line));
+                    table.push('\n');
+                };
+                row(format!(
                     "{:<12}  {:<16}  {:<24}  {:<10}  {:>4}  {:<20}  COMMAND",
-                    "RUN",
-                    "NAME",
-                    "IMAGE",
-                    "STATUS",
-                    "EXIT",
-                    "CREATED"
-                );
+                    "RUN", "NAME", "IMAGE", "STATUS", "EXIT", "CREATED"
+                ));
                 for e in &runs {
-                    say!(
+                    row(format!(
                         "{:<12}  {:<16}  {:<24}  {:<10}  {:>4}  {:<20}  {}",
                         e.id.get(..12).unwrap_or(&e.id),
                         e.name.as_deref().unwrap_or("-"),
@@ -273,8 +274,9 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
                         e.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
                         e.created,
                         e.command.join(" ")
-                    );
+                    ));
                 }
+                out!("{table}");
             }
             Ok(0)
         }

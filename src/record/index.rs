@@ -17,7 +17,7 @@
 //! hand afterwards is listed as it was until the index is rebuilt (remove
 //! `runs/.index`); `runs show`, export, replay and verify read the record.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -52,18 +52,23 @@ pub struct Entry {
     /// Run id.
     pub id: String,
     /// `--name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<Image>,
     /// How it ended.
     pub status: Status,
     /// Exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     /// Killed by the OOM killer.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub oom_killed: bool,
     /// `time.created`.
     pub created: String,
     /// `time.wall_seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wall_seconds: Option<f64>,
     /// The spec's argv.
     pub command: Vec<String>,
@@ -80,16 +85,30 @@ pub struct Entry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub made_by: Option<MadeBy>,
     /// Made by `exprun verify` ([`RunRecord::made_by_verify`]).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub by_verify: bool,
-    /// The objects its record names.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub objects: Vec<Digest>,
+    /// The objects its record names, each by the first [`SHORT`] hex digits
+    /// of its digest, space-separated: what `runs rm` must keep (two objects
+    /// that share a prefix are both kept while either is named).
+    #[serde(default, rename = "o", skip_serializing_if = "String::is_empty")]
+    pub objects: String,
+}
+
+/// Hex digits of an object's digest in an index line.
+pub const SHORT: usize = 16;
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// How an index line names object `d`.
+fn short(d: &Digest) -> &str {
+    &d.hex()[..SHORT]
 }
 
 impl Entry {
     /// The entry of `r`, whose stored form names `objects`.
-    pub fn of(r: &RunRecord, objects: Vec<Digest>) -> Self {
+    pub fn of(r: &RunRecord, objects: &[Digest]) -> Self {
         let process = r.spec.process().as_ref();
         Self {
             id: r.run_id.clone(),
@@ -110,7 +129,7 @@ impl Entry {
             replay_of: r.replay_of.clone(),
             made_by: r.made_by,
             by_verify: r.made_by_verify(),
-            objects,
+            objects: objects.iter().map(short).collect::<Vec<_>>().join(" "),
         }
     }
 
@@ -146,10 +165,10 @@ pub fn append(runs: &Path, entry: &Entry) -> Result<(), Error> {
 /// The names in `runs` that may be run directories: not the store, index,
 /// names or pod index (all of whose names a run id cannot take: they start
 /// with a dot, or are refused as ids).
-fn run_dirs(runs: &Path) -> Result<BTreeSet<String>, Error> {
+fn run_dirs(runs: &Path) -> Result<HashSet<String>, Error> {
     let entries = match fs::read_dir(runs) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashSet::new()),
         Err(e) => return Err(io_at("listing", runs)(e)),
     };
     Ok(entries
@@ -160,9 +179,9 @@ fn run_dirs(runs: &Path) -> Result<BTreeSet<String>, Error> {
         .collect())
 }
 
-/// The index as written: one entry per id (the last line for it), or `None`
-/// when it is missing or a line does not parse.
-fn read(runs: &Path) -> Result<Option<BTreeMap<String, Entry>>, Error> {
+/// The index as written, sorted by id, one entry per id (the last line for
+/// it), or `None` when it is missing or a line does not parse.
+fn read(runs: &Path) -> Result<Option<Vec<Entry>>, Error> {
     let path = runs.join(INDEX);
     let text =
         match fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&path)
@@ -185,16 +204,23 @@ fn read(runs: &Path) -> Result<Option<BTreeMap<String, Entry>>, Error> {
     if !text.is_empty() && !text.ends_with('\n') {
         return Ok(None);
     }
-    let mut out = BTreeMap::new();
+    let mut out = Vec::new();
     for line in text.lines() {
         match serde_json::from_str::<Entry>(line) {
-            Ok(e) => {
-                out.insert(e.id.clone(), e);
-            }
+            Ok(e) => out.push(e),
             Err(_) => return Ok(None),
         }
     }
-    Ok(Some(out))
+    // Stable: of the lines of one id, the last comes last, and stays.
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut deduped: Vec<Entry> = Vec::with_capacity(out.len());
+    for e in out {
+        match deduped.last_mut() {
+            Some(last) if last.id == e.id => *last = e,
+            _ => deduped.push(e),
+        }
+    }
+    Ok(Some(deduped))
 }
 
 /// The entry of run `id`'s record, read whole (objects resolved and checked);
@@ -204,13 +230,13 @@ fn entry_of(runs: &Path, id: &str) -> Option<Result<Entry, Error>> {
     if fs::symlink_metadata(&path).is_err() {
         return None;
     }
-    Some(RunRecord::read_stored(&path).map(|(r, objects)| Entry::of(&r, objects)))
+    Some(RunRecord::read_stored(&path).map(|(r, objects)| Entry::of(&r, &objects)))
 }
 
 /// What [`load`] found: the entries, and the records it could not read.
 pub struct Listing {
-    /// One per readable record, by id.
-    pub entries: BTreeMap<String, Entry>,
+    /// One per readable record, sorted by id.
+    pub entries: Vec<Entry>,
     /// Records that could not be read, each with why.
     pub unreadable: Vec<(String, Error)>,
 }
@@ -220,12 +246,12 @@ pub struct Listing {
 pub fn load(runs: &Path) -> Result<Listing, Error> {
     let dirs = run_dirs(runs)?;
     if let Some(entries) = read(runs)? {
-        if entries.len() == dirs.len() && entries.keys().eq(dirs.iter()) {
+        if entries.len() == dirs.len() && entries.iter().all(|e| dirs.contains(&e.id)) {
             return Ok(Listing { entries, unreadable: Vec::new() });
         }
     }
     if dirs.is_empty() && !runs.is_dir() {
-        return Ok(Listing { entries: BTreeMap::new(), unreadable: Vec::new() });
+        return Ok(Listing { entries: Vec::new(), unreadable: Vec::new() });
     }
     // The index is a cache: a caller who may not write it gets the listing all the same.
     match lock(runs, true) {
@@ -242,20 +268,23 @@ fn refresh(runs: &Path, save: bool) -> Result<Listing, Error> {
     let rebuild = had.is_none();
     let mut entries = had.unwrap_or_default();
     let before = entries.len();
-    entries.retain(|id, _| dirs.contains(id));
+    entries.retain(|e| dirs.contains(&e.id));
     let mut changed = rebuild || entries.len() != before;
+    let indexed: HashSet<String> = entries.iter().map(|e| e.id.clone()).collect();
     let mut unreadable = Vec::new();
-    let missing: Vec<&String> = dirs.iter().filter(|id| !entries.contains_key(*id)).collect();
+    let mut missing: Vec<&String> = dirs.iter().filter(|id| !indexed.contains(*id)).collect();
+    missing.sort();
     for id in missing {
         match entry_of(runs, id) {
             None => {}
             Some(Ok(e)) => {
-                entries.insert(id.clone(), e);
+                entries.push(e);
                 changed = true;
             }
             Some(Err(e)) => unreadable.push((id.clone(), e)),
         }
     }
+    entries.sort_by(|a, b| a.id.cmp(&b.id));
     if changed && save {
         // A cache: what could not be saved is worked out again next time.
         let _ = write(runs, &entries);
@@ -263,9 +292,9 @@ fn refresh(runs: &Path, save: bool) -> Result<Listing, Error> {
     Ok(Listing { entries, unreadable })
 }
 
-fn write(runs: &Path, entries: &BTreeMap<String, Entry>) -> Result<(), Error> {
+fn write(runs: &Path, entries: &[Entry]) -> Result<(), Error> {
     let mut text = Vec::with_capacity(entries.len() * 512);
-    for e in entries.values() {
+    for e in entries {
         text.extend(e.line());
     }
     let path = runs.join(INDEX);
@@ -281,12 +310,13 @@ pub fn collect(runs: &Path) -> Result<Vec<Digest>, Error> {
     }
     let _lock = lock(runs, true)?;
     let listing = refresh(runs, true)?;
-    let mut named: BTreeSet<Digest> =
-        listing.entries.values().flat_map(|e| e.objects.iter().cloned()).collect();
+    let mut named: HashSet<String> =
+        listing.entries.iter().flat_map(|e| e.objects.split(' ')).map(str::to_string).collect();
     for (id, _) in &listing.unreadable {
-        named.extend(raw_references(&runs.join(id).join("record.json")));
+        named.extend(raw_references(&runs.join(id).join("record.json")).iter().map(|d| short(d).to_string()));
     }
-    Store::of(runs).collect(&named).map_err(|e| match e {
+    let keep = |hex: &str| hex.get(..SHORT).is_some_and(|s| named.contains(s));
+    Store::of(runs).collect(keep).map_err(|e| match e {
         store::Error::Io { op, path, source } => Error::Io { op, path, source },
         other => Error::Io {
             op: "collecting objects in",
@@ -317,7 +347,7 @@ mod tests {
 
     fn entry(id: &str) -> Entry {
         let v = crate::record::diff::sample_record(id);
-        Entry::of(&serde_json::from_value(v).unwrap(), Vec::new())
+        Entry::of(&serde_json::from_value(v).unwrap(), &[])
     }
 
     #[test]
@@ -327,15 +357,13 @@ mod tests {
         fs::create_dir_all(runs.join("a")).unwrap();
         fs::create_dir_all(runs.join("b")).unwrap();
         fs::create_dir_all(runs.join(".objects")).unwrap();
-        let mut m = BTreeMap::new();
-        m.insert("a".to_string(), entry("a"));
-        m.insert("gone".to_string(), entry("gone"));
-        write(runs, &m).unwrap();
+        write(runs, &[entry("a"), entry("gone")]).unwrap();
         // b has no record (a run being set up): not listed, not an error.
         let l = load(runs).unwrap();
-        assert_eq!(l.entries.keys().collect::<Vec<_>>(), ["a"]);
+        let ids = |v: &[Entry]| v.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&l.entries), ["a"]);
         assert!(l.unreadable.is_empty());
-        assert_eq!(read(runs).unwrap().unwrap().keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(ids(&read(runs).unwrap().unwrap()), ["a"]);
         // A torn last line: rebuilt from the records (a has none: nothing left).
         fs::write(runs.join(INDEX), b"{\"id\":\"a\"").unwrap();
         assert!(load(runs).unwrap().entries.is_empty());

@@ -235,7 +235,7 @@ mod tests {
         let f = |edit: fn(&mut Filter)| {
             let mut f = Filter::default();
             edit(&mut f);
-            f.matches(&Entry::of(&r, Vec::new()))
+            f.matches(&Entry::of(&r, &[]))
         };
         assert!(f(|_| {}));
         assert!(f(|f| f.name = Some("train-*".into())));
@@ -250,7 +250,7 @@ mod tests {
             v["replay_of"] = json!("a");
             v["command_line"] = json!(["exprun", "verify", "a"]);
         });
-        let replay = Entry::of(&replay, Vec::new());
+        let replay = Entry::of(&replay, &[]);
         assert!(
             !Filter::default().matches(&replay) && Filter { all: true, ..Filter::default() }.matches(&replay)
         );

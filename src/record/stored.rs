@@ -112,7 +112,7 @@ impl RunRecord {
             path: path.clone(),
             source,
         })?;
-        if let Err(e) = index::append(runs_dir, &Entry::of(self, named)) {
+        if let Err(e) = index::append(runs_dir, &Entry::of(self, &named)) {
             // The next `runs ls` finds the run missing from the index and adds it.
             eprintln!("exprun: warning: {e}");
         }
