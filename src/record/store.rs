@@ -529,7 +529,7 @@ mod tests {
         let s = s.unwrap();
         assert_eq!(s.a["p"], "/x/RID/y");
         assert_eq!(s.b.unwrap()["n"], 1);
-        assert_eq!(r.named, [d.clone()]);
+        assert_eq!(r.named, std::slice::from_ref(&d));
         let (s, _) = reading(store.clone(), "RID", 1 << 20, || {
             serde_json::from_str::<S>(r#"{"a":{"k":"v"},"b":null}"#)
         });
