@@ -246,7 +246,7 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
                     hidden += 1;
                 }
             }
-            runs.sort_by(|a, b| a.created.cmp(&b.created));
+            runs.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
             if hidden > 0 && !json {
                 eprintln!("exprun: {hidden} replay(s) made by `exprun verify` not listed (--all lists them)");
             }
@@ -501,12 +501,18 @@ fn image_label(e: &index::Entry) -> String {
 }
 
 fn status_label(status: Status, oom_killed: bool) -> String {
-    let s =
-        serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let s = match status {
+        Status::Exited => "exited",
+        Status::Killed => "killed",
+        Status::NotStarted => "not-started",
+        Status::Failed => "failed",
+        Status::Lost => "lost",
+        Status::Supervised => "supervised",
+    };
     if oom_killed {
         format!("{s},oom")
     } else {
-        s
+        s.to_string()
     }
 }
 

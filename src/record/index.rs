@@ -179,8 +179,8 @@ fn run_dirs(runs: &Path) -> Result<HashSet<String>, Error> {
         .collect())
 }
 
-/// The index as written, sorted by id, one entry per id (the last line for
-/// it), or `None` when it is missing or a line does not parse.
+/// The index as written, line by line (an id written twice is there twice),
+/// or `None` when it is missing or a line does not parse.
 fn read(runs: &Path) -> Result<Option<Vec<Entry>>, Error> {
     let path = runs.join(INDEX);
     let text =
@@ -211,16 +211,24 @@ fn read(runs: &Path) -> Result<Option<Vec<Entry>>, Error> {
             Err(_) => return Ok(None),
         }
     }
-    // Stable: of the lines of one id, the last comes last, and stays.
-    out.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut deduped: Vec<Entry> = Vec::with_capacity(out.len());
-    for e in out {
-        match deduped.last_mut() {
-            Some(last) if last.id == e.id => *last = e,
-            _ => deduped.push(e),
+    Ok(Some(out))
+}
+
+/// `entries` with one entry per id: the last line written for it (a record
+/// written again under its id replaced the earlier one).
+fn dedup(entries: Vec<Entry>) -> Vec<Entry> {
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
+    for e in entries {
+        match at.get(&e.id) {
+            Some(&i) => out[i] = e,
+            None => {
+                at.insert(e.id.clone(), out.len());
+                out.push(e);
+            }
         }
     }
-    Ok(Some(deduped))
+    out
 }
 
 /// The entry of run `id`'s record, read whole (objects resolved and checked);
@@ -235,7 +243,7 @@ fn entry_of(runs: &Path, id: &str) -> Option<Result<Entry, Error>> {
 
 /// What [`load`] found: the entries, and the records it could not read.
 pub struct Listing {
-    /// One per readable record, sorted by id.
+    /// One per readable record, in no particular order.
     pub entries: Vec<Entry>,
     /// Records that could not be read, each with why.
     pub unreadable: Vec<(String, Error)>,
@@ -244,9 +252,11 @@ pub struct Listing {
 /// The entries of every record in `runs`: from the index, brought up to date
 /// with the run directories present, and written back when that changed it.
 pub fn load(runs: &Path) -> Result<Listing, Error> {
-    let dirs = run_dirs(runs)?;
+    let mut dirs = run_dirs(runs)?;
     if let Some(entries) = read(runs)? {
-        if entries.len() == dirs.len() && entries.iter().all(|e| dirs.contains(&e.id)) {
+        // Each line takes its directory away: an id twice, or one without a
+        // directory, fails; a directory left over has no line.
+        if entries.len() == dirs.len() && entries.iter().all(|e| dirs.remove(&e.id)) {
             return Ok(Listing { entries, unreadable: Vec::new() });
         }
     }
@@ -266,7 +276,7 @@ fn refresh(runs: &Path, save: bool) -> Result<Listing, Error> {
     let dirs = run_dirs(runs)?;
     let had = read(runs)?;
     let rebuild = had.is_none();
-    let mut entries = had.unwrap_or_default();
+    let mut entries = dedup(had.unwrap_or_default());
     let before = entries.len();
     entries.retain(|e| dirs.contains(&e.id));
     let mut changed = rebuild || entries.len() != before;
