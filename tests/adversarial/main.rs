@@ -23,6 +23,7 @@ mod outputs;
 mod preserve_fds;
 mod propagation;
 mod record_size;
+mod record_store;
 mod registry;
 mod replay;
 mod rootless;
