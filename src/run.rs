@@ -25,7 +25,7 @@ use crate::image::{ImageStore, ResolvedImage};
 use crate::log;
 use crate::outputs::{self, OutputDir};
 use crate::plan::{self, PlanContext, RunPlan, Source as PlanSource};
-use crate::record::files::{self, digest_tree, Budget};
+use crate::record::files::{self, Budget};
 use crate::record::{self, DataRecord, RunRecord};
 use crate::spawn::{self, CreateOutcome};
 use crate::spec::{self, options::RunOptions, pins::Determinism, SpecContext};
@@ -233,7 +233,7 @@ fn sequence(root: &Root, source: Source<'_>) -> Result<RunResult> {
             // 5. Digest the inputs and open the outputs, before the run exists:
             //    a failure here leaves nothing (the output directories made
             //    here stay: they are the user's, like what the run writes there).
-            let inputs = digest_inputs(&plan, replay.inputs)?;
+            let inputs = digest_inputs(root, &plan, replay.inputs)?;
             let output_dirs = open_outputs(root, &mut plan)?;
             log::debug(|| format!("step 5: digested {} input(s)", inputs.len()));
 
@@ -427,16 +427,19 @@ fn resolve_image(
     }
 }
 
-/// Step 5's inputs: digested before the run exists, after those a replay has
-/// digested already.
-fn digest_inputs(plan: &RunPlan, already: Option<Vec<DataRecord>>) -> Result<Vec<DataRecord>> {
+/// Step 5's inputs: digested before the run exists (through the root's input
+/// digest cache), after those a replay has digested already.
+fn digest_inputs(root: &Root, plan: &RunPlan, already: Option<Vec<DataRecord>>) -> Result<Vec<DataRecord>> {
     let mut inputs = already.unwrap_or_default();
+    let cache = root.cache_dir();
     for m in plan.inputs.iter().skip(inputs.len()) {
-        let tree = digest_tree(&m.source).map_err(|source| plan::Error::Source {
-            option: format!("--input {}", m.destination.display()),
-            path: m.source.clone(),
-            source,
-        })?;
+        let label = format!("input {}", m.destination.display());
+        let tree =
+            files::digest_input(&m.source, &label, Some(&cache)).map_err(|source| plan::Error::Source {
+                option: format!("--input {}", m.destination.display()),
+                path: m.source.clone(),
+                source,
+            })?;
         inputs.push(DataRecord {
             source: m.source.clone(),
             destination: m.destination.clone(),

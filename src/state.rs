@@ -7,6 +7,8 @@
 //! <root>/runs/<id>/record.json  the run record, kept until `exprun runs rm`
 //! <root>/runs/by-name/<name>    symlink to <id>, for runs started with --name
 //! <root>/runs/pods.index        the pod records here, for their retention (record::retention)
+//! <root>/runs/.objects/sha256/  the parts records share, stored once (record::store)
+//! <root>/runs/.index            one line per record, for `runs ls` (record::index)
 //! <root>/cache/                 the exprun binary's digest
 //! <root>/record-key             the key of the records' secret digests (0600; never exported)
 //! ```
@@ -294,7 +296,15 @@ impl Root {
         if given.is_empty() || !given.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::NoSuchRun(given.into()));
         }
-        let matches: Vec<String> = self.run_ids().into_iter().filter(|id| id.starts_with(given)).collect();
+        // Names first (one readdir), then a stat of the few that match: not of every run.
+        let mut matches: Vec<String> = fs::read_dir(self.runs_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|id| id.starts_with(given) && self.runs_dir().join(id).join("record.json").is_file())
+            .collect();
+        matches.sort();
         match matches.len() {
             0 => Err(Error::NoSuchRun(given.into())),
             1 => Ok(matches.into_iter().next().unwrap_or_default()),

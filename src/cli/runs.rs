@@ -8,7 +8,7 @@ use clap::{Subcommand, ValueEnum};
 use super::out::{out, outln};
 use super::Globals;
 use crate::error::{Error, Result};
-use crate::record::{diff, export, for_terminal, select, RunRecord, Status};
+use crate::record::{diff, export, for_terminal, index, select, RunRecord, Status};
 
 /// `println!` of a line made from a record: control characters escaped, so
 /// that what a container put into its record cannot drive the terminal.
@@ -233,44 +233,50 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
         RunsCommand::Ls { json, all, image, name, status, labels, since, pod, namespace, container } => {
             let pods = PodFilter { pod, namespace, container };
             let filter = select::Filter { all, image, name, status, labels, since };
-            let mut records: Vec<RunRecord> = Vec::new();
+            let listing = index::load(&root.runs_dir())?;
+            for (_, e) in &listing.unreadable {
+                crate::error::print(e);
+            }
+            let mut runs: Vec<&index::Entry> = Vec::new();
             let mut hidden = 0;
-            for r in read_all(&root).into_iter().filter(|r| pods.matches(r)) {
-                if filter.matches(&r) {
-                    records.push(r);
-                } else if r.made_by_verify() && (select::Filter { all: true, ..filter.clone() }).matches(&r) {
+            for e in listing.entries.iter().filter(|e| pods.matches(e)) {
+                if filter.matches(e) {
+                    runs.push(e);
+                } else if e.by_verify && (select::Filter { all: true, ..filter.clone() }).matches(e) {
                     hidden += 1;
                 }
             }
-            records.sort_by(|a, b| a.time.created.cmp(&b.time.created));
+            runs.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
             if hidden > 0 && !json {
                 eprintln!("exprun: {hidden} replay(s) made by `exprun verify` not listed (--all lists them)");
             }
             if json {
-                let rows: Vec<serde_json::Value> = records.iter().map(summary_json).collect();
+                let rows: Vec<serde_json::Value> = runs.iter().map(|e| summary_json(e)).collect();
                 print_json(&serde_json::Value::Array(rows));
             } else {
-                say!(
+                // One write for the whole table: a sweep lists 100,000 runs.
+                let mut table = String::with_capacity(128 * (runs.len() + 1));
+                let mut row = |line: String| {
+                    table.push_str(&for_terminal(&line));
+                    table.push('\n');
+                };
+                row(format!(
                     "{:<12}  {:<16}  {:<24}  {:<10}  {:>4}  {:<20}  COMMAND",
-                    "RUN",
-                    "NAME",
-                    "IMAGE",
-                    "STATUS",
-                    "EXIT",
-                    "CREATED"
-                );
-                for r in &records {
-                    say!(
+                    "RUN", "NAME", "IMAGE", "STATUS", "EXIT", "CREATED"
+                ));
+                for e in &runs {
+                    row(format!(
                         "{:<12}  {:<16}  {:<24}  {:<10}  {:>4}  {:<20}  {}",
-                        r.run_id.get(..12).unwrap_or(&r.run_id),
-                        r.name.as_deref().unwrap_or("-"),
-                        image_label(r),
-                        status_label(r),
-                        r.exit.code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-                        r.time.created,
-                        argv(r).join(" ")
-                    );
+                        e.id.get(..12).unwrap_or(&e.id),
+                        e.name.as_deref().unwrap_or("-"),
+                        image_label(e),
+                        status_label(e.status, e.oom_killed),
+                        e.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                        e.created,
+                        e.command.join(" ")
+                    ));
                 }
+                out!("{table}");
             }
             Ok(0)
         }
@@ -306,6 +312,7 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
                     }
                 }
             }
+            failed |= !collect(&root);
             Ok(if failed { crate::error::EXIT_EXPRUN_FAILED } else { 0 })
         }
         RunsCommand::Prune { older_than, keep_last, replays_only, dry_run, force } => {
@@ -343,6 +350,9 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
                         failed = true;
                     }
                 }
+            }
+            if !dry_run && !plan.remove.is_empty() {
+                failed |= !collect(&root);
             }
             Ok(if failed { crate::error::EXIT_EXPRUN_FAILED } else { 0 })
         }
@@ -419,6 +429,18 @@ fn read_all(root: &crate::state::Root) -> Vec<RunRecord> {
     records
 }
 
+/// After records were removed: the index without them, and the objects no
+/// record names any more removed. Whether that worked (it is said if not).
+fn collect(root: &crate::state::Root) -> bool {
+    match index::collect(&root.runs_dir()) {
+        Ok(_) => true,
+        Err(e) => {
+            crate::error::print(&Error::from(e));
+            false
+        }
+    }
+}
+
 /// JSON from a record on stdout: C1 and bidirectional controls in strings
 /// written as `\uXXXX` (the same JSON), since stdout may be a terminal.
 fn print_json(v: &serde_json::Value) {
@@ -433,11 +455,11 @@ struct PodFilter {
 }
 
 impl PodFilter {
-    fn matches(&self, r: &RunRecord) -> bool {
+    fn matches(&self, e: &index::Entry) -> bool {
         if self.pod.is_none() && self.namespace.is_none() && self.container.is_none() {
             return true;
         }
-        let Some(k) = &r.kubernetes else { return false };
+        let Some(k) = &e.kubernetes else { return false };
         let is = |want: &Option<String>, have: &Option<String>| want.is_none() || want == have;
         is(&self.pod, &k.pod) && is(&self.namespace, &k.namespace) && is(&self.container, &k.container)
     }
@@ -471,38 +493,44 @@ fn argv(r: &RunRecord) -> Vec<String> {
     r.spec.process().as_ref().and_then(|p| p.args().clone()).unwrap_or_default()
 }
 
-fn image_label(r: &RunRecord) -> String {
-    r.image
+fn image_label(e: &index::Entry) -> String {
+    e.image
         .as_ref()
         .map(|i| i.name.clone().unwrap_or_else(|| i.manifest_digest.short().to_string()))
         .unwrap_or_else(|| "-".into())
 }
 
-fn status_label(r: &RunRecord) -> String {
-    let s =
-        serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-    if r.exit.oom_killed {
+fn status_label(status: Status, oom_killed: bool) -> String {
+    let s = match status {
+        Status::Exited => "exited",
+        Status::Killed => "killed",
+        Status::NotStarted => "not-started",
+        Status::Failed => "failed",
+        Status::Lost => "lost",
+        Status::Supervised => "supervised",
+    };
+    if oom_killed {
         format!("{s},oom")
     } else {
-        s
+        s.to_string()
     }
 }
 
-fn summary_json(r: &RunRecord) -> serde_json::Value {
+fn summary_json(e: &index::Entry) -> serde_json::Value {
     serde_json::json!({
-        "run_id": r.run_id,
-        "name": r.name,
-        "image": r.image.as_ref().map(|i| &i.reference),
-        "manifest_digest": r.image.as_ref().map(|i| i.manifest_digest.to_string()),
-        "status": r.status,
-        "exit_code": r.exit.code,
-        "oom_killed": r.exit.oom_killed,
-        "created": r.time.created,
-        "wall_seconds": r.time.wall_seconds,
-        "command": argv(r),
-        "kubernetes": r.kubernetes,
-        "replay_of": r.replay_of,
-        "made_by": r.made_by,
+        "run_id": e.id,
+        "name": e.name,
+        "image": e.image.as_ref().map(|i| &i.reference),
+        "manifest_digest": e.image.as_ref().map(|i| i.manifest_digest.to_string()),
+        "status": e.status,
+        "exit_code": e.exit_code,
+        "oom_killed": e.oom_killed,
+        "created": e.created,
+        "wall_seconds": e.wall_seconds,
+        "command": e.command,
+        "kubernetes": e.kubernetes,
+        "replay_of": e.replay_of,
+        "made_by": e.made_by,
     })
 }
 
@@ -532,7 +560,7 @@ fn print_record(r: &RunRecord) {
     say!("run:        {}{}", r.run_id, r.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default());
     say!(
         "status:     {} (exit {}){}",
-        status_label(r),
+        status_label(r.status, r.exit.oom_killed),
         r.exit.code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
         r.exit.signal.as_ref().map(|s| format!(", {s}")).unwrap_or_default()
     );

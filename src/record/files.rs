@@ -1,5 +1,9 @@
-//! Digests of input and output trees: every file's sha256, and one digest over the
-//! sorted listing, so two trees are equal exactly when their digests are.
+//! Digests of input and output trees: every file's sha256, and one digest of
+//! the whole tree, so two trees are equal exactly when their digests are. An
+//! output's digest is over the sorted listing ([`Scheme::Listing`]); an
+//! input's is a Merkle digest ([`Scheme::Merkle`], see `merkle`), its files
+//! hashed on every core and found in a per-user digest cache when unchanged
+//! (see `cache`), with a progress line when that takes a while.
 //!
 //! The walk goes through file descriptors: each entry is opened with O_NOFOLLOW
 //! relative to its opened directory, never by path, so a symlink or a rename
@@ -17,12 +21,18 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use nix::dir::Dir;
+use nix::fcntl::AtFlags;
 use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::{fchmod, fstat, FileStat, Mode, SFlag};
+use nix::sys::stat::{fchmod, fstat, fstatat, FileStat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, Hasher, HashingReader};
+
+pub mod cache;
+mod hashing;
+mod merkle;
+mod progress;
 
 /// The default bound on the bytes of output files one run hashes (`--output-digest-limit`).
 pub const DEFAULT_DIGEST_LIMIT: u64 = 32 << 30;
@@ -69,11 +79,44 @@ pub struct Cleaned {
     pub change: String,
 }
 
+/// How a tree's digest is made from its entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheme {
+    /// sha256 over the sorted listing, one line per entry (kind, path, size,
+    /// mode, digest or target): outputs, build sources, and the inputs of
+    /// records written before inputs had Merkle digests.
+    #[default]
+    Listing,
+    /// A Merkle digest: each directory's over its children's name, kind,
+    /// mode, size and digest (see `merkle`): inputs.
+    Merkle,
+}
+
+impl Scheme {
+    /// Whether this is the scheme a record without one means.
+    pub fn is_listing(&self) -> bool {
+        *self == Scheme::Listing
+    }
+
+    /// The digest of a whole tree (nothing left out) with these entries,
+    /// sorted by path, under this scheme.
+    pub fn of_entries(self, entries: &[FileEntry]) -> Digest {
+        match self {
+            Scheme::Listing => listing_digest(entries),
+            Scheme::Merkle => merkle::digest(entries, None),
+        }
+    }
+}
+
 /// A tree's digest and contents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TreeDigest {
-    /// sha256 over the sorted entries (kind, path, size, mode, digest or target).
+    /// The tree's digest, made as `scheme` says.
     pub digest: Digest,
+    /// How `digest` was made; a record without it has a listing digest.
+    #[serde(default, skip_serializing_if = "Scheme::is_listing")]
+    pub scheme: Scheme,
     /// Number of regular files.
     pub files: u64,
     /// Total bytes of regular files.
@@ -148,7 +191,8 @@ impl Budget {
 
 /// Digest the tree at `root` (a directory or a single file). `root` itself is
 /// followed if it is a symlink, as the bind mount follows it; symlinks inside are
-/// recorded, never followed; special files are listed, not read.
+/// recorded, never followed; special files are listed, not read. A listing
+/// digest, one file at a time, without the cache: build sources.
 pub fn digest_tree(root: &Path) -> io::Result<TreeDigest> {
     let fd = nix::fcntl::open(root, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())?;
     digest_at(fd.as_fd(), &mut Budget::unlimited(), Keep::ALL)
@@ -156,29 +200,58 @@ pub fn digest_tree(root: &Path) -> io::Result<TreeDigest> {
 
 /// Digest the tree `root` refers to (any descriptor, `O_PATH` included),
 /// reading at most what `budget` has left and removing what `keep` does not
-/// keep.
+/// keep: outputs, whose content the container wrote, so the cache is never
+/// asked about them.
 pub fn digest_at(root: BorrowedFd<'_>, budget: &mut Budget, keep: Keep) -> io::Result<TreeDigest> {
-    let mut w = Walker { budget, keep, entries: Vec::new(), cleaned: Vec::new(), left_out: None };
-    let st = fstat(root)?;
-    match kind_of(&st) {
-        SFlag::S_IFDIR => {
-            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-            w.walk(openat(root, ".", flags, Mode::empty())?, "", 1)?;
-        }
-        // A single file: reopened through its own descriptor, not by name.
-        SFlag::S_IFREG => w.file(root, ".".into(), &st)?,
-        // A device given as a whole input is listed, never read (nor removed).
-        _ => w.entries.push(entry(".".into(), "other")),
-    }
-    Ok(w.finish())
+    let mut w = Walker::new(budget, keep, None);
+    w.root(root)?;
+    Ok(w.finish(Scheme::Listing))
 }
 
-struct Walker<'a> {
+/// Digest the input at `root` as [`digest_tree`] walks it, with a Merkle
+/// digest: its files hashed on every core, those unchanged since an earlier
+/// digest found in the digest cache under `cache_dir` instead (when given and
+/// trusted: see `cache`), and a progress line on stderr naming `label` when
+/// that takes longer than a second.
+pub fn digest_input(root: &Path, label: &str, cache_dir: Option<&Path>) -> io::Result<TreeDigest> {
+    let fd = nix::fcntl::open(root, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())?;
+    let root_st = fstat(fd.as_fd())?;
+    let mut cache = cache_dir.map(|dir| cache::Cache::open(dir, &root_st));
+    for note in cache.iter_mut().flat_map(|c| c.take_notes()) {
+        crate::error::print(&format_args!("note: {note}"));
+    }
+    let mut budget = Budget::unlimited();
+    let progress = progress::Progress::stderr(label);
+    let (walked, done) = hashing::with_hashers(&progress, |queue| {
+        let mut w =
+            Walker::new(&mut budget, Keep::ALL, Some(hashing::Inputs { queue, cache: cache.as_mut() }));
+        w.root(fd.as_fd())?;
+        Ok((w.entries, w.cleaned, w.left_out))
+    })?;
+    let (mut entries, cleaned, left_out) = walked;
+    for d in done {
+        let e = &mut entries[d.index];
+        e.digest = Some(d.digest);
+        e.size = Some(d.size);
+        if let (Some(c), Some(fresh)) = (cache.as_mut(), d.fresh) {
+            c.keep(fresh);
+        }
+    }
+    if let Some(c) = cache {
+        c.save();
+    }
+    let w = Walker { budget: &mut budget, keep: Keep::ALL, entries, cleaned, left_out, inputs: None };
+    Ok(w.finish(Scheme::Merkle))
+}
+
+struct Walker<'a, 'q> {
     budget: &'a mut Budget,
     keep: Keep,
     entries: Vec<FileEntry>,
     cleaned: Vec<Cleaned>,
     left_out: Option<String>,
+    /// An input's files go to the hashers, or come from the cache.
+    inputs: Option<hashing::Inputs<'q>>,
 }
 
 fn kind_of(st: &FileStat) -> SFlag {
@@ -203,6 +276,18 @@ fn unread_summary(n: usize) -> String {
 }
 
 impl TreeDigest {
+    /// Whether `now` is the tree this digest was taken of: digests compared
+    /// under this digest's scheme (for a record older than Merkle digests,
+    /// the listing digest of `now`'s entries).
+    pub fn matches(&self, now: &TreeDigest) -> bool {
+        if self.scheme == now.scheme {
+            return self.digest == now.digest;
+        }
+        self.incomplete.is_none()
+            && now.incomplete.is_none()
+            && self.scheme.of_entries(&now.entries) == self.digest
+    }
+
     /// Why the listing itself was cut short (entries left out, not only files
     /// left unread), if it was.
     pub fn listing_cut(&self) -> Option<&str> {
@@ -253,7 +338,32 @@ pub fn size_text(n: u64) -> String {
     }
 }
 
-impl Walker<'_> {
+impl<'a, 'q> Walker<'a, 'q> {
+    fn new(budget: &'a mut Budget, keep: Keep, inputs: Option<hashing::Inputs<'q>>) -> Self {
+        Walker { budget, keep, entries: Vec::new(), cleaned: Vec::new(), left_out: None, inputs }
+    }
+
+    fn root(&mut self, root: BorrowedFd<'_>) -> io::Result<()> {
+        let seen = cache::now_ns();
+        let st = fstat(root)?;
+        match kind_of(&st) {
+            SFlag::S_IFDIR => {
+                let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+                self.walk(openat(root, ".", flags, Mode::empty())?, "", 1)
+            }
+            // A single file: reopened through its own descriptor, not by name.
+            SFlag::S_IFREG if self.inputs.is_some() => {
+                self.input_file(root.try_clone_to_owned()?, ".".into(), &st, seen)
+            }
+            SFlag::S_IFREG => self.file(root.try_clone_to_owned()?, ".".into(), &st),
+            // A device given as a whole input is listed, never read (nor removed).
+            _ => {
+                self.entries.push(entry(".".into(), "other"));
+                Ok(())
+            }
+        }
+    }
+
     fn walk(&mut self, dir: OwnedFd, rel: &str, depth: usize) -> io::Result<()> {
         let mut names: Vec<OsString> = Vec::new();
         for e in Dir::from_fd(dir.try_clone()?)?.iter() {
@@ -273,6 +383,17 @@ impl Walker<'_> {
                 return Ok(());
             }
             let path = join(rel, &name);
+            // An input's file the cache knows is not even opened.
+            if self.inputs.is_some() {
+                let st = match fstatat(dir.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(st) => st,
+                    Err(nix::errno::Errno::ENOENT) => continue,
+                    Err(e) => return Err(io::Error::from(e)),
+                };
+                if kind_of(&st) == SFlag::S_IFREG && self.input_from_cache(&path, &st) {
+                    continue;
+                }
+            }
             let fd = match openat(
                 dir.as_fd(),
                 name.as_os_str(),
@@ -284,6 +405,7 @@ impl Walker<'_> {
                 Err(nix::errno::Errno::ENOENT) => continue,
                 Err(e) => return Err(io::Error::from(e)),
             };
+            let seen = cache::now_ns();
             let st = fstat(fd.as_fd())?;
             match kind_of(&st) {
                 SFlag::S_IFDIR => {
@@ -306,7 +428,8 @@ impl Walker<'_> {
                     )?;
                     self.walk(sub, &path, depth + 1)?;
                 }
-                SFlag::S_IFREG => self.file(fd.as_fd(), path, &st)?,
+                SFlag::S_IFREG if self.inputs.is_some() => self.input_file(fd, path, &st, seen)?,
+                SFlag::S_IFREG => self.file(fd, path, &st)?,
                 SFlag::S_IFLNK => {
                     let mut e = entry(path, "symlink");
                     let target = nix::fcntl::readlinkat(fd.as_fd(), "")?;
@@ -321,8 +444,8 @@ impl Walker<'_> {
 
     /// A regular file: its set-id bits cleared unless kept, then its content
     /// hashed if the budget allows.
-    fn file(&mut self, fd: BorrowedFd<'_>, path: String, st: &FileStat) -> io::Result<()> {
-        let file = crate::fsutil::reopen_for_reading(fd)?;
+    fn file(&mut self, fd: OwnedFd, path: String, st: &FileStat) -> io::Result<()> {
+        let file = crate::fsutil::reopen_for_reading(fd.as_fd())?;
         let mut mode = st.st_mode & 0o7777;
         if mode & 0o6000 != 0 && !self.keep.suid {
             let cleared = mode & !0o6000;
@@ -419,11 +542,38 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn finish(self) -> TreeDigest {
+    /// An input's regular file with status `st`: its entry with the digest
+    /// the cache has for this very file unchanged, if it has one.
+    fn input_from_cache(&mut self, path: &str, st: &FileStat) -> bool {
+        let Some(digest) = self.inputs.as_mut().and_then(|i| i.cached(st)) else { return false };
+        let mut e = entry(path.to_string(), "file");
+        e.mode = Some(st.st_mode & 0o7777);
+        e.size = Some(st.st_size as u64);
+        e.digest = Some(digest);
+        self.entries.push(e);
+        true
+    }
+
+    /// An input's regular file, opened as `fd`: from the cache, else hashed
+    /// by the hashers.
+    fn input_file(&mut self, fd: OwnedFd, path: String, st: &FileStat, seen: i64) -> io::Result<()> {
+        if self.input_from_cache(&path, st) {
+            return Ok(());
+        }
+        let mut e = entry(path, "file");
+        e.mode = Some(st.st_mode & 0o7777);
+        e.size = Some(st.st_size as u64);
+        let index = self.entries.len();
+        if let Some(inputs) = self.inputs.as_mut() {
+            inputs.queue(index, fd, st, seen)?;
+        }
+        self.entries.push(e);
+        Ok(())
+    }
+
+    fn finish(self, scheme: Scheme) -> TreeDigest {
         let mut entries = self.entries;
         entries.sort_by(|a, b| a.path.cmp(&b.path));
-        let mut h = Hasher::new();
-        hash_entries(&mut h, &entries);
         let (mut files, mut bytes, mut unread) = (0, 0, 0);
         for e in &entries {
             if e.kind == "file" {
@@ -436,20 +586,22 @@ impl Walker<'_> {
         if unread > 0 {
             why.push(unread_summary(unread));
         }
-        if !why.is_empty() {
-            // Two trees cut short the same way must not look equal.
-            h.update(format!("incomplete\t{}\n", why.join("; ")).as_bytes());
-        }
+        let incomplete = (!why.is_empty()).then(|| why.join("; "));
+        let digest = match scheme {
+            Scheme::Listing => {
+                let mut h = Hasher::new();
+                hash_entries(&mut h, &entries);
+                if let Some(why) = &incomplete {
+                    // Two trees cut short the same way must not look equal.
+                    h.update(format!("incomplete\t{why}\n").as_bytes());
+                }
+                h.finish().0
+            }
+            Scheme::Merkle => merkle::digest(&entries, incomplete.as_deref()),
+        };
         let mut cleaned = self.cleaned;
         cleaned.sort_by(|a, b| a.path.cmp(&b.path));
-        TreeDigest {
-            digest: h.finish().0,
-            files,
-            bytes,
-            entries,
-            incomplete: (!why.is_empty()).then(|| why.join("; ")),
-            cleaned,
-        }
+        TreeDigest { digest, scheme, files, bytes, entries, incomplete, cleaned }
     }
 }
 

@@ -212,3 +212,235 @@ fn sizes_read_in_binary_units() {
     assert_eq!(size_text(5 << 30), "5.0 GiB");
     assert_eq!(size_text(5 << 40), "5.0 TiB");
 }
+
+fn input(p: &Path, cache: Option<&Path>) -> TreeDigest {
+    digest_input(p, "input /data", cache).unwrap()
+}
+
+fn tree_of_many(d: &Path) {
+    for i in 0..300 {
+        let sub = d.join(format!("d{}", i % 7));
+        fs::create_dir_all(&sub).unwrap();
+        fs::write(sub.join(format!("f{i}")), format!("file {i}\n").repeat(i % 50)).unwrap();
+    }
+    std::os::unix::fs::symlink("d0/f0", d.join("link")).unwrap();
+}
+
+#[test]
+fn an_input_has_the_listing_entries_and_a_merkle_digest_of_them() {
+    let d = tempfile::tempdir().unwrap();
+    tree_of_many(d.path());
+    let listing = digest_tree(d.path()).unwrap();
+    let merkle = input(d.path(), None);
+    assert_eq!(merkle.entries, listing.entries, "hashed on every core, the same entries");
+    assert_eq!((merkle.files, merkle.bytes), (listing.files, listing.bytes));
+    assert_eq!((merkle.scheme, listing.scheme), (Scheme::Merkle, Scheme::Listing));
+    assert_eq!(merkle.digest, Scheme::Merkle.of_entries(&listing.entries));
+    assert_ne!(merkle.digest, listing.digest);
+    // A record from before Merkle digests compares like with like.
+    assert!(listing.matches(&merkle) && merkle.matches(&listing) && merkle.matches(&merkle));
+    fs::write(d.path().join("d3/f3"), "changed").unwrap();
+    let changed = input(d.path(), None);
+    assert!(!listing.matches(&changed) && !merkle.matches(&changed));
+    let json = serde_json::to_value(&listing).unwrap();
+    assert!(json.get("scheme").is_none(), "a listing digest is recorded as before: {json}");
+    assert_eq!(serde_json::to_value(&merkle).unwrap()["scheme"], "merkle");
+    let old: TreeDigest = serde_json::from_value(json).unwrap();
+    assert_eq!(old.scheme, Scheme::Listing);
+}
+
+#[test]
+fn the_merkle_digest_sees_every_change_and_where_it_is() {
+    let d = tempfile::tempdir().unwrap();
+    fs::create_dir_all(d.path().join("a/b")).unwrap();
+    fs::write(d.path().join("a/b/x"), "x").unwrap();
+    fs::write(d.path().join("a.txt"), "t").unwrap();
+    let base = input(d.path(), None).digest;
+    fs::rename(d.path().join("a/b/x"), d.path().join("a/x")).unwrap();
+    let moved = input(d.path(), None).digest;
+    assert_ne!(base, moved, "a file moved to another directory");
+    fs::set_permissions(d.path().join("a/b"), fs::Permissions::from_mode(0o700)).unwrap();
+    assert_ne!(moved, input(d.path(), None).digest, "a directory's mode");
+    // A name cannot pass for a line of its directory's listing.
+    let e = |path: &str, kind: &str, digest: Option<Digest>| FileEntry {
+        path: path.into(),
+        kind: kind.into(),
+        size: digest.as_ref().map(|_| 1),
+        digest,
+        target: None,
+        mode: Some(0o644),
+        unread: None,
+    };
+    let x = Digest::of_bytes(b"x");
+    let forged = format!("a {x}\nfile 0644 1 1:b");
+    let one = vec![e(&forged, "file", Some(x.clone()))];
+    let two = vec![e("a", "file", Some(x.clone())), e("b", "file", Some(x))];
+    assert_ne!(Scheme::Merkle.of_entries(&one), Scheme::Merkle.of_entries(&two));
+    let single = tempfile::NamedTempFile::new().unwrap();
+    fs::write(single.path(), "abc").unwrap();
+    let t = input(single.path(), None);
+    assert_eq!((t.entries.len(), t.entries[0].digest.clone()), (1, Some(Digest::of_bytes(b"abc"))));
+}
+
+/// A cache file for the input `root` holding `entries`, as another exprun
+/// (or an attacker) would write it.
+fn plant(cache: &Path, root: &Path, entries: &[cache::Entry]) -> std::path::PathBuf {
+    let dir = cache.join(cache::DIR);
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let st = fs::metadata(root).unwrap();
+    let name = Digest::of_bytes(format!("{}:{}", st.dev(), st.ino()).as_bytes()).hex()[..32].to_string();
+    let file = dir.join(name);
+    fs::write(&file, cache::serialize(entries)).unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    file
+}
+
+/// An entry for `file` saying its content is `claimed`, seen `after` ns
+/// after its last change.
+fn claim(file: &Path, claimed: &[u8], after: i64) -> cache::Entry {
+    let st = nix::sys::stat::stat(file).unwrap();
+    let key = cache::Key::of(&st);
+    cache::Entry::new(key, key.mtime.max(key.ctime) + after, &Digest::of_bytes(claimed)).unwrap()
+}
+
+#[test]
+fn a_trusted_cache_entry_is_believed_without_reading_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let f = d.path().join("f");
+    fs::write(&f, "real").unwrap();
+    let lie = claim(&f, b"cached", cache::RACY_WINDOW_NS);
+    plant(cache.path(), d.path(), std::slice::from_ref(&lie));
+    // The entry's digest, not the content's: the file was not read.
+    assert_eq!(input(d.path(), Some(cache.path())).entries[0].digest, Some(Digest::of_bytes(b"cached")));
+    // Racily clean: changed within the window before it was looked at.
+    let racy = claim(&f, b"cached", cache::RACY_WINDOW_NS - 1);
+    plant(cache.path(), d.path(), &[racy]);
+    assert_eq!(input(d.path(), Some(cache.path())).entries[0].digest, Some(Digest::of_bytes(b"real")));
+    // Another inode with the same size and times is another file.
+    let mut other = lie.clone();
+    other.key.ino += 1;
+    plant(cache.path(), d.path(), &[other]);
+    assert_eq!(input(d.path(), Some(cache.path())).entries[0].digest, Some(Digest::of_bytes(b"real")));
+    // Same size, mtime put back: the ctime tells.
+    plant(cache.path(), d.path(), &[lie]);
+    let mtime = fs::metadata(&f).unwrap().modified().unwrap();
+    fs::write(&f, "RealX").unwrap();
+    fs::write(&f, "REAL").unwrap();
+    fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
+    assert_eq!(input(d.path(), Some(cache.path())).entries[0].digest, Some(Digest::of_bytes(b"REAL")));
+}
+
+#[test]
+fn an_untrusted_or_corrupt_cache_is_ignored_and_a_corrupt_one_replaced() {
+    let d = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let f = d.path().join("f");
+    fs::write(&f, "real").unwrap();
+    let real = Some(Digest::of_bytes(b"real"));
+    let lie = claim(&f, b"cached", cache::RACY_WINDOW_NS);
+    let planted = plant(cache.path(), d.path(), std::slice::from_ref(&lie));
+    fs::set_permissions(&planted, fs::Permissions::from_mode(0o620)).unwrap();
+    assert_eq!(input(d.path(), Some(cache.path())).entries[0].digest, real, "group-writable file");
+    let planted = plant(cache.path(), d.path(), std::slice::from_ref(&lie));
+    fs::set_permissions(planted.parent().unwrap(), fs::Permissions::from_mode(0o777)).unwrap();
+    assert_eq!(input(d.path(), Some(cache.path())).entries[0].digest, real, "world-writable directory");
+    let st = nix::sys::stat::stat(d.path()).unwrap();
+    let mut c = cache::Cache::open(cache.path(), &st);
+    let notes = c.take_notes();
+    assert!(notes.len() == 1 && notes[0].contains("mode 0777: group or others may write it"), "{notes:?}");
+    assert_eq!(c.lookup(&nix::sys::stat::stat(&f).unwrap()), None);
+
+    let planted = plant(cache.path(), d.path(), std::slice::from_ref(&lie));
+    let mut bytes = fs::read(&planted).unwrap();
+    bytes[cache::MAGIC.len() + 50] ^= 1;
+    fs::write(&planted, &bytes).unwrap();
+    let mut c = cache::Cache::open(cache.path(), &st);
+    let notes = c.take_notes();
+    assert!(notes.len() == 1 && notes[0].contains("corrupt (its checksum does not match"), "{notes:?}");
+    assert_eq!(input(d.path(), Some(cache.path())).entries[0].digest, real);
+    assert!(cache::parse(&fs::read(&planted).unwrap()).is_ok(), "rewritten whole");
+    fs::write(&planted, b"short").unwrap();
+    assert_eq!(input(d.path(), Some(cache.path())).entries[0].digest, real);
+
+    if nix::unistd::geteuid().is_root() {
+        let planted = plant(cache.path(), d.path(), &[lie]);
+        nix::unistd::chown(&planted, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        let mut c = cache::Cache::open(cache.path(), &st);
+        let notes = c.take_notes();
+        assert!(notes.len() == 1 && notes[0].contains("owned by uid 65534, not by you (uid 0)"), "{notes:?}");
+        assert_eq!(input(d.path(), Some(cache.path())).entries[0].digest, real, "another user's file");
+    }
+}
+
+#[test]
+fn hashed_files_are_remembered_once_they_are_old_enough() {
+    let d = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    tree_of_many(d.path());
+    fs::write(d.path().join("young"), "y").unwrap();
+    fs::hard_link(d.path().join("d0/f0"), d.path().join("hard")).unwrap();
+    let first = input(d.path(), Some(cache.path()));
+    let dir = cache.path().join(cache::DIR);
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "all of them racily clean: nothing to keep");
+    std::thread::sleep(std::time::Duration::from_nanos(cache::RACY_WINDOW_NS as u64 + 100_000_000));
+    assert_eq!(input(d.path(), Some(cache.path())), first);
+    let file = fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let kept = cache::parse(&fs::read(&file).unwrap()).unwrap();
+    assert_eq!(kept.len() as u64, first.files - 1, "one entry for the two names of `hard`");
+    assert!(kept.iter().all(cache::Entry::trusted));
+    assert_eq!(fs::metadata(&file).unwrap().mode() & 0o777, 0o600);
+    assert_eq!(fs::metadata(file.parent().unwrap()).unwrap().mode() & 0o777, 0o700);
+    // Served from the cache now, and the same, without writing it again.
+    let written = fs::metadata(&file).unwrap().ino();
+    assert_eq!(input(d.path(), Some(cache.path())), first);
+    assert_eq!(fs::metadata(&file).unwrap().ino(), written, "unchanged: not rewritten");
+    assert_eq!(fs::read_dir(file.parent().unwrap()).unwrap().count(), 1, "no temporary file left");
+}
+
+#[derive(Clone, Default)]
+struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn shown(tty: bool, after: std::time::Duration, work: std::time::Duration) -> String {
+    use std::time::Duration;
+    let out = Shared::default();
+    let p =
+        progress::Progress::to(Box::new(out.clone()), tty, "input /data", after, Duration::from_secs(3600));
+    p.listed(3 << 30);
+    p.listed(1 << 30);
+    p.hashed(1 << 30);
+    p.file_done();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        s.spawn(|| p.report(stopped));
+        std::thread::sleep(work);
+        drop(stop);
+    });
+    let text = out.0.lock().unwrap().clone();
+    String::from_utf8(text).unwrap()
+}
+
+#[test]
+fn progress_shows_only_for_slow_digests_in_place_on_a_terminal() {
+    use std::time::Duration;
+    assert_eq!(shown(false, Duration::from_secs(1), Duration::ZERO), "", "silent when fast");
+    let plain = shown(false, Duration::from_millis(10), Duration::from_millis(300));
+    let lines: Vec<&str> = plain.lines().collect();
+    assert_eq!(lines[0], "exprun: hashing input /data: 1.0 GiB of 4.0 GiB, 1 of 2 files (still listing)");
+    assert!(lines.len() == 2 && lines[1].starts_with("exprun: hashed input /data: 4.0 GiB, 2 files in "));
+    assert!(!plain.contains('\r'));
+    let tty = shown(true, Duration::from_millis(10), Duration::from_millis(300));
+    assert!(tty.starts_with("\rexprun: hashing input /data: 1.0 GiB of 4.0 GiB, 1 of 2 files"), "{tty:?}");
+    assert!(tty.contains("\x1b[K\rexprun: hashed input /data") && tty.ends_with("\x1b[K\n"), "{tty:?}");
+}

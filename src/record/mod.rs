@@ -11,10 +11,13 @@ pub mod export;
 pub mod files;
 pub mod gpu;
 pub mod host;
+pub mod index;
 pub(crate) mod recognise;
 pub mod retention;
 pub mod secrets;
 pub mod select;
+pub mod store;
+mod stored;
 
 use std::fs;
 use std::io;
@@ -89,6 +92,9 @@ pub enum Error {
         /// The path.
         path: PathBuf,
     },
+    /// A shared part of a record could not be had.
+    #[error(transparent)]
+    Object(#[from] store::Error),
     /// The record size limit in the environment does not parse.
     #[error("{MAX_RECORD_SIZE_VAR}={value}: {why}")]
     Limit {
@@ -186,6 +192,7 @@ pub struct DataRecord {
     /// Path inside the container.
     pub destination: PathBuf,
     /// Tree digest and per-file digests (`None` if it could not be read).
+    #[serde(default, deserialize_with = "store::tree")]
     pub tree: Option<TreeDigest>,
     /// Why the digest is missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -274,6 +281,7 @@ pub struct RunRecord {
     /// The exprun command line (secret values redacted).
     pub command_line: Vec<String>,
     /// The image.
+    #[serde(default, deserialize_with = "store::optional")]
     pub image: Option<ImageRecord>,
     /// The resolved executable inside the container.
     pub executable: Option<String>,
@@ -282,6 +290,7 @@ pub struct RunRecord {
     pub seccomp_digest: Option<Digest>,
     /// The OCI runtime spec used: argv, env (redacted), cwd, user, hostname,
     /// capabilities, rlimits, namespaces, mounts, resources.
+    #[serde(deserialize_with = "store::field")]
     pub spec: oci_spec::runtime::Spec,
     /// `--input`s with digests taken before the start.
     pub inputs: Vec<DataRecord>,
@@ -290,6 +299,7 @@ pub struct RunRecord {
     /// The cgroup: version, directories, limits.
     pub cgroup: CgroupPlan,
     /// The host.
+    #[serde(deserialize_with = "store::field")]
     pub host: HostFacts,
     /// The GPUs attached to the run (its `linux.devices` that are GPU nodes),
     /// as the host's driver described them.
@@ -309,7 +319,7 @@ pub struct RunRecord {
     pub signals: Vec<Forwarded>,
     /// The deterministic profile: every pin applied and every source of
     /// nondeterminism left (`exprun run` only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "store::optional")]
     pub determinism: Option<Determinism>,
     /// The options `exprun run` was given, normalised, secret values as digests:
     /// what `exprun replay` asks for again.
@@ -429,20 +439,6 @@ pub fn json_for_terminal(json: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// A reader that counts the bytes it has read.
-struct Counted<R> {
-    inner: R,
-    count: u64,
-}
-
-impl<R: io::Read> io::Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
 /// RFC 3339 in UTC with second precision.
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
@@ -559,62 +555,6 @@ impl RunRecord {
         self.stdout = Some(outcome.stdout.clone());
         self.stderr = Some(outcome.stderr.clone());
         self.signals = outcome.forwarded.clone();
-    }
-
-    /// Write `runs/<id>/record.json` atomically and durably.
-    pub fn write(&self, runs_dir: &Path) -> Result<PathBuf, Error> {
-        let dir = runs_dir.join(&self.run_id);
-        crate::fsutil::create_private_dir_all(&dir).map_err(|source| Error::Io {
-            op: "creating",
-            path: dir.clone(),
-            source,
-        })?;
-        let path = dir.join("record.json");
-        crate::fsutil::write_json_atomic(&path, self, true).map_err(|source| Error::Io {
-            op: "writing",
-            path: path.clone(),
-            source,
-        })?;
-        Ok(path)
-    }
-
-    /// Read a record file: a regular file (not followed through a symlink) of
-    /// at most [`max_record_bytes`], which is checked before anything is
-    /// read and again while reading (the file may grow).
-    pub fn read(path: &Path) -> Result<Self, Error> {
-        use std::io::Read;
-        use std::os::unix::fs::OpenOptionsExt;
-        let limit = max_record_bytes()?;
-        let io = |op| move |source| Error::Io { op, path: path.to_path_buf(), source };
-        // O_NONBLOCK: opening a fifo planted as record.json does not wait for a writer.
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => Error::NotAFile { path: path.to_path_buf() },
-                _ => io("opening")(e),
-            })?;
-        let meta = file.metadata().map_err(io("reading"))?;
-        if !meta.is_file() {
-            return Err(Error::NotAFile { path: path.to_path_buf() });
-        }
-        let too_big = |size| Error::TooBig { path: path.to_path_buf(), size, limit };
-        if meta.len() > limit {
-            return Err(too_big(meta.len()));
-        }
-        // Parsed as it is read: the text is never held whole beside the record.
-        let mut reader =
-            io::BufReader::with_capacity(1 << 20, Counted { inner: file.take(limit + 1), count: 0 });
-        let parsed = serde_json::from_reader(&mut reader);
-        let count = reader.get_ref().count;
-        if count > limit {
-            return Err(too_big(count));
-        }
-        parsed.map_err(|source| match source.io_error_kind() {
-            Some(_) => Error::Io { op: "reading", path: path.to_path_buf(), source: source.into() },
-            None => Error::Parse { path: path.to_path_buf(), source },
-        })
     }
 }
 

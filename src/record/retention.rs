@@ -136,6 +136,9 @@ fn apply(runs: &Path, policy: &Retention, now: SystemTime, forget_gone: bool) ->
         }
         kept.push(e);
     }
+    if !removed.is_empty() {
+        super::index::collect(runs)?;
+    }
     if kept.len() != total {
         let mut text = Vec::new();
         for e in &kept {

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::SystemTime;
 
+use super::index::Entry;
 use super::{RunRecord, Status};
 
 /// When a record was created, from its RFC 3339 `time.created` (`None` if it
@@ -37,21 +38,21 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Whether `r` is listed.
-    pub fn matches(&self, r: &RunRecord) -> bool {
-        (self.all || !r.made_by_verify())
-            && self.image.as_deref().is_none_or(|want| image_matches(r, want))
-            && self.name.as_deref().is_none_or(|want| name_matches(r.name.as_deref(), want))
-            && self.status.is_none_or(|s| s == r.status)
-            && self.labels.iter().all(|(k, v)| {
-                r.spec.annotations().as_ref().and_then(|a| a.get(k)).is_some_and(|have| have == v)
-            })
-            && self.since.is_none_or(|t| created(r).is_some_and(|c| c >= t))
+    /// Whether the run of index entry `e` is listed.
+    pub fn matches(&self, e: &Entry) -> bool {
+        (self.all || !e.by_verify)
+            && self.image.as_deref().is_none_or(|want| image_matches(e, want))
+            && self.name.as_deref().is_none_or(|want| name_matches(e.name.as_deref(), want))
+            && self.status.is_none_or(|s| s == e.status)
+            && self.labels.iter().all(|(k, v)| e.labels.get(k).is_some_and(|have| have == v))
+            && self
+                .since
+                .is_none_or(|t| humantime::parse_rfc3339_weak(&e.created).ok().is_some_and(|c| c >= t))
     }
 }
 
-fn image_matches(r: &RunRecord, want: &str) -> bool {
-    let Some(i) = &r.image else { return false };
+fn image_matches(e: &Entry, want: &str) -> bool {
+    let Some(i) = &e.image else { return false };
     let digest = i.manifest_digest.to_string();
     let hex = digest.split_once(':').map_or(digest.as_str(), |(_, h)| h);
     let is_digest_prefix = |p: &str| p.len() >= 4 && p.bytes().all(|b| b.is_ascii_hexdigit());
@@ -234,7 +235,7 @@ mod tests {
         let f = |edit: fn(&mut Filter)| {
             let mut f = Filter::default();
             edit(&mut f);
-            f.matches(&r)
+            f.matches(&Entry::of(&r, &[]))
         };
         assert!(f(|_| {}));
         assert!(f(|f| f.name = Some("train-*".into())));
@@ -249,6 +250,7 @@ mod tests {
             v["replay_of"] = json!("a");
             v["command_line"] = json!(["exprun", "verify", "a"]);
         });
+        let replay = Entry::of(&replay, &[]);
         assert!(
             !Filter::default().matches(&replay) && Filter { all: true, ..Filter::default() }.matches(&replay)
         );

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use super::trust::{self, Finding, Origin};
 use super::Error;
 use crate::image::ImageStore;
-use crate::record::files::{digest_tree, TreeDigest};
+use crate::record::files::{digest_input, TreeDigest};
 use crate::record::host::HostFacts;
 use crate::record::secrets::{self, Comparison};
 pub use crate::record::Drift;
@@ -43,6 +43,8 @@ pub struct Here {
     pub key: Key,
     /// The caller's rlimits, as (OCI name, soft, hard).
     pub rlimits: Vec<(String, u64, u64)>,
+    /// The state root's cache directory (the input digest cache).
+    pub cache_dir: PathBuf,
 }
 
 impl Here {
@@ -55,6 +57,7 @@ impl Here {
             exprun: crate::record::exprun_info(&root.cache_dir()),
             key: Key::open(root.dir())?,
             rlimits: crate::spec::caller_rlimits(),
+            cache_dir: root.cache_dir(),
         })
     }
 
@@ -76,6 +79,7 @@ impl Here {
             origin,
             allow,
             inputs,
+            cache_dir: &self.cache_dir,
         }
     }
 }
@@ -100,6 +104,8 @@ pub struct Context<'a> {
     pub allow: &'a [String],
     /// Inputs given with `--input`: read from there instead, digest-checked.
     pub inputs: &'a [HostMount],
+    /// The state root's cache directory (the input digest cache).
+    pub cache_dir: &'a Path,
 }
 
 /// A replay, planned: what will run and what stands in its way.
@@ -491,12 +497,14 @@ fn inputs(
             },
             (None, None) => m.source.clone(),
         };
-        let tree = digest_tree(&m.source).map_err(|e| Error::InputUnreadable {
-            destination: m.destination.clone(),
-            host_path: m.source.clone(),
-            error: e,
-        })?;
-        if recorded.digest != tree.digest {
+        let label = format!("input {dest}");
+        let tree =
+            digest_input(&m.source, &label, Some(ctx.cache_dir)).map_err(|e| Error::InputUnreadable {
+                destination: m.destination.clone(),
+                host_path: m.source.clone(),
+                error: e,
+            })?;
+        if !recorded.matches(&tree) {
             if from_artifact {
                 let found = format!("{} ({})", tree.digest, changed_files(recorded, &tree));
                 return Err(Error::ArtifactMismatch {

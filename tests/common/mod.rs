@@ -164,7 +164,7 @@ impl TestRoot {
         for e in std::fs::read_dir(&runs).into_iter().flatten().flatten() {
             let p = e.path().join("record.json");
             if p.exists() {
-                v.push(serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap());
+                v.push(hydrated(&p));
             }
         }
         v.sort_by_key(|r: &serde_json::Value| r["time"]["created"].as_str().unwrap_or("").to_string());
@@ -221,6 +221,23 @@ impl TestRoot {
             std::fs::read_dir(&tmp).into_iter().flatten().flatten().map(|e| e.path()).collect();
         assert!(stray.is_empty(), "store temp files left behind: {stray:?}");
     }
+}
+
+/// A record.json as JSON, its shared parts (`{"$object": DIGEST}`, kept once
+/// in `runs/.objects/sha256/`, the run id written `{run_id}`) put back: the
+/// record as `exprun runs show --json` gives it.
+pub fn hydrated(record: &Path) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    let dir = record.parent().unwrap();
+    let id = dir.file_name().unwrap().to_str().unwrap();
+    let objects = dir.parent().unwrap().join(".objects/sha256");
+    for (_, field) in v.as_object_mut().unwrap().iter_mut() {
+        let Some(digest) = field.get("$object").and_then(|d| d.as_str()) else { continue };
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        let text = std::fs::read_to_string(objects.join(hex)).unwrap().replace("{run_id}", id);
+        *field = serde_json::from_str(&text).unwrap();
+    }
+    v
 }
 
 /// Kill every process in the cgroup `top` and the cgroups below it, then remove

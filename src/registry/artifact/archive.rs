@@ -29,7 +29,7 @@ use tar::{EntryType, Header};
 use super::sensitive::{self, Scanner};
 use super::Error;
 use crate::digest::{Digest, Hasher, HashingWriter};
-use crate::record::files::{listing_digest, FileEntry, TreeDigest, MAX_DEPTH};
+use crate::record::files::{FileEntry, TreeDigest, MAX_DEPTH};
 use crate::record::for_terminal;
 
 /// One file of a layer, for the listing.
@@ -138,7 +138,7 @@ impl TarPart {
             )));
         }
         listing.sort_by(|a, b| a.path.cmp(&b.path));
-        if listing_digest(&listing) != recorded.digest {
+        if recorded.scheme.of_entries(&listing) != recorded.digest {
             return Err(refuse(format!(
                 "it is not what the run left: {}; the artifact must hold the files the record \
                  digested (run it again, or put the files back as they were)",

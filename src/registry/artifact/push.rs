@@ -91,9 +91,14 @@ pub fn plan_push(root: &Root, store: &ImageStore, run: &str, opts: &PushOptions)
     let id = root.resolve_run(run)?;
     let dir = root.runs_dir().join(&id);
     let record_path = dir.join("record.json");
-    let record_bytes =
-        fs::read(&record_path).map_err(|e| Error::Io { op: "read", path: record_path.clone(), source: e })?;
     let record = RunRecord::read(&record_path)?;
+    // The record whole, as exprun writes it pretty: its shared parts are this root's objects.
+    let mut record_bytes = serde_json::to_vec_pretty(&record).map_err(|e| Error::Io {
+        op: "serialise",
+        path: record_path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    record_bytes.push(b'\n');
     let not =
         |why: &str| Error::Invalid { what: format!("run {}", &id[..12.min(id.len())]), why: why.into() };
     let request = record.request.as_ref().ok_or_else(|| {
