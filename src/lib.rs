@@ -10,6 +10,7 @@
 //!   and image references, as the store and as registries name images.
 //! - [`registry`]: the OCI distribution client: pull, push, credentials, runs as artifacts.
 //! - [`spec`]: image config + options → OCI runtime spec (no side effects).
+//! - [`cdi`]: CDI spec files read and checked, named devices resolved to their container edits.
 //! - [`plan`]: spec + host (a [`plan::Host`] value) → the run plan, validated; what spawn reads
 //!   and the record stores.
 //! - [`state`]: the state root: live run directories, locks, records, stale-run cleanup.
@@ -48,6 +49,7 @@
 //! - A run leaves nothing behind that it was not asked to keep.
 
 pub mod build;
+pub mod cdi;
 pub mod cgroups;
 pub mod cli;
 pub mod container;

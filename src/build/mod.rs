@@ -564,6 +564,7 @@ fn run_options(
         no_limits: false,
         storage_size: None,
         output_digest_limit: None,
+        devices: Default::default(),
         shm_size: None,
         ipc: Default::default(),
     }

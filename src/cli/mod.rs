@@ -64,6 +64,12 @@ pub struct Cli {
     )]
     pub rootless: Option<String>,
 
+    /// A directory of CDI specs for `--device vendor.com/class=name` and `--gpus`
+    /// (repeatable, later ones winning; replaces the defaults /etc/cdi and
+    /// /var/run/cdi, as podman's option does)
+    #[arg(long = "cdi-spec-dir", global = true, value_name = "DIR", action = ArgAction::Append)]
+    pub cdi_spec_dir: Vec<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -135,6 +141,8 @@ pub struct Globals {
     pub systemd_cgroup: bool,
     /// Where live runs go when not under the root (rootless, default root).
     pub runtime: Option<PathBuf>,
+    /// The CDI spec directories, lowest priority first.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 impl Globals {
@@ -199,6 +207,11 @@ pub fn main() -> i32 {
         debug: cli.debug,
         systemd_cgroup: cli.systemd_cgroup,
         runtime: cli.root.is_none().then(runtime_dir).flatten(),
+        cdi_spec_dirs: if cli.cdi_spec_dir.is_empty() {
+            crate::cdi::DEFAULT_SPEC_DIRS.iter().map(PathBuf::from).collect()
+        } else {
+            cli.cdi_spec_dir.clone()
+        },
     };
     let log = LogTarget { path: cli.log.clone(), json: cli.log_format == "json" };
     let rootless = cli.rootless.as_deref() == Some("true");
@@ -261,7 +274,7 @@ pub fn main() -> i32 {
 const CONTAINER_VERBS: &[&str] = &["run", "replay", "verify", "build", "create", "exec"];
 
 /// The global options that take a value (in the next argument unless `--opt=value`).
-const VALUED_GLOBALS: &[&str] = &["--root", "--log", "--log-format", "--rootless"];
+const VALUED_GLOBALS: &[&str] = &["--root", "--log", "--log-format", "--rootless", "--cdi-spec-dir"];
 
 /// The verb of a command line (its first argument that is neither an option nor
 /// a global option's value), without clap.

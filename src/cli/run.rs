@@ -134,6 +134,17 @@ pub struct RunArgs {
     /// (such a run goes ahead without it too)
     #[arg(long = "no-limits", conflicts_with_all = ["memory", "cpus", "pids_limit"])]
     no_limits: bool,
+    /// Give the container a host device: HOST[:CONTAINER][:PERMS] (a device node,
+    /// a symlink to one, or a directory of them; PERMS some of rwm, the device
+    /// cgroup's access, default rwm), or a CDI device vendor.com/class=name
+    /// from the specs of --cdi-spec-dir (default /etc/cdi, /var/run/cdi)
+    #[arg(long = "device", value_name = "HOST[:CONTAINER][:PERMS]|CDI-NAME", action = ArgAction::Append)]
+    device: Vec<String>,
+    /// GPUs, docker's spelling of CDI devices: all, a count N (GPUs 0 to N-1) or
+    /// device=ID,... (indexes or UUIDs), as nvidia.com/gpu=all, =0, ... (the
+    /// NVIDIA container toolkit's CDI spec: nvidia-ctk cdi generate)
+    #[arg(long = "gpus", value_name = "all|N|device=ID,...", action = ArgAction::Append)]
+    gpus: Vec<String>,
     /// Security options: seccomp=FILE (an OCI seccomp profile) or seccomp=unconfined
     /// [default: a profile equivalent to containerd's and Docker's]
     #[arg(long = "security-opt", value_name = "OPT", action = ArgAction::Append)]
@@ -159,7 +170,7 @@ pub struct RunArgs {
             "output_digest_limit", "tmpfs", "shm_size", "ipc", "memory", "cpus", "pids_limit", "name", "keep", "storage_opt",
             "read_only", "tty", "interactive",
             "entrypoint", "cap_add", "cap_drop", "ulimit", "cgroup_parent", "command", "pass_env",
-            "unpin", "umask", "aslr", "cpuset_cpus", "security_opt", "no_limits", "pull"
+            "unpin", "umask", "aslr", "cpuset_cpus", "security_opt", "no_limits", "pull", "device", "gpus"
         ]
     )]
     bundle: Option<PathBuf>,
@@ -202,8 +213,33 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// Check and normalise every option. Reads only the --env-files.
-    fn into_options(self) -> Result<RunOptions> {
+    /// `--device` and `--gpus`: host nodes read, CDI names resolved from `cdi_dirs`.
+    fn devices(&self, cwd: &std::path::Path, cdi_dirs: &[PathBuf]) -> Result<crate::spec::devices::Devices> {
+        let mut devices = crate::spec::devices::Devices::default();
+        let mut names = Vec::new();
+        for d in &self.device {
+            if crate::cdi::is_name(d) {
+                names.push(d.clone());
+            } else {
+                devices.nodes.extend(crate::spec::devices::parse_device(d, cwd)?);
+            }
+        }
+        for g in &self.gpus {
+            names.extend(crate::cdi::gpus(g).map_err(crate::spec::Error::from)?);
+        }
+        let resolved = crate::cdi::resolve(cdi_dirs, &names, nix::unistd::geteuid().as_raw())
+            .map_err(crate::spec::Error::from)?;
+        if !names.is_empty() {
+            devices.cdi_spec_dirs = cdi_dirs.to_vec();
+        }
+        devices.cdi = resolved.devices;
+        devices.cdi_edits = resolved.edits;
+        Ok(devices)
+    }
+
+    /// Check and normalise every option. Reads the --env-files, the --device
+    /// nodes and the CDI specs.
+    fn into_options(self, cdi_dirs: &[PathBuf]) -> Result<RunOptions> {
         let cwd = std::env::current_dir()
             .map_err(|source| Error::Io { op: "cannot read the current directory".into(), source })?;
         let lookup = |n: &str| std::env::var(n).ok();
@@ -247,12 +283,14 @@ impl RunArgs {
                 .into());
             }
         }
+        let devices = self.devices(&cwd, cdi_dirs)?;
         let tmpfs: Vec<o::TmpfsMount> =
             self.tmpfs.iter().map(|t| o::parse_tmpfs(t)).collect::<Result<_, _>>()?;
         let shm_size = self.shm_size.map(|s| shm::parse_shm_size(&s)).transpose()?;
         let ipc = if self.ipc == "host" { Ipc::Host } else { Ipc::Private };
         shm::check_shm(shm_size, ipc, &tmpfs)?;
         Ok(RunOptions {
+            devices,
             image: self.image,
             command: self.command,
             entrypoint,
@@ -333,7 +371,7 @@ pub fn run(globals: &Globals, args: RunArgs) -> Result<i32> {
         None => {
             let (policy, registry) = (args.pull.clone(), args.registry.clone());
             // Every option is checked before anything is pulled.
-            let opts = args.into_options()?;
+            let opts = args.into_options(&globals.cdi_spec_dirs)?;
             let fetch = || super::registry::pull_for_run(globals, &opts.image, &policy, &registry);
             let pull = crate::run::Pull { always: policy == "always", fetch: &fetch };
             let pull = (policy != "never").then_some(&pull);

@@ -68,7 +68,7 @@ pub struct ReplayArgs {
 pub struct TrustArgs {
     /// Permit one thing a run fetched from a registry asks for beyond the default
     /// profile (repeatable): cap:NAME, network:host, ipc:host, seccomp:unconfined,
-    /// seccomp:sha256:HEX, mount:PATH, mount:PATH:rw, device:PATH, env:NAME,
+    /// seccomp:sha256:HEX, mount:PATH, mount:PATH:rw, device:PATH, cdi:NAME, env:NAME,
     /// tmpfs:DST:dev, tmpfs:DST:suid, output:DST:suid, output:DST:dev, ulimit:NAME
     #[arg(long, value_name = "WHAT", action = clap::ArgAction::Append)]
     allow: Vec<String>,

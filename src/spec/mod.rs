@@ -3,6 +3,7 @@
 //! reads the image's layers (for /etc/passwd) and the options, and returns a value.
 
 pub mod bundle;
+pub mod devices;
 pub mod options;
 pub mod pins;
 pub mod shm;
@@ -90,6 +91,9 @@ pub enum Error {
         /// What is wrong.
         why: String,
     },
+    /// A CDI device cannot be resolved.
+    #[error(transparent)]
+    Cdi(#[from] crate::cdi::Error),
     /// The assembled spec does not deserialize: a bug in exprun.
     #[error("internal error building the runtime spec: {0}")]
     Internal(String),
@@ -262,7 +266,17 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<(Spec, Det
             },
         )?,
     };
-    let env = merge_env(&image_env, &determinism.env(), &opts.env, &user, opts.tty);
+    // CDI devices' variables go over the pins, beneath -e.
+    let mut pinned = determinism.env();
+    pinned.extend(
+        opts.devices
+            .cdi_edits
+            .env
+            .iter()
+            .filter_map(|e| e.split_once('='))
+            .map(|(k, v)| (k.into(), v.into())),
+    );
+    let env = merge_env(&image_env, &pinned, &opts.env, &user, opts.tty);
     let cwd = opts
         .workdir
         .clone()
@@ -307,9 +321,31 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<(Spec, Det
     }
     // The plan adds the devices every container may use. A rootless run has no
     // devices cgroup; its /dev holds the bound nodes only, and every mount is nodev.
+    // `--device` and CDI nodes: made in /dev and let through the devices cgroup
+    // (with their PERMS); rootless, the host's nodes bound.
+    let mut extra_mounts = devices::cdi_mounts(&opts.devices.cdi_edits);
+    let mut linux_devices = Vec::new();
     if ctx.rootless.is_none() {
-        resources.insert("devices".into(), json!([crate::cgroups::devices::deny_all().oci_json()]));
+        let mut rules = vec![crate::cgroups::devices::deny_all().oci_json()];
+        rules.extend(devices::allow_rules(&opts.devices));
+        resources.insert("devices".into(), Value::Array(rules));
+        linux_devices = devices::linux_devices(&opts.devices);
+    } else {
+        extra_mounts.extend(devices::rootless_binds(&opts.devices)?);
     }
+    let cdi_gids = &opts.devices.cdi_edits.additional_gids;
+    if ctx.rootless.is_some() && !cdi_gids.is_empty() {
+        return Err(Error::Option {
+            option: "--device",
+            value: opts.devices.cdi.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(","),
+            why: format!(
+                "its CDI spec adds the groups {cdi_gids:?}, and a rootless run cannot set supplementary \
+                 groups (setgroups is denied in its user namespace); run exprun as root"
+            ),
+        });
+    }
+    let mut additional_gids = user.additional_gids.clone();
+    additional_gids.extend(cdi_gids.iter().filter(|g| !user.additional_gids.contains(g)));
 
     let spec = json!({
         "ociVersion": "1.2.0",
@@ -320,7 +356,7 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<(Spec, Det
                 "gid": user.gid,
                 "umask": determinism.umask(),
                 // setgroups(2) is denied in a rootless user namespace.
-                "additionalGids": if ctx.rootless.is_some() { Vec::new() } else { user.additional_gids.clone() },
+                "additionalGids": if ctx.rootless.is_some() { Vec::new() } else { additional_gids },
             },
             "args": args,
             "env": env,
@@ -337,12 +373,14 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<(Spec, Det
         },
         "root": { "path": rootfs_dir(ctx.state_dir), "readonly": opts.read_only },
         "hostname": hostname,
-        "mounts": mounts(opts, ctx.state_dir, ctx.rootless),
+        "mounts": mounts(opts, ctx.state_dir, ctx.rootless, extra_mounts),
+        "hooks": devices::cdi_hooks(&opts.devices.cdi_edits),
         "linux": {
             "namespaces": namespaces.iter().map(|n| json!({"type": n})).collect::<Vec<_>>(),
             "uidMappings": ctx.rootless.map(|r| Rootless::maps(r.uid, r.subordinate.map(|s| s.0))),
             "gidMappings": ctx.rootless.map(|r| Rootless::maps(r.gid, r.subordinate.map(|s| s.1))),
             "resources": resources,
+            "devices": linux_devices,
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
         },
@@ -459,9 +497,15 @@ fn rlimits(host: &[(String, u64, u64)], ulimits: &[options::Ulimit]) -> Vec<(Str
     out
 }
 
-/// System mounts, then the run's /etc files, then the user's mounts sorted so a
-/// parent is mounted before anything inside it.
-fn mounts(opts: &RunOptions, state_dir: &Path, caller: Option<Rootless>) -> Vec<Value> {
+/// System mounts, then the run's /etc files, then the user's mounts (and
+/// `extra`: the devices' mounts) sorted so a parent is mounted before anything
+/// inside it.
+fn mounts(
+    opts: &RunOptions,
+    state_dir: &Path,
+    caller: Option<Rootless>,
+    extra: Vec<(PathBuf, Value)>,
+) -> Vec<Value> {
     let rootless = caller.is_some();
     let m = |dst: &str, typ: &str, src: &str, o: &[&str]| json!({"destination": dst, "type": typ, "source": src, "options": o});
     // In a user namespace, group 5 (tty) is not mapped, and sysfs can only be
@@ -524,6 +568,7 @@ fn mounts(opts: &RunOptions, state_dir: &Path, caller: Option<Rootless>) -> Vec<
             json!({"destination": t.destination, "type": "tmpfs", "source": "tmpfs", "options": o}),
         ));
     }
+    user.extend(extra);
     user.sort_by_key(|(d, _)| d.components().count());
     v.extend(user.into_iter().map(|(_, m)| m));
     v

@@ -135,6 +135,10 @@ pub struct RunOptions {
     /// run (`None`: the default; `u64::MAX`: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_digest_limit: Option<u64>,
+    /// `--device` and `--gpus`: host device nodes and CDI devices, as resolved
+    /// when the run was asked for.
+    #[serde(default, skip_serializing_if = "super::devices::Devices::is_empty")]
+    pub devices: super::devices::Devices,
     /// `--shm-size`: the size of the /dev/shm tmpfs, in bytes (`None`:
     /// [`super::shm::DEFAULT_SHM_SIZE`], or what a `--tmpfs /dev/shm` says).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -176,10 +176,7 @@ pub fn resolve(opts: &RunOptions, ctx: &PinContext<'_>) -> Result<Determinism, E
         .and_then(|c| humantime::parse_rfc3339_weak(c.trim_end_matches('Z')).ok())
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
-    let gpu = opts.volumes.iter().any(|v| {
-        let s = v.source.to_string_lossy();
-        s.starts_with("/dev/nvidia") || s.starts_with("/dev/dri")
-    });
+    let gpu = opts.devices.gpu();
     let mut env_pin = |name: &str, vars: Vec<(&str, String)>| {
         if unpinned_by_user(name) {
             unpin(name, "removed with --unpin".into());
@@ -343,6 +340,18 @@ mod tests {
             destination: "/dev/nvidia0".into(),
             readonly: false,
             keep: Default::default(),
+        }];
+        assert!(resolve(&o, &ctx(&[])).unwrap().get("cublas").is_none(), "-v is nodev: no GPU that way");
+        o.devices.nodes = vec![crate::spec::devices::DeviceRequest {
+            host: "/dev/nvidia0".into(),
+            container: "/dev/nvidia0".into(),
+            perms: "rwm".into(),
+            kind: 'c',
+            major: 195,
+            minor: 0,
+            mode: 0o666,
+            uid: 0,
+            gid: 0,
         }];
         let d = resolve(&o, &ctx(&[])).unwrap();
         assert!(d.env().contains(&("MKL_NUM_THREADS".into(), "3".into())));

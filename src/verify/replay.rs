@@ -252,6 +252,20 @@ pub fn prepare(ctx: &Context<'_>, record: &RunRecord, output_root: &Path) -> Res
 
     let (inputs, provided) = inputs(ctx, record, &id, &mut options, &mut drift)?;
 
+    // Devices: read again on this host; CDI devices resolved again from the
+    // recorded spec directories, a fetched run's from this host's defaults.
+    let cdi_dirs: Vec<PathBuf> = if ctx.origin.is_fetched() || options.devices.cdi_spec_dirs.is_empty() {
+        crate::cdi::DEFAULT_SPEC_DIRS.iter().map(PathBuf::from).collect()
+    } else {
+        options.devices.cdi_spec_dirs.clone()
+    };
+    let caller = nix::unistd::geteuid().as_raw();
+    for (item, recorded, now, blocking) in
+        crate::spec::devices::refresh(&mut options.devices, &cdi_dirs, caller)
+    {
+        drift.push(Drift { item, recorded, now, blocking });
+    }
+
     // Outputs go to fresh directories.
     for m in &mut options.outputs {
         m.source = output_dir(output_root, &m.destination);

@@ -361,6 +361,17 @@ pub fn disagreements(record: &RunRecord) -> Vec<String> {
             let src = source(&m.destination, m.source.display().to_string());
             (m.destination.display().to_string(), src, ro)
         })
+        .chain(
+            o.devices
+                .cdi_edits
+                .mounts
+                .iter()
+                .filter(|m| m.fstype.as_deref().is_none_or(|t| t == "bind"))
+                .map(|m| {
+                    let ro = m.options.iter().any(|x| x == "ro");
+                    (m.container_path.display().to_string(), m.host_path.display().to_string(), ro)
+                }),
+        )
         .collect();
     let system = ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/sys"];
     let mounts = spec.mounts().clone().unwrap_or_default();

@@ -86,7 +86,7 @@ impl Finding {
 
 /// What the `--allow` names look like, for help and errors.
 pub const ALLOW_FORMS: &str = "cap:NAME, network:host, ipc:host, seccomp:unconfined, seccomp:sha256:HEX, \
-    mount:PATH, mount:PATH:rw, device:PATH, env:NAME, tmpfs:DST:dev, tmpfs:DST:suid, \
+    mount:PATH, mount:PATH:rw, device:PATH, cdi:VENDOR/CLASS=NAME, env:NAME, tmpfs:DST:dev, tmpfs:DST:suid, \
     output:DST:suid, output:DST:dev, ulimit:NAME";
 
 /// Parse one `--allow` into the name [`audit`] gives: `cap:sys_admin` and
@@ -121,6 +121,10 @@ pub fn parse_allow(s: &str) -> Result<String, Error> {
             None => Ok(format!("mount:{}", path(rest)?.display())),
         },
         "device" => Ok(format!("device:{}", path(rest)?.display())),
+        "cdi" => {
+            crate::cdi::split_name(rest).map_err(|e| bad(e.to_string()))?;
+            Ok(s.to_string())
+        }
         "env" if is_env_name(rest) => Ok(s.to_string()),
         "tmpfs" | "output" => {
             let (dst, what) =
@@ -190,6 +194,22 @@ pub fn audit(o: &RunOptions, ctx: &AuditContext<'_>) -> Vec<Finding> {
                 ));
             }
         }
+    }
+    for (i, d) in o.devices.nodes.iter().enumerate() {
+        out.push(Finding::allowable(
+            format!("devices.nodes[{i}]"),
+            format!("the host's device {} ({}) at {}", d.host.display(), d.numbers(), d.container.display()),
+            format!("device:{}", d.host.display()),
+        ));
+    }
+    // A CDI device is resolved again from this host's specs: what it brings
+    // (nodes, mounts, hooks run on the host) is the local administrator's.
+    for (i, d) in o.devices.cdi.iter().enumerate() {
+        out.push(Finding::allowable(
+            format!("devices.cdi[{i}]"),
+            format!("the CDI device {}, as this host's CDI specs give it", d.name),
+            format!("cdi:{}", d.name),
+        ));
     }
     for (i, m) in o.volumes.iter().enumerate() {
         let access = if m.readonly { "read-only" } else { "writable" };
@@ -317,6 +337,29 @@ fn ulimit_short(name: &str) -> String {
 /// the field (`volumes[0].destination`).
 pub fn validate(o: &RunOptions) -> Result<(), (String, String)> {
     let bad = |field: String, why: String| Err((field, why));
+    for (i, d) in o.devices.nodes.iter().enumerate() {
+        let field = |f: &str| format!("devices.nodes[{i}].{f}");
+        if !is_plain_absolute(&d.host) {
+            return bad(field("host"), "not an absolute path without '.' or '..'".into());
+        }
+        if !is_plain_absolute(&d.container)
+            || !d.container.starts_with("/dev")
+            || d.container == Path::new("/dev")
+        {
+            return bad(field("container"), "not a path under /dev without '.' or '..'".into());
+        }
+        if d.perms.is_empty() || !d.perms.chars().all(|c| "rwm".contains(c)) {
+            return bad(field("perms"), format!("{:?} is not some of r, w, m", d.perms));
+        }
+        if d.kind != 'c' && d.kind != 'b' {
+            return bad(field("kind"), format!("{:?} is not c or b", d.kind));
+        }
+    }
+    for (i, d) in o.devices.cdi.iter().enumerate() {
+        if let Err(e) = crate::cdi::split_name(&d.name) {
+            return bad(format!("devices.cdi[{i}].name"), e.to_string());
+        }
+    }
     for (i, w) in o.entrypoint.iter().flatten().chain(&o.command).enumerate() {
         if w.contains('\0') {
             return bad(format!("command word {}", i + 1), "holds a NUL byte".into());

@@ -223,3 +223,44 @@ fn the_hosts_ipc_is_allowed_by_name_and_dev_shm_conflicts_are_refused() {
     assert_eq!(validate(&request_with(|r| r.shm_size = Some(0))).unwrap_err().0, "shm_size");
     assert_eq!(validate(&request_with(|r| r.shm_size = Some(8 << 30))), Ok(()));
 }
+
+#[test]
+fn devices_are_allowed_by_path_or_cdi_name_and_bad_ones_refused_by_field() {
+    let node = crate::spec::devices::DeviceRequest {
+        host: "/dev/nvidia0".into(),
+        container: "/dev/nvidia0".into(),
+        perms: "rwm".into(),
+        kind: 'c',
+        major: 195,
+        minor: 0,
+        mode: 0o666,
+        uid: 0,
+        gid: 0,
+    };
+    let cdi = crate::cdi::Device {
+        name: "nvidia.com/gpu=0".into(),
+        spec: "/etc/cdi/nvidia.yaml".into(),
+        sha256: "00".into(),
+    };
+    let o = request_with(|r| {
+        r.devices.nodes = vec![node.clone()];
+        r.devices.cdi = vec![cdi.clone()];
+    });
+    assert_eq!(allows(&audit_of(&o, &[])), ["device:/dev/nvidia0", "cdi:nvidia.com/gpu=0"]);
+    assert_eq!(parse_allow("cdi:nvidia.com/gpu=0").unwrap(), "cdi:nvidia.com/gpu=0");
+    assert!(parse_allow("cdi:gpu").is_err());
+    assert!(validate(&o).is_ok());
+    for (f, field) in [
+        (
+            Box::new(|r: &mut RunOptions| r.devices.nodes[0].container = "/etc/x".into())
+                as Box<dyn FnOnce(&mut RunOptions)>,
+            "devices.nodes[0].container",
+        ),
+        (Box::new(|r: &mut RunOptions| r.devices.nodes[0].perms = "rwx".into()), "devices.nodes[0].perms"),
+        (Box::new(|r: &mut RunOptions| r.devices.cdi[0].name = "gpu".into()), "devices.cdi[0].name"),
+    ] {
+        let mut bad = o.clone();
+        f(&mut bad);
+        assert_eq!(validate(&bad).unwrap_err().0, field);
+    }
+}

@@ -10,6 +10,7 @@ mod common;
 mod artifact;
 mod bind_proc_sys;
 mod build;
+mod cdi;
 mod cgroup_devices;
 mod devices;
 mod evil_registry;

@@ -310,14 +310,14 @@ fn a_fetched_request_exprun_cannot_apply_whole_is_refused_by_field() {
     let files = [streams(&here, &record)];
     let mut unknown = record.clone();
     unknown["request"]["privileged"] = json!(true);
-    unknown["request"]["devices"] = json!(["/dev/sda"]);
+    unknown["request"]["sysctls"] = json!({"kernel.sysrq": "1"});
     let mut bad = record.clone();
     bad["request"]["tmpfs"] = json!([{"destination": "/t", "options": ["rbind"]}]);
     for (attack, r, why) in [
         (
             "unknown fields",
             &unknown,
-            "its record's request.devices, request.privileged: exprun does not know it, so it would not be applied",
+            "its record's request.privileged, request.sysctls: exprun does not know it, so it would not be applied",
         ),
         ("a tmpfs option exprun run refuses", &bad, "its record's request.tmpfs[0].options: \"rbind\" is not a tmpfs option"),
     ] {
