@@ -2,7 +2,8 @@
 # linux.resources.devices. A bundle with CAP_MKNOD, a /dev without nodev and
 # the guest's disk given as a device node: deny-all refuses opening it and
 # making another (EPERM) while /dev/null works; allow-all opens both. An
-# `exprun run` (deny by default) cannot make a disk node either.
+# `exprun run` (deny by default) cannot make a disk node either, and one given
+# with `--device DISK:/dev/xdisk:r` opens for reading only.
 . "$GUEST_LIB"
 fresh_root
 disk_numbers
@@ -44,6 +45,19 @@ out=$(xrun busybox:latest sh -c "mknod /dev/d b $MAJ $MIN && echo made" 2>&1 || 
 echo "$out"
 ! has made || fail "exprun run made a disk node: $out"
 case $out in *"Operation not permitted"*) ok "exprun run: mknod of the disk refused" ;; *) fail "exprun run: $out" ;; esac
+
+# exprun run --device: the program lets the given nodes through with their
+# PERMS (the disk read-only) and nothing else (no mknod of it).
+out=$(xrun --device /dev/null:/dev/fakegpu0 --device "/dev/vda:/dev/xdisk:r" busybox:latest sh -c \
+  "exec 2>&1; echo x > /dev/fakegpu0 && echo wrote-fake; true < /dev/xdisk && echo read-disk; \
+   true > /dev/xdisk && echo wrote-disk; mknod /dev/m b $MAJ $MIN && echo made-disk; echo end" || true)
+echo "$out"
+for want in wrote-fake read-disk end; do
+  has "$want" && ok "run --device: $want" || fail "run --device: no $want: $out"
+done
+for bad in wrote-disk made-disk; do
+  ! has "$bad" || fail "run --device: $bad: $out"
+done
 
 expect_eq "features" "$(exprun features | jq -r '.annotations["dev.exprun.devices"]')" \
   "enforced by the cgroup v2 device BPF program"
