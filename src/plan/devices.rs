@@ -100,20 +100,16 @@ pub const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
     ("/dev/tty", 5, 0),
 ];
 
+impl DeviceNode {
+    /// A character device at `path`, mode 0666, owned by root.
+    pub fn char(path: impl Into<PathBuf>, major: u64, minor: u64) -> Self {
+        DeviceNode { path: path.into(), kind: 'c', major, minor, mode: 0o666, uid: 0, gid: 0 }
+    }
+}
+
 /// [`DEFAULT_DEVICES`] as nodes.
 pub(super) fn default_devices() -> Vec<DeviceNode> {
-    DEFAULT_DEVICES
-        .iter()
-        .map(|&(path, major, minor)| DeviceNode {
-            path: PathBuf::from(path),
-            kind: 'c',
-            major,
-            minor,
-            mode: 0o666,
-            uid: 0,
-            gid: 0,
-        })
-        .collect()
+    DEFAULT_DEVICES.iter().map(|&(path, major, minor)| DeviceNode::char(path, major, minor)).collect()
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use crate::plan::DeviceNode;
 /// The char major of NVIDIA's GPU nodes (`/dev/nvidia0`, ..., `/dev/nvidiactl`).
 pub const NVIDIA_MAJOR: u64 = 195;
 /// Minors from here up are NVIDIA's control nodes (254 modeset, 255 nvidiactl), not GPUs.
-const NVIDIA_CONTROL_MINORS: u64 = 254;
+pub const NVIDIA_CONTROL_MINORS: u64 = 254;
 /// The char major of DRI nodes (`/dev/dri/card0`, `/dev/dri/renderD128`).
 pub const DRI_MAJOR: u64 = 226;
 /// How long `nvidia-smi` may take, both of its calls together.

@@ -157,15 +157,7 @@ fn dri_node_from_sysfs() {
 
 #[test]
 fn no_gpu_node_reads_nothing() {
-    let node = |path: &str, major, minor| DeviceNode {
-        path: path.into(),
-        kind: 'c',
-        major,
-        minor,
-        mode: 0o666,
-        uid: 0,
-        gid: 0,
-    };
+    let node = |path: &str, major, minor| DeviceNode::char(path, major, minor);
     assert!(facts(&[node("/dev/fuse", 10, 229), node("/dev/nvidiactl", 195, 255)]).is_empty());
     assert!(facts(&[]).is_empty());
 }

@@ -80,7 +80,10 @@ impl Devices {
     /// (major 226, minor 128 and up).
     pub fn gpu(&self) -> bool {
         self.all_nodes().any(|d| {
-            d.kind == 'c' && ((d.major == 195 && d.minor < 254) || (d.major == 226 && d.minor >= 128))
+            use crate::record::gpu::{DRI_MAJOR, NVIDIA_CONTROL_MINORS, NVIDIA_MAJOR};
+            d.kind == 'c'
+                && ((d.major == NVIDIA_MAJOR && d.minor < NVIDIA_CONTROL_MINORS)
+                    || (d.major == DRI_MAJOR && d.minor >= 128))
         })
     }
 }
