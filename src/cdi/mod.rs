@@ -241,15 +241,19 @@ pub fn resolve(dirs: &[PathBuf], names: &[String], caller: u32) -> Result<Resolv
     for name in names {
         let (kind, dev) = split_name(name)?;
         let of_kind: Vec<&SpecFile> = specs.iter().filter(|s| s.kind == kind).collect();
-        let found: Vec<(&SpecFile, &parse::DeviceSpec)> = if dev == "all" {
+        let named: Vec<(&SpecFile, &parse::DeviceSpec)> = of_kind
+            .iter()
+            .rev()
+            .find_map(|s| s.devices.iter().find(|d| d.name == dev).map(|d| (*s, d)))
+            .into_iter()
+            .collect();
+        // `all` is the spec's own device of that name when it has one (the
+        // NVIDIA toolkit's specs do: their other devices name each GPU twice,
+        // by index and by UUID); otherwise every device of the kind.
+        let found = if named.is_empty() && dev == "all" {
             of_kind.iter().flat_map(|s| s.devices.iter().map(move |d| (*s, d))).collect()
         } else {
-            of_kind
-                .iter()
-                .rev()
-                .find_map(|s| s.devices.iter().find(|d| d.name == dev).map(|d| (*s, d)))
-                .into_iter()
-                .collect()
+            named
         };
         if found.is_empty() {
             let mut known: Vec<&str> =
@@ -359,4 +363,44 @@ fn check_owner(path: &Path, meta: &std::fs::Metadata, caller: u32) -> Result<(),
         return unsafe_(format!("group {} can write it", meta.gid()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_dir(json: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("gpu.json"), json).unwrap();
+        d
+    }
+
+    #[test]
+    fn all_is_the_specs_own_all_device_when_it_has_one() {
+        let node = |n: &str| format!(r#"{{"path": "/dev/fakegpu{n}", "hostPath": "/dev/null"}}"#);
+        let dev = |name: &str, nodes: &[&str]| {
+            let nodes: Vec<String> = nodes.iter().map(|n| node(n)).collect();
+            format!(r#"{{"name": "{name}", "containerEdits": {{"deviceNodes": [{}]}}}}"#, nodes.join(","))
+        };
+        let uid = nix::unistd::geteuid().as_raw();
+        let names = |r: &Resolved| r.devices.iter().map(|d| d.name.clone()).collect::<Vec<_>>();
+        // As nvidia-ctk writes it: each GPU by index and by UUID, and `all`.
+        let with_all = spec_dir(&format!(
+            r#"{{"cdiVersion": "0.6.0", "kind": "nvidia.com/gpu", "devices": [{}, {}, {}]}}"#,
+            dev("0", &["0"]),
+            dev("GPU-1234", &["0"]),
+            dev("all", &["0"])
+        ));
+        let r = resolve(&[with_all.path().into()], &["nvidia.com/gpu=all".into()], uid).unwrap();
+        assert_eq!(names(&r), ["nvidia.com/gpu=all"]);
+        assert_eq!(r.edits.device_nodes.len(), 1, "one node, not one per name of the GPU");
+        // Without one: every device of the kind.
+        let without = spec_dir(&format!(
+            r#"{{"cdiVersion": "0.6.0", "kind": "example.com/gpu", "devices": [{}, {}]}}"#,
+            dev("0", &["0"]),
+            dev("1", &["1"])
+        ));
+        let r = resolve(&[without.path().into()], &["example.com/gpu=all".into()], uid).unwrap();
+        assert_eq!(names(&r), ["example.com/gpu=0", "example.com/gpu=1"]);
+    }
 }

@@ -146,9 +146,6 @@ pub fn spec_file(path: &Path, bytes: &[u8]) -> Result<SpecFile, Error> {
         let field = format!("devices[{i}]");
         super::split_name(&format!("{}={}", raw.kind, d.name))
             .map_err(|_| bad(&format!("{field}.name"), format!("{:?} is not a CDI device name", d.name)))?;
-        if d.name == "all" {
-            return Err(bad(&format!("{field}.name"), "\"all\" names every device of the kind".into()));
-        }
         devices.push(DeviceSpec {
             name: d.name,
             edits: container_edits(path, &format!("{field}.containerEdits"), d.container_edits)?,
