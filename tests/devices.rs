@@ -457,3 +457,81 @@ fn a_gpu_node_given_with_device_is_recorded_and_pins_cublas() {
     assert!(gpus.contains("/dev/nvidia0") && gpus.contains("\"major\":195"), "{gpus}");
     r.assert_no_leftovers();
 }
+
+#[test]
+fn a_directory_gives_every_node_under_it_and_cdi_gids_and_container_hooks_apply() {
+    if !privileged("a_directory_gives_every_node_under_it_and_cdi_gids_and_container_hooks_apply") {
+        return;
+    }
+    let r = TestRoot::with_busybox();
+    let work = tempfile::tempdir().unwrap();
+
+    // --device DIR: each node under it, at the same place under CONTAINER, with
+    // PERMS; what is not a node stays out.
+    let devs = work.path().join("devs");
+    std::fs::create_dir_all(devs.join("sub")).unwrap();
+    let mknod = |path: &Path, major: &str, minor: &str| {
+        let st = std::process::Command::new("mknod").arg(path).args(["c", major, minor]).status().unwrap();
+        assert!(st.success(), "mknod {}", path.display());
+    };
+    mknod(&devs.join("k"), "10", "229");
+    mknod(&devs.join("sub/full"), "1", "7");
+    std::fs::write(devs.join("plain"), "not a node").unwrap();
+    let dev_arg = format!("{}:/dev/fake:r", devs.display());
+    let (code, out, err) = run_in(
+        &r,
+        None,
+        &[
+            "--device",
+            &dev_arg,
+            "busybox:latest",
+            "--",
+            "sh",
+            "-c",
+            "exec 2>&1; find /dev/fake | sort; stat -c '%n %t:%T' /dev/fake/k /dev/fake/sub/full; \
+           true > /dev/fake/k && echo wrote-k; grep '10:229' /sys/fs/cgroup/devices/devices.list",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("/dev/fake/k a:e5") && out.contains("/dev/fake/sub/full 1:7"), "{out}");
+    assert!(!out.contains("/dev/fake/plain"), "a plain file is no device: {out}");
+    assert!(out.contains("c 10:229 r\n") && !out.contains("wrote-k"), "PERMS r for each node: {out}");
+
+    // A CDI device's additionalGIDs, createContainer hook (in the container's
+    // mount namespace, before pivot_root: host paths) and startContainer hook
+    // (in the container, after it: the container's paths).
+    let hook_out = work.path().join("create-container");
+    let cdi = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(cdi.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let spec = serde_json::json!({
+        "cdiVersion": "0.6.0", "kind": "example.com/acc",
+        "devices": [{"name": "x", "containerEdits": {
+            "deviceNodes": [{"path": "/dev/acc0", "hostPath": "/dev/null"}],
+            "additionalGIDs": [4242],
+            "hooks": [
+                {"hookName": "createContainer", "path": "/bin/sh",
+                 "args": ["sh", "-c", format!("echo create > {}", hook_out.display())]},
+                {"hookName": "startContainer", "path": "/bin/sh",
+                 "args": ["sh", "-c", "echo start > /tmp/start-hook"]}
+            ]}}]
+    });
+    std::fs::write(cdi.path().join("acc.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
+    let (code, out, err) = run_in(
+        &r,
+        Some(cdi.path()),
+        &[
+            "--device",
+            "example.com/acc=x",
+            "busybox:latest",
+            "--",
+            "sh",
+            "-c",
+            "exec 2>&1; id -G; cat /tmp/start-hook",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.split_whitespace().any(|g| g == "4242"), "additionalGIDs: {out}");
+    assert!(out.contains("start"), "startContainer ran in the container: {out}");
+    assert_eq!(std::fs::read_to_string(&hook_out).unwrap().trim(), "create", "createContainer");
+    r.assert_no_leftovers();
+}
