@@ -106,15 +106,6 @@ pub fn exec(
     let agent = super::agent::connect(req.seccomp)?;
     let has_agent = agent.is_some();
 
-    let threads = sys::thread_count().map_err(io_err("counting threads"))?;
-    if threads != 1 {
-        return Err(Error::Io {
-            op: "cloning the exec'd process",
-            source: io::Error::other(format!(
-                "exprun has {threads} threads; it must be single-threaded here"
-            )),
-        });
-    }
     if let Some(pid_ns) = pid_ns {
         nix::sched::setns(&pid_ns, nix::sched::CloneFlags::CLONE_NEWPID)
             .map_err(|e| Error::Io { op: "joining the container's pid namespace", source: e.into() })?;

@@ -205,18 +205,9 @@ fn create_in(
     let agent = agent::connect(plan.seccomp.as_ref())?;
     let has_agent = agent.is_some();
 
-    // clone_process has fork semantics; it is only sound in a single-threaded
-    // process. exprun never starts threads on this path; check rather than trust.
-    let threads = sys::thread_count().map_err(io_err("counting threads"))?;
-    if threads != 1 {
-        return Err(Error::Io {
-            op: "cloning the container's init",
-            source: io::Error::other(format!(
-                "exprun has {threads} threads; it must be single-threaded here"
-            )),
-        });
-    }
     crate::log::debug(|| "create: cloning the container's init".into());
+    // clone_process has fork semantics: it waits for joined threads to be gone
+    // and refuses if exprun is not single-threaded.
     // The child branch ends in init::run, which never returns (execve or _exit).
     let forked =
         sys::clone_process(plan.clone_flags, None).map_err(io_err("cloning the container's init"))?;

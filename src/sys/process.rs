@@ -49,17 +49,13 @@ pub enum Forked {
 /// Uses `clone3`, and falls back to `clone` when `clone3` is not available (kernels
 /// before 5.3, or a seccomp filter that answers ENOSYS, as Docker's default does).
 ///
-/// Refused unless the calling process is single-threaded: like `fork`, only the
+/// Refused unless the calling process is single-threaded (see
+/// [`wait_single_threaded`]): like `fork`, only the
 /// calling thread is copied, and any lock another thread held would stay locked
 /// forever in the child. The child must leave by `execve` or `_exit`, never by
 /// returning into code that assumes it is the parent.
 pub fn clone_process(flags: u64, cgroup_dir: Option<RawFd>) -> io::Result<Forked> {
-    let threads = thread_count()?;
-    if threads != 1 {
-        return Err(io::Error::other(format!(
-            "exprun has {threads} threads; it must be single-threaded here"
-        )));
-    }
+    wait_single_threaded()?;
     let mut pidfd: libc::c_int = -1;
     let mut args = CloneArgs {
         flags: flags | libc::CLONE_PIDFD as u64,
@@ -162,6 +158,36 @@ pub fn in_subprocess(
                 Some((_, why)) => Ok(Err(String::from_utf8_lossy(why).into_owned())),
                 None => Err(io::Error::other(format!("the helper process ended with status {status:#x}"))),
             }
+        }
+    }
+}
+
+/// Return once the calling process has one thread, or fail if others stay.
+///
+/// A thread that has been joined is not yet gone: the join returns when the
+/// kernel clears the thread's tid, early in its exit, and the thread leaves the
+/// process's count a moment later (measured: after about one join in ten, up
+/// to a few hundred yields on a loaded machine). Threads that exprun started
+/// and joined (hashers, unpackers) are waited for here; any thread still
+/// counted after a second is a real one, and cloning is refused.
+pub fn wait_single_threaded() -> io::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let mut tries = 0u32;
+    loop {
+        let threads = thread_count()?;
+        if threads == 1 {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(io::Error::other(format!(
+                "exprun has {threads} threads; it must be single-threaded here"
+            )));
+        }
+        tries += 1;
+        if tries < 1000 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 }
