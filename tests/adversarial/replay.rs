@@ -351,3 +351,58 @@ fn a_fetched_run_takes_no_secret_from_the_callers_environment_unless_allowed() {
     there.assert_no_leftovers();
     here.assert_no_leftovers();
 }
+
+#[test]
+fn a_fetched_request_gets_no_host_device_or_host_ipc_unless_each_is_allowed() {
+    if !privileged("a_fetched_request_gets_no_host_device_or_host_ipc_unless_each_is_allowed") {
+        return;
+    }
+    let marker = Marker::new();
+    // A node of this host's the attacker names: /dev/zero's numbers, so that a
+    // refusal that fails costs nothing.
+    let node = marker.path().join("hostdisk");
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 5),
+    )
+    .unwrap();
+    let (here, mut record) = recorded(&["--device", "/dev/zero:/dev/xdisk"], "true");
+    let request = &mut record["request"];
+    assert_eq!(request["devices"]["nodes"][0]["host"], json!("/dev/zero"), "{request}");
+    request["devices"]["nodes"][0]["host"] = json!(node);
+    request["ipc"] = json!("host");
+    let host_ipc = std::fs::read_link("/proc/self/ns/ipc").unwrap();
+    request["command"] = json!(["sh", "-c", "ls -l /dev/xdisk; readlink /proc/self/ns/ipc"]);
+    let (_registry, reference) = serve(&record, &[streams(&here, &record)]);
+    let there = TestRoot::with_busybox();
+    let before = Snapshot::take(&marker, &[there.path()]);
+    let n = node.display();
+
+    let (code, out, err) = exprun(&there, &["replay", &reference], &[]);
+    assert_eq!(code, 125, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains(&format!("devices.nodes[0]: the host's device {n} (c 1:5) at /dev/xdisk")), "{err}");
+    assert!(err.contains(&format!("--allow device:{n} --allow ipc:host")), "{err}");
+
+    // One allowed, the other still refused, by name.
+    let (code, _, err) = exprun(&there, &["replay", "--allow", &format!("device:{n}"), &reference], &[]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains(&format!("[allowed by --allow device:{n}]")), "{err}");
+    assert!(err.contains("only if you trust whoever pushed the run: --allow ipc:host\n"), "{err}");
+    assert_eq!(replays(&there), 0, "a refused replay ran");
+
+    // Both allowed: the node is there with its numbers, and the IPC namespace is the host's.
+    let (code, out, err) = exprun(
+        &there,
+        &["replay", "--allow", &format!("device:{n}"), "--allow", "ipc:host", &reference],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1,   5") && out.contains(&host_ipc.display().to_string()), "{out}");
+    Snapshot::take(&marker, &[there.path()])
+        .assert_same_as(&before, "a fetched request naming a host device");
+    there.assert_no_leftovers();
+    here.assert_no_leftovers();
+}
