@@ -47,6 +47,11 @@ const COPY_OF: &str = "EXPRUN_COPY_OF";
 
 static COPIED_FROM: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
+/// In the environment of a rootless re-exec: what it runs from, for `--debug`.
+const HOW: &str = "EXPRUN_REEXEC_FROM";
+
+static REEXEC_FROM: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
 /// (device, inode, size, mtime) of a file: what the digest of exprun's binary
 /// is cached by.
 pub fn identity(m: &std::fs::Metadata) -> String {
@@ -65,9 +70,11 @@ pub fn copied_from() -> Option<&'static str> {
 /// `--debug`).
 pub fn protect() {
     let copy_of = std::env::var(COPY_OF).ok();
+    let _ = REEXEC_FROM.set(std::env::var(HOW).ok());
     // Read once and removed: exprun is still single-threaded here, and no
-    // process it starts should see it.
+    // process it starts should see them.
     std::env::remove_var(COPY_OF);
+    std::env::remove_var(HOW);
     let sealed = File::open(SELF).is_ok_and(|f| sealed(&f));
     let _ = COPIED_FROM.set(copy_of.filter(|_| sealed));
     match needed() {
@@ -77,6 +84,14 @@ pub fn protect() {
             crate::log::debug(|| format!("running from the writable binary: no protected copy: {err}"));
         }
         Err(e) => crate::log::debug(|| format!("cannot check exprun's own binary: {e}")),
+    }
+}
+
+/// With `--debug`, say what a rootless re-exec runs from (debug output is
+/// turned on only after [`protect`]).
+pub fn report() {
+    if let Some(how) = REEXEC_FROM.get().and_then(Option::as_deref) {
+        crate::log::debug(|| format!("running from {how} of exprun's binary"));
     }
 }
 
@@ -126,7 +141,17 @@ fn reexec() -> io::Error {
     let copy = if nix::unistd::geteuid().is_root() {
         crate::sys::readonly_bind(Path::new(SELF)).or_else(|_| sealed_copy(&mut env))
     } else {
-        sealed_copy(&mut env)
+        match locked_bind() {
+            Ok(fd) => {
+                env.extend(CString::new(format!("{HOW}=a locked read-only bind mount")).ok());
+                Ok(fd)
+            }
+            Err(e) => {
+                let how = format!("{HOW}=a sealed memfd copy (no locked read-only bind mount: {e})");
+                env.extend(CString::new(how).ok());
+                sealed_copy(&mut env)
+            }
+        }
     };
     match copy {
         Ok(fd) => match nix::unistd::execveat(fd.as_fd(), c"", &args, &env, AtFlags::AT_EMPTY_PATH) {
@@ -135,6 +160,22 @@ fn reexec() -> io::Error {
         },
         Err(e) => e,
     }
+}
+
+/// The running binary on a detached bind mount whose read-only flag is
+/// locked (see the module doc), checked to be the same file.
+fn locked_bind() -> io::Result<std::os::fd::OwnedFd> {
+    let installed = File::open(SELF)?.metadata()?;
+    let path = std::fs::read_link(SELF)?;
+    let fd = crate::sys::locked_readonly_bind(&path)?;
+    let got = nix::sys::stat::fstat(&fd)?;
+    if (got.st_dev, got.st_ino) != (installed.dev(), installed.ino()) {
+        return Err(io::Error::other(format!("{} is no longer the running binary", path.display())));
+    }
+    if !fstatvfs(&fd)?.flags().contains(FsFlags::ST_RDONLY) {
+        return Err(io::Error::other("the bind mount is not read-only"));
+    }
+    Ok(fd)
 }
 
 /// The binary copied into a memfd, sealed against any change; `env` gets the
