@@ -41,7 +41,9 @@ pub fn locked_readonly_bind(path: &Path) -> io::Result<OwnedFd> {
     // The child shares the fd table: it closes only descriptors it opened
     // itself, and leaves through `exit_now`, so the parent's are never dropped
     // on its side.
-    match clone_process(flags, None)? {
+    let forked = clone_process(flags, None)
+        .map_err(|e| io::Error::new(e.kind(), format!("a helper in a new user namespace: {e}")))?;
+    match forked {
         Forked::Child => {
             let code = match in_helper(path, &maps, &mut slot) {
                 Ok(()) => 0,
