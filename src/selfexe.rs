@@ -19,13 +19,59 @@
 //! - otherwise, and only when a rootless container's root could write the
 //!   binary (it is the caller's, or its owner or group is one of the ids the
 //!   container maps, whatever its mode: that root holds CAP_DAC_OVERRIDE over
-//!   them), a sealed memfd copy, made in the kernel;
-//!   the copy is told which installed file it came from ([`copied_from`]), so
-//!   the digest cache hits for it too;
+//!   them), the same file on a read-only bind mount whose read-only flag the
+//!   kernel has locked, made by a helper clone in new user and mount
+//!   namespaces ([`crate::sys::locked_readonly_bind`], about 0.4 ms);
+//! - where that cannot be had (no unprivileged user namespaces: a seccomp
+//!   filter, a sysctl, a kernel before 5.12), a sealed memfd copy, made in the
+//!   kernel (about 10 ms of system time for 16 MB); the copy is told which
+//!   installed file it came from ([`copied_from`]), so the digest cache hits
+//!   for it too. `--debug` says which of the two a rootless re-exec runs from;
 //! - nothing when the binary cannot be written anyway: on a read-only mount,
 //!   immutable (`chattr +i`, which no container without CAP_LINUX_IMMUTABLE can
 //!   undo), or a sealed memfd. An install that makes the binary immutable saves
 //!   the re-exec (about 1 ms, docs/benchmarks.md).
+//!
+//! Why a rootless container cannot make the locked bind writable. Take the
+//! strongest rootless container: its root holds every capability, CAP_SYS_ADMIN
+//! included, but only in the container's user namespace (a child of the
+//! initial one, owned by the caller) and over the mount namespace that one
+//! owns, and it sees the host's /proc.
+//!
+//! - Reaching the mount: its only handle is a `/proc/<pid>/exe` of a process
+//!   running the binary. exprun's own processes outside the container's user
+//!   namespace are out of reach: opening their link needs CAP_SYS_PTRACE over
+//!   their user namespace, which the container lacks (`EACCES`, measured);
+//!   its clones inside are non-dumpable until they exec. Assume anyway that it
+//!   holds a descriptor, as `#!/proc/self/exe` gives one on kernels that run it.
+//! - Writing through it: `EROFS`, the mount is read-only.
+//! - Making it writable: `mount_setattr` asks only for CAP_SYS_ADMIN over the
+//!   caller's own mount namespace, and skips the "is it in your namespace"
+//!   check for a detached mount, so a container's root can clear the
+//!   read-only flag of a plain detached read-only bind whose `open_tree`
+//!   descriptor it holds (measured on 6.18: it succeeds, and the write then
+//!   goes through). Two things close that. First, no container ever sees that
+//!   descriptor: it is close-on-exec, the `execveat` closes it before any
+//!   container exists, and the kernel then unmounts the detached tree; the
+//!   running binary's mount is in no namespace, so `mount_setattr`, a remount
+//!   and `open_tree(OPEN_TREE_CLONE)` of it all fail with `EINVAL`
+//!   (tests/adversarial/selfexe.rs). Second, whatever a kernel allows on such
+//!   a mount, its read-only flag is locked: the helper binds the binary in one
+//!   new user namespace, mounts the bind over the binary there, and takes the
+//!   detached copy from a second user namespace nested in the first; the
+//!   kernel locks the flags of every mount it copies into a namespace owned by
+//!   a less privileged user namespace, every later copy keeps the lock, and
+//!   nobody, the initial namespace's root included, can clear it (`EPERM`,
+//!   tests/locked_bind.rs). The lock costs about 0.15 ms per re-exec.
+//! - The helper's namespaces: owned by the caller's uid, children of the
+//!   initial user namespace, siblings of any container's, so the container's
+//!   root holds no capability in them; the helper has exited before any
+//!   container starts, and nothing but the mount keeps them.
+//! - A process of the caller's uid outside any container can ptrace exprun or
+//!   write the installed binary directly (it owns it); this protects the
+//!   binary from the container, not from its owner. A bundle that binds the
+//!   binary's directory into the container gives the container the installed
+//!   file itself (for the next run), with the locked bind as with a memfd.
 
 use std::ffi::{CString, OsString};
 use std::fs::File;

@@ -17,6 +17,19 @@ use sha2::Digest;
 use crate::common::rootless::{edit_config, rootless_bundle, Home};
 use crate::common::{exprun_bin, privileged, repo};
 
+/// The container's `exprun run`, killed if the test fails before it ends
+/// (the probe also gives up after 30 s).
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// The probe (selfexe_probe.c), compiled static into `dir`.
 fn probe(dir: &Path) -> PathBuf {
     let out = dir.join("probe");
@@ -74,13 +87,14 @@ fn a_rootless_container_cannot_make_the_callers_exprun_writable_through_proc_pid
     // The container runs under the root-owned build of exprun (which needs no
     // protection: the container's root does not map its owner), so that once
     // the `exec` below has ended, no process runs the caller's copy.
-    let run = h
-        .command(&exprun_bin(), &["--root", root, "run", "-b", bundle.to_str().unwrap(), "attacked"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut run = KillOnDrop(Some(
+        h.command(&exprun_bin(), &["--root", root, "run", "-b", bundle.to_str().unwrap(), "attacked"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     let waited = |what: &str, done: &dyn Fn() -> bool| {
         let t0 = Instant::now();
         while !done() {
@@ -123,7 +137,7 @@ fn a_rootless_container_cannot_make_the_callers_exprun_writable_through_proc_pid
     let exec_err = String::from_utf8_lossy(&exec.stderr);
     assert!(exec.status.success(), "{exec_err}");
     assert!(exec_err.contains("running from a locked read-only bind mount of exprun's binary"), "{exec_err}");
-    let out = run.wait_with_output().unwrap();
+    let out = run.0.take().unwrap().wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // The container cannot open the link itself (it has no CAP_SYS_PTRACE
