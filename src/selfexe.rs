@@ -19,13 +19,59 @@
 //! - otherwise, and only when a rootless container's root could write the
 //!   binary (it is the caller's, or its owner or group is one of the ids the
 //!   container maps, whatever its mode: that root holds CAP_DAC_OVERRIDE over
-//!   them), a sealed memfd copy, made in the kernel;
-//!   the copy is told which installed file it came from ([`copied_from`]), so
-//!   the digest cache hits for it too;
+//!   them), the same file on a read-only bind mount whose read-only flag the
+//!   kernel has locked, made by a helper clone in new user and mount
+//!   namespaces ([`crate::sys::locked_readonly_bind`], about 0.4 ms);
+//! - where that cannot be had (no unprivileged user namespaces: a seccomp
+//!   filter, a sysctl, a kernel before 5.12), a sealed memfd copy, made in the
+//!   kernel (about 10 ms of system time for 16 MB); the copy is told which
+//!   installed file it came from ([`copied_from`]), so the digest cache hits
+//!   for it too. `--debug` says which of the two a rootless re-exec runs from;
 //! - nothing when the binary cannot be written anyway: on a read-only mount,
 //!   immutable (`chattr +i`, which no container without CAP_LINUX_IMMUTABLE can
 //!   undo), or a sealed memfd. An install that makes the binary immutable saves
 //!   the re-exec (about 1 ms, docs/benchmarks.md).
+//!
+//! Why a rootless container cannot make the locked bind writable. Take the
+//! strongest rootless container: its root holds every capability, CAP_SYS_ADMIN
+//! included, but only in the container's user namespace (a child of the
+//! initial one, owned by the caller) and over the mount namespace that one
+//! owns, and it sees the host's /proc.
+//!
+//! - Reaching the mount: its only handle is a `/proc/<pid>/exe` of a process
+//!   running the binary. exprun's own processes outside the container's user
+//!   namespace are out of reach: opening their link needs CAP_SYS_PTRACE over
+//!   their user namespace, which the container lacks (`EACCES`, measured);
+//!   its clones inside are non-dumpable until they exec. Assume anyway that it
+//!   holds a descriptor, as `#!/proc/self/exe` gives one on kernels that run it.
+//! - Writing through it: `EROFS`, the mount is read-only.
+//! - Making it writable: `mount_setattr` asks only for CAP_SYS_ADMIN over the
+//!   caller's own mount namespace, and skips the "is it in your namespace"
+//!   check for a detached mount, so a container's root can clear the
+//!   read-only flag of a plain detached read-only bind whose `open_tree`
+//!   descriptor it holds (measured on 6.18: it succeeds, and the write then
+//!   goes through). Two things close that. First, no container ever sees that
+//!   descriptor: it is close-on-exec, the `execveat` closes it before any
+//!   container exists, and the kernel then unmounts the detached tree; the
+//!   running binary's mount is in no namespace, so `mount_setattr`, a remount
+//!   and `open_tree(OPEN_TREE_CLONE)` of it all fail with `EINVAL`
+//!   (tests/adversarial/selfexe.rs). Second, whatever a kernel allows on such
+//!   a mount, its read-only flag is locked: the helper binds the binary in one
+//!   new user namespace, mounts the bind over the binary there, and takes the
+//!   detached copy from a second user namespace nested in the first; the
+//!   kernel locks the flags of every mount it copies into a namespace owned by
+//!   a less privileged user namespace, every later copy keeps the lock, and
+//!   nobody, the initial namespace's root included, can clear it (`EPERM`,
+//!   tests/locked_bind.rs). The lock costs about 0.15 ms per re-exec.
+//! - The helper's namespaces: owned by the caller's uid, children of the
+//!   initial user namespace, siblings of any container's, so the container's
+//!   root holds no capability in them; the helper has exited before any
+//!   container starts, and nothing but the mount keeps them.
+//! - A process of the caller's uid outside any container can ptrace exprun or
+//!   write the installed binary directly (it owns it); this protects the
+//!   binary from the container, not from its owner. A bundle that binds the
+//!   binary's directory into the container gives the container the installed
+//!   file itself (for the next run), with the locked bind as with a memfd.
 
 use std::ffi::{CString, OsString};
 use std::fs::File;
@@ -47,6 +93,11 @@ const COPY_OF: &str = "EXPRUN_COPY_OF";
 
 static COPIED_FROM: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
+/// In the environment of a rootless re-exec: what it runs from, for `--debug`.
+const HOW: &str = "EXPRUN_REEXEC_FROM";
+
+static REEXEC_FROM: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
 /// (device, inode, size, mtime) of a file: what the digest of exprun's binary
 /// is cached by.
 pub fn identity(m: &std::fs::Metadata) -> String {
@@ -65,9 +116,11 @@ pub fn copied_from() -> Option<&'static str> {
 /// `--debug`).
 pub fn protect() {
     let copy_of = std::env::var(COPY_OF).ok();
+    let _ = REEXEC_FROM.set(std::env::var(HOW).ok());
     // Read once and removed: exprun is still single-threaded here, and no
-    // process it starts should see it.
+    // process it starts should see them.
     std::env::remove_var(COPY_OF);
+    std::env::remove_var(HOW);
     let sealed = File::open(SELF).is_ok_and(|f| sealed(&f));
     let _ = COPIED_FROM.set(copy_of.filter(|_| sealed));
     match needed() {
@@ -77,6 +130,14 @@ pub fn protect() {
             crate::log::debug(|| format!("running from the writable binary: no protected copy: {err}"));
         }
         Err(e) => crate::log::debug(|| format!("cannot check exprun's own binary: {e}")),
+    }
+}
+
+/// With `--debug`, say what a rootless re-exec runs from (debug output is
+/// turned on only after [`protect`]).
+pub fn report() {
+    if let Some(how) = REEXEC_FROM.get().and_then(Option::as_deref) {
+        crate::log::debug(|| format!("running from {how} of exprun's binary"));
     }
 }
 
@@ -126,7 +187,17 @@ fn reexec() -> io::Error {
     let copy = if nix::unistd::geteuid().is_root() {
         crate::sys::readonly_bind(Path::new(SELF)).or_else(|_| sealed_copy(&mut env))
     } else {
-        sealed_copy(&mut env)
+        match locked_bind() {
+            Ok(fd) => {
+                env.extend(CString::new(format!("{HOW}=a locked read-only bind mount")).ok());
+                Ok(fd)
+            }
+            Err(e) => {
+                let how = format!("{HOW}=a sealed memfd copy (no locked read-only bind mount: {e})");
+                env.extend(CString::new(how).ok());
+                sealed_copy(&mut env)
+            }
+        }
     };
     match copy {
         Ok(fd) => match nix::unistd::execveat(fd.as_fd(), c"", &args, &env, AtFlags::AT_EMPTY_PATH) {
@@ -135,6 +206,22 @@ fn reexec() -> io::Error {
         },
         Err(e) => e,
     }
+}
+
+/// The running binary on a detached bind mount whose read-only flag is
+/// locked (see the module doc), checked to be the same file.
+fn locked_bind() -> io::Result<std::os::fd::OwnedFd> {
+    let installed = File::open(SELF)?.metadata()?;
+    let path = std::fs::read_link(SELF)?;
+    let fd = crate::sys::locked_readonly_bind(&path)?;
+    let got = nix::sys::stat::fstat(&fd)?;
+    if (got.st_dev, got.st_ino) != (installed.dev(), installed.ino()) {
+        return Err(io::Error::other(format!("{} is no longer the running binary", path.display())));
+    }
+    if !fstatvfs(&fd)?.flags().contains(FsFlags::ST_RDONLY) {
+        return Err(io::Error::other("the bind mount is not read-only"));
+    }
+    Ok(fd)
 }
 
 /// The binary copied into a memfd, sealed against any change; `env` gets the

@@ -215,7 +215,8 @@ fn an_unprivileged_user_imports_and_runs_in_a_user_namespace() {
 
     // The caller's own copy of exprun (which a rootless container's root could
     // write, even with no write bit: it holds CAP_DAC_OVERRIDE over the
-    // caller's files) runs from a sealed memfd copy instead (CVE-2019-5736).
+    // caller's files) runs from a read-only bind mount of itself whose
+    // read-only flag the kernel has locked (CVE-2019-5736).
     let own = h.path().join("exprun");
     std::fs::copy(exprun_bin(), &own).unwrap();
     std::os::unix::fs::chown(&own, Some(h.uid), Some(h.gid)).unwrap();
@@ -231,9 +232,20 @@ fn an_unprivileged_user_imports_and_runs_in_a_user_namespace() {
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(500));
         // setpriv and env exec in place: the spawned pid is exprun's.
-        let exe = std::fs::read_link(format!("/proc/{}/exe", run.id())).unwrap();
+        let exe = format!("/proc/{}/exe", run.id());
+        let on = std::fs::metadata(&exe).unwrap();
+        let mount = nix::sys::statvfs::statvfs(exe.as_str()).unwrap();
         assert!(run.wait().unwrap().success());
-        assert!(exe.to_string_lossy().starts_with("/memfd:exprun"), "mode {mode:o}: {}", exe.display());
+        let own_meta = std::fs::metadata(&own).unwrap();
+        assert_eq!(
+            (on.dev(), on.ino()),
+            (own_meta.dev(), own_meta.ino()),
+            "mode {mode:o}: not the same file"
+        );
+        assert!(
+            mount.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY),
+            "mode {mode:o}: not read-only"
+        );
     }
     // The record names the installed binary's digest, which the copy found in
     // the cache under the installed file, not under the copy.
@@ -245,6 +257,28 @@ fn an_unprivileged_user_imports_and_runs_in_a_user_namespace() {
     let m = std::fs::metadata(&own).unwrap();
     let cached = std::fs::read_to_string(h.root().join("cache/exprun-binary-digest")).unwrap();
     assert!(cached.starts_with(&format!("{}:{}:", m.dev(), m.ino())), "{cached}");
+    // Where no user namespace can be made (here under a seccomp filter like
+    // Docker's default), the re-exec runs from a sealed memfd copy, and
+    // --debug says why.
+    let no_userns = h.path().join("no_userns");
+    let cc = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&no_userns)
+        .arg(common::repo().join("tests/no_userns.c"))
+        .status()
+        .expect("running cc");
+    assert!(cc.success(), "cc -static no_userns.c failed: the test needs gcc and a static libc");
+    let out = h
+        .command(&no_userns, &[own.to_str().unwrap(), "--debug", "exec", "nope", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("running from a sealed memfd copy (no locked read-only bind mount: a helper in a new user namespace: Operation not permitted"),
+        "{err}"
+    );
     h.remove_image();
     h.assert_no_leftovers();
 }

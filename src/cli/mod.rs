@@ -202,6 +202,7 @@ pub fn main() -> i32 {
         }
     };
     crate::log::init(cli.debug);
+    crate::selfexe::report();
     let globals = Globals {
         root: cli.root.clone().unwrap_or_else(default_root),
         debug: cli.debug,

@@ -55,7 +55,7 @@ fn openat2(dir: BorrowedFd<'_>, path: &Path, flags: libc::c_int, resolve: u64) -
 /// `open_tree(2)` flag: make a detached copy of the mount (a bind mount).
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 /// `MOUNT_ATTR_RDONLY` from `<linux/mount.h>`.
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub(super) const MOUNT_ATTR_RDONLY: u64 = 0x1;
 
 /// `struct mount_attr` from `<linux/mount.h>`.
 #[repr(C)]
@@ -72,6 +72,14 @@ struct MountAttr {
 /// user. A write through it fails with `EROFS` whoever tries (needs
 /// CAP_SYS_ADMIN, and Linux 5.12 for `mount_setattr`).
 pub fn readonly_bind(path: &Path) -> io::Result<OwnedFd> {
+    let tree = clone_tree(path)?;
+    mount_setattr(tree.as_fd(), MOUNT_ATTR_RDONLY, 0, 0, false)?;
+    Ok(tree)
+}
+
+/// `open_tree(path, OPEN_TREE_CLONE)`: a detached bind mount of `path` alone
+/// (needs CAP_SYS_ADMIN over the caller's mount namespace).
+pub(super) fn clone_tree(path: &Path) -> io::Result<OwnedFd> {
     let c = cstring(path)?;
     let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
     // SAFETY: open_tree reads the NUL-terminated path and returns a new fd or -1.
@@ -80,9 +88,7 @@ pub fn readonly_bind(path: &Path) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: the kernel just returned this descriptor; nothing else owns it.
-    let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    mount_setattr(tree.as_fd(), MOUNT_ATTR_RDONLY, 0, 0, false)?;
-    Ok(tree)
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// mount_setattr(2) on the mount `fd` is the root of (`AT_EMPTY_PATH`): set

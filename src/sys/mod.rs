@@ -14,6 +14,7 @@ mod fake;
 mod fd;
 mod fs;
 mod kernel;
+mod lockedbind;
 mod process;
 
 pub use bpf::*;
@@ -22,6 +23,7 @@ pub use fake::{Call, RecordingKernel};
 pub use fd::*;
 pub use fs::*;
 pub use kernel::{CapState, Kernel, RealKernel};
+pub use lockedbind::*;
 pub use process::*;
 
 /// A NUL-terminated copy of a path.

@@ -32,6 +32,7 @@ mod runtime;
 mod seccomp;
 mod seccomp_listener;
 mod secrets;
+mod selfexe;
 mod store;
 mod terminal;
 mod userns_maps;
