@@ -111,7 +111,8 @@ def parse_args(argv):
     p.add_argument("--env-for", nargs=2, action="append", default=[],
                    metavar=("NAME", "KEY=VALUE"))
     p.add_argument("--target", action="append", default=[], metavar="MODE:A/B:METRIC<=LIMIT",
-                   help="a target to check: METRIC wall or cpu (paired median) or rss")
+                   help="a target to check: METRIC wall or cpu (paired median) or rss; "
+                        "left out where that mode or ratio was not measured")
     p.add_argument("--rss-wrapper", default=None,
                    help="GNU time, to measure peak RSS without the driver's own RSS")
     p.add_argument("--rss-runs", type=int, default=5,
@@ -596,7 +597,7 @@ def main(argv):
             rss = None
             # Peak RSS through the wrapper as root only: a command run as
             # another user could not write the wrapper's output file.
-            if rss_on and not a.users:
+            if rss_on and not any(n in a.users for n in mnames):
                 rss, _ = run_mode(r, mnames, mode, a.rss_runs, 0.0, progress,
                                   tag=mode + "-rss", rss_wrapper=a.rss_wrapper)
             results[mode] = summarize(samples, mnames, refs, rss)
@@ -661,6 +662,8 @@ def main(argv):
     target_rows = []
     for mode, key, metric, limit in targets:
         v = target_value(results, mode, key, metric)
+        if v is None:
+            continue
         target_rows.append({"mode": mode, "ratio": key, "metric": metric, "limit": limit,
                             "value": v, "met": None if v is None else v <= limit})
     if target_rows:
@@ -668,10 +671,9 @@ def main(argv):
         print("== targets: paired median ratio (rss: ratio of peak RSS) at most the limit ==")
         kw = max(len(t["ratio"]) for t in target_rows)
         for t in target_rows:
-            verdict = "not measured" if t["value"] is None else ("met" if t["met"] else "NOT met")
-            shown = "-" if t["value"] is None else "%.2f" % t["value"]
-            print("%-8s %-*s %-4s <= %4.2f  %6s  %s" % (
-                t["mode"], kw, t["ratio"], t["metric"], t["limit"], shown, verdict))
+            print("%-8s %-*s %-4s <= %4.2f  %6.2f  %s" % (
+                t["mode"], kw, t["ratio"], t["metric"], t["limit"], t["value"],
+                "met" if t["met"] else "NOT met"))
     print("driver time: %.1f s" % elapsed)
 
     if a.json_out:
