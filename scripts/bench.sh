@@ -21,7 +21,8 @@
 #
 # Environment: EXPRUN_BIN  exprun binary to use as is (skips cargo build);
 #   default: the static-pie release build of scripts/build-release.sh.
-# Needs root. Installs runc, crun, umoci, skopeo, jq, python3, time if missing.
+# Needs root. Installs runc, crun, umoci, skopeo, jq, python3, time (and for
+# the rootless mode uidmap) if missing.
 # If crun 1.8.1 would refuse the host (a hybrid host whose cgroup2 mount holds
 # hugetlb, with no v1 hugetlb hierarchy), mounts a v1 hugetlb hierarchy at
 # /sys/fs/cgroup/hugetlb and leaves it there (a host fix for crun, printed).
@@ -111,6 +112,11 @@ ensure_tools() {
     # GNU time (not the shell keyword) measures peak RSS without the
     # driver's own memory; see bench_driver.py.
     [ -x /usr/bin/time ] || pkgs+=(time)
+    # The rootless mode: newuidmap/newgidmap, and setpriv for its set-up.
+    if mode rootless; then
+        command -v newuidmap >/dev/null 2>&1 || pkgs+=(uidmap)
+        command -v setpriv >/dev/null 2>&1 || pkgs+=(util-linux)
+    fi
     [ ${#pkgs[@]} -eq 0 ] && return 0
     log "installing ${pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -393,7 +399,6 @@ if mode rootless; then
             SUBID_FILES+=("$f")
         fi
     done
-    command -v newuidmap >/dev/null 2>&1 || die "rootless: newuidmap not found (apt-get install uidmap)"
     # The user must reach its home and binaries inside the temp dir.
     chmod 0711 "$TMP"
     mkdir -p "$TMP/bin" "$TMP/rootless/bin" "$TMP/rootless/data" "$TMP/rootless/run"
