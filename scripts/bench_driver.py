@@ -226,8 +226,15 @@ class Runner:
         return self._run(name, argv)
 
     def _run_wrapped(self, name, argv, wrapper):
-        rss_file = self.errpath + ".rss"
-        wall, cpu, _ = self._run(name, [wrapper, "-f", "%M", "-o", rss_file, "--"] + argv)
+        if name in self.users:
+            # A command run as another user could not create the wrapper's
+            # output file in the scratch directory: the wrapper writes to
+            # its stderr (the run's stderr file, open already), last line.
+            wall, cpu, _ = self._run(name, [wrapper, "-f", "%M", "--"] + argv)
+            rss_file = self.errpath
+        else:
+            rss_file = self.errpath + ".rss"
+            wall, cpu, _ = self._run(name, [wrapper, "-f", "%M", "-o", rss_file, "--"] + argv)
         with open(rss_file) as f:
             last = f.read().strip().splitlines()[-1]
         return wall, cpu, int(last)
@@ -595,9 +602,7 @@ def main(argv):
                 run_mode(r, mnames, mode, a.warmup, 0.0, progress, tag=mode + "-warmup")
             samples, orders = run_mode(r, mnames, mode, a.runs, 0.0, progress)
             rss = None
-            # Peak RSS through the wrapper as root only: a command run as
-            # another user could not write the wrapper's output file.
-            if rss_on and not any(n in a.users for n in mnames):
+            if rss_on:
                 rss, _ = run_mode(r, mnames, mode, a.rss_runs, 0.0, progress,
                                   tag=mode + "-rss", rss_wrapper=a.rss_wrapper)
             results[mode] = summarize(samples, mnames, refs, rss)
@@ -653,9 +658,8 @@ def main(argv):
         if direct:
             print("RSS, %.1f MiB here (kept in the JSON as maxrss_kib_wait4)."
                   % (min(direct) / 1024.0))
-        if "rootless" in results and a.users:
-            print("rootless: peak RSS is wait4's (includes the driver's own RSS): no wrapper rounds")
-            print("for commands run as another user.")
+        if a.users:
+            print("Commands run as another user (--as) report through the wrapper's stderr.")
     else:
         print("peak RSS: max wait4 ru_maxrss of the timed runs; NOTE: this includes the driver's")
         print("own RSS (the child is a copy of the Python process until it execs).")
