@@ -162,6 +162,7 @@ fix_hugetlb
 if [ "$NEED_EXPRUN" -eq 1 ]; then
     if [ -n "${EXPRUN_BIN:-}" ]; then
         log "using EXPRUN_BIN=$EXPRUN_BIN (not building)"
+        EXPRUN_GIVEN=1
     else
         command -v cargo >/dev/null 2>&1 || die "cargo not found (set EXPRUN_BIN to use a prebuilt exprun)"
         log "scripts/build-release.sh (static-pie release build)"
@@ -309,7 +310,11 @@ meta cpu "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo) ($(npro
 if [ "$NEED_EXPRUN" -eq 1 ]; then
     rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
     [ -z "$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null)" ] || rev="$rev+dirty"
-    meta exprun "$("$EXPRUN_BIN" --version | head -n1) (repo $rev, $EXPRUN_BIN)"
+    if [ "${EXPRUN_GIVEN:-0}" -eq 1 ]; then
+        meta exprun "$("$EXPRUN_BIN" --version | head -n1) ($EXPRUN_BIN, given as EXPRUN_BIN: not built from the repo, which is at $rev)"
+    else
+        meta exprun "$("$EXPRUN_BIN" --version | head -n1) (repo $rev, $EXPRUN_BIN)"
+    fi
 fi
 want crun && meta crun "$(crun --version | head -n1)"
 want runc && meta runc "$(runc --version | head -n1)"
