@@ -46,12 +46,15 @@ Usage (bench.sh builds this command line):
                   [--exec-cmd NAME 'ARGV...']... [--exec-ref NAME[,NAME...]]
                   [--rootless-cmd NAME 'ARGV...']... [--rootless-ref NAME[,...]]
                   [--as NAME UID:GID]... [--env-for NAME KEY=VALUE]...
+                  [--pair MODE A/B]... [--target MODE:A/B:wall|cpu|rss<=LIMIT]...
 
 ARGV is split with shlex; every "{id}" in it is replaced by a container id
 unique to the run (ID_PREFIX-NAME-MODE-ROUND). The first argument must be
 an absolute path or a name found on PATH. --ref names the runtimes whose
 ratios against every other (non-reference) runtime are reported (default:
-the first); --exec-ref and --rootless-ref the same for those modes.
+the first); --exec-ref and --rootless-ref the same for those modes. --pair
+adds one more ratio to a mode's table. --target prints whether a paired
+median ratio (or, for rss, the ratio of peak RSS) is at most LIMIT.
 
 --as NAME UID:GID runs the rootless command NAME as that user: the driver
 (root) sets its real uid and gid to UID and GID and empties its supplementary
@@ -110,6 +113,8 @@ def parse_args(argv):
                    metavar=("NAME", "UID:GID"))
     p.add_argument("--env-for", nargs=2, action="append", default=[],
                    metavar=("NAME", "KEY=VALUE"))
+    p.add_argument("--pair", nargs=2, action="append", default=[], metavar=("MODE", "A/B"),
+                   help="one more paired ratio to report in MODE, between two of its names")
     p.add_argument("--target", action="append", default=[], metavar="MODE:A/B:METRIC<=LIMIT",
                    help="a target to check: METRIC wall or cpu (paired median) or rss; "
                         "left out where that mode or ratio was not measured")
@@ -379,7 +384,7 @@ def deciles(xs):
     return q[0], q[8]
 
 
-def summarize(samples, names, refs, rss_samples=None):
+def summarize(samples, names, refs, rss_samples=None, pairs=()):
     out = {"runtimes": {}, "ratios": {}}
     for n in names:
         wall = [x / 1e6 for x in samples[n]["wall_ns"]]
@@ -405,7 +410,7 @@ def summarize(samples, names, refs, rss_samples=None):
             out["runtimes"][n]["peak_rss_source"] = "rss rounds through the wrapper"
             out["runtimes"][n]["maxrss_kib_wrapper"] = rss_samples[n]["maxrss_kib"]
     r = out["runtimes"]
-    for ref, other in [(ref, o) for ref in refs for o in names if o not in refs]:
+    for ref, other in [(ref, o) for ref in refs for o in names if o not in refs] + list(pairs):
         paired = [a / b for a, b in zip(samples[ref]["wall_ns"], samples[other]["wall_ns"])]
         paired_cpu = [a / b for a, b in zip(samples[ref]["cpu_ns"], samples[other]["cpu_ns"]) if b > 0]
         p10, p90 = deciles(paired)
@@ -468,7 +473,7 @@ def run_burst(runner, names, size, reps, progress):
     return totals, orders
 
 
-def summarize_burst(totals, names, refs, size):
+def summarize_burst(totals, names, refs, size, pairs=()):
     out = {"burst_size": size, "runtimes": {}, "ratios": {}}
     for n in names:
         wall = [x / 1e9 for x in totals[n]["wall_ns"]]
@@ -483,7 +488,7 @@ def summarize_burst(totals, names, refs, size):
             "total_s": wall,
             "cpu_total_s": cpu,
         }
-    for ref, other in [(ref, o) for ref in refs for o in names if o not in refs]:
+    for ref, other in [(ref, o) for ref in refs for o in names if o not in refs] + list(pairs):
         paired = [a / b for a, b in zip(totals[ref]["wall_ns"], totals[other]["wall_ns"])]
         paired_cpu = [a / b for a, b in zip(totals[ref]["cpu_ns"], totals[other]["cpu_ns"]) if b > 0]
         out["ratios"]["%s/%s" % (ref, other)] = {
@@ -551,6 +556,16 @@ def main(argv):
     exec_names = [n for n, _ in a.exec_cmd]
     rootless_names = [n for n, _ in a.rootless_cmd]
     targets = [parse_target(t) for t in a.target]
+    pairs = {}
+    mode_names = {"warm": names, "cold": names, "burst": names, "exec": exec_names,
+                  "rootless": rootless_names}
+    for mode, pair in a.pair:
+        x, sep, y = pair.partition("/")
+        if mode not in mode_names or not sep or x not in mode_names[mode] \
+                or y not in mode_names[mode] or x == y:
+            raise SystemExit("bench_driver: --pair %s %s: want a mode and A/B, two of its names"
+                             % (mode, pair))
+        pairs.setdefault(mode, []).append((x, y))
     meta = {}
     for kv in a.meta:
         k, sep, v = kv.partition("=")
@@ -587,11 +602,12 @@ def main(argv):
             if rss_on:
                 rss, _ = run_mode(runner, names, mode, a.rss_runs, sleep_s, progress,
                                   tag=mode + "-rss", rss_wrapper=a.rss_wrapper)
-            results[mode] = summarize(samples, names, a.refs, rss)
+            results[mode] = summarize(samples, names, a.refs, rss, pairs.get(mode, ()))
             results[mode]["orders"] = [" ".join(o) for o in orders]
         if "burst" in a.modes:
             totals, orders = run_burst(runner, names, a.burst_size, a.burst_reps, progress)
-            results["burst"] = summarize_burst(totals, names, a.refs, a.burst_size)
+            results["burst"] = summarize_burst(totals, names, a.refs, a.burst_size,
+                                               pairs.get("burst", ()))
             results["burst"]["orders"] = [" ".join(o) for o in orders]
         for mode, r, mnames, refs in (("exec", exec_runner, exec_names, a.exec_refs),
                                       ("rootless", rootless_runner, rootless_names,
@@ -605,7 +621,7 @@ def main(argv):
             if rss_on:
                 rss, _ = run_mode(r, mnames, mode, a.rss_runs, 0.0, progress,
                                   tag=mode + "-rss", rss_wrapper=a.rss_wrapper)
-            results[mode] = summarize(samples, mnames, refs, rss)
+            results[mode] = summarize(samples, mnames, refs, rss, pairs.get(mode, ()))
             results[mode]["orders"] = [" ".join(o) for o in orders]
     except RunFailed as e:
         if progress:
@@ -629,8 +645,6 @@ def main(argv):
         "rootless": "rootless: one run per round as a user and as root, %d rounds "
                     "(after %d warm-up rounds), order rotates each round" % (a.runs, a.warmup),
     }
-    mode_names = {"warm": names, "cold": names, "burst": names, "exec": exec_names,
-                  "rootless": rootless_names}
     for mode in MODES:
         if mode not in results:
             continue
