@@ -427,7 +427,7 @@ if mode rootless; then
         ROOTLESS_CMDS+=(--as "$n" "$BU:$BG")
         for kv in "${USER_ENV[@]}"; do ROOTLESS_CMDS+=(--env-for "$n" "$kv"); done
     done
-    ROOTLESS_CMDS+=(--rootless-ref rootless-rootbin,rootless-ownbin)
+    ROOTLESS_CMDS+=(--rootless-ref "rootless-rootbin,rootless-ownbin")
     # What the user's own binary (the sealed-memfd re-exec) costs by itself.
     ROOTLESS_CMDS+=(--pair rootless rootless-ownbin/rootless-rootbin)
     meta rootless "user $BENCH_USER (uid $BU), subordinate ids $(grep "^$BENCH_USER:" /etc/subuid | head -n1 | cut -d: -f2-); rootbin: a root-owned copy of exprun, ownbin: a copy owned by the user"
