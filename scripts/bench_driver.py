@@ -62,8 +62,8 @@ groups around the spawn only, and posix_spawn's RESETIDS makes the child's
 effective ids the real ones before it execs, so the command starts with
 uid/gid UID/GID everywhere and no capabilities, as from a login shell, and
 is timed the same way as the others (no setpriv or sudo in between).
---env-for NAME KEY=VALUE gives NAME exactly the environment its --env-for
-options list (instead of the driver's).
+--env-for NAME KEY=VALUE gives the rootless command NAME exactly the
+environment its --env-for options list (instead of the driver's).
 """
 
 import argparse
@@ -162,6 +162,8 @@ def parse_args(argv):
         k, sep, v = kv.partition("=")
         if not sep or not k:
             p.error("--env-for wants NAME KEY=VALUE, got %r" % kv)
+        if name not in rootless_names:
+            p.error("--env-for %s is not one of the --rootless-cmd names" % name)
         a.envs.setdefault(name, {})[k] = v
     return a
 
