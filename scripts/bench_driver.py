@@ -453,18 +453,22 @@ def fmt_table(title, summary, names):
 
 def run_burst(runner, names, size, reps, progress):
     """reps bursts of size back-to-back runs per runtime, order rotating."""
-    totals = {n: {"wall_ns": [], "cpu_ns": []} for n in names}
+    totals = {n: {"wall_ns": [], "cpu_ns": [], "runs_ns": []} for n in names}
     orders = []
     for rep in range(reps):
         order = rotation(names, rep)
         orders.append(order)
         for name in order:
             cpu = 0
+            runs = []
             t0 = time.perf_counter_ns()
             for k in range(size):
                 cid = "%s-%s-burst-%d-%d" % (runner.id_prefix, name, rep + 1, k + 1)
-                cpu += runner.run(name, cid)[1]
+                wall, c, _ = runner.run(name, cid)
+                cpu += c
+                runs.append(wall)
             t1 = time.perf_counter_ns()
+            totals[name]["runs_ns"].append(runs)
             totals[name]["wall_ns"].append(t1 - t0)
             totals[name]["cpu_ns"].append(cpu)
             if progress:
@@ -489,6 +493,7 @@ def summarize_burst(totals, names, refs, size, pairs=()):
             "cpu_median_total_s": statistics.median(cpu),
             "total_s": wall,
             "cpu_total_s": cpu,
+            "run_wall_ms": [[x / 1e6 for x in r] for r in totals[n]["runs_ns"]],
         }
     for ref, other in [(ref, o) for ref in refs for o in names if o not in refs] + list(pairs):
         paired = [a / b for a, b in zip(totals[ref]["wall_ns"], totals[other]["wall_ns"])]
