@@ -1,22 +1,34 @@
 #!/usr/bin/env bash
 # Start-up benchmark: exprun run (from its image store), exprun run -b, crun run
 # and runc run (the last three on one OCI bundle, same command line), same
-# busybox image, process /bin/true, warm (back to back) and cold (0.3 s idle
-# before each run).
+# busybox image, process /bin/true, warm (back to back), cold (0.3 s idle
+# before each run), burst (blocks of back-to-back runs of one runtime), exec
+# (runc-style `exec ID /bin/true` into a running container of each runtime)
+# and rootless (exprun run as a user, with a root-owned binary and with the
+# user's own copy, against exprun run as root).
 #
 # Usage: bash scripts/bench.sh [--runs N] [--quick] [--json FILE] [--runtimes LIST]
+#                              [--modes LIST] [--burst N] [--burst-reps R]
 #   --runs N         recorded rounds per mode (default 40)
-#   --quick          8 rounds (CI smoke)
+#   --quick          8 rounds, bursts of 10 twice (CI smoke)
 #   --json FILE      also write the results as JSON to FILE
 #   --runtimes LIST  comma-separated subset of exprun,exprun-bundle,crun,runc
 #                    (default: all)
+#   --modes LIST     comma-separated subset of warm,cold,burst,exec,rootless
+#                    (default: all)
+#   --burst N        runs per burst (default 100); --burst-reps R: bursts per
+#                    runtime (default 5)
 #
 # Environment: EXPRUN_BIN  exprun binary to use as is (skips cargo build);
 #   default: the static-pie release build of scripts/build-release.sh.
-# Needs root. Installs runc, crun, umoci, skopeo, jq, python3, time if missing.
+# Needs root. Installs runc, crun, umoci, skopeo, jq, python3, time (and for
+# the rootless mode uidmap) if missing.
 # If crun 1.8.1 would refuse the host (a hybrid host whose cgroup2 mount holds
 # hugetlb, with no v1 hugetlb hierarchy), mounts a v1 hugetlb hierarchy at
 # /sys/fs/cgroup/hugetlb and leaves it there (a host fix for crun, printed).
+# The rootless mode runs as the user exprun-bench (made with useradd if missing
+# and then removed) with subordinate ids added to /etc/subuid and /etc/subgid
+# for the run (removed again), like a user made by adduser.
 # Everything else it makes lives in one temp dir, removed on every exit path.
 # Timing is done by scripts/bench_driver.py (see its header).
 set -euo pipefail
@@ -24,23 +36,33 @@ set -euo pipefail
 RUNS=40
 JSON_OUT=''
 RUNTIMES='exprun,exprun-bundle,crun,runc'
+MODES='warm,cold,burst,exec,rootless'
+BURST=100
+BURST_REPS=5
+BENCH_USER=exprun-bench
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd -P)
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
-usage() { sed -n '7,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '10,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case $1 in
         --runs) [ $# -ge 2 ] || die "--runs needs a number"; RUNS=$2; shift ;;
         --runs=*) RUNS=${1#--runs=} ;;
-        --quick) RUNS=8 ;;
+        --quick) RUNS=8; BURST=10; BURST_REPS=2 ;;
         --json) [ $# -ge 2 ] || die "--json needs a file"; JSON_OUT=$2; shift ;;
         --json=*) JSON_OUT=${1#--json=} ;;
         --runtimes) [ $# -ge 2 ] || die "--runtimes needs a list"; RUNTIMES=$2; shift ;;
         --runtimes=*) RUNTIMES=${1#--runtimes=} ;;
+        --modes) [ $# -ge 2 ] || die "--modes needs a list"; MODES=$2; shift ;;
+        --modes=*) MODES=${1#--modes=} ;;
+        --burst) [ $# -ge 2 ] || die "--burst needs a number"; BURST=$2; shift ;;
+        --burst=*) BURST=${1#--burst=} ;;
+        --burst-reps) [ $# -ge 2 ] || die "--burst-reps needs a number"; BURST_REPS=$2; shift ;;
+        --burst-reps=*) BURST_REPS=${1#--burst-reps=} ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -48,6 +70,10 @@ while [ $# -gt 0 ]; do
 done
 case $RUNS in ''|*[!0-9]*) die "--runs wants a positive integer, got '$RUNS'" ;; esac
 [ "$RUNS" -ge 1 ] || die "--runs must be at least 1"
+for n in "$BURST" "$BURST_REPS"; do
+    case $n in ''|*[!0-9]*) die "--burst and --burst-reps want positive integers, got '$n'" ;; esac
+    [ "$n" -ge 1 ] || die "--burst and --burst-reps must be at least 1"
+done
 if [ -n "$JSON_OUT" ]; then
     case $JSON_OUT in /*) ;; *) JSON_OUT=$PWD/$JSON_OUT ;; esac
 fi
@@ -59,6 +85,20 @@ want() { local r; for r in "${WANT[@]}"; do [ "$r" = "$1" ] && return 0; done; r
 for r in "${WANT[@]}"; do
     case $r in exprun|exprun-bundle|crun|runc) ;; *) die "unknown runtime in --runtimes: $r" ;; esac
 done
+WANT_MODES=()
+IFS=, read -r -a WANT_MODES <<<"$MODES"
+[ ${#WANT_MODES[@]} -gt 0 ] || die "--modes is empty"
+mode() { local m; for m in "${WANT_MODES[@]}"; do [ "$m" = "$1" ] && return 0; done; return 1; }
+for m in "${WANT_MODES[@]}"; do
+    case $m in warm|cold|burst|exec|rootless) ;; *) die "unknown mode in --modes: $m (known: warm,cold,burst,exec,rootless)" ;; esac
+done
+# warm, cold and burst run the --runtimes commands; exec one container per
+# runtime (exprun for exprun or exprun-bundle); rootless only exprun.
+RUN_MODES=0
+{ mode warm || mode cold || mode burst; } && RUN_MODES=1
+NEED_EXPRUN=0
+if { [ "$RUN_MODES" -eq 1 ] || mode exec; } && { want exprun || want exprun-bundle; }; then NEED_EXPRUN=1; fi
+mode rootless && NEED_EXPRUN=1
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (runc, crun and exprun run need it)"
 START_SECONDS=$SECONDS
@@ -72,6 +112,11 @@ ensure_tools() {
     # GNU time (not the shell keyword) measures peak RSS without the
     # driver's own memory; see bench_driver.py.
     [ -x /usr/bin/time ] || pkgs+=(time)
+    # The rootless mode: newuidmap/newgidmap, and setpriv for its set-up.
+    if mode rootless; then
+        command -v newuidmap >/dev/null 2>&1 || pkgs+=(uidmap)
+        command -v setpriv >/dev/null 2>&1 || pkgs+=(util-linux)
+    fi
     [ ${#pkgs[@]} -eq 0 ] && return 0
     log "installing ${pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -114,9 +159,10 @@ fix_hugetlb() {
 fix_hugetlb
 
 # -------------------------------------------------------------- exprun ----
-if want exprun || want exprun-bundle; then
+if [ "$NEED_EXPRUN" -eq 1 ]; then
     if [ -n "${EXPRUN_BIN:-}" ]; then
         log "using EXPRUN_BIN=$EXPRUN_BIN (not building)"
+        EXPRUN_GIVEN=1
     else
         command -v cargo >/dev/null 2>&1 || die "cargo not found (set EXPRUN_BIN to use a prebuilt exprun)"
         log "scripts/build-release.sh (static-pie release build)"
@@ -145,6 +191,8 @@ IMAGE_DIR=$REPO/rootfs-fixtures/out/busybox-oci
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/exprun-bench.XXXXXX")
 ID_PREFIX="exbench$$"
 DRIVER_PID=''
+MADE_USER=0
+SUBID_FILES=()
 
 cleanup() {
     local rc=$? rt id m leftover=0
@@ -204,6 +252,13 @@ cleanup() {
         log "cleanup: removing leftover cgroup $m"
         rmdir "$m" 2>/dev/null || { log "error: could not remove cgroup $m"; leftover=1; }
     done < <(find /sys/fs/cgroup -mindepth 2 -maxdepth 7 -type d \( -name "$ID_PREFIX-*" -o -name 'exprun-*' \) -prune 2>/dev/null | sort -r)
+    # The rootless mode's subordinate ids and user, if this run added them.
+    for m in "${SUBID_FILES[@]}"; do
+        sed -i "/^$BENCH_USER:/d" "$m" || { log "error: could not remove $BENCH_USER from $m"; leftover=1; }
+    done
+    if [ "$MADE_USER" -eq 1 ]; then
+        userdel "$BENCH_USER" >/dev/null 2>&1 || { log "error: userdel $BENCH_USER failed"; leftover=1; }
+    fi
     [ "$leftover" -eq 0 ] || log "cleanup left something behind (see above)"
     [ -z "$HOST_FIX" ] || log "note: $HOST_FIX"
     exit "$rc"
@@ -214,13 +269,17 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 
 # ------------------------------------------------------------- images ----
-if want exprun; then
+if { [ "$RUN_MODES" -eq 1 ] && want exprun; } || mode rootless; then
     log "exprun image import (private root $TMP/root)"
     "$EXPRUN_BIN" --root "$TMP/root" image import "$IMAGE_DIR" --name busybox:latest >/dev/null ||
         die "exprun image import failed"
 fi
 
-if want runc || want crun || want exprun-bundle; then
+NEED_BUNDLE=0
+if { [ "$RUN_MODES" -eq 1 ] && { want runc || want crun || want exprun-bundle; }; } || mode exec; then
+    NEED_BUNDLE=1
+fi
+if [ "$NEED_BUNDLE" -eq 1 ]; then
     log "bundle for runc/crun/exprun -b: skopeo copy (gzip) + umoci unpack"
     skopeo copy "oci:$IMAGE_DIR:latest" "oci:$TMP/gz:latest" \
         --dest-compress --dest-compress-format gzip >/dev/null ||
@@ -248,10 +307,14 @@ meta date "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 meta kernel "$(uname -r)"
 meta load "$(cut -d' ' -f1-3 /proc/loadavg) (1/5/15-min load average before timing)"
 meta cpu "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo) ($(nproc) CPUs)"
-if want exprun || want exprun-bundle; then
+if [ "$NEED_EXPRUN" -eq 1 ]; then
     rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
     [ -z "$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null)" ] || rev="$rev+dirty"
-    meta exprun "$("$EXPRUN_BIN" --version | head -n1) (repo $rev, $EXPRUN_BIN)"
+    if [ "${EXPRUN_GIVEN:-0}" -eq 1 ]; then
+        meta exprun "$("$EXPRUN_BIN" --version | head -n1) ($EXPRUN_BIN, given as EXPRUN_BIN: not built from the repo, which is at $rev)"
+    else
+        meta exprun "$("$EXPRUN_BIN" --version | head -n1) (repo $rev, $EXPRUN_BIN)"
+    fi
 fi
 want crun && meta crun "$(crun --version | head -n1)"
 want runc && meta runc "$(runc --version | head -n1)"
@@ -259,9 +322,11 @@ meta cgroups "$(awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i+1) == 
 [ -n "$HOST_FIX" ] && meta host_fix "$HOST_FIX"
 meta workload "busybox fixture image (rootfs-fixtures), /bin/true, writable root, ns pid net ipc uts mnt cgroup"
 meta rounds "$RUNS per mode"
+meta modes "$MODES$(mode burst && echo " (burst: $BURST runs x $BURST_REPS)")"
 
 CMDS=()
 for r in "${WANT[@]}"; do
+    [ "$RUN_MODES" -eq 1 ] || break
     case $r in
         exprun) CMDS+=(--cmd exprun "$EXPRUN_BIN --root $TMP/root run busybox:latest -- /bin/true") ;;
         exprun-bundle) CMDS+=(--cmd exprun-bundle "$EXPRUN_BIN --root $TMP/root run -b $TMP/bundle {id}") ;;
@@ -273,24 +338,137 @@ for ((i = 1; i < ${#CMDS[@]}; i += 3)); do
     printf '%-10s %s\n' "cmd ${CMDS[i]}:" "${CMDS[i+1]//\{id\}/<unique id>}"
 done
 
+# ---------------------------------------------------------------- exec ----
+# One container per runtime, started detached from a second bundle (the same
+# rootfs, `sleep`), stdio on /dev/null; the timed command is the runtime's
+# runc-compatible `exec ID /bin/true` under the same --root.
+EXEC_CMDS=()
+EXEC_RTS=()
+if mode exec; then
+    { want exprun || want exprun-bundle; } && EXEC_RTS+=(exprun)
+    want crun && EXEC_RTS+=(crun)
+    want runc && EXEC_RTS+=(runc)
+    mkdir -p "$TMP/bundle-sleep"
+    jq --arg root "$TMP/bundle/rootfs" '.process.args = ["sleep", "1000000"] | .root.path = $root' \
+        "$TMP/bundle/config.json" >"$TMP/bundle-sleep/config.json" || die "jq failed on the sleep bundle"
+    for rt in "${EXEC_RTS[@]}"; do
+        case $rt in
+            exprun) bin=$EXPRUN_BIN; state=$TMP/root ;;
+            *) bin=$(command -v "$rt"); state=$TMP/$rt-state ;;
+        esac
+        id=$ID_PREFIX-exec-$rt
+        log "exec: $rt run -d $id (sleep)"
+        "$bin" --root "$state" run -d -b "$TMP/bundle-sleep" "$id" </dev/null >/dev/null 2>"$TMP/exec-start.err" || {
+            cat "$TMP/exec-start.err" >&2
+            die "$rt run -d of the exec container failed"
+        }
+        EXEC_CMDS+=(--exec-cmd "$rt" "$bin --root $state exec $id /bin/true")
+    done
+    for ((i = 1; i < ${#EXEC_CMDS[@]}; i += 3)); do
+        printf '%-10s %s\n' "exec ${EXEC_CMDS[i]}:" "${EXEC_CMDS[i+1]}"
+    done
+fi
+stop_exec_containers() {
+    local rt bin state
+    for rt in "${EXEC_RTS[@]}"; do
+        case $rt in
+            exprun) bin=$EXPRUN_BIN; state=$TMP/root ;;
+            *) bin=$(command -v "$rt"); state=$TMP/$rt-state ;;
+        esac
+        "$bin" --root "$state" delete -f "$ID_PREFIX-exec-$rt" >/dev/null 2>&1 ||
+            log "warning: $rt delete -f $ID_PREFIX-exec-$rt failed (the exit trap tries again)"
+    done
+}
+
+# ------------------------------------------------------------ rootless ----
+# exprun run as the user $BENCH_USER with subordinate ids, from a root-owned
+# copy of the binary and from the user's own copy (the sealed-memfd re-exec),
+# against exprun run as root from that root-owned copy. The driver spawns the
+# user's runs itself (--as: real ids lent around posix_spawn, RESETIDS), so no
+# setpriv or sudo sits in the timed path.
+ROOTLESS_CMDS=()
+if mode rootless; then
+    if ! id -u "$BENCH_USER" >/dev/null 2>&1; then
+        log "rootless: useradd $BENCH_USER (removed at exit)"
+        useradd --system --no-create-home --shell /usr/sbin/nologin "$BENCH_USER" ||
+            die "useradd $BENCH_USER failed"
+        MADE_USER=1
+    fi
+    BU=$(id -u "$BENCH_USER")
+    BG=$(id -g "$BENCH_USER")
+    for f in /etc/subuid /etc/subgid; do
+        if ! grep -q "^$BENCH_USER:\|^$BU:" "$f" 2>/dev/null; then
+            # Past every range already given out (at least 4100000).
+            start=$(awk -F: 'BEGIN { m = 4100000 } NF == 3 && $2 + $3 > m { m = $2 + $3 } END { print m }' "$f" 2>/dev/null || echo 4100000)
+            echo "$BENCH_USER:$start:65536" >>"$f"
+            SUBID_FILES+=("$f")
+        fi
+    done
+    # The user must reach its home and binaries inside the temp dir.
+    chmod 0711 "$TMP"
+    mkdir -p "$TMP/bin" "$TMP/rootless/bin" "$TMP/rootless/data" "$TMP/rootless/run"
+    cp "$EXPRUN_BIN" "$TMP/bin/exprun"
+    chmod 0755 "$TMP/bin" "$TMP/bin/exprun"
+    cp "$EXPRUN_BIN" "$TMP/rootless/bin/exprun"
+    cp -a "$IMAGE_DIR" "$TMP/rootless/image"
+    chown -R "$BU:$BG" "$TMP/rootless"
+    chmod 0700 "$TMP/rootless" "$TMP/rootless/run"
+    chmod 0755 "$TMP/rootless/bin/exprun"
+    USER_ENV=(HOME="$TMP/rootless" XDG_DATA_HOME="$TMP/rootless/data"
+              XDG_RUNTIME_DIR="$TMP/rootless/run" PATH=/usr/bin:/bin)
+    log "rootless: image import as $BENCH_USER"
+    (cd / && setpriv --reuid="$BU" --regid="$BG" --clear-groups env -i "${USER_ENV[@]}" \
+        "$TMP/bin/exprun" image import "$TMP/rootless/image" --name busybox:latest >/dev/null) ||
+        die "rootless: exprun image import as $BENCH_USER failed"
+    ROOTLESS_CMDS+=(--rootless-cmd root "$TMP/bin/exprun --root $TMP/root run busybox:latest -- /bin/true")
+    ROOTLESS_CMDS+=(--rootless-cmd rootless-rootbin "$TMP/bin/exprun run --no-limits busybox:latest -- /bin/true")
+    ROOTLESS_CMDS+=(--rootless-cmd rootless-ownbin "$TMP/rootless/bin/exprun run --no-limits busybox:latest -- /bin/true")
+    for n in rootless-rootbin rootless-ownbin; do
+        ROOTLESS_CMDS+=(--as "$n" "$BU:$BG")
+        for kv in "${USER_ENV[@]}"; do ROOTLESS_CMDS+=(--env-for "$n" "$kv"); done
+    done
+    ROOTLESS_CMDS+=(--rootless-ref "rootless-rootbin,rootless-ownbin")
+    # What the user's own binary (the sealed-memfd re-exec) costs by itself.
+    ROOTLESS_CMDS+=(--pair rootless rootless-ownbin/rootless-rootbin)
+    meta rootless "user $BENCH_USER (uid $BU), subordinate ids $(grep "^$BENCH_USER:" /etc/subuid | head -n1 | cut -d: -f2-); rootbin: a root-owned copy of exprun, ownbin: a copy owned by the user"
+    for ((i = 1; i < ${#ROOTLESS_CMDS[@]}; i += 3)); do
+        [ "${ROOTLESS_CMDS[i-1]}" = --rootless-cmd ] || break
+        printf '%-10s %s\n' "rootless ${ROOTLESS_CMDS[i]}:" "${ROOTLESS_CMDS[i+1]}"
+    done
+fi
+
 JSON_ARGS=()
 [ -n "$JSON_OUT" ] && JSON_ARGS=(--json "$JSON_OUT")
-log "timing: $RUNS rounds warm + $RUNS rounds cold"
+log "timing: modes $MODES, $RUNS rounds per mode"
 REFS=()
 want exprun && REFS+=(exprun)
 want exprun-bundle && REFS+=(exprun-bundle)
 REF=()
-[ ${#REFS[@]} -gt 0 ] && REF=(--ref "$(IFS=,; echo "${REFS[*]}")")
+[ ${#REFS[@]} -gt 0 ] && [ "$RUN_MODES" -eq 1 ] && REF=(--ref "$(IFS=,; echo "${REFS[*]}")")
+# issue 19's targets, as paired ratios (the driver leaves out what it did
+# not measure).
+TARGETS=()
+for ref in "${REFS[@]}"; do
+    TARGETS+=(--target "warm:$ref/crun:wall<=0.5" --target "warm:$ref/runc:wall<=0.3"
+              --target "warm:$ref/crun:cpu<=0.8" --target "cold:$ref/crun:wall<=0.4"
+              --target "warm:$ref/crun:rss<=1" --target "burst:$ref/crun:wall<=0.5")
+done
+TARGETS+=(--target "exec:exprun/crun:wall<=0.6" --target "rootless:rootless-ownbin/root:wall<=1.3")
 # In the background and waited for, so that a signal to this script runs the
-# cleanup trap at once (the trap stops the driver first).
+# cleanup trap at once (the trap stops the driver first). From / so that the
+# rootless user's runs start in a directory it can reach.
+cd /
 python3 "$SCRIPT_DIR/bench_driver.py" --runs "$RUNS" "${REF[@]}" --scratch "$TMP" \
+    --modes "$MODES" --burst-size "$BURST" --burst-reps "$BURST_REPS" \
     --rss-wrapper /usr/bin/time --rss-runs 5 \
-    --id-prefix "$ID_PREFIX" "${META[@]}" "${JSON_ARGS[@]}" "${CMDS[@]}" &
+    --id-prefix "$ID_PREFIX" "${META[@]}" "${JSON_ARGS[@]}" "${CMDS[@]}" \
+    "${EXEC_CMDS[@]}" "${ROOTLESS_CMDS[@]}" "${TARGETS[@]}" &
 DRIVER_PID=$!
 driver_rc=0
 wait "$DRIVER_PID" || driver_rc=$?
 DRIVER_PID=''
 [ "$driver_rc" -eq 0 ] || die "benchmark aborted (see above)"
+stop_exec_containers
 
 echo "total time: $((SECONDS - START_SECONDS)) s (including build, fixture and bundle)"
 [ -z "$JSON_OUT" ] || echo "json: $JSON_OUT"
