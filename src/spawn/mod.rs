@@ -295,29 +295,45 @@ fn write_maps_as_root(pid: Pid, ns: &crate::plan::UserNs) -> Result<()> {
 }
 
 /// Write a rootless init's uid and gid maps with newuidmap and newgidmap, which
-/// check the ranges against /etc/subuid and /etc/subgid.
+/// check the ranges against /etc/subuid and /etc/subgid. The two write
+/// different files and run at the same time: each is a set-uid program whose
+/// start costs about as much as the rest of a rootless run's set-up.
 pub(crate) fn write_id_maps(pid: Pid, ns: &crate::plan::UserNs) -> Result<()> {
-    for (helper, ranges) in [("newuidmap", &ns.uids), ("newgidmap", &ns.gids)] {
+    let start = |helper: &str, ranges: &[crate::plan::IdRange]| {
         let mut cmd = std::process::Command::new(helper);
         cmd.arg(pid.as_raw().to_string());
         for r in ranges {
             cmd.args([r.container.to_string(), r.host.to_string(), r.size.to_string()]);
         }
-        let out = cmd.stdin(std::process::Stdio::null()).output().map_err(|e| Error::Io {
-            op: "running newuidmap/newgidmap for the rootless id maps",
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::Io {
+                op: "running newuidmap/newgidmap for the rootless id maps",
+                source: io::Error::new(e.kind(), format!("{helper}: {e}")),
+            })
+    };
+    let uid = start("newuidmap", &ns.uids)?;
+    let gid = start("newgidmap", &ns.gids);
+    // Both are waited for, whatever the other did: no helper is left unreaped.
+    let outcomes = [("newuidmap", Ok(uid)), ("newgidmap", gid)].map(|(helper, child)| {
+        let out = child?.wait_with_output().map_err(|e| Error::Io {
+            op: "waiting for newuidmap/newgidmap",
             source: io::Error::new(e.kind(), format!("{helper}: {e}")),
         })?;
-        if !out.status.success() {
-            return Err(Error::Io {
-                op: "writing the rootless id maps",
-                source: io::Error::other(format!(
-                    "{helper} failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )),
-            });
+        if out.status.success() {
+            return Ok(());
         }
-    }
-    Ok(())
+        Err(Error::Io {
+            op: "writing the rootless id maps",
+            source: io::Error::other(format!(
+                "{helper} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+        })
+    });
+    outcomes.into_iter().collect()
 }
 
 /// Wait for Ready (or a failure), watching exprun's signals too.
