@@ -31,6 +31,15 @@ pub(super) fn isolate_holding_mount(k: &dyn Kernel, path: &Path, propagation: Ms
     at(k.mount(None, &point, None, kind, None), Op::Isolate, path)
 }
 
+/// Whether step 1's `propagation` of `/` already made every mount, the holding
+/// one included, what [`isolate_holding_mount`] would make it: a recursive
+/// slave or private propagation does (a private mount made a slave stays
+/// private, as [`isolate_holding_mount`] leaves it too). The other forms
+/// (shared, unbindable, or not recursive) leave the holder to it.
+pub(super) fn holder_already_isolated(propagation: MsFlags) -> bool {
+    propagation.contains(MsFlags::MS_REC) && propagation.intersects(MsFlags::MS_SLAVE | MsFlags::MS_PRIVATE)
+}
+
 /// The mount point in `mountinfo` that holds the absolute, symlink-free
 /// `path`: the longest that is `path` or above it (the last listed of equals,
 /// which is on top).
