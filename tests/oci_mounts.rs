@@ -2,8 +2,9 @@
 //! Mounts as the runtime spec (1.2) has them, checked in the kernel's
 //! mountinfo and, where runc 1.1.5 is installed, against runc on the same
 //! bundle: options exprun does not know, recursive attributes,
-//! `linux.rootfsPropagation`, a read-only root in a user namespace, and the
-//! `linux.devices` of a privileged pod.
+//! `linux.rootfsPropagation`, mount points made several levels deep, a
+//! read-only root in a user namespace, and the `linux.devices` of a
+//! privileged pod.
 
 mod common;
 
@@ -102,6 +103,43 @@ fn unknown_options_are_data_and_recursive_attributes_apply_below_as_with_runc() 
         let (code, _, err) = oci(r, &log, &["create", "-b", b.to_str().unwrap(), "bad"]);
         assert_eq!(code, 125, "{opt}: {err}");
         assert!(err.contains("mount /vol") && err.contains(says), "{err}");
+    }
+    r.assert_no_leftovers();
+    remove_parent_cgroups();
+}
+
+#[test]
+fn mount_points_several_levels_deep_are_made_inside_the_root_as_with_runc() {
+    let Some(t) = shim("mount_points_several_levels_deep_are_made_inside_the_root_as_with_runc") else {
+        return;
+    };
+    let (r, work) = (&t.r, t.work.path());
+    let host_file = work.join("host-file");
+    std::fs::write(&host_file, "from the host\n").unwrap();
+    let script =
+        "awk '$5 ~ /^\\/(deep|file)/ { print $5 }' /proc/self/mountinfo; stat -f -c %T /deep/a/b/c; \
+                  stat -c '%n %F' /deep /deep/a /deep/a/b /deep/a/b/c /file/x /file/x/y; cat /file/x/y";
+    let b = bundle(work, &["sh", "-c", script]);
+    let log = b.join("log.json");
+    edit(&b, |c| {
+        c["mounts"].as_array_mut().unwrap().extend([
+            serde_json::json!({"destination": "/deep/a/b/c", "type": "tmpfs", "source": "tmpfs",
+                               "options": ["nosuid", "size=64k"]}),
+            serde_json::json!({"destination": "/file/x/y", "type": "bind", "source": host_file,
+                               "options": ["bind", "ro"]}),
+        ])
+    });
+    let (code, out, err) = oci(r, &log, &["run", "-b", b.to_str().unwrap(), "deep"]);
+    assert_eq!(code, 0, "{err}");
+    let want = "/deep/a/b/c\n/file/x/y\ntmpfs\n/deep directory\n/deep/a directory\n/deep/a/b directory\n\
+                /deep/a/b/c directory\n/file/x directory\n/file/x/y regular file\nfrom the host\n";
+    assert_eq!(out, want, "{err}");
+    // Made in the bundle's root, and nothing of them mounted on the host.
+    assert!(b.join("rootfs/deep/a/b/c").is_dir() && b.join("rootfs/file/x/y").is_file());
+    assert_eq!(host_mounts_under(work), Vec::<String>::new());
+    if let Some((code, runc_out, err)) = runc(&work.join("runc"), &b, "deep-runc") {
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out, runc_out, "exprun and runc disagree");
     }
     r.assert_no_leftovers();
     remove_parent_cgroups();

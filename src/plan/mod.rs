@@ -285,18 +285,25 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
     let host = ctx.host;
     unapplied::refuse_in_config(&spec)?;
     let mut process = process::process_plan(&spec, &host.process)?;
-    let linux = spec.linux().clone().unwrap_or_default();
+    let no_linux;
+    let linux = match spec.linux() {
+        Some(l) => l,
+        None => {
+            no_linux = oci_spec::runtime::Linux::default();
+            &no_linux
+        }
+    };
     process.personality = linux.personality().as_ref().map(process::personality).transpose()?;
     process.cpu_affinity = ctx.cpu_affinity.clone();
 
     let hostname = spec.hostname().clone();
-    let namespaces = namespaces::resolve(&linux, hostname.is_some(), host)?;
+    let namespaces = namespaces::resolve(linux, hostname.is_some(), host)?;
     let new_net = namespaces.made(LinuxNamespaceType::Network);
     let new_uts = namespaces.made(LinuxNamespaceType::Uts);
     let own_pid = namespaces.own_pid();
     let namespaces::Namespaces { clone_flags, joins, cgroup_ns, user_ns } = namespaces;
 
-    let mut limits = resources::limits(&linux, &host.hugepage_sizes)?;
+    let mut limits = resources::limits(linux, &host.hugepage_sizes)?;
     if !limits.devices.is_empty() {
         limits.devices.extend(crate::cgroups::devices::always_allowed());
     }
@@ -328,7 +335,7 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
         });
     }
     let rootless = user_ns.is_some() && host.process.euid != 0;
-    let (cgroup, no_cgroup) = cgroup::plan(&ctx, host, &linux, limits, rootless)?;
+    let (cgroup, no_cgroup) = cgroup::plan(&ctx, host, linux, limits, rootless)?;
     if let (Some(none), false) = (&no_cgroup, own_pid) {
         return Err(Error::Unsupported(format!(
             "linux.namespaces: without a pid namespace of its own the container's processes can only be \
@@ -358,7 +365,7 @@ pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
     // exprun run gives the container /etc/hosts and /etc/hostname; a bundle's
     // config brings its own mounts for them.
     let mut sysctls =
-        namespaces::sysctls(&linux, new_net, clone_flags & LinuxNamespaceType::Ipc as u64 != 0, new_uts)?;
+        namespaces::sysctls(linux, new_net, clone_flags & LinuxNamespaceType::Ipc as u64 != 0, new_uts)?;
     if let Some(d) = namespaces::domainname(&spec, new_uts)? {
         // As with runc, a `kernel.domainname` sysctl, applied after it, wins.
         if !sysctls.iter().any(|(k, _)| k == "kernel.domainname") {

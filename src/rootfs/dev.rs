@@ -59,8 +59,15 @@ pub(super) fn make_node(k: &dyn Kernel, root: BorrowedFd<'_>, n: &DeviceNode) ->
     use nix::sys::stat::{fstatat, makedev, SFlag};
     let node_err = |e: io::Error| Error { op: Op::Node, path: n.path.clone(), source: e };
     let parent = parent_path(&n.path);
-    drop(open_or_create(root, &parent, false)?);
-    let dir = at(sys::open_in_root(root, &parent, libc::O_RDONLY | libc::O_DIRECTORY), Op::Node, &n.path)?;
+    let open_dir = || sys::open_in_root(root, &parent, libc::O_RDONLY | libc::O_DIRECTORY);
+    let dir = match open_dir() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            drop(open_or_create(root, &parent, false)?);
+            open_dir()
+        }
+        r => r,
+    };
+    let dir = at(dir, Op::Node, &n.path)?;
     let name = n.path.file_name().unwrap_or_default();
     let kind = match n.kind {
         'b' => SFlag::S_IFBLK,

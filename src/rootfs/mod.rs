@@ -6,7 +6,9 @@
 //!    (recursive slave when it is absent), then make the mount that holds the
 //!    root a slave (for the slave forms) or private (for the others), so that
 //!    nothing exprun mounts there propagates to the host; a bind of a shared
-//!    host mount (containerd's Bidirectional) stays its peer;
+//!    host mount (containerd's Bidirectional) stays its peer. A recursive slave
+//!    or private `/` (the default) has already done that to every mount, so
+//!    the holding mount is looked up (/proc/self/mountinfo) only for the others;
 //! 2. the writable layer: a tmpfs over the run directory, private to this mount
 //!    namespace (no disk writes, nothing to clean up when the namespace dies),
 //!    unless the layer is to be kept; then the overlay of the image's layers plus
@@ -75,7 +77,9 @@ pub fn build(
         RootfsPlan::Overlay(_) => plan.state_dir.as_path(),
         RootfsPlan::Bundle { path } => path.as_path(),
     };
-    mounts::isolate_holding_mount(k, holder, propagation)?;
+    if !mounts::holder_already_isolated(propagation) {
+        mounts::isolate_holding_mount(k, holder, propagation)?;
+    }
 
     // 2. The root: an overlay of the image's layers, or a bundle's directory.
     match &plan.rootfs {

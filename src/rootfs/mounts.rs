@@ -12,7 +12,7 @@ use nix::mount::MsFlags;
 use nix::sys::stat::{mkdirat, Mode};
 
 use super::error::at;
-use super::{fd_path, parent_path, Error, Op, Result};
+use super::{fd_path, Error, Op, Result};
 use crate::plan::{MountOp, Overlay, RunPlan, Scratch};
 use crate::sys::{self, Kernel};
 
@@ -29,6 +29,15 @@ pub(super) fn isolate_holding_mount(k: &dyn Kernel, path: &Path, propagation: Ms
     };
     let kind = if propagation.contains(MsFlags::MS_SLAVE) { MsFlags::MS_SLAVE } else { MsFlags::MS_PRIVATE };
     at(k.mount(None, &point, None, kind, None), Op::Isolate, path)
+}
+
+/// Whether step 1's `propagation` of `/` already made every mount, the holding
+/// one included, what [`isolate_holding_mount`] would make it: a recursive
+/// slave or private propagation does (a private mount made a slave stays
+/// private, as [`isolate_holding_mount`] leaves it too). The other forms
+/// (shared, unbindable, or not recursive) leave the holder to it.
+pub(super) fn holder_already_isolated(propagation: MsFlags) -> bool {
+    propagation.contains(MsFlags::MS_REC) && propagation.intersects(MsFlags::MS_SLAVE | MsFlags::MS_PRIVATE)
 }
 
 /// The mount point in `mountinfo` that holds the absolute, symlink-free
@@ -214,36 +223,49 @@ pub fn open_or_create(root: BorrowedFd<'_>, path: &Path, file: bool) -> Result<O
             _ => None,
         })
         .collect();
-    let mut cur = PathBuf::from("/");
-    for (i, name) in comps.iter().enumerate() {
-        let parent = at(sys::open_in_root(root, &cur, libc::O_PATH | libc::O_DIRECTORY), Op::Resolve, &cur)?;
-        cur.push(name);
-        let last = i + 1 == comps.len();
-        if sys::open_in_root(root, &cur, libc::O_PATH).is_ok() {
-            continue;
-        }
-        // Creating needs a real (not O_PATH) directory fd for the *at calls.
-        let dir = at(
-            sys::open_in_root(root, &parent_path(&cur), libc::O_RDONLY | libc::O_DIRECTORY),
-            Op::OpenInside,
-            parent_path(&cur),
-        )?;
-        drop(parent);
-        if last && file {
-            let r = nix::fcntl::openat(
-                dir.as_fd(),
-                *name,
-                OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-                Mode::from_bits_truncate(0o644),
-            );
-            at(r.map(drop), Op::CreateMountPoint, &cur)?;
-        } else {
-            match mkdirat(dir.as_fd(), *name, Mode::from_bits_truncate(0o755)) {
-                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-                Err(e) => return Err(Error { op: Op::CreateDir, path: cur, source: e.into() }),
+    let Some((name, dirs)) = comps.split_last() else {
+        return at(sys::open_in_root(root, path, flags), Op::Resolve, path);
+    };
+    // The deepest existing directory above `path`, opened for the *at calls
+    // (a real descriptor, not O_PATH): usually the parent, found at once.
+    let mut have = dirs.len();
+    let mut cur: PathBuf = std::iter::once(OsStr::new("/")).chain(dirs.iter().copied()).collect();
+    let mut dir = loop {
+        match sys::open_in_root(root, &cur, libc::O_RDONLY | libc::O_DIRECTORY) {
+            Ok(fd) => break fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && have > 0 => {
+                have -= 1;
+                cur.pop();
             }
+            Err(e) => return Err(Error { op: Op::Resolve, path: cur, source: e }),
+        }
+    };
+    // Then each missing directory below it, made and entered, resolved inside
+    // the root again: a symlink there cannot take the walk out of it.
+    for d in &dirs[have..] {
+        cur.push(d);
+        match mkdirat(dir.as_fd(), *d, Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(Error { op: Op::CreateDir, path: cur, source: e.into() }),
+        }
+        dir = at(sys::open_in_root(root, &cur, libc::O_RDONLY | libc::O_DIRECTORY), Op::Resolve, &cur)?;
+    }
+    cur.push(name);
+    if file {
+        let r = nix::fcntl::openat(
+            dir.as_fd(),
+            *name,
+            OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            Mode::from_bits_truncate(0o644),
+        );
+        at(r.map(drop), Op::CreateMountPoint, &cur)?;
+    } else {
+        match mkdirat(dir.as_fd(), *name, Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(Error { op: Op::CreateDir, path: cur, source: e.into() }),
         }
     }
+    drop(dir);
     at(sys::open_in_root(root, path, flags), Op::Resolve, path)
 }
 

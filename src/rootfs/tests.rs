@@ -139,5 +139,25 @@ fn the_host_side_is_isolated_before_anything_is_mounted() {
         matches!(&calls[0], Call::Mount { target, source: None, .. } if target == Path::new("/")),
         "the first call is not the propagation of /: {calls:#?}"
     );
-    assert_eq!(bind_root, 2, "the root is bound after the propagation of / and the holder's: {calls:#?}");
+    // The default propagation (rslave) made the holder a slave already: no
+    // second propagation call comes between.
+    assert_eq!(bind_root, 1, "the root is bound right after the propagation of /: {calls:#?}");
+}
+
+#[test]
+fn only_a_recursive_slave_or_private_root_leaves_the_holder_alone() {
+    use super::mounts::holder_already_isolated;
+    let rec = MsFlags::MS_REC;
+    assert!(holder_already_isolated(rec | MsFlags::MS_SLAVE));
+    assert!(holder_already_isolated(rec | MsFlags::MS_PRIVATE));
+    for p in [
+        MsFlags::MS_SLAVE,
+        MsFlags::MS_PRIVATE,
+        MsFlags::MS_SHARED,
+        rec | MsFlags::MS_SHARED,
+        rec | MsFlags::MS_UNBINDABLE,
+        MsFlags::MS_UNBINDABLE,
+    ] {
+        assert!(!holder_already_isolated(p), "{} needs the holder isolated", propagation_name(p));
+    }
 }

@@ -253,18 +253,23 @@ fn create_in(
         }
     }
 
-    let annotations = serde_json::to_value(plan.spec.annotations()).unwrap_or_default();
-    let bundle = plan.bundle.as_deref().map(|b| b.display().to_string()).unwrap_or_default();
-    let creating = crate::hooks::state_json(&plan.id, "creating", pid.as_raw(), &bundle, &annotations);
-    if let Some(listener) = plan.seccomp.as_ref().and_then(|f| f.listener.as_ref()).filter(|_| has_agent) {
-        let message = agent::message(listener, pid.as_raw(), &creating);
+    // The container's state JSON, made only for those who read it: the
+    // seccomp agent and the hooks run while init waits.
+    let listener = plan.seccomp.as_ref().and_then(|f| f.listener.as_ref()).filter(|_| has_agent);
+    let creating = (listener.is_some() || plan.hooks.need_sync()).then(|| {
+        let annotations = serde_json::to_value(plan.spec.annotations()).unwrap_or_default();
+        let bundle = plan.bundle.as_deref().map(|b| b.display().to_string()).unwrap_or_default();
+        crate::hooks::state_json(&plan.id, "creating", pid.as_raw(), &bundle, &annotations)
+    });
+    if let (Some(listener), Some(creating)) = (listener, creating.as_deref()) {
+        let message = agent::message(listener, pid.as_raw(), creating);
         if let Err(e) = parent_end.send(&ToChild::AgentMessage { message }) {
             let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
             let _ = sys::wait4(pid);
             return Err(Error::Io { op: "telling init the seccomp agent's state", source: e });
         }
     }
-    let state = plan.hooks.need_sync().then_some(creating);
+    let state = creating.filter(|_| plan.hooks.need_sync());
     match wait_ready(&parent_end, signals, state.as_deref().map(|s| (&plan.hooks, s))) {
         Ok(Ok(exe)) => Ok((pid, pidfd, parent_end, Ok(exe))),
         Ok(Err(failure)) => Ok((pid, pidfd, parent_end, Err(failure))),

@@ -391,9 +391,8 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<(Spec, Det
         options::SeccompChoice::Unconfined => None,
         options::SeccompChoice::File { profile, .. } => Some(profile.clone()),
     };
-    if let Some(mut linux) = spec.linux().clone() {
+    if let Some(linux) = spec.linux_mut() {
         linux.set_seccomp(seccomp);
-        spec.set_linux(Some(linux));
     }
     if !determinism.aslr() {
         set_aslr(&mut spec, false);
@@ -405,7 +404,6 @@ pub fn from_image(opts: &RunOptions, ctx: &SpecContext<'_>) -> Result<(Spec, Det
 /// ADDR_NO_RANDOMIZE flag) or back to the kernel's default.
 pub fn set_aslr(spec: &mut Spec, on: bool) {
     use oci_spec::runtime::{LinuxPersonalityBuilder, LinuxPersonalityDomain};
-    let mut linux = spec.linux().clone().unwrap_or_default();
     let personality = (!on)
         .then(|| {
             LinuxPersonalityBuilder::default()
@@ -415,8 +413,7 @@ pub fn set_aslr(spec: &mut Spec, on: bool) {
                 .ok()
         })
         .flatten();
-    linux.set_personality(personality);
-    spec.set_linux(Some(linux));
+    spec.linux_mut().get_or_insert_with(Default::default).set_personality(personality);
 }
 
 /// The home directory the container user gets when the image sets no HOME.
