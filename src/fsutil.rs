@@ -36,6 +36,15 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T, durable: bool) ->
     write_atomic(path, &bytes, durable)
 }
 
+/// [`write_atomic`] of a value as JSON on one line, for files that exprun
+/// writes on every run and only exprun reads (a run's plan.json: about a
+/// third smaller and quicker to write than pretty).
+pub fn write_json_compact_atomic<T: Serialize>(path: &Path, value: &T, durable: bool) -> io::Result<()> {
+    let mut bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes, durable)
+}
+
 /// `n` random bytes from the kernel, as lowercase hex.
 pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];

@@ -190,7 +190,7 @@ impl Root {
         let filled = (|| {
             guard.lock = Some(Lock::acquire_dir(&dir).map_err(io_at("locking", &dir))?);
             let p = dir.join("plan.json");
-            fsutil::write_json_atomic(&p, plan, false).map_err(io_at("writing", &p))
+            fsutil::write_json_compact_atomic(&p, plan, false).map_err(io_at("writing", &p))
         })();
         match filled {
             Ok(()) => Ok(guard),

@@ -64,6 +64,6 @@ pub fn update(root: &Root, id: &str, changes: &crate::cgroups::Limits) -> Result
     }
     Cgroup::adopt(&c.plan.cgroup).update(changes).map_err(spawn::Error::from)?;
     let p = c.dir.join("plan.json");
-    fsutil::write_json_atomic(&p, &c.plan, false).map_err(io_at("writing", &p))?;
+    fsutil::write_json_compact_atomic(&p, &c.plan, false).map_err(io_at("writing", &p))?;
     Ok(())
 }
