@@ -26,7 +26,13 @@ if [ -n "$order" ]; then
     [ -r "$order" ] || { echo "build-release: no function order list at $order" >&2; exit 1; }
     # Names the build does not have (the list is older than the code) are
     # skipped; the count below says how current the list is.
-    link+=(-C "link-arg=-Wl,--symbol-ordering-file=$order" -C link-arg=-Wl,--no-warn-symbol-ordering)
+    # Cargo relinks when the arguments change, not when a file they name
+    # does: the linker gets a copy named by the list's digest.
+    target_dir=${CARGO_TARGET_DIR:-$PWD/target}
+    mkdir -p "$target_dir"
+    copy="$target_dir/hot-functions-$(sha256sum <"$order" | cut -c1-16).txt"
+    [ -f "$copy" ] || cp "$order" "$copy"
+    link+=(-C "link-arg=-Wl,--symbol-ordering-file=$copy" -C link-arg=-Wl,--no-warn-symbol-ordering)
 fi
 # libseccomp is linked statically too (Debian's libseccomp-dev ships libseccomp.a).
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" LIBSECCOMP_LINK_TYPE=static \

@@ -14,7 +14,7 @@
 # whose read-ahead is 0 and its page cache dropped, so that a page is cached
 # only once a process of the run touched it; the run is `exprun run` of the
 # fixture image (once to fill exprun's caches, then again measured). Every
-# function with a byte on a touched page is listed: page granularity, so the
+# function that starts on a touched page is listed: page granularity, so the
 # list holds the run path and its page neighbours. Names are the build's
 # mangled symbols, which do not depend on the checkout path; a name a later
 # build lacks is skipped by the linker, so the list ages slowly.
@@ -94,7 +94,8 @@ for line in subprocess.run(['readelf', '-sW', binary], capture_output=True, text
     off = file_offset(va)
     if off is None or name in hot:
         continue
-    if any(p in touched for p in range(off // 4096, (off + max(sz, 1) - 1) // 4096 + 1)):
+    # A function runs from its first byte: its first page tells.
+    if off // 4096 in touched:
         hot[name] = (va, sz)
 with open(out, 'w') as fh:
     for name, _ in sorted(hot.items(), key=lambda kv: kv[1][0]):
