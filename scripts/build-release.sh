@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 triple="$(uname -m)-unknown-linux-gnu"
 order=${EXPRUN_FUNCTION_ORDER-$PWD/scripts/hot-functions.txt}
-link=(-C link-arg=-Wl,-z,pack-relative-relocs)
+link=(-C "link-arg=-Wl,-z,pack-relative-relocs")
 if [ -n "$order" ]; then
     [ -r "$order" ] || { echo "build-release: no function order list at $order" >&2; exit 1; }
     # Names the build does not have (the list is older than the code) are
@@ -32,7 +32,7 @@ if [ -n "$order" ]; then
     mkdir -p "$target_dir"
     copy="$target_dir/hot-functions-$(sha256sum <"$order" | cut -c1-16).txt"
     [ -f "$copy" ] || cp "$order" "$copy"
-    link+=(-C "link-arg=-Wl,--symbol-ordering-file=$copy" -C link-arg=-Wl,--no-warn-symbol-ordering)
+    link+=(-C "link-arg=-Wl,--symbol-ordering-file=$copy" -C "link-arg=-Wl,--no-warn-symbol-ordering")
 fi
 # libseccomp is linked statically too (Debian's libseccomp-dev ships libseccomp.a).
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" LIBSECCOMP_LINK_TYPE=static \

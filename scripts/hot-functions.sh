@@ -12,8 +12,9 @@
 #
 # How: the binary is copied onto a scratch ext2 file system on a loop device
 # whose read-ahead is 0 and its page cache dropped, so that a page is cached
-# only once a process of the run touched it; the run is `exprun run` of the
-# fixture image (once to fill exprun's caches, then again measured). Every
+# only once a process touched it; the workload is `exprun run` of the fixture
+# image, `run -b` and create/start/delete of a bundle of it (once to fill
+# exprun's caches, then again measured). Every
 # function that starts on a touched page is listed: page granularity, so the
 # list holds the run path and its page neighbours. Names are the build's
 # mangled symbols, which do not depend on the checkout path; a name a later
@@ -34,6 +35,11 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/exprun-hot.XXXXXX")
 LOOP=''
 cleanup() {
     set +e
+    if [ -x "$TMP/mnt/exprun" ] && [ -d "$TMP/root" ]; then
+        for id in $("$TMP/mnt/exprun" --root "$TMP/root" list -q 2>/dev/null); do
+            "$TMP/mnt/exprun" --root "$TMP/root" delete -f "$id" >/dev/null 2>&1
+        done
+    fi
     mountpoint -q "$TMP/mnt" && umount "$TMP/mnt"
     [ -n "$LOOP" ] && losetup -d "$LOOP"
     rm -rf --one-file-system "$TMP"
@@ -50,14 +56,34 @@ cp "$EXPRUN_BIN" "$TMP/mnt/exprun"
 BIN=$TMP/mnt/exprun
 
 "$BIN" --root "$TMP/root" image import rootfs-fixtures/out/busybox-oci --name busybox:latest >/dev/null
-"$BIN" --root "$TMP/root" run busybox:latest -- /bin/true
+# A bundle of the same image for the OCI paths: its layers unpacked in order.
+layout=rootfs-fixtures/out/busybox-oci
+mkdir -p "$TMP/bundle/rootfs"
+manifest=$(jq -r '.manifests[0].digest | sub(":"; "/")' "$layout/index.json")
+for layer in $(jq -r '.layers[].digest | sub(":"; "/")' "$layout/blobs/$manifest"); do
+    tar -xf "$layout/blobs/$layer" -C "$TMP/bundle/rootfs"
+done
+(cd "$TMP/bundle" && "$BIN" spec)
+jq '.process.args = ["/bin/true"] | .process.terminal = false' "$TMP/bundle/config.json" >"$TMP/config.json"
+mv "$TMP/config.json" "$TMP/bundle/config.json"
+
+# The paths a start takes: exprun run, run -b, and containerd's create,
+# start, delete.
+workload() {
+    "$BIN" --root "$TMP/root" run busybox:latest -- /bin/true
+    "$BIN" --root "$TMP/root" run -b "$TMP/bundle" "hot-run-$1"
+    "$BIN" --root "$TMP/root" create -b "$TMP/bundle" "hot-oci-$1"
+    "$BIN" --root "$TMP/root" start "hot-oci-$1"
+    "$BIN" --root "$TMP/root" delete -f "hot-oci-$1" >/dev/null
+}
+workload 1
 
 python3 - "$BIN" evict <<'EOF'
 import os, sys
 fd = os.open(sys.argv[1], os.O_RDONLY)
 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 EOF
-"$BIN" --root "$TMP/root" run busybox:latest -- /bin/true
+workload 2
 
 python3 - "$BIN" "$OUT" <<'EOF'
 import ctypes, mmap, os, subprocess, sys
