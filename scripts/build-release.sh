@@ -21,6 +21,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 triple="$(uname -m)-unknown-linux-gnu"
 order=${EXPRUN_FUNCTION_ORDER-$PWD/scripts/hot-functions.txt}
+# The list names x86_64 symbols, and only lld (rustc's default linker for
+# x86_64 Linux) takes it.
+[ "$(uname -m)" = x86_64 ] || order=''
 link=(-C "link-arg=-Wl,-z,pack-relative-relocs")
 if [ -n "$order" ]; then
     [ -r "$order" ] || { echo "build-release: no function order list at $order" >&2; exit 1; }
