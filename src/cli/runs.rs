@@ -233,11 +233,12 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
         RunsCommand::Ls { json, all, image, name, status, labels, since, pod, namespace, container } => {
             let pods = PodFilter { pod, namespace, container };
             let filter = select::Filter { all, image, name, status, labels, since };
-            let listing = index::load(&root.runs_dir())?;
+            let mut bufs = index::Buffers::default();
+            let listing = index::load(&root.runs_dir(), &mut bufs)?;
             for (_, e) in &listing.unreadable {
                 crate::error::print(e);
             }
-            let mut runs: Vec<&index::Entry> = Vec::new();
+            let mut runs: Vec<&index::Listed<'_>> = Vec::with_capacity(listing.entries.len());
             let mut hidden = 0;
             for e in listing.entries.iter().filter(|e| pods.matches(e)) {
                 if filter.matches(e) {
@@ -256,27 +257,14 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
             } else {
                 // One write for the whole table: a sweep lists 100,000 runs.
                 let mut table = String::with_capacity(128 * (runs.len() + 1));
-                let mut row = |line: String| {
-                    table.push_str(&for_terminal(&line));
-                    table.push('\n');
-                };
-                row(format!(
-                    "{:<12}  {:<16}  {:<24}  {:<10}  {:>4}  {:<20}  COMMAND",
+                table.push_str(&format!(
+                    "{:<12}  {:<16}  {:<24}  {:<10}  {:>4}  {:<20}  COMMAND\n",
                     "RUN", "NAME", "IMAGE", "STATUS", "EXIT", "CREATED"
                 ));
                 for e in &runs {
-                    row(format!(
-                        "{:<12}  {:<16}  {:<24}  {:<10}  {:>4}  {:<20}  {}",
-                        e.id.get(..12).unwrap_or(&e.id),
-                        e.name.as_deref().unwrap_or("-"),
-                        image_label(e),
-                        status_label(e.status, e.oom_killed),
-                        e.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-                        e.created,
-                        e.command.join(" ")
-                    ));
+                    table_row(&mut table, e);
                 }
-                out!("{table}");
+                super::out::write(&table);
             }
             Ok(0)
         }
@@ -455,7 +443,7 @@ struct PodFilter {
 }
 
 impl PodFilter {
-    fn matches(&self, e: &index::Entry) -> bool {
+    fn matches(&self, e: &index::Listed<'_>) -> bool {
         if self.pod.is_none() && self.namespace.is_none() && self.container.is_none() {
             return true;
         }
@@ -493,22 +481,77 @@ fn argv(r: &RunRecord) -> Vec<String> {
     r.spec.process().as_ref().and_then(|p| p.args().clone()).unwrap_or_default()
 }
 
-fn image_label(e: &index::Entry) -> String {
-    e.image
-        .as_ref()
-        .map(|i| i.name.clone().unwrap_or_else(|| i.manifest_digest.short().to_string()))
-        .unwrap_or_else(|| "-".into())
+/// One row of `runs ls`: the columns of the header, each padded to its
+/// width by the characters of what the record says and written with control
+/// characters escaped ([`for_terminal`]), as if the row were formatted whole
+/// and then escaped.
+fn table_row(out: &mut String, e: &index::Listed<'_>) {
+    let image = e.image.as_ref().map_or("-", |i| i.name.as_deref().unwrap_or_else(|| i.short_digest()));
+    cell(out, e.id.get(..12).unwrap_or(&e.id), 12);
+    cell(out, e.name.as_deref().unwrap_or("-"), 16);
+    cell(out, image, 24);
+    let status = status_name(e.status);
+    out.push_str(status);
+    let status_len = if e.oom_killed {
+        out.push_str(",oom");
+        status.len() + 4
+    } else {
+        status.len()
+    };
+    pad(out, status_len, 10);
+    match e.exit_code {
+        Some(c) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{c:>4}  ");
+        }
+        None => out.push_str("   -  "),
+    }
+    cell(out, &e.created, 20);
+    for (i, word) in e.command.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        shown(out, word);
+    }
+    out.push('\n');
 }
 
-fn status_label(status: Status, oom_killed: bool) -> String {
-    let s = match status {
+/// `s` escaped for a terminal, padded to `width` characters (counted
+/// before escaping), then the two spaces between columns.
+fn cell(out: &mut String, s: &str, width: usize) {
+    shown(out, s);
+    pad(out, if s.is_ascii() { s.len() } else { s.chars().count() }, width);
+}
+
+fn pad(out: &mut String, len: usize, width: usize) {
+    for _ in len..width {
+        out.push(' ');
+    }
+    out.push_str("  ");
+}
+
+/// `s` escaped for a terminal: as is when it is printable ASCII.
+fn shown(out: &mut String, s: &str) {
+    if s.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        out.push_str(s);
+    } else {
+        out.push_str(&for_terminal(s));
+    }
+}
+
+fn status_name(status: Status) -> &'static str {
+    match status {
         Status::Exited => "exited",
         Status::Killed => "killed",
         Status::NotStarted => "not-started",
         Status::Failed => "failed",
         Status::Lost => "lost",
         Status::Supervised => "supervised",
-    };
+    }
+}
+
+fn status_label(status: Status, oom_killed: bool) -> String {
+    let s = status_name(status);
     if oom_killed {
         format!("{s},oom")
     } else {
@@ -516,12 +559,12 @@ fn status_label(status: Status, oom_killed: bool) -> String {
     }
 }
 
-fn summary_json(e: &index::Entry) -> serde_json::Value {
+fn summary_json(e: &index::Listed<'_>) -> serde_json::Value {
     serde_json::json!({
         "run_id": e.id,
         "name": e.name,
         "image": e.image.as_ref().map(|i| &i.reference),
-        "manifest_digest": e.image.as_ref().map(|i| i.manifest_digest.to_string()),
+        "manifest_digest": e.image.as_ref().map(|i| &i.manifest_digest),
         "status": e.status,
         "exit_code": e.exit_code,
         "oom_killed": e.oom_killed,
