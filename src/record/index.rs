@@ -599,6 +599,56 @@ mod tests {
     }
 
     #[test]
+    fn a_line_is_listed_when_it_reads_as_an_entry() {
+        let good = entry("a").line();
+        assert!(good.contains("\"manifest_digest\":\"sha256:"), "{good}");
+        let lines = [
+            good.clone(),
+            good.replacen('{', r#"{"o":"0123456789abcdef 0123456789abcdee","#, 1),
+            good.replacen('{', r#"{"o":5,"#, 1),
+            good.replacen('{', r#"{"name":"a\tb\u00e9\"","#, 1),
+            good.replacen('{', r#"{"name":5,"#, 1),
+            good.replace("\"manifest_digest\":\"sha256:", "\"manifest_digest\":\"sha256:A"),
+            good.replace("\"manifest_digest\":\"sha256:", "\"manifest_digest\":\"sha512:"),
+            good.replace("\"status\":\"", "\"status\":\"x"),
+            good.replacen('{', r#"{"unknown":[1,{"x":null}],"#, 1),
+        ];
+        for line in &lines {
+            let (listed, entry) =
+                (serde_json::from_str::<Listed<'_>>(line), serde_json::from_str::<Entry>(line));
+            assert_eq!(listed.is_ok(), entry.is_ok(), "{line}");
+            if let (Ok(l), Ok(e)) = (listed, entry) {
+                let image = l.image.as_ref().unwrap();
+                assert_eq!(
+                    (&*l.id, l.name.as_deref(), &*image.manifest_digest, &*l.created, l.command.len()),
+                    (
+                        e.id.as_str(),
+                        e.name.as_deref(),
+                        e.image.as_ref().unwrap().manifest_digest.to_string().as_str(),
+                        e.created.as_str(),
+                        e.command.len()
+                    )
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn hex_ids_are_numbers_one_for_one() {
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(hex_id(id), Some(0x0123456789abcdef0123456789abcdef));
+        for other in [
+            "0123456789ABCDEF0123456789abcdef",
+            "+123456789abcdef0123456789abcdef",
+            "a",
+            "",
+            "g".repeat(32).as_str(),
+        ] {
+            assert_eq!(hex_id(other), None, "{other}");
+        }
+    }
+
+    #[test]
     fn an_index_that_disagrees_with_the_directories_is_mended() {
         let t = tempfile::tempdir().unwrap();
         let runs = t.path();
