@@ -15,8 +15,8 @@
 //!
 //! `runs ls` reads the index into one buffer and lists from it without
 //! copying ([`Listed`] borrows its strings from the line), and checks it
-//! against the run directories in one pass over `runs/` that allocates
-//! nothing per entry.
+//! against the run directories as one pass over `runs/` returns them,
+//! without keeping their names.
 //!
 //! The line is what the record said when it was written: a record edited by
 //! hand afterwards is listed as it was until the index is rebuilt (remove
