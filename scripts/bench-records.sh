@@ -5,6 +5,10 @@
 #
 # Usage: bash scripts/bench-records.sh [N ...]   (default: 2000 100000)
 # Environment: EXPRUN_BIN  the exprun binary (default: target/release/exprun)
+#              EXPRUN_BASE another exprun binary to time `runs ls` against,
+#                          interleaved round by round over the same runs (a
+#                          release build of main): its median too, and the
+#                          median of the per-round ratios EXPRUN_BIN/EXPRUN_BASE
 #              ROUNDS      timed `runs ls` per N, median reported (default 5)
 # Needs root (the real runs) and python3. N runs are made from a few real
 # ones: each copy is the record of a real run with a new run id (record.json
@@ -19,6 +23,8 @@ SIZES=("$@")
 [ ${#SIZES[@]} -gt 0 ] || SIZES=(2000 100000)
 die() { printf 'bench-records: error: %s\n' "$*" >&2; exit 1; }
 [ -x "$EXPRUN" ] || die "no exprun binary at $EXPRUN (cargo build --release, or set EXPRUN_BIN)"
+BASE=${EXPRUN_BASE:-}
+[ -z "$BASE" ] || [ -x "$BASE" ] || die "no exprun binary at EXPRUN_BASE=$BASE"
 [ "$(id -u)" -eq 0 ] || die "must run as root (the real runs make cgroups)"
 FIXTURE=$REPO/rootfs-fixtures/out/busybox-oci
 [ -d "$FIXTURE" ] || die "no busybox fixture at $FIXTURE (rootfs-fixtures/build.sh)"
@@ -87,27 +93,35 @@ EOF
 }
 
 time_ls() {
-    python3 - "$EXPRUN" "$ROOT" "$ROUNDS" "$@" <<'EOF'
+    python3 - "$ROOT" "$ROUNDS" "$EXPRUN" "$BASE" "$@" <<'EOF'
 import subprocess, sys, time
-exe, root, rounds, args = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
-t = []
-for _ in range(rounds):
+root, rounds, exe, base, args = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:]
+def once(b):
     s = time.perf_counter()
-    subprocess.run([exe, '--root', root, 'runs', 'ls', *args], stdout=subprocess.DEVNULL, check=True)
-    t.append(time.perf_counter() - s)
-t.sort()
-print(f"{t[len(t)//2]:.3f} s (min {t[0]:.3f}, max {t[-1]:.3f})")
+    subprocess.run([b, '--root', root, 'runs', 'ls', *args], stdout=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - s
+t, tb = [], []
+for _ in range(rounds):
+    if base:
+        tb.append(once(base))
+    t.append(once(exe))
+med = lambda v: sorted(v)[len(v) // 2]
+line = f"{med(t):.3f} s (min {min(t):.3f}, max {max(t):.3f})"
+if base:
+    r = [a / b for a, b in zip(t, tb)]
+    line += f"; base {med(tb):.3f} s (min {min(tb):.3f}, max {max(tb):.3f}); ratio {med(r):.2f} ({min(r):.2f}-{max(r):.2f})"
+print(line)
 EOF
 }
 
 for n in "${SIZES[@]}"; do
     make_copies "$n"
-    echo "runs: $n ($(du -s -B1 --apparent-size "$ROOT/runs" | cut -f1) bytes apparent, $(du -s -B1 "$ROOT/runs" | cut -f1) in blocks)"
+    echo "runs: $n (load $(cut -d' ' -f1-3 /proc/loadavg); $(du -s -B1 --apparent-size "$ROOT/runs" | cut -f1) bytes apparent, $(du -s -B1 "$ROOT/runs" | cut -f1) in blocks)"
     echo "  runs ls:                          $(time_ls)"
     echo "  runs ls --json:                   $(time_ls --json)"
     echo "  runs ls --name nosuch (filtered): $(time_ls --name nosuch)"
     if [ "$n" -le 10000 ]; then
         rm -f "$ROOT/runs/.index"
-        echo "  runs ls rebuilding the index:     $(ROUNDS=1 time_ls)"
+        echo "  runs ls rebuilding the index:     $(ROUNDS=1 BASE='' time_ls)"
     fi
 done

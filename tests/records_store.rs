@@ -286,3 +286,65 @@ fn a_long_input_listing_is_stored_once_for_the_runs_that_read_it() {
     assert!(out.contains("  env LR: 0.1 -> 0.01\n") && !out.contains("input"), "{out}");
     r.assert_no_leftovers();
 }
+
+#[test]
+fn ls_lists_the_run_directories_there_whatever_the_index_says() {
+    if !privileged("ls_lists_the_run_directories_there_whatever_the_index_says") {
+        return;
+    }
+    let r = TestRoot::with_busybox();
+    let (a, b) = two_runs(&r);
+    let runs = r.path().join("runs");
+    let index = runs.join(".index");
+    let ls = || {
+        let (code, out, err) = text(&r.exprun(&["runs", "ls", "--all"], None));
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let table = ls();
+    assert_eq!(table.lines().count(), 3, "{table}");
+    let whole = std::fs::read_to_string(&index).unwrap();
+    let line_a = whole.lines().find(|l| l.contains(&a)).unwrap().to_string();
+
+    // A symlink in runs/ is no run directory, though its line names it and
+    // it leads to one: not listed, and its line is dropped.
+    let fake = "e".repeat(32);
+    std::os::unix::fs::symlink(runs.join(&a), runs.join(&fake)).unwrap();
+    std::fs::write(&index, format!("{whole}{}\n", line_a.replace(&a, &fake))).unwrap();
+    assert_eq!(ls(), table, "a symlinked run directory");
+    assert!(!std::fs::read_to_string(&index).unwrap().contains(&fake));
+    std::fs::remove_file(runs.join(&fake)).unwrap();
+
+    // Two lines for one run, and one run without a line: the counts agree,
+    // the runs do not.
+    let line_b = whole.lines().find(|l| l.contains(&b)).unwrap();
+    std::fs::write(&index, format!("{line_b}\n{line_b}\n")).unwrap();
+    assert_eq!(ls(), table, "a line twice, a line missing");
+    assert_eq!(std::fs::read_to_string(&index).unwrap().lines().count(), 2);
+
+    // An index that is a symlink to another file, one that agrees with the
+    // run directories but names a run otherwise, is not read, nor written
+    // through: the listing is rebuilt from the records.
+    let elsewhere = r.path().join("elsewhere");
+    let forged = whole.replace("\"name\":\"one\"", "\"name\":\"forged\"");
+    assert_ne!(forged, whole);
+    std::fs::write(&elsewhere, &forged).unwrap();
+    std::fs::remove_file(&index).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &index).unwrap();
+    assert_eq!(ls(), table, "a symlinked index");
+    assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), forged);
+    assert!(!std::fs::symlink_metadata(&index).unwrap().file_type().is_symlink());
+    std::fs::remove_file(&elsewhere).unwrap();
+
+    // An index owned by someone else that lists a run whose directory is
+    // gone: the run is not shown.
+    let gone = runs.join(&a);
+    let kept = r.path().join("kept-a");
+    std::fs::rename(&gone, &kept).unwrap();
+    std::os::unix::fs::chown(&index, Some(65534), Some(65534)).unwrap();
+    let out = ls();
+    assert!(!out.contains(&a[..12]) && out.contains(&b[..12]), "{out}");
+    std::fs::rename(&kept, &gone).unwrap();
+    assert_eq!(ls(), table, "the run back");
+    r.assert_no_leftovers();
+}

@@ -15,6 +15,7 @@ mod out;
 mod registry;
 mod run;
 mod runs;
+mod runs_ls;
 mod verify;
 
 /// exprun: run experiments in isolated containers from immutable images, and keep a

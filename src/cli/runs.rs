@@ -231,54 +231,9 @@ pub fn run(globals: &Globals, cmd: RunsCommand) -> Result<i32> {
     let root = globals.state();
     match cmd {
         RunsCommand::Ls { json, all, image, name, status, labels, since, pod, namespace, container } => {
-            let pods = PodFilter { pod, namespace, container };
+            let pods = super::runs_ls::PodFilter { pod, namespace, container };
             let filter = select::Filter { all, image, name, status, labels, since };
-            let listing = index::load(&root.runs_dir())?;
-            for (_, e) in &listing.unreadable {
-                crate::error::print(e);
-            }
-            let mut runs: Vec<&index::Entry> = Vec::new();
-            let mut hidden = 0;
-            for e in listing.entries.iter().filter(|e| pods.matches(e)) {
-                if filter.matches(e) {
-                    runs.push(e);
-                } else if e.by_verify && (select::Filter { all: true, ..filter.clone() }).matches(e) {
-                    hidden += 1;
-                }
-            }
-            runs.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
-            if hidden > 0 && !json {
-                eprintln!("exprun: {hidden} replay(s) made by `exprun verify` not listed (--all lists them)");
-            }
-            if json {
-                let rows: Vec<serde_json::Value> = runs.iter().map(|e| summary_json(e)).collect();
-                print_json(&serde_json::Value::Array(rows));
-            } else {
-                // One write for the whole table: a sweep lists 100,000 runs.
-                let mut table = String::with_capacity(128 * (runs.len() + 1));
-                let mut row = |line: String| {
-                    table.push_str(&for_terminal(&line));
-                    table.push('\n');
-                };
-                row(format!(
-                    "{:<12}  {:<16}  {:<24}  {:<10}  {:>4}  {:<20}  COMMAND",
-                    "RUN", "NAME", "IMAGE", "STATUS", "EXIT", "CREATED"
-                ));
-                for e in &runs {
-                    row(format!(
-                        "{:<12}  {:<16}  {:<24}  {:<10}  {:>4}  {:<20}  {}",
-                        e.id.get(..12).unwrap_or(&e.id),
-                        e.name.as_deref().unwrap_or("-"),
-                        image_label(e),
-                        status_label(e.status, e.oom_killed),
-                        e.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-                        e.created,
-                        e.command.join(" ")
-                    ));
-                }
-                out!("{table}");
-            }
-            Ok(0)
+            super::runs_ls::ls(&root.runs_dir(), &filter, &pods, json)
         }
         RunsCommand::Show { run, latest: _, json } => {
             // clap makes RUN and --latest exclusive and requires one of them.
@@ -443,26 +398,8 @@ fn collect(root: &crate::state::Root) -> bool {
 
 /// JSON from a record on stdout: C1 and bidirectional controls in strings
 /// written as `\uXXXX` (the same JSON), since stdout may be a terminal.
-fn print_json(v: &serde_json::Value) {
+pub(super) fn print_json(v: &serde_json::Value) {
     out!("{}", crate::record::json_for_terminal(&String::from_utf8_lossy(&export::to_pretty(v))));
-}
-
-/// `runs ls --pod/--namespace/--container`: all that are given must match.
-struct PodFilter {
-    pod: Option<String>,
-    namespace: Option<String>,
-    container: Option<String>,
-}
-
-impl PodFilter {
-    fn matches(&self, e: &index::Entry) -> bool {
-        if self.pod.is_none() && self.namespace.is_none() && self.container.is_none() {
-            return true;
-        }
-        let Some(k) = &e.kubernetes else { return false };
-        let is = |want: &Option<String>, have: &Option<String>| want.is_none() || want == have;
-        is(&self.pod, &k.pod) && is(&self.namespace, &k.namespace) && is(&self.container, &k.container)
-    }
 }
 
 /// `exprun gc`: clean up after runs whose exprun died, leftovers of
@@ -493,45 +430,13 @@ fn argv(r: &RunRecord) -> Vec<String> {
     r.spec.process().as_ref().and_then(|p| p.args().clone()).unwrap_or_default()
 }
 
-fn image_label(e: &index::Entry) -> String {
-    e.image
-        .as_ref()
-        .map(|i| i.name.clone().unwrap_or_else(|| i.manifest_digest.short().to_string()))
-        .unwrap_or_else(|| "-".into())
-}
-
 fn status_label(status: Status, oom_killed: bool) -> String {
-    let s = match status {
-        Status::Exited => "exited",
-        Status::Killed => "killed",
-        Status::NotStarted => "not-started",
-        Status::Failed => "failed",
-        Status::Lost => "lost",
-        Status::Supervised => "supervised",
-    };
+    let s = super::runs_ls::status_name(status);
     if oom_killed {
         format!("{s},oom")
     } else {
         s.to_string()
     }
-}
-
-fn summary_json(e: &index::Entry) -> serde_json::Value {
-    serde_json::json!({
-        "run_id": e.id,
-        "name": e.name,
-        "image": e.image.as_ref().map(|i| &i.reference),
-        "manifest_digest": e.image.as_ref().map(|i| i.manifest_digest.to_string()),
-        "status": e.status,
-        "exit_code": e.exit_code,
-        "oom_killed": e.oom_killed,
-        "created": e.created,
-        "wall_seconds": e.wall_seconds,
-        "command": e.command,
-        "kubernetes": e.kubernetes,
-        "replay_of": e.replay_of,
-        "made_by": e.made_by,
-    })
 }
 
 /// What a replay of `r` runs: its request (not its spec), what that asks for

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::index::Entry;
+use super::index::Listed;
 use super::{RunRecord, Status};
 
 /// When a record was created, from its RFC 3339 `time.created` (`None` if it
@@ -39,24 +39,24 @@ pub struct Filter {
 
 impl Filter {
     /// Whether the run of index entry `e` is listed.
-    pub fn matches(&self, e: &Entry) -> bool {
+    pub fn matches(&self, e: &Listed<'_>) -> bool {
         (self.all || !e.by_verify)
             && self.image.as_deref().is_none_or(|want| image_matches(e, want))
             && self.name.as_deref().is_none_or(|want| name_matches(e.name.as_deref(), want))
             && self.status.is_none_or(|s| s == e.status)
-            && self.labels.iter().all(|(k, v)| e.labels.get(k).is_some_and(|have| have == v))
+            && self.labels.iter().all(|(k, v)| e.labels.get(k.as_str()).is_some_and(|have| **have == **v))
             && self
                 .since
                 .is_none_or(|t| humantime::parse_rfc3339_weak(&e.created).ok().is_some_and(|c| c >= t))
     }
 }
 
-fn image_matches(e: &Entry, want: &str) -> bool {
+fn image_matches(e: &Listed<'_>, want: &str) -> bool {
     let Some(i) = &e.image else { return false };
-    let digest = i.manifest_digest.to_string();
-    let hex = digest.split_once(':').map_or(digest.as_str(), |(_, h)| h);
+    let digest: &str = &i.manifest_digest;
+    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
     let is_digest_prefix = |p: &str| p.len() >= 4 && p.bytes().all(|b| b.is_ascii_hexdigit());
-    i.reference == want
+    &*i.reference == want
         || i.name.as_deref() == Some(want)
         || i.name.as_deref().is_some_and(|n| !want.contains(':') && n == format!("{want}:latest"))
         || (want.contains(':') && digest.starts_with(want) && want.len() > "sha256:".len() + 3)
@@ -179,6 +179,7 @@ pub fn dependents(records: &[RunRecord], runs_dir: &Path) -> BTreeMap<String, Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::index::Entry;
     use serde_json::json;
 
     fn rec(id: &str, created: &str, edit: impl FnOnce(&mut serde_json::Value)) -> RunRecord {
@@ -232,10 +233,11 @@ mod tests {
             v["name"] = json!("train-1");
             v["spec"]["annotations"] = json!({"k": "v"});
         });
+        let line = Entry::of(&r, &[]).line();
         let f = |edit: fn(&mut Filter)| {
             let mut f = Filter::default();
             edit(&mut f);
-            f.matches(&Entry::of(&r, &[]))
+            f.matches(&serde_json::from_str(&line).unwrap())
         };
         assert!(f(|_| {}));
         assert!(f(|f| f.name = Some("train-*".into())));
@@ -250,7 +252,8 @@ mod tests {
             v["replay_of"] = json!("a");
             v["command_line"] = json!(["exprun", "verify", "a"]);
         });
-        let replay = Entry::of(&replay, &[]);
+        let replay = Entry::of(&replay, &[]).line();
+        let replay: Listed<'_> = serde_json::from_str(&replay).unwrap();
         assert!(
             !Filter::default().matches(&replay) && Filter { all: true, ..Filter::default() }.matches(&replay)
         );
