@@ -564,6 +564,11 @@ pub fn exprun_info(cache_dir: &Path) -> ExprunInfo {
     ExprunInfo { version: env!("CARGO_PKG_VERSION").into(), binary_digest: binary_digest(cache_dir) }
 }
 
+/// How many binaries the digest cache remembers: a state root used by two
+/// installed exprun binaries in turn (a root-owned one and the caller's own, two
+/// versions) hashes neither again, where one entry made each run hash 16 MB.
+const BINARY_DIGESTS_KEPT: usize = 8;
+
 fn binary_digest(cache_dir: &Path) -> Option<Digest> {
     let exe = Path::new("/proc/self/exe");
     // A sealed copy of the installed binary is cached as that binary.
@@ -572,18 +577,19 @@ fn binary_digest(cache_dir: &Path) -> Option<Digest> {
         None => crate::selfexe::identity(&fs::metadata(exe).ok()?),
     };
     let cache = cache_dir.join("exprun-binary-digest");
-    if let Ok(text) = fs::read_to_string(&cache) {
-        if let Some((k, d)) = text.trim().split_once(' ') {
-            if k == key {
-                if let Ok(d) = d.parse() {
-                    return Some(d);
-                }
-            }
-        }
+    let known = fs::read_to_string(&cache).unwrap_or_default();
+    let entries: Vec<(&str, &str)> = known.lines().filter_map(|line| line.split_once(' ')).collect();
+    if let Some(d) = entries.iter().find(|&&(k, _)| k == key).and_then(|(_, d)| d.parse().ok()) {
+        return Some(d);
     }
     let (digest, _) = Digest::of_file(exe).ok()?;
+    // The newest first; the oldest beyond the limit are forgotten.
+    let mut text = format!("{key} {digest}\n");
+    for (k, d) in entries.into_iter().filter(|&(k, _)| k != key).take(BINARY_DIGESTS_KEPT - 1) {
+        text.push_str(&format!("{k} {d}\n"));
+    }
     if crate::fsutil::create_private_dir_all(cache_dir).is_ok() {
-        let _ = crate::fsutil::write_atomic(&cache, format!("{key} {digest}\n").as_bytes(), false);
+        let _ = crate::fsutil::write_atomic(&cache, text.as_bytes(), false);
     }
     Some(digest)
 }
@@ -621,5 +627,27 @@ mod tests {
         let a = binary_digest(dir.path()).unwrap();
         assert!(dir.path().join("exprun-binary-digest").exists());
         assert_eq!(binary_digest(dir.path()).unwrap(), a);
+    }
+
+    #[test]
+    fn the_digest_cache_keeps_several_binaries_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("exprun-binary-digest");
+        let other =
+            |i: usize| format!("1:{i}:5:6.7 sha256:{}", format!("{i:x}").repeat(64).get(..64).unwrap());
+        let others: Vec<String> = (1..=BINARY_DIGESTS_KEPT).map(other).collect();
+        std::fs::write(&cache, others.join("\n") + "\n").unwrap();
+        let ours = binary_digest(dir.path()).unwrap();
+        let text = std::fs::read_to_string(&cache).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), BINARY_DIGESTS_KEPT, "{text}");
+        assert!(lines[0].ends_with(&format!(" {ours}")), "{text}");
+        assert_eq!(lines[1..], others[..BINARY_DIGESTS_KEPT - 1], "the oldest one goes");
+
+        // Found among the others (a planted digest shows it was not computed again).
+        let key = lines[0].split_once(' ').unwrap().0.to_string();
+        let planted = format!("sha256:{}", "ab".repeat(32));
+        std::fs::write(&cache, format!("{}\n{key} {planted}\n{}\n", others[0], others[1])).unwrap();
+        assert_eq!(binary_digest(dir.path()).unwrap().to_string(), planted);
     }
 }
