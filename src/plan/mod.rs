@@ -280,19 +280,21 @@ pub enum Source<'a> {
     },
 }
 
+/// The spec's `linux` section, or an empty one where it has none: borrowed,
+/// not cloned (it holds the seccomp profile, hundreds of names).
+fn linux_of(spec: &Spec) -> std::borrow::Cow<'_, oci_spec::runtime::Linux> {
+    match spec.linux() {
+        Some(l) => std::borrow::Cow::Borrowed(l),
+        None => std::borrow::Cow::Owned(oci_spec::runtime::Linux::default()),
+    }
+}
+
 /// Resolve and check `spec` into a plan.
 pub fn build(spec: Spec, ctx: PlanContext<'_>) -> Result<RunPlan> {
     let host = ctx.host;
     unapplied::refuse_in_config(&spec)?;
     let mut process = process::process_plan(&spec, &host.process)?;
-    let no_linux;
-    let linux = match spec.linux() {
-        Some(l) => l,
-        None => {
-            no_linux = oci_spec::runtime::Linux::default();
-            &no_linux
-        }
-    };
+    let linux = &*linux_of(&spec);
     process.personality = linux.personality().as_ref().map(process::personality).transpose()?;
     process.cpu_affinity = ctx.cpu_affinity.clone();
 

@@ -85,14 +85,7 @@ pub enum Scratch {
 
 /// The root filesystem of `spec` from where `ctx` says it comes from.
 pub(super) fn rootfs(spec: &Spec, ctx: &PlanContext<'_>, host: &Host) -> Result<RootfsPlan> {
-    let no_linux;
-    let linux = match spec.linux() {
-        Some(l) => l,
-        None => {
-            no_linux = oci_spec::runtime::Linux::default();
-            &no_linux
-        }
-    };
+    let linux = &*super::linux_of(spec);
     let root_path = spec.root().as_ref().map(|r| r.path().clone());
     Ok(match ctx.source {
         Source::Image { image, layers_root } => {

@@ -29,14 +29,7 @@ pub(super) fn refuse_in_process(p: &Process) -> Result<()> {
 /// Refuse the first field of the config outside `process` that exprun would
 /// not apply.
 pub(super) fn refuse_in_config(spec: &Spec) -> Result<()> {
-    let no_linux;
-    let linux = match spec.linux() {
-        Some(l) => l,
-        None => {
-            no_linux = oci_spec::runtime::Linux::default();
-            &no_linux
-        }
-    };
+    let linux = &*super::linux_of(spec);
     let other_os = [
         (spec.solaris().is_some(), "solaris"),
         (spec.windows().is_some(), "windows"),
