@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg, RenameFlags, AT_FDCWD};
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::manifest::{self, Manifest};
@@ -335,13 +335,13 @@ impl Store {
     pub fn publish_blob(&self, tmp_file: &Path, d: &Digest) -> Result<()> {
         let _ = fs::set_permissions(tmp_file, fs::Permissions::from_mode(0o444));
         let dest = self.blob_path(d);
-        match nix::fcntl::renameat2(AT_FDCWD, tmp_file, AT_FDCWD, &dest, RenameFlags::RENAME_NOREPLACE) {
+        match crate::sys::rename_noreplace(tmp_file, &dest) {
             Ok(()) => Ok(()),
-            Err(Errno::EEXIST) => {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 let _ = fs::remove_file(tmp_file);
                 Ok(())
             }
-            Err(e) => Err(Error::io("rename into the store", tmp_file, e.into())),
+            Err(e) => Err(Error::io("rename into the store", tmp_file, e)),
         }
     }
 
@@ -359,10 +359,10 @@ impl Store {
     /// there, ours is discarded.
     pub fn publish_layer(&self, tmp_dir: &Path, diff_id: &Digest) -> Result<()> {
         let dest = self.layer_path(diff_id);
-        match nix::fcntl::renameat2(AT_FDCWD, tmp_dir, AT_FDCWD, &dest, RenameFlags::RENAME_NOREPLACE) {
+        match crate::sys::rename_noreplace(tmp_dir, &dest) {
             Ok(()) => Ok(()),
-            Err(Errno::EEXIST | Errno::ENOTEMPTY) => remove_all(tmp_dir),
-            Err(e) => Err(Error::io("rename into the store", tmp_dir, e.into())),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) => remove_all(tmp_dir),
+            Err(e) => Err(Error::io("rename into the store", tmp_dir, e)),
         }
     }
 }

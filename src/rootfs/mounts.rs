@@ -91,13 +91,13 @@ pub(super) fn remount_readonly(k: &dyn Kernel, path: &Path, extra: MsFlags) -> i
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
         (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
         (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        (FsFlags::from_bits_retain(ST_RELATIME), MsFlags::MS_RELATIME),
     ] {
         if have.contains(st) {
             flags |= ms;
         }
     }
-    if !have.intersects(FsFlags::ST_NOATIME | FsFlags::ST_RELATIME) {
+    if !have.intersects(FsFlags::ST_NOATIME | FsFlags::from_bits_retain(ST_RELATIME)) {
         flags |= MsFlags::MS_STRICTATIME;
     }
     if have.bits() & ST_NOSYMFOLLOW != 0 {
@@ -108,6 +108,8 @@ pub(super) fn remount_readonly(k: &dyn Kernel, path: &Path, extra: MsFlags) -> i
 
 /// `ST_NOSYMFOLLOW` from `<sys/statvfs.h>`, which nix does not name.
 const ST_NOSYMFOLLOW: libc::c_ulong = 0x2000;
+/// `ST_RELATIME`, which nix names only for glibc.
+const ST_RELATIME: libc::c_ulong = 0x1000;
 
 /// The writable layer (a private tmpfs over the run directory unless it is kept),
 /// the run's own files (hosts, hostname), then the overlay at the target.

@@ -7,8 +7,9 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 /// Mark every fd from `first` upwards close-on-exec, so nothing the runtime opened
 /// (or inherited) reaches the container's process (CVE-2024-21626 was a leaked fd).
 pub fn cloexec_from(first: u32) -> io::Result<()> {
+    // A raw syscall: musl has no close_range wrapper.
     // SAFETY: close_range only changes fd flags; no memory is passed.
-    let r = unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) };
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
     if r == -1 {
         return Err(io::Error::last_os_error());
     }
@@ -80,13 +81,13 @@ pub fn loopback_up() -> io::Result<()> {
         *dst = *src as libc::c_char;
     }
     // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `req`.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } == -1 {
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as libc::Ioctl, &mut req) } == -1 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: the union member ifru_flags is the one SIOCGIFFLAGS just filled in.
     unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
     // SAFETY: SIOCSIFFLAGS reads name and flags from `req`.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } == -1 {
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as libc::Ioctl, &req) } == -1 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

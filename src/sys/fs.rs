@@ -67,6 +67,30 @@ struct MountAttr {
     userns_fd: u64,
 }
 
+/// `renameat2(2)` with `RENAME_NOREPLACE`: move `from` to `to` unless `to`
+/// exists (`EEXIST`; `ENOTEMPTY` for a directory on some file systems). A
+/// raw syscall, because neither musl's nor nix's wrapper is there for every
+/// C library exprun is built with.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let (from, to) = (cstring(from)?, cstring(to)?);
+    // SAFETY: both paths are NUL-terminated strings that outlive the call;
+    // renameat2 only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The file at `path` on a new, detached, read-only bind mount: an `O_PATH`
 /// descriptor that no mount table lists, and that goes away with its last
 /// user. A write through it fails with `EROFS` whoever tries (needs
