@@ -23,6 +23,17 @@ mod verify;
 #[derive(Debug, Parser)]
 #[command(name = "exprun", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
+    #[command(flatten)]
+    globals: GlobalArgs,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+// exprun's options before or after any verb. No doc comment: a flattened
+// struct's would replace exprun's `about`.
+#[derive(Debug, clap::Args)]
+pub struct GlobalArgs {
     /// Directory for the image store, live containers and run records
     /// [default: /var/lib/exprun as root, $XDG_DATA_HOME/exprun otherwise]
     #[arg(long, global = true, env = "EXPRUN_ROOT", value_name = "DIR")]
@@ -70,9 +81,6 @@ pub struct Cli {
     /// /var/run/cdi, as podman's option does)
     #[arg(long = "cdi-spec-dir", global = true, value_name = "DIR", action = ArgAction::Append)]
     pub cdi_spec_dir: Vec<PathBuf>,
-
-    #[command(subcommand)]
-    command: Command,
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,7 +198,7 @@ pub fn main() -> i32 {
         crate::selfexe::protect();
     }
     // clap's own exit status for a bad command line is 2; exprun's errors are 125.
-    let cli = match Cli::try_parse() {
+    let cli = match parse(&args) {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -202,22 +210,23 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    crate::log::init(cli.debug);
+    let Cli { globals: g, command } = cli;
+    crate::log::init(g.debug);
     crate::selfexe::report();
     let globals = Globals {
-        root: cli.root.clone().unwrap_or_else(default_root),
-        debug: cli.debug,
-        systemd_cgroup: cli.systemd_cgroup,
-        runtime: cli.root.is_none().then(runtime_dir).flatten(),
-        cdi_spec_dirs: if cli.cdi_spec_dir.is_empty() {
+        root: g.root.clone().unwrap_or_else(default_root),
+        debug: g.debug,
+        systemd_cgroup: g.systemd_cgroup,
+        runtime: g.root.is_none().then(runtime_dir).flatten(),
+        cdi_spec_dirs: if g.cdi_spec_dir.is_empty() {
             crate::cdi::DEFAULT_SPEC_DIRS.iter().map(PathBuf::from).collect()
         } else {
-            cli.cdi_spec_dir.clone()
+            g.cdi_spec_dir.clone()
         },
     };
-    let log = LogTarget { path: cli.log.clone(), json: cli.log_format == "json" };
-    let rootless = cli.rootless.as_deref() == Some("true");
-    if rootless && nix::unistd::geteuid().is_root() && !matches!(cli.command, Command::Spec(_)) {
+    let log = LogTarget { path: g.log.clone(), json: g.log_format == "json" };
+    let rootless = g.rootless.as_deref() == Some("true");
+    if rootless && nix::unistd::geteuid().is_root() && !matches!(command, Command::Spec(_)) {
         let e = Error::Usage(
             "--rootless=true: exprun is running as root; it is rootless when an unprivileged user runs it \
              (a user namespace then maps that user to root), so run it as that user"
@@ -227,7 +236,7 @@ pub fn main() -> i32 {
     }
     // A rootless caller with subordinate ids manages the store from inside a
     // user namespace that maps them, so layers keep their files' owners.
-    if matches!(cli.command, Command::Image(_) | Command::Pull(_) | Command::Gc)
+    if matches!(command, Command::Image(_) | Command::Pull(_) | Command::Gc)
         && !nix::unistd::geteuid().is_root()
         && crate::userns::in_initial_userns()
     {
@@ -240,7 +249,7 @@ pub fn main() -> i32 {
             };
         }
     }
-    let result = match cli.command {
+    let result = match command {
         Command::Run(args) => run::run(&globals, *args),
         Command::Replay(a) => verify::replay(&globals, a),
         Command::Verify(a) => verify::verify(&globals, a),
@@ -274,6 +283,45 @@ pub fn main() -> i32 {
 
 /// The verbs that start processes inside containers.
 const CONTAINER_VERBS: &[&str] = &["run", "replay", "verify", "build", "create", "exec"];
+
+/// The command line, parsed. The verbs that start or drive containers are
+/// parsed first against a command of that verb alone (see [`one_verb`]), which
+/// costs about a tenth of clap's whole tree of verbs; whatever that parse does
+/// not accept (help, a bad option, another verb) goes to the whole tree, so
+/// errors and help read as they always did.
+fn parse(args: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
+    parse_one_verb(args).map_or_else(Cli::try_parse, Ok)
+}
+
+/// The command line parsed against [`one_verb`]'s command, if it has such a
+/// verb and that parse accepts it.
+fn parse_one_verb(args: &[std::ffi::OsString]) -> Option<Cli> {
+    use clap::FromArgMatches;
+    let cmd = verb(args).and_then(one_verb)?;
+    let argv = std::iter::once(std::ffi::OsString::from("exprun")).chain(args.iter().cloned());
+    cmd.try_get_matches_from(argv).and_then(|m| Cli::from_arg_matches(&m)).ok()
+}
+
+/// exprun's command with its global options and the one verb `verb`, built
+/// from the same definitions as [`Cli`]: `run` and the verbs containerd's shim
+/// calls for every container and exec probe.
+fn one_verb(verb: &str) -> Option<clap::Command> {
+    use clap::Args;
+    type Augment = fn(clap::Command) -> clap::Command;
+    let (name, augment): (&'static str, Augment) = match verb {
+        "run" => ("run", run::RunArgs::augment_args),
+        "create" => ("create", oci::CreateArgs::augment_args),
+        "start" => ("start", oci::IdArg::augment_args),
+        "state" => ("state", oci::IdArg::augment_args),
+        "kill" => ("kill", oci::KillArgs::augment_args),
+        "exec" => ("exec", oci::ExecArgs::augment_args),
+        "delete" => ("delete", oci::DeleteArgs::augment_args),
+        _ => return None,
+    };
+    let sub = augment(clap::Command::new(name));
+    let top = clap::Command::new("exprun").version(env!("CARGO_PKG_VERSION")).propagate_version(true);
+    Some(GlobalArgs::augment_args(top).subcommand(sub).subcommand_required(true))
+}
 
 /// The global options that take a value (in the next argument unless `--opt=value`).
 const VALUED_GLOBALS: &[&str] = &["--root", "--log", "--log-format", "--rootless", "--cdi-spec-dir"];
@@ -328,5 +376,61 @@ mod tests {
         assert_eq!(v("--root=/x --rootless false state c"), Some("state".into()));
         assert_eq!(v("--version"), None);
         assert_eq!(v("--root"), None);
+    }
+
+    const ONE_VERB: [&str; 7] = ["run", "create", "start", "state", "kill", "exec", "delete"];
+
+    #[test]
+    fn one_verb_defines_its_verb_and_the_globals_as_the_whole_tree_does() {
+        use clap::CommandFactory;
+        let args = |c: &clap::Command| c.get_arguments().map(|a| format!("{a:?}")).collect::<Vec<_>>();
+        let mut whole = Cli::command();
+        whole.build();
+        for verb in ONE_VERB {
+            let mut one = one_verb(verb).unwrap_or_else(|| panic!("{verb}: no one-verb command"));
+            one.build();
+            assert_eq!(args(&one), args(&whole), "{verb}: the global options differ");
+            let (Some(a), Some(b)) = (one.find_subcommand(verb), whole.find_subcommand(verb)) else {
+                panic!("{verb}: not a subcommand of both");
+            };
+            assert_eq!(args(a), args(b), "{verb}: its options differ from the whole tree's");
+            let names: Vec<&str> =
+                one.get_subcommands().map(|c| c.get_name()).filter(|n| *n != "help").collect();
+            assert_eq!(names, [verb], "{verb}: other verbs built too");
+        }
+        assert!(one_verb("runs").is_none() && one_verb("image").is_none());
+    }
+
+    #[test]
+    fn a_one_verb_parse_is_the_whole_trees_parse_or_none() {
+        use clap::Parser;
+        let lines = [
+            "run busybox:latest -- /bin/true",
+            "--root /r --debug run --name x --memory 64m --env A=1 -v /d:/d:ro busybox sh -c 'x'",
+            "run --debug=false --rootless=auto busybox:latest",
+            "--log /l --log-format json create -b /b --pid-file /p --console-socket /s c1",
+            "--root /r --systemd-cgroup start c1",
+            "state c1",
+            "--rootless false kill --all c1 KILL",
+            "exec --process /p.json --detach --pid-file /q c1",
+            "exec -t --cwd /w c1 sh -c true",
+            "delete -f c1",
+            "--cdi-spec-dir /a --cdi-spec-dir /b run --gpus all img nvidia-smi",
+        ];
+        for line in lines {
+            let args: Vec<std::ffi::OsString> = line.split_whitespace().map(Into::into).collect();
+            let whole = Cli::try_parse_from(std::iter::once("exprun".into()).chain(args.iter().cloned()))
+                .unwrap_or_else(|e| panic!("{line}: {e}"));
+            let one = parse_one_verb(&args).unwrap_or_else(|| panic!("{line}: not parsed by one verb"));
+            assert_eq!(format!("{one:?}"), format!("{whole:?}"), "{line}");
+        }
+        // What the one-verb parse does not take goes to the whole tree:
+        // help, errors, and the other verbs.
+        for line in
+            ["run --help", "run --no-such-option img", "create", "kill", "runs ls", "--version", "image ls"]
+        {
+            let args: Vec<std::ffi::OsString> = line.split_whitespace().map(Into::into).collect();
+            assert!(parse_one_verb(&args).is_none(), "{line}: parsed by one verb");
+        }
     }
 }
