@@ -38,7 +38,7 @@ pub fn facts(cgroups: &crate::cgroups::CgroupHost) -> HostFacts {
     let field = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
         uts.as_ref().map(|u| f(u).to_string_lossy().into_owned()).unwrap_or_default()
     };
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpuinfo = first_cpu(Path::new("/proc/cpuinfo"));
     let cpu_value = |key: &str| {
         cpuinfo.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;
@@ -72,6 +72,26 @@ pub fn facts(cgroups: &crate::cgroups::CgroupHost) -> HostFacts {
     }
 }
 
+/// The first processor's lines of a cpuinfo file (up to the first blank line):
+/// all the facts need. The kernel formats /proc/cpuinfo as it is read, every
+/// CPU's block in turn; on a host with hundreds of CPUs the whole file is
+/// hundreds of KB of work per run.
+fn first_cpu(path: &Path) -> String {
+    use std::io::BufRead;
+    let Ok(file) = fs::File::open(path) else { return String::new() };
+    let mut block = String::new();
+    for line in std::io::BufReader::with_capacity(4096, file).lines() {
+        match line {
+            Ok(l) if !l.trim().is_empty() => {
+                block.push_str(&l);
+                block.push('\n');
+            }
+            _ => break,
+        }
+    }
+    block
+}
+
 fn os_release(path: &Path) -> Option<String> {
     let text = fs::read_to_string(path).ok()?;
     text.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).map(|v| v.trim_matches('"').to_string())
@@ -103,5 +123,28 @@ mod tests {
         assert_eq!(f.arch, std::env::consts::ARCH);
         assert!(f.cpus_online >= 1);
         assert!(f.memory_bytes.unwrap_or(0) > 0);
+    }
+
+    #[test]
+    fn only_the_first_cpu_is_read_and_the_facts_are_those_of_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("cpuinfo");
+        let two = "processor\t: 0\nmodel name\t: A\nflags\t\t: b a\n\nprocessor\t: 1\nmodel name\t: B\nflags\t\t: c\n\n";
+        fs::write(&path, two).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(first_cpu(&path), "processor\t: 0\nmodel name\t: A\nflags\t\t: b a\n");
+        assert_eq!(first_cpu(&dir.path().join("missing")), "");
+        // This host's facts: the first model name and flags of the whole file.
+        let whole = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let first = |key: &str| {
+            whole
+                .lines()
+                .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim() == key).map(|(_, v)| v.trim()))
+        };
+        let f = facts(&crate::cgroups::CgroupHost::parse("", ""));
+        assert_eq!(f.cpu_model.as_deref(), first("model name"));
+        let mut flags: Vec<&str> = first("flags").unwrap_or_default().split_whitespace().collect();
+        flags.sort_unstable();
+        let want = first("flags").map(|_| Digest::of_bytes(flags.join(" ").as_bytes()));
+        assert_eq!(f.cpu_flags_digest, want);
     }
 }
