@@ -144,6 +144,30 @@ fn an_unprivileged_user_imports_and_runs_in_a_user_namespace() {
     let own = format!(" 0 {} 1", h.uid);
     assert_eq!(stdout.lines().collect::<Vec<_>>(), ["1000", own.as_str(), " 1 3000000 65536", "1000"]);
 
+    // A subordinate range that holds the user's own ids: the map's two lines
+    // overlap on the host, which the kernel would refuse to newuidmap. The run
+    // is refused before anything starts, naming the files to fix, and leaves
+    // nothing.
+    let granted: Vec<String> =
+        ["/etc/subuid", "/etc/subgid"].iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
+    for (f, own) in [("/etc/subuid", h.uid), ("/etc/subgid", h.gid)] {
+        let mut text = std::fs::read_to_string(f).unwrap().replace(&format!("{USER}:3000000:65536\n"), "");
+        text.push_str(&format!("{USER}:{}:10\n", own.saturating_sub(5)));
+        std::fs::write(f, text).unwrap();
+    }
+    let (code, stdout, err) = h.exprun(&["run", "--no-limits", "busybox:latest", "echo", "ran"]);
+    assert_eq!((code, stdout.as_str()), (125, ""), "{err}");
+    assert!(
+        err.contains(&format!("[1] (host ids {}-{}) overlaps [0]", h.uid - 5, h.uid + 4))
+            && err.contains("/etc/subuid and /etc/subgid")
+            && err.contains(&format!("its own id ({})", h.uid)),
+        "{err}"
+    );
+    h.assert_no_leftovers();
+    for (f, text) in ["/etc/subuid", "/etc/subgid"].iter().zip(&granted) {
+        std::fs::write(f, text).unwrap();
+    }
+
     // With subordinate ids the image commands run in a user namespace that maps
     // them: a new import keeps the files' owners, and the caller can remove them.
     h.remove_image();

@@ -330,12 +330,9 @@ fn privileged_maps(linux: &Linux) -> Result<UserNs> {
             if end(a.container, a.size) > u64::from(u32::MAX) || end(a.host, a.size) > u64::from(u32::MAX) {
                 return Err(bad(format!("[{i}] runs past the last id ({})", u32::MAX - 1)));
             }
-            for (j, b) in r.iter().enumerate().take(i) {
-                let overlap = |x: u32, y: u32| u64::from(x) < end(y, b.size) && u64::from(y) < end(x, a.size);
-                if overlap(a.container, b.container) || overlap(a.host, b.host) {
-                    return Err(bad(format!("[{i}] overlaps [{j}]; each id may be mapped once")));
-                }
-            }
+        }
+        if let Some((i, j)) = overlapping(&r) {
+            return Err(bad(format!("[{i}] overlaps [{j}]; each id may be mapped once")));
         }
         Ok(r)
     };
@@ -346,6 +343,18 @@ fn privileged_maps(linux: &Linux) -> Result<UserNs> {
     })
 }
 
+/// The first two ranges `(later, earlier)` that share an id inside or on the
+/// host, which the kernel refuses in a uid_map or gid_map.
+fn overlapping(r: &[IdRange]) -> Option<(usize, usize)> {
+    let end = |start: u32, size: u32| u64::from(start) + u64::from(size);
+    r.iter().enumerate().find_map(|(i, a)| {
+        r.iter().enumerate().take(i).find_map(|(j, b)| {
+            let overlap = |x: u32, y: u32| u64::from(x) < end(y, b.size) && u64::from(y) < end(x, a.size);
+            (overlap(a.container, b.container) || overlap(a.host, b.host)).then_some((i, j))
+        })
+    })
+}
+
 /// A rootless run's maps: container root is the caller's own uid and gid,
 /// optionally followed by ranges from 1 up for newuidmap and newgidmap to check
 /// against /etc/subuid and /etc/subgid.
@@ -353,6 +362,17 @@ fn rootless_maps(linux: &Linux, euid: u32, egid: u32) -> Result<UserNs> {
     let check = |maps: Vec<IdRange>, own: u32, what: &str| -> Result<Vec<IdRange>> {
         let root_is_own = maps.first().is_some_and(|m| m.container == 0 && m.host == own && m.size == 1);
         let rest_from_one = maps.iter().skip(1).all(|m| m.container >= 1 && m.size >= 1);
+        if let Some((i, j)) = overlapping(&maps).filter(|_| root_is_own && rest_from_one) {
+            let m = &maps[i];
+            let last = u64::from(m.host) + u64::from(m.size) - 1;
+            return Err(Error::Config(format!(
+                "linux.{what}: [{i}] (host ids {}-{last}) overlaps [{j}], and the kernel maps each id once \
+                 (newuidmap and newgidmap would fail). `exprun run` takes these ranges from the caller's \
+                 lines in /etc/subuid and /etc/subgid: give the caller ranges that hold neither its own \
+                 id ({own}) nor each other's ids",
+                m.host
+            )));
+        }
         if root_is_own && rest_from_one {
             Ok(maps)
         } else {
@@ -462,6 +482,38 @@ mod tests {
         assert!(err.contains("linux.uidMappings: [1] overlaps [0]"), "{err}");
         let err = m(serde_json::json!([])).unwrap_err().to_string();
         assert!(err.contains("linux.uidMappings: a new user namespace needs at least one range"), "{err}");
+    }
+
+    #[test]
+    fn a_rootless_map_whose_subordinate_range_holds_the_callers_id_is_refused() {
+        let m = |uids: serde_json::Value| {
+            rootless_maps(
+                &linux(serde_json::json!({
+                    "uidMappings": uids,
+                    "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]
+                })),
+                1000,
+                1000,
+            )
+        };
+        let ok = m(serde_json::json!([
+            {"containerID": 0, "hostID": 1000, "size": 1},
+            {"containerID": 1, "hostID": 100000, "size": 65536}
+        ]))
+        .unwrap();
+        assert_eq!(UserNs::map_file(&ok.uids), "0 1000 1\n1 100000 65536\n");
+        let err = m(serde_json::json!([
+            {"containerID": 0, "hostID": 1000, "size": 1},
+            {"containerID": 1, "hostID": 995, "size": 10}
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("linux.uidMappings: [1] (host ids 995-1004) overlaps [0]")
+                && err.contains("/etc/subuid")
+                && err.contains("its own id (1000)"),
+            "{err}"
+        );
     }
 
     #[test]
