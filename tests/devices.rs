@@ -254,6 +254,32 @@ fn bad_devices_unknown_cdi_names_and_unsafe_specs_are_refused_by_name() {
         run_in(&r, Some(cdi.path()), &["--device", "example.com/gpu=0", "busybox:latest", "--", "true"]);
     assert_eq!(code, 125, "{err}");
     assert!(err.contains("owned by uid 65534"), "{err}");
+    std::os::unix::fs::chown(&spec, Some(0), None).unwrap();
+    // A symlinked spec is followed, and the file it names is what is checked.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("example.yaml");
+    std::fs::copy(&spec, &target).unwrap();
+    std::fs::remove_file(&spec).unwrap();
+    std::os::unix::fs::symlink(&target, &spec).unwrap();
+    let device = ["--device", "example.com/gpu=0", "busybox:latest", "--", "true"];
+    let (code, out, err) = run_in(&r, Some(cdi.path()), &device);
+    assert_eq!(code, 0, "{out}{err}");
+    std::os::unix::fs::chown(&target, Some(65534), None).unwrap();
+    let (code, _, err) = run_in(&r, Some(cdi.path()), &device);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains(&spec.display().to_string()) && err.contains("owned by uid 65534"), "{err}");
+    // Anything else named like a spec is refused, naming it, never skipped:
+    // a dangling link, a directory.
+    std::fs::remove_file(&target).unwrap();
+    let (code, _, err) = run_in(&r, Some(cdi.path()), &device);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains(&format!("CDI spec {}: opening", spec.display())), "{err}");
+    std::fs::remove_file(&spec).unwrap();
+    let dir = cdi.path().join("more.json");
+    std::fs::create_dir(&dir).unwrap();
+    let (code, _, err) = run_in(&r, Some(cdi.path()), &device);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains(&dir.display().to_string()) && err.contains("not a regular file"), "{err}");
     r.assert_no_leftovers();
 }
 

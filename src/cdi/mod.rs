@@ -309,20 +309,7 @@ fn load(dirs: &[PathBuf], caller: u32) -> Result<Vec<SpecFile>, Error> {
         files.sort();
         let mut here: BTreeMap<(String, String), PathBuf> = BTreeMap::new();
         for path in files {
-            let meta = std::fs::symlink_metadata(&path).map_err(|source| Error::Io {
-                path: path.clone(),
-                op: "reading",
-                source,
-            })?;
-            if !meta.is_file() {
-                continue;
-            }
-            check_owner(&path, &meta, caller)?;
-            let bytes = std::fs::read(&path).map_err(|source| Error::Io {
-                path: path.clone(),
-                op: "reading",
-                source,
-            })?;
+            let bytes = read_spec(&path, caller)?;
             let spec = parse::spec_file(&path, &bytes)?;
             for d in &spec.devices {
                 let key = (spec.kind.clone(), d.name.clone());
@@ -351,6 +338,32 @@ fn load(dirs: &[PathBuf], caller: u32) -> Result<Vec<SpecFile>, Error> {
 
 /// A spec file or directory must be root's or the caller's, and writable by
 /// no one else.
+/// The bytes of spec file `path`, a symlink followed (NixOS and the GPU
+/// operator link specs into place): the owner and mode are checked on the
+/// opened file, so the bytes read are those of the file checked. Anything but
+/// a regular file is an error naming it, never skipped.
+fn read_spec(path: &Path, caller: u32) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |op: &'static str| move |source| Error::Io { path: path.to_path_buf(), op, source };
+    // O_NONBLOCK: a FIFO named like a spec does not wait for a writer.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io("opening"))?;
+    let meta = file.metadata().map_err(io("reading"))?;
+    if !meta.is_file() {
+        return Err(io("reading")(std::io::Error::other(
+            "not a regular file (nor a symlink to one); remove it from the CDI directory",
+        )));
+    }
+    check_owner(path, &meta, caller)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io("reading"))?;
+    Ok(bytes)
+}
+
 fn check_owner(path: &Path, meta: &std::fs::Metadata, caller: u32) -> Result<(), Error> {
     let unsafe_ = |why: String| Err(Error::Unsafe { path: path.to_path_buf(), why });
     if meta.uid() != 0 && meta.uid() != caller {
