@@ -10,6 +10,7 @@ pub mod summary;
 pub mod trust;
 pub mod vary;
 pub mod vary_facts;
+mod verdict;
 
 use std::path::PathBuf;
 
