@@ -696,7 +696,9 @@ def main(argv):
         print("== targets: paired median ratio (rss: ratio of peak RSS) at most the limit ==")
         kw = max(len(t["ratio"]) for t in target_rows)
         for t in target_rows:
-            print("%-8s %-*s %-4s <= %4.2f  %6.2f  %s" % (
+            # Three decimals: a value printed as the limit is then never
+            # "NOT met" without showing why.
+            print("%-8s %-*s %-4s <= %4.2f  %6.3f  %s" % (
                 t["mode"], kw, t["ratio"], t["metric"], t["limit"], t["value"],
                 "met" if t["met"] else "NOT met"))
     print("driver time: %.1f s" % elapsed)
