@@ -9,14 +9,16 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
-/// Read a /proc file whole. Such files report a size of 0, so
-/// `fs::read_to_string` starts with a 32-byte read and doubles, and the kernel
-/// formats the file again for every read call (7 of them for this host's
-/// mountinfo): one 16 KiB buffer takes most in a single read.
-pub fn read_proc(path: &str) -> io::Result<String> {
+/// Read a /proc or /sys file whole. Such files report a size of 0 (or a
+/// page), so `fs::read_to_string` starts with a 32-byte read and doubles, and
+/// the kernel formats the file again for every read call (7 of them for this
+/// host's mountinfo): one 16 KiB buffer takes most in a single read.
+pub fn read_kernel_file(path: impl AsRef<Path>) -> io::Result<String> {
+    let path = path.as_ref();
     let mut bytes = Vec::with_capacity(16 << 10);
     File::open(path)?.read_to_end(&mut bytes)?;
-    String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{path}: {e}")))
+    String::from_utf8(bytes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
 }
 
 /// Write `bytes` to `path` so that readers see either the old file or the whole new
@@ -202,15 +204,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_proc_file_is_read_whole() {
+    fn a_kernel_file_is_read_whole() {
         for path in ["/proc/self/mountinfo", "/proc/self/cgroup", "/proc/self/status"] {
-            let got = read_proc(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            let got = read_kernel_file(path).unwrap_or_else(|e| panic!("{path}: {e}"));
             let want = fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
             // The files describe this process, which does not change in between.
             assert_eq!(got.lines().next(), want.lines().next(), "{path}");
             assert_eq!(got.lines().count(), want.lines().count(), "{path}");
         }
-        let e = read_proc("/proc/self/no-such-file").err().map(|e| e.kind());
+        let e = read_kernel_file("/proc/self/no-such-file").err().map(|e| e.kind());
         assert_eq!(e, Some(io::ErrorKind::NotFound));
     }
 

@@ -230,7 +230,7 @@ impl Cgroup {
     /// Read the usage figures. Missing files give `None`/0 rather than an error:
     /// statistics are best-effort, limits are not.
     pub fn usage(&self) -> Usage {
-        let read = |ctrl: &str, file: &str| fs::read_to_string(self.dir(ctrl).join(file)).ok();
+        let read = |ctrl: &str, file: &str| crate::fsutil::read_kernel_file(self.dir(ctrl).join(file)).ok();
         let num = |s: Option<String>| s.and_then(|s| s.trim().parse::<u64>().ok());
         let key = |s: &Option<String>, k: &str| {
             s.as_deref().and_then(|s| {
@@ -343,10 +343,8 @@ impl Cgroup {
                 first_err.get_or_insert(e);
             }
         }
+        // A directory already gone is fine: remove_cgroup_dir takes ENOENT as done.
         for dir in self.plan.dirs.values() {
-            if !dir.exists() {
-                continue;
-            }
             if let Err(e) = remove_cgroup_dir(dir) {
                 first_err.get_or_insert(e);
             }

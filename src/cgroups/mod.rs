@@ -215,8 +215,9 @@ pub struct CgroupHost {
 impl CgroupHost {
     /// Read the layout of this host from /proc/self/mountinfo and /proc/self/cgroup.
     pub fn detect() -> Result<Self> {
-        let read =
-            |p: &str| crate::fsutil::read_proc(p).map_err(|source| Error::Host { path: p.into(), source });
+        let read = |p: &str| {
+            crate::fsutil::read_kernel_file(p).map_err(|source| Error::Host { path: p.into(), source })
+        };
         let mut host = Self::parse(&read("/proc/self/mountinfo")?, &read("/proc/self/cgroup")?);
         if let Some(m) = &host.v2 {
             let p = m.point.join("cgroup.controllers");

@@ -22,7 +22,7 @@ use crate::sys::{self, Kernel};
 /// own mounts would show on the host.
 pub(super) fn isolate_holding_mount(k: &dyn Kernel, path: &Path, propagation: MsFlags) -> Result<()> {
     let real = at(std::fs::canonicalize(path), Op::Isolate, path)?;
-    let mountinfo = at(crate::fsutil::read_proc("/proc/self/mountinfo"), Op::Isolate, path)?;
+    let mountinfo = at(crate::fsutil::read_kernel_file("/proc/self/mountinfo"), Op::Isolate, path)?;
     let Some(point) = holding_mount(&mountinfo, &real) else {
         let why = io::Error::new(io::ErrorKind::NotFound, "no mount in /proc/self/mountinfo holds it");
         return Err(Error { op: Op::Isolate, path: path.to_path_buf(), source: why });
