@@ -154,8 +154,17 @@ impl Host {
         let mut namespace_files = BTreeMap::new();
         let mut cgroups_path = None;
         if let Some(spec) = spec {
-            let mut names: Vec<PathBuf> =
-                spec.mounts().iter().flatten().filter_map(|m| m.source().clone()).collect();
+            // Only absolute sources are host paths: a bind source must be one
+            // (the planner refuses others), and `proc`, `tmpfs` and the like
+            // are no paths at all, which stat would look up in the caller's
+            // working directory.
+            let mut names: Vec<PathBuf> = spec
+                .mounts()
+                .iter()
+                .flatten()
+                .filter_map(|m| m.source().clone())
+                .filter(|p| p.is_absolute())
+                .collect();
             names.extend(spec.root().as_ref().map(|r| r.path().clone()));
             if let Some(linux) = spec.linux() {
                 for p in linux.namespaces().iter().flatten().filter_map(|n| n.path().clone()) {
@@ -295,5 +304,23 @@ mod tests {
         let (_, nofile) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
         assert_eq!(p.hard_rlimits[&libc::RLIMIT_NOFILE], nofile);
         assert!(p.arg_max >= 128 << 10, "ARG_MAX {}", p.arg_max);
+    }
+
+    #[test]
+    fn only_absolute_mount_sources_are_looked_up_never_the_working_directory() {
+        // Tests run in the package's directory, which has a `src`.
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "/"},
+            "mounts": [
+                {"destination": "/a", "type": "tmpfs", "source": "src"},
+                {"destination": "/b", "type": "bind", "source": "/tmp", "options": ["bind"]}
+            ]
+        }))
+        .unwrap();
+        let host = Host::gather(&CgroupHost::parse("", ""), Some(&spec), None);
+        assert!(Path::new("src").is_dir());
+        assert_eq!(host.stat(Path::new("src")).map_err(|e| e.raw_os_error()), Err(Some(libc::ENOENT)));
+        assert!(host.stat(Path::new("/tmp")).is_ok_and(|s| s.dir));
     }
 }
