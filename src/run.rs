@@ -228,6 +228,9 @@ fn sequence(root: &Root, source: Source<'_>) -> Result<RunResult> {
             //    (or taken from the cache) here, before anything is cloned.
             crate::seccomp::compile_planned(plan.seccomp.as_mut(), &plan.spec, &root.cache_dir())
                 .map_err(plan::Error::from)?;
+            //    Nothing of the run exists yet: the last moment to re-exec when
+            //    the exec trampoline cannot serve it.
+            crate::selfexe::settle(&plan);
             log::debug(|| format!("step 4: planned run {id}"));
 
             // 5. Digest the inputs and open the outputs, before the run exists:

@@ -239,18 +239,39 @@ fn an_unprivileged_user_imports_and_runs_in_a_user_namespace() {
 
     // The caller's own copy of exprun (which a rootless container's root could
     // write, even with no write bit: it holds CAP_DAC_OVERRIDE over the
-    // caller's files) runs from a read-only bind mount of itself whose
-    // read-only flag the kernel has locked (CVE-2019-5736).
+    // caller's files) is never what a container process runs (CVE-2019-5736):
+    // the container's command is exec'd through the sealed exec trampoline,
+    // or, where that cannot serve (here a profile that refuses execveat),
+    // exprun runs from a read-only bind mount of itself whose read-only flag
+    // the kernel has locked.
     let own = h.path().join("exprun");
     std::fs::copy(exprun_bin(), &own).unwrap();
     std::os::unix::fs::chown(&own, Some(h.uid), Some(h.gid)).unwrap();
     let (code, _, err) =
         h.exprun(&["image", "import", "--name", "busybox:latest", fixture.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
+    let out = h
+        .command(&own, &["--debug", "run", "--no-limits", "busybox:latest", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("container processes exec through a sealed exec trampoline"), "{err}");
+    let no_execveat = h.path().join("no-execveat.json");
+    std::fs::write(
+        &no_execveat,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["execveat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let seccomp = format!("seccomp={}", no_execveat.display());
     for mode in [0o755, 0o555] {
         std::fs::set_permissions(&own, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
         let mut run = h
-            .command(&own, &["run", "--no-limits", "busybox:latest", "sleep", "1"])
+            .command(
+                &own,
+                &["run", "--no-limits", "--security-opt", &seccomp, "busybox:latest", "sleep", "1"],
+            )
             .stdin(Stdio::null())
             .spawn()
             .unwrap();

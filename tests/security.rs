@@ -179,49 +179,93 @@ fn a_setuid_binary_gains_nothing_under_no_new_privs() {
     s.r.assert_no_leftovers();
 }
 
-/// CVE-2019-5736: the attack opens `/proc/<pid>/exe` of a runtime process
-/// (made to run inside the container by a `#!/proc/self/exe` program), and once
-/// that process has exited, writes the runtime's binary on the host through the
-/// descriptor. This kernel already refuses to execve a `/proc/self/exe` outside
-/// the caller's root, so the test plays the attacker's two steps from the host,
-/// as root, on a copy of exprun during a real run: the write must fail with EROFS
-/// and the copy stay as it was.
+/// CVE-2019-5736: the attack opens `/proc/<pid>/exe` of a process running the
+/// runtime's binary that it can reach (one that a `#!/proc/self/exe` command
+/// made the kernel run, or one in its pid namespace, with CAP_SYS_PTRACE),
+/// and once nothing runs the binary any more, writes it on the host through
+/// that descriptor. This kernel already refuses to execve a `/proc/self/exe`
+/// outside the caller's root, so the test plays the attacker from the host,
+/// as root, against a copy of exprun, at each such process:
+///
+/// - a container's init runs the copy itself until it execs the command,
+///   through the sealed exec trampoline, which is all a `#!/proc/self/exe`
+///   command can then run; until then the init is alone in its new pid
+///   namespace, so no container process can reach it;
+/// - `exprun exec` clones into a pid namespace where the container's
+///   processes are: it runs from a read-only bind mount of the copy, so the
+///   write fails with EROFS;
+/// - an immutable copy (`chattr +i`) needs neither, and the write fails with
+///   EPERM.
 #[test]
 fn the_runtime_binary_cannot_be_written_through_proc_pid_exe() {
     if !privileged("the_runtime_binary_cannot_be_written_through_proc_pid_exe") {
         return;
     }
+    use std::os::unix::fs::MetadataExt;
+    let _serial = common::bundle::serial();
     let r = TestRoot::with_busybox();
     let work = tempfile::tempdir().unwrap();
     let copy = work.path().join("exprun-victim");
     std::fs::copy(common::exprun_bin(), &copy).unwrap();
     let before = std::fs::read(&copy).unwrap();
-    // The attacker's two steps against a run of the copy: hold /proc/<pid>/exe
-    // while it runs; once it has exited, open that descriptor for writing.
-    // Returns the run's status, where the exe link pointed, and the write's result.
-    let attack = || {
-        let mut run = std::process::Command::new(&copy)
-            .arg("--root")
-            .arg(r.path())
-            .args(["run", "busybox:latest", "--", "sleep", "1"])
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let exe = std::fs::read_link(format!("/proc/{}/exe", run.id()));
-        let held = std::fs::File::open(format!("/proc/{}/exe", run.id()));
-        let status = run.wait();
-        let write = held.map(|h| {
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&h);
-            std::fs::OpenOptions::new().write(true).open(format!("/proc/self/fd/{fd}")).map(|_| ())
-        });
-        (status, exe, write)
+    let victim = |args: &[&str]| {
+        let mut c = std::process::Command::new(&copy);
+        c.arg("--root").arg(r.path()).args(args).stdin(std::process::Stdio::null());
+        c
+    };
+    let runs_copy = |pid: u32| {
+        let (c, e) = (std::fs::metadata(&copy).unwrap(), std::fs::metadata(format!("/proc/{pid}/exe")));
+        e.is_ok_and(|e| (e.dev(), e.ino()) == (c.dev(), c.ino()))
+    };
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+        let t0 = std::time::Instant::now();
+        while !done() {
+            assert!(t0.elapsed().as_secs() < 10, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     };
 
-    let (status, _, write) = attack();
-    assert!(status.unwrap().success());
-    let err = write.unwrap().expect_err("the runtime's binary opened for writing");
+    // The init of a created container runs the copy, alone in its pid namespace.
+    let b = bundle(work.path(), &["sleep", "3"]);
+    // The init keeps create's stdio: a file, not a pipe that would stay open.
+    let log = work.path().join("create.log");
+    let created = victim(&["--debug", "create", "-b", b.to_str().unwrap(), "victim"])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(created.success(), "{err}");
+    assert!(err.contains("container processes exec through a sealed exec trampoline"), "{err}");
+    let state = victim(&["state", "victim"]).output().unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&state.stdout).unwrap();
+    let init = state["pid"].as_u64().unwrap() as u32;
+    assert!(runs_copy(init), "the init does not run the copy: the test checks nothing");
+    let ns = std::fs::read_link(format!("/proc/{init}/ns/pid")).unwrap();
+    let sharing: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|l| l == ns))
+        .collect();
+    assert_eq!(sharing, [init], "another process shares the init's pid namespace");
+    // Started, it execs the command through the trampoline: nothing in the
+    // container runs the copy any more.
+    assert!(victim(&["start", "victim"]).status().unwrap().success());
+    wait_until("the init never exec'd its command", &|| !runs_copy(init));
+    let exe = std::fs::read_link(format!("/proc/{init}/exe")).unwrap();
+    assert!(exe.ends_with("bin/busybox"), "{}", exe.display());
+
+    // `exec` clones into the container: the attacker's two steps against it.
+    let mut exec = victim(&["exec", "victim", "sleep", "1"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let held = std::fs::File::open(format!("/proc/{}/exe", exec.id())).unwrap();
+    assert!(exec.wait().unwrap().success());
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&held);
+    let write = std::fs::OpenOptions::new().write(true).open(format!("/proc/self/fd/{fd}"));
+    let err = write.expect_err("the runtime's binary opened for writing");
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    assert!(victim(&["delete", "-f", "victim"]).status().unwrap().success());
     assert_eq!(std::fs::read(&copy).unwrap(), before);
     // The read-only mount is private to the process: none is left.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -233,13 +277,94 @@ fn the_runtime_binary_cannot_be_written_through_proc_pid_exe() {
         assert!(st.success(), "chattr {flag}");
     };
     chattr("+i");
-    let (status, exe, write) = attack();
+    let mut run = victim(&["run", "busybox:latest", "--", "sleep", "1"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let exe = std::fs::read_link(format!("/proc/{}/exe", run.id()));
+    let held = std::fs::File::open(format!("/proc/{}/exe", run.id()));
+    let status = run.wait();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(held.as_ref().unwrap());
+    let write = std::fs::OpenOptions::new().write(true).open(format!("/proc/self/fd/{fd}"));
     chattr("-i");
     assert!(status.unwrap().success());
     assert_eq!(exe.unwrap(), copy, "an immutable binary needs no protected copy");
-    let err = write.unwrap().expect_err("an immutable binary opened for writing");
+    let err = write.expect_err("an immutable binary opened for writing");
     assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
     assert_eq!(std::fs::read(&copy).unwrap(), before);
+    r.assert_no_leftovers();
+}
+
+/// Where the exec trampoline cannot serve a container, exprun re-executes
+/// itself from a read-only copy once the container is planned, before
+/// anything of it exists: a seccomp profile that does not allow the
+/// trampoline's `execveat` and `fcntl` whatever their arguments, an init
+/// that joins a pid namespace (where other processes could reach it before
+/// it execs). Each still runs, from the protected copy.
+#[test]
+fn containers_the_trampoline_cannot_serve_run_from_a_read_only_copy() {
+    if !privileged("containers_the_trampoline_cannot_serve_run_from_a_read_only_copy") {
+        return;
+    }
+    let _serial = common::bundle::serial();
+    let r = TestRoot::with_busybox();
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("log.json");
+    let b = bundle(work.path(), &["sh", "-c", "readlink /proc/self/exe"]);
+    let cfg_path = b.join("config.json");
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+        f(&mut cfg);
+        std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    };
+    let run = |id: &str| {
+        let out = r.command(&["--debug", "run", "-b", b.to_str().unwrap(), id]).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // No filter: the trampoline.
+    let (code, out, err) = run("plain");
+    assert_eq!((code, out.as_str()), (Some(0), "/bin/busybox\n"), "{err}");
+    assert!(err.contains("container processes exec through a sealed exec trampoline"), "{err}");
+    assert!(!err.contains("re-executing"), "{err}");
+
+    // execveat refused by the profile (through the trampoline, the run would
+    // fail with EPERM).
+    edit(&|c| {
+        c["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["execveat"], "action": "SCMP_ACT_ERRNO"}]
+        });
+    });
+    let (code, out, err) = run("no-execveat");
+    assert_eq!((code, out.as_str()), (Some(0), "/bin/busybox\n"), "{err}");
+    assert!(
+        err.contains(
+            "no exec trampoline for this container (the seccomp profile does not allow execveat and fcntl"
+        ),
+        "{err}"
+    );
+
+    // A pid namespace joined by path (a running container's).
+    edit(&|c| {
+        c["linux"].as_object_mut().unwrap().remove("seccomp");
+        c["process"]["args"] = serde_json::json!(["sleep", "5"]);
+    });
+    let pid_file = work.path().join("pid");
+    let holder = common::bundle::run_detached(&r, &b, &pid_file, "holder");
+    edit(&|c| {
+        c["process"]["args"] = serde_json::json!(["sh", "-c", "readlink /proc/self/exe"]);
+        for ns in c["linux"]["namespaces"].as_array_mut().unwrap() {
+            if ns["type"] == "pid" {
+                ns["path"] = format!("/proc/{holder}/ns/pid").into();
+            }
+        }
+    });
+    let (code, out, err) = run("joined");
+    assert_eq!((code, out.as_str()), (Some(0), "/bin/busybox\n"), "{err}");
+    assert!(err.contains("no exec trampoline for this container (the container's init does not get a pid namespace of its own)"), "{err}");
+    let _ = oci(&r, &log, &["delete", "-f", "holder"]);
     r.assert_no_leftovers();
 }
 

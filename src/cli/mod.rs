@@ -194,8 +194,8 @@ pub fn main() -> i32 {
     // container can write (CVE-2019-5736; see selfexe.rs). Decided before clap
     // parses anything, which the re-exec'd process does again anyway.
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    if verb(&args).is_some_and(|v| CONTAINER_VERBS.contains(&v)) {
-        crate::selfexe::protect();
+    if let Some(v) = verb(&args).filter(|v| CONTAINER_VERBS.contains(v)) {
+        crate::selfexe::protect(v != "exec");
     }
     // clap's own exit status for a bad command line is 2; exprun's errors are 125.
     let cli = match parse(&args) {

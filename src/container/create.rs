@@ -71,6 +71,9 @@ pub(super) fn plan_bundle(
     )?;
     crate::seccomp::compile_planned(plan.seccomp.as_mut(), &plan.spec, &root.cache_dir())
         .map_err(plan::Error::from)?;
+    // Nothing of the container exists yet: the last moment to re-exec when
+    // the exec trampoline cannot serve it.
+    crate::selfexe::settle(&plan);
     Ok(plan)
 }
 

@@ -120,6 +120,11 @@ pub struct Filter {
     /// The seccomp agent that gets the notify fd, when a rule is SCMP_ACT_NOTIFY.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listener: Option<Listener>,
+    /// Whether the profile allows, whatever their arguments, the calls of the
+    /// exec trampoline after the filter (selfexe/trampoline.rs): `execveat`
+    /// and `fcntl`. (A plan written before this was known reads as false.)
+    #[serde(default)]
+    pub allows_exec_trampoline: bool,
 }
 
 /// `linux.seccomp.listenerPath` and `listenerMetadata`: where the notify fd of
@@ -154,7 +159,35 @@ pub fn check(profile: &LinuxSeccomp) -> Result<Filter, Error> {
     let listener = listener(profile)?;
     let flags =
         flags(profile)? | if listener.is_some() { libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u32 } else { 0 };
-    Ok(Filter { digest: profile_digest(profile)?, program: Vec::new(), flags, listener })
+    Ok(Filter {
+        digest: profile_digest(profile)?,
+        program: Vec::new(),
+        flags,
+        listener,
+        allows_exec_trampoline: TRAMPOLINE_CALLS.iter().all(|name| allows_unconditionally(profile, name)),
+    })
+}
+
+/// What the exec trampoline calls once the filter is on, besides the execve
+/// that the command needs anyway (and, when that fails, the report and exit).
+const TRAMPOLINE_CALLS: [&str; 2] = ["execveat", "fcntl"];
+
+/// Whether `profile` lets syscall `name` through whatever its arguments: every
+/// rule that names it allows it (or only logs it) without conditions, and
+/// either one does or the default action allows. Decided from the profile,
+/// conservatively: a rule with conditions counts as a refusal.
+fn allows_unconditionally(profile: &LinuxSeccomp, name: &str) -> bool {
+    let allows = |a: LinuxSeccompAction| {
+        matches!(a, LinuxSeccompAction::ScmpActAllow | LinuxSeccompAction::ScmpActLog)
+    };
+    let mut named = false;
+    for rule in profile.syscalls().iter().flatten().filter(|r| r.names().iter().any(|n| n == name)) {
+        if !allows(rule.action()) || rule.args().as_ref().is_some_and(|a| !a.is_empty()) {
+            return false;
+        }
+        named = true;
+    }
+    named || allows(profile.default_action())
 }
 
 fn profile_digest(profile: &LinuxSeccomp) -> Result<Digest, Error> {
@@ -434,6 +467,7 @@ mod tests {
             program: (0..=255u8).chain([0x0f, 0xa0]).collect(),
             flags: 1,
             listener: None,
+            allows_exec_trampoline: false,
         };
         let json = serde_json::to_value(&f).unwrap();
         assert_eq!(json["program"].as_str(), Some(hex::encode(&f.program).as_str()));

@@ -421,8 +421,9 @@ fn wait_for_start(fifo: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Step [6]: the last of exprun's own work, the seccomp filter, execve. Only
-/// returns by `_exit` when something fails.
+/// Step [6]: the last of exprun's own work, the seccomp filter, execve (of the
+/// command, or of the exec trampoline that execs it: selfexe/trampoline.rs).
+/// Only returns by `_exit` when something fails.
 fn exec(
     k: &dyn Kernel,
     process: &ProcessPlan,
@@ -431,21 +432,29 @@ fn exec(
     fds: &ChildFds,
     channel: &Channel,
 ) -> ! {
+    let trampoline = crate::selfexe::exec_trampoline();
+    let shown = match trampoline {
+        Some(_) => format!("{} (through exprun's exec trampoline)", exe.display()),
+        None => exe.display().to_string(),
+    };
     let report = |errno: i32| -> ! {
         // With a FIFO gate nobody reads the channel any more: say it on stderr,
         // which the supervisor (containerd's shim) collects.
-        if channel.send(&ToParent::ExecFailed { exe: exe.display().to_string(), errno }).is_err() {
+        if channel.send(&ToParent::ExecFailed { exe: shown.clone(), errno }).is_err() {
             let why = nix::errno::Errno::from_raw(errno).desc();
-            let _ = unistd::write(
-                io::stderr(),
-                format!("exprun: cannot execute {}: {why}\n", exe.display()).as_bytes(),
-            );
+            let _ =
+                unistd::write(io::stderr(), format!("exprun: cannot execute {shown}: {why}\n").as_bytes());
         }
         let code = if errno == libc::ENOENT { EXIT_NOT_FOUND } else { EXIT_CANNOT_EXECUTE };
         sys::exit_now(code)
     };
-    let Some(call) = sys::PreparedExec::new(exe, &process.args, &process.env) else { report(libc::EINVAL) };
-    match exec_steps(k, &call, seccomp, fds) {
+    let call = match trampoline {
+        Some(t) => through_trampoline(t, channel, exe, process),
+        None => sys::PreparedExec::new(exe, &process.args, &process.env),
+    };
+    let Some(call) = call else { report(libc::EINVAL) };
+    let channel_to_trampoline = trampoline.map(|_| channel.as_fd().as_raw_fd());
+    match exec_steps(k, &call, seccomp, fds, channel_to_trampoline) {
         ExecFailure::Errno(errno) => report(errno),
         ExecFailure::Seccomp(e) => {
             let _ = unistd::write(
@@ -455,6 +464,25 @@ fn exec(
             sys::exit_now(EXIT_EXPRUN_FAILED)
         }
     }
+}
+
+/// The execveat of the exec trampoline at `trampoline` that runs `exe` with
+/// the process's arguments and environment and reports a failed execve on
+/// `channel` (or stderr) as init would.
+fn through_trampoline(
+    trampoline: std::os::fd::BorrowedFd<'static>,
+    channel: &Channel,
+    exe: &Path,
+    process: &ProcessPlan,
+) -> Option<sys::PreparedExec> {
+    let shown = exe.display().to_string();
+    let reports = crate::selfexe::trampoline::Reports {
+        channel: super::protocol::exec_failed_prefix(&shown)?,
+        stderr: format!("exprun: cannot execute {shown}: errno "),
+    };
+    let raw = channel.as_fd().as_raw_fd();
+    let argv = crate::selfexe::trampoline::arguments(raw, exe, &process.args, &reports)?;
+    sys::PreparedExec::of_fd(trampoline, argv, &process.env)
 }
 
 /// Why [`exec_steps`] returned.
@@ -469,12 +497,15 @@ enum ExecFailure {
 /// restricts the container's process, not the runtime, and a profile need not
 /// allow what exprun calls: close_range, rt_sigaction, ...): the exec's arrays
 /// (built by the caller), the signal reset, close-on-exec. After it comes
-/// execve alone. Returns only when something failed.
+/// execve alone, or the execveat of the exec trampoline, whose fcntl and
+/// execve the filter must then allow (the plan checked that it does:
+/// `Filter::allows_exec_trampoline`). Returns only when something failed.
 fn exec_steps(
     k: &dyn Kernel,
     call: &sys::PreparedExec,
     seccomp: Option<&crate::seccomp::Filter>,
     fds: &ChildFds,
+    channel_to_trampoline: Option<std::os::fd::RawFd>,
 ) -> ExecFailure {
     let preserved = fds.preserved;
     let errno = |e: io::Error| ExecFailure::Errno(e.raw_os_error().unwrap_or(libc::EINVAL));
@@ -487,6 +518,13 @@ fn exec_steps(
     // (CVE-2024-21626 was a leaked fd).
     if let Err(e) = k.cloexec_from(3 + preserved).and_then(|()| k.keep_on_exec(3, preserved)) {
         return errno(e);
+    }
+    // The exec trampoline reports on the channel, so it must get it; it sets
+    // close-on-exec again before it execs the command.
+    if let Some(fd) = channel_to_trampoline {
+        if let Err(e) = k.keep_on_exec(fd, 1) {
+            return errno(e);
+        }
     }
     // The filter, then (for a notifying one) its fd to the seccomp agent,
     // then execve.

@@ -36,12 +36,13 @@ fn init_calls(dir: &Path) -> Vec<Call> {
         program: vec![0; 8],
         flags: 0,
         listener: None,
+        allows_exec_trampoline: false,
     };
     let k = RecordingKernel::default();
     let exe = setup(&k, Role::Init(&plan), &plan.process, Some(&filter), &fds)
         .unwrap_or_else(|e| panic!("{}: {}", e.step, e.error));
     let call = sys::PreparedExec::new(&exe, &plan.process.args, &plan.process.env).unwrap();
-    assert!(matches!(exec_steps(&k, &call, Some(&filter), &fds), ExecFailure::Errno(libc::ENOSYS)));
+    assert!(matches!(exec_steps(&k, &call, Some(&filter), &fds, None), ExecFailure::Errno(libc::ENOSYS)));
     k.calls()
 }
 

@@ -27,8 +27,12 @@
 //!  Start ─────────────────────────────────────►  startContainer hooks
 //!                                                [6] reset signals, close-on-exec above 2,
 //!                                                    seccomp filter, execve(exe, args, env)
+//!                                                    (or execveat of the exec trampoline,
+//!                                                    which keeps the channel and execs it)
 //!         ◄──────────────────── EOF               (exec succeeded: the socket closed on exec)
-//!         ◄──────────────────── ExecFailed{errno} (and _exit(126|127))
+//!         ◄──────────────────── ExecFailed{errno} (and _exit(126|127); from the trampoline
+//!                                                    too, its JSON written from
+//!                                                    [`exec_failed_prefix`])
 //! ```
 //!
 //! If the parent dies at any point, the child reads EOF where it expected `Start`
@@ -91,6 +95,14 @@ pub enum ToChild {
         /// The OCI state, as hooks get it on stdin.
         state: String,
     },
+}
+
+/// The JSON of [`ToParent::ExecFailed`] for `exe` up to its errno: the exec
+/// trampoline (selfexe/trampoline.rs), which cannot encode JSON, sends this,
+/// the errno in decimal and `}}`.
+pub fn exec_failed_prefix(exe: &str) -> Option<String> {
+    let whole = serde_json::to_string(&ToParent::ExecFailed { exe: exe.to_string(), errno: 0 }).ok()?;
+    whole.strip_suffix("0}}").map(str::to_string)
 }
 
 /// Largest message either side sends (errors carry paths; keep it generous).
@@ -161,5 +173,14 @@ mod tests {
         assert_eq!(c.recv::<ToChild>().unwrap(), Some(ToChild::Start));
         drop(c);
         assert_eq!(p.recv::<ToParent>().unwrap(), None);
+    }
+
+    #[test]
+    fn the_trampolines_report_is_an_exec_failure() {
+        let exe = "/bin/a \"quoted\" \\ name";
+        let packet = format!("{}{}}}}}", exec_failed_prefix(exe).unwrap(), 8);
+        let (p, c) = channel().unwrap();
+        socket::send(c.as_fd().as_raw_fd(), packet.as_bytes(), MsgFlags::empty()).unwrap();
+        assert_eq!(p.recv::<ToParent>().unwrap(), Some(ToParent::ExecFailed { exe: exe.into(), errno: 8 }));
     }
 }

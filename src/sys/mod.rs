@@ -16,6 +16,7 @@ mod fs;
 mod kernel;
 mod lockedbind;
 mod process;
+mod trampoline;
 
 pub use bpf::*;
 #[cfg(test)]
@@ -25,6 +26,7 @@ pub use fs::*;
 pub use kernel::{CapState, Kernel, RealKernel};
 pub use lockedbind::*;
 pub use process::*;
+pub use trampoline::*;
 
 /// A NUL-terminated copy of a path.
 pub fn cstring(path: &Path) -> io::Result<CString> {

@@ -257,7 +257,7 @@ pub fn wait4(pid: Pid) -> io::Result<(libc::c_int, libc::rusage)> {
 /// that [`PreparedExec::exec`] allocates nothing and makes no other syscall: it
 /// is the only call after the container's seccomp filter.
 pub struct PreparedExec {
-    path: CString,
+    target: ExecTarget,
     // Own the strings the pointer arrays point into (their heap buffers do not
     // move when the vectors do).
     _args: Vec<CString>,
@@ -266,25 +266,58 @@ pub struct PreparedExec {
     envp: Vec<*const libc::c_char>,
 }
 
+/// What a [`PreparedExec`] executes.
+enum ExecTarget {
+    /// execve(path).
+    Path(CString),
+    /// execveat(fd, "", AT_EMPTY_PATH): the file open at `fd`.
+    Fd(RawFd),
+}
+
 impl PreparedExec {
-    /// The call, or `None` when a string holds a NUL byte.
+    /// execve of `path`, or `None` when a string holds a NUL byte.
     pub fn new(path: &Path, args: &[String], env: &[String]) -> Option<Self> {
-        let strings =
-            |v: &[String]| v.iter().map(|s| CString::new(s.as_str()).ok()).collect::<Option<Vec<_>>>();
-        let (args, env) = (strings(args)?, strings(env)?);
+        let args = args.iter().map(|s| CString::new(s.as_str()).ok()).collect::<Option<Vec<_>>>()?;
+        Self::build(ExecTarget::Path(cstring(path).ok()?), args, env)
+    }
+
+    /// execveat of the executable open at `fd` (which must stay open until
+    /// the call), or `None` when a string holds a NUL byte.
+    pub fn of_fd(fd: BorrowedFd<'_>, args: Vec<CString>, env: &[String]) -> Option<Self> {
+        Self::build(ExecTarget::Fd(fd.as_raw_fd()), args, env)
+    }
+
+    fn build(target: ExecTarget, args: Vec<CString>, env: &[String]) -> Option<Self> {
+        let env = env.iter().map(|s| CString::new(s.as_str()).ok()).collect::<Option<Vec<_>>>()?;
         let pointers = |v: &[CString]| {
             v.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect::<Vec<_>>()
         };
         let (argv, envp) = (pointers(&args), pointers(&env));
-        Some(Self { path: cstring(path).ok()?, _args: args, _env: env, argv, envp })
+        Some(Self { target, _args: args, _env: env, argv, envp })
     }
 
     /// Replace this process; returns only the errno of a failed execve.
     pub fn exec(&self) -> nix::errno::Errno {
-        // SAFETY: path, argv and envp are NUL-terminated strings and
-        // NULL-terminated arrays of pointers into strings that self owns, all
-        // live for the call.
-        unsafe { libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
+        match &self.target {
+            // SAFETY: path, argv and envp are NUL-terminated strings and
+            // NULL-terminated arrays of pointers into strings that self owns,
+            // all live for the call.
+            ExecTarget::Path(path) => unsafe {
+                libc::execve(path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr());
+            },
+            // SAFETY: as above; the empty path is a NUL-terminated literal, and
+            // with AT_EMPTY_PATH the kernel executes the file open at fd.
+            ExecTarget::Fd(fd) => unsafe {
+                libc::syscall(
+                    libc::SYS_execveat,
+                    *fd,
+                    c"".as_ptr(),
+                    self.argv.as_ptr(),
+                    self.envp.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                );
+            },
+        }
         nix::errno::Errno::last()
     }
 }

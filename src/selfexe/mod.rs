@@ -10,27 +10,47 @@
 //! kernels, 6.18 for one, refuse to execve a `/proc/self/exe` outside the
 //! caller's root; this does not rely on that.)
 //!
-//! So the verbs that start container processes first re-exec exprun from a
-//! copy nobody can write:
+//! Only a process the container can reach matters. exprun's own processes
+//! outside the container are out of its reach (they are in no pid namespace
+//! it sees, and opening their link needs CAP_SYS_PTRACE over a user namespace
+//! it has no capability in). So, when the binary could be written:
 //!
-//! - as root, the same file on a private read-only bind mount (`open_tree` +
-//!   `mount_setattr`): no copy, the digest cache still hits, a write fails with
-//!   `EROFS`; the mount is detached, in no mount table, and goes with the process;
-//! - otherwise, and only when a rootless container's root could write the
-//!   binary (it is the caller's, or its owner or group is one of the ids the
-//!   container maps, whatever its mode: that root holds CAP_DAC_OVERRIDE over
-//!   them), the same file on a read-only bind mount whose read-only flag the
-//!   kernel has locked, made by a helper clone in new user and mount
-//!   namespaces ([`crate::sys::locked_readonly_bind`], about 0.4 ms);
-//! - where that cannot be had (no unprivileged user namespaces: a seccomp
-//!   filter, a sysctl, a kernel before 5.12), a sealed memfd copy, made in the
-//!   kernel (about 10 ms of system time for 16 MB); the copy is told which
-//!   installed file it came from ([`copied_from`]), so the digest cache hits
-//!   for it too. `--debug` says which of the two a rootless re-exec runs from;
+//! - a container's init (`run`, `replay`, `verify`, `build`, `create`) execs
+//!   its command through the exec trampoline ([`trampoline`]): a program of a
+//!   few hundred bytes in a sealed memfd, which is then all that
+//!   `#!/proc/self/exe` can run, and which cannot be written. Until that exec
+//!   the init runs exprun's binary, non-dumpable, alone in its new pid
+//!   namespace. No re-exec, so exprun starts once, not twice (about 1 ms on a
+//!   VM whose `cpuid` traps, docs/benchmarks.md). [`settle`] falls back to
+//!   the re-exec below for a container the trampoline cannot serve: an init
+//!   in a pid namespace it joins, startContainer hooks, a seccomp profile
+//!   that does not allow the trampoline's calls, an architecture it is not
+//!   written for (only x86_64 is), a kernel that will not make an executable
+//!   memfd;
+//! - otherwise, and always for `exec` (whose process joins a pid namespace
+//!   where the container's processes are, any of which may hold
+//!   CAP_SYS_PTRACE), exprun first re-execs itself from a copy nobody can
+//!   write:
+//!
+//!   - as root, the same file on a private read-only bind mount (`open_tree` +
+//!     `mount_setattr`): no copy, the digest cache still hits, a write fails
+//!     with `EROFS`; the mount is detached, in no mount table, and goes with
+//!     the process;
+//!   - otherwise, and only when a rootless container's root could write the
+//!     binary (it is the caller's, or its owner or group is one of the ids the
+//!     container maps, whatever its mode: that root holds CAP_DAC_OVERRIDE
+//!     over them), the same file on a read-only bind mount whose read-only
+//!     flag the kernel has locked, made by a helper clone in new user and
+//!     mount namespaces ([`crate::sys::locked_readonly_bind`], about 0.4 ms);
+//!   - where that cannot be had (no unprivileged user namespaces: a seccomp
+//!     filter, a sysctl, a kernel before 5.12), a sealed memfd copy, made in
+//!     the kernel (about 10 ms of system time for 16 MB); the copy is told
+//!     which installed file it came from ([`copied_from`]), so the digest
+//!     cache hits for it too. `--debug` says which of the two a rootless
+//!     re-exec runs from;
 //! - nothing when the binary cannot be written anyway: on a read-only mount,
 //!   immutable (`chattr +i`, which no container without CAP_LINUX_IMMUTABLE can
-//!   undo), or a sealed memfd. An install that makes the binary immutable saves
-//!   the re-exec (about 1 ms, docs/benchmarks.md).
+//!   undo), or a sealed memfd.
 //!
 //! Why a rootless container cannot make the locked bind writable. Take the
 //! strongest rootless container: its root holds every capability, CAP_SYS_ADMIN
@@ -73,13 +93,16 @@
 //!   binary's directory into the container gives the container the installed
 //!   file itself (for the next run), with the locked bind as with a memfd.
 
+pub mod trampoline;
+
 use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::{AtFlags, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
@@ -98,6 +121,13 @@ const HOW: &str = "EXPRUN_REEXEC_FROM";
 
 static REEXEC_FROM: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
+/// Whether exprun's binary needs protecting and the verb can have that from
+/// the exec trampoline ([`protect`]).
+static TRAMPOLINE_WANTED: AtomicBool = AtomicBool::new(false);
+
+/// The sealed exec trampoline, made by [`settle`].
+static TRAMPOLINE: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+
 /// (device, inode, size, mtime) of a file: what the digest of exprun's binary
 /// is cached by.
 pub fn identity(m: &std::fs::Metadata) -> String {
@@ -111,10 +141,12 @@ pub fn copied_from() -> Option<&'static str> {
     COPIED_FROM.get().and_then(|c| c.as_deref())
 }
 
-/// Re-exec from a protected copy when needed; returns only when no re-exec was
-/// needed or none was possible (then exprun goes on as it is, and says so with
-/// `--debug`).
-pub fn protect() {
+/// Protect exprun's binary when it needs it: for the verbs that start a
+/// container (`trampoline_ok`), with the exec trampoline, which [`settle`] makes
+/// once the plan is known; otherwise, and for `exec`, by re-executing from a
+/// protected copy. Returns only when no re-exec was needed or none was
+/// possible (then exprun goes on as it is, and says so with `--debug`).
+pub fn protect(trampoline_ok: bool) {
     let copy_of = std::env::var(COPY_OF).ok();
     let _ = REEXEC_FROM.set(std::env::var(HOW).ok());
     // Read once and removed: exprun is still single-threaded here, and no
@@ -125,12 +157,61 @@ pub fn protect() {
     let _ = COPIED_FROM.set(copy_of.filter(|_| sealed));
     match needed() {
         Ok(false) => {}
+        Ok(true) if trampoline_ok && crate::sys::trampoline_code().is_some() => {
+            TRAMPOLINE_WANTED.store(true, Ordering::Relaxed);
+        }
         Ok(true) => {
             let err = reexec();
             crate::log::debug(|| format!("running from the writable binary: no protected copy: {err}"));
         }
         Err(e) => crate::log::debug(|| format!("cannot check exprun's own binary: {e}")),
     }
+}
+
+/// Once a run or container is planned, before anything of it exists: make
+/// the exec trampoline its init will exec the command through, or, where the
+/// trampoline cannot serve it, re-exec from a protected copy now, as without
+/// one. Returns when the trampoline is made, none is needed, or no re-exec
+/// was possible. (Made here, not at start: `--preserve-fds` has by now
+/// checked that fds 3 and up are the caller's, and the memfd's fd is not
+/// among them.)
+///
+/// The trampoline protects the command's execve; until then the container's
+/// init runs exprun's own binary. That is safe only while no process but the
+/// init itself can open its `/proc/<pid>/exe`: so it needs a new pid
+/// namespace (in a joined one, a process holding CAP_SYS_PTRACE could open
+/// the link of the non-dumpable init) and no startContainer hooks (programs
+/// of the container run by init in it), and a seccomp filter that lets the
+/// trampoline run.
+pub fn settle(plan: &crate::plan::RunPlan) {
+    if !TRAMPOLINE_WANTED.load(Ordering::Relaxed) || TRAMPOLINE.get().is_some() {
+        return;
+    }
+    let why = if plan.clone_flags & libc::CLONE_NEWPID as u64 == 0 {
+        "the container's init does not get a pid namespace of its own".to_string()
+    } else if !plan.hooks.start_container.is_empty() {
+        "startContainer hooks run in the container before the command".to_string()
+    } else if plan.seccomp.as_ref().is_some_and(|f| !f.allows_exec_trampoline) {
+        "the seccomp profile does not allow execveat and fcntl whatever their arguments".to_string()
+    } else {
+        match trampoline::sealed() {
+            Ok(fd) => {
+                let _ = TRAMPOLINE.set(fd);
+                crate::log::debug(|| "container processes exec through a sealed exec trampoline".into());
+                return;
+            }
+            Err(e) => format!("making it: {e}"),
+        }
+    };
+    crate::log::debug(|| format!("no exec trampoline for this container ({why}): re-executing"));
+    let err = reexec();
+    crate::log::debug(|| format!("running from the writable binary: no protected copy: {err}"));
+}
+
+/// The sealed exec trampoline through which container processes exec their
+/// command, when exprun's binary needs protecting and this is how.
+pub fn exec_trampoline() -> Option<BorrowedFd<'static>> {
+    TRAMPOLINE.get().map(AsFd::as_fd)
 }
 
 /// With `--debug`, say what a rootless re-exec runs from (debug output is
