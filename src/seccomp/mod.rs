@@ -434,6 +434,44 @@ mod tests {
         Ok(f)
     }
 
+    #[test]
+    fn the_exec_trampoline_is_allowed_only_where_every_rule_for_its_calls_allows_them() {
+        let allowed = |json: serde_json::Value| check(&profile(json)).unwrap().allows_exec_trampoline;
+        // Docker's and containerd's default profile: both allowed by name.
+        assert!(check(&default::profile(&[])).unwrap().allows_exec_trampoline);
+        assert!(allowed(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"})));
+        assert!(allowed(serde_json::json!({"defaultAction": "SCMP_ACT_LOG"})));
+        assert!(allowed(serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+            {"names": ["execveat", "fcntl"], "action": "SCMP_ACT_ALLOW"}]})));
+        assert!(allowed(serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+            {"names": ["execveat"], "action": "SCMP_ACT_ALLOW"},
+            {"names": ["fcntl"], "action": "SCMP_ACT_LOG"}]})));
+        for refused in [
+            // Not named, and the default refuses.
+            serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+                {"names": ["fcntl"], "action": "SCMP_ACT_ALLOW"}]}),
+            // Named and refused, whatever the default.
+            serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+                {"names": ["execveat"], "action": "SCMP_ACT_ERRNO"}]}),
+            serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+                {"names": ["fcntl"], "action": "SCMP_ACT_KILL_PROCESS"}]}),
+            // Allowed and refused by two rules.
+            serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+                {"names": ["execveat", "fcntl"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["execveat"], "action": "SCMP_ACT_TRAP"}]}),
+            // Allowed only for some arguments.
+            serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+                {"names": ["execveat"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["fcntl"], "action": "SCMP_ACT_ALLOW",
+                 "args": [{"index": 1, "value": 1, "op": "SCMP_CMP_EQ"}]}]}),
+            // Sent to an agent.
+            serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/agent.sock",
+                "syscalls": [{"names": ["execveat"], "action": "SCMP_ACT_NOTIFY"}]}),
+        ] {
+            assert!(!allowed(refused.clone()), "{refused}");
+        }
+    }
+
     /// A cache file holding `program`, with its digest.
     fn entry(program: &[u8]) -> Vec<u8> {
         let mut e = Digest::of_bytes(program).hex().as_bytes().to_vec();

@@ -134,8 +134,9 @@ const EXE_WRITER: &str = "end=$(( $(date +%s) + 3 )); while [ $(date +%s) -lt $e
 /// a runtime that execs it in the container runs its own binary there, which
 /// the container then writes through /proc/<pid>/exe. Here `exprun exec` of
 /// /evil is refused, and the container's writer, racing it, never opens the
-/// runtime's binary: a copy of exprun (the runtime under attack) keeps its
-/// digest.
+/// runtime's binary; a container whose command is /evil (exec'd through the
+/// exec trampoline, which is then all /proc/self/exe can be) fails to start
+/// it: a copy of exprun (the runtime under attack) keeps its digest.
 #[test]
 fn the_runtime_binary_is_unchanged_after_a_proc_self_exe_attack() {
     let Some(s) = shim("the_runtime_binary_is_unchanged_after_a_proc_self_exe_attack") else { return };
@@ -173,6 +174,16 @@ fn the_runtime_binary_is_unchanged_after_a_proc_self_exe_attack() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout, "done\n", "the container wrote through some /proc/<pid>/exe");
+    let config = b.join("config.json");
+    let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    c["process"]["args"] = serde_json::json!(["/evil"]);
+    std::fs::write(&config, serde_json::to_vec(&c).unwrap()).unwrap();
+    let out = runtime(&["--debug", "run", "-b", b.to_str().unwrap(), "evil"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("container processes exec through a sealed exec trampoline"), "{err}");
+    // This kernel refuses the exec (127); one that runs the trampoline again
+    // sees it exit 126, without init's arguments.
+    assert!(matches!(out.status.code(), Some(126 | 127)), "{err}");
     assert_eq!(digest(&copy), was, "the runtime's binary changed");
     Snapshot::take(&marker, &[s.r.path()]).assert_same_as(&before, "#!/proc/self/exe");
     s.r.assert_no_leftovers();
