@@ -230,7 +230,7 @@ fn sequence(root: &Root, source: Source<'_>) -> Result<RunResult> {
                 .map_err(plan::Error::from)?;
             //    Nothing of the run exists yet: the last moment to re-exec when
             //    the exec trampoline cannot serve it.
-            crate::selfexe::settle(&plan);
+            crate::selfexe::settle(&plan).map_err(crate::Error::Usage)?;
             log::debug(|| format!("step 4: planned run {id}"));
 
             // 5. Digest the inputs and open the outputs, before the run exists:

@@ -342,12 +342,16 @@ fn load(dirs: &[PathBuf], caller: u32) -> Result<Vec<SpecFile>, Error> {
 /// operator link specs into place): the owner and mode are checked on the
 /// opened file, so the bytes read are those of the file checked. Anything but
 /// a regular file is an error naming it, never skipped.
+/// The largest CDI spec read: a generated spec for a node of eight GPUs is
+/// tens of KB; a file past this is not a device list, and is not read whole.
+const MAX_SPEC_BYTES: u64 = 4 << 20;
+
 fn read_spec(path: &Path, caller: u32) -> Result<Vec<u8>, Error> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let io = |op: &'static str| move |source| Error::Io { path: path.to_path_buf(), op, source };
     // O_NONBLOCK: a FIFO named like a spec does not wait for a writer.
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
@@ -359,8 +363,21 @@ fn read_spec(path: &Path, caller: u32) -> Result<Vec<u8>, Error> {
         )));
     }
     check_owner(path, &meta, caller)?;
+    let too_large = || {
+        io("reading")(std::io::Error::other(format!(
+            "larger than {} MiB, the most exprun reads of a CDI spec; remove it from the CDI directory",
+            MAX_SPEC_BYTES >> 20
+        )))
+    };
+    if meta.len() > MAX_SPEC_BYTES {
+        return Err(too_large());
+    }
+    // Bounded as well: the file may grow after the check.
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(io("reading"))?;
+    file.take(MAX_SPEC_BYTES + 1).read_to_end(&mut bytes).map_err(io("reading"))?;
+    if bytes.len() as u64 > MAX_SPEC_BYTES {
+        return Err(too_large());
+    }
     Ok(bytes)
 }
 
@@ -381,6 +398,19 @@ fn check_owner(path: &Path, meta: &std::fs::Metadata, caller: u32) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spec_past_the_size_limit_is_refused_without_being_read() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("huge.json");
+        // Sparse: reading it whole would allocate 5 MiB of zeros.
+        std::fs::File::create(&path).unwrap().set_len(MAX_SPEC_BYTES + 1).unwrap();
+        let caller = nix::unistd::geteuid().as_raw();
+        let e = read_spec(&path, caller).unwrap_err().to_string();
+        assert!(e.contains("huge.json") && e.contains("larger than 4 MiB"), "{e}");
+        std::fs::File::create(&path).unwrap().set_len(MAX_SPEC_BYTES).unwrap();
+        assert_eq!(read_spec(&path, caller).unwrap().len() as u64, MAX_SPEC_BYTES);
+    }
 
     fn spec_dir(json: &str) -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();

@@ -195,7 +195,7 @@ pub fn main() -> i32 {
     // parses anything, which the re-exec'd process does again anyway.
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     if let Some(v) = verb(&args).filter(|v| CONTAINER_VERBS.contains(v)) {
-        crate::selfexe::protect(v != "exec");
+        crate::selfexe::protect(ONE_CONTAINER_VERBS.contains(&v));
     }
     // clap's own exit status for a bad command line is 2; exprun's errors are 125.
     let cli = match parse(&args) {
@@ -283,6 +283,12 @@ pub fn main() -> i32 {
 
 /// The verbs that start processes inside containers.
 const CONTAINER_VERBS: &[&str] = &["run", "replay", "verify", "build", "create", "exec"];
+
+/// Of those, the verbs whose process starts one container's init, which can
+/// exec its command through the exec trampoline ([`crate::selfexe::settle`]
+/// decides once the container is planned); `verify` and `build` start
+/// several, and `exec` a process beside the container's.
+const ONE_CONTAINER_VERBS: &[&str] = &["run", "replay", "create"];
 
 /// The command line, parsed. The verbs that start or drive containers are
 /// parsed first against a command of that verb alone (see [`one_verb`]): for

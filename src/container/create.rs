@@ -73,7 +73,7 @@ pub(super) fn plan_bundle(
         .map_err(plan::Error::from)?;
     // Nothing of the container exists yet: the last moment to re-exec when
     // the exec trampoline cannot serve it.
-    crate::selfexe::settle(&plan);
+    crate::selfexe::settle(&plan).map_err(crate::Error::Usage)?;
     Ok(plan)
 }
 

@@ -15,7 +15,7 @@
 //! it sees, and opening their link needs CAP_SYS_PTRACE over a user namespace
 //! it has no capability in). So, when the binary could be written:
 //!
-//! - a container's init (`run`, `replay`, `verify`, `build`, `create`) execs
+//! - a container's init (`run`, `replay`, `create`) execs
 //!   its command through the exec trampoline ([`trampoline`]): a program of a
 //!   few hundred bytes in a sealed memfd, which is then all that
 //!   `#!/proc/self/exe` can run, and which cannot be written. Until that exec
@@ -29,7 +29,9 @@
 //!   memfd;
 //! - otherwise, and always for `exec` (whose process joins a pid namespace
 //!   where the container's processes are, any of which may hold
-//!   CAP_SYS_PTRACE), exprun first re-execs itself from a copy nobody can
+//!   CAP_SYS_PTRACE) and for `verify` and `build` (which start several
+//!   containers, where one that the trampoline cannot serve could not re-exec
+//!   after another), exprun first re-execs itself from a copy nobody can
 //!   write:
 //!
 //!   - as root, the same file on a private read-only bind mount (`open_tree` +
@@ -172,7 +174,8 @@ pub fn protect(trampoline_ok: bool) {
 /// the exec trampoline its init will exec the command through, or, where the
 /// trampoline cannot serve it, re-exec from a protected copy now, as without
 /// one. Returns when the trampoline is made, none is needed, or no re-exec
-/// was possible. (Made here, not at start: `--preserve-fds` has by now
+/// was possible; an error only for a second container of one process that
+/// the trampoline cannot serve (which the verbs that use it do not start). (Made here, not at start: `--preserve-fds` has by now
 /// checked that fds 3 and up are the caller's, and the memfd's fd is not
 /// among them.)
 ///
@@ -183,9 +186,9 @@ pub fn protect(trampoline_ok: bool) {
 /// the link of the non-dumpable init) and no startContainer hooks (programs
 /// of the container run by init in it), and a seccomp filter that lets the
 /// trampoline run.
-pub fn settle(plan: &crate::plan::RunPlan) {
-    if !TRAMPOLINE_WANTED.load(Ordering::Relaxed) || TRAMPOLINE.get().is_some() {
-        return;
+pub fn settle(plan: &crate::plan::RunPlan) -> Result<(), String> {
+    if !TRAMPOLINE_WANTED.load(Ordering::Relaxed) {
+        return Ok(());
     }
     let why = if plan.clone_flags & libc::CLONE_NEWPID as u64 == 0 {
         "the container's init does not get a pid namespace of its own".to_string()
@@ -193,19 +196,30 @@ pub fn settle(plan: &crate::plan::RunPlan) {
         "startContainer hooks run in the container before the command".to_string()
     } else if plan.seccomp.as_ref().is_some_and(|f| !f.allows_exec_trampoline) {
         "the seccomp profile does not allow execveat and fcntl whatever their arguments".to_string()
+    } else if TRAMPOLINE.get().is_some() {
+        return Ok(());
     } else {
         match trampoline::sealed() {
             Ok(fd) => {
                 let _ = TRAMPOLINE.set(fd);
                 crate::log::debug(|| "container processes exec through a sealed exec trampoline".into());
-                return;
+                return Ok(());
             }
             Err(e) => format!("making it: {e}"),
         }
     };
+    // The verbs that get here start one container per process; a second one
+    // after the trampoline served the first could no longer re-exec cleanly.
+    if TRAMPOLINE.get().is_some() {
+        return Err(format!(
+            "exprun cannot keep its binary out of this container's reach ({why}) after running one \
+             through the exec trampoline; install exprun immutable (chattr +i) or on a read-only mount"
+        ));
+    }
     crate::log::debug(|| format!("no exec trampoline for this container ({why}): re-executing"));
     let err = reexec();
     crate::log::debug(|| format!("running from the writable binary: no protected copy: {err}"));
+    Ok(())
 }
 
 /// The sealed exec trampoline through which container processes exec their

@@ -169,16 +169,7 @@ pub fn exec(
     // End-of-file: execve succeeded and closed the channel.
     if let Ok(Some(ToParent::ExecFailed { exe, errno })) = parent_end.recv::<ToParent>() {
         let _ = sys::wait4(pid);
-        let code = if errno == libc::ENOENT {
-            crate::error::EXIT_NOT_FOUND
-        } else {
-            crate::error::EXIT_CANNOT_EXECUTE
-        };
-        let why = nix::errno::Errno::from_raw(errno).desc().to_lowercase();
-        return Ok(ExecOutcome::CommandFailed(CommandFailure {
-            exit_code: code,
-            message: format!("cannot execute {exe}: {why}"),
-        }));
+        return Ok(ExecOutcome::CommandFailed(CommandFailure::exec_failed(&exe, errno)));
     }
     if req.detach {
         return Ok(ExecOutcome::Started(pid));

@@ -72,6 +72,20 @@ pub struct CommandFailure {
     pub message: String,
 }
 
+impl CommandFailure {
+    /// The command's execve failed with `errno` (init's or the exec
+    /// trampoline's [`protocol::ToParent::ExecFailed`]).
+    pub fn exec_failed(exe: &str, errno: i32) -> Self {
+        let exit_code = if errno == libc::ENOENT {
+            crate::error::EXIT_NOT_FOUND
+        } else {
+            crate::error::EXIT_CANNOT_EXECUTE
+        };
+        let why = nix::errno::Errno::from_raw(errno).desc().to_lowercase();
+        Self { exit_code, message: format!("cannot execute {exe}: {why}") }
+    }
+}
+
 type Result<T, E = Error> = std::result::Result<T, E>;
 
 fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> Error {

@@ -334,16 +334,7 @@ pub fn foreground(
         if chan_ready {
             match c.channel().recv::<ToParent>() {
                 Ok(Some(ToParent::ExecFailed { exe, errno })) => {
-                    let code = if errno == libc::ENOENT {
-                        crate::error::EXIT_NOT_FOUND
-                    } else {
-                        crate::error::EXIT_CANNOT_EXECUTE
-                    };
-                    let why = nix::errno::Errno::from_raw(errno).desc().to_lowercase();
-                    exec_failure = Some(CommandFailure {
-                        exit_code: code,
-                        message: format!("cannot execute {exe}: {why}"),
-                    });
+                    exec_failure = Some(CommandFailure::exec_failed(&exe, errno));
                     channel_open = false;
                 }
                 Ok(Some(_)) => {}
