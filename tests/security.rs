@@ -298,7 +298,7 @@ fn the_runtime_binary_cannot_be_written_through_proc_pid_exe() {
 /// anything of it exists: a seccomp profile that does not allow the
 /// trampoline's `execveat` and `fcntl` whatever their arguments, an init
 /// that joins a pid namespace (where other processes could reach it before
-/// it execs). Each still runs, from the protected copy.
+/// it execs), startContainer hooks. Each still runs, from the protected copy.
 #[test]
 fn containers_the_trampoline_cannot_serve_run_from_a_read_only_copy() {
     if !privileged("containers_the_trampoline_cannot_serve_run_from_a_read_only_copy") {
@@ -365,6 +365,20 @@ fn containers_the_trampoline_cannot_serve_run_from_a_read_only_copy() {
     assert_eq!((code, out.as_str()), (Some(0), "/bin/busybox\n"), "{err}");
     assert!(err.contains("no exec trampoline for this container (the container's init does not get a pid namespace of its own)"), "{err}");
     let _ = oci(&r, &log, &["delete", "-f", "holder"]);
+
+    // A startContainer hook: a program of the container run beside the init.
+    edit(&|c| {
+        for ns in c["linux"]["namespaces"].as_array_mut().unwrap() {
+            ns.as_object_mut().unwrap().remove("path");
+        }
+        c["hooks"] = serde_json::json!({"startContainer": [{"path": "/bin/true"}]});
+    });
+    let (code, out, err) = run("hooked");
+    assert_eq!((code, out.as_str()), (Some(0), "/bin/busybox\n"), "{err}");
+    assert!(
+        err.contains("no exec trampoline for this container (startContainer hooks run in the container before the command)"),
+        "{err}"
+    );
     r.assert_no_leftovers();
 }
 
