@@ -23,8 +23,8 @@
 //!   namespace. No re-exec, so exprun starts once, not twice (about 1 ms on a
 //!   VM whose `cpuid` traps, docs/benchmarks.md). [`settle`] falls back to
 //!   the re-exec below for a container the trampoline cannot serve: an init
-//!   in a pid namespace it joins, startContainer hooks, a seccomp profile
-//!   that does not allow the trampoline's calls, an architecture it is not
+//!   in a pid namespace it joins, startContainer hooks, an AppArmor profile,
+//!   a seccomp profile that does not allow the trampoline's calls, an architecture it is not
 //!   written for (only x86_64 is), a kernel that will not make an executable
 //!   memfd;
 //! - otherwise, and always for `exec` (whose process joins a pid namespace
@@ -184,8 +184,9 @@ pub fn protect(trampoline_ok: bool) {
 /// init itself can open its `/proc/<pid>/exe`: so it needs a new pid
 /// namespace (in a joined one, a process holding CAP_SYS_PTRACE could open
 /// the link of the non-dumpable init) and no startContainer hooks (programs
-/// of the container run by init in it), and a seccomp filter that lets the
-/// trampoline run.
+/// of the container run by init in it); and the trampoline must run: no
+/// AppArmor profile (which would confine it from its own exec on) and a
+/// seccomp filter that allows its calls.
 pub fn settle(plan: &crate::plan::RunPlan) -> Result<(), String> {
     if !TRAMPOLINE_WANTED.load(Ordering::Relaxed) {
         return Ok(());
@@ -194,6 +195,10 @@ pub fn settle(plan: &crate::plan::RunPlan) -> Result<(), String> {
         "the container's init does not get a pid namespace of its own".to_string()
     } else if !plan.hooks.start_container.is_empty() {
         "startContainer hooks run in the container before the command".to_string()
+    } else if plan.process.apparmor_profile.is_some() {
+        // It applies from the next execve, the trampoline's, whose mapping of
+        // a memfd (a path in no mount) the profile may not allow.
+        "an AppArmor profile would confine the trampoline itself".to_string()
     } else if plan.seccomp.as_ref().is_some_and(|f| !f.allows_exec_trampoline) {
         "the seccomp profile does not allow execveat and fcntl whatever their arguments".to_string()
     } else if TRAMPOLINE.get().is_some() {

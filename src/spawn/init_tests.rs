@@ -15,6 +15,12 @@ fn null() -> OwnedFd {
 /// seccomp filter, a joined UTS namespace, a cgroup to join and a new cgroup
 /// namespace.
 fn init_calls(dir: &Path) -> Vec<Call> {
+    init_calls_with(dir, None)
+}
+
+/// The same, exec'ing through the exec trampoline when given the channel's
+/// fd to leave open for it.
+fn init_calls_with(dir: &Path, channel_to_trampoline: Option<std::os::fd::RawFd>) -> Vec<Call> {
     let mut plan = plan_fixture(dir);
     plan.cgroup_ns = true;
     let (_parent, channel) = super::super::protocol::channel().unwrap();
@@ -42,7 +48,8 @@ fn init_calls(dir: &Path) -> Vec<Call> {
     let exe = setup(&k, Role::Init(&plan), &plan.process, Some(&filter), &fds)
         .unwrap_or_else(|e| panic!("{}: {}", e.step, e.error));
     let call = sys::PreparedExec::new(&exe, &plan.process.args, &plan.process.env).unwrap();
-    assert!(matches!(exec_steps(&k, &call, Some(&filter), &fds, None), ExecFailure::Errno(libc::ENOSYS)));
+    let failed = exec_steps(&k, &call, Some(&filter), &fds, channel_to_trampoline);
+    assert!(matches!(failed, ExecFailure::Errno(libc::ENOSYS)));
     k.calls()
 }
 
@@ -60,6 +67,17 @@ fn no_new_privs_comes_before_seccomp_and_only_execve_after_it() {
     ] {
         assert!(i < seccomp, "{what} at {i} after the filter at {seccomp}: {calls:#?}");
     }
+}
+
+#[test]
+fn the_channel_is_left_open_for_the_trampoline_before_the_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = init_calls_with(dir.path(), Some(42));
+    let cloexec = first(&calls, "close-on-exec", |c| matches!(c, Call::CloexecFrom(3)));
+    let kept = first(&calls, "the channel kept", |c| matches!(c, Call::KeepOnExec(42, 1)));
+    let seccomp = first(&calls, "seccomp", |c| matches!(c, Call::Seccomp));
+    assert!(cloexec < kept && kept < seccomp, "{calls:#?}");
+    assert_eq!(&calls[seccomp..], [Call::Seccomp, Call::Execve], "after the filter: {calls:#?}");
 }
 
 #[test]
