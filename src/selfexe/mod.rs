@@ -15,18 +15,18 @@
 //! it sees, and opening their link needs CAP_SYS_PTRACE over a user namespace
 //! it has no capability in). So, when the binary could be written:
 //!
-//! - a container's init (`run`, `replay`, `create`) execs
-//!   its command through the exec trampoline ([`trampoline`]): a program of a
-//!   few hundred bytes in a sealed memfd, which is then all that
+//! - a container's init (`run`, `replay`, `create`) execs its command
+//!   through the exec trampoline ([`trampoline`]): a program of a few
+//!   hundred bytes in a sealed memfd, which is then all that
 //!   `#!/proc/self/exe` can run, and which cannot be written. Until that exec
 //!   the init runs exprun's binary, non-dumpable, alone in its new pid
 //!   namespace. No re-exec, so exprun starts once, not twice (about 1 ms on a
 //!   VM whose `cpuid` traps, docs/benchmarks.md). [`settle`] falls back to
 //!   the re-exec below for a container the trampoline cannot serve: an init
 //!   in a pid namespace it joins, startContainer hooks, an AppArmor profile,
-//!   a seccomp profile that does not allow the trampoline's calls, an architecture it is not
-//!   written for (only x86_64 is), a kernel that will not make an executable
-//!   memfd;
+//!   a seccomp profile that does not allow the trampoline's calls, an
+//!   architecture it is not written for (only x86_64 is), a kernel that will
+//!   not make an executable memfd;
 //! - otherwise, and always for `exec` (whose process joins a pid namespace
 //!   where the container's processes are, any of which may hold
 //!   CAP_SYS_PTRACE) and for `verify` and `build` (which start several
