@@ -607,11 +607,19 @@ fn a_pod_lifecycle_through_cri_with_exprun_matches_runc() {
     assert_eq!(exprun.exec_stdout, "exec-out\nSeccomp:\t2\n", "the default profile must be in force");
     assert_eq!(exprun.exec_exit, 5);
     assert_eq!(exprun.failing_exit, 3);
-    assert_eq!((exprun.oom_exit, exprun.oom_reason.as_str()), (137, "OOMKilled"));
-    // containerd 1.6 can lose runc's OOM event when the exit is handled first
-    // (seen in the TCG guest: "Error" for longer than the wait above), so the
-    // reason is checked on exprun's side alone, and runc's only for being one
-    // of the two containerd gives.
+    // containerd 1.6 can lose a container's OOM event when the exit is
+    // handled first (seen in the TCG guest with the systemd driver: "Error"
+    // for longer than the wait above, for runc, and for exprun once in three
+    // CI runs of the same code); the reason is its shim's, which watches the
+    // cgroup exprun made (whose placement check_systemd_driver checks). So
+    // the reason is checked on exprun's side strictly except under systemd,
+    // and runc's only for being one of the two containerd gives.
+    assert_eq!(exprun.oom_exit, 137, "{exprun:?}");
+    if systemd {
+        assert!(["OOMKilled", "Error"].contains(&exprun.oom_reason.as_str()), "{exprun:?}");
+    } else {
+        assert_eq!(exprun.oom_reason, "OOMKilled", "{exprun:?}");
+    }
     assert!(["OOMKilled", "Error"].contains(&runc.oom_reason.as_str()), "{runc:?}");
     let runc = Observed { oom_reason: exprun.oom_reason.clone(), ..runc };
     assert_eq!(exprun, runc, "exprun and runc disagree");
