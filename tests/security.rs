@@ -290,6 +290,7 @@ fn the_runtime_binary_cannot_be_written_through_proc_pid_exe() {
     let err = write.expect_err("an immutable binary opened for writing");
     assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
     assert_eq!(std::fs::read(&copy).unwrap(), before);
+    common::bundle::remove_parent_cgroups();
     r.assert_no_leftovers();
 }
 
@@ -379,6 +380,7 @@ fn containers_the_trampoline_cannot_serve_run_from_a_read_only_copy() {
         err.contains("no exec trampoline for this container (startContainer hooks run in the container before the command)"),
         "{err}"
     );
+    common::bundle::remove_parent_cgroups();
     r.assert_no_leftovers();
 }
 
