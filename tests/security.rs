@@ -384,6 +384,51 @@ fn containers_the_trampoline_cannot_serve_run_from_a_read_only_copy() {
     r.assert_no_leftovers();
 }
 
+/// A command the kernel will not execute (here ENOEXEC: executable, but no
+/// program) fails in the exec trampoline's execve, which reports it as init
+/// would: on the channel, which `run` reads (126 and the errno's text), or,
+/// once `create` has exited and nobody reads it, on the container's stderr.
+#[test]
+fn a_command_the_kernel_will_not_execute_is_reported_through_the_trampoline() {
+    if !privileged("a_command_the_kernel_will_not_execute_is_reported_through_the_trampoline") {
+        return;
+    }
+    let _serial = common::bundle::serial();
+    let r = TestRoot::new();
+    let work = tempfile::tempdir().unwrap();
+    let b = bundle(work.path(), &["/garbage"]);
+    let garbage = b.join("rootfs/garbage");
+    std::fs::write(&garbage, b"\x00\x01 not a program\n").unwrap();
+    std::fs::set_permissions(&garbage, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let b = b.to_str().unwrap();
+
+    let out = r
+        .command(&["--debug", "run", "-b", b, "garbage-run"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{err}");
+    assert!(err.contains("container processes exec through a sealed exec trampoline"), "{err}");
+    assert!(err.contains("cannot execute /garbage: exec format error"), "{err}");
+
+    // The init keeps create's stdio: a file, not a pipe that would stay open.
+    let log = work.path().join("create.log");
+    let file = || std::fs::File::create(&log).unwrap();
+    let created = r.command(&["create", "-b", b, "garbage-created"]).stdout(file()).stderr(file()).status();
+    assert!(created.unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(r.command(&["start", "garbage-created"]).status().unwrap().success());
+    let t0 = std::time::Instant::now();
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    while !said().contains("exprun: cannot execute /garbage: errno 8\n") {
+        assert!(t0.elapsed().as_secs() < 10, "nothing on the container's stderr: {:?}", said());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(r.command(&["delete", "-f", "garbage-created"]).status().unwrap().success());
+    common::bundle::remove_parent_cgroups();
+    r.assert_no_leftovers();
+}
+
 /// Ptrace of the runtime: nothing of exprun is in the container's reach. Its
 /// processes are outside the container's pid namespace (the container sees only
 /// its own), and the process `exprun exec` clones into it is non-dumpable until
