@@ -190,9 +190,11 @@ fn default_root() -> PathBuf {
 
 /// Parse the command line, run the verb, and return the process exit status.
 pub fn main() -> i32 {
-    // The verbs that start container processes run from a copy of exprun that no
-    // container can write (CVE-2019-5736; see selfexe.rs). Decided before clap
-    // parses anything, which the re-exec'd process does again anyway.
+    // The verbs that start container processes keep exprun's binary out of the
+    // container's reach (CVE-2019-5736; see selfexe/): through the exec
+    // trampoline, or by re-executing from a copy that no container can write.
+    // Decided before clap parses anything, which a re-exec'd process does
+    // again anyway.
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     if let Some(v) = verb(&args).filter(|v| CONTAINER_VERBS.contains(v)) {
         crate::selfexe::protect(ONE_CONTAINER_VERBS.contains(&v));
